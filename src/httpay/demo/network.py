@@ -1,0 +1,243 @@
+"""A tiny in-memory Lightning network for the demo: one node that issues invoices, and wallets that pay them.
+
+Nothing here moves real money. The invoices are still real, signed BOLT11 strings (regtest,
+prefix `lnbcrt`) with a random preimage each, so a client exercises the same decoding and
+proof checks (sha256(preimage) == payment_hash) it would against a real node. Every method is
+thread-safe: the demo server and test threads share one network.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Callable
+
+import bolt11
+from bolt11 import Bolt11, MilliSatoshi, TagChar, Tags
+from coincurve import PrivateKey
+
+CURRENCY = "bcrt"
+NETWORK_NAME = "regtest"
+DEFAULT_EXPIRY_S = 3600
+
+
+class LightningError(Exception):
+    """A payment the network refuses. `code` is machine-readable, `status` the HTTP status to answer."""
+
+    def __init__(self, code: str, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.status = status
+
+
+@dataclass
+class InvoiceRecord:
+    """What the node remembers about an invoice it issued; `on_settle` runs once when it is paid."""
+
+    bolt11: str
+    payment_hash: str
+    preimage: str = field(repr=False)
+    amount_msat: int | None
+    description: str
+    created_at: int
+    expiry: int
+    on_settle: Callable[["InvoiceRecord"], None] | None = field(default=None, repr=False)
+    paid_by: str | None = None
+    settled_at: float | None = None
+
+    @property
+    def expires_at(self) -> int:
+        return self.created_at + self.expiry
+
+    @property
+    def settled(self) -> bool:
+        return self.paid_by is not None
+
+
+@dataclass(frozen=True)
+class PaymentRecord:
+    """An outgoing payment a wallet made (always settled: the demo network has no in-flight state)."""
+
+    payment_hash: str
+    preimage: str = field(repr=False)
+    amount_msat: int
+    fee_msat: int = 0
+    status: str = "settled"
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "payment_hash": self.payment_hash,
+            "preimage": self.preimage,
+            "amount_msat": self.amount_msat,
+            "fee_msat": self.fee_msat,
+            "status": self.status,
+        }
+
+
+@dataclass
+class WalletRecord:
+    """A demo wallet: a balance, a secret bearer key and the payments it made."""
+
+    wallet_id: str
+    key: str = field(repr=False)
+    balance_msat: int
+    payments: dict[str, PaymentRecord] = field(default_factory=dict, repr=False)
+
+
+class DemoNetwork:
+    """One demo node plus the wallets that pay it.
+
+    `clock` returns unix seconds; tests may pass a fake one instead of sleeping.
+    """
+
+    def __init__(self, *, clock: Callable[[], float] = time.time, private_key: PrivateKey | None = None) -> None:
+        self._key = private_key or PrivateKey()
+        self.pubkey: str = self._key.public_key.format(compressed=True).hex()
+        self._clock = clock
+        self._lock = threading.RLock()
+        self._invoices: dict[str, InvoiceRecord] = {}
+        self._wallets: dict[str, WalletRecord] = {}
+        self._wallet_by_key: dict[str, str] = {}
+
+    def __repr__(self) -> str:
+        return f"DemoNetwork(pubkey={self.pubkey[:16]}…, invoices={len(self._invoices)}, wallets={len(self._wallets)})"
+
+    # -- invoices -----------------------------------------------------------------------------
+
+    def create_invoice(
+        self,
+        amount_msat: int | None,
+        description: str,
+        *,
+        expiry: int = DEFAULT_EXPIRY_S,
+        date: int | None = None,
+        currency: str = CURRENCY,
+        on_settle: Callable[[InvoiceRecord], None] | None = None,
+    ) -> InvoiceRecord:
+        """Issue a signed invoice. Tests use the odd knobs: `amount_msat=None` (no amount), a `date`
+        in the past (already expired), another `currency` ("bc" gives a mainnet `lnbc` invoice).
+        """
+        if amount_msat is not None and amount_msat <= 0:
+            raise ValueError("amount_msat must be positive (or None for an amount-less invoice)")
+        preimage = secrets.token_bytes(32)
+        payment_hash = hashlib.sha256(preimage).hexdigest()
+        created = int(self._clock()) if date is None else int(date)
+        encoded = self._sign(payment_hash, amount_msat, description, expiry, created, currency)
+        record = InvoiceRecord(
+            bolt11=encoded,
+            payment_hash=payment_hash,
+            preimage=preimage.hex(),
+            amount_msat=amount_msat,
+            description=description,
+            created_at=created,
+            expiry=expiry,
+            on_settle=on_settle,
+        )
+        with self._lock:
+            self._invoices[payment_hash] = record
+        return record
+
+    def _sign(self, payment_hash: str, amount_msat: int | None, description: str, expiry: int, date: int, currency: str) -> str:
+        tags = Tags()
+        tags.add(TagChar.payment_hash, payment_hash)
+        tags.add(TagChar.payment_secret, secrets.token_hex(32))
+        tags.add(TagChar.description, description)
+        tags.add(TagChar.expire_time, expiry)
+        amount = MilliSatoshi(amount_msat) if amount_msat is not None else None
+        invoice = Bolt11(currency=currency, date=date, tags=tags, amount_msat=amount)
+        return bolt11.encode(invoice, self._key.to_hex())
+
+    def invoice(self, payment_hash: str) -> InvoiceRecord | None:
+        """The node's record of an invoice it issued (for tests and the server's own bookkeeping)."""
+        with self._lock:
+            return self._invoices.get(payment_hash.lower())
+
+    # -- wallets ------------------------------------------------------------------------------
+
+    def create_wallet(self, balance_sat: int = 10_000) -> WalletRecord:
+        """Open a funded wallet. The returned record holds the secret key: hand it only to its owner."""
+        if balance_sat < 0:
+            raise ValueError("balance_sat must not be negative")
+        record = WalletRecord(wallet_id=uuid.uuid4().hex, key=secrets.token_hex(16), balance_msat=balance_sat * 1000)
+        with self._lock:
+            self._wallets[record.wallet_id] = record
+            self._wallet_by_key[record.key] = record.wallet_id
+        return record
+
+    def wallet_for_key(self, key: str | None) -> WalletRecord:
+        """The wallet a bearer key opens; LightningError("unauthorized") for any other key."""
+        with self._lock:
+            wallet_id = self._wallet_by_key.get(key or "")
+            if wallet_id is None:
+                raise LightningError("unauthorized", "unknown or missing wallet key", 401)
+            return self._wallets[wallet_id]
+
+    def balance_msat(self, key: str) -> int:
+        with self._lock:
+            return self.wallet_for_key(key).balance_msat
+
+    def lookup(self, key: str, payment_hash: str) -> PaymentRecord | None:
+        """A payment this wallet made, or None (other wallets' payments stay private)."""
+        with self._lock:
+            return self.wallet_for_key(key).payments.get(payment_hash.lower())
+
+    # -- paying -------------------------------------------------------------------------------
+
+    def pay(self, key: str, invoice: str, *, max_fee_msat: int | None = None) -> PaymentRecord:
+        """Pay an invoice this node issued, all or nothing, then run its settle hook once.
+
+        Raises LightningError with the codes the HTTP API documents. Routing is free here, so
+        `max_fee_msat` only has to be non-negative.
+        """
+        if max_fee_msat is not None and max_fee_msat < 0:
+            raise LightningError("bad_request", "max_fee_msat must not be negative")
+        with self._lock:
+            wallet = self.wallet_for_key(key)
+            record = self._check_payable(invoice)
+            amount = record.amount_msat
+            assert amount is not None  # _check_payable refuses amount-less invoices
+            if wallet.balance_msat < amount:
+                raise LightningError(
+                    "insufficient_funds",
+                    f"wallet holds {wallet.balance_msat} msat, invoice asks {amount} msat",
+                )
+            wallet.balance_msat -= amount
+            record.paid_by = wallet.wallet_id
+            record.settled_at = self._clock()
+            payment = PaymentRecord(payment_hash=record.payment_hash, preimage=record.preimage, amount_msat=amount)
+            wallet.payments[record.payment_hash] = payment
+        # The hook runs outside the lock so it may take its own locks (the account store's).
+        if record.on_settle is not None:
+            record.on_settle(record)
+        return payment
+
+    def _check_payable(self, invoice: str) -> InvoiceRecord:
+        """The node's record for `invoice` if it can be paid now; otherwise the reason as LightningError."""
+        decoded = _decode(invoice)
+        if decoded.currency != CURRENCY:
+            raise LightningError("invoice_invalid", f"invoice is for network '{decoded.currency}', this demo network is regtest ('bcrt')")
+        record = self._invoices.get(decoded.payment_hash) if decoded.payee == self.pubkey else None
+        if record is None:
+            raise LightningError("invoice_invalid", "invoice was not issued by this demo network")
+        if decoded.amount_msat is None or record.amount_msat is None:
+            raise LightningError("amount_missing", "invoice has no amount; the demo network only pays invoices with an amount")
+        if record.settled:
+            raise LightningError("already_paid", "invoice was already paid", 409)
+        if self._clock() >= record.expires_at:
+            raise LightningError("invoice_expired", "invoice has expired")
+        return record
+
+
+def _decode(invoice: object) -> Bolt11:
+    """Decode a BOLT11 string, turning any parse failure into LightningError("invoice_invalid")."""
+    if not isinstance(invoice, str) or not invoice.strip():
+        raise LightningError("invoice_invalid", "invoice must be a non-empty BOLT11 string")
+    try:
+        return bolt11.decode(invoice.strip())
+    except Exception as exc:  # bolt11 raises many unrelated types on bad input
+        raise LightningError("invoice_invalid", f"invoice is not valid BOLT11 ({type(exc).__name__})") from None

@@ -1,0 +1,187 @@
+"""A wallet on the demo Lightning network (`httpay demo-server`, `/ln/` routes): pays regtest invoices, no real money.
+
+It behaves like a real wallet adapter so the client's whole flow (pay, prove, look up, fail in
+each documented way) can be tried and tested without a Lightning node. The key is a bearer
+secret: it is sent only in the Authorization header and never shown in a repr, log or error.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import bolt11 as bolt11_lib
+import httpx
+
+from httpay.errors import AlreadyPaid, InsufficientFunds, PaymentTimeout, WalletError
+from httpay.wallets.base import Payment, PaymentStatus, Wallet
+
+log = logging.getLogger("httpay.wallet.demo")
+
+# Transport failures that happen before the request can have reached the server: nothing was paid.
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
+
+
+class DemoWallet(Wallet):
+    """Pays invoices from a wallet held by the demo service's in-memory network (regtest)."""
+
+    network = "regtest"
+    name = "demo"
+
+    def __init__(
+        self,
+        base_url: str,
+        key: str,
+        *,
+        timeout: float = 10.0,
+        wallet_id: str | None = None,
+        client: httpx.Client | None = None,
+    ) -> None:
+        """`client` lets tests inject a transport (e.g. `httpx.MockTransport`); the wallet then does not close it."""
+        if not key:
+            raise WalletError("the demo wallet needs its key (from POST /ln/wallets or DemoWallet.create)")
+        self.base_url = base_url.rstrip("/")
+        self.wallet_id = wallet_id
+        self.__key = key
+        self._owns_client = client is None
+        self._client = client if client is not None else httpx.Client(timeout=timeout)
+
+    @classmethod
+    def create(cls, base_url: str, balance_sat: int = 10_000, *, timeout: float = 10.0) -> "DemoWallet":
+        """Open a new funded wallet on the demo service and return an adapter for it."""
+        url = base_url.rstrip("/") + "/ln/wallets"
+        try:
+            response = httpx.post(url, json={"balance_sat": balance_sat}, timeout=timeout)
+        except httpx.HTTPError as exc:
+            raise WalletError(f"could not reach the demo service at {base_url} to open a wallet: {type(exc).__name__}") from None
+        body = _json(response)
+        if response.status_code != 201 or not isinstance(body.get("key"), str):
+            raise WalletError(f"the demo service refused to open a wallet ({response.status_code}): {_message(body, response)}")
+        log.debug("opened demo wallet %s with %d sat", body.get("wallet_id"), balance_sat)
+        return cls(base_url, body["key"], timeout=timeout, wallet_id=body.get("wallet_id"))
+
+    def __repr__(self) -> str:
+        return f"DemoWallet(url={self.base_url!r}, wallet_id={self.wallet_id!r})"
+
+    __str__ = __repr__
+
+    # -- Wallet API ---------------------------------------------------------------------------
+
+    def pay_invoice(self, bolt11: str, *, max_fee_msat: int | None = None) -> Payment:
+        """Pay on the demo network; the returned Payment's preimage is checked against the hash."""
+        body: dict[str, Any] = {"invoice": bolt11}
+        if max_fee_msat is not None:
+            body["max_fee_msat"] = max_fee_msat
+        log.debug("paying invoice %s… on %s", bolt11[:24], self.base_url)
+        response = self._send("POST", "/ln/pay", json=body, paying=True)
+        answer = _json(response)
+        if response.status_code != 200:
+            raise _pay_error(response, answer)
+        payment = _payment(answer)
+        expected = _invoice_hash(bolt11)
+        if expected is not None and payment.payment_hash != expected:
+            raise WalletError(
+                "the demo network answered for a different payment hash than the invoice's",
+                outcome_known=False,
+            )
+        if not payment.proves(payment.payment_hash):
+            raise WalletError(
+                "the demo network reported the payment settled but its preimage does not match the payment hash",
+                outcome_known=False,
+            )
+        log.debug("paid %s msat, hash %s…", payment.amount_msat, payment.payment_hash[:16])
+        return payment
+
+    def lookup(self, payment_hash: str) -> Payment | None:
+        """This wallet's record of a payment, or None if it never paid that hash."""
+        log.debug("looking up payment %s…", payment_hash[:16])
+        response = self._send("GET", f"/ln/payments/{payment_hash}")
+        if response.status_code == 404:
+            return None
+        answer = _json(response)
+        if response.status_code != 200:
+            raise WalletError(f"demo wallet lookup failed ({response.status_code}): {_message(answer, response)}")
+        return _payment(answer)
+
+    def balance_msat(self) -> int:
+        log.debug("reading balance of %r", self)
+        response = self._send("GET", "/ln/balance")
+        answer = _json(response)
+        if response.status_code != 200 or not isinstance(answer.get("balance_msat"), int):
+            raise WalletError(f"demo wallet balance failed ({response.status_code}): {_message(answer, response)}")
+        return int(answer["balance_msat"])
+
+    def close(self) -> None:
+        if self._owns_client:
+            self._client.close()
+
+    # -- plumbing -----------------------------------------------------------------------------
+
+    def _send(self, method: str, path: str, *, json: Any = None, paying: bool = False) -> httpx.Response:
+        """One authorised request; transport failures become wallet errors that say whether money may have moved."""
+        headers = {"Authorization": f"Bearer {self.__key}"}
+        try:
+            return self._client.request(method, self.base_url + path, json=json, headers=headers)
+        except _NOT_SENT as exc:
+            raise WalletError(f"could not reach the demo wallet at {self.base_url} ({type(exc).__name__}); nothing was paid", outcome_known=True) from None
+        except httpx.TimeoutException as exc:
+            if paying:
+                raise PaymentTimeout(f"the demo wallet at {self.base_url} did not answer in time ({type(exc).__name__}); the payment may have gone out: look it up before paying again") from None
+            raise WalletError(f"the demo wallet at {self.base_url} did not answer in time ({type(exc).__name__})") from None
+        except httpx.HTTPError as exc:
+            raise WalletError(
+                f"the connection to the demo wallet at {self.base_url} failed ({type(exc).__name__})"
+                + ("; the payment may have gone out: look it up before paying again" if paying else ""),
+                outcome_known=not paying,
+            ) from None
+
+
+def _invoice_hash(invoice: str) -> str | None:
+    """The invoice's payment hash, or None if it cannot be decoded here (the network then judged it)."""
+    try:
+        return str(bolt11_lib.decode(invoice).payment_hash).lower()
+    except Exception:  # bolt11 raises many types; the server's answer is checked anyway
+        return None
+
+
+def _json(response: httpx.Response) -> dict[str, Any]:
+    """The response body as a dict ({} when it is not a JSON object)."""
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _message(body: dict[str, Any], response: httpx.Response) -> str:
+    error = body.get("error")
+    return str(error) if error else (response.reason_phrase or "no explanation given")
+
+
+def _pay_error(response: httpx.Response, body: dict[str, Any]) -> WalletError:
+    """Translate a refused payment into httpay's wallet errors. A 5xx leaves the outcome unknown."""
+    code = body.get("code")
+    message = f"demo wallet could not pay: {_message(body, response)}"
+    if code == "already_paid":
+        return AlreadyPaid(message)
+    if code == "insufficient_funds":
+        return InsufficientFunds(message)
+    if code == "unauthorized" or response.status_code == 401:
+        return WalletError("demo wallet key was rejected (401); create a new wallet with DemoWallet.create")
+    if response.status_code >= 500:
+        return WalletError(f"{message} (server error {response.status_code}; the payment may have gone out)", outcome_known=False)
+    return WalletError(f"{message}" + (f" [{code}]" if code else ""))
+
+
+def _payment(body: dict[str, Any]) -> Payment:
+    """A Payment from the demo network's JSON; WalletError when the answer is malformed."""
+    try:
+        return Payment(
+            payment_hash=str(body["payment_hash"]).lower(),
+            status=PaymentStatus(body.get("status", "settled")),
+            amount_msat=int(body["amount_msat"]),
+            fee_msat=int(body.get("fee_msat", 0)),
+            preimage=body.get("preimage"),
+        )
+    except (KeyError, TypeError, ValueError):
+        raise WalletError("the demo network answered with a malformed payment record", outcome_known=False) from None
