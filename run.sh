@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# httpay's two commands from a fresh machine (Python 3.11 + pip):
+#   bash run.sh demo [--non-interactive|--approve]   set up, then tell the notebook's story offline
+#   bash run.sh test [pytest args]                  set up, start what tests need, run the whole suite
+# Anything else after `run.sh` is run inside the project's venv, e.g. `bash run.sh httpay ledger`.
+set -euo pipefail
+cd "$(dirname "$0")"
+ROOT=$(pwd)
+VENV="$ROOT/.venv"
+PY=${PYTHON:-python3}
+
+setup() {
+  local stamp="$VENV/.httpay-installed"
+  local want
+  want=$(cat pyproject.toml | sha256sum | cut -c1-16)
+  if [ ! -x "$VENV/bin/python" ]; then
+    echo "httpay: creating $VENV" >&2
+    "$PY" -m venv "$VENV"
+  fi
+  if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+    echo "httpay: installing httpay and its test tools into $VENV (once)" >&2
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip >&2
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e ".[test]" >&2
+    echo "$want" > "$stamp"
+  fi
+}
+
+cmd=${1:-demo}
+[ $# -gt 0 ] && shift
+case "$cmd" in
+  demo)
+    setup
+    exec "$VENV/bin/httpay" demo "$@"
+    ;;
+  test)
+    setup
+    [ -x scripts/test-services.sh ] && source scripts/test-services.sh
+    set +e
+    "$VENV/bin/python" -m pytest "$@"
+    rc=$?
+    set -e
+    if [ $rc -eq 5 ]; then echo "httpay: pytest collected no tests; that is a failure here" >&2; exit 1; fi
+    exit $rc
+    ;;
+  *)
+    setup
+    PATH="$VENV/bin:$PATH" exec "$cmd" "$@"
+    ;;
+esac

@@ -1,0 +1,48 @@
+"""httpay: an HTTP client that meets 402 Payment Required, pays within limits a person set,
+retries, and keeps a truthful record.
+
+    import httpay
+    with httpay.Client(wallet=wallet, policy=httpay.Policy(max_per_payment_usd=1, budget_usd=5)) as c:
+        r = c.get(url, headers=auth)   # 402 -> pay -> retry, transparently
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from httpay.client import AsyncClient, Client
+from httpay.errors import (
+    AlreadyPaid, ChallengeError, ConfigError, HttpayError, InsufficientFunds, InvoiceError, LedgerError,
+    PaymentRefused, PaymentRequestError, PaymentTimeout, WalletError,
+)
+from httpay.events import Event
+from httpay.ledger import Ledger, Receipt, open_ledger
+from httpay.lightning import Invoice, check_invoice, decode_invoice
+from httpay.pipeline import PaymentNotHonored, PaymentOutcomeUnknown, receipt_of
+from httpay.policy import Decision, Policy
+from httpay.protocols.l402_v02 import Offer, PaymentOffers, PaymentRequest, parse
+from httpay.transport import AsyncPaymentTransport, PaymentTransport
+from httpay.wallets.base import Payment, Wallet
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AlreadyPaid", "AsyncClient", "AsyncPaymentTransport", "ChallengeError", "Client", "ConfigError", "Decision",
+    "DemoWallet", "Event", "HttpayError", "InsufficientFunds", "Invoice", "InvoiceError", "Ledger", "LedgerError",
+    "Offer", "Payment", "PaymentNotHonored", "PaymentOffers", "PaymentOutcomeUnknown", "PaymentRefused",
+    "PaymentRequest", "PaymentRequestError", "PaymentTimeout", "PaymentTransport", "Policy", "Receipt", "Wallet",
+    "WalletError", "check_invoice", "decode_invoice", "open_ledger", "parse", "receipt_of",
+]
+
+
+def __getattr__(name: str) -> Any:
+    # Wallet adapters load on first use, so importing httpay stays light.
+    if name == "DemoWallet":
+        from httpay.wallets.demo import DemoWallet
+
+        return DemoWallet
+    if name == "LNbitsWallet":
+        from httpay.wallets.lnbits import LNbitsWallet
+
+        return LNbitsWallet
+    raise AttributeError(f"module 'httpay' has no attribute {name!r}")

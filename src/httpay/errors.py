@@ -1,0 +1,94 @@
+"""Every error httpay raises, so callers can catch one family and read what to do next.
+
+Each error carries a message that says what was wrong and what a person (or an agent) can
+change. No error text ever holds a secret: keys, bearer tokens and preimages are redacted
+before they reach a message.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class HttpayError(Exception):
+    """Base of every error httpay raises on purpose."""
+
+
+class ChallengeError(HttpayError, ValueError):
+    """A 402 answer could not be read: it names the field and what was expected."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class PaymentRequestError(HttpayError):
+    """The service's payment-request endpoint refused or answered something unusable."""
+
+    def __init__(self, message: str, *, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
+class InvoiceError(HttpayError, ValueError):
+    """An invoice failed a check made before paying it (nothing was paid)."""
+
+    def __init__(self, message: str, *, check: str) -> None:
+        super().__init__(message)
+        self.check = check
+
+
+class PaymentRefused(HttpayError):
+    """The policy (or the person approving) said no. Nothing was paid.
+
+    `rule` names the rule that refused, `offers` holds what the service offered so a caller can
+    show it or pick differently.
+    """
+
+    def __init__(self, message: str, *, rule: str, offers: Any = None, response: Any = None) -> None:
+        super().__init__(message)
+        self.rule = rule
+        self.offers = offers
+        self.response = response
+
+
+class WalletError(HttpayError):
+    """The wallet could not pay. `outcome_known` is False when the payment may have gone out."""
+
+    outcome_known: bool = True
+
+    def __init__(self, message: str, *, outcome_known: bool | None = None) -> None:
+        super().__init__(message)
+        if outcome_known is not None:
+            self.outcome_known = outcome_known
+
+
+class InsufficientFunds(WalletError):
+    """The wallet holds less than the invoice asks (plus fees)."""
+
+
+class AlreadyPaid(WalletError):
+    """The invoice was paid before; look the payment up instead of paying again."""
+
+
+class PaymentTimeout(WalletError):
+    """The wallet did not answer in time; the payment may or may not have gone out."""
+
+    outcome_known = False
+
+
+class LedgerError(HttpayError):
+    """The payment record could not be read or written."""
+
+
+class ConfigError(HttpayError):
+    """A setting is missing or wrong: the message names it and how to set it."""
+
+
+def redact(secret: str | None, keep: int = 4) -> str:
+    """Show just enough of a secret to tell two apart, never enough to use it."""
+    if not secret:
+        return "<none>"
+    if len(secret) <= keep * 2:
+        return "***"
+    return f"{secret[:keep]}…{secret[-keep:]}" if keep else "***"

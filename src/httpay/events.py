@@ -1,0 +1,33 @@
+"""Events: what the payment pipeline tells the people (and logs) watching it, step by step."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+log = logging.getLogger("httpay")
+
+
+@dataclass(frozen=True)
+class Event:
+    """One step of a paid request. `kind` is one of: challenge, decision, approval, payment_request,
+    invoice, reserved, paid, payment_failed, retry, served, waited."""
+
+    kind: str
+    url: str
+    request_id: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return f"[{self.request_id}] {self.kind} {self.url}: " + ", ".join(f"{k}={v}" for k, v in self.data.items())
+
+
+EventHook = Callable[[Event], None]
+
+
+def emit(hook: EventHook | None, event: Event, message: str, level: int = logging.INFO) -> None:
+    """Log one line for the step (no secrets in `message`) and hand the event to the hook."""
+    log.log(level, "[%s] %s: %s", event.request_id, event.kind, message)
+    if hook is not None:
+        hook(event)

@@ -1,0 +1,38 @@
+"""The payment record: SQLite by default, PostgreSQL for a fleet sharing one budget."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from httpay.ledger.base import DuplicatePayment, Intent, Ledger
+from httpay.ledger.models import Receipt, Status
+from httpay.ledger.sqlite import SQLiteLedger
+
+__all__ = ["DuplicatePayment", "Intent", "Ledger", "Receipt", "SQLiteLedger", "Status", "default_ledger_path", "open_ledger"]
+
+
+def default_ledger_path() -> Path:
+    """`$HTTPAY_LEDGER`, else `ledger.sqlite3` in the user's data dir."""
+    env = os.environ.get("HTTPAY_LEDGER")
+    if env:
+        return Path(env).expanduser()
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("httpay", appauthor=False)) / "ledger.sqlite3"
+
+
+def open_ledger(where: str | os.PathLike[str] | Ledger | None = None) -> Ledger:
+    """A ledger from a path, a `postgresql://` URL, an existing Ledger, or the default file."""
+    if isinstance(where, Ledger):
+        return where
+    if where is None:
+        where = os.environ.get("HTTPAY_LEDGER") or default_ledger_path()
+    text = str(where)
+    if text.startswith(("postgres://", "postgresql://")):
+        from httpay.ledger.postgres import PostgresLedger  # type: ignore[import-not-found]
+
+        return PostgresLedger(text)
+    if text.startswith("sqlite:///"):
+        text = text[len("sqlite:///"):]
+    return SQLiteLedger(text)

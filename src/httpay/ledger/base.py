@@ -1,0 +1,152 @@
+"""The ledger's contract and the logic every backend shares.
+
+Write-ahead: a payment is `reserve`d (written `pending`, with every budget checked in the same
+transaction) before the wallet is called, then `settle`d or `fail`ed. A pending row whose
+outcome is unknown is reconciled with the wallet, never paid again.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from httpay.errors import PaymentRefused
+from httpay.ledger.models import Receipt, Status
+from httpay.policy import Limit, fmt_msat
+
+COLUMNS = (
+    "id", "status", "created_at", "updated_at", "host", "url", "protocol", "method", "offer_id", "offer_title",
+    "offer_amount", "offer_currency", "credits", "payment_hash", "amount_msat", "fee_msat", "wallet",
+    "challenge_key", "reason", "preimage",
+)
+
+
+@dataclass(frozen=True)
+class Intent:
+    """What is about to be paid: everything the ledger writes in the pending row."""
+
+    host: str
+    url: str
+    protocol: str
+    method: str
+    amount_msat: int
+    payment_hash: str | None
+    offer_id: str | None = None
+    offer_title: str | None = None
+    offer_amount: int | None = None
+    offer_currency: str | None = None
+    credits: int | None = None
+    wallet: str | None = None
+    challenge_key: str | None = None
+
+
+def now_utc() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Ledger(ABC):
+    """Where payments are recorded. Use `httpay.open_ledger(url_or_path)` to get one."""
+
+    url: str
+
+    # -- writes ------------------------------------------------------------------------------------
+    @abstractmethod
+    def reserve(self, intent: Intent, limits: Sequence[Limit] = (), *, usd_per_btc: float | None = None) -> Receipt:
+        """Write a pending payment, checking every limit in the same transaction.
+
+        Raises PaymentRefused (rule = the limit's name) when it would overspend, and
+        `DuplicatePayment` when the payment hash is already recorded pending or settled.
+        """
+
+    @abstractmethod
+    def settle(self, receipt_id: int, *, preimage: str, fee_msat: int = 0, amount_msat: int | None = None) -> Receipt:
+        """Mark a payment settled with its proof."""
+
+    @abstractmethod
+    def fail(self, receipt_id: int, reason: str) -> Receipt:
+        """Mark a payment failed: the wallet paid nothing, the reservation is released."""
+
+    @abstractmethod
+    def note(self, receipt_id: int, reason: str) -> Receipt:
+        """Attach a note (why a payment is still pending) without changing its status."""
+
+    # -- reads -------------------------------------------------------------------------------------
+    @abstractmethod
+    def get(self, receipt_id: int) -> Receipt: ...
+
+    @abstractmethod
+    def find(self, *, payment_hash: str | None = None, challenge_key: str | None = None) -> Receipt | None:
+        """The newest non-failed payment for a hash or a challenge key."""
+
+    @abstractmethod
+    def receipts(
+        self, *, limit: int | None = None, status: Status | None = None, host: str | None = None,
+        since: datetime | None = None,
+    ) -> list[Receipt]:
+        """Newest first."""
+
+    @abstractmethod
+    def spent_msat(self, *, host: str | None = None, since: datetime | None = None) -> int:
+        """Money committed: settled plus pending (a pending payment may have gone out)."""
+
+    def pending(self) -> list[Receipt]:
+        return self.receipts(status=Status.PENDING)
+
+    def close(self) -> None:
+        """Release the connection."""
+
+    def __enter__(self) -> "Ledger":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __str__(self) -> str:
+        rows = self.receipts(limit=20)
+        lines = [f"Ledger {self.url}: {len(rows)} recent payment(s), {fmt_msat(self.spent_msat())} committed"]
+        lines += [f"  {r}" for r in rows]
+        return "\n".join(lines)
+
+    def __rich__(self) -> Any:
+        from httpay.display import receipts_table
+
+        return receipts_table(self.receipts(limit=50), title=f"Ledger ({self.url})")
+
+    def _repr_html_(self) -> str:
+        from httpay.display import html_receipts
+
+        return html_receipts(self.receipts(limit=50), title="Ledger")
+
+
+class DuplicatePayment(PaymentRefused):
+    """This invoice (payment hash) is already in the ledger: it is never paid twice."""
+
+    def __init__(self, message: str, *, existing: Receipt) -> None:
+        super().__init__(message, rule="duplicate")
+        self.existing = existing
+
+
+def over_limit(limits: Sequence[Limit], spent: dict[Limit, int], amount_msat: int, usd_per_btc: float | None) -> None:
+    """Raise PaymentRefused for the first limit `amount_msat` would break."""
+    for lim in limits:
+        used = spent[lim]
+        if used + amount_msat > lim.limit_msat:
+            left = max(lim.limit_msat - used, 0)
+            raise PaymentRefused(
+                f"refused: paying {fmt_msat(amount_msat, usd_per_btc)} would exceed the {lim.describe(usd_per_btc)} "
+                f"({fmt_msat(used, usd_per_btc)} spent, {fmt_msat(left, usd_per_btc)} left); "
+                "raise the limit in the policy or wait for the window to pass",
+                rule=_rule_name(lim),
+            )
+
+
+def _rule_name(lim: Limit) -> str:
+    return {"total budget": "budget", "per-host budget": "per_host", "hourly budget": "per_hour",
+            "daily budget": "per_day"}.get(lim.name, lim.name)
+
+
+def limit_since(lim: Limit, now: datetime) -> datetime | None:
+    return now - lim.window if lim.window else None

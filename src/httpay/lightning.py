@@ -1,0 +1,175 @@
+"""BOLT11 invoices: decode them and check them against what was offered, before any payment.
+
+Decoding uses the `bolt11` package (it verifies the signature and recovers the payee). The
+checks are pure functions of the invoice, the offer, the wallet's network, a BTC/USD rate
+and the current time, so they can be tested by the thousand.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from httpay.errors import InvoiceError
+
+MSAT_PER_BTC = 100_000_000_000
+
+# bolt11's currency codes -> the network names wallets use.
+NETWORKS = {"bc": "bitcoin", "tb": "testnet", "tbs": "signet", "bcrt": "regtest", "sb": "simnet"}
+
+
+@dataclass(frozen=True)
+class Invoice:
+    """A decoded BOLT11 invoice: what it asks, to whom, until when."""
+
+    bolt11: str = field(repr=False)
+    payment_hash: str
+    amount_msat: int | None
+    network: str
+    created_at: datetime
+    expiry_s: int
+    description: str | None
+    payee: str | None
+    description_hash: str | None = None
+
+    @property
+    def expires_at(self) -> datetime:
+        return datetime.fromtimestamp(self.created_at.timestamp() + self.expiry_s, tz=timezone.utc)
+
+    def expired(self, now: datetime | None = None) -> bool:
+        now = now or datetime.now(timezone.utc)
+        return now >= self.expires_at
+
+    @property
+    def amount_sat(self) -> float | None:
+        return None if self.amount_msat is None else self.amount_msat / 1000
+
+    def usd(self, usd_per_btc: float | None) -> float | None:
+        """The invoice's value in USD at the given rate (None if either is unknown)."""
+        if self.amount_msat is None or not usd_per_btc:
+            return None
+        return self.amount_msat / MSAT_PER_BTC * usd_per_btc
+
+    def __str__(self) -> str:
+        amt = f"{self.amount_msat / 1000:,g} sat" if self.amount_msat is not None else "no amount"
+        return (
+            f"BOLT11 invoice on {self.network}: {amt}, '{self.description or ''}', "
+            f"expires {self.expires_at:%Y-%m-%d %H:%M:%S} UTC, payee {(self.payee or '?')[:16]}…"
+        )
+
+    def __rich__(self) -> Any:
+        from httpay.display import invoice_table
+
+        return invoice_table(self)
+
+    def _repr_html_(self) -> str:
+        from httpay.display import html_invoice
+
+        return html_invoice(self)
+
+
+def decode_invoice(bolt11: str) -> Invoice:
+    """Decode and signature-check a BOLT11 string; raise InvoiceError (check='decode') if it is not one."""
+    import bolt11 as _b11  # imported lazily: it pulls in bitstring, slow to import
+
+    if not isinstance(bolt11, str) or not bolt11.strip():
+        raise InvoiceError("the invoice is empty or not a string", check="decode")
+    text = bolt11.strip()
+    if text.lower().startswith("lightning:"):
+        text = text[len("lightning:"):]
+    try:
+        inv = _b11.decode(text, ignore_exceptions=True)
+    except Exception as exc:  # noqa: BLE001 - bolt11 raises many kinds; all mean "not a valid invoice"
+        raise InvoiceError(f"not a valid BOLT11 invoice ({type(exc).__name__}: {str(exc)[:80]})", check="decode") from None
+    network = NETWORKS.get(inv.currency, inv.currency)
+    amount = int(inv.amount_msat) if inv.amount_msat is not None else None
+    try:
+        desc_hash = inv.description_hash
+    except Exception:  # noqa: BLE001
+        desc_hash = None
+    if not inv.payment_hash or len(inv.payment_hash) != 64:
+        raise InvoiceError("the invoice carries no valid payment hash", check="decode")
+    return Invoice(
+        bolt11=text,
+        payment_hash=inv.payment_hash.lower(),
+        amount_msat=amount,
+        network=network,
+        created_at=datetime.fromtimestamp(inv.date, tz=timezone.utc),
+        expiry_s=int(inv.expiry if inv.expiry is not None else 3600),
+        description=inv.description,
+        payee=inv.payee,
+        description_hash=desc_hash,
+    )
+
+
+def offer_price_msat(amount: int, currency: str, usd_per_btc: float | None) -> int | None:
+    """What an offer's price is worth in msat, or None if no rate makes that knowable."""
+    cur = currency.upper()
+    if cur in ("SAT", "SATS"):
+        return amount * 1000
+    if cur == "MSAT":
+        return amount
+    if cur == "BTC":  # smallest unit of BTC is the satoshi
+        return amount * 1000
+    if cur == "USD" and usd_per_btc:
+        return math.ceil(amount / 100 / usd_per_btc * MSAT_PER_BTC)
+    return None
+
+
+def check_invoice(
+    invoice: Invoice,
+    *,
+    network: str,
+    expected_msat: int | None,
+    tolerance: float = 0.0,
+    max_msat: int | None = None,
+    now: datetime | None = None,
+    payee: str | None = None,
+    payment_hash: str | None = None,
+) -> Invoice:
+    """Every check an invoice must pass before a wallet sees it. Returns it, or raises InvoiceError.
+
+    - amount present (an amount-less invoice would let the payee pick the price);
+    - network matches the wallet's;
+    - not expired at `now`;
+    - amount at most `expected_msat * (1 + tolerance)`: the offer's price at the policy's rate;
+    - amount at most `max_msat` (the per-payment limit), if given;
+    - payee and payment hash equal the pinned ones, if given.
+    """
+    if invoice.amount_msat is None:
+        raise InvoiceError(
+            "the invoice has no amount; httpay never pays amount-less invoices because the payee would choose the price",
+            check="amount_missing",
+        )
+    if invoice.amount_msat <= 0:
+        raise InvoiceError(f"the invoice amount must be positive, got {invoice.amount_msat} msat", check="amount_missing")
+    if invoice.network != network:
+        raise InvoiceError(
+            f"the invoice is for the {invoice.network} network but the wallet pays on {network}",
+            check="network",
+        )
+    if invoice.expired(now):
+        raise InvoiceError(
+            f"the invoice expired at {invoice.expires_at:%Y-%m-%d %H:%M:%S} UTC; ask the service for a new one",
+            check="expired",
+        )
+    if expected_msat is not None:
+        bound = math.floor(expected_msat * (1 + tolerance))
+        if invoice.amount_msat > bound:
+            raise InvoiceError(
+                f"the invoice asks {invoice.amount_msat / 1000:,g} sat but the offer is worth "
+                f"{expected_msat / 1000:,g} sat (+{tolerance:.0%} tolerance = {bound / 1000:,g} sat)",
+                check="amount_above_offer",
+            )
+    if max_msat is not None and invoice.amount_msat > max_msat:
+        raise InvoiceError(
+            f"the invoice asks {invoice.amount_msat / 1000:,g} sat, above the limit of {max_msat / 1000:,g} sat per payment",
+            check="amount_above_limit",
+        )
+    if payee is not None and (invoice.payee or "").lower() != payee.lower():
+        raise InvoiceError(f"the invoice is payable to {invoice.payee}, not the pinned payee {payee}", check="payee")
+    if payment_hash is not None and invoice.payment_hash != payment_hash.lower():
+        raise InvoiceError("the invoice's payment hash is not the one the challenge named", check="payment_hash")
+    return invoice

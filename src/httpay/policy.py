@@ -1,0 +1,271 @@
+"""The rules a person sets: how much may be paid, for what, and how an offer is chosen.
+
+`Policy.decide` is a pure function of the offers, what was already spent and a rate: it
+returns a `Decision` or raises `PaymentRefused` naming the rule, the numbers, and what a
+person could change. The ledger re-checks budgets inside its own transaction, so two agents
+racing cannot both squeeze under a limit.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, Literal, Union
+
+from httpay.errors import ConfigError, PaymentRefused
+from httpay.lightning import MSAT_PER_BTC, offer_price_msat
+from httpay.protocols.l402_v02 import Offer, PaymentOffers
+
+Strategy = Literal["cheapest", "cheapest_per_credit", "largest"]
+Approval = Union[bool, Offer, None]
+Approver = Callable[["Decision"], Union[Approval, Awaitable[Approval]]]
+
+
+def usd_to_msat(usd: float, usd_per_btc: float) -> int:
+    return int(usd / usd_per_btc * MSAT_PER_BTC)
+
+
+def msat_to_usd(msat: int, usd_per_btc: float | None) -> float | None:
+    return None if not usd_per_btc else msat / MSAT_PER_BTC * usd_per_btc
+
+
+def fmt_msat(msat: int, usd_per_btc: float | None = None) -> str:
+    """'10 sat ($0.01)': how amounts are shown to people and to LLMs."""
+    sat = f"{msat / 1000:,.3f}".rstrip("0").rstrip(".") + " sat"
+    usd = msat_to_usd(msat, usd_per_btc)
+    return f"{sat} (${usd:,.2f})" if usd is not None else sat
+
+
+@dataclass(frozen=True)
+class Limit:
+    """One spending limit the ledger enforces in its transaction: total, per host, per window."""
+
+    name: str
+    limit_msat: int
+    host: str | None = None
+    window: timedelta | None = None
+
+    def describe(self, usd_per_btc: float | None) -> str:
+        scope = f" for {self.host}" if self.host else ""
+        return f"{self.name}{scope} of {fmt_msat(self.limit_msat, usd_per_btc)}"
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the policy would pay: one offer, by one method, at a price in msat."""
+
+    offers: PaymentOffers
+    offer: Offer
+    method: str
+    price_msat: int | None
+    url: str
+    host: str
+    usd_per_btc: float | None
+    alternatives: tuple[Offer, ...] = ()
+
+    def __str__(self) -> str:
+        price = fmt_msat(self.price_msat, self.usd_per_btc) if self.price_msat is not None else self.offer.price
+        return f"pay {self.offer.offer_id} '{self.offer.title}' ({self.offer.price} ≈ {price}) by {self.method} for {self.url}"
+
+
+@dataclass
+class Policy:
+    """Limits and choices for paying. Amounts in USD (converted at `usd_per_btc`) or in sat.
+
+    With no rate set here, the wallet's rate is used if it has one; a USD limit with no rate at
+    all refuses to pay rather than guess.
+    """
+
+    max_per_payment_usd: float | None = None
+    budget_usd: float | None = None
+    max_per_payment_sat: int | None = None
+    budget_sat: int | None = None
+    per_host_usd: float | None = None
+    per_hour_usd: float | None = None
+    per_day_usd: float | None = None
+    methods: Sequence[str] = ("lightning",)
+    strategy: Strategy = "cheapest"
+    approve: Approver | None = None
+    usd_per_btc: float | None = None
+    price_tolerance: float = 0.05
+    allowed_hosts: Sequence[str] | None = None
+    denied_hosts: Sequence[str] = ()
+    payment_hosts: Sequence[str] = ()
+    max_fee_msat: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        for name in ("max_per_payment_usd", "budget_usd", "max_per_payment_sat", "budget_sat",
+                     "per_host_usd", "per_hour_usd", "per_day_usd", "usd_per_btc", "max_fee_msat"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int | float) or v < 0):
+                raise ConfigError(f"Policy({name}=...) must be a non-negative number, got {v!r}")
+        if self.usd_per_btc == 0:
+            raise ConfigError("Policy(usd_per_btc=...) must be positive")
+        if not 0 <= self.price_tolerance <= 1:
+            raise ConfigError(f"Policy(price_tolerance=...) must be between 0 and 1, got {self.price_tolerance!r}")
+        if self.strategy not in ("cheapest", "cheapest_per_credit", "largest"):
+            raise ConfigError(
+                f"Policy(strategy=...) must be 'cheapest', 'cheapest_per_credit' or 'largest', got {self.strategy!r}"
+            )
+        if isinstance(self.methods, str):
+            self.methods = (self.methods,)
+
+    # -- amounts -------------------------------------------------------------------------------
+    def _usd_limit_msat(self, usd: float | None, rate: float | None, rule: str, offers: Any) -> int | None:
+        if usd is None:
+            return None
+        if not rate:
+            raise PaymentRefused(
+                f"refused: the {rule} is set in USD but no BTC/USD rate is known; "
+                "set Policy(usd_per_btc=...) or use a wallet that reports a rate",
+                rule="exchange_rate", offers=offers,
+            )
+        return usd_to_msat(usd, rate)
+
+    def max_per_payment_msat(self, rate: float | None, offers: Any = None) -> int | None:
+        limits = [self._usd_limit_msat(self.max_per_payment_usd, rate, "per-payment limit", offers)]
+        if self.max_per_payment_sat is not None:
+            limits.append(self.max_per_payment_sat * 1000)
+        known = [x for x in limits if x is not None]
+        return min(known) if known else None
+
+    def limits(self, host: str, rate: float | None, offers: Any = None) -> list[Limit]:
+        """The budgets the ledger must enforce for a payment to `host`."""
+        out: list[Limit] = []
+        total = [self._usd_limit_msat(self.budget_usd, rate, "total budget", offers)]
+        if self.budget_sat is not None:
+            total.append(self.budget_sat * 1000)
+        known = [x for x in total if x is not None]
+        if known:
+            out.append(Limit("total budget", min(known)))
+        if self.per_host_usd is not None:
+            out.append(Limit("per-host budget", self._usd_limit_msat(self.per_host_usd, rate, "per-host budget", offers) or 0, host=host))
+        if self.per_hour_usd is not None:
+            out.append(Limit("hourly budget", self._usd_limit_msat(self.per_hour_usd, rate, "hourly budget", offers) or 0,
+                             window=timedelta(hours=1)))
+        if self.per_day_usd is not None:
+            out.append(Limit("daily budget", self._usd_limit_msat(self.per_day_usd, rate, "daily budget", offers) or 0,
+                             window=timedelta(days=1)))
+        return out
+
+    # -- hosts -----------------------------------------------------------------------------------
+    def check_host(self, host: str, offers: Any = None) -> None:
+        h = host.lower()
+        if any(_host_matches(h, d) for d in self.denied_hosts):
+            raise PaymentRefused(f"refused: {host} is on the policy's denied hosts", rule="denied_host", offers=offers)
+        if self.allowed_hosts is not None and not any(_host_matches(h, a) for a in self.allowed_hosts):
+            raise PaymentRefused(
+                f"refused: {host} is not in the policy's allowed hosts ({', '.join(self.allowed_hosts) or 'none'}); "
+                "add it to Policy(allowed_hosts=...) to pay it",
+                rule="allowed_hosts", offers=offers,
+            )
+
+    # -- the decision ------------------------------------------------------------------------------
+    def decide(
+        self,
+        offers: PaymentOffers,
+        *,
+        url: str,
+        host: str,
+        usd_per_btc: float | None = None,
+        spent_msat: int = 0,
+        methods: Sequence[str] | None = None,
+        max_price_msat: int | None = None,
+    ) -> Decision:
+        """Choose the offer to pay, or raise PaymentRefused saying which rule stopped it.
+
+        `methods` narrows to what the wallet can pay; `spent_msat` is the total already spent
+        (a first, cheap check; the ledger re-checks in its transaction).
+        """
+        rate = self.usd_per_btc or usd_per_btc
+        self.check_host(host, offers)
+        usable = [m for m in self.methods if methods is None or m in methods]
+        if not usable:
+            raise PaymentRefused(
+                f"refused: the policy allows {', '.join(self.methods) or 'no method'}, the wallet pays with "
+                f"{', '.join(methods or ())}; nothing in common",
+                rule="methods", offers=offers,
+            )
+        candidates = [(o, m) for o in offers.offers for m in usable if o.supports(m)]
+        if not candidates:
+            raise PaymentRefused(
+                f"refused: no offer can be paid with {', '.join(usable)}; the service takes "
+                f"{', '.join(offers.payment_methods) or 'nothing'}. Allow another method in Policy(methods=...)",
+                rule="methods", offers=offers,
+            )
+        cap = self.max_per_payment_msat(rate, offers)
+        if max_price_msat is not None:
+            cap = max_price_msat if cap is None else min(cap, max_price_msat)
+        totals = [lim for lim in self.limits(host, rate, offers) if lim.host is None and lim.window is None]
+        left = min((lim.limit_msat - spent_msat for lim in totals), default=None)
+
+        priced: list[tuple[Offer, str, int | None]] = []
+        for o, m in candidates:
+            p = offer_price_msat(o.amount, o.currency, rate)
+            if p is None and (cap is not None or left is not None):
+                continue  # cannot tell whether it fits a limit: never pay blind
+            priced.append((o, m, p))
+        if not priced:
+            raise PaymentRefused(
+                f"refused: the offers are priced in {', '.join(sorted({o.currency for o, _ in candidates}))} and no "
+                "exchange rate converts that to sat; set Policy(usd_per_btc=...)",
+                rule="exchange_rate", offers=offers,
+            )
+        fitting = [(o, m, p) for o, m, p in priced if p is None or ((cap is None or p <= cap) and (left is None or p <= left))]
+        if not fitting:
+            cheapest = min((p for _, _, p in priced if p is not None), default=0)
+            if cap is not None and cheapest > cap:
+                raise PaymentRefused(
+                    f"refused: the cheapest offer costs {fmt_msat(cheapest, rate)}, above the per-payment limit of "
+                    f"{fmt_msat(cap, rate)}; raise Policy(max_per_payment_usd=...) to pay it",
+                    rule="max_per_payment", offers=offers,
+                )
+            assert left is not None
+            raise PaymentRefused(
+                f"refused: the cheapest offer costs {fmt_msat(cheapest, rate)} but only {fmt_msat(max(left, 0), rate)} "
+                f"of the total budget is left ({fmt_msat(spent_msat, rate)} spent); raise Policy(budget_usd=...)",
+                rule="budget", offers=offers,
+            )
+        chosen = _pick(fitting, self.strategy)
+        o, m, p = chosen
+        return Decision(
+            offers=offers, offer=o, method=m, price_msat=p, url=url, host=host, usd_per_btc=rate,
+            alternatives=tuple(x[0] for x in fitting if x[0] is not o),
+        )
+
+    def with_offer(self, decision: Decision, offer: Offer) -> Decision:
+        """Re-decide for an offer the approver picked, enforcing the same limits."""
+        sub = PaymentOffers(
+            version=decision.offers.version, payment_request_url=decision.offers.payment_request_url,
+            offers=(offer,), payment_context_token=decision.offers.payment_context_token,
+        )
+        d = self.decide(sub, url=decision.url, host=decision.host, usd_per_btc=decision.usd_per_btc)
+        return Decision(decision.offers, d.offer, d.method, d.price_msat, d.url, d.host, d.usd_per_btc)
+
+    def needs_approval(self) -> bool:
+        return self.approve is not None
+
+    def approver_is_async(self) -> bool:
+        return self.approve is not None and inspect.iscoroutinefunction(self.approve)
+
+
+def _pick(fitting: list[tuple[Offer, str, int | None]], strategy: Strategy) -> tuple[Offer, str, int | None]:
+    def price(x: tuple[Offer, str, int | None]) -> float:
+        return float(x[2] if x[2] is not None else x[0].amount)
+
+    method_rank = {"lightning": 0}
+    if strategy == "largest":
+        return max(fitting, key=lambda x: (price(x), -method_rank.get(x[1], 1)))
+    if strategy == "cheapest_per_credit":
+        return min(fitting, key=lambda x: (price(x) / max(x[0].balance or 1, 1), price(x), method_rank.get(x[1], 1)))
+    return min(fitting, key=lambda x: (price(x), method_rank.get(x[1], 1)))
+
+
+def _host_matches(host: str, pattern: str) -> bool:
+    p = pattern.lower().lstrip(".")
+    if p.startswith("*."):
+        return host.endswith(p[1:])
+    return host == p or host.split(":")[0] == p

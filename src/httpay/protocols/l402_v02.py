@@ -1,0 +1,440 @@
+"""L402 v0.2: the JSON offers of stock.l402.org, read and written without any I/O.
+
+A 402 answer carries a JSON body with offers; the client picks one, POSTs to
+`payment_request_url` and gets back what to pay (an invoice, a checkout page, an address).
+Everything here is a pure function of status, headers and body, so it can be fuzzed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from httpay.errors import ChallengeError, PaymentRequestError, redact
+
+PROTOCOL = "l402-v0.2"
+KNOWN_METHODS = ("lightning", "credit_card", "coinbase_commerce", "onchain")
+
+
+def _req(d: Mapping[str, Any], key: str, kind: type | tuple[type, ...], where: str, alt: str | None = None) -> Any:
+    """Fetch a required field, naming it and what was expected when it is missing or wrong."""
+    if key in d:
+        value = d[key]
+    elif alt is not None and alt in d:
+        value, key = d[alt], alt
+    else:
+        also = f" (or '{alt}')" if alt else ""
+        raise ChallengeError(f"{where}: field '{key}'{also} is missing", field=key)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise ChallengeError(
+            f"{where}: field '{key}' must be {names}, got {type(value).__name__} {_short(value)}", field=key
+        )
+    return value
+
+
+def _opt(d: Mapping[str, Any], key: str, kind: type | tuple[type, ...], where: str, alt: str | None = None) -> Any:
+    if key not in d and (alt is None or alt not in d):
+        return None
+    value = d.get(key, d.get(alt) if alt else None)
+    if value is None:
+        return None
+    return _req(d, key if key in d else alt, kind, where)  # type: ignore[arg-type]
+
+
+def _short(value: Any, n: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def _amount(d: Mapping[str, Any], where: str) -> int:
+    value = _req(d, "amount", (int, float), where)
+    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+        raise ChallengeError(
+            f"{where}: field 'amount' must be a whole number of the currency's smallest unit, got {value!r}",
+            field="amount",
+        )
+    value = int(value)
+    if value < 0:
+        raise ChallengeError(f"{where}: field 'amount' must not be negative, got {value}", field="amount")
+    return value
+
+
+@dataclass(frozen=True)
+class Offer:
+    """One way to buy access: a price, what it buys, and how it can be paid.
+
+    `amount` is in the currency's smallest unit (USD cents, sats), as the spec says.
+    """
+
+    offer_id: str
+    title: str
+    description: str
+    type: str
+    balance: int | None
+    amount: int
+    currency: str
+    payment_methods: tuple[str, ...]
+    duration: str | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_dict(cls, d: Any, index: int = 0) -> "Offer":
+        where = f"offers[{index}]"
+        if not isinstance(d, Mapping):
+            raise ChallengeError(f"{where} must be an object, got {type(d).__name__}", field="offers")
+        methods = _req(d, "payment_methods", list, where)
+        if not all(isinstance(m, str) for m in methods):
+            raise ChallengeError(f"{where}: 'payment_methods' must be a list of strings", field="payment_methods")
+        balance = _opt(d, "balance", (int, float), where, alt="credits")
+        if balance is not None:
+            balance = int(balance)
+        known = {"offer_id", "id", "title", "description", "type", "balance", "credits", "amount", "currency",
+                 "payment_methods", "duration"}
+        return cls(
+            offer_id=_req(d, "offer_id", str, where, alt="id"),
+            title=_opt(d, "title", str, where) or "",
+            description=_opt(d, "description", str, where) or "",
+            type=_opt(d, "type", str, where) or "one-time",
+            balance=balance,
+            amount=_amount(d, where),
+            currency=_req(d, "currency", str, where).upper(),
+            payment_methods=tuple(methods),
+            duration=_opt(d, "duration", str, where),
+            extra={k: v for k, v in d.items() if k not in known},
+        )
+
+    def supports(self, payment: str) -> bool:
+        """True when this offer can be paid with `payment` (e.g. 'lightning')."""
+        return payment in self.payment_methods
+
+    @property
+    def price(self) -> str:
+        """The price as a person reads it: '$0.01', '120 SAT'."""
+        return format_amount(self.amount, self.currency)
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "offer_id": self.offer_id, "title": self.title, "description": self.description, "type": self.type,
+            "amount": self.amount, "currency": self.currency, "payment_methods": list(self.payment_methods),
+        }
+        if self.balance is not None:
+            d["balance"] = self.balance
+        if self.duration is not None:
+            d["duration"] = self.duration
+        return d
+
+    def __str__(self) -> str:
+        credits = f"{self.balance} credits" if self.balance is not None else (self.duration or self.type)
+        return f"{self.offer_id} '{self.title}' {self.price} for {credits} via {', '.join(self.payment_methods)}"
+
+    def __rich__(self) -> Any:
+        from httpay.display import offers_table
+
+        return offers_table([self])
+
+    def _repr_html_(self) -> str:
+        from httpay.display import html_offers
+
+        return html_offers([self])
+
+
+def format_amount(amount: int, currency: str) -> str:
+    """Render an amount in the currency's smallest unit for a person."""
+    cur = currency.upper()
+    if cur in ("USD", "EUR", "GBP", "CAD", "AUD"):
+        sym = {"USD": "$", "EUR": "€", "GBP": "£"}.get(cur, "")
+        return f"{sym}{amount / 100:,.2f}" + ("" if sym else f" {cur}")
+    if cur in ("SAT", "SATS", "BTC"):
+        return f"{amount:,} sat"
+    return f"{amount:,} {cur} (smallest unit)"
+
+
+class OfferList(list["Offer"]):
+    """A list of offers that reads well when printed (what `by_payment` returns)."""
+
+    def __str__(self) -> str:
+        return "\n".join(f"- {o}" for o in self) or "(no offers)"
+
+    def __rich__(self) -> Any:
+        from httpay.display import offers_table
+
+        return offers_table(self)
+
+    def _repr_html_(self) -> str:
+        from httpay.display import html_offers
+
+        return html_offers(self)
+
+
+@dataclass(frozen=True)
+class PaymentOffers:
+    """Everything a v0.2 402 answer offers, in the notebook's words.
+
+    The `payment_context_token` is often the account's bearer id, so it is kept out of the repr.
+    """
+
+    version: str
+    payment_request_url: str
+    offers: tuple[Offer, ...]
+    payment_context_token: str | None = field(default=None, repr=False)
+    terms_url: str | None = None
+    metadata: Mapping[str, Any] | None = None
+    expiry: str | None = None
+    protocol: str = PROTOCOL
+
+    @classmethod
+    def from_dict(cls, d: Any) -> "PaymentOffers":
+        """Read a decoded 402 JSON body; raise ChallengeError naming the bad field."""
+        where = "402 body"
+        if not isinstance(d, Mapping):
+            raise ChallengeError(f"{where} must be a JSON object, got {type(d).__name__}", field=None)
+        raw_offers = _req(d, "offers", list, where)
+        offers = tuple(Offer.from_dict(o, i) for i, o in enumerate(raw_offers))
+        ids = [o.offer_id for o in offers]
+        if len(set(ids)) != len(ids):
+            raise ChallengeError(f"{where}: field 'offers' has repeated offer ids: {ids}", field="offers")
+        version = d.get("version")
+        if version is not None and not isinstance(version, str | int | float):
+            raise ChallengeError(f"{where}: field 'version' must be a string", field="version")
+        metadata = _opt(d, "metadata", dict, where)
+        return cls(
+            version=str(version) if version is not None else "0.2",
+            payment_request_url=_req(d, "payment_request_url", str, where),
+            offers=offers,
+            payment_context_token=_opt(d, "payment_context_token", str, where),
+            terms_url=_opt(d, "terms_url", str, where),
+            metadata=metadata,
+            expiry=_opt(d, "expiry", str, where),
+        )
+
+    @classmethod
+    def from_response(cls, response: Any) -> "PaymentOffers":
+        """Read an httpx (or requests-like) 402 response. Raises ChallengeError if it holds no offers."""
+        offers = parse(response.status_code, response.headers, response.content)
+        if offers is None:
+            raise ChallengeError(
+                f"the response (status {response.status_code}) is not an L402 v0.2 payment challenge", field=None
+            )
+        return offers
+
+    def by_payment(self, payment: str, reverse: bool = False) -> OfferList:
+        """Offers payable with `payment`, sorted by amount (cheapest first unless `reverse`)."""
+        return OfferList(sorted((o for o in self.offers if o.supports(payment)), key=lambda o: o.amount, reverse=reverse))
+
+    def supports(self, payment: str) -> bool:
+        return any(o.supports(payment) for o in self.offers)
+
+    def get(self, offer_id: str) -> Offer:
+        for o in self.offers:
+            if o.offer_id == offer_id:
+                return o
+        raise ChallengeError(
+            f"no offer with id {offer_id!r}; offered: {', '.join(o.offer_id for o in self.offers) or 'none'}",
+            field="offer_id",
+        )
+
+    @property
+    def payment_methods(self) -> tuple[str, ...]:
+        seen: dict[str, None] = {}
+        for o in self.offers:
+            for m in o.payment_methods:
+                seen.setdefault(m, None)
+        return tuple(seen)
+
+    def __iter__(self) -> Iterator[Offer]:
+        return iter(self.offers)
+
+    def __len__(self) -> int:
+        return len(self.offers)
+
+    def __getitem__(self, i: int) -> Offer:
+        return self.offers[i]
+
+    def __str__(self) -> str:
+        head = f"L402 Payment Offers (v{self.version})"
+        return head + "\n" + "\n".join(f"- {o}" for o in self.offers)
+
+    def __repr__(self) -> str:
+        return (
+            f"PaymentOffers(version={self.version!r}, payment_request_url={self.payment_request_url!r}, "
+            f"payment_context_token={redact(self.payment_context_token)!r}, offers={list(self.offers)!r})"
+        )
+
+    def __rich__(self) -> Any:
+        from httpay.display import offers_table
+
+        return offers_table(self.offers, title=f"L402 Payment Offers (v{self.version})")
+
+    def _repr_html_(self) -> str:
+        from httpay.display import html_offers
+
+        return html_offers(self.offers, title=f"L402 Payment Offers (v{self.version})")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The challenge as JSON-able data, without the context token (it may be a bearer)."""
+        d: dict[str, Any] = {
+            "version": self.version, "payment_request_url": self.payment_request_url,
+            "offers": [o.to_dict() for o in self.offers],
+        }
+        if self.terms_url:
+            d["terms_url"] = self.terms_url
+        return d
+
+
+def _header(headers: Any, name: str) -> str:
+    if headers is None:
+        return ""
+    if isinstance(headers, Mapping):
+        for k, v in headers.items():
+            if isinstance(k, str) and k.lower() == name:
+                return str(v)
+        return ""
+    try:
+        return str(headers.get(name) or "")
+    except Exception:  # noqa: BLE001 - any odd header container means "absent"
+        return ""
+
+
+def parse(status: int, headers: Any, body: bytes | str | None) -> PaymentOffers | None:
+    """Read a response into `PaymentOffers`, or None when it is not an L402 v0.2 challenge.
+
+    A 402 whose JSON body has `offers` is a challenge; a malformed one raises ChallengeError.
+    A 402 that carries no JSON object with offers returns None (another protocol may claim it).
+    """
+    if status != 402 or body is None:
+        return None
+    ctype = _header(headers, "content-type").lower()
+    if ctype and "json" not in ctype:
+        return None
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        if "json" in ctype:
+            raise ChallengeError("402 body says it is JSON but does not parse as JSON", field=None) from None
+        return None
+    if not isinstance(data, dict) or ("offers" not in data and "payment_request_url" not in data):
+        return None
+    return PaymentOffers.from_dict(data)
+
+
+def payment_request_body(
+    offers: PaymentOffers, offer: Offer, method: str, *, chain: str | None = None, asset: str | None = None
+) -> dict[str, Any]:
+    """The JSON to POST to `payment_request_url` for `offer` paid by `method`."""
+    if offer not in offers.offers:
+        raise ChallengeError(f"offer {offer.offer_id!r} is not one of this challenge's offers", field="offer_id")
+    if not offer.supports(method):
+        raise ChallengeError(
+            f"offer {offer.offer_id!r} cannot be paid with {method!r}; it takes {', '.join(offer.payment_methods)}",
+            field="payment_method",
+        )
+    body: dict[str, Any] = {"offer_id": offer.offer_id, "payment_method": method}
+    if offers.payment_context_token is not None:
+        body["payment_context_token"] = offers.payment_context_token
+    if method == "onchain":
+        if chain:
+            body["chain"] = chain
+        if asset:
+            body["asset"] = asset
+    return body
+
+
+def _parse_time(value: str, where: str) -> datetime:
+    text = value.strip()
+    if text.endswith("Z"):
+        text = text[:-1] + "+00:00"
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise PaymentRequestError(f"{where}: 'expires_at' is not an ISO 8601 time: {_short(value)}") from None
+    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+
+
+@dataclass(frozen=True)
+class PaymentRequest:
+    """What the service asks to be paid, for one offer and one method (the notebook's PaymentInfo)."""
+
+    offer_id: str
+    payment_method: str
+    expires_at: datetime | None
+    version: str = "0.2"
+    lightning_invoice: str | None = None
+    checkout_url: str | None = None
+    contract_addresses: Mapping[str, str] | None = None
+    address: str | None = None
+    asset: str | None = None
+    chain: str | None = None
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_dict(cls, d: Any, *, payment_method: str, offer_id: str | None = None) -> "PaymentRequest":
+        """Read the payment-request answer; check it is for the offer we asked about."""
+        where = "payment request answer"
+        if not isinstance(d, Mapping):
+            raise PaymentRequestError(f"{where} must be a JSON object, got {type(d).__name__}")
+        pr = d.get("payment_request")
+        if not isinstance(pr, Mapping):
+            raise PaymentRequestError(f"{where}: field 'payment_request' is missing or not an object")
+        got_id = d.get("offer_id")
+        if got_id is not None and not isinstance(got_id, str):
+            raise PaymentRequestError(f"{where}: field 'offer_id' must be a string")
+        if offer_id is not None and got_id is not None and got_id != offer_id:
+            raise PaymentRequestError(f"{where}: it is for offer {got_id!r}, but we asked for {offer_id!r}")
+        expires = d.get("expires_at")
+        if expires is not None and not isinstance(expires, str):
+            raise PaymentRequestError(f"{where}: field 'expires_at' must be a string")
+
+        def s(key: str) -> str | None:
+            v = pr.get(key)
+            if v is not None and not isinstance(v, str):
+                raise PaymentRequestError(f"{where}: 'payment_request.{key}' must be a string")
+            return v
+
+        contracts = pr.get("contract_addresses")
+        if contracts is not None and not (
+            isinstance(contracts, Mapping) and all(isinstance(v, str) for v in contracts.values())
+        ):
+            raise PaymentRequestError(f"{where}: 'payment_request.contract_addresses' must map chain ids to addresses")
+        req = cls(
+            offer_id=got_id or offer_id or "",
+            payment_method=payment_method,
+            expires_at=_parse_time(expires, where) if expires else None,
+            version=str(d.get("version") or "0.2"),
+            lightning_invoice=s("lightning_invoice"),
+            checkout_url=s("checkout_url"),
+            contract_addresses={str(k): v for k, v in contracts.items()} if contracts else None,
+            address=s("address"),
+            asset=s("asset"),
+            chain=s("chain"),
+            raw=dict(pr),
+        )
+        needed = {"lightning": "lightning_invoice", "onchain": "address"}.get(payment_method)
+        if needed and not getattr(req, needed):
+            raise PaymentRequestError(f"{where}: method {payment_method!r} needs 'payment_request.{needed}', it is absent")
+        return req
+
+    def __str__(self) -> str:
+        what = {
+            "lightning": lambda: f"Lightning invoice {(self.lightning_invoice or '')[:24]}…",
+            "onchain": lambda: f"send {self.asset or 'BTC'} on {self.chain or '?'} to {self.address}",
+        }.get(self.payment_method, lambda: f"checkout at {self.checkout_url}")()
+        exp = f", expires {self.expires_at:%Y-%m-%d %H:%M:%S %Z}" if self.expires_at else ""
+        return f"Payment request for {self.offer_id} by {self.payment_method}: {what}{exp}"
+
+    def __rich__(self) -> Any:
+        from httpay.display import payment_request_table
+
+        return payment_request_table(self)
+
+    def _repr_html_(self) -> str:
+        from httpay.display import html_payment_request
+
+        return html_payment_request(self)
+
+
+def iter_methods(offers: Iterable[Offer]) -> list[str]:
+    return sorted({m for o in offers for m in o.payment_methods})

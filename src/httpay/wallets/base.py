@@ -1,0 +1,101 @@
+"""What every wallet offers: pay a BOLT11 invoice and return proof, look a payment up, tell the balance.
+
+Wallets are small adapters. They hold their secrets privately (never in a repr, a log line or
+an exception) and translate their backend's answers into `Payment` and httpay's wallet errors.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+
+class PaymentStatus(str, enum.Enum):
+    """Where a payment stands, as the wallet sees it."""
+
+    SETTLED = "settled"
+    PENDING = "pending"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class Payment:
+    """A wallet's answer about one outgoing payment.
+
+    `preimage` is the proof of payment (hex, 64 chars) and is only set once settled. The repr
+    shows only its first characters: a preimage is a bearer credential for classic L402.
+    """
+
+    payment_hash: str
+    status: PaymentStatus
+    amount_msat: int | None = None
+    fee_msat: int = 0
+    preimage: str | None = field(default=None, repr=False)
+    failure_reason: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.preimage is not None:
+            pre = self.preimage.lower()
+            object.__setattr__(self, "preimage", pre)
+
+    @property
+    def settled(self) -> bool:
+        return self.status is PaymentStatus.SETTLED
+
+    def proves(self, payment_hash: str) -> bool:
+        """True when the preimage hashes to `payment_hash`: the only proof a payment happened."""
+        if not self.preimage:
+            return False
+        try:
+            return hashlib.sha256(bytes.fromhex(self.preimage)).hexdigest() == payment_hash.lower()
+        except ValueError:
+            return False
+
+    def __repr__(self) -> str:
+        pre = f"{self.preimage[:8]}…" if self.preimage else None
+        return (
+            f"Payment(payment_hash={self.payment_hash[:16]}…, status={self.status.value}, "
+            f"amount_msat={self.amount_msat}, fee_msat={self.fee_msat}, preimage={pre!r}"
+            + (f", failure_reason={self.failure_reason!r})" if self.failure_reason else ")")
+        )
+
+    def __str__(self) -> str:
+        amt = f"{self.amount_msat / 1000:g} sat" if self.amount_msat is not None else "? sat"
+        return f"{self.status.value} payment of {amt} (fee {self.fee_msat / 1000:g} sat), hash {self.payment_hash[:16]}…"
+
+
+class Wallet(ABC):
+    """A Lightning wallet httpay can pay with.
+
+    `network` is the BOLT11 network the wallet pays on: "bitcoin" (mainnet), "testnet",
+    "signet" or "regtest". httpay refuses invoices for any other network before calling the wallet.
+    """
+
+    network: str = "bitcoin"
+    name: str = "wallet"
+
+    @abstractmethod
+    def pay_invoice(self, bolt11: str, *, max_fee_msat: int | None = None) -> Payment:
+        """Pay the invoice and return the settled `Payment` (with preimage).
+
+        Raises `InsufficientFunds`, `AlreadyPaid`, `PaymentTimeout` or `WalletError`.
+        """
+
+    def lookup(self, payment_hash: str) -> Payment | None:
+        """The wallet's view of an earlier payment, or None if it never saw it."""
+        raise NotImplementedError(f"{type(self).__name__} cannot look payments up")
+
+    def balance_msat(self) -> int:
+        """Spendable balance in millisatoshis."""
+        raise NotImplementedError(f"{type(self).__name__} cannot tell its balance")
+
+    def close(self) -> None:
+        """Release network resources the wallet holds."""
+
+    def __enter__(self) -> "Wallet":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,199 @@
+"""The client's whole pipeline against an in-memory paywall (httpx.MockTransport): every refusal
+path shows the error, pays nothing and leaves the ledger right."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+import httpx
+import pytest
+
+import httpay
+from httpay.ledger import SQLiteLedger, Status
+from tests.helpers import FakeService, FakeWallet
+
+URL = "http://stock.test/ticker/MSFT"
+
+
+def client(svc: FakeService, wallet: FakeWallet, ledger: SQLiteLedger, **policy) -> httpay.Client:  # type: ignore[no-untyped-def]
+    pol = httpay.Policy(**{"usd_per_btc": 100_000, "max_per_payment_usd": 1, "budget_usd": 5, **policy})
+    return httpay.Client(wallet=wallet, policy=pol, ledger=ledger, transport=httpx.MockTransport(svc))
+
+
+def test_402_is_paid_and_retried_transparently(ledger: SQLiteLedger) -> None:
+    svc = FakeService()
+    w = FakeWallet(svc)
+    events: list[str] = []
+    with httpay.Client(wallet=w, policy=httpay.Policy(usd_per_btc=100_000, budget_usd=5), ledger=ledger,
+                       transport=httpx.MockTransport(svc), on_event=lambda e: events.append(e.kind)) as c:
+        r = c.get(URL)
+    assert r.status_code == 200 and r.json()["symbol"] == "MSFT"
+    assert len(w.calls) == 1 and svc.pr_calls == 1
+    rec = httpay.receipt_of(r)
+    assert rec is not None and rec.status is Status.SETTLED and rec.offer_id == "offer_c668e0c0"
+    assert rec.amount_msat == 10_000 and rec.fee_msat == 3 and rec.credits == 1
+    [row] = ledger.receipts()
+    assert row.status is Status.SETTLED and row.preimage and row.host == "stock.test"
+    assert events == ["challenge", "decision", "payment_request", "invoice", "reserved", "paid", "retry", "served"]
+
+
+def test_async_client_runs_the_same_pipeline(ledger: SQLiteLedger) -> None:
+    svc = FakeService()
+    w = FakeWallet(svc)
+
+    async def go() -> httpx.Response:
+        async with httpay.AsyncClient(wallet=w, policy=httpay.Policy(usd_per_btc=100_000, budget_usd=5), ledger=ledger,
+                                      transport=httpx.MockTransport(svc)) as c:
+            return await c.get(URL)
+
+    r = asyncio.run(go())
+    assert r.status_code == 200 and len(w.calls) == 1
+    assert [x.status for x in ledger.receipts()] == [Status.SETTLED]
+
+
+def _refused(ledger: SQLiteLedger, svc: FakeService, w: FakeWallet, exc: type[Exception], **policy):  # type: ignore[no-untyped-def]
+    with client(svc, w, ledger, **policy) as c, pytest.raises(exc) as err:
+        c.get(URL)
+    assert w.calls == [], "nothing may reach the wallet"
+    return err.value
+
+
+def test_over_per_payment_limit(ledger: SQLiteLedger) -> None:
+    svc = FakeService()
+    e = _refused(ledger, svc, FakeWallet(svc), httpay.PaymentRefused, max_per_payment_usd=0.001)
+    assert e.rule == "max_per_payment" and "per-payment limit" in str(e) and e.offers is not None
+    assert svc.pr_calls == 0 and ledger.receipts() == []
+
+
+def test_over_budget(ledger: SQLiteLedger) -> None:
+    svc = FakeService()
+    e = _refused(ledger, svc, FakeWallet(svc), httpay.PaymentRefused, budget_usd=0.005)
+    assert e.rule == "budget" and "budget" in str(e)
+    assert ledger.receipts() == []
+
+
+def test_budget_is_enforced_by_the_ledger_across_payments(ledger: SQLiteLedger) -> None:
+    svc = FakeService(invoice_msat=10_000)
+    w = FakeWallet(svc)
+    with client(svc, w, ledger, budget_usd=0.021) as c:
+        assert c.get(URL).status_code == 200
+        assert c.get(URL).status_code == 200
+        with pytest.raises(httpay.PaymentRefused) as err:
+            c.get(URL)
+    assert err.value.rule == "budget" and len(w.calls) == 2
+    assert ledger.spent_msat() == 20_006
+
+
+def test_invoice_above_offer(ledger: SQLiteLedger) -> None:
+    svc = FakeService(invoice_msat=20_000)
+    e = _refused(ledger, svc, FakeWallet(svc), httpay.InvoiceError)
+    assert e.check == "amount_above_offer" and ledger.receipts() == []
+
+
+def test_amountless_invoice(ledger: SQLiteLedger) -> None:
+    svc = FakeService(invoice_msat=None)
+    e = _refused(ledger, svc, FakeWallet(svc), httpay.InvoiceError)
+    assert e.check == "amount_missing" and ledger.receipts() == []
+
+
+def test_wrong_network(ledger: SQLiteLedger) -> None:
+    svc = FakeService(network="bitcoin")
+    e = _refused(ledger, svc, FakeWallet(svc), httpay.InvoiceError)
+    assert e.check == "network" and ledger.receipts() == []
+
+
+def test_unknown_method(ledger: SQLiteLedger) -> None:
+    svc = FakeService(offers=[{"offer_id": "cc", "title": "t", "description": "", "type": "top-up", "balance": 1,
+                                "amount": 1, "currency": "USD", "payment_methods": ["credit_card"]}])
+    e = _refused(ledger, svc, FakeWallet(svc), httpay.PaymentRefused)
+    assert e.rule == "methods" and "credit_card" in str(e)
+
+
+def test_malformed_402(ledger: SQLiteLedger) -> None:
+    def bad(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(402, json={"offers": [{"amount": 1}], "payment_request_url": "http://stock.test/pr"})
+
+    w = FakeWallet(FakeService())
+    with httpay.Client(wallet=w, ledger=ledger, transport=httpx.MockTransport(bad)) as c, \
+            pytest.raises(httpay.ChallengeError, match="payment_methods"):
+        c.get(URL)
+    assert w.calls == [] and ledger.receipts() == []
+
+
+def test_payment_request_url_on_another_site_is_refused(ledger: SQLiteLedger) -> None:
+    svc = FakeService(pr_url="http://evil.test/l402/payment-request")
+    e = _refused(ledger, svc, FakeWallet(svc), httpay.PaymentRefused)
+    assert e.rule == "payment_host" and svc.pr_calls == 0
+
+
+def test_approval_hook_can_deny_and_approve(ledger: SQLiteLedger) -> None:
+    svc = FakeService()
+    seen = []
+    e = _refused(ledger, svc, FakeWallet(svc), httpay.PaymentRefused, approve=lambda d: seen.append(d) or False)
+    assert e.rule == "approval" and seen[0].offer.offer_id == "offer_c668e0c0"
+    w = FakeWallet(svc)
+    with client(svc, w, ledger, approve=lambda d: True) as c:
+        assert c.get(URL).status_code == 200
+
+
+def test_wallet_failure_is_recorded_as_failed(ledger: SQLiteLedger) -> None:
+    svc = FakeService()
+    w = FakeWallet(svc, fail=httpay.InsufficientFunds("not enough sats"))
+    with client(svc, w, ledger) as c, pytest.raises(httpay.InsufficientFunds):
+        c.get(URL)
+    [row] = ledger.receipts()
+    assert row.status is Status.FAILED and "not enough sats" in (row.reason or "")
+    assert ledger.spent_msat() == 0
+
+
+def test_unknown_outcome_stays_pending_and_is_never_repaid(ledger: SQLiteLedger) -> None:
+    svc = FakeService()
+    w = FakeWallet(svc, fail=httpay.PaymentTimeout("no answer"))
+    with client(svc, w, ledger) as c, pytest.raises(httpay.PaymentOutcomeUnknown):
+        c.get(URL)
+    [row] = ledger.receipts()
+    assert row.status is Status.PENDING and ledger.spent_msat() == 10_000
+
+
+def test_paid_but_still_402_is_a_clear_error(ledger: SQLiteLedger) -> None:
+    svc = FakeService()
+
+    class Stingy(FakeService):
+        def pay(self, payment_hash: str) -> str:
+            self.paid.add(payment_hash)
+            return self.invoices[payment_hash]
+
+    stingy = Stingy()
+    w = FakeWallet(stingy)
+    with client(stingy, w, ledger) as c:
+        c.payer.retries_after_payment, c.payer.retry_delay_s = 2, 0
+        with pytest.raises(httpay.PaymentNotHonored, match="still answers 402"):
+            c.get(URL)
+    assert ledger.receipts()[0].status is Status.SETTLED
+    assert svc.pr_calls == 0
+
+
+def test_no_secret_in_logs(ledger: SQLiteLedger, caplog: pytest.LogCaptureFixture) -> None:
+    svc = FakeService()
+    w = FakeWallet(svc)
+    caplog.set_level(logging.DEBUG)
+    with client(svc, w, ledger) as c:
+        r = c.get(URL)
+    rec = httpay.receipt_of(r)
+    assert rec is not None and rec.preimage
+    text = caplog.text
+    assert "tok-123" not in text and rec.preimage not in text
+    assert "challenge" in text and "paid" in text
+    assert rec.preimage not in repr(rec) and rec.preimage not in str(rec)
+
+
+def test_default_ledger_is_a_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HTTPAY_LEDGER", str(tmp_path / "l.sqlite3"))
+    svc = FakeService()
+    with httpay.Client(wallet=FakeWallet(svc), policy=httpay.Policy(usd_per_btc=100_000),
+                       transport=httpx.MockTransport(svc)) as c:
+        assert c.get(URL).status_code == 200
+        assert c.ledger.url == str(tmp_path / "l.sqlite3")
+    assert (tmp_path / "l.sqlite3").exists()
