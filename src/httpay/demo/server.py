@@ -343,35 +343,17 @@ async def ln_create_invoice(request: Request) -> Response:
 
 
 async def ln_node(request: Request) -> Response:
-    return JSONResponse({"pubkey": _state(request).network.pubkey, "network": "regtest", "demo": True})
+    state = _state(request)
+    return JSONResponse({"pubkey": state.network.pubkey, "network": "regtest", "usd_per_btc": state.usd_per_btc, "demo": True})
 
 
 # -- fake on-chain addresses -------------------------------------------------------------------
 
-_BECH32 = "qpzry9x8gf2tvdw0s3jn54khce6mua7l"
-
-
-def _bech32_polymod(values: list[int]) -> int:
-    gen = (0x3B6A57B2, 0x26508E6D, 0x1EA119FA, 0x3D4233DD, 0x2A1462B3)
-    chk = 1
-    for value in values:
-        top = chk >> 25
-        chk = (chk & 0x1FFFFFF) << 5 ^ value
-        for i in range(5):
-            chk ^= gen[i] if (top >> i) & 1 else 0
-    return chk
-
-
 def fake_regtest_address() -> str:
-    """A random but well-formed regtest P2WPKH address (`bcrt1q…`, valid bech32 checksum) nobody owns."""
-    hrp = "bcrt"
-    program = secrets.token_bytes(20)
-    bits = "".join(f"{byte:08b}" for byte in program)
-    data = [0] + [int(bits[i : i + 5].ljust(5, "0"), 2) for i in range(0, len(bits), 5)]
-    expanded = [ord(c) >> 5 for c in hrp] + [0] + [ord(c) & 31 for c in hrp]
-    polymod = _bech32_polymod(expanded + data + [0] * 6) ^ 1
-    checksum = [(polymod >> 5 * (5 - i)) & 31 for i in range(6)]
-    return hrp + "1" + "".join(_BECH32[d] for d in data + checksum)
+    """A random but well-formed regtest P2WPKH address (`bcrt1q…`) nobody owns."""
+    import bech32  # installed with bolt11
+
+    return bech32.encode("bcrt", 0, secrets.token_bytes(20))
 
 
 # -- the app -----------------------------------------------------------------------------------

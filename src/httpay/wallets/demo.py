@@ -44,6 +44,7 @@ class DemoWallet(Wallet):
         self.wallet_id = wallet_id
         self.__key = key
         self._owns_client = client is None
+        self._rate: float | None = None
         self._client = client if client is not None else httpx.Client(timeout=timeout)
 
     @classmethod
@@ -110,6 +111,14 @@ class DemoWallet(Wallet):
         if response.status_code != 200 or not isinstance(answer.get("balance_msat"), int):
             raise WalletError(f"demo wallet balance failed ({response.status_code}): {_message(answer, response)}")
         return int(answer["balance_msat"])
+
+    def usd_per_btc(self) -> float | None:
+        """The demo network's fixed BTC/USD rate (the one its service prices offers with)."""
+        if self._rate is None:
+            body = _json(self._send("GET", "/ln/node"))
+            rate = body.get("usd_per_btc")
+            self._rate = float(rate) if isinstance(rate, int | float) and rate > 0 else None
+        return self._rate
 
     def close(self) -> None:
         if self._owns_client:

@@ -1,0 +1,184 @@
+"""`httpay demo`: the notebook's story, told offline against the local demo service.
+
+Sign up (1 free credit), read AAPL, meet the 402 on MSFT, see the offers, let the policy pick,
+check the invoice, pay with a demo wallet, retry, and end with the ledger and the budget.
+Every step is the real client at work: the story only listens to its events.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+from rich.console import Console, Group
+from rich.panel import Panel
+from rich.prompt import Confirm
+from rich.table import Table
+
+import httpay
+from httpay.demo.runner import serve_in_thread
+from httpay.display import invoice_table, offers_table, payment_request_table, receipts_table
+from httpay.errors import HttpayError, redact
+from httpay.events import Event
+from httpay.policy import Decision, fmt_msat
+from httpay.wallets.demo import DemoWallet
+
+DEMO_LABEL = "DEMO: a local copy of stock.l402.org on a regtest demo Lightning network. No real money moves."
+
+
+def ticker_table(symbol: str, data: dict[str, Any]) -> Table:
+    extra = data.get("additional_data", {})
+    t = Table(title=f"{symbol}: price {extra.get('current_price')}, EPS {extra.get('eps')}, P/E {extra.get('pe_ratio')}",
+              title_justify="left")
+    for col in ("fiscal year end", "revenue", "gross profit", "net income"):
+        t.add_column(col, justify="right")
+    for row in data.get("financial_data", []):
+        t.add_row(row.get("fiscalDateEnding", ""), _bn(row.get("totalRevenue")), _bn(row.get("grossProfit")),
+                  _bn(row.get("netIncome")))
+    return t
+
+
+def _bn(v: Any) -> str:
+    return f"${v / 1e9:,.1f} bn" if isinstance(v, int | float) else "—"
+
+
+class Story:
+    """Renders the client's events as the notebook's steps."""
+
+    def __init__(self, console: Console, rate: float | None) -> None:
+        self.console = console
+        self.rate = rate
+        self.step = 0
+        self.decision: Decision | None = None
+
+    def say(self, title: str, body: Any = None) -> None:
+        self.step += 1
+        self.console.rule(f"[bold]{self.step}. {title}", align="left")
+        if body is not None:
+            self.console.print(body)
+
+    def on_event(self, e: Event) -> None:
+        d = e.data
+        if e.kind == "challenge":
+            ofs = d["offers"]
+            self.say(f"402 Payment Required: the service offers {len(ofs)} ways to buy credits",
+                     offers_table(ofs.offers, title=f"L402 offers (v{ofs.version})", usd_per_btc=self.rate))
+        elif e.kind == "decision":
+            self.decision = d["decision"]
+            self.say("The policy picks the cheapest lightning offer it allows",
+                     f"[green]{d['decision']}[/]")
+        elif e.kind == "approval":
+            self.console.print("[green]approved[/]")
+        elif e.kind == "payment_request":
+            self.say("Payment details requested from payment_request_url", payment_request_table(d["payment_request"]))
+        elif e.kind == "invoice":
+            inv = d["invoice"]
+            self.say("Invoice decoded and checked: signature, amount vs offer, network, expiry",
+                     invoice_table(inv, usd_per_btc=self.rate))
+        elif e.kind == "reserved":
+            r = d["receipt"]
+            self.console.print(f"ledger #{r.id} written [yellow]pending[/] before the wallet is called")
+        elif e.kind == "paid":
+            r, p = d["receipt"], d["payment"]
+            self.say("Paid with the demo wallet",
+                     f"[green]settled[/] {fmt_msat(r.amount_msat, self.rate)}, fee {r.fee_msat} msat; "
+                     f"preimage {p.preimage[:8]}… proves hash {r.payment_hash[:16]}…")
+        elif e.kind == "retry":
+            self.console.print(f"retrying the original request (attempt {d['attempt']})")
+        elif e.kind == "refused":
+            self.console.print(f"[red]refused[/]: {d['reason']}")
+
+
+def run_story(*, approve: bool = False, non_interactive: bool = False, ledger: str | None = None,
+              budget_usd: float = 5.0, max_per_payment_usd: float = 1.0, console: Console | None = None,
+              confirm: Callable[[str], bool] | None = None) -> int:
+    """Tell the story; return the exit code."""
+    console = console or Console()
+    if approve and non_interactive:
+        console.print("[red]--approve asks a person; it cannot be combined with --non-interactive[/]")
+        return 2
+    console.print(Panel(DEMO_LABEL, title="httpay demo", border_style="magenta"))
+    tmp = None
+    if ledger is None:
+        tmp = tempfile.TemporaryDirectory(prefix="httpay-demo-")
+        ledger = str(Path(tmp.name) / "demo-ledger.sqlite3")
+    try:
+        with serve_in_thread() as server:
+            return _tell(server.url, console, approve=approve, non_interactive=non_interactive, ledger=ledger,
+                         budget_usd=budget_usd, max_per_payment_usd=max_per_payment_usd, confirm=confirm)
+    except HttpayError as exc:
+        console.print(f"[red]httpay: {type(exc).__name__}: {exc}[/]")
+        return 1
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+
+
+def _tell(base: str, console: Console, *, approve: bool, non_interactive: bool, ledger: str, budget_usd: float,
+          max_per_payment_usd: float, confirm: Callable[[str], bool] | None) -> int:
+    story = Story(console, None)
+    story.say("Local stock service started (the project's own stock.l402.org)", f"listening on {base} (loopback only)")
+    plain = httpx.Client(base_url=base, timeout=10)
+
+    signup = plain.get("/signup").json()
+    token = signup["id"]
+    auth = {"Authorization": f"Bearer {token}"}
+    story.say("Sign up: a new account with 1 free credit",
+              f"account {redact(token)} (the id is a bearer token, so it is shown redacted), credits: {signup['credits']}")
+    info = plain.get("/info", headers=auth).json()
+    console.print(f"/info says credits: {info['credits']}")
+
+    aapl = plain.get("/ticker/AAPL", headers=auth)
+    story.say(f"Query AAPL with the free credit: HTTP {aapl.status_code}", ticker_table("AAPL", aapl.json()))
+
+    wallet = DemoWallet.create(base, balance_sat=1_000)
+    rate = wallet.usd_per_btc()
+    story.rate = rate
+    story.say("A demo wallet funded with 1,000 sat on the demo Lightning network",
+              f"{wallet!r}, balance {fmt_msat(wallet.balance_msat(), rate)}; BTC/USD rate of the demo: {rate:,.0f}")
+
+    def ask(decision: Decision) -> bool:
+        question = f"Pay {decision.offer.price} ({fmt_msat(decision.price_msat or 0, rate)}) for '{decision.offer.title}'?"
+        if confirm is not None:
+            return confirm(question)
+        return Confirm.ask(question, console=console, default=False)
+
+    policy = httpay.Policy(max_per_payment_usd=max_per_payment_usd, budget_usd=budget_usd, usd_per_btc=rate,
+                           approve=ask if approve else None)
+    story.say("Client and policy", f"httpay.Client(wallet=DemoWallet, policy={_policy_text(policy)}), ledger {ledger}")
+
+    with httpay.Client(wallet=wallet, policy=policy, ledger=ledger, base_url=base, timeout=10,
+                       on_event=story.on_event) as client:
+        console.rule("[bold]Query MSFT: the free credit is spent", align="left")
+        try:
+            msft = client.get("/ticker/MSFT", headers=auth)
+        except httpay.PaymentRefused as exc:
+            console.print(f"[red]{exc}[/]")
+            _summary(story, client, wallet, policy, rate)
+            return 0 if exc.rule == "approval" else 1
+        story.say(f"Served after payment: HTTP {msft.status_code}", ticker_table("MSFT", msft.json()))
+        _summary(story, client, wallet, policy, rate)
+    info = plain.get("/info", headers=auth).json()
+    console.print(f"/info now says credits: {info['credits']} (the purchased credit was spent on MSFT)")
+    console.print(Panel("Done. " + DEMO_LABEL, border_style="magenta"))
+    plain.close()
+    wallet.close()
+    return 0
+
+
+def _policy_text(p: httpay.Policy) -> str:
+    approve = ", approve=<ask a person>" if p.approve else ""
+    return f"Policy(max_per_payment_usd={p.max_per_payment_usd}, budget_usd={p.budget_usd}{approve})"
+
+
+def _summary(story: Story, client: httpay.Client, wallet: DemoWallet, policy: httpay.Policy, rate: float | None) -> None:
+    spent = client.ledger.spent_msat()
+    budget_msat = policy.limits("", rate)[0].limit_msat if policy.budget_usd is not None else None
+    left = f"{fmt_msat(budget_msat - spent, rate)} of {fmt_msat(budget_msat, rate)}" if budget_msat else "unlimited"
+    story.say("Ledger and budget", Group(
+        receipts_table(client.ledger.receipts(), title="Ledger", usd_per_btc=rate),
+        f"spent {fmt_msat(spent, rate)}; budget left {left}; wallet balance {fmt_msat(wallet.balance_msat(), rate)}",
+    ))
