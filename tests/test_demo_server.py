@@ -381,7 +381,8 @@ def test_minting_invoices_over_http(client: httpx.Client, server: RunningServer)
 
 
 def test_node_info(client: httpx.Client, server: RunningServer) -> None:
-    assert client.get("/ln/node").json() == {"pubkey": state_of(server).network.pubkey, "network": "regtest", "demo": True}
+    assert client.get("/ln/node").json() == {"pubkey": state_of(server).network.pubkey, "network": "regtest",
+                                             "usd_per_btc": 100_000, "demo": True}
 
 
 def test_concurrent_payers_settle_an_invoice_once(client: httpx.Client, server: RunningServer) -> None:
