@@ -8,6 +8,7 @@ and the current time, so they can be tested by the thousand.
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -114,7 +115,8 @@ def offer_price_msat(amount: int, currency: str, usd_per_btc: float | None) -> i
     if cur == "BTC":  # smallest unit of BTC is the satoshi
         return amount * 1000
     if cur == "USD" and usd_per_btc:
-        return math.ceil(amount / 100 / usd_per_btc * MSAT_PER_BTC)
+        # exact: cents * 1e9 / rate, rounded up so the bound never shrinks below the price
+        return math.ceil(Fraction(amount) * (MSAT_PER_BTC // 100) / Fraction(str(usd_per_btc)))
     return None
 
 

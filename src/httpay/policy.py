@@ -9,9 +9,11 @@ racing cannot both squeeze under a limit.
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
+from fractions import Fraction
 from typing import Any, Literal, Union
 
 from httpay.errors import ConfigError, PaymentRefused
@@ -24,7 +26,8 @@ Approver = Callable[["Decision"], Union[Approval, Awaitable[Approval]]]
 
 
 def usd_to_msat(usd: float, usd_per_btc: float) -> int:
-    return int(usd / usd_per_btc * MSAT_PER_BTC)
+    """Exact decimal conversion (no float drift at limits), rounded down: a limit never grows."""
+    return math.floor(Fraction(str(usd)) * MSAT_PER_BTC / Fraction(str(usd_per_btc)))
 
 
 def msat_to_usd(msat: int, usd_per_btc: float | None) -> float | None:
