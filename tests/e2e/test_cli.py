@@ -1,0 +1,88 @@
+"""The `httpay` command as a person or an agent runs it: a subprocess against real servers."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+
+from httpay.demo.runner import RunningServer
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def httpay_cmd(*args: str, stdin: str | None = None, env: dict[str, str] | None = None,
+               timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "COLUMNS": "120", "NO_COLOR": "1", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "httpay.cli", *args], input=stdin if stdin is not None else "",
+                          capture_output=True, text=True, env=full_env, timeout=timeout)
+
+
+def test_demo_non_interactive_tells_the_whole_story(tmp_path: Path) -> None:
+    ledger = tmp_path / "demo.sqlite3"
+    p = httpay_cmd("demo", "--non-interactive", "--ledger", str(ledger))
+    assert p.returncode == 0, p.stderr + p.stdout
+    out = p.stdout
+    steps = [
+        "DEMO", "Local stock service started", "Sign up", "Query AAPL", "AAPL: price 248.05",
+        "402 Payment Required", "offer_c668e0c0", "offer_97bf23f7", "offer_a896b13c",
+        "The policy picks the cheapest lightning offer", "Payment details requested",
+        "Invoice decoded and checked", "10 sat ≈ $0.0100", "regtest", "payee",
+        "Paid with the demo wallet", "retrying the original request", "Served after payment: HTTP 200", "MSFT: price",
+        "Ledger and budget", "settled", "budget left 4,990 sat ($4.99) of 5,000 sat ($5.00)",
+    ]
+    pos = 0
+    for step in steps:
+        found = out.find(step, pos)
+        assert found >= 0, f"missing or out of order: {step!r}\n{out}"
+        pos = found
+    # the account id is a bearer token: never printed whole
+    assert "Bearer" not in out
+    listed = httpay_cmd("ledger", "--ledger", str(ledger), "--json")
+    data = json.loads(listed.stdout)
+    assert [p["status"] for p in data["payments"]] == ["settled"] and data["spent_msat"] == 10_000
+    assert "preimage" not in listed.stdout
+
+
+def test_demo_approve_yes_pays_and_no_pays_nothing(tmp_path: Path) -> None:
+    yes = httpay_cmd("demo", "--approve", "--ledger", str(tmp_path / "yes.sqlite3"), stdin="y\n")
+    assert yes.returncode == 0, yes.stderr
+    assert "Pay $0.01 (10 sat ($0.01)) for '1 Credit Package'?" in yes.stdout
+    assert "Served after payment: HTTP 200" in yes.stdout
+    no = httpay_cmd("demo", "--approve", "--ledger", str(tmp_path / "no.sqlite3"), stdin="n\n")
+    assert no.returncode == 0, no.stderr
+    assert "refused by the approver" in no.stdout and "Served after payment" not in no.stdout
+    data = json.loads(httpay_cmd("ledger", "--ledger", str(tmp_path / "no.sqlite3"), "--json").stdout)
+    assert data["payments"] == [] and data["spent_msat"] == 0
+
+
+def test_approve_and_non_interactive_conflict() -> None:
+    p = httpay_cmd("demo", "--approve", "--non-interactive")
+    assert p.returncode == 2 and "not allowed with" in p.stderr
+
+
+def test_get_pays_with_a_wallet_from_the_environment(demo: RunningServer, account: dict[str, str], tmp_path: Path) -> None:
+    made = httpx.post(f"{demo.url}/ln/wallets", json={"balance_sat": 1000}).json()
+    env = {"HTTPAY_WALLET": "demo", "HTTPAY_DEMO_URL": demo.url, "HTTPAY_DEMO_KEY": made["key"]}
+    ledger = str(tmp_path / "get.sqlite3")
+    p = httpay_cmd("get", f"{demo.url}/ticker/MSFT", "-H", f"Authorization: {account['Authorization']}",
+                   "--budget-usd", "1", "--ledger", ledger, env=env)
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["symbol"] == "MSFT"
+    assert "paid" in p.stderr and made["key"] not in p.stderr + p.stdout
+    refused = httpay_cmd("get", f"{demo.url}/ticker/MSFT", "-H", f"Authorization: {account['Authorization']}",
+                         "--budget-usd", "0.001", "--ledger", str(tmp_path / "other.sqlite3"), env=env)
+    assert refused.returncode == 3 and "budget" in refused.stderr
+
+
+def test_get_without_a_wallet_says_which_variable_is_missing(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HTTPAY_WALLET")}
+    p = subprocess.run([sys.executable, "-m", "httpay.cli", "get", "http://127.0.0.1:9/x"], capture_output=True, text=True,
+                       env={**env, "PYTHONPATH": str(ROOT / "src")}, timeout=60)
+    assert p.returncode == 1 and "HTTPAY_WALLET" in p.stderr and "Traceback" not in p.stderr
+    p = httpay_cmd("get", "http://127.0.0.1:9/x", env={"HTTPAY_WALLET": "demo"})
+    assert p.returncode == 1 and "HTTPAY_DEMO_URL" in p.stderr
