@@ -9,6 +9,7 @@ cannot drift apart and the flow can be tested with scripted answers.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -34,6 +35,8 @@ from httpay.wallets.base import Payment, PaymentStatus, Wallet
 log = logging.getLogger("httpay")
 
 RECEIPT_EXTENSION = "httpay_receipt"
+DRY_RUN_EXTENSION = "httpay_dry_run"     # request extension: hand a 402 back untouched, pay nothing
+OFFER_EXTENSION = "httpay_offer_id"      # request extension: pay only this offer (still within the policy)
 
 
 # -- effects: what the flow asks its driver to do ------------------------------------------------
@@ -138,9 +141,12 @@ def _json_error(resp: httpx.Response) -> str:
 
 def pay_flow(
     payer: Payer, request: httpx.Request, response: httpx.Response, offers: PaymentOffers,
-    *, max_price_msat: int | None = None,
+    *, max_price_msat: int | None = None, offer_id: str | None = None,
 ) -> Generator[Effect, Any, httpx.Response]:
-    """Pay for a v0.2 challenge within the policy, then repeat `request`. Returns the final response."""
+    """Pay for a v0.2 challenge within the policy, then repeat `request`. Returns the final response.
+
+    `offer_id` pins the offer to pay (an agent that chose one); the policy must still allow it.
+    """
     url = str(request.url)
     host = host_of(request.url)
     rid = secrets.token_hex(4)
@@ -178,10 +184,13 @@ def pay_flow(
             offers, response = fresh, again
 
         try:
+            choices = _pinned(offers, offer_id) if offer_id is not None else offers
             decision = policy.decide(
-                offers, url=url, host=host, usd_per_btc=rate, spent_msat=ledger.spent_msat(),
+                choices, url=url, host=host, usd_per_btc=rate, spent_msat=ledger.spent_msat(),
                 methods=("lightning",), max_price_msat=max_price_msat,
             )
+            if choices is not offers:
+                decision = dataclasses.replace(decision, offers=offers)
         except PaymentRefused as exc:
             exc.response = response
             emit(hook, Event("refused", url, rid, {"rule": exc.rule, "reason": str(exc)}), str(exc).removeprefix("refused: "), logging.WARNING)
@@ -208,6 +217,17 @@ def pay_flow(
         yield Leave(key)
 
     return (yield from _retry(payer, request, receipt, rid, url))
+
+
+def _pinned(offers: PaymentOffers, offer_id: str) -> PaymentOffers:
+    """The challenge narrowed to the one offer a caller pinned; refused if the service did not make it."""
+    chosen = [o for o in offers.offers if o.offer_id == offer_id]
+    if not chosen:
+        raise PaymentRefused(
+            f"refused: the service did not offer {offer_id!r}; it offers {', '.join(o.offer_id for o in offers) or 'nothing'}",
+            rule="offer_id", offers=offers,
+        )
+    return dataclasses.replace(offers, offers=tuple(chosen))
 
 
 def _approved(policy: Policy, decision: Decision, answer: Any, response: httpx.Response) -> Decision:

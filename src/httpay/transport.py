@@ -20,7 +20,9 @@ import anyio.to_thread
 import httpx
 
 from httpay.errors import HttpayError
-from httpay.pipeline import Ask, Effect, Join, Leave, Pay, Payer, Send, Sleep, pay_flow
+from httpay.pipeline import (
+    DRY_RUN_EXTENSION, OFFER_EXTENSION, Ask, Effect, Join, Leave, Pay, Payer, Send, Sleep, pay_flow,
+)
 from httpay.protocols import l402_v02
 
 
@@ -150,11 +152,14 @@ class PaymentTransport(httpx.BaseTransport):
         if response.status_code != 402:
             return response
         response.read()
+        if request.extensions.get(DRY_RUN_EXTENSION):
+            return response  # the caller only wants to see the offers
         offers = l402_v02.parse(response.status_code, response.headers, response.content)
         if offers is None:
             return response
         max_price = request.extensions.get("httpay_max_price_msat")
-        flow = pay_flow(self.payer, request, response, offers, max_price_msat=max_price)
+        flow = pay_flow(self.payer, request, response, offers, max_price_msat=max_price,
+                        offer_id=request.extensions.get(OFFER_EXTENSION))
         return _drive_sync(flow, self.inner, self.payer, self._flights)
 
     def close(self) -> None:
@@ -175,11 +180,14 @@ class AsyncPaymentTransport(httpx.AsyncBaseTransport):
         if response.status_code != 402:
             return response
         await response.aread()
+        if request.extensions.get(DRY_RUN_EXTENSION):
+            return response  # the caller only wants to see the offers
         offers = l402_v02.parse(response.status_code, response.headers, response.content)
         if offers is None:
             return response
         max_price = request.extensions.get("httpay_max_price_msat")
-        flow = pay_flow(self.payer, request, response, offers, max_price_msat=max_price)
+        flow = pay_flow(self.payer, request, response, offers, max_price_msat=max_price,
+                        offer_id=request.extensions.get(OFFER_EXTENSION))
         return await _drive_async(flow, self.inner, self.payer, self._flights)
 
     async def aclose(self) -> None:
