@@ -1,0 +1,47 @@
+"""The README's Python example runs as written, and its demo output is what the demo prints."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+from pathlib import Path
+
+from tests.e2e.test_cli import httpay_cmd
+
+README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+
+
+def _blocks(lang: str) -> list[str]:
+    return re.findall(rf"```{lang}\n(.*?)```", README, flags=re.S)
+
+
+def _normal(text: str) -> str:
+    """Blank out what changes from run to run: ports, hashes, ids, times, temp paths."""
+    text = re.sub(r"lnbcrt[0-9a-z]+…?", "<invoice>", text)
+    text = re.sub(r"\b[0-9a-f]{8,}…?", "<hex>", text)
+    text = re.sub(r"127\.0\.0\.1:\d+", "127.0.0.1:<port>", text)
+    text = re.sub(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", "<time>", text)
+    return "\n".join(line.rstrip() for line in text.splitlines())
+
+
+def test_python_example_runs_and_prints_what_the_readme_says() -> None:
+    code = _blocks("python")[0]
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(compile(code, "README.md", "exec"), {})
+    printed = out.getvalue().splitlines()
+    expected = _blocks("text")[1].splitlines()
+    for want, got in zip(expected[:4], printed[:4]):
+        assert got == want
+    assert re.match(r"200 MSFT #1 .* settled 10 sat \+ fee 0 sat to 127\.0\.0\.1:\d+ for offer_c668e0c0 '1 Credit Package' by lightning",
+                    printed[4])
+
+
+def test_demo_output_in_the_readme_is_what_the_demo_prints() -> None:
+    p = httpay_cmd("demo", "--non-interactive", env={"COLUMNS": "100"})
+    assert p.returncode == 0, p.stderr
+    actual = _normal(p.stdout)
+    for line in _normal(_blocks("text")[0]).splitlines():
+        if line.strip():
+            assert line in actual, f"README line not in the demo's output: {line!r}"
