@@ -48,7 +48,7 @@ def wallet_from_env(env: Mapping[str, str] | None = None) -> Wallet:
 
 POLICY_FIELDS = {
     "max_per_payment_usd", "budget_usd", "max_per_payment_sat", "budget_sat", "per_host_usd", "per_hour_usd",
-    "per_day_usd", "methods", "strategy", "usd_per_btc", "price_tolerance", "allowed_hosts", "denied_hosts",
+    "per_day_usd", "methods", "strategy", "calls", "usd_per_btc", "price_tolerance", "allowed_hosts", "denied_hosts",
     "payment_hosts", "max_fee_msat",
 }
 

@@ -20,7 +20,7 @@ from httpay.errors import ConfigError, PaymentRefused
 from httpay.lightning import MSAT_PER_BTC, offer_price_msat
 from httpay.protocols.l402_v02 import Offer, PaymentOffers
 
-Strategy = Literal["cheapest", "cheapest_per_credit", "largest"]
+Strategy = Literal["cheapest", "cheapest_per_credit", "covers_calls", "largest"]
 Approval = Union[bool, Offer, None]
 Approver = Callable[["Decision"], Union[Approval, Awaitable[Approval]]]
 
@@ -90,6 +90,7 @@ class Policy:
     per_day_usd: float | None = None
     methods: Sequence[str] = ("lightning",)
     strategy: Strategy = "cheapest"
+    calls: int | None = None
     approve: Approver | None = None
     usd_per_btc: float | None = None
     price_tolerance: float = 0.05
@@ -109,10 +110,13 @@ class Policy:
             raise ConfigError("Policy(usd_per_btc=...) must be positive")
         if not 0 <= self.price_tolerance <= 1:
             raise ConfigError(f"Policy(price_tolerance=...) must be between 0 and 1, got {self.price_tolerance!r}")
-        if self.strategy not in ("cheapest", "cheapest_per_credit", "largest"):
+        if self.strategy not in ("cheapest", "cheapest_per_credit", "covers_calls", "largest"):
             raise ConfigError(
-                f"Policy(strategy=...) must be 'cheapest', 'cheapest_per_credit' or 'largest', got {self.strategy!r}"
+                "Policy(strategy=...) must be 'cheapest', 'cheapest_per_credit', 'covers_calls' or 'largest', "
+                f"got {self.strategy!r}"
             )
+        if self.strategy == "covers_calls" and (not isinstance(self.calls, int) or self.calls < 1):
+            raise ConfigError("Policy(strategy='covers_calls') needs calls=N: how many calls the purchase should cover")
         if isinstance(self.methods, str):
             self.methods = (self.methods,)
 
@@ -232,7 +236,7 @@ class Policy:
                 f"of the total budget is left ({fmt_msat(spent_msat, rate)} spent); raise Policy(budget_usd=...)",
                 rule="budget", offers=offers,
             )
-        chosen = _pick(fitting, self.strategy)
+        chosen = _pick(fitting, self.strategy, self.calls)
         o, m, p = chosen
         return Decision(
             offers=offers, offer=o, method=m, price_msat=p, url=url, host=host, usd_per_btc=rate,
@@ -255,11 +259,20 @@ class Policy:
         return self.approve is not None and inspect.iscoroutinefunction(self.approve)
 
 
-def _pick(fitting: list[tuple[Offer, str, int | None]], strategy: Strategy) -> tuple[Offer, str, int | None]:
+def _pick(fitting: list[tuple[Offer, str, int | None]], strategy: Strategy,
+          calls: int | None = None) -> tuple[Offer, str, int | None]:
+    """Pick among offers that fit every limit. Ties go to lightning, then to the first listed."""
+
     def price(x: tuple[Offer, str, int | None]) -> float:
         return float(x[2] if x[2] is not None else x[0].amount)
 
     method_rank = {"lightning": 0}
+    if strategy == "covers_calls":
+        # the cheapest offer that buys at least `calls` credits; if none does, the most credits
+        covering = [x for x in fitting if (x[0].balance or 0) >= (calls or 1)]
+        if covering:
+            return min(covering, key=lambda x: (price(x), method_rank.get(x[1], 1)))
+        return max(fitting, key=lambda x: (x[0].balance or 0, -price(x)))
     if strategy == "largest":
         return max(fitting, key=lambda x: (price(x), -method_rank.get(x[1], 1)))
     if strategy == "cheapest_per_credit":

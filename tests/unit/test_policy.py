@@ -1,0 +1,123 @@
+"""Offer choice and every policy rule at its boundary (pure: no ledger, no network)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from httpay import ConfigError, PaymentOffers, PaymentRefused, Policy
+from httpay.config import policy_from_toml
+from tests.helpers import challenge_body
+
+OFFERS = PaymentOffers.from_dict(challenge_body())
+RATE = 100_000  # USD per BTC: 1 cent = 10 sat
+
+
+def decide(policy: Policy, **kw):  # type: ignore[no-untyped-def]
+    return policy.decide(OFFERS, url="http://s/x", host="s", usd_per_btc=RATE, **kw)
+
+
+@pytest.mark.parametrize(
+    ("strategy", "calls", "expected"),
+    [
+        ("cheapest", None, "offer_c668e0c0"),
+        ("cheapest_per_credit", None, "offer_a896b13c"),  # 499/750 < 100/120 < 1/1
+        ("largest", None, "offer_a896b13c"),
+        ("covers_calls", 1, "offer_c668e0c0"),
+        ("covers_calls", 2, "offer_97bf23f7"),
+        ("covers_calls", 120, "offer_97bf23f7"),
+        ("covers_calls", 121, "offer_a896b13c"),
+        ("covers_calls", 5000, "offer_a896b13c"),  # nothing covers it: the most credits
+    ],
+)
+def test_strategies(strategy, calls, expected) -> None:  # type: ignore[no-untyped-def]
+    assert decide(Policy(strategy=strategy, calls=calls)).offer.offer_id == expected
+
+
+def test_strategy_respects_limits() -> None:
+    d = decide(Policy(strategy="largest", max_per_payment_usd=1))
+    assert d.offer.offer_id == "offer_97bf23f7" and d.price_msat == 1_000_000
+
+
+def test_per_payment_limit_boundary() -> None:
+    assert decide(Policy(max_per_payment_usd=0.01)).price_msat == 10_000  # exactly at the limit passes
+    with pytest.raises(PaymentRefused) as err:
+        decide(Policy(max_per_payment_sat=9))
+    assert err.value.rule == "max_per_payment" and "10 sat" in str(err.value) and "9 sat" in str(err.value)
+
+
+def test_total_budget_boundary_counts_what_was_spent() -> None:
+    assert decide(Policy(budget_usd=0.02), spent_msat=10_000).offer.offer_id == "offer_c668e0c0"
+    with pytest.raises(PaymentRefused) as err:
+        decide(Policy(budget_usd=0.02), spent_msat=10_001)
+    assert err.value.rule == "budget" and "left" in str(err.value)
+
+
+def test_usd_limits_without_a_rate_refuse_rather_than_guess() -> None:
+    with pytest.raises(PaymentRefused) as err:
+        Policy(budget_usd=1).decide(OFFERS, url="u", host="s", usd_per_btc=None)
+    assert err.value.rule == "exchange_rate" and "usd_per_btc" in str(err.value)
+
+
+def test_hosts_allow_and_deny() -> None:
+    with pytest.raises(PaymentRefused) as err:
+        decide(Policy(denied_hosts=["s"]))
+    assert err.value.rule == "denied_host"
+    with pytest.raises(PaymentRefused) as err:
+        decide(Policy(allowed_hosts=["other"]))
+    assert err.value.rule == "allowed_hosts" and "allowed_hosts" in str(err.value)
+    assert decide(Policy(allowed_hosts=["s"])).offer
+    assert Policy(allowed_hosts=["*.example.com"]).decide(
+        OFFERS, url="u", host="api.example.com", usd_per_btc=RATE).offer
+
+
+def test_methods() -> None:
+    assert decide(Policy(methods=["lightning"]), methods=("lightning",)).method == "lightning"
+    with pytest.raises(PaymentRefused) as err:
+        decide(Policy(methods=["credit_card"]), methods=("lightning",))
+    assert err.value.rule == "methods"
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"budget_usd": -1}, {"max_per_payment_usd": "1"}, {"price_tolerance": 2}, {"strategy": "random"},
+     {"strategy": "covers_calls"}, {"usd_per_btc": 0}],
+)
+def test_bad_settings_are_config_errors(kwargs) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ConfigError):
+        Policy(**kwargs)
+
+
+def test_policy_from_toml(tmp_path: Path) -> None:
+    f = tmp_path / "policy.toml"
+    f.write_text('[policy]\nbudget_usd = 5\nper_day_usd = 1.5\nmax_per_payment_usd = 0.5\nstrategy = "covers_calls"\n'
+                 'calls = 100\nallowed_hosts = ["stock.example"]\nusd_per_btc = 100000\n')
+    p = policy_from_toml(f)
+    assert (p.budget_usd, p.per_day_usd, p.calls, p.allowed_hosts) == (5, 1.5, 100, ["stock.example"])
+    names = [lim.name for lim in p.limits("stock.example", RATE)]
+    assert names == ["total budget", "daily budget"]
+    (tmp_path / "bad.toml").write_text("budget = 5\n")
+    with pytest.raises(ConfigError, match="unknown setting"):
+        policy_from_toml(tmp_path / "bad.toml")
+    (tmp_path / "broken.toml").write_text("budget_usd = \n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        policy_from_toml(tmp_path / "broken.toml")
+    with pytest.raises(ConfigError, match="does not exist"):
+        policy_from_toml(tmp_path / "missing.toml")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 10_000), st.integers(0, 10_000), st.integers(0, 10_000))
+def test_decision_never_exceeds_limits(cap_sat, budget_sat, spent_sat) -> None:  # type: ignore[no-untyped-def]
+    p = Policy(max_per_payment_sat=cap_sat, budget_sat=budget_sat)
+    try:
+        d = decide(p, spent_msat=spent_sat * 1000)
+    except PaymentRefused as exc:
+        assert exc.rule in ("max_per_payment", "budget")
+        return
+    assert d.price_msat is not None
+    assert d.price_msat <= cap_sat * 1000
+    assert spent_sat * 1000 + d.price_msat <= budget_sat * 1000
