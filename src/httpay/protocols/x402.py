@@ -1,0 +1,321 @@
+"""x402: read payment requirements (v1 JSON body, v2 base64 `PAYMENT-REQUIRED` header), no I/O.
+
+Field names follow the x402 SDK 2.25.0 schemas: v1 requirements carry `maxAmountRequired`,
+`resource`, `description`, `mimeType`; v2 carries `amount` and moves the resource to the top
+level as `{url, description, mimeType}`. Amounts are strings of the asset's atomic units.
+The client answers with `X-PAYMENT` (v1) or `PAYMENT-SIGNATURE` (v2) and the server's receipt
+comes back in `X-PAYMENT-RESPONSE` / `PAYMENT-RESPONSE`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from httpay.errors import ChallengeError
+from httpay.protocols.l402_v02 import Offer, format_amount
+from httpay.protocols.www_authenticate import header_values
+
+__all__ = [
+    "X402Requirement", "X402Challenge", "X402Receipt", "parse", "encode_payment_header",
+    "decode_payment_response", "PAYMENT_REQUIRED", "PAYMENT_SIGNATURE", "X_PAYMENT",
+    "PAYMENT_RESPONSE", "X_PAYMENT_RESPONSE",
+]
+
+PROTOCOL = "x402"
+PAYMENT_REQUIRED = "PAYMENT-REQUIRED"
+PAYMENT_SIGNATURE = "PAYMENT-SIGNATURE"
+PAYMENT_RESPONSE = "PAYMENT-RESPONSE"
+X_PAYMENT = "X-PAYMENT"
+X_PAYMENT_RESPONSE = "X-PAYMENT-RESPONSE"
+
+MAX_HEADER_CHARS = 256 * 1024
+MAX_AMOUNT = 2**256 - 1  # EVM token amounts are uint256
+
+
+def _str(d: Mapping[str, Any], key: str, where: str, required: bool = True) -> str | None:
+    value = d.get(key)
+    if value is None:
+        if required:
+            raise ChallengeError(f"{where}: field '{key}' is missing", field=key)
+        return None
+    if not isinstance(value, str):
+        raise ChallengeError(f"{where}: field '{key}' must be a string, got {type(value).__name__}", field=key)
+    return value
+
+
+def _atomic(value: Any, key: str, where: str) -> int:
+    """An amount in atomic units: a string of digits (the spec) or a whole JSON number."""
+    if isinstance(value, bool) or value is None:
+        raise ChallengeError(f"{where}: field '{key}' is missing or not an amount", field=key)
+    if isinstance(value, int):
+        amount = value
+    elif isinstance(value, str) and value.strip().isdigit() and value.strip().isascii() and len(value.strip()) <= 80:
+        amount = int(value.strip())
+    else:
+        shown = value[:30] if isinstance(value, str) else type(value).__name__
+        raise ChallengeError(
+            f"{where}: field '{key}' must be a whole number of atomic units as a string, got {shown!r}", field=key
+        )
+    if amount < 0 or amount > MAX_AMOUNT:
+        raise ChallengeError(f"{where}: field '{key}' is out of range for a token amount", field=key)
+    return amount
+
+
+@dataclass(frozen=True)
+class X402Requirement:
+    """One way to pay: `amount` atomic units of `asset` on `network` to `pay_to`, by `scheme`."""
+
+    scheme: str
+    network: str
+    amount: int
+    asset: str
+    pay_to: str
+    max_timeout_seconds: int | None = None
+    resource: str | None = None
+    description: str | None = None
+    mime_type: str | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_dict(cls, d: Any, version: int, index: int = 0) -> "X402Requirement":
+        where = f"x402 accepts[{index}]"
+        if not isinstance(d, Mapping):
+            raise ChallengeError(f"{where} must be an object, got {type(d).__name__}", field="accepts")
+        # v1 names it maxAmountRequired, v2 amount; some servers mix the versions' names.
+        names = ("maxAmountRequired", "amount") if version == 1 else ("amount", "maxAmountRequired")
+        key = names[1] if names[0] not in d and names[1] in d else names[0]
+        timeout = d.get("maxTimeoutSeconds")
+        if timeout is not None and (not isinstance(timeout, int) or isinstance(timeout, bool) or timeout < 0):
+            raise ChallengeError(f"{where}: field 'maxTimeoutSeconds' must be a whole number of seconds",
+                                 field="maxTimeoutSeconds")
+        extra = d.get("extra")
+        if extra is not None and not isinstance(extra, Mapping):
+            raise ChallengeError(f"{where}: field 'extra' must be an object", field="extra")
+        return cls(
+            scheme=_str(d, "scheme", where) or "",
+            network=_str(d, "network", where) or "",
+            amount=_atomic(d.get(key), key, where),
+            asset=_str(d, "asset", where) or "",
+            pay_to=_str(d, "payTo", where) or "",
+            max_timeout_seconds=timeout,
+            resource=_str(d, "resource", where, required=False),
+            description=_str(d, "description", where, required=False),
+            mime_type=_str(d, "mimeType", where, required=False),
+            extra=dict(extra or {}),
+            raw=dict(d),
+        )
+
+    @property
+    def currency(self) -> str:
+        """The asset's name when the server told it (`extra.name`), else its address."""
+        name = self.extra.get("name")
+        return name if isinstance(name, str) and name.strip() else self.asset
+
+    @property
+    def offer_id(self) -> str:
+        """A stable id for this way of paying (same scheme, network, asset and payee -> same id)."""
+        def norm(addr: str) -> str:  # EVM addresses ignore case; others (Solana) do not
+            return addr.lower() if addr[:2] in ("0x", "0X") else addr
+
+        key = "|".join((self.scheme, self.network, norm(self.asset), norm(self.pay_to)))
+        return "x402_" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+
+    @property
+    def payment_method(self) -> str:
+        return f"x402:{self.scheme}:{self.network}"
+
+    def __str__(self) -> str:
+        return f"{format_amount(self.amount, self.currency)} by {self.scheme} on {self.network} to {self.pay_to}"
+
+
+@dataclass(frozen=True)
+class X402Challenge:
+    """An x402 402: the accepted ways to pay, the server's error text and the resource."""
+
+    version: int
+    accepts: tuple[X402Requirement, ...]
+    error: str | None = None
+    resource: str | None = None
+    description: str | None = None
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    protocol: str = PROTOCOL
+
+    @classmethod
+    def from_dict(cls, d: Any, default_version: int = 2) -> "X402Challenge":
+        where = "x402 payment requirements"
+        if not isinstance(d, Mapping):
+            raise ChallengeError(f"{where} must be a JSON object, got {type(d).__name__}", field=None)
+        version = d.get("x402Version", default_version)
+        if not isinstance(version, int) or isinstance(version, bool) or version not in (1, 2):
+            raise ChallengeError(f"{where}: x402Version {str(version)[:10]!r} is not one httpay reads (1 or 2)",
+                                 field="x402Version")
+        accepts = d.get("accepts")
+        if not isinstance(accepts, list):
+            raise ChallengeError(f"{where}: field 'accepts' must be a list", field="accepts")
+        reqs = tuple(X402Requirement.from_dict(a, version, i) for i, a in enumerate(accepts))
+        error = d.get("error")
+        resource: str | None = None
+        description: str | None = None
+        res = d.get("resource")
+        if isinstance(res, Mapping):
+            url, desc = res.get("url"), res.get("description")
+            resource = url if isinstance(url, str) else None
+            description = desc if isinstance(desc, str) else None
+        elif isinstance(res, str):
+            resource = res
+        if resource is None and reqs:
+            resource = reqs[0].resource
+        return cls(
+            version=version,
+            accepts=reqs,
+            error=error if isinstance(error, str) else (None if error is None else json.dumps(error)[:200]),
+            resource=resource,
+            description=description,
+            raw=dict(d),
+        )
+
+    def to_offers(self) -> list[Offer]:
+        """The requirements as `Offer`s, so a person or an agent sees the price as for L402 offers."""
+        offers: list[Offer] = []
+        seen: set[str] = set()
+        for i, r in enumerate(self.accepts):
+            oid = r.offer_id if r.offer_id not in seen else f"{r.offer_id}_{i}"
+            seen.add(oid)
+            desc = r.description or self.description or ""
+            offers.append(Offer(
+                offer_id=oid,
+                title=desc or f"{r.scheme} payment on {r.network}",
+                description=desc,
+                type="one-time",
+                balance=None,
+                amount=r.amount,
+                currency=r.currency,
+                payment_methods=(r.payment_method,),
+                extra={"x402_version": self.version, "network": r.network, "asset": r.asset, "pay_to": r.pay_to,
+                       "requirement": dict(r.raw)},
+            ))
+        return offers
+
+    def __str__(self) -> str:
+        head = f"x402 v{self.version} payment required" + (f" for {self.resource}" if self.resource else "")
+        if self.error:
+            head += f" ({self.error[:80]})"
+        return head + "".join(f"\n- {r}" for r in self.accepts)
+
+
+def _b64json(value: str, what: str) -> Any:
+    text = "".join(value.split())
+    if len(text) > MAX_HEADER_CHARS:
+        raise ChallengeError(f"{what} is too long to be real", field=what)
+    text = text.rstrip("=").replace("-", "+").replace("_", "/")
+    try:
+        raw = base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+        return json.loads(raw)
+    except (binascii.Error, ValueError, UnicodeDecodeError, RecursionError):
+        raise ChallengeError(f"{what} is not base64-encoded JSON", field=what) from None
+
+
+def _content_type(headers: Any) -> str:
+    values = header_values(headers, "content-type")
+    return values[0].lower() if values else ""
+
+
+def parse(status: int, headers: Any, body: bytes | str | None = None) -> X402Challenge | None:
+    """Read a response into an `X402Challenge`, or None when it is not an x402 challenge.
+
+    v2's `PAYMENT-REQUIRED` header wins over a body; a body counts when it is a JSON object with
+    `x402Version`. Garbage in either raises ChallengeError.
+    """
+    if status != 402:
+        return None
+    header = [v for v in header_values(headers, PAYMENT_REQUIRED) if v.strip()]
+    if header:
+        return X402Challenge.from_dict(_b64json(header[0], PAYMENT_REQUIRED), default_version=2)
+    if body is None or (isinstance(body, bytes | str) and not body.strip()):
+        return None
+    if not isinstance(body, bytes | str):
+        raise ChallengeError(f"the 402 body must be bytes or text, got {type(body).__name__}", field=None)
+    if len(body) > 4 * 1024 * 1024:
+        return None
+    ctype = _content_type(headers)
+    if ctype and "json" not in ctype:
+        return None
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None
+    if not isinstance(data, dict) or "x402Version" not in data:
+        return None
+    return X402Challenge.from_dict(data, default_version=1)
+
+
+def encode_payment_header(payload: Mapping[str, Any], version: int) -> tuple[str, str]:
+    """The header carrying a signed payment payload: `X-PAYMENT` (v1) or `PAYMENT-SIGNATURE` (v2)."""
+    if version not in (1, 2):
+        raise ChallengeError(f"x402 version must be 1 or 2, got {version!r}", field="x402Version")
+    if not isinstance(payload, Mapping):
+        raise ChallengeError("the x402 payment payload must be an object", field="payload")
+    body = dict(payload)
+    body.setdefault("x402Version", version)
+    try:
+        text = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+    except (TypeError, ValueError) as exc:
+        raise ChallengeError(f"the x402 payment payload is not JSON-able ({exc})", field="payload") from None
+    value = base64.b64encode(text.encode("utf-8")).decode("ascii")
+    return (X_PAYMENT if version == 1 else PAYMENT_SIGNATURE), value
+
+
+@dataclass(frozen=True)
+class X402Receipt:
+    """The server's settlement answer: did it settle, which transaction, who paid."""
+
+    success: bool
+    transaction: str | None
+    network: str | None
+    payer: str | None = None
+    amount: int | None = None
+    error_reason: str | None = None
+    error_message: str | None = None
+    version: int = 2
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def __str__(self) -> str:
+        if self.success:
+            return f"x402 settled on {self.network}: transaction {self.transaction}"
+        return f"x402 settlement failed: {self.error_reason or self.error_message or 'no reason given'}"
+
+
+def decode_payment_response(headers: Any) -> X402Receipt | None:
+    """Read `PAYMENT-RESPONSE` (v2) or `X-PAYMENT-RESPONSE` (v1); None when neither is present."""
+    for name, version in ((PAYMENT_RESPONSE, 2), (X_PAYMENT_RESPONSE, 1)):
+        values = [v for v in header_values(headers, name) if v.strip()]
+        if not values:
+            continue
+        d = _b64json(values[0], name)
+        if not isinstance(d, Mapping) or not isinstance(d.get("success"), bool):
+            raise ChallengeError(f"{name} must be a JSON object with a boolean 'success'", field=name)
+
+        def s(key: str) -> str | None:
+            v = d.get(key)
+            return v if isinstance(v, str) else None
+
+        amount = d.get("amount")
+        return X402Receipt(
+            success=d["success"],
+            transaction=s("transaction"),
+            network=s("network"),
+            payer=s("payer"),
+            amount=_atomic(amount, "amount", name) if amount is not None else None,
+            error_reason=s("errorReason"),
+            error_message=s("errorMessage"),
+            version=version,
+            raw=dict(d),
+        )
+    return None
