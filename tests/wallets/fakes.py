@@ -1,0 +1,149 @@
+"""What the wallet fakes share: a loopback server runner, a tiny payee that mints real invoices, and a payer account.
+
+Each backend fake (fake_lnd, fake_lightspark, fake_fewsats) speaks its backend's documented API over
+real HTTP on 127.0.0.1, on top of a `FakeAccount`: a balance, a routing fee, the payments made, and
+knobs to make the backend hang (`delay_s`) so timeouts can be tested.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import bolt11
+import uvicorn
+from starlette.applications import Starlette
+
+from tests.helpers import make_invoice
+
+
+@contextmanager
+def serve(app: Starlette, *, certfile: str | None = None, keyfile: str | None = None) -> Iterator[str]:
+    """Serve `app` on a free 127.0.0.1 port (HTTPS when a cert is given) until the block ends; yield its URL."""
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=0, log_level="warning", ssl_certfile=certfile, ssl_keyfile=keyfile,
+        timeout_graceful_shutdown=1,
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="fake-wallet-backend", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("fake wallet backend did not start")
+        time.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"{'https' if certfile else 'http'}://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@dataclass
+class Invoice:
+    bolt11: str
+    payment_hash: str
+    preimage: str = field(repr=False)
+    amount_msat: int
+    paid_by: str | None = None
+
+
+class Payee:
+    """The other end: a node that issues real signed invoices and remembers which were paid (by whom)."""
+
+    def __init__(self, network: str = "bitcoin") -> None:
+        self.network = network
+        self.invoices: dict[str, Invoice] = {}
+        self.lock = threading.RLock()
+
+    def mint(self, amount_msat: int = 21_000, description: str = "httpay test") -> Invoice:
+        s, pre = make_invoice(amount_msat, network=self.network, description=description)
+        inv = Invoice(s, hashlib.sha256(bytes.fromhex(pre)).hexdigest(), pre, amount_msat)
+        with self.lock:
+            self.invoices[inv.payment_hash] = inv
+        return inv
+
+    def find(self, invoice: str) -> Invoice | None:
+        try:
+            h = bolt11.decode(invoice).payment_hash
+        except Exception:  # noqa: BLE001 - garbage is simply not ours
+            return None
+        return self.invoices.get(h)
+
+
+@dataclass
+class Sent:
+    """One outgoing payment as the backend records it."""
+
+    id: str
+    invoice: Invoice
+    status: str  # "settled" | "failed" | "in_flight"
+    fee_msat: int
+    failure: str | None = None
+    created: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+
+
+class FakeAccount:
+    """The payer's side: a balance in msat, a fixed routing fee, payments by hash, and a hang knob."""
+
+    def __init__(self, payee: Payee, *, balance_msat: int = 1_000_000, fee_msat: int = 1_000, name: str = "payer") -> None:
+        self.payee = payee
+        self.balance_msat = balance_msat
+        self.fee_msat = fee_msat
+        self.name = name
+        self.sent: dict[str, Sent] = {}
+        self.delay_s = 0.0
+        self.calls: list[str] = []
+        self._n = 0
+
+    def pay(self, invoice: Invoice) -> Sent:
+        """All-or-nothing: debit amount + fee, mark the invoice paid. Callers check balance/paid first."""
+        with self.payee.lock:
+            self._n += 1
+            sent = Sent(f"{self.name}-{self._n}", invoice, "settled", self.fee_msat)
+            self.balance_msat -= invoice.amount_msat + self.fee_msat
+            invoice.paid_by = self.name
+            self.sent[invoice.payment_hash] = sent
+            return sent
+
+    def failed(self, invoice: Invoice, reason: str) -> Sent:
+        with self.payee.lock:
+            self._n += 1
+            return Sent(f"{self.name}-{self._n}", invoice, "failed", 0, reason)
+
+
+def self_signed_cert(directory: Path) -> tuple[str, str]:
+    """A throwaway certificate for 127.0.0.1 (like lnd's tls.cert) and its key; returns (cert, key) paths."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fake lnd autogenerated cert")])
+    now = datetime.now(timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=1)).not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([
+            x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+        ]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "tls.cert", directory / "tls.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption(),
+    ))
+    return str(cert_path), str(key_path)
