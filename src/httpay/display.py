@@ -1,55 +1,141 @@
-"""How offers, payment requests, invoices and receipts look to a person: rich tables in a
-terminal, HTML tables in a notebook. Plain `__str__` lives on the models themselves."""
+"""How offers, payment requests, invoices, receipts, approvals and budgets look to a person: rich
+tables in a terminal, HTML tables in a notebook or the dashboard. Plain `__str__` lives on the
+models themselves.
+
+Amounts show in sat and USD when a BTC/USD rate is known: pass `usd_per_btc=` or set one for
+every view with `httpay.display.set_usd_per_btc(rate)` (handy in a notebook). No view shows a
+secret: preimages never, payment hashes and invoices shortened.
+"""
 
 from __future__ import annotations
 
 import html
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
+from rich import box
+from rich.console import Console, ConsoleOptions, RenderResult
 from rich.table import Table
+from rich.text import Text
 
 if TYPE_CHECKING:
+    from httpay.approvals import Approval
+    from httpay.ledger.base import Ledger
     from httpay.ledger.models import Receipt
     from httpay.lightning import Invoice
+    from httpay.policy import Policy
     from httpay.protocols.l402_v02 import Offer, PaymentRequest
 
-STATUS_STYLE = {"settled": "green", "pending": "yellow", "failed": "red"}
+STATUS_STYLE = {"settled": "green", "pending": "yellow", "failed": "red",
+                "waiting": "yellow", "approved": "green", "denied": "red"}
+STATUS_COLOUR = {"settled": "#1a7f37", "pending": "#9a6700", "failed": "#cf222e",
+                 "waiting": "#9a6700", "approved": "#1a7f37", "denied": "#cf222e"}
+
+_default_rate: float | None = None
 
 
+def set_usd_per_btc(rate: float | None) -> None:
+    """Set the BTC/USD rate every view uses when none is passed (None: show sat only)."""
+    global _default_rate
+    if rate is not None and rate <= 0:
+        raise ValueError("the BTC/USD rate must be positive")
+    _default_rate = rate
+
+
+def _rate(rate: float | None) -> float | None:
+    return rate if rate else _default_rate
+
+
+def _sat(msat: int | None) -> str:
+    return "—" if msat is None else f"{msat / 1000:,.3f}".rstrip("0").rstrip(".")
+
+
+def _usd(msat: int | None, rate: float | None) -> str | None:
+    if msat is None or not rate:
+        return None
+    usd = msat / 100_000_000_000 * rate
+    return f"${usd:,.4f}" if 0 < usd < 0.01 else f"${usd:,.2f}"
+
+
+def _until(when: datetime, now: datetime | None = None) -> str:
+    """'in 35 min' / 'expired 2 min ago': how soon a person must act."""
+    now = now or datetime.now(timezone.utc)
+    secs = (when - now).total_seconds()
+    span = abs(secs)
+    text = f"{span:.0f} s" if span < 90 else f"{span / 60:.0f} min" if span < 5400 else f"{span / 3600:.1f} h"
+    return f"in {text}" if secs > 0 else f"expired {text} ago"
+
+
+def _payable(expires_at: datetime) -> str:
+    left = _until(expires_at)
+    return left if left.startswith("expired") else f"payable for {left.removeprefix('in ')}"
+
+
+def _e(x: Any) -> str:
+    return html.escape(str(x), quote=True)
+
+
+def _caption(title: str) -> str:
+    return f"<caption style='text-align:left;caption-side:top'><b>{_e(title)}</b></caption>"
+
+
+def _status_html(status: str) -> str:
+    colour = STATUS_COLOUR.get(status, "inherit")
+    return f"<span class='httpay-status httpay-{_e(status)}' style='color:{colour};font-weight:600'>{_e(status)}</span>"
+
+
+# -- offers --------------------------------------------------------------------------------------------
 def _credits(o: "Offer") -> str:
     if o.balance is not None:
-        return f"{o.balance:,}"
+        return f"{o.balance:,}" + (f" / {o.duration}" if o.duration else "")
     return o.duration or "—"
+
+
+def _offer_sat(o: "Offer", rate: float | None) -> str:
+    from httpay.lightning import offer_price_msat
+
+    return _sat(offer_price_msat(o.amount, o.currency, rate))
 
 
 def offers_table(offers: Iterable["Offer"], title: str = "Offers", usd_per_btc: float | None = None,
                  chosen: str | None = None) -> Table:
-    from httpay.lightning import offer_price_msat
-
+    rate = _rate(usd_per_btc)
+    offers = list(offers)
     t = Table(title=title, title_justify="left")
     for col, kw in (("id", {"style": "cyan", "no_wrap": True}), ("title", {}), ("price", {"justify": "right"}),
                     ("≈ sat", {"justify": "right"}), ("credits", {"justify": "right"}), ("type", {}), ("methods", {})):
         t.add_column(col, **kw)  # type: ignore[arg-type]
+    unknown = False
     for o in offers:
-        msat = offer_price_msat(o.amount, o.currency, usd_per_btc)
-        sat = f"{msat / 1000:,.0f}" if msat is not None else "—"
-        style = "bold green" if chosen == o.offer_id else None
+        sat = _offer_sat(o, rate)
+        unknown = unknown or sat == "—"
         mark = " ✔" if chosen == o.offer_id else ""
-        t.add_row(o.offer_id + mark, o.title, o.price, sat, _credits(o), o.type, ", ".join(o.payment_methods), style=style)
+        t.add_row(o.offer_id + mark, o.title, o.price, sat, _credits(o), o.type, ", ".join(o.payment_methods),
+                  style="bold green" if chosen == o.offer_id else None)
+    if unknown:
+        t.caption = "≈ sat needs a BTC/USD rate (usd_per_btc)"
+    elif rate:
+        t.caption = f"at {rate:,.0f} USD/BTC"
+    t.caption_justify = "left"
     return t
 
 
-def html_offers(offers: Iterable["Offer"], title: str = "Offers") -> str:
+def html_offers(offers: Iterable["Offer"], title: str = "Offers", usd_per_btc: float | None = None) -> str:
+    rate = _rate(usd_per_btc)
     rows = "".join(
-        f"<tr><td><code>{_e(o.offer_id)}</code></td><td>{_e(o.title)}</td><td style='text-align:right'>{_e(o.price)}</td>"
-        f"<td style='text-align:right'>{_e(_credits(o))}</td><td>{_e(o.type)}</td><td>{_e(', '.join(o.payment_methods))}</td></tr>"
+        f"<tr><td><code>{_e(o.offer_id)}</code></td><td title='{_e(o.description)}'>{_e(o.title)}</td>"
+        f"<td style='text-align:right'>{_e(o.price)}</td><td style='text-align:right'>{_e(_offer_sat(o, rate))}</td>"
+        f"<td style='text-align:right'>{_e(_credits(o))}</td><td>{_e(o.type)}</td>"
+        f"<td>{_e(', '.join(o.payment_methods))}</td></tr>"
         for o in offers
     )
-    return (f"<table><caption style='text-align:left'><b>{_e(title)}</b></caption><thead><tr><th>id</th><th>title</th>"
-            f"<th>price</th><th>credits</th><th>type</th><th>methods</th></tr></thead><tbody>{rows}</tbody></table>")
+    return (f"<table class='httpay-offers'>{_caption(title)}<thead><tr><th>id</th><th>title</th><th>price</th>"
+            f"<th>≈ sat</th><th>credits</th><th>type</th><th>methods</th></tr></thead><tbody>{rows}</tbody></table>")
 
 
+# -- key/value views --------------------------------------------------------------------------------
 def _kv_table(title: str, rows: Sequence[tuple[str, str]]) -> Table:
     t = Table(title=title, title_justify="left", show_header=False)
     t.add_column("field", style="bold")
@@ -61,15 +147,23 @@ def _kv_table(title: str, rows: Sequence[tuple[str, str]]) -> Table:
 
 def _kv_html(title: str, rows: Sequence[tuple[str, str]]) -> str:
     body = "".join(f"<tr><th style='text-align:left'>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in rows)
-    return f"<table><caption style='text-align:left'><b>{_e(title)}</b></caption>{body}</table>"
+    return f"<table class='httpay-kv'>{_caption(title)}{body}</table>"
 
 
-def _pr_rows(pr: "PaymentRequest") -> list[tuple[str, str]]:
+def _pr_rows(pr: "PaymentRequest", usd_per_btc: float | None = None) -> list[tuple[str, str]]:
     rows = [("offer", pr.offer_id), ("method", pr.payment_method)]
     if pr.expires_at:
         rows.append(("expires", f"{pr.expires_at:%Y-%m-%d %H:%M:%S %Z}"))
+        rows.append(("status", _payable(pr.expires_at)))
     if pr.lightning_invoice:
+        from httpay.errors import InvoiceError
+        from httpay.lightning import decode_invoice
+
         rows.append(("invoice", pr.lightning_invoice[:40] + "…"))
+        try:
+            rows.append(("amount", _amount(decode_invoice(pr.lightning_invoice).amount_msat, _rate(usd_per_btc))))
+        except InvoiceError:
+            rows.append(("amount", "unknown: not a valid BOLT11 invoice"))
     if pr.checkout_url:
         rows.append(("checkout", pr.checkout_url))
     for chain, addr in (pr.contract_addresses or {}).items():
@@ -79,19 +173,27 @@ def _pr_rows(pr: "PaymentRequest") -> list[tuple[str, str]]:
     return rows
 
 
-def payment_request_table(pr: "PaymentRequest") -> Table:
-    return _kv_table("Payment request", _pr_rows(pr))
+def payment_request_table(pr: "PaymentRequest", usd_per_btc: float | None = None) -> Table:
+    return _kv_table("Payment request", _pr_rows(pr, usd_per_btc))
 
 
-def html_payment_request(pr: "PaymentRequest") -> str:
-    return _kv_html("Payment request", _pr_rows(pr))
+def html_payment_request(pr: "PaymentRequest", usd_per_btc: float | None = None) -> str:
+    return _kv_html("Payment request", _pr_rows(pr, usd_per_btc))
+
+
+def _amount(msat: int | None, rate: float | None) -> str:
+    if msat is None:
+        return "no amount"
+    usd = _usd(msat, rate)
+    return f"{_sat(msat)} sat" + (f" ≈ {usd}" if usd else "")
 
 
 def invoice_rows(inv: "Invoice", usd_per_btc: float | None = None) -> list[tuple[str, str]]:
+    rate = _rate(usd_per_btc)
     if inv.amount_msat is None:
         amount = "none (httpay refuses amount-less invoices)"
     else:
-        usd = inv.usd(usd_per_btc)
+        usd = inv.usd(rate)
         amount = f"{inv.amount_msat / 1000:,g} sat" + (f" ≈ ${usd:,.4f}" if usd is not None else "")
     return [
         ("amount", amount),
@@ -101,6 +203,7 @@ def invoice_rows(inv: "Invoice", usd_per_btc: float | None = None) -> list[tuple
         ("payee", inv.payee or "?"),
         ("created", f"{inv.created_at:%Y-%m-%d %H:%M:%S} UTC"),
         ("expires", f"{inv.expires_at:%Y-%m-%d %H:%M:%S} UTC ({inv.expiry_s} s)"),
+        ("status", _payable(inv.expires_at)),
     ]
 
 
@@ -108,39 +211,254 @@ def invoice_table(inv: "Invoice", usd_per_btc: float | None = None) -> Table:
     return _kv_table("BOLT11 invoice", invoice_rows(inv, usd_per_btc))
 
 
-def html_invoice(inv: "Invoice") -> str:
-    return _kv_html("BOLT11 invoice", invoice_rows(inv))
+def html_invoice(inv: "Invoice", usd_per_btc: float | None = None) -> str:
+    return _kv_html("BOLT11 invoice", invoice_rows(inv, usd_per_btc))
 
 
-def receipts_table(receipts: Iterable["Receipt"], title: str = "Ledger", usd_per_btc: float | None = None) -> Table:
-    t = Table(title=title, title_justify="left")
-    for col, kw in (("#", {"justify": "right"}), ("when (UTC)", {}), ("status", {}), ("host", {}), ("offer", {}),
-                    ("method", {}), ("sat", {"justify": "right"}), ("fee sat", {"justify": "right"}),
-                    ("hash", {"style": "dim"}), ("note", {})):
+# -- receipts (the ledger) --------------------------------------------------------------------------
+def _when(r: "Receipt") -> str:
+    return r.created_at.astimezone(timezone.utc).strftime("%m-%d %H:%M")
+
+
+def _paid_text(r: "Receipt", rate: float | None) -> str:
+    usd = _usd(r.amount_msat, rate)
+    return _sat(r.amount_msat) + (f" ({usd})" if usd else "")
+
+
+def _offer_text(r: "Receipt") -> str:
+    return r.offer_title or r.offer_id or r.protocol
+
+
+def _offer_price(r: "Receipt") -> str:
+    from httpay.protocols.l402_v02 import format_amount
+
+    if r.offer_amount is None or not r.offer_currency:
+        return "—"
+    return format_amount(r.offer_amount, r.offer_currency)
+
+
+class ReceiptsView:
+    """The ledger as a rich table that fits the terminal: columns are dropped (hash, method,
+    fee, note) when narrow or empty, never squeezed into unreadable stubs."""
+
+    def __init__(self, receipts: Iterable["Receipt"], title: str = "Ledger", usd_per_btc: float | None = None) -> None:
+        self.receipts = list(receipts)
+        self.title = title
+        self.rate = _rate(usd_per_btc)
+
+    def table(self, width: int = 120) -> Table:
+        rs = self.receipts
+        wide = width >= 110
+        show_fee = any(r.fee_msat for r in rs)
+        show_note = wide and any(r.reason for r in rs)
+        show_price = wide or not self.rate
+        show_method = wide and any(r.method != "lightning" for r in rs)
+        t = Table(title=self.title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, padding=(0, 1, 0, 0))
+        t.add_column("#", justify="right", no_wrap=True)
+        t.add_column("when (UTC)", no_wrap=True)
+        t.add_column("status", no_wrap=True)
+        t.add_column("host", no_wrap=True, overflow="ellipsis", max_width=24)
+        t.add_column("offer", ratio=2)
+        if show_method:
+            t.add_column("method", no_wrap=True)
+        if show_price:
+            t.add_column("price", justify="right", no_wrap=True)
+        t.add_column("sat" + (" (USD)" if self.rate else ""), justify="right", no_wrap=True)
+        if show_fee:
+            t.add_column("fee sat", justify="right", no_wrap=True)
+        if wide:
+            t.add_column("hash", style="dim", no_wrap=True)
+        if show_note:
+            t.add_column("note", ratio=2, overflow="fold")
+        for r in rs:
+            row = [str(r.id), _when(r), Text(r.status.value, style=STATUS_STYLE.get(r.status.value, "")), r.host,
+                   _offer_text(r)]
+            if show_method:
+                row.append(r.method)
+            if show_price:
+                row.append(_offer_price(r))
+            row.append(_paid_text(r, self.rate))
+            if show_fee:
+                row.append(_sat(r.fee_msat))
+            if wide:
+                row.append((r.payment_hash or "")[:10] + "…")
+            if show_note:
+                row.append(r.reason or "")
+            t.add_row(*row)
+        if not rs:
+            t.caption = "no payments recorded"
+        return t
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        yield self.table(options.max_width)
+        if options.max_width < 110:  # too narrow for a note column: notes go below the table
+            for r in self.receipts:
+                if r.reason:
+                    yield Text(f"  #{r.id}: {r.reason}", style=STATUS_STYLE.get(r.status.value, ""))
+
+
+def receipts_table(receipts: Iterable["Receipt"], title: str = "Ledger", usd_per_btc: float | None = None) -> ReceiptsView:
+    return ReceiptsView(receipts, title=title, usd_per_btc=usd_per_btc)
+
+
+def html_receipts(receipts: Iterable["Receipt"], title: str = "Ledger", usd_per_btc: float | None = None) -> str:
+    rate = _rate(usd_per_btc)
+    rs = list(receipts)
+    show_note = any(r.reason for r in rs)
+    rows = []
+    for r in rs:
+        note = f"<td>{_e(r.reason or '')}</td>" if show_note else ""
+        rows.append(
+            f"<tr class='httpay-row-{_e(r.status.value)}'><td>{r.id}</td><td>{_e(r.when)}</td>"
+            f"<td>{_status_html(r.status.value)}</td><td>{_e(r.host)}</td><td>{_e(_offer_text(r))}</td>"
+            f"<td>{_e(r.method)}</td><td style='text-align:right'>{_e(_offer_price(r))}</td>"
+            f"<td style='text-align:right'>{_e(_paid_text(r, rate))}</td>"
+            f"<td style='text-align:right'>{_e(_sat(r.fee_msat))}</td>"
+            f"<td><code>{_e((r.payment_hash or '')[:12])}…</code></td>{note}</tr>"
+        )
+    head = "".join(f"<th>{h}</th>" for h in ("#", "when (UTC)", "status", "host", "offer", "method", "price",
+                                              "sat" + (" (USD)" if rate else ""), "fee sat", "hash"))
+    if show_note:
+        head += "<th>note</th>"
+    body = "".join(rows) or "<tr><td colspan='10'>no payments recorded</td></tr>"
+    return f"<table class='httpay-ledger'>{_caption(title)}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+# -- approvals -------------------------------------------------------------------------------------------
+def approvals_table(approvals: Iterable["Approval"], title: str = "Approvals") -> Table:
+    t = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+    for col, kw in (("#", {"justify": "right", "no_wrap": True}), ("asked (UTC)", {"no_wrap": True}),
+                    ("status", {"no_wrap": True}), ("host", {"no_wrap": True, "max_width": 24}),
+                    ("offer", {"ratio": 1}), ("price", {"no_wrap": True}), ("decided by", {})):
         t.add_column(col, **kw)  # type: ignore[arg-type]
-    for r in receipts:
-        style = STATUS_STYLE.get(r.status.value, "")
-        sat = f"{r.amount_msat / 1000:,g}"
-        if usd_per_btc:
-            sat += f" (${r.amount_msat / 1e11 * usd_per_btc:,.2f})"
-        t.add_row(str(r.id), r.when, f"[{style}]{r.status.value}[/]", r.host, r.offer_title or r.offer_id or "—",
-                  r.method, sat, f"{r.fee_msat / 1000:,g}", (r.payment_hash or "")[:12] + "…", r.reason or "")
+    items = list(approvals)
+    for a in items:
+        who = (a.decided_by or "") + (f" ({a.reason})" if a.reason else "")
+        t.add_row(str(a.id), a.created_at.strftime("%m-%d %H:%M:%S"), Text(a.status, style=STATUS_STYLE.get(a.status, "")),
+                  a.host, f"{a.offer_title or ''} ({a.offer_id})", a.price, who)
+    if not items:
+        t.caption = "nothing waiting for approval"
     return t
 
 
-def html_receipts(receipts: Iterable["Receipt"], title: str = "Ledger") -> str:
-    colours = {"settled": "#1a7f37", "pending": "#9a6700", "failed": "#cf222e"}
+def html_approvals(approvals: Iterable["Approval"], title: str = "Approvals") -> str:
     rows = "".join(
-        f"<tr><td>{r.id}</td><td>{_e(r.when)}</td><td style='color:{colours.get(r.status.value, '')}'>{_e(r.status.value)}</td>"
-        f"<td>{_e(r.host)}</td><td>{_e(r.offer_title or r.offer_id or '')}</td><td>{_e(r.method)}</td>"
-        f"<td style='text-align:right'>{r.amount_msat / 1000:,g}</td><td style='text-align:right'>{r.fee_msat / 1000:,g}</td>"
-        f"<td><code>{_e((r.payment_hash or '')[:12])}…</code></td><td>{_e(r.reason or '')}</td></tr>"
-        for r in receipts
-    )
-    return (f"<table><caption style='text-align:left'><b>{_e(title)}</b></caption><thead><tr><th>#</th><th>when (UTC)</th>"
-            f"<th>status</th><th>host</th><th>offer</th><th>method</th><th>sat</th><th>fee sat</th><th>hash</th><th>note</th>"
-            f"</tr></thead><tbody>{rows}</tbody></table>")
+        f"<tr><td>{a.id}</td><td>{_e(a.created_at.strftime('%Y-%m-%d %H:%M:%S'))}</td><td>{_status_html(a.status)}</td>"
+        f"<td>{_e(a.host)}</td><td>{_e(a.offer_title or '')} <code>{_e(a.offer_id or '')}</code></td>"
+        f"<td>{_e(a.price)}</td><td>{_e(a.decided_by or '')}</td></tr>"
+        for a in approvals
+    ) or "<tr><td colspan='7'>nothing waiting for approval</td></tr>"
+    return (f"<table class='httpay-approvals'>{_caption(title)}<thead><tr><th>#</th><th>asked (UTC)</th><th>status</th>"
+            f"<th>host</th><th>offer</th><th>price</th><th>decided by</th></tr></thead><tbody>{rows}</tbody></table>")
 
 
-def _e(x: Any) -> str:
-    return html.escape(str(x))
+# -- budgets ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class BudgetLine:
+    """One limit of a policy and how much of it is used now."""
+
+    name: str
+    scope: str            # "all hosts" or a host
+    window: str           # "all time", "last hour", "last 24 h", "each payment"
+    limit_msat: int
+    spent_msat: int | None  # None for the per-payment cap (nothing accumulates)
+
+    @property
+    def left_msat(self) -> int | None:
+        return None if self.spent_msat is None else max(self.limit_msat - self.spent_msat, 0)
+
+    @property
+    def used(self) -> float:
+        """Fraction used, 0..1 (0 for the per-payment cap)."""
+        if self.spent_msat is None or self.limit_msat <= 0:
+            return 0.0 if self.spent_msat is None else 1.0
+        return min(self.spent_msat / self.limit_msat, 1.0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "scope": self.scope, "window": self.window, "limit_msat": self.limit_msat,
+                "spent_msat": self.spent_msat, "left_msat": self.left_msat}
+
+
+def _window_text(window: timedelta | None) -> str:
+    if window is None:
+        return "all time"
+    return {3600: "last hour", 86400: "last 24 h"}.get(int(window.total_seconds()), f"last {window}")
+
+
+def budget_lines(policy: "Policy", ledger: "Ledger", usd_per_btc: float | None = None,
+                 now: datetime | None = None) -> list[BudgetLine]:
+    """Every limit of `policy` with what the ledger says is spent against it, right now.
+
+    Raises ConfigError when the policy has USD limits and no BTC/USD rate is known.
+    """
+    from httpay.errors import ConfigError, PaymentRefused
+
+    now = now or datetime.now(timezone.utc)
+    rate = policy.usd_per_btc or usd_per_btc
+    hosts = sorted({r.host for r in ledger.receipts(limit=1000)})
+    try:
+        cap = policy.max_per_payment_msat(rate)
+        general = policy.limits("", rate)
+        per_host = [lim for h in hosts for lim in policy.limits(h, rate) if lim.host is not None]
+    except PaymentRefused:
+        raise ConfigError(
+            "the policy sets limits in USD but no BTC/USD rate is known: set usd_per_btc in the policy, "
+            "pass --usd-per-btc, or configure a wallet that reports a rate (HTTPAY_WALLET)"
+        ) from None
+    lines: list[BudgetLine] = []
+    if cap is not None:
+        lines.append(BudgetLine("per payment", "all hosts", "each payment", cap, None))
+    for lim in [x for x in general if x.host is None] + per_host:
+        since = now - lim.window if lim.window else None
+        spent = ledger.spent_msat(host=lim.host, since=since)
+        lines.append(BudgetLine(lim.name, lim.host or "all hosts", _window_text(lim.window), lim.limit_msat, spent))
+    return lines
+
+
+def _pct(fraction: float) -> str:
+    return "<1%" if 0 < fraction < 0.01 else f"{fraction:.0%}"
+
+
+def _bar(fraction: float, width: int = 12) -> Text:
+    full = round(fraction * width)
+    style = "red" if fraction >= 0.9 else "yellow" if fraction >= 0.6 else "green"
+    return Text("█" * full, style=style) + Text("░" * (width - full), style="dim")
+
+
+def budget_table(lines: Sequence[BudgetLine], usd_per_btc: float | None = None, title: str = "Budget") -> Table:
+    from httpay.policy import fmt_msat
+
+    rate = _rate(usd_per_btc)
+    t = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+    for col, kw in (("limit", {"no_wrap": True}), ("scope", {"max_width": 24}), ("window", {"no_wrap": True}),
+                    ("spent", {"justify": "right"}), ("of", {"justify": "right"}), ("left", {"justify": "right"}),
+                    ("used", {"no_wrap": True})):
+        t.add_column(col, **kw)  # type: ignore[arg-type]
+    for b in lines:
+        spent = "—" if b.spent_msat is None else fmt_msat(b.spent_msat, rate)
+        left = "—" if b.left_msat is None else fmt_msat(b.left_msat, rate)
+        used: Any = "" if b.spent_msat is None else _bar(b.used) + Text(f" {_pct(b.used)}")
+        t.add_row(b.name, b.scope, b.window, spent, fmt_msat(b.limit_msat, rate), left, used)
+    if not lines:
+        t.caption = "the policy sets no limits"
+    return t
+
+
+def html_budget(lines: Sequence[BudgetLine], usd_per_btc: float | None = None, title: str = "Budget") -> str:
+    from httpay.policy import fmt_msat
+
+    rate = _rate(usd_per_btc)
+    rows = []
+    for b in lines:
+        spent = "—" if b.spent_msat is None else fmt_msat(b.spent_msat, rate)
+        left = "—" if b.left_msat is None else fmt_msat(b.left_msat, rate)
+        colour = "#cf222e" if b.used >= 0.9 else "#9a6700" if b.used >= 0.6 else "#1a7f37"
+        meter = "" if b.spent_msat is None else (
+            f"<div class='httpay-meter' title='{_pct(b.used)} used'><div style='width:{b.used * 100:.1f}%;"
+            f"background:{colour}'></div></div> {_pct(b.used)}")
+        rows.append(f"<tr><td>{_e(b.name)}</td><td>{_e(b.scope)}</td><td>{_e(b.window)}</td>"
+                    f"<td style='text-align:right'>{_e(spent)}</td><td style='text-align:right'>{_e(fmt_msat(b.limit_msat, rate))}</td>"
+                    f"<td style='text-align:right'>{_e(left)}</td><td>{meter}</td></tr>")
+    body = "".join(rows) or "<tr><td colspan='7'>the policy sets no limits</td></tr>"
+    return (f"<table class='httpay-budget'>{_caption(title)}<thead><tr><th>limit</th><th>scope</th><th>window</th>"
+            f"<th>spent</th><th>of</th><th>left</th><th>used</th></tr></thead><tbody>{body}</tbody></table>")

@@ -1,0 +1,326 @@
+"""The approval queue: a payment waits here until a person says yes or no.
+
+An agent's client blocks in `ApprovalQueue.__call__` (or awaits `aapprove`) while the person
+decides elsewhere: in `httpay dashboard`, with `httpay approvals approve ID`, or from Python
+with `queue.decide(...)`. The queue is a table `approvals` in a SQLite file (the ledger's own
+file is fine), so the agent and the person may be different processes. No answer before the
+timeout means no.
+
+    queue = ApprovalQueue("ledger.sqlite3")
+    client = httpay.Client(wallet=w, policy=httpay.Policy(approve=queue), ledger="ledger.sqlite3")
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from httpay.errors import ConfigError, HttpayError, LedgerError
+from httpay.policy import Decision, fmt_msat
+
+log = logging.getLogger("httpay.approvals")
+
+WAITING, APPROVED, DENIED = "waiting", "approved", "denied"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS approvals (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    status TEXT NOT NULL CHECK (status IN ('waiting', 'approved', 'denied')),
+    created_at REAL NOT NULL,
+    decided_at REAL,
+    host TEXT NOT NULL,
+    url TEXT NOT NULL,
+    offer_id TEXT,
+    offer_title TEXT,
+    offer_price TEXT,
+    price_msat INTEGER,
+    method TEXT,
+    usd_per_btc REAL,
+    decided_by TEXT,
+    reason TEXT
+);
+CREATE INDEX IF NOT EXISTS approvals_status ON approvals (status, id);
+"""
+
+_COLUMNS = ("id", "status", "created_at", "decided_at", "host", "url", "offer_id", "offer_title", "offer_price",
+            "price_msat", "method", "usd_per_btc", "decided_by", "reason")
+
+
+class ApprovalError(HttpayError):
+    """An approval could not be found or decided (unknown id, or already decided)."""
+
+
+@dataclass(frozen=True)
+class Approval:
+    """One payment waiting for (or given) a person's answer."""
+
+    id: int
+    status: str
+    created_at: datetime
+    decided_at: datetime | None
+    host: str
+    url: str
+    offer_id: str | None
+    offer_title: str | None
+    offer_price: str | None
+    price_msat: int | None
+    method: str | None
+    usd_per_btc: float | None
+    decided_by: str | None
+    reason: str | None
+
+    @property
+    def price(self) -> str:
+        """'$0.01 ≈ 10 sat ($0.01)': the offer's price and what the invoice should cost."""
+        sat = fmt_msat(self.price_msat, self.usd_per_btc) if self.price_msat is not None else "? sat"
+        return f"{self.offer_price} ≈ {sat}" if self.offer_price else sat
+
+    def __str__(self) -> str:
+        who = f" by {self.decided_by}" if self.decided_by else ""
+        why = f" ({self.reason})" if self.reason else ""
+        return (f"approval #{self.id} {self.status}{who}{why}: pay {self.offer_id} '{self.offer_title}' "
+                f"({self.price}) by {self.method} for {self.host}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "status": self.status, "created_at": self.created_at.isoformat(),
+            "decided_at": self.decided_at.isoformat() if self.decided_at else None, "host": self.host,
+            "url": self.url, "offer_id": self.offer_id, "offer_title": self.offer_title,
+            "offer_price": self.offer_price, "price_msat": self.price_msat, "method": self.method,
+            "decided_by": self.decided_by, "reason": self.reason,
+        }
+
+    def __rich__(self) -> Any:
+        from httpay.display import approvals_table
+
+        return approvals_table([self])
+
+    def _repr_html_(self) -> str:
+        from httpay.display import html_approvals
+
+        return html_approvals([self])
+
+
+Ticker = Callable[[float], None]
+Progress = Callable[[Approval], AbstractContextManager[Ticker]]
+
+
+@contextmanager
+def _quiet(approval: Approval) -> Iterator[Ticker]:
+    yield lambda elapsed: None
+
+
+# In-process waiters wake at once on `decide`; other processes are seen at the next poll.
+_conditions: dict[str, threading.Condition] = {}
+_conditions_lock = threading.Lock()
+
+
+def _condition(key: str) -> threading.Condition:
+    with _conditions_lock:
+        return _conditions.setdefault(key, threading.Condition())
+
+
+def queue_path(where: Any) -> str:
+    """The SQLite file for the approvals table, from a path, a sqlite URL or a SQLite ledger."""
+    from httpay.ledger import Ledger
+
+    if isinstance(where, Ledger):
+        path = getattr(where, "path", None)
+        if path is None:
+            raise ConfigError(
+                f"the approval queue keeps its table in SQLite, and {type(where).__name__} is not SQLite; "
+                "give ApprovalQueue a SQLite file path instead (any writable file works)"
+            )
+        return str(path)
+    if where is None:
+        from httpay.ledger import default_ledger_path
+
+        return str(default_ledger_path())
+    text = os.fspath(where) if not isinstance(where, str) else where
+    if text.startswith(("postgres://", "postgresql://")):
+        raise ConfigError(
+            "the approval queue keeps its table in SQLite only; give it a SQLite file path "
+            "(e.g. --approvals ~/.local/share/httpay/approvals.sqlite3) even when the ledger is PostgreSQL"
+        )
+    return text.removeprefix("sqlite:///")
+
+
+class ApprovalQueue:
+    """Hold each payment the policy would make until a person approves or denies it.
+
+    Use the queue itself as `Policy(approve=queue)` with `httpay.Client`, and `queue.aapprove`
+    with `httpay.AsyncClient`. It answers True (approved) or False (denied, or nobody answered
+    within `timeout_s`). `progress` shows the wait (the CLI passes a spinner); the wait is also
+    logged.
+    """
+
+    def __init__(self, where: Any = None, *, timeout_s: float = 300.0, poll_s: float = 0.2,
+                 progress: Progress | None = None) -> None:
+        if timeout_s <= 0 or poll_s <= 0:
+            raise ConfigError("ApprovalQueue(timeout_s=..., poll_s=...) must be positive")
+        self.path = queue_path(where)
+        self.timeout_s = timeout_s
+        self.poll_s = poll_s
+        self.progress: Progress = progress or _quiet
+        if self.path != ":memory:":
+            Path(self.path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            self._db.row_factory = sqlite3.Row
+            if self.path != ":memory:":
+                self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.executescript(SCHEMA)
+        except sqlite3.Error as exc:
+            raise LedgerError(f"cannot open the approval queue at {self.path}: {exc}; check the path is writable") from None
+        self._lock = threading.RLock()
+        key = self.path if self.path == ":memory:" else str(Path(self.path).expanduser().resolve())
+        self._cond = _condition(f"{key}#{id(self)}" if self.path == ":memory:" else key)
+
+    def __repr__(self) -> str:
+        return f"ApprovalQueue({self.path!r}, timeout_s={self.timeout_s:g})"
+
+    # -- storage -------------------------------------------------------------------------------
+    def _run(self, sql: str, args: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+        with self._lock:
+            try:
+                return [dict(r) for r in self._db.execute(sql, args).fetchall()]
+            except sqlite3.Error as exc:
+                raise LedgerError(f"approval queue {self.path}: {exc}") from None
+
+    @staticmethod
+    def _row(d: dict[str, Any]) -> Approval:
+        d = dict(d)
+        d["created_at"] = datetime.fromtimestamp(d["created_at"], tz=timezone.utc)
+        d["decided_at"] = datetime.fromtimestamp(d["decided_at"], tz=timezone.utc) if d["decided_at"] else None
+        return Approval(**d)
+
+    def add(self, decision: Decision) -> Approval:
+        """Write a waiting approval for `decision` (what `__call__` does before it waits)."""
+        rows = self._run(
+            "INSERT INTO approvals (status, created_at, host, url, offer_id, offer_title, offer_price, price_msat, "
+            f"method, usd_per_btc) VALUES ('waiting', ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {', '.join(_COLUMNS)}",
+            (time.time(), decision.host, decision.url, decision.offer.offer_id, decision.offer.title,
+             decision.offer.price, decision.price_msat, decision.method, decision.usd_per_btc),
+        )
+        return self._row(rows[0])
+
+    def get(self, approval_id: int) -> Approval:
+        rows = self._run(f"SELECT {', '.join(_COLUMNS)} FROM approvals WHERE id = ?", (int(approval_id),))
+        if not rows:
+            raise ApprovalError(f"no approval #{approval_id} in {self.path}; `httpay approvals list` shows the waiting ones")
+        return self._row(rows[0])
+
+    def pending(self) -> list[Approval]:
+        """Approvals still waiting for a person, oldest first."""
+        rows = self._run(f"SELECT {', '.join(_COLUMNS)} FROM approvals WHERE status = 'waiting' ORDER BY id")
+        return [self._row(r) for r in rows]
+
+    def recent(self, limit: int = 20) -> list[Approval]:
+        """The newest approvals, decided or not."""
+        rows = self._run(f"SELECT {', '.join(_COLUMNS)} FROM approvals ORDER BY id DESC LIMIT ?", (int(limit),))
+        return [self._row(r) for r in rows]
+
+    def decide(self, approval_id: int, approve: bool, by: str, reason: str | None = None) -> Approval:
+        """Record a person's answer. Raises ApprovalError if the id is unknown or already decided."""
+        status = APPROVED if approve else DENIED
+        rows = self._run(
+            "UPDATE approvals SET status = ?, decided_at = ?, decided_by = ?, reason = ? "
+            f"WHERE id = ? AND status = 'waiting' RETURNING {', '.join(_COLUMNS)}",
+            (status, time.time(), by[:100], reason[:200] if reason else None, int(approval_id)),
+        )
+        if not rows:
+            current = self.get(approval_id)  # raises for an unknown id
+            raise ApprovalError(f"approval #{approval_id} was already {current.status}"
+                                + (f" by {current.decided_by}" if current.decided_by else ""))
+        decided = self._row(rows[0])
+        log.info("approval #%d %s by %s", decided.id, decided.status, decided.decided_by)
+        with self._cond:
+            self._cond.notify_all()
+        return decided
+
+    def _expire(self, approval_id: int) -> Approval:
+        try:
+            return self.decide(approval_id, False, "timeout", reason="timed out")
+        except ApprovalError:
+            return self.get(approval_id)  # a person answered at the last moment: their answer stands
+
+    # -- the approver --------------------------------------------------------------------------
+    def _start(self, decision: Decision) -> Approval:
+        a = self.add(decision)
+        log.info("approval #%d waiting (up to %g s) for a person: %s; answer with `httpay approvals approve %d` "
+                 "(or deny) or in `httpay dashboard`", a.id, self.timeout_s, decision, a.id)
+        return a
+
+    def _answer(self, a: Approval) -> bool:
+        if a.status == DENIED:
+            log.warning("approval #%d denied%s%s", a.id, f" by {a.decided_by}" if a.decided_by else "",
+                        f" ({a.reason})" if a.reason else "")
+        return a.status == APPROVED
+
+    def __call__(self, decision: Decision) -> bool:
+        """Block until a person answers (True = pay) or the timeout passes (False)."""
+        a = self._start(decision)
+        start = time.monotonic()
+        with self.progress(a) as tick:
+            while True:
+                current = self.get(a.id)
+                elapsed = time.monotonic() - start
+                if current.status != WAITING:
+                    return self._answer(current)
+                if elapsed >= self.timeout_s:
+                    return self._answer(self._expire(a.id))
+                tick(elapsed)
+                with self._cond:
+                    self._cond.wait(min(self.poll_s, self.timeout_s - elapsed))
+
+    async def aapprove(self, decision: Decision) -> bool:
+        """The async twin of calling the queue: `Policy(approve=queue.aapprove)` with AsyncClient."""
+        a = self._start(decision)
+        start = time.monotonic()
+        with self.progress(a) as tick:
+            while True:
+                current = self.get(a.id)
+                elapsed = time.monotonic() - start
+                if current.status != WAITING:
+                    return self._answer(current)
+                if elapsed >= self.timeout_s:
+                    return self._answer(self._expire(a.id))
+                tick(elapsed)
+                await asyncio.sleep(min(self.poll_s, self.timeout_s - elapsed))
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> "ApprovalQueue":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def spinner(console: Any) -> Progress:
+    """A `progress` for ApprovalQueue: a rich spinner with the elapsed time (used by the CLI in a terminal)."""
+
+    @contextmanager
+    def show(a: Approval) -> Iterator[Ticker]:
+        what = f"approval #{a.id}: {a.offer_title or a.offer_id} ({a.price}) for {a.host}"
+        hint = f"approve with `httpay approvals approve {a.id}` or in `httpay dashboard`"
+        with console.status(f"waiting for {what} — 0:00 — {hint}") as status:
+            def tick(elapsed: float) -> None:
+                m, s = divmod(int(elapsed), 60)
+                status.update(f"waiting for {what} — {m}:{s:02d} — {hint}")
+
+            yield tick
+
+    return show
