@@ -43,8 +43,10 @@ def chromium_path() -> str:
     return p.stdout.strip().splitlines()[-1]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(chromium_path: str) -> Iterator[Any]:
+    """Module-scoped on purpose: sync Playwright holds an event loop open in this thread, which
+    would break later tests that call asyncio.run."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
