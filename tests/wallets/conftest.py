@@ -5,10 +5,13 @@ from __future__ import annotations
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 
-from tests.wallets import fake_lnd
+from httpay.wallets.lightspark import LightsparkWallet
+from tests.wallets import fake_lightspark, fake_lnd
+from tests.wallets.fake_lightspark import GRAPHQL_PATH, FakeLightspark
 from tests.wallets.fakes import FakeAccount, Payee, serve
 
 FUNDS_MSAT = 1_000_000
@@ -31,3 +34,30 @@ def lnd_backend() -> Iterator[Backend]:
     macaroon = secrets.token_bytes(64).hex()
     with serve(fake_lnd.create_app(account, macaroon)) as url:
         yield Backend(url, macaroon, account, payee)
+
+
+@dataclass
+class LightsparkBackend(Backend):
+    """The fake Lightspark plus the credentials the wallet needs."""
+
+    fake: FakeLightspark = field(repr=False, default=None)  # type: ignore[assignment]
+    client_id: str = "client-id"
+    node_id: str = "LightsparkNodeWithOSK:0190-node"
+    node_password: str = field(repr=False, default="")
+
+    def wallet(self, **kwargs: Any) -> LightsparkWallet:
+        kwargs.setdefault("poll_interval", 0.01)
+        kwargs.setdefault("timeout", 5)
+        return LightsparkWallet(self.client_id, self.secret, self.node_id, self.node_password,
+                                base_url=self.url + GRAPHQL_PATH, **kwargs)
+
+
+@pytest.fixture
+def lightspark_backend() -> Iterator[LightsparkBackend]:
+    payee = Payee("bitcoin")
+    account = FakeAccount(payee, balance_msat=FUNDS_MSAT, fee_msat=2_000)
+    secret, password = "ls-secret-" + secrets.token_hex(16), "node-pw-" + secrets.token_hex(8)
+    fake = FakeLightspark(account, client_id="client-id", client_secret=secret,
+                          node_id="LightsparkNodeWithOSK:0190-node", node_password=password)
+    with serve(fake_lightspark.create_app(fake)) as url:
+        yield LightsparkBackend(url, secret, account, payee, fake=fake, node_password=password)
