@@ -54,11 +54,14 @@ class Ledger(ABC):
 
     # -- writes ------------------------------------------------------------------------------------
     @abstractmethod
-    def reserve(self, intent: Intent, limits: Sequence[Limit] = (), *, usd_per_btc: float | None = None) -> Receipt:
+    def reserve(self, intent: Intent, limits: Sequence[Limit] = (), *, usd_per_btc: float | None = None,
+                now: datetime | None = None) -> Receipt:
         """Write a pending payment, checking every limit in the same transaction.
 
         Raises PaymentRefused (rule = the limit's name) when it would overspend, and
         `DuplicatePayment` when the payment hash is already recorded pending or settled.
+        `now` (tz-aware; default: the clock) stamps the row and anchors the time windows, so
+        imports and tests can place a payment in time without waiting.
         """
 
     @abstractmethod

@@ -1,0 +1,182 @@
+"""The SQL that SQLite and PostgreSQL share: one schema template and every query of the contract.
+
+A backend subclasses `SQLLedger` and supplies only what differs: its connection, the lock its
+reservations take, and how it stores a time.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from datetime import datetime
+from typing import Any
+
+from httpay.errors import LedgerError
+from httpay.ledger.base import COLUMNS, DuplicatePayment, Intent, Ledger, limit_since, now_utc, over_limit
+from httpay.ledger.models import Receipt, Status
+from httpay.policy import Limit
+
+TABLE = """
+CREATE TABLE IF NOT EXISTS payments (
+    id {serial},
+    status TEXT NOT NULL CHECK (status IN ('pending', 'settled', 'failed')),
+    created_at {time} NOT NULL,
+    updated_at {time} NOT NULL,
+    host TEXT NOT NULL,
+    url TEXT NOT NULL,
+    protocol TEXT NOT NULL,
+    method TEXT NOT NULL,
+    offer_id TEXT,
+    offer_title TEXT,
+    offer_amount {int},
+    offer_currency TEXT,
+    credits {int},
+    payment_hash TEXT,
+    amount_msat {int} NOT NULL CHECK (amount_msat >= 0),
+    fee_msat {int} NOT NULL DEFAULT 0,
+    wallet TEXT,
+    challenge_key TEXT,
+    reason TEXT,
+    preimage TEXT
+);
+CREATE INDEX IF NOT EXISTS payments_created ON payments (created_at);
+CREATE INDEX IF NOT EXISTS payments_host ON payments (host, created_at);
+CREATE UNIQUE INDEX IF NOT EXISTS payments_live_hash ON payments (payment_hash) WHERE status != 'failed';
+CREATE INDEX IF NOT EXISTS payments_challenge ON payments (challenge_key);
+"""
+
+_SELECT = f"SELECT {', '.join(COLUMNS)} FROM payments"
+_RETURNING = f" RETURNING {', '.join(COLUMNS)}"
+
+Rows = list[dict[str, Any]]
+Query = Callable[[str, Sequence[Any]], Rows]
+
+
+def schema(*, serial: str, time: str, int_type: str) -> list[str]:
+    """The payments table and its indexes, one statement each, in a backend's column types."""
+    text = TABLE.format(serial=serial, time=time, int=int_type)
+    return [stmt.strip() for stmt in text.split(";") if stmt.strip()]
+
+
+class SQLLedger(Ledger):
+    """The queries SQLite and PostgreSQL share (written with `?` placeholders).
+
+    A backend supplies a connection (`_query`), a transaction that holds the one budget lock
+    every reservation takes (`_budget_transaction`), and how it stores a time.
+    """
+
+    @abstractmethod
+    def _query(self, sql: str, args: Sequence[Any] = ()) -> Rows:
+        """Run one statement in its own transaction; rows as dicts. Driver errors become LedgerError."""
+
+    @abstractmethod
+    def _budget_transaction(self) -> AbstractContextManager[Query]:
+        """A transaction holding the budget lock; yields a query function; commits on success."""
+
+    @abstractmethod
+    def _to_db_time(self, when: datetime) -> Any: ...
+
+    @abstractmethod
+    def _from_db_time(self, value: Any) -> datetime: ...
+
+    def _row(self, row: dict[str, Any]) -> Receipt:
+        d = dict(row)
+        d["status"] = Status(d["status"])
+        d["created_at"] = self._from_db_time(d["created_at"])
+        d["updated_at"] = self._from_db_time(d["updated_at"])
+        return Receipt(**d)
+
+    def _missing(self, receipt_id: int) -> LedgerError:
+        return LedgerError(f"ledger {self.url}: no payment #{receipt_id}")
+
+    @staticmethod
+    def _filters(host: str | None, since: Any, status: str | None = None) -> tuple[str, list[Any]]:
+        sql, args = "", []
+        for clause, value in (("status = ?", status), ("host = ?", host), ("created_at >= ?", since)):
+            if value is not None:
+                sql += f" AND {clause}"
+                args.append(value)
+        return sql, args
+
+    def _spent(self, query: Query, host: str | None, since: datetime | None) -> int:
+        where, args = self._filters(host, None if since is None else self._to_db_time(since))
+        sql = f"SELECT COALESCE(SUM(amount_msat + fee_msat), 0) AS spent FROM payments WHERE status != 'failed'{where}"
+        return int(query(sql, args)[0]["spent"])
+
+    # -- writes -----------------------------------------------------------------------------------
+    def reserve(self, intent: Intent, limits: Sequence[Limit] = (), *, usd_per_btc: float | None = None,
+                now: datetime | None = None) -> Receipt:
+        now = now or now_utc()
+        if now.tzinfo is None:
+            raise LedgerError("reserve(now=...) needs a timezone-aware datetime, e.g. datetime.now(timezone.utc)")
+        stamp = self._to_db_time(now)
+        with self._budget_transaction() as query:
+            if intent.payment_hash:
+                rows = query(f"{_SELECT} WHERE payment_hash = ? AND status != 'failed' ORDER BY id DESC LIMIT 1",
+                             (intent.payment_hash,))
+                if rows:
+                    existing = self._row(rows[0])
+                    raise DuplicatePayment(
+                        f"this invoice is already in the ledger as payment #{existing.id} ({existing.status.value}); "
+                        "it will not be paid twice",
+                        existing=existing,
+                    )
+            spent = {lim: self._spent(query, lim.host, limit_since(lim, now)) for lim in limits}
+            over_limit(limits, spent, intent.amount_msat, usd_per_btc)
+            rows = query(
+                "INSERT INTO payments (status, created_at, updated_at, host, url, protocol, method, offer_id, "
+                "offer_title, offer_amount, offer_currency, credits, payment_hash, amount_msat, fee_msat, wallet, "
+                "challenge_key) VALUES ('pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?)" + _RETURNING,
+                (stamp, stamp, intent.host, intent.url, intent.protocol, intent.method, intent.offer_id,
+                 intent.offer_title, intent.offer_amount, intent.offer_currency, intent.credits, intent.payment_hash,
+                 intent.amount_msat, intent.wallet, intent.challenge_key),
+            )
+        return self._row(rows[0])
+
+    def _update(self, receipt_id: int, sql: str, args: Sequence[Any]) -> Receipt:
+        rows = self._query(f"UPDATE payments SET {sql}, updated_at = ? WHERE id = ?" + _RETURNING,
+                           (*args, self._to_db_time(now_utc()), receipt_id))
+        if not rows:
+            raise self._missing(receipt_id)
+        return self._row(rows[0])
+
+    def settle(self, receipt_id: int, *, preimage: str, fee_msat: int = 0, amount_msat: int | None = None) -> Receipt:
+        sets, args = "status = 'settled', preimage = ?, fee_msat = ?, reason = NULL", [preimage, fee_msat]
+        if amount_msat is not None:
+            sets, args = sets + ", amount_msat = ?", [*args, amount_msat]
+        return self._update(receipt_id, sets, args)
+
+    def fail(self, receipt_id: int, reason: str) -> Receipt:
+        return self._update(receipt_id, "status = 'failed', reason = ?", (reason[:500],))
+
+    def note(self, receipt_id: int, reason: str) -> Receipt:
+        return self._update(receipt_id, "reason = ?", (reason[:500],))
+
+    # -- reads ------------------------------------------------------------------------------------
+    def get(self, receipt_id: int) -> Receipt:
+        rows = self._query(f"{_SELECT} WHERE id = ?", (receipt_id,))
+        if not rows:
+            raise self._missing(receipt_id)
+        return self._row(rows[0])
+
+    def find(self, *, payment_hash: str | None = None, challenge_key: str | None = None) -> Receipt | None:
+        if payment_hash is None and challenge_key is None:
+            return None
+        col, val = ("payment_hash", payment_hash) if payment_hash is not None else ("challenge_key", challenge_key)
+        rows = self._query(f"{_SELECT} WHERE {col} = ? AND status != 'failed' ORDER BY id DESC LIMIT 1", (val,))
+        return self._row(rows[0]) if rows else None
+
+    def receipts(self, *, limit: int | None = None, status: Status | None = None, host: str | None = None,
+                 since: datetime | None = None) -> list[Receipt]:
+        where, args = self._filters(
+            host, None if since is None else self._to_db_time(since), None if status is None else Status(status).value,
+        )
+        sql = f"{_SELECT} WHERE 1=1{where} ORDER BY id DESC"
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(int(limit))
+        return [self._row(r) for r in self._query(sql, args)]
+
+    def spent_msat(self, *, host: str | None = None, since: datetime | None = None) -> int:
+        return self._spent(self._query, host, since)

@@ -1,0 +1,1 @@
+"""The ledger contract, run on every backend."""

@@ -1,0 +1,263 @@
+"""What every ledger backend promises: the same answers from SQLite and from PostgreSQL."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from httpay.errors import LedgerError, PaymentRefused
+from httpay.ledger import DuplicatePayment, Intent, Ledger, SQLiteLedger, Status, open_ledger
+from httpay.ledger.postgres import PostgresLedger, redact_url
+from httpay.policy import Limit
+
+T0 = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=timezone.utc)
+HOUR, DAY = timedelta(hours=1), timedelta(days=1)
+
+
+def intent(amount_msat: int = 1000, *, host: str = "a.example", payment_hash: str | None = None,
+           challenge_key: str | None = None) -> Intent:
+    return Intent(host=host, url=f"https://{host}/quote", protocol="l402-v0.2", method="lightning",
+                  amount_msat=amount_msat, payment_hash=payment_hash, offer_id="offer-1", offer_title="One quote",
+                  offer_amount=1, offer_currency="USD", credits=5, wallet="demo", challenge_key=challenge_key)
+
+
+# -- the life of one payment ---------------------------------------------------------------------
+
+def test_reserve_writes_a_pending_row_with_everything_the_intent_said(any_ledger: Ledger) -> None:
+    r = any_ledger.reserve(intent(2500, payment_hash="h1", challenge_key="k1"), now=T0)
+    assert r.status is Status.PENDING
+    assert (r.host, r.url, r.protocol, r.method) == ("a.example", "https://a.example/quote", "l402-v0.2", "lightning")
+    offer = (r.offer_id, r.offer_title, r.offer_amount, r.offer_currency, r.credits)
+    assert offer == ("offer-1", "One quote", 1, "USD", 5)
+    assert (r.payment_hash, r.amount_msat, r.fee_msat, r.wallet, r.challenge_key) == ("h1", 2500, 0, "demo", "k1")
+    assert r.preimage is None and r.reason is None
+    assert r.created_at == r.updated_at == T0
+    assert r.created_at.tzinfo is timezone.utc
+    assert any_ledger.get(r.id) == r
+
+
+def test_settle_records_the_proof_and_fee(any_ledger: Ledger) -> None:
+    r = any_ledger.reserve(intent(2500, payment_hash="h1"))
+    any_ledger.note(r.id, "waiting for the wallet")
+    s = any_ledger.settle(r.id, preimage="ab" * 32, fee_msat=7)
+    assert (s.status, s.preimage, s.fee_msat, s.total_msat, s.reason) == (Status.SETTLED, "ab" * 32, 7, 2507, None)
+    assert s.updated_at >= s.created_at
+    assert any_ledger.settle(r.id, preimage="cd" * 32, amount_msat=2000).amount_msat == 2000
+
+
+def test_fail_releases_the_money_and_keeps_a_short_reason(any_ledger: Ledger) -> None:
+    r = any_ledger.reserve(intent(2500))
+    f = any_ledger.fail(r.id, "no route " * 100)
+    assert f.status is Status.FAILED
+    assert f.reason is not None and len(f.reason) == 500
+    assert any_ledger.spent_msat() == 0
+
+
+def test_note_keeps_the_status(any_ledger: Ledger) -> None:
+    r = any_ledger.reserve(intent())
+    n = any_ledger.note(r.id, "outcome unknown: PaymentTimeout")
+    assert (n.status, n.reason) == (Status.PENDING, "outcome unknown: PaymentTimeout")
+    assert any_ledger.pending() == [n]
+
+
+def test_an_unknown_id_is_a_ledger_error_naming_it(any_ledger: Ledger) -> None:
+    for call in (lambda: any_ledger.get(999), lambda: any_ledger.settle(999, preimage="x"),
+                 lambda: any_ledger.fail(999, "x"), lambda: any_ledger.note(999, "x")):
+        with pytest.raises(LedgerError, match="no payment #999"):
+            call()
+
+
+def test_a_naive_now_is_refused(any_ledger: Ledger) -> None:
+    with pytest.raises(LedgerError, match="timezone-aware"):
+        any_ledger.reserve(intent(), now=datetime(2026, 1, 1))
+    assert any_ledger.receipts() == []
+
+
+def test_rows_survive_reopening(any_ledger_url: str) -> None:
+    with open_ledger(any_ledger_url) as first:
+        r = first.reserve(intent(payment_hash="h1"))
+    with open_ledger(any_ledger_url) as second:
+        assert second.find(payment_hash="h1") == r
+
+
+# -- finding and listing -------------------------------------------------------------------------
+
+def test_find_by_hash_or_challenge_key_skips_failed_attempts(any_ledger: Ledger) -> None:
+    first = any_ledger.reserve(intent(payment_hash="h1", challenge_key="k"))
+    any_ledger.fail(first.id, "no route")
+    assert any_ledger.find(payment_hash="h1") is None
+    assert any_ledger.find(challenge_key="k") is None
+    second = any_ledger.reserve(intent(payment_hash="h2", challenge_key="k"))
+    assert any_ledger.find(challenge_key="k") == second
+    assert any_ledger.find(payment_hash="h2") == second
+    assert any_ledger.find(payment_hash="nope") is None
+    assert any_ledger.find() is None
+
+
+def test_receipts_newest_first_with_filters(any_ledger: Ledger) -> None:
+    a = any_ledger.reserve(intent(1000, host="a.example"), now=T0 - 2 * HOUR)
+    b = any_ledger.settle(any_ledger.reserve(intent(2000, host="b.example"), now=T0 - HOUR).id, preimage="p")
+    c = any_ledger.fail(any_ledger.reserve(intent(3000, host="a.example"), now=T0).id, "no route")
+    assert [r.id for r in any_ledger.receipts()] == [c.id, b.id, a.id]
+    assert [r.id for r in any_ledger.receipts(limit=2)] == [c.id, b.id]
+    assert any_ledger.receipts(status=Status.SETTLED) == [b]
+    assert [r.id for r in any_ledger.receipts(status=Status.PENDING)] == [a.id]
+    assert [r.id for r in any_ledger.receipts(host="a.example")] == [c.id, a.id]
+    assert [r.id for r in any_ledger.receipts(since=T0 - HOUR)] == [c.id, b.id]
+    assert [r.id for r in any_ledger.receipts(host="a.example", since=T0 - HOUR, limit=5)] == [c.id]
+
+
+def test_spent_counts_settled_and_pending_with_fees_but_not_failed(any_ledger: Ledger) -> None:
+    old = any_ledger.reserve(intent(1000, host="a.example"), now=T0 - 2 * HOUR)
+    any_ledger.settle(old.id, preimage="p", fee_msat=5)
+    any_ledger.reserve(intent(2000, host="b.example"), now=T0)
+    any_ledger.fail(any_ledger.reserve(intent(4000, host="a.example"), now=T0).id, "no route")
+    assert any_ledger.spent_msat() == 3005
+    assert any_ledger.spent_msat(host="a.example") == 1005
+    assert any_ledger.spent_msat(since=T0 - HOUR) == 2000
+    assert any_ledger.spent_msat(host="a.example", since=T0 - HOUR) == 0
+
+
+# -- never twice -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("settled", [False, True], ids=["pending", "settled"])
+def test_a_recorded_invoice_is_never_reserved_again(any_ledger: Ledger, settled: bool) -> None:
+    r = any_ledger.reserve(intent(payment_hash="h1"))
+    if settled:
+        r = any_ledger.settle(r.id, preimage="p")
+    with pytest.raises(DuplicatePayment, match=f"payment #{r.id}") as err:
+        any_ledger.reserve(intent(payment_hash="h1"))
+    assert err.value.rule == "duplicate"
+    assert err.value.existing == r
+    assert len(any_ledger.receipts()) == 1
+
+
+def test_a_failed_invoice_may_be_tried_again(any_ledger: Ledger) -> None:
+    any_ledger.fail(any_ledger.reserve(intent(payment_hash="h1")).id, "no route")
+    again = any_ledger.reserve(intent(payment_hash="h1"))
+    assert again.status is Status.PENDING
+    assert any_ledger.find(payment_hash="h1") == again
+
+
+# -- budgets at their boundaries -------------------------------------------------------------------
+
+LIMITS = {
+    "budget": Limit("total budget", 10_000),
+    "per_host": Limit("per-host budget", 10_000, host="a.example"),
+    "per_hour": Limit("hourly budget", 10_000, window=HOUR),
+    "per_day": Limit("daily budget", 10_000, window=DAY),
+}
+
+
+@pytest.mark.parametrize("rule", LIMITS)
+def test_every_budget_allows_exactly_the_limit_and_refuses_one_msat_more(any_ledger: Ledger, rule: str) -> None:
+    lim = LIMITS[rule]
+    any_ledger.reserve(intent(4000), [lim], now=T0)
+    with pytest.raises(PaymentRefused) as err:
+        any_ledger.reserve(intent(6001), [lim], now=T0)
+    assert err.value.rule == rule
+    message = str(err.value)
+    for number in ("paying 6.001 sat", "of 10 sat", "4 sat spent", "6 sat left"):
+        assert number in message
+    assert any_ledger.spent_msat() == 4000  # the refusal wrote nothing
+    assert any_ledger.reserve(intent(6000), [lim], now=T0).status is Status.PENDING
+    with pytest.raises(PaymentRefused, match="0 sat left"):
+        any_ledger.reserve(intent(1), [lim], now=T0)
+
+
+def test_the_first_broken_limit_is_named(any_ledger: Ledger) -> None:
+    limits = [Limit("total budget", 50_000), Limit("hourly budget", 3000, window=HOUR)]
+    with pytest.raises(PaymentRefused) as err:
+        any_ledger.reserve(intent(4000), limits, now=T0)
+    assert err.value.rule == "per_hour"
+
+
+def test_failed_payments_do_not_use_a_budget(any_ledger: Ledger) -> None:
+    lim = LIMITS["budget"]
+    any_ledger.fail(any_ledger.reserve(intent(10_000), [lim]).id, "no route")
+    assert any_ledger.reserve(intent(10_000), [lim]).status is Status.PENDING
+
+
+def test_a_host_budget_ignores_other_hosts(any_ledger: Ledger) -> None:
+    lim = LIMITS["per_host"]
+    any_ledger.reserve(intent(9000, host="b.example"))
+    assert any_ledger.reserve(intent(10_000, host="a.example"), [lim]).status is Status.PENDING
+
+
+@pytest.mark.parametrize(("rule", "window"), [("per_hour", HOUR), ("per_day", DAY)])
+def test_payments_older_than_a_window_do_not_count_toward_it(any_ledger: Ledger, rule: str, window: timedelta) -> None:
+    lim = LIMITS[rule]
+    any_ledger.reserve(intent(9000), now=T0 - window - timedelta(seconds=1))
+    any_ledger.reserve(intent(1000), now=T0 - window + timedelta(seconds=1))
+    assert any_ledger.reserve(intent(9000), [lim], now=T0).status is Status.PENDING
+    with pytest.raises(PaymentRefused) as err:
+        any_ledger.reserve(intent(1), [lim], now=T0)
+    assert err.value.rule == rule
+    # The total budget has no window: every row counts.
+    with pytest.raises(PaymentRefused, match="19 sat spent"):
+        any_ledger.reserve(intent(1), [Limit("total budget", 19_000)], now=T0)
+
+
+# -- both backends answer alike; no secret leaks ---------------------------------------------------
+
+def test_both_backends_return_identical_receipts(tmp_path: Path, clean_postgres_url: str) -> None:
+    answers: list[dict[str, Any]] = []
+    for where in (str(tmp_path / "l.sqlite3"), clean_postgres_url):
+        with open_ledger(where) as lg:
+            r = lg.reserve(intent(2500, payment_hash="h1", challenge_key="k"), now=T0)
+            r = lg.settle(r.id, preimage="ab" * 32, fee_msat=3)
+            fields = dataclasses.asdict(r)
+            answers.append({k: (type(v), v) for k, v in fields.items() if k != "updated_at"})
+            assert r.updated_at.tzinfo is timezone.utc
+    assert answers[0] == answers[1]
+
+
+def test_open_ledger_routes_urls_to_the_right_backend(tmp_path: Path, postgres_url: str) -> None:
+    with open_ledger(postgres_url) as pg, open_ledger(postgres_url.replace("postgresql://", "postgres://", 1)) as pg2:
+        assert isinstance(pg, PostgresLedger) and isinstance(pg2, PostgresLedger)
+    with open_ledger(f"sqlite:///{tmp_path}/x.sqlite3") as lite:
+        assert isinstance(lite, SQLiteLedger)
+
+
+def test_the_postgres_password_never_shows(postgres_url: str) -> None:
+    password = postgres_url.split("://", 1)[1].split("@", 1)[0].split(":", 1)[1]
+    with open_ledger(postgres_url) as lg:
+        lg.reserve(intent())
+        shown = [repr(lg), str(lg), lg.url]
+    assert repr(lg).startswith("PostgresLedger('postgresql://httpay:***@127.0.0.1:")
+    assert all(password not in text for text in shown)
+    with PostgresLedger(postgres_url) as lg, pytest.raises(LedgerError, match="no payment #42") as missing:
+        lg.get(42)
+    assert password not in str(missing.value)
+
+
+def test_a_wrong_password_is_a_clear_ledger_error_without_the_password(postgres_url: str) -> None:
+    wrong = "not-the-real-secret-1234"
+    bad = postgres_url.replace(postgres_url.split(":")[2].split("@")[0], wrong)
+    with pytest.raises(LedgerError) as err:
+        PostgresLedger(bad)
+    text = str(err.value)
+    assert "password authentication failed" in text and "cannot open the PostgreSQL ledger" in text
+    assert wrong not in text and wrong not in repr(err.value)
+
+
+def test_an_unreachable_server_is_a_clear_ledger_error() -> None:
+    from tests.fixtures.postgres import free_port
+
+    url = f"postgresql://httpay:hunter2hunter2@127.0.0.1:{free_port()}/httpay"
+    with pytest.raises(LedgerError, match="cannot open the PostgreSQL ledger at postgresql://httpay:\\*\\*\\*@") as err:
+        PostgresLedger(url, connect_timeout=2)
+    assert "hunter2" not in str(err.value)
+
+
+@pytest.mark.parametrize(("url", "shown"), [
+    ("postgresql://u:p%40ss@db:5432/x", "postgresql://u:***@db:5432/x"),
+    ("postgresql://u@db/x?password=sec&sslmode=require", "postgresql://u@db/x?password=***&sslmode=require"),
+    ("postgresql://db/x", "postgresql://db/x"),
+])
+def test_redact_url_hides_every_spelling_of_the_password(url: str, shown: str) -> None:
+    assert redact_url(url) == shown
