@@ -9,8 +9,10 @@ from typing import Any
 
 import pytest
 
+from httpay.wallets.fewsats import FewsatsWallet
 from httpay.wallets.lightspark import LightsparkWallet
-from tests.wallets import fake_lightspark, fake_lnd
+from tests.wallets import fake_fewsats, fake_lightspark, fake_lnd
+from tests.wallets.fake_fewsats import FakeFewsats
 from tests.wallets.fake_lightspark import GRAPHQL_PATH, FakeLightspark
 from tests.wallets.fakes import FakeAccount, Payee, serve
 
@@ -61,3 +63,24 @@ def lightspark_backend() -> Iterator[LightsparkBackend]:
                           node_id="LightsparkNodeWithOSK:0190-node", node_password=password)
     with serve(fake_lightspark.create_app(fake)) as url:
         yield LightsparkBackend(url, secret, account, payee, fake=fake, node_password=password)
+
+
+USD_PER_BTC = 100_000.0  # 1 cent = 10 sat
+
+
+@dataclass
+class FewsatsBackend(Backend):
+    fake: FakeFewsats = field(repr=False, default=None)  # type: ignore[assignment]
+
+    def wallet(self, **kwargs: Any) -> FewsatsWallet:
+        kwargs.setdefault("usd_per_btc", USD_PER_BTC)
+        return FewsatsWallet(self.secret, base_url=self.url, **kwargs)
+
+
+@pytest.fixture
+def fewsats_backend() -> Iterator[FewsatsBackend]:
+    payee = Payee("bitcoin")
+    key = "fs-key-" + secrets.token_hex(20)
+    fake = FakeFewsats(payee, api_key=key, balance_cents=1_000)
+    with serve(fake_fewsats.create_app(fake)) as url:
+        yield FewsatsBackend(url, key, FakeAccount(payee), payee, fake=fake)
