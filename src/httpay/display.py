@@ -359,7 +359,7 @@ class BudgetLine:
 
     name: str
     scope: str            # "all hosts" or a host
-    window: str           # "all time", "last hour", "last 24 h", "each payment"
+    window: str           # "all time", "last hour", "last 24h", "each" (payment)
     limit_msat: int
     spent_msat: int | None  # None for the per-payment cap (nothing accumulates)
 
@@ -382,7 +382,7 @@ class BudgetLine:
 def _window_text(window: timedelta | None) -> str:
     if window is None:
         return "all time"
-    return {3600: "last hour", 86400: "last 24 h"}.get(int(window.total_seconds()), f"last {window}")
+    return {3600: "last hour", 86400: "last 24h"}.get(int(window.total_seconds()), f"last {window}")
 
 
 def budget_lines(policy: "Policy", ledger: "Ledger", usd_per_btc: float | None = None,
@@ -407,7 +407,7 @@ def budget_lines(policy: "Policy", ledger: "Ledger", usd_per_btc: float | None =
         ) from None
     lines: list[BudgetLine] = []
     if cap is not None:
-        lines.append(BudgetLine("per payment", "all hosts", "each payment", cap, None))
+        lines.append(BudgetLine("per payment", "all hosts", "each", cap, None))
     for lim in [x for x in general if x.host is None] + per_host:
         since = now - lim.window if lim.window else None
         spent = ledger.spent_msat(host=lim.host, since=since)
@@ -419,29 +419,58 @@ def _pct(fraction: float) -> str:
     return "<1%" if 0 < fraction < 0.01 else f"{fraction:.0%}"
 
 
-def _bar(fraction: float, width: int = 12) -> Text:
+def _bar(fraction: float, width: int = 10) -> Text:
     full = round(fraction * width)
     style = "red" if fraction >= 0.9 else "yellow" if fraction >= 0.6 else "green"
     return Text("█" * full, style=style) + Text("░" * (width - full), style="dim")
 
 
-def budget_table(lines: Sequence[BudgetLine], usd_per_btc: float | None = None, title: str = "Budget") -> Table:
-    from httpay.policy import fmt_msat
+class BudgetView:
+    """Budgets as a rich table; amounts carry USD only where the terminal is wide enough."""
 
-    rate = _rate(usd_per_btc)
-    t = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
-    for col, kw in (("limit", {"no_wrap": True}), ("scope", {"max_width": 24}), ("window", {"no_wrap": True}),
-                    ("spent", {"justify": "right"}), ("of", {"justify": "right"}), ("left", {"justify": "right"}),
-                    ("used", {"no_wrap": True})):
-        t.add_column(col, **kw)  # type: ignore[arg-type]
-    for b in lines:
-        spent = "—" if b.spent_msat is None else fmt_msat(b.spent_msat, rate)
-        left = "—" if b.left_msat is None else fmt_msat(b.left_msat, rate)
-        used: Any = "" if b.spent_msat is None else _bar(b.used) + Text(f" {_pct(b.used)}")
-        t.add_row(b.name, b.scope, b.window, spent, fmt_msat(b.limit_msat, rate), left, used)
-    if not lines:
-        t.caption = "the policy sets no limits"
-    return t
+    def __init__(self, lines: Sequence[BudgetLine], usd_per_btc: float | None = None, title: str = "Budget") -> None:
+        self.lines = list(lines)
+        self.rate = _rate(usd_per_btc)
+        self.title = title
+
+    def table(self, width: int = 120) -> Table:
+        from httpay.policy import fmt_msat
+
+        wide = width >= 112
+        rate = self.rate if wide else None
+
+        def amount(msat: int | None) -> str:
+            if msat is None:
+                return "—"
+            return fmt_msat(msat, rate) if rate else _sat(msat)
+
+        t = Table(title=self.title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False,
+                  padding=(0, 1, 0, 0))
+        t.add_column("limit", no_wrap=True)
+        t.add_column("scope", max_width=24, overflow="ellipsis", no_wrap=True)
+        if wide:
+            t.add_column("window", no_wrap=True)
+        for col in ("spent", "of", "left"):
+            t.add_column(col, justify="right", no_wrap=True)
+        t.add_column("used", no_wrap=True)
+        for b in self.lines:
+            used: Any = "" if b.spent_msat is None else _bar(b.used, 10 if wide else 6) + Text(f" {_pct(b.used)}")
+            row = [b.name, b.scope] + ([b.window] if wide else [])
+            t.add_row(*row, amount(b.spent_msat), amount(b.limit_msat), amount(b.left_msat), used)
+        if not self.lines:
+            t.caption = "the policy sets no limits"
+        elif not wide:
+            t.caption = "amounts in sat" + (f"; at {self.rate:,.0f} USD/BTC, 1,000 sat = ${1000 / 1e8 * self.rate:,.2f}"
+                                            if self.rate else "")
+            t.caption_justify = "left"
+        return t
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        yield self.table(options.max_width)
+
+
+def budget_table(lines: Sequence[BudgetLine], usd_per_btc: float | None = None, title: str = "Budget") -> BudgetView:
+    return BudgetView(lines, usd_per_btc, title)
 
 
 def html_budget(lines: Sequence[BudgetLine], usd_per_btc: float | None = None, title: str = "Budget") -> str:

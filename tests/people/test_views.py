@@ -1,0 +1,204 @@
+"""What a person sees: rich tables in a terminal and HTML in a notebook, for every model."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+from rich.console import Console
+
+import httpay
+from httpay import display
+from httpay.dashboard import safe_url, spend_svg
+from httpay.ledger import Intent, SQLiteLedger
+from httpay.protocols.l402_v02 import OfferList
+from tests.helpers import NOTEBOOK_OFFERS, challenge_body, make_invoice
+
+RATE = 100_000.0  # USD per BTC: 1 cent = 10 sat
+
+
+def text(obj: Any, width: int = 120) -> str:
+    c = Console(record=True, width=width, file=io.StringIO())
+    c.print(obj)
+    return c.export_text()
+
+
+def ansi(obj: Any, width: int = 120) -> str:
+    out = io.StringIO()
+    Console(file=out, width=width, force_terminal=True, color_system="standard").print(obj)
+    return out.getvalue()
+
+
+@pytest.fixture
+def rate() -> Iterator[float]:
+    display.set_usd_per_btc(RATE)
+    yield RATE
+    display.set_usd_per_btc(None)
+
+
+@pytest.fixture
+def offers() -> httpay.PaymentOffers:
+    return httpay.PaymentOffers.from_dict(challenge_body())
+
+
+def test_offers_show_price_in_usd_and_sat_credits_and_methods(offers: httpay.PaymentOffers, rate: float) -> None:
+    out = text(offers)
+    assert "L402 Payment Offers (v0.2.1)" in out
+    for row in ("offer_c668e0c0", "1 Credit Package", "$0.01", "offer_a896b13c", "$4.99", "4,990", "750",
+                "credit_card", "coinbase_commerce", "top-up"):
+        assert row in out, row
+    assert "at 100,000 USD/BTC" in out
+    one = text(offers[1])
+    assert "120 Credits Package" in one and "1,000" in one and "$1.00" in one and "750 Credits" not in one
+
+
+def test_without_a_rate_sat_is_unknown_and_said_so(offers: httpay.PaymentOffers) -> None:
+    out = text(offers)
+    assert "—" in out and "needs a BTC/USD rate" in out
+    assert "4,990" not in out
+
+
+def test_offer_list_from_by_payment(offers: httpay.PaymentOffers, rate: float) -> None:
+    cards = offers.by_payment("credit_card")
+    assert isinstance(cards, OfferList)
+    out = text(cards)
+    assert "750 Credits Package" in out and "1 Credit Package" not in out
+    html = cards._repr_html_()
+    assert html.count("<tr>") == 2 and "4,990" in html  # header + one offer
+
+
+def test_str_stays_plain_text(offers: httpay.PaymentOffers) -> None:
+    for obj in (offers, offers[0], offers.by_payment("lightning")):
+        s = str(obj)
+        assert "\x1b[" not in s and "<" not in s and "[/" not in s and "offer_c668e0c0" in s
+
+
+def test_html_escapes_what_the_service_sends(rate: float) -> None:
+    evil = dict(NOTEBOOK_OFFERS[0], title="<script>alert('x')</script>", offer_id="o<1>")
+    offers = httpay.PaymentOffers.from_dict(challenge_body(offers=[evil]))
+    for html in (offers._repr_html_(), offers[0]._repr_html_(), offers.by_payment("lightning")._repr_html_()):
+        assert "<script>" not in html and "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in html
+        assert "o&lt;1&gt;" in html
+    assert "<script>alert('x')</script>" in text(offers)  # a terminal shows it as text, not markup
+
+
+def _pr(expires: datetime, **payment_request: Any) -> httpay.PaymentRequest:
+    method = "lightning" if "lightning_invoice" in payment_request else "credit_card"
+    return httpay.PaymentRequest.from_dict(
+        {"version": "0.2.1", "offer_id": "offer_c668e0c0", "expires_at": expires.isoformat(),
+         "payment_request": payment_request}, payment_method=method)
+
+
+def test_payment_request_shows_amount_expiry_and_method(rate: float) -> None:
+    bolt11, _ = make_invoice(10_000)
+    soon = datetime.now(timezone.utc) + timedelta(minutes=35, seconds=20)
+    pr = _pr(soon, lightning_invoice=bolt11)
+    out = text(pr)
+    assert "Payment request" in out and "offer_c668e0c0" in out and "lightning" in out
+    assert f"{soon:%Y-%m-%d %H:%M:%S} UTC" in out and "payable for 35 min" in out
+    assert "10 sat ≈ $0.01" in out and bolt11[:40] in out and bolt11 not in out
+    html = pr._repr_html_()
+    assert "payable for 35 min" in html and "10 sat ≈ $0.01" in html
+
+    card = _pr(datetime.now(timezone.utc) - timedelta(minutes=3), checkout_url="http://127.0.0.1:1/checkout/abc?a=1&b=<2>")
+    out = text(card)
+    assert "credit_card" in out and "expired 3 min ago" in out and "http://127.0.0.1:1/checkout/abc" in out
+    assert "b=&lt;2&gt;" in card._repr_html_()
+
+
+def test_invoice_shows_sat_usd_network_and_expiry(rate: float) -> None:
+    bolt11, _ = make_invoice(10_000, expiry=600, description="1 Credit Package")
+    inv = httpay.decode_invoice(bolt11)
+    out = text(inv)
+    for want in ("BOLT11 invoice", "10 sat ≈ $0.0100", "regtest", "1 Credit Package", inv.payment_hash,
+                 "(600 s)", "payable for 10 min"):
+        assert want in out, want
+    assert "10 sat ≈ $0.0100" in inv._repr_html_()
+    old = httpay.decode_invoice(make_invoice(10_000, expiry=60, date=int(datetime.now().timestamp()) - 600)[0])
+    assert "expired 9 min ago" in text(old)
+    assert "\x1b[" not in str(inv) and "10 sat" in str(inv)
+
+
+@pytest.fixture
+def filled(ledger: SQLiteLedger) -> SQLiteLedger:
+    """Three payments: settled, pending, failed (with a long note)."""
+    def reserve(h: str, title: str) -> int:
+        return ledger.reserve(Intent(host="127.0.0.1:43117", url="http://127.0.0.1:43117/ticker/MSFT", protocol="l402-v0.2",
+                                     method="lightning", amount_msat=10_000, payment_hash=h, offer_id="offer_c668e0c0",
+                                     offer_title=title, offer_amount=1, offer_currency="USD", credits=1)).id
+    ledger.settle(reserve("aa" * 32, "1 Credit Package"), preimage="be" * 32, fee_msat=1_000)
+    reserve("bb" * 32, "1 Credit Package")
+    ledger.fail(reserve("cc" * 32, "<i>evil</i>"), "InsufficientFunds: the wallet holds 0 sat, the invoice asks 10 sat")
+    return ledger
+
+
+def test_ledger_fits_80_columns_with_status_colours(filled: SQLiteLedger, rate: float) -> None:
+    out = text(filled, width=80)
+    lines = out.splitlines()
+    assert all(len(line) <= 80 for line in lines)
+    for status in ("settled", "pending", "failed"):
+        [row] = [line for line in lines if f" {status} " in line]
+        assert "10 ($0.01)" in row and "127.0.0.1:43117" in row  # one readable line per payment
+    assert "#3: InsufficientFunds: the wallet holds 0 sat, the invoice asks 10 sat" in out  # notes below, not squeezed
+    assert "fee sat" in out and "be" * 32 not in out  # there was a fee; the preimage never shows
+    coloured = ansi(filled, width=80)
+    assert "\x1b[32msettled" in coloured and "\x1b[33mpending" in coloured and "\x1b[31mfailed" in coloured
+
+
+def test_ledger_wide_shows_hash_and_note_columns(filled: SQLiteLedger) -> None:
+    out = text(filled, width=140)
+    assert "hash" in out and "aaaaaaaaaa…" in out and "note" in out and "$0.01" in out
+    [row] = [line for line in out.splitlines() if " failed " in line]
+    assert "InsufficientFunds" in row
+
+
+def test_no_empty_columns_for_a_clean_ledger(ledger: SQLiteLedger) -> None:
+    ledger.settle(ledger.reserve(Intent(host="h", url="http://h/x", protocol="l402-v0.2", method="lightning",
+                                        amount_msat=5_000, payment_hash="dd" * 32)).id, preimage="ee" * 32)
+    out = text(ledger, width=80)
+    assert "note" not in out and "fee" not in out and "5" in out
+    assert "no payments recorded" in text(SQLiteLedger(":memory:"))
+
+
+def test_receipt_and_ledger_html(filled: SQLiteLedger, rate: float) -> None:
+    html = filled._repr_html_()
+    assert "color:#1a7f37" in html and "color:#9a6700" in html and "color:#cf222e" in html
+    assert "&lt;i&gt;evil&lt;/i&gt;" in html and "<i>evil</i>" not in html
+    assert "10 ($0.01)" in html and "$0.01" in html and "be" * 32 not in html
+    one = filled.receipts()[-1]
+    assert "settled" in one._repr_html_() and "settled" in text(one)
+    assert "\x1b[" not in str(one) and "settled" in str(one)
+
+
+def test_budget_lines_and_views(filled: SQLiteLedger) -> None:
+    policy = httpay.Policy(max_per_payment_usd=1, budget_usd=0.5, per_day_usd=0.02, per_host_usd=0.1, usd_per_btc=RATE)
+    lines = display.budget_lines(policy, filled)
+    by_name = {b.name: b for b in lines}
+    assert by_name["per payment"].limit_msat == 1_000_000 and by_name["per payment"].spent_msat is None
+    assert by_name["total budget"].spent_msat == 21_000 and by_name["total budget"].left_msat == 479_000
+    assert by_name["daily budget"].used == 1.0 and by_name["daily budget"].left_msat == 0
+    assert by_name["per-host budget"].scope == "127.0.0.1:43117"
+    out = text(display.budget_table(lines, RATE), width=120)
+    narrow = text(display.budget_table(lines, RATE), width=80)
+    assert all(len(x) <= 80 for x in narrow.splitlines()) and "…" not in narrow and "479" in narrow and "1,000 sat = $1.00" in narrow
+    assert "21 sat ($0.02)" in out and "500 sat ($0.50)" in out and "last 24h" in out and "100%" in out
+    html = display.html_budget(lines, RATE)
+    assert "httpay-meter" in html and "#cf222e" in html
+    with pytest.raises(httpay.ConfigError, match="rate"):
+        display.budget_lines(httpay.Policy(budget_usd=1), filled)
+    assert "no limits" in text(display.budget_table([]))
+
+
+def test_spend_chart_is_inline_svg(filled: SQLiteLedger) -> None:
+    svg = spend_svg(filled.receipts(), budget_msat=30_000)
+    assert svg.startswith("<svg") and svg.count("<circle") == 2  # the failed payment spent nothing
+    assert "21 sat" in svg and "budget 30 sat" in svg and "https:" not in svg and "src=" not in svg
+    assert "no payments yet" in spend_svg([])
+
+
+def test_urls_shown_to_people_mask_credentials() -> None:
+    assert safe_url("https://bob:pw@api.example/x?api_key=s3cret&symbol=MSFT") == "https://api.example/x?api_key=***&symbol=MSFT"
+    assert safe_url("http://h/x?Token=abc") == "http://h/x?Token=***"
