@@ -261,3 +261,48 @@ def test_an_unreachable_server_is_a_clear_ledger_error() -> None:
 ])
 def test_redact_url_hides_every_spelling_of_the_password(url: str, shown: str) -> None:
     assert redact_url(url) == shown
+
+
+# -- one payment per challenge, across processes ---------------------------------------------------
+
+def test_a_pending_payment_for_a_challenge_blocks_another(any_ledger: Ledger) -> None:
+    from httpay.ledger import ChallengeInFlight
+
+    first = any_ledger.reserve(intent(payment_hash="aa" * 32, challenge_key="ch-1"), now=T0)
+    with pytest.raises(ChallengeInFlight) as err:
+        any_ledger.reserve(dataclasses.replace(intent(payment_hash="bb" * 32, challenge_key="ch-1"), not_before=T0), now=T0)
+    assert err.value.existing.id == first.id and err.value.rule == "in_flight"
+    assert any_ledger.reserve(intent(payment_hash="cc" * 32, challenge_key="ch-2"), now=T0).status is Status.PENDING
+
+
+def test_a_payment_settled_after_the_402_counts_one_settled_before_does_not(any_ledger: Ledger) -> None:
+    from httpay.ledger import ChallengeInFlight
+
+    r = any_ledger.reserve(intent(payment_hash="aa" * 32, challenge_key="ch"), now=T0)
+    any_ledger.settle(r.id, preimage="11" * 32)
+    met_402_before = dataclasses.replace(intent(payment_hash="bb" * 32, challenge_key="ch"),
+                                         not_before=datetime.now(timezone.utc) - timedelta(minutes=5))
+    with pytest.raises(ChallengeInFlight):
+        any_ledger.reserve(met_402_before)
+    met_402_after = dataclasses.replace(intent(payment_hash="cc" * 32, challenge_key="ch"),
+                                        not_before=datetime.now(timezone.utc) + timedelta(minutes=5))
+    assert any_ledger.reserve(met_402_after).status is Status.PENDING
+
+
+# -- L402 tokens ---------------------------------------------------------------------------------
+
+def test_tokens_are_kept_replaced_expired_and_dropped(any_ledger_url: str) -> None:
+    lg = open_ledger(any_ledger_url)
+    assert lg.token_for("host:a") is None
+    lg.save_token("host:a", "L402 mac1:" + "11" * 32, payment_hash="aa" * 32)
+    lg.save_token("host:b", "L402 mac2:" + "22" * 32, expires_at=T0)
+    lg.close()
+    lg = open_ledger(any_ledger_url)  # survives a restart
+    assert lg.token_for("host:a") == "L402 mac1:" + "11" * 32
+    assert lg.token_for("host:b") is None  # expired: dropped
+    assert lg.token_scopes() == ["host:a"]
+    lg.save_token("host:a", "L402 mac3:" + "33" * 32)
+    assert lg.token_for("host:a") == "L402 mac3:" + "33" * 32
+    assert lg.drop_token("host:a") is True and lg.drop_token("host:a") is False
+    assert lg.token_for("host:a") is None
+    lg.close()

@@ -24,6 +24,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from httpay.demo import data
+from httpay.demo.classic import ClassicL402, classic_ticker
 from httpay.demo.network import DemoNetwork, LightningError
 from httpay.demo.state import DEFAULT_OFFERS, AccountStore, DemoState, price_msat
 
@@ -377,6 +378,7 @@ def create_app(
         Route("/info", info, name="info"),
         Route("/ticker/{symbol}", ticker, name="ticker"),
         Route("/l402/payment-request", payment_request, methods=["POST"], name="payment_request"),
+        Route("/l402/ticker/{symbol}", classic_ticker, name="classic_ticker"),
         Route("/checkout/{checkout_id}", checkout, methods=["GET", "POST"], name="checkout"),
         Route("/ln/wallets", ln_create_wallet, methods=["POST"], name="ln_wallets"),
         Route("/ln/pay", ln_pay, methods=["POST"], name="ln_pay"),
@@ -386,6 +388,7 @@ def create_app(
         Route("/ln/node", ln_node, name="ln_node"),
     ]
     app = Starlette(routes=routes)
+    app.state.classic = ClassicL402()
     app.state.demo = DemoState(
         offers=copy.deepcopy(DEFAULT_OFFERS if offers is None else offers),
         usd_per_btc=usd_per_btc,

@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from httpay.ledger.base import DuplicatePayment, Intent, Ledger
+from httpay.ledger.base import ChallengeInFlight, DuplicatePayment, Intent, Ledger
 from httpay.ledger.models import Receipt, Status
 from httpay.ledger.sqlite import SQLiteLedger
 
-__all__ = ["DuplicatePayment", "Intent", "Ledger", "Receipt", "SQLiteLedger", "Status", "default_ledger_path", "open_ledger"]
+__all__ = ["ChallengeInFlight", "DuplicatePayment", "Intent", "Ledger", "Receipt", "SQLiteLedger", "Status", "default_ledger_path", "open_ledger"]
 
 
 def default_ledger_path() -> Path:
@@ -30,7 +30,7 @@ def open_ledger(where: str | os.PathLike[str] | Ledger | None = None) -> Ledger:
         where = os.environ.get("HTTPAY_LEDGER") or default_ledger_path()
     text = str(where)
     if text.startswith(("postgres://", "postgresql://")):
-        from httpay.ledger.postgres import PostgresLedger  # type: ignore[import-not-found]
+        from httpay.ledger.postgres import PostgresLedger
 
         return PostgresLedger(text)
     if text.startswith("sqlite:///"):

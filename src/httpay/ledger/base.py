@@ -41,6 +41,7 @@ class Intent:
     credits: int | None = None
     wallet: str | None = None
     challenge_key: str | None = None
+    not_before: datetime | None = None  # when the request met its 402: payments settled since then count
 
 
 def now_utc() -> datetime:
@@ -95,6 +96,24 @@ class Ledger(ABC):
     def spent_msat(self, *, host: str | None = None, since: datetime | None = None) -> int:
         """Money committed: settled plus pending (a pending payment may have gone out)."""
 
+    # -- L402 tokens: paid credentials reused until the server answers 402 again -----------------------
+    @abstractmethod
+    def save_token(self, scope: str, authorization: str, *, payment_hash: str | None = None,
+                   expires_at: datetime | None = None) -> None:
+        """Remember the Authorization value that a payment bought for `scope` (replacing any older one)."""
+
+    @abstractmethod
+    def token_for(self, scope: str, *, now: datetime | None = None) -> str | None:
+        """The stored Authorization value for `scope`, unless it has expired (then it is dropped)."""
+
+    @abstractmethod
+    def drop_token(self, scope: str) -> bool:
+        """Forget the token of `scope` (the server no longer takes it). True if there was one."""
+
+    @abstractmethod
+    def token_scopes(self) -> list[str]:
+        """The scopes holding a token (never the tokens themselves)."""
+
     def pending(self) -> list[Receipt]:
         return self.receipts(status=Status.PENDING)
 
@@ -129,6 +148,14 @@ class DuplicatePayment(PaymentRefused):
 
     def __init__(self, message: str, *, existing: Receipt) -> None:
         super().__init__(message, rule="duplicate")
+        self.existing = existing
+
+
+class ChallengeInFlight(PaymentRefused):
+    """Another payment for the same challenge is pending or just settled: wait or retry, never pay twice."""
+
+    def __init__(self, message: str, *, existing: Receipt) -> None:
+        super().__init__(message, rule="in_flight")
         self.existing = existing
 
 

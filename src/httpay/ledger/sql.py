@@ -13,7 +13,9 @@ from datetime import datetime
 from typing import Any
 
 from httpay.errors import LedgerError
-from httpay.ledger.base import COLUMNS, DuplicatePayment, Intent, Ledger, limit_since, now_utc, over_limit
+from httpay.ledger.base import (
+    COLUMNS, ChallengeInFlight, DuplicatePayment, Intent, Ledger, limit_since, now_utc, over_limit,
+)
 from httpay.ledger.models import Receipt, Status
 from httpay.policy import Limit
 
@@ -44,6 +46,13 @@ CREATE INDEX IF NOT EXISTS payments_created ON payments (created_at);
 CREATE INDEX IF NOT EXISTS payments_host ON payments (host, created_at);
 CREATE UNIQUE INDEX IF NOT EXISTS payments_live_hash ON payments (payment_hash) WHERE status != 'failed';
 CREATE INDEX IF NOT EXISTS payments_challenge ON payments (challenge_key);
+CREATE TABLE IF NOT EXISTS tokens (
+    scope TEXT PRIMARY KEY,
+    authorization_value TEXT NOT NULL,
+    payment_hash TEXT,
+    created_at {time} NOT NULL,
+    expires_at {time}
+);
 """
 
 _SELECT = f"SELECT {', '.join(COLUMNS)} FROM payments"
@@ -122,6 +131,8 @@ class SQLLedger(Ledger):
                         "it will not be paid twice",
                         existing=existing,
                     )
+            if intent.challenge_key:
+                self._check_challenge(query, intent)
             spent = {lim: self._spent(query, lim.host, limit_since(lim, now)) for lim in limits}
             over_limit(limits, spent, intent.amount_msat, usd_per_btc)
             rows = query(
@@ -133,6 +144,48 @@ class SQLLedger(Ledger):
                  intent.amount_msat, intent.wallet, intent.challenge_key),
             )
         return self._row(rows[0])
+
+    def _check_challenge(self, query: Query, intent: Intent) -> None:
+        """One payment per challenge, across processes: a pending payment for it, or one settled
+        after this request met its 402, means this request must not pay again."""
+        args: list[Any] = [intent.challenge_key]
+        sql = f"{_SELECT} WHERE challenge_key = ? AND (status = 'pending'"
+        if intent.not_before is not None:
+            sql += " OR (status = 'settled' AND updated_at >= ?)"
+            args.append(self._to_db_time(intent.not_before))
+        rows = query(sql + ") ORDER BY id DESC LIMIT 1", args)
+        if rows:
+            existing = self._row(rows[0])
+            raise ChallengeInFlight(
+                f"this challenge already has payment #{existing.id} ({existing.status.value}); it is not paid twice",
+                existing=existing,
+            )
+
+    # -- tokens -----------------------------------------------------------------------------------
+    def save_token(self, scope: str, authorization: str, *, payment_hash: str | None = None,
+                   expires_at: datetime | None = None) -> None:
+        now = self._to_db_time(now_utc())
+        exp = None if expires_at is None else self._to_db_time(expires_at)
+        self._query("INSERT INTO tokens (scope, authorization_value, payment_hash, created_at, expires_at) "
+                    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (scope) DO UPDATE SET authorization_value = excluded.authorization_value, "
+                    "payment_hash = excluded.payment_hash, created_at = excluded.created_at, expires_at = excluded.expires_at",
+                    (scope, authorization, payment_hash, now, exp))
+
+    def token_for(self, scope: str, *, now: datetime | None = None) -> str | None:
+        rows = self._query("SELECT authorization_value, expires_at FROM tokens WHERE scope = ?", (scope,))
+        if not rows:
+            return None
+        exp = rows[0]["expires_at"]
+        if exp is not None and self._from_db_time(exp) <= (now or now_utc()):
+            self.drop_token(scope)
+            return None
+        return str(rows[0]["authorization_value"])
+
+    def drop_token(self, scope: str) -> bool:
+        return bool(self._query("DELETE FROM tokens WHERE scope = ? RETURNING scope", (scope,)))
+
+    def token_scopes(self) -> list[str]:
+        return [str(r["scope"]) for r in self._query("SELECT scope FROM tokens ORDER BY scope", ())]
 
     def _update(self, receipt_id: int, sql: str, args: Sequence[Any]) -> Receipt:
         rows = self._query(f"UPDATE payments SET {sql}, updated_at = ? WHERE id = ?" + _RETURNING,
