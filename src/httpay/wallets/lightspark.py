@@ -326,3 +326,9 @@ class LightsparkWallet(Wallet):
             return int(amount["original_value"]) * _UNIT_MSAT[unit]
         except (KeyError, TypeError, ValueError):
             raise WalletError(f"Lightspark answered the balance request for node {self.node_id} without a usable balance") from None
+
+    def close(self) -> None:
+        """Close the SDK's HTTP session (the client object itself has no close)."""
+        session = getattr(getattr(self._client, "_requester", None), "graphql_session", None)
+        if session is not None and hasattr(session, "close"):
+            session.close()
