@@ -29,6 +29,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AlreadyPaid", "AsyncClient", "AsyncPaymentTransport", "ChallengeError", "Client", "ConfigError", "Decision",
     "DemoWallet", "Event", "HttpayError", "InsufficientFunds", "Invoice", "InvoiceError", "Ledger", "LedgerError",
+    "FewsatsWallet", "LNDWallet", "LNbitsWallet", "LightsparkWallet", "wallet_from_env",
     "Offer", "Payment", "PaymentNotHonored", "PaymentOffers", "PaymentOutcomeUnknown", "PaymentRefused",
     "PaymentRequest", "PaymentRequestError", "PaymentTimeout", "PaymentTransport", "Policy", "Receipt", "Wallet",
     "WalletError", "check_invoice", "decode_invoice", "open_ledger", "parse", "receipt_of",
@@ -45,4 +46,20 @@ def __getattr__(name: str) -> Any:
         from httpay.wallets.lnbits import LNbitsWallet
 
         return LNbitsWallet
+    if name == "LNDWallet":
+        from httpay.wallets.lnd import LNDWallet
+
+        return LNDWallet
+    if name == "LightsparkWallet":
+        from httpay.wallets.lightspark import LightsparkWallet
+
+        return LightsparkWallet
+    if name == "FewsatsWallet":
+        from httpay.wallets.fewsats import FewsatsWallet
+
+        return FewsatsWallet
+    if name == "wallet_from_env":
+        from httpay.config import wallet_from_env
+
+        return wallet_from_env
     raise AttributeError(f"module 'httpay' has no attribute {name!r}")

@@ -11,39 +11,101 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from httpay.errors import ConfigError
+from httpay.errors import ConfigError, WalletError
 from httpay.policy import Policy
 from httpay.wallets.base import Wallet
 
-WALLET_KINDS = ("demo", "lnbits")
+WALLET_KINDS = ("demo", "lnbits", "lnd", "lightspark", "fewsats")
+
+# Each wallet's variables: (required, optional). LND needs one of LND_MACAROON_HEX / LND_MACAROON_PATH.
+WALLET_VARIABLES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "demo": (("HTTPAY_DEMO_URL", "HTTPAY_DEMO_KEY"), ()),
+    "lnbits": (("LNBITS_URL", "LNBITS_ADMIN_KEY"), ("LNBITS_NETWORK",)),
+    "lnd": (("LND_REST_URL",), ("LND_MACAROON_HEX", "LND_MACAROON_PATH", "LND_TLS_CERT_PATH", "LND_NETWORK")),
+    "lightspark": (("LIGHTSPARK_CLIENT_ID", "LIGHTSPARK_CLIENT_SECRET", "LIGHTSPARK_NODE_ID", "LIGHTSPARK_NODE_PASSWORD"),
+                   ("LIGHTSPARK_NETWORK", "LIGHTSPARK_BASE_URL")),
+    "fewsats": (("FEWSATS_API_KEY",), ("FEWSATS_BASE_URL", "FEWSATS_USD_PER_BTC")),
+}
 
 
-def _need(env: Mapping[str, str], name: str, kind: str) -> str:
-    value = env.get(name, "").strip()
-    if not value:
-        raise ConfigError(f"HTTPAY_WALLET={kind} needs the environment variable {name}; set it (e.g. in your .env)")
-    return value
+def _get(env: Mapping[str, str], name: str) -> str:
+    return env.get(name, "").strip()
+
+
+def _needs(env: Mapping[str, str], kind: str, *names: str) -> list[str]:
+    """The values of `names`, or one ConfigError naming every one that is missing."""
+    missing = [n for n in names if not _get(env, n)]
+    if missing:
+        plural = "s" if len(missing) > 1 else ""
+        raise ConfigError(
+            f"HTTPAY_WALLET={kind} needs the environment variable{plural} {', '.join(missing)}; "
+            "set them (e.g. in your .env)"
+        )
+    return [_get(env, n) for n in names]
 
 
 def wallet_from_env(env: Mapping[str, str] | None = None) -> Wallet:
-    """Build the wallet named by `HTTPAY_WALLET` (demo, lnbits) from its variables."""
+    """Build the wallet named by `HTTPAY_WALLET` (demo, lnbits, lnd, lightspark, fewsats) from its variables.
+
+    Secrets are read from the environment and handed to the wallet only; no error repeats them.
+    """
     env = os.environ if env is None else env
-    kind = env.get("HTTPAY_WALLET", "").strip().lower()
+    kind = _get(env, "HTTPAY_WALLET").lower()
     if not kind:
         raise ConfigError(
             "no wallet configured: set HTTPAY_WALLET to one of " + ", ".join(WALLET_KINDS)
             + " and that wallet's variables (e.g. HTTPAY_DEMO_URL and HTTPAY_DEMO_KEY)"
         )
+    if kind not in WALLET_KINDS:
+        raise ConfigError(f"HTTPAY_WALLET={kind!r} is not a wallet httpay knows; use one of {', '.join(WALLET_KINDS)}")
+    try:
+        return _build(kind, env)
+    except WalletError as exc:  # a value is there but unusable (bad hex, unreadable file, ...)
+        raise ConfigError(f"HTTPAY_WALLET={kind}: {exc}") from None
+
+
+def _build(kind: str, env: Mapping[str, str]) -> Wallet:
+    required = WALLET_VARIABLES[kind][0]
     if kind == "demo":
         from httpay.wallets.demo import DemoWallet
 
-        return DemoWallet(_need(env, "HTTPAY_DEMO_URL", kind), _need(env, "HTTPAY_DEMO_KEY", kind))
+        url, key = _needs(env, kind, *required)
+        return DemoWallet(url, key)
     if kind == "lnbits":
-        from httpay.wallets.lnbits import LNbitsWallet  # type: ignore[import-not-found]
+        from httpay.wallets.lnbits import LNbitsWallet
 
-        return LNbitsWallet(_need(env, "LNBITS_URL", kind), _need(env, "LNBITS_ADMIN_KEY", kind),
-                            network=env.get("LNBITS_NETWORK", "bitcoin"))
-    raise ConfigError(f"HTTPAY_WALLET={kind!r} is not a wallet httpay knows; use one of {', '.join(WALLET_KINDS)}")
+        url, key = _needs(env, kind, *required)
+        return LNbitsWallet(url, key, network=_get(env, "LNBITS_NETWORK") or "bitcoin")
+    if kind == "lnd":
+        from httpay.wallets.lnd import LNDWallet
+
+        macaroon_hex, macaroon_path = _get(env, "LND_MACAROON_HEX"), _get(env, "LND_MACAROON_PATH")
+        missing = [] if _get(env, "LND_REST_URL") else ["LND_REST_URL"]
+        if not (macaroon_hex or macaroon_path):
+            missing.append("LND_MACAROON_HEX (or LND_MACAROON_PATH)")
+        if missing:
+            _needs(env, kind, *missing)
+        if macaroon_hex and macaroon_path:
+            raise ConfigError("HTTPAY_WALLET=lnd: set LND_MACAROON_HEX or LND_MACAROON_PATH, not both")
+        return LNDWallet(
+            _get(env, "LND_REST_URL"), macaroon_hex or None, macaroon_path=macaroon_path or None,
+            tls_cert_path=_get(env, "LND_TLS_CERT_PATH") or None, network=_get(env, "LND_NETWORK") or "bitcoin",
+        )
+    if kind == "lightspark":
+        from httpay.wallets.lightspark import LightsparkWallet
+
+        client_id, secret, node_id, password = _needs(env, kind, *required)
+        return LightsparkWallet(client_id, secret, node_id, password, network=_get(env, "LIGHTSPARK_NETWORK") or "bitcoin",
+                                base_url=_get(env, "LIGHTSPARK_BASE_URL") or None)
+    from httpay.wallets.fewsats import FewsatsWallet
+
+    (api_key,) = _needs(env, kind, *required)
+    rate_text = _get(env, "FEWSATS_USD_PER_BTC")
+    try:
+        rate = float(rate_text) if rate_text else None
+    except ValueError:
+        raise ConfigError(f"FEWSATS_USD_PER_BTC must be a number (USD per bitcoin), got {rate_text!r}") from None
+    return FewsatsWallet(api_key, base_url=_get(env, "FEWSATS_BASE_URL") or "https://api.fewsats.com", usd_per_btc=rate)
 
 
 POLICY_FIELDS = {

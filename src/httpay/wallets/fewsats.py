@@ -25,8 +25,9 @@ on the package:
   and wording (already paid, insufficient balance).
 
 Fewsats looks purchases up by its own id, not by payment hash: `lookup` knows the purchases this
-wallet object made (hash -> id, in memory). A hash paid before a restart reads as None here: check
-it in the Fewsats app before paying again.
+wallet object made (hash -> id, in memory). For any other hash it raises WalletError instead of
+returning None, because None tells a reconciler "nothing was paid" and a purchase made before a
+restart would then be paid again: check such payments in the Fewsats app.
 """
 
 from __future__ import annotations
@@ -262,11 +263,18 @@ class FewsatsWallet(Wallet):
         return self._to_payment(record, known or f"fewsats:{pid}", None)
 
     def lookup(self, payment_hash: str) -> Payment | None:
-        """A purchase this wallet object made for that hash; None when it made none (see module notes)."""
+        """Fewsats' record of a purchase this wallet object made for that hash.
+
+        Raises WalletError for a hash it did not pay in this process: Fewsats cannot search by hash,
+        so "no record here" does not mean "not paid" (see the module notes).
+        """
         payment_hash = payment_hash.strip().lower()
         pid = self._pids.get(payment_hash)
         if pid is None:
-            return None
+            raise WalletError(
+                f"Fewsats cannot look payments up by hash; this wallet made no purchase for {payment_hash[:16]}… "
+                "since it started. Check the Fewsats app (app.fewsats.com) before paying it again"
+            )
         record = self._payment_info_raw(pid)
         return None if record is None else self._to_payment(record, payment_hash, None)
 
