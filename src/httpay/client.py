@@ -14,7 +14,7 @@ import httpx
 
 from httpay.events import EventHook
 from httpay.ledger import Ledger, open_ledger
-from httpay.pipeline import Payer
+from httpay.pipeline import MAX_PRICE_EXTENSION, Payer
 from httpay.policy import Policy, usd_to_msat
 from httpay.transport import AsyncPaymentTransport, PaymentTransport
 from httpay.wallets.base import Wallet
@@ -47,7 +47,7 @@ class _PayingMixin:
     def max_price(self, usd: float | None = None, *, sat: int | None = None) -> dict[str, Any]:
         """Request extensions capping what one request may pay: `c.get(url, extensions=c.max_price(0.05))`."""
         if sat is not None:
-            return {"httpay_max_price_msat": sat * 1000}
+            return {MAX_PRICE_EXTENSION: sat * 1000}
         if usd is None:
             return {}
         rate = self.payer.rate()
@@ -55,7 +55,7 @@ class _PayingMixin:
             from httpay.errors import ConfigError
 
             raise ConfigError("a USD price cap needs a BTC/USD rate: set Policy(usd_per_btc=...)")
-        return {"httpay_max_price_msat": usd_to_msat(usd, rate)}
+        return {MAX_PRICE_EXTENSION: usd_to_msat(usd, rate)}
 
 
 class Client(_PayingMixin, httpx.Client):

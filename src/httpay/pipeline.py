@@ -10,12 +10,12 @@ cannot drift apart and the flow can be tested with scripted answers.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import secrets
 from collections.abc import Generator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -25,7 +25,10 @@ from httpay.errors import (
     HttpayError, InvoiceError, PaymentRefused, PaymentRequestError, WalletError,
 )
 from httpay.events import Event, EventHook, emit
-from httpay.ledger import DuplicatePayment, Intent, Ledger, Receipt
+from httpay.challenge import PaymentChallenge, read_challenge, scopes_for, token_scope
+from httpay.challenge import v02_key as challenge_key
+from httpay.ledger import ChallengeInFlight, DuplicatePayment, Intent, Ledger, Receipt, Status
+from httpay.ledger.base import now_utc
 from httpay.lightning import Invoice, check_invoice, decode_invoice
 from httpay.policy import Decision, Policy, fmt_msat
 from httpay.protocols import l402_v02
@@ -37,6 +40,7 @@ log = logging.getLogger("httpay")
 RECEIPT_EXTENSION = "httpay_receipt"
 DRY_RUN_EXTENSION = "httpay_dry_run"     # request extension: hand a 402 back untouched, pay nothing
 OFFER_EXTENSION = "httpay_offer_id"      # request extension: pay only this offer (still within the policy)
+MAX_PRICE_EXTENSION = "httpay_max_price_msat"  # request extension: pay at most this much for this request
 
 
 # -- effects: what the flow asks its driver to do ------------------------------------------------
@@ -103,6 +107,9 @@ class Payer:
     on_event: EventHook | None = None
     retries_after_payment: int = 5
     retry_delay_s: float = 0.2
+    token_scope: str = "host"          # where a paid L402 token is reused: host, prefix or url
+    inflight_wait_s: float = 60.0      # how long to wait for another process's payment of the same challenge
+    stale_pending_s: float = 120.0     # a pending payment older than this is reconciled, not waited for
 
     def rate(self) -> float | None:
         if self.policy.usd_per_btc:
@@ -115,12 +122,6 @@ def host_of(url: str | httpx.URL) -> str:
     u = httpx.URL(str(url))
     port = u.port
     return f"{u.host}:{port}" if port else u.host
-
-
-def challenge_key(offers: PaymentOffers, url: str) -> str:
-    """One key per challenge: who asked to be paid, for which context. Concurrent 402s share it."""
-    raw = f"{offers.payment_request_url}|{offers.payment_context_token or url}"
-    return hashlib.sha256(raw.encode()).hexdigest()[:32]
 
 
 def same_site(a: str, b: str) -> bool:
@@ -139,73 +140,108 @@ def _json_error(resp: httpx.Response) -> str:
     return (resp.text or "")[:200]
 
 
-def pay_flow(
-    payer: Payer, request: httpx.Request, response: httpx.Response, offers: PaymentOffers,
-    *, max_price_msat: int | None = None, offer_id: str | None = None,
+def request_flow(
+    payer: Payer, request: httpx.Request, *, dry_run: bool = False, max_price_msat: int | None = None,
+    offer_id: str | None = None,
 ) -> Generator[Effect, Any, httpx.Response]:
-    """Pay for a v0.2 challenge within the policy, then repeat `request`. Returns the final response.
+    """Send `request`; if the answer is a 402 some dialect claims, pay for it within the policy and
+    return the response the payment bought. A held L402 token is presented first, and evicted
+    (never retried in a loop) when the server answers 402 to it."""
+    url = str(request.url)
+    used_scope = None
+    if not request.headers.get("authorization"):
+        for scope in scopes_for(url, payer.token_scope):
+            token = payer.ledger.token_for(scope)
+            if token:
+                request.headers["Authorization"] = token
+                used_scope = scope
+                break
+    met_402_at = now_utc()
+    response: httpx.Response = yield Send(request)
+    if response.status_code != 402:
+        return response
+    response.read()
+    if used_scope is not None:
+        payer.ledger.drop_token(used_scope)
+        del request.headers["Authorization"]
+        log.info("the server answered 402 to the L402 token held for %s: evicted it", used_scope)
+    if dry_run:
+        return response
+    challenge = read_challenge(url, response.status_code, response.headers, response.content)
+    if challenge is None:
+        return response
+    return (yield from pay_flow(payer, request, response, challenge, met_402_at=met_402_at,
+                                max_price_msat=max_price_msat, offer_id=offer_id))
+
+
+def pay_flow(
+    payer: Payer, request: httpx.Request, response: httpx.Response, challenge: PaymentChallenge | PaymentOffers,
+    *, met_402_at: datetime | None = None, max_price_msat: int | None = None, offer_id: str | None = None,
+) -> Generator[Effect, Any, httpx.Response]:
+    """Pay for one challenge within the policy, then repeat `request`. Returns the final response.
 
     `offer_id` pins the offer to pay (an agent that chose one); the policy must still allow it.
     """
     url = str(request.url)
+    if isinstance(challenge, PaymentOffers):
+        challenge = PaymentChallenge(l402_v02.PROTOCOL, challenge, challenge_key(challenge, url))
+    met_402_at = met_402_at or now_utc()
     host = host_of(request.url)
     rid = secrets.token_hex(4)
-    policy, ledger, wallet, hook = payer.policy, payer.ledger, payer.wallet, payer.on_event
+    policy, ledger, hook = payer.policy, payer.ledger, payer.on_event
+    offers = challenge.offers
     rate = payer.rate()
 
-    emit(hook, Event("challenge", url, rid, {"offers": offers, "status": response.status_code}),
-         f"402 from {host} with {len(offers)} offer(s): {', '.join(o.offer_id for o in offers)}")
-
-    # The payment request URL must belong to the service that asked.
-    pr_url = httpx.URL(offers.payment_request_url) if offers.payment_request_url.startswith(("http://", "https://")) \
-        else request.url.join(offers.payment_request_url)
-    if not same_site(str(pr_url), url) and not any(
-        (pr_url.host or "").lower() == h.lower() for h in policy.payment_hosts
-    ):
-        raise PaymentRefused(
-            f"refused: the payment request URL is on {pr_url.host}, not on {request.url.host} that asked; "
-            f"allow it with Policy(payment_hosts=[{pr_url.host!r}]) if you trust it",
-            rule="payment_host", offers=offers, response=response,
+    emit(hook, Event("challenge", url, rid, {"offers": offers, "status": response.status_code,
+                                             "protocol": challenge.protocol}),
+         f"402 ({challenge.protocol}) from {host} with {len(offers)} offer(s): {', '.join(o.offer_id for o in offers)}")
+    if not challenge.payable_with_lightning:
+        exc = PaymentRefused(
+            f"refused: {host} asks for an {challenge.protocol} payment ({'; '.join(o.price + ' by ' + ', '.join(o.payment_methods) for o in offers)}); "
+            "httpay pays it only with a signer for that network configured, and none is",
+            rule=challenge.protocol, offers=offers, response=response,
         )
+        emit(hook, Event("refused", url, rid, {"rule": exc.rule, "reason": str(exc)}), str(exc), logging.WARNING)
+        raise exc
+    pr_url = _payment_request_url(policy, request, offers, response) if challenge.protocol == l402_v02.PROTOCOL else None
 
-    key = challenge_key(offers, url)
+    key = challenge.key
     waited = yield Join(key)
     try:
         if waited:
             # Someone else just paid this very challenge: try their payment before paying again.
             emit(hook, Event("waited", url, rid, {"key": key}), "another request paid this challenge; retrying")
-            again: httpx.Response = yield Send(request)
+            again = yield from _send_with_token(payer, request)
             if again.status_code != 402:
                 return again
             again.read()
-            fresh = l402_v02.parse(again.status_code, again.headers, again.content)
+            fresh = read_challenge(url, again.status_code, again.headers, again.content)
             if fresh is None:
                 return again
-            offers, response = fresh, again
+            challenge, response, offers, met_402_at = fresh, again, fresh.offers, now_utc()
 
-        try:
-            choices = _pinned(offers, offer_id) if offer_id is not None else offers
-            decision = policy.decide(
-                choices, url=url, host=host, usd_per_btc=rate, spent_msat=ledger.spent_msat(),
-                methods=("lightning",), max_price_msat=max_price_msat,
-            )
-            if choices is not offers:
-                decision = dataclasses.replace(decision, offers=offers)
-        except PaymentRefused as exc:
-            exc.response = response
-            emit(hook, Event("refused", url, rid, {"rule": exc.rule, "reason": str(exc)}), str(exc).removeprefix("refused: "), logging.WARNING)
-            raise
-        emit(hook, Event("decision", url, rid, {"decision": decision}), str(decision))
-
+        decision = _decide(payer, challenge, response, url, host, rate, rid, max_price_msat, offer_id)
         if policy.approve is not None:
             answer = yield Ask(decision)
             decision = _approved(policy, decision, answer, response)
             emit(hook, Event("approval", url, rid, {"decision": decision, "approved": True}), f"approved: {decision}")
 
-        pr = yield from _request_payment(payer, pr_url, offers, decision.offer, decision.method, rid, url)
-        assert pr.lightning_invoice is not None
-        invoice = _check(payer, pr.lightning_invoice, decision, offers, response, rid, url)
-        receipt = _reserve(payer, decision, invoice, key, url, host, rate, offers, response, rid)
+        if challenge.protocol == l402_v02.PROTOCOL:
+            assert pr_url is not None
+            pr = yield from _request_payment(payer, pr_url, offers, decision.offer, decision.method, rid, url)
+            assert pr.lightning_invoice is not None
+            bolt11 = pr.lightning_invoice
+        else:
+            assert challenge.l402 is not None
+            bolt11 = challenge.l402.invoice
+        invoice = _check(payer, bolt11, decision, offers, response, rid, url)
+        try:
+            receipt = _reserve(payer, decision, invoice, challenge, url, host, rate, response, rid, met_402_at)
+        except ChallengeInFlight as busy:
+            done = yield from _await_other(payer, busy.existing, rid, url)
+            if done is not None:
+                return (yield from _retry(payer, request, done, rid, url, challenge=None))
+            receipt = _reserve(payer, decision, invoice, challenge, url, host, rate, response, rid, None)
 
         payment = yield from _pay(payer, receipt, invoice, rid, url)
         receipt = ledger.settle(receipt.id, preimage=payment.preimage or "", fee_msat=payment.fee_msat,
@@ -213,10 +249,104 @@ def pay_flow(
         emit(hook, Event("paid", url, rid, {"receipt": receipt, "payment": payment}),
              f"paid {fmt_msat(receipt.amount_msat, rate)} + fee {receipt.fee_msat} msat, hash {invoice.payment_hash[:16]}…, "
              f"ledger #{receipt.id}")
+        if challenge.l402 is not None:
+            _keep_token(payer, challenge.l402, payment, url)
     finally:
         yield Leave(key)
 
-    return (yield from _retry(payer, request, receipt, rid, url))
+    return (yield from _retry(payer, request, receipt, rid, url, challenge=challenge))
+
+
+def _payment_request_url(policy: Policy, request: httpx.Request, offers: PaymentOffers,
+                         response: httpx.Response) -> httpx.URL:
+    """The v0.2 payment request URL, which must belong to the service that asked (or an allowed host)."""
+    raw = offers.payment_request_url
+    pr_url = httpx.URL(raw) if raw.startswith(("http://", "https://")) else request.url.join(raw)
+    if not same_site(str(pr_url), str(request.url)) and not any(
+        (pr_url.host or "").lower() == h.lower() for h in policy.payment_hosts
+    ):
+        raise PaymentRefused(
+            f"refused: the payment request URL is on {pr_url.host}, not on {request.url.host} that asked; "
+            f"allow it with Policy(payment_hosts=[{pr_url.host!r}]) if you trust it",
+            rule="payment_host", offers=offers, response=response,
+        )
+    return pr_url
+
+
+def _decide(payer: Payer, challenge: PaymentChallenge, response: httpx.Response, url: str, host: str,
+            rate: float | None, rid: str, max_price_msat: int | None, offer_id: str | None) -> Decision:
+    offers = challenge.offers
+    try:
+        choices = _pinned(offers, offer_id) if offer_id is not None else offers
+        decision = payer.policy.decide(
+            choices, url=url, host=host, usd_per_btc=rate, spent_msat=payer.ledger.spent_msat(),
+            methods=("lightning",), max_price_msat=max_price_msat,
+        )
+        if choices is not offers:
+            decision = dataclasses.replace(decision, offers=offers)
+    except PaymentRefused as exc:
+        exc.response = response
+        emit(payer.on_event, Event("refused", url, rid, {"rule": exc.rule, "reason": str(exc)}),
+             str(exc).removeprefix("refused: "), logging.WARNING)
+        raise
+    emit(payer.on_event, Event("decision", url, rid, {"decision": decision}), str(decision))
+    return decision
+
+
+def _send_with_token(payer: Payer, request: httpx.Request) -> Generator[Effect, Any, httpx.Response]:
+    """Repeat a request after someone else paid: with the L402 token they stored, if any."""
+    if not request.headers.get("authorization"):
+        for scope in scopes_for(str(request.url), payer.token_scope):
+            token = payer.ledger.token_for(scope)
+            if token:
+                request.headers["Authorization"] = token
+                break
+    response: httpx.Response = yield Send(request)
+    return response
+
+
+def _await_other(payer: Payer, existing: Receipt, rid: str, url: str) -> Generator[Effect, Any, Receipt | None]:
+    """Another process holds a payment for this challenge. Wait for it (settled -> use it), or
+    reconcile it if it was left behind by a crash. None means: nothing was paid, pay now."""
+    from httpay.reconcile import reconcile_one
+
+    emit(payer.on_event, Event("waited", url, rid, {"receipt": existing}),
+         f"payment #{existing.id} for this challenge is {existing.status.value}; not paying twice")
+    waited = 0.0
+    current = existing
+    while current.status is Status.PENDING:
+        age = (now_utc() - current.updated_at).total_seconds()
+        if age >= payer.stale_pending_s:
+            outcome = reconcile_one(payer.ledger, payer.wallet, current, grace_s=payer.stale_pending_s)
+            current = outcome.receipt
+            if current.status is Status.PENDING:
+                raise PaymentOutcomeUnknown(
+                    f"payment #{current.id} for this challenge is still pending ({outcome.detail}); it is not paid "
+                    "again until it is reconciled (`httpay ledger reconcile`)", receipt=current,
+                )
+            break
+        if waited >= payer.inflight_wait_s:
+            raise PaymentOutcomeUnknown(
+                f"payment #{current.id} for this challenge stayed pending for {waited:.0f} s; not paying again",
+                receipt=current,
+            )
+        yield Sleep(0.05)
+        waited += 0.05
+        current = payer.ledger.get(current.id)
+    return current if current.status is Status.SETTLED else None
+
+
+def _keep_token(payer: Payer, ch: Any, payment: Payment, url: str) -> None:
+    """Store the paid L402 credential so later requests in its scope reuse it instead of paying."""
+    from httpay.protocols.macaroons import decode
+
+    expires = None
+    try:
+        expires = decode(ch.macaroon).valid_until
+    except HttpayError:
+        pass
+    payer.ledger.save_token(token_scope(url, payer.token_scope), ch.credential(payment.preimage or ""),
+                            payment_hash=payment.payment_hash, expires_at=expires)
 
 
 def _pinned(offers: PaymentOffers, offer_id: str) -> PaymentOffers:
@@ -283,22 +413,23 @@ def _check(payer: Payer, bolt11: str, decision: Decision, offers: PaymentOffers,
     return invoice
 
 
-def _reserve(payer: Payer, decision: Decision, invoice: Invoice, key: str, url: str, host: str,
-             rate: float | None, offers: PaymentOffers, response: httpx.Response, rid: str) -> Receipt:
+def _reserve(payer: Payer, decision: Decision, invoice: Invoice, challenge: PaymentChallenge, url: str, host: str,
+             rate: float | None, response: httpx.Response, rid: str, met_402_at: datetime | None) -> Receipt:
     assert invoice.amount_msat is not None
+    offers = challenge.offers
     intent = Intent(
-        host=host, url=url, protocol=l402_v02.PROTOCOL, method=decision.method, amount_msat=invoice.amount_msat,
+        host=host, url=url, protocol=challenge.protocol, method=decision.method, amount_msat=invoice.amount_msat,
         payment_hash=invoice.payment_hash, offer_id=decision.offer.offer_id, offer_title=decision.offer.title,
         offer_amount=decision.offer.amount, offer_currency=decision.offer.currency, credits=decision.offer.balance,
-        wallet=payer.wallet.name, challenge_key=key,
+        wallet=payer.wallet.name, challenge_key=challenge.key, not_before=met_402_at,
     )
     try:
         receipt = payer.ledger.reserve(intent, payer.policy.limits(host, rate, offers), usd_per_btc=rate)
     except PaymentRefused as exc:
         exc.offers, exc.response = offers, response
-        if not isinstance(exc, DuplicatePayment):
-            emit(payer.on_event, Event("refused", url, rid, {"rule": exc.rule, "reason": str(exc)}), str(exc).removeprefix("refused: "),
-                 logging.WARNING)
+        if not isinstance(exc, DuplicatePayment | ChallengeInFlight):
+            emit(payer.on_event, Event("refused", url, rid, {"rule": exc.rule, "reason": str(exc)}),
+                 str(exc).removeprefix("refused: "), logging.WARNING)
         raise
     emit(payer.on_event, Event("reserved", url, rid, {"receipt": receipt}),
          f"ledger #{receipt.id} pending for {fmt_msat(receipt.amount_msat, rate)}")
@@ -348,11 +479,18 @@ def _lookup(wallet: Wallet, payment_hash: str) -> Payment | None:
         return None
 
 
-def _retry(payer: Payer, request: httpx.Request, receipt: Receipt, rid: str, url: str) -> Generator[Effect, Any, httpx.Response]:
+def _retry(payer: Payer, request: httpx.Request, receipt: Receipt, rid: str, url: str,
+           challenge: PaymentChallenge | None) -> Generator[Effect, Any, httpx.Response]:
+    """Repeat the request now that it is paid for: as is (v0.2: the service credits the account)
+    or with the L402 credential. A v0.2 service may learn of the payment a moment late, so a
+    402 is retried a few times with backoff before it is called not honored."""
+    if challenge is not None and challenge.l402 is not None and receipt.preimage:
+        request.headers["Authorization"] = challenge.l402.credential(receipt.preimage)
     delay = payer.retry_delay_s
+    resp: httpx.Response | None = None
     for attempt in range(1, payer.retries_after_payment + 1):
         emit(payer.on_event, Event("retry", url, rid, {"attempt": attempt}), f"retrying the request (attempt {attempt})")
-        resp: httpx.Response = yield Send(request)
+        resp = yield from _send_with_token(payer, request)
         if resp.status_code != 402:
             resp.extensions[RECEIPT_EXTENSION] = receipt  # type: ignore[index]
             emit(payer.on_event, Event("served", url, rid, {"status": resp.status_code, "receipt": receipt}),
@@ -362,6 +500,7 @@ def _retry(payer: Payer, request: httpx.Request, receipt: Receipt, rid: str, url
         if attempt < payer.retries_after_payment:
             yield Sleep(delay)
             delay = min(delay * 2, 5.0)
+    assert resp is not None
     raise PaymentNotHonored(
         f"paid (ledger #{receipt.id}, hash {(receipt.payment_hash or '')[:16]}…) but {host_of(request.url)} still "
         f"answers 402 after {payer.retries_after_payment} tries; keep the receipt and contact the service",

@@ -21,9 +21,9 @@ import httpx
 
 from httpay.errors import HttpayError
 from httpay.pipeline import (
-    DRY_RUN_EXTENSION, OFFER_EXTENSION, Ask, Effect, Join, Leave, Pay, Payer, Send, Sleep, pay_flow,
+    DRY_RUN_EXTENSION, MAX_PRICE_EXTENSION, OFFER_EXTENSION, Ask, Effect, Join, Leave, Pay, Payer, Send, Sleep,
+    request_flow,
 )
-from httpay.protocols import l402_v02
 
 
 class _SyncFlights:
@@ -138,6 +138,12 @@ async def _drive_async(flow: Generator[Effect, Any, httpx.Response], transport: 
             error = exc
 
 
+def _flow(payer: Payer, request: httpx.Request) -> Generator[Effect, Any, httpx.Response]:
+    ext = request.extensions
+    return request_flow(payer, request, dry_run=bool(ext.get(DRY_RUN_EXTENSION)),
+                        max_price_msat=ext.get(MAX_PRICE_EXTENSION), offer_id=ext.get(OFFER_EXTENSION))
+
+
 class PaymentTransport(httpx.BaseTransport):
     """Wraps a transport: a 402 with L402 v0.2 offers is paid per the policy, then retried."""
 
@@ -148,19 +154,7 @@ class PaymentTransport(httpx.BaseTransport):
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         request.read()  # the body must be replayable for the retry
-        response = self.inner.handle_request(request)
-        if response.status_code != 402:
-            return response
-        response.read()
-        if request.extensions.get(DRY_RUN_EXTENSION):
-            return response  # the caller only wants to see the offers
-        offers = l402_v02.parse(response.status_code, response.headers, response.content)
-        if offers is None:
-            return response
-        max_price = request.extensions.get("httpay_max_price_msat")
-        flow = pay_flow(self.payer, request, response, offers, max_price_msat=max_price,
-                        offer_id=request.extensions.get(OFFER_EXTENSION))
-        return _drive_sync(flow, self.inner, self.payer, self._flights)
+        return _drive_sync(_flow(self.payer, request), self.inner, self.payer, self._flights)
 
     def close(self) -> None:
         self.inner.close()
@@ -176,19 +170,7 @@ class AsyncPaymentTransport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         await request.aread()
-        response = await self.inner.handle_async_request(request)
-        if response.status_code != 402:
-            return response
-        await response.aread()
-        if request.extensions.get(DRY_RUN_EXTENSION):
-            return response  # the caller only wants to see the offers
-        offers = l402_v02.parse(response.status_code, response.headers, response.content)
-        if offers is None:
-            return response
-        max_price = request.extensions.get("httpay_max_price_msat")
-        flow = pay_flow(self.payer, request, response, offers, max_price_msat=max_price,
-                        offer_id=request.extensions.get(OFFER_EXTENSION))
-        return await _drive_async(flow, self.inner, self.payer, self._flights)
+        return await _drive_async(_flow(self.payer, request), self.inner, self.payer, self._flights)
 
     async def aclose(self) -> None:
         await self.inner.aclose()

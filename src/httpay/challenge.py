@@ -1,0 +1,113 @@
+"""Reading a 402 in any dialect into one shape the payment pipeline works with. Pure: no I/O.
+
+Each protocol contributes only what differs (PROTOCOLS.md): how it reads a challenge, how an
+offer becomes an invoice, how proof is presented. The pipeline sees a `PaymentChallenge`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from httpay.lightning import Invoice, decode_invoice
+from httpay.protocols import l402_classic, l402_v02, x402
+from httpay.protocols.l402_v02 import Offer, PaymentOffers
+
+TOKEN_SCOPES = ("host", "prefix", "url")
+
+
+@dataclass(frozen=True)
+class PaymentChallenge:
+    """A 402 as the pipeline needs it: offers to show and choose from, and the protocol's data."""
+
+    protocol: str
+    offers: PaymentOffers
+    key: str  # one key per challenge: concurrent requests meeting it share one payment
+    l402: l402_classic.L402Challenge | None = field(default=None, repr=False)
+    invoice: Invoice | None = field(default=None, repr=False)
+    x402: x402.X402Challenge | None = field(default=None, repr=False)
+
+    @property
+    def payable_with_lightning(self) -> bool:
+        return self.protocol in (l402_v02.PROTOCOL, l402_classic.PROTOCOL)
+
+    def __str__(self) -> str:
+        return f"{self.protocol} challenge with {len(self.offers)} offer(s)"
+
+
+def v02_key(offers: PaymentOffers, url: str) -> str:
+    """One key per v0.2 challenge: who asked to be paid, for which context (account)."""
+    raw = f"{offers.payment_request_url}|{offers.payment_context_token or url}"
+    return hashlib.sha256(raw.encode()).hexdigest()[:32]
+
+
+def _classic(ch: l402_classic.L402Challenge) -> PaymentChallenge:
+    inv = decode_invoice(ch.invoice)
+    amount = inv.amount_msat or 0
+    title = inv.description or "L402 access token"
+    offer = Offer(
+        offer_id=f"l402_{inv.payment_hash[:12]}", title=title, description=title, type="one-time", balance=None,
+        amount=amount, currency="MSAT", payment_methods=("lightning",),
+        extra={"macaroon_scheme": ch.scheme},
+    )
+    offers = PaymentOffers(version=f"{ch.scheme}" + (f" v{ch.version}" if ch.version else ""),
+                           payment_request_url="", offers=(offer,), protocol=l402_classic.PROTOCOL)
+    return PaymentChallenge(l402_classic.PROTOCOL, offers, inv.payment_hash[:32], l402=ch, invoice=inv)
+
+
+def _x402(ch: x402.X402Challenge, url: str) -> PaymentChallenge:
+    offers = PaymentOffers(version=f"x402 v{ch.version}", payment_request_url="", offers=tuple(ch.to_offers()),
+                           protocol="x402")
+    key = hashlib.sha256(f"x402|{url}|{[o.offer_id for o in offers]}".encode()).hexdigest()[:32]
+    return PaymentChallenge("x402", offers, key, x402=ch)
+
+
+def read_challenge(url: str, status: int, headers: Any, body: bytes | str | None) -> PaymentChallenge | None:
+    """The first dialect that claims this response: L402 v0.2 offers, classic L402/LSAT, x402.
+
+    Returns None for a response no dialect claims; raises ChallengeError (or InvoiceError for a
+    classic challenge whose invoice is not one) when a dialect claims it but it is malformed.
+    """
+    if status != 402:
+        return None
+    classic = l402_classic.parse(status, headers, body)
+    if classic is not None:
+        return _classic(classic)
+    offers = l402_v02.parse(status, headers, body)
+    if offers is not None:
+        return PaymentChallenge(l402_v02.PROTOCOL, offers, v02_key(offers, url))
+    found = x402.parse(status, headers, body)
+    if found is not None:
+        return _x402(found, url)
+    return None
+
+
+def token_scope(url: str, mode: str = "host") -> str:
+    """Where a paid L402 token is reused: the whole host (default, as Aperture issues them), the
+    URL's folder and below (`prefix`), or exactly this URL (`url`, query ignored)."""
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower() + (f":{parts.port}" if parts.port else "")
+    if mode == "host":
+        return f"{parts.scheme}://{host}"
+    if mode == "prefix":
+        folder = parts.path.rsplit("/", 1)[0] + "/"
+        return f"{parts.scheme}://{host}{folder}"
+    if mode == "url":
+        return f"{parts.scheme}://{host}{parts.path or '/'}"
+    raise ValueError(f"token scope must be one of {', '.join(TOKEN_SCOPES)}, not {mode!r}")
+
+
+def scopes_for(url: str, mode: str) -> list[str]:
+    """The scopes to look a token up under for `url`, most specific first (a `prefix` token
+    bought for /api/ also serves /api/v1/x)."""
+    if mode != "prefix":
+        return [token_scope(url, mode)]
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower() + (f":{parts.port}" if parts.port else "")
+    segments = parts.path.split("/")[:-1]
+    out = []
+    for i in range(len(segments), 0, -1):
+        out.append(f"{parts.scheme}://{host}" + "/".join(segments[:i]) + "/")
+    return out or [f"{parts.scheme}://{host}/"]
