@@ -1,0 +1,144 @@
+"""The httpay tools as an MCP server (`httpay mcp`): stdio for a local agent, streamable HTTP on loopback.
+
+The wallet, policy, ledger and the service's credentials come from the environment, never from a
+tool call: HTTPAY_WALLET (+ that wallet's variables), HTTPAY_POLICY (a TOML file), HTTPAY_LEDGER,
+HTTPAY_HEADERS (a JSON object of default headers, e.g. the service's bearer) and HTTPAY_BASE_URL
+(the service the headers belong to; relative URLs are joined to it).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import sys
+import typing
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from httpay.agent.schemas import ToolSpec, tool_specs
+from httpay.agent.tools import Toolbox
+from httpay.errors import ConfigError
+
+if TYPE_CHECKING:
+    from mcp.server.mcpserver import MCPServer
+
+DEFAULT_PORT = 8403
+INSTRUCTIONS = (
+    "httpay pays for HTTP APIs that answer 402 Payment Required, within a budget a person set. "
+    "Use `offers` to see what a URL costs, `fetch` to get it (paying within the policy), `pay` to buy a "
+    "specific offer, and `budget` / `payments` to see what was spent. Credentials are already bound: "
+    "never ask for or send keys or tokens."
+)
+_HEADERS_HELP = 'HTTPAY_HEADERS must be a JSON object of header names to string values, e.g. {"Authorization": "Bearer <token>"}'
+
+
+def headers_from_env(raw: str | None) -> dict[str, str]:
+    """Parse HTTPAY_HEADERS without ever echoing its (secret) values in an error."""
+    if not raw or not raw.strip():
+        return {}
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        raise ConfigError(_HEADERS_HELP) from None
+    if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
+        raise ConfigError(_HEADERS_HELP)
+    return data
+
+
+def toolbox_from_env(env: Mapping[str, str] | None = None) -> Toolbox:
+    """A Toolbox configured the way the `httpay` command is: wallet, policy and ledger from the environment."""
+    from httpay.config import policy_from_toml, wallet_from_env
+    from httpay.policy import Policy
+
+    env = os.environ if env is None else env
+    wallet = wallet_from_env(env)
+    policy_file = env.get("HTTPAY_POLICY", "").strip()
+    policy = policy_from_toml(policy_file) if policy_file else Policy()
+    return Toolbox(wallet=wallet, policy=policy, ledger=env.get("HTTPAY_LEDGER") or None,
+                   headers=headers_from_env(env.get("HTTPAY_HEADERS")), base_url=env.get("HTTPAY_BASE_URL") or None)
+
+
+def _described(spec: ToolSpec) -> Callable[..., str]:
+    """The tool with each parameter's description attached (as pydantic Field metadata), so MCP clients see them."""
+    import inspect
+
+    from pydantic import Field
+
+    fn = spec.function
+    sig = inspect.signature(fn)
+    hints = typing.get_type_hints(inspect.unwrap(fn))
+    params = []
+    for p in sig.parameters.values():
+        note = spec.parameters["properties"].get(p.name, {}).get("description")
+        ann = hints[p.name]
+        params.append(p.replace(annotation=Annotated[ann, Field(description=note)] if note else ann))
+
+    def tool(**kwargs: Any) -> str:
+        return fn(**kwargs)
+
+    tool.__name__ = spec.name
+    tool.__doc__ = spec.description
+    tool.__signature__ = sig.replace(parameters=params, return_annotation=str)  # type: ignore[attr-defined]
+    return tool
+
+
+def ledger_json(toolbox: Toolbox, limit: int = 50) -> str:
+    """The ledger as JSON for the `httpay://ledger` resource (receipts never carry preimages)."""
+    ledger = toolbox.client.ledger
+    data = {"ledger": "httpay", "spent_msat": ledger.spent_msat(),
+            "payments": [r.to_dict() for r in ledger.receipts(limit=limit)]}
+    return toolbox.scrub(json.dumps(data, indent=2))
+
+
+def build_server(toolbox: Toolbox, *, name: str = "httpay") -> MCPServer:
+    """An MCP server exposing the Toolbox's tools plus the ledger and budget as resources."""
+    from mcp.server.mcpserver import MCPServer
+
+    server: MCPServer = MCPServer(name=name, instructions=INSTRUCTIONS)
+    for spec in tool_specs(toolbox):
+        server.add_tool(_described(spec), name=spec.name, description=spec.description, structured_output=False)
+
+    @server.resource("httpay://ledger", name="ledger", mime_type="application/json",
+                     description="Recent payments (newest first) and the total committed, in msat.")
+    def ledger() -> str:
+        return ledger_json(toolbox)
+
+    @server.resource("httpay://budget", name="budget", mime_type="text/plain",
+                     description="The budget left, what was spent, the limits and the wallet balance.")
+    def budget() -> str:
+        return toolbox.budget()
+
+    return server
+
+
+def _require_loopback(host: str) -> None:
+    if host == "localhost":
+        return
+    try:
+        ok = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ConfigError(f"the httpay MCP server listens on loopback only (127.0.0.1, ::1, localhost), not {host!r}: "
+                          "its tools spend money")
+
+
+def serve(transport: Literal["stdio", "http"] = "stdio", *, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
+          toolbox: Toolbox | None = None) -> int:
+    """Run the server until the client leaves (stdio) or it is interrupted (http). Returns an exit code."""
+    if transport not in ("stdio", "http"):
+        raise ConfigError(f"--transport must be stdio or http, not {transport!r}")
+    if transport == "http":
+        _require_loopback(host)
+    box = toolbox or toolbox_from_env()
+    try:
+        server = build_server(box)
+        if transport == "stdio":
+            server.run("stdio")
+        else:
+            print(f"httpay MCP server on http://{host}:{port}/mcp (streamable HTTP, loopback only)", file=sys.stderr)
+            server.run("streamable-http", host=host, port=port)
+    finally:
+        box.close()
+    return 0

@@ -1,0 +1,412 @@
+"""LLM tools bound to one `httpay.Client`: fetch a paid URL, see what it costs, pay a chosen offer,
+read the budget and the payments.
+
+Why a Toolbox: the wallet, the policy, the ledger and the service's credentials are bound here once,
+so no secret is ever a tool argument, and every result is scrubbed of the secrets the Toolbox knows
+(bearer tokens, payment context tokens, preimages) before a model sees it. Tools never raise for an
+expected outcome (a refusal, a 402, a network error): a model needs short, truthful text to act on.
+"""
+
+# No `from __future__ import annotations` here: claudette, pydantic (MCP) and `schemas.py` read these
+# signatures at run time, and real type objects keep that simple.
+
+import functools
+import json
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import httpx
+
+import httpay
+from httpay.errors import (
+    ChallengeError,
+    ConfigError,
+    InvoiceError,
+    PaymentRefused,
+    PaymentRequestError,
+    WalletError,
+)
+from httpay.ledger import Receipt
+from httpay.lightning import offer_price_msat
+from httpay.pipeline import (
+    DRY_RUN_EXTENSION,
+    OFFER_EXTENSION,
+    PaymentNotHonored,
+    PaymentOutcomeUnknown,
+    host_of,
+    receipt_of,
+)
+from httpay.policy import Policy, fmt_msat
+from httpay.protocols import l402_v02
+from httpay.protocols.l402_v02 import Offer, PaymentOffers
+from httpay.wallets.base import Wallet
+
+MAX_BODY_CHARS = 4000
+TOOL_NAMES = ("fetch", "offers", "pay", "budget", "payments")
+REDACTED = "[redacted]"
+_MIN_SECRET_LEN = 6  # shorter strings are too common to scrub safely
+_TEXT_TYPES = ("text/", "json", "xml", "javascript", "x-www-form-urlencoded")
+
+
+class Toolbox:
+    """The tools an LLM may call, bound to one paying client.
+
+    `headers` (e.g. the service's bearer) are added to requests and never shown in a result. With a
+    `base_url`, they go only to that origin, so a model cannot send them to another host; relative
+    URLs like `/ticker/AAPL` are joined to it.
+    """
+
+    def __init__(
+        self,
+        client: httpay.Client | None = None,
+        *,
+        wallet: Wallet | None = None,
+        policy: Policy | None = None,
+        ledger: Any = None,
+        headers: Mapping[str, str] | None = None,
+        base_url: str | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        if client is None:
+            if wallet is None:
+                raise ConfigError("Toolbox needs client=httpay.Client(...) or wallet=... to pay with")
+            client = httpay.Client(wallet=wallet, policy=policy, ledger=ledger, base_url=base_url or "", timeout=timeout)
+            self._owns_client = True
+        else:
+            if wallet is not None or policy is not None or ledger is not None:
+                raise ConfigError("give Toolbox either client= or wallet=/policy=/ledger=, not both")
+            if base_url:
+                client.base_url = httpx.URL(base_url)
+            self._owns_client = False
+        self.client = client
+        self._default_headers = dict(headers or {})
+        self._secrets: set[str] = set()
+        for value in self._default_headers.values():
+            self.add_secret(value)
+            for part in str(value).split():
+                self.add_secret(part)
+
+    def __repr__(self) -> str:
+        names = ", ".join(sorted(self._default_headers)) or "none"
+        return f"Toolbox(base_url={str(self.client.base_url) or None!r}, headers=<{names}>, wallet={self.client.wallet!r})"
+
+    def __enter__(self) -> "Toolbox":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._owns_client:
+            self.client.close()
+
+    # -- the tools -------------------------------------------------------------------------------------
+    def fetch(
+        self,
+        url: str,  # The URL to request; a path such as /ticker/AAPL is joined to the service's base URL
+        method: str = "GET",  # HTTP method: GET, POST, PUT, DELETE...
+        headers: dict[str, str] | None = None,  # Extra request headers (the service's credentials are added already)
+        body: str | None = None,  # Request body; JSON text is sent as application/json
+        max_price_usd: float | None = None,  # Refuse to pay more than this many US dollars for this request
+    ) -> str:  # The HTTP status, the body, and what was paid
+        "Request a URL, paying a 402 Payment Required within the person's policy (wallet, budget and credentials are bound already)."
+        since = self._last_receipt_id()
+        try:
+            ext = self.client.max_price(max_price_usd) if max_price_usd is not None else {}
+            response = self._send(method, url, headers, body, ext)
+        except PaymentRefused as exc:
+            return self._refusal(exc)
+        except Exception as exc:  # noqa: BLE001 - an LLM gets the truth as text, not a traceback
+            return self._failure(exc, url, since)
+        lines = [_status_line(response)]
+        receipt = receipt_of(response)
+        if receipt is not None:
+            self.add_secret(receipt.preimage)
+            lines.append(f"paid {self._paid(receipt)}; {self._budget_left()}")
+        elif response.status_code == 402:
+            lines.append(self._unpaid_402(response))
+        lines.append(self._body(response))
+        return self.scrub("\n".join(lines))
+
+    def offers(
+        self,
+        url: str,  # The URL to price; it is requested once with payment disabled
+    ) -> str:  # What the URL costs, every offer, and what the policy would do
+        "See what a URL costs without paying: request it once with payment disabled and list the offers and what the policy would do."
+        try:
+            response = self._send("GET", url, None, None, {DRY_RUN_EXTENSION: True})
+        except Exception as exc:  # noqa: BLE001
+            return self._failure(exc, url, None)
+        if response.status_code != 402:
+            return self.scrub(
+                f"{_status_line(response)}: no payment needed; nothing was paid (the request was served and may "
+                f"have used a credit)\n{self._body(response)}"
+            )
+        try:
+            offers = l402_v02.parse(response.status_code, response.headers, response.content)
+        except ChallengeError as exc:
+            return self.scrub(f"HTTP 402 Payment Required, but the offers cannot be read: {exc}. Nothing was paid.")
+        if offers is None:
+            return self.scrub("HTTP 402 Payment Required" + "\n" + self._unpaid_402(response))
+        self.add_secret(offers.payment_context_token)
+        rate = self._rate()
+        lines = [self._cost_line(offers, rate), "offers:", self._offer_lines(offers, rate),
+                 self._would(offers, str(response.request.url), rate), self._budget_left() + "."]
+        return self.scrub("\n".join(lines))
+
+    def pay(
+        self,
+        url: str,  # The URL the offer is for (it is requested again once paid)
+        offer_id: str,  # The offer to buy, as listed by the offers tool, e.g. offer_c668e0c0
+        payment_method: str = "lightning",  # How to pay; this wallet pays by lightning
+    ) -> str:  # What was paid (amount, payment hash), then the response to the URL
+        "Pay one specific offer for a URL (the policy must still allow it), then request the URL again."
+        if payment_method.strip().lower() != "lightning":
+            return (f"refused: payment method {payment_method!r} is not available: this wallet pays by lightning only "
+                    "(credit_card and coinbase_commerce need a person at a checkout page). Nothing was paid.")
+        since = self._last_receipt_id()
+        try:
+            response = self._send("GET", url, None, None, {OFFER_EXTENSION: offer_id})
+        except PaymentRefused as exc:
+            return self._refusal(exc)
+        except Exception as exc:  # noqa: BLE001
+            return self._failure(exc, url, since)
+        receipt = receipt_of(response)
+        if receipt is None:
+            head = (f"nothing was paid: the URL answered {_status_line(response)} without asking for payment "
+                    "(an earlier credit may have been used)")
+            if response.status_code == 402:
+                head = f"nothing was paid: {self._unpaid_402(response)}"
+            return self.scrub(f"{head}\n{self._body(response)}")
+        self.add_secret(receipt.preimage)
+        return self.scrub(
+            f"paid {self._paid(receipt, full_hash=True)}; {self._budget_left()}\n"
+            f"then {_status_line(response)}\n{self._body(response)}"
+        )
+
+    def budget(self) -> str:  # The budget left, what was spent, the limits and the wallet balance
+        "Show how much may still be spent, what was spent, the policy's limits and the wallet balance."
+        ledger, policy, rate = self.client.ledger, self.client.policy, self._rate()
+        rows = ledger.receipts()
+        settled = sum(1 for r in rows if r.status.value == "settled")
+        pending = sum(1 for r in rows if r.status.value == "pending")
+        parts = [self._budget_left(), f"spent {fmt_msat(ledger.spent_msat(), rate)} in {settled} settled payment(s)"
+                 + (f" and {pending} pending" if pending else "")]
+        limits = []
+        if policy.max_per_payment_usd is not None:
+            limits.append(f"at most ${policy.max_per_payment_usd:,.2f} per payment")
+        if policy.max_per_payment_sat is not None:
+            limits.append(f"at most {policy.max_per_payment_sat:,} sat per payment")
+        for name, usd in (("per host", policy.per_host_usd), ("per hour", policy.per_hour_usd), ("per day", policy.per_day_usd)):
+            if usd is not None:
+                limits.append(f"${usd:,.2f} {name}")
+        if policy.approve is not None:
+            limits.append("a person approves each payment")
+        parts.append("limits: " + (", ".join(limits) if limits else "none besides the budget"))
+        try:
+            parts.append(f"wallet balance {fmt_msat(self.client.wallet.balance_msat(), rate)}")
+        except (NotImplementedError, WalletError, httpx.HTTPError):
+            parts.append("wallet balance unknown")
+        return self.scrub("; ".join(parts) + ".")
+
+    def payments(
+        self,
+        limit: int = 10,  # How many recent payments to list (1 to 100)
+    ) -> str:  # One line per payment, newest first
+        "List recent payments from the ledger, newest first."
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 100:
+            return f"error: limit must be a whole number from 1 to 100, got {limit!r}"
+        rows = self.client.ledger.receipts(limit=limit)
+        if not rows:
+            return "no payments recorded yet."
+        rate = self._rate()
+        lines = [f"{len(rows)} payment(s), newest first:"] + [_receipt_line(r, rate) for r in rows]
+        return self.scrub("\n".join(lines))
+
+    def tools(self) -> list[Callable[..., str]]:
+        """The tools as plain functions (name, docstring and type hints intact) for Claudette, SDKs and MCP."""
+        return [_as_function(getattr(self, name)) for name in TOOL_NAMES]
+
+    # -- secrets -----------------------------------------------------------------------------------------
+    def add_secret(self, value: str | None) -> None:
+        """Never show `value` in a tool result again."""
+        if value and len(value) >= _MIN_SECRET_LEN:
+            self._secrets.add(value)
+
+    def scrub(self, text: str) -> str:
+        """Replace every secret the Toolbox knows with [redacted]."""
+        for secret in sorted(self._secrets, key=len, reverse=True):
+            text = text.replace(secret, REDACTED)
+        return text
+
+    # -- helpers -------------------------------------------------------------------------------------
+    def _send(self, method: str, url: str, headers: Mapping[str, str] | None, body: str | None,
+              extensions: dict[str, Any]) -> httpx.Response:
+        request = self.client.build_request(method.upper(), url, content=body.encode() if body is not None else None,
+                                            extensions=extensions)
+        sent = self._headers_for(request.url)
+        sent.update(headers or {})
+        if body is not None and not any(k.lower() == "content-type" for k in sent) and _is_json(body):
+            sent["Content-Type"] = "application/json"
+        request.headers.update(sent)
+        return self.client.send(request)
+
+    def _headers_for(self, url: httpx.URL) -> dict[str, str]:
+        base = self.client.base_url
+        if not str(base) or (url.scheme, url.host, url.port) == (base.scheme, base.host, base.port):
+            return dict(self._default_headers)
+        return {}
+
+    def _rate(self) -> float | None:
+        try:
+            return self.client.payer.rate()
+        except (WalletError, httpx.HTTPError):
+            return None
+
+    def _last_receipt_id(self) -> int:
+        rows = self.client.ledger.receipts(limit=1)
+        return rows[0].id if rows else 0
+
+    def _budget_numbers(self, rate: float | None) -> tuple[int | None, int]:
+        spent = self.client.ledger.spent_msat()
+        try:
+            limits = self.client.policy.limits("", rate)
+        except PaymentRefused:
+            return None, spent
+        total = [lim.limit_msat for lim in limits if lim.host is None and lim.window is None]
+        return (min(total) if total else None), spent
+
+    def _budget_left(self) -> str:
+        policy, rate = self.client.policy, self._rate()
+        total, spent = self._budget_numbers(rate)
+        if total is None:
+            if policy.budget_usd is not None:
+                return f"budget ${policy.budget_usd:,.2f} (no BTC/USD rate to tell what is left; {fmt_msat(spent)} spent)"
+            return f"no total budget set ({fmt_msat(spent, rate)} spent)"
+        return f"budget left {fmt_msat(max(total - spent, 0), rate)} of {fmt_msat(total, rate)}"
+
+    def _paid(self, r: Receipt, *, full_hash: bool = False) -> str:
+        rate = self._rate()
+        credits = f" ({r.credits} credit{'s' if r.credits != 1 else ''})" if r.credits is not None else ""
+        what = f"{r.offer_id} '{r.offer_title}'{credits}" if r.offer_id else r.protocol
+        ph = r.payment_hash or "?"
+        ph = ph if full_hash else ph[:16] + "…"
+        return (f"{fmt_msat(r.amount_msat, rate)} + fee {fmt_msat(r.fee_msat)} for {what} by {r.method}, "
+                f"payment hash {ph}, ledger #{r.id}")
+
+    def _refusal(self, exc: PaymentRefused) -> str:
+        offers = exc.offers if isinstance(exc.offers, PaymentOffers) else None
+        text = str(exc).rstrip(".")
+        if not text.startswith("refused"):
+            text = "refused: " + text
+        lines = [text + ". Nothing was paid."]
+        if offers is not None:
+            self.add_secret(offers.payment_context_token)
+            lines += ["offers:", self._offer_lines(offers, self._rate())]
+        lines.append(self._budget_left() + ".")
+        return self.scrub("\n".join(lines))
+
+    def _failure(self, exc: Exception, url: str, since: int | None) -> str:
+        """Say what went wrong, and (from the ledger) whether anything was paid meanwhile."""
+        if isinstance(exc, PaymentNotHonored):
+            text = (f"HTTP 402: paid {self._paid(exc.receipt, full_hash=True)}, but the service still asks for payment; "
+                    "do not pay again, keep the payment hash and contact the service")
+        elif isinstance(exc, PaymentOutcomeUnknown):
+            text = (f"error: the payment's outcome is unknown ({exc}); it stays pending in the ledger and counts "
+                    "against the budget. Do not pay again")
+        elif isinstance(exc, httpx.HTTPError):
+            text = f"error: the request to {url} failed: {type(exc).__name__}: {exc}"
+        elif isinstance(exc, InvoiceError | PaymentRequestError | ChallengeError | ConfigError) or (
+                isinstance(exc, WalletError) and exc.outcome_known):
+            text = f"error: {type(exc).__name__}: {exc}. Nothing was paid"
+        else:  # e.g. a LedgerError or a wallet that may have paid: the ledger lines below tell what happened
+            text = f"error: {type(exc).__name__}: {exc}"
+        lines = [text.rstrip(".") + "."]
+        if since is not None and not isinstance(exc, PaymentNotHonored | PaymentOutcomeUnknown):
+            paid = [r for r in self.client.ledger.receipts(limit=20) if r.id > since and r.status.value != "failed"]
+            lines += [f"meanwhile the ledger recorded: {_receipt_line(r, self._rate())}" for r in paid]
+        lines.append(self._budget_left() + ".")
+        return self.scrub("\n".join(lines))
+
+    def _unpaid_402(self, response: httpx.Response) -> str:
+        try:
+            data = json.loads(response.content)
+            if isinstance(data, dict) and isinstance(data.get("payment_context_token"), str):
+                self.add_secret(data["payment_context_token"])
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            pass
+        return "the service asks for payment in a form httpay cannot pay (not an L402 v0.2 offer list); nothing was paid"
+
+    def _body(self, response: httpx.Response) -> str:
+        ctype = response.headers.get("content-type", "")
+        if not response.content:
+            return "(empty body)"
+        if ctype and not any(t in ctype.lower() for t in _TEXT_TYPES):
+            return f"({len(response.content):,} bytes of {ctype}, not shown)"
+        text = response.text
+        if len(text) > MAX_BODY_CHARS:
+            return f"{text[:MAX_BODY_CHARS]}\n[body truncated: showing {MAX_BODY_CHARS:,} of {len(text):,} characters]"
+        return text
+
+    def _offer_lines(self, offers: PaymentOffers, rate: float | None) -> str:
+        return "\n".join(f"- {_offer_text(o, rate)}" for o in offers.offers)
+
+    def _cost_line(self, offers: PaymentOffers, rate: float | None) -> str:
+        payable = offers.by_payment("lightning") or list(offers.offers)
+        if not payable:
+            return "HTTP 402 Payment Required, but the service made no offer."
+        cheapest = payable[0]
+        what = f"{cheapest.balance} credit{'s' if cheapest.balance != 1 else ''}" if cheapest.balance is not None \
+            else (cheapest.duration or cheapest.type)
+        return f"this costs {_price(cheapest, rate)} for {what} (cheapest offer: {cheapest.offer_id}); nothing was paid."
+
+    def _would(self, offers: PaymentOffers, url: str, rate: float | None) -> str:
+        policy = self.client.policy
+        try:
+            d = policy.decide(offers, url=url, host=host_of(url), usd_per_btc=rate,
+                              spent_msat=self.client.ledger.spent_msat(), methods=("lightning",))
+        except PaymentRefused as exc:
+            return f"the policy would refuse: {str(exc).removeprefix('refused: ')}"
+        approval = " (after a person approves)" if policy.approve is not None else ""
+        return f"the policy would pay {d.offer.offer_id} by {d.method} for {_price(d.offer, rate)}{approval}"
+
+
+def _as_function(method: Callable[..., str]) -> Callable[..., str]:
+    """A plain function standing for a bound method, keeping its name, docstring and annotations."""
+
+    @functools.wraps(method)
+    def tool(*args: Any, **kwargs: Any) -> str:
+        return method(*args, **kwargs)
+
+    return tool
+
+
+def _status_line(response: httpx.Response) -> str:
+    return f"HTTP {response.status_code} {response.reason_phrase}".rstrip()
+
+
+def _is_json(text: str) -> bool:
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return text.lstrip()[:1] in ("{", "[")
+
+
+def _price(o: Offer, rate: float | None) -> str:
+    msat = offer_price_msat(o.amount, o.currency, rate)
+    if msat is None or o.currency.upper() in ("SAT", "SATS", "BTC", "MSAT"):
+        return o.price
+    return f"{o.price} (≈ {fmt_msat(msat)})"
+
+
+def _offer_text(o: Offer, rate: float | None) -> str:
+    what = f"{o.balance} credit{'s' if o.balance != 1 else ''}" if o.balance is not None else (o.duration or o.type)
+    return f"{o.offer_id} '{o.title}': {_price(o, rate)} for {what}, pay by {', '.join(o.payment_methods)}"
+
+
+def _receipt_line(r: Receipt, rate: float | None) -> str:
+    what = f"{r.offer_id} '{r.offer_title}'" if r.offer_id else r.protocol
+    reason = f" ({r.reason})" if r.reason else ""
+    return (f"#{r.id} {r.when} UTC {r.status.value}: {fmt_msat(r.amount_msat, rate)} + fee {fmt_msat(r.fee_msat)} "
+            f"for {what} by {r.method} at {r.url}; payment hash {r.payment_hash or '?'}{reason}")

@@ -1,0 +1,175 @@
+"""`httpay mcp` as a real server process, over stdio and over streamable HTTP, paying the demo service."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from mcp import ClientSession, StdioServerParameters, stdio_client
+from mcp.client.streamable_http import streamable_http_client
+
+import httpay
+from httpay.agent import Toolbox
+from httpay.agent.mcp_server import build_server, headers_from_env, serve
+from httpay.ledger import SQLiteLedger
+from tests.agent.conftest import Account, assert_no_secret
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def server_env(account: Account, tmp_path: Path) -> dict[str, str]:
+    policy = tmp_path / "policy.toml"
+    policy.write_text("[policy]\nbudget_usd = 0.05\nmax_per_payment_usd = 0.02\n")
+    return {
+        "PYTHONPATH": str(ROOT / "src"), "HTTPAY_WALLET": "demo", "HTTPAY_DEMO_URL": account.url,
+        "HTTPAY_DEMO_KEY": account.wallet_key, "HTTPAY_POLICY": str(policy), "HTTPAY_LEDGER": str(account.ledger_path),
+        "HTTPAY_HEADERS": json.dumps({"Authorization": f"Bearer {account.bearer}"}), "HTTPAY_BASE_URL": account.url,
+    }
+
+
+def text_of(result: Any) -> str:
+    return "".join(c.text for c in result.content if getattr(c, "type", "") == "text")
+
+
+async def story(session: ClientSession, account: Account) -> list[str]:
+    """List the tools, fetch a free and a paid ticker, read both resources; return every text seen."""
+    await session.initialize()
+    tools = await session.list_tools()
+    names = [t.name for t in tools.tools]
+    assert names == ["fetch", "offers", "pay", "budget", "payments"]
+    fetch = tools.tools[0]
+    assert fetch.input_schema["required"] == ["url"]
+    assert "base URL" in fetch.input_schema["properties"]["url"]["description"]
+    seen: list[str] = []
+    for url in ("/ticker/AAPL", "/ticker/MSFT"):
+        result = await session.call_tool("fetch", {"url": url})
+        assert not result.is_error
+        seen.append(text_of(result))
+    assert seen[0].startswith("HTTP 200 OK\n{") and "paid" not in seen[0]
+    assert seen[1].startswith("HTTP 200 OK\npaid 10 sat ($0.01) + fee 0 sat for offer_c668e0c0")
+    ledger = await session.read_resource("httpay://ledger")
+    data = json.loads(ledger.contents[0].text)  # type: ignore[union-attr]
+    [payment] = data["payments"]
+    assert payment["status"] == "settled" and payment["url"].endswith("/ticker/MSFT") and data["spent_msat"] == 10_000
+    assert "preimage" not in payment
+    budget = await session.read_resource("httpay://budget")
+    seen += [ledger.contents[0].text, budget.contents[0].text]  # type: ignore[union-attr]
+    assert budget.contents[0].text.startswith("budget left 40 sat ($0.04) of 50 sat ($0.05)")  # type: ignore[union-attr]
+    bad = await session.call_tool("payments", {"limit": 500})
+    seen.append(text_of(bad))
+    assert text_of(bad).startswith("error: limit must be a whole number from 1 to 100")
+    return seen
+
+
+def check_ledger(account: Account, seen: list[str]) -> None:
+    with SQLiteLedger(account.ledger_path) as led:
+        [rec] = led.receipts()
+        assert rec.status.value == "settled" and rec.offer_id == "offer_c668e0c0" and rec.preimage
+        for text in seen:
+            assert_no_secret(text, [account.bearer, account.wallet_key, rec.preimage])
+    assert account.wallet.balance_msat() == 990_000
+
+
+def test_stdio_server_pays_a_ticker_and_shows_it_in_the_ledger(account: Account, tmp_path: Path) -> None:
+    params = StdioServerParameters(command=sys.executable, args=["-m", "httpay.cli", "mcp"],
+                                   env=server_env(account, tmp_path), cwd=str(ROOT))
+
+    async def run() -> list[str]:
+        with anyio.fail_after(60):
+            async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
+                return await story(session, account)
+
+    check_ledger(account, anyio.run(run))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def http_server(account: Account, tmp_path: Path) -> Iterator[str]:
+    port = free_port()
+    env = {**os.environ, **server_env(account, tmp_path)}
+    log = (tmp_path / "mcp-server.log").open("wb")  # a file, not a pipe: a full pipe would stall the server
+    proc = subprocess.Popen([sys.executable, "-m", "httpay.cli", "mcp", "--transport", "http", "--port", str(port)],
+                            env=env, cwd=str(ROOT), stdout=subprocess.DEVNULL, stderr=log)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                if proc.poll() is not None:
+                    raise RuntimeError("the MCP server exited: " + (tmp_path / "mcp-server.log").read_text()[-2000:])
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the MCP server did not start listening within 30 s") from None
+                time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}/mcp"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def test_streamable_http_server_pays_a_ticker(account: Account, http_server: str) -> None:
+    async def run() -> list[str]:
+        with anyio.fail_after(60):
+            async with streamable_http_client(http_server) as (read, write), ClientSession(read, write) as session:
+                return await story(session, account)
+
+    check_ledger(account, anyio.run(run))
+
+
+def test_the_http_server_refuses_to_listen_beyond_loopback(account: Account) -> None:
+    box = Toolbox(wallet=account.wallet, ledger=":memory:")
+    with pytest.raises(httpay.ConfigError, match="loopback only"):
+        serve("http", host="0.0.0.0", toolbox=box)
+
+
+def test_bad_headers_config_is_explained_without_echoing_the_secret() -> None:
+    assert headers_from_env('{"Authorization": "Bearer abc"}') == {"Authorization": "Bearer abc"}
+    assert headers_from_env(None) == {}
+    for raw in ("Bearer topsecret-123", '{"Authorization": 5, "x": "topsecret-123"}', '["topsecret-123"]'):
+        with pytest.raises(httpay.ConfigError) as err:
+            headers_from_env(raw)
+        assert "JSON object" in str(err.value) and "topsecret" not in str(err.value)
+
+
+def test_a_server_without_a_wallet_says_which_variable_to_set(tmp_path: Path) -> None:
+    env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(ROOT / "src"), "HTTPAY_LEDGER": str(tmp_path / "l.db")}
+    proc = subprocess.run([sys.executable, "-m", "httpay.cli", "mcp"], env=env, cwd=str(ROOT), capture_output=True,
+                          text=True, timeout=60, stdin=subprocess.DEVNULL, check=False)
+    assert proc.returncode == 1 and "no wallet configured: set HTTPAY_WALLET" in proc.stderr
+
+
+def test_mcp_tools_carry_the_same_descriptions_as_the_sdk_schemas(account: Account) -> None:
+    from httpay.agent import anthropic_tools
+
+    box = Toolbox(wallet=account.wallet, ledger=":memory:")
+    server = build_server(box)
+
+    async def listed() -> list[Any]:
+        return await server.list_tools()
+
+    tools = anyio.run(listed)
+    for tool, ours in zip(tools, anthropic_tools(box), strict=True):
+        assert tool.name == ours["name"] and tool.description == ours["description"]
+        for name, prop in ours["input_schema"]["properties"].items():
+            assert tool.input_schema["properties"][name]["description"] == prop["description"]
+    box.close()
