@@ -7,26 +7,40 @@ feature keeps working; the extra keyword arguments say who pays (wallet), within
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
 import httpx
 
+from httpay.challenge import TOKEN_SCOPES
+from httpay.errors import ConfigError
 from httpay.events import EventHook
 from httpay.ledger import Ledger, open_ledger
 from httpay.pipeline import MAX_PRICE_EXTENSION, Payer
 from httpay.policy import Policy, usd_to_msat
 from httpay.transport import AsyncPaymentTransport, PaymentTransport
+from httpay.reconcile import DEFAULT_GRACE_S, reconcile
 from httpay.wallets.base import Wallet
+
+log = logging.getLogger("httpay")
 
 
 def _payer(wallet: Wallet, policy: Policy | None, ledger: Ledger | str | os.PathLike[str] | None,
-           on_event: EventHook | None) -> Payer:
+           on_event: EventHook | None, token_scope: str, reconcile_grace_s: float | None) -> Payer:
     if not isinstance(wallet, Wallet):
-        from httpay.errors import ConfigError
-
         raise ConfigError(f"wallet= must be an httpay Wallet (e.g. httpay.DemoWallet), got {type(wallet).__name__}")
-    return Payer(wallet=wallet, policy=policy or Policy(), ledger=open_ledger(ledger), on_event=on_event)
+    if token_scope not in TOKEN_SCOPES:
+        raise ConfigError(f"token_scope= must be one of {', '.join(TOKEN_SCOPES)}, got {token_scope!r}")
+    payer = Payer(wallet=wallet, policy=policy or Policy(), ledger=open_ledger(ledger), on_event=on_event,
+                  token_scope=token_scope)
+    if reconcile_grace_s is not None:
+        # A payment left pending by a crash is settled or released before anything new is paid.
+        payer.stale_pending_s = reconcile_grace_s
+        for outcome in reconcile(payer.ledger, wallet, grace_s=reconcile_grace_s):
+            if outcome.outcome != "skipped":
+                log.info("reconciled on start: %s", outcome)
+    return payer
 
 
 class _PayingMixin:
@@ -52,8 +66,6 @@ class _PayingMixin:
             return {}
         rate = self.payer.rate()
         if not rate:
-            from httpay.errors import ConfigError
-
             raise ConfigError("a USD price cap needs a BTC/USD rate: set Policy(usd_per_btc=...)")
         return {MAX_PRICE_EXTENSION: usd_to_msat(usd, rate)}
 
@@ -62,13 +74,16 @@ class Client(_PayingMixin, httpx.Client):
     """An httpx.Client that meets 402 Payment Required by paying within `policy`, then retrying.
 
     Refusals raise `httpay.PaymentRefused` (with the offers); every payment lands in `ledger`
-    (SQLite at the default path unless given a path, a URL or a Ledger).
+    (SQLite at the default path unless given a path, a URL or a Ledger). `token_scope` says where
+    a paid L402 token is reused (host, prefix or url); payments left pending by a crash are
+    reconciled with the wallet on start once older than `reconcile_grace_s` (None: never).
     """
 
     def __init__(self, *, wallet: Wallet, policy: Policy | None = None,
                  ledger: Ledger | str | os.PathLike[str] | None = None, on_event: EventHook | None = None,
+                 token_scope: str = "host", reconcile_grace_s: float | None = DEFAULT_GRACE_S,
                  transport: httpx.BaseTransport | None = None, **kwargs: Any) -> None:
-        self.payer = _payer(wallet, policy, ledger, on_event)
+        self.payer = _payer(wallet, policy, ledger, on_event, token_scope, reconcile_grace_s)
         self._own_ledger = not isinstance(ledger, Ledger)
         super().__init__(transport=PaymentTransport(self.payer, transport), **kwargs)
 
@@ -83,8 +98,9 @@ class AsyncClient(_PayingMixin, httpx.AsyncClient):
 
     def __init__(self, *, wallet: Wallet, policy: Policy | None = None,
                  ledger: Ledger | str | os.PathLike[str] | None = None, on_event: EventHook | None = None,
+                 token_scope: str = "host", reconcile_grace_s: float | None = DEFAULT_GRACE_S,
                  transport: httpx.AsyncBaseTransport | None = None, **kwargs: Any) -> None:
-        self.payer = _payer(wallet, policy, ledger, on_event)
+        self.payer = _payer(wallet, policy, ledger, on_event, token_scope, reconcile_grace_s)
         self._own_ledger = not isinstance(ledger, Ledger)
         super().__init__(transport=AsyncPaymentTransport(self.payer, transport), **kwargs)
 

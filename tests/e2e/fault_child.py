@@ -1,0 +1,50 @@
+"""A paying process that is killed (SIGKILL) at one point of the pipeline, for fault-injection tests.
+
+Points: before_wallet (ledger says pending, wallet never called), after_wallet (wallet paid, the
+answer never recorded), after_settle (recorded, the paid request never retried), none.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+
+import httpay
+
+
+def die() -> None:
+    sys.stdout.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def main(base: str, key: str, ledger: str, token: str, point: str) -> None:
+    wallet = httpay.DemoWallet(base, key)
+    pay = wallet.pay_invoice
+
+    def pay_and_maybe_die(bolt11: str, **kw):  # type: ignore[no-untyped-def]
+        if point == "before_wallet":
+            die()
+        result = pay(bolt11, **kw)
+        if point == "after_wallet":
+            die()
+        return result
+
+    wallet.pay_invoice = pay_and_maybe_die  # type: ignore[method-assign]
+    with httpay.Client(wallet=wallet, policy=httpay.Policy(budget_usd=1), ledger=ledger, timeout=30,
+                       reconcile_grace_s=0) as c:
+        settle = c.ledger.settle
+
+        def settle_and_maybe_die(*a, **kw):  # type: ignore[no-untyped-def]
+            result = settle(*a, **kw)
+            if point == "after_settle":
+                die()
+            return result
+
+        c.ledger.settle = settle_and_maybe_die  # type: ignore[method-assign]
+        r = c.get(f"{base}/ticker/MSFT", headers={"Authorization": f"Bearer {token}"})
+        print(r.status_code)
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:6])
