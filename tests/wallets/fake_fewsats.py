@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from starlette.applications import Starlette
@@ -30,7 +30,7 @@ class Purchase:
     payment_method: str = "lightning"
     invoice: Invoice | None = None
     offer_id: str | None = None
-    created_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat().replace("+00:00", "Z"))
+    created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat().replace("+00:00", "Z"))
 
     def as_json(self) -> dict[str, Any]:
         d: dict[str, Any] = {"id": self.id, "created_at": self.created_at, "status": self.status,

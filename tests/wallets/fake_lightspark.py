@@ -17,7 +17,7 @@ import json
 import os
 import zlib
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import bolt11
@@ -48,7 +48,7 @@ class Op:
     reason: str | None = None
     idempotency_key: str | None = None
     reads_until_settled: int = 0
-    created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
+    created: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
 
 
 def _amount(msat: int) -> dict[str, Any]:

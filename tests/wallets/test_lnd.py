@@ -41,17 +41,15 @@ def test_fee_limit_is_sent_and_respected(lnd_backend: Backend) -> None:
 
 def test_invoice_the_payee_does_not_know_fails_cleanly(lnd_backend: Backend) -> None:
     stranger, _ = make_invoice(1_000, network="bitcoin")
-    with LNDWallet(lnd_backend.url, lnd_backend.secret) as wallet:
-        with pytest.raises(WalletError) as exc:
-            wallet.pay_invoice(stranger)
+    with LNDWallet(lnd_backend.url, lnd_backend.secret) as wallet, pytest.raises(WalletError) as exc:
+        wallet.pay_invoice(stranger)
     assert "INCORRECT_PAYMENT_DETAILS" in str(exc.value)
     assert exc.value.outcome_known
 
 
 def test_garbage_invoice_is_a_wallet_error(lnd_backend: Backend) -> None:
-    with LNDWallet(lnd_backend.url, lnd_backend.secret) as wallet:
-        with pytest.raises(WalletError) as exc:
-            wallet.pay_invoice("lnbcgarbage")
+    with LNDWallet(lnd_backend.url, lnd_backend.secret) as wallet, pytest.raises(WalletError) as exc:
+        wallet.pay_invoice("lnbcgarbage")
     assert type(exc.value) is WalletError
     assert "bech32" in str(exc.value)
 
@@ -90,9 +88,9 @@ def test_tls_is_verified_against_lnds_own_certificate(tmp_path: Path) -> None:
     with serve(fake_lnd.create_app(account, macaroon), certfile=cert, keyfile=key) as url:
         with LNDWallet(url, macaroon, tls_cert_path=cert) as wallet:
             assert wallet.pay_invoice(payee.mint(2_000).bolt11).settled
-        with LNDWallet(url, macaroon) as untrusting:  # system CAs do not know lnd's self-signed cert
-            with pytest.raises(WalletError) as exc:
-                untrusting.pay_invoice(payee.mint(2_000).bolt11)
+        # System CAs do not know lnd's self-signed certificate.
+        with LNDWallet(url, macaroon) as untrusting, pytest.raises(WalletError) as exc:
+            untrusting.pay_invoice(payee.mint(2_000).bolt11)
     assert exc.value.outcome_known and "nothing was paid" in str(exc.value)
     assert len(account.sent) == 1
 

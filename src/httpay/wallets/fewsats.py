@@ -38,7 +38,13 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from httpay.errors import AlreadyPaid, InsufficientFunds, PaymentTimeout, WalletError, redact
+from httpay.errors import (
+    AlreadyPaid,
+    InsufficientFunds,
+    PaymentTimeout,
+    WalletError,
+    redact,
+)
 from httpay.wallets.base import Payment, PaymentStatus, Wallet
 
 if TYPE_CHECKING:

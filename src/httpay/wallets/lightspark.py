@@ -31,7 +31,13 @@ import logging
 import time
 from typing import Any
 
-from httpay.errors import AlreadyPaid, InsufficientFunds, PaymentTimeout, WalletError, redact
+from httpay.errors import (
+    AlreadyPaid,
+    InsufficientFunds,
+    PaymentTimeout,
+    WalletError,
+    redact,
+)
 from httpay.wallets.base import Payment, PaymentStatus, Wallet
 
 log = logging.getLogger("httpay.wallet.lightspark")

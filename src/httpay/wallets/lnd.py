@@ -43,7 +43,13 @@ from typing import Any
 
 import httpx
 
-from httpay.errors import AlreadyPaid, InsufficientFunds, PaymentTimeout, WalletError, redact
+from httpay.errors import (
+    AlreadyPaid,
+    InsufficientFunds,
+    PaymentTimeout,
+    WalletError,
+    redact,
+)
 from httpay.wallets.base import Payment, PaymentStatus, Wallet
 
 log = logging.getLogger("httpay.wallet.lnd")
