@@ -1,4 +1,4 @@
-"""The `httpay` command: the demo, the demo server, paid GETs and the ledger."""
+"""The `httpay` command: the demo, the demo server, paid GETs, the ledger, budgets, approvals, the dashboard."""
 
 from __future__ import annotations
 
@@ -6,12 +6,16 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta, timezone
+from typing import Any
 
+import httpx
 from rich.console import Console
 
-from httpay.errors import HttpayError
+from httpay.errors import ConfigError, HttpayError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -34,7 +38,15 @@ def _parser() -> argparse.ArgumentParser:
     g = sub.add_parser("get", help="GET a URL, paying a 402 if the policy allows (wallet from HTTPAY_WALLET)")
     g.add_argument("url")
     g.add_argument("-H", "--header", action="append", default=[], help="'Name: value' (repeatable)")
-    g.add_argument("--max-price-usd", type=float, help="cap what this request may pay")
+    g.add_argument("--max-price", "--max-price-usd", dest="max_price_usd", type=float, metavar="USD",
+                   help="cap what this request may pay, in USD")
+    g.add_argument("--max-price-sat", type=int, metavar="SAT", help="cap what this request may pay, in sat")
+    g.add_argument("--dry-run", action="store_true", help="show the offers and what the policy would pay; pay nothing")
+    g.add_argument("--ask", action="store_true",
+                   help="hold the payment until a person approves it (`httpay approvals`, `httpay dashboard`)")
+    g.add_argument("--approval-timeout", type=float, default=300, metavar="S", help="with --ask: seconds before no answer means no")
+    g.add_argument("--approvals", metavar="PATH", help="with --ask: approval queue file (default: the ledger file)")
+    g.add_argument("--json", action="store_true", help="with --dry-run: print the decision as JSON")
     g.add_argument("--budget-usd", type=float, help="total budget (default from the policy file)")
     g.add_argument("--usd-per-btc", type=float, help="BTC/USD rate for USD limits (default: the wallet's)")
     g.add_argument("--policy", help="policy TOML file (default $HTTPAY_POLICY)")
@@ -42,18 +54,12 @@ def _parser() -> argparse.ArgumentParser:
 
     lg = sub.add_parser("ledger", help="show the payments recorded in the ledger")
     lg.add_argument("--ledger", help="ledger path or URL (default $HTTPAY_LEDGER or the user data dir)")
-    lg.add_argument("--limit", type=int, default=50)
+    lg.add_argument("--limit", type=int, default=50, help="show at most this many payments (default 50)")
+    lg.add_argument("--since", metavar="WHEN", help="only payments since: 30m, 1h, 1d, 1w or an ISO date/time (UTC)")
+    lg.add_argument("--host", help="only payments to this host (as recorded, e.g. api.example.com or 127.0.0.1:8402)")
     lg.add_argument("--json", action="store_true", help="print JSON for scripts")
+    _add_people_commands(sub)
 
-    m = sub.add_parser(
-        "mcp", help="serve the httpay tools to agents over MCP (wallet, policy, ledger from the environment)",
-        epilog="environment: HTTPAY_WALLET (+ its variables), HTTPAY_POLICY (TOML file), HTTPAY_LEDGER, "
-               'HTTPAY_HEADERS (JSON object of headers for the service, e.g. {"Authorization": "Bearer ..."}), '
-               "HTTPAY_BASE_URL (the service those headers belong to)",
-    )
-    m.add_argument("--transport", choices=("stdio", "http"), default="stdio", help="stdio (default) or streamable HTTP")
-    m.add_argument("--host", default="127.0.0.1", help="HTTP only; loopback addresses only")
-    m.add_argument("--port", type=int, default=8403, help="HTTP only (default 8403)")
     return p
 
 
@@ -87,10 +93,8 @@ def _run(args: argparse.Namespace, console: Console) -> int:
         return _get(args, console)
     if args.command == "ledger":
         return _ledger(args, console)
-    if args.command == "mcp":
-        from httpay.agent.mcp_server import serve
-
-        return serve(args.transport, host=args.host, port=args.port)
+    if args.command in PEOPLE_COMMANDS:
+        return PEOPLE_COMMANDS[args.command](args, console)
     raise AssertionError(args.command)
 
 
@@ -106,27 +110,41 @@ def _headers(raw: list[str]) -> dict[str, str]:
 
 def _get(args: argparse.Namespace, console: Console) -> int:
     import httpay
-    from httpay.config import policy_from_toml, wallet_from_env
 
-    policy_file = args.policy or os.environ.get("HTTPAY_POLICY")
-    policy = policy_from_toml(policy_file) if policy_file else httpay.Policy()
+    policy = _policy(args.policy)
     if args.budget_usd is not None:
         policy.budget_usd = args.budget_usd
     if args.usd_per_btc is not None:
         policy.usd_per_btc = args.usd_per_btc
+    if args.dry_run:
+        return _dry_run(args, policy, console)
+    from httpay.config import wallet_from_env
+
     wallet = wallet_from_env()
-    with httpay.Client(wallet=wallet, policy=policy, ledger=args.ledger, timeout=30) as c:
-        ext = c.max_price(args.max_price_usd) if args.max_price_usd is not None else {}
-        try:
-            r = c.get(args.url, headers=_headers(args.header), extensions=ext)
-        except httpay.PaymentRefused as exc:
-            Console(stderr=True).print(f"[red]{exc}[/]")
-            if exc.offers is not None:
-                Console(stderr=True).print(exc.offers)
-            return 3
+    err = Console(stderr=True)
+    queue = None
+    if args.ask:
+        from httpay.approvals import ApprovalQueue, spinner
+
+        queue = ApprovalQueue(args.approvals if args.approvals else args.ledger, timeout_s=args.approval_timeout,
+                              progress=spinner(err) if err.is_terminal else None)
+        policy.approve = queue
+    try:
+        with httpay.Client(wallet=wallet, policy=policy, ledger=args.ledger, timeout=30) as c:
+            ext = _max_price(c, args)
+            try:
+                r = c.get(args.url, headers=_headers(args.header), extensions=ext)
+            except httpay.PaymentRefused as exc:
+                err.print(f"[red]{exc}[/]")
+                if exc.offers is not None:
+                    err.print(exc.offers)
+                return 3
+    finally:
+        if queue is not None:
+            queue.close()
     rec = httpay.receipt_of(r)
     if rec is not None:
-        Console(stderr=True).print(f"[green]paid[/] {rec}")
+        err.print(f"[green]paid[/] {rec}")
     sys.stdout.write(r.text)
     if not r.text.endswith("\n"):
         sys.stdout.write("\n")
@@ -138,14 +156,369 @@ def _ledger(args: argparse.Namespace, console: Console) -> int:
     from httpay.ledger import open_ledger
     from httpay.policy import fmt_msat
 
+    since = _since(args.since) if args.since else None
     with open_ledger(args.ledger) as lg:
-        rows = lg.receipts(limit=args.limit)
+        rows = lg.receipts(limit=args.limit, host=args.host, since=since)
+        every = lg.receipts(host=args.host, since=since)
+        totals = _totals(every)
+        totals["committed_msat"] = lg.spent_msat(host=args.host, since=since)
         if args.json:
-            print(json.dumps({"ledger": lg.url, "spent_msat": lg.spent_msat(), "payments": [r.to_dict() for r in rows]}, indent=2))
+            print(json.dumps({"ledger": lg.url, "since": since.isoformat() if since else None, "host": args.host,
+                              "spent_msat": totals["committed_msat"], "totals": totals,
+                              "payments": [r.to_dict() for r in rows]}, indent=2))
             return 0
-        console.print(receipts_table(rows, title=f"Ledger ({lg.url})"))
-        console.print(f"{len(rows)} payment(s) shown; committed (settled + pending): {fmt_msat(lg.spent_msat())}")
+        scope = (f" to {args.host}" if args.host else "") + (f" since {since:%Y-%m-%d %H:%M} UTC" if since else "")
+        console.print(receipts_table(rows, title=f"Ledger ({lg.url}){scope}"))
+        console.print(
+            f"{len(rows)} of {totals['count']} payment(s) shown{scope}. Settled {totals['settled']} "
+            f"({fmt_msat(totals['settled_msat'])} + fees {fmt_msat(totals['fee_msat'])}), pending {totals['pending']} "
+            f"({fmt_msat(totals['pending_msat'])}), failed {totals['failed']}; committed (settled + pending): "
+            f"{fmt_msat(totals['committed_msat'])}"
+        )
     return 0
+
+
+# -- for the people who watch agents: offers, budget, wallet, approvals, dashboard ---------------------
+
+def _add_people_commands(sub: Any) -> None:
+    o = sub.add_parser("offers", help="show what a URL offers for payment (asks, never pays)")
+    o.add_argument("url")
+    o.add_argument("-H", "--header", action="append", default=[], help="'Name: value' (repeatable)")
+    o.add_argument("--usd-per-btc", type=float, help="BTC/USD rate to show sat (default: the policy's or the wallet's)")
+    o.add_argument("--json", action="store_true", help="print JSON for scripts")
+
+    b = sub.add_parser("budget", help="spent vs each limit of the policy, per window")
+    b.add_argument("--policy", help="policy TOML file (default $HTTPAY_POLICY)")
+    b.add_argument("--ledger", help="ledger path or URL (default $HTTPAY_LEDGER or the user data dir)")
+    b.add_argument("--usd-per-btc", type=float, help="BTC/USD rate for USD limits (default: the policy's or the wallet's)")
+    b.add_argument("--json", action="store_true", help="print JSON for scripts")
+
+    w = sub.add_parser("wallet", help="the wallet configured by HTTPAY_WALLET")
+    wsub = w.add_subparsers(dest="wallet_command", required=True, metavar="ACTION")
+    wb = wsub.add_parser("balance", help="what the wallet can spend")
+    wb.add_argument("--json", action="store_true", help="print JSON for scripts")
+
+    a = sub.add_parser("approvals", help="payments waiting for a person: list (default), approve ID, deny ID",
+                       description="Payments held by `httpay get --ask` or Policy(approve=ApprovalQueue(...)) wait here.")
+    _approval_options(a, argparse.SUPPRESS, top=True)
+    asub = a.add_subparsers(dest="approvals_command", metavar="ACTION")
+    al = asub.add_parser("list", help="approvals waiting for an answer")
+    _approval_options(al, argparse.SUPPRESS)
+    al.add_argument("--all", action="store_true", help="also show the ones already answered")
+    for verb in ("approve", "deny"):
+        av = asub.add_parser(verb, help=f"{verb} a waiting payment")
+        av.add_argument("id", type=int, help="the approval's number (from `httpay approvals list`)")
+        av.add_argument("--by", help="who answers (default: your user name)")
+        if verb == "deny":
+            av.add_argument("--reason", help="why (shown to whoever reads the queue)")
+        _approval_options(av, argparse.SUPPRESS)
+
+    d = sub.add_parser("dashboard", help="a local web page to watch spending and answer approvals")
+    d.add_argument("--ledger", help="ledger path or URL (default $HTTPAY_LEDGER or the user data dir)")
+    d.add_argument("--approvals", metavar="PATH", help="approval queue file (default: the ledger file)")
+    d.add_argument("--policy", help="policy TOML file for the budgets (default $HTTPAY_POLICY)")
+    d.add_argument("--usd-per-btc", type=float, help="BTC/USD rate for USD amounts (default: the policy's or the wallet's)")
+    d.add_argument("--host", default="127.0.0.1", help="loopback address to listen on (default 127.0.0.1)")
+    d.add_argument("--port", type=int, default=8404, help="port (default 8404; 0 picks a free one)")
+
+
+def _approval_options(p: argparse.ArgumentParser, default: Any, top: bool = False) -> None:
+    """The queue options, accepted before or after the action (`approvals --json list` or `approvals list --json`)."""
+    p.add_argument("--approvals", metavar="PATH", default=None if top else default,
+                   help="approval queue file (default: the ledger file)")
+    p.add_argument("--ledger", default=None if top else default, help="ledger file whose queue to use (default $HTTPAY_LEDGER)")
+    p.add_argument("--json", action="store_true", default=False if top else default, help="print JSON for scripts")
+
+
+def _policy(path: str | None) -> Any:
+    import httpay
+
+    found = _policy_or_none(path)
+    return found if found is not None else httpay.Policy()
+
+
+def _policy_or_none(path: str | None) -> Any:
+    from httpay.config import policy_from_toml
+
+    policy_file = path or os.environ.get("HTTPAY_POLICY")
+    return policy_from_toml(policy_file) if policy_file else None
+
+
+def _wallet_or_none() -> Any:
+    """The configured wallet, or None when HTTPAY_WALLET is not set (looking needs no wallet)."""
+    if not os.environ.get("HTTPAY_WALLET"):
+        return None
+    from httpay.config import wallet_from_env
+
+    return wallet_from_env()
+
+
+def _wallet_rate(wallet: Any) -> float | None:
+    getter = getattr(wallet, "usd_per_btc", None)
+    if not callable(getter):
+        return None
+    try:
+        rate = getter()
+    except (HttpayError, httpx.HTTPError):
+        return None
+    return float(rate) if rate else None
+
+
+def _rate_for(policy: Any, explicit: float | None, wallet: Any = None) -> float | None:
+    """--usd-per-btc, else the policy's rate, else the wallet's (if one is configured)."""
+    rate = explicit or (policy.usd_per_btc if policy is not None else None)
+    if rate:
+        return float(rate)
+    if wallet is not None:
+        return _wallet_rate(wallet)
+    w = _wallet_or_none()
+    if w is None:
+        return None
+    try:
+        return _wallet_rate(w)
+    finally:
+        w.close()
+
+
+def _since(text: str) -> datetime:
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*", text)
+    now = datetime.now(timezone.utc)
+    if m:
+        unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}[m.group(2)]
+        return now - timedelta(**{unit: float(m.group(1))})
+    try:
+        when = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise ConfigError(f"--since {text!r}: use 30m, 1h, 1d, 1w or an ISO date/time such as 2026-11-25T10:00 (UTC)") from None
+    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+
+
+def _totals(receipts: Sequence[Any]) -> dict[str, int]:
+    t = {"count": len(receipts), "settled": 0, "pending": 0, "failed": 0, "settled_msat": 0, "pending_msat": 0, "fee_msat": 0}
+    for r in receipts:
+        status = r.status.value
+        t[status] += 1
+        if status == "settled":
+            t["settled_msat"] += r.amount_msat
+            t["fee_msat"] += r.fee_msat or 0
+        elif status == "pending":
+            t["pending_msat"] += r.amount_msat
+    return t
+
+
+def _max_price(c: Any, args: argparse.Namespace) -> dict[str, Any]:
+    if args.max_price_sat is not None:
+        return c.max_price(sat=args.max_price_sat)  # type: ignore[no-any-return]
+    return c.max_price(args.max_price_usd) if args.max_price_usd is not None else {}
+
+
+def _look(url: str, headers: dict[str, str], wallet: Any) -> tuple[httpx.Response, Any]:
+    """GET `url` and read its 402 offers, paying nothing (the transport honours httpay_dry_run)."""
+    import httpay
+    from httpay.pipeline import DRY_RUN_EXTENSION
+    from httpay.protocols import l402_v02
+
+    try:
+        if wallet is not None:
+            with httpay.Client(wallet=wallet, ledger=":memory:", timeout=30) as c:
+                r = c.get(url, headers=headers, extensions={DRY_RUN_EXTENSION: True})
+        else:
+            with httpx.Client(timeout=30) as plain:
+                r = plain.get(url, headers=headers)
+    except httpx.HTTPError as exc:
+        raise HttpayError(f"could not reach {url}: {type(exc).__name__}: {exc}") from None
+    return r, l402_v02.parse(r.status_code, r.headers, r.content)
+
+
+def _offer_dicts(offers: Any, rate: float | None) -> list[dict[str, Any]]:
+    from httpay.lightning import offer_price_msat
+
+    return [o.to_dict() | {"price": o.price, "price_msat": offer_price_msat(o.amount, o.currency, rate)} for o in offers]
+
+
+def _offers(args: argparse.Namespace, console: Console) -> int:
+    from httpay.display import offers_table
+
+    wallet = _wallet_or_none()
+    try:
+        rate = _rate_for(_policy_or_none(None), args.usd_per_btc, wallet)
+        r, offers = _look(args.url, _headers(args.header), wallet)
+    finally:
+        if wallet is not None:
+            wallet.close()
+    if offers is None:
+        if args.json:
+            print(json.dumps({"url": args.url, "status": r.status_code, "payment_required": r.status_code == 402, "offers": []}))
+        else:
+            console.print(f"HTTP {r.status_code}: " + ("402 without L402 offers httpay can read" if r.status_code == 402
+                                                       else "no payment required"))
+        return 0
+    if args.json:
+        print(json.dumps({"url": args.url, "status": r.status_code, "payment_required": True, "version": offers.version,
+                          "payment_request_url": offers.payment_request_url, "terms_url": offers.terms_url,
+                          "usd_per_btc": rate, "offers": _offer_dicts(offers, rate)}, indent=2))
+        return 0
+    console.print(offers_table(offers, title=f"{args.url} asks for payment (L402 v{offers.version})", usd_per_btc=rate))
+    console.print(f"payment requests go to {offers.payment_request_url}"
+                  + (f"; terms: {offers.terms_url}" if offers.terms_url else ""))
+    console.print("Nothing was paid: `httpay get URL --dry-run` shows what your policy would pay.")
+    return 0
+
+
+def _dry_run(args: argparse.Namespace, policy: Any, console: Console) -> int:
+    """Show what `get` would pay, from the policy and the ledger alone; the wallet is never called."""
+    from httpay.display import offers_table
+    from httpay.errors import PaymentRefused
+    from httpay.ledger import open_ledger
+    from httpay.ledger.base import limit_since, now_utc, over_limit
+    from httpay.pipeline import host_of
+    from httpay.policy import fmt_msat, usd_to_msat
+
+    wallet = _wallet_or_none()
+    try:
+        rate = _rate_for(policy, None, wallet)
+        r, offers = _look(args.url, _headers(args.header), wallet)
+    finally:
+        if wallet is not None:
+            wallet.close()
+    if offers is None:
+        if args.json:
+            print(json.dumps({"url": args.url, "status": r.status_code, "payment_required": False, "would_pay": False}))
+        else:
+            console.print(f"HTTP {r.status_code}: no L402 payment asked; nothing would be paid")
+        return 0
+    cap = args.max_price_sat * 1000 if args.max_price_sat is not None else None
+    if args.max_price_usd is not None:
+        if not rate:
+            raise ConfigError("--max-price in USD needs a BTC/USD rate: pass --usd-per-btc or configure a wallet")
+        usd_cap = usd_to_msat(args.max_price_usd, rate)
+        cap = usd_cap if cap is None else min(cap, usd_cap)
+    host = host_of(args.url)
+    result: dict[str, Any] = {"url": args.url, "status": r.status_code, "payment_required": True, "dry_run": True}
+    with open_ledger(args.ledger) as lg:
+        try:
+            d = policy.decide(offers, url=args.url, host=host, usd_per_btc=rate, spent_msat=lg.spent_msat(),
+                              methods=("lightning",), max_price_msat=cap)
+            if d.price_msat is not None:  # the very check the ledger makes when reserving
+                limits = policy.limits(host, rate, offers)
+                now = now_utc()
+                over_limit(limits, {lim: lg.spent_msat(host=lim.host, since=limit_since(lim, now)) for lim in limits},
+                           d.price_msat, rate)
+        except PaymentRefused as exc:
+            result |= {"would_pay": False, "rule": exc.rule, "reason": str(exc)}
+            d = None
+    if d is not None:
+        result |= {"would_pay": True, "offer_id": d.offer.offer_id, "title": d.offer.title, "method": d.method,
+                   "price_msat": d.price_msat, "price": d.offer.price, "ask_a_person": bool(args.ask)}
+    if args.json:
+        print(json.dumps(result | {"offers": _offer_dicts(offers, rate)}, indent=2))
+    else:
+        console.print(offers_table(offers, title=f"{args.url} asks for payment", usd_per_btc=rate,
+                                   chosen=d.offer.offer_id if d else None))
+        if d is not None:
+            price = fmt_msat(d.price_msat, rate) if d.price_msat is not None else d.offer.price
+            console.print(f"[green]would pay[/] {d.offer.offer_id} '{d.offer.title}': {d.offer.price} ≈ {price} by {d.method}"
+                          + (", after a person approves it" if args.ask else ""))
+        else:
+            console.print(f"[red]would not pay[/] ({result['rule']}): {result['reason']}")
+        console.print("dry run: nothing was paid, the wallet was not called")
+    return 0 if d is not None else 3
+
+
+def _budget(args: argparse.Namespace, console: Console) -> int:
+    from httpay.display import budget_lines, budget_table
+    from httpay.ledger import open_ledger
+    from httpay.policy import fmt_msat
+
+    policy = _policy_or_none(args.policy)
+    if policy is None:
+        if args.json:
+            print(json.dumps({"policy": None, "limits": []}))
+        else:
+            console.print("no policy configured (set HTTPAY_POLICY to a TOML file or pass --policy): "
+                          "nothing but the wallet's balance limits spending")
+        return 0
+    rate = _rate_for(policy, args.usd_per_btc)
+    with open_ledger(args.ledger) as lg:
+        lines = budget_lines(policy, lg, rate)
+        committed = lg.spent_msat()
+        where = lg.url
+    if args.json:
+        print(json.dumps({"policy": args.policy or os.environ.get("HTTPAY_POLICY"), "ledger": where, "usd_per_btc": rate,
+                          "committed_msat": committed, "limits": [b.to_dict() for b in lines]}, indent=2))
+        return 0
+    console.print(budget_table(lines, rate, title=f"Budget (ledger {where})"))
+    console.print(f"committed so far (settled + pending): {fmt_msat(committed, rate)}")
+    return 0
+
+
+def _wallet(args: argparse.Namespace, console: Console) -> int:
+    from httpay.config import wallet_from_env
+    from httpay.policy import fmt_msat
+
+    with wallet_from_env() as w:
+        try:
+            balance = w.balance_msat()
+        except NotImplementedError:
+            raise HttpayError(f"the {w.name} wallet cannot tell its balance") from None
+        rate = _wallet_rate(w)
+    if args.json:
+        print(json.dumps({"wallet": w.name, "network": w.network, "balance_msat": balance, "usd_per_btc": rate}))
+    else:
+        console.print(f"{w.name} wallet on {w.network}: {fmt_msat(balance, rate)}")
+    return 0
+
+
+def _who() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):
+        return "cli"
+
+
+def _approvals(args: argparse.Namespace, console: Console) -> int:
+    from httpay.approvals import ApprovalQueue
+    from httpay.display import approvals_table
+
+    action = args.approvals_command or "list"
+    with ApprovalQueue(args.approvals or args.ledger) as q:
+        if action == "list":
+            items = q.recent(50) if getattr(args, "all", False) else q.pending()
+            if args.json:
+                print(json.dumps({"queue": q.path, "approvals": [a.to_dict() for a in items]}, indent=2))
+                return 0
+            console.print(approvals_table(items, title=f"Approvals ({q.path})"))
+            if items and not getattr(args, "all", False):
+                console.print(f"answer with `httpay approvals approve {items[0].id}` or `httpay approvals deny {items[0].id}`")
+            return 0
+        a = q.decide(args.id, action == "approve", args.by or _who(), getattr(args, "reason", None))
+    if args.json:
+        print(json.dumps(a.to_dict()))
+    else:
+        console.print(f"[{'green' if a.status == 'approved' else 'red'}]{a}[/]")
+    return 0
+
+
+def _dashboard(args: argparse.Namespace, console: Console) -> int:
+    from httpay.dashboard import RunningDashboard, create_app, run
+
+    policy = _policy_or_none(args.policy)
+    rate = _rate_for(policy, args.usd_per_btc)
+    app = create_app(args.ledger, policy=policy, usd_per_btc=rate, approvals=args.approvals)
+
+    def ready(d: RunningDashboard) -> None:
+        print(f"httpay dashboard: {d.page_url}", flush=True)
+        print("local only; the token in the URL is the key to it, don't share it. Ctrl-C stops.", flush=True)
+
+    run(app, host=args.host, port=args.port, on_ready=ready)
+    return 0
+
+
+PEOPLE_COMMANDS: dict[str, Callable[[argparse.Namespace, Console], int]] = {
+    "offers": _offers, "budget": _budget, "wallet": _wallet, "approvals": _approvals, "dashboard": _dashboard,
+}
 
 
 if __name__ == "__main__":

@@ -287,6 +287,7 @@ class ReceiptsView:
             t.add_row(*row)
         if not rs:
             t.caption = "no payments recorded"
+            t.caption_justify = "left"
         return t
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
@@ -338,6 +339,7 @@ def approvals_table(approvals: Iterable["Approval"], title: str = "Approvals") -
                   a.host, f"{a.offer_title or ''} ({a.offer_id})", a.price, who)
     if not items:
         t.caption = "nothing waiting for approval"
+        t.caption_justify = "left"
     return t
 
 

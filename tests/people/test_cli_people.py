@@ -1,0 +1,290 @@
+"""The commands a person (or a script) uses to watch and steer an agent's spending, each run as a
+subprocess against the real demo service: offers, get --dry-run/--ask, ledger, budget, wallet
+balance, approvals, dashboard."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import httpx
+import pytest
+
+from httpay.approvals import ApprovalQueue
+from httpay.cli import main
+from httpay.demo.runner import RunningServer
+from httpay.ledger import Intent, SQLiteLedger
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def env_for(extra: dict[str, str] | None = None) -> dict[str, str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("HTTPAY_WALLET", "HTTPAY_DEMO", "HTTPAY_POLICY"))}
+    return {**base, "PYTHONPATH": str(ROOT / "src"), "COLUMNS": "120", "NO_COLOR": "1", **(extra or {})}
+
+
+def httpay_cmd(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "httpay.cli", *args], capture_output=True, text=True,
+                          env=env_for(env), timeout=timeout)
+
+
+def spawn(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "httpay.cli", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env_for(env))
+
+
+@dataclass
+class Ran:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def cli(monkeypatch: pytest.MonkeyPatch) -> Callable[..., Ran]:
+    """The same command in this process (for the many variations; each command also runs as a subprocess)."""
+
+    def run(*args: str, env: dict[str, str] | None = None) -> Ran:
+        with monkeypatch.context() as m:
+            for k in [k for k in os.environ if k.startswith(("HTTPAY_WALLET", "HTTPAY_DEMO", "HTTPAY_POLICY"))]:
+                m.delenv(k)
+            for k, v in {"COLUMNS": "120", "NO_COLOR": "1", **(env or {})}.items():
+                m.setenv(k, v)
+            out, err = io.StringIO(), io.StringIO()
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                code = main(list(args))
+        return Ran(code, out.getvalue(), err.getvalue())
+
+    return run
+
+
+@pytest.fixture
+def wallet_env(demo: RunningServer) -> dict[str, str]:
+    made = httpx.post(f"{demo.url}/ln/wallets", json={"balance_sat": 1000}).json()
+    return {"HTTPAY_WALLET": "demo", "HTTPAY_DEMO_URL": demo.url, "HTTPAY_DEMO_KEY": made["key"]}
+
+
+def credits(demo: RunningServer, auth: dict[str, str]) -> int:
+    return int(httpx.get(f"{demo.url}/info", headers=auth).json()["credits"])
+
+
+@pytest.mark.parametrize("command", [
+    [], ["offers"], ["budget"], ["wallet"], ["wallet", "balance"], ["approvals"], ["approvals", "list"],
+    ["approvals", "approve"], ["approvals", "deny"], ["dashboard"], ["get"], ["ledger"],
+])
+def test_every_command_has_help(command: list[str]) -> None:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as done:
+        main([*command, "--help"])
+    assert done.value.code == 0 and "usage: httpay" in out.getvalue()
+
+
+def test_offers_shows_the_table_and_json_and_pays_nothing(demo: RunningServer, account: dict[str, str],
+                                                           wallet_env: dict[str, str], cli: Callable[..., Ran]) -> None:
+    url = f"{demo.url}/ticker/MSFT"
+    auth = f"Authorization: {account['Authorization']}"
+    p = httpay_cmd("offers", url, "-H", auth)  # no wallet needed just to look
+    assert p.returncode == 0, p.stderr
+    for want in ("offer_c668e0c0", "1 Credit Package", "$0.01", "750 Credits Package", "credit_card",
+                 "/l402/payment-request", "Nothing was paid"):
+        assert want in p.stdout, want
+    j = httpay_cmd("offers", url, "-H", auth, "--json", env=wallet_env)
+    assert j.returncode == 0, j.stderr
+    data = json.loads(j.stdout)
+    assert data["status"] == 402 and data["payment_required"] and data["version"] == "0.2.2"
+    assert [(o["offer_id"], o["price_msat"]) for o in data["offers"]][0] == ("offer_c668e0c0", 10_000)
+    assert account["Authorization"].split()[1] not in p.stdout + j.stdout  # the context token is a bearer
+    assert wallet_env["HTTPAY_DEMO_KEY"] not in j.stdout + j.stderr
+    assert credits(demo, account) == 0
+    free = cli("offers", f"{demo.url}/terms")
+    assert free.returncode == 0 and "no payment required" in free.stdout
+
+
+def test_get_dry_run_says_what_it_would_pay_and_pays_nothing(demo: RunningServer, account: dict[str, str],
+                                                               wallet_env: dict[str, str], tmp_path: Path,
+                                                               cli: Callable[..., Ran]) -> None:
+    url = f"{demo.url}/ticker/MSFT"
+    auth = f"Authorization: {account['Authorization']}"
+    ledger = str(tmp_path / "l.sqlite3")
+    p = httpay_cmd("get", url, "-H", auth, "--dry-run", "--budget-usd", "1", "--ledger", ledger, env=wallet_env)
+    assert p.returncode == 0, p.stderr
+    assert "offer_c668e0c0 ✔" in p.stdout
+    assert "would pay offer_c668e0c0 '1 Credit Package': $0.01 ≈ 10 sat ($0.01) by lightning" in p.stdout
+    assert "nothing was paid" in p.stdout
+    j = cli("get", url, "-H", auth, "--dry-run", "--json", "--max-price-sat", "5", "--ledger", ledger, env=wallet_env)
+    assert j.returncode == 3, j.stderr
+    data = json.loads(j.stdout)
+    assert data["would_pay"] is False and data["rule"] == "max_per_payment" and "5 sat" in data["reason"]
+    # the ledger's own windows are checked too: a daily budget already used up refuses
+    with SQLiteLedger(ledger) as lg:
+        lg.reserve(Intent(host="other.example", url="http://other.example/x", protocol="l402-v0.2", method="lightning",
+                          amount_msat=20_000, payment_hash="ab" * 32))
+    pol = tmp_path / "policy.toml"
+    pol.write_text("per_day_usd = 0.025\nusd_per_btc = 100000\n")
+    day = cli("get", url, "-H", auth, "--dry-run", "--json", "--policy", str(pol), "--ledger", ledger, env=wallet_env)
+    assert json.loads(day.stdout)["rule"] == "per_day", day.stdout
+    assert credits(demo, account) == 0
+    bal = json.loads(cli("wallet", "balance", "--json", env=wallet_env).stdout)
+    assert bal == {"wallet": "demo", "network": "regtest", "balance_msat": 1_000_000, "usd_per_btc": 100_000.0}
+    with SQLiteLedger(ledger) as lg:
+        assert len(lg.receipts()) == 1  # only the one written by this test
+
+
+def test_wallet_balance_reads_the_wallet_from_the_environment(wallet_env: dict[str, str], cli: Callable[..., Ran]) -> None:
+    p = httpay_cmd("wallet", "balance", env=wallet_env)
+    assert p.returncode == 0 and "demo wallet on regtest: 1,000 sat ($1.00)" in p.stdout
+    assert wallet_env["HTTPAY_DEMO_KEY"] not in p.stdout + p.stderr
+    missing = cli("wallet", "balance")
+    assert missing.returncode == 1 and "HTTPAY_WALLET" in missing.stderr and "Traceback" not in missing.stderr
+
+
+@pytest.fixture
+def history(tmp_path: Path) -> str:
+    """A ledger with payments at known times: two days ago (settled), an hour ago (failed), now (settled, pending)."""
+    path = str(tmp_path / "history.sqlite3")
+    now = datetime.now(timezone.utc)
+    with SQLiteLedger(path) as lg:
+        def pay(host: str, msat: int, when: datetime, h: str) -> int:
+            return lg.reserve(Intent(host=host, url=f"http://{host}/x", protocol="l402-v0.2", method="lightning",
+                                     amount_msat=msat, payment_hash=h * 32, offer_id="offer_1", offer_title="1 Credit Package",
+                                     offer_amount=1, offer_currency="USD"), now=when).id
+        lg.settle(pay("a.example", 30_000, now - timedelta(days=2), "01"), preimage="ff" * 32, fee_msat=1_000)
+        lg.fail(pay("b.example", 50_000, now - timedelta(hours=1), "02"), "InsufficientFunds: empty")
+        lg.settle(pay("a.example", 10_000, now, "03"), preimage="ee" * 32)
+        pay("b.example", 20_000, now, "04")
+    return path
+
+
+def test_ledger_filters_by_time_and_host_with_totals(history: str, cli: Callable[..., Ran]) -> None:
+    everything = json.loads(httpay_cmd("ledger", "--ledger", history, "--json").stdout)
+    assert len(everything["payments"]) == 4
+    assert everything["totals"] == {"count": 4, "settled": 2, "pending": 1, "failed": 1, "settled_msat": 40_000,
+                                    "pending_msat": 20_000, "fee_msat": 1_000, "committed_msat": 61_000}
+    today = json.loads(cli("ledger", "--ledger", history, "--since", "1d", "--json").stdout)
+    assert [p["id"] for p in today["payments"]] == [4, 3, 2] and today["spent_msat"] == 30_000
+    recent_a = json.loads(cli("ledger", "--ledger", history, "--since", "30m", "--host", "a.example", "--json").stdout)
+    assert [p["id"] for p in recent_a["payments"]] == [3] and recent_a["totals"]["settled_msat"] == 10_000
+    iso = (datetime.now(timezone.utc) - timedelta(hours=3)).strftime("%Y-%m-%dT%H:%M")
+    assert len(json.loads(cli("ledger", "--ledger", history, "--since", iso, "--json").stdout)["payments"]) == 3
+    text = httpay_cmd("ledger", "--ledger", history, "--since", "1d")
+    assert text.returncode == 0
+    assert "3 of 3 payment(s) shown" in text.stdout and "Settled 1 (10 sat" in text.stdout and "pending 1 (20 sat)" in text.stdout
+    assert "#2: InsufficientFunds: empty" in text.stdout or "InsufficientFunds: empty" in text.stdout
+    assert "ff" * 32 not in text.stdout + everything.__repr__()
+    bad = cli("ledger", "--ledger", history, "--since", "yesterday-ish")
+    assert bad.returncode == 1 and "--since" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_budget_shows_spent_against_each_limit(history: str, tmp_path: Path, cli: Callable[..., Ran]) -> None:
+    pol = tmp_path / "policy.toml"
+    pol.write_text("[policy]\nbudget_usd = 1\nper_day_usd = 0.05\nmax_per_payment_usd = 0.1\nusd_per_btc = 100000\n")
+    p = httpay_cmd("budget", "--ledger", history, "--policy", str(pol))
+    assert p.returncode == 0, p.stderr
+    for want in ("total budget", "daily budget", "per payment", "61 sat ($0.06)", "1,000 sat ($1.00)", "30 sat ($0.03)",
+                 "50 sat ($0.05)", "60%"):
+        assert want in p.stdout, want
+    data = json.loads(cli("budget", "--ledger", history, "--json", env={"HTTPAY_POLICY": str(pol)}).stdout)
+    by = {b["name"]: b for b in data["limits"]}
+    assert by["total budget"] == {"name": "total budget", "scope": "all hosts", "window": "all time",
+                                  "limit_msat": 1_000_000, "spent_msat": 61_000, "left_msat": 939_000}
+    assert by["daily budget"]["spent_msat"] == 30_000 and by["per payment"]["spent_msat"] is None
+    none = cli("budget", "--ledger", history)
+    assert none.returncode == 0 and "no policy configured" in none.stdout
+    usd_only = tmp_path / "usd.toml"
+    usd_only.write_text("budget_usd = 1\n")
+    norate = cli("budget", "--ledger", history, "--policy", str(usd_only))
+    assert norate.returncode == 1 and "--usd-per-btc" in norate.stderr
+    assert "1,000 sat ($1.00)" in cli("budget", "--ledger", history, "--policy", str(usd_only),
+                                      "--usd-per-btc", "100000").stdout
+
+
+def _wait_for_approval(ledger: str, proc: subprocess.Popen[str]) -> dict[str, object]:
+    with ApprovalQueue(ledger) as q:
+        for _ in range(600):
+            waiting = q.pending()
+            if waiting:
+                return waiting[0].to_dict()
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.02)
+    raise AssertionError("no approval appeared")
+
+
+def test_get_ask_waits_for_a_person_in_another_process(demo: RunningServer, account: dict[str, str],
+                                                        wallet_env: dict[str, str], tmp_path: Path,
+                                                        cli: Callable[..., Ran]) -> None:
+    ledger = str(tmp_path / "ask.sqlite3")
+    url = f"{demo.url}/ticker/MSFT"
+    agent = spawn("get", url, "-H", f"Authorization: {account['Authorization']}", "--ask", "--budget-usd", "1",
+                  "--ledger", ledger, env=wallet_env)
+    try:
+        waiting = _wait_for_approval(ledger, agent)
+        assert waiting["offer_id"] == "offer_c668e0c0" and waiting["status"] == "waiting" and waiting["price_msat"] == 10_000
+        listed = json.loads(httpay_cmd("approvals", "list", "--ledger", ledger, "--json").stdout)["approvals"]
+        assert [a["id"] for a in listed] == [waiting["id"]]
+        shown = cli("approvals", "--ledger", ledger)
+        assert "1 Credit Package" in shown.stdout and f"httpay approvals approve {waiting['id']}" in shown.stdout
+        yes = httpay_cmd("approvals", "approve", str(waiting["id"]), "--by", "alice", "--ledger", ledger)
+        assert yes.returncode == 0 and "approved by alice" in yes.stdout
+        out, err = agent.communicate(timeout=60)
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+    assert agent.returncode == 0, err
+    assert json.loads(out)["symbol"] == "MSFT" and "paid" in err
+    again = cli("approvals", "approve", str(waiting["id"]), "--ledger", ledger)
+    assert again.returncode == 1 and "already approved by alice" in again.stderr
+    answered = json.loads(cli("approvals", "list", "--all", "--json", "--ledger", ledger).stdout)["approvals"]
+    assert [(a["status"], a["decided_by"]) for a in answered] == [("approved", "alice")]
+
+
+def test_get_ask_denied_pays_nothing(demo: RunningServer, account: dict[str, str], wallet_env: dict[str, str],
+                                     tmp_path: Path, cli: Callable[..., Ran]) -> None:
+    ledger = str(tmp_path / "deny.sqlite3")
+    agent = spawn("get", f"{demo.url}/ticker/MSFT", "-H", f"Authorization: {account['Authorization']}", "--ask",
+                  "--budget-usd", "1", "--ledger", ledger, env=wallet_env)
+    try:
+        waiting = _wait_for_approval(ledger, agent)
+        no = httpay_cmd("approvals", "--json", "deny", str(waiting["id"]), "--reason", "too pricey", "--ledger", ledger)
+        assert no.returncode == 0 and json.loads(no.stdout)["status"] == "denied"
+        out, err = agent.communicate(timeout=60)
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+    assert agent.returncode == 3 and "refused by the approver" in err
+    assert json.loads(cli("ledger", "--ledger", ledger, "--json").stdout)["payments"] == []
+    assert credits(demo, account) == 0
+    unknown = cli("approvals", "deny", "99", "--ledger", ledger)
+    assert unknown.returncode == 1 and "no approval #99" in unknown.stderr
+
+
+def test_dashboard_command_prints_a_token_url(history: str, cli: Callable[..., Ran]) -> None:
+    proc = spawn("dashboard", "--ledger", history, "--port", "0")
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("httpay dashboard: http://127.0.0.1:"), line + (proc.stderr.read() if proc.poll() is not None else "")
+        page_url = line.split(": ", 1)[1].strip()
+        base = page_url.split("/?")[0]
+        for _ in range(100):
+            try:
+                r = httpx.get(page_url)
+                break
+            except httpx.ConnectError:
+                time.sleep(0.05)
+        assert r.status_code == 200 and "b.example" in r.text and "ee" * 32 not in r.text
+        assert httpx.get(base + "/").status_code == 403
+        assert httpx.get(base + "/?token=nope").status_code == 403
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+    refused = cli("dashboard", "--ledger", history, "--host", "0.0.0.0")
+    assert refused.returncode == 1 and "loopback" in refused.stderr
