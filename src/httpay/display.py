@@ -271,7 +271,7 @@ class ReceiptsView:
         if show_note:
             t.add_column("note", ratio=2, overflow="fold")
         for r in rs:
-            row = [str(r.id), _when(r), Text(r.status.value, style=STATUS_STYLE.get(r.status.value, "")), r.host,
+            row: list[str | Text] = [str(r.id), _when(r), Text(r.status.value, style=STATUS_STYLE.get(r.status.value, "")), r.host,
                    _offer_text(r)]
             if show_method:
                 row.append(r.method)

@@ -255,7 +255,7 @@ def test_get_ask_denied_pays_nothing(demo: RunningServer, account: dict[str, str
         waiting = _wait_for_approval(ledger, agent)
         no = httpay_cmd("approvals", "--json", "deny", str(waiting["id"]), "--reason", "too pricey", "--ledger", ledger)
         assert no.returncode == 0 and json.loads(no.stdout)["status"] == "denied"
-        out, err = agent.communicate(timeout=60)
+        _, err = agent.communicate(timeout=60)
     finally:
         if agent.poll() is None:
             agent.kill()
@@ -271,7 +271,8 @@ def test_dashboard_command_prints_a_token_url(history: str, cli: Callable[..., R
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
-        assert line.startswith("httpay dashboard: http://127.0.0.1:"), line + (proc.stderr.read() if proc.poll() is not None else "")
+        died = proc.stderr.read() if proc.stderr is not None and proc.poll() is not None else ""
+        assert line.startswith("httpay dashboard: http://127.0.0.1:"), line + died
         page_url = line.split(": ", 1)[1].strip()
         base = page_url.split("/?")[0]
         for _ in range(100):
