@@ -64,8 +64,7 @@ def spend_svg(receipts: list[Receipt], *, width: int = 1000, height: int = 190, 
     """Cumulative money committed (settled + pending) over time, as an inline SVG step line."""
     rs = sorted((r for r in receipts if r.status.value != "failed"), key=lambda r: r.created_at)
     if not rs:
-        return (f"<svg class='httpay-chart' role='img' aria-label='no spending yet' height='40' "
-                f"viewBox='0 0 {width} 40'><text x='8' y='34' fill='#57606a' font-size='14'>no payments yet</text></svg>")
+        return "<p class='none'>no payments yet</p>"
     now = now or datetime.now(timezone.utc)
     left, right, top, bottom = 90, 12, 14, 26
     t1 = max(now.timestamp(), rs[-1].created_at.timestamp())
