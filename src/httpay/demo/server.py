@@ -21,6 +21,7 @@ from typing import Any, Callable
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
 from starlette.routing import Route
 
 from httpay.demo import data
@@ -135,9 +136,19 @@ async def ticker(request: Request) -> Response:
     body = data.ticker(symbol)
     if body is None:
         return _error(404, f"unknown ticker {symbol.upper()}; known: {', '.join(data.known_symbols())}")
-    if not state.accounts.spend_one(account.id):
+    if not state.accounts.spend_one(account.id) and not await _collect_lnbits(state, account.id):
         return JSONResponse(_challenge(request, account.id), status_code=402)
     return JSONResponse(body)
+
+
+async def _collect_lnbits(state: DemoState, account_id: str) -> bool:
+    """With LNbits behind the service: credit paid invoices, then try to spend a credit again."""
+    if state.lnbits is None:
+        return False
+    bought = await run_in_threadpool(state.lnbits.collect, account_id)
+    if bought:
+        state.accounts.add_credits(account_id, bought)
+    return bool(bought) and state.accounts.spend_one(account_id)
 
 
 def _challenge(request: Request, account_id: str) -> dict[str, Any]:
@@ -201,6 +212,10 @@ def _lightning(request: Request, account_id: str, offer: dict[str, Any], body: d
     if state.invoice_tamper is not None:
         amount = state.invoice_tamper(offer, amount)
     credits = int(offer["balance"])
+    if state.lnbits is not None:
+        if amount is None:
+            raise _BadRequest("the LNbits-backed demo cannot issue an invoice without an amount")
+        return {"lightning_invoice": state.lnbits.create(account_id, amount, str(offer["title"]), credits)}
 
     def credit(_: object) -> None:
         state.accounts.add_credits(account_id, credits)
@@ -367,6 +382,7 @@ def create_app(
     invoice_expiry_s: int = 1800,
     free_credits: int = 1,
     network: DemoNetwork | None = None,
+    lnbits: Any = None,
 ) -> Starlette:
     """Build a fresh demo service with its own accounts and Lightning network (state in `app.state.demo`)."""
     if usd_per_btc <= 0:
@@ -395,5 +411,6 @@ def create_app(
         invoice_expiry_s=invoice_expiry_s,
         accounts=AccountStore(free_credits),
         network=network or DemoNetwork(),
+        lnbits=lnbits,
     )
     return app

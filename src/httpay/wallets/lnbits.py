@@ -300,5 +300,16 @@ class LNbitsWallet(Wallet):
             raise WalletError("LNbits created an invoice but sent no bolt11")
         return str(bolt11)
 
+    def invoice_paid(self, payment_hash: str) -> bool:
+        """Whether an invoice this wallet issued (create_invoice) has been paid: what a service asks."""
+        r = self._request("GET", f"/api/v1/payments/{payment_hash.strip().lower()}", admin=False)
+        if r.status_code == 404:
+            return False
+        if r.status_code != 200:
+            detail, _ = self._detail(r)
+            raise WalletError(f"LNbits could not look up invoice {payment_hash[:16]}… (HTTP {r.status_code}): {detail}")
+        body = self._json(r)
+        return bool(isinstance(body, dict) and body.get("paid"))
+
     def close(self) -> None:
         self._client.close()
