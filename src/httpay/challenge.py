@@ -52,13 +52,13 @@ def _classic(ch: l402_classic.L402Challenge) -> PaymentChallenge:
         amount=amount, currency="MSAT", payment_methods=("lightning",),
         extra={"macaroon_scheme": ch.scheme},
     )
-    offers = PaymentOffers(version=f"{ch.scheme}" + (f" v{ch.version}" if ch.version else ""),
-                           payment_request_url="", offers=(offer,), protocol=l402_classic.PROTOCOL)
+    offers = PaymentOffers(version=ch.version or "0", payment_request_url="", offers=(offer,),
+                           protocol=l402_classic.PROTOCOL)
     return PaymentChallenge(l402_classic.PROTOCOL, offers, inv.payment_hash[:32], l402=ch, invoice=inv)
 
 
 def _x402(ch: x402.X402Challenge, url: str) -> PaymentChallenge:
-    offers = PaymentOffers(version=f"x402 v{ch.version}", payment_request_url="", offers=tuple(ch.to_offers()),
+    offers = PaymentOffers(version=str(ch.version), payment_request_url="", offers=tuple(ch.to_offers()),
                            protocol="x402")
     key = hashlib.sha256(f"x402|{url}|{[o.offer_id for o in offers]}".encode()).hexdigest()[:32]
     return PaymentChallenge("x402", offers, key, x402=ch)

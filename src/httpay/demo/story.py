@@ -64,8 +64,12 @@ class Story:
         d = e.data
         if e.kind == "challenge":
             ofs = d["offers"]
-            self.say(f"402 Payment Required: the service offers {len(ofs)} ways to buy credits",
-                     offers_table(ofs.offers, title=f"L402 offers (v{ofs.version})", usd_per_btc=self.rate))
+            if d.get("protocol") == "l402-classic":
+                self.say("402 Payment Required: classic L402, one invoice to pay for the macaroon",
+                         offers_table(ofs.offers, title="L402 challenge", usd_per_btc=self.rate))
+            else:
+                self.say(f"402 Payment Required: the service offers {len(ofs)} ways to buy credits",
+                         offers_table(ofs.offers, title=f"L402 offers (v{ofs.version})", usd_per_btc=self.rate))
         elif e.kind == "decision":
             self.decision = d["decision"]
             self.say("The policy picks the cheapest lightning offer it allows",
@@ -94,7 +98,7 @@ class Story:
 
 def run_story(*, approve: bool = False, non_interactive: bool = False, ledger: str | None = None,
               budget_usd: float = 5.0, max_per_payment_usd: float = 1.0, console: Console | None = None,
-              confirm: Callable[[str], bool] | None = None) -> int:
+              confirm: Callable[[str], bool] | None = None, protocol: str = "l402-v0.2") -> int:
     """Tell the story; return the exit code."""
     console = console or Console()
     if approve and non_interactive:
@@ -107,8 +111,9 @@ def run_story(*, approve: bool = False, non_interactive: bool = False, ledger: s
         ledger = str(Path(tmp.name) / "demo-ledger.sqlite3")
     try:
         with serve_in_thread() as server:
-            return _tell(server.url, console, approve=approve, non_interactive=non_interactive, ledger=ledger,
-                         budget_usd=budget_usd, max_per_payment_usd=max_per_payment_usd, confirm=confirm)
+            tell = _tell_classic if protocol == "l402" else _tell
+            return tell(server.url, console, approve=approve, non_interactive=non_interactive, ledger=ledger,
+                        budget_usd=budget_usd, max_per_payment_usd=max_per_payment_usd, confirm=confirm)
     except HttpayError as exc:
         console.print(f"[red]httpay: {type(exc).__name__}: {exc}[/]")
         return 1
@@ -163,6 +168,59 @@ def _tell(base: str, console: Console, *, approve: bool, non_interactive: bool, 
         _summary(story, client, wallet, policy, rate)
     info = plain.get("/info", headers=auth).json()
     console.print(f"/info now says credits: {info['credits']} (the purchased credit was spent on MSFT)")
+    console.print(Panel("Done. " + DEMO_LABEL, border_style="magenta"))
+    plain.close()
+    wallet.close()
+    return 0
+
+
+def _tell_classic(base: str, console: Console, *, approve: bool, non_interactive: bool, ledger: str, budget_usd: float,
+                  max_per_payment_usd: float, confirm: Callable[[str], bool] | None) -> int:
+    """The same story over classic L402 (macaroon + invoice, as Aperture serves): pay once, reuse the token."""
+    from httpay.protocols import l402_classic
+
+    story = Story(console, None)
+    story.say("Local stock service started, with a classic L402 route (as Aperture guards a service)",
+              f"listening on {base} (loopback only); no account needed: the paid macaroon is the credential")
+    plain = httpx.Client(base_url=base, timeout=10)
+    first = plain.get("/l402/ticker/MSFT")
+    challenge = l402_classic.parse(first.status_code, first.headers, first.content)
+    assert challenge is not None
+    headers = "\n".join(f"WWW-Authenticate: {h[:72]}…" for h in first.headers.get_list("www-authenticate"))
+    story.say(f"A plain request meets HTTP {first.status_code} with two challenges (LSAT, then L402)", headers)
+    info = challenge.macaroon_info()
+    story.say("The macaroon, decoded (it becomes a bearer credential once paid, so it is never shown whole)",
+              f"{info}\ncaveats: {', '.join(info.caveats)}")
+
+    wallet = DemoWallet.create(base, balance_sat=1_000)
+    rate = wallet.usd_per_btc()
+    story.rate = rate
+    story.say("A demo wallet funded with 1,000 sat", f"{wallet!r}, balance {fmt_msat(wallet.balance_msat(), rate)}")
+
+    def ask(decision: Decision) -> bool:
+        question = f"Pay {fmt_msat(decision.price_msat or 0, rate)} for '{decision.offer.title}'?"
+        return confirm(question) if confirm is not None else Confirm.ask(question, console=console, default=False)
+
+    policy = httpay.Policy(max_per_payment_usd=max_per_payment_usd, budget_usd=budget_usd, usd_per_btc=rate,
+                           approve=ask if approve else None)
+    with httpay.Client(wallet=wallet, policy=policy, ledger=ledger, base_url=base, timeout=10,
+                       on_event=story.on_event) as client:
+        console.rule("[bold]httpay asks for MSFT", align="left")
+        try:
+            msft = client.get("/l402/ticker/MSFT")
+        except httpay.PaymentRefused as exc:
+            console.print(f"[red]{exc}[/]")
+            _summary(story, client, wallet, policy, rate)
+            return 0 if exc.rule == "approval" else 1
+        story.say(f"Served with `Authorization: L402 <macaroon>:<preimage>`: HTTP {msft.status_code}",
+                  ticker_table("MSFT", msft.json()))
+        aapl = client.get("/l402/ticker/AAPL")
+        paid_again = httpay.receipt_of(aapl) is not None
+        story.say(f"AAPL with the same token: HTTP {aapl.status_code}, "
+                  + ("paid again?!" if paid_again else "no new payment (the token is reused until the server says 402)"),
+                  ticker_table("AAPL", aapl.json()))
+        console.print(f"tokens held (scopes only, never the token): {', '.join(client.ledger.token_scopes())}")
+        _summary(story, client, wallet, policy, rate)
     console.print(Panel("Done. " + DEMO_LABEL, border_style="magenta"))
     plain.close()
     wallet.close()
