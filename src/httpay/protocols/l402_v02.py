@@ -8,6 +8,7 @@ Everything here is a pure function of status, headers and body, so it can be fuz
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -91,6 +92,8 @@ class Offer:
             raise ChallengeError(f"{where}: 'payment_methods' must be a list of strings", field="payment_methods")
         balance = _opt(d, "balance", (int, float), where, alt="credits")
         if balance is not None:
+            if isinstance(balance, float) and not math.isfinite(balance):
+                raise ChallengeError(f"{where}: field 'balance' must be a whole number, got {balance!r}", field="balance")
             balance = int(balance)
         known = {"offer_id", "id", "title", "description", "type", "balance", "credits", "amount", "currency",
                  "payment_methods", "duration"}
@@ -150,6 +153,8 @@ def format_amount(amount: int, currency: str) -> str:
         return f"{sym}{amount / 100:,.2f}" + ("" if sym else f" {cur}")
     if cur in ("SAT", "SATS", "BTC"):
         return f"{amount:,} sat"
+    if cur == "MSAT":
+        return f"{amount / 1000:,.3f}".rstrip("0").rstrip(".") + " sat"
     return f"{amount:,} {cur} (smallest unit)"
 
 
