@@ -111,7 +111,7 @@ def _build(kind: str, env: Mapping[str, str]) -> Wallet:
 POLICY_FIELDS = {
     "max_per_payment_usd", "budget_usd", "max_per_payment_sat", "budget_sat", "per_host_usd", "per_hour_usd",
     "per_day_usd", "methods", "strategy", "calls", "usd_per_btc", "price_tolerance", "allowed_hosts", "denied_hosts",
-    "payment_hosts", "max_fee_msat",
+    "payment_hosts", "payees", "max_fee_msat",
 }
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from fractions import Fraction
@@ -97,6 +97,7 @@ class Policy:
     allowed_hosts: Sequence[str] | None = None
     denied_hosts: Sequence[str] = ()
     payment_hosts: Sequence[str] = ()
+    payees: Mapping[str, str] = field(default_factory=dict)  # host -> the node pubkey its invoices must pay
     max_fee_msat: int | None = None
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
@@ -251,6 +252,14 @@ class Policy:
         )
         d = self.decide(sub, url=decision.url, host=decision.host, usd_per_btc=decision.usd_per_btc)
         return Decision(decision.offers, d.offer, d.method, d.price_msat, d.url, d.host, d.usd_per_btc)
+
+    def payee_for(self, host: str) -> str | None:
+        """The pinned payee (node pubkey) for `host`, if the person pinned one."""
+        h = host.lower()
+        for pattern, pubkey in self.payees.items():
+            if _host_matches(h, pattern):
+                return pubkey
+        return None
 
     def needs_approval(self) -> bool:
         return self.approve is not None

@@ -155,7 +155,7 @@ def _challenge(request: Request, account_id: str) -> dict[str, Any]:
     """The L402 v0.2 402 body: offers plus where and with which token to ask for payment details."""
     return {
         "version": L402_VERSION,
-        "payment_request_url": str(request.url_for("payment_request")),
+        "payment_request_url": _state(request).payment_request_url or str(request.url_for("payment_request")),
         "payment_context_token": account_id,
         "terms_url": str(request.url_for("terms")),
         "offers": copy.deepcopy(_state(request).offers),

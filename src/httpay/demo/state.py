@@ -178,6 +178,7 @@ class DemoState:
     network: DemoNetwork = field(default_factory=DemoNetwork)
     checkouts: CheckoutStore | None = None
     invoice_tamper: InvoiceTamper | None = None
+    payment_request_url: str | None = None  # tests: name another host in the 402 (a client must refuse it)
     lnbits: Any = None  # an httpay.demo.lnbits_source.LNbitsInvoices: take invoices from LNbits instead
 
     def __post_init__(self) -> None:
