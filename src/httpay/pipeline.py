@@ -404,6 +404,7 @@ def _check(payer: Payer, bolt11: str, decision: Decision, offers: PaymentOffers,
             expected_msat=decision.price_msat,
             tolerance=policy.price_tolerance,
             max_msat=policy.max_per_payment_msat(decision.usd_per_btc, offers),
+            payee=policy.payee_for(decision.host),
         )
     except InvoiceError as exc:
         emit(payer.on_event, Event("refused", url, rid, {"rule": f"invoice:{exc.check}", "reason": str(exc)}),
