@@ -90,11 +90,15 @@ def decode_invoice(bolt11: str) -> Invoice:
         desc_hash = inv.description_hash
     except Exception:  # noqa: BLE001
         desc_hash = None
-    if not inv.payment_hash or len(inv.payment_hash) != 64:
+    try:
+        payment_hash = inv.payment_hash
+    except Exception:  # noqa: BLE001 - bolt11 raises when the tag is absent
+        payment_hash = None
+    if not payment_hash or len(payment_hash) != 64:
         raise InvoiceError("the invoice carries no valid payment hash", check="decode")
     return Invoice(
         bolt11=text,
-        payment_hash=inv.payment_hash.lower(),
+        payment_hash=payment_hash.lower(),
         amount_msat=amount,
         network=network,
         created_at=datetime.fromtimestamp(inv.date, tz=timezone.utc),

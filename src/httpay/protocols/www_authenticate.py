@@ -22,6 +22,10 @@ MAX_HEADER_CHARS = 256 * 1024
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _TOKEN68 = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 _WS = " \t\r\n"
+_QUOTED = re.compile(r'"((?:[^"\\]++|\\.)*+)"', re.DOTALL)
+_ESCAPE = re.compile(r"\\(.)", re.DOTALL)
+_BARE = re.compile(r'[^,"\ \t\r\n]*')
+_PIECE = re.compile(r'[^,"]*')
 
 
 @dataclass(frozen=True)
@@ -78,40 +82,27 @@ class _Reader:
 
     def quoted(self) -> str | None:
         """Read a quoted-string starting at '"'; None (and the rest consumed) if it never closes."""
-        out: list[str] = []
-        i = self.i + 1
-        s, n = self.s, self.n
-        while i < n:
-            c = s[i]
-            if c == "\\" and i + 1 < n:
-                out.append(s[i + 1])
-                i += 2
-            elif c == '"':
-                self.i = i + 1
-                return "".join(out)
-            else:
-                out.append(c)
-                i += 1
-        self.i = n
-        return None
+        m = _QUOTED.match(self.s, self.i)
+        if not m:
+            self.i = self.n
+            return None
+        self.i = m.end()
+        body = m.group(1)
+        return _ESCAPE.sub(r"\1", body) if "\\" in body else body
 
     def bare(self) -> str:
         """A value sent without quotes: everything up to a comma or whitespace (base64 included)."""
-        start = self.i
-        while self.i < self.n and self.s[self.i] not in ",\"" and self.s[self.i] not in _WS:
-            self.i += 1
-        return self.s[start:self.i]
+        m = _BARE.match(self.s, self.i)
+        self.i = m.end()  # type: ignore[union-attr]  # `*` always matches
+        return m.group()  # type: ignore[union-attr]
 
     def skip_piece(self) -> None:
         """Skip garbage up to the next comma outside a quoted string."""
         while self.i < self.n:
-            c = self.s[self.i]
-            if c == ",":
+            self.i = _PIECE.match(self.s, self.i).end()  # type: ignore[union-attr]  # `*` always matches
+            if self.i >= self.n or self.s[self.i] == ",":
                 return
-            if c == '"':
-                self.quoted()
-                continue
-            self.i += 1
+            self.quoted()
 
     def token68_here(self) -> str | None:
         """A token68 that fills the rest of this list element, if there is one at the cursor."""
