@@ -60,6 +60,15 @@ def _parser() -> argparse.ArgumentParser:
     lg.add_argument("--json", action="store_true", help="print JSON for scripts")
     _add_people_commands(sub)
 
+    m = sub.add_parser(
+        "mcp", help="serve the httpay tools to agents over MCP (wallet, policy, ledger from the environment)",
+        epilog="environment: HTTPAY_WALLET (+ its variables), HTTPAY_POLICY (TOML file), HTTPAY_LEDGER, "
+               'HTTPAY_HEADERS (JSON object of headers for the service, e.g. {"Authorization": "Bearer ..."}), '
+               "HTTPAY_BASE_URL (the service those headers belong to)",
+    )
+    m.add_argument("--transport", choices=("stdio", "http"), default="stdio", help="stdio (default) or streamable HTTP")
+    m.add_argument("--host", default="127.0.0.1", help="HTTP only; loopback addresses only")
+    m.add_argument("--port", type=int, default=8403, help="HTTP only (default 8403)")
     return p
 
 
@@ -95,6 +104,10 @@ def _run(args: argparse.Namespace, console: Console) -> int:
         return _ledger(args, console)
     if args.command in PEOPLE_COMMANDS:
         return PEOPLE_COMMANDS[args.command](args, console)
+    if args.command == "mcp":
+        from httpay.agent.mcp_server import serve
+
+        return serve(args.transport, host=args.host, port=args.port)
     raise AssertionError(args.command)
 
 
