@@ -30,6 +30,8 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--ledger", help="ledger file for the demo (default: a throwaway file)")
     d.add_argument("--budget-usd", type=float, default=5.0)
     d.add_argument("--max-per-payment-usd", type=float, default=1.0)
+    d.add_argument("--protocol", choices=("l402-v0.2", "l402"), default="l402-v0.2",
+                   help="l402-v0.2: the notebook's JSON offers (default); l402: classic macaroon + invoice")
 
     s = sub.add_parser("demo-server", help="run the local demo stock service (loopback only, no real money)")
     s.add_argument("--host", default="127.0.0.1")
@@ -52,7 +54,13 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--policy", help="policy TOML file (default $HTTPAY_POLICY)")
     g.add_argument("--ledger", help="ledger path or postgresql:// URL (default $HTTPAY_LEDGER or the user data dir)")
 
-    lg = sub.add_parser("ledger", help="show the payments recorded in the ledger")
+    lg = sub.add_parser("ledger", help="show the payments recorded in the ledger, or reconcile pending ones",
+                        description="`httpay ledger` shows payments; `httpay ledger reconcile` asks the wallet "
+                                    "(HTTPAY_WALLET) about every pending payment and records the truth.")
+    lg.add_argument("action", nargs="?", choices=("show", "reconcile"), default="show",
+                    help="show (default) or reconcile pending payments with the wallet")
+    lg.add_argument("--grace", type=float, default=120.0, metavar="SECONDS",
+                    help="reconcile: a payment unknown to the wallet is failed only once older than this (default 120)")
     lg.add_argument("--ledger", help="ledger path or URL (default $HTTPAY_LEDGER or the user data dir)")
     lg.add_argument("--limit", type=int, default=50, help="show at most this many payments (default 50)")
     lg.add_argument("--since", metavar="WHEN", help="only payments since: 30m, 1h, 1d, 1w or an ISO date/time (UTC)")
@@ -91,7 +99,8 @@ def _run(args: argparse.Namespace, console: Console) -> int:
         from httpay.demo.story import run_story
 
         return run_story(approve=args.approve, non_interactive=args.non_interactive, ledger=args.ledger,
-                         budget_usd=args.budget_usd, max_per_payment_usd=args.max_per_payment_usd, console=console)
+                         budget_usd=args.budget_usd, max_per_payment_usd=args.max_per_payment_usd, console=console,
+                         protocol=args.protocol)
     if args.command == "demo-server":
         from httpay.demo.runner import run
 
@@ -164,7 +173,29 @@ def _get(args: argparse.Namespace, console: Console) -> int:
     return 0 if r.status_code < 400 else 4
 
 
+def _reconcile(args: argparse.Namespace, console: Console) -> int:
+    from httpay.config import wallet_from_env
+    from httpay.ledger import open_ledger
+    from httpay.reconcile import reconcile
+
+    wallet = wallet_from_env()
+    with open_ledger(args.ledger) as lg:
+        outcomes = reconcile(lg, wallet, grace_s=args.grace)
+    wallet.close()
+    if args.json:
+        print(json.dumps([{"id": o.receipt.id, "outcome": o.outcome, "detail": o.detail,
+                           "status": o.receipt.status.value} for o in outcomes], indent=2))
+    elif not outcomes:
+        console.print("no pending payments: nothing to reconcile")
+    else:
+        for o in outcomes:
+            console.print(str(o))
+    return 0 if all(o.outcome != "pending" for o in outcomes) else 5
+
+
 def _ledger(args: argparse.Namespace, console: Console) -> int:
+    if args.action == "reconcile":
+        return _reconcile(args, console)
     from httpay.display import receipts_table
     from httpay.ledger import open_ledger
     from httpay.policy import fmt_msat

@@ -86,3 +86,39 @@ def test_get_without_a_wallet_says_which_variable_is_missing(tmp_path: Path) -> 
     assert p.returncode == 1 and "HTTPAY_WALLET" in p.stderr and "Traceback" not in p.stderr
     p = httpay_cmd("get", "http://127.0.0.1:9/x", env={"HTTPAY_WALLET": "demo"})
     assert p.returncode == 1 and "HTTPAY_DEMO_URL" in p.stderr
+
+
+def test_demo_over_classic_l402(tmp_path: Path) -> None:
+    p = httpay_cmd("demo", "--protocol", "l402", "--non-interactive", "--ledger", str(tmp_path / "l402.sqlite3"))
+    assert p.returncode == 0, p.stderr + p.stdout
+    for step in ("classic L402 route", "LSAT, then L402", "payment hash", "services stock:0",
+                 "classic L402, one invoice to pay for the macaroon", "Paid with the demo wallet",
+                 "Served with `Authorization: L402 <macaroon>:<preimage>`: HTTP 200",
+                 "AAPL with the same token: HTTP 200, no new payment", "tokens held"):
+        assert step in p.stdout, step
+    data = json.loads(httpay_cmd("ledger", "--ledger", str(tmp_path / "l402.sqlite3"), "--json").stdout)
+    assert [(x["status"], x["protocol"]) for x in data["payments"]] == [("settled", "l402-classic")]
+
+
+def test_ledger_reconcile_settles_what_the_wallet_paid(demo: RunningServer, account: dict[str, str],
+                                                       tmp_path: Path) -> None:
+    import httpay
+    from httpay.ledger import Intent, SQLiteLedger
+
+    made = httpx.post(f"{demo.url}/ln/wallets", json={"balance_sat": 1000}).json()
+    invoice = httpx.post(f"{demo.url}/ln/invoices", json={"amount_msat": 5000, "description": "x"}).json()
+    ledger = tmp_path / "rec.sqlite3"
+    with SQLiteLedger(ledger) as lg:  # a crash left two payments pending: one the wallet made, one it never saw
+        paid = lg.reserve(Intent(host="h", url="u", protocol="l402-v0.2", method="lightning", amount_msat=5000,
+                                 payment_hash=invoice["payment_hash"], wallet="demo"))
+        lost = lg.reserve(Intent(host="h", url="u", protocol="l402-v0.2", method="lightning", amount_msat=7000,
+                                 payment_hash="ab" * 32, wallet="demo"))
+    httpay.DemoWallet(demo.url, made["key"]).pay_invoice(invoice["payment_request"])
+    env = {"HTTPAY_WALLET": "demo", "HTTPAY_DEMO_URL": demo.url, "HTTPAY_DEMO_KEY": made["key"]}
+    p = httpay_cmd("ledger", "reconcile", "--ledger", str(ledger), "--grace", "0", "--json", env=env)
+    assert p.returncode == 0, p.stderr
+    outcomes = {o["id"]: o["outcome"] for o in json.loads(p.stdout)}
+    assert outcomes == {paid.id: "settled", lost.id: "failed"}
+    assert made["key"] not in p.stdout + p.stderr
+    again = httpay_cmd("ledger", "reconcile", "--ledger", str(ledger), env=env)
+    assert again.returncode == 0 and "nothing to reconcile" in again.stdout
