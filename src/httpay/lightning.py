@@ -37,7 +37,11 @@ class Invoice:
 
     @property
     def expires_at(self) -> datetime:
-        return datetime.fromtimestamp(self.created_at.timestamp() + self.expiry_s, tz=timezone.utc)
+        # an absurd expiry (beyond year 9999) reads as "never", not as an OverflowError
+        try:
+            return datetime.fromtimestamp(self.created_at.timestamp() + self.expiry_s, tz=timezone.utc)
+        except (OverflowError, OSError, ValueError):
+            return datetime.max.replace(tzinfo=timezone.utc)
 
     def expired(self, now: datetime | None = None) -> bool:
         now = now or datetime.now(timezone.utc)

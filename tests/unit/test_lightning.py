@@ -117,3 +117,10 @@ def test_decode_never_raises_anything_but_invoice_error(text) -> None:  # type: 
         decode_invoice(text)
     except InvoiceError:
         pass
+
+
+def test_an_absurd_expiry_reads_as_never() -> None:
+    s, _ = make_invoice(10_000, expiry=2**40)
+    inv = decode_invoice(s)
+    assert inv.expires_at.year == 9999 and not inv.expired()
+    assert "9999" in str(inv)
