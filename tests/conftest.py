@@ -6,8 +6,12 @@ import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from httpay.demo.runner import RunningServer
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -31,3 +35,24 @@ def ledger(ledger_path: Path) -> Iterator["object"]:
     lg = SQLiteLedger(ledger_path)
     yield lg
     lg.close()
+
+
+@pytest.fixture
+def demo() -> Iterator["RunningServer"]:
+    """A fresh demo service on a free loopback port."""
+    from httpay.demo.runner import serve_in_thread
+    from httpay.demo.server import create_app
+
+    with serve_in_thread(create_app()) as server:
+        yield server
+
+
+@pytest.fixture
+def account(demo: "RunningServer") -> dict[str, str]:
+    """A signed-up account whose one free credit is already spent: its next ticker query meets a 402."""
+    import httpx
+
+    token = httpx.get(f"{demo.url}/signup").json()["id"]
+    auth = {"Authorization": f"Bearer {token}"}
+    assert httpx.get(f"{demo.url}/ticker/AAPL", headers=auth).status_code == 200
+    return auth

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
 import os
 import secrets
 import socket
@@ -42,6 +41,7 @@ from httpay.approvals import Approval, ApprovalError, ApprovalQueue
 from httpay.display import STATUS_COLOUR, _e, budget_lines, html_budget, html_receipts
 from httpay.errors import ConfigError, HttpayError
 from httpay.ledger import Ledger, Receipt, open_ledger
+from httpay.loopback import require_loopback
 from httpay.policy import Policy, fmt_msat
 
 SECRET_WORDS = ("token", "key", "secret", "pass", "auth", "sig", "session", "bearer", "macaroon", "preimage")
@@ -367,14 +367,7 @@ def create_app(ledger: str | os.PathLike[str] | Ledger | None = None, *, token: 
 
 # -- serving ---------------------------------------------------------------------------------------------
 def _loopback(host: str) -> None:
-    if host == "localhost":
-        return
-    try:
-        ok = ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        ok = False
-    if not ok:
-        raise ConfigError(f"the dashboard listens on loopback only (127.0.0.1, ::1, localhost), not {host!r}")
+    require_loopback(host, "the dashboard (it approves payments)")
 
 
 def _bind(host: str, port: int) -> socket.socket:

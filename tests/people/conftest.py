@@ -7,11 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-
-from httpay.demo.runner import RunningServer, serve_in_thread
-from httpay.demo.server import create_app
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
@@ -19,19 +15,6 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
-@pytest.fixture
-def demo() -> Iterator[RunningServer]:
-    with serve_in_thread(create_app()) as server:
-        yield server
-
-
-@pytest.fixture
-def account(demo: RunningServer) -> dict[str, str]:
-    """A signed-up account whose free credit (AAPL) is spent: its next ticker query meets a 402."""
-    token = httpx.get(f"{demo.url}/signup").json()["id"]
-    auth = {"Authorization": f"Bearer {token}"}
-    assert httpx.get(f"{demo.url}/ticker/AAPL", headers=auth).status_code == 200
-    return auth
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,6 @@ HTTPAY_HEADERS (a JSON object of default headers, e.g. the service's bearer) and
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 import sys
@@ -19,6 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from httpay.agent.schemas import ToolSpec, tool_specs
 from httpay.agent.tools import Toolbox
 from httpay.errors import ConfigError
+from httpay.loopback import require_loopback
 
 if TYPE_CHECKING:
     from mcp.server.mcpserver import MCPServer
@@ -113,15 +113,7 @@ def build_server(toolbox: Toolbox, *, name: str = "httpay") -> MCPServer:
 
 
 def _require_loopback(host: str) -> None:
-    if host == "localhost":
-        return
-    try:
-        ok = ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        ok = False
-    if not ok:
-        raise ConfigError(f"the httpay MCP server listens on loopback only (127.0.0.1, ::1, localhost), not {host!r}: "
-                          "its tools spend money")
+    require_loopback(host, "the httpay MCP server (its tools spend money)")
 
 
 def serve(transport: Literal["stdio", "http"] = "stdio", *, host: str = "127.0.0.1", port: int = DEFAULT_PORT,

@@ -5,7 +5,6 @@ The demo only ever listens on loopback: it hands out wallet keys and bearer ids 
 
 from __future__ import annotations
 
-import ipaddress
 import threading
 import time
 from collections.abc import Iterator
@@ -14,6 +13,8 @@ from dataclasses import dataclass
 
 import uvicorn
 from starlette.applications import Starlette
+
+from httpay.loopback import require_loopback
 
 STARTUP_TIMEOUT_S = 15.0
 
@@ -29,18 +30,7 @@ class RunningServer:
 
 
 def _require_loopback(host: str) -> None:
-    """Refuse to expose the demo beyond this machine."""
-    if host == "localhost":
-        return
-    try:
-        loopback = ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = False
-    if not loopback:
-        raise ValueError(
-            f"the demo server only listens on a loopback address (127.0.0.1, ::1 or localhost), not {host!r}: "
-            "it hands out keys over plain HTTP"
-        )
+    require_loopback(host, "the demo server (it hands out keys over plain HTTP)")
 
 
 def _default_app() -> Starlette:
