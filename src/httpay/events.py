@@ -27,7 +27,12 @@ EventHook = Callable[[Event], None]
 
 
 def emit(hook: EventHook | None, event: Event, message: str, level: int = logging.INFO) -> None:
-    """Log one line for the step (no secrets in `message`) and hand the event to the hook."""
-    log.log(level, "[%s] %s: %s", event.request_id, event.kind, message)
+    """Log one line for the step (no secrets in `message`) and hand the event to the hook.
+
+    The record carries structured fields for log pipelines: `httpay_step`, `httpay_request_id`
+    (the correlation id shared by every step of one paid request) and `httpay_url`.
+    """
+    log.log(level, "[%s] %s: %s", event.request_id, event.kind, message,
+            extra={"httpay_step": event.kind, "httpay_request_id": event.request_id, "httpay_url": event.url})
     if hook is not None:
         hook(event)

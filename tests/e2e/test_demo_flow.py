@@ -160,3 +160,17 @@ def test_logs_name_each_step_and_no_secret(demo: RunningServer, account: dict[st
     for secret in (token, key, rec.preimage):
         assert secret and secret not in text
         assert secret not in repr(wallet) and secret not in repr(rec)
+
+
+def test_each_step_is_one_structured_log_record_with_a_correlation_id(demo: RunningServer, account: dict[str, str],
+                                                                      ledger_path: Path,
+                                                                      caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="httpay")
+    wallet = httpay.DemoWallet.create(demo.url, balance_sat=1_000)
+    with httpay.Client(wallet=wallet, policy=httpay.Policy(budget_usd=5), ledger=ledger_path) as c:
+        c.get(f"{demo.url}/ticker/MSFT", headers=account)
+    steps = [r for r in caplog.records if hasattr(r, "httpay_step")]
+    assert [r.httpay_step for r in steps] == ["challenge", "decision", "payment_request", "invoice", "reserved", "paid",  # type: ignore[attr-defined]
+                                              "retry", "served"]
+    assert len({r.httpay_request_id for r in steps}) == 1  # type: ignore[attr-defined]
+    assert all(r.httpay_url == f"{demo.url}/ticker/MSFT" for r in steps)  # type: ignore[attr-defined]
