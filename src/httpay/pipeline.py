@@ -112,10 +112,22 @@ class Payer:
     stale_pending_s: float = 120.0     # a pending payment older than this is reconciled, not waited for
 
     def rate(self) -> float | None:
+        """BTC/USD: the policy's fixed rate, else its rate source, else the wallet's own. None if unknown
+        (then a USD limit refuses to pay rather than guess)."""
         if self.policy.usd_per_btc:
             return self.policy.usd_per_btc
-        getter = getattr(self.wallet, "usd_per_btc", None)
-        return getter() if callable(getter) else None
+        for source in (self.policy.rate_source, getattr(self.wallet, "usd_per_btc", None)):
+            if not callable(source):
+                continue
+            try:
+                value = source()
+            except Exception as exc:  # noqa: BLE001 - any failure of a rate source means "rate unknown"
+                log.warning("the BTC/USD rate source failed (%s); USD limits will refuse until it answers",
+                            type(exc).__name__)
+                continue
+            if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+                return float(value)
+        return None
 
 
 def host_of(url: str | httpx.URL) -> str:

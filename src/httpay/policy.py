@@ -93,6 +93,7 @@ class Policy:
     calls: int | None = None
     approve: Approver | None = None
     usd_per_btc: float | None = None
+    rate_source: Callable[[], float] | None = None  # asked for BTC/USD when usd_per_btc is not fixed
     price_tolerance: float = 0.05
     allowed_hosts: Sequence[str] | None = None
     denied_hosts: Sequence[str] = ()
@@ -107,6 +108,8 @@ class Policy:
             v = getattr(self, name)
             if v is not None and (isinstance(v, bool) or not isinstance(v, int | float) or v < 0):
                 raise ConfigError(f"Policy({name}=...) must be a non-negative number, got {v!r}")
+        if self.rate_source is not None and not callable(self.rate_source):
+            raise ConfigError("Policy(rate_source=...) must be a function returning the BTC price in USD")
         if self.usd_per_btc == 0:
             raise ConfigError("Policy(usd_per_btc=...) must be positive")
         if not 0 <= self.price_tolerance <= 1:

@@ -197,3 +197,21 @@ def test_default_ledger_is_a_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         assert c.get(URL).status_code == 200
         assert c.ledger.url == str(tmp_path / "l.sqlite3")
     assert (tmp_path / "l.sqlite3").exists()
+
+
+def test_rate_source_is_asked_and_a_failing_one_refuses(ledger: SQLiteLedger) -> None:
+    svc = FakeService()
+    w = FakeWallet(svc)
+    calls = []
+    pol = httpay.Policy(budget_usd=1, rate_source=lambda: calls.append(1) or 100_000.0)
+    with httpay.Client(wallet=w, policy=pol, ledger=ledger, transport=httpx.MockTransport(svc)) as c:
+        assert c.get(URL).status_code == 200
+    assert calls and len(w.calls) == 1
+
+    def broken() -> float:
+        raise RuntimeError("exchange down")
+
+    with httpay.Client(wallet=w, policy=httpay.Policy(budget_usd=1, rate_source=broken), ledger=ledger,
+                       transport=httpx.MockTransport(svc)) as c, pytest.raises(httpay.PaymentRefused) as err:
+        c.get(URL)
+    assert err.value.rule == "exchange_rate" and len(w.calls) == 1
