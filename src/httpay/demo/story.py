@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 from rich.console import Console, Group
 from rich.panel import Panel
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.prompt import Confirm
 from rich.table import Table
 
@@ -53,6 +54,18 @@ class Story:
         self.rate = rate
         self.step = 0
         self.decision: Decision | None = None
+        self._waiting: Progress | None = None  # a spinner with elapsed time while the wallet pays
+
+    def __enter__(self) -> "Story":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop_waiting()  # never leave a spinner running after an error
+
+    def _stop_waiting(self) -> None:
+        if self._waiting is not None:
+            self._waiting.stop()
+            self._waiting = None
 
     def say(self, title: str, body: Any = None) -> None:
         self.step += 1
@@ -85,14 +98,23 @@ class Story:
         elif e.kind == "reserved":
             r = d["receipt"]
             self.console.print(f"ledger #{r.id} written [yellow]pending[/] before the wallet is called")
+            self._waiting = Progress(SpinnerColumn(), TextColumn("waiting for the payment to settle"),
+                                     TimeElapsedColumn(), console=self.console, transient=True)
+            self._waiting.start()
+            self._waiting.add_task("settle", total=None)
         elif e.kind == "paid":
+            self._stop_waiting()
             r, p = d["receipt"], d["payment"]
             self.say("Paid with the demo wallet",
                      f"[green]settled[/] {fmt_msat(r.amount_msat, self.rate)}, fee {r.fee_msat} msat; "
                      f"preimage {p.preimage[:8]}… proves hash {r.payment_hash[:16]}…")
         elif e.kind == "retry":
             self.console.print(f"retrying the original request (attempt {d['attempt']})")
+        elif e.kind == "payment_failed":
+            self._stop_waiting()
+            self.console.print(f"[red]payment failed[/]: {d['error']}")
         elif e.kind == "refused":
+            self._stop_waiting()
             self.console.print(f"[red]refused[/]: {d['reason']}")
 
 
@@ -155,12 +177,13 @@ def _tell(base: str, console: Console, *, approve: bool, non_interactive: bool, 
                            approve=ask if approve else None)
     story.say("Client and policy", f"httpay.Client(wallet=DemoWallet, policy={_policy_text(policy)}), ledger {ledger}")
 
-    with httpay.Client(wallet=wallet, policy=policy, ledger=ledger, base_url=base, timeout=10,
-                       on_event=story.on_event) as client:
+    with story, httpay.Client(wallet=wallet, policy=policy, ledger=ledger, base_url=base, timeout=10,
+                              on_event=story.on_event) as client:
         console.rule("[bold]Query MSFT: the free credit is spent", align="left")
         try:
             msft = client.get("/ticker/MSFT", headers=auth)
         except httpay.PaymentRefused as exc:
+            story._stop_waiting()
             console.print(f"[red]{exc}[/]")
             _summary(story, client, wallet, policy, rate)
             return 0 if exc.rule == "approval" else 1
@@ -203,12 +226,13 @@ def _tell_classic(base: str, console: Console, *, approve: bool, non_interactive
 
     policy = httpay.Policy(max_per_payment_usd=max_per_payment_usd, budget_usd=budget_usd, usd_per_btc=rate,
                            approve=ask if approve else None)
-    with httpay.Client(wallet=wallet, policy=policy, ledger=ledger, base_url=base, timeout=10,
-                       on_event=story.on_event) as client:
+    with story, httpay.Client(wallet=wallet, policy=policy, ledger=ledger, base_url=base, timeout=10,
+                              on_event=story.on_event) as client:
         console.rule("[bold]httpay asks for MSFT", align="left")
         try:
             msft = client.get("/l402/ticker/MSFT")
         except httpay.PaymentRefused as exc:
+            story._stop_waiting()
             console.print(f"[red]{exc}[/]")
             _summary(story, client, wallet, policy, rate)
             return 0 if exc.rule == "approval" else 1
