@@ -9,6 +9,7 @@ subclass that installs it for you.
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import threading
 import time
@@ -121,7 +122,7 @@ async def _drive_async(flow: Generator[Effect, Any, httpx.Response], transport: 
                     value = await apay(effect.invoice, max_fee_msat=effect.max_fee_msat)
                 else:
                     value = await anyio.to_thread.run_sync(
-                        lambda: payer.wallet.pay_invoice(effect.invoice, max_fee_msat=effect.max_fee_msat)
+                        functools.partial(payer.wallet.pay_invoice, effect.invoice, max_fee_msat=effect.max_fee_msat)
                     )
             elif isinstance(effect, Ask):
                 assert payer.policy.approve is not None

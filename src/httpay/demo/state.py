@@ -176,7 +176,7 @@ class DemoState:
     invoice_expiry_s: int
     accounts: AccountStore
     network: DemoNetwork = field(default_factory=DemoNetwork)
-    checkouts: CheckoutStore | None = None
+    checkouts: CheckoutStore = None  # type: ignore[assignment]  # made in __post_init__ from the accounts
     invoice_tamper: InvoiceTamper | None = None
     payment_request_url: str | None = None  # tests: name another host in the 402 (a client must refuse it)
     lnbits: Any = None  # an httpay.demo.lnbits_source.LNbitsInvoices: take invoices from LNbits instead
