@@ -27,13 +27,16 @@ log = logging.getLogger("httpay")
 
 
 def _payer(wallet: Wallet, policy: Policy | None, ledger: Ledger | str | os.PathLike[str] | None,
-           on_event: EventHook | None, token_scope: str, reconcile_grace_s: float | None) -> Payer:
+           on_event: EventHook | None, token_scope: str, reconcile_grace_s: float | None,
+           x402_signer: Any = None) -> Payer:
     if not isinstance(wallet, Wallet):
         raise ConfigError(f"wallet= must be an httpay Wallet (e.g. httpay.DemoWallet), got {type(wallet).__name__}")
     if token_scope not in TOKEN_SCOPES:
         raise ConfigError(f"token_scope= must be one of {', '.join(TOKEN_SCOPES)}, got {token_scope!r}")
+    if x402_signer is not None and not callable(getattr(x402_signer, "sign_typed_data", None)):
+        raise ConfigError(f"x402_signer= must be a signer such as httpay.signers.EvmSigner, got {type(x402_signer).__name__}")
     payer = Payer(wallet=wallet, policy=policy or Policy(), ledger=open_ledger(ledger), on_event=on_event,
-                  token_scope=token_scope)
+                  token_scope=token_scope, x402_signer=x402_signer)
     if reconcile_grace_s is not None:
         # A payment left pending by a crash is settled or released before anything new is paid.
         payer.stale_pending_s = reconcile_grace_s
@@ -77,13 +80,15 @@ class Client(_PayingMixin, httpx.Client):
     (SQLite at the default path unless given a path, a URL or a Ledger). `token_scope` says where
     a paid L402 token is reused (host, prefix or url); payments left pending by a crash are
     reconciled with the wallet on start once older than `reconcile_grace_s` (None: never).
+    `x402_signer` (an `httpay.signers.EvmSigner`) pays x402 challenges when the policy allows
+    `x402` methods; without one they are refused.
     """
 
     def __init__(self, *, wallet: Wallet, policy: Policy | None = None,
                  ledger: Ledger | str | os.PathLike[str] | None = None, on_event: EventHook | None = None,
                  token_scope: str = "host", reconcile_grace_s: float | None = DEFAULT_GRACE_S,
-                 transport: httpx.BaseTransport | None = None, **kwargs: Any) -> None:
-        self.payer = _payer(wallet, policy, ledger, on_event, token_scope, reconcile_grace_s)
+                 transport: httpx.BaseTransport | None = None, x402_signer: Any = None, **kwargs: Any) -> None:
+        self.payer = _payer(wallet, policy, ledger, on_event, token_scope, reconcile_grace_s, x402_signer)
         self._own_ledger = not isinstance(ledger, Ledger)
         super().__init__(transport=PaymentTransport(self.payer, transport), **kwargs)
 
@@ -99,8 +104,9 @@ class AsyncClient(_PayingMixin, httpx.AsyncClient):
     def __init__(self, *, wallet: Wallet, policy: Policy | None = None,
                  ledger: Ledger | str | os.PathLike[str] | None = None, on_event: EventHook | None = None,
                  token_scope: str = "host", reconcile_grace_s: float | None = DEFAULT_GRACE_S,
-                 transport: httpx.AsyncBaseTransport | None = None, **kwargs: Any) -> None:
-        self.payer = _payer(wallet, policy, ledger, on_event, token_scope, reconcile_grace_s)
+                 transport: httpx.AsyncBaseTransport | None = None, x402_signer: Any = None,
+                 **kwargs: Any) -> None:
+        self.payer = _payer(wallet, policy, ledger, on_event, token_scope, reconcile_grace_s, x402_signer)
         self._own_ledger = not isinstance(ledger, Ledger)
         super().__init__(transport=AsyncPaymentTransport(self.payer, transport), **kwargs)
 

@@ -110,6 +110,7 @@ class Payer:
     token_scope: str = "host"          # where a paid L402 token is reused: host, prefix or url
     inflight_wait_s: float = 60.0      # how long to wait for another process's payment of the same challenge
     stale_pending_s: float = 120.0     # a pending payment older than this is reconciled, not waited for
+    x402_signer: Any = None            # pays x402 challenges (httpay.signers.EvmSigner); None: refuse them
 
     def rate(self) -> float | None:
         """BTC/USD: the policy's fixed rate, else its rate source, else the wallet's own. None if unknown
@@ -207,6 +208,10 @@ def pay_flow(
     emit(hook, Event("challenge", url, rid, {"offers": offers, "status": response.status_code,
                                              "protocol": challenge.protocol}),
          f"402 ({challenge.protocol}) from {host} with {len(offers)} offer(s): {', '.join(o.offer_id for o in offers)}")
+    if challenge.x402 is not None and payer.x402_signer is not None:  # x402 logic lives in httpay.x402_pay
+        from httpay.x402_pay import x402_flow
+        return (yield from x402_flow(payer, request, response, challenge, rid=rid, met_402_at=met_402_at,
+                                     max_price_msat=max_price_msat, offer_id=offer_id))
     if not challenge.payable_with_lightning:
         exc = PaymentRefused(
             f"refused: {host} asks for an {challenge.protocol} payment ({'; '.join(o.price + ' by ' + ', '.join(o.payment_methods) for o in offers)}); "
