@@ -20,7 +20,8 @@ __all__ = ["L402Challenge", "L402Credential", "parse", "from_challenges", "crede
 PROTOCOL = "l402-classic"
 SCHEMES = ("L402", "LSAT")
 
-_B64 = re.compile(r"[A-Za-z0-9+/_-]+={0,2}")
+# token68 (RFC 7235): base64 macaroons, and the opaque `token`s of the current spec (getalby's are `b64url.hex`).
+_B64 = re.compile(r"[A-Za-z0-9+/_.~-]+=*")
 _INVOICE = re.compile(r"(lightning:)?ln[a-z0-9]+1[02-9ac-hj-np-z]+", re.IGNORECASE)
 _PREIMAGE = re.compile(r"[0-9a-fA-F]{64}")
 MAX_MACAROON_CHARS = 64 * 1024
@@ -85,7 +86,7 @@ def _check_macaroon(mac: str, where: str) -> str:
     if len(mac) > MAX_MACAROON_CHARS:
         raise ChallengeError(f"{where}: the macaroon is over {MAX_MACAROON_CHARS} characters", field="macaroon")
     if not _B64.fullmatch(mac):
-        raise ChallengeError(f"{where}: the macaroon is not base64 text", field="macaroon")
+        raise ChallengeError(f"{where}: the macaroon is not base64 (token68) text", field="macaroon")
     return mac
 
 
