@@ -29,37 +29,32 @@ __version__ = "0.1.0"
 __all__ = [
     "AlreadyPaid", "AsyncClient", "AsyncPaymentTransport", "ChallengeError", "Client", "ConfigError", "Decision",
     "DemoWallet", "Event", "HttpayError", "InsufficientFunds", "Invoice", "InvoiceError", "Ledger", "LedgerError",
-    "FewsatsWallet", "LNDWallet", "LNbitsWallet", "LightsparkWallet", "wallet_from_env",
+    "FewsatsWallet", "LNDWallet", "LNbitsWallet", "LightsparkWallet", "wallet_from_env", "EvmSigner",
+    "PaymentRejected", "ApprovalQueue",
     "Offer", "Payment", "PaymentNotHonored", "PaymentOffers", "PaymentOutcomeUnknown", "PaymentRefused",
     "PaymentRequest", "PaymentRequestError", "PaymentTimeout", "PaymentTransport", "Policy", "Receipt", "Wallet",
     "WalletError", "check_invoice", "decode_invoice", "open_ledger", "parse", "receipt_of",
 ]
 
 
+# Wallet adapters and optional parts load on first use, so importing httpay stays light.
+_LAZY = {
+    "DemoWallet": "httpay.wallets.demo",
+    "LNbitsWallet": "httpay.wallets.lnbits",
+    "LNDWallet": "httpay.wallets.lnd",
+    "LightsparkWallet": "httpay.wallets.lightspark",
+    "FewsatsWallet": "httpay.wallets.fewsats",
+    "wallet_from_env": "httpay.config",
+    "EvmSigner": "httpay.signers",
+    "PaymentRejected": "httpay.x402_pay",
+    "ApprovalQueue": "httpay.approvals",
+}
+
+
 def __getattr__(name: str) -> Any:
-    # Wallet adapters load on first use, so importing httpay stays light.
-    if name == "DemoWallet":
-        from httpay.wallets.demo import DemoWallet
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'httpay' has no attribute {name!r}")
+    import importlib
 
-        return DemoWallet
-    if name == "LNbitsWallet":
-        from httpay.wallets.lnbits import LNbitsWallet
-
-        return LNbitsWallet
-    if name == "LNDWallet":
-        from httpay.wallets.lnd import LNDWallet
-
-        return LNDWallet
-    if name == "LightsparkWallet":
-        from httpay.wallets.lightspark import LightsparkWallet
-
-        return LightsparkWallet
-    if name == "FewsatsWallet":
-        from httpay.wallets.fewsats import FewsatsWallet
-
-        return FewsatsWallet
-    if name == "wallet_from_env":
-        from httpay.config import wallet_from_env
-
-        return wallet_from_env
-    raise AttributeError(f"module 'httpay' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

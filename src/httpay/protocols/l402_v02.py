@@ -153,6 +153,8 @@ def format_amount(amount: int, currency: str) -> str:
         return f"{sym}{amount / 100:,.2f}" + ("" if sym else f" {cur}")
     if cur in ("SAT", "SATS", "BTC"):
         return f"{amount:,} sat"
+    if cur in ("USDC", "USDT", "EURC", "PYUSD"):  # stablecoins with 6 decimals (x402's usual assets)
+        return f"{amount / 1_000_000:,.6f}".rstrip("0").rstrip(".") + f" {cur}"
     if cur == "MSAT":
         return f"{amount / 1000:,.3f}".rstrip("0").rstrip(".") + " sat"
     return f"{amount:,} {cur} (smallest unit)"
