@@ -75,7 +75,7 @@ def test_offers_show_the_price_like_every_other_protocol() -> None:
     assert sol.currency == "4zMMC9srt5Ri5X14GAgXhaHii3GnPAEERYPJgZJDncDU", "no name given: the asset address"
     assert usdc.title == "Current weather"
     assert usdc.extra["requirement"]["payTo"] == PAY_TO
-    assert "10,000 USDC" in str(usdc)
+    assert "0.01 USDC" in str(usdc)
 
 
 def test_offer_ids_are_stable_and_distinct() -> None:

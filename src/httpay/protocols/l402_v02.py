@@ -317,6 +317,9 @@ def parse(status: int, headers: Any, body: bytes | str | None) -> PaymentOffers 
     ctype = _header(headers, "content-type").lower()
     if ctype and "json" not in ctype:
         return None
+    text = body.lstrip()[:1] if isinstance(body, str) else body.lstrip()[:1].decode("latin-1")
+    if text == "[":
+        return None  # a JSON array is never a challenge: decided before parsing, however deep it nests
     try:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError, RecursionError):
