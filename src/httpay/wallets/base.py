@@ -99,3 +99,21 @@ class Wallet(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def invoice_facts(bolt11: str) -> tuple[str | None, int | None]:
+    """The payment hash and amount written in an invoice, so an adapter can check its backend's
+    answer against the invoice itself. (None, None) when it does not decode here: the backend
+    then judges the invoice and says why."""
+    try:
+        import bolt11 as bolt11_lib
+
+        inv = bolt11_lib.decode(bolt11)
+        return str(inv.payment_hash).lower(), inv.amount_msat
+    except Exception:  # noqa: BLE001 - bolt11 raises many kinds; the backend's answer is checked anyway
+        return None, None
+
+
+def default_fee_limit_msat(amount_msat: int | None) -> int:
+    """Routing fee cap when the caller sets none: 1% of the amount, at least 10 sat."""
+    return max(10_000, (amount_msat or 0) // 100)

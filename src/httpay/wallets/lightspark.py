@@ -38,7 +38,13 @@ from httpay.errors import (
     WalletError,
     redact,
 )
-from httpay.wallets.base import Payment, PaymentStatus, Wallet
+from httpay.wallets.base import (
+    Payment,
+    PaymentStatus,
+    Wallet,
+    default_fee_limit_msat,
+    invoice_facts,
+)
 
 log = logging.getLogger("httpay.wallet.lightspark")
 
@@ -64,19 +70,8 @@ query HttpayNodeBalance($id: ID!) {
 """
 
 
-def default_fee_limit_msat(amount_msat: int | None) -> int:
-    """Routing fee cap when the caller sets none: 1% of the amount, at least 10 sat."""
-    return max(10_000, (amount_msat or 0) // 100)
 
 
-def _decode(bolt11: str) -> tuple[str | None, int | None]:
-    try:
-        import bolt11 as bolt11_lib
-
-        inv = bolt11_lib.decode(bolt11)
-        return str(inv.payment_hash).lower(), inv.amount_msat
-    except Exception:  # noqa: BLE001 - Lightspark judges bad invoices and says why
-        return None, None
 
 
 def _name(value: Any) -> str:
@@ -261,7 +256,7 @@ class LightsparkWallet(Wallet):
         returns this node's earlier settled payment when there is one, else raises AlreadyPaid.
         """
         bolt11 = bolt11.strip()
-        payment_hash, amount_msat = _decode(bolt11)
+        payment_hash, amount_msat = invoice_facts(bolt11)
         if payment_hash is None:
             raise WalletError("the invoice could not be decoded as BOLT11; nothing was paid")
         fee_limit = max_fee_msat if max_fee_msat is not None else default_fee_limit_msat(amount_msat)

@@ -37,8 +37,14 @@ from typing import Any
 
 import httpx
 
-from httpay.errors import AlreadyPaid, InsufficientFunds, PaymentTimeout, WalletError, redact
-from httpay.wallets.base import Payment, PaymentStatus, Wallet
+from httpay.errors import (
+    AlreadyPaid,
+    InsufficientFunds,
+    PaymentTimeout,
+    WalletError,
+    redact,
+)
+from httpay.wallets.base import Payment, PaymentStatus, Wallet, invoice_facts
 
 log = logging.getLogger("httpay.wallet.lnbits")
 
@@ -49,14 +55,6 @@ _STATUS = {
 }
 
 
-def _invoice_hash(bolt11: str) -> str | None:
-    """The payment hash written in the invoice, to check LNbits' proof against the invoice itself."""
-    try:
-        import bolt11 as bolt11_lib
-
-        return str(bolt11_lib.decode(bolt11).payment_hash).lower()
-    except Exception:  # noqa: BLE001 - LNbits gives the authoritative error for bad invoices
-        return None
 
 
 class LNbitsWallet(Wallet):
@@ -156,7 +154,7 @@ class LNbitsWallet(Wallet):
         by its own settings); a settled payment whose fee exceeded it is logged as a warning.
         """
         bolt11 = bolt11.strip()
-        expected_hash = _invoice_hash(bolt11)
+        expected_hash = invoice_facts(bolt11)[0]
         log.debug("lnbits pay_invoice url=%s hash=%s", self.url, (expected_hash or "?")[:16])
         r = self._request("POST", "/api/v1/payments", admin=True, json={"out": True, "bolt11": bolt11})
         if r.status_code in (200, 201):

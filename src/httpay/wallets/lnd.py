@@ -50,7 +50,13 @@ from httpay.errors import (
     WalletError,
     redact,
 )
-from httpay.wallets.base import Payment, PaymentStatus, Wallet
+from httpay.wallets.base import (
+    Payment,
+    PaymentStatus,
+    Wallet,
+    default_fee_limit_msat,
+    invoice_facts,
+)
 
 log = logging.getLogger("httpay.wallet.lnd")
 
@@ -61,20 +67,8 @@ _ALREADY_EXISTS = 6
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
 
 
-def default_fee_limit_msat(amount_msat: int | None) -> int:
-    """Routing fee cap when the caller sets none: 1% of the amount, at least 10 sat."""
-    return max(10_000, (amount_msat or 0) // 100)
 
 
-def _decode(bolt11: str) -> tuple[str | None, int | None]:
-    """The invoice's payment hash and amount, to check LND's answer against the invoice itself."""
-    try:
-        import bolt11 as bolt11_lib
-
-        inv = bolt11_lib.decode(bolt11)
-        return str(inv.payment_hash).lower(), inv.amount_msat
-    except Exception:  # noqa: BLE001 - LND judges bad invoices and says why
-        return None, None
 
 
 def _hex(value: Any) -> str | None:
@@ -226,7 +220,7 @@ class LNDWallet(Wallet):
         PaymentTimeout with outcome_known=False.
         """
         bolt11 = bolt11.strip()
-        expected_hash, amount_msat = _decode(bolt11)
+        expected_hash, amount_msat = invoice_facts(bolt11)
         fee_limit = max_fee_msat if max_fee_msat is not None else default_fee_limit_msat(amount_msat)
         body = {
             "payment_request": bolt11,
