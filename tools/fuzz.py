@@ -1,28 +1,40 @@
 #!/usr/bin/env python
 """Fuzz httpay's 402 readers: every input must give a model, None, or httpay's own typed error.
 
-    python tools/fuzz.py [--count N] [--seed S] [--workers W]
+    python tools/fuzz.py [--count N] [--seed S] [--workers W] [--engine atheris|random]
 
 Targets: the L402 v0.2 body parser, the WWW-Authenticate/L402 reader (plus the macaroon decoder
 and credential builder on whatever it claims), the x402 readers (PAYMENT-REQUIRED header, v1
 body, receipt headers), and the invoice check (decode_invoice + check_invoice on mutated real
 invoices, re-checksummed so most get past bech32 into the decoder). Invoice decoding costs
-~2 ms, so invoice inputs run at 1 per `--invoice-every` parser inputs and are counted apart.
+~2 ms, so invoice inputs run at most 1 per `--invoice-every` parser inputs and are counted apart.
 
-Inputs are mutations of tests/corpus plus random structured JSON and header text, made with the
-standard `random` module (deterministic for a given --seed and --workers). Exit status 1 if any
-input raised anything other than the typed error.
+Engines:
+  atheris (default)  coverage-guided: libFuzzer (via atheris) mutates raw bytes, seeded with
+                     tests/corpus, watching which branches of the instrumented httpay package each
+                     input reaches; one FuzzedDataProvider picks the target and builds its input.
+                     W worker processes of N/W inputs each, with libFuzzer seeds derived from S.
+  random             blind: mutations of tests/corpus plus random structured JSON and header text,
+                     made with the standard `random` module (deterministic for --seed and --workers).
+
+Exit status 1 if any input raised anything other than the typed error (or a worker died).
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import hashlib
+import importlib.util
 import json
 import multiprocessing as mp
+import os
 import random
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
 import traceback
 from collections.abc import Callable
@@ -34,8 +46,18 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT / "src") not in sys.path:
     sys.path.insert(0, str(ROOT / "src"))
 
-from httpay.errors import ChallengeError, InvoiceError  # noqa: E402
-from httpay.protocols import l402_classic, l402_v02, macaroons, x402  # noqa: E402
+# An atheris worker process gets its job in this variable; it must instrument httpay as it imports it.
+ATHERIS_JOB_ENV = "HTTPAY_FUZZ_ATHERIS_JOB"
+if os.environ.get(ATHERIS_JOB_ENV):
+    import atheris
+
+    _instrumented: contextlib.AbstractContextManager[Any] = atheris.instrument_imports(include=["httpay"])
+else:
+    _instrumented = contextlib.nullcontext()
+with _instrumented:
+    import httpay.lightning  # noqa: E402,F401 - loaded here so the atheris worker instruments it
+    from httpay.errors import ChallengeError, InvoiceError  # noqa: E402
+    from httpay.protocols import l402_classic, l402_v02, macaroons, x402  # noqa: E402
 
 CORPUS = ROOT / "tests" / "corpus"
 PARSER_TARGETS = ("body", "l402", "x402")
@@ -52,6 +74,14 @@ CONTENT_TYPES = ["application/json", "application/json; charset=utf-8", "APPLICA
 RANDOM_VALUES: list[Any] = [None, True, False, 0, -1, 1, 2**63, 2**256, 10**100, 1.5, -0.0, float("inf"), "", "0",
                             " 1 ", "1.0", "-5", "💳\u202e", "\ud800", "x" * 300, "lnbcrt1", [], {}, [[[[]]]],
                             {"a": {"b": {"c": None}}}, ["lightning"], "USD", "SAT", "0x" + "f" * 40]
+HRPS = ["lnbcrt", "lnbc", "lntb", "lntbs", "lnbc1", "lnbc0n", "lnbc2500000000000p", "lnbc99999999999999999999m",
+        "lnbc1p", "lnsb", "ln", "lnbcrt10u"]
+NETWORKS = ["regtest", "bitcoin", "testnet", "signet"]
+EXPECTED_MSAT: list[int | None] = [None, 0, 1, 10_000, 2**64]
+TOLERANCES = [0.0, 0.02, 1.0]
+MAX_MSAT: list[int | None] = [None, 1, 10**12]
+PAYEES: list[str | None] = [None, "02" + "ab" * 32]
+PAYMENT_HASHES: list[str | None] = [None, "00" * 32]
 KEY_RENAMES = {"offer_id": "id", "balance": "credits", "maxAmountRequired": "amount", "amount": "maxAmountRequired",
                "payTo": "pay_to", "x402Version": "version", "offers": "accepts", "accepts": "offers"}
 
@@ -347,19 +377,18 @@ class Worker:
                     else:
                         data.insert(i, rng.randrange(32))
                 if rng.random() < 0.3:
-                    hrp = rng.choice(["lnbcrt", "lnbc", "lntb", "lntbs", "lnbc1", "lnbc0n", "lnbc2500000000000p",
-                                      "lnbc99999999999999999999m", "lnbc1p", "lnsb", "ln", "lnbcrt10u"])
+                    hrp = rng.choice(HRPS)
                 inv = bech32_encode(hrp, data) or inv
         elif r < 0.9:
             inv = mutate_text(rng, inv, list("qpzry9x8gf2tvdw0s3jn54khce6mua7l1") + ["lightning:", " ", "LN"])
         check = {
-            "network": rng.choice(["regtest", "bitcoin", "testnet", "signet"]),
-            "expected_msat": rng.choice([None, 0, 1, 10_000, 2**64]),
-            "tolerance": rng.choice([0.0, 0.02, 1.0]),
-            "max_msat": rng.choice([None, 1, 10**12]),
+            "network": rng.choice(NETWORKS),
+            "expected_msat": rng.choice(EXPECTED_MSAT),
+            "tolerance": rng.choice(TOLERANCES),
+            "max_msat": rng.choice(MAX_MSAT),
             "now": datetime.fromtimestamp(1_700_000_000 + rng.randrange(-10**9, 10**9), tz=timezone.utc),
-            "payee": rng.choice([None, "02" + "ab" * 32]),
-            "payment_hash": rng.choice([None, "00" * 32]),
+            "payee": rng.choice(PAYEES),
+            "payment_hash": rng.choice(PAYMENT_HASHES),
         }
         return inv, check
 
@@ -407,56 +436,272 @@ RUNNERS: dict[str, tuple[Callable[[Any], None], type[Exception]]] = {
 }
 
 
-def work(job: tuple[str, int, int]) -> dict[str, Any]:
+Stats = dict[str, dict[str, Any]]
+
+
+def new_stats() -> Stats:
+    return {t: {"runs": 0, "handled": 0, "unhandled": 0, "examples": []} for t in TARGETS}
+
+
+def run_one(stats: Stats, target: str, inp: Any) -> None:
+    """Run one input; the typed error counts as handled, anything else is what the campaign hunts."""
+    run, handled = RUNNERS[target]
+    st = stats[target]
+    st["runs"] += 1
+    try:
+        run(inp)
+    except handled:
+        st["handled"] += 1
+    except Exception as exc:  # noqa: BLE001 - this is what the fuzzer hunts
+        st["unhandled"] += 1
+        if len(st["examples"]) < MAX_EXAMPLES:
+            tb = traceback.extract_tb(exc.__traceback__)[-1]
+            st["examples"].append(
+                f"{type(exc).__name__}: {str(exc)[:200]} at {Path(tb.filename).name}:{tb.lineno}\n"
+                f"      input: {repr(inp)[:600]}")
+
+
+def work(job: tuple[str, int, int]) -> Stats:
     """Run `count` parser inputs (and the invoice share) in one process; return the tallies."""
     seed, count, invoice_every = job
     w = Worker(seed)
     makers = {"body": w.body_input, "l402": w.l402_input, "x402": w.x402_input, "invoice": w.invoice_input}
-    stats = {t: {"runs": 0, "handled": 0, "unhandled": 0, "examples": []} for t in TARGETS}
-
-    def one(target: str) -> None:
-        inp = makers[target]()
-        run, handled = RUNNERS[target]
-        st = stats[target]
-        st["runs"] += 1
-        try:
-            run(inp)
-        except handled:
-            st["handled"] += 1
-        except Exception as exc:  # noqa: BLE001 - this is what the fuzzer hunts
-            st["unhandled"] += 1
-            if len(st["examples"]) < MAX_EXAMPLES:
-                tb = traceback.extract_tb(exc.__traceback__)[-1]
-                st["examples"].append(
-                    f"{type(exc).__name__}: {str(exc)[:200]} at {Path(tb.filename).name}:{tb.lineno}\n"
-                    f"      input: {repr(inp)[:600]}")
-
+    stats = new_stats()
     for i in range(count):
-        one(PARSER_TARGETS[i % len(PARSER_TARGETS)])
+        target = PARSER_TARGETS[i % len(PARSER_TARGETS)]
+        run_one(stats, target, makers[target]())
         if invoice_every and i % invoice_every == 0:
-            one("invoice")
+            run_one(stats, "invoice", makers["invoice"]())
     return stats
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--count", type=int, default=1_000_000, help="parser inputs in all (default 1,000,000)")
-    ap.add_argument("--seed", default="0", help="seed; the same seed and workers give the same inputs")
-    ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--invoice-every", type=int, default=200, help="one invoice input per this many parser inputs")
-    args = ap.parse_args(argv)
-    workers = max(1, args.workers)
-    shares = [args.count // workers + (1 if i < args.count % workers else 0) for i in range(workers)]
-    jobs = [(f"{args.seed}:{i}", n, args.invoice_every) for i, n in enumerate(shares)]
-    start = time.perf_counter()
-    if workers == 1:
-        results = [work(jobs[0])]
-    else:
-        with mp.get_context("spawn").Pool(workers) as pool:
-            results = pool.map(work, jobs)
-    elapsed = time.perf_counter() - start
+# --- the atheris engine: coverage-guided ---------------------------------------------------------
+#
+# libFuzzer hands TestOneInput raw bytes. Control values (target, status, content type, mode...) are
+# read one byte each from the END of the buffer (FuzzedDataProvider takes integers from the end) and
+# the rest, from the front, is the payload. So a seed is `payload + reversed(control bytes)`, which is
+# how the corpus becomes seeds below.
 
-    total = {t: {"runs": 0, "handled": 0, "unhandled": 0, "examples": []} for t in TARGETS}
+ATHERIS_MAX_LEN = 8192
+TARGET_BYTE = {"body": 0, "l402": 5, "x402": 10, "invoice": 15}  # target = byte % 16, see FdpInputs.target
+HEADER_NAMES = ["WWW-Authenticate", "www-authenticate", "Www-Authenticate"]
+X402_MODES = ("b64-header", "raw-header", "body", "receipt")
+RECEIPT_NAMES = ["PAYMENT-RESPONSE", "X-PAYMENT-RESPONSE"]
+X402_CONTENT_TYPES = ["application/json", "", "text/plain"]
+
+
+def seed_bytes(payload: bytes, *controls: int) -> bytes:
+    """The raw input that makes FdpInputs read these controls (in order) and this payload."""
+    return payload + bytes(reversed(controls))
+
+
+def _text(payload: bytes, latin1: bool) -> str:
+    return payload.decode("latin-1") if latin1 else payload.decode("utf-8", "replace")
+
+
+def _b64(payload: bytes, variant: int) -> str:
+    if variant % 3 == 1:
+        return base64.urlsafe_b64encode(payload).decode()
+    enc = base64.b64encode(payload).decode()
+    return enc.rstrip("=") if variant % 3 == 2 else enc
+
+
+class FdpInputs:
+    """Builds each target's input from a FuzzedDataProvider; caps the slow invoice target's share."""
+
+    def __init__(self, invoice_every: int) -> None:
+        self.invoices = make_invoices(random.Random("atheris invoices")) + Seeds().invoices
+        self.invoice_every = invoice_every
+
+    def target(self, fdp: Any, stats: Stats) -> str:
+        b = fdp.ConsumeIntInRange(0, 255) % 16
+        if b == 15:
+            parser_runs = sum(stats[t]["runs"] for t in PARSER_TARGETS)
+            if self.invoice_every and stats["invoice"]["runs"] <= parser_runs // self.invoice_every:
+                return "invoice"
+            return PARSER_TARGETS[fdp.ConsumeIntInRange(0, 255) % 3]  # over its share: a parser gets it
+        return PARSER_TARGETS[b // 5]
+
+    @staticmethod
+    def _byte(fdp: Any) -> int:
+        return int(fdp.ConsumeIntInRange(0, 255))
+
+    def body(self, fdp: Any) -> tuple[int, dict[str, str], bytes | str]:
+        status_b, ctype_b, form = self._byte(fdp), self._byte(fdp), self._byte(fdp) % 3
+        status = 402 if status_b < 240 else (200, 401, 500)[status_b % 3]
+        ctype = CONTENT_TYPES[ctype_b % len(CONTENT_TYPES)]
+        payload = fdp.ConsumeBytes(fdp.remaining_bytes())
+        headers = {} if ctype is None else {"Content-Type": ctype}
+        return status, headers, payload if form == 0 else _text(payload, latin1=form == 2)
+
+    def l402(self, fdp: Any) -> list[tuple[str, str]]:
+        latin1, names = self._byte(fdp) % 2 == 1, self._byte(fdp)
+        values = _text(fdp.ConsumeBytes(fdp.remaining_bytes()), latin1).split("\n")
+        if names % 4 == 3:  # other headers in between must be ignored
+            return [("WWW-Authenticate" if i % 2 == 0 else "Content-Type", v) for i, v in enumerate(values)]
+        return [(HEADER_NAMES[names % 4], v) for v in values]
+
+    def x402(self, fdp: Any) -> tuple[dict[str, str], bytes | str | None]:
+        mode, var = X402_MODES[self._byte(fdp) % len(X402_MODES)], self._byte(fdp)
+        payload = fdp.ConsumeBytes(fdp.remaining_bytes())
+        if mode == "b64-header":
+            return {"PAYMENT-REQUIRED": _b64(payload, var)}, None
+        if mode == "raw-header":
+            return {"PAYMENT-REQUIRED": _text(payload, latin1=var % 2 == 1)}, None
+        if mode == "body":
+            ctype = X402_CONTENT_TYPES[var % 3]
+            return {"content-type": ctype}, payload if var // 3 % 2 == 0 else _text(payload, latin1=False)
+        return {RECEIPT_NAMES[var % 2]: _b64(payload, var // 2)}, None
+
+    def invoice(self, fdp: Any) -> tuple[str, dict[str, Any]]:
+        """Mode 0: the payload is the invoice text. Modes 1-2: a real invoice, its 5-bit words edited by
+        the payload (4 bytes an edit: op, position, value) and re-checksummed; mode 2 also swaps the hrp."""
+        from bech32 import bech32_decode, bech32_encode
+
+        idx, mode = self._byte(fdp), self._byte(fdp) % 3
+        check = {
+            "network": NETWORKS[self._byte(fdp) % len(NETWORKS)],
+            "expected_msat": EXPECTED_MSAT[self._byte(fdp) % len(EXPECTED_MSAT)],
+            "tolerance": TOLERANCES[self._byte(fdp) % len(TOLERANCES)],
+            "max_msat": MAX_MSAT[self._byte(fdp) % len(MAX_MSAT)],
+            "now": datetime.fromtimestamp(1_700_000_000 + (fdp.ConsumeIntInRange(0, 2**24 - 1) - 2**23) * 120,
+                                          tz=timezone.utc),
+            "payee": PAYEES[self._byte(fdp) % len(PAYEES)],
+            "payment_hash": PAYMENT_HASHES[self._byte(fdp) % len(PAYMENT_HASHES)],
+        }
+        hrp_b = self._byte(fdp)
+        payload = fdp.ConsumeBytes(fdp.remaining_bytes())
+        if mode == 0:
+            return payload.decode("utf-8", "replace"), check
+        inv = self.invoices[idx % len(self.invoices)]
+        hrp, data = bech32_decode(inv.lower())
+        if hrp is None or data is None:
+            return inv, check
+        words = list(data)
+        for k in range(0, min(len(payload), 32) - 3, 4):
+            op, pos, val = payload[k] % 3, int.from_bytes(payload[k + 1:k + 3], "big"), payload[k + 3] % 32
+            if op == 0 and words:
+                words[pos % len(words)] = val
+            elif op == 1 and words:
+                del words[pos % len(words)]
+            else:
+                words.insert(pos % (len(words) + 1), val)
+        if mode == 2:
+            hrp = HRPS[hrp_b % len(HRPS)]
+        return bech32_encode(hrp, words) or inv, check
+
+    def build(self, target: str, fdp: Any) -> Any:
+        return {"body": self.body, "l402": self.l402, "x402": self.x402, "invoice": self.invoice}[target](fdp)
+
+
+def write_seeds(dest: Path) -> int:
+    """tests/corpus as raw atheris inputs (one file each); returns how many."""
+    s = Seeds()
+    fdp_inputs = FdpInputs(0)
+    t = TARGET_BYTE
+    seeds: list[bytes] = []
+    for path in sorted(CORPUS.glob("*.json")):
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        body = doc.get("body")
+        if isinstance(body, str):
+            ctypes = [v.split(";")[0].strip().lower() for n, v in doc["headers"] if n.lower() == "content-type"]
+            ci = CONTENT_TYPES.index(ctypes[0] if ctypes and ctypes[0] in CONTENT_TYPES else None if not ctypes
+                                     else "text/plain")
+            raw = body.encode("utf-8", "surrogatepass")[:ATHERIS_MAX_LEN - 8]
+            seeds += [seed_bytes(raw, t["body"], 0, ci, 0), seed_bytes(raw, t["x402"], X402_MODES.index("body"), 0)]
+        www = [v for n, v in doc["headers"] if n.lower() == "www-authenticate"]
+        if www:
+            seeds.append(seed_bytes("\n".join(www).encode("utf-8", "surrogatepass"), t["l402"], 0, 0))
+    for value in s.x402_headers:
+        seeds.append(seed_bytes(value.encode("latin-1", "replace"), t["x402"], X402_MODES.index("raw-header"), 0))
+    for d in s.x402_docs:
+        seeds.append(seed_bytes(json.dumps(d).encode(), t["x402"], X402_MODES.index("b64-header"), 0))
+    for r in s.receipts:
+        seeds.append(seed_bytes(json.dumps(r).encode(), t["x402"], X402_MODES.index("receipt"), 0))
+    for i, inv in enumerate(fdp_inputs.invoices):
+        # target, index, mode 0 (the text is the invoice), network, expected, tolerance, max, now (3), payee,
+        # payment hash, hrp
+        controls = (t["invoice"], i, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0)
+        seeds.append(seed_bytes(inv.encode(), *controls))
+        seeds.append(seed_bytes(bytes([0, 0, 9, 7]), t["invoice"], i, 1, *controls[3:]))  # one word edited
+    dest.mkdir(parents=True, exist_ok=True)
+    for raw in seeds:
+        (dest / hashlib.sha1(raw).hexdigest()).write_bytes(raw)
+    return len(seeds)
+
+
+def atheris_worker(job: dict[str, Any]) -> None:
+    """One libFuzzer process. libFuzzer ends with C exit(), which skips Python's atexit, so the
+    worker stops itself after exactly `runs` inputs, writing its tallies as JSON first."""
+    import atheris
+
+    inputs = FdpInputs(job["invoice_every"])
+    stats = new_stats()
+    done = 0
+
+    def finish() -> None:
+        tmp = Path(job["summary"] + ".tmp")
+        tmp.write_text(json.dumps(stats))
+        tmp.replace(job["summary"])
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+
+    def test_one_input(data: bytes) -> None:
+        nonlocal done
+        fdp = atheris.FuzzedDataProvider(data)
+        target = inputs.target(fdp, stats)
+        run_one(stats, target, inputs.build(target, fdp))
+        done += 1
+        if done >= job["runs"]:
+            finish()
+
+    if job["runs"] <= 0:
+        finish()
+    atheris.Setup([sys.argv[0], f"-seed={job['seed']}", f"-max_len={ATHERIS_MAX_LEN}", "-timeout=60",
+                   f"-runs={2 * job['runs'] + 10_000}",  # a backstop only: finish() ends the run first
+                   f"-artifact_prefix={job['dir']}/", job["corpus"], job["seeds"]], test_one_input)
+    atheris.Fuzz()
+
+
+def run_atheris(count: int, seed: str, workers: int, invoice_every: int) -> tuple[list[Stats], str]:
+    """Spawn the workers (N/W inputs each, distinct libFuzzer seeds); return their tallies and,
+    if one died without tallies, what went wrong."""
+    tmp = Path(tempfile.mkdtemp(prefix="httpay-fuzz-"))
+    write_seeds(tmp / "seeds")
+    shares = [count // workers + (1 if i < count % workers else 0) for i in range(workers)]
+    base = int.from_bytes(hashlib.sha256(seed.encode()).digest()[:4], "big") % (2**31 - workers - 1) + 1
+    procs = []
+    for i, n in enumerate(shares):
+        (tmp / f"corpus{i}").mkdir()
+        job = {"runs": n, "seed": base + i, "invoice_every": invoice_every, "summary": str(tmp / f"stats{i}.json"),
+               "corpus": str(tmp / f"corpus{i}"), "seeds": str(tmp / "seeds"), "dir": str(tmp)}
+        env = {**os.environ, ATHERIS_JOB_ENV: json.dumps(job)}
+        with open(tmp / f"worker{i}.log", "wb") as log:
+            procs.append(subprocess.Popen([sys.executable, str(Path(__file__).resolve())], env=env, cwd=tmp,
+                                          stdout=log, stderr=subprocess.STDOUT))
+    results, problems = [], []
+    for i, proc in enumerate(procs):
+        code = proc.wait()
+        summary = tmp / f"stats{i}.json"
+        if summary.exists():
+            results.append(json.loads(summary.read_text()))
+        else:
+            log = tmp / f"worker{i}.log"
+            tail = log.read_text(errors="replace")[-2000:] if log.exists() else "(no log)"
+            problems.append(f"atheris worker {i} ended (exit {code}) without its tallies; "
+                            f"its log and artifacts are kept in {tmp}\n{tail}")
+    if not problems:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return results, "\n".join(problems)
+
+
+# --- the command --------------------------------------------------------------------------------
+
+
+def report(engine: str, seed: str, workers: int, elapsed: float, results: list[Stats]) -> int:
+    """Print the per-target table; return how many inputs went unhandled."""
+    total = new_stats()
     for res in results:
         for t in TARGETS:
             for k in ("runs", "handled", "unhandled"):
@@ -464,7 +709,7 @@ def main(argv: list[str] | None = None) -> int:
             total[t]["examples"] += res[t]["examples"]
     labels = {"body": "402 body (l402_v02.parse)", "l402": "WWW-Authenticate/L402 (+macaroons)",
               "x402": "x402 header/body/receipt", "invoice": "invoice decode+check"}
-    print(f"httpay fuzz: seed {args.seed!r}, {workers} workers, {elapsed:.1f} s")
+    print(f"httpay fuzz: engine {engine}, seed {seed!r}, {workers} workers, {elapsed:.1f} s")
     print(f"{'target':38} {'inputs':>10} {'handled':>10} {'unhandled':>10}")
     for t in TARGETS:
         s = total[t]
@@ -472,12 +717,49 @@ def main(argv: list[str] | None = None) -> int:
     runs = sum(s["runs"] for s in total.values())
     bad = sum(s["unhandled"] for s in total.values())
     print(f"{'total':38} {runs:>10,} {sum(s['handled'] for s in total.values()):>10,} {bad:>10,}")
-    print(f"rate: {runs / elapsed:,.0f} inputs/s")
+    print(f"rate: {runs / max(elapsed, 1e-9):,.0f} inputs/s")
     for t in TARGETS:
         for ex in total[t]["examples"][:MAX_EXAMPLES]:
             print(f"  UNHANDLED in {t}: {ex}")
-    return 1 if bad else 0
+    sys.stdout.flush()
+    return bad
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--engine", choices=("atheris", "random"), default="atheris",
+                    help="atheris: coverage-guided libFuzzer (default); random: blind mutation with `random`")
+    ap.add_argument("--count", type=int, default=1_000_000,
+                    help="inputs in all (default 1,000,000; with --engine random: parser inputs, plus the invoice share)")
+    ap.add_argument("--seed", default="0", help="seed; random: the same seed and workers give the same inputs")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--invoice-every", type=int, default=200, help="one invoice input per this many parser inputs")
+    args = ap.parse_args(argv)
+    workers = max(1, args.workers)
+    start = time.perf_counter()
+    problems = ""
+    if args.engine == "atheris":
+        if importlib.util.find_spec("atheris") is None:
+            print("atheris is not installed: `pip install atheris` (it is in the `test` extra), "
+                  "or run the blind generator with --engine random", file=sys.stderr)
+            return 2
+        results, problems = run_atheris(args.count, args.seed, workers, args.invoice_every)
+    else:
+        shares = [args.count // workers + (1 if i < args.count % workers else 0) for i in range(workers)]
+        jobs = [(f"{args.seed}:{i}", n, args.invoice_every) for i, n in enumerate(shares)]
+        if workers == 1:
+            results = [work(jobs[0])]
+        else:
+            with mp.get_context("spawn").Pool(workers) as pool:
+                results = pool.map(work, jobs)
+    bad = report(args.engine, args.seed, workers, time.perf_counter() - start, results)
+    if problems:
+        print(problems)
+    return 1 if bad or problems else 0
 
 
 if __name__ == "__main__":
+    job_text = os.environ.get(ATHERIS_JOB_ENV)
+    if job_text:
+        atheris_worker(json.loads(job_text))
     sys.exit(main())

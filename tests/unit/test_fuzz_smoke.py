@@ -17,14 +17,24 @@ from tests.helpers import make_invoice
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_twenty_thousand_fuzz_inputs_raise_nothing_unhandled() -> None:
-    run = subprocess.run([sys.executable, str(ROOT / "tools" / "fuzz.py"), "--count", "20000", "--seed", "smoke"],
-                         capture_output=True, text=True, timeout=300, cwd=ROOT)
+LABELS = {"body": "402 body", "l402": "WWW-Authenticate/L402", "x402": "x402 header", "invoice": "invoice decode"}
+
+
+@pytest.mark.parametrize("engine", ["atheris", "random"])
+def test_five_thousand_fuzz_inputs_reach_every_target_and_raise_nothing_unhandled(engine: str) -> None:
+    run = subprocess.run([sys.executable, str(ROOT / "tools" / "fuzz.py"), "--engine", engine, "--count", "5000",
+                          "--seed", "smoke"], capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert run.returncode == 0, run.stdout + run.stderr
-    lines = {line.split()[0]: line for line in run.stdout.splitlines() if line.strip()}
-    total = lines["total"].split()
-    assert int(total[1].replace(",", "")) >= 20000, run.stdout
-    assert total[3] == "0", run.stdout
+    assert run.stdout.startswith(f"httpay fuzz: engine {engine},"), run.stdout
+    rows = {line.rsplit(maxsplit=3)[0]: [int(n.replace(",", "")) for n in line.rsplit(maxsplit=3)[1:]]
+            for line in run.stdout.splitlines()[2:] if line and not line.startswith(("rate", " "))}
+    for target, label in LABELS.items():
+        (row,) = [counts for name, counts in rows.items() if name.startswith(label)]
+        assert row[0] > 0, f"{target} got no inputs\n{run.stdout}"
+        assert row[2] == 0, run.stdout
+    inputs, _, unhandled = rows["total"]
+    assert inputs >= 5000, run.stdout
+    assert unhandled == 0, run.stdout
     assert "UNHANDLED" not in run.stdout
 
 
