@@ -122,3 +122,17 @@ def test_ledger_reconcile_settles_what_the_wallet_paid(demo: RunningServer, acco
     assert made["key"] not in p.stdout + p.stderr
     again = httpay_cmd("ledger", "reconcile", "--ledger", str(ledger), env=env)
     assert again.returncode == 0 and "nothing to reconcile" in again.stdout
+
+
+def test_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
+    from httpay.ledger import Intent, SQLiteLedger
+
+    ledger = tmp_path / "pipe.sqlite3"
+    with SQLiteLedger(ledger) as lg:  # far more output than a pipe buffers
+        for i in range(600):
+            lg.reserve(Intent(host="h", url="u", protocol="l402-v0.2", method="lightning", amount_msat=1,
+                              payment_hash=f"{i:064x}"))
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    p = subprocess.run(f"'{sys.executable}' -m httpay.cli ledger --json --limit 1000 --ledger '{ledger}' | head -c 1",
+                       shell=True, capture_output=True, text=True, env=env, timeout=60)
+    assert p.stdout == "{" and "Traceback" not in p.stderr and "BrokenPipe" not in p.stderr
