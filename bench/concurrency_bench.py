@@ -95,6 +95,17 @@ def demo_server_process() -> Iterator[str]:
         proc.wait(timeout=10)
 
 
+def plain_crowd(base: str, n: int) -> float:
+    """The floor: n plain httpx GETs from n threads (no 402, no httpay), the same shape of traffic
+    the waiters send once the payment is made."""
+    auth = _broke_account(base)
+    with httpx.Client(limits=httpx.Limits(max_connections=n), timeout=60) as c, ThreadPoolExecutor(n) as pool:
+        c.get(f"{base}/info", headers=auth)
+        t = time.perf_counter()
+        list(pool.map(lambda _: c.get(f"{base}/info", headers=auth), range(n)))
+        return time.perf_counter() - t
+
+
 def run(quick: bool = False, n: int = 200) -> list[tuple[str, str, str]]:
     reps = 3 if quick else 5
     lines = []
@@ -102,8 +113,12 @@ def run(quick: bool = False, n: int = 200) -> list[tuple[str, str, str]]:
         for latency, label in ((0.0, "instant demo wallet"), (0.3, "wallet taking 300 ms, like a real payment")):
             singles = [one_paid_request(base, tmp, i, latency) for i in range(reps)]
             crowds = [crowd(base, tmp, i, n, latency) for i in range(reps)]
-            one, many = statistics.median(singles), statistics.median(crowds)
+            floors = [plain_crowd(base, n) for _ in range(reps)]
+            one, many, floor = statistics.median(singles), statistics.median(crowds), statistics.median(floors)
             lines += [
+                (f"{n} plain httpx GETs from {n} threads, no 402 (median)", f"{floor * 1e3:.1f} ms", "reference"),
+                (f"{n} concurrent on one 402 / (one paid request + {n} plain GETs), {label}",
+                 f"{many / (one + floor):.2f}", "~1: httpay adds nothing to what the threads cost"),
                 (f"one paid request, {label} (median)", f"{one * 1e3:.1f} ms", "reference"),
                 (f"{n} concurrent requests on one 402 all served, {label} (median)", f"{many * 1e3:.1f} ms",
                  "reference"),
