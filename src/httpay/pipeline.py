@@ -40,7 +40,8 @@ log = logging.getLogger("httpay")
 RECEIPT_EXTENSION = "httpay_receipt"
 DRY_RUN_EXTENSION = "httpay_dry_run"     # request extension: hand a 402 back untouched, pay nothing
 OFFER_EXTENSION = "httpay_offer_id"      # request extension: pay only this offer (still within the policy)
-MAX_PRICE_EXTENSION = "httpay_max_price_msat"  # request extension: pay at most this much for this request
+MAX_PRICE_EXTENSION = "httpay_max_price_msat"
+MAX_WAIT_ROUNDS = 10  # a request waits for at most this many other payments of its challenge before refusing  # request extension: pay at most this much for this request
 
 
 # -- effects: what the flow asks its driver to do ------------------------------------------------
@@ -67,7 +68,8 @@ class Sleep:
 
 @dataclass(frozen=True)
 class Join:
-    """Enter the single-flight for `key`: answers True if another flow was paying it and is done."""
+    """Enter the single-flight for `key`. Answers False when this flow now owns it (and must
+    `Leave` it), True when another flow was paying it and has finished (nothing is owned)."""
 
     key: str
 
@@ -220,23 +222,28 @@ def pay_flow(
         )
         emit(hook, Event("refused", url, rid, {"rule": exc.rule, "reason": str(exc)}), str(exc), logging.WARNING)
         raise exc
-    pr_url = _payment_request_url(policy, request, offers, response) if challenge.protocol == l402_v02.PROTOCOL else None
 
     key = challenge.key
-    waited = yield Join(key)
+    for _ in range(MAX_WAIT_ROUNDS):
+        if not (yield Join(key)):
+            break  # this request owns the challenge's flight: it pays
+        # Someone else just paid this very challenge: use their payment before paying again.
+        emit(hook, Event("waited", url, rid, {"key": key}), "another request paid this challenge; retrying")
+        again = yield from _send_with_token(payer, request)
+        if again.status_code != 402:
+            return again
+        again.read()
+        fresh = read_challenge(url, again.status_code, again.headers, again.content)
+        if fresh is None:
+            return again
+        challenge, response, offers, met_402_at, key = fresh, again, fresh.offers, now_utc(), fresh.key
+    else:
+        raise PaymentRefused(
+            f"refused: {MAX_WAIT_ROUNDS} payments by other requests for this challenge each left this one unserved; "
+            "not paying in a loop", rule="in_flight", offers=offers, response=response,
+        )
     try:
-        if waited:
-            # Someone else just paid this very challenge: try their payment before paying again.
-            emit(hook, Event("waited", url, rid, {"key": key}), "another request paid this challenge; retrying")
-            again = yield from _send_with_token(payer, request)
-            if again.status_code != 402:
-                return again
-            again.read()
-            fresh = read_challenge(url, again.status_code, again.headers, again.content)
-            if fresh is None:
-                return again
-            challenge, response, offers, met_402_at = fresh, again, fresh.offers, now_utc()
-
+        pr_url = _payment_request_url(policy, request, offers, response) if challenge.protocol == l402_v02.PROTOCOL else None
         decision = _decide(payer, challenge, response, url, host, rate, rid, max_price_msat, offer_id)
         if policy.approve is not None:
             answer = yield Ask(decision)

@@ -35,15 +35,14 @@ class _SyncFlights:
         self._flights: dict[str, threading.Event] = {}
 
     def join(self, key: str) -> bool:
-        waited = False
-        while True:
-            with self._lock:
-                ev = self._flights.get(key)
-                if ev is None:
-                    self._flights[key] = threading.Event()
-                    return waited
-            ev.wait()
-            waited = True
+        """False: the caller now owns the flight. True: it waited for another owner, who is done."""
+        with self._lock:
+            ev = self._flights.get(key)
+            if ev is None:
+                self._flights[key] = threading.Event()
+                return False
+        ev.wait()
+        return True
 
     def leave(self, key: str) -> None:
         with self._lock:
@@ -57,14 +56,13 @@ class _AsyncFlights:
         self._flights: dict[str, asyncio.Event] = {}
 
     async def join(self, key: str) -> bool:
-        waited = False
-        while True:
-            ev = self._flights.get(key)
-            if ev is None:
-                self._flights[key] = asyncio.Event()
-                return waited
-            await ev.wait()
-            waited = True
+        """False: the caller now owns the flight. True: it waited for another owner, who is done."""
+        ev = self._flights.get(key)
+        if ev is None:
+            self._flights[key] = asyncio.Event()
+            return False
+        await ev.wait()
+        return True
 
     def leave(self, key: str) -> None:
         ev = self._flights.pop(key, None)

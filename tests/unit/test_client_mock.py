@@ -215,3 +215,41 @@ def test_rate_source_is_asked_and_a_failing_one_refuses(ledger: SQLiteLedger) ->
                        transport=httpx.MockTransport(svc)) as c, pytest.raises(httpay.PaymentRefused) as err:
         c.get(URL)
     assert err.value.rule == "exchange_rate" and len(w.calls) == 1
+
+
+def test_waiters_retry_together_once_the_challenge_is_paid(ledger: SQLiteLedger) -> None:
+    """After one payment, every request that waited on it retries at once, not one by one: the
+    service holds each paid-for answer until all of them have arrived (a barrier, which breaks
+    after 20 s if the retries came one at a time)."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    n = 12
+    svc = FakeService()
+    arrived = threading.Barrier(n, timeout=20)
+    all_met_the_402 = threading.Event()
+    count_402 = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/l402/payment-request" or not svc.paid:
+            resp = svc(request)
+            if resp.status_code == 402:
+                count_402.append(1)
+                if len(count_402) >= n:
+                    all_met_the_402.set()
+            return resp
+        arrived.wait()
+        return httpx.Response(200, json={"symbol": "MSFT"})
+
+    w = FakeWallet(svc)
+    pay = w.pay_invoice
+
+    def pay_once_everyone_waits(bolt11: str, **kw):  # type: ignore[no-untyped-def]
+        all_met_the_402.wait(timeout=20)  # every request has met the 402 and waits on this payment
+        return pay(bolt11, **kw)
+
+    w.pay_invoice = pay_once_everyone_waits  # type: ignore[method-assign]
+    with httpay.Client(wallet=w, policy=httpay.Policy(usd_per_btc=100_000, budget_usd=1), ledger=ledger,
+                       transport=httpx.MockTransport(handler)) as c, ThreadPoolExecutor(n) as pool:
+        codes = list(pool.map(lambda _: c.get(URL).status_code, range(n)))
+    assert codes == [200] * n and len(w.calls) == 1
