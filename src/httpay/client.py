@@ -26,10 +26,12 @@ from httpay.wallets.base import Wallet
 log = logging.getLogger("httpay")
 
 
-def _payer(wallet: Wallet, policy: Policy | None, ledger: Ledger | str | os.PathLike[str] | None,
+def _payer(wallet: Wallet | None, policy: Policy | None, ledger: Ledger | str | os.PathLike[str] | None,
            on_event: EventHook | None, token_scope: str, reconcile_grace_s: float | None,
            x402_signer: Any = None) -> Payer:
-    if not isinstance(wallet, Wallet):
+    if wallet is None and x402_signer is None:
+        raise ConfigError("a paying client needs wallet= (Lightning, e.g. httpay.DemoWallet) or x402_signer= (or both)")
+    if wallet is not None and not isinstance(wallet, Wallet):
         raise ConfigError(f"wallet= must be an httpay Wallet (e.g. httpay.DemoWallet), got {type(wallet).__name__}")
     if token_scope not in TOKEN_SCOPES:
         raise ConfigError(f"token_scope= must be one of {', '.join(TOKEN_SCOPES)}, got {token_scope!r}")
@@ -37,7 +39,7 @@ def _payer(wallet: Wallet, policy: Policy | None, ledger: Ledger | str | os.Path
         raise ConfigError(f"x402_signer= must be a signer such as httpay.signers.EvmSigner, got {type(x402_signer).__name__}")
     payer = Payer(wallet=wallet, policy=policy or Policy(), ledger=open_ledger(ledger), on_event=on_event,
                   token_scope=token_scope, x402_signer=x402_signer)
-    if reconcile_grace_s is not None:
+    if reconcile_grace_s is not None and wallet is not None:
         # A payment left pending by a crash is settled or released before anything new is paid.
         payer.stale_pending_s = reconcile_grace_s
         for outcome in reconcile(payer.ledger, wallet, grace_s=reconcile_grace_s):
@@ -50,7 +52,7 @@ class _PayingMixin:
     payer: Payer
 
     @property
-    def wallet(self) -> Wallet:
+    def wallet(self) -> Wallet | None:
         return self.payer.wallet
 
     @property
@@ -84,7 +86,7 @@ class Client(_PayingMixin, httpx.Client):
     `x402` methods; without one they are refused.
     """
 
-    def __init__(self, *, wallet: Wallet, policy: Policy | None = None,
+    def __init__(self, *, wallet: Wallet | None = None, policy: Policy | None = None,
                  ledger: Ledger | str | os.PathLike[str] | None = None, on_event: EventHook | None = None,
                  token_scope: str = "host", reconcile_grace_s: float | None = DEFAULT_GRACE_S,
                  transport: httpx.BaseTransport | None = None, x402_signer: Any = None, **kwargs: Any) -> None:
@@ -101,7 +103,7 @@ class Client(_PayingMixin, httpx.Client):
 class AsyncClient(_PayingMixin, httpx.AsyncClient):
     """The async twin of `Client`, running the very same pipeline."""
 
-    def __init__(self, *, wallet: Wallet, policy: Policy | None = None,
+    def __init__(self, *, wallet: Wallet | None = None, policy: Policy | None = None,
                  ledger: Ledger | str | os.PathLike[str] | None = None, on_event: EventHook | None = None,
                  token_scope: str = "host", reconcile_grace_s: float | None = DEFAULT_GRACE_S,
                  transport: httpx.AsyncBaseTransport | None = None, x402_signer: Any = None,

@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from httpay.errors import (
+    ConfigError,
     HttpayError, InvoiceError, PaymentRefused, PaymentRequestError, WalletError,
 )
 from httpay.events import Event, EventHook, emit
@@ -103,7 +104,7 @@ class PaymentOutcomeUnknown(HttpayError):
 class Payer:
     """What a flow needs besides the request: wallet, policy, ledger, and who is watching."""
 
-    wallet: Wallet
+    wallet: Wallet | None  # None: no Lightning payments (an x402-only client)
     policy: Policy
     ledger: Ledger
     on_event: EventHook | None = None
@@ -113,6 +114,13 @@ class Payer:
     inflight_wait_s: float = 60.0      # how long to wait for another process's payment of the same challenge
     stale_pending_s: float = 120.0     # a pending payment older than this is reconciled, not waited for
     x402_signer: Any = None            # pays x402 challenges (httpay.signers.EvmSigner); None: refuse them
+
+    @property
+    def lightning(self) -> Wallet:
+        """The Lightning wallet; the flow checks there is one before any Lightning step."""
+        if self.wallet is None:
+            raise ConfigError("no Lightning wallet is configured: pass wallet= to the client")
+        return self.wallet
 
     def rate(self) -> float | None:
         """BTC/USD: the policy's fixed rate, else its rate source, else the wallet's own. None if unknown
@@ -219,6 +227,13 @@ def pay_flow(
             f"refused: {host} asks for an {challenge.protocol} payment ({'; '.join(o.price + ' by ' + ', '.join(o.payment_methods) for o in offers)}); "
             "httpay pays it only with a signer for that network configured, and none is",
             rule=challenge.protocol, offers=offers, response=response,
+        )
+        emit(hook, Event("refused", url, rid, {"rule": exc.rule, "reason": str(exc)}), str(exc), logging.WARNING)
+        raise exc
+    if payer.wallet is None:
+        exc = PaymentRefused(
+            f"refused: {host} asks for a Lightning payment ({'; '.join(o.price for o in offers)}) and no Lightning "
+            "wallet is configured; pass wallet= to the client", rule="no_wallet", offers=offers, response=response,
         )
         emit(hook, Event("refused", url, rid, {"rule": exc.rule, "reason": str(exc)}), str(exc), logging.WARNING)
         raise exc
@@ -341,7 +356,7 @@ def _await_other(payer: Payer, existing: Receipt, rid: str, url: str) -> Generat
     while current.status is Status.PENDING:
         age = (now_utc() - current.updated_at).total_seconds()
         if age >= payer.stale_pending_s:
-            outcome = reconcile_one(payer.ledger, payer.wallet, current, grace_s=payer.stale_pending_s)
+            outcome = reconcile_one(payer.ledger, payer.lightning, current, grace_s=payer.stale_pending_s)
             current = outcome.receipt
             if current.status is Status.PENDING:
                 raise PaymentOutcomeUnknown(
@@ -424,7 +439,7 @@ def _check(payer: Payer, bolt11: str, decision: Decision, offers: PaymentOffers,
         invoice = decode_invoice(bolt11)
         check_invoice(
             invoice,
-            network=payer.wallet.network,
+            network=payer.lightning.network,
             expected_msat=decision.price_msat,
             tolerance=policy.price_tolerance,
             max_msat=policy.max_per_payment_msat(decision.usd_per_btc, offers),
@@ -446,7 +461,7 @@ def _reserve(payer: Payer, decision: Decision, invoice: Invoice, challenge: Paym
         host=host, url=url, protocol=challenge.protocol, method=decision.method, amount_msat=invoice.amount_msat,
         payment_hash=invoice.payment_hash, offer_id=decision.offer.offer_id, offer_title=decision.offer.title,
         offer_amount=decision.offer.amount, offer_currency=decision.offer.currency, credits=decision.offer.balance,
-        wallet=payer.wallet.name, challenge_key=challenge.key, not_before=met_402_at,
+        wallet=payer.lightning.name, challenge_key=challenge.key, not_before=met_402_at,
     )
     try:
         receipt = payer.ledger.reserve(intent, payer.policy.limits(host, rate, offers), usd_per_btc=rate)
@@ -471,7 +486,7 @@ def _pay(payer: Payer, receipt: Receipt, invoice: Invoice, rid: str, url: str) -
             emit(payer.on_event, Event("payment_failed", url, rid, {"receipt": ledger.get(receipt.id), "error": str(exc)}),
                  f"wallet did not pay: {exc}", logging.WARNING)
             raise
-        found = _lookup(payer.wallet, invoice.payment_hash)
+        found = _lookup(payer.lightning, invoice.payment_hash)
         if found is not None and found.settled and found.proves(invoice.payment_hash):
             payment = found
         else:

@@ -84,7 +84,7 @@ def _drive_sync(flow: Generator[Effect, Any, httpx.Response], transport: httpx.B
             if isinstance(effect, Send):
                 value = transport.handle_request(effect.request)
             elif isinstance(effect, Pay):
-                value = payer.wallet.pay_invoice(effect.invoice, max_fee_msat=effect.max_fee_msat)
+                value = payer.lightning.pay_invoice(effect.invoice, max_fee_msat=effect.max_fee_msat)
             elif isinstance(effect, Ask):
                 assert payer.policy.approve is not None
                 value = payer.policy.approve(effect.decision)
@@ -115,12 +115,12 @@ async def _drive_async(flow: Generator[Effect, Any, httpx.Response], transport: 
                 value = await transport.handle_async_request(effect.request)
                 await value.aread()
             elif isinstance(effect, Pay):
-                apay = getattr(payer.wallet, "apay_invoice", None)
+                apay = getattr(payer.lightning, "apay_invoice", None)
                 if apay is not None:
                     value = await apay(effect.invoice, max_fee_msat=effect.max_fee_msat)
                 else:
                     value = await anyio.to_thread.run_sync(
-                        functools.partial(payer.wallet.pay_invoice, effect.invoice, max_fee_msat=effect.max_fee_msat)
+                        functools.partial(payer.lightning.pay_invoice, effect.invoice, max_fee_msat=effect.max_fee_msat)
                     )
             elif isinstance(effect, Ask):
                 assert payer.policy.approve is not None

@@ -223,3 +223,21 @@ async def test_their_v1_facilitator_accepts_our_v1_payment(v1_service: tuple[Any
     assert chain.transactions[0]["hash"] in (row.reason or "")
     sent = json.loads(base64.b64decode(r.request.headers["x-payment"]))
     assert sent["x402Version"] == 1 and sent["scheme"] == "exact"
+
+
+async def test_an_x402_only_client_needs_no_lightning_wallet(app: Any, chain: LocalChain, signer: EvmSigner,
+                                                              ledger_path: Path) -> None:
+    async with httpay.AsyncClient(ledger=ledger_path, policy=policy(methods=["x402"]), x402_signer=signer,
+                                  transport=httpx.ASGITransport(app), base_url="http://svc") as c:
+        assert (await c.get("/weather")).status_code == 200
+    assert len(chain.transactions) == 1 and [r.status for r in receipts(ledger_path)] == [Status.SETTLED]
+
+
+def test_without_a_lightning_wallet_an_l402_challenge_is_refused_clearly(signer: EvmSigner, ledger_path: Path) -> None:
+    svc = FakeService()
+    with httpay.Client(ledger=ledger_path, policy=policy(), x402_signer=signer, transport=httpx.MockTransport(svc)) as c, \
+            pytest.raises(httpay.PaymentRefused) as err:
+        c.get("http://stock.test/ticker/MSFT")
+    assert err.value.rule == "no_wallet" and "wallet=" in str(err.value) and svc.pr_calls == 0
+    with pytest.raises(httpay.ConfigError, match="wallet= .* or x402_signer="):
+        httpay.Client(ledger=ledger_path)

@@ -203,8 +203,12 @@ class Toolbox:
         if policy.approve is not None:
             limits.append("a person approves each payment")
         parts.append("limits: " + (", ".join(limits) if limits else "none besides the budget"))
+        wallet = self.client.wallet
         try:
-            parts.append(f"wallet balance {fmt_msat(self.client.wallet.balance_msat(), rate)}")
+            if wallet is None:
+                parts.append("no Lightning wallet")
+            else:
+                parts.append(f"wallet balance {fmt_msat(wallet.balance_msat(), rate)}")
         except (NotImplementedError, WalletError, httpx.HTTPError):
             parts.append("wallet balance unknown")
         return self.scrub("; ".join(parts) + ".")
