@@ -153,6 +153,13 @@ def same_site(a: str, b: str) -> bool:
     return bool(ha) and ha == hb
 
 
+def refused(payer: Payer, url: str, rid: str, exc: PaymentRefused) -> PaymentRefused:
+    """Log and report a refusal as one `refused` step, then hand it back to be raised."""
+    emit(payer.on_event, Event("refused", url, rid, {"rule": exc.rule, "reason": str(exc)}),
+         str(exc).removeprefix("refused: "), logging.WARNING)
+    return exc
+
+
 def _json_error(resp: httpx.Response) -> str:
     try:
         data = resp.json()
@@ -223,20 +230,17 @@ def pay_flow(
         return (yield from x402_flow(payer, request, response, challenge, rid=rid, met_402_at=met_402_at,
                                      max_price_msat=max_price_msat, offer_id=offer_id))
     if not challenge.payable_with_lightning:
-        exc = PaymentRefused(
-            f"refused: {host} asks for an {challenge.protocol} payment ({'; '.join(o.price + ' by ' + ', '.join(o.payment_methods) for o in offers)}); "
+        prices = "; ".join(o.price + " by " + ", ".join(o.payment_methods) for o in offers)
+        raise refused(payer, url, rid, PaymentRefused(
+            f"refused: {host} asks for an {challenge.protocol} payment ({prices}); "
             "httpay pays it only with a signer for that network configured, and none is",
             rule=challenge.protocol, offers=offers, response=response,
-        )
-        emit(hook, Event("refused", url, rid, {"rule": exc.rule, "reason": str(exc)}), str(exc), logging.WARNING)
-        raise exc
+        ))
     if payer.wallet is None:
-        exc = PaymentRefused(
+        raise refused(payer, url, rid, PaymentRefused(
             f"refused: {host} asks for a Lightning payment ({'; '.join(o.price for o in offers)}) and no Lightning "
             "wallet is configured; pass wallet= to the client", rule="no_wallet", offers=offers, response=response,
-        )
-        emit(hook, Event("refused", url, rid, {"rule": exc.rule, "reason": str(exc)}), str(exc), logging.WARNING)
-        raise exc
+        ))
 
     key = challenge.key
     for _ in range(MAX_WAIT_ROUNDS):
@@ -325,9 +329,7 @@ def _decide(payer: Payer, challenge: PaymentChallenge, response: httpx.Response,
             decision = dataclasses.replace(decision, offers=offers)
     except PaymentRefused as exc:
         exc.response = response
-        emit(payer.on_event, Event("refused", url, rid, {"rule": exc.rule, "reason": str(exc)}),
-             str(exc).removeprefix("refused: "), logging.WARNING)
-        raise
+        raise refused(payer, url, rid, exc) from None
     emit(payer.on_event, Event("decision", url, rid, {"decision": decision}), str(decision))
     return decision
 
@@ -468,8 +470,7 @@ def _reserve(payer: Payer, decision: Decision, invoice: Invoice, challenge: Paym
     except PaymentRefused as exc:
         exc.offers, exc.response = offers, response
         if not isinstance(exc, DuplicatePayment | ChallengeInFlight):
-            emit(payer.on_event, Event("refused", url, rid, {"rule": exc.rule, "reason": str(exc)}),
-                 str(exc).removeprefix("refused: "), logging.WARNING)
+            refused(payer, url, rid, exc)
         raise
     emit(payer.on_event, Event("reserved", url, rid, {"receipt": receipt}),
          f"ledger #{receipt.id} pending for {fmt_msat(receipt.amount_msat, rate)}")

@@ -33,7 +33,7 @@ from httpay.events import Event, emit
 from httpay.ledger import Intent, Receipt
 from httpay.lightning import MSAT_PER_BTC
 from httpay.pipeline import (
-    RECEIPT_EXTENSION, Ask, Effect, Payer, PaymentNotHonored, PaymentOutcomeUnknown, Send, host_of,
+    RECEIPT_EXTENSION, Ask, Effect, Payer, PaymentNotHonored, PaymentOutcomeUnknown, Send, host_of, refused,
 )
 from httpay.policy import Decision, Policy, fmt_msat
 from httpay.protocols import x402
@@ -264,9 +264,7 @@ def x402_flow(
     except PaymentRefused as exc:
         exc.response = response
         exc.offers = exc.offers if exc.offers is not None else challenge.offers
-        emit(payer.on_event, Event("refused", url, rid, {"rule": exc.rule, "reason": str(exc)}),
-             str(exc).removeprefix("refused: "), logging.WARNING)
-        raise
+        raise refused(payer, url, rid, exc) from None
     emit(payer.on_event, Event("decision", url, rid, {"decision": decision}), f"{decision} ({chosen.price})")
 
     nonce = secrets.token_bytes(32)
@@ -369,9 +367,7 @@ def _reserve(payer: Payer, decision: Decision, chosen: Priced, nonce: bytes, url
         receipt = payer.ledger.reserve(intent, payer.policy.limits(host, rate, decision.offers), usd_per_btc=rate)
     except PaymentRefused as exc:
         exc.offers, exc.response = decision.offers, response
-        emit(payer.on_event, Event("refused", url, rid, {"rule": exc.rule, "reason": str(exc)}),
-             str(exc).removeprefix("refused: "), logging.WARNING)
-        raise
+        raise refused(payer, url, rid, exc) from None
     emit(payer.on_event, Event("reserved", url, rid, {"receipt": receipt}),
          f"ledger #{receipt.id} pending for {chosen.price} ≈ {fmt_msat(receipt.amount_msat, rate)}")
     return receipt
