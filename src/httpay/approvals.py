@@ -18,7 +18,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from httpay.errors import ConfigError, HttpayError, LedgerError
+from httpay.ledger.sqlite import connect
 from httpay.policy import Decision, fmt_msat
 
 log = logging.getLogger("httpay.approvals")
@@ -172,16 +173,7 @@ class ApprovalQueue:
         self.timeout_s = timeout_s
         self.poll_s = poll_s
         self.progress: Progress = progress or _quiet
-        if self.path != ":memory:":
-            Path(self.path).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        try:
-            self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-            self._db.row_factory = sqlite3.Row
-            if self.path != ":memory:":
-                self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.executescript(SCHEMA)
-        except sqlite3.Error as exc:
-            raise LedgerError(f"cannot open the approval queue at {self.path}: {exc}; check the path is writable") from None
+        self._db = connect(self.path, SCHEMA, "approval queue")
         self._lock = threading.RLock()
         key = self.path if self.path == ":memory:" else str(Path(self.path).expanduser().resolve())
         self._cond = _condition(f"{key}#{id(self)}" if self.path == ":memory:" else key)
@@ -267,8 +259,9 @@ class ApprovalQueue:
                         f" ({a.reason})" if a.reason else "")
         return a.status == APPROVED
 
-    def __call__(self, decision: Decision) -> bool:
-        """Block until a person answers (True = pay) or the timeout passes (False)."""
+    def _wait(self, decision: Decision) -> Generator[float, None, bool]:
+        """The waiting, written once for both callers: yields how long to sleep before looking again,
+        returns the answer (True = pay) once a person decided or the timeout passed (False)."""
         a = self._start(decision)
         start = time.monotonic()
         with self.progress(a) as tick:
@@ -280,23 +273,28 @@ class ApprovalQueue:
                 if elapsed >= self.timeout_s:
                     return self._answer(self._expire(a.id))
                 tick(elapsed)
-                with self._cond:
-                    self._cond.wait(min(self.poll_s, self.timeout_s - elapsed))
+                yield min(self.poll_s, self.timeout_s - elapsed)
+
+    def __call__(self, decision: Decision) -> bool:
+        """Block until a person answers (True = pay) or the timeout passes (False)."""
+        waiting = self._wait(decision)
+        while True:
+            try:
+                delay = next(waiting)
+            except StopIteration as done:
+                return done.value
+            with self._cond:  # woken early when a decision is made in this process
+                self._cond.wait(delay)
 
     async def aapprove(self, decision: Decision) -> bool:
         """The async twin of calling the queue: `Policy(approve=queue.aapprove)` with AsyncClient."""
-        a = self._start(decision)
-        start = time.monotonic()
-        with self.progress(a) as tick:
-            while True:
-                current = self.get(a.id)
-                elapsed = time.monotonic() - start
-                if current.status != WAITING:
-                    return self._answer(current)
-                if elapsed >= self.timeout_s:
-                    return self._answer(self._expire(a.id))
-                tick(elapsed)
-                await asyncio.sleep(min(self.poll_s, self.timeout_s - elapsed))
+        waiting = self._wait(decision)
+        while True:
+            try:
+                delay = next(waiting)
+            except StopIteration as done:
+                return done.value
+            await asyncio.sleep(delay)
 
     def close(self) -> None:
         with self._lock:

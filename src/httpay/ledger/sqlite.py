@@ -27,23 +27,30 @@ from httpay.ledger.sql import Query, Rows, SQLLedger, schema
 SCHEMA = schema(serial="INTEGER PRIMARY KEY AUTOINCREMENT", time="REAL", int_type="INTEGER")
 
 
+def connect(path: str, schema_sql: str, what: str) -> sqlite3.Connection:
+    """Open (creating) a SQLite file the way httpay's stores share: WAL, autocommit, rows as
+    mappings, usable from any thread; the schema applied. LedgerError naming `what` if it fails."""
+    if path != ":memory:":
+        Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    try:
+        db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+        db.row_factory = sqlite3.Row
+        if path != ":memory:":
+            db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.executescript(schema_sql)
+    except sqlite3.Error as exc:
+        raise LedgerError(f"cannot open the {what} at {path}: {exc}; check the path is writable") from None
+    return db
+
+
 class SQLiteLedger(SQLLedger):
     """A ledger in one SQLite file (or ':memory:' for a throwaway one)."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = str(path)
         self.url = self.path
-        if self.path != ":memory:":
-            Path(self.path).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        try:
-            self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-            self._db.row_factory = sqlite3.Row
-            if self.path != ":memory:":
-                self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(";\n".join(SCHEMA) + ";")
-        except sqlite3.Error as exc:
-            raise LedgerError(f"cannot open the ledger at {self.path}: {exc}; check the path is writable") from None
+        self._db = connect(self.path, ";\n".join(SCHEMA) + ";", "ledger")
         self._lock = threading.RLock()
 
     def __repr__(self) -> str:
