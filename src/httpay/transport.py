@@ -70,15 +70,23 @@ class _AsyncFlights:
             ev.set()
 
 
+def _resume(flow: Generator[Effect, Any, httpx.Response], value: Any,
+            error: BaseException | None) -> tuple[Effect | None, Any]:
+    """Hand the flow the last effect's result (or error); its next effect, or (None, response) once done."""
+    try:
+        return (flow.throw(error) if error is not None else flow.send(value)), None
+    except StopIteration as stop:
+        return None, stop.value
+
+
 def _drive_sync(flow: Generator[Effect, Any, httpx.Response], transport: httpx.BaseTransport, payer: Payer,
                 flights: _SyncFlights) -> httpx.Response:
     value: Any = None
     error: BaseException | None = None
     while True:
-        try:
-            effect = flow.throw(error) if error is not None else flow.send(value)
-        except StopIteration as stop:
-            return stop.value  # type: ignore[no-any-return]
+        effect, finished = _resume(flow, value, error)
+        if effect is None:
+            return finished
         value, error = None, None
         try:
             if isinstance(effect, Send):
@@ -105,10 +113,9 @@ async def _drive_async(flow: Generator[Effect, Any, httpx.Response], transport: 
     value: Any = None
     error: BaseException | None = None
     while True:
-        try:
-            effect = flow.throw(error) if error is not None else flow.send(value)
-        except StopIteration as stop:
-            return stop.value  # type: ignore[no-any-return]
+        effect, finished = _resume(flow, value, error)
+        if effect is None:
+            return finished
         value, error = None, None
         try:
             if isinstance(effect, Send):
