@@ -12,6 +12,7 @@ expected outcome (a refusal, a 402, a network error): a model needs short, truth
 
 import functools
 import json
+from datetime import datetime, timezone
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -192,17 +193,10 @@ class Toolbox:
         pending = sum(1 for r in rows if r.status.value == "pending")
         parts = [self._budget_left(), f"spent {fmt_msat(ledger.spent_msat(), rate)} in {settled} settled payment(s)"
                  + (f" and {pending} pending" if pending else "")]
-        limits = []
-        if policy.max_per_payment_usd is not None:
-            limits.append(f"at most ${policy.max_per_payment_usd:,.2f} per payment")
-        if policy.max_per_payment_sat is not None:
-            limits.append(f"at most {policy.max_per_payment_sat:,} sat per payment")
-        for name, usd in (("per host", policy.per_host_usd), ("per hour", policy.per_hour_usd), ("per day", policy.per_day_usd)):
-            if usd is not None:
-                limits.append(f"${usd:,.2f} {name}")
+        limits = policy.describe_limits()
         if policy.approve is not None:
             limits.append("a person approves each payment")
-        parts.append("limits: " + (", ".join(limits) if limits else "none besides the budget"))
+        parts.append("limits: " + ", ".join(limits))
         wallet = self.client.wallet
         try:
             if wallet is None:
@@ -286,8 +280,23 @@ class Toolbox:
         if total is None:
             if policy.budget_usd is not None:
                 return f"budget ${policy.budget_usd:,.2f} (no BTC/USD rate to tell what is left; {fmt_msat(spent)} spent)"
-            return f"no total budget set ({fmt_msat(spent, rate)} spent)"
+            window = self._window_left(rate)
+            return f"no total budget set{window} ({fmt_msat(spent, rate)} spent)"
         return f"budget left {fmt_msat(max(total - spent, 0), rate)} of {fmt_msat(total, rate)}"
+
+    def _window_left(self, rate: float | None) -> str:
+        """What the tightest hourly/daily limit leaves now: "; 49,990 sat left of the default daily budget ..."."""
+        try:
+            limits = [lim for lim in self.client.policy.limits("", rate) if lim.window is not None and lim.host is None]
+        except PaymentRefused:
+            return ""
+        if not limits:
+            return "; unlimited (Policy.unlimited())" if self.client.policy.is_unlimited else ""
+        now = datetime.now(timezone.utc)
+        left = [(lim.limit_msat - self.client.ledger.spent_msat(since=now - lim.window), lim)
+                for lim in limits if lim.window is not None]
+        room, lim = min(left, key=lambda x: x[0])
+        return f"; {fmt_msat(max(room, 0), rate)} left of the {lim.describe(rate)}"
 
     def _paid(self, r: Receipt, *, full_hash: bool = False) -> str:
         rate = self._rate()
