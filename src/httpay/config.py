@@ -143,9 +143,8 @@ def _checked(key: str, value: Any, source: str) -> Any:
     elif key == "strategy":
         if not isinstance(value, str):
             raise bad("a string")
-    elif key == "default_limits":
-        if not isinstance(value, bool):
-            raise bad("true or false")
+    elif key == "default_limits" and not isinstance(value, bool):
+        raise bad("true or false")
     elif key == "payees":
         if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
             raise bad("a table of host = node pubkey")

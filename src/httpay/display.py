@@ -409,12 +409,12 @@ def budget_lines(policy: "Policy", ledger: "Ledger", usd_per_btc: float | None =
         ) from None
     lines: list[BudgetLine] = []
     if cap is not None:
-        lines.append(BudgetLine("per payment" + (" (default)" if cap[2] else ""), "all hosts", "each", cap[0], None))
+        lines.append(BudgetLine("default per payment" if cap[2] else "per payment", "all hosts", "each", cap[0], None))
     for lim in [x for x in general if x.host is None] + per_host:
         since = now - lim.window if lim.window else None
         spent = ledger.spent_msat(host=lim.host, since=since)
-        lines.append(BudgetLine(lim.name + (" (default)" if lim.default else ""), lim.host or "all hosts",
-                                _window_text(lim.window), lim.limit_msat, spent))
+        name = "default " + lim.name.removesuffix(" budget") if lim.default else lim.name  # "default hourly"
+        lines.append(BudgetLine(name, lim.host or "all hosts", _window_text(lim.window), lim.limit_msat, spent))
     return lines
 
 
