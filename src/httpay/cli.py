@@ -39,24 +39,24 @@ class UsageError(HttpayError):
     """A command line httpay cannot run as given (exit code 2)."""
 
 
-def _number(flag: str, *, kind: type = float, positive: bool = False) -> Callable[[str], Any]:
-    """An argparse type refusing negative (or zero), NaN and infinite values, naming the flag."""
+def _number(*, kind: type = float, positive: bool = False) -> Callable[[str], Any]:
+    """An argparse type refusing negative (or zero), NaN and infinite values (argparse names the flag)."""
     def parse(text: str) -> Any:
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{flag} must be a {'whole ' if kind is int else ''}number, got {text!r}") from None
+            raise argparse.ArgumentTypeError(f"must be a {'whole ' if kind is int else ''}number, got {text!r}") from None
         if not math.isfinite(value) or value < 0 or (positive and value == 0):
             raise argparse.ArgumentTypeError(
-                f"{flag} must be a {'positive' if positive else 'non-negative'} finite number, got {text!r}")
+                f"must be a {'positive' if positive else 'non-negative'} finite number, got {text!r}")
         return value
     return parse
 
 
 def _port(text: str) -> int:
-    value = _number("--port", kind=int)(text)
+    value = _number(kind=int)(text)
     if value > 65535:
-        raise argparse.ArgumentTypeError(f"--port must be from 0 to 65535, got {text!r}")
+        raise argparse.ArgumentTypeError(f"must be from 0 to 65535, got {text!r}")
     return int(value)
 
 
@@ -77,8 +77,8 @@ def _parser() -> argparse.ArgumentParser:
     mode.add_argument("--non-interactive", action="store_true", help="never ask a person (as an agent would run it)")
     mode.add_argument("--approve", action="store_true", help="ask y/n before paying")
     d.add_argument("--ledger", help="ledger file for the demo (default: a throwaway file)")
-    d.add_argument("--budget-usd", type=_number("--budget-usd"), default=5.0)
-    d.add_argument("--max-per-payment-usd", type=_number("--max-per-payment-usd"), default=1.0)
+    d.add_argument("--budget-usd", type=_number(), default=5.0)
+    d.add_argument("--max-per-payment-usd", type=_number(), default=1.0)
     d.add_argument("--protocol", choices=("l402-v0.2", "l402"), default="l402-v0.2",
                    help="l402-v0.2: the notebook's JSON offers (default); l402: classic macaroon + invoice")
 
@@ -92,18 +92,18 @@ def _parser() -> argparse.ArgumentParser:
                                    "sat per hour, 50,000 sat per day).")
     g.add_argument("url")
     g.add_argument("-H", "--header", action="append", default=[], help="'Name: value' (repeatable)")
-    g.add_argument("--max-price", "--max-price-usd", dest="max_price_usd", type=_number("--max-price"), metavar="USD",
+    g.add_argument("--max-price", "--max-price-usd", dest="max_price_usd", type=_number(), metavar="USD",
                    help="cap what this request may pay, in USD")
-    g.add_argument("--max-price-sat", type=_number("--max-price-sat", kind=int), metavar="SAT",
+    g.add_argument("--max-price-sat", type=_number(kind=int), metavar="SAT",
                    help="cap what this request may pay, in sat")
     g.add_argument("--dry-run", action="store_true", help="show the offers and what the policy would pay; pay nothing")
     g.add_argument("--ask", action="store_true",
                    help="hold the payment until a person approves it (`httpay approvals`, `httpay dashboard`)")
-    g.add_argument("--approval-timeout", type=_number("--approval-timeout", positive=True), default=300, metavar="S", help="with --ask: seconds before no answer means no")
+    g.add_argument("--approval-timeout", type=_number(positive=True), default=300, metavar="S", help="with --ask: seconds before no answer means no")
     g.add_argument("--approvals", metavar="PATH", help="with --ask: approval queue file (default: the ledger file)")
     g.add_argument("--json", action="store_true", help="with --dry-run: print the decision as JSON")
-    g.add_argument("--budget-usd", type=_number("--budget-usd"), help="total budget (default from the policy file)")
-    g.add_argument("--usd-per-btc", type=_number("--usd-per-btc", positive=True),
+    g.add_argument("--budget-usd", type=_number(), help="total budget (default from the policy file)")
+    g.add_argument("--usd-per-btc", type=_number(positive=True),
                    help="BTC/USD rate for USD limits (default: the wallet's)")
     g.add_argument("--policy", help="policy TOML file (default $HTTPAY_POLICY)")
     g.add_argument("--ledger", help="ledger path or postgresql:// URL (default $HTTPAY_LEDGER or the user data dir)")
@@ -113,10 +113,10 @@ def _parser() -> argparse.ArgumentParser:
                                     "(HTTPAY_WALLET) about every pending payment and records the truth.")
     lg.add_argument("action", nargs="?", choices=("show", "reconcile"), default="show",
                     help="show (default) or reconcile pending payments with the wallet")
-    lg.add_argument("--grace", type=_number("--grace"), default=120.0, metavar="SECONDS",
+    lg.add_argument("--grace", type=_number(), default=120.0, metavar="SECONDS",
                     help="reconcile: a payment unknown to the wallet is failed only once older than this (default 120)")
     lg.add_argument("--ledger", help="ledger path or URL (default $HTTPAY_LEDGER or the user data dir)")
-    lg.add_argument("--limit", type=_number("--limit", kind=int, positive=True), default=50,
+    lg.add_argument("--limit", type=_number(kind=int, positive=True), default=50,
                     help="show at most this many payments (default 50)")
     lg.add_argument("--since", metavar="WHEN", help="only payments since: 30m, 1h, 1d, 1w or an ISO date/time (UTC)")
     lg.add_argument("--host", help="only payments to this host (as recorded, e.g. api.example.com or 127.0.0.1:8402)")
@@ -418,7 +418,7 @@ def _add_people_commands(sub: Any) -> None:
     o = sub.add_parser("offers", help="show what a URL offers for payment (asks, never pays)")
     o.add_argument("url")
     o.add_argument("-H", "--header", action="append", default=[], help="'Name: value' (repeatable)")
-    o.add_argument("--usd-per-btc", type=_number("--usd-per-btc", positive=True),
+    o.add_argument("--usd-per-btc", type=_number(positive=True),
                    help="BTC/USD rate to show sat (default: the policy's or the wallet's)")
     o.add_argument("-o", "--output", metavar="FILE", help="when the URL answers without asking for payment, save the body here")
     o.add_argument("--json", action="store_true", help="print JSON for scripts")
@@ -426,7 +426,7 @@ def _add_people_commands(sub: Any) -> None:
     b = sub.add_parser("budget", help="spent vs each limit of the policy, per window")
     b.add_argument("--policy", help="policy TOML file (default $HTTPAY_POLICY)")
     b.add_argument("--ledger", help="ledger path or URL (default $HTTPAY_LEDGER or the user data dir)")
-    b.add_argument("--usd-per-btc", type=_number("--usd-per-btc", positive=True),
+    b.add_argument("--usd-per-btc", type=_number(positive=True),
                    help="BTC/USD rate for USD limits (default: the policy's or the wallet's)")
     b.add_argument("--json", action="store_true", help="print JSON for scripts")
 
@@ -444,7 +444,7 @@ def _add_people_commands(sub: Any) -> None:
     al.add_argument("--all", action="store_true", help="also show the ones already answered")
     for verb in ("approve", "deny"):
         av = asub.add_parser(verb, help=f"{verb} a waiting payment")
-        av.add_argument("id", type=_number("ID", kind=int, positive=True), help="the approval's number (from `httpay approvals list`)")
+        av.add_argument("id", type=_number(kind=int, positive=True), help="the approval's number (from `httpay approvals list`)")
         av.add_argument("--by", help="who answers (default: your user name)")
         if verb == "deny":
             av.add_argument("--reason", help="why (shown to whoever reads the queue)")
@@ -454,7 +454,7 @@ def _add_people_commands(sub: Any) -> None:
     d.add_argument("--ledger", help="ledger path or URL (default $HTTPAY_LEDGER or the user data dir)")
     d.add_argument("--approvals", metavar="PATH", help="approval queue file (default: the ledger file)")
     d.add_argument("--policy", help="policy TOML file for the budgets (default $HTTPAY_POLICY)")
-    d.add_argument("--usd-per-btc", type=_number("--usd-per-btc", positive=True),
+    d.add_argument("--usd-per-btc", type=_number(positive=True),
                    help="BTC/USD rate for USD amounts (default: the policy's or the wallet's)")
     d.add_argument("--host", default="127.0.0.1", help="loopback address to listen on (default 127.0.0.1)")
     d.add_argument("--port", type=_port, default=8404, help="port (default 8404; 0 picks a free one)")
@@ -738,11 +738,10 @@ def _dry_run(args: argparse.Namespace, policy: Any, console: Console) -> int:
 
 
 def _budget(args: argparse.Namespace, console: Console) -> int:
+    import httpay
     from httpay.display import budget_lines, budget_table
     from httpay.ledger import open_ledger
     from httpay.policy import fmt_msat
-
-    import httpay
 
     found = _policy_or_none(args.policy)
     policy = found if found is not None else httpay.Policy()
@@ -825,9 +824,8 @@ def _approvals(args: argparse.Namespace, console: Console) -> int:
 
 
 def _dashboard(args: argparse.Namespace, console: Console) -> int:
-    from httpay.dashboard import RunningDashboard, create_app, run
-
     import httpay
+    from httpay.dashboard import RunningDashboard, create_app, run
 
     where = _existing_ledger(args.ledger)
     approvals = _existing_ledger(args.approvals, "approval queue", "--approvals") if args.approvals else None

@@ -140,14 +140,13 @@ def _checked(key: str, value: Any, source: str) -> Any:
     elif key == "price_tolerance":
         if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
             raise bad("a number between 0 and 1")
-    elif key == "strategy":
-        if not isinstance(value, str):
-            raise bad("a string")
+    elif key == "strategy" and not isinstance(value, str):
+        raise bad("a string")
     elif key == "default_limits" and not isinstance(value, bool):
         raise bad("true or false")
-    elif key == "payees":
-        if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
-            raise bad("a table of host = node pubkey")
+    elif key == "payees" and (not isinstance(value, dict)
+                              or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())):
+        raise bad("a table of host = node pubkey")
     return value
 
 

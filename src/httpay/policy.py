@@ -174,19 +174,17 @@ class Policy:
 
     def effective(self) -> dict[str, tuple[float | int, bool]]:
         """Every limit in force, by Policy field: (value, is_default). Empty means unlimited."""
+        defaults = {"max_per_payment_sat": (("max_per_payment_usd", "max_per_payment_sat"), DEFAULT_MAX_PER_PAYMENT_SAT),
+                    "per_hour_sat": (("per_hour_usd", "per_hour_sat"), DEFAULT_PER_HOUR_SAT),
+                    "per_day_sat": (("per_day_usd", "per_day_sat"), DEFAULT_PER_DAY_SAT)}
         out: dict[str, tuple[float | int, bool]] = {}
         for name in ("max_per_payment_usd", "max_per_payment_sat", "budget_usd", "budget_sat", "per_host_usd",
                      "per_hour_usd", "per_hour_sat", "per_day_usd", "per_day_sat"):
             v = getattr(self, name)
             if v is not None:
                 out[name] = (v, False)
-        for name, names, value in (
-            ("max_per_payment_sat", ("max_per_payment_usd", "max_per_payment_sat"), DEFAULT_MAX_PER_PAYMENT_SAT),
-            ("per_hour_sat", ("per_hour_usd", "per_hour_sat"), DEFAULT_PER_HOUR_SAT),
-            ("per_day_sat", ("per_day_usd", "per_day_sat"), DEFAULT_PER_DAY_SAT),
-        ):
-            if self._default(*names):
-                out[name] = (value, True)
+            elif name in defaults and self._default(*defaults[name][0]):
+                out[name] = (defaults[name][1], True)
         return out
 
     @property

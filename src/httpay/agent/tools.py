@@ -13,13 +13,14 @@ expected outcome (a refusal, a 402, a network error): a model needs short, truth
 import functools
 import json
 import math
-from datetime import datetime, timezone
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 
 import httpay
+from httpay.challenge import PaymentChallenge, read_challenge
 from httpay.errors import (
     ChallengeError,
     ConfigError,
@@ -38,7 +39,6 @@ from httpay.pipeline import (
     host_of,
     receipt_of,
 )
-from httpay.challenge import PaymentChallenge, read_challenge
 from httpay.policy import Policy, fmt_msat
 from httpay.protocols.l402_v02 import Offer, PaymentOffers
 from httpay.wallets.base import Wallet
@@ -309,7 +309,7 @@ class Toolbox:
             return ""
         if not limits:
             return "; unlimited (Policy.unlimited())" if self.client.policy.is_unlimited else ""
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         left = [(lim.limit_msat - self.client.ledger.spent_msat(since=now - lim.window), lim)
                 for lim in limits if lim.window is not None]
         room, lim = min(left, key=lambda x: x[0])
