@@ -350,12 +350,6 @@ class Policy:
         fitting = [(o, m, p) for o, m, p in priced if p is None or ((cap is None or p <= cap) and (left is None or p <= left))]
         if not fitting:
             cheapest = min((p for _, _, p in priced if p is not None), default=0)
-            if cap is not None and cheapest > cap and cap == max_price_msat:
-                raise PaymentRefused(
-                    f"refused: the cheapest offer costs {fmt_msat(cheapest, rate)}, above this request's price cap of "
-                    f"{fmt_msat(cap, rate)} (max_price); raise the request's max_price to pay it",
-                    rule="max_per_payment", offers=offers,
-                )
             if cap is not None and cheapest > cap:
                 which = ("this request's price cap" if cap_knob == "max_price"
                          else f"{'default ' if cap_default else ''}per-payment limit")

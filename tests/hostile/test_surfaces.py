@@ -277,7 +277,7 @@ CLI_CASES = [
     # 14: flags refuse bad numbers by name (argparse: exit 2)
     CliCase("--budget-usd -1", lambda s, t: ["get", s.free(), "--budget-usd", "-1"], 2, ("argument --budget-usd: must be",)),
     CliCase("--budget-usd nan", lambda s, t: ["get", s.free(), "--budget-usd", "nan"], 2, ("argument --budget-usd: must be",)),
-    CliCase("--max-price inf", lambda s, t: ["get", s.free(), "--max-price", "inf"], 2, ("argument --max-price: must be",)),
+    CliCase("--max-price inf", lambda s, t: ["get", s.free(), "--max-price", "inf"], 2, ("argument --max-price/--max-price-usd: must be",)),
     CliCase("--max-price-sat -5", lambda s, t: ["get", s.free(), "--max-price-sat", "-5"], 2, ("argument --max-price-sat: must be",)),
     CliCase("--usd-per-btc 0", lambda s, t: ["get", s.free(), "--usd-per-btc", "0"], 2, ("argument --usd-per-btc: must be a positive",)),
     CliCase("--approval-timeout -1", lambda s, t: ["get", s.free(), "--ask", "--approval-timeout", "-1"], 2,
