@@ -668,7 +668,7 @@ def _dry_run(args: argparse.Namespace, policy: Any, console: Console) -> int:
     from httpay.errors import PaymentRefused
     from httpay.ledger import open_ledger
     from httpay.ledger.base import limit_since, now_utc, over_limit
-    from httpay.pipeline import host_of
+    from httpay.pipeline import Payer, decide, host_of
     from httpay.policy import fmt_msat, usd_to_msat
 
     wallet = _wallet_or_none()
@@ -704,8 +704,12 @@ def _dry_run(args: argparse.Namespace, policy: Any, console: Console) -> int:
         where = ":memory:"  # no ledger yet: nothing spent, and a dry run creates none
     with open_ledger(where) as lg:
         try:
-            d = policy.decide(offers, url=args.url, host=host, usd_per_btc=rate, spent_msat=lg.spent_msat(),
-                              methods=("lightning",), max_price_msat=cap)
+            if challenge.x402 is not None:
+                raise PaymentRefused("refused: this is an x402 payment and the httpay command has no x402 signer "
+                                     "(pay it from Python with Client(x402_signer=...))", rule="x402", offers=offers)
+            # the pipeline's one decision, on the policy and the ledger alone (no wallet is asked)
+            d = decide(Payer(wallet=None, policy=policy, ledger=lg), challenge, url=args.url, host=host, rate=rate,
+                       max_price_msat=cap)
             if d.price_msat is not None:  # the very check the ledger makes when reserving
                 limits = policy.limits(host, rate, offers)
                 now = now_utc()

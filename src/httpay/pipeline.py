@@ -349,9 +349,9 @@ def _payment_request_url(policy: Policy, request: httpx.Request, offers: Payment
         (pr_url.host or "").lower() == h.lower() for h in policy.payment_hosts
     ):
         raise PaymentRefused(
-            f"refused: the payment request URL is on {pr_url.host}, not on {request.url.host} that asked; "
-            f"allow it with Policy(payment_hosts=[{pr_url.host!r}]) if you trust it",
-            rule="payment_host", offers=offers, response=response,
+            f"refused: the payment request URL is on {pr_url.host}, not on {request.url.host} that asked",
+            rule="payment_host", offers=offers, response=response, knob="payment_hosts",
+            advice="add " + repr(pr_url.host).replace("{", "{{").replace("}", "}}") + " to {knob} if you trust it",
         )
     return pr_url
 

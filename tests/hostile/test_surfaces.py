@@ -273,6 +273,12 @@ CLI_CASES = [
             ("total budget", "raise --budget-usd")),
     CliCase("a policy file's key is named with the file", lambda s, t: [
         "get", s.classic(), "--policy", _policy_file(t, "budget_sat = 5\n")], 3, ("raise budget_sat in ",)),
+    CliCase("dry run of a classic 402 says what it would pay", lambda s, t: ["get", s.classic(), "--dry-run"], 0,
+            ("would pay", "10 sat", "nothing was paid, the wallet was not called")),
+    CliCase("dry run over the default cap names the knob", lambda s, t: ["get", s.classic(price_sat=2000), "--dry-run"],
+            3, ("would not pay", "default per-payment limit", "max_per_payment_sat in a policy file")),
+    CliCase("dry run of an x402 402 says the command cannot sign", lambda s, t: ["get", x402_route(s), "--dry-run"],
+            3, ("would not pay", "no x402 signer")),
     CliCase("paid within the defaults", lambda s, t: ["get", s.classic()], 0, ('"served":true', "paid"), paid=1),
     # 14: flags refuse bad numbers by name (argparse: exit 2)
     CliCase("--budget-usd -1", lambda s, t: ["get", s.free(), "--budget-usd", "-1"], 2, ("argument --budget-usd: must be",)),

@@ -36,6 +36,7 @@ from httpay.pipeline import (
     OFFER_EXTENSION,
     PaymentNotHonored,
     PaymentOutcomeUnknown,
+    decide,
     host_of,
     receipt_of,
 )
@@ -392,30 +393,19 @@ class Toolbox:
         return f"this costs {_price(cheapest, rate)} for {what} (cheapest offer: {cheapest.offer_id}); nothing was paid."
 
     def _would_pay(self, challenge: PaymentChallenge, response: httpx.Response, rate: float | None) -> str:
-        """What fetch would do with this challenge, in the dialect's own terms."""
+        """What fetch would do with this challenge: the pipeline's one decision, in any dialect."""
         url = str(response.request.url)
-        if challenge.x402 is None:
-            return self._would(challenge.offers, url, rate)
-        if self.client.payer.x402_signer is None:
+        payer = self.client.payer
+        if challenge.x402 is not None and payer.x402_signer is None:
             return ("the policy would refuse: this is an x402 payment and no x402 signer is configured "
                     "(the person can pass x402_signer= to the client)")
-        from httpay.x402_pay import _decide as x402_decide
-
+        if challenge.x402 is None and payer.wallet is None:
+            return "the policy would refuse: this is a Lightning payment and no Lightning wallet is configured"
         try:
-            d, _ = x402_decide(self.client.payer, challenge, response, url, host_of(url), None, None)
+            d = decide(payer, challenge, url=url, host=host_of(url), rate=rate)
         except PaymentRefused as exc:
             return f"the policy would refuse: {exc.render(self.knobs).removeprefix('refused: ')}"
         approval = " (after a person approves)" if self.client.policy.approve is not None else ""
-        return f"the policy would pay {d.offer.offer_id} by {d.method} for {_price(d.offer, rate)}{approval}"
-
-    def _would(self, offers: PaymentOffers, url: str, rate: float | None) -> str:
-        policy = self.client.policy
-        try:
-            d = policy.decide(offers, url=url, host=host_of(url), usd_per_btc=rate,
-                              spent_msat=self.client.ledger.spent_msat(), methods=("lightning",))
-        except PaymentRefused as exc:
-            return f"the policy would refuse: {exc.render(self.knobs).removeprefix('refused: ')}"
-        approval = " (after a person approves)" if policy.approve is not None else ""
         return f"the policy would pay {d.offer.offer_id} by {d.method} for {_price(d.offer, rate)}{approval}"
 
 
