@@ -152,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(devnull, sys.stdout.fileno())
         return 141
     except Exception as exc:  # one line and an exit code, never a traceback
-        code, line = failure(exc, _knobs(args))
+        code, line = failure(exc, _knobs(args), paying=args.command in ("get", "demo"))
         logging.getLogger("httpay").debug("the failure in full", exc_info=True)
         _say(f"httpay: {line}")
         return code
@@ -170,8 +170,9 @@ def _not_reported_twice(record: logging.LogRecord) -> bool:
     return getattr(record, "httpay_step", None) != "refused"
 
 
-def failure(exc: BaseException, knobs: dict[str, str] | None = None) -> tuple[int, str]:
-    """The exit code and the one line for a failure: what happened and what to try."""
+def failure(exc: BaseException, knobs: dict[str, str] | None = None, *, paying: bool = True) -> tuple[int, str]:
+    """The exit code and the one line for a failure: what happened and what to try. A wallet error of a
+    command that does not pay (`wallet balance`, `ledger reconcile`) is an error, not a failed payment."""
     from httpay.errors import InvoiceError, PaymentRequestError, WalletError
     from httpay.pipeline import PaymentNotHonored, PaymentOutcomeUnknown
 
@@ -181,6 +182,8 @@ def failure(exc: BaseException, knobs: dict[str, str] | None = None) -> tuple[in
         return EXIT_REFUSED, exc.render(knobs) + ". Nothing was paid."
     if isinstance(exc, PaymentNotHonored | PaymentOutcomeUnknown):
         return EXIT_PAYMENT, f"{exc}; see `httpay ledger`"
+    if isinstance(exc, WalletError) and not paying:
+        return EXIT_ERROR, f"the wallet: {type(exc).__name__}: {exc}"
     if isinstance(exc, InvoiceError | PaymentRequestError | WalletError):
         paid = "" if not isinstance(exc, WalletError) or exc.outcome_known else "; it may have gone out: run `httpay ledger reconcile`"
         return EXIT_PAYMENT, f"payment failed: {type(exc).__name__}: {exc}{paid}"

@@ -298,8 +298,9 @@ class Toolbox:
         if total is None:
             if policy.budget_usd is not None:
                 return f"budget ${policy.budget_usd:,.2f} (no BTC/USD rate to tell what is left; {fmt_msat(spent)} spent)"
-            window = self._window_left(rate)
-            return f"no total budget set{window} ({fmt_msat(spent, rate)} spent)"
+            if policy.is_unlimited:
+                return f"unlimited: no spending limit is set (Policy.unlimited()); {fmt_msat(spent, rate)} spent"
+            return f"no total budget set{self._window_left(rate)} ({fmt_msat(spent, rate)} spent)"
         return f"budget left {fmt_msat(max(total - spent, 0), rate)} of {fmt_msat(total, rate)}"
 
     def _window_left(self, rate: float | None) -> str:
@@ -309,7 +310,7 @@ class Toolbox:
         except PaymentRefused:
             return ""
         if not limits:
-            return "; unlimited (Policy.unlimited())" if self.client.policy.is_unlimited else ""
+            return ""
         now = datetime.now(UTC)
         left = [(lim.limit_msat - self.client.ledger.spent_msat(since=now - lim.window), lim)
                 for lim in limits if lim.window is not None]
