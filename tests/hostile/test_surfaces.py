@@ -498,3 +498,18 @@ def test_offers_saves_a_served_body(svc: HostileService, cli: Callable[..., Ran]
     assert ran.code == 0 and json.loads(target.read_text()) == {"quote": 7}
     assert str(target) in ran.err and "may have used a credit" in ran.err and '"quote"' not in ran.out
     assert wallet.calls == []
+
+
+@pytest.mark.parametrize(("policy", "says"), [
+    (None, ("10,000 sat left of the default hourly budget", "at most 1,000 sat per payment (default)",
+            "50,000 sat per day (default)")),
+    (httpay.Policy.unlimited(), ("unlimited: no spending limit is set (Policy.unlimited())",)),
+    (httpay.Policy(budget_sat=500), ("budget left 500 sat of 500 sat", "at most 1,000 sat per payment (default)")),
+])
+def test_the_budget_tool_shows_the_defaults_and_unlimited(policy: httpay.Policy | None, says: tuple[str, ...],
+                                                          wallet: CountingWallet, ledger: Path) -> None:
+    with Toolbox(wallet=wallet, ledger=ledger, policy=policy) as box:
+        text = box.budget()
+    for want in says:
+        assert want in text, (want, text)
+    assert wallet.calls == []
