@@ -15,7 +15,7 @@ import re
 import socket
 import sys
 from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -138,9 +138,11 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
+    before = list(logging.getLogger().handlers)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     for handler in logging.getLogger().handlers:
-        handler.addFilter(_not_reported_twice)
+        if handler not in before:  # only the stderr handler the command itself installed
+            handler.addFilter(_not_reported_twice)
     console = Console()
     try:
         return int(_run(args, console) or 0)
@@ -541,15 +543,15 @@ def _rate_for(policy: Any, explicit: float | None, wallet: Any = None) -> float 
 
 def _since(text: str) -> datetime:
     m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*", text)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     if m:
         unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}[m.group(2)]
         return now - timedelta(**{unit: float(m.group(1))})
     try:
-        when = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+        when = datetime.fromisoformat(text.strip())  # 3.11 reads a trailing Z
     except ValueError:
         raise ConfigError(f"--since {text!r}: use 30m, 1h, 1d, 1w or an ISO date/time such as 2026-11-25T10:00 (UTC)") from None
-    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 def _totals(receipts: Sequence[Any]) -> dict[str, int]:

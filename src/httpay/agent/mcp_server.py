@@ -80,7 +80,7 @@ def _described(spec: ToolSpec) -> Callable[..., str]:
         params.append(p.replace(annotation=Annotated[ann, Field(description=note)] if note else ann))
 
     def tool(**kwargs: Any) -> str:
-        return fn(**kwargs)
+        return str(fn(**kwargs))
 
     tool.__name__ = spec.name
     tool.__doc__ = spec.description

@@ -15,7 +15,7 @@ import json
 import math
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Self
 
 import httpx
 
@@ -104,7 +104,7 @@ class Toolbox:
         names = ", ".join(sorted(self._default_headers)) or "none"
         return f"Toolbox(base_url={str(self.client.base_url) or None!r}, headers=<{names}>, wallet={self.client.wallet!r})"
 
-    def __enter__(self) -> "Toolbox":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
