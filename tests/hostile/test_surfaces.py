@@ -238,6 +238,14 @@ class CliCase:
     says: tuple[str, ...]
     paid: int = 0
     paying: bool = True
+    fail: Exception | None = None     # the counting wallet raises this instead of paying
+
+
+def never_honoured(svc: HostileService) -> str:
+    """A classic route that takes the payment and still answers 402 (a fresh challenge every time)."""
+    async def handler(request: Request) -> Response:
+        return svc.classic_challenge(10)
+    return svc.route("/never", handler)
 
 
 def _policy_file(tmp: Path, text: str) -> str:
@@ -279,6 +287,12 @@ CLI_CASES = [
             3, ("would not pay", "default per-payment limit", "max_per_payment_sat in a policy file")),
     CliCase("dry run of an x402 402 says the command cannot sign", lambda s, t: ["get", x402_route(s), "--dry-run"],
             3, ("would not pay", "no x402 signer")),
+    # 12: a payment that failed, or was made and not honoured: exit 4, and the line says which
+    CliCase("the wallet cannot pay", lambda s, t: ["get", s.classic()], 4,
+            ("payment failed: InsufficientFunds", "the wallet holds 3 sat"),
+            fail=httpay.InsufficientFunds("the wallet holds 3 sat")),
+    CliCase("paid, and the service still asks", lambda s, t: ["get", never_honoured(s)], 4,
+            ("ledger #1", "httpay ledger"), paid=1),
     CliCase("paid within the defaults", lambda s, t: ["get", s.classic()], 0, ('"served":true', "paid"), paid=1),
     # 14: flags refuse bad numbers by name (argparse: exit 2)
     CliCase("--budget-usd -1", lambda s, t: ["get", s.free(), "--budget-usd", "-1"], 2, ("argument --budget-usd: must be",)),
@@ -299,6 +313,7 @@ CLI_CASES = [
 @pytest.mark.parametrize("case", CLI_CASES, ids=[c.name for c in CLI_CASES])
 def test_cli_says_one_line_and_a_documented_code(case: CliCase, cli: Callable[..., Ran], svc: HostileService,
                                                  wallet: CountingWallet, ledger: Path, tmp_path: Path) -> None:
+    wallet.fail = case.fail
     args = case.args(svc, tmp_path)
     ran = cli(*args, *(["--ledger", str(ledger)] if args[0] == "get" else []), paying=case.paying)
     both = ran.out + ran.err
@@ -306,7 +321,7 @@ def test_cli_says_one_line_and_a_documented_code(case: CliCase, cli: Callable[..
     assert "Traceback" not in both
     for want in case.says:
         assert want in both, (want, both)
-    assert len(wallet.calls) == case.paid
+    assert wallet.paid == case.paid and len(wallet.calls) == case.paid + (1 if case.fail else 0)
     if case.code not in (0, 6):
         error_lines = [line for line in ran.err.splitlines() if line.startswith(("httpay:", "usage:", "httpay "))]
         assert len([line for line in error_lines if line.startswith("httpay:")]) <= 1, ran.err  # said once
