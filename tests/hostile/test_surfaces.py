@@ -528,3 +528,15 @@ def test_the_budget_tool_shows_the_defaults_and_unlimited(policy: httpay.Policy 
     for want in says:
         assert want in text, (want, text)
     assert wallet.calls == []
+
+
+def test_a_request_cap_refusal_names_the_request_cap(svc: HostileService, wallet: CountingWallet, ledger: Path,
+                                                     mode: str) -> None:
+    from httpay.pipeline import MAX_PRICE_EXTENSION
+
+    out = run(mode, svc.classic(price_sat=10), wallet=wallet, ledger=ledger,
+              request={"extensions": {MAX_PRICE_EXTENSION: 5_000}})
+    assert isinstance(out.error, httpay.PaymentRefused) and out.error.rule == "max_per_payment"
+    assert out.error.knob == "max_price" and "above this request's price cap of 5 sat" in str(out.error)
+    assert "raise the request's price cap (extensions=client.max_price(...))" in str(out.error)
+    assert out.wallet_calls == 0 and out.receipts == [] and out.spent_msat == 0
