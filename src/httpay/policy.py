@@ -352,9 +352,9 @@ class Policy:
             cheapest = min((p for _, _, p in priced if p is not None), default=0)
             if cap is not None and cheapest > cap:
                 which = ("this request's price cap" if cap_knob == "max_price"
-                         else f"{'default ' if cap_default else ''}per-payment limit")
+                         else f"the {'default ' if cap_default else ''}per-payment limit")
                 raise PaymentRefused(
-                    f"refused: the cheapest offer costs {fmt_msat(cheapest, rate)}, above the {which} of "
+                    f"refused: the cheapest offer costs {fmt_msat(cheapest, rate)}, above {which} of "
                     f"{fmt_msat(cap, rate)}",
                     rule="max_per_payment", offers=offers,
                     knob=cap_knob, advice="raise {knob} to pay it",
