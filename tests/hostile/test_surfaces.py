@@ -275,7 +275,7 @@ CLI_CASES = [
     CliCase("default cap: names the policy file key", lambda s, t: ["get", s.classic(price_sat=2000)], 3,
             ("default per-payment limit of 1,000 sat", "raise max_per_payment_sat in a policy file (--policy FILE")),
     CliCase("--max-price-sat names itself", lambda s, t: ["get", s.classic(), "--max-price-sat", "5"], 3,
-            ("this request's price cap of 5 sat", "raise --max-price-sat")),
+            ("above this request's price cap of 5 sat", "raise --max-price-sat")),
     CliCase("--budget-usd names itself", lambda s, t: ["get", s.classic(), "--budget-usd", "0.001",
                                                        "--usd-per-btc", "100000"], 3,
             ("total budget", "raise --budget-usd")),
