@@ -3,7 +3,9 @@
 The wallet, policy, ledger and the service's credentials come from the environment, never from a
 tool call: HTTPAY_WALLET (+ that wallet's variables), HTTPAY_POLICY (a TOML file), HTTPAY_LEDGER,
 HTTPAY_HEADERS (a JSON object of default headers, e.g. the service's bearer) and HTTPAY_BASE_URL
-(the service the headers belong to; relative URLs are joined to it).
+(the service the headers belong to; relative URLs are joined to it). With no HTTPAY_POLICY, httpay's
+default limits apply (1,000 sat per payment, 10,000 sat per hour, 50,000 sat per day); a refusal names
+the policy file's key the person would change, and the `budget` tool shows the limits in force.
 """
 
 from __future__ import annotations
