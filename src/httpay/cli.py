@@ -227,17 +227,17 @@ def _url(text: str) -> str:
     """The URL a command was given, if it is one httpay can request: http:// or https:// with a host."""
     from urllib.parse import urlsplit
 
-    parts = urlsplit(text.strip())
+    try:
+        parts = urlsplit(text.strip())
+        _ = parts.port
+    except ValueError as exc:
+        raise UsageError(f"{text!r} is not a URL httpay can read ({exc}); give a full http:// or https:// URL") from None
     if "://" not in text:
         raise UsageError(f"{text!r} is not a URL (no scheme): did you mean https://{text.strip()}?")
     if parts.scheme.lower() not in ("http", "https"):
         raise UsageError(f"{text!r} is not an http:// or https:// URL: httpay speaks HTTP only")
     if not parts.hostname:
         raise UsageError(f"{text!r} has no host: give a full URL such as https://example.com/path")
-    try:
-        _ = parts.port
-    except ValueError:
-        raise UsageError(f"{text!r} has a port that is not a number from 0 to 65535") from None
     return text.strip()
 
 

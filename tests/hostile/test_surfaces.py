@@ -258,7 +258,10 @@ CLI_CASES = [
     # 12: bad URLs and networks: one line, what happened and what to try, a documented code
     CliCase("ftp URL", lambda s, t: ["get", "ftp://files.example/x"], 2, ("not an http:// or https:// URL",)),
     CliCase("no scheme", lambda s, t: ["get", "stock.example/ticker"], 2, ("did you mean https://stock.example/ticker",)),
-    CliCase("bad port", lambda s, t: ["get", "http://127.0.0.1:99999/x"], 2, ("port",)),
+    CliCase("bad port", lambda s, t: ["get", "http://127.0.0.1:99999/x"], 2, ("Port out of range 0-65535",)),
+    CliCase("port not a number", lambda s, t: ["get", "http://127.0.0.1:abc/x"], 2, ("not a URL httpay can read",)),
+    CliCase("broken IPv6 host", lambda s, t: ["get", "http://[::1/x"], 2, ("not a URL httpay can read",)),
+    CliCase("no host", lambda s, t: ["offers", "http:///x"], 2, ("has no host",)),
     CliCase("refused connection", lambda s, t: ["get", f"http://127.0.0.1:{closed_port()}/x"], 5,
             ("connection refused", "is the service running")),
     CliCase("unknown host", lambda s, t: ["get", "http://nothing.invalid/x"], 5,
