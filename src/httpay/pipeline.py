@@ -13,6 +13,7 @@ import dataclasses
 import json
 import logging
 import secrets
+import time
 from collections.abc import Generator
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,7 +24,7 @@ import httpx
 
 from httpay.errors import (
     ConfigError,
-    HttpayError, InvoiceError, PaymentRefused, PaymentRequestError, WalletError,
+    HttpayError, InvoiceError, PaymentDeadlineExceeded, PaymentRefused, PaymentRequestError, WalletError,
 )
 from httpay.events import Event, EventHook, emit
 from httpay.challenge import PaymentChallenge, read_challenge, scopes_for, token_scope
@@ -42,13 +43,71 @@ RECEIPT_EXTENSION = "httpay_receipt"
 DRY_RUN_EXTENSION = "httpay_dry_run"     # request extension: hand a 402 back untouched, pay nothing
 OFFER_EXTENSION = "httpay_offer_id"      # request extension: pay only this offer (still within the policy)
 MAX_PRICE_EXTENSION = "httpay_max_price_msat"
+DEADLINE_EXTENSION = "httpay_payment_deadline"  # response extension: the Deadline the 402 it is on must be paid by
+FORWARDED_EXTENSIONS = ("timeout", "trace")  # what a request the flow makes itself inherits from the caller's
+DEFAULT_PAYMENT_DEADLINE_S = 60.0
 MAX_WAIT_ROUNDS = 10  # a request waits for at most this many other payments of its challenge before refusing  # request extension: pay at most this much for this request
+
+
+class Deadline:
+    """By when one paid request must reach the wallet (or signer): `seconds` after its 402 arrived.
+
+    Time a person takes to approve does not count (`paused`); every other wait does, so a service
+    that is silent or dribbles bytes cannot hold a payment open, nor get paid late.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.at = time.monotonic() + seconds
+
+    def remaining(self) -> float:
+        return self.at - time.monotonic()
+
+    def paused(self, since: float) -> None:
+        """Give back the time since `since` (a `time.monotonic()` reading), spent waiting for a person."""
+        self.at += max(0.0, time.monotonic() - since)
+
+    def exceeded(self, stage: str) -> PaymentDeadlineExceeded:
+        return PaymentDeadlineExceeded(
+            f"not paid: the service took longer than payment_deadline={self.seconds:g} s from its 402 to the "
+            f"payment (it was still at {stage}); nothing was paid. If this service is known to be slow, raise "
+            "Client(payment_deadline=...) (seconds; None: no deadline)", deadline_s=self.seconds, stage=stage,
+        )
+
+
+def deadline_of(response: httpx.Response) -> Deadline | None:
+    """The payment deadline the driver started when this 402 arrived (None: no deadline set)."""
+    found = response.extensions.get(DEADLINE_EXTENSION)
+    return found if isinstance(found, Deadline) else None
+
+
+def within_deadline(payer: Payer, response: httpx.Response, url: str, rid: str, stage: str) -> None:
+    """Raise PaymentDeadlineExceeded (before anything is reserved or paid) once the 402's deadline passed."""
+    deadline = deadline_of(response)
+    if deadline is None or deadline.remaining() > 0:
+        return
+    exc = deadline.exceeded(stage)
+    emit(payer.on_event, Event("refused", url, rid, {"rule": "payment_deadline", "reason": str(exc)}),
+         str(exc).removeprefix("not paid: "), logging.WARNING)
+    raise exc
+
+
+def follow_up(origin: httpx.Request, method: str, url: httpx.URL, **kwargs: Any) -> httpx.Request:
+    """A request the flow makes itself, with the caller's timeouts (and trace hook) of `origin`."""
+    extensions = {k: origin.extensions[k] for k in FORWARDED_EXTENSIONS if k in origin.extensions}
+    return httpx.Request(method, url, extensions=extensions, **kwargs)
 
 
 # -- effects: what the flow asks its driver to do ------------------------------------------------
 @dataclass(frozen=True)
 class Send:
+    """Send `request`. With `deadline`: the whole exchange, body included, must end before it.
+    With `payment_deadline_s`: the answer may be the 402 to pay, so if it is a 402 the driver starts a
+    `Deadline` of that many seconds, reads the body within it and puts it in the response's extensions."""
+
     request: httpx.Request
+    deadline: Deadline | None = None
+    payment_deadline_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -114,6 +173,7 @@ class Payer:
     inflight_wait_s: float = 60.0      # how long to wait for another process's payment of the same challenge
     stale_pending_s: float = 120.0     # a pending payment older than this is reconciled, not waited for
     x402_signer: Any = None            # pays x402 challenges (httpay.signers.EvmSigner); None: refuse them
+    payment_deadline: float | None = DEFAULT_PAYMENT_DEADLINE_S  # seconds from a 402 to paying it; None: none
 
     @property
     def lightning(self) -> Wallet:
@@ -187,7 +247,7 @@ def request_flow(
                 used_scope = scope
                 break
     met_402_at = now_utc()
-    response: httpx.Response = yield Send(request)
+    response: httpx.Response = yield Send(request, payment_deadline_s=None if dry_run else payer.payment_deadline)
     if response.status_code != 402:
         return response
     response.read()
@@ -248,7 +308,7 @@ def pay_flow(
             break  # this request owns the challenge's flight: it pays
         # Someone else just paid this very challenge: use their payment before paying again.
         emit(hook, Event("waited", url, rid, {"key": key}), "another request paid this challenge; retrying")
-        again = yield from _send_with_token(payer, request)
+        again = yield from _send_with_token(payer, request, payment_deadline_s=payer.payment_deadline)
         if again.status_code != 402:
             return again
         again.read()
@@ -265,25 +325,31 @@ def pay_flow(
         pr_url = _payment_request_url(policy, request, offers, response) if challenge.protocol == l402_v02.PROTOCOL else None
         decision = _decide(payer, challenge, response, url, host, rate, rid, max_price_msat, offer_id)
         if policy.approve is not None:
+            asked_at = time.monotonic()
             answer = yield Ask(decision)
+            if (deadline := deadline_of(response)) is not None:
+                deadline.paused(asked_at)  # a person's time to decide is not the service's delay
             decision = _approved(policy, decision, answer, response)
             emit(hook, Event("approval", url, rid, {"decision": decision, "approved": True}), f"approved: {decision}")
 
         if challenge.protocol == l402_v02.PROTOCOL:
             assert pr_url is not None
-            pr = yield from _request_payment(payer, pr_url, offers, decision.offer, decision.method, rid, url)
+            pr = yield from _request_payment(payer, pr_url, offers, decision.offer, decision.method, rid, url,
+                                             origin=request, deadline=deadline_of(response))
             assert pr.lightning_invoice is not None
             bolt11 = pr.lightning_invoice
         else:
             assert challenge.l402 is not None
             bolt11 = challenge.l402.invoice
         invoice = _check(payer, bolt11, decision, offers, response, rid, url)
+        within_deadline(payer, response, url, rid, "the invoice")
         try:
             receipt = _reserve(payer, decision, invoice, challenge, url, host, rate, response, rid, met_402_at)
         except ChallengeInFlight as busy:
             done = yield from _await_other(payer, busy.existing, rid, url)
             if done is not None:
                 return (yield from _retry(payer, request, done, rid, url, challenge=None))
+            within_deadline(payer, response, url, rid, "another payment of this challenge")
             receipt = _reserve(payer, decision, invoice, challenge, url, host, rate, response, rid, None)
 
         payment = yield from _pay(payer, receipt, invoice, rid, url)
@@ -334,15 +400,17 @@ def _decide(payer: Payer, challenge: PaymentChallenge, response: httpx.Response,
     return decision
 
 
-def _send_with_token(payer: Payer, request: httpx.Request) -> Generator[Effect, Any, httpx.Response]:
-    """Repeat a request after someone else paid: with the L402 token they stored, if any."""
+def _send_with_token(payer: Payer, request: httpx.Request,
+                     payment_deadline_s: float | None = None) -> Generator[Effect, Any, httpx.Response]:
+    """Repeat a request after someone else paid: with the L402 token they stored, if any.
+    `payment_deadline_s`: a 402 it meets may be paid, so start its deadline (see `Send`)."""
     if not request.headers.get("authorization"):
         for scope in scopes_for(str(request.url), payer.token_scope):
             token = payer.ledger.token_for(scope)
             if token:
                 request.headers["Authorization"] = token
                 break
-    response: httpx.Response = yield Send(request)
+    response: httpx.Response = yield Send(request, payment_deadline_s=payment_deadline_s)
     return response
 
 
@@ -414,11 +482,14 @@ def _approved(policy: Policy, decision: Decision, answer: Any, response: httpx.R
 
 def _request_payment(
     payer: Payer, pr_url: httpx.URL, offers: PaymentOffers, offer: Offer, method: str, rid: str, url: str,
+    *, origin: httpx.Request | None = None, deadline: Deadline | None = None,
 ) -> Generator[Effect, Any, PaymentRequest]:
+    """POST the chosen offer to the payment request URL, with the caller's timeouts and within the deadline."""
     body = l402_v02.payment_request_body(offers, offer, method)
-    req = httpx.Request("POST", pr_url, content=json.dumps(body).encode(),
-                        headers={"content-type": "application/json", "accept": "application/json"})
-    resp: httpx.Response = yield Send(req)
+    kwargs: dict[str, Any] = {"content": json.dumps(body).encode(),
+                              "headers": {"content-type": "application/json", "accept": "application/json"}}
+    req = follow_up(origin, "POST", pr_url, **kwargs) if origin is not None else httpx.Request("POST", pr_url, **kwargs)
+    resp: httpx.Response = yield Send(req, deadline=deadline)
     resp.read()
     if resp.status_code != 200:
         raise PaymentRequestError(

@@ -35,6 +35,7 @@ from httpay.lightning import MSAT_PER_BTC
 from httpay.pipeline import (
     RECEIPT_EXTENSION, Ask, Effect, Payer, PaymentNotHonored, PaymentOutcomeUnknown, Send, host_of, refused,
 )
+from httpay.pipeline import deadline_of, within_deadline
 from httpay.policy import Decision, Policy, fmt_msat
 from httpay.protocols import x402
 from httpay.protocols.l402_v02 import Offer, PaymentOffers
@@ -256,7 +257,10 @@ def x402_flow(
     try:
         decision, chosen = _decide(payer, challenge, response, url, host, max_price_msat, offer_id)
         if payer.policy.approve is not None:
+            asked_at = time.monotonic()
             answer = yield Ask(decision)
+            if (deadline := deadline_of(response)) is not None:
+                deadline.paused(asked_at)  # a person's time to decide is not the service's delay
             decision, chosen = _approved(payer, challenge, response, url, host, decision, chosen, answer,
                                          max_price_msat)
             emit(payer.on_event, Event("approval", url, rid, {"decision": decision, "approved": True}),
@@ -269,6 +273,7 @@ def x402_flow(
 
     nonce = secrets.token_bytes(32)
     auth = authorization(chosen, signer.address, nonce=nonce, now=int(time.time()))
+    within_deadline(payer, response, url, rid, "the signature")
     receipt = _reserve(payer, decision, chosen, nonce, url, host, response, rid, met_402_at)
     try:
         signature = signer.sign_typed_data(*typed_data(chosen, auth))
