@@ -489,7 +489,18 @@ def _request_payment(
     kwargs: dict[str, Any] = {"content": json.dumps(body).encode(),
                               "headers": {"content-type": "application/json", "accept": "application/json"}}
     req = follow_up(origin, "POST", pr_url, **kwargs) if origin is not None else httpx.Request("POST", pr_url, **kwargs)
-    resp: httpx.Response = yield Send(req, deadline=deadline)
+    try:
+        resp: httpx.Response = yield Send(req, deadline=deadline)
+    except httpx.TimeoutException as exc:
+        raise PaymentRequestError(
+            f"the payment request endpoint on {pr_url.host} did not answer within the client's timeout "
+            f"({type(exc).__name__}); nothing was paid. Try again later, or raise Client(timeout=...)",
+        ) from None
+    except httpx.TransportError as exc:
+        raise PaymentRequestError(
+            f"the payment request endpoint on {pr_url.host} could not be reached ({type(exc).__name__}); "
+            "nothing was paid",
+        ) from None
     resp.read()
     if resp.status_code != 200:
         raise PaymentRequestError(
