@@ -33,7 +33,15 @@ from httpay.events import Event, emit
 from httpay.ledger import Intent, Receipt
 from httpay.lightning import MSAT_PER_BTC
 from httpay.pipeline import (
-    RECEIPT_EXTENSION, Ask, Effect, Payer, PaymentNotHonored, PaymentOutcomeUnknown, Send, host_of, refused,
+    RECEIPT_EXTENSION,
+    Ask,
+    Effect,
+    Payer,
+    PaymentNotHonored,
+    PaymentOutcomeUnknown,
+    Send,
+    host_of,
+    refused,
 )
 from httpay.policy import Decision, Policy, fmt_msat
 from httpay.protocols import x402

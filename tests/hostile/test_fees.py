@@ -147,7 +147,7 @@ BUDGET_FOR = 4
 
 def _many(mode: str, urls: list[str], wallet: CountingWallet, ledger: Path, policy: httpay.Policy) -> list[Any]:
     """Every URL at once through one client; each result is a response or the error raised."""
-    kwargs = dict(wallet=wallet, ledger=ledger, policy=policy, token_scope="url", timeout=60)
+    kwargs: dict[str, Any] = {"wallet": wallet, "ledger": ledger, "policy": policy, "token_scope": "url", "timeout": 60}
     if mode == "sync":
         def one(c: httpay.Client, url: str) -> Any:
             try:

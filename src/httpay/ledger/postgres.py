@@ -132,9 +132,9 @@ class PostgresLedger(SQLLedger):
     def _apply_schema(conn: psycopg.Connection[Any]) -> None:
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
         for stmt in SCHEMA:
-            conn.execute(stmt)  # type: ignore[arg-type]  # our own constant DDL
+            conn.execute(stmt)  # our own constant DDL
         for table, column, kind in MIGRATIONS:
-            conn.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {kind}")  # type: ignore[arg-type]
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {kind}")
 
     def _create_schema(self, url: str, connect_timeout: float) -> None:
         """Create or migrate the tables, under a transaction-level lock so many agents may start at once."""
