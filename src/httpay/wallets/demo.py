@@ -13,13 +13,7 @@ from typing import Any
 import httpx
 
 from httpay.errors import AlreadyPaid, InsufficientFunds, PaymentTimeout, WalletError
-from httpay.wallets.base import (
-    Payment,
-    PaymentStatus,
-    Wallet,
-    fingerprint,
-    invoice_facts,
-)
+from httpay.wallets.base import Payment, PaymentStatus, Wallet, fingerprint, invoice_facts
 
 log = logging.getLogger("httpay.wallet.demo")
 

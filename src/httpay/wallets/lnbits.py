@@ -44,13 +44,7 @@ from httpay.errors import (
     WalletError,
     redact,
 )
-from httpay.wallets.base import (
-    Payment,
-    PaymentStatus,
-    Wallet,
-    fingerprint,
-    invoice_facts,
-)
+from httpay.wallets.base import Payment, PaymentStatus, Wallet, fingerprint, invoice_facts
 
 log = logging.getLogger("httpay.wallet.lnbits")
 
