@@ -174,10 +174,11 @@ def test_a_postgres_ledger_made_before_wallet_identities_gains_the_column(clean_
 
 
 # -- 3. connections ----------------------------------------------------------------------------------------------
-def _connections(url: str) -> int:
+def _connections(url: str, application: str) -> int:
+    """Connections to the database opened by `application` (our pool's application_name), but this one."""
     with psycopg.connect(url, autocommit=True) as conn:
         row = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                           "AND pid != pg_backend_pid()").fetchone()
+                           "AND application_name = %s AND pid != pg_backend_pid()", (application,)).fetchone()
         assert row is not None
         return int(row[0])
 
@@ -190,7 +191,13 @@ def _max_connections(url: str) -> int:
 
 
 @pytest.fixture
-def hundred_clients(clean_postgres_url: str) -> Iterator[list[httpay.Client]]:
+def own_pool_url(clean_postgres_url: str) -> str:
+    """The same database under a URL of its own, so no other test's ledger shares (or leaks into) its pool."""
+    return f"{clean_postgres_url}?application_name=httpay-pool-test"
+
+
+@pytest.fixture
+def hundred_clients(own_pool_url: str) -> Iterator[list[httpay.Client]]:
     clients: list[httpay.Client] = []
     lock = threading.Lock()
     errors: list[BaseException] = []
@@ -198,7 +205,7 @@ def hundred_clients(clean_postgres_url: str) -> Iterator[list[httpay.Client]]:
     def start() -> None:
         try:
             c = httpay.Client(wallet=httpay.DemoWallet("http://127.0.0.1:9", "unused"),
-                              policy=httpay.Policy(budget_sat=1_000), ledger=clean_postgres_url)
+                              policy=httpay.Policy(budget_sat=1_000), ledger=own_pool_url)
         except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
             return
@@ -219,11 +226,11 @@ def hundred_clients(clean_postgres_url: str) -> Iterator[list[httpay.Client]]:
 
 
 def test_a_hundred_clients_in_one_process_start_within_the_default_connection_limit(
-        clean_postgres_url: str, hundred_clients: list[httpay.Client]) -> None:
+        own_pool_url: str, hundred_clients: list[httpay.Client]) -> None:
     from httpay.ledger.postgres import redact_url, shared_pools
 
-    assert _max_connections(clean_postgres_url) == 100, "the server runs with PostgreSQL's default limit"
-    assert shared_pools() == {redact_url(clean_postgres_url): 100}
+    assert _max_connections(own_pool_url) == 100, "the server runs with PostgreSQL's default limit"
+    assert shared_pools()[redact_url(own_pool_url)] == 100
     barrier = threading.Barrier(100)
     outcomes: list[str] = []
 
@@ -243,24 +250,25 @@ def test_a_hundred_clients_in_one_process_start_within_the_default_connection_li
         t.join(timeout=120)
     assert sorted(outcomes) == ["budget"] * 50 + ["reserved"] * 50, "all 100 clients worked; exactly 50 fit"
     assert hundred_clients[0].ledger.spent_msat() == 500_000
-    assert _connections(clean_postgres_url) <= 4, "one shared pool of at most pool_size connections"
+    assert _connections(own_pool_url, "httpay-pool-test") <= 4, "one shared pool of at most pool_size connections"
 
 
-def test_the_last_client_to_close_closes_the_pool(clean_postgres_url: str) -> None:
-    from httpay.ledger.postgres import shared_pools
+def test_the_last_client_to_close_closes_the_pool(own_pool_url: str) -> None:
+    from httpay.ledger.postgres import redact_url, shared_pools
 
-    a, b = open_ledger(clean_postgres_url), open_ledger(clean_postgres_url)
-    assert list(shared_pools().values()) == [2]
+    key = redact_url(own_pool_url)
+    a, b = open_ledger(own_pool_url), open_ledger(own_pool_url)
+    assert shared_pools()[key] == 2
     a.close()
     a.close()  # closing twice releases once
-    assert list(shared_pools().values()) == [1] and b.spent_msat() == 0
+    assert shared_pools()[key] == 1 and b.spent_msat() == 0
     b.close()
-    assert shared_pools() == {}
+    assert key not in shared_pools()
     deadline = time.monotonic() + 30
-    while _connections(clean_postgres_url) and time.monotonic() < deadline:
+    while _connections(own_pool_url, "httpay-pool-test") and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert _connections(clean_postgres_url) == 0
-    with open_ledger(clean_postgres_url) as again:  # a new pool opens, and the tables are there
+    assert _connections(own_pool_url, "httpay-pool-test") == 0
+    with open_ledger(own_pool_url) as again:  # a new pool opens, and the tables are there
         assert again.receipts() == []
 
 
