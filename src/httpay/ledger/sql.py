@@ -14,7 +14,7 @@ from typing import Any
 
 from httpay.errors import LedgerError
 from httpay.ledger.base import (
-    COLUMNS, ChallengeInFlight, DuplicatePayment, Intent, Ledger, limit_since, now_utc, over_limit,
+    COLUMNS, ChallengeInFlight, DuplicatePayment, Intent, Ledger, now_utc, over_limit,
 )
 from httpay.ledger.models import Receipt, Status
 from httpay.policy import Limit
@@ -124,6 +124,19 @@ class SQLLedger(Ledger):
         sql = f"SELECT COALESCE(SUM(amount_msat + fee_msat), 0) AS spent FROM payments WHERE status != 'failed'{where}"
         return int(query(sql, args)[0]["spent"])
 
+    def _spent_by_limit(self, query: Query, limits: Sequence[Limit], now: datetime) -> dict[Limit, int]:
+        """What each limit has spent, in one statement: the budget lock is held for fewer round trips."""
+        if not limits:
+            return {}
+        sums, args = [], []
+        for i, lim in enumerate(limits):
+            where, wargs = self._filters(lim.host, None if lim.window is None else self._to_db_time(now - lim.window))
+            cond = where.removeprefix(" AND ") or "1=1"
+            sums.append(f"COALESCE(SUM(CASE WHEN {cond} THEN amount_msat + fee_msat ELSE 0 END), 0) AS s{i}")
+            args += wargs
+        row = query(f"SELECT {', '.join(sums)} FROM payments WHERE status != 'failed'", args)[0]
+        return {lim: int(row[f"s{i}"]) for i, lim in enumerate(limits)}
+
     # -- writes -----------------------------------------------------------------------------------
     def reserve(self, intent: Intent, limits: Sequence[Limit] = (), *, usd_per_btc: float | None = None,
                 now: datetime | None = None) -> Receipt:
@@ -147,7 +160,7 @@ class SQLLedger(Ledger):
                     )
             if intent.challenge_key:
                 self._check_challenge(query, intent)
-            spent = {lim: self._spent(query, lim.host, limit_since(lim, now)) for lim in limits}
+            spent = self._spent_by_limit(query, limits, now)
             over_limit(limits, spent, intent.amount_msat, usd_per_btc, intent.max_fee_msat)
             # fee_msat holds the fee cap while pending (counted in every budget); settling records the real fee
             rows = query(
