@@ -29,7 +29,8 @@ EXIT_CODES = (
     (EXIT_ERROR, "an error: a setting is missing or wrong, a ledger does not exist, ..."),
     (EXIT_USAGE, "usage: a bad flag, a bad number, a URL that is not http:// or https://"),
     (EXIT_REFUSED, "refused: over a limit (the cost cap, a budget) or refused by the policy or a person; nothing paid"),
-    (EXIT_PAYMENT, "the payment failed, or was made but the service did not honour it (the ledger says which)"),
+    (EXIT_PAYMENT, "the payment failed, was made but not honoured, or its outcome is not known yet "
+                   "(`ledger reconcile`: a payment stays pending); the ledger says which"),
     (EXIT_NETWORK, "network: could not connect, unknown host, timed out"),
     (EXIT_HTTP, "the service answered an HTTP error (4xx/5xx, or a 402 nothing could be paid for)"),
 )
@@ -379,13 +380,16 @@ def _reconcile(args: argparse.Namespace, console: Console) -> int:
     wallet.close()
     if args.json:
         print(json.dumps([{"id": o.receipt.id, "outcome": o.outcome, "detail": o.detail,
-                           "status": o.receipt.status.value} for o in outcomes], indent=2))
+                           "status": o.receipt.status.value, "wallet": o.receipt.wallet,
+                           "wallet_id": o.receipt.wallet_id} for o in outcomes], indent=2))
     elif not outcomes:
         console.print("no pending payments: nothing to reconcile")
     else:
         for o in outcomes:
             console.print(str(o))
-    return 0 if all(o.outcome != "pending" for o in outcomes) else 5
+    # EXIT_PAYMENT (4): a payment's outcome is still not settled: pending, in flight or another wallet's
+    # (that wallet must reconcile it)
+    return 0 if all(o.outcome not in ("pending", "other_wallet") for o in outcomes) else EXIT_PAYMENT
 
 
 def _ledger(args: argparse.Namespace, console: Console) -> int:

@@ -55,6 +55,7 @@ from httpay.wallets.base import (
     PaymentStatus,
     Wallet,
     default_fee_limit_msat,
+    fingerprint,
     invoice_facts,
 )
 
@@ -155,6 +156,11 @@ class LNDWallet(Wallet):
         return f"LNDWallet(url={self.url!r}, network={self.network!r})"
 
     __str__ = __repr__
+
+    @property
+    def identity(self) -> str:
+        """This LND node, named by its REST endpoint: every macaroon of one node sees the same payments."""
+        return fingerprint("lnd", self.url)
 
     # --- plumbing -------------------------------------------------------------------------------
 
