@@ -29,8 +29,8 @@ EXIT_CODES = (
     (EXIT_ERROR, "an error: a setting is missing or wrong, a ledger does not exist, ..."),
     (EXIT_USAGE, "usage: a bad flag, a bad number, a URL that is not http:// or https://"),
     (EXIT_REFUSED, "refused: over a limit (the cost cap, a budget) or refused by the policy or a person; nothing paid"),
-    (EXIT_PAYMENT, "the payment failed, was made but not honoured, or its outcome is not known yet "
-                   "(`ledger reconcile`: a payment stays pending); the ledger says which"),
+    (EXIT_PAYMENT, ("the payment failed, was made but not honoured, or its outcome is not known yet "
+                    "(`ledger reconcile`: a payment stays pending); the ledger says which")),
     (EXIT_NETWORK, "network: could not connect, unknown host, timed out"),
     (EXIT_HTTP, "the service answered an HTTP error (4xx/5xx, or a 402 nothing could be paid for)"),
 )
@@ -677,7 +677,7 @@ def _dry_run(args: argparse.Namespace, policy: Any, console: Console) -> int:
     from httpay.errors import PaymentRefused
     from httpay.ledger import open_ledger
     from httpay.ledger.base import limit_since, now_utc, over_limit
-    from httpay.pipeline import Payer, decide, host_of
+    from httpay.pipeline import Payer, decide, fee_cap_msat, host_of
     from httpay.policy import fmt_msat, usd_to_msat
 
     wallet = _wallet_or_none()
@@ -723,7 +723,7 @@ def _dry_run(args: argparse.Namespace, policy: Any, console: Console) -> int:
                 limits = policy.limits(host, rate, offers)
                 now = now_utc()
                 over_limit(limits, {lim: lg.spent_msat(host=lim.host, since=limit_since(lim, now)) for lim in limits},
-                           d.price_msat, rate)
+                           d.price_msat, rate, fee_cap_msat(policy, d.price_msat))  # the fee is held too
         except PaymentRefused as exc:
             result |= {"would_pay": False, "rule": exc.rule, "reason": exc.render(_knobs(args))}
             d = None
