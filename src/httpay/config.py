@@ -105,7 +105,9 @@ def _build(kind: str, env: Mapping[str, str]) -> Wallet:
     try:
         rate = float(rate_text) if rate_text else None
     except ValueError:
-        raise ConfigError(f"FEWSATS_USD_PER_BTC must be a number (USD per bitcoin), got {rate_text!r}") from None
+        rate = math.nan
+    if rate is not None and (not math.isfinite(rate) or rate <= 0):
+        raise ConfigError(f"FEWSATS_USD_PER_BTC must be a positive number (USD per bitcoin), got {rate_text!r}")
     return FewsatsWallet(api_key, base_url=_get(env, "FEWSATS_BASE_URL") or "https://api.fewsats.com", usd_per_btc=rate)
 
 

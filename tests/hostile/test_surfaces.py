@@ -543,3 +543,11 @@ def test_a_request_cap_refusal_names_the_request_cap(svc: HostileService, wallet
     assert out.error.knob == "max_price" and "above this request's price cap of 5 sat" in str(out.error)
     assert "raise the request's price cap (extensions=client.max_price(...))" in str(out.error)
     assert out.wallet_calls == 0 and out.receipts == [] and out.spent_msat == 0
+
+
+@pytest.mark.parametrize("value", ["-5", "nan", "inf", "0", "lots"])
+def test_an_environment_rate_refuses_bad_numbers_by_name(value: str) -> None:
+    from httpay.config import wallet_from_env
+
+    with pytest.raises(httpay.ConfigError, match="FEWSATS_USD_PER_BTC must be a positive number"):
+        wallet_from_env({"HTTPAY_WALLET": "fewsats", "FEWSATS_API_KEY": "k" * 20, "FEWSATS_USD_PER_BTC": value})
