@@ -667,7 +667,7 @@ def _dialect(challenge: Any) -> str:
     if challenge.protocol == l402_v02.PROTOCOL:
         return f"L402 v{challenge.offers.version}"
     if challenge.protocol == l402_classic.PROTOCOL:
-        return "classic L402 (macaroon + invoice)"
+        return "classic L402: macaroon + invoice"
     return f"{challenge.protocol} v{challenge.offers.version}"
 
 
@@ -773,7 +773,7 @@ def _budget(args: argparse.Namespace, console: Console) -> int:
     console.print(budget_table(lines, rate, title=f"Budget (ledger {where})"))
     if found is None:
         console.print("no policy file (--policy or HTTPAY_POLICY): httpay's default limits apply: "
-                      + ", ".join(policy.describe_limits()))
+                      + ", ".join(x.removesuffix(" (default)") for x in policy.describe_limits()))
     elif policy.is_unlimited:
         console.print(Text("unlimited: the policy file sets default_limits = false and no limit; "
                            "only the wallet's balance limits spending", style="bold red"))
