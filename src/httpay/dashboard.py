@@ -303,7 +303,9 @@ def create_app(ledger: str | os.PathLike[str] | Ledger | None = None, *, token: 
         queue = ApprovalQueue(approvals if approvals is not None else lg)
     except ConfigError:
         queue = None
-    dash = Dashboard(ledger=lg, queue=queue, policy=policy, usd_per_btc=usd_per_btc, token=token, refresh_ms=refresh_ms)
+    # no policy: the client's defaults are what limits spending, so they are what the page shows
+    dash = Dashboard(ledger=lg, queue=queue, policy=policy if policy is not None else Policy(), usd_per_btc=usd_per_btc,
+                     token=token, refresh_ms=refresh_ms)
 
     def _denied() -> Response:
         return PlainTextResponse(FORBIDDEN, status_code=403, headers=_headers())

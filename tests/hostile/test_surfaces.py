@@ -551,3 +551,13 @@ def test_an_environment_rate_refuses_bad_numbers_by_name(value: str) -> None:
 
     with pytest.raises(httpay.ConfigError, match="FEWSATS_USD_PER_BTC must be a positive number"):
         wallet_from_env({"HTTPAY_WALLET": "fewsats", "FEWSATS_API_KEY": "k" * 20, "FEWSATS_USD_PER_BTC": value})
+
+
+def test_the_dashboard_shows_the_defaults_when_no_policy_is_given(ledger: Path) -> None:
+    from httpay.dashboard import create_app
+
+    prefill(ledger, (100, timedelta(minutes=1)))
+    html = create_app(ledger).state.dashboard.budget_html()
+    assert "default per payment" in html and "default hourly" in html and "default daily" in html
+    html = create_app(ledger, policy=httpay.Policy.unlimited()).state.dashboard.budget_html()
+    assert "unlimited" in html
