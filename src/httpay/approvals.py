@@ -13,7 +13,6 @@ timeout means no.
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import sqlite3
 import threading
@@ -28,8 +27,9 @@ from typing import Any
 from httpay.errors import ConfigError, HttpayError, LedgerError
 from httpay.ledger.sqlite import connect
 from httpay.policy import Decision, fmt_msat
+from httpay.safe import get_logger
 
-log = logging.getLogger("httpay.approvals")
+log = get_logger("httpay.approvals")
 
 WAITING, APPROVED, DENIED = "waiting", "approved", "denied"
 

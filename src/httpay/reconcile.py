@@ -8,7 +8,6 @@ wallet); still in flight there -> stays pending.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -16,8 +15,9 @@ from httpay.errors import WalletError
 from httpay.ledger import Ledger, Receipt, Status
 from httpay.ledger.base import now_utc
 from httpay.wallets.base import PaymentStatus, Wallet
+from httpay.safe import get_logger
 
-log = logging.getLogger("httpay.reconcile")
+log = get_logger("httpay.reconcile")
 
 DEFAULT_GRACE_S = 120.0
 

@@ -11,10 +11,12 @@ interpreter's recursion limit.
 from __future__ import annotations
 
 import json
+import logging
 import re
 from typing import Any
 
-__all__ = ["clean", "markup", "plain", "loads", "MAX_TEXT", "MAX_JSON_DEPTH", "JSONTooDeep"]
+__all__ = ["clean", "markup", "plain", "loads", "get_logger", "CleanLogRecords", "MAX_TEXT", "MAX_LINE",
+           "MAX_JSON_DEPTH", "JSONTooDeep"]
 
 MAX_TEXT = 200            # characters of one piece of server text in a view or a log line
 MAX_LINE = 2_000          # characters of a whole log line or error message
@@ -68,6 +70,30 @@ def plain(value: object, limit: int = MAX_TEXT, style: str = "") -> Any:
     from rich.text import Text
 
     return Text(clean(value, limit), style=style)
+
+
+class CleanLogRecords(logging.Filter):
+    """Every record of an httpay logger becomes one bounded line before any handler sees it:
+    server text in its arguments cannot add lines, move the cursor or fill a disk."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a bad format string is logged as what it was
+            message = f"{record.msg!s} {record.args!r}"
+        record.msg, record.args = clean(message, MAX_LINE), None
+        return True
+
+
+_CLEAN = CleanLogRecords()
+
+
+def get_logger(name: str) -> logging.Logger:
+    """`logging.getLogger(name)` with `CleanLogRecords` attached: what every httpay module logs with."""
+    logger = logging.getLogger(name)
+    if _CLEAN not in logger.filters:
+        logger.addFilter(_CLEAN)
+    return logger
 
 
 class JSONTooDeep(ValueError):
