@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from fractions import Fraction
+from typing import TypeGuard
 
 MSAT_PER_BTC = 100_000_000_000
 MAX_MSAT = 21_000_000 * MSAT_PER_BTC   # every bitcoin there will ever be: no real amount is larger
@@ -16,7 +17,7 @@ _SHOWN_DIGITS = 40                     # an integer longer than this is shown by
 
 
 def _too_big(n: int) -> bool:
-    return abs(n) >= 10**_SHOWN_DIGITS
+    return abs(n).bit_length() > _SHOWN_DIGITS * 10 // 3  # about 10^40: cheap on a number of any size
 
 
 def _magnitude(n: int, scale_digits: int) -> str:
@@ -65,7 +66,7 @@ def usd_text(msat: int, usd_per_btc: float, *, small_places: int = 2) -> str:
     return "$" + decimal_text(math.floor(usd * 10**places + Fraction(1, 2)), places, strip=False)  # half up
 
 
-def rate_ok(rate: object) -> bool:
+def rate_ok(rate: object) -> TypeGuard[float]:
     """True for a usable BTC/USD rate: a finite positive number (not a bool, not NaN, not inf)."""
     return (isinstance(rate, int | float) and not isinstance(rate, bool) and math.isfinite(rate)
             and 0 < rate < 10**15)

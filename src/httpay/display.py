@@ -61,7 +61,7 @@ def _sat(msat: int | None) -> str:
 def _usd(msat: int | None, rate: float | None) -> str | None:
     if msat is None or not rate_ok(rate):
         return None
-    return usd_text(msat, rate, small_places=4)  # type: ignore[arg-type]
+    return usd_text(msat, rate, small_places=4)
 
 
 def _until(when: datetime, now: datetime | None = None) -> str:

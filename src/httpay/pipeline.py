@@ -140,7 +140,7 @@ class Payer:
                             type(exc).__name__)
                 continue
             if rate_ok(value):  # finite and positive: an inf or NaN rate is no rate
-                return float(value)  # type: ignore[arg-type]
+                return float(value)
         return None
 
 

@@ -42,13 +42,13 @@ def msat_to_usd(msat: int, usd_per_btc: float | None) -> float | None:
     """USD worth of `msat`; None when the rate is unknown or unusable (never inf)."""
     if not rate_ok(usd_per_btc) or abs(msat) > MAX_MSAT:
         return None
-    return float(usd_value(msat, usd_per_btc))  # type: ignore[arg-type]
+    return float(usd_value(msat, usd_per_btc))
 
 
 def fmt_msat(msat: int, usd_per_btc: float | None = None) -> str:
     """'10 sat ($0.01)': how amounts are shown to people and to LLMs (exact at any size)."""
     sat = sat_text(msat) + " sat"
-    return f"{sat} ({usd_text(msat, usd_per_btc)})" if rate_ok(usd_per_btc) else sat  # type: ignore[arg-type]
+    return f"{sat} ({usd_text(msat, usd_per_btc)})" if rate_ok(usd_per_btc) else sat
 
 
 @dataclass(frozen=True)
