@@ -117,7 +117,8 @@ class Policy:
         for name in ("max_per_payment_usd", "budget_usd", "max_per_payment_sat", "budget_sat",
                      "per_host_usd", "per_hour_usd", "per_day_usd", "usd_per_btc", "max_fee_msat"):
             v = getattr(self, name)
-            if v is not None and (isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v < 0):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int | float)
+                                  or (isinstance(v, float) and not math.isfinite(v)) or v < 0):
                 raise ConfigError(f"Policy({name}=...) must be a non-negative number, got {v!r}")
             if v is not None and v > MAX_POLICY_NUMBER:
                 raise ConfigError(f"Policy({name}=...) is larger than any real amount (at most {MAX_POLICY_NUMBER:.0e})")
