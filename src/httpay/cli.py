@@ -22,6 +22,7 @@ import httpx
 from rich.console import Console
 
 from httpay.errors import ConfigError, HttpayError, PaymentRefused
+from httpay.safe import MAX_LINE, clean, plain
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_REFUSED, EXIT_PAYMENT, EXIT_NETWORK, EXIT_HTTP = 0, 1, 2, 3, 4, 5, 6
 EXIT_CODES = (
@@ -165,7 +166,7 @@ def _say(line: str) -> None:
     """One line on stderr, server text and all, never read as rich markup."""
     from rich.text import Text
 
-    Console(stderr=True, highlight=False, soft_wrap=True).print(Text(line, style="red"))
+    Console(stderr=True, highlight=False, soft_wrap=True).print(Text(clean(line, MAX_LINE), style="red"))
 
 
 def _not_reported_twice(record: logging.LogRecord) -> bool:
@@ -333,7 +334,7 @@ def _get(args: argparse.Namespace, console: Console) -> int:
     if rec is not None:
         from rich.text import Text
 
-        err.print(Text("paid ", style="green") + Text(str(rec)))
+        err.print(Text("paid ", style="green") + plain(rec, MAX_LINE))
     return _body_out(r)
 
 
@@ -386,7 +387,7 @@ def _reconcile(args: argparse.Namespace, console: Console) -> int:
         console.print("no pending payments: nothing to reconcile")
     else:
         for o in outcomes:
-            console.print(str(o))
+            console.print(plain(o, MAX_LINE))
     # EXIT_PAYMENT (4): a payment's outcome is still not settled: pending, in flight or another wallet's
     # (that wallet must reconcile it)
     return 0 if all(o.outcome not in ("pending", "other_wallet") for o in outcomes) else EXIT_PAYMENT
@@ -615,7 +616,7 @@ def _served(args: argparse.Namespace, r: httpx.Response, console: Console) -> in
 def _note(line: str) -> None:
     from rich.text import Text
 
-    Console(stderr=True, highlight=False, soft_wrap=True).print(Text(line))
+    Console(stderr=True, highlight=False, soft_wrap=True).print(Text(clean(line, MAX_LINE)))
 
 
 def _offer_dicts(offers: Any, rate: float | None) -> list[dict[str, Any]]:
@@ -651,11 +652,9 @@ def _offers(args: argparse.Namespace, console: Console) -> int:
                           "usd_per_btc": rate, "offers": _offer_dicts(offers, rate)}, indent=2))
         return 0
     console.print(offers_table(offers, title=f"{args.url} asks for payment ({_dialect(challenge)})", usd_per_btc=rate))
-    from rich.text import Text
-
     if offers.payment_request_url:
-        console.print(Text(f"payment requests go to {offers.payment_request_url}"
-                           + (f"; terms: {offers.terms_url}" if offers.terms_url else "")))
+        console.print(plain(f"payment requests go to {offers.payment_request_url}"
+                            + (f"; terms: {offers.terms_url}" if offers.terms_url else ""), MAX_LINE))
     console.print("Nothing was paid: `httpay get URL --dry-run` shows what your policy would pay.")
     return 0
 
@@ -739,13 +738,13 @@ def _dry_run(args: argparse.Namespace, policy: Any, console: Console) -> int:
             price = fmt_msat(d.price_msat, rate) if d.price_msat is not None else d.offer.price
             from rich.text import Text
 
-            console.print(Text("would pay", style="green") + Text(
+            console.print(Text("would pay", style="green") + plain(
                 f" {d.offer.offer_id} '{d.offer.title}': {d.offer.price} ≈ {price} by {d.method}"
-                + (", after a person approves it" if args.ask else "")))
+                + (", after a person approves it" if args.ask else ""), MAX_LINE))
         else:
             from rich.text import Text
 
-            console.print(Text("would not pay", style="red") + Text(f" ({result['rule']}): {result['reason']}"))
+            console.print(Text("would not pay", style="red") + plain(f" ({result['rule']}): {result['reason']}", MAX_LINE))
         console.print("dry run: nothing was paid, the wallet was not called")
     return 0 if d is not None else 3
 
@@ -794,7 +793,7 @@ def _wallet(args: argparse.Namespace, console: Console) -> int:
     if args.json:
         print(json.dumps({"wallet": w.name, "network": w.network, "balance_msat": balance, "usd_per_btc": rate}))
     else:
-        console.print(f"{w.name} wallet on {w.network}: {fmt_msat(balance, rate)}")
+        console.print(plain(f"{w.name} wallet on {w.network}: {fmt_msat(balance, rate)}", MAX_LINE))
     return 0
 
 
@@ -830,9 +829,7 @@ def _approvals(args: argparse.Namespace, console: Console) -> int:
     if args.json:
         print(json.dumps(a.to_dict()))
     else:
-        from rich.text import Text
-
-        console.print(Text(str(a), style="green" if a.status == "approved" else "red"))
+        console.print(plain(a, MAX_LINE, style="green" if a.status == "approved" else "red"))
     return 0
 
 
