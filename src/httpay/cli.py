@@ -22,6 +22,7 @@ import httpx
 from rich.console import Console
 
 from httpay.errors import ConfigError, HttpayError, PaymentRefused
+from httpay.policy import MAX_POLICY_NUMBER
 from httpay.safe import MAX_LINE, clean, plain
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_REFUSED, EXIT_PAYMENT, EXIT_NETWORK, EXIT_HTTP = 0, 1, 2, 3, 4, 5, 6
@@ -47,10 +48,12 @@ def _number(*, kind: type = float, positive: bool = False) -> Callable[[str], An
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"must be a {'whole ' if kind is int else ''}number, got {text!r}") from None
-        if not math.isfinite(value) or value < 0 or (positive and value == 0):
+            raise argparse.ArgumentTypeError(f"must be a {'whole ' if kind is int else ''}number, got {text[:40]!r}") from None
+        if (isinstance(value, float) and not math.isfinite(value)) or value < 0 or (positive and value == 0):
             raise argparse.ArgumentTypeError(
-                f"must be a {'positive' if positive else 'non-negative'} finite number, got {text!r}")
+                f"must be a {'positive' if positive else 'non-negative'} finite number, got {text[:40]!r}")
+        if value > MAX_POLICY_NUMBER:
+            raise argparse.ArgumentTypeError(f"is larger than any real amount (at most {MAX_POLICY_NUMBER:.0e})")
         return value
     return parse
 

@@ -74,7 +74,8 @@ class _PayingMixin:
     def max_price(self, usd: float | None = None, *, sat: int | None = None) -> dict[str, Any]:
         """Request extensions capping what one request may pay: `c.get(url, extensions=c.max_price(0.05))`."""
         for name, v in (("usd", usd), ("sat", sat)):
-            if v is not None and (isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v < 0):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int | float) or v < 0
+                                  or (isinstance(v, float) and not math.isfinite(v))):
                 raise ConfigError(f"max_price({name}=...) must be a non-negative finite number, got {v!r}")
         if sat is not None:
             return {MAX_PRICE_EXTENSION: int(sat * 1000)}

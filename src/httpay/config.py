@@ -127,7 +127,8 @@ def _checked(key: str, value: Any, source: str) -> Any:
         return ConfigError(f"{source}: {key} must be {what}, got {value!r}")
 
     if key in _AMOUNT_KEYS:
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0 or (
+                isinstance(value, float) and not math.isfinite(value)):
             raise bad("a non-negative number")
         if key == "usd_per_btc" and value == 0:
             raise bad("a positive number (USD per bitcoin)")

@@ -153,7 +153,8 @@ class Policy:
     def __post_init__(self) -> None:
         for name in _NUMBER_FIELDS:
             v = getattr(self, name)
-            if v is not None and (isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v < 0):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int | float) or v < 0
+                                  or (isinstance(v, float) and not math.isfinite(v))):
                 raise ConfigError(f"Policy({name}=...) must be a non-negative finite number, got {v!r}")
             if v is not None and v > MAX_POLICY_NUMBER:
                 raise ConfigError(f"Policy({name}=...) is larger than any real amount (at most {MAX_POLICY_NUMBER:.0e})")

@@ -305,6 +305,12 @@ CLI_CASES = [
     CliCase("--usd-per-btc 0", lambda s, t: ["get", s.free(), "--usd-per-btc", "0"], 2, ("argument --usd-per-btc: must be a positive",)),
     CliCase("--approval-timeout -1", lambda s, t: ["get", s.free(), "--ask", "--approval-timeout", "-1"], 2,
             ("argument --approval-timeout: must be",)),
+    CliCase("--budget-usd 1e308", lambda s, t: ["get", s.free(), "--budget-usd", "1e308"], 2,
+            ("argument --budget-usd: is larger than any real amount",)),
+    CliCase("--max-price-sat with 4,000 digits", lambda s, t: ["get", s.free(), "--max-price-sat", "9" * 4000], 2,
+            ("argument --max-price-sat: is larger than any real amount",)),
+    CliCase("--max-price-sat with 5,000 digits", lambda s, t: ["get", s.free(), "--max-price-sat", "9" * 5000], 2,
+            ("argument --max-price-sat: must be a whole number",)),
     CliCase("ledger --limit 0", lambda s, t: ["ledger", "--limit", "0"], 2, ("argument --limit: must be a positive",)),
     CliCase("a negative TOML budget names the key", lambda s, t: [
         "get", s.free(), "--policy", _policy_file(t, "budget_usd = -1\n")], 1, ("budget_usd must be a non-negative",)),
@@ -458,13 +464,14 @@ def test_a_refusal_is_printed_once_by_the_cli(demo: Any, account: dict[str, str]
 @pytest.mark.parametrize("arguments", [
     '{"url": "/x", "max_price_usd": -1}', '{"url": "/x", "max_price_usd": NaN}',
     '{"url": "/x", "max_price_usd": Infinity}', '{"url": "/x", "max_price_usd": 1e999}',
+    '{"url": "/x", "max_price_usd": -' + "9" * 4000 + '}',
 ])
 def test_tool_arguments_refuse_bad_numbers(arguments: str, svc: HostileService, wallet: CountingWallet,
                                            ledger: Path) -> None:
     url = svc.classic()
     with Toolbox(wallet=wallet, ledger=ledger, base_url=svc.url) as box:
         text = dispatch(box, "fetch", arguments.replace("/x", url))
-    assert text.startswith("error: max_price_usd must be a non-negative number") and "Nothing was paid" in text
+    assert text.startswith("error:") and "max_price_usd" in text and len(text) < 400, text
     assert wallet.calls == [] and svc.hits.get("/classic", 0) == 0
 
 

@@ -226,7 +226,10 @@ def _fits(value: Any, tp: Any) -> tuple[bool, Any]:
         return isinstance(value, int) and not isinstance(value, bool), value
     if tp is float:
         ok = isinstance(value, int | float) and not isinstance(value, bool)
-        return ok, float(value) if ok else value
+        try:
+            return ok, float(value) if ok else value
+        except OverflowError:  # an integer of thousands of digits is no amount
+            return False, value
     if tp is str:
         return isinstance(value, str), value
     if tp is dict or origin is dict:

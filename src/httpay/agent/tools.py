@@ -125,7 +125,8 @@ class Toolbox:
     ) -> str:  # The HTTP status, the body, and what was paid
         "Request a URL, paying a 402 Payment Required within the person's policy (wallet, budget and credentials are bound already)."
         if max_price_usd is not None and (isinstance(max_price_usd, bool) or not isinstance(max_price_usd, int | float)
-                                          or not math.isfinite(max_price_usd) or max_price_usd < 0):
+                                          or (isinstance(max_price_usd, float) and not math.isfinite(max_price_usd))
+                                          or max_price_usd < 0):
             return f"error: max_price_usd must be a non-negative number of US dollars, got {max_price_usd!r}. Nothing was paid."
         since = self._last_receipt_id()
         try:
