@@ -578,7 +578,12 @@ def _totals(receipts: Sequence[Any]) -> dict[str, int]:
 def _max_price(c: Any, args: argparse.Namespace) -> dict[str, Any]:
     if args.max_price_sat is not None:
         return c.max_price(sat=args.max_price_sat)  # type: ignore[no-any-return]
-    return c.max_price(args.max_price_usd) if args.max_price_usd is not None else {}
+    if args.max_price_usd is None:
+        return {}
+    if not c.payer.rate():
+        raise ConfigError("--max-price is in USD and no BTC/USD rate is known: pass --usd-per-btc, set usd_per_btc "
+                          "in the policy file, or use --max-price-sat")
+    return c.max_price(args.max_price_usd)  # type: ignore[no-any-return]
 
 
 def _look(url: str, headers: dict[str, str], wallet: Any) -> tuple[httpx.Response, Any]:

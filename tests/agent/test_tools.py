@@ -192,7 +192,7 @@ def test_a_usd_cap_without_a_rate_is_explained(ledger: SQLiteLedger) -> None:
     svc = FakeService()
     client = httpay.Client(wallet=FakeWallet(svc), ledger=ledger, transport=httpx.MockTransport(svc))
     out = Toolbox(client).fetch("http://stock.test/ticker/MSFT", max_price_usd=0.05)
-    assert out.startswith("error: ConfigError: a USD price cap needs a BTC/USD rate") and "Nothing was paid." in out
+    assert out.startswith("error: max_price_usd needs a BTC/USD rate") and "Nothing was paid." in out
     assert "no total budget set" in out
 
 

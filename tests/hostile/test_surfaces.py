@@ -279,6 +279,8 @@ CLI_CASES = [
             ("default per-payment limit of 1,000 sat", "raise max_per_payment_sat in a policy file (--policy FILE")),
     CliCase("--max-price-sat names itself", lambda s, t: ["get", s.classic(), "--max-price-sat", "5"], 3,
             ("above this request's price cap of 5 sat", "raise --max-price-sat")),
+    CliCase("--max-price in USD with no rate names --usd-per-btc", lambda s, t: ["get", s.classic(), "--max-price", "1"],
+            1, ("--max-price is in USD and no BTC/USD rate is known", "--usd-per-btc")),
     CliCase("--budget-usd names itself", lambda s, t: ["get", s.classic(), "--budget-usd", "0.001",
                                                        "--usd-per-btc", "100000"], 3,
             ("total budget", "raise --budget-usd")),
@@ -568,3 +570,12 @@ def test_the_dashboard_shows_the_defaults_when_no_policy_is_given(ledger: Path) 
     assert "default per payment" in html and "default hourly" in html and "default daily" in html
     html = create_app(ledger, policy=httpay.Policy.unlimited()).state.dashboard.budget_html()
     assert "unlimited" in html
+
+
+def test_a_usd_cap_with_no_rate_says_which_knob_gives_one(svc: HostileService, wallet: CountingWallet,
+                                                          ledger: Path) -> None:
+    url = svc.classic()
+    with Toolbox(wallet=wallet, ledger=ledger) as box:
+        text = box.fetch(url, max_price_usd=0.05)
+    assert text.startswith("error: max_price_usd needs a BTC/USD rate") and "Policy(usd_per_btc=...)" in text
+    assert "Nothing was paid" in text and wallet.calls == [] and svc.hits.get("/classic", 0) == 0

@@ -128,6 +128,10 @@ class Toolbox:
                                           or (isinstance(max_price_usd, float) and not math.isfinite(max_price_usd))
                                           or max_price_usd < 0):
             return f"error: max_price_usd must be a non-negative number of US dollars, got {max_price_usd!r}. Nothing was paid."
+        if max_price_usd is not None and not self._rate():
+            rate_knob = self.knobs.get("usd_per_btc", "Policy(usd_per_btc=...)")
+            return (f"error: max_price_usd needs a BTC/USD rate and none is known (the person can set {rate_knob}); "
+                    f"call fetch without it to stay within the policy's own limits. Nothing was paid.\n{self._budget_left()}.")
         since = self._last_receipt_id()
         try:
             ext = self.client.max_price(max_price_usd) if max_price_usd is not None else {}
