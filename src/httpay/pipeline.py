@@ -721,6 +721,9 @@ def _pay(payer: Payer, receipt: Receipt, invoice: Invoice, rid: str, url: str) -
             f"the wallet said paid but its preimage does not prove the invoice (ledger #{receipt.id} stays pending)",
             receipt=ledger.get(receipt.id),
         )
+    if payment.fee_msat > receipt.fee_msat:  # a wallet that cannot enforce the cap (LNbits) went over it
+        log.warning("[%s] the wallet spent %d msat on fees, above the %d msat cap it was given and the ledger held; "
+                    "the ledger records what it spent", rid, payment.fee_msat, receipt.fee_msat)
     return payment
 
 
