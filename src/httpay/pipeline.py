@@ -22,8 +22,10 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from httpay import safe
+from httpay.amounts import rate_ok
 from httpay.errors import (
-    ConfigError,
+    ChallengeError, ConfigError,
     HttpayError, InvoiceError, PaidRequestFailed, PaymentDeadlineExceeded, PaymentRefused, PaymentRequestError,
     WalletError,
 )
@@ -38,8 +40,9 @@ from httpay.policy import Decision, Policy, fmt_msat
 from httpay.protocols import l402_v02
 from httpay.protocols.l402_v02 import Offer, PaymentOffers, PaymentRequest
 from httpay.wallets.base import Payment, PaymentStatus, Wallet, default_fee_limit_msat
+from httpay.safe import get_logger
 
-log = logging.getLogger("httpay")
+log = get_logger("httpay")
 
 RECEIPT_EXTENSION = "httpay_receipt"
 DRY_RUN_EXTENSION = "httpay_dry_run"     # request extension: hand a 402 back untouched, pay nothing
@@ -199,7 +202,7 @@ class Payer:
                 log.warning("the BTC/USD rate source failed (%s); USD limits will refuse until it answers",
                             type(exc).__name__)
                 continue
-            if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+            if rate_ok(value):  # finite and positive: an inf or NaN rate is no rate
                 return float(value)
         return None
 
@@ -237,13 +240,14 @@ def refused(payer: Payer, url: str, rid: str, exc: PaymentRefused) -> PaymentRef
 
 
 def _json_error(resp: httpx.Response) -> str:
+    """The service's error text, made safe for a log line or a terminal (one line, bounded)."""
     try:
-        data = resp.json()
+        data = safe.loads(resp.content)
         if isinstance(data, dict) and isinstance(data.get("error"), str):
-            return data["error"][:200]
-    except (ValueError, UnicodeDecodeError):
+            return safe.clean(data["error"])
+    except ValueError:
         pass
-    return (resp.text or "")[:200]
+    return safe.clean(resp.content[:1000].decode("utf-8", "replace"))
 
 
 def request_flow(
@@ -428,14 +432,18 @@ def _settle(payer: Payer, receipt: Receipt, payment: Payment, invoice: Invoice, 
 def _payment_request_url(policy: Policy, request: httpx.Request, offers: PaymentOffers,
                          response: httpx.Response) -> httpx.URL:
     """The v0.2 payment request URL, which must belong to the service that asked (or an allowed host)."""
-    raw = offers.payment_request_url
-    pr_url = httpx.URL(raw) if raw.startswith(("http://", "https://")) else request.url.join(raw)
+    try:
+        raw = l402_v02.check_payment_request_url(offers.payment_request_url)
+        pr_url = request.url.join(raw)
+    except httpx.InvalidURL:
+        raise ChallengeError(f"402 body: field 'payment_request_url' is not a URL: {offers.payment_request_url!r:.60}",
+                             field="payment_request_url") from None
     if not same_site(str(pr_url), str(request.url)) and not any(
         (pr_url.host or "").lower() == h.lower() for h in policy.payment_hosts
     ):
         raise PaymentRefused(
-            f"refused: the payment request URL is on {pr_url.host}, not on {request.url.host} that asked; "
-            f"allow it with Policy(payment_hosts=[{pr_url.host!r}]) if you trust it",
+            f"refused: the payment request URL is on {safe.clean(pr_url.host, 100)}, not on {request.url.host} that "
+            f"asked; allow it with Policy(payment_hosts=[{safe.clean(repr(pr_url.host), 100)}]) if you trust it",
             rule="payment_host", offers=offers, response=response,
         )
     return pr_url
@@ -629,8 +637,8 @@ def _request_payment(
             f"HTTP {resp.status_code} {_json_error(resp)}", status_code=resp.status_code,
         )
     try:
-        data = resp.json()
-    except (ValueError, UnicodeDecodeError):
+        data = safe.loads(resp.content)
+    except ValueError:  # not JSON, not text, nested absurdly deep, an integer of thousands of digits
         raise PaymentRequestError("the payment request answer is not JSON", status_code=resp.status_code) from None
     pr = PaymentRequest.from_dict(data, payment_method=method, offer_id=offer.offer_id)
     emit(payer.on_event, Event("payment_request", url, rid, {"payment_request": pr}), str(pr))

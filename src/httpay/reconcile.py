@@ -14,15 +14,15 @@ are measured on the ledger's clock, never this machine's.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from datetime import timedelta
 
 from httpay.errors import WalletError
 from httpay.ledger import Ledger, Receipt, Status
 from httpay.wallets.base import PaymentStatus, Wallet
+from httpay.safe import get_logger
 
-log = logging.getLogger("httpay.reconcile")
+log = get_logger("httpay.reconcile")
 
 DEFAULT_GRACE_S = 120.0
 

@@ -40,8 +40,9 @@ from httpay.pipeline import deadline_of, within_deadline
 from httpay.policy import Decision, Policy, fmt_msat
 from httpay.protocols import x402
 from httpay.protocols.l402_v02 import Offer, PaymentOffers
+from httpay.safe import get_logger
 
-log = logging.getLogger("httpay")
+log = get_logger("httpay")
 
 DEFAULT_TIMEOUT_S = 300       # validBefore when the server gives no maxTimeoutSeconds (the x402 servers' default)
 MAX_TIMEOUT_S = 3600          # never sign an authorization that stays valid longer than an hour

@@ -32,7 +32,6 @@ restart would then be paid again: check such payments in the Fewsats app.
 
 from __future__ import annotations
 
-import logging
 import math
 from typing import TYPE_CHECKING, Any
 
@@ -49,8 +48,9 @@ from httpay.wallets.base import Payment, PaymentStatus, Wallet, fingerprint
 
 if TYPE_CHECKING:
     from httpay.protocols.l402_v02 import Offer, PaymentOffers
+from httpay.safe import get_logger
 
-log = logging.getLogger("httpay.wallet.fewsats")
+log = get_logger("httpay.wallet.fewsats")
 
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
 REVIEW_HINT = "a person must approve it in the Fewsats app (app.fewsats.com); then look it up or repeat the request"

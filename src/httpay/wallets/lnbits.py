@@ -32,7 +32,6 @@ source), not taken from its docs:
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import httpx
@@ -45,8 +44,9 @@ from httpay.errors import (
     redact,
 )
 from httpay.wallets.base import Payment, PaymentStatus, Wallet, fingerprint, invoice_facts
+from httpay.safe import get_logger
 
-log = logging.getLogger("httpay.wallet.lnbits")
+log = get_logger("httpay.wallet.lnbits")
 
 _STATUS = {
     "success": PaymentStatus.SETTLED,

@@ -35,7 +35,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import logging
 import ssl
 import time
 from pathlib import Path
@@ -58,8 +57,9 @@ from httpay.wallets.base import (
     fingerprint,
     invoice_facts,
 )
+from httpay.safe import get_logger
 
-log = logging.getLogger("httpay.wallet.lnd")
+log = get_logger("httpay.wallet.lnd")
 
 _FINAL = {"SUCCEEDED", "FAILED"}
 _NOT_FOUND = 5
