@@ -190,13 +190,15 @@ def _reconcile(args: argparse.Namespace, console: Console) -> int:
     wallet.close()
     if args.json:
         print(json.dumps([{"id": o.receipt.id, "outcome": o.outcome, "detail": o.detail,
-                           "status": o.receipt.status.value} for o in outcomes], indent=2))
+                           "status": o.receipt.status.value, "wallet": o.receipt.wallet,
+                           "wallet_id": o.receipt.wallet_id} for o in outcomes], indent=2))
     elif not outcomes:
         console.print("no pending payments: nothing to reconcile")
     else:
         for o in outcomes:
             console.print(plain(o, MAX_LINE))
-    return 0 if all(o.outcome != "pending" for o in outcomes) else 5
+    # 5: something stays pending, in flight or another wallet's (that wallet must reconcile it)
+    return 0 if all(o.outcome not in ("pending", "other_wallet") for o in outcomes) else 5
 
 
 def _ledger(args: argparse.Namespace, console: Console) -> int:

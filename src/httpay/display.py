@@ -291,7 +291,7 @@ class ReceiptsView:
                 row.append(_offer_price(r))
             row.append(_paid_text(r, self.rate))
             if show_fee:
-                row.append(_sat(r.fee_msat))
+                row.append(_fee(r))
             if wide:
                 row.append((r.payment_hash or "")[:10] + "…")
             if show_note:
@@ -310,6 +310,11 @@ class ReceiptsView:
                     yield plain(f"  #{r.id}: {r.reason}", 500, style=STATUS_STYLE.get(r.status.value, ""))
 
 
+def _fee(r: "Receipt") -> str:
+    """The fee paid; for a pending payment, the most it may cost (held in the budgets): '≤ 10'."""
+    return ("≤ " if r.status.value == "pending" and r.fee_msat else "") + _sat(r.fee_msat)
+
+
 def receipts_table(receipts: Iterable["Receipt"], title: str = "Ledger", usd_per_btc: float | None = None) -> ReceiptsView:
     return ReceiptsView(receipts, title=title, usd_per_btc=usd_per_btc)
 
@@ -326,7 +331,7 @@ def html_receipts(receipts: Iterable["Receipt"], title: str = "Ledger", usd_per_
             f"<td>{_status_html(r.status.value)}</td><td>{_e(r.host)}</td><td>{_e(_offer_text(r))}</td>"
             f"<td>{_e(r.method)}</td><td style='text-align:right'>{_e(_offer_price(r))}</td>"
             f"<td style='text-align:right'>{_e(_paid_text(r, rate))}</td>"
-            f"<td style='text-align:right'>{_e(_sat(r.fee_msat))}</td>"
+            f"<td style='text-align:right'>{_e(_fee(r))}</td>"
             f"<td><code>{_e((r.payment_hash or '')[:12])}…</code></td>{note}</tr>"
         )
     head = "".join(f"<th>{h}</th>" for h in ("#", "when (UTC)", "status", "host", "offer", "method", "price",
@@ -476,7 +481,10 @@ class BudgetView:
             t.caption = "the policy sets no limits"
         elif not wide:
             t.caption = "amounts in sat" + (f"; at {self.rate:,.0f} USD/BTC, 1,000 sat = ${1000 / 1e8 * self.rate:,.2f}"
-                                            if self.rate else "")
+                                            if self.rate else "") + "; spent includes fees (held while pending)"
+            t.caption_justify = "left"
+        else:
+            t.caption = "spent includes routing fees: paid ones, and the most a pending payment may still cost"
             t.caption_justify = "left"
         return t
 
@@ -505,4 +513,4 @@ def html_budget(lines: Sequence[BudgetLine], usd_per_btc: float | None = None, t
                     f"<td style='text-align:right'>{_e(left)}</td><td>{meter}</td></tr>")
     body = "".join(rows) or "<tr><td colspan='7'>the policy sets no limits</td></tr>"
     return (f"<table class='httpay-budget'>{_caption(title)}<thead><tr><th>limit</th><th>scope</th><th>window</th>"
-            f"<th>spent</th><th>of</th><th>left</th><th>used</th></tr></thead><tbody>{body}</tbody></table>")
+            f"<th title='fees included: paid ones, and the most a pending payment may still cost'>spent incl. fees</th><th>of</th><th>left</th><th>used</th></tr></thead><tbody>{body}</tbody></table>")

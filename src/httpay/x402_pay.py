@@ -36,6 +36,7 @@ from httpay.pipeline import (
     RECEIPT_EXTENSION, Ask, Effect, Payer, PaymentNotHonored, PaymentOutcomeUnknown, Send, approved_decision, decide,
     host_of, refused,
 )
+from httpay.pipeline import deadline_of, within_deadline
 from httpay.policy import Decision, Policy, fmt_msat
 from httpay.protocols import x402
 from httpay.protocols.l402_v02 import Offer, PaymentOffers
@@ -270,7 +271,10 @@ def x402_flow(
         decision = decide(payer, challenge, url=url, host=host, rate=rate, max_price_msat=max_price_msat,
                           offer_id=offer_id)
         if payer.policy.approve is not None:
+            asked_at = time.monotonic()
             answer = yield Ask(decision)
+            if (deadline := deadline_of(response)) is not None:
+                deadline.paused(asked_at)  # a person's time to decide is not the service's delay
             decision = approved_decision(payer, challenge, decision, answer)
             emit(payer.on_event, Event("approval", url, rid, {"decision": decision, "approved": True}),
                  f"approved: {decision}")
@@ -283,6 +287,7 @@ def x402_flow(
 
     nonce = secrets.token_bytes(32)
     auth = authorization(chosen, signer.address, nonce=nonce, now=int(time.time()))
+    within_deadline(payer, response, url, rid, "the signature")
     receipt = _reserve(payer, decision, chosen, nonce, url, host, response, rid, met_402_at)
     try:
         signature = signer.sign_typed_data(*typed_data(chosen, auth))
@@ -371,6 +376,7 @@ def _reserve(payer: Payer, decision: Decision, chosen: Priced, nonce: bytes, url
         host=host, url=url, protocol=x402.PROTOCOL, method=req.payment_method, amount_msat=chosen.msat,
         payment_hash=nonce.hex(), offer_id=chosen.offer.offer_id, offer_title=chosen.offer.title,
         offer_amount=req.amount, offer_currency=req.currency, wallet=payer.x402_signer.name, not_before=met_402_at,
+        wallet_id=_signer_identity(payer.x402_signer),
     )
     rate = decision.usd_per_btc
     try:
@@ -381,6 +387,12 @@ def _reserve(payer: Payer, decision: Decision, chosen: Priced, nonce: bytes, url
     emit(payer.on_event, Event("reserved", url, rid, {"receipt": receipt}),
          f"ledger #{receipt.id} pending for {chosen.price} ≈ {fmt_msat(receipt.amount_msat, rate)}")
     return receipt
+
+
+def _signer_identity(signer: Any) -> str | None:
+    """The signer's public address names it (x402 transfers are gasless for the payer: no fee is held)."""
+    address = getattr(signer, "address", None)
+    return f"x402:{str(address).lower()}" if address else None
 
 
 def _outcome(payer: Payer, resp: httpx.Response, receipt: Receipt, chosen: Priced, url: str,

@@ -44,7 +44,7 @@ from httpay.errors import (
     WalletError,
     redact,
 )
-from httpay.wallets.base import Payment, PaymentStatus, Wallet
+from httpay.wallets.base import Payment, PaymentStatus, Wallet, fingerprint
 
 if TYPE_CHECKING:
     from httpay.protocols.l402_v02 import Offer, PaymentOffers
@@ -92,6 +92,11 @@ class FewsatsWallet(Wallet):
         return f"FewsatsWallet(base_url={self.base_url!r})"
 
     __str__ = __repr__
+
+    @property
+    def identity(self) -> str:
+        """This Fewsats account: a one-way fingerprint of the API and the account's key."""
+        return fingerprint("fewsats", self.base_url, self.__key)
 
     def usd_per_btc(self) -> float | None:
         """The BTC/USD rate this wallet prices invoices with (None when not given)."""

@@ -163,6 +163,11 @@ class LightsparkWallet(Wallet):
 
     __str__ = __repr__
 
+    @property
+    def identity(self) -> str:
+        """This Lightspark node: its node id (an identifier, not a secret)."""
+        return f"lightspark:{self.node_id}"
+
     # --- plumbing -------------------------------------------------------------------------------
 
     def _scrub(self, text: str) -> str:

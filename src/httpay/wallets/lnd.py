@@ -54,6 +54,7 @@ from httpay.wallets.base import (
     PaymentStatus,
     Wallet,
     default_fee_limit_msat,
+    fingerprint,
     invoice_facts,
 )
 from httpay.safe import get_logger
@@ -155,6 +156,11 @@ class LNDWallet(Wallet):
         return f"LNDWallet(url={self.url!r}, network={self.network!r})"
 
     __str__ = __repr__
+
+    @property
+    def identity(self) -> str:
+        """This LND node, named by its REST endpoint: every macaroon of one node sees the same payments."""
+        return fingerprint("lnd", self.url)
 
     # --- plumbing -------------------------------------------------------------------------------
 
