@@ -185,3 +185,16 @@ def test_clean_and_markup_are_the_one_place() -> None:
 class _Unprintable:
     def __str__(self) -> str:
         raise RuntimeError("no")
+
+
+def test_the_approval_spinner_shows_a_hostile_title_as_typed(tmp_path: Path) -> None:
+    from httpay.approvals import ApprovalQueue, spinner
+
+    offers = offers_with("[bold red]Premium [/x] plan\nFORGED")
+    decision = httpay.Policy(max_per_payment_sat=100).decide(offers, url="https://svc.example/x", host="svc.example")
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, width=250)
+    with ApprovalQueue(tmp_path / "q.db", timeout_s=0.1, poll_s=0.02, progress=spinner(console)) as q:
+        assert q(decision) is False
+    shown = out.getvalue()
+    assert "[bold red]Premium [/x] plan\\nFORGED" in shown and "\x1b[1;31mPremium" not in shown
