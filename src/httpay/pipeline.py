@@ -39,8 +39,8 @@ from httpay.lightning import Invoice, check_invoice, decode_invoice
 from httpay.policy import Decision, Policy, fmt_msat
 from httpay.protocols import l402_v02
 from httpay.protocols.l402_v02 import Offer, PaymentOffers, PaymentRequest
-from httpay.wallets.base import Payment, PaymentStatus, Wallet, default_fee_limit_msat
 from httpay.safe import get_logger
+from httpay.wallets.base import Payment, PaymentStatus, Wallet, default_fee_limit_msat
 
 log = get_logger("httpay")
 
