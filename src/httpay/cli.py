@@ -167,9 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _say(line: str) -> None:
     """One line on stderr, server text and all, never read as rich markup."""
-    from rich.text import Text
-
-    Console(stderr=True, highlight=False, soft_wrap=True).print(Text(clean(line, MAX_LINE), style="red"))
+    Console(stderr=True, highlight=False, soft_wrap=True).print(plain(line, MAX_LINE, style="red"))
 
 
 def _not_reported_twice(record: logging.LogRecord) -> bool:
@@ -661,8 +659,8 @@ def _offers(args: argparse.Namespace, console: Console) -> int:
         return 0
     console.print(offers_table(offers, title=f"{args.url} asks for payment ({_dialect(challenge)})", usd_per_btc=rate))
     if offers.payment_request_url:
-        console.print(plain(f"payment requests go to {offers.payment_request_url}"
-                            + (f"; terms: {offers.terms_url}" if offers.terms_url else ""), MAX_LINE))
+        console.print(plain(f"payment requests go to {clean(offers.payment_request_url)}"
+                            + (f"; terms: {clean(offers.terms_url)}" if offers.terms_url else ""), MAX_LINE))
     console.print("Nothing was paid: `httpay get URL --dry-run` shows what your policy would pay.")
     return 0
 
@@ -746,13 +744,13 @@ def _dry_run(args: argparse.Namespace, policy: Any, console: Console) -> int:
             price = fmt_msat(d.price_msat, rate) if d.price_msat is not None else d.offer.price
             from rich.text import Text
 
-            console.print(Text("would pay", style="green") + plain(
-                f" {d.offer.offer_id} '{d.offer.title}': {d.offer.price} ≈ {price} by {d.method}"
-                + (", after a person approves it" if args.ask else ""), MAX_LINE))
+            console.print(Text("would pay", style="green") + Text(
+                f" {clean(d.offer.offer_id, 80)} '{clean(d.offer.title)}': {clean(d.offer.price)} ≈ {price} by {clean(d.method, 80)}"
+                + (", after a person approves it" if args.ask else "")))
         else:
             from rich.text import Text
 
-            console.print(Text("would not pay", style="red") + plain(f" ({result['rule']}): {result['reason']}", MAX_LINE))
+            console.print(Text("would not pay", style="red") + Text(f" ({clean(result['rule'], 80)}): {clean(result['reason'], MAX_LINE)}"))
         console.print("dry run: nothing was paid, the wallet was not called")
     return 0 if d is not None else 3
 

@@ -153,8 +153,8 @@ class Policy:
     def __post_init__(self) -> None:
         for name in _NUMBER_FIELDS:
             v = getattr(self, name)
-            if v is not None and (isinstance(v, bool) or not isinstance(v, int | float) or v < 0
-                                  or (isinstance(v, float) and not math.isfinite(v))):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int | float)
+                                  or (isinstance(v, float) and not math.isfinite(v)) or v < 0):
                 raise ConfigError(f"Policy({name}=...) must be a non-negative finite number, got {v!r}")
             if v is not None and v > MAX_POLICY_NUMBER:
                 raise ConfigError(f"Policy({name}=...) is larger than any real amount (at most {MAX_POLICY_NUMBER:.0e})")
@@ -325,7 +325,7 @@ class Policy:
         `methods` narrows to what the wallet can pay; `spent_msat` is the total already spent
         (a first, cheap check; the ledger re-checks in its transaction).
         """
-        rate = self.usd_per_btc or usd_per_btc
+        rate = self.usd_per_btc or (usd_per_btc if rate_ok(usd_per_btc) else None)  # inf/NaN: no rate
         self.check_host(host, offers)
         usable = [m for m in self.methods if methods is None or m in methods]
         if not usable:
