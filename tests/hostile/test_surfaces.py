@@ -579,3 +579,19 @@ def test_a_usd_cap_with_no_rate_says_which_knob_gives_one(svc: HostileService, w
         text = box.fetch(url, max_price_usd=0.05)
     assert text.startswith("error: max_price_usd needs a BTC/USD rate") and "Policy(usd_per_btc=...)" in text
     assert "Nothing was paid" in text and wallet.calls == [] and svc.hits.get("/classic", 0) == 0
+
+
+def test_the_offers_tool_says_what_fetch_would_pay_with_an_x402_signer(svc: HostileService, wallet: CountingWallet,
+                                                                        ledger: Path) -> None:
+    from httpay.signers import EvmSigner
+
+    url = x402_route(svc)
+    policy = httpay.Policy(methods=["lightning", "x402"], usd_per_btc=RATE)
+    client = httpay.Client(wallet=wallet, ledger=ledger, policy=policy, x402_signer=EvmSigner.from_key("0x" + "4c" * 32))
+    with Toolbox(client) as box:
+        text = box.offers(url)
+        assert "the policy would pay" in text and "x402" in text and "cannot" not in text, text
+    client.close()
+    assert wallet.calls == []
+    with SQLiteLedger(ledger) as lg:
+        assert lg.receipts() == []  # looking signs nothing and writes nothing

@@ -182,12 +182,15 @@ class Toolbox:
         self,
         url: str,  # The URL the offer is for (it is requested again once paid)
         offer_id: str,  # The offer to buy, as listed by the offers tool, e.g. offer_c668e0c0
-        payment_method: str = "lightning",  # How to pay; this wallet pays by lightning
+        payment_method: str = "lightning",  # How to pay: lightning, or an x402 method when the client has an x402 signer
     ) -> str:  # What was paid (amount, payment hash), then the response to the URL
         "Pay one specific offer for a URL (the policy must still allow it), then request the URL again."
-        if payment_method.strip().lower() != "lightning":
-            return (f"refused: payment method {payment_method!r} is not available: this wallet pays by lightning only "
-                    "(credit_card and coinbase_commerce need a person at a checkout page). Nothing was paid.")
+        method = payment_method.strip().lower()
+        x402_ok = method.startswith("x402") and self.client.payer.x402_signer is not None
+        if method != "lightning" and not x402_ok:
+            also = " and x402 (with its signer)" if self.client.payer.x402_signer is not None else ""
+            return (f"refused: payment method {payment_method!r} is not available: this client pays by lightning{also} "
+                    "only (credit_card and coinbase_commerce need a person at a checkout page). Nothing was paid.")
         since = self._last_receipt_id()
         try:
             response = self._send("GET", url, None, None, {OFFER_EXTENSION: offer_id})
