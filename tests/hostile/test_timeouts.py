@@ -25,7 +25,13 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 
 import httpay
 from tests.helpers import NOTEBOOK_OFFERS
-from tests.hostile.harness import CountingWallet, HostileService, Outcome, client_for, run
+from tests.hostile.harness import (
+    CountingWallet,
+    HostileService,
+    Outcome,
+    client_for,
+    run,
+)
 
 POLICY = httpay.Policy(budget_sat=1_000, usd_per_btc=100_000)
 
