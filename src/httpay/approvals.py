@@ -13,6 +13,7 @@ timeout means no.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import sqlite3
@@ -28,6 +29,7 @@ from typing import Any
 from httpay.errors import ConfigError, HttpayError, LedgerError
 from httpay.ledger.sqlite import connect
 from httpay.policy import Decision, fmt_msat
+from httpay.protocols.l402_v02 import Offer
 
 log = logging.getLogger("httpay.approvals")
 
@@ -48,13 +50,42 @@ CREATE TABLE IF NOT EXISTS approvals (
     method TEXT,
     usd_per_btc REAL,
     decided_by TEXT,
-    reason TEXT
+    reason TEXT,
+    choices TEXT,
+    chosen_offer_id TEXT
 );
 CREATE INDEX IF NOT EXISTS approvals_status ON approvals (status, id);
 """
+_ADDED_COLUMNS = {"choices": "TEXT", "chosen_offer_id": "TEXT"}  # added to queues made by older versions
 
 _COLUMNS = ("id", "status", "created_at", "decided_at", "host", "url", "offer_id", "offer_title", "offer_price",
-            "price_msat", "method", "usd_per_btc", "decided_by", "reason")
+            "price_msat", "method", "usd_per_btc", "decided_by", "reason", "choices", "chosen_offer_id")
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One offer the service made, as a person picks among them: `fits` when the policy allows it."""
+
+    offer_id: str
+    title: str
+    price: str
+    fits: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"offer_id": self.offer_id, "title": self.title, "price": self.price, "fits": self.fits}
+
+
+def _choices(decision: Decision) -> list[Choice]:
+    fitting = {decision.offer.offer_id} | {o.offer_id for o in decision.alternatives}
+    return [Choice(o.offer_id, o.title, o.price, o.offer_id in fitting) for o in decision.offers.offers]
+
+
+def _read_choices(raw: str | None) -> tuple[Choice, ...]:
+    try:
+        items = json.loads(raw) if raw else []
+        return tuple(Choice(str(c["offer_id"]), str(c["title"]), str(c["price"]), bool(c["fits"])) for c in items)
+    except (ValueError, TypeError, KeyError):
+        return ()
 
 
 class ApprovalError(HttpayError):
@@ -79,6 +110,8 @@ class Approval:
     usd_per_btc: float | None
     decided_by: str | None
     reason: str | None
+    choices: tuple[Choice, ...] = ()       # every offer the service made (approving may pick another)
+    chosen_offer_id: str | None = None     # the offer the person approved instead of `offer_id`
 
     @property
     def price(self) -> str:
@@ -89,8 +122,9 @@ class Approval:
     def __str__(self) -> str:
         who = f" by {self.decided_by}" if self.decided_by else ""
         why = f" ({self.reason})" if self.reason else ""
+        instead = f", chosen instead: {self.chosen_offer_id}" if self.chosen_offer_id else ""
         return (f"approval #{self.id} {self.status}{who}{why}: pay {self.offer_id} '{self.offer_title}' "
-                f"({self.price}) by {self.method} for {self.host}")
+                f"({self.price}) by {self.method} for {self.host}{instead}")
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -99,6 +133,7 @@ class Approval:
             "url": self.url, "offer_id": self.offer_id, "offer_title": self.offer_title,
             "offer_price": self.offer_price, "price_msat": self.price_msat, "method": self.method,
             "decided_by": self.decided_by, "reason": self.reason,
+            "choices": [c.to_dict() for c in self.choices], "chosen_offer_id": self.chosen_offer_id,
         }
 
     def __rich__(self) -> Any:
@@ -175,6 +210,7 @@ class ApprovalQueue:
         self.progress: Progress = progress or _quiet
         self._db = connect(self.path, SCHEMA, "approval queue")
         self._lock = threading.RLock()
+        self._upgrade()
         key = self.path if self.path == ":memory:" else str(Path(self.path).expanduser().resolve())
         self._cond = _condition(f"{key}#{id(self)}" if self.path == ":memory:" else key)
 
@@ -189,9 +225,21 @@ class ApprovalQueue:
             except sqlite3.Error as exc:
                 raise LedgerError(f"approval queue {self.path}: {exc}") from None
 
+    def _upgrade(self) -> None:
+        """Add the columns a queue made by an older httpay lacks (choosing another offer)."""
+        have = {r["name"] for r in self._run("PRAGMA table_info(approvals)")}
+        for name, kind in _ADDED_COLUMNS.items():
+            if name not in have:
+                try:
+                    self._run(f"ALTER TABLE approvals ADD COLUMN {name} {kind}")
+                except LedgerError:
+                    if name not in {r["name"] for r in self._run("PRAGMA table_info(approvals)")}:
+                        raise  # not another process adding it at the same moment
+
     @staticmethod
     def _row(d: dict[str, Any]) -> Approval:
         d = dict(d)
+        d["choices"] = _read_choices(d.get("choices"))
         d["created_at"] = datetime.fromtimestamp(d["created_at"], tz=timezone.utc)
         d["decided_at"] = datetime.fromtimestamp(d["decided_at"], tz=timezone.utc) if d["decided_at"] else None
         return Approval(**d)
@@ -200,9 +248,10 @@ class ApprovalQueue:
         """Write a waiting approval for `decision` (what `__call__` does before it waits)."""
         rows = self._run(
             "INSERT INTO approvals (status, created_at, host, url, offer_id, offer_title, offer_price, price_msat, "
-            f"method, usd_per_btc) VALUES ('waiting', ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {', '.join(_COLUMNS)}",
+            f"method, usd_per_btc, choices) VALUES ('waiting', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {', '.join(_COLUMNS)}",
             (time.time(), decision.host, decision.url, decision.offer.offer_id, decision.offer.title,
-             decision.offer.price, decision.price_msat, decision.method, decision.usd_per_btc),
+             decision.offer.price, decision.price_msat, decision.method, decision.usd_per_btc,
+             json.dumps([c.to_dict() for c in _choices(decision)])),
         )
         return self._row(rows[0])
 
@@ -222,13 +271,23 @@ class ApprovalQueue:
         rows = self._run(f"SELECT {', '.join(_COLUMNS)} FROM approvals ORDER BY id DESC LIMIT ?", (int(limit),))
         return [self._row(r) for r in rows]
 
-    def decide(self, approval_id: int, approve: bool, by: str, reason: str | None = None) -> Approval:
-        """Record a person's answer. Raises ApprovalError if the id is unknown or already decided."""
+    def decide(self, approval_id: int, approve: bool, by: str, reason: str | None = None, *,
+               offer_id: str | None = None) -> Approval:
+        """Record a person's answer; `offer_id` approves another of the service's offers instead. The
+        paying request then decides again for that offer with every limit, exactly as for its own
+        choice. Raises ApprovalError if the id is unknown, already decided, or the offer was not made."""
+        if offer_id is not None:
+            current = self.get(approval_id)
+            if not approve:
+                raise ApprovalError("an offer is chosen only when approving; deny takes no offer")
+            if offer_id not in {c.offer_id for c in current.choices}:
+                made = ", ".join(c.offer_id for c in current.choices) or "none recorded"
+                raise ApprovalError(f"approval #{approval_id} has no offer {offer_id[:60]!r}; the service offered {made}")
         status = APPROVED if approve else DENIED
         rows = self._run(
-            "UPDATE approvals SET status = ?, decided_at = ?, decided_by = ?, reason = ? "
+            "UPDATE approvals SET status = ?, decided_at = ?, decided_by = ?, reason = ?, chosen_offer_id = ? "
             f"WHERE id = ? AND status = 'waiting' RETURNING {', '.join(_COLUMNS)}",
-            (status, time.time(), by[:100], reason[:200] if reason else None, int(approval_id)),
+            (status, time.time(), by[:100], reason[:200] if reason else None, offer_id, int(approval_id)),
         )
         if not rows:
             current = self.get(approval_id)  # raises for an unknown id
@@ -253,15 +312,19 @@ class ApprovalQueue:
                  "(or deny) or in `httpay dashboard`", a.id, self.timeout_s, decision, a.id)
         return a
 
-    def _answer(self, a: Approval) -> bool:
+    def _answer(self, a: Approval, decision: Decision) -> bool | Offer:
+        """True/False, or the service's `Offer` the person chose instead (the flow re-decides it)."""
         if a.status == DENIED:
             log.warning("approval #%d denied%s%s", a.id, f" by {a.decided_by}" if a.decided_by else "",
                         f" ({a.reason})" if a.reason else "")
+        if a.status == APPROVED and a.chosen_offer_id and a.chosen_offer_id != decision.offer.offer_id:
+            return next((o for o in decision.offers.offers if o.offer_id == a.chosen_offer_id), False)
         return a.status == APPROVED
 
-    def _wait(self, decision: Decision) -> Generator[float, None, bool]:
+    def _wait(self, decision: Decision) -> Generator[float, None, bool | Offer]:
         """The waiting, written once for both callers: yields how long to sleep before looking again,
-        returns the answer (True = pay) once a person decided or the timeout passed (False)."""
+        returns the answer (True = pay, an Offer = pay that one instead) once a person decided or the
+        timeout passed (False)."""
         a = self._start(decision)
         start = time.monotonic()
         with self.progress(a) as tick:
@@ -269,31 +332,33 @@ class ApprovalQueue:
                 current = self.get(a.id)
                 elapsed = time.monotonic() - start
                 if current.status != WAITING:
-                    return self._answer(current)
+                    return self._answer(current, decision)
                 if elapsed >= self.timeout_s:
-                    return self._answer(self._expire(a.id))
+                    return self._answer(self._expire(a.id), decision)
                 tick(elapsed)
                 yield min(self.poll_s, self.timeout_s - elapsed)
 
-    def __call__(self, decision: Decision) -> bool:
-        """Block until a person answers (True = pay) or the timeout passes (False)."""
+    def __call__(self, decision: Decision) -> bool | Offer:
+        """Block until a person answers (True = pay, an Offer = pay that one) or the timeout passes (False)."""
         waiting = self._wait(decision)
         while True:
             try:
                 delay = next(waiting)
             except StopIteration as done:
-                return done.value
+                answer: bool | Offer = done.value
+                return answer
             with self._cond:  # woken early when a decision is made in this process
                 self._cond.wait(delay)
 
-    async def aapprove(self, decision: Decision) -> bool:
+    async def aapprove(self, decision: Decision) -> bool | Offer:
         """The async twin of calling the queue: `Policy(approve=queue.aapprove)` with AsyncClient."""
         waiting = self._wait(decision)
         while True:
             try:
                 delay = next(waiting)
             except StopIteration as done:
-                return done.value
+                answer: bool | Offer = done.value
+                return answer
             await asyncio.sleep(delay)
 
     def close(self) -> None:

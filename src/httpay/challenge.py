@@ -84,6 +84,48 @@ def read_challenge(url: str, status: int, headers: Any, body: bytes | str | None
     return None
 
 
+def flight_key(challenge: PaymentChallenge, url: str, scope_mode: str) -> str:
+    """The single-flight key: requests meeting 402s that one payment answers share it.
+
+    A classic L402 token is reused across its whole token scope, and Aperture mints a fresh
+    macaroon and invoice for every 402, so its key is the scope (one payment per scope, not per
+    invoice); the ledger keeps it as the row's challenge key, so other processes wait too. Every
+    other dialect keeps its challenge's own key.
+    """
+    if challenge.l402 is not None:
+        scope = token_scope(url, scope_mode)
+        return "scope:" + hashlib.sha256(scope.encode()).hexdigest()[:32]
+    return challenge.key
+
+
+def check_token_binding(challenge: PaymentChallenge, invoice: Invoice) -> None:
+    """A classic L402 token buys access only with the preimage of the invoice its macaroon commits
+    to (the payment hash in its identifier): paying any other invoice buys a token that can never
+    work, so it is refused before anything is reserved or paid.
+
+    A token that is not a macaroon with a payment hash (token68, as getalby issues) commits to
+    nothing a client can read; its invoice still passes every other check (amount present and
+    within the offer and the limits, network, expiry, pinned payee), and a service that then
+    refuses the paid token is reported as PaymentNotHonored with the receipt.
+    """
+    if challenge.l402 is None:
+        return
+    from httpay.errors import ChallengeError, InvoiceError
+    from httpay.protocols.macaroons import decode
+
+    try:
+        committed = decode(challenge.l402.macaroon).payment_hash
+    except ChallengeError:
+        return  # an opaque token: nothing to compare
+    if committed is not None and committed.lower() != invoice.payment_hash.lower():
+        raise InvoiceError(
+            f"the invoice pays hash {invoice.payment_hash[:16]}…, but the macaroon commits to {committed[:16]}…: "
+            "the token it would buy can never work, so it is not paid; the service must send the invoice "
+            "its macaroon names",
+            check="payment_hash",
+        )
+
+
 def token_scope(url: str, mode: str = "host") -> str:
     """Where a paid L402 token is reused: the whole host (default, as Aperture issues them), the
     URL's folder and below (`prefix`), or exactly this URL (`url`, query ignored)."""

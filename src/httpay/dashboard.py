@@ -11,6 +11,7 @@ credentials are masked.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import os
@@ -24,6 +25,10 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit, urlunsplit
+
+from httpay.extras import require
+
+require("dashboard")
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -131,7 +136,7 @@ code{font-size:12px} .cards{display:flex;gap:12px;flex-wrap:wrap}
 display:flex;gap:16px;align-items:center;justify-content:space-between;flex-wrap:wrap}
 .approval .what b{font-size:15px} .approval .meta{font-size:12px;color:#57606a}
 .approval form{display:inline} button{font:inherit;font-weight:600;border-radius:6px;padding:6px 16px;cursor:pointer;border:1px solid}
-button.approve{background:#1f883d;color:#fff;border-color:#1a7f37} button.deny{background:#fff;color:#cf222e;border-color:#cf222e}
+button.approve{background:#1f883d;color:#fff;border-color:#1a7f37} button.approve-other{color:#1a7f37;border-color:#1a7f37} .others{margin-top:.4em} button.deny{background:#fff;color:#cf222e;border-color:#cf222e}
 .none{color:#57606a} .httpay-meter{display:inline-block;width:90px;height:8px;background:#eaeef2;border-radius:4px;vertical-align:middle}
 .httpay-meter div{height:8px;border-radius:4px} .flash{grid-column:1/-1;padding:8px 12px;border-radius:6px;background:#dafbe1}
 .flash.bad{background:#ffebe9} svg.httpay-chart{width:100%;height:auto;max-height:220px;display:block}
@@ -197,13 +202,21 @@ class Dashboard:
     def _approval_card(self, a: Approval) -> str:
         form = (f"<form method='post' action='/approvals/{a.id}/{{verb}}'><input type='hidden' name='token' "
                 f"value='{_e(self.token)}'><button type='submit' class='{{verb}}' id='{{verb}}-{a.id}'>{{label}}</button></form>")
+        # The other offers the policy allows, each approvable instead; the request re-decides the pick with every limit.
+        others = "".join(
+            f"<form method='post' action='/approvals/{a.id}/approve'><input type='hidden' name='token' "
+            f"value='{_e(self.token)}'><input type='hidden' name='offer_id' value='{_e(c.offer_id)}'>"
+            f"<button type='submit' class='approve-other' id='approve-{a.id}-{i}'>Approve {_e(c.title)} "
+            f"({_e(c.price)}) instead</button></form>"
+            for i, c in enumerate(a.choices) if c.fits and c.offer_id != a.offer_id
+        )
         return (
             f"<div class='approval' id='approval-{a.id}' data-id='{a.id}'><div class='what'>"
             f"<b>#{a.id} {_e(a.offer_title or a.offer_id or 'payment')}</b> for <b>{_e(a.price)}</b> "
             f"by {_e(a.method or '?')}<div class='meta'>{_e(a.host)} · <code>{_e(safe_url(a.url))}</code> · "
             f"asked at {a.created_at:%H:%M:%S} UTC</div></div><div>"
             + form.format(verb="approve", label="Approve") + " " + form.format(verb="deny", label="Deny")
-            + "</div></div>"
+            + (f"<div class='others'>{others}</div>" if others else "") + "</div></div>"
         )
 
     def budget_html(self) -> str:
@@ -334,7 +347,9 @@ def create_app(ledger: str | os.PathLike[str] | Ledger | None = None, *, token: 
             back["error"] = "no approval queue is configured"
         else:
             try:
-                await run_in_threadpool(dash.queue.decide, approval_id, verb == "approve", "dashboard")
+                offer_id = (form.get("offer_id") or "")[:200] or None
+                await run_in_threadpool(functools.partial(dash.queue.decide, approval_id, verb == "approve",
+                                                          "dashboard", offer_id=offer_id))
                 back["done"] = "approved" if verb == "approve" else "denied"
             except ApprovalError as exc:
                 back["error"] = str(exc)

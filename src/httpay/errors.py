@@ -89,6 +89,21 @@ class PaymentDeadlineExceeded(HttpayError):
         self.stage = stage
 
 
+class PaidRequestFailed(HttpayError):
+    """Money left for this request, then the request failed: the service timed out, reset the
+    connection, or answered 5xx or a broken response on the retry the payment bought.
+
+    `receipt` is the ledger row, kept (settled; for x402 pending when the service never said);
+    `response` is the failed answer when there was one. Retrying reuses what was bought where the
+    service honours it (a stored L402 token, a v0.2 credit).
+    """
+
+    def __init__(self, message: str, *, receipt: Any, response: Any = None) -> None:
+        super().__init__(message)
+        self.receipt = receipt
+        self.response = response
+
+
 class LedgerError(HttpayError):
     """The payment record could not be read or written."""
 

@@ -24,10 +24,13 @@ import httpx
 
 from httpay.errors import (
     ConfigError,
-    HttpayError, InvoiceError, PaymentDeadlineExceeded, PaymentRefused, PaymentRequestError, WalletError,
+    HttpayError, InvoiceError, PaidRequestFailed, PaymentDeadlineExceeded, PaymentRefused, PaymentRequestError,
+    WalletError,
 )
 from httpay.events import Event, EventHook, emit
-from httpay.challenge import PaymentChallenge, read_challenge, scopes_for, token_scope
+from httpay.challenge import (
+    PaymentChallenge, check_token_binding, flight_key, read_challenge, scopes_for, token_scope,
+)
 from httpay.challenge import v02_key as challenge_key
 from httpay.ledger import ChallengeInFlight, DuplicatePayment, Intent, Ledger, Receipt, Status
 from httpay.ledger.base import now_utc
@@ -42,11 +45,12 @@ log = logging.getLogger("httpay")
 RECEIPT_EXTENSION = "httpay_receipt"
 DRY_RUN_EXTENSION = "httpay_dry_run"     # request extension: hand a 402 back untouched, pay nothing
 OFFER_EXTENSION = "httpay_offer_id"      # request extension: pay only this offer (still within the policy)
-MAX_PRICE_EXTENSION = "httpay_max_price_msat"
+MAX_PRICE_EXTENSION = "httpay_max_price_msat"  # request extension: pay at most this much for this request
+TOKEN_EXTENSION = "httpay_l402_token"  # request extension: (scope, token) this flow put in Authorization
+MAX_WAIT_ROUNDS = 10  # a request waits for at most this many other payments of its challenge before refusing
 DEADLINE_EXTENSION = "httpay_payment_deadline"  # response extension: the Deadline the 402 it is on must be paid by
 FORWARDED_EXTENSIONS = ("timeout", "trace")  # what a request the flow makes itself inherits from the caller's
 DEFAULT_PAYMENT_DEADLINE_S = 60.0
-MAX_WAIT_ROUNDS = 10  # a request waits for at most this many other payments of its challenge before refusing  # request extension: pay at most this much for this request
 
 
 class Deadline:
@@ -238,23 +242,13 @@ def request_flow(
     return the response the payment bought. A held L402 token is presented first, and evicted
     (never retried in a loop) when the server answers 402 to it."""
     url = str(request.url)
-    used_scope = None
-    if not request.headers.get("authorization"):
-        for scope in scopes_for(url, payer.token_scope):
-            token = payer.ledger.token_for(scope)
-            if token:
-                request.headers["Authorization"] = token
-                used_scope = scope
-                break
+    _present_token(payer, request)
     met_402_at = now_utc()
     response: httpx.Response = yield Send(request, payment_deadline_s=None if dry_run else payer.payment_deadline)
     if response.status_code != 402:
         return response
     response.read()
-    if used_scope is not None:
-        payer.ledger.drop_token(used_scope)
-        del request.headers["Authorization"]
-        log.info("the server answered 402 to the L402 token held for %s: evicted it", used_scope)
+    _evict_if_presented(payer, request)
     if dry_run:
         return response
     challenge = read_challenge(url, response.status_code, response.headers, response.content)
@@ -278,7 +272,7 @@ def pay_flow(
     met_402_at = met_402_at or now_utc()
     host = host_of(request.url)
     rid = secrets.token_hex(4)
-    policy, ledger, hook = payer.policy, payer.ledger, payer.on_event
+    policy, hook = payer.policy, payer.on_event
     offers = challenge.offers
     rate = payer.rate()
 
@@ -302,26 +296,37 @@ def pay_flow(
             "wallet is configured; pass wallet= to the client", rule="no_wallet", offers=offers, response=response,
         ))
 
+    challenge = dataclasses.replace(challenge, key=flight_key(challenge, url, payer.token_scope))
     key = challenge.key
     for _ in range(MAX_WAIT_ROUNDS):
         if not (yield Join(key)):
-            break  # this request owns the challenge's flight: it pays
-        # Someone else just paid this very challenge: use their payment before paying again.
-        emit(hook, Event("waited", url, rid, {"key": key}), "another request paid this challenge; retrying")
+            break  # this request owns the flight: it pays, unless someone paid meanwhile
+        # Someone else just paid what this request needs: use their payment before paying again.
+        emit(hook, Event("waited", url, rid, {"key": key}), "another request paid for this; retrying with its payment")
+        sent_at = now_utc()
         again = yield from _send_with_token(payer, request, payment_deadline_s=payer.payment_deadline)
         if again.status_code != 402:
             return again
         again.read()
+        _evict_if_presented(payer, request)
         fresh = read_challenge(url, again.status_code, again.headers, again.content)
         if fresh is None:
             return again
-        challenge, response, offers, met_402_at, key = fresh, again, fresh.offers, now_utc(), fresh.key
+        challenge = dataclasses.replace(fresh, key=flight_key(fresh, url, payer.token_scope))
+        response, offers, met_402_at, key = again, fresh.offers, sent_at, challenge.key
     else:
         raise PaymentRefused(
             f"refused: {MAX_WAIT_ROUNDS} payments by other requests for this challenge each left this one unserved; "
             "not paying in a loop", rule="in_flight", offers=offers, response=response,
         )
     try:
+        # A payment for this flight made after this request met its 402 (by a flow that left before this
+        # one joined, or by another process) is used, never repeated, and never refused by a budget it spent.
+        meanwhile = _paid_meanwhile(payer, key, met_402_at)
+        if meanwhile is not None:
+            done = yield from _await_other(payer, meanwhile, rid, url)
+            if done is not None:
+                return (yield from _retry(payer, request, done, rid, url, challenge=None))
         pr_url = _payment_request_url(policy, request, offers, response) if challenge.protocol == l402_v02.PROTOCOL else None
         decision = _decide(payer, challenge, response, url, host, rate, rid, max_price_msat, offer_id)
         if policy.approve is not None:
@@ -329,7 +334,7 @@ def pay_flow(
             answer = yield Ask(decision)
             if (deadline := deadline_of(response)) is not None:
                 deadline.paused(asked_at)  # a person's time to decide is not the service's delay
-            decision = _approved(policy, decision, answer, response)
+            decision = _approved(payer, challenge, decision, answer, response, rid)
             emit(hook, Event("approval", url, rid, {"decision": decision, "approved": True}), f"approved: {decision}")
 
         if challenge.protocol == l402_v02.PROTOCOL:
@@ -341,29 +346,64 @@ def pay_flow(
         else:
             assert challenge.l402 is not None
             bolt11 = challenge.l402.invoice
-        invoice = _check(payer, bolt11, decision, offers, response, rid, url)
-        within_deadline(payer, response, url, rid, "the invoice")
-        try:
-            receipt = _reserve(payer, decision, invoice, challenge, url, host, rate, response, rid, met_402_at)
-        except ChallengeInFlight as busy:
-            done = yield from _await_other(payer, busy.existing, rid, url)
-            if done is not None:
-                return (yield from _retry(payer, request, done, rid, url, challenge=None))
-            within_deadline(payer, response, url, rid, "another payment of this challenge")
-            receipt = _reserve(payer, decision, invoice, challenge, url, host, rate, response, rid, None)
+        invoice = _check(payer, bolt11, decision, challenge, response, rid, url)
+        not_before: datetime | None = met_402_at
+        for _ in range(MAX_WAIT_ROUNDS):
+            within_deadline(payer, response, url, rid, "the invoice" if not_before else "the wait for another payment")
+            try:
+                receipt = _reserve(payer, decision, invoice, challenge, url, host, rate, response, rid, not_before)
+                break
+            except (ChallengeInFlight, DuplicatePayment) as busy:
+                # Another request paid (or is paying) this invoice or this flight: wait for it and use it.
+                done = yield from _await_other(payer, busy.existing, rid, url)
+                if done is not None:
+                    same = challenge.l402 is not None and done.payment_hash == invoice.payment_hash and done.preimage
+                    if same:
+                        _keep_token(payer, challenge.l402, done.preimage or "", done.payment_hash, url)
+                    return (yield from _retry(payer, request, done, rid, url, challenge=challenge if same else None))
+                not_before = None  # it failed: nothing was paid, so pay now (unless yet another is pending)
+        else:
+            raise PaymentRefused(f"refused: {MAX_WAIT_ROUNDS} other payments for this challenge failed in turn; "
+                                 "not paying in a loop", rule="in_flight", offers=offers, response=response)
 
         payment = yield from _pay(payer, receipt, invoice, rid, url)
-        receipt = ledger.settle(receipt.id, preimage=payment.preimage or "", fee_msat=payment.fee_msat,
-                                amount_msat=payment.amount_msat or invoice.amount_msat)
-        emit(hook, Event("paid", url, rid, {"receipt": receipt, "payment": payment}),
-             f"paid {fmt_msat(receipt.amount_msat, rate)} + fee {receipt.fee_msat} msat, hash {invoice.payment_hash[:16]}…, "
-             f"ledger #{receipt.id}")
-        if challenge.l402 is not None:
-            _keep_token(payer, challenge.l402, payment, url)
+        receipt = _settle(payer, receipt, payment, invoice, challenge, url, rid, rate)
     finally:
         yield Leave(key)
 
     return (yield from _retry(payer, request, receipt, rid, url, challenge=challenge))
+
+
+def _paid_meanwhile(payer: Payer, key: str, met_402_at: datetime) -> Receipt | None:
+    """The flight's payment pending now, or settled since this request met its 402, if there is one."""
+    existing = payer.ledger.find(challenge_key=key)
+    if existing is None:
+        return None
+    if existing.status is Status.PENDING or (existing.status is Status.SETTLED and existing.updated_at >= met_402_at):
+        return existing
+    return None
+
+
+def _settle(payer: Payer, receipt: Receipt, payment: Payment, invoice: Invoice, challenge: PaymentChallenge,
+            url: str, rid: str, rate: float | None) -> Receipt:
+    """Record the payment settled. A classic L402 token is stored first, so whoever sees the payment
+    settled (a waiting request, another process) finds the token it bought."""
+    if challenge.l402 is not None:
+        try:
+            _keep_token(payer, challenge.l402, payment.preimage or "", payment.payment_hash, url)
+        except Exception as exc:  # noqa: BLE001 - the payment must be recorded whatever storing the token did
+            log.warning("[%s] could not store the L402 token (%s); the payment is still recorded", rid,
+                        type(exc).__name__)
+    try:
+        done = payer.ledger.settle(receipt.id, preimage=payment.preimage or "", fee_msat=payment.fee_msat,
+                                   amount_msat=payment.amount_msat or invoice.amount_msat)
+    except Exception as exc:
+        raise _paid_failure(receipt, f"recording the payment failed ({type(exc).__name__}); ledger #{receipt.id} "
+                            "stays pending until `httpay ledger reconcile` settles it") from exc
+    emit(payer.on_event, Event("paid", url, rid, {"receipt": done, "payment": payment}),
+         f"paid {fmt_msat(done.amount_msat, rate)} + fee {done.fee_msat} msat, hash {invoice.payment_hash[:16]}…, "
+         f"ledger #{done.id}")
+    return done
 
 
 def _payment_request_url(policy: Policy, request: httpx.Request, offers: PaymentOffers,
@@ -382,17 +422,52 @@ def _payment_request_url(policy: Policy, request: httpx.Request, offers: Payment
     return pr_url
 
 
+def decide(payer: Payer, challenge: PaymentChallenge, *, url: str, host: str, rate: float | None,
+           max_price_msat: int | None = None, offer_id: str | None = None) -> Decision:
+    """The one decision every payment passes, automatic or approved, Lightning or x402.
+
+    Hosts first, then `Policy.decide` on the offers this payer can pay (x402: valued in msat at
+    `rate`) with the policy's methods, its per-payment limit, this request's price cap and the total
+    budget left (spent read from the ledger now). An approver's answer re-runs exactly this, on the
+    same rate and cap, narrowed to the offer it picked. Raises PaymentRefused naming the rule.
+    """
+    offers = challenge.offers
+    payer.policy.check_host(host, offers)
+    choices = _pinned(offers, offer_id) if offer_id is not None else offers
+    policy = payer.policy
+    methods: tuple[str, ...] = ("lightning",)
+    if challenge.x402 is not None:
+        from httpay.x402_pay import payable_offers
+        choices, methods = payable_offers(payer, challenge, choices, rate)
+        policy = dataclasses.replace(policy, methods=methods, approve=None)
+    d = policy.decide(choices, url=url, host=host, usd_per_btc=rate, spent_msat=payer.ledger.spent_msat(),
+                      methods=methods, max_price_msat=max_price_msat)
+    by_id = {o.offer_id: o for o in offers.offers}  # x402: back from the msat view to the service's offers
+    return dataclasses.replace(d, offers=offers, offer=by_id[d.offer.offer_id],
+                               alternatives=tuple(by_id[a.offer_id] for a in d.alternatives))
+
+
+def approved_decision(payer: Payer, challenge: PaymentChallenge, decision: Decision, answer: Any) -> Decision:
+    """What an approver's answer lets the flow pay: True keeps the offer, an `Offer` picks another.
+    Either way `decide` runs again on the decision's own inputs, so no approval skips a limit."""
+    if answer is True:
+        pick = decision.offer
+    elif isinstance(answer, Offer):
+        if answer not in decision.offers.offers:
+            raise PaymentRefused("refused: the approver picked an offer the service did not make", rule="approval",
+                                 offers=decision.offers)
+        pick = answer
+    else:
+        raise PaymentRefused(f"refused by the approver: {decision}", rule="approval", offers=decision.offers)
+    return decide(payer, challenge, url=decision.url, host=decision.host, rate=decision.usd_per_btc,
+                  max_price_msat=decision.max_price_msat, offer_id=pick.offer_id)
+
+
 def _decide(payer: Payer, challenge: PaymentChallenge, response: httpx.Response, url: str, host: str,
             rate: float | None, rid: str, max_price_msat: int | None, offer_id: str | None) -> Decision:
-    offers = challenge.offers
     try:
-        choices = _pinned(offers, offer_id) if offer_id is not None else offers
-        decision = payer.policy.decide(
-            choices, url=url, host=host, usd_per_btc=rate, spent_msat=payer.ledger.spent_msat(),
-            methods=("lightning",), max_price_msat=max_price_msat,
-        )
-        if choices is not offers:
-            decision = dataclasses.replace(decision, offers=offers)
+        decision = decide(payer, challenge, url=url, host=host, rate=rate, max_price_msat=max_price_msat,
+                          offer_id=offer_id)
     except PaymentRefused as exc:
         exc.response = response
         raise refused(payer, url, rid, exc) from None
@@ -400,16 +475,54 @@ def _decide(payer: Payer, challenge: PaymentChallenge, response: httpx.Response,
     return decision
 
 
+def _approved(payer: Payer, challenge: PaymentChallenge, decision: Decision, answer: Any, response: httpx.Response,
+              rid: str) -> Decision:
+    try:
+        return approved_decision(payer, challenge, decision, answer)
+    except PaymentRefused as exc:
+        exc.response = response
+        raise refused(payer, decision.url, rid, exc) from None
+
+
+def _present_token(payer: Payer, request: httpx.Request) -> str | None:
+    """Put the stored L402 token of the request's scope in its Authorization header, read afresh on
+    every send (another request may have bought a newer one); a caller's own Authorization is left
+    alone. Returns the scope whose token is presented, if any."""
+    ours = request.extensions.get(TOKEN_EXTENSION)
+    current = request.headers.get("authorization")
+    if current and (ours is None or current != ours[1]):
+        return None  # the caller's own credential
+    for scope in scopes_for(str(request.url), payer.token_scope):
+        token = payer.ledger.token_for(scope)
+        if token:
+            request.headers["Authorization"] = token
+            request.extensions[TOKEN_EXTENSION] = (scope, token)
+            return scope
+    if ours is not None:
+        request.headers.pop("Authorization", None)
+        request.extensions.pop(TOKEN_EXTENSION, None)
+    return None
+
+
+def _evict_if_presented(payer: Payer, request: httpx.Request) -> None:
+    """The server answered 402 to the token this flow presented: forget it (never retried in a loop),
+    unless another request has meanwhile stored a newer one for the scope."""
+    ours = request.extensions.pop(TOKEN_EXTENSION, None)
+    if ours is None:
+        return
+    scope, token = ours
+    if request.headers.get("authorization") == token:
+        request.headers.pop("Authorization", None)
+    if payer.ledger.token_for(scope) == token:
+        payer.ledger.drop_token(scope)
+        log.info("the server answered 402 to the L402 token held for %s: evicted it", scope)
+
+
 def _send_with_token(payer: Payer, request: httpx.Request,
                      payment_deadline_s: float | None = None) -> Generator[Effect, Any, httpx.Response]:
-    """Repeat a request after someone else paid: with the L402 token they stored, if any.
+    """Repeat a request after a payment: with the L402 token stored for its scope, if any.
     `payment_deadline_s`: a 402 it meets may be paid, so start its deadline (see `Send`)."""
-    if not request.headers.get("authorization"):
-        for scope in scopes_for(str(request.url), payer.token_scope):
-            token = payer.ledger.token_for(scope)
-            if token:
-                request.headers["Authorization"] = token
-                break
+    _present_token(payer, request)
     response: httpx.Response = yield Send(request, payment_deadline_s=payment_deadline_s)
     return response
 
@@ -445,7 +558,7 @@ def _await_other(payer: Payer, existing: Receipt, rid: str, url: str) -> Generat
     return current if current.status is Status.SETTLED else None
 
 
-def _keep_token(payer: Payer, ch: Any, payment: Payment, url: str) -> None:
+def _keep_token(payer: Payer, ch: Any, preimage: str, payment_hash: str | None, url: str) -> None:
     """Store the paid L402 credential so later requests in its scope reuse it instead of paying."""
     from httpay.protocols.macaroons import decode
 
@@ -454,8 +567,8 @@ def _keep_token(payer: Payer, ch: Any, payment: Payment, url: str) -> None:
         expires = decode(ch.macaroon).valid_until
     except HttpayError:
         pass
-    payer.ledger.save_token(token_scope(url, payer.token_scope), ch.credential(payment.preimage or ""),
-                            payment_hash=payment.payment_hash, expires_at=expires)
+    payer.ledger.save_token(token_scope(url, payer.token_scope), ch.credential(preimage),
+                            payment_hash=payment_hash, expires_at=expires)
 
 
 def _pinned(offers: PaymentOffers, offer_id: str) -> PaymentOffers:
@@ -467,17 +580,6 @@ def _pinned(offers: PaymentOffers, offer_id: str) -> PaymentOffers:
             rule="offer_id", offers=offers,
         )
     return dataclasses.replace(offers, offers=tuple(chosen))
-
-
-def _approved(policy: Policy, decision: Decision, answer: Any, response: httpx.Response) -> Decision:
-    if isinstance(answer, Offer):
-        if answer not in decision.offers.offers:
-            raise PaymentRefused("refused: the approver picked an offer the service did not make", rule="approval",
-                                 offers=decision.offers, response=response)
-        return policy.with_offer(decision, answer)
-    if answer is True:
-        return decision
-    raise PaymentRefused(f"refused by the approver: {decision}", rule="approval", offers=decision.offers, response=response)
 
 
 def _request_payment(
@@ -516,19 +618,24 @@ def _request_payment(
     return pr
 
 
-def _check(payer: Payer, bolt11: str, decision: Decision, offers: PaymentOffers, response: httpx.Response,
+def _check(payer: Payer, bolt11: str, decision: Decision, challenge: PaymentChallenge, response: httpx.Response,
            rid: str, url: str) -> Invoice:
+    """Every check the invoice must pass before anything is reserved or paid: the invoice checks, the
+    limits the decision applied (per payment and this request's cap), and the hash a token commits to."""
     policy = payer.policy
     try:
         invoice = decode_invoice(bolt11)
+        caps = [c for c in (policy.max_per_payment_msat(decision.usd_per_btc, challenge.offers),
+                            decision.max_price_msat) if c is not None]
         check_invoice(
             invoice,
             network=payer.lightning.network,
             expected_msat=decision.price_msat,
             tolerance=policy.price_tolerance,
-            max_msat=policy.max_per_payment_msat(decision.usd_per_btc, offers),
+            max_msat=min(caps) if caps else None,
             payee=policy.payee_for(decision.host),
         )
+        check_token_binding(challenge, invoice)
     except InvoiceError as exc:
         emit(payer.on_event, Event("refused", url, rid, {"rule": f"invoice:{exc.check}", "reason": str(exc)}),
              f"invoice refused: {exc}", logging.WARNING)
@@ -606,20 +713,32 @@ def _retry(payer: Payer, request: httpx.Request, receipt: Receipt, rid: str, url
            challenge: PaymentChallenge | None) -> Generator[Effect, Any, httpx.Response]:
     """Repeat the request now that it is paid for: as is (v0.2: the service credits the account)
     or with the L402 credential. A v0.2 service may learn of the payment a moment late, so a
-    402 is retried a few times with backoff before it is called not honored."""
+    402 is retried a few times with backoff before it is called not honored. Money has left by
+    now, so any failure (no answer, a reset, a 5xx, a broken body) is a PaidRequestFailed that
+    carries the receipt; the ledger row stays settled."""
     if challenge is not None and challenge.l402 is not None and receipt.preimage:
-        request.headers["Authorization"] = challenge.l402.credential(receipt.preimage)
+        credential = challenge.l402.credential(receipt.preimage)
+        request.headers["Authorization"] = credential
+        request.extensions[TOKEN_EXTENSION] = (token_scope(url, payer.token_scope), credential)
     delay = payer.retry_delay_s
     resp: httpx.Response | None = None
     for attempt in range(1, payer.retries_after_payment + 1):
         emit(payer.on_event, Event("retry", url, rid, {"attempt": attempt}), f"retrying the request (attempt {attempt})")
-        resp = yield from _send_with_token(payer, request)
+        try:
+            resp = yield from _send_with_token(payer, request)
+            resp.read()  # a body that breaks off is a failure of the paid request, seen here, not by the caller
+        except Exception as exc:
+            if isinstance(exc, PaidRequestFailed | PaymentNotHonored):
+                raise
+            raise _unserved(payer, receipt, url, rid, f"the service did not answer ({_name(exc)})") from exc
+        if resp.status_code >= 500:
+            raise _unserved(payer, receipt, url, rid, f"the service answered HTTP {resp.status_code} to the paid "
+                            "request (its answer is in .response)", response=resp)
         if resp.status_code != 402:
             resp.extensions[RECEIPT_EXTENSION] = receipt  # type: ignore[index]
             emit(payer.on_event, Event("served", url, rid, {"status": resp.status_code, "receipt": receipt}),
                  f"served with HTTP {resp.status_code} after payment #{receipt.id}")
             return resp
-        resp.read()
         if attempt < payer.retries_after_payment:
             yield Sleep(delay)
             delay = min(delay * 2, 5.0)
@@ -629,6 +748,36 @@ def _retry(payer: Payer, request: httpx.Request, receipt: Receipt, rid: str, url
         f"answers 402 after {payer.retries_after_payment} tries; keep the receipt and contact the service",
         receipt=receipt, response=resp,
     )
+
+
+def _name(exc: BaseException) -> str:
+    """An exception's class and its first words (never a whole server text) for a message."""
+    text = " ".join(str(exc).split())[:80]
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def paid_text(receipt: Receipt, usd_per_btc: float | None = None) -> str:
+    """'paid 10 sat + 1 sat fee, ledger #3': what a payment cost, for a message after money left."""
+    fee = f" + {fmt_msat(receipt.fee_msat)} fee" if receipt.fee_msat else ""
+    return f"paid {fmt_msat(receipt.amount_msat, usd_per_btc)}{fee}, ledger #{receipt.id}"
+
+
+def _unserved(payer: Payer, receipt: Receipt, url: str, rid: str, what: str,
+              response: httpx.Response | None = None) -> PaidRequestFailed:
+    """The paid request failed after the money left: say so, note it on the (still settled) row."""
+    try:
+        receipt = payer.ledger.note(receipt.id, f"paid, then {what}"[:300])
+    except Exception:  # noqa: BLE001 - the error below must reach the caller whatever the ledger does
+        log.warning("[%s] could not note the failure on ledger #%s", rid, receipt.id)
+    exc = PaidRequestFailed(f"{paid_text(receipt)}; {what}; the receipt is kept and retrying reuses "
+                            "the payment where the service honours it", receipt=receipt, response=response)
+    emit(payer.on_event, Event("payment_failed", url, rid, {"receipt": receipt, "error": what}),
+         f"{paid_text(receipt)}; {what}", logging.WARNING)
+    return exc
+
+
+def _paid_failure(receipt: Receipt, what: str) -> PaidRequestFailed:
+    return PaidRequestFailed(f"{paid_text(receipt)}; {what}", receipt=receipt)
 
 
 def receipt_of(response: httpx.Response) -> Receipt | None:

@@ -8,6 +8,7 @@ racing cannot both squeeze under a limit.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import math
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -67,6 +68,10 @@ class Decision:
     host: str
     usd_per_btc: float | None
     alternatives: tuple[Offer, ...] = ()
+    # The inputs the decision was made with, so an approver's other choice is re-decided on the same ones.
+    spent_msat: int = 0
+    methods: tuple[str, ...] | None = None
+    max_price_msat: int | None = None
 
     def __str__(self) -> str:
         price = fmt_msat(self.price_msat, self.usd_per_btc) if self.price_msat is not None else self.offer.price
@@ -228,6 +233,12 @@ class Policy:
         fitting = [(o, m, p) for o, m, p in priced if p is None or ((cap is None or p <= cap) and (left is None or p <= left))]
         if not fitting:
             cheapest = min((p for _, _, p in priced if p is not None), default=0)
+            if cap is not None and cheapest > cap and cap == max_price_msat:
+                raise PaymentRefused(
+                    f"refused: the cheapest offer costs {fmt_msat(cheapest, rate)}, above this request's price cap of "
+                    f"{fmt_msat(cap, rate)} (max_price); raise the request's max_price to pay it",
+                    rule="max_per_payment", offers=offers,
+                )
             if cap is not None and cheapest > cap:
                 raise PaymentRefused(
                     f"refused: the cheapest offer costs {fmt_msat(cheapest, rate)}, above the per-payment limit of "
@@ -244,17 +255,20 @@ class Policy:
         o, m, p = chosen
         return Decision(
             offers=offers, offer=o, method=m, price_msat=p, url=url, host=host, usd_per_btc=rate,
-            alternatives=tuple(x[0] for x in fitting if x[0] is not o),
+            alternatives=tuple(x[0] for x in fitting if x[0] is not o), spent_msat=spent_msat,
+            methods=None if methods is None else tuple(methods), max_price_msat=max_price_msat,
         )
 
     def with_offer(self, decision: Decision, offer: Offer) -> Decision:
-        """Re-decide for an offer the approver picked, enforcing the same limits."""
-        sub = PaymentOffers(
-            version=decision.offers.version, payment_request_url=decision.offers.payment_request_url,
-            offers=(offer,), payment_context_token=decision.offers.payment_context_token,
-        )
-        d = self.decide(sub, url=decision.url, host=decision.host, usd_per_btc=decision.usd_per_btc)
-        return Decision(decision.offers, d.offer, d.method, d.price_msat, d.url, d.host, d.usd_per_btc)
+        """Re-decide for an offer the approver picked: the very same decision, on the same inputs
+        (rate, spent total, methods, this request's price cap), narrowed to that offer."""
+        if offer not in decision.offers.offers:
+            raise PaymentRefused("refused: the approver picked an offer the service did not make", rule="approval",
+                                 offers=decision.offers)
+        sub = dataclasses.replace(decision.offers, offers=(offer,))
+        d = self.decide(sub, url=decision.url, host=decision.host, usd_per_btc=decision.usd_per_btc,
+                        spent_msat=decision.spent_msat, methods=decision.methods, max_price_msat=decision.max_price_msat)
+        return dataclasses.replace(d, offers=decision.offers)
 
     def payee_for(self, host: str) -> str | None:
         """The pinned payee (node pubkey) for `host`, if the person pinned one."""

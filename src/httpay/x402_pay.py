@@ -28,12 +28,13 @@ from typing import Any, Protocol
 import httpx
 
 from httpay.challenge import PaymentChallenge
-from httpay.errors import ChallengeError, HttpayError, PaymentRefused, WalletError
+from httpay.errors import ChallengeError, HttpayError, PaidRequestFailed, PaymentRefused, WalletError
 from httpay.events import Event, emit
-from httpay.ledger import Intent, Receipt
+from httpay.ledger import Intent, Receipt, Status
 from httpay.lightning import MSAT_PER_BTC
 from httpay.pipeline import (
-    RECEIPT_EXTENSION, Ask, Effect, Payer, PaymentNotHonored, PaymentOutcomeUnknown, Send, host_of, refused,
+    RECEIPT_EXTENSION, Ask, Effect, Payer, PaymentNotHonored, PaymentOutcomeUnknown, Send, approved_decision, decide,
+    host_of, refused,
 )
 from httpay.pipeline import deadline_of, within_deadline
 from httpay.policy import Decision, Policy, fmt_msat
@@ -97,6 +98,16 @@ class X402Signer(Protocol):
 
     def sign_typed_data(self, domain: Mapping[str, Any], types: Mapping[str, Sequence[Mapping[str, str]]],
                         primary_type: str, message: Mapping[str, Any]) -> bytes: ...
+
+
+class PaymentSentUnanswered(PaidRequestFailed, PaymentOutcomeUnknown):
+    """The signed x402 payment went out and the service did not say whether it settled it (no
+    answer, or a 5xx without a receipt): the ledger row stays pending and `receipt` is kept."""
+
+    def __init__(self, message: str, *, receipt: Receipt, response: httpx.Response | None = None) -> None:
+        HttpayError.__init__(self, message)
+        self.receipt = receipt
+        self.response = response
 
 
 class PaymentRejected(HttpayError):
@@ -254,17 +265,19 @@ def x402_flow(
     assert challenge.x402 is not None
     signer: X402Signer = payer.x402_signer
     url, host = str(request.url), host_of(request.url)
+    rate = payer.rate()
     try:
-        decision, chosen = _decide(payer, challenge, response, url, host, max_price_msat, offer_id)
+        decision = decide(payer, challenge, url=url, host=host, rate=rate, max_price_msat=max_price_msat,
+                          offer_id=offer_id)
         if payer.policy.approve is not None:
             asked_at = time.monotonic()
             answer = yield Ask(decision)
             if (deadline := deadline_of(response)) is not None:
                 deadline.paused(asked_at)  # a person's time to decide is not the service's delay
-            decision, chosen = _approved(payer, challenge, response, url, host, decision, chosen, answer,
-                                         max_price_msat)
+            decision = approved_decision(payer, challenge, decision, answer)
             emit(payer.on_event, Event("approval", url, rid, {"decision": decision, "approved": True}),
                  f"approved: {decision}")
+        chosen = _priced(payer, challenge, decision)
     except PaymentRefused as exc:
         exc.response = response
         exc.offers = exc.offers if exc.offers is not None else challenge.offers
@@ -293,37 +306,36 @@ def x402_flow(
         answer = yield Send(request)
     except Exception as exc:  # noqa: BLE001 - the payment may have reached the server
         payer.ledger.note(receipt.id, f"outcome unknown: {type(exc).__name__} while sending the x402 payment")
-        raise PaymentOutcomeUnknown(
-            f"the request carrying the x402 payment failed ({type(exc).__name__}); ledger #{receipt.id} stays "
-            f"pending: the authorization may still be settled until it expires", receipt=payer.ledger.get(receipt.id),
-        ) from None
-    return _outcome(payer, answer, receipt, chosen, url, rid)
+        raise PaymentSentUnanswered(
+            f"sent a signed x402 payment of {chosen.price}, ledger #{receipt.id}; the service did not answer "
+            f"({type(exc).__name__}); the row stays pending: the authorization may still be settled until it "
+            "expires, and the receipt is kept", receipt=payer.ledger.get(receipt.id),
+        ) from exc
+    broken: Exception | None = None
+    try:
+        answer.read()  # a body that breaks off is seen here, while the receipt is at hand
+    except Exception as exc:  # noqa: BLE001 - reported below with the receipt
+        broken = exc
+    return _outcome(payer, answer, receipt, chosen, url, rid, broken)
 
 
-def _decide(payer: Payer, challenge: PaymentChallenge, response: httpx.Response, url: str, host: str,
-            max_price_msat: int | None, offer_id: str | None) -> tuple[Decision, Priced]:
-    policy, offers = payer.policy, challenge.offers
+def _payable(payer: Payer, challenge: PaymentChallenge, choices: PaymentOffers, rate: float | None) -> list[Priced]:
+    """The offers among `choices` the policy's methods allow and this signer can pay, each valued."""
+    policy = payer.policy
     assert challenge.x402 is not None
-    if offer_id is not None and all(o.offer_id != offer_id for o in offers):
-        raise PaymentRefused(
-            f"refused: the service did not offer {offer_id!r}; it offers {', '.join(o.offer_id for o in offers)}",
-            rule="offer_id", offers=offers,
-        )
-    allowed = [o for o in offers if (offer_id is None or o.offer_id == offer_id)
-               and any(method_allowed(policy.methods, m) for m in o.payment_methods)]
+    allowed = [o for o in choices if any(method_allowed(policy.methods, m) for m in o.payment_methods)]
     if not allowed:
         raise PaymentRefused(
-            f"refused: the policy allows {', '.join(policy.methods) or 'no method'}; {host} takes "
-            f"{', '.join(offers.payment_methods)}. Allow it with Policy(methods=[..., 'x402'])",
-            rule="methods", offers=offers,
+            f"refused: the policy allows {', '.join(policy.methods) or 'no method'}; the service takes "
+            f"{', '.join(choices.payment_methods)}. Allow it with Policy(methods=[..., 'x402'])",
+            rule="methods", offers=challenge.offers,
         )
-    rate = payer.rate()
     if not rate:
         raise PaymentRefused(
             "refused: x402 prices are in USD stablecoins and the ledger counts msat, but no BTC/USD rate is "
-            "known; set Policy(usd_per_btc=...)", rule="exchange_rate", offers=offers,
+            "known; set Policy(usd_per_btc=...)", rule="exchange_rate", offers=challenge.offers,
         )
-    by_id = {o.offer_id: r for o, r in zip(offers, challenge.x402.accepts, strict=True)}
+    by_id = {o.offer_id: r for o, r in zip(challenge.offers, challenge.x402.accepts, strict=True)}
     payable: list[Priced] = []
     why: list[str] = []
     for o in allowed:
@@ -333,26 +345,23 @@ def _decide(payer: Payer, challenge: PaymentChallenge, response: httpx.Response,
         else:
             payable.append(p)
     if not payable:
-        raise PaymentRefused(f"refused: no x402 offer can be paid: {'; '.join(why)}", rule="x402", offers=offers)
+        raise PaymentRefused(f"refused: no x402 offer can be paid: {'; '.join(why)}", rule="x402",
+                             offers=challenge.offers)
+    return payable
+
+
+def payable_offers(payer: Payer, challenge: PaymentChallenge, choices: PaymentOffers,
+                   rate: float | None) -> tuple[PaymentOffers, tuple[str, ...]]:
+    """What `pipeline.decide` decides among for x402: the payable offers priced in msat, and their methods."""
+    payable = _payable(payer, challenge, choices, rate)
     methods = tuple(dict.fromkeys(m for p in payable for m in p.offer.payment_methods))
-    local: Policy = dataclasses.replace(policy, methods=methods, approve=None)
-    d = local.decide(msat_offers(offers, payable), url=url, host=host, usd_per_btc=rate,
-                     spent_msat=payer.ledger.spent_msat(), methods=methods, max_price_msat=max_price_msat)
-    chosen = next(p for p in payable if p.offer.offer_id == d.offer.offer_id)
-    alternatives = tuple(p.offer for p in payable if p.offer.offer_id in {a.offer_id for a in d.alternatives})
-    return dataclasses.replace(d, offers=offers, offer=chosen.offer, alternatives=alternatives), chosen
+    return msat_offers(choices, payable), methods
 
 
-def _approved(payer: Payer, challenge: PaymentChallenge, response: httpx.Response, url: str, host: str,
-              decision: Decision, chosen: Priced, answer: Any, max_price_msat: int | None) -> tuple[Decision, Priced]:
-    if answer is True:
-        return decision, chosen
-    if isinstance(answer, Offer):
-        if answer not in challenge.offers.offers:
-            raise PaymentRefused("refused: the approver picked an offer the service did not make", rule="approval",
-                                 offers=challenge.offers)
-        return _decide(payer, challenge, response, url, host, max_price_msat, answer.offer_id)
-    raise PaymentRefused(f"refused by the approver: {decision}", rule="approval", offers=challenge.offers)
+def _priced(payer: Payer, challenge: PaymentChallenge, decision: Decision) -> Priced:
+    """The decided offer's valuation (the same one the decision saw: same offer, same rate)."""
+    one = dataclasses.replace(challenge.offers, offers=(decision.offer,))
+    return _payable(payer, challenge, one, decision.usd_per_btc)[0]
 
 
 def _reserve(payer: Payer, decision: Decision, chosen: Priced, nonce: bytes, url: str, host: str,
@@ -379,15 +388,15 @@ def _reserve(payer: Payer, decision: Decision, chosen: Priced, nonce: bytes, url
 
 
 def _outcome(payer: Payer, resp: httpx.Response, receipt: Receipt, chosen: Priced, url: str,
-             rid: str) -> httpx.Response:
-    """Settle, fail or keep pending the row from what the service answered to the payment."""
+             rid: str, broken: Exception | None = None) -> httpx.Response:
+    """Settle, fail or keep pending the row from what the service answered to the payment; a 5xx or
+    a broken body after the payment went out raises PaidRequestFailed with the receipt."""
     ledger, hook = payer.ledger, payer.on_event
     try:
         proof = x402.decode_payment_response(resp.headers)
     except ChallengeError:
         proof = None
-    if resp.status_code == 402 and proof is not None and proof.success:
-        resp.read()
+    if resp.status_code == 402 and proof is not None and proof.success and broken is None:
         ledger.settle(receipt.id, preimage="", fee_msat=0)
         done = ledger.note(receipt.id, f"x402 transaction {proof.transaction} settled, but the service still answers 402")
         emit(hook, Event("paid", url, rid, {"receipt": done}), f"paid {chosen.price} but still 402", logging.WARNING)
@@ -395,8 +404,7 @@ def _outcome(payer: Payer, resp: httpx.Response, receipt: Receipt, chosen: Price
             f"paid {chosen.price} (ledger #{done.id}, transaction {proof.transaction}) but {host_of(url)} still answers "
             "402; keep the receipt and contact the service", receipt=done, response=resp,
         )
-    if resp.status_code == 402:
-        resp.read()
+    if resp.status_code == 402 and broken is None:
         reason = (proof.error_reason or proof.error_message) if proof is not None else None
         if reason is None:
             try:
@@ -428,6 +436,18 @@ def _outcome(payer: Payer, resp: httpx.Response, receipt: Receipt, chosen: Price
         done = ledger.note(receipt.id, f"outcome unknown: HTTP {resp.status_code} and no x402 receipt")
         emit(hook, Event("payment_failed", url, rid, {"receipt": done, "error": f"HTTP {resp.status_code}"}),
              f"HTTP {resp.status_code} with no x402 receipt: ledger #{done.id} stays pending", logging.WARNING)
+    if done.status is not Status.FAILED and (broken is not None or resp.status_code >= 500):
+        what = (f"the service's answer broke off ({type(broken).__name__})" if broken is not None
+                else f"the service answered HTTP {resp.status_code} to the paid request (its answer is in .response)")
+        kind = PaidRequestFailed if done.status is Status.SETTLED else PaymentSentUnanswered
+        paid = (f"paid {chosen.price}, ledger #{done.id}" if done.status is Status.SETTLED else
+                f"sent a signed x402 payment of {chosen.price}, ledger #{done.id} (pending: the service did not say "
+                "whether it settled it)")
+        emit(hook, Event("payment_failed", url, rid, {"receipt": done, "error": what}), f"{paid}; {what}",
+             logging.WARNING)
+        raise kind(f"{paid}; {what}; the receipt is kept", receipt=done, response=resp) from broken
+    if broken is not None:
+        raise broken
     resp.extensions[RECEIPT_EXTENSION] = done
     emit(hook, Event("served", url, rid, {"status": resp.status_code, "receipt": done}),
          f"served with HTTP {resp.status_code} after x402 payment #{done.id}")
