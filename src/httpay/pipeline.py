@@ -97,8 +97,11 @@ def within_deadline(payer: Payer, response: httpx.Response, url: str, rid: str, 
 
 
 def follow_up(origin: httpx.Request, method: str, url: httpx.URL, **kwargs: Any) -> httpx.Request:
-    """A request the flow makes itself, with the caller's timeouts (and trace hook) of `origin`."""
+    """A request the flow makes itself, with the caller's timeouts (and trace hook) of `origin`, and
+    its TLS server name when it goes to the same host."""
     extensions = {k: origin.extensions[k] for k in FORWARDED_EXTENSIONS if k in origin.extensions}
+    if "sni_hostname" in origin.extensions and url.host == origin.url.host:
+        extensions["sni_hostname"] = origin.extensions["sni_hostname"]
     return httpx.Request(method, url, extensions=extensions, **kwargs)
 
 
@@ -593,6 +596,10 @@ def _request_payment(
     req = follow_up(origin, "POST", pr_url, **kwargs) if origin is not None else httpx.Request("POST", pr_url, **kwargs)
     try:
         resp: httpx.Response = yield Send(req, deadline=deadline)
+    except PaymentDeadlineExceeded as exc:
+        emit(payer.on_event, Event("refused", url, rid, {"rule": "payment_deadline", "reason": str(exc)}),
+             str(exc).removeprefix("not paid: "), logging.WARNING)
+        raise
     except httpx.TimeoutException as exc:
         raise PaymentRequestError(
             f"the payment request endpoint on {pr_url.host} did not answer within the client's timeout "

@@ -382,11 +382,13 @@ class MockPaywall:
     def __init__(self, node: Node, base: str) -> None:
         self.node, self.base = node, base
         self.seen: list[str] = []
+        self.timeouts: list[Any] = []
         self.minted: list[str] = []
         self.used: set[str] = set()
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         self.seen.append(f"{request.method} {request.url.path}")
+        self.timeouts.append(request.extensions.get("timeout"))
         if request.url.path == "/pay":
             bolt11, payment_hash = self.node.mint(10_000)
             self.minted.append(payment_hash)
@@ -406,9 +408,11 @@ def test_callers_transport_is_used_and_paid_through(mode: str, tmp_path: Path) -
     paywall = MockPaywall(node, "http://mock.example")
     wallet = CountingWallet(node)
     out = run(mode, "http://mock.example/thing", wallet=wallet, ledger=tmp_path / "l.db", policy=POLICY,
-              transport=httpx.MockTransport(paywall))
+              transport=httpx.MockTransport(paywall), timeout=httpx.Timeout(7.0, connect=3.0))
     _assert_paid_once(out)
     assert paywall.seen == ["GET /thing", "POST /pay", "GET /thing"]
+    # Every request, the payment request the flow made itself included, carries the client's timeouts.
+    assert paywall.timeouts == [{"connect": 3.0, "read": 7.0, "write": 7.0, "pool": 7.0}] * 3
 
 
 class CountingTransport(httpx.HTTPTransport):

@@ -304,3 +304,59 @@ def test_default_deadline_is_finite(wallet: CountingWallet, ledger: Path, mode: 
             c.close()
         else:
             asyncio.run(c.aclose())
+
+
+# -- x402: the deadline ends before the signer is asked ---------------------------------------------
+X402_V1 = {"x402Version": 1, "error": "X-PAYMENT header is required", "accepts": [{
+    "scheme": "exact", "network": "base-sepolia", "maxAmountRequired": "10000", "resource": "http://svc/weather",
+    "description": "weather", "mimeType": "application/json", "payTo": "0x209693Bc6afc0C5328bA36FaF03C514EF312287C",
+    "maxTimeoutSeconds": 60, "asset": "0x036CbD53842c5426634e7929541eC2318f3dCF7e",
+    "extra": {"name": "USDC", "version": "2"}}]}
+
+
+class CountingSigner:
+    """An EvmSigner that counts what it is asked to sign."""
+
+    def __init__(self) -> None:
+        from httpay.signers import EvmSigner
+
+        self.inner = EvmSigner.from_key("0x" + "4c" * 32)
+        self.signed = 0
+
+    @property
+    def address(self) -> str:
+        return self.inner.address
+
+    @property
+    def name(self) -> str:
+        return self.inner.name
+
+    def pays_on(self, network: str) -> bool:
+        return self.inner.pays_on(network)
+
+    def sign_typed_data(self, *args: Any) -> bytes:
+        self.signed += 1
+        return self.inner.sign_typed_data(*args)
+
+
+@pytest.mark.parametrize("dribble", [True, False], ids=["dribbled 402 body", "whole 402 body"])
+def test_x402_deadline_before_signing(dribble: bool, svc: HostileService, ledger: Path, mode: str,
+                                      stall: Stall) -> None:
+    async def gate(request: Request) -> Response:
+        if request.headers.get("x-payment"):
+            return JSONResponse({"served": True})
+        body = json.dumps(X402_V1).encode()
+        if dribble:
+            return StreamingResponse(_dribble(body, stall), status_code=402, media_type="application/json")
+        return Response(body, status_code=402, media_type="application/json")
+
+    signer = CountingSigner()
+    out = run(mode, svc.route("/x402", gate), wallet=None, ledger=ledger, x402_signer=signer, timeout=5,
+              payment_deadline=0.5,
+              policy=httpay.Policy(methods=["x402"], usd_per_btc=100_000, max_per_payment_usd=0.05))
+    if dribble:
+        assert isinstance(out.error, httpay.PaymentDeadlineExceeded), repr(out.error)
+        assert out.error.stage == "the body of its 402" and "payment_deadline=0.5 s" in str(out.error)
+        assert signer.signed == 0 and out.receipts == [] and out.spent_msat == 0
+    else:  # the same service without the dribble: signed once (so the case above proves the deadline)
+        assert signer.signed == 1 and len(out.receipts) == 1
