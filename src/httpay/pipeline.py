@@ -110,11 +110,14 @@ def follow_up(origin: httpx.Request, method: str, url: httpx.URL, **kwargs: Any)
 class Send:
     """Send `request`. With `deadline`: the whole exchange, body included, must end before it.
     With `payment_deadline_s`: the answer may be the 402 to pay, so if it is a 402 the driver starts a
-    `Deadline` of that many seconds, reads the body within it and puts it in the response's extensions."""
+    `Deadline` of that many seconds, reads the body within it and puts it in the response's extensions.
+    With `stream`: an answer other than 402 goes back to the caller unread, as httpx hands it over
+    (`client.stream(...)` streams, an endless event stream does not block)."""
 
     request: httpx.Request
     deadline: Deadline | None = None
     payment_deadline_s: float | None = None
+    stream: bool = False
 
 
 @dataclass(frozen=True)
@@ -247,7 +250,8 @@ def request_flow(
     url = str(request.url)
     _present_token(payer, request)
     met_402_at = now_utc()
-    response: httpx.Response = yield Send(request, payment_deadline_s=None if dry_run else payer.payment_deadline)
+    response: httpx.Response = yield Send(request, payment_deadline_s=None if dry_run else payer.payment_deadline,
+                                          stream=True)
     if response.status_code != 402:
         return response
     response.read()
@@ -307,7 +311,7 @@ def pay_flow(
         # Someone else just paid what this request needs: use their payment before paying again.
         emit(hook, Event("waited", url, rid, {"key": key}), "another request paid for this; retrying with its payment")
         sent_at = now_utc()
-        again = yield from _send_with_token(payer, request, payment_deadline_s=payer.payment_deadline)
+        again = yield from _send_with_token(payer, request, payment_deadline_s=payer.payment_deadline, stream=True)
         if again.status_code != 402:
             return again
         again.read()
@@ -521,12 +525,13 @@ def _evict_if_presented(payer: Payer, request: httpx.Request) -> None:
         log.info("the server answered 402 to the L402 token held for %s: evicted it", scope)
 
 
-def _send_with_token(payer: Payer, request: httpx.Request,
-                     payment_deadline_s: float | None = None) -> Generator[Effect, Any, httpx.Response]:
+def _send_with_token(payer: Payer, request: httpx.Request, payment_deadline_s: float | None = None,
+                     stream: bool = False) -> Generator[Effect, Any, httpx.Response]:
     """Repeat a request after a payment: with the L402 token stored for its scope, if any.
-    `payment_deadline_s`: a 402 it meets may be paid, so start its deadline (see `Send`)."""
+    `payment_deadline_s`: a 402 it meets may be paid, so start its deadline; `stream`: any other
+    answer goes to the caller unread (see `Send`)."""
     _present_token(payer, request)
-    response: httpx.Response = yield Send(request, payment_deadline_s=payment_deadline_s)
+    response: httpx.Response = yield Send(request, payment_deadline_s=payment_deadline_s, stream=stream)
     return response
 
 

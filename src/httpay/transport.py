@@ -159,7 +159,7 @@ def _send_sync(effect: Send, transport: httpx.BaseTransport) -> httpx.Response:
 
 
 async def _send_async(effect: Send, transport: httpx.AsyncBaseTransport) -> httpx.Response:
-    """The async twin of `_send_sync`; every body is read (the flow reads bodies with sync calls)."""
+    """The async twin of `_send_sync`; every body the flow handles is read here (it reads with sync calls)."""
     if effect.deadline is not None:
         deadline, request = effect.deadline, _bounded(effect.request, effect.deadline)
         try:
@@ -183,8 +183,8 @@ async def _send_async(effect: Send, transport: httpx.AsyncBaseTransport) -> http
         except TimeoutError:
             await response.aclose()
             raise deadline.exceeded("the body of its 402") from None
-    else:
-        await response.aread()
+    elif response.status_code == 402 or not effect.stream:
+        await response.aread()  # the flow reads what it handles with sync calls
     return response
 
 

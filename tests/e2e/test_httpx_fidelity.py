@@ -453,3 +453,41 @@ def test_mounts_each_route_pays(svc: HostileService, mode: str, tmp_path: Path) 
     out = run(mode, url, wallet=CountingWallet(svc.node), ledger=tmp_path / "b.db", policy=POLICY, mounts=routes)
     _assert_paid_once(out)
     assert loop.count >= 3 and paywall.seen == []  # the 402, the payment request, the paid retry (and re-tries)
+
+
+# -- streaming -------------------------------------------------------------------------------------
+def test_stream_of_a_free_answer_is_not_buffered(svc: HostileService, wallet: CountingWallet, ledger: Path,
+                                                 mode: str) -> None:
+    """`client.stream(...)` hands over an answer as it comes, as httpx does: an endless event stream
+    shows its first event at once instead of blocking the caller while the payment step buffers it."""
+    from starlette.requests import Request
+    from starlette.responses import Response, StreamingResponse
+
+    stop = threading.Event()
+
+    async def events(request: Request) -> Response:
+        async def forever() -> Any:
+            n = 0
+            while not stop.is_set() and n < 3000:
+                yield f"data: {n}\n\n".encode()
+                n += 1
+                await asyncio.sleep(0.01)
+        return StreamingResponse(forever(), media_type="text/event-stream")
+
+    url = svc.route("/events", events)
+    try:
+        if mode == "sync":
+            with httpay.Client(wallet=wallet, ledger=ledger, timeout=10) as c, c.stream("GET", url) as r:
+                first = next(r.iter_bytes())
+        else:
+            async def go() -> bytes:
+                async with httpay.AsyncClient(wallet=wallet, ledger=ledger, timeout=10) as c:
+                    async with c.stream("GET", url) as r:
+                        async for chunk in r.aiter_bytes():
+                            return chunk
+                raise AssertionError("no event")
+            first = asyncio.run(asyncio.wait_for(go(), 15))
+    finally:
+        stop.set()
+    assert first.startswith(b"data: 0")
+    assert wallet.calls == []
