@@ -112,12 +112,18 @@ class Send:
     With `payment_deadline_s`: the answer may be the 402 to pay, so if it is a 402 the driver starts a
     `Deadline` of that many seconds, reads the body within it and puts it in the response's extensions.
     With `stream`: an answer other than 402 goes back to the caller unread, as httpx hands it over
-    (`client.stream(...)` streams, an endless event stream does not block)."""
+    (`client.stream(...)` streams, an endless event stream does not block). With `resend_if_dropped`:
+    sent once more if the connection drops before any answer (a pooled keep-alive connection the
+    server closed meanwhile), for a request that is safe to repeat."""
 
     request: httpx.Request
     deadline: Deadline | None = None
     payment_deadline_s: float | None = None
     stream: bool = False
+    resend_if_dropped: bool = False
+
+
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 
 
 @dataclass(frozen=True)
@@ -528,10 +534,11 @@ def _evict_if_presented(payer: Payer, request: httpx.Request) -> None:
 def _send_with_token(payer: Payer, request: httpx.Request, payment_deadline_s: float | None = None,
                      stream: bool = False) -> Generator[Effect, Any, httpx.Response]:
     """Repeat a request after a payment: with the L402 token stored for its scope, if any.
-    `payment_deadline_s`: a 402 it meets may be paid, so start its deadline; `stream`: any other
-    answer goes to the caller unread (see `Send`)."""
+    `payment_deadline_s`: a 402 it meets may be paid, so start its deadline; `stream`: it follows a
+    wait for another's payment, and any other answer goes to the caller unread (see `Send`)."""
     _present_token(payer, request)
-    response: httpx.Response = yield Send(request, payment_deadline_s=payment_deadline_s, stream=stream)
+    response: httpx.Response = yield Send(request, payment_deadline_s=payment_deadline_s, stream=stream,
+                                          resend_if_dropped=stream and request.method in IDEMPOTENT)
     return response
 
 
@@ -600,7 +607,7 @@ def _request_payment(
                               "headers": {"content-type": "application/json", "accept": "application/json"}}
     req = follow_up(origin, "POST", pr_url, **kwargs) if origin is not None else httpx.Request("POST", pr_url, **kwargs)
     try:
-        resp: httpx.Response = yield Send(req, deadline=deadline)
+        resp: httpx.Response = yield Send(req, deadline=deadline, resend_if_dropped=True)  # it only asks for an invoice
     except PaymentDeadlineExceeded as exc:
         emit(payer.on_event, Event("refused", url, rid, {"rule": "payment_deadline", "reason": str(exc)}),
              str(exc).removeprefix("not paid: "), logging.WARNING)

@@ -28,6 +28,7 @@ from httpay.pipeline import (
 )
 
 T = TypeVar("T")
+DROPPED = (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError)  # the connection went, no answer
 SyncRoute = Callable[[httpx.URL], httpx.BaseTransport]
 AsyncRoute = Callable[[httpx.URL], httpx.AsyncBaseTransport]
 
@@ -142,14 +143,32 @@ def _within(deadline: Deadline, stage: str, work: Callable[[threading.Event], T]
     return box["value"]  # type: ignore[no-any-return]
 
 
+def _handle_sync(effect: Send, transport: httpx.BaseTransport, request: httpx.Request) -> httpx.Response:
+    try:
+        return transport.handle_request(request)
+    except DROPPED:
+        if not effect.resend_if_dropped:
+            raise
+        return transport.handle_request(request)  # a keep-alive connection the server closed meanwhile
+
+
+async def _handle_async(effect: Send, transport: httpx.AsyncBaseTransport, request: httpx.Request) -> httpx.Response:
+    try:
+        return await transport.handle_async_request(request)
+    except DROPPED:
+        if not effect.resend_if_dropped:
+            raise
+        return await transport.handle_async_request(request)  # a keep-alive connection the server closed meanwhile
+
+
 def _send_sync(effect: Send, transport: httpx.BaseTransport) -> httpx.Response:
     """One Send: bounded in total by its deadline, or starting one if it meets a 402 to pay."""
     if effect.deadline is not None:
         request = _bounded(effect.request, effect.deadline)
         return _within(effect.deadline, _stage(request),
-                       lambda abandoned: _read_sync(transport.handle_request(request), abandoned),
+                       lambda abandoned: _read_sync(_handle_sync(effect, transport, request), abandoned),
                        lambda late: late.close())
-    response = transport.handle_request(effect.request)
+    response = _handle_sync(effect, transport, effect.request)
     if response.status_code == 402 and effect.payment_deadline_s is not None:
         deadline = Deadline(effect.payment_deadline_s)
         response.extensions[DEADLINE_EXTENSION] = deadline
@@ -164,7 +183,7 @@ async def _send_async(effect: Send, transport: httpx.AsyncBaseTransport) -> http
         deadline, request = effect.deadline, _bounded(effect.request, effect.deadline)
         try:
             with anyio.fail_after(max(deadline.remaining(), 0.0)):
-                response = await transport.handle_async_request(request)
+                response = await _handle_async(effect, transport, request)
                 try:
                     await response.aread()
                 except BaseException:
@@ -173,7 +192,7 @@ async def _send_async(effect: Send, transport: httpx.AsyncBaseTransport) -> http
         except TimeoutError:
             raise deadline.exceeded(_stage(request)) from None
         return response
-    response = await transport.handle_async_request(effect.request)
+    response = await _handle_async(effect, transport, effect.request)
     if response.status_code == 402 and effect.payment_deadline_s is not None:
         deadline = Deadline(effect.payment_deadline_s)
         response.extensions[DEADLINE_EXTENSION] = deadline
