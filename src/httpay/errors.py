@@ -77,18 +77,6 @@ class PaymentTimeout(WalletError):
     outcome_known = False
 
 
-class PaymentDeadlineExceeded(HttpayError):
-    """The service took longer than `payment_deadline` between its 402 and the payment; nothing was paid.
-
-    `deadline_s` is the knob's value, `stage` says what the service was slow at (e.g. "the invoice").
-    """
-
-    def __init__(self, message: str, *, deadline_s: float, stage: str) -> None:
-        super().__init__(message)
-        self.deadline_s = deadline_s
-        self.stage = stage
-
-
 class PaidRequestFailed(HttpayError):
     """Money left for this request, then the request failed: the service timed out, reset the
     connection, or answered 5xx or a broken response on the retry the payment bought.
@@ -102,6 +90,16 @@ class PaidRequestFailed(HttpayError):
         super().__init__(message)
         self.receipt = receipt
         self.response = response
+class PaymentDeadlineExceeded(HttpayError):
+    """The service took longer than `payment_deadline` between its 402 and the payment; nothing was paid.
+
+    `deadline_s` is the knob's value, `stage` says what the service was slow at (e.g. "the invoice").
+    """
+
+    def __init__(self, message: str, *, deadline_s: float, stage: str) -> None:
+        super().__init__(message)
+        self.deadline_s = deadline_s
+        self.stage = stage
 
 
 class LedgerError(HttpayError):

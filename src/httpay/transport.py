@@ -85,6 +85,9 @@ def _resume(flow: Generator[Effect, Any, httpx.Response], value: Any,
         return None, stop.value
 
 
+_DEADLINE_SLACK_S = 0.05  # a socket timeout this close to the deadline is the deadline's
+
+
 def _bounded(request: httpx.Request, deadline: Deadline) -> httpx.Request:
     """`request` with each of its timeouts cut to what is left of the deadline (no timeout: that)."""
     left = max(deadline.remaining(), 0.001)
@@ -139,7 +142,7 @@ def _within(deadline: Deadline, stage: str, work: Callable[[threading.Event], T]
             abandoned.set()
             raise deadline.exceeded(stage)
     if "error" in box:
-        raise box["error"]
+        raise _deadline_or(box["error"], deadline, stage)
     return box["value"]  # type: ignore[no-any-return]
 
 
@@ -159,6 +162,14 @@ async def _handle_async(effect: Send, transport: httpx.AsyncBaseTransport, reque
         if not effect.resend_if_dropped:
             raise
         return await transport.handle_async_request(request)  # a keep-alive connection the server closed meanwhile
+
+
+def _deadline_or(error: BaseException, deadline: Deadline, stage: str) -> BaseException:
+    """A timeout that fired with the deadline all but spent was the deadline's cut (see `_bounded`),
+    not the caller's own timeout: report it as the deadline, whichever clock noticed first."""
+    if isinstance(error, httpx.TimeoutException) and deadline.remaining() <= _DEADLINE_SLACK_S:
+        return deadline.exceeded(stage)
+    return error
 
 
 def _send_sync(effect: Send, transport: httpx.BaseTransport) -> httpx.Response:
@@ -191,6 +202,8 @@ async def _send_async(effect: Send, transport: httpx.AsyncBaseTransport) -> http
                     raise
         except TimeoutError:
             raise deadline.exceeded(_stage(request)) from None
+        except httpx.TimeoutException as exc:
+            raise _deadline_or(exc, deadline, _stage(request)) from None
         return response
     response = await _handle_async(effect, transport, effect.request)
     if response.status_code == 402 and effect.payment_deadline_s is not None:
