@@ -455,9 +455,9 @@ def _payment_request_url(policy: Policy, request: httpx.Request, offers: Payment
         (pr_url.host or "").lower() == h.lower() for h in policy.payment_hosts
     ):
         raise PaymentRefused(
-            f"refused: the payment request URL is on {safe.clean(pr_url.host, 100)}, not on {request.url.host} that "
-            f"asked; allow it with Policy(payment_hosts=[{safe.clean(repr(pr_url.host), 100)}]) if you trust it",
-            rule="payment_host", offers=offers, response=response,
+            f"refused: the payment request URL is on {safe.clean(pr_url.host, 100)}, not on {request.url.host} that asked",
+            rule="payment_host", offers=offers, response=response, knob="payment_hosts",
+            advice="add " + safe.clean(repr(pr_url.host), 100).replace("{", "{{").replace("}", "}}") + " to {knob} if you trust it",
         )
     return pr_url
 
