@@ -364,7 +364,7 @@ def classic_token68(svc: HostileService, path: str = "/opaque", *, price_sat: in
 
     async def handler(request: Request) -> Response:
         header = request.headers.get("authorization", "")
-        scheme, _, rest = header.partition(" ")
+        _, _, rest = header.partition(" ")
         token, _, pre = rest.rpartition(":")
         ph = issued.get(token)
         if honour and ph and len(pre) == 64 and hashlib.sha256(bytes.fromhex(pre)).hexdigest() == ph \

@@ -11,6 +11,7 @@ fees, the error's type and text.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -26,11 +27,25 @@ from httpay.approvals import ApprovalError, ApprovalQueue
 from httpay.dashboard import create_app
 from httpay.errors import InvoiceError, PaidRequestFailed, PaymentRefused
 from httpay.ledger import Intent, SQLiteLedger, Status
-from httpay.pipeline import MAX_PRICE_EXTENSION, PaymentNotHonored, PaymentOutcomeUnknown
+from httpay.pipeline import (
+    MAX_PRICE_EXTENSION,
+    PaymentNotHonored,
+    PaymentOutcomeUnknown,
+)
 from tests.helpers import NOTEBOOK_OFFERS
 from tests.hostile.harness import (
-    CountingSigner, CountingWallet, HostileService, RawClassic, classic_static, classic_then, classic_token68,
-    release, run, run_many, v02_then, x402,
+    CountingSigner,
+    CountingWallet,
+    HostileService,
+    RawClassic,
+    classic_static,
+    classic_then,
+    classic_token68,
+    release,
+    run,
+    run_many,
+    v02_then,
+    x402,
 )
 
 RATE = 100_000.0  # USD per BTC: $0.01 = 10 sat
@@ -377,3 +392,21 @@ def test_after_an_x402_payment_every_failure_says_it_paid(name: str, answer: str
     assert len(signer.signed) == 1 and svc.hits.get("x402-paid") == 1  # sent once, never again
     [row] = out.receipts
     assert row.status is row_status and row.amount_msat == 10_000 and err.receipt.id == row.id
+
+
+ANSWERS = [
+    ("a forged, cheaper copy of an offer", lambda d: dataclasses.replace(d.offers.offers[1], amount=0),
+     "picked an offer the service did not make"),
+    ("no", lambda d: False, "refused by the approver"),
+    ("nothing", lambda d: None, "refused by the approver"),
+]
+
+
+@pytest.mark.parametrize(("name", "answer", "text"), ANSWERS, ids=[a[0] for a in ANSWERS])
+def test_an_approver_cannot_pay_what_was_not_offered(name: str, answer: Callable[[httpay.Decision], Any], text: str,
+                                                     svc: HostileService, wallet: CountingWallet, ledger: Path,
+                                                     mode: str) -> None:
+    out = run(mode, svc.v02("/v02", offers=OFFERS), wallet=wallet, ledger=ledger,
+              policy=httpay.Policy(usd_per_btc=RATE, budget_sat=10_000, approve=answer))
+    assert isinstance(out.error, PaymentRefused) and out.error.rule == "approval" and text in str(out.error)
+    assert out.wallet_calls == 0 and out.receipts == [] and out.spent_msat == 0 and svc.hits.get("/pay", 0) == 0
