@@ -10,30 +10,33 @@ VENV="$ROOT/.venv"
 PY=${PYTHON:-python3}
 
 setup() {
-  local stamp="$VENV/.httpay-installed"
+  # $1: the extra to install (demo: only what the demo needs; test: everything the suite needs).
+  # A venv set up for the tests has the demo's parts too.
+  local extra="$1" stamp="$VENV/.httpay-installed"
   local want
   want=$(cat pyproject.toml | sha256sum | cut -c1-16)
   if [ ! -x "$VENV/bin/python" ]; then
     echo "httpay: creating $VENV" >&2
     "$PY" -m venv "$VENV"
   fi
-  if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-    echo "httpay: installing httpay and its test tools into $VENV (once)" >&2
-    "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip >&2
-    "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e ".[test]" >&2
-    echo "$want" > "$stamp"
+  if [ -f "$stamp" ] && { [ "$(cat "$stamp")" = "$want test" ] || [ "$(cat "$stamp")" = "$want $extra" ]; }; then
+    return
   fi
+  echo "httpay: installing httpay[$extra] into $VENV (once)" >&2
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip >&2
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e ".[$extra]" >&2
+  echo "$want $extra" > "$stamp"
 }
 
 cmd=${1:-demo}
 [ $# -gt 0 ] && shift
 case "$cmd" in
   demo)
-    setup
+    setup demo
     exec "$VENV/bin/httpay" demo "$@"
     ;;
   test)
-    setup
+    setup test
     [ -x scripts/test-services.sh ] && source scripts/test-services.sh
     set +e
     "$VENV/bin/python" -m pytest "$@"
@@ -43,7 +46,7 @@ case "$cmd" in
     exit $rc
     ;;
   *)
-    setup
+    setup test
     PATH="$VENV/bin:$PATH" exec "$cmd" "$@"
     ;;
 esac

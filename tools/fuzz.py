@@ -734,8 +734,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", default="0", help="seed; random: the same seed and workers give the same inputs")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--invoice-every", type=int, default=200, help="one invoice input per this many parser inputs")
+    ap.add_argument("--bolt11-differential", type=int, metavar="N",
+                    help="instead: N inputs decoded by httpay's BOLT11 reader and by the bolt11 package, which must agree")
     args = ap.parse_args(argv)
     workers = max(1, args.workers)
+    if args.bolt11_differential is not None:
+        from fuzz_bolt11 import campaign
+
+        return campaign(args.bolt11_differential, args.seed, workers)
     start = time.perf_counter()
     problems = ""
     if args.engine == "atheris":

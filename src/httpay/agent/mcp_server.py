@@ -93,6 +93,9 @@ def ledger_json(toolbox: Toolbox, limit: int = 50) -> str:
 
 def build_server(toolbox: Toolbox, *, name: str = "httpay") -> MCPServer:
     """An MCP server exposing the Toolbox's tools plus the ledger and budget as resources."""
+    from httpay.extras import require
+
+    require("mcp")
     from mcp.server.mcpserver import MCPServer
 
     server: MCPServer = MCPServer(name=name, instructions=INSTRUCTIONS)

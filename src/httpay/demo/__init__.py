@@ -4,6 +4,10 @@ DEMO only: nothing here moves real money. The client code never imports this pac
 `httpay demo-server` command and the tests do.
 """
 
+from httpay.extras import require
+
+require("demo")
+
 from httpay.demo.network import DemoNetwork, LightningError
 from httpay.demo.runner import run, serve_in_thread
 from httpay.demo.server import create_app

@@ -30,6 +30,9 @@ def open_ledger(where: str | os.PathLike[str] | Ledger | None = None) -> Ledger:
         where = os.environ.get("HTTPAY_LEDGER") or default_ledger_path()
     text = str(where)
     if text.startswith(("postgres://", "postgresql://")):
+        from httpay.extras import require
+
+        require("postgres")
         from httpay.ledger.postgres import PostgresLedger
 
         return PostgresLedger(text)

@@ -105,13 +105,13 @@ def invoice_facts(bolt11: str) -> tuple[str | None, int | None]:
     """The payment hash and amount written in an invoice, so an adapter can check its backend's
     answer against the invoice itself. (None, None) when it does not decode here: the backend
     then judges the invoice and says why."""
-    try:
-        import bolt11 as bolt11_lib
+    from httpay.bolt11_reader import Bolt11Invalid, read_bolt11
 
-        inv = bolt11_lib.decode(bolt11)
-        return str(inv.payment_hash).lower(), inv.amount_msat
-    except Exception:  # noqa: BLE001 - bolt11 raises many kinds; the backend's answer is checked anyway
+    try:
+        inv = read_bolt11(bolt11)
+    except (Bolt11Invalid, TypeError, AttributeError):
         return None, None
+    return inv.payment_hash, inv.amount_msat
 
 
 def default_fee_limit_msat(amount_msat: int | None) -> int:

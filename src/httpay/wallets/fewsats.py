@@ -198,14 +198,14 @@ class FewsatsWallet(Wallet):
         (`needs_review`: a person must approve it in the Fewsats app; `pending`). Fewsats takes
         no fee cap: `max_fee_msat` is not sent.
         """
-        import bolt11 as bolt11_lib
+        from httpay.bolt11_reader import Bolt11Invalid, read_bolt11
 
         bolt11 = bolt11.strip()
         try:
-            inv = bolt11_lib.decode(bolt11)
-        except Exception:  # noqa: BLE001 - bolt11 raises many types
+            inv = read_bolt11(bolt11)
+        except Bolt11Invalid:
             raise WalletError("the invoice could not be decoded as BOLT11; nothing was paid") from None
-        payment_hash, amount_msat = str(inv.payment_hash).lower(), inv.amount_msat
+        payment_hash, amount_msat = (inv.payment_hash or ""), inv.amount_msat
         if amount_msat is None:
             raise WalletError("the invoice has no amount; Fewsats needs one to price it. Nothing was paid")
         cents = amount_usd_cents if amount_usd_cents is not None else self.usd_cents_for(amount_msat)

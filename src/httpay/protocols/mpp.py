@@ -1,0 +1,305 @@
+"""MPP, the HTTP `Payment` authentication scheme (IETF draft-httpauth-payment), read without I/O.
+
+A 402 may carry several `Payment` challenges (one per method and intent, in one header or many,
+beside L402/LSAT). Each names an `id`, `realm`, `method`, `intent` and a `request` (base64url of
+JSON saying what to pay); `expires`, `digest`, `description` and `opaque` are optional. The
+client answers one of them with `Authorization: Payment <base64url JSON>` that echoes the
+challenge verbatim beside a method-specific payload, and may get a `Payment-Receipt` back.
+This module reads challenges, builds credentials, reads receipts and problem details; which
+challenge is paid, and how, is the flow's business. Facts: PROTOCOLS-MPP.md.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from httpay.errors import ChallengeError
+from httpay.lightning import Invoice
+from httpay.protocols.www_authenticate import header_values, parse_challenges
+
+PROTOCOL = "mpp"
+SCHEME = "Payment"
+REQUIRED = ("id", "realm", "method", "intent", "request")
+ECHOED = ("id", "realm", "method", "intent", "request", "description", "opaque", "digest", "expires")
+PROBLEM_BASE = "https://paymentauth.org/problems/"
+MAX_ENCODED = 64 * 1024  # a request or receipt bigger than this is not one anybody meant to send
+
+_B64URL = re.compile(r"[A-Za-z0-9_-]*")
+_METHOD = re.compile(r"[a-z][a-z0-9-]*")
+
+
+def b64url_encode(data: bytes) -> str:
+    """base64url without padding, as the scheme sends it."""
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def b64url_decode(text: str, what: str = "value") -> bytes:
+    """Strict base64url: padding is accepted where it belongs; any other spelling of the same bytes
+    (standard alphabet, line breaks, stray or excess padding, non-zero trailing bits) is refused,
+    so one payload never has two encodings."""
+    if not isinstance(text, str) or len(text) > MAX_ENCODED:
+        raise ChallengeError(f"the MPP {what} is not a base64url string of a sensible size", field=what)
+    body = text.rstrip("=")
+    pad = len(text) - len(body)
+    if not _B64URL.fullmatch(body) or len(body) % 4 == 1 or (pad and (len(text) % 4 or pad > 2)):
+        raise ChallengeError(f"the MPP {what} is not valid base64url", field=what)
+    try:
+        raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
+    except (binascii.Error, ValueError):
+        raise ChallengeError(f"the MPP {what} is not valid base64url", field=what) from None
+    if b64url_encode(raw) != body:
+        raise ChallengeError(f"the MPP {what} has stray bits in its last character", field=what)
+    return raw
+
+
+def decode_json(text: str, what: str) -> Any:
+    """base64url JSON, read with every failure (deep nesting included) as a ChallengeError."""
+    raw = b64url_decode(text, what)
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise ChallengeError(f"the MPP {what} is not base64url of JSON", field=what) from None
+
+
+def _timestamp(text: str) -> datetime:
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise ChallengeError(f"the MPP challenge's expires is not an RFC 3339 time: {text[:40]!r}",
+                             field="expires") from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class MppChallenge:
+    """One `Payment` challenge: its parameters as sent (echoed verbatim) and what they decode to."""
+
+    id: str
+    realm: str
+    method: str
+    intent: str
+    request: Mapping[str, Any] = field(repr=False)
+    params: Mapping[str, str] = field(repr=False)
+    expires: datetime | None = None
+    description: str | None = None
+    opaque: Mapping[str, Any] | None = field(default=None, repr=False)
+    digest: str | None = None
+
+    @property
+    def kind(self) -> str:
+        """`method/intent`, as `Accept-Payment` names them (e.g. `lightning/charge`)."""
+        return f"{self.method}/{self.intent}"
+
+    @property
+    def credential_header(self) -> str:
+        """Where the credential goes: `Authorization`, unless the server asked for `Payment-Authorization`."""
+        return "Payment-Authorization" if self.params.get("header", "").lower() == "payment-authorization" \
+            else "Authorization"
+
+    def expired(self, now: datetime | None = None) -> bool:
+        return self.expires is not None and (now or datetime.now(UTC)) >= self.expires
+
+    def echo(self) -> dict[str, str]:
+        """The challenge as the credential must repeat it: the parameters the server sent, unchanged."""
+        return {k: self.params[k] for k in ECHOED if k in self.params}
+
+    def credential(self, payload: Mapping[str, Any], source: str | None = None) -> str:
+        """The header value answering this challenge with `payload` (e.g. `{"preimage": ...}`)."""
+        doc: dict[str, Any] = {"challenge": self.echo(), "payload": dict(payload)}
+        if source:
+            doc["source"] = source
+        return f"{SCHEME} " + b64url_encode(json.dumps(doc, separators=(",", ":")).encode())
+
+    def __str__(self) -> str:
+        amount = self.request.get("amount")
+        unit = self.request.get("currency") or ""
+        price = f"{amount} {unit}".strip() if amount is not None else "no amount"
+        return f"MPP {self.kind} challenge from {self.realm}: {price}"
+
+
+def _challenge(params: Mapping[str, str]) -> MppChallenge:
+    missing = [k for k in REQUIRED if not params.get(k)]
+    if missing:
+        raise ChallengeError(f"the MPP challenge lacks {', '.join(missing)}", field=missing[0])
+    method = params["method"]
+    if not _METHOD.fullmatch(method):
+        raise ChallengeError(f"the MPP challenge's method is not a method name: {method[:40]!r}", field="method")
+    request = decode_json(params["request"], "request")
+    if not isinstance(request, dict):
+        raise ChallengeError("the MPP challenge's request is not a JSON object", field="request")
+    opaque = None
+    if params.get("opaque"):
+        opaque = decode_json(params["opaque"], "opaque")
+        if not isinstance(opaque, dict):
+            raise ChallengeError("the MPP challenge's opaque is not a JSON object", field="opaque")
+    return MppChallenge(
+        id=params["id"], realm=params["realm"], method=method, intent=params["intent"], request=request,
+        params=dict(params), expires=_timestamp(params["expires"]) if params.get("expires") else None,
+        description=params.get("description") or None, opaque=opaque, digest=params.get("digest") or None,
+    )
+
+
+@dataclass(frozen=True)
+class MppChallenges:
+    """Every complete `Payment` challenge of one 402, in the server's order, and why others were skipped."""
+
+    challenges: tuple[MppChallenge, ...]
+    skipped: tuple[str, ...] = ()
+
+    def __len__(self) -> int:
+        return len(self.challenges)
+
+    def __iter__(self) -> Iterator[MppChallenge]:
+        return iter(self.challenges)
+
+    def by_kind(self, method: str, intent: str | None = None) -> list[MppChallenge]:
+        return [c for c in self.challenges if c.method == method and (intent is None or c.intent == intent)]
+
+
+def parse(status: int, headers: Any, body: bytes | str | None = None) -> MppChallenges | None:
+    """The `Payment` challenges of a 402, or None when it has none.
+
+    Incomplete or undecodable challenges are skipped (with the reason kept) so one bad offer
+    never hides a good one; a 402 whose every `Payment` challenge is unusable is a ChallengeError.
+    """
+    if status != 402:
+        return None
+    found = [c for c in parse_challenges(header_values(headers, "www-authenticate")) if c.is_scheme(SCHEME)]
+    if not found:
+        return None
+    good: list[MppChallenge] = []
+    skipped: list[str] = []
+    for ch in found:
+        try:
+            good.append(_challenge(ch.params))
+        except ChallengeError as exc:
+            skipped.append(str(exc))
+    if not good:
+        raise ChallengeError("the 402 offers MPP Payment challenges but none is complete: " + "; ".join(skipped[:3]),
+                             field="request")
+    return MppChallenges(tuple(good), tuple(skipped))
+
+
+@dataclass(frozen=True)
+class MppReceipt:
+    """A `Payment-Receipt`: the server's word that it took the payment."""
+
+    status: str
+    method: str
+    reference: str
+    timestamp: str | None = None
+    challenge_id: str | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def success(self) -> bool:
+        return self.status == "success"
+
+
+def read_receipt(headers: Any) -> MppReceipt | None:
+    """The response's `Payment-Receipt`, or None without one; a malformed one is a ChallengeError."""
+    values = header_values(headers, "payment-receipt")
+    if not values:
+        return None
+    doc = decode_json(values[0].strip(), "receipt")
+    if not isinstance(doc, dict) or not all(isinstance(doc.get(k), str) for k in ("status", "method", "reference")):
+        raise ChallengeError("the Payment-Receipt lacks status, method or reference", field="receipt")
+    known = {"status", "method", "reference", "timestamp", "challengeId"}
+    return MppReceipt(
+        status=doc["status"], method=doc["method"], reference=doc["reference"],
+        timestamp=doc.get("timestamp") if isinstance(doc.get("timestamp"), str) else None,
+        challenge_id=doc.get("challengeId") if isinstance(doc.get("challengeId"), str) else None,
+        extra={k: v for k, v in doc.items() if k not in known},
+    )
+
+
+@dataclass(frozen=True)
+class MppProblem:
+    """An RFC 9457 problem-details body of the scheme: which kind, and the server's words (untrusted)."""
+
+    kind: str            # payment-insufficient, payment-expired, verification-failed, lightning/invalid-preimage, ...
+    title: str | None
+    detail: str | None
+    status: int | None
+
+
+def read_problem(body: bytes | str | None) -> MppProblem | None:
+    """The scheme's problem details in a response body, or None when the body is not one."""
+    if not body:
+        return None
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError, TypeError):
+        return None
+    if not isinstance(doc, dict) or not isinstance(doc.get("type"), str) or not doc["type"].startswith(PROBLEM_BASE):
+        return None
+    text = {k: doc[k][:500] if isinstance(doc.get(k), str) else None for k in ("title", "detail")}
+    status = doc.get("status") if isinstance(doc.get("status"), int) and not isinstance(doc.get("status"), bool) else None
+    return MppProblem(doc["type"][len(PROBLEM_BASE):][:100], text["title"], text["detail"], status)
+
+
+# -- the lightning method's charge intent ([lnc]) -------------------------------------------------
+NETWORKS = {"mainnet": "bitcoin", "regtest": "regtest", "signet": "signet", "testnet": "testnet"}
+
+
+@dataclass(frozen=True)
+class LightningCharge:
+    """What a `lightning`/`charge` request asks: an amount in sat and the invoice that collects it."""
+
+    amount_sat: int
+    invoice: str = field(repr=False)
+    payment_hash: str | None
+    network: str | None  # as wallets name networks (bitcoin, regtest, ...)
+    description: str | None = None
+
+    @classmethod
+    def from_challenge(cls, challenge: MppChallenge) -> LightningCharge:
+        if challenge.method != "lightning" or challenge.intent != "charge":
+            raise ChallengeError(f"not a lightning charge: {challenge.kind}", field="method")
+        req = challenge.request
+        amount, currency = req.get("amount"), req.get("currency")
+        if not isinstance(amount, str) or not amount.isdigit() or len(amount) > 18:
+            raise ChallengeError("the lightning charge's amount is not a whole number of sat", field="amount")
+        if currency is not None and currency != "sat":
+            raise ChallengeError(f"the lightning charge is priced in {str(currency)[:20]!r}, not sat", field="currency")
+        details = req.get("methodDetails")
+        if not isinstance(details, dict) or not isinstance(details.get("invoice"), str) or not details["invoice"]:
+            raise ChallengeError("the lightning charge carries no invoice", field="methodDetails.invoice")
+        payment_hash = details.get("paymentHash")
+        if payment_hash is not None and not (isinstance(payment_hash, str) and re.fullmatch(r"[0-9a-fA-F]{64}", payment_hash)):
+            raise ChallengeError("the lightning charge's paymentHash is not 64 hex characters", field="paymentHash")
+        network = details.get("network")
+        if network is not None and network not in NETWORKS:
+            raise ChallengeError(f"the lightning charge names an unknown network {str(network)[:20]!r}", field="network")
+        desc = req.get("description")
+        return cls(int(amount), details["invoice"], payment_hash.lower() if payment_hash else None,
+                   NETWORKS[network] if network else None, desc if isinstance(desc, str) else None)
+
+    @staticmethod
+    def payload(preimage: str) -> dict[str, str]:
+        return {"preimage": preimage.lower()}
+
+
+def check_charge_invoice(charge: LightningCharge, invoice: Invoice, *, expires: datetime | None = None,
+                         now: datetime | None = None) -> None:
+    """The invoice must be exactly what the charge asks: its amount, its payment hash, its network,
+    and neither it nor the challenge may have expired. InvoiceError otherwise."""
+    from httpay.errors import InvoiceError
+
+    if invoice.amount_msat != charge.amount_sat * 1000:
+        raise InvoiceError(f"the invoice asks {invoice.amount_msat} msat, the MPP charge {charge.amount_sat} sat",
+                           check="amount")
+    if charge.payment_hash is not None and invoice.payment_hash != charge.payment_hash:
+        raise InvoiceError("the invoice's payment hash is not the one the MPP charge names", check="payment_hash")
+    if charge.network is not None and invoice.network != charge.network:
+        raise InvoiceError(f"the invoice is for {invoice.network}, the MPP charge says {charge.network}", check="network")
+    moment = now or datetime.now(UTC)
+    if invoice.expired(moment) or (expires is not None and moment >= expires):
+        raise InvoiceError("the MPP charge or its invoice has expired; not paying it", check="expiry")

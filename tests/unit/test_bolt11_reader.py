@@ -1,0 +1,63 @@
+"""httpay's BOLT11 reader agrees with the `bolt11` package: on real invoices field by field, on
+the corpus and on mutated inputs accept/reject alike (the full campaign: tools/fuzz.py
+--bolt11-differential 1000000), and its failures are typed."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from httpay.bolt11_reader import Bolt11Invalid, read_bolt11
+from httpay.errors import InvoiceError
+from httpay.lightning import decode_invoice
+from tests.helpers import make_invoice
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tools"))
+from fuzz_bolt11 import oracle, ours
+
+
+@pytest.mark.parametrize("amount", [None, 1, 10_000, 123_456_789, 21 * 10**11])
+@pytest.mark.parametrize("network", ["regtest", "bitcoin", "testnet", "signet"])
+def test_fields_agree_with_the_bolt11_package(amount: int | None, network: str) -> None:
+    text, _ = make_invoice(amount, network=network, description="1 Credit Package ✓", expiry=1234)
+    assert ours(text) == oracle(text) is not None
+    fields = read_bolt11(text)
+    assert fields.amount_msat == amount and fields.expiry == 1234 and fields.description == "1 Credit Package ✓"
+
+
+def test_uppercase_invoices_read_the_same() -> None:
+    text, _ = make_invoice(10_000)
+    assert read_bolt11(text.upper()) == read_bolt11(text)
+
+
+@pytest.mark.parametrize("text", ["", "lnbc1", "lnbc10u1qqqqqq", "x" * 5000, "lnbc1" + "q" * 600, "bc1qar0srrr7xfkvy5l643lydnw9re59gtzzwf5mdq"])
+def test_what_is_not_an_invoice_is_a_typed_error(text: str) -> None:
+    with pytest.raises(Bolt11Invalid):
+        read_bolt11(text)
+    with pytest.raises(InvoiceError) as err:
+        decode_invoice(text or " ")
+    assert err.value.check == "decode"
+
+
+def test_a_tampered_amount_fails_the_signature_through_a_pinned_payee() -> None:
+    text, _ = make_invoice(10_000)
+    payee = read_bolt11(text).payee
+    assert payee and len(payee) == 66
+    # the payee recovered from a tampered invoice is some other key: the payee check catches it
+    hrp_end = text.rfind("1")
+    from bech32 import CHARSET, bech32_create_checksum
+
+    data = [CHARSET.index(c) for c in text[hrp_end + 1:]][:-6]
+    forged = "lnbcrt200n1" + "".join(CHARSET[d] for d in data + bech32_create_checksum("lnbcrt200n", data))
+    assert read_bolt11(forged).payee != payee
+
+
+def test_a_differential_smoke_of_the_fuzz_campaign() -> None:
+    run = subprocess.run([sys.executable, str(ROOT / "tools" / "fuzz.py"), "--bolt11-differential", "3000",
+                          "--seed", "smoke", "--workers", "1"], capture_output=True, text=True, timeout=600, cwd=ROOT, check=False)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "0 disagreements" in run.stdout and "3,000 inputs" in run.stdout
