@@ -410,3 +410,32 @@ def test_an_approver_cannot_pay_what_was_not_offered(name: str, answer: Callable
               policy=httpay.Policy(usd_per_btc=RATE, budget_sat=10_000, approve=answer))
     assert isinstance(out.error, PaymentRefused) and out.error.rule == "approval" and text in str(out.error)
     assert out.wallet_calls == 0 and out.receipts == [] and out.spent_msat == 0 and svc.hits.get("/pay", 0) == 0
+
+
+def test_a_402_after_a_redirect_to_another_host_keeps_the_first_hosts_token(svc: HostileService, wallet: CountingWallet,
+                                                                           ledger: Path, mode: str) -> None:
+    """httpx drops Authorization on a redirect to another origin; that origin's 402 must not evict the
+    token of the host that redirected (nor see it), and each host is paid once."""
+    from starlette.responses import RedirectResponse
+
+    from tests.hostile.harness import hostile_service
+
+    with hostile_service() as other:
+        other.node = svc.node  # one Lightning network: the wallet reaches both services' invoices
+        target = other.classic("/there")
+
+        async def go(request: Any) -> Any:
+            if svc.authorized(request):
+                assert "authorization" in request.headers
+                return RedirectResponse(target, status_code=302)
+            return svc.classic_challenge(10)
+        url = svc.route("/go", go)
+        seen: list[str] = []
+        for _ in range(3):
+            out = run(mode, url, wallet=wallet, ledger=ledger, policy=httpay.Policy(budget_sat=1_000),
+                      follow_redirects=True)
+            assert out.error is None and out.status == 200, out.error
+            seen.append(str(out.response.url) if out.response is not None else "")
+    assert seen == [target] * 3
+    assert out.wallet_calls == 2 and out.spent_msat == 22_000  # one token per host, each kept
+    assert other.issued == 1 and svc.issued == 1
