@@ -46,6 +46,7 @@ from tests.hostile.harness import (
     run_many,
     v02_then,
     x402,
+    x402_requirement,
 )
 
 RATE = 100_000.0  # USD per BTC: $0.01 = 10 sat
@@ -282,21 +283,47 @@ X402_LIMITS = [
 ]
 
 
+def _x402_offer_id(index: int, amounts: tuple[str, ...]) -> str:
+    from httpay.protocols import x402 as x402_protocol
+
+    ch = x402_protocol.X402Challenge.from_dict({"x402Version": 2, "accepts": [x402_requirement(a) for a in amounts]},
+                                               default_version=2)
+    return ch.to_offers()[index].offer_id
+
+
+@pytest.mark.parametrize("surface", SURFACES)
 @pytest.mark.parametrize("case", X402_LIMITS, ids=lambda c: c.name)
-def test_an_approved_x402_pick_passes_the_same_decision(case: Limit, svc: HostileService, ledger: Path,
-                                                        mode: str) -> None:
-    url = x402(svc, "/x402", amounts=("10000", "4990000"))  # $0.01 and $4.99 in USDC
+def test_an_approved_x402_pick_passes_the_same_decision(case: Limit, surface: str, svc: HostileService, ledger: Path,
+                                                        tmp_path: Path, mode: str) -> None:
+    amounts = ("10000", "4990000")  # $0.01 and $4.99 in USDC
+    url = x402(svc, "/x402", amounts=amounts)
+    big = _x402_offer_id(1, amounts)
     _prespend(ledger, case.prespent_msat)
     signer = CountingSigner()
     asked: list[httpay.Decision] = []
-
-    def hook(d: httpay.Decision) -> httpay.Offer:
-        asked.append(d)
-        return d.offers.offers[1]
-    policy = httpay.Policy(usd_per_btc=RATE, methods=["x402"], approve=hook, **case.policy)
+    person: Person | None = None
+    queue: ApprovalQueue | None = None
+    if surface == "hook":
+        def hook(d: httpay.Decision) -> httpay.Offer:
+            asked.append(d)
+            return next(o for o in d.offers.offers if o.offer_id == big)
+        approve: Any = hook
+    else:
+        queue = ApprovalQueue(tmp_path / "approvals.db", timeout_s=30)
+        approve = queue if mode == "sync" else queue.aapprove
+        person = Person(surface, tmp_path / "approvals.db", ledger, big)
+    policy = httpay.Policy(usd_per_btc=RATE, methods=["x402"], approve=approve, **case.policy)
     request = {"extensions": {MAX_PRICE_EXTENSION: case.max_price_msat}} if case.max_price_msat else None
-    out = run(mode, url, wallet=None, ledger=ledger, policy=policy, request=request, x402_signer=signer)
-    assert len(asked) == int(case.asked)
+    try:
+        out = run(mode, url, wallet=None, ledger=ledger, policy=policy, request=request, x402_signer=signer)
+    finally:
+        if person is not None:
+            person.done()
+    if queue is not None:
+        assert [(a.status, a.chosen_offer_id) for a in queue.recent()] == ([("approved", big)] if case.asked else [])
+        queue.close()
+    else:
+        assert len(asked) == int(case.asked)
     new_rows = [r for r in out.receipts if r.host != "other.example"]
     if case.rule is None:
         assert out.error is None and out.status == 200 and len(signer.signed) == 1
@@ -439,3 +466,18 @@ def test_a_402_after_a_redirect_to_another_host_keeps_the_first_hosts_token(svc:
     assert seen == [target] * 3
     assert out.wallet_calls == 2 and out.spent_msat == 22_000  # one token per host, each kept
     assert other.issued == 1 and svc.issued == 1
+
+
+def test_policy_with_offer_re_decides_on_the_decisions_own_inputs() -> None:
+    """The public re-decision keeps this request's cap and the spent total the first decision saw."""
+    offers = httpay.PaymentOffers.from_dict({"version": "0.2.2", "payment_request_url": "http://x/pay",
+                                             "offers": NOTEBOOK_OFFERS})
+    policy = httpay.Policy(usd_per_btc=RATE, budget_sat=1_500)
+    first = policy.decide(offers, url="http://x/", host="x", max_price_msat=50_000, spent_msat=0)
+    with pytest.raises(PaymentRefused, match="price cap of 50 sat") as capped:
+        policy.with_offer(first, offers.get(BIG))
+    spent = policy.decide(offers, url="http://x/", host="x", spent_msat=1_000_000)
+    with pytest.raises(PaymentRefused, match=r"500 sat \(\$0.50\) of the total budget is left") as budget:
+        policy.with_offer(spent, offers.get(MID))
+    assert (capped.value.rule, budget.value.rule) == ("max_per_payment", "budget")
+    assert policy.with_offer(first, offers.get(CHEAP)).offer.offer_id == CHEAP
