@@ -13,7 +13,7 @@ from typing import Any
 from httpay.client import AsyncClient, Client
 from httpay.errors import (
     AlreadyPaid, ChallengeError, ConfigError, HttpayError, InsufficientFunds, InvoiceError, LedgerError,
-    PaidRequestFailed, PaymentRefused, PaymentRequestError, PaymentTimeout, WalletError,
+    PaidRequestFailed, PaymentDeadlineExceeded, PaymentRefused, PaymentRequestError, PaymentTimeout, WalletError,
 )
 from httpay.events import Event
 from httpay.ledger import Ledger, Receipt, open_ledger
@@ -30,7 +30,7 @@ __all__ = [
     "AlreadyPaid", "AsyncClient", "AsyncPaymentTransport", "ChallengeError", "Client", "ConfigError", "Decision",
     "DemoWallet", "Event", "HttpayError", "InsufficientFunds", "Invoice", "InvoiceError", "Ledger", "LedgerError",
     "FewsatsWallet", "LNDWallet", "LNbitsWallet", "LightsparkWallet", "wallet_from_env", "EvmSigner",
-    "PaymentRejected", "ApprovalQueue",
+    "PaymentRejected", "ApprovalQueue", "PaymentDeadlineExceeded",
     "Offer", "PaidRequestFailed", "Payment", "PaymentNotHonored", "PaymentOffers", "PaymentOutcomeUnknown", "PaymentRefused",
     "PaymentRequest", "PaymentRequestError", "PaymentTimeout", "PaymentTransport", "Policy", "Receipt", "Wallet",
     "WalletError", "check_invoice", "decode_invoice", "open_ledger", "parse", "receipt_of",

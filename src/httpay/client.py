@@ -8,6 +8,7 @@ feature keeps working; the extra keyword arguments say who pays (wallet), within
 from __future__ import annotations
 
 import logging
+import math
 import os
 from typing import Any
 
@@ -17,9 +18,9 @@ from httpay.challenge import TOKEN_SCOPES
 from httpay.errors import ConfigError
 from httpay.events import EventHook
 from httpay.ledger import Ledger, open_ledger
-from httpay.pipeline import MAX_PRICE_EXTENSION, Payer
+from httpay.pipeline import DEFAULT_PAYMENT_DEADLINE_S, MAX_PRICE_EXTENSION, Payer
 from httpay.policy import Policy, usd_to_msat
-from httpay.transport import AsyncPaymentTransport, PaymentTransport
+from httpay.transport import AsyncPaymentTransport, PaymentTransport, _AsyncFlights, _SyncFlights
 from httpay.reconcile import DEFAULT_GRACE_S, reconcile
 from httpay.wallets.base import Wallet
 
@@ -28,7 +29,7 @@ log = logging.getLogger("httpay")
 
 def _payer(wallet: Wallet | None, policy: Policy | None, ledger: Ledger | str | os.PathLike[str] | None,
            on_event: EventHook | None, token_scope: str, reconcile_grace_s: float | None,
-           x402_signer: Any = None) -> Payer:
+           x402_signer: Any = None, payment_deadline: float | None = DEFAULT_PAYMENT_DEADLINE_S) -> Payer:
     if wallet is None and x402_signer is None:
         raise ConfigError("a paying client needs wallet= (Lightning, e.g. httpay.DemoWallet) or x402_signer= (or both)")
     if wallet is not None and not isinstance(wallet, Wallet):
@@ -37,8 +38,15 @@ def _payer(wallet: Wallet | None, policy: Policy | None, ledger: Ledger | str | 
         raise ConfigError(f"token_scope= must be one of {', '.join(TOKEN_SCOPES)}, got {token_scope!r}")
     if x402_signer is not None and not callable(getattr(x402_signer, "sign_typed_data", None)):
         raise ConfigError(f"x402_signer= must be a signer such as httpay.signers.EvmSigner, got {type(x402_signer).__name__}")
+    if payment_deadline is not None and not (
+        isinstance(payment_deadline, int | float) and not isinstance(payment_deadline, bool)
+        and math.isfinite(payment_deadline) and payment_deadline > 0
+    ):
+        raise ConfigError(f"payment_deadline= must be a positive number of seconds (or None for no deadline), "
+                          f"got {payment_deadline!r}")
     payer = Payer(wallet=wallet, policy=policy or Policy(), ledger=open_ledger(ledger), on_event=on_event,
-                  token_scope=token_scope, x402_signer=x402_signer)
+                  token_scope=token_scope, x402_signer=x402_signer,
+                  payment_deadline=None if payment_deadline is None else float(payment_deadline))
     if reconcile_grace_s is not None and wallet is not None:
         # A payment left pending by a crash is settled or released before anything new is paid.
         payer.stale_pending_s = reconcile_grace_s
@@ -75,6 +83,38 @@ class _PayingMixin:
         return {MAX_PRICE_EXTENSION: usd_to_msat(usd, rate)}
 
 
+def _wrap_sync(client: httpx.Client, payer: Payer) -> None:
+    """Put the payment step on the transports httpx built from the client's own arguments: the
+    default one and every mount (proxy= / mounts= / HTTP_PROXY routes), with one shared single flight.
+    A route httpx maps to None (NO_PROXY) falls back to the default transport, which is wrapped."""
+    flights = _SyncFlights()
+
+    def route(url: httpx.URL) -> httpx.BaseTransport:
+        chosen = client._transport_for_url(url)
+        return chosen.inner if isinstance(chosen, PaymentTransport) else chosen
+
+    def wrap(inner: httpx.BaseTransport) -> PaymentTransport:
+        return PaymentTransport(payer, inner, flights=flights, route=route)
+
+    client._transport = wrap(client._transport)
+    client._mounts = {pattern: None if t is None else wrap(t) for pattern, t in client._mounts.items()}
+
+
+def _wrap_async(client: httpx.AsyncClient, payer: Payer) -> None:
+    """The async twin of `_wrap_sync`."""
+    flights = _AsyncFlights()
+
+    def route(url: httpx.URL) -> httpx.AsyncBaseTransport:
+        chosen = client._transport_for_url(url)
+        return chosen.inner if isinstance(chosen, AsyncPaymentTransport) else chosen
+
+    def wrap(inner: httpx.AsyncBaseTransport) -> AsyncPaymentTransport:
+        return AsyncPaymentTransport(payer, inner, flights=flights, route=route)
+
+    client._transport = wrap(client._transport)
+    client._mounts = {pattern: None if t is None else wrap(t) for pattern, t in client._mounts.items()}
+
+
 class Client(_PayingMixin, httpx.Client):
     """An httpx.Client that meets 402 Payment Required by paying within `policy`, then retrying.
 
@@ -83,16 +123,23 @@ class Client(_PayingMixin, httpx.Client):
     a paid L402 token is reused (host, prefix or url); payments left pending by a crash are
     reconciled with the wallet on start once older than `reconcile_grace_s` (None: never).
     `x402_signer` (an `httpay.signers.EvmSigner`) pays x402 challenges when the policy allows
-    `x402` methods; without one they are refused.
+    `x402` methods; without one they are refused. `payment_deadline` (seconds, default 60; None:
+    none) bounds one paid request from its 402 to the wallet: past it nothing is paid
+    (`PaymentDeadlineExceeded`). Every other argument is httpx's own and keeps httpx's meaning:
+    httpx builds the transports (verify, cert, http2, limits, proxy, mounts, trust_env, transport)
+    and httpay wraps each of them with the payment step.
     """
 
     def __init__(self, *, wallet: Wallet | None = None, policy: Policy | None = None,
                  ledger: Ledger | str | os.PathLike[str] | None = None, on_event: EventHook | None = None,
                  token_scope: str = "host", reconcile_grace_s: float | None = DEFAULT_GRACE_S,
-                 transport: httpx.BaseTransport | None = None, x402_signer: Any = None, **kwargs: Any) -> None:
-        self.payer = _payer(wallet, policy, ledger, on_event, token_scope, reconcile_grace_s, x402_signer)
+                 transport: httpx.BaseTransport | None = None, x402_signer: Any = None,
+                 payment_deadline: float | None = DEFAULT_PAYMENT_DEADLINE_S, **kwargs: Any) -> None:
+        self.payer = _payer(wallet, policy, ledger, on_event, token_scope, reconcile_grace_s, x402_signer,
+                            payment_deadline)
         self._own_ledger = not isinstance(ledger, Ledger)
-        super().__init__(transport=PaymentTransport(self.payer, transport), **kwargs)
+        super().__init__(transport=transport, **kwargs)
+        _wrap_sync(self, self.payer)
 
     def close(self) -> None:
         super().close()
@@ -107,10 +154,12 @@ class AsyncClient(_PayingMixin, httpx.AsyncClient):
                  ledger: Ledger | str | os.PathLike[str] | None = None, on_event: EventHook | None = None,
                  token_scope: str = "host", reconcile_grace_s: float | None = DEFAULT_GRACE_S,
                  transport: httpx.AsyncBaseTransport | None = None, x402_signer: Any = None,
-                 **kwargs: Any) -> None:
-        self.payer = _payer(wallet, policy, ledger, on_event, token_scope, reconcile_grace_s, x402_signer)
+                 payment_deadline: float | None = DEFAULT_PAYMENT_DEADLINE_S, **kwargs: Any) -> None:
+        self.payer = _payer(wallet, policy, ledger, on_event, token_scope, reconcile_grace_s, x402_signer,
+                            payment_deadline)
         self._own_ledger = not isinstance(ledger, Ledger)
-        super().__init__(transport=AsyncPaymentTransport(self.payer, transport), **kwargs)
+        super().__init__(transport=transport, **kwargs)
+        _wrap_async(self, self.payer)
 
     async def aclose(self) -> None:
         await super().aclose()

@@ -90,6 +90,16 @@ class PaidRequestFailed(HttpayError):
         super().__init__(message)
         self.receipt = receipt
         self.response = response
+class PaymentDeadlineExceeded(HttpayError):
+    """The service took longer than `payment_deadline` between its 402 and the payment; nothing was paid.
+
+    `deadline_s` is the knob's value, `stage` says what the service was slow at (e.g. "the invoice").
+    """
+
+    def __init__(self, message: str, *, deadline_s: float, stage: str) -> None:
+        super().__init__(message)
+        self.deadline_s = deadline_s
+        self.stage = stage
 
 
 class LedgerError(HttpayError):

@@ -13,6 +13,7 @@ import dataclasses
 import json
 import logging
 import secrets
+import time
 from collections.abc import Generator
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,7 +24,8 @@ import httpx
 
 from httpay.errors import (
     ConfigError,
-    HttpayError, InvoiceError, PaidRequestFailed, PaymentRefused, PaymentRequestError, WalletError,
+    HttpayError, InvoiceError, PaidRequestFailed, PaymentDeadlineExceeded, PaymentRefused, PaymentRequestError,
+    WalletError,
 )
 from httpay.events import Event, EventHook, emit
 from httpay.challenge import (
@@ -45,13 +47,71 @@ DRY_RUN_EXTENSION = "httpay_dry_run"     # request extension: hand a 402 back un
 OFFER_EXTENSION = "httpay_offer_id"      # request extension: pay only this offer (still within the policy)
 MAX_PRICE_EXTENSION = "httpay_max_price_msat"  # request extension: pay at most this much for this request
 TOKEN_EXTENSION = "httpay_l402_token"  # request extension: (scope, token) this flow put in Authorization
+DEADLINE_EXTENSION = "httpay_payment_deadline"  # response extension: the Deadline the 402 it is on must be paid by
+FORWARDED_EXTENSIONS = ("timeout", "trace")  # what a request the flow makes itself inherits from the caller's
+DEFAULT_PAYMENT_DEADLINE_S = 60.0
 MAX_WAIT_ROUNDS = 10  # a request waits for at most this many other payments of its challenge before refusing
+
+
+class Deadline:
+    """By when one paid request must reach the wallet (or signer): `seconds` after its 402 arrived.
+
+    Time a person takes to approve does not count (`paused`); every other wait does, so a service
+    that is silent or dribbles bytes cannot hold a payment open, nor get paid late.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.at = time.monotonic() + seconds
+
+    def remaining(self) -> float:
+        return self.at - time.monotonic()
+
+    def paused(self, since: float) -> None:
+        """Give back the time since `since` (a `time.monotonic()` reading), spent waiting for a person."""
+        self.at += max(0.0, time.monotonic() - since)
+
+    def exceeded(self, stage: str) -> PaymentDeadlineExceeded:
+        return PaymentDeadlineExceeded(
+            f"not paid: the service took longer than payment_deadline={self.seconds:g} s from its 402 to the "
+            f"payment (it was still at {stage}); nothing was paid. If this service is known to be slow, raise "
+            "Client(payment_deadline=...) (seconds; None: no deadline)", deadline_s=self.seconds, stage=stage,
+        )
+
+
+def deadline_of(response: httpx.Response) -> Deadline | None:
+    """The payment deadline the driver started when this 402 arrived (None: no deadline set)."""
+    found = response.extensions.get(DEADLINE_EXTENSION)
+    return found if isinstance(found, Deadline) else None
+
+
+def within_deadline(payer: Payer, response: httpx.Response, url: str, rid: str, stage: str) -> None:
+    """Raise PaymentDeadlineExceeded (before anything is reserved or paid) once the 402's deadline passed."""
+    deadline = deadline_of(response)
+    if deadline is None or deadline.remaining() > 0:
+        return
+    exc = deadline.exceeded(stage)
+    emit(payer.on_event, Event("refused", url, rid, {"rule": "payment_deadline", "reason": str(exc)}),
+         str(exc).removeprefix("not paid: "), logging.WARNING)
+    raise exc
+
+
+def follow_up(origin: httpx.Request, method: str, url: httpx.URL, **kwargs: Any) -> httpx.Request:
+    """A request the flow makes itself, with the caller's timeouts (and trace hook) of `origin`."""
+    extensions = {k: origin.extensions[k] for k in FORWARDED_EXTENSIONS if k in origin.extensions}
+    return httpx.Request(method, url, extensions=extensions, **kwargs)
 
 
 # -- effects: what the flow asks its driver to do ------------------------------------------------
 @dataclass(frozen=True)
 class Send:
+    """Send `request`. With `deadline`: the whole exchange, body included, must end before it.
+    With `payment_deadline_s`: the answer may be the 402 to pay, so if it is a 402 the driver starts a
+    `Deadline` of that many seconds, reads the body within it and puts it in the response's extensions."""
+
     request: httpx.Request
+    deadline: Deadline | None = None
+    payment_deadline_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -117,6 +177,7 @@ class Payer:
     inflight_wait_s: float = 60.0      # how long to wait for another process's payment of the same challenge
     stale_pending_s: float = 120.0     # a pending payment older than this is reconciled, not waited for
     x402_signer: Any = None            # pays x402 challenges (httpay.signers.EvmSigner); None: refuse them
+    payment_deadline: float | None = DEFAULT_PAYMENT_DEADLINE_S  # seconds from a 402 to paying it; None: none
 
     @property
     def lightning(self) -> Wallet:
@@ -183,7 +244,7 @@ def request_flow(
     url = str(request.url)
     _present_token(payer, request)
     met_402_at = now_utc()
-    response: httpx.Response = yield Send(request)
+    response: httpx.Response = yield Send(request, payment_deadline_s=None if dry_run else payer.payment_deadline)
     if response.status_code != 402:
         return response
     response.read()
@@ -243,7 +304,7 @@ def pay_flow(
         # Someone else just paid what this request needs: use their payment before paying again.
         emit(hook, Event("waited", url, rid, {"key": key}), "another request paid for this; retrying with its payment")
         sent_at = now_utc()
-        again = yield from _send_with_token(payer, request)
+        again = yield from _send_with_token(payer, request, payment_deadline_s=payer.payment_deadline)
         if again.status_code != 402:
             return again
         again.read()
@@ -258,30 +319,36 @@ def pay_flow(
             f"refused: {MAX_WAIT_ROUNDS} payments by other requests for this challenge each left this one unserved; "
             "not paying in a loop", rule="in_flight", offers=offers, response=response,
         )
-    try:
+    def obtain() -> Generator[Effect, Any, tuple[Receipt, PaymentChallenge | None]]:
+        """Pay for the flight, or find the payment another request made: the receipt and the challenge
+        whose credential the retry presents (None: present nothing new)."""
         # A payment for this flight made after this request met its 402 (by a flow that left before this
         # one joined, or by another process) is used, never repeated, and never refused by a budget it spent.
         meanwhile = _paid_meanwhile(payer, key, met_402_at)
-        if meanwhile is not None:
-            done = yield from _await_other(payer, meanwhile, rid, url)
-            if done is not None:
-                return (yield from _retry(payer, request, done, rid, url, challenge=None))
+        done = (yield from _await_other(payer, meanwhile, rid, url)) if meanwhile is not None else None
+        if done is not None:
+            return done, None
         pr_url = _payment_request_url(policy, request, offers, response) if challenge.protocol == l402_v02.PROTOCOL else None
         decision = _decide(payer, challenge, response, url, host, rate, rid, max_price_msat, offer_id)
         if policy.approve is not None:
+            asked_at = time.monotonic()
             answer = yield Ask(decision)
+            if (deadline := deadline_of(response)) is not None:
+                deadline.paused(asked_at)  # a person's time to decide is not the service's delay
             decision = _approved(payer, challenge, decision, answer, response, rid)
             emit(hook, Event("approval", url, rid, {"decision": decision, "approved": True}), f"approved: {decision}")
 
         if challenge.protocol == l402_v02.PROTOCOL:
             assert pr_url is not None
-            pr = yield from _request_payment(payer, pr_url, offers, decision.offer, decision.method, rid, url)
+            pr = yield from _request_payment(payer, pr_url, offers, decision.offer, decision.method, rid, url,
+                                             origin=request, deadline=deadline_of(response))
             assert pr.lightning_invoice is not None
             bolt11 = pr.lightning_invoice
         else:
             assert challenge.l402 is not None
             bolt11 = challenge.l402.invoice
         invoice = _check(payer, bolt11, decision, challenge, response, rid, url)
+        within_deadline(payer, response, url, rid, "the invoice")
         not_before: datetime | None = met_402_at
         for _ in range(MAX_WAIT_ROUNDS):
             try:
@@ -294,18 +361,23 @@ def pay_flow(
                     same = challenge.l402 is not None and done.payment_hash == invoice.payment_hash and done.preimage
                     if same:
                         _keep_token(payer, challenge.l402, done.preimage or "", done.payment_hash, url)
-                    return (yield from _retry(payer, request, done, rid, url, challenge=challenge if same else None))
+                    return done, (challenge if same else None)
                 not_before = None  # it failed: nothing was paid, so pay now (unless yet another is pending)
+                within_deadline(payer, response, url, rid, "another payment of this challenge")
         else:
             raise PaymentRefused(f"refused: {MAX_WAIT_ROUNDS} other payments for this challenge failed in turn; "
                                  "not paying in a loop", rule="in_flight", offers=offers, response=response)
 
         payment = yield from _pay(payer, receipt, invoice, rid, url)
-        receipt = _settle(payer, receipt, payment, invoice, challenge, url, rid, rate)
+        return _settle(payer, receipt, payment, invoice, challenge, url, rid, rate), challenge
+
+    # The retry is sent after this flow leaves the flight, so requests waiting on the flight never
+    # also wait on this one's retry (a service that answers slowly would hold them all).
+    try:
+        receipt, proof = yield from obtain()
     finally:
         yield Leave(key)
-
-    return (yield from _retry(payer, request, receipt, rid, url, challenge=challenge))
+    return (yield from _retry(payer, request, receipt, rid, url, challenge=proof))
 
 
 def _paid_meanwhile(payer: Payer, key: str, met_402_at: datetime) -> Receipt | None:
@@ -452,10 +524,12 @@ def _evict_if_presented(payer: Payer, request: httpx.Request) -> None:
         log.info("the server answered 402 to the L402 token held for %s: evicted it", scope)
 
 
-def _send_with_token(payer: Payer, request: httpx.Request) -> Generator[Effect, Any, httpx.Response]:
-    """Repeat a request after a payment: with the L402 token stored for its scope, if any."""
+def _send_with_token(payer: Payer, request: httpx.Request,
+                     payment_deadline_s: float | None = None) -> Generator[Effect, Any, httpx.Response]:
+    """Repeat a request after a payment: with the L402 token stored for its scope, if any.
+    `payment_deadline_s`: a 402 it meets may be paid, so start its deadline (see `Send`)."""
     _present_token(payer, request)
-    response: httpx.Response = yield Send(request)
+    response: httpx.Response = yield Send(request, payment_deadline_s=payment_deadline_s)
     return response
 
 
@@ -516,11 +590,25 @@ def _pinned(offers: PaymentOffers, offer_id: str) -> PaymentOffers:
 
 def _request_payment(
     payer: Payer, pr_url: httpx.URL, offers: PaymentOffers, offer: Offer, method: str, rid: str, url: str,
+    *, origin: httpx.Request | None = None, deadline: Deadline | None = None,
 ) -> Generator[Effect, Any, PaymentRequest]:
+    """POST the chosen offer to the payment request URL, with the caller's timeouts and within the deadline."""
     body = l402_v02.payment_request_body(offers, offer, method)
-    req = httpx.Request("POST", pr_url, content=json.dumps(body).encode(),
-                        headers={"content-type": "application/json", "accept": "application/json"})
-    resp: httpx.Response = yield Send(req)
+    kwargs: dict[str, Any] = {"content": json.dumps(body).encode(),
+                              "headers": {"content-type": "application/json", "accept": "application/json"}}
+    req = follow_up(origin, "POST", pr_url, **kwargs) if origin is not None else httpx.Request("POST", pr_url, **kwargs)
+    try:
+        resp: httpx.Response = yield Send(req, deadline=deadline)
+    except httpx.TimeoutException as exc:
+        raise PaymentRequestError(
+            f"the payment request endpoint on {pr_url.host} did not answer within the client's timeout "
+            f"({type(exc).__name__}); nothing was paid. Try again later, or raise Client(timeout=...)",
+        ) from None
+    except httpx.TransportError as exc:
+        raise PaymentRequestError(
+            f"the payment request endpoint on {pr_url.host} could not be reached ({type(exc).__name__}); "
+            "nothing was paid",
+        ) from None
     resp.read()
     if resp.status_code != 200:
         raise PaymentRequestError(
@@ -670,7 +758,7 @@ def _retry(payer: Payer, request: httpx.Request, receipt: Receipt, rid: str, url
 
 def _name(exc: BaseException) -> str:
     """An exception's class and its first words (never a whole server text) for a message."""
-    text = " ".join(str(exc).split())[:80]
+    text = "".join(ch for ch in " ".join(str(exc).split()) if ch.isprintable())[:80]
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 

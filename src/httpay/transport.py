@@ -13,8 +13,9 @@ import functools
 import inspect
 import threading
 import time
-from collections.abc import Generator
-from typing import Any
+from collections.abc import Callable, Generator
+from types import TracebackType
+from typing import Any, Self, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -22,9 +23,13 @@ import httpx
 
 from httpay.errors import HttpayError
 from httpay.pipeline import (
-    DRY_RUN_EXTENSION, MAX_PRICE_EXTENSION, OFFER_EXTENSION, Ask, Effect, Join, Leave, Pay, Payer, Send, Sleep,
-    request_flow,
+    DEADLINE_EXTENSION, DRY_RUN_EXTENSION, MAX_PRICE_EXTENSION, OFFER_EXTENSION, Ask, Deadline, Effect, Join, Leave,
+    Pay, Payer, Send, Sleep, request_flow,
 )
+
+T = TypeVar("T")
+SyncRoute = Callable[[httpx.URL], httpx.BaseTransport]
+AsyncRoute = Callable[[httpx.URL], httpx.AsyncBaseTransport]
 
 
 class _SyncFlights:
@@ -79,18 +84,136 @@ def _resume(flow: Generator[Effect, Any, httpx.Response], value: Any,
         return None, stop.value
 
 
-def _drive_sync(flow: Generator[Effect, Any, httpx.Response], transport: httpx.BaseTransport, payer: Payer,
+_DEADLINE_SLACK_S = 0.05  # a socket timeout this close to the deadline is the deadline's
+
+
+def _bounded(request: httpx.Request, deadline: Deadline) -> httpx.Request:
+    """`request` with each of its timeouts cut to what is left of the deadline (no timeout: that)."""
+    left = max(deadline.remaining(), 0.001)
+    given = request.extensions.get("timeout") or {}
+    request.extensions = {**request.extensions, "timeout": {
+        k: left if given.get(k) is None else min(float(given[k]), left) for k in ("connect", "read", "write", "pool")
+    }}
+    return request
+
+
+def _stage(request: httpx.Request) -> str:
+    return f"the {request.method} to {request.url.host}"
+
+
+def _read_sync(response: httpx.Response, abandoned: threading.Event) -> httpx.Response:
+    """Read the body chunk by chunk, giving up (and closing) as soon as the waiting caller gave up."""
+    chunks: list[bytes] = []
+    for chunk in response.iter_bytes():
+        if abandoned.is_set():
+            response.close()
+            return response
+        chunks.append(chunk)
+    response._content = b"".join(chunks)  # what Response.read() stores; the stream is consumed and closed
+    return response
+
+
+def _within(deadline: Deadline, stage: str, work: Callable[[threading.Event], T],
+            discard: Callable[[T], None]) -> T:
+    """Run `work` in a helper thread and wait for it only until the deadline: a sync socket read cannot
+    be bounded in total otherwise (each chunk may arrive just within the read timeout). Past the
+    deadline the work is abandoned (told by the event, its late result discarded) and the caller gets
+    PaymentDeadlineExceeded."""
+    lock = threading.Lock()
+    done, abandoned = threading.Event(), threading.Event()
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = work(abandoned)
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting caller
+            box["error"] = exc
+        with lock:
+            done.set()
+            late = abandoned.is_set()
+        if late and "value" in box:
+            discard(box["value"])
+
+    threading.Thread(target=target, name="httpay-deadline", daemon=True).start()
+    done.wait(max(deadline.remaining(), 0.0))
+    with lock:
+        if not done.is_set():
+            abandoned.set()
+            raise deadline.exceeded(stage)
+    if "error" in box:
+        raise _deadline_or(box["error"], deadline, stage)
+    return box["value"]  # type: ignore[no-any-return]
+
+
+def _deadline_or(error: BaseException, deadline: Deadline, stage: str) -> BaseException:
+    """A timeout that fired with the deadline all but spent was the deadline's cut (see `_bounded`),
+    not the caller's own timeout: report it as the deadline, whichever clock noticed first."""
+    if isinstance(error, httpx.TimeoutException) and deadline.remaining() <= _DEADLINE_SLACK_S:
+        return deadline.exceeded(stage)
+    return error
+
+
+def _send_sync(effect: Send, transport: httpx.BaseTransport) -> httpx.Response:
+    """One Send: bounded in total by its deadline, or starting one if it meets a 402 to pay."""
+    if effect.deadline is not None:
+        request = _bounded(effect.request, effect.deadline)
+        return _within(effect.deadline, _stage(request),
+                       lambda abandoned: _read_sync(transport.handle_request(request), abandoned),
+                       lambda late: late.close())
+    response = transport.handle_request(effect.request)
+    if response.status_code == 402 and effect.payment_deadline_s is not None:
+        deadline = Deadline(effect.payment_deadline_s)
+        response.extensions[DEADLINE_EXTENSION] = deadline
+        _within(deadline, "the body of its 402", lambda abandoned: _read_sync(response, abandoned),
+                lambda late: late.close())
+    return response
+
+
+async def _send_async(effect: Send, transport: httpx.AsyncBaseTransport) -> httpx.Response:
+    """The async twin of `_send_sync`; every body is read (the flow reads bodies with sync calls)."""
+    if effect.deadline is not None:
+        deadline, request = effect.deadline, _bounded(effect.request, effect.deadline)
+        try:
+            with anyio.fail_after(max(deadline.remaining(), 0.0)):
+                response = await transport.handle_async_request(request)
+                try:
+                    await response.aread()
+                except BaseException:
+                    await response.aclose()
+                    raise
+        except TimeoutError:
+            raise deadline.exceeded(_stage(request)) from None
+        except httpx.TimeoutException as exc:
+            raise _deadline_or(exc, deadline, _stage(request)) from None
+        return response
+    response = await transport.handle_async_request(effect.request)
+    if response.status_code == 402 and effect.payment_deadline_s is not None:
+        deadline = Deadline(effect.payment_deadline_s)
+        response.extensions[DEADLINE_EXTENSION] = deadline
+        try:
+            with anyio.fail_after(max(deadline.remaining(), 0.0)):
+                await response.aread()
+        except TimeoutError:
+            await response.aclose()
+            raise deadline.exceeded("the body of its 402") from None
+    else:
+        await response.aread()
+    return response
+
+
+def _drive_sync(flow: Generator[Effect, Any, httpx.Response], route: SyncRoute, payer: Payer,
                 flights: _SyncFlights) -> httpx.Response:
     value: Any = None
     error: BaseException | None = None
     while True:
         effect, finished = _resume(flow, value, error)
         if effect is None:
-            return finished
+            done: httpx.Response = finished
+            return done
         value, error = None, None
         try:
             if isinstance(effect, Send):
-                value = transport.handle_request(effect.request)
+                value = _send_sync(effect, route(effect.request.url))
             elif isinstance(effect, Pay):
                 value = payer.lightning.pay_invoice(effect.invoice, max_fee_msat=effect.max_fee_msat)
             elif isinstance(effect, Ask):
@@ -108,19 +231,19 @@ def _drive_sync(flow: Generator[Effect, Any, httpx.Response], transport: httpx.B
             error = exc
 
 
-async def _drive_async(flow: Generator[Effect, Any, httpx.Response], transport: httpx.AsyncBaseTransport,
+async def _drive_async(flow: Generator[Effect, Any, httpx.Response], route: AsyncRoute,
                        payer: Payer, flights: _AsyncFlights) -> httpx.Response:
     value: Any = None
     error: BaseException | None = None
     while True:
         effect, finished = _resume(flow, value, error)
         if effect is None:
-            return finished
+            done: httpx.Response = finished
+            return done
         value, error = None, None
         try:
             if isinstance(effect, Send):
-                value = await transport.handle_async_request(effect.request)
-                await value.aread()
+                value = await _send_async(effect, route(effect.request.url))
             elif isinstance(effect, Pay):
                 apay = getattr(payer.lightning, "apay_invoice", None)
                 if apay is not None:
@@ -151,16 +274,31 @@ def _flow(payer: Payer, request: httpx.Request) -> Generator[Effect, Any, httpx.
 
 
 class PaymentTransport(httpx.BaseTransport):
-    """Wraps a transport: a 402 with L402 v0.2 offers is paid per the policy, then retried."""
+    """Wraps a transport: a 402 with L402 v0.2 offers is paid per the policy, then retried.
 
-    def __init__(self, payer: Payer, transport: httpx.BaseTransport | None = None) -> None:
+    `flights` shares one single-flight registry among several wrapped routes (httpay.Client wraps
+    its default transport and every mount with one); `route` picks the transport for a request the
+    flow makes to another URL (the payment request endpoint), so it goes the way httpx would send it.
+    """
+
+    def __init__(self, payer: Payer, transport: httpx.BaseTransport | None = None, *,
+                 flights: _SyncFlights | None = None, route: SyncRoute | None = None) -> None:
         self.payer = payer
         self.inner = transport or httpx.HTTPTransport()
-        self._flights = _SyncFlights()
+        self._flights = flights if flights is not None else _SyncFlights()
+        self._route: SyncRoute = route or (lambda url: self.inner)
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         request.read()  # the body must be replayable for the retry
-        return _drive_sync(_flow(self.payer, request), self.inner, self.payer, self._flights)
+        return _drive_sync(_flow(self.payer, request), self._route, self.payer, self._flights)
+
+    def __enter__(self) -> Self:
+        self.inner.__enter__()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None = None, exc_value: BaseException | None = None,
+                 traceback: TracebackType | None = None) -> None:
+        self.inner.__exit__(exc_type, exc_value, traceback)
 
     def close(self) -> None:
         self.inner.close()
@@ -169,14 +307,24 @@ class PaymentTransport(httpx.BaseTransport):
 class AsyncPaymentTransport(httpx.AsyncBaseTransport):
     """The async twin of `PaymentTransport`; the same pipeline, driven with await."""
 
-    def __init__(self, payer: Payer, transport: httpx.AsyncBaseTransport | None = None) -> None:
+    def __init__(self, payer: Payer, transport: httpx.AsyncBaseTransport | None = None, *,
+                 flights: _AsyncFlights | None = None, route: AsyncRoute | None = None) -> None:
         self.payer = payer
         self.inner = transport or httpx.AsyncHTTPTransport()
-        self._flights = _AsyncFlights()
+        self._flights = flights if flights is not None else _AsyncFlights()
+        self._route: AsyncRoute = route or (lambda url: self.inner)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         await request.aread()
-        return await _drive_async(_flow(self.payer, request), self.inner, self.payer, self._flights)
+        return await _drive_async(_flow(self.payer, request), self._route, self.payer, self._flights)
+
+    async def __aenter__(self) -> Self:
+        await self.inner.__aenter__()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None = None, exc_value: BaseException | None = None,
+                        traceback: TracebackType | None = None) -> None:
+        await self.inner.__aexit__(exc_type, exc_value, traceback)
 
     async def aclose(self) -> None:
         await self.inner.aclose()

@@ -36,6 +36,7 @@ from httpay.pipeline import (
     RECEIPT_EXTENSION, Ask, Effect, Payer, PaymentNotHonored, PaymentOutcomeUnknown, Send, approved_decision, decide,
     host_of, refused,
 )
+from httpay.pipeline import deadline_of, within_deadline
 from httpay.policy import Decision, fmt_msat
 from httpay.protocols import x402
 from httpay.protocols.l402_v02 import Offer, PaymentOffers
@@ -269,7 +270,10 @@ def x402_flow(
         decision = decide(payer, challenge, url=url, host=host, rate=rate, max_price_msat=max_price_msat,
                           offer_id=offer_id)
         if payer.policy.approve is not None:
+            asked_at = time.monotonic()
             answer = yield Ask(decision)
+            if (deadline := deadline_of(response)) is not None:
+                deadline.paused(asked_at)  # a person's time to decide is not the service's delay
             decision = approved_decision(payer, challenge, decision, answer)
             emit(payer.on_event, Event("approval", url, rid, {"decision": decision, "approved": True}),
                  f"approved: {decision}")
@@ -282,6 +286,7 @@ def x402_flow(
 
     nonce = secrets.token_bytes(32)
     auth = authorization(chosen, signer.address, nonce=nonce, now=int(time.time()))
+    within_deadline(payer, response, url, rid, "the signature")
     receipt = _reserve(payer, decision, chosen, nonce, url, host, response, rid, met_402_at)
     try:
         signature = signer.sign_typed_data(*typed_data(chosen, auth))
