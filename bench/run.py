@@ -150,6 +150,9 @@ def extra_benchmarks(quick: bool) -> list[Line]:
     for name, value, target in ledger_bench.run(n=100 if quick else 500):
         lines.append((name, f"{value:,.1f}", target))
     lines += concurrency_bench.run(quick=quick)
+    from bench import fleet_bench
+
+    lines += fleet_bench.run(quick=quick)  # N processes x M threads on one PostgreSQL budget
     return lines
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import os
 import sqlite3
 import threading
@@ -30,8 +29,9 @@ from httpay.errors import ConfigError, HttpayError, LedgerError
 from httpay.ledger.sqlite import connect
 from httpay.policy import Decision, fmt_msat
 from httpay.protocols.l402_v02 import Offer
+from httpay.safe import get_logger
 
-log = logging.getLogger("httpay.approvals")
+log = get_logger("httpay.approvals")
 
 WAITING, APPROVED, DENIED = "waiting", "approved", "denied"
 

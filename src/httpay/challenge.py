@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from httpay.errors import ChallengeError
 from httpay.lightning import Invoice, decode_invoice
 from httpay.protocols import l402_classic, l402_v02, x402
 from httpay.protocols.l402_v02 import Offer, PaymentOffers
@@ -75,7 +76,17 @@ def read_challenge(url: str, status: int, headers: Any, body: bytes | str | None
     classic = l402_classic.parse(status, headers, body)
     if classic is not None:
         return _classic(classic)
-    offers = l402_v02.parse(status, headers, body)
+    try:
+        offers = l402_v02.parse(status, headers, body)
+    except ChallengeError as exc:
+        if exc.field != "body":
+            raise  # a v0.2 body that is JSON but malformed: its own error, named
+        # A body labelled JSON that is not JSON (empty, an HTML page, garbage): the challenge may
+        # still be in the headers (x402 v2 sends it in PAYMENT-REQUIRED with any body at all).
+        found = x402.parse(status, headers, None)
+        if found is not None:
+            return _x402(found, url)
+        raise
     if offers is not None:
         return PaymentChallenge(l402_v02.PROTOCOL, offers, v02_key(offers, url))
     found = x402.parse(status, headers, body)

@@ -16,6 +16,7 @@ import httpx
 from rich.console import Console
 
 from httpay.errors import ConfigError, HttpayError
+from httpay.safe import MAX_LINE, markup, plain
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -88,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(_run(args, console) or 0)
     except HttpayError as exc:
-        Console(stderr=True).print(f"[red]httpay: {type(exc).__name__}: {exc}[/]")
+        Console(stderr=True).print(f"[red]httpay: {type(exc).__name__}: {markup(exc, MAX_LINE)}[/]")
         return 1
     except KeyboardInterrupt:
         return 130
@@ -162,7 +163,7 @@ def _get(args: argparse.Namespace, console: Console) -> int:
             try:
                 r = c.get(args.url, headers=_headers(args.header), extensions=ext)
             except httpay.PaymentRefused as exc:
-                err.print(f"[red]{exc}[/]")
+                err.print(f"[red]{markup(exc, MAX_LINE)}[/]")
                 if exc.offers is not None:
                     err.print(exc.offers)
                 return 3
@@ -171,7 +172,7 @@ def _get(args: argparse.Namespace, console: Console) -> int:
             queue.close()
     rec = httpay.receipt_of(r)
     if rec is not None:
-        err.print(f"[green]paid[/] {rec}")
+        err.print(f"[green]paid[/] {markup(rec, MAX_LINE)}")
     sys.stdout.write(r.text)
     if not r.text.endswith("\n"):
         sys.stdout.write("\n")
@@ -189,13 +190,15 @@ def _reconcile(args: argparse.Namespace, console: Console) -> int:
     wallet.close()
     if args.json:
         print(json.dumps([{"id": o.receipt.id, "outcome": o.outcome, "detail": o.detail,
-                           "status": o.receipt.status.value} for o in outcomes], indent=2))
+                           "status": o.receipt.status.value, "wallet": o.receipt.wallet,
+                           "wallet_id": o.receipt.wallet_id} for o in outcomes], indent=2))
     elif not outcomes:
         console.print("no pending payments: nothing to reconcile")
     else:
         for o in outcomes:
-            console.print(str(o))
-    return 0 if all(o.outcome != "pending" for o in outcomes) else 5
+            console.print(plain(o, MAX_LINE))
+    # 5: something stays pending, in flight or another wallet's (that wallet must reconcile it)
+    return 0 if all(o.outcome not in ("pending", "other_wallet") for o in outcomes) else 5
 
 
 def _ledger(args: argparse.Namespace, console: Console) -> int:
@@ -408,8 +411,8 @@ def _offers(args: argparse.Namespace, console: Console) -> int:
                           "usd_per_btc": rate, "offers": _offer_dicts(offers, rate)}, indent=2))
         return 0
     console.print(offers_table(offers, title=f"{args.url} asks for payment (L402 v{offers.version})", usd_per_btc=rate))
-    console.print(f"payment requests go to {offers.payment_request_url}"
-                  + (f"; terms: {offers.terms_url}" if offers.terms_url else ""))
+    console.print(f"payment requests go to {markup(offers.payment_request_url)}"
+                  + (f"; terms: {markup(offers.terms_url)}" if offers.terms_url else ""))
     console.print("Nothing was paid: `httpay get URL --dry-run` shows what your policy would pay.")
     return 0
 
@@ -466,10 +469,11 @@ def _dry_run(args: argparse.Namespace, policy: Any, console: Console) -> int:
                                    chosen=d.offer.offer_id if d else None))
         if d is not None:
             price = fmt_msat(d.price_msat, rate) if d.price_msat is not None else d.offer.price
-            console.print(f"[green]would pay[/] {d.offer.offer_id} '{d.offer.title}': {d.offer.price} ≈ {price} by {d.method}"
+            console.print(f"[green]would pay[/] {markup(d.offer.offer_id, 80)} '{markup(d.offer.title)}': "
+                          f"{markup(d.offer.price)} ≈ {price} by {markup(d.method, 80)}"
                           + (", after a person approves it" if args.ask else ""))
         else:
-            console.print(f"[red]would not pay[/] ({result['rule']}): {result['reason']}")
+            console.print(f"[red]would not pay[/] ({markup(result['rule'], 80)}): {markup(result['reason'], MAX_LINE)}")
         console.print("dry run: nothing was paid, the wallet was not called")
     return 0 if d is not None else 3
 
@@ -514,7 +518,7 @@ def _wallet(args: argparse.Namespace, console: Console) -> int:
     if args.json:
         print(json.dumps({"wallet": w.name, "network": w.network, "balance_msat": balance, "usd_per_btc": rate}))
     else:
-        console.print(f"{w.name} wallet on {w.network}: {fmt_msat(balance, rate)}")
+        console.print(plain(f"{w.name} wallet on {w.network}: {fmt_msat(balance, rate)}", MAX_LINE))
     return 0
 
 
@@ -546,7 +550,7 @@ def _approvals(args: argparse.Namespace, console: Console) -> int:
     if args.json:
         print(json.dumps(a.to_dict()))
     else:
-        console.print(f"[{'green' if a.status == 'approved' else 'red'}]{a}[/]")
+        console.print(plain(a, MAX_LINE, style="green" if a.status == "approved" else "red"))
     return 0
 
 

@@ -7,7 +7,6 @@ feature keeps working; the extra keyword arguments say who pays (wallet), within
 
 from __future__ import annotations
 
-import logging
 import math
 import os
 from typing import Any
@@ -23,8 +22,9 @@ from httpay.policy import Policy, usd_to_msat
 from httpay.transport import AsyncPaymentTransport, PaymentTransport, _AsyncFlights, _SyncFlights
 from httpay.reconcile import DEFAULT_GRACE_S, reconcile
 from httpay.wallets.base import Wallet
+from httpay.safe import get_logger
 
-log = logging.getLogger("httpay")
+log = get_logger("httpay")
 
 
 def _payer(wallet: Wallet | None, policy: Policy | None, ledger: Ledger | str | os.PathLike[str] | None,

@@ -5,6 +5,9 @@ models themselves.
 Amounts show in sat and USD when a BTC/USD rate is known: pass `usd_per_btc=` or set one for
 every view with `httpay.display.set_usd_per_btc(rate)` (handy in a notebook). No view shows a
 secret: preimages never, payment hashes and invoices shortened.
+
+No view obeys a server either: every cell is a `Text` made by `httpay.safe.plain` (one line, no
+control characters, bounded, never parsed as rich markup) and every HTML value passes `_e`.
 """
 
 from __future__ import annotations
@@ -19,6 +22,9 @@ from rich import box
 from rich.console import Console, ConsoleOptions, RenderResult
 from rich.table import Table
 from rich.text import Text
+
+from httpay.amounts import rate_ok, sat_text, usd_text
+from httpay.safe import clean, plain
 
 if TYPE_CHECKING:
     from httpay.approvals import Approval
@@ -39,24 +45,23 @@ _default_rate: float | None = None
 def set_usd_per_btc(rate: float | None) -> None:
     """Set the BTC/USD rate every view uses when none is passed (None: show sat only)."""
     global _default_rate
-    if rate is not None and rate <= 0:
-        raise ValueError("the BTC/USD rate must be positive")
+    if rate is not None and not rate_ok(rate):
+        raise ValueError("the BTC/USD rate must be a finite positive number")
     _default_rate = rate
 
 
 def _rate(rate: float | None) -> float | None:
-    return rate if rate else _default_rate
+    return rate if rate_ok(rate) else _default_rate  # an inf or NaN rate is no rate: never "$inf"
 
 
 def _sat(msat: int | None) -> str:
-    return "—" if msat is None else f"{msat / 1000:,.3f}".rstrip("0").rstrip(".")
+    return "—" if msat is None else sat_text(msat)
 
 
 def _usd(msat: int | None, rate: float | None) -> str | None:
-    if msat is None or not rate:
+    if msat is None or not rate_ok(rate):
         return None
-    usd = msat / 100_000_000_000 * rate
-    return f"${usd:,.4f}" if 0 < usd < 0.01 else f"${usd:,.2f}"
+    return usd_text(msat, rate, small_places=4)
 
 
 def _until(when: datetime, now: datetime | None = None) -> str:
@@ -73,8 +78,14 @@ def _payable(expires_at: datetime) -> str:
     return left if left.startswith("expired") else f"payable for {left.removeprefix('in ')}"
 
 
-def _e(x: Any) -> str:
-    return html.escape(str(x), quote=True)
+def _e(x: Any, limit: int = 1000) -> str:
+    """Text for HTML: one bounded line (`httpay.safe.clean`), then escaped."""
+    return html.escape(clean(x, limit), quote=True)
+
+
+def _row(*cells: Any) -> list[Any]:
+    """Table cells that rich shows as typed: `Text` stays, anything else becomes `plain` text."""
+    return [c if isinstance(c, Text) else plain(c) for c in cells]
 
 
 def _caption(title: str) -> str:
@@ -103,7 +114,7 @@ def offers_table(offers: Iterable["Offer"], title: str = "Offers", usd_per_btc: 
                  chosen: str | None = None) -> Table:
     rate = _rate(usd_per_btc)
     offers = list(offers)
-    t = Table(title=title, title_justify="left")
+    t = Table(title=plain(title, 300), title_justify="left")
     for col, kw in (("id", {"style": "cyan", "no_wrap": True}), ("title", {}), ("price", {"justify": "right"}),
                     ("≈ sat", {"justify": "right"}), ("credits", {"justify": "right"}), ("type", {}), ("methods", {})):
         t.add_column(col, **kw)  # type: ignore[arg-type]
@@ -112,8 +123,8 @@ def offers_table(offers: Iterable["Offer"], title: str = "Offers", usd_per_btc: 
         sat = _offer_sat(o, rate)
         unknown = unknown or sat == "—"
         mark = " ✔" if chosen == o.offer_id else ""
-        t.add_row(o.offer_id + mark, o.title, o.price, sat, _credits(o), o.type, ", ".join(o.payment_methods),
-                  style="bold green" if chosen == o.offer_id else None)
+        t.add_row(*_row(clean(o.offer_id, 80) + mark, o.title, o.price, sat, _credits(o), o.type,
+                        ", ".join(o.payment_methods)), style="bold green" if chosen == o.offer_id else None)
     if unknown:
         t.caption = "≈ sat needs a BTC/USD rate (usd_per_btc)"
     elif rate:
@@ -137,11 +148,11 @@ def html_offers(offers: Iterable["Offer"], title: str = "Offers", usd_per_btc: f
 
 # -- key/value views --------------------------------------------------------------------------------
 def _kv_table(title: str, rows: Sequence[tuple[str, str]]) -> Table:
-    t = Table(title=title, title_justify="left", show_header=False)
+    t = Table(title=plain(title, 300), title_justify="left", show_header=False)
     t.add_column("field", style="bold")
     t.add_column("value")
     for k, v in rows:
-        t.add_row(k, v)
+        t.add_row(*_row(k, v))
     return t
 
 
@@ -194,7 +205,7 @@ def invoice_rows(inv: "Invoice", usd_per_btc: float | None = None) -> list[tuple
         amount = "none (httpay refuses amount-less invoices)"
     else:
         usd = inv.usd(rate)
-        amount = f"{inv.amount_msat / 1000:,g} sat" + (f" ≈ ${usd:,.4f}" if usd is not None else "")
+        amount = f"{sat_text(inv.amount_msat)} sat" + (f" ≈ ${usd:,.4f}" if usd is not None else "")
     return [
         ("amount", amount),
         ("network", inv.network),
@@ -253,7 +264,8 @@ class ReceiptsView:
         show_note = wide and any(r.reason for r in rs)
         show_price = wide or not self.rate
         show_method = wide and any(r.method != "lightning" for r in rs)
-        t = Table(title=self.title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, padding=(0, 1, 0, 0))
+        t = Table(title=plain(self.title, 300), title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
+                  show_edge=False, padding=(0, 1, 0, 0))
         t.add_column("#", justify="right", no_wrap=True)
         t.add_column("when (UTC)", no_wrap=True)
         t.add_column("status", no_wrap=True)
@@ -279,12 +291,12 @@ class ReceiptsView:
                 row.append(_offer_price(r))
             row.append(_paid_text(r, self.rate))
             if show_fee:
-                row.append(_sat(r.fee_msat))
+                row.append(_fee(r))
             if wide:
                 row.append((r.payment_hash or "")[:10] + "…")
             if show_note:
                 row.append(r.reason or "")
-            t.add_row(*row)
+            t.add_row(*_row(*row))
         if not rs:
             t.caption = "no payments recorded"
             t.caption_justify = "left"
@@ -295,7 +307,12 @@ class ReceiptsView:
         if options.max_width < 110:  # too narrow for a note column: notes go below the table
             for r in self.receipts:
                 if r.reason:
-                    yield Text(f"  #{r.id}: {r.reason}", style=STATUS_STYLE.get(r.status.value, ""))
+                    yield plain(f"  #{r.id}: {r.reason}", 500, style=STATUS_STYLE.get(r.status.value, ""))
+
+
+def _fee(r: "Receipt") -> str:
+    """The fee paid; for a pending payment, the most it may cost (held in the budgets): '≤ 10'."""
+    return ("≤ " if r.status.value == "pending" and r.fee_msat else "") + _sat(r.fee_msat)
 
 
 def receipts_table(receipts: Iterable["Receipt"], title: str = "Ledger", usd_per_btc: float | None = None) -> ReceiptsView:
@@ -314,7 +331,7 @@ def html_receipts(receipts: Iterable["Receipt"], title: str = "Ledger", usd_per_
             f"<td>{_status_html(r.status.value)}</td><td>{_e(r.host)}</td><td>{_e(_offer_text(r))}</td>"
             f"<td>{_e(r.method)}</td><td style='text-align:right'>{_e(_offer_price(r))}</td>"
             f"<td style='text-align:right'>{_e(_paid_text(r, rate))}</td>"
-            f"<td style='text-align:right'>{_e(_sat(r.fee_msat))}</td>"
+            f"<td style='text-align:right'>{_e(_fee(r))}</td>"
             f"<td><code>{_e((r.payment_hash or '')[:12])}…</code></td>{note}</tr>"
         )
     head = "".join(f"<th>{h}</th>" for h in ("#", "when (UTC)", "status", "host", "offer", "method", "price",
@@ -327,7 +344,7 @@ def html_receipts(receipts: Iterable["Receipt"], title: str = "Ledger", usd_per_
 
 # -- approvals -------------------------------------------------------------------------------------------
 def approvals_table(approvals: Iterable["Approval"], title: str = "Approvals") -> Table:
-    t = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+    t = Table(title=plain(title, 300), title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
     for col, kw in (("#", {"justify": "right", "no_wrap": True}), ("asked (UTC)", {"no_wrap": True}),
                     ("status", {"no_wrap": True}), ("host", {"no_wrap": True, "max_width": 24}),
                     ("offer", {"ratio": 1}), ("price", {"no_wrap": True}), ("decided by", {})):
@@ -335,8 +352,9 @@ def approvals_table(approvals: Iterable["Approval"], title: str = "Approvals") -
     items = list(approvals)
     for a in items:
         who = (a.decided_by or "") + (f" ({a.reason})" if a.reason else "")
-        t.add_row(str(a.id), a.created_at.strftime("%m-%d %H:%M:%S"), Text(a.status, style=STATUS_STYLE.get(a.status, "")),
-                  a.host, f"{a.offer_title or ''} ({a.offer_id})", a.price, who)
+        t.add_row(*_row(str(a.id), a.created_at.strftime("%m-%d %H:%M:%S"),
+                        plain(a.status, 20, style=STATUS_STYLE.get(a.status, "")),
+                        a.host, f"{clean(a.offer_title or '')} ({clean(a.offer_id, 80)})", a.price, who))
     if not items:
         t.caption = "nothing waiting for approval"
         t.caption_justify = "left"
@@ -446,8 +464,8 @@ class BudgetView:
                 return "—"
             return fmt_msat(msat, rate) if rate else _sat(msat)
 
-        t = Table(title=self.title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False,
-                  padding=(0, 1, 0, 0))
+        t = Table(title=plain(self.title, 300), title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
+                  show_edge=False, padding=(0, 1, 0, 0))
         t.add_column("limit", no_wrap=True)
         t.add_column("scope", max_width=24, overflow="ellipsis", no_wrap=True)
         if wide:
@@ -458,12 +476,15 @@ class BudgetView:
         for b in self.lines:
             used: Any = "" if b.spent_msat is None else _bar(b.used, 10 if wide else 6) + Text(f" {_pct(b.used)}")
             row = [b.name, b.scope] + ([b.window] if wide else [])
-            t.add_row(*row, amount(b.spent_msat), amount(b.limit_msat), amount(b.left_msat), used)
+            t.add_row(*_row(*row, amount(b.spent_msat), amount(b.limit_msat), amount(b.left_msat)), used)
         if not self.lines:
             t.caption = "the policy sets no limits"
         elif not wide:
             t.caption = "amounts in sat" + (f"; at {self.rate:,.0f} USD/BTC, 1,000 sat = ${1000 / 1e8 * self.rate:,.2f}"
-                                            if self.rate else "")
+                                            if self.rate else "") + "; spent includes fees (held while pending)"
+            t.caption_justify = "left"
+        else:
+            t.caption = "spent includes routing fees: paid ones, and the most a pending payment may still cost"
             t.caption_justify = "left"
         return t
 
@@ -492,4 +513,4 @@ def html_budget(lines: Sequence[BudgetLine], usd_per_btc: float | None = None, t
                     f"<td style='text-align:right'>{_e(left)}</td><td>{meter}</td></tr>")
     body = "".join(rows) or "<tr><td colspan='7'>the policy sets no limits</td></tr>"
     return (f"<table class='httpay-budget'>{_caption(title)}<thead><tr><th>limit</th><th>scope</th><th>window</th>"
-            f"<th>spent</th><th>of</th><th>left</th><th>used</th></tr></thead><tbody>{body}</tbody></table>")
+            f"<th title='fees included: paid ones, and the most a pending payment may still cost'>spent incl. fees</th><th>of</th><th>left</th><th>used</th></tr></thead><tbody>{body}</tbody></table>")

@@ -6,7 +6,9 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-log = logging.getLogger("httpay")
+from httpay.safe import MAX_LINE, clean, get_logger
+
+log = get_logger("httpay")
 
 
 @dataclass(frozen=True)
@@ -20,7 +22,8 @@ class Event:
     data: dict[str, Any] = field(default_factory=dict)
 
     def __str__(self) -> str:
-        return f"[{self.request_id}] {self.kind} {self.url}: " + ", ".join(f"{k}={v}" for k, v in self.data.items())
+        data = ", ".join(f"{k}={clean(v)}" for k, v in self.data.items())
+        return clean(f"[{self.request_id}] {self.kind} {clean(self.url)}: {data}", MAX_LINE)
 
 
 EventHook = Callable[[Event], None]
@@ -30,9 +33,10 @@ def emit(hook: EventHook | None, event: Event, message: str, level: int = loggin
     """Log one line for the step (no secrets in `message`) and hand the event to the hook.
 
     The record carries structured fields for log pipelines: `httpay_step`, `httpay_request_id`
-    (the correlation id shared by every step of one paid request) and `httpay_url`.
+    (the correlation id shared by every step of one paid request) and `httpay_url`. Server text
+    in `message` is made one bounded line here, so no step can forge a log line or fill a disk.
     """
-    log.log(level, "[%s] %s: %s", event.request_id, event.kind, message,
-            extra={"httpay_step": event.kind, "httpay_request_id": event.request_id, "httpay_url": event.url})
+    log.log(level, "[%s] %s: %s", event.request_id, event.kind, clean(message, MAX_LINE),
+            extra={"httpay_step": event.kind, "httpay_request_id": event.request_id, "httpay_url": clean(event.url)})
     if hook is not None:
         hook(event)

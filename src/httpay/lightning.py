@@ -14,9 +14,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from httpay.amounts import MAX_MSAT, MSAT_PER_BTC, sat_text
 from httpay.errors import InvoiceError
+from httpay.safe import clean
 
-MSAT_PER_BTC = 100_000_000_000
+__all__ = ["Invoice", "decode_invoice", "check_invoice", "offer_price_msat", "MSAT_PER_BTC", "MAX_MSAT", "NETWORKS"]
 
 # bolt11's currency codes -> the network names wallets use.
 NETWORKS = {"bc": "bitcoin", "tb": "testnet", "tbs": "signet", "bcrt": "regtest", "sb": "simnet"}
@@ -59,9 +61,9 @@ class Invoice:
         return self.amount_msat / MSAT_PER_BTC * usd_per_btc
 
     def __str__(self) -> str:
-        amt = f"{self.amount_msat / 1000:,g} sat" if self.amount_msat is not None else "no amount"
+        amt = f"{sat_text(self.amount_msat)} sat" if self.amount_msat is not None else "no amount"
         return (
-            f"BOLT11 invoice on {self.network}: {amt}, '{self.description or ''}', "
+            f"BOLT11 invoice on {clean(self.network, 20)}: {amt}, '{clean(self.description or '')}', "
             f"expires {self.expires_at:%Y-%m-%d %H:%M:%S} UTC, payee {(self.payee or '?')[:16]}…"
         )
 
@@ -89,6 +91,10 @@ def decode_invoice(bolt11: str) -> Invoice:
         inv = read_bolt11(text)
     except Bolt11Invalid as exc:
         raise InvoiceError(f"not a valid BOLT11 invoice ({exc})", check="decode") from None
+    if inv.amount_msat is not None and not 0 <= inv.amount_msat <= MAX_MSAT:
+        raise InvoiceError(
+            "the invoice's amount is more than all the bitcoin there is; not a real invoice", check="amount_above_limit"
+        )
     if not inv.payment_hash or len(inv.payment_hash) != 64:
         raise InvoiceError("the invoice carries no valid payment hash", check="decode")
     return Invoice(
@@ -148,7 +154,7 @@ def check_invoice(
         raise InvoiceError(f"the invoice amount must be positive, got {invoice.amount_msat} msat", check="amount_missing")
     if invoice.network != network:
         raise InvoiceError(
-            f"the invoice is for the {invoice.network} network but the wallet pays on {network}",
+            f"the invoice is for the {clean(invoice.network, 20)} network but the wallet pays on {network}",
             check="network",
         )
     if invoice.expired(now):
@@ -157,20 +163,20 @@ def check_invoice(
             check="expired",
         )
     if expected_msat is not None:
-        bound = math.floor(expected_msat * (1 + tolerance))
+        bound = math.floor(expected_msat * (1 + Fraction(str(tolerance))))  # exact: no float at any size
         if invoice.amount_msat > bound:
             raise InvoiceError(
-                f"the invoice asks {invoice.amount_msat / 1000:,g} sat but the offer is worth "
-                f"{expected_msat / 1000:,g} sat (+{tolerance:.0%} tolerance = {bound / 1000:,g} sat)",
+                f"the invoice asks {sat_text(invoice.amount_msat)} sat but the offer is worth "
+                f"{sat_text(expected_msat)} sat (+{tolerance:.0%} tolerance = {sat_text(bound)} sat)",
                 check="amount_above_offer",
             )
     if max_msat is not None and invoice.amount_msat > max_msat:
         raise InvoiceError(
-            f"the invoice asks {invoice.amount_msat / 1000:,g} sat, above the limit of {max_msat / 1000:,g} sat per payment",
+            f"the invoice asks {sat_text(invoice.amount_msat)} sat, above the limit of {sat_text(max_msat)} sat per payment",
             check="amount_above_limit",
         )
     if payee is not None and (invoice.payee or "").lower() != payee.lower():
-        raise InvoiceError(f"the invoice is payable to {invoice.payee}, not the pinned payee {payee}", check="payee")
+        raise InvoiceError(f"the invoice is payable to {clean(invoice.payee, 70)}, not the pinned payee {payee}", check="payee")
     if payment_hash is not None and invoice.payment_hash != payment_hash.lower():
         raise InvoiceError("the invoice's payment hash is not the one the challenge named", check="payment_hash")
     return invoice

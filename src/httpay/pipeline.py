@@ -16,14 +16,16 @@ import secrets
 import time
 from collections.abc import Generator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 
+from httpay import safe
+from httpay.amounts import rate_ok
 from httpay.errors import (
-    ConfigError,
+    ChallengeError, ConfigError,
     HttpayError, InvoiceError, PaidRequestFailed, PaymentDeadlineExceeded, PaymentRefused, PaymentRequestError,
     WalletError,
 )
@@ -33,14 +35,14 @@ from httpay.challenge import (
 )
 from httpay.challenge import v02_key as challenge_key
 from httpay.ledger import ChallengeInFlight, DuplicatePayment, Intent, Ledger, Receipt, Status
-from httpay.ledger.base import now_utc
 from httpay.lightning import Invoice, check_invoice, decode_invoice
 from httpay.policy import Decision, Policy, fmt_msat
 from httpay.protocols import l402_v02
 from httpay.protocols.l402_v02 import Offer, PaymentOffers, PaymentRequest
-from httpay.wallets.base import Payment, PaymentStatus, Wallet
+from httpay.wallets.base import Payment, PaymentStatus, Wallet, default_fee_limit_msat
+from httpay.safe import get_logger
 
-log = logging.getLogger("httpay")
+log = get_logger("httpay")
 
 RECEIPT_EXTENSION = "httpay_receipt"
 DRY_RUN_EXTENSION = "httpay_dry_run"     # request extension: hand a 402 back untouched, pay nothing
@@ -200,7 +202,7 @@ class Payer:
                 log.warning("the BTC/USD rate source failed (%s); USD limits will refuse until it answers",
                             type(exc).__name__)
                 continue
-            if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+            if rate_ok(value):  # finite and positive: an inf or NaN rate is no rate
                 return float(value)
         return None
 
@@ -217,6 +219,19 @@ def same_site(a: str, b: str) -> bool:
     return bool(ha) and ha == hb
 
 
+def met_at(ledger: Ledger, mark: float) -> datetime:
+    """When a 402 was met, on the ledger's clock (shared by every process): its now, less the time
+    elapsed since `mark` (`time.monotonic()` taken before the request was sent). No wall clock of
+    this machine enters, so a skewed one cannot make another process's payment look older."""
+    return ledger.now() - timedelta(seconds=max(time.monotonic() - mark, 0.0))
+
+
+def fee_cap_msat(policy: Policy, amount_msat: int) -> int:
+    """The most the wallet may spend on routing fees: the policy's cap, else the wallet's default one.
+    The ledger holds it with the amount until the payment settles, and the wallet is given it."""
+    return policy.max_fee_msat if policy.max_fee_msat is not None else default_fee_limit_msat(amount_msat)
+
+
 def refused(payer: Payer, url: str, rid: str, exc: PaymentRefused) -> PaymentRefused:
     """Log and report a refusal as one `refused` step, then hand it back to be raised."""
     emit(payer.on_event, Event("refused", url, rid, {"rule": exc.rule, "reason": str(exc)}),
@@ -225,13 +240,14 @@ def refused(payer: Payer, url: str, rid: str, exc: PaymentRefused) -> PaymentRef
 
 
 def _json_error(resp: httpx.Response) -> str:
+    """The service's error text, made safe for a log line or a terminal (one line, bounded)."""
     try:
-        data = resp.json()
+        data = safe.loads(resp.content)
         if isinstance(data, dict) and isinstance(data.get("error"), str):
-            return str(data["error"])[:200]
-    except (ValueError, UnicodeDecodeError):
+            return safe.clean(data["error"])
+    except ValueError:
         pass
-    return (resp.text or "")[:200]
+    return safe.clean(resp.content[:1000].decode("utf-8", "replace"))
 
 
 def request_flow(
@@ -243,10 +259,11 @@ def request_flow(
     (never retried in a loop) when the server answers 402 to it."""
     url = str(request.url)
     _present_token(payer, request)
-    met_402_at = now_utc()
+    mark = time.monotonic()
     response: httpx.Response = yield Send(request, payment_deadline_s=None if dry_run else payer.payment_deadline)
     if response.status_code != 402:
         return response
+    met_402_at = met_at(payer.ledger, mark)
     response.read()
     _evict_if_presented(payer, request)
     if dry_run:
@@ -269,7 +286,7 @@ def pay_flow(
     url = str(request.url)
     if isinstance(challenge, PaymentOffers):
         challenge = PaymentChallenge(l402_v02.PROTOCOL, challenge, challenge_key(challenge, url))
-    met_402_at = met_402_at or now_utc()
+    met_402_at = met_402_at or payer.ledger.now()
     host = host_of(request.url)
     rid = secrets.token_hex(4)
     policy, hook = payer.policy, payer.on_event
@@ -303,7 +320,7 @@ def pay_flow(
             break  # this request owns the flight: it pays, unless someone paid meanwhile
         # Someone else just paid what this request needs: use their payment before paying again.
         emit(hook, Event("waited", url, rid, {"key": key}), "another request paid for this; retrying with its payment")
-        sent_at = now_utc()
+        mark = time.monotonic()
         again = yield from _send_with_token(payer, request, payment_deadline_s=payer.payment_deadline)
         if again.status_code != 402:
             return again
@@ -313,7 +330,7 @@ def pay_flow(
         if fresh is None:
             return again
         challenge = dataclasses.replace(fresh, key=flight_key(fresh, url, payer.token_scope))
-        response, offers, met_402_at, key = again, fresh.offers, sent_at, challenge.key
+        response, offers, met_402_at, key = again, fresh.offers, met_at(payer.ledger, mark), challenge.key
     else:
         raise PaymentRefused(
             f"refused: {MAX_WAIT_ROUNDS} payments by other requests for this challenge each left this one unserved; "
@@ -415,14 +432,18 @@ def _settle(payer: Payer, receipt: Receipt, payment: Payment, invoice: Invoice, 
 def _payment_request_url(policy: Policy, request: httpx.Request, offers: PaymentOffers,
                          response: httpx.Response) -> httpx.URL:
     """The v0.2 payment request URL, which must belong to the service that asked (or an allowed host)."""
-    raw = offers.payment_request_url
-    pr_url = httpx.URL(raw) if raw.startswith(("http://", "https://")) else request.url.join(raw)
+    try:
+        raw = l402_v02.check_payment_request_url(offers.payment_request_url)
+        pr_url = request.url.join(raw)
+    except httpx.InvalidURL:
+        raise ChallengeError(f"402 body: field 'payment_request_url' is not a URL: {offers.payment_request_url!r:.60}",
+                             field="payment_request_url") from None
     if not same_site(str(pr_url), str(request.url)) and not any(
         (pr_url.host or "").lower() == h.lower() for h in policy.payment_hosts
     ):
         raise PaymentRefused(
-            f"refused: the payment request URL is on {pr_url.host}, not on {request.url.host} that asked; "
-            f"allow it with Policy(payment_hosts=[{pr_url.host!r}]) if you trust it",
+            f"refused: the payment request URL is on {safe.clean(pr_url.host, 100)}, not on {request.url.host} that "
+            f"asked; allow it with Policy(payment_hosts=[{safe.clean(repr(pr_url.host), 100)}]) if you trust it",
             rule="payment_host", offers=offers, response=response,
         )
     return pr_url
@@ -543,7 +564,7 @@ def _await_other(payer: Payer, existing: Receipt, rid: str, url: str) -> Generat
     waited = 0.0
     current = existing
     while current.status is Status.PENDING:
-        age = (now_utc() - current.updated_at).total_seconds()
+        age = (payer.ledger.now() - current.updated_at).total_seconds()  # one clock: the ledger's
         if age >= payer.stale_pending_s:
             outcome = reconcile_one(payer.ledger, payer.lightning, current, grace_s=payer.stale_pending_s)
             current = outcome.receipt
@@ -616,8 +637,8 @@ def _request_payment(
             f"HTTP {resp.status_code} {_json_error(resp)}", status_code=resp.status_code,
         )
     try:
-        data = resp.json()
-    except (ValueError, UnicodeDecodeError):
+        data = safe.loads(resp.content)
+    except ValueError:  # not JSON, not text, nested absurdly deep, an integer of thousands of digits
         raise PaymentRequestError("the payment request answer is not JSON", status_code=resp.status_code) from None
     pr = PaymentRequest.from_dict(data, payment_method=method, offer_id=offer.offer_id)
     emit(payer.on_event, Event("payment_request", url, rid, {"payment_request": pr}), str(pr))
@@ -659,6 +680,7 @@ def _reserve(payer: Payer, decision: Decision, invoice: Invoice, challenge: Paym
         payment_hash=invoice.payment_hash, offer_id=decision.offer.offer_id, offer_title=decision.offer.title,
         offer_amount=decision.offer.amount, offer_currency=decision.offer.currency, credits=decision.offer.balance,
         wallet=payer.lightning.name, challenge_key=challenge.key, not_before=met_402_at,
+        max_fee_msat=fee_cap_msat(payer.policy, invoice.amount_msat), wallet_id=payer.lightning.identity,
     )
     try:
         receipt = payer.ledger.reserve(intent, payer.policy.limits(host, rate, offers), usd_per_btc=rate)
@@ -668,14 +690,16 @@ def _reserve(payer: Payer, decision: Decision, invoice: Invoice, challenge: Paym
             refused(payer, url, rid, exc)
         raise
     emit(payer.on_event, Event("reserved", url, rid, {"receipt": receipt}),
-         f"ledger #{receipt.id} pending for {fmt_msat(receipt.amount_msat, rate)}")
+         f"ledger #{receipt.id} pending for {fmt_msat(receipt.amount_msat, rate)} + up to "
+         f"{fmt_msat(receipt.fee_msat, rate)} in fees")
     return receipt
 
 
 def _pay(payer: Payer, receipt: Receipt, invoice: Invoice, rid: str, url: str) -> Generator[Effect, Any, Payment]:
     ledger = payer.ledger
     try:
-        payment: Payment = yield Pay(invoice.bolt11, payer.policy.max_fee_msat)
+        # the very fee cap the ledger holds for this payment (a pending row's fee_msat)
+        payment: Payment = yield Pay(invoice.bolt11, receipt.fee_msat)
     except WalletError as exc:
         if exc.outcome_known:
             ledger.fail(receipt.id, f"{type(exc).__name__}: {exc}")
@@ -758,7 +782,7 @@ def _retry(payer: Payer, request: httpx.Request, receipt: Receipt, rid: str, url
 
 def _name(exc: BaseException) -> str:
     """An exception's class and its first words (never a whole server text) for a message."""
-    text = "".join(ch for ch in " ".join(str(exc).split()) if ch.isprintable())[:80]
+    text = safe.clean(" ".join(str(exc).split()), 80)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 

@@ -17,29 +17,39 @@ from datetime import timedelta
 from fractions import Fraction
 from typing import Any, Literal, Union
 
+from httpay.amounts import MAX_MSAT, MSAT_PER_BTC, rate_ok, sat_text, usd_text, usd_value
 from httpay.errors import ConfigError, PaymentRefused
-from httpay.lightning import MSAT_PER_BTC, offer_price_msat
+from httpay.lightning import offer_price_msat
 from httpay.protocols.l402_v02 import Offer, PaymentOffers
+from httpay.safe import clean
 
 Strategy = Literal["cheapest", "cheapest_per_credit", "covers_calls", "largest"]
 Approval = Union[bool, Offer, None]
 Approver = Callable[["Decision"], Union[Approval, Awaitable[Approval]]]
+MAX_POLICY_NUMBER = 10**15  # no limit, rate or fee a person sets is larger (10^15 sat is more than all bitcoin)
 
 
 def usd_to_msat(usd: float, usd_per_btc: float) -> int:
-    """Exact decimal conversion (no float drift at limits), rounded down: a limit never grows."""
-    return math.floor(Fraction(str(usd)) * MSAT_PER_BTC / Fraction(str(usd_per_btc)))
+    """Exact decimal conversion (no float drift at limits), rounded down: a limit never grows.
+
+    A limit above all the bitcoin there is means "no limit in practice" and is held at MAX_MSAT,
+    so no later arithmetic meets a number of thousands of digits."""
+    if not (math.isfinite(usd) and usd >= 0) or not rate_ok(usd_per_btc):
+        raise ConfigError(f"cannot convert {usd!r} USD at {usd_per_btc!r} USD/BTC: both must be finite, positive numbers")
+    return min(math.floor(Fraction(str(usd)) * MSAT_PER_BTC / Fraction(str(usd_per_btc))), MAX_MSAT)
 
 
 def msat_to_usd(msat: int, usd_per_btc: float | None) -> float | None:
-    return None if not usd_per_btc else msat / MSAT_PER_BTC * usd_per_btc
+    """USD worth of `msat`; None when the rate is unknown or unusable (never inf)."""
+    if not rate_ok(usd_per_btc) or abs(msat) > MAX_MSAT:
+        return None
+    return float(usd_value(msat, usd_per_btc))
 
 
 def fmt_msat(msat: int, usd_per_btc: float | None = None) -> str:
-    """'10 sat ($0.01)': how amounts are shown to people and to LLMs."""
-    sat = f"{msat / 1000:,.3f}".rstrip("0").rstrip(".") + " sat"
-    usd = msat_to_usd(msat, usd_per_btc)
-    return f"{sat} (${usd:,.2f})" if usd is not None else sat
+    """'10 sat ($0.01)': how amounts are shown to people and to LLMs (exact at any size)."""
+    sat = sat_text(msat) + " sat"
+    return f"{sat} ({usd_text(msat, usd_per_btc)})" if rate_ok(usd_per_btc) else sat
 
 
 @dataclass(frozen=True)
@@ -75,7 +85,8 @@ class Decision:
 
     def __str__(self) -> str:
         price = fmt_msat(self.price_msat, self.usd_per_btc) if self.price_msat is not None else self.offer.price
-        return f"pay {self.offer.offer_id} '{self.offer.title}' ({self.offer.price} ≈ {price}) by {self.method} for {self.url}"
+        return (f"pay {clean(self.offer.offer_id, 80)} '{clean(self.offer.title)}' ({self.offer.price} ≈ {price}) "
+                f"by {clean(self.method, 80)} for {clean(self.url)}")
 
 
 @dataclass
@@ -111,8 +122,11 @@ class Policy:
         for name in ("max_per_payment_usd", "budget_usd", "max_per_payment_sat", "budget_sat",
                      "per_host_usd", "per_hour_usd", "per_day_usd", "usd_per_btc", "max_fee_msat"):
             v = getattr(self, name)
-            if v is not None and (isinstance(v, bool) or not isinstance(v, int | float) or v < 0):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int | float)
+                                  or (isinstance(v, float) and not math.isfinite(v)) or v < 0):
                 raise ConfigError(f"Policy({name}=...) must be a non-negative number, got {v!r}")
+            if v is not None and v > MAX_POLICY_NUMBER:
+                raise ConfigError(f"Policy({name}=...) is larger than any real amount (at most {MAX_POLICY_NUMBER:.0e})")
         if self.rate_source is not None and not callable(self.rate_source):
             raise ConfigError("Policy(rate_source=...) must be a function returning the BTC price in USD")
         if self.usd_per_btc == 0:
@@ -209,7 +223,7 @@ class Policy:
         if not candidates:
             raise PaymentRefused(
                 f"refused: no offer can be paid with {', '.join(usable)}; the service takes "
-                f"{', '.join(offers.payment_methods) or 'nothing'}. Allow another method in Policy(methods=...)",
+                f"{clean(', '.join(offers.payment_methods)) or 'nothing'}. Allow another method in Policy(methods=...)",
                 rule="methods", offers=offers,
             )
         cap = self.max_per_payment_msat(rate, offers)
@@ -226,7 +240,7 @@ class Policy:
             priced.append((o, m, p))
         if not priced:
             raise PaymentRefused(
-                f"refused: the offers are priced in {', '.join(sorted({o.currency for o, _ in candidates}))} and no "
+                f"refused: the offers are priced in {clean(', '.join(sorted({o.currency for o, _ in candidates})))} and no "
                 "exchange rate converts that to sat; set Policy(usd_per_btc=...)",
                 rule="exchange_rate", offers=offers,
             )
@@ -289,8 +303,8 @@ def _pick(fitting: list[tuple[Offer, str, int | None]], strategy: Strategy,
           calls: int | None = None) -> tuple[Offer, str, int | None]:
     """Pick among offers that fit every limit. Ties go to lightning, then to the first listed."""
 
-    def price(x: tuple[Offer, str, int | None]) -> float:
-        return float(x[2] if x[2] is not None else x[0].amount)
+    def price(x: tuple[Offer, str, int | None]) -> int:
+        return x[2] if x[2] is not None else x[0].amount  # exact integers: no float overflow at any size
 
     method_rank = {"lightning": 0}
     if strategy == "covers_calls":
@@ -302,7 +316,7 @@ def _pick(fitting: list[tuple[Offer, str, int | None]], strategy: Strategy,
     if strategy == "largest":
         return max(fitting, key=lambda x: (price(x), -method_rank.get(x[1], 1)))
     if strategy == "cheapest_per_credit":
-        return min(fitting, key=lambda x: (price(x) / max(x[0].balance or 1, 1), price(x), method_rank.get(x[1], 1)))
+        return min(fitting, key=lambda x: (Fraction(price(x), max(x[0].balance or 1, 1)), price(x), method_rank.get(x[1], 1)))
     return min(fitting, key=lambda x: (price(x), method_rank.get(x[1], 1)))
 
 

@@ -4,20 +4,25 @@ A pending row means the wallet may have paid. It is never paid again blindly: th
 asked about the payment hash. Settled there -> settled here (with the preimage); unknown there
 and old enough that no other process can still be sending it -> failed (nothing left the
 wallet); still in flight there -> stays pending.
+
+Only the wallet that made a payment can tell: another wallet, even of the same kind, has never
+heard of it, and reading its silence as "not paid" would write off money that really left. So a
+payment is reconciled only through the wallet whose identity (`Wallet.identity`) is on its row;
+any other leaves it pending, counted in every budget, and says which wallet can settle it. Ages
+are measured on the ledger's clock, never this machine's.
 """
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from datetime import timedelta
 
 from httpay.errors import WalletError
 from httpay.ledger import Ledger, Receipt, Status
-from httpay.ledger.base import now_utc
 from httpay.wallets.base import PaymentStatus, Wallet
+from httpay.safe import get_logger
 
-log = logging.getLogger("httpay.reconcile")
+log = get_logger("httpay.reconcile")
 
 DEFAULT_GRACE_S = 120.0
 
@@ -27,19 +32,38 @@ class Reconciled:
     """What reconciling one pending payment found."""
 
     receipt: Receipt
-    outcome: str  # "settled", "failed", "pending", "skipped"
+    outcome: str  # "settled", "failed", "pending", "skipped", "other_wallet" (stays pending and counted)
     detail: str
 
     def __str__(self) -> str:
         return f"#{self.receipt.id} {self.outcome}: {self.detail}"
 
 
+def who_paid(receipt: Receipt) -> str:
+    """The wallet that made a payment, as a person can find it: its kind and identity."""
+    kind = receipt.wallet or "unknown"
+    return f"the {kind} wallet {receipt.wallet_id}" if receipt.wallet_id else f"a {kind} wallet of unrecorded identity"
+
+
+def owns(wallet: Wallet, receipt: Receipt) -> bool:
+    """True when `wallet` made this payment, so its silence about it means something.
+
+    A row with an identity belongs to the wallet with that identity only. A row without one (made
+    before identities, or by an adapter that has none) belongs only to an adapter that has none
+    either, of the same kind: the one case where "the only wallet of its kind" is all anyone knows."""
+    if receipt.wallet_id is not None:
+        return wallet.identity == receipt.wallet_id
+    return wallet.identity is None and receipt.wallet in (None, wallet.name)
+
+
 def reconcile_one(ledger: Ledger, wallet: Wallet, receipt: Receipt, *, grace_s: float = DEFAULT_GRACE_S) -> Reconciled:
-    """Ask the wallet about one pending payment and record the answer."""
+    """Ask the wallet about one pending payment and record the answer, if this wallet made it."""
     if receipt.status is not Status.PENDING:
         return Reconciled(receipt, receipt.status.value, "not pending")
     if not receipt.payment_hash:
         return Reconciled(receipt, "skipped", "no payment hash to look up")
+    if not owns(wallet, receipt):
+        return _not_mine(ledger, wallet, receipt)
     try:
         found = wallet.lookup(receipt.payment_hash)
     except NotImplementedError:
@@ -55,7 +79,7 @@ def reconcile_one(ledger: Ledger, wallet: Wallet, receipt: Receipt, *, grace_s: 
         done = ledger.fail(receipt.id, f"reconciled: the wallet reports failure ({found.failure_reason or 'no reason'})")
         return Reconciled(done, "failed", "the wallet reports the payment failed")
     if found is None:
-        age = now_utc() - receipt.updated_at
+        age = ledger.now() - receipt.updated_at  # the ledger's clock: the one every process stamps with
         if age < timedelta(seconds=grace_s):
             return Reconciled(receipt, "pending", f"unknown to the wallet but only {age.total_seconds():.0f} s old; "
                                                   "another process may still be sending it")
@@ -65,12 +89,27 @@ def reconcile_one(ledger: Ledger, wallet: Wallet, receipt: Receipt, *, grace_s: 
     return Reconciled(receipt, "pending", "still in flight at the wallet")
 
 
+def _not_mine(ledger: Ledger, wallet: Wallet, receipt: Receipt) -> Reconciled:
+    """Another wallet's pending payment: settle it only on proof, never write it off; say who can."""
+    mine = f"this client holds the {wallet.name} wallet {wallet.identity or '(no identity)'}"
+    found = None
+    if receipt.wallet_id is None:  # no identity recorded: a wallet that proves it paid may still settle it
+        try:
+            found = wallet.lookup(receipt.payment_hash or "")
+        except (NotImplementedError, WalletError):
+            found = None
+    if found is not None and found.status is PaymentStatus.SETTLED and found.proves(receipt.payment_hash or ""):
+        done = ledger.settle(receipt.id, preimage=found.preimage or "", fee_msat=found.fee_msat,
+                             amount_msat=found.amount_msat or receipt.amount_msat)
+        return Reconciled(done, "settled", "this wallet proves it paid it; recorded as settled")
+    detail = (f"paid with {who_paid(receipt)}; {mine}, which cannot see it, so it stays pending and counted in the "
+              f"budget. Only that wallet can settle it: run `httpay ledger reconcile` with HTTPAY_WALLET set to it")
+    log.warning("payment #%s is pending and was made with %s, not this client's wallet; left pending and counted",
+                receipt.id, who_paid(receipt))
+    return Reconciled(receipt, "other_wallet", detail)
+
+
 def reconcile(ledger: Ledger, wallet: Wallet, *, grace_s: float = DEFAULT_GRACE_S) -> list[Reconciled]:
-    """Reconcile every pending payment made with this wallet (by its name)."""
-    out = []
-    for receipt in ledger.receipts(status=Status.PENDING):
-        if receipt.wallet not in (None, wallet.name):
-            out.append(Reconciled(receipt, "skipped", f"paid with wallet {receipt.wallet!r}, not {wallet.name!r}"))
-            continue
-        out.append(reconcile_one(ledger, wallet, receipt, grace_s=grace_s))
-    return out
+    """Reconcile every pending payment; those another wallet made stay pending (outcome "other_wallet")."""
+    return [reconcile_one(ledger, wallet, receipt, grace_s=grace_s)
+            for receipt in ledger.receipts(status=Status.PENDING)]

@@ -40,8 +40,9 @@ from httpay.pipeline import deadline_of, within_deadline
 from httpay.policy import Decision, fmt_msat
 from httpay.protocols import x402
 from httpay.protocols.l402_v02 import Offer, PaymentOffers
+from httpay.safe import get_logger
 
-log = logging.getLogger("httpay")
+log = get_logger("httpay")
 
 DEFAULT_TIMEOUT_S = 300       # validBefore when the server gives no maxTimeoutSeconds (the x402 servers' default)
 MAX_TIMEOUT_S = 3600          # never sign an authorization that stays valid longer than an hour
@@ -375,6 +376,7 @@ def _reserve(payer: Payer, decision: Decision, chosen: Priced, nonce: bytes, url
         host=host, url=url, protocol=x402.PROTOCOL, method=req.payment_method, amount_msat=chosen.msat,
         payment_hash=nonce.hex(), offer_id=chosen.offer.offer_id, offer_title=chosen.offer.title,
         offer_amount=req.amount, offer_currency=req.currency, wallet=payer.x402_signer.name, not_before=met_402_at,
+        wallet_id=_signer_identity(payer.x402_signer),
     )
     rate = decision.usd_per_btc
     try:
@@ -385,6 +387,12 @@ def _reserve(payer: Payer, decision: Decision, chosen: Priced, nonce: bytes, url
     emit(payer.on_event, Event("reserved", url, rid, {"receipt": receipt}),
          f"ledger #{receipt.id} pending for {chosen.price} ≈ {fmt_msat(receipt.amount_msat, rate)}")
     return receipt
+
+
+def _signer_identity(signer: Any) -> str | None:
+    """The signer's public address names it (x402 transfers are gasless for the payer: no fee is held)."""
+    address = getattr(signer, "address", None)
+    return f"x402:{str(address).lower()}" if address else None
 
 
 def _outcome(payer: Payer, resp: httpx.Response, receipt: Receipt, chosen: Priced, url: str,

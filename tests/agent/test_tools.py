@@ -79,7 +79,8 @@ def test_the_notebook_story_through_the_tools_pays_once_and_leaks_nothing(accoun
 
 
 def test_a_spent_budget_is_refused_with_the_offers_and_what_is_left(account: Account) -> None:
-    with make_toolbox(account, budget_usd=0.015) as box:
+    # the fee cap is held with each payment: 1 sat of fee room keeps a 10 sat payment inside 15 sat
+    with make_toolbox(account, budget_usd=0.015, max_fee_msat=1_000) as box:
         assert box.fetch("/ticker/AAPL").startswith("HTTP 200")  # the free credit
         assert "paid 10 sat" in box.fetch("/ticker/MSFT")
         out = box.fetch("/ticker/GOOGL")

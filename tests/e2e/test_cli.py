@@ -108,11 +108,12 @@ def test_ledger_reconcile_settles_what_the_wallet_paid(demo: RunningServer, acco
     made = httpx.post(f"{demo.url}/ln/wallets", json={"balance_sat": 1000}).json()
     invoice = httpx.post(f"{demo.url}/ln/invoices", json={"amount_msat": 5000, "description": "x"}).json()
     ledger = tmp_path / "rec.sqlite3"
+    me = httpay.DemoWallet(demo.url, made["key"]).identity
     with SQLiteLedger(ledger) as lg:  # a crash left two payments pending: one the wallet made, one it never saw
         paid = lg.reserve(Intent(host="h", url="u", protocol="l402-v0.2", method="lightning", amount_msat=5000,
-                                 payment_hash=invoice["payment_hash"], wallet="demo"))
+                                 payment_hash=invoice["payment_hash"], wallet="demo", wallet_id=me))
         lost = lg.reserve(Intent(host="h", url="u", protocol="l402-v0.2", method="lightning", amount_msat=7000,
-                                 payment_hash="ab" * 32, wallet="demo"))
+                                 payment_hash="ab" * 32, wallet="demo", wallet_id=me))
     httpay.DemoWallet(demo.url, made["key"]).pay_invoice(invoice["payment_request"])
     env = {"HTTPAY_WALLET": "demo", "HTTPAY_DEMO_URL": demo.url, "HTTPAY_DEMO_KEY": made["key"]}
     p = httpay_cmd("ledger", "reconcile", "--ledger", str(ledger), "--grace", "0", "--json", env=env)
@@ -122,6 +123,37 @@ def test_ledger_reconcile_settles_what_the_wallet_paid(demo: RunningServer, acco
     assert made["key"] not in p.stdout + p.stderr
     again = httpay_cmd("ledger", "reconcile", "--ledger", str(ledger), env=env)
     assert again.returncode == 0 and "nothing to reconcile" in again.stdout
+
+
+def test_ledger_reconcile_leaves_another_wallets_payment_pending_and_names_it(demo: RunningServer,
+                                                                              tmp_path: Path) -> None:
+    """Agent A paid with its wallet and crashed; agent B's wallet (same kind) never saw the payment.
+    B's `httpay ledger reconcile` must not write it off: it stays pending, counted, and the command
+    says which wallet can settle it (exit 5: something is still pending)."""
+    import httpay
+    from httpay.ledger import Intent, SQLiteLedger, Status
+
+    a = httpx.post(f"{demo.url}/ln/wallets", json={"balance_sat": 1000}).json()
+    b = httpx.post(f"{demo.url}/ln/wallets", json={"balance_sat": 1000}).json()
+    invoice = httpx.post(f"{demo.url}/ln/invoices", json={"amount_msat": 5000, "description": "x"}).json()
+    wallet_a = httpay.DemoWallet(demo.url, a["key"])
+    ledger = tmp_path / "fleet.sqlite3"
+    with SQLiteLedger(ledger) as lg:
+        row = lg.reserve(Intent(host="h", url="u", protocol="l402-v0.2", method="lightning", amount_msat=5000,
+                                payment_hash=invoice["payment_hash"], wallet="demo", wallet_id=wallet_a.identity,
+                                max_fee_msat=1000))
+    wallet_a.pay_invoice(invoice["payment_request"])  # ... and A is killed before it records the settle
+    env_b = {"HTTPAY_WALLET": "demo", "HTTPAY_DEMO_URL": demo.url, "HTTPAY_DEMO_KEY": b["key"]}
+    p = httpay_cmd("ledger", "reconcile", "--ledger", str(ledger), "--grace", "0", env=env_b)
+    assert p.returncode == 5, p.stderr
+    assert f"#{row.id} other_wallet" in p.stdout and wallet_a.identity in p.stdout
+    assert "HTTPAY_WALLET" in p.stdout and "stays pending and counted" in p.stdout
+    assert a["key"] not in p.stdout + p.stderr and b["key"] not in p.stdout + p.stderr
+    with SQLiteLedger(ledger) as lg:
+        assert lg.get(row.id).status is Status.PENDING and lg.spent_msat() == 6000
+    env_a = {**env_b, "HTTPAY_DEMO_KEY": a["key"]}
+    p = httpay_cmd("ledger", "reconcile", "--ledger", str(ledger), "--grace", "0", "--json", env=env_a)
+    assert p.returncode == 0 and json.loads(p.stdout)[0]["outcome"] == "settled", p.stderr
 
 
 def test_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:

@@ -67,8 +67,10 @@ class CountingWallet(Wallet):
     name = "counting"
 
     def __init__(self, node: Node, *, fee_msat: int = 1_000, delay_s: float = 0.0,
-                 fail: Exception | None = None, balance_msat: int = 100_000_000) -> None:
+                 fail: Exception | None = None, balance_msat: int = 100_000_000,
+                 wallet_id: str | None = None) -> None:
         self.node = node
+        self.wallet_id = wallet_id  # its identity on the ledger (None: "counting", every CountingWallet alike)
         self.fee_msat = fee_msat
         self.delay_s = delay_s
         self.fail = fail
@@ -111,6 +113,10 @@ class CountingWallet(Wallet):
 
     def balance_msat(self) -> int:
         return self.balance
+
+    @property
+    def identity(self) -> str:
+        return f"counting:{self.wallet_id or 'shared'}"
 
     def close(self) -> None:
         pass

@@ -77,7 +77,8 @@ def test_over_budget(ledger: SQLiteLedger) -> None:
 def test_budget_is_enforced_by_the_ledger_across_payments(ledger: SQLiteLedger) -> None:
     svc = FakeService(invoice_msat=10_000)
     w = FakeWallet(svc)
-    with client(svc, w, ledger, budget_usd=0.021) as c:
+    # each payment holds 10 sat + a 10 msat fee cap while pending: two fit in 21 sat, a third would not
+    with client(svc, w, ledger, budget_usd=0.021, max_fee_msat=10) as c:
         assert c.get(URL).status_code == 200
         assert c.get(URL).status_code == 200
         with pytest.raises(httpay.PaymentRefused) as err:
@@ -154,7 +155,8 @@ def test_unknown_outcome_stays_pending_and_is_never_repaid(ledger: SQLiteLedger)
     with client(svc, w, ledger) as c, pytest.raises(httpay.PaymentOutcomeUnknown):
         c.get(URL)
     [row] = ledger.receipts()
-    assert row.status is Status.PENDING and ledger.spent_msat() == 10_000
+    # the amount and the fee cap it may have cost (default: 10 sat) stay counted until it is reconciled
+    assert row.status is Status.PENDING and row.fee_msat == 10_000 and ledger.spent_msat() == 20_000
 
 
 def test_paid_but_still_402_is_a_clear_error(ledger: SQLiteLedger) -> None:

@@ -175,7 +175,7 @@ offer_st = st.builds(
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(offer_st, max_size=6, unique_by=lambda o: o.offer_id), st.text(max_size=20))
+@given(st.lists(offer_st, min_size=1, max_size=6, unique_by=lambda o: o.offer_id), st.text(max_size=20))
 def test_round_trip_and_by_payment_is_sorted(offers, token) -> None:  # type: ignore[no-untyped-def]
     ofs = PaymentOffers(version="0.2.2", payment_request_url="https://x/pr", offers=tuple(offers),
                         payment_context_token=token or None)

@@ -161,7 +161,7 @@ requirement_v2 = st.fixed_dictionaries(
 )
 
 
-@given(st.lists(requirement_v2, max_size=4), st.one_of(st.none(), texts))
+@given(st.lists(requirement_v2, min_size=1, max_size=4), st.one_of(st.none(), texts))
 @settings(max_examples=200)
 def test_requirements_to_header_and_back(accepts: list[dict[str, Any]], error: str | None) -> None:
     ch = x402.parse(402, {"PAYMENT-REQUIRED": b64({"x402Version": 2, "accepts": accepts, "error": error})}, None)

@@ -18,8 +18,10 @@ from rich.panel import Panel
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.prompt import Confirm
 from rich.table import Table
+from rich.text import Text
 
 import httpay
+from httpay import safe
 from httpay.demo.runner import serve_in_thread
 from httpay.display import invoice_table, offers_table, payment_request_table, receipts_table
 from httpay.errors import HttpayError, redact
@@ -32,18 +34,20 @@ DEMO_LABEL = "DEMO: a local copy of stock.l402.org on a regtest demo Lightning n
 
 def ticker_table(symbol: str, data: dict[str, Any]) -> Table:
     extra = data.get("additional_data", {})
-    t = Table(title=f"{symbol}: price {extra.get('current_price')}, EPS {extra.get('eps')}, P/E {extra.get('pe_ratio')}",
-              title_justify="left")
+    t = Table(title=safe.plain(f"{symbol}: price {extra.get('current_price')}, EPS {extra.get('eps')}, "
+                               f"P/E {extra.get('pe_ratio')}", 300), title_justify="left")
     for col in ("fiscal year end", "revenue", "gross profit", "net income"):
         t.add_column(col, justify="right")
     for row in data.get("financial_data", []):
-        t.add_row(row.get("fiscalDateEnding", ""), _bn(row.get("totalRevenue")), _bn(row.get("grossProfit")),
-                  _bn(row.get("netIncome")))
+        t.add_row(safe.plain(row.get("fiscalDateEnding", ""), 40), _bn(row.get("totalRevenue")),
+                  _bn(row.get("grossProfit")), _bn(row.get("netIncome")))
     return t
 
 
 def _bn(v: Any) -> str:
-    return f"${v / 1e9:,.1f} bn" if isinstance(v, int | float) else "—"
+    if isinstance(v, bool) or not isinstance(v, int | float) or not -1e18 < v < 1e18:
+        return "—"  # not a number, or not a real company's (1e308, inf, NaN, 4,000 digits)
+    return f"${v / 1e9:,.1f} bn"
 
 
 class Story:
@@ -86,7 +90,7 @@ class Story:
         elif e.kind == "decision":
             self.decision = d["decision"]
             self.say("The policy picks the cheapest lightning offer it allows",
-                     f"[green]{d['decision']}[/]")
+                     f"[green]{safe.markup(d['decision'], safe.MAX_LINE)}[/]")
         elif e.kind == "approval":
             self.console.print("[green]approved[/]")
         elif e.kind == "payment_request":
@@ -112,10 +116,10 @@ class Story:
             self.console.print(f"retrying the original request (attempt {d['attempt']})")
         elif e.kind == "payment_failed":
             self._stop_waiting()
-            self.console.print(f"[red]payment failed[/]: {d['error']}")
+            self.console.print(f"[red]payment failed[/]: {safe.markup(d['error'], safe.MAX_LINE)}")
         elif e.kind == "refused":
             self._stop_waiting()
-            self.console.print(f"[red]refused[/]: {d['reason']}")
+            self.console.print(f"[red]refused[/]: {safe.markup(d['reason'], safe.MAX_LINE)}")
 
 
 def run_story(*, approve: bool = False, non_interactive: bool = False, ledger: str | None = None,
@@ -137,7 +141,7 @@ def run_story(*, approve: bool = False, non_interactive: bool = False, ledger: s
             return tell(server.url, console, approve=approve, non_interactive=non_interactive, ledger=ledger,
                         budget_usd=budget_usd, max_per_payment_usd=max_per_payment_usd, confirm=confirm)
     except HttpayError as exc:
-        console.print(f"[red]httpay: {type(exc).__name__}: {exc}[/]")
+        console.print(f"[red]httpay: {type(exc).__name__}: {safe.markup(exc, safe.MAX_LINE)}[/]")
         return 1
     finally:
         if tmp is not None:
@@ -184,7 +188,7 @@ def _tell(base: str, console: Console, *, approve: bool, non_interactive: bool, 
             msft = client.get("/ticker/MSFT", headers=auth)
         except httpay.PaymentRefused as exc:
             story._stop_waiting()
-            console.print(f"[red]{exc}[/]")
+            console.print(f"[red]{safe.markup(exc, safe.MAX_LINE)}[/]")
             _summary(story, client, wallet, policy, rate)
             return 0 if exc.rule == "approval" else 1
         story.say(f"Served after payment: HTTP {msft.status_code}", ticker_table("MSFT", msft.json()))
@@ -209,11 +213,12 @@ def _tell_classic(base: str, console: Console, *, approve: bool, non_interactive
     first = plain.get("/l402/ticker/MSFT")
     challenge = l402_classic.parse(first.status_code, first.headers, first.content)
     assert challenge is not None
-    headers = "\n".join(f"WWW-Authenticate: {h[:72]}…" for h in first.headers.get_list("www-authenticate"))
+    headers = Text("\n").join(safe.plain(f"WWW-Authenticate: {h[:72]}…", 100)
+                                   for h in first.headers.get_list("www-authenticate"))
     story.say(f"A plain request meets HTTP {first.status_code} with two challenges (LSAT, then L402)", headers)
     info = challenge.macaroon_info()
     story.say("The macaroon, decoded (it becomes a bearer credential once paid, so it is never shown whole)",
-              f"{info}\ncaveats: {', '.join(info.caveats)}")
+              safe.plain(info, 300) + Text("\ncaveats: ") + safe.plain(", ".join(info.caveats), 300))
 
     wallet = DemoWallet.create(base, balance_sat=1_000)
     rate = wallet.usd_per_btc()
@@ -233,7 +238,7 @@ def _tell_classic(base: str, console: Console, *, approve: bool, non_interactive
             msft = client.get("/l402/ticker/MSFT")
         except httpay.PaymentRefused as exc:
             story._stop_waiting()
-            console.print(f"[red]{exc}[/]")
+            console.print(f"[red]{safe.markup(exc, safe.MAX_LINE)}[/]")
             _summary(story, client, wallet, policy, rate)
             return 0 if exc.rule == "approval" else 1
         story.say(f"Served with `Authorization: L402 <macaroon>:<preimage>`: HTTP {msft.status_code}",

@@ -20,7 +20,7 @@ from httpay.policy import Limit, fmt_msat
 COLUMNS = (
     "id", "status", "created_at", "updated_at", "host", "url", "protocol", "method", "offer_id", "offer_title",
     "offer_amount", "offer_currency", "credits", "payment_hash", "amount_msat", "fee_msat", "wallet",
-    "challenge_key", "reason", "preimage",
+    "challenge_key", "reason", "preimage", "wallet_id",
 )
 
 
@@ -39,12 +39,15 @@ class Intent:
     offer_amount: int | None = None
     offer_currency: str | None = None
     credits: int | None = None
-    wallet: str | None = None
+    wallet: str | None = None          # the wallet's kind ("lnbits", "lnd"): for people
     challenge_key: str | None = None
-    not_before: datetime | None = None  # when the request met its 402: payments settled since then count
+    not_before: datetime | None = None  # when the request met its 402 (the ledger's clock): settled since then count
+    max_fee_msat: int = 0              # the most the wallet may spend on fees: held until settled, counted in budgets
+    wallet_id: str | None = None       # the wallet's stable identity: only that wallet reconciles the row
 
 
 def now_utc() -> datetime:
+    """This process's clock. Never compared with another process's: the ledger's `now()` is for that."""
     return datetime.now(timezone.utc)
 
 
@@ -117,6 +120,11 @@ class Ledger(ABC):
     def pending(self) -> list[Receipt]:
         return self.receipts(status=Status.PENDING)
 
+    def now(self) -> datetime:
+        """The ledger's own clock (the database's): every time compared across processes comes from it,
+        so a machine whose clock is off cannot make another pay twice or write a payment off."""
+        return now_utc()
+
     def close(self) -> None:
         """Release the connection."""
 
@@ -159,14 +167,16 @@ class ChallengeInFlight(PaymentRefused):
         self.existing = existing
 
 
-def over_limit(limits: Sequence[Limit], spent: dict[Limit, int], amount_msat: int, usd_per_btc: float | None) -> None:
-    """Raise PaymentRefused for the first limit `amount_msat` would break."""
+def over_limit(limits: Sequence[Limit], spent: dict[Limit, int], amount_msat: int, usd_per_btc: float | None,
+               max_fee_msat: int = 0) -> None:
+    """Raise PaymentRefused for the first limit `amount_msat` plus the fee it may cost would break."""
     for lim in limits:
         used = spent[lim]
-        if used + amount_msat > lim.limit_msat:
+        if used + amount_msat + max_fee_msat > lim.limit_msat:
             left = max(lim.limit_msat - used, 0)
+            fee = f" + up to {fmt_msat(max_fee_msat, usd_per_btc)} in fees" if max_fee_msat else ""
             raise PaymentRefused(
-                f"refused: paying {fmt_msat(amount_msat, usd_per_btc)} would exceed the {lim.describe(usd_per_btc)} "
+                f"refused: paying {fmt_msat(amount_msat, usd_per_btc)}{fee} would exceed the {lim.describe(usd_per_btc)} "
                 f"({fmt_msat(used, usd_per_btc)} spent, {fmt_msat(left, usd_per_btc)} left); "
                 "raise the limit in the policy or wait for the window to pass",
                 rule=_rule_name(lim),

@@ -33,11 +33,12 @@ class Receipt:
     credits: int | None
     payment_hash: str | None
     amount_msat: int
-    fee_msat: int = 0
+    fee_msat: int = 0  # settled: the fee paid; pending: the most the wallet may spend (held in budgets)
     wallet: str | None = None
     challenge_key: str | None = None
     reason: str | None = None
     preimage: str | None = field(default=None, repr=False)
+    wallet_id: str | None = None  # the stable identity of the wallet that made it (never a secret)
 
     @property
     def total_msat(self) -> int:
@@ -50,9 +51,11 @@ class Receipt:
     def __str__(self) -> str:
         what = f"{self.offer_id} '{self.offer_title}'" if self.offer_id else self.protocol
         reason = f" ({self.reason})" if self.reason else ""
+        fee = (f"fee up to {self.fee_msat / 1000:,g} sat held" if self.status is Status.PENDING
+               else f"fee {self.fee_msat / 1000:,g} sat")
         return (
-            f"#{self.id} {self.when} {self.status.value:<7} {self.amount_msat / 1000:,g} sat + fee "
-            f"{self.fee_msat / 1000:,g} sat to {self.host} for {what} by {self.method}{reason}"
+            f"#{self.id} {self.when} {self.status.value:<7} {self.amount_msat / 1000:,g} sat + {fee} "
+            f"to {self.host} for {what} by {self.method}{reason}"
         )
 
     def __repr__(self) -> str:
@@ -68,7 +71,8 @@ class Receipt:
             "host": self.host, "url": self.url, "protocol": self.protocol, "method": self.method,
             "offer_id": self.offer_id, "offer_title": self.offer_title, "offer_amount": self.offer_amount,
             "offer_currency": self.offer_currency, "credits": self.credits, "payment_hash": self.payment_hash,
-            "amount_msat": self.amount_msat, "fee_msat": self.fee_msat, "wallet": self.wallet, "reason": self.reason,
+            "amount_msat": self.amount_msat, "fee_msat": self.fee_msat, "wallet": self.wallet, "wallet_id": self.wallet_id,
+            "reason": self.reason,
         }
 
     def __rich__(self) -> Any:

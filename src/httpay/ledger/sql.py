@@ -14,7 +14,7 @@ from typing import Any
 
 from httpay.errors import LedgerError
 from httpay.ledger.base import (
-    COLUMNS, ChallengeInFlight, DuplicatePayment, Intent, Ledger, limit_since, now_utc, over_limit,
+    COLUMNS, ChallengeInFlight, DuplicatePayment, Intent, Ledger, now_utc, over_limit,
 )
 from httpay.ledger.models import Receipt, Status
 from httpay.policy import Limit
@@ -40,7 +40,8 @@ CREATE TABLE IF NOT EXISTS payments (
     wallet TEXT,
     challenge_key TEXT,
     reason TEXT,
-    preimage TEXT
+    preimage TEXT,
+    wallet_id TEXT
 );
 CREATE INDEX IF NOT EXISTS payments_created ON payments (created_at);
 CREATE INDEX IF NOT EXISTS payments_host ON payments (host, created_at);
@@ -58,6 +59,9 @@ CREATE TABLE IF NOT EXISTS tokens (
 _SELECT = f"SELECT {', '.join(COLUMNS)} FROM payments"
 _RETURNING = f" RETURNING {', '.join(COLUMNS)}"
 
+# Columns added after the first release: a ledger made before gets them on open (`ADD COLUMN`).
+MIGRATIONS = (("payments", "wallet_id", "TEXT"),)
+
 Rows = list[dict[str, Any]]
 Query = Callable[[str, Sequence[Any]], Rows]
 
@@ -72,8 +76,12 @@ class SQLLedger(Ledger):
     """The queries SQLite and PostgreSQL share (written with `?` placeholders).
 
     A backend supplies a connection (`_query`), a transaction that holds the one budget lock
-    every reservation takes (`_budget_transaction`), and how it stores a time.
+    every reservation takes (`_budget_transaction`), how it stores a time, and `NOW`: the SQL
+    expression of the database's clock, which stamps every row so that processes on machines
+    whose clocks disagree still compare times on one clock.
     """
+
+    NOW: str = ""
 
     @abstractmethod
     def _query(self, sql: str, args: Sequence[Any] = ()) -> Rows:
@@ -96,6 +104,9 @@ class SQLLedger(Ledger):
         d["updated_at"] = self._from_db_time(d["updated_at"])
         return Receipt(**d)
 
+    def now(self) -> datetime:
+        return self._from_db_time(self._query(f"SELECT {self.NOW} AS now")[0]["now"])
+
     def _missing(self, receipt_id: int) -> LedgerError:
         return LedgerError(f"ledger {self.url}: no payment #{receipt_id}")
 
@@ -113,14 +124,30 @@ class SQLLedger(Ledger):
         sql = f"SELECT COALESCE(SUM(amount_msat + fee_msat), 0) AS spent FROM payments WHERE status != 'failed'{where}"
         return int(query(sql, args)[0]["spent"])
 
+    def _spent_by_limit(self, query: Query, limits: Sequence[Limit], now: datetime) -> dict[Limit, int]:
+        """What each limit has spent, in one statement: the budget lock is held for fewer round trips."""
+        if not limits:
+            return {}
+        sums, args = [], []
+        for i, lim in enumerate(limits):
+            where, wargs = self._filters(lim.host, None if lim.window is None else self._to_db_time(now - lim.window))
+            cond = where.removeprefix(" AND ") or "1=1"
+            sums.append(f"COALESCE(SUM(CASE WHEN {cond} THEN amount_msat + fee_msat ELSE 0 END), 0) AS s{i}")
+            args += wargs
+        row = query(f"SELECT {', '.join(sums)} FROM payments WHERE status != 'failed'", args)[0]
+        return {lim: int(row[f"s{i}"]) for i, lim in enumerate(limits)}
+
     # -- writes -----------------------------------------------------------------------------------
     def reserve(self, intent: Intent, limits: Sequence[Limit] = (), *, usd_per_btc: float | None = None,
                 now: datetime | None = None) -> Receipt:
-        now = now or now_utc()
-        if now.tzinfo is None:
+        if now is not None and now.tzinfo is None:
             raise LedgerError("reserve(now=...) needs a timezone-aware datetime, e.g. datetime.now(timezone.utc)")
-        stamp = self._to_db_time(now)
+        if intent.max_fee_msat < 0:
+            raise LedgerError(f"a fee cap cannot be negative, got {intent.max_fee_msat} msat")
         with self._budget_transaction() as query:
+            if now is None:  # the database's clock, read under the lock: one clock for every process
+                now = self._from_db_time(query(f"SELECT {self.NOW} AS now", ())[0]["now"])
+            stamp = self._to_db_time(now)
             if intent.payment_hash:
                 rows = query(f"{_SELECT} WHERE payment_hash = ? AND status != 'failed' ORDER BY id DESC LIMIT 1",
                              (intent.payment_hash,))
@@ -133,15 +160,17 @@ class SQLLedger(Ledger):
                     )
             if intent.challenge_key:
                 self._check_challenge(query, intent)
-            spent = {lim: self._spent(query, lim.host, limit_since(lim, now)) for lim in limits}
-            over_limit(limits, spent, intent.amount_msat, usd_per_btc)
+            spent = self._spent_by_limit(query, limits, now)
+            over_limit(limits, spent, intent.amount_msat, usd_per_btc, intent.max_fee_msat)
+            # fee_msat holds the fee cap while pending (counted in every budget); settling records the real fee
             rows = query(
                 "INSERT INTO payments (status, created_at, updated_at, host, url, protocol, method, offer_id, "
                 "offer_title, offer_amount, offer_currency, credits, payment_hash, amount_msat, fee_msat, wallet, "
-                "challenge_key) VALUES ('pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?)" + _RETURNING,
+                "challenge_key, wallet_id) VALUES ('pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                + _RETURNING,
                 (stamp, stamp, intent.host, intent.url, intent.protocol, intent.method, intent.offer_id,
                  intent.offer_title, intent.offer_amount, intent.offer_currency, intent.credits, intent.payment_hash,
-                 intent.amount_msat, intent.wallet, intent.challenge_key),
+                 intent.amount_msat, intent.max_fee_msat, intent.wallet, intent.challenge_key, intent.wallet_id),
             )
         return self._row(rows[0])
 
@@ -164,12 +193,11 @@ class SQLLedger(Ledger):
     # -- tokens -----------------------------------------------------------------------------------
     def save_token(self, scope: str, authorization: str, *, payment_hash: str | None = None,
                    expires_at: datetime | None = None) -> None:
-        now = self._to_db_time(now_utc())
         exp = None if expires_at is None else self._to_db_time(expires_at)
         self._query("INSERT INTO tokens (scope, authorization_value, payment_hash, created_at, expires_at) "
-                    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (scope) DO UPDATE SET authorization_value = excluded.authorization_value, "
+                    f"VALUES (?, ?, ?, {self.NOW}, ?) ON CONFLICT (scope) DO UPDATE SET authorization_value = excluded.authorization_value, "
                     "payment_hash = excluded.payment_hash, created_at = excluded.created_at, expires_at = excluded.expires_at",
-                    (scope, authorization, payment_hash, now, exp))
+                    (scope, authorization, payment_hash, exp))
 
     def token_for(self, scope: str, *, now: datetime | None = None) -> str | None:
         rows = self._query("SELECT authorization_value, expires_at FROM tokens WHERE scope = ?", (scope,))
@@ -188,8 +216,8 @@ class SQLLedger(Ledger):
         return [str(r["scope"]) for r in self._query("SELECT scope FROM tokens ORDER BY scope", ())]
 
     def _update(self, receipt_id: int, sql: str, args: Sequence[Any]) -> Receipt:
-        rows = self._query(f"UPDATE payments SET {sql}, updated_at = ? WHERE id = ?" + _RETURNING,
-                           (*args, self._to_db_time(now_utc()), receipt_id))
+        rows = self._query(f"UPDATE payments SET {sql}, updated_at = {self.NOW} WHERE id = ?" + _RETURNING,
+                           (*args, receipt_id))
         if not rows:
             raise self._missing(receipt_id)
         return self._row(rows[0])
@@ -201,7 +229,8 @@ class SQLLedger(Ledger):
         return self._update(receipt_id, sets, args)
 
     def fail(self, receipt_id: int, reason: str) -> Receipt:
-        return self._update(receipt_id, "status = 'failed', reason = ?", (reason[:500],))
+        """Failed: nothing left the wallet, so the amount and the held fee are both released."""
+        return self._update(receipt_id, "status = 'failed', fee_msat = 0, reason = ?", (reason[:500],))
 
     def note(self, receipt_id: int, reason: str) -> Receipt:
         return self._update(receipt_id, "reason = ?", (reason[:500],))

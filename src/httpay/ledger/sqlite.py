@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from httpay.errors import LedgerError
-from httpay.ledger.sql import Query, Rows, SQLLedger, schema
+from httpay.ledger.sql import MIGRATIONS, Query, Rows, SQLLedger, schema
 
 SCHEMA = schema(serial="INTEGER PRIMARY KEY AUTOINCREMENT", time="REAL", int_type="INTEGER")
 
@@ -47,11 +48,26 @@ def connect(path: str, schema_sql: str, what: str) -> sqlite3.Connection:
 class SQLiteLedger(SQLLedger):
     """A ledger in one SQLite file (or ':memory:' for a throwaway one)."""
 
+    # The clock every row is stamped with, evaluated by SQLite itself (under its write lock for
+    # reservations): the machine's OS clock in Unix seconds, microsecond precision (SQLite's own
+    # julianday('now') is only ms, too coarse to order a settle and the next request's 402). All
+    # processes sharing a SQLite file are on one machine, so this is one source of time.
+    NOW = "httpay_now()"
+
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = str(path)
         self.url = self.path
         self._db = connect(self.path, ";\n".join(SCHEMA) + ";", "ledger")
+        self._db.create_function("httpay_now", 0, time.time, deterministic=False)
         self._lock = threading.RLock()
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Add the columns a ledger made by an older httpay lacks (under the write lock: many may open it)."""
+        with self._budget_transaction() as query:
+            for table, column, kind in MIGRATIONS:
+                if not any(r["name"] == column for r in query(f"PRAGMA table_info({table})", ())):
+                    query(f"ALTER TABLE {table} ADD COLUMN {column} {kind}", ())
 
     def __repr__(self) -> str:
         return f"SQLiteLedger({self.path!r})"

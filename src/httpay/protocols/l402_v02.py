@@ -7,14 +7,15 @@ Everything here is a pure function of status, headers and body, so it can be fuz
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from httpay.amounts import MAX_OFFER_AMOUNT, decimal_text
 from httpay.errors import ChallengeError, PaymentRequestError, redact
+from httpay.safe import clean, loads
 
 PROTOCOL = "l402-v0.2"
 KNOWN_METHODS = ("lightning", "credit_card", "coinbase_commerce", "onchain")
@@ -51,17 +52,22 @@ def _short(value: Any, n: int = 40) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
+def _whole(value: int | float, key: str, where: str, what: str) -> int:
+    """A JSON number as a bounded whole number: NaN, infinities, fractions, negatives and numbers
+    no real offer holds (1e308, 4,000 digits) are a ChallengeError naming the field."""
+    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+        raise ChallengeError(f"{where}: field '{key}' must be {what}, got {_short(value)}", field=key)
+    if value < 0:
+        raise ChallengeError(f"{where}: field '{key}' must not be negative, got {_short(value)}", field=key)
+    if value > MAX_OFFER_AMOUNT:
+        raise ChallengeError(f"{where}: field '{key}' is {_short(value, 24)}, larger than any real amount "
+                             f"(at most {MAX_OFFER_AMOUNT:,})", field=key)
+    return int(value)
+
+
 def _amount(d: Mapping[str, Any], where: str) -> int:
     value = _req(d, "amount", (int, float), where)
-    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-        raise ChallengeError(
-            f"{where}: field 'amount' must be a whole number of the currency's smallest unit, got {value!r}",
-            field="amount",
-        )
-    value = int(value)
-    if value < 0:
-        raise ChallengeError(f"{where}: field 'amount' must not be negative, got {value}", field="amount")
-    return value
+    return _whole(value, "amount", where, "a whole number of the currency's smallest unit")
 
 
 @dataclass(frozen=True)
@@ -94,7 +100,7 @@ class Offer:
         if balance is not None:
             if isinstance(balance, float) and not math.isfinite(balance):
                 raise ChallengeError(f"{where}: field 'balance' must be a whole number, got {balance!r}", field="balance")
-            balance = int(balance)
+            balance = _whole(int(balance), "balance", where, "a whole number of credits")
         known = {"offer_id", "id", "title", "description", "type", "balance", "credits", "amount", "currency",
                  "payment_methods", "duration"}
         return cls(
@@ -131,8 +137,9 @@ class Offer:
         return d
 
     def __str__(self) -> str:
-        credits = f"{self.balance} credits" if self.balance is not None else (self.duration or self.type)
-        return f"{self.offer_id} '{self.title}' {self.price} for {credits} via {', '.join(self.payment_methods)}"
+        credits = f"{self.balance} credits" if self.balance is not None else clean(self.duration or self.type, 40)
+        return (f"{clean(self.offer_id, 80)} '{clean(self.title)}' {self.price} for {credits} "
+                f"via {clean(', '.join(self.payment_methods), 120)}")
 
     def __rich__(self) -> Any:
         from httpay.display import offers_table
@@ -146,18 +153,18 @@ class Offer:
 
 
 def format_amount(amount: int, currency: str) -> str:
-    """Render an amount in the currency's smallest unit for a person."""
+    """Render an amount in the currency's smallest unit for a person (exact integers, any size)."""
     cur = currency.upper()
     if cur in ("USD", "EUR", "GBP", "CAD", "AUD"):
         sym = {"USD": "$", "EUR": "€", "GBP": "£"}.get(cur, "")
-        return f"{sym}{amount / 100:,.2f}" + ("" if sym else f" {cur}")
+        return f"{sym}{decimal_text(amount, 2, strip=False)}" + ("" if sym else f" {cur}")
     if cur in ("SAT", "SATS", "BTC"):
-        return f"{amount:,} sat"
+        return f"{decimal_text(amount, 0)} sat"
     if cur in ("USDC", "USDT", "EURC", "PYUSD"):  # stablecoins with 6 decimals (x402's usual assets)
-        return f"{amount / 1_000_000:,.6f}".rstrip("0").rstrip(".") + f" {cur}"
+        return decimal_text(amount, 6) + f" {cur}"
     if cur == "MSAT":
-        return f"{amount / 1000:,.3f}".rstrip("0").rstrip(".") + " sat"
-    return f"{amount:,} {cur} (smallest unit)"
+        return decimal_text(amount, 3) + " sat"
+    return f"{decimal_text(amount, 0)} {clean(cur, 48)} (smallest unit)"
 
 
 class OfferList(list["Offer"]):
@@ -200,17 +207,20 @@ class PaymentOffers:
         if not isinstance(d, Mapping):
             raise ChallengeError(f"{where} must be a JSON object, got {type(d).__name__}", field=None)
         raw_offers = _req(d, "offers", list, where)
+        if not raw_offers:
+            raise ChallengeError(f"{where}: field 'offers' is empty: a challenge must offer something to buy",
+                                 field="offers")
         offers = tuple(Offer.from_dict(o, i) for i, o in enumerate(raw_offers))
         ids = [o.offer_id for o in offers]
         if len(set(ids)) != len(ids):
-            raise ChallengeError(f"{where}: field 'offers' has repeated offer ids: {ids}", field="offers")
+            raise ChallengeError(f"{where}: field 'offers' has repeated offer ids: {clean(ids)}", field="offers")
         version = d.get("version")
         if version is not None and not isinstance(version, str | int | float):
             raise ChallengeError(f"{where}: field 'version' must be a string", field="version")
         metadata = _opt(d, "metadata", dict, where)
         return cls(
             version=str(version) if version is not None else "0.2",
-            payment_request_url=_req(d, "payment_request_url", str, where),
+            payment_request_url=check_payment_request_url(_req(d, "payment_request_url", str, where)),
             offers=offers,
             payment_context_token=_opt(d, "payment_context_token", str, where),
             terms_url=_opt(d, "terms_url", str, where),
@@ -240,7 +250,8 @@ class PaymentOffers:
             if o.offer_id == offer_id:
                 return o
         raise ChallengeError(
-            f"no offer with id {offer_id!r}; offered: {', '.join(o.offer_id for o in self.offers) or 'none'}",
+            f"no offer with id {clean(repr(offer_id), 80)}; offered: "
+            f"{clean(', '.join(o.offer_id for o in self.offers)) or 'none'}",
             field="offer_id",
         )
 
@@ -312,8 +323,8 @@ def parse(status: int, headers: Any, body: bytes | str | None) -> PaymentOffers 
     A 402 whose JSON body has `offers` is a challenge; a malformed one raises ChallengeError.
     A 402 that carries no JSON object with offers returns None (another protocol may claim it).
     """
-    if status != 402 or body is None:
-        return None
+    if status != 402 or body is None or not body.strip():
+        return None  # an empty body holds no offers, whatever its label says (a header dialect may)
     ctype = _header(headers, "content-type").lower()
     if ctype and "json" not in ctype:
         return None
@@ -321,14 +332,42 @@ def parse(status: int, headers: Any, body: bytes | str | None) -> PaymentOffers 
     if text == "[":
         return None  # a JSON array is never a challenge: decided before parsing, however deep it nests
     try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError, RecursionError):
+        data = loads(body)
+    except ValueError:  # not JSON, not text, nested absurdly deep, an integer of thousands of digits
         if "json" in ctype:
-            raise ChallengeError("402 body says it is JSON but does not parse as JSON", field=None) from None
+            raise ChallengeError("402 body says it is JSON but does not parse as JSON", field="body") from None
         return None
     if not isinstance(data, dict) or ("offers" not in data and "payment_request_url" not in data):
         return None
     return PaymentOffers.from_dict(data)
+
+
+def check_payment_request_url(raw: Any) -> str:
+    """A `payment_request_url` the client can POST to: an http(s) URL or a path on the service.
+
+    Empty, not text, another scheme (`ftp://x`), a bad port (`http://127.0.0.1:abc/pay`) or an
+    unclosed IPv6 host (`http://[::1/pay`) is a ChallengeError naming the field, never httpx's
+    InvalidURL later. Returns the URL as given (relative ones are joined to the request's URL)."""
+    import httpx
+
+    where = "402 body: field 'payment_request_url'"
+    if not isinstance(raw, str):
+        raise ChallengeError(f"{where} must be a string, got {type(raw).__name__}", field="payment_request_url")
+    text = raw.strip()
+    if not text:
+        raise ChallengeError(f"{where} is empty: the service did not say where to ask for payment",
+                             field="payment_request_url")
+    if any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in text):
+        raise ChallengeError(f"{where} holds spaces or control characters: {_short(raw)}", field="payment_request_url")
+    try:
+        url = httpx.URL("https://service.invalid/").join(text)
+    except (httpx.InvalidURL, ValueError, TypeError):
+        raise ChallengeError(f"{where} is not a URL: {_short(raw)}", field="payment_request_url") from None
+    if url.scheme not in ("http", "https"):
+        raise ChallengeError(f"{where} must be an http or https URL, got {_short(raw)}", field="payment_request_url")
+    if not url.host:
+        raise ChallengeError(f"{where} names no host: {_short(raw)}", field="payment_request_url")
+    return text
 
 
 def payment_request_body(
@@ -393,7 +432,7 @@ class PaymentRequest:
         if got_id is not None and not isinstance(got_id, str):
             raise PaymentRequestError(f"{where}: field 'offer_id' must be a string")
         if offer_id is not None and got_id is not None and got_id != offer_id:
-            raise PaymentRequestError(f"{where}: it is for offer {got_id!r}, but we asked for {offer_id!r}")
+            raise PaymentRequestError(f"{where}: it is for offer {_short(got_id)}, but we asked for {_short(offer_id)}")
         expires = d.get("expires_at")
         if expires is not None and not isinstance(expires, str):
             raise PaymentRequestError(f"{where}: field 'expires_at' must be a string")
@@ -429,11 +468,12 @@ class PaymentRequest:
 
     def __str__(self) -> str:
         what = {
-            "lightning": lambda: f"Lightning invoice {(self.lightning_invoice or '')[:24]}…",
-            "onchain": lambda: f"send {self.asset or 'BTC'} on {self.chain or '?'} to {self.address}",
-        }.get(self.payment_method, lambda: f"checkout at {self.checkout_url}")()
+            "lightning": lambda: f"Lightning invoice {clean(self.lightning_invoice or '', 24)}…",
+            "onchain": lambda: f"send {clean(self.asset or 'BTC', 20)} on {clean(self.chain or '?', 40)} "
+                               f"to {clean(self.address, 100)}",
+        }.get(self.payment_method, lambda: f"checkout at {clean(self.checkout_url)}")()
         exp = f", expires {self.expires_at:%Y-%m-%d %H:%M:%S %Z}" if self.expires_at else ""
-        return f"Payment request for {self.offer_id} by {self.payment_method}: {what}{exp}"
+        return f"Payment request for {clean(self.offer_id, 80)} by {clean(self.payment_method, 40)}: {what}{exp}"
 
     def __rich__(self) -> Any:
         from httpay.display import payment_request_table

@@ -23,6 +23,7 @@ from typing import Any
 from httpay.errors import ChallengeError
 from httpay.lightning import Invoice
 from httpay.protocols.www_authenticate import header_values, parse_challenges
+from httpay.safe import loads
 
 PROTOCOL = "mpp"
 SCHEME = "Payment"
@@ -63,8 +64,8 @@ def decode_json(text: str, what: str) -> Any:
     """base64url JSON, read with every failure (deep nesting included) as a ChallengeError."""
     raw = b64url_decode(text, what)
     try:
-        return json.loads(raw.decode("utf-8"))
-    except (ValueError, UnicodeDecodeError, RecursionError):
+        return loads(raw)  # depth-guarded: never a RecursionError, whatever the recursion limit
+    except ValueError:
         raise ChallengeError(f"the MPP {what} is not base64url of JSON", field=what) from None
 
 
@@ -235,8 +236,8 @@ def read_problem(body: bytes | str | None) -> MppProblem | None:
     if not body:
         return None
     try:
-        doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError, RecursionError, TypeError):
+        doc = loads(body)
+    except (ValueError, TypeError):
         return None
     if not isinstance(doc, dict) or not isinstance(doc.get("type"), str) or not doc["type"].startswith(PROBLEM_BASE):
         return None

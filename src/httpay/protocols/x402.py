@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from httpay.errors import ChallengeError
+from httpay.safe import clean, loads
 from httpay.protocols.l402_v02 import Offer, format_amount
 from httpay.protocols.www_authenticate import header_values
 
@@ -132,7 +133,8 @@ class X402Requirement:
         return f"x402:{self.scheme}:{self.network}"
 
     def __str__(self) -> str:
-        return f"{format_amount(self.amount, self.currency)} by {self.scheme} on {self.network} to {self.pay_to}"
+        return (f"{format_amount(self.amount, self.currency)} by {clean(self.scheme, 40)} on {clean(self.network, 80)} "
+                f"to {clean(self.pay_to, 100)}")
 
 
 @dataclass(frozen=True)
@@ -159,6 +161,8 @@ class X402Challenge:
         accepts = d.get("accepts")
         if not isinstance(accepts, list):
             raise ChallengeError(f"{where}: field 'accepts' must be a list", field="accepts")
+        if not accepts:
+            raise ChallengeError(f"{where}: field 'accepts' is empty: the server named no way to pay", field="accepts")
         reqs = tuple(X402Requirement.from_dict(a, version, i) for i, a in enumerate(accepts))
         error = d.get("error")
         resource: str | None = None
@@ -204,9 +208,9 @@ class X402Challenge:
         return offers
 
     def __str__(self) -> str:
-        head = f"x402 v{self.version} payment required" + (f" for {self.resource}" if self.resource else "")
+        head = f"x402 v{self.version} payment required" + (f" for {clean(self.resource)}" if self.resource else "")
         if self.error:
-            head += f" ({self.error[:80]})"
+            head += f" ({clean(self.error, 80)})"
         return head + "".join(f"\n- {r}" for r in self.accepts)
 
 
@@ -217,8 +221,8 @@ def _b64json(value: str, what: str) -> Any:
     text = text.rstrip("=").replace("-", "+").replace("_", "/")
     try:
         raw = base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
-        return json.loads(raw)
-    except (binascii.Error, ValueError, UnicodeDecodeError, RecursionError):
+        return loads(raw)
+    except (binascii.Error, ValueError):  # ValueError covers bad text, absurd nesting and absurd integers
         raise ChallengeError(f"{what} is not base64-encoded JSON", field=what) from None
 
 
@@ -248,8 +252,8 @@ def parse(status: int, headers: Any, body: bytes | str | None = None) -> X402Cha
     if ctype and "json" not in ctype:
         return None
     try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError, RecursionError):
+        data = loads(body)
+    except ValueError:
         return None
     if not isinstance(data, dict) or "x402Version" not in data:
         return None

@@ -74,7 +74,17 @@ class Wallet(ABC):
     """
 
     network: str = "bitcoin"
-    name: str = "wallet"
+    name: str = "wallet"  # the kind of wallet ("lnbits", "lnd"): two wallets of one kind share it
+
+    @property
+    def identity(self) -> str | None:
+        """Which wallet this is, stable across processes and restarts: a node pubkey, an account or
+        wallet id, or `fingerprint(...)` of the endpoint and the wallet's own key. Never a secret.
+
+        The ledger records it on every payment, and only the wallet with this identity reconciles the
+        payment: another wallet cannot see it, and must not write it off. None (an adapter that cannot
+        tell) keeps the old rule: the wallet is taken to be the only one of its kind on the ledger."""
+        return None
 
     @abstractmethod
     def pay_invoice(self, bolt11: str, *, max_fee_msat: int | None = None) -> Payment:
@@ -112,6 +122,14 @@ def invoice_facts(bolt11: str) -> tuple[str | None, int | None]:
     except (Bolt11Invalid, TypeError, AttributeError):
         return None, None
     return inv.payment_hash, inv.amount_msat
+
+
+def fingerprint(kind: str, *parts: str) -> str:
+    """A wallet identity from what names it (endpoint, wallet key): `kind:` + 24 hex of a domain-separated
+    SHA-256. One-way, so a key that goes in never comes out, and equal inputs give equal identities in
+    every process."""
+    digest = hashlib.sha256("\0".join(("httpay-wallet-identity-v1", kind, *parts)).encode()).hexdigest()
+    return f"{kind}:{digest[:24]}"
 
 
 def default_fee_limit_msat(amount_msat: int | None) -> int:

@@ -7,15 +7,15 @@ secret: it is sent only in the Authorization header and never shown in a repr, l
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import httpx
 
 from httpay.errors import AlreadyPaid, InsufficientFunds, PaymentTimeout, WalletError
-from httpay.wallets.base import Payment, PaymentStatus, Wallet, invoice_facts
+from httpay.wallets.base import Payment, PaymentStatus, Wallet, fingerprint, invoice_facts
+from httpay.safe import get_logger
 
-log = logging.getLogger("httpay.wallet.demo")
+log = get_logger("httpay.wallet.demo")
 
 # Transport failures that happen before the request can have reached the server: nothing was paid.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
@@ -64,6 +64,11 @@ class DemoWallet(Wallet):
         return f"DemoWallet(url={self.base_url!r}, wallet_id={self.wallet_id!r})"
 
     __str__ = __repr__
+
+    @property
+    def identity(self) -> str:
+        """This demo wallet: a one-way fingerprint of the service and the wallet's key."""
+        return fingerprint("demo", self.base_url, self.__key)
 
     # -- Wallet API ---------------------------------------------------------------------------
 

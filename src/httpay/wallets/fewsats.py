@@ -32,7 +32,6 @@ restart would then be paid again: check such payments in the Fewsats app.
 
 from __future__ import annotations
 
-import logging
 import math
 from typing import TYPE_CHECKING, Any
 
@@ -45,12 +44,13 @@ from httpay.errors import (
     WalletError,
     redact,
 )
-from httpay.wallets.base import Payment, PaymentStatus, Wallet
+from httpay.wallets.base import Payment, PaymentStatus, Wallet, fingerprint
 
 if TYPE_CHECKING:
     from httpay.protocols.l402_v02 import Offer, PaymentOffers
+from httpay.safe import get_logger
 
-log = logging.getLogger("httpay.wallet.fewsats")
+log = get_logger("httpay.wallet.fewsats")
 
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
 REVIEW_HINT = "a person must approve it in the Fewsats app (app.fewsats.com); then look it up or repeat the request"
@@ -92,6 +92,11 @@ class FewsatsWallet(Wallet):
         return f"FewsatsWallet(base_url={self.base_url!r})"
 
     __str__ = __repr__
+
+    @property
+    def identity(self) -> str:
+        """This Fewsats account: a one-way fingerprint of the API and the account's key."""
+        return fingerprint("fewsats", self.base_url, self.__key)
 
     def usd_per_btc(self) -> float | None:
         """The BTC/USD rate this wallet prices invoices with (None when not given)."""

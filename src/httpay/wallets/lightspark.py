@@ -27,7 +27,6 @@ SDK's source (PyPI ``lightspark`` 2.10.1) and used through its public methods:
 
 from __future__ import annotations
 
-import logging
 import time
 from typing import Any
 
@@ -45,8 +44,9 @@ from httpay.wallets.base import (
     default_fee_limit_msat,
     invoice_facts,
 )
+from httpay.safe import get_logger
 
-log = logging.getLogger("httpay.wallet.lightspark")
+log = get_logger("httpay.wallet.lightspark")
 
 _UNIT_MSAT = {
     "MILLISATOSHI": 1, "SATOSHI": 1_000, "NANOBITCOIN": 100, "MICROBITCOIN": 100_000,
@@ -162,6 +162,11 @@ class LightsparkWallet(Wallet):
         return f"LightsparkWallet(node_id={self.node_id!r}, network={self.network!r})"
 
     __str__ = __repr__
+
+    @property
+    def identity(self) -> str:
+        """This Lightspark node: its node id (an identifier, not a secret)."""
+        return f"lightspark:{self.node_id}"
 
     # --- plumbing -------------------------------------------------------------------------------
 

@@ -32,7 +32,6 @@ source), not taken from its docs:
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import httpx
@@ -44,9 +43,10 @@ from httpay.errors import (
     WalletError,
     redact,
 )
-from httpay.wallets.base import Payment, PaymentStatus, Wallet, invoice_facts
+from httpay.wallets.base import Payment, PaymentStatus, Wallet, fingerprint, invoice_facts
+from httpay.safe import get_logger
 
-log = logging.getLogger("httpay.wallet.lnbits")
+log = get_logger("httpay.wallet.lnbits")
 
 _STATUS = {
     "success": PaymentStatus.SETTLED,
@@ -89,6 +89,11 @@ class LNbitsWallet(Wallet):
         return f"LNbitsWallet(url={self.url!r}, network={self.network!r})"
 
     __str__ = __repr__
+
+    @property
+    def identity(self) -> str:
+        """This LNbits wallet: a one-way fingerprint of the server and the wallet's admin key (one key, one wallet)."""
+        return fingerprint("lnbits", self.url, self.__admin_key)
 
     # --- plumbing -------------------------------------------------------------------------------
 

@@ -35,7 +35,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import logging
 import ssl
 import time
 from pathlib import Path
@@ -55,10 +54,12 @@ from httpay.wallets.base import (
     PaymentStatus,
     Wallet,
     default_fee_limit_msat,
+    fingerprint,
     invoice_facts,
 )
+from httpay.safe import get_logger
 
-log = logging.getLogger("httpay.wallet.lnd")
+log = get_logger("httpay.wallet.lnd")
 
 _FINAL = {"SUCCEEDED", "FAILED"}
 _NOT_FOUND = 5
@@ -155,6 +156,11 @@ class LNDWallet(Wallet):
         return f"LNDWallet(url={self.url!r}, network={self.network!r})"
 
     __str__ = __repr__
+
+    @property
+    def identity(self) -> str:
+        """This LND node, named by its REST endpoint: every macaroon of one node sees the same payments."""
+        return fingerprint("lnd", self.url)
 
     # --- plumbing -------------------------------------------------------------------------------
 

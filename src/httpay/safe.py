@@ -1,0 +1,140 @@
+"""Untrusted input made harmless in one place: text a server wrote, and JSON a server sent.
+
+Servers choose offer titles, descriptions, error bodies, URLs and invoice descriptions. None of
+that may steer what a person sees or what a log holds, so every view and every log line passes
+server text through `clean` (one line, no control characters, bounded) and, where the text goes
+to rich as markup, through `markup` (its brackets are shown, never obeyed). JSON from a server
+is read with `loads`, which refuses absurd nesting before the parser recurses, whatever the
+interpreter's recursion limit.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from typing import Any
+
+__all__ = ["clean", "markup", "plain", "loads", "get_logger", "CleanLogRecords", "MAX_TEXT", "MAX_LINE",
+           "MAX_JSON_DEPTH", "JSONTooDeep"]
+
+MAX_TEXT = 200            # characters of one piece of server text in a view or a log line
+MAX_LINE = 2_000          # characters of a whole log line or error message
+MAX_JSON_DEPTH = 64       # no real 402 body, payment request answer or receipt nests deeper
+MAX_INT_DIGITS = 4_000    # a longer integer in JSON is not a number anyone meant (int<->str limit is 4300)
+
+# C0 and C1 controls, DEL, and the Unicode line/paragraph separators and bidi overrides that can
+# reorder or break what a terminal shows.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": " "}
+
+
+def _visible(m: re.Match[str]) -> str:
+    ch = m.group()
+    if ch in _NAMED:
+        return _NAMED[ch]
+    return f"\\x{ord(ch):02x}" if ord(ch) < 0x100 else f"\\u{ord(ch):04x}"
+
+
+def clean(value: object, limit: int = MAX_TEXT) -> str:
+    """`value` as one harmless line: control characters and newlines shown as escapes (so a `\\n`
+    in a title cannot forge a second log line), at most `limit` characters, with an ellipsis
+    when cut. Works on any object (its str), and in time bounded by `limit`, not by its size."""
+    text = value if isinstance(value, str) else _str(value)
+    head = text[: limit + 1]
+    out = _CONTROL.sub(_visible, head)
+    if len(out) > limit or len(text) > limit:
+        return out[: max(limit - 1, 0)] + "…"
+    return out
+
+
+def _str(value: object) -> str:
+    try:
+        return str(value)
+    except Exception:  # noqa: BLE001 - an object that cannot say what it is is shown by its type
+        return f"<{type(value).__name__}>"
+
+
+def markup(value: object, limit: int = MAX_TEXT) -> str:
+    """`clean(value)` escaped for rich markup: `[bold red]x` is shown as typed, not drawn red.
+
+    Use it for every piece of text put inside a markup string, our own included (a hint such as
+    `pip install 'httpay[lightspark]'` keeps its brackets)."""
+    from rich.markup import escape
+
+    return escape(clean(value, limit))
+
+
+def plain(value: object, limit: int = MAX_TEXT, style: str = "") -> Any:
+    """`clean(value)` as a rich `Text`: a table cell or a line that is never parsed as markup."""
+    from rich.text import Text
+
+    return Text(clean(value, limit), style=style)
+
+
+class CleanLogRecords(logging.Filter):
+    """Every record of an httpay logger becomes one bounded line before any handler sees it:
+    server text in its arguments cannot add lines, move the cursor or fill a disk."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a bad format string is logged as what it was
+            message = f"{record.msg!s} {record.args!r}"
+        record.msg, record.args = clean(message, MAX_LINE), None
+        return True
+
+
+_CLEAN = CleanLogRecords()
+
+
+def get_logger(name: str) -> logging.Logger:
+    """`logging.getLogger(name)` with `CleanLogRecords` attached: what every httpay module logs with."""
+    logger = logging.getLogger(name)
+    if _CLEAN not in logger.filters:
+        logger.addFilter(_CLEAN)
+    return logger
+
+
+class JSONTooDeep(ValueError):
+    """JSON nested deeper than `MAX_JSON_DEPTH`: refused before parsing (so never a RecursionError)."""
+
+
+_STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+_SQUARE = bytes.maketrans(b"{}", b"[]")
+
+
+def _depth_ok(raw: bytes, limit: int) -> bool:
+    """True when no array/object nests deeper than `limit` (brackets inside strings ignored).
+
+    Each pass deletes every innermost `[]` pair, one nesting level, at C speed; a document that
+    is not empty after `limit` passes nests deeper than `limit`."""
+    if raw.count(b"[") + raw.count(b"{") <= limit:
+        return True  # cannot nest deeper than it has brackets: the common case costs two counts
+    brackets = _STRINGS.sub(b"", raw).translate(_SQUARE, _NOT_BRACKETS)
+    for _ in range(limit):
+        shorter = brackets.replace(b"[]", b"")
+        if not shorter or shorter == brackets:
+            return True  # all nesting undone, or unbalanced (the parser will say so)
+        brackets = shorter
+    return False
+
+
+def _parse_int(text: str) -> int:
+    if len(text) > MAX_INT_DIGITS + 1:
+        raise ValueError(f"an integer of {len(text)} digits is not a real number")
+    return int(text)
+
+
+def loads(data: bytes | bytearray | str, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """`json.loads` for server input: ValueError (JSONTooDeep) on nesting beyond `max_depth` or an
+    integer of thousands of digits, checked before the parser runs; UnicodeDecodeError for bytes
+    that are not text. Never RecursionError."""
+    raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else bytes(data)
+    if not _depth_ok(raw, max_depth):
+        raise JSONTooDeep(f"JSON nested deeper than {max_depth} levels")
+    try:
+        return json.loads(data, parse_int=_parse_int)
+    except RecursionError:  # unreachable after the depth check; kept so no stray error escapes
+        raise JSONTooDeep(f"JSON nested deeper than {max_depth} levels") from None

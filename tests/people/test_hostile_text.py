@@ -1,0 +1,187 @@
+"""Server text never controls what a person sees: every terminal view, the CLI, the demo story and
+the HTML views show a hostile title, description, URL or error exactly as typed (markup shown, not
+obeyed), on one line, without terminal escapes, and bounded; our own hints keep their brackets."""
+
+from __future__ import annotations
+
+import io
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+from rich.console import Console
+
+import httpay
+from httpay import display
+from httpay.approvals import Approval
+from httpay.demo.story import Story
+from httpay.errors import ConfigError
+from httpay.events import Event
+from httpay.ledger import Intent, SQLiteLedger
+from httpay.lightning import decode_invoice
+from httpay.protocols.l402_v02 import PaymentOffers, PaymentRequest
+from httpay.safe import MAX_TEXT, clean, markup
+from tests.helpers import make_invoice
+from tests.hostile.harness import hostile_service
+
+HOSTILE = {
+    "closing_tag": "Premium [/x] plan",
+    "style_tag": "[bold red]x",
+    "link_tag": "[link=https://evil.example]click[/link]",
+    "newline": "ten sat\nFORGED second line",
+    "escapes": "ten \x1b[2J\x1b[31mred\x07 sat\r",
+    "bidi": "abc\u202egnp.exe",
+    "huge": "A" * 2_000_000,
+}
+SHOWN = {  # what a person must read for each (a substring of the view)
+    "closing_tag": "Premium [/x] plan", "style_tag": "[bold red]x", "link_tag": "[link=https://evil.example]click",
+    "newline": "ten sat\\nFORGED second line", "escapes": "ten \\x1b[2J\\x1b[31mred\\x07 sat\\r",
+    "bidi": "abc\\u202egnp.exe", "huge": "AAAA",
+}
+
+
+def text(obj: Any, width: int = 250) -> str:
+    c = Console(record=True, width=width, file=io.StringIO())
+    c.print(obj)
+    return c.export_text()
+
+
+def ansi(obj: Any, width: int = 250) -> str:
+    out = io.StringIO()
+    Console(file=out, width=width, force_terminal=True, color_system="standard").print(obj)
+    return out.getvalue()
+
+
+def offers_with(title: str) -> PaymentOffers:
+    return PaymentOffers.from_dict({
+        "version": "0.2.2", "payment_request_url": "https://svc.example/pay",
+        "offers": [{"offer_id": "o1", "title": title, "description": title, "type": "top-up", "balance": 1,
+                    "amount": 10, "currency": "SAT", "payment_methods": ["lightning"], "duration": title[:50]}],
+    })
+
+
+def assert_harmless(out: str, name: str) -> None:
+    assert SHOWN[name] in out.replace("\n", "") or SHOWN[name] in out, out[:500]
+    assert "\x1b[2J" not in out and "\x07" not in out and "\u202e" not in out
+    assert "FORGED second line" not in out or "\\nFORGED" in out
+    assert len(out) < 20_000  # a 2 MB title is shown bounded
+
+
+@pytest.mark.parametrize("name", list(HOSTILE))
+def test_offers_views_show_server_text_as_typed(name: str) -> None:
+    offers = offers_with(HOSTILE[name])
+    for view in (offers, offers.offers[0], offers.by_payment("lightning"),
+                 display.offers_table(offers.offers, title=HOSTILE[name], chosen="o1")):
+        out = text(view)
+        assert_harmless(out, name)
+    colours = ansi(offers)
+    assert "\x1b[1;31mx" not in colours and "\x1b[31mred" not in colours  # never drawn as the server asked
+    assert "evil.example\x1b\\" not in colours  # no terminal hyperlink was made
+
+
+@pytest.mark.parametrize("name", list(HOSTILE))
+def test_invoice_payment_request_receipt_approval_budget_views(name: str, tmp_path: Path) -> None:
+    t = HOSTILE[name]
+    bolt11, _ = make_invoice(10_000, description=t[:500])
+    inv = decode_invoice(bolt11)
+    assert_harmless(text(inv), name) if len(t) < 500 else None
+    out = text(inv)
+    assert "\x1b[2J" not in out and len(out) < 20_000
+    pr = PaymentRequest.from_dict({"offer_id": t, "payment_request": {"checkout_url": t}}, payment_method="credit_card")
+    assert_harmless(text(pr), name)
+    with SQLiteLedger(tmp_path / "l.db") as lg:
+        r = lg.reserve(Intent(host="svc.example", url="https://svc.example/x", protocol="l402-v0.2", method="lightning",
+                              amount_msat=10_000, payment_hash="ab" * 32, offer_id="o1", offer_title=t,
+                              offer_amount=10, offer_currency="SAT"), [])
+        lg.fail(r.id, t)
+        rows = lg.receipts()
+    for width in (80, 250):  # narrow terminals put notes under the table
+        out = text(display.receipts_table(rows), width=width)
+        assert "\x1b[2J" not in out and "\x07" not in out and len(out) < 20_000
+    assert_harmless(text(display.receipts_table(rows)), name)
+    a = Approval(id=1, status="waiting", created_at=datetime.now(timezone.utc), decided_at=None, host=t,
+                 url="https://svc.example/x", offer_id=t, offer_title=t, offer_price=t, price_msat=10_000,
+                 method="lightning", usd_per_btc=None, decided_by=t, reason=t)
+    assert_harmless(text(display.approvals_table([a])), name)
+    assert "\x1b" not in display.html_approvals([a]) and len(display.html_approvals([a])) < 20_000
+    html = display.html_offers(offers_with(t).offers) + display.html_receipts(rows)
+    assert "<script" not in html.lower() or "&lt;script" in html.lower()
+    assert "\x1b" not in html and "\n" not in clean(t) and len(html) < 20_000
+
+
+def test_html_views_escape_markup_and_scripts() -> None:
+    offers = offers_with("<script>alert(1)</script>\n[bold]x")
+    html = display.html_offers(offers.offers)
+    assert "<script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;\\n[bold]x" in html
+
+
+def test_the_demo_story_shows_server_text_as_typed() -> None:
+    out = io.StringIO()
+    story = Story(Console(file=out, width=200, record=True), None)
+    offers = offers_with("Premium [/x] plan\nFORGED")
+    decision = httpay.Policy(max_per_payment_sat=100).decide(offers, url="https://svc.example/x", host="svc.example")
+    story.on_event(Event("challenge", "https://svc.example/x", "r1", {"offers": offers, "protocol": "l402-v0.2"}))
+    story.on_event(Event("decision", "https://svc.example/x", "r1", {"decision": decision}))
+    story.on_event(Event("refused", "https://svc.example/x", "r1", {"reason": "refused: [bold red]no[/] [/x]"}))
+    story.on_event(Event("payment_failed", "https://svc.example/x", "r1", {"error": "[/oops]"}))
+    shown = story.console.export_text()
+    assert "Premium [/x] plan\\nFORGED" in shown and "refused: [bold red]no[/] [/x]" in shown and "[/oops]" in shown
+
+
+# -- the CLI ---------------------------------------------------------------------------------------
+def run_cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    from httpay.cli import main
+
+    for k in ("HTTPAY_WALLET", "HTTPAY_POLICY", "HTTPAY_DEMO_URL"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("COLUMNS", "250")
+    monkeypatch.setenv("NO_COLOR", "1")
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("name", ["closing_tag", "style_tag", "link_tag", "newline", "escapes", "huge"])
+def test_httpay_offers_and_dry_run_show_hostile_offers_literally(name: str, monkeypatch: pytest.MonkeyPatch,
+                                                                capsys: pytest.CaptureFixture[str],
+                                                                tmp_path: Path) -> None:
+    t = HOSTILE[name]
+    with hostile_service() as svc:
+        url = svc.v02("/v02", offers=[{"offer_id": "o1", "title": t, "type": "top-up", "balance": 1, "amount": 10,
+                                       "currency": "SAT", "payment_methods": ["lightning"]}])
+        code, out, err = run_cli(monkeypatch, capsys, "offers", url)
+        assert code == 0, err
+        assert_harmless(out, name)
+        policy = tmp_path / "policy.toml"
+        policy.write_text("max_per_payment_sat = 100\nbudget_sat = 1000\n")
+        code, out, err = run_cli(monkeypatch, capsys, "get", url, "--dry-run", "--policy", str(policy),
+                                 "--ledger", str(tmp_path / "l.db"))
+        assert code == 0, err
+        assert_harmless(out, name)
+        assert "would pay" in out and SHOWN[name][:40] in out.split("would pay", 1)[1].replace("\n", "")
+    assert svc.node.paid == []
+
+
+def test_our_own_hints_keep_their_brackets(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import httpay.cli
+
+    def boom(*_: Any) -> int:
+        raise ConfigError("the Lightspark wallet needs the `lightspark` SDK: pip install 'httpay[lightspark]'")
+
+    monkeypatch.setattr(httpay.cli, "_run", boom)
+    code, _, err = run_cli(monkeypatch, capsys, "budget")
+    assert code == 1 and "pip install 'httpay[lightspark]'" in err
+
+
+def test_clean_and_markup_are_the_one_place() -> None:
+    assert clean("a\nb\r\x1b[31m\u2028") == "a\\nb\\r\\x1b[31m\\u2028"
+    assert len(clean("x" * 10_000_000)) == MAX_TEXT and clean("x" * 10_000_000).endswith("…")
+    assert markup("[bold red]x") == "\\[bold red]x"
+    assert text(markup("pip install 'httpay[lightspark]'")).strip() == "pip install 'httpay[lightspark]'"
+    assert clean(object.__new__(_Unprintable)) == "<_Unprintable>"
+
+
+class _Unprintable:
+    def __str__(self) -> str:
+        raise RuntimeError("no")
