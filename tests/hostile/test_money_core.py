@@ -481,3 +481,22 @@ def test_policy_with_offer_re_decides_on_the_decisions_own_inputs() -> None:
         policy.with_offer(spent, offers.get(MID))
     assert (capped.value.rule, budget.value.rule) == ("max_per_payment", "budget")
     assert policy.with_offer(first, offers.get(CHEAP)).offer.offer_id == CHEAP
+
+
+def test_a_queue_made_by_an_older_httpay_is_upgraded_in_place(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as db:
+        db.executescript(
+            "CREATE TABLE approvals (id INTEGER PRIMARY KEY AUTOINCREMENT, status TEXT NOT NULL, created_at REAL NOT NULL, "
+            "decided_at REAL, host TEXT NOT NULL, url TEXT NOT NULL, offer_id TEXT, offer_title TEXT, offer_price TEXT, "
+            "price_msat INTEGER, method TEXT, usd_per_btc REAL, decided_by TEXT, reason TEXT);"
+            "INSERT INTO approvals (status, created_at, host, url, offer_id) VALUES ('waiting', 1, 'x', 'http://x/', 'o1');"
+        )
+    with ApprovalQueue(path) as q:
+        [old] = q.pending()
+        assert old.choices == () and old.chosen_offer_id is None
+        with pytest.raises(ApprovalError, match="has no offer"):
+            q.decide(old.id, True, "alice", offer_id="o2")
+        assert q.decide(old.id, True, "alice").status == "approved"
