@@ -66,7 +66,7 @@ def _broke_account(base: str) -> str:
     return token
 
 
-def run_fleet(pg_url: str, processes: int, threads: int) -> dict[str, Any]:
+def run_fleet(pg_url: str, processes: int, threads: int, pool_size: int = 4) -> dict[str, Any]:
     """One fleet run against a fresh ledger; the figures and the checked guarantee."""
     requests = processes * threads
     fits = max(1, requests * 4 // 5)
@@ -81,7 +81,7 @@ def run_fleet(pg_url: str, processes: int, threads: int) -> dict[str, Any]:
             w = subprocess.Popen([sys.executable, str(ROOT / "bench" / "fleet_worker.py")], stdin=subprocess.PIPE,
                                  stdout=subprocess.PIPE, text=True, cwd=ROOT)
             assert w.stdin is not None and w.stdout is not None
-            cfg = {"base": base, "key": key, "ledger": pg_url, "policy": policy,
+            cfg = {"base": base, "key": key, "ledger": pg_url, "policy": policy, "pool_size": pool_size,
                    "tokens": [_broke_account(base) for _ in range(threads)]}
             w.stdin.write(json.dumps(cfg) + "\n")
             w.stdin.flush()
@@ -134,7 +134,8 @@ def _fresh(pg_url: str) -> None:
         conn.execute("DROP TABLE IF EXISTS tokens")
 
 
-def run(quick: bool = False, processes: int | None = None, threads: int | None = None) -> list[Line]:
+def run(quick: bool = False, processes: int | None = None, threads: int | None = None,
+        pool_size: int = 4) -> list[Line]:
     """Lines for bench/run.py: payments/s and the guarantee, or why the fleet could not run here."""
     n, m = processes or (2 if quick else 4), threads or (5 if quick else 15)
     try:
@@ -143,13 +144,13 @@ def run(quick: bool = False, processes: int | None = None, threads: int | None =
         return [("fleet payments/s", "not run", f"no PostgreSQL here: {exc}")]
     try:
         _fresh(pg_url)
-        res = run_fleet(pg_url, n, m)
+        res = run_fleet(pg_url, n, m, pool_size)
     finally:
         stop_postgres(folder)
     ok = all(res["checks"].values())
     failed = ", ".join(k for k, v in res["checks"].items() if not v)
     lines: list[Line] = [
-        (f"fleet {n} processes x {m} threads, one PostgreSQL budget: payments/s", f"{res['payments_per_s']:.1f}",
+        (f"fleet {n} processes x {m} threads (pool of {pool_size}), one PostgreSQL budget: payments/s", f"{res['payments_per_s']:.1f}",
          "reported (7.5-13.6 seen before on 2 cores)"),
         ("fleet guarantee (never over budget, exactly what fits, each hash once, all settled)",
          "held" if ok else f"BROKEN: {failed} {res['errors']}", "held"),
@@ -163,9 +164,10 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--processes", type=int, default=4)
     ap.add_argument("--threads", type=int, default=15)
+    ap.add_argument("--pool-size", type=int, default=4, help="PostgreSQL connections per process (default 4)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-    lines = run(processes=args.processes, threads=args.threads)
+    lines = run(processes=args.processes, threads=args.threads, pool_size=args.pool_size)
     if args.json:
         print(json.dumps([{"name": a, "value": b, "target": c} for a, b, c in lines], indent=2))
     else:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import threading
 import time
@@ -65,6 +66,8 @@ def _time_the_ledger(spent: dict[str, list[float]], lock: threading.Lock) -> Non
 
 
 def main() -> None:
+    if os.environ.get("HTTPAY_BENCH_SWITCH_S"):
+        sys.setswitchinterval(float(os.environ["HTTPAY_BENCH_SWITCH_S"]))
     logging.getLogger("httpay").addHandler(logging.NullHandler())  # refusals are counted, not printed
     cfg: dict[str, Any] = json.loads(sys.stdin.readline())
     marks: dict[str, float] = {}
@@ -94,7 +97,10 @@ def main() -> None:
             outcome = f"error:{type(exc).__name__}: {exc}"[:300]
         return outcome
 
-    with httpay.Client(wallet=wallet, policy=policy, ledger=cfg["ledger"], on_event=on_event, timeout=120) as c:
+    from httpay.ledger.postgres import PostgresLedger
+
+    ledger = PostgresLedger(cfg["ledger"], pool_size=int(cfg.get("pool_size", 4)))
+    with ledger, httpay.Client(wallet=wallet, policy=policy, ledger=ledger, on_event=on_event, timeout=120) as c:
         c.ledger.spent_msat()  # the pool is open and warm
         print("ready", flush=True)
         sys.stdin.readline()  # "go"

@@ -1,26 +1,76 @@
-"""The `httpay` command: the demo, the demo server, paid GETs, the ledger, budgets, approvals, the dashboard."""
+"""The `httpay` command: the demo, the demo server, paid GETs, the ledger, budgets, approvals, the dashboard.
+
+Every failure is one line on stderr saying what happened and what to try, and a documented exit code
+(`EXIT_CODES`, shown by `httpay --help`); never a traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import math
 import os
 import re
+import socket
 import sys
 from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 from rich.console import Console
 
-from httpay.errors import ConfigError, HttpayError
-from httpay.safe import MAX_LINE, markup, plain
+from httpay.errors import ConfigError, HttpayError, PaymentRefused
+from httpay.safe import MAX_LINE, clean, plain
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_REFUSED, EXIT_PAYMENT, EXIT_NETWORK, EXIT_HTTP = 0, 1, 2, 3, 4, 5, 6
+EXIT_CODES = (
+    (EXIT_OK, "success (the service answered 2xx/3xx)"),
+    (EXIT_ERROR, "an error: a setting is missing or wrong, a ledger does not exist, ..."),
+    (EXIT_USAGE, "usage: a bad flag, a bad number, a URL that is not http:// or https://"),
+    (EXIT_REFUSED, "refused: over a limit (the cost cap, a budget) or refused by the policy or a person; nothing paid"),
+    (EXIT_PAYMENT, "the payment failed, was made but not honoured, or its outcome is not known yet "
+                   "(`ledger reconcile`: a payment stays pending); the ledger says which"),
+    (EXIT_NETWORK, "network: could not connect, unknown host, timed out"),
+    (EXIT_HTTP, "the service answered an HTTP error (4xx/5xx, or a 402 nothing could be paid for)"),
+)
+
+
+class UsageError(HttpayError):
+    """A command line httpay cannot run as given (exit code 2)."""
+
+
+def _number(*, kind: type = float, positive: bool = False) -> Callable[[str], Any]:
+    """An argparse type refusing negative (or zero), NaN and infinite values (argparse names the flag)."""
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a {'whole ' if kind is int else ''}number, got {text!r}") from None
+        if not math.isfinite(value) or value < 0 or (positive and value == 0):
+            raise argparse.ArgumentTypeError(
+                f"must be a {'positive' if positive else 'non-negative'} finite number, got {text!r}")
+        return value
+    return parse
+
+
+def _port(text: str) -> int:
+    value = _number(kind=int)(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"must be from 0 to 65535, got {text!r}")
+    return int(value)
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="httpay", description="An HTTP client that pays 402 Payment Required within limits you set.")
+    codes = "\n".join(f"  {code}  {what}" for code, what in EXIT_CODES)
+    p = argparse.ArgumentParser(
+        prog="httpay", description="An HTTP client that pays 402 Payment Required within limits you set.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="With no policy file, httpay's default limits apply: at most 1,000 sat per payment, 10,000 sat per "
+               "hour,\n50,000 sat per day (`httpay budget` shows them; `default_limits = false` in a policy file "
+               "drops them).\n\nexit codes:\n" + codes,
+    )
     p.add_argument("-v", "--verbose", action="count", default=0, help="log each step (-vv for debug)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -29,29 +79,34 @@ def _parser() -> argparse.ArgumentParser:
     mode.add_argument("--non-interactive", action="store_true", help="never ask a person (as an agent would run it)")
     mode.add_argument("--approve", action="store_true", help="ask y/n before paying")
     d.add_argument("--ledger", help="ledger file for the demo (default: a throwaway file)")
-    d.add_argument("--budget-usd", type=float, default=5.0)
-    d.add_argument("--max-per-payment-usd", type=float, default=1.0)
+    d.add_argument("--budget-usd", type=_number(), default=5.0)
+    d.add_argument("--max-per-payment-usd", type=_number(), default=1.0)
     d.add_argument("--protocol", choices=("l402-v0.2", "l402"), default="l402-v0.2",
                    help="l402-v0.2: the notebook's JSON offers (default); l402: classic macaroon + invoice")
 
     s = sub.add_parser("demo-server", help="run the local demo stock service (loopback only, no real money)")
     s.add_argument("--host", default="127.0.0.1")
-    s.add_argument("--port", type=int, default=8402)
+    s.add_argument("--port", type=_port, default=8402)
 
-    g = sub.add_parser("get", help="GET a URL, paying a 402 if the policy allows (wallet from HTTPAY_WALLET)")
+    g = sub.add_parser("get", help="GET a URL, paying a 402 if the policy allows (wallet from HTTPAY_WALLET)",
+                       description="GET a URL. A free URL needs no wallet; a 402 is paid with the wallet named by "
+                                   "HTTPAY_WALLET within the policy (default limits: 1,000 sat per payment, 10,000 "
+                                   "sat per hour, 50,000 sat per day).")
     g.add_argument("url")
     g.add_argument("-H", "--header", action="append", default=[], help="'Name: value' (repeatable)")
-    g.add_argument("--max-price", "--max-price-usd", dest="max_price_usd", type=float, metavar="USD",
+    g.add_argument("--max-price", "--max-price-usd", dest="max_price_usd", type=_number(), metavar="USD",
                    help="cap what this request may pay, in USD")
-    g.add_argument("--max-price-sat", type=int, metavar="SAT", help="cap what this request may pay, in sat")
+    g.add_argument("--max-price-sat", type=_number(kind=int), metavar="SAT",
+                   help="cap what this request may pay, in sat")
     g.add_argument("--dry-run", action="store_true", help="show the offers and what the policy would pay; pay nothing")
     g.add_argument("--ask", action="store_true",
                    help="hold the payment until a person approves it (`httpay approvals`, `httpay dashboard`)")
-    g.add_argument("--approval-timeout", type=float, default=300, metavar="S", help="with --ask: seconds before no answer means no")
+    g.add_argument("--approval-timeout", type=_number(positive=True), default=300, metavar="S", help="with --ask: seconds before no answer means no")
     g.add_argument("--approvals", metavar="PATH", help="with --ask: approval queue file (default: the ledger file)")
     g.add_argument("--json", action="store_true", help="with --dry-run: print the decision as JSON")
-    g.add_argument("--budget-usd", type=float, help="total budget (default from the policy file)")
-    g.add_argument("--usd-per-btc", type=float, help="BTC/USD rate for USD limits (default: the wallet's)")
+    g.add_argument("--budget-usd", type=_number(), help="total budget (default from the policy file)")
+    g.add_argument("--usd-per-btc", type=_number(positive=True),
+                   help="BTC/USD rate for USD limits (default: the wallet's)")
     g.add_argument("--policy", help="policy TOML file (default $HTTPAY_POLICY)")
     g.add_argument("--ledger", help="ledger path or postgresql:// URL (default $HTTPAY_LEDGER or the user data dir)")
 
@@ -60,10 +115,11 @@ def _parser() -> argparse.ArgumentParser:
                                     "(HTTPAY_WALLET) about every pending payment and records the truth.")
     lg.add_argument("action", nargs="?", choices=("show", "reconcile"), default="show",
                     help="show (default) or reconcile pending payments with the wallet")
-    lg.add_argument("--grace", type=float, default=120.0, metavar="SECONDS",
+    lg.add_argument("--grace", type=_number(), default=120.0, metavar="SECONDS",
                     help="reconcile: a payment unknown to the wallet is failed only once older than this (default 120)")
     lg.add_argument("--ledger", help="ledger path or URL (default $HTTPAY_LEDGER or the user data dir)")
-    lg.add_argument("--limit", type=int, default=50, help="show at most this many payments (default 50)")
+    lg.add_argument("--limit", type=_number(kind=int, positive=True), default=50,
+                    help="show at most this many payments (default 50)")
     lg.add_argument("--since", metavar="WHEN", help="only payments since: 30m, 1h, 1d, 1w or an ISO date/time (UTC)")
     lg.add_argument("--host", help="only payments to this host (as recorded, e.g. api.example.com or 127.0.0.1:8402)")
     lg.add_argument("--json", action="store_true", help="print JSON for scripts")
@@ -77,20 +133,21 @@ def _parser() -> argparse.ArgumentParser:
     )
     m.add_argument("--transport", choices=("stdio", "http"), default="stdio", help="stdio (default) or streamable HTTP")
     m.add_argument("--host", default="127.0.0.1", help="HTTP only; loopback addresses only")
-    m.add_argument("--port", type=int, default=8403, help="HTTP only (default 8403)")
+    m.add_argument("--port", type=_port, default=8403, help="HTTP only (default 8403)")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
+    before = list(logging.getLogger().handlers)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        if handler not in before:  # only the stderr handler the command itself installed
+            handler.addFilter(_not_reported_twice)
     console = Console()
     try:
         return int(_run(args, console) or 0)
-    except HttpayError as exc:
-        Console(stderr=True).print(f"[red]httpay: {type(exc).__name__}: {markup(exc, MAX_LINE)}[/]")
-        return 1
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
@@ -98,6 +155,105 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 141
+    except Exception as exc:  # one line and an exit code, never a traceback
+        code, line = failure(exc, _knobs(args), paying=args.command in ("get", "demo"))
+        logging.getLogger("httpay").debug("the failure in full", exc_info=True)
+        _say(f"httpay: {line}")
+        return code
+
+
+def _say(line: str) -> None:
+    """One line on stderr, server text and all, never read as rich markup."""
+    Console(stderr=True, highlight=False, soft_wrap=True).print(plain(line, MAX_LINE, style="red"))
+
+
+def _not_reported_twice(record: logging.LogRecord) -> bool:
+    """A refusal is raised to the command, which prints it once: its log line would say it again."""
+    return getattr(record, "httpay_step", None) != "refused"
+
+
+def failure(exc: BaseException, knobs: dict[str, str] | None = None, *, paying: bool = True) -> tuple[int, str]:
+    """The exit code and the one line for a failure: what happened and what to try. A wallet error of a
+    command that does not pay (`wallet balance`, `ledger reconcile`) is an error, not a failed payment."""
+    from httpay.errors import InvoiceError, PaymentRequestError, WalletError
+    from httpay.pipeline import PaymentNotHonored, PaymentOutcomeUnknown
+
+    if isinstance(exc, UsageError):
+        return EXIT_USAGE, str(exc)
+    if isinstance(exc, PaymentRefused):
+        return EXIT_REFUSED, exc.render(knobs) + ". Nothing was paid."
+    if isinstance(exc, PaymentNotHonored | PaymentOutcomeUnknown):
+        return EXIT_PAYMENT, f"{exc}; see `httpay ledger`"
+    if isinstance(exc, WalletError) and not paying:
+        return EXIT_ERROR, f"the wallet: {type(exc).__name__}: {exc}"
+    if isinstance(exc, InvoiceError | PaymentRequestError | WalletError):
+        paid = "" if not isinstance(exc, WalletError) or exc.outcome_known else "; it may have gone out: run `httpay ledger reconcile`"
+        return EXIT_PAYMENT, f"payment failed: {type(exc).__name__}: {exc}{paid}"
+    if isinstance(exc, HttpayError):
+        return EXIT_ERROR, f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, httpx.InvalidURL | httpx.UnsupportedProtocol):
+        return EXIT_USAGE, f"bad URL: {exc}; give a full http:// or https:// URL"
+    if isinstance(exc, httpx.TransportError):
+        return EXIT_NETWORK, _network_line(exc)
+    if isinstance(exc, httpx.HTTPError):
+        return EXIT_NETWORK, f"the request failed: {type(exc).__name__}: {exc or 'no detail'}"
+    if isinstance(exc, OSError):
+        return EXIT_ERROR, f"{type(exc).__name__}: {exc}"
+    return EXIT_ERROR, f"unexpected error: {type(exc).__name__}: {exc} (run with -vv to see where)"
+
+
+def _network_line(exc: httpx.TransportError) -> str:
+    """Say which network step failed, in words, from httpx's exception and what caused it."""
+    try:
+        where = f"{exc.request.url.host}:{exc.request.url.port or {'https': 443}.get(exc.request.url.scheme, 80)}"
+    except RuntimeError:
+        where = "the service"
+    cause: BaseException | None = exc
+    while cause is not None and not isinstance(cause, OSError):
+        cause = cause.__cause__ or cause.__context__
+    text = str(exc).lower()
+    if isinstance(cause, socket.gaierror) or "name or service not known" in text or "nodename nor servname" in text \
+            or "no address associated" in text or "name resolution" in text:
+        host = where.rsplit(":", 1)[0]
+        return f"unknown host {host}: its name does not resolve; check the spelling of the URL"
+    if isinstance(cause, ConnectionRefusedError) or "connection refused" in text or "errno 111" in text:
+        return f"could not connect to {where}: connection refused; is the service running on that port?"
+    if isinstance(exc, httpx.TimeoutException):
+        return f"{where} did not answer in time ({type(exc).__name__}); try again later or check the URL"
+    return f"could not reach {where}: {type(exc).__name__}: {exc or 'no detail'}; check the URL and your network"
+
+
+def _url(text: str) -> str:
+    """The URL a command was given, if it is one httpay can request: http:// or https:// with a host."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(text.strip())
+        _ = parts.port
+    except ValueError as exc:
+        raise UsageError(f"{text!r} is not a URL httpay can read ({exc}); give a full http:// or https:// URL") from None
+    if "://" not in text:
+        raise UsageError(f"{text!r} is not a URL (no scheme): did you mean https://{text.strip()}?")
+    if parts.scheme.lower() not in ("http", "https"):
+        raise UsageError(f"{text!r} is not an http:// or https:// URL: httpay speaks HTTP only")
+    if not parts.hostname:
+        raise UsageError(f"{text!r} has no host: give a full URL such as https://example.com/path")
+    return text.strip()
+
+
+def _knobs(args: argparse.Namespace) -> dict[str, str]:
+    """How this command sets each knob a refusal may name: its flags, else the policy file's keys."""
+    from httpay.config import POLICY_FIELDS
+
+    policy_file = getattr(args, "policy", None) or os.environ.get("HTTPAY_POLICY")
+    where = f"in {policy_file}" if policy_file else "in a policy file (--policy FILE or HTTPAY_POLICY)"
+    knobs = {name: f"{name} {where}" for name in POLICY_FIELDS}
+    if getattr(args, "command", None) == "get":
+        if args.budget_usd is not None:
+            knobs["budget_usd"] = "--budget-usd"
+        knobs["usd_per_btc"] = "--usd-per-btc (or usd_per_btc " + where + ")"
+        knobs["max_price"] = "--max-price-sat" if args.max_price_sat is not None else "--max-price"
+    return knobs
 
 
 def _run(args: argparse.Namespace, console: Console) -> int:
@@ -139,6 +295,7 @@ def _headers(raw: list[str]) -> dict[str, str]:
 def _get(args: argparse.Namespace, console: Console) -> int:
     import httpay
 
+    args.url = _url(args.url)
     policy = _policy(args.policy)
     if args.budget_usd is not None:
         policy.budget_usd = args.budget_usd
@@ -146,10 +303,10 @@ def _get(args: argparse.Namespace, console: Console) -> int:
         policy.usd_per_btc = args.usd_per_btc
     if args.dry_run:
         return _dry_run(args, policy, console)
-    from httpay.config import wallet_from_env
-
-    wallet = wallet_from_env()
+    wallet = _wallet_or_none()
     err = Console(stderr=True)
+    if wallet is None:
+        return _get_without_wallet(args, console)
     queue = None
     if args.ask:
         from httpay.approvals import ApprovalQueue, spinner
@@ -163,20 +320,51 @@ def _get(args: argparse.Namespace, console: Console) -> int:
             try:
                 r = c.get(args.url, headers=_headers(args.header), extensions=ext)
             except httpay.PaymentRefused as exc:
-                err.print(f"[red]{markup(exc, MAX_LINE)}[/]")
                 if exc.offers is not None:
-                    err.print(exc.offers)
-                return 3
+                    from httpay.display import offers_table
+
+                    err.print(offers_table(exc.offers, title=f"{args.url} asks for payment"))
+                raise
     finally:
         if queue is not None:
             queue.close()
     rec = httpay.receipt_of(r)
     if rec is not None:
-        err.print(f"[green]paid[/] {markup(rec, MAX_LINE)}")
+        from rich.text import Text
+
+        err.print(Text("paid ", style="green") + plain(rec, MAX_LINE))
+    return _body_out(r)
+
+
+def _body_out(r: httpx.Response) -> int:
+    """Write the body to stdout; the exit code says whether the service answered an error."""
     sys.stdout.write(r.text)
     if not r.text.endswith("\n"):
         sys.stdout.write("\n")
-    return 0 if r.status_code < 400 else 4
+    if r.status_code >= 400:
+        _say(f"httpay: the service answered HTTP {r.status_code} {r.reason_phrase}".rstrip())
+        return EXIT_HTTP
+    return EXIT_OK
+
+
+def _get_without_wallet(args: argparse.Namespace, console: Console) -> int:
+    """No wallet configured: fetch the URL as plain HTTP; a 402 is shown, never paid."""
+    from httpay.challenge import read_challenge
+
+    with httpx.Client(timeout=30) as plain:
+        r = plain.get(args.url, headers=_headers(args.header))
+    if r.status_code != 402:
+        return _body_out(r)
+    challenge = read_challenge(args.url, r.status_code, r.headers, r.content)
+    if challenge is None:
+        return _body_out(r)
+    from httpay.display import offers_table
+
+    Console(stderr=True).print(offers_table(challenge.offers, title=f"{args.url} asks for payment ({challenge.protocol})"))
+    raise PaymentRefused(
+        f"refused: {args.url} asks for payment and no wallet is configured; set HTTPAY_WALLET (demo, lnbits, lnd, "
+        "lightspark, fewsats) and its variables to pay it", rule="no_wallet", offers=challenge.offers,
+    )
 
 
 def _reconcile(args: argparse.Namespace, console: Console) -> int:
@@ -184,8 +372,9 @@ def _reconcile(args: argparse.Namespace, console: Console) -> int:
     from httpay.ledger import open_ledger
     from httpay.reconcile import reconcile
 
+    where = _existing_ledger(args.ledger)
     wallet = wallet_from_env()
-    with open_ledger(args.ledger) as lg:
+    with open_ledger(where) as lg:
         outcomes = reconcile(lg, wallet, grace_s=args.grace)
     wallet.close()
     if args.json:
@@ -197,8 +386,9 @@ def _reconcile(args: argparse.Namespace, console: Console) -> int:
     else:
         for o in outcomes:
             console.print(plain(o, MAX_LINE))
-    # 5: something stays pending, in flight or another wallet's (that wallet must reconcile it)
-    return 0 if all(o.outcome not in ("pending", "other_wallet") for o in outcomes) else 5
+    # EXIT_PAYMENT (4): a payment's outcome is still not settled: pending, in flight or another wallet's
+    # (that wallet must reconcile it)
+    return 0 if all(o.outcome not in ("pending", "other_wallet") for o in outcomes) else EXIT_PAYMENT
 
 
 def _ledger(args: argparse.Namespace, console: Console) -> int:
@@ -209,7 +399,7 @@ def _ledger(args: argparse.Namespace, console: Console) -> int:
     from httpay.policy import fmt_msat
 
     since = _since(args.since) if args.since else None
-    with open_ledger(args.ledger) as lg:
+    with open_ledger(_existing_ledger(args.ledger)) as lg:
         rows = lg.receipts(limit=args.limit, host=args.host, since=since)
         every = lg.receipts(host=args.host, since=since)
         totals = _totals(every)
@@ -236,13 +426,16 @@ def _add_people_commands(sub: Any) -> None:
     o = sub.add_parser("offers", help="show what a URL offers for payment (asks, never pays)")
     o.add_argument("url")
     o.add_argument("-H", "--header", action="append", default=[], help="'Name: value' (repeatable)")
-    o.add_argument("--usd-per-btc", type=float, help="BTC/USD rate to show sat (default: the policy's or the wallet's)")
+    o.add_argument("--usd-per-btc", type=_number(positive=True),
+                   help="BTC/USD rate to show sat (default: the policy's or the wallet's)")
+    o.add_argument("-o", "--output", metavar="FILE", help="when the URL answers without asking for payment, save the body here")
     o.add_argument("--json", action="store_true", help="print JSON for scripts")
 
     b = sub.add_parser("budget", help="spent vs each limit of the policy, per window")
     b.add_argument("--policy", help="policy TOML file (default $HTTPAY_POLICY)")
     b.add_argument("--ledger", help="ledger path or URL (default $HTTPAY_LEDGER or the user data dir)")
-    b.add_argument("--usd-per-btc", type=float, help="BTC/USD rate for USD limits (default: the policy's or the wallet's)")
+    b.add_argument("--usd-per-btc", type=_number(positive=True),
+                   help="BTC/USD rate for USD limits (default: the policy's or the wallet's)")
     b.add_argument("--json", action="store_true", help="print JSON for scripts")
 
     w = sub.add_parser("wallet", help="the wallet configured by HTTPAY_WALLET")
@@ -259,7 +452,7 @@ def _add_people_commands(sub: Any) -> None:
     al.add_argument("--all", action="store_true", help="also show the ones already answered")
     for verb in ("approve", "deny"):
         av = asub.add_parser(verb, help=f"{verb} a waiting payment")
-        av.add_argument("id", type=int, help="the approval's number (from `httpay approvals list`)")
+        av.add_argument("id", type=_number(kind=int, positive=True), help="the approval's number (from `httpay approvals list`)")
         av.add_argument("--by", help="who answers (default: your user name)")
         if verb == "deny":
             av.add_argument("--reason", help="why (shown to whoever reads the queue)")
@@ -269,9 +462,10 @@ def _add_people_commands(sub: Any) -> None:
     d.add_argument("--ledger", help="ledger path or URL (default $HTTPAY_LEDGER or the user data dir)")
     d.add_argument("--approvals", metavar="PATH", help="approval queue file (default: the ledger file)")
     d.add_argument("--policy", help="policy TOML file for the budgets (default $HTTPAY_POLICY)")
-    d.add_argument("--usd-per-btc", type=float, help="BTC/USD rate for USD amounts (default: the policy's or the wallet's)")
+    d.add_argument("--usd-per-btc", type=_number(positive=True),
+                   help="BTC/USD rate for USD amounts (default: the policy's or the wallet's)")
     d.add_argument("--host", default="127.0.0.1", help="loopback address to listen on (default 127.0.0.1)")
-    d.add_argument("--port", type=int, default=8404, help="port (default 8404; 0 picks a free one)")
+    d.add_argument("--port", type=_port, default=8404, help="port (default 8404; 0 picks a free one)")
 
 
 def _approval_options(p: argparse.ArgumentParser, default: Any, top: bool = False) -> None:
@@ -280,6 +474,24 @@ def _approval_options(p: argparse.ArgumentParser, default: Any, top: bool = Fals
                    help="approval queue file (default: the ledger file)")
     p.add_argument("--ledger", default=None if top else default, help="ledger file whose queue to use (default $HTTPAY_LEDGER)")
     p.add_argument("--json", action="store_true", default=False if top else default, help="print JSON for scripts")
+
+
+def _existing_ledger(where: str | None, what: str = "ledger", flag: str = "--ledger") -> str:
+    """The ledger a read-only command reads, which must exist: opening a mistyped path would create an
+    empty ledger that reads as "nothing was spent"."""
+    from httpay.ledger import default_ledger_path
+
+    text = where or os.environ.get("HTTPAY_LEDGER") or str(default_ledger_path())
+    if text.startswith(("postgres://", "postgresql://")) or text == ":memory:":
+        return text
+    path = os.path.expanduser(text.removeprefix("sqlite:///"))
+    if not os.path.isfile(path):
+        origin = flag if where else ("HTTPAY_LEDGER" if os.environ.get("HTTPAY_LEDGER") else "the default path")
+        raise ConfigError(
+            f"no {what} at {path} (from {origin}): the file does not exist; check the path "
+            f"(a ledger is created by the first `httpay get` that pays)"
+        )
+    return text
 
 
 def _policy(path: str | None) -> Any:
@@ -334,15 +546,15 @@ def _rate_for(policy: Any, explicit: float | None, wallet: Any = None) -> float 
 
 def _since(text: str) -> datetime:
     m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*", text)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     if m:
         unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}[m.group(2)]
         return now - timedelta(**{unit: float(m.group(1))})
     try:
-        when = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+        when = datetime.fromisoformat(text.strip())  # 3.11 reads a trailing Z
     except ValueError:
         raise ConfigError(f"--since {text!r}: use 30m, 1h, 1d, 1w or an ISO date/time such as 2026-11-25T10:00 (UTC)") from None
-    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 def _totals(receipts: Sequence[Any]) -> dict[str, int]:
@@ -365,21 +577,44 @@ def _max_price(c: Any, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _look(url: str, headers: dict[str, str], wallet: Any) -> tuple[httpx.Response, Any]:
-    """GET `url` and read its 402 offers, paying nothing (the transport honours httpay_dry_run)."""
+    """GET `url` and read its 402 in every dialect the client pays (L402 v0.2, classic L402/LSAT,
+    x402), paying nothing (the transport honours httpay_dry_run). Returns (response, challenge or None)."""
     import httpay
+    from httpay.challenge import read_challenge
     from httpay.pipeline import DRY_RUN_EXTENSION
-    from httpay.protocols import l402_v02
 
-    try:
-        if wallet is not None:
-            with httpay.Client(wallet=wallet, ledger=":memory:", timeout=30) as c:
-                r = c.get(url, headers=headers, extensions={DRY_RUN_EXTENSION: True})
-        else:
-            with httpx.Client(timeout=30) as plain:
-                r = plain.get(url, headers=headers)
-    except httpx.HTTPError as exc:
-        raise HttpayError(f"could not reach {url}: {type(exc).__name__}: {exc}") from None
-    return r, l402_v02.parse(r.status_code, r.headers, r.content)
+    if wallet is not None:
+        with httpay.Client(wallet=wallet, ledger=":memory:", timeout=30, reconcile_grace_s=None) as c:
+            r = c.get(url, headers=headers, extensions={DRY_RUN_EXTENSION: True})
+    else:
+        with httpx.Client(timeout=30) as plain:
+            r = plain.get(url, headers=headers)
+    return r, read_challenge(url, r.status_code, r.headers, r.content)
+
+
+def _served(args: argparse.Namespace, r: httpx.Response, console: Console) -> int:
+    """The URL answered without asking for payment: show (or save) what it served, and say so."""
+    note = (f"HTTP {r.status_code}: no payment asked, nothing was paid; the service served the request "
+            "(it may have used a credit of your account)")
+    if args.output:
+        with open(args.output, "wb") as f:
+            f.write(r.content)
+        note += f"; the body ({len(r.content):,} bytes) is saved in {args.output}"
+    if args.json:
+        print(json.dumps({"url": args.url, "status": r.status_code, "payment_required": False, "offers": [],
+                          "may_have_used_a_credit": True, "saved_to": args.output,
+                          "body": None if args.output else r.text}))
+    else:
+        if not args.output:
+            sys.stdout.write(r.text + ("" if r.text.endswith("\n") else "\n"))
+        _note(note)
+    return EXIT_OK if r.status_code < 400 else EXIT_HTTP
+
+
+def _note(line: str) -> None:
+    from rich.text import Text
+
+    Console(stderr=True, highlight=False, soft_wrap=True).print(Text(line))
 
 
 def _offer_dicts(offers: Any, rate: float | None) -> list[dict[str, Any]]:
@@ -391,30 +626,48 @@ def _offer_dicts(offers: Any, rate: float | None) -> list[dict[str, Any]]:
 def _offers(args: argparse.Namespace, console: Console) -> int:
     from httpay.display import offers_table
 
+    args.url = _url(args.url)
     wallet = _wallet_or_none()
     try:
         rate = _rate_for(_policy_or_none(None), args.usd_per_btc, wallet)
-        r, offers = _look(args.url, _headers(args.header), wallet)
+        r, challenge = _look(args.url, _headers(args.header), wallet)
     finally:
         if wallet is not None:
             wallet.close()
-    if offers is None:
+    if r.status_code != 402:
+        return _served(args, r, console)
+    if challenge is None:
         if args.json:
-            print(json.dumps({"url": args.url, "status": r.status_code, "payment_required": r.status_code == 402, "offers": []}))
+            print(json.dumps({"url": args.url, "status": r.status_code, "payment_required": True, "offers": []}))
         else:
-            console.print(f"HTTP {r.status_code}: " + ("402 without L402 offers httpay can read" if r.status_code == 402
-                                                       else "no payment required"))
-        return 0
+            _note("HTTP 402, in a form httpay cannot read (not L402 v0.2, classic L402/LSAT or x402); nothing was paid")
+        return EXIT_HTTP
+    offers = challenge.offers
     if args.json:
-        print(json.dumps({"url": args.url, "status": r.status_code, "payment_required": True, "version": offers.version,
-                          "payment_request_url": offers.payment_request_url, "terms_url": offers.terms_url,
+        print(json.dumps({"url": args.url, "status": r.status_code, "payment_required": True,
+                          "protocol": challenge.protocol, "version": offers.version,
+                          "payment_request_url": offers.payment_request_url or None, "terms_url": offers.terms_url,
                           "usd_per_btc": rate, "offers": _offer_dicts(offers, rate)}, indent=2))
         return 0
-    console.print(offers_table(offers, title=f"{args.url} asks for payment (L402 v{offers.version})", usd_per_btc=rate))
-    console.print(f"payment requests go to {markup(offers.payment_request_url)}"
-                  + (f"; terms: {markup(offers.terms_url)}" if offers.terms_url else ""))
+    console.print(offers_table(offers, title=f"{args.url} asks for payment ({_dialect(challenge)})", usd_per_btc=rate))
+    from rich.text import Text
+
+    if offers.payment_request_url:
+        console.print(Text(f"payment requests go to {clean(offers.payment_request_url)}"
+                           + (f"; terms: {clean(offers.terms_url)}" if offers.terms_url else "")))
     console.print("Nothing was paid: `httpay get URL --dry-run` shows what your policy would pay.")
     return 0
+
+
+def _dialect(challenge: Any) -> str:
+    """The dialect of a challenge in words: 'L402 v0.2.2', 'classic L402', 'x402 v2'."""
+    from httpay.protocols import l402_classic, l402_v02
+
+    if challenge.protocol == l402_v02.PROTOCOL:
+        return f"L402 v{challenge.offers.version}"
+    if challenge.protocol == l402_classic.PROTOCOL:
+        return "classic L402 (macaroon + invoice)"
+    return f"{challenge.protocol} v{challenge.offers.version}"
 
 
 def _dry_run(args: argparse.Namespace, policy: Any, console: Console) -> int:
@@ -423,22 +676,27 @@ def _dry_run(args: argparse.Namespace, policy: Any, console: Console) -> int:
     from httpay.errors import PaymentRefused
     from httpay.ledger import open_ledger
     from httpay.ledger.base import limit_since, now_utc, over_limit
-    from httpay.pipeline import host_of
+    from httpay.pipeline import Payer, decide, host_of
     from httpay.policy import fmt_msat, usd_to_msat
 
     wallet = _wallet_or_none()
     try:
         rate = _rate_for(policy, None, wallet)
-        r, offers = _look(args.url, _headers(args.header), wallet)
+        r, challenge = _look(args.url, _headers(args.header), wallet)
     finally:
         if wallet is not None:
             wallet.close()
-    if offers is None:
+    if challenge is None:
         if args.json:
-            print(json.dumps({"url": args.url, "status": r.status_code, "payment_required": False, "would_pay": False}))
+            print(json.dumps({"url": args.url, "status": r.status_code, "payment_required": r.status_code == 402,
+                              "would_pay": False}))
+        elif r.status_code == 402:
+            _note("HTTP 402, in a form httpay cannot read (not L402 v0.2, classic L402/LSAT or x402); nothing would be paid")
         else:
-            console.print(f"HTTP {r.status_code}: no L402 payment asked; nothing would be paid")
+            _note(f"HTTP {r.status_code}: no payment asked; nothing would be paid (the service served the request "
+                  "and may have used a credit)")
         return 0
+    offers = challenge.offers
     cap = args.max_price_sat * 1000 if args.max_price_sat is not None else None
     if args.max_price_usd is not None:
         if not rate:
@@ -446,18 +704,27 @@ def _dry_run(args: argparse.Namespace, policy: Any, console: Console) -> int:
         usd_cap = usd_to_msat(args.max_price_usd, rate)
         cap = usd_cap if cap is None else min(cap, usd_cap)
     host = host_of(args.url)
-    result: dict[str, Any] = {"url": args.url, "status": r.status_code, "payment_required": True, "dry_run": True}
-    with open_ledger(args.ledger) as lg:
+    result: dict[str, Any] = {"url": args.url, "status": r.status_code, "payment_required": True, "dry_run": True,
+                              "protocol": challenge.protocol}
+    try:
+        where = _existing_ledger(args.ledger)
+    except ConfigError:
+        where = ":memory:"  # no ledger yet: nothing spent, and a dry run creates none
+    with open_ledger(where) as lg:
         try:
-            d = policy.decide(offers, url=args.url, host=host, usd_per_btc=rate, spent_msat=lg.spent_msat(),
-                              methods=("lightning",), max_price_msat=cap)
+            if challenge.x402 is not None:
+                raise PaymentRefused("refused: this is an x402 payment and the httpay command has no x402 signer "
+                                     "(pay it from Python with Client(x402_signer=...))", rule="x402", offers=offers)
+            # the pipeline's one decision, on the policy and the ledger alone (no wallet is asked)
+            d = decide(Payer(wallet=None, policy=policy, ledger=lg), challenge, url=args.url, host=host, rate=rate,
+                       max_price_msat=cap)
             if d.price_msat is not None:  # the very check the ledger makes when reserving
                 limits = policy.limits(host, rate, offers)
                 now = now_utc()
                 over_limit(limits, {lim: lg.spent_msat(host=lim.host, since=limit_since(lim, now)) for lim in limits},
                            d.price_msat, rate)
         except PaymentRefused as exc:
-            result |= {"would_pay": False, "rule": exc.rule, "reason": str(exc)}
+            result |= {"would_pay": False, "rule": exc.rule, "reason": exc.render(_knobs(args))}
             d = None
     if d is not None:
         result |= {"would_pay": True, "offer_id": d.offer.offer_id, "title": d.offer.title, "method": d.method,
@@ -469,38 +736,46 @@ def _dry_run(args: argparse.Namespace, policy: Any, console: Console) -> int:
                                    chosen=d.offer.offer_id if d else None))
         if d is not None:
             price = fmt_msat(d.price_msat, rate) if d.price_msat is not None else d.offer.price
-            console.print(f"[green]would pay[/] {markup(d.offer.offer_id, 80)} '{markup(d.offer.title)}': "
-                          f"{markup(d.offer.price)} ≈ {price} by {markup(d.method, 80)}"
-                          + (", after a person approves it" if args.ask else ""))
+            from rich.text import Text
+
+            console.print(Text("would pay", style="green") + Text(
+                f" {clean(d.offer.offer_id, 80)} '{clean(d.offer.title)}': {clean(d.offer.price)} ≈ {price} by {clean(d.method, 80)}"
+                + (", after a person approves it" if args.ask else "")))
         else:
-            console.print(f"[red]would not pay[/] ({markup(result['rule'], 80)}): {markup(result['reason'], MAX_LINE)}")
+            from rich.text import Text
+
+            console.print(Text("would not pay", style="red") + Text(f" ({clean(result['rule'], 80)}): {clean(result['reason'], MAX_LINE)}"))
         console.print("dry run: nothing was paid, the wallet was not called")
     return 0 if d is not None else 3
 
 
 def _budget(args: argparse.Namespace, console: Console) -> int:
+    import httpay
     from httpay.display import budget_lines, budget_table
     from httpay.ledger import open_ledger
     from httpay.policy import fmt_msat
 
-    policy = _policy_or_none(args.policy)
-    if policy is None:
-        if args.json:
-            print(json.dumps({"policy": None, "limits": []}))
-        else:
-            console.print("no policy configured (set HTTPAY_POLICY to a TOML file or pass --policy): "
-                          "nothing but the wallet's balance limits spending")
-        return 0
+    found = _policy_or_none(args.policy)
+    policy = found if found is not None else httpay.Policy()
     rate = _rate_for(policy, args.usd_per_btc)
-    with open_ledger(args.ledger) as lg:
+    with open_ledger(_existing_ledger(args.ledger)) as lg:
         lines = budget_lines(policy, lg, rate)
         committed = lg.spent_msat()
         where = lg.url
     if args.json:
         print(json.dumps({"policy": args.policy or os.environ.get("HTTPAY_POLICY"), "ledger": where, "usd_per_btc": rate,
+                          "unlimited": policy.is_unlimited, "limits_in_force": policy.describe_limits(),
                           "committed_msat": committed, "limits": [b.to_dict() for b in lines]}, indent=2))
         return 0
+    from rich.text import Text
+
     console.print(budget_table(lines, rate, title=f"Budget (ledger {where})"))
+    if found is None:
+        console.print("no policy file (--policy or HTTPAY_POLICY): httpay's default limits apply: "
+                      + ", ".join(policy.describe_limits()))
+    elif policy.is_unlimited:
+        console.print(Text("unlimited: the policy file sets default_limits = false and no limit; "
+                           "only the wallet's balance limits spending", style="bold red"))
     console.print(f"committed so far (settled + pending): {fmt_msat(committed, rate)}")
     return 0
 
@@ -536,7 +811,11 @@ def _approvals(args: argparse.Namespace, console: Console) -> int:
     from httpay.display import approvals_table
 
     action = args.approvals_command or "list"
-    with ApprovalQueue(args.approvals or args.ledger) as q:
+    if args.approvals:
+        where = _existing_ledger(args.approvals, "approval queue", "--approvals")
+    else:
+        where = _existing_ledger(args.ledger)
+    with ApprovalQueue(where) as q:
         if action == "list":
             items = q.recent(50) if getattr(args, "all", False) else q.pending()
             if args.json:
@@ -555,11 +834,14 @@ def _approvals(args: argparse.Namespace, console: Console) -> int:
 
 
 def _dashboard(args: argparse.Namespace, console: Console) -> int:
+    import httpay
     from httpay.dashboard import RunningDashboard, create_app, run
 
-    policy = _policy_or_none(args.policy)
+    where = _existing_ledger(args.ledger)
+    approvals = _existing_ledger(args.approvals, "approval queue", "--approvals") if args.approvals else None
+    policy = _policy_or_none(args.policy) or httpay.Policy()
     rate = _rate_for(policy, args.usd_per_btc)
-    app = create_app(args.ledger, policy=policy, usd_per_btc=rate, approvals=args.approvals)
+    app = create_app(where, policy=policy, usd_per_btc=rate, approvals=approvals)
 
     def ready(d: RunningDashboard) -> None:
         print(f"httpay dashboard: {d.page_url}", flush=True)

@@ -73,8 +73,11 @@ class _PayingMixin:
 
     def max_price(self, usd: float | None = None, *, sat: int | None = None) -> dict[str, Any]:
         """Request extensions capping what one request may pay: `c.get(url, extensions=c.max_price(0.05))`."""
+        for name, v in (("usd", usd), ("sat", sat)):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v < 0):
+                raise ConfigError(f"max_price({name}=...) must be a non-negative finite number, got {v!r}")
         if sat is not None:
-            return {MAX_PRICE_EXTENSION: sat * 1000}
+            return {MAX_PRICE_EXTENSION: int(sat * 1000)}
         if usd is None:
             return {}
         rate = self.payer.rate()
@@ -118,6 +121,8 @@ def _wrap_async(client: httpx.AsyncClient, payer: Payer) -> None:
 class Client(_PayingMixin, httpx.Client):
     """An httpx.Client that meets 402 Payment Required by paying within `policy`, then retrying.
 
+    With no `policy`, httpay's default limits apply (`httpay.Policy()`: at most 1,000 sat per payment,
+    10,000 sat per hour, 50,000 sat per day); `httpay.Policy.unlimited()` is the explicit way to have none.
     Refusals raise `httpay.PaymentRefused` (with the offers); every payment lands in `ledger`
     (SQLite at the default path unless given a path, a URL or a Ledger). `token_scope` says where
     a paid L402 token is reused (host, prefix or url); payments left pending by a crash are

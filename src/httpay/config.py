@@ -5,6 +5,7 @@ Every missing or wrong setting raises ConfigError naming the variable and how to
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -110,16 +111,59 @@ def _build(kind: str, env: Mapping[str, str]) -> Wallet:
 
 POLICY_FIELDS = {
     "max_per_payment_usd", "budget_usd", "max_per_payment_sat", "budget_sat", "per_host_usd", "per_hour_usd",
-    "per_day_usd", "methods", "strategy", "calls", "usd_per_btc", "price_tolerance", "allowed_hosts", "denied_hosts",
-    "payment_hosts", "payees", "max_fee_msat",
+    "per_day_usd", "per_hour_sat", "per_day_sat", "methods", "strategy", "calls", "usd_per_btc", "price_tolerance",
+    "allowed_hosts", "denied_hosts", "payment_hosts", "payees", "max_fee_msat", "default_limits",
 }
+_AMOUNT_KEYS = ("max_per_payment_usd", "budget_usd", "max_per_payment_sat", "budget_sat", "per_host_usd",
+                "per_hour_usd", "per_day_usd", "per_hour_sat", "per_day_sat", "usd_per_btc", "max_fee_msat")
+_LIST_KEYS = ("methods", "allowed_hosts", "denied_hosts", "payment_hosts")
+
+
+def _checked(key: str, value: Any, source: str) -> Any:
+    """One TOML setting, checked where it enters: the error names the key and the file."""
+    def bad(what: str) -> ConfigError:
+        return ConfigError(f"{source}: {key} must be {what}, got {value!r}")
+
+    if key in _AMOUNT_KEYS:
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+            raise bad("a non-negative number")
+        if key == "usd_per_btc" and value == 0:
+            raise bad("a positive number (USD per bitcoin)")
+    elif key in _LIST_KEYS:
+        if isinstance(value, str):
+            return [value]  # `allowed_hosts = "stock.example"` is that one host, not its letters
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise bad("a list of strings")
+    elif key == "calls":
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise bad("a whole number of at least 1")
+    elif key == "price_tolerance":
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+            raise bad("a number between 0 and 1")
+    elif key == "strategy" and not isinstance(value, str):
+        raise bad("a string")
+    elif key == "default_limits" and not isinstance(value, bool):
+        raise bad("true or false")
+    elif key == "payees" and (not isinstance(value, dict)
+                              or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())):
+        raise bad("a table of host = node pubkey")
+    return value
 
 
 def policy_from_dict(data: Mapping[str, Any], *, source: str = "policy") -> Policy:
+    """A Policy from settings (as read from TOML), each checked and named by its key on error.
+
+    `default_limits = false` is the TOML spelling of `Policy.unlimited(...)`."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{source}: [policy] must be a table of settings")
     unknown = set(data) - POLICY_FIELDS
     if unknown:
         raise ConfigError(f"{source}: unknown setting(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(POLICY_FIELDS))}")
-    return Policy(**dict(data))
+    settings = {k: _checked(k, v, source) for k, v in data.items()}
+    try:
+        return Policy(**settings)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {str(exc).replace('Policy(', '').replace('=...)', '')}") from None
 
 
 def policy_from_toml(path: str | os.PathLike[str]) -> Policy:

@@ -417,7 +417,7 @@ def budget_lines(policy: "Policy", ledger: "Ledger", usd_per_btc: float | None =
     rate = policy.usd_per_btc or usd_per_btc
     hosts = sorted({r.host for r in ledger.receipts(limit=1000)})
     try:
-        cap = policy.max_per_payment_msat(rate)
+        cap = policy.per_payment_cap(rate)
         general = policy.limits("", rate)
         per_host = [lim for h in hosts for lim in policy.limits(h, rate) if lim.host is not None]
     except PaymentRefused:
@@ -427,11 +427,12 @@ def budget_lines(policy: "Policy", ledger: "Ledger", usd_per_btc: float | None =
         ) from None
     lines: list[BudgetLine] = []
     if cap is not None:
-        lines.append(BudgetLine("per payment", "all hosts", "each", cap, None))
+        lines.append(BudgetLine("default per payment" if cap[2] else "per payment", "all hosts", "each", cap[0], None))
     for lim in [x for x in general if x.host is None] + per_host:
         since = now - lim.window if lim.window else None
         spent = ledger.spent_msat(host=lim.host, since=since)
-        lines.append(BudgetLine(lim.name, lim.host or "all hosts", _window_text(lim.window), lim.limit_msat, spent))
+        name = "default " + lim.name.removesuffix(" budget") if lim.default else lim.name  # "default hourly"
+        lines.append(BudgetLine(name, lim.host or "all hosts", _window_text(lim.window), lim.limit_msat, spent))
     return lines
 
 
@@ -478,7 +479,7 @@ class BudgetView:
             row = [b.name, b.scope] + ([b.window] if wide else [])
             t.add_row(*_row(*row, amount(b.spent_msat), amount(b.limit_msat), amount(b.left_msat)), used)
         if not self.lines:
-            t.caption = "the policy sets no limits"
+            t.caption = "unlimited: Policy.unlimited() sets no limit; only the wallet's balance limits spending"
         elif not wide:
             t.caption = "amounts in sat" + (f"; at {self.rate:,.0f} USD/BTC, 1,000 sat = ${1000 / 1e8 * self.rate:,.2f}"
                                             if self.rate else "") + "; spent includes fees (held while pending)"
@@ -511,6 +512,6 @@ def html_budget(lines: Sequence[BudgetLine], usd_per_btc: float | None = None, t
         rows.append(f"<tr><td>{_e(b.name)}</td><td>{_e(b.scope)}</td><td>{_e(b.window)}</td>"
                     f"<td style='text-align:right'>{_e(spent)}</td><td style='text-align:right'>{_e(fmt_msat(b.limit_msat, rate))}</td>"
                     f"<td style='text-align:right'>{_e(left)}</td><td>{meter}</td></tr>")
-    body = "".join(rows) or "<tr><td colspan='7'>the policy sets no limits</td></tr>"
+    body = "".join(rows) or "<tr><td colspan='7'>unlimited: only the wallet's balance limits spending</td></tr>"
     return (f"<table class='httpay-budget'>{_caption(title)}<thead><tr><th>limit</th><th>scope</th><th>window</th>"
             f"<th title='fees included: paid ones, and the most a pending payment may still cost'>spent incl. fees</th><th>of</th><th>left</th><th>used</th></tr></thead><tbody>{body}</tbody></table>")

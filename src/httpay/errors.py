@@ -7,6 +7,7 @@ before they reach a message.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 
@@ -45,11 +46,36 @@ class PaymentRefused(HttpayError):
     show it or pick differently.
     """
 
-    def __init__(self, message: str, *, rule: str, offers: Any = None, response: Any = None) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, *, rule: str, offers: Any = None, response: Any = None,
+                 knob: str | None = None, advice: str | None = None) -> None:
+        self.reason = message
+        self.knob = knob      # the Policy field (or "max_price") a person would change
+        self.advice = advice  # what to do, with "{knob}" where the surface names its own knob
+        super().__init__(self.render())
         self.rule = rule
         self.offers = offers
         self.response = response
+
+    def render(self, knobs: Mapping[str, str] | None = None) -> str:
+        """The refusal with its advice naming the knob of the surface showing it.
+
+        `knobs` maps a Policy field (and "max_price", the per-request cap) to how that surface sets
+        it ("--budget-usd", "budget_usd in policy.toml", "the max_price_usd argument"); a knob it
+        does not map is named as the library's (`Policy(budget_usd=...)`).
+        """
+        if self.advice is None:
+            return self.reason
+        if self.knob is None:
+            name = "the limit in the policy"
+        else:
+            name = (knobs or {}).get(self.knob) or LIBRARY_KNOBS.get(self.knob) or f"Policy({self.knob}=...)"
+        return f"{self.reason}; {self.advice.format(knob=name)}"
+
+
+# How the library surface names a knob a refusal points at (Policy fields are `Policy(field=...)`).
+LIBRARY_KNOBS: dict[str, str] = {
+    "max_price": "the request's price cap (extensions=client.max_price(...))",
+}
 
 
 class WalletError(HttpayError):

@@ -442,9 +442,9 @@ def _payment_request_url(policy: Policy, request: httpx.Request, offers: Payment
         (pr_url.host or "").lower() == h.lower() for h in policy.payment_hosts
     ):
         raise PaymentRefused(
-            f"refused: the payment request URL is on {safe.clean(pr_url.host, 100)}, not on {request.url.host} that "
-            f"asked; allow it with Policy(payment_hosts=[{safe.clean(repr(pr_url.host), 100)}]) if you trust it",
-            rule="payment_host", offers=offers, response=response,
+            f"refused: the payment request URL is on {safe.clean(pr_url.host, 100)}, not on {request.url.host} that asked",
+            rule="payment_host", offers=offers, response=response, knob="payment_hosts",
+            advice="add " + safe.clean(repr(pr_url.host), 100).replace("{", "{{").replace("}", "}}") + " to {knob} if you trust it",
         )
     return pr_url
 
@@ -729,6 +729,9 @@ def _pay(payer: Payer, receipt: Receipt, invoice: Invoice, rid: str, url: str) -
             f"the wallet said paid but its preimage does not prove the invoice (ledger #{receipt.id} stays pending)",
             receipt=ledger.get(receipt.id),
         )
+    if payment.fee_msat > receipt.fee_msat:  # a wallet that cannot enforce the cap (LNbits) went over it
+        log.warning("[%s] the wallet spent %d msat on fees, above the %d msat cap it was given and the ledger held; "
+                    "the ledger records what it spent", rid, payment.fee_msat, receipt.fee_msat)
     return payment
 
 

@@ -12,7 +12,7 @@ import dataclasses
 import inspect
 import math
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from datetime import timedelta
 from fractions import Fraction
 from typing import Any, Literal, Union
@@ -52,18 +52,33 @@ def fmt_msat(msat: int, usd_per_btc: float | None = None) -> str:
     return f"{sat} ({usd_text(msat, usd_per_btc)})" if rate_ok(usd_per_btc) else sat
 
 
+# The limits a policy has when a person set nothing for that dimension (Policy.unlimited() has none).
+# In sat, so they need no exchange rate; the same as l402-requests (lnget caps 1,000 sat per request).
+DEFAULT_MAX_PER_PAYMENT_SAT = 1_000
+DEFAULT_PER_HOUR_SAT = 10_000
+DEFAULT_PER_DAY_SAT = 50_000
+
+_NUMBER_FIELDS = ("max_per_payment_usd", "budget_usd", "max_per_payment_sat", "budget_sat", "per_host_usd",
+                  "per_hour_usd", "per_day_usd", "per_hour_sat", "per_day_sat", "usd_per_btc", "max_fee_msat")
+
+
 @dataclass(frozen=True)
 class Limit:
-    """One spending limit the ledger enforces in its transaction: total, per host, per window."""
+    """One spending limit the ledger enforces in its transaction: total, per host, per window.
+
+    `knob` is the Policy field that sets it (what a refusal tells a person to raise); `default`
+    marks a limit the person did not set (httpay's default)."""
 
     name: str
     limit_msat: int
     host: str | None = None
     window: timedelta | None = None
+    knob: str | None = None
+    default: bool = False
 
     def describe(self, usd_per_btc: float | None) -> str:
         scope = f" for {self.host}" if self.host else ""
-        return f"{self.name}{scope} of {fmt_msat(self.limit_msat, usd_per_btc)}"
+        return f"{'default ' if self.default else ''}{self.name}{scope} of {fmt_msat(self.limit_msat, usd_per_btc)}"
 
 
 @dataclass(frozen=True)
@@ -93,6 +108,12 @@ class Decision:
 class Policy:
     """Limits and choices for paying. Amounts in USD (converted at `usd_per_btc`) or in sat.
 
+    Safe by default: a dimension the person set nothing for keeps httpay's default limit, at most
+    1,000 sat per payment, 10,000 sat per hour and 50,000 sat per day (`Policy()` has all three;
+    `Policy(budget_usd=5)` still caps each payment at 1,000 sat; `Policy(max_per_payment_usd=2)`
+    replaces the per-payment default). `Policy.unlimited(...)` is the one way to drop the defaults:
+    it has only the limits given to it, and none at all when given none.
+
     With no rate set here, the wallet's rate is used if it has one; a USD limit with no rate at
     all refuses to pay rather than guess.
     """
@@ -104,6 +125,8 @@ class Policy:
     per_host_usd: float | None = None
     per_hour_usd: float | None = None
     per_day_usd: float | None = None
+    per_hour_sat: int | None = None
+    per_day_sat: int | None = None
     methods: Sequence[str] = ("lightning",)
     strategy: Strategy = "cheapest"
     calls: int | None = None
@@ -117,16 +140,36 @@ class Policy:
     payees: Mapping[str, str] = field(default_factory=dict)  # host -> the node pubkey its invoices must pay
     max_fee_msat: int | None = None
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
+    default_limits: bool = True  # False only through Policy.unlimited(): no default limit is added
+
+    @classmethod
+    def unlimited(cls, **settings: Any) -> Policy:
+        """A policy without httpay's default limits: only the limits in `settings`, none if none are given.
+
+        The one explicit way to let spending run up to the wallet's balance; shown as "unlimited"
+        by `httpay budget`, the budget tool and `str(policy)`."""
+        return cls(default_limits=False, **settings)
 
     def __post_init__(self) -> None:
-        for name in ("max_per_payment_usd", "budget_usd", "max_per_payment_sat", "budget_sat",
-                     "per_host_usd", "per_hour_usd", "per_day_usd", "usd_per_btc", "max_fee_msat"):
+        for name in _NUMBER_FIELDS:
             v = getattr(self, name)
             if v is not None and (isinstance(v, bool) or not isinstance(v, int | float)
                                   or (isinstance(v, float) and not math.isfinite(v)) or v < 0):
-                raise ConfigError(f"Policy({name}=...) must be a non-negative number, got {v!r}")
+                raise ConfigError(f"Policy({name}=...) must be a non-negative finite number, got {v!r}")
             if v is not None and v > MAX_POLICY_NUMBER:
                 raise ConfigError(f"Policy({name}=...) is larger than any real amount (at most {MAX_POLICY_NUMBER:.0e})")
+        if not isinstance(self.default_limits, bool):
+            raise ConfigError(f"Policy(default_limits=...) must be True or False, got {self.default_limits!r}")
+        for name in ("allowed_hosts", "denied_hosts", "payment_hosts"):
+            v = getattr(self, name)
+            if isinstance(v, str):  # one host, not a list of its letters
+                setattr(self, name, (v,))
+            elif v is not None and not all(isinstance(h, str) for h in v):
+                raise ConfigError(f"Policy({name}=...) must be a list of host names, got {v!r}")
+        if self.calls is not None and (isinstance(self.calls, bool) or not isinstance(self.calls, int) or self.calls < 1):
+            raise ConfigError(f"Policy(calls=...) must be a whole number of at least 1, got {self.calls!r}")
+        if isinstance(self.price_tolerance, bool) or not isinstance(self.price_tolerance, int | float):
+            raise ConfigError(f"Policy(price_tolerance=...) must be a number between 0 and 1, got {self.price_tolerance!r}")
         if self.rate_source is not None and not callable(self.rate_source):
             raise ConfigError("Policy(rate_source=...) must be a function returning the BTC price in USD")
         if self.usd_per_btc == 0:
@@ -143,42 +186,115 @@ class Policy:
         if isinstance(self.methods, str):
             self.methods = (self.methods,)
 
+    # -- what the limits are ---------------------------------------------------------------------
+    def _default(self, *fields: str) -> bool:
+        """True when httpay's default applies: defaults are on and the person set none of `fields`."""
+        return self.default_limits and all(getattr(self, f) is None for f in fields)
+
+    def effective(self) -> dict[str, tuple[float | int, bool]]:
+        """Every limit in force, by Policy field: (value, is_default). Empty means unlimited."""
+        defaults = {"max_per_payment_sat": (("max_per_payment_usd", "max_per_payment_sat"), DEFAULT_MAX_PER_PAYMENT_SAT),
+                    "per_hour_sat": (("per_hour_usd", "per_hour_sat"), DEFAULT_PER_HOUR_SAT),
+                    "per_day_sat": (("per_day_usd", "per_day_sat"), DEFAULT_PER_DAY_SAT)}
+        out: dict[str, tuple[float | int, bool]] = {}
+        for name in ("max_per_payment_usd", "max_per_payment_sat", "budget_usd", "budget_sat", "per_host_usd",
+                     "per_hour_usd", "per_hour_sat", "per_day_usd", "per_day_sat"):
+            v = getattr(self, name)
+            if v is not None:
+                out[name] = (v, False)
+            elif name in defaults and self._default(*defaults[name][0]):
+                out[name] = (defaults[name][1], True)
+        return out
+
+    @property
+    def is_unlimited(self) -> bool:
+        """No limit on spending at all (only Policy.unlimited() with no limits is)."""
+        return not self.effective() and self.approve is None
+
+    def describe_limits(self) -> list[str]:
+        """The limits in words, for people and LLMs ("1,000 sat per payment (default)"), or "unlimited"."""
+        words = {"max_per_payment": "per payment", "budget": "in total", "per_host": "per host",
+                 "per_hour": "per hour", "per_day": "per day"}
+        out = []
+        for name, (v, default) in self.effective().items():
+            base, unit = name.rsplit("_", 1)
+            amount = f"${v:,.2f}" if unit == "usd" else f"{v:,} sat"
+            out.append(f"{'at most ' if base == 'max_per_payment' else ''}{amount} {words[base]}"
+                       + (" (default)" if default else ""))
+        if not out:
+            return ["unlimited (Policy.unlimited(): only the wallet's balance limits spending)"]
+        return out
+
+    def __str__(self) -> str:
+        approve = "; a person approves each payment" if self.approve is not None else ""
+        return "Policy: " + ", ".join(self.describe_limits()) + approve
+
+    def __repr__(self) -> str:
+        shown = [f"{f.name}={getattr(self, f.name)!r}" for f in fields(self)
+                 if f.repr and f.name not in ("approve", "rate_source") and getattr(self, f.name) != f.default
+                 and not (f.default_factory is not MISSING and getattr(self, f.name) == f.default_factory())]
+        if self.approve is not None:
+            shown.append(f"approve=<{getattr(self.approve, '__name__', type(self.approve).__name__)}>")
+        if self.rate_source is not None:
+            shown.append("rate_source=<function>")
+        return f"Policy({', '.join(shown)}) [{', '.join(self.describe_limits())}]"
+
     # -- amounts -------------------------------------------------------------------------------
-    def _usd_limit_msat(self, usd: float | None, rate: float | None, rule: str, offers: Any) -> int | None:
+    def _usd_limit_msat(self, usd: float | None, rate: float | None, rule: str, offers: Any,
+                        knob: str | None = None) -> int | None:
         if usd is None:
             return None
         if not rate:
             raise PaymentRefused(
-                f"refused: the {rule} is set in USD but no BTC/USD rate is known; "
-                "set Policy(usd_per_btc=...) or use a wallet that reports a rate",
-                rule="exchange_rate", offers=offers,
+                f"refused: the {rule}{f' ({knob})' if knob else ''} is set in USD but no BTC/USD rate is known",
+                rule="exchange_rate", offers=offers, knob="usd_per_btc",
+                advice="set {knob} or use a wallet that reports a rate",
             )
         return usd_to_msat(usd, rate)
 
-    def max_per_payment_msat(self, rate: float | None, offers: Any = None) -> int | None:
-        limits = [self._usd_limit_msat(self.max_per_payment_usd, rate, "per-payment limit", offers)]
+    def per_payment_cap(self, rate: float | None, offers: Any = None) -> tuple[int, str, bool] | None:
+        """The per-payment cap: (msat, the Policy field that sets it, is it httpay's default), or None."""
+        caps: list[tuple[int, str, bool]] = []
+        usd = self._usd_limit_msat(self.max_per_payment_usd, rate, "per-payment limit", offers, "max_per_payment_usd")
+        if usd is not None:
+            caps.append((usd, "max_per_payment_usd", False))
         if self.max_per_payment_sat is not None:
-            limits.append(self.max_per_payment_sat * 1000)
-        known = [x for x in limits if x is not None]
-        return min(known) if known else None
+            caps.append((int(self.max_per_payment_sat * 1000), "max_per_payment_sat", False))
+        if self._default("max_per_payment_usd", "max_per_payment_sat"):
+            caps.append((DEFAULT_MAX_PER_PAYMENT_SAT * 1000, "max_per_payment_sat", True))
+        return min(caps, key=lambda c: c[0]) if caps else None
+
+    def max_per_payment_msat(self, rate: float | None, offers: Any = None) -> int | None:
+        cap = self.per_payment_cap(rate, offers)
+        return cap[0] if cap else None
 
     def limits(self, host: str, rate: float | None, offers: Any = None) -> list[Limit]:
         """The budgets the ledger must enforce for a payment to `host`."""
         out: list[Limit] = []
-        total = [self._usd_limit_msat(self.budget_usd, rate, "total budget", offers)]
+        total: list[tuple[int, str]] = []
+        usd = self._usd_limit_msat(self.budget_usd, rate, "total budget", offers, "budget_usd")
+        if usd is not None:
+            total.append((usd, "budget_usd"))
         if self.budget_sat is not None:
-            total.append(self.budget_sat * 1000)
-        known = [x for x in total if x is not None]
-        if known:
-            out.append(Limit("total budget", min(known)))
+            total.append((int(self.budget_sat * 1000), "budget_sat"))
+        if total:
+            msat, knob = min(total)
+            out.append(Limit("total budget", msat, knob=knob))
         if self.per_host_usd is not None:
-            out.append(Limit("per-host budget", self._usd_limit_msat(self.per_host_usd, rate, "per-host budget", offers) or 0, host=host))
-        if self.per_hour_usd is not None:
-            out.append(Limit("hourly budget", self._usd_limit_msat(self.per_hour_usd, rate, "hourly budget", offers) or 0,
-                             window=timedelta(hours=1)))
-        if self.per_day_usd is not None:
-            out.append(Limit("daily budget", self._usd_limit_msat(self.per_day_usd, rate, "daily budget", offers) or 0,
-                             window=timedelta(days=1)))
+            out.append(Limit("per-host budget", self._usd_limit_msat(self.per_host_usd, rate, "per-host budget", offers,
+                                                                     "per_host_usd") or 0, host=host, knob="per_host_usd"))
+        for name, window, usd_field, sat_field, default in (
+            ("hourly budget", timedelta(hours=1), "per_hour_usd", "per_hour_sat", DEFAULT_PER_HOUR_SAT),
+            ("daily budget", timedelta(days=1), "per_day_usd", "per_day_sat", DEFAULT_PER_DAY_SAT),
+        ):
+            usd_value, sat_value = getattr(self, usd_field), getattr(self, sat_field)
+            if usd_value is not None:
+                out.append(Limit(name, self._usd_limit_msat(usd_value, rate, name, offers, usd_field) or 0,
+                                 window=window, knob=usd_field))
+            if sat_value is not None:
+                out.append(Limit(name, int(sat_value * 1000), window=window, knob=sat_field))
+            if self._default(usd_field, sat_field):
+                out.append(Limit(name, default * 1000, window=window, knob=sat_field, default=True))
         return out
 
     # -- hosts -----------------------------------------------------------------------------------
@@ -188,9 +304,8 @@ class Policy:
             raise PaymentRefused(f"refused: {host} is on the policy's denied hosts", rule="denied_host", offers=offers)
         if self.allowed_hosts is not None and not any(_host_matches(h, a) for a in self.allowed_hosts):
             raise PaymentRefused(
-                f"refused: {host} is not in the policy's allowed hosts ({', '.join(self.allowed_hosts) or 'none'}); "
-                "add it to Policy(allowed_hosts=...) to pay it",
-                rule="allowed_hosts", offers=offers,
+                f"refused: {host} is not in the policy's allowed hosts ({', '.join(self.allowed_hosts) or 'none'})",
+                rule="allowed_hosts", offers=offers, knob="allowed_hosts", advice="add it to {knob} to pay it",
             )
 
     # -- the decision ------------------------------------------------------------------------------
@@ -223,14 +338,16 @@ class Policy:
         if not candidates:
             raise PaymentRefused(
                 f"refused: no offer can be paid with {', '.join(usable)}; the service takes "
-                f"{clean(', '.join(offers.payment_methods)) or 'nothing'}. Allow another method in Policy(methods=...)",
-                rule="methods", offers=offers,
+                f"{clean(', '.join(offers.payment_methods)) or 'nothing'}",
+                rule="methods", offers=offers, knob="methods", advice="allow another method in {knob}",
             )
-        cap = self.max_per_payment_msat(rate, offers)
-        if max_price_msat is not None:
-            cap = max_price_msat if cap is None else min(cap, max_price_msat)
+        policy_cap = self.per_payment_cap(rate, offers)
+        cap, cap_knob, cap_default = policy_cap if policy_cap else (None, None, False)
+        if max_price_msat is not None and (cap is None or max_price_msat < cap):
+            cap, cap_knob, cap_default = max_price_msat, "max_price", False
         totals = [lim for lim in self.limits(host, rate, offers) if lim.host is None and lim.window is None]
         left = min((lim.limit_msat - spent_msat for lim in totals), default=None)
+        budget_knob = min(totals, key=lambda lim: lim.limit_msat).knob if totals else None
 
         priced: list[tuple[Offer, str, int | None]] = []
         for o, m in candidates:
@@ -241,29 +358,26 @@ class Policy:
         if not priced:
             raise PaymentRefused(
                 f"refused: the offers are priced in {clean(', '.join(sorted({o.currency for o, _ in candidates})))} and no "
-                "exchange rate converts that to sat; set Policy(usd_per_btc=...)",
-                rule="exchange_rate", offers=offers,
+                "exchange rate converts that to sat",
+                rule="exchange_rate", offers=offers, knob="usd_per_btc", advice="set {knob}",
             )
         fitting = [(o, m, p) for o, m, p in priced if p is None or ((cap is None or p <= cap) and (left is None or p <= left))]
         if not fitting:
             cheapest = min((p for _, _, p in priced if p is not None), default=0)
-            if cap is not None and cheapest > cap and cap == max_price_msat:
-                raise PaymentRefused(
-                    f"refused: the cheapest offer costs {fmt_msat(cheapest, rate)}, above this request's price cap of "
-                    f"{fmt_msat(cap, rate)} (max_price); raise the request's max_price to pay it",
-                    rule="max_per_payment", offers=offers,
-                )
             if cap is not None and cheapest > cap:
+                which = ("this request's price cap" if cap_knob == "max_price"
+                         else f"the {'default ' if cap_default else ''}per-payment limit")
                 raise PaymentRefused(
-                    f"refused: the cheapest offer costs {fmt_msat(cheapest, rate)}, above the per-payment limit of "
-                    f"{fmt_msat(cap, rate)}; raise Policy(max_per_payment_usd=...) to pay it",
+                    f"refused: the cheapest offer costs {fmt_msat(cheapest, rate)}, above {which} of "
+                    f"{fmt_msat(cap, rate)}",
                     rule="max_per_payment", offers=offers,
+                    knob=cap_knob, advice="raise {knob} to pay it",
                 )
             assert left is not None
             raise PaymentRefused(
                 f"refused: the cheapest offer costs {fmt_msat(cheapest, rate)} but only {fmt_msat(max(left, 0), rate)} "
-                f"of the total budget is left ({fmt_msat(spent_msat, rate)} spent); raise Policy(budget_usd=...)",
-                rule="budget", offers=offers,
+                f"of the total budget is left ({fmt_msat(spent_msat, rate)} spent)",
+                rule="budget", offers=offers, knob=budget_knob, advice="raise {knob}",
             )
         chosen = _pick(fitting, self.strategy, self.calls)
         o, m, p = chosen

@@ -328,13 +328,13 @@ def _payable(payer: Payer, challenge: PaymentChallenge, choices: PaymentOffers, 
     if not allowed:
         raise PaymentRefused(
             f"refused: the policy allows {', '.join(policy.methods) or 'no method'}; the service takes "
-            f"{', '.join(choices.payment_methods)}. Allow it with Policy(methods=[..., 'x402'])",
-            rule="methods", offers=challenge.offers,
+            f"{', '.join(choices.payment_methods)}",
+            rule="methods", offers=challenge.offers, knob="methods", advice="allow 'x402' in {knob}",
         )
     if not rate:
         raise PaymentRefused(
             "refused: x402 prices are in USD stablecoins and the ledger counts msat, but no BTC/USD rate is "
-            "known; set Policy(usd_per_btc=...)", rule="exchange_rate", offers=challenge.offers,
+            "known", rule="exchange_rate", offers=challenge.offers, knob="usd_per_btc", advice="set {knob}",
         )
     by_id = {o.offer_id: r for o, r in zip(challenge.offers, challenge.x402.accepts, strict=True)}
     payable: list[Priced] = []

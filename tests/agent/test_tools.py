@@ -150,7 +150,7 @@ def test_a_402_httpay_cannot_read_is_reported_unpaid_and_its_token_scrubbed(ledg
     body = {"payment_context_token": "ctx-secret-token", "accepts": [{"scheme": "exact"}]}
     box = mock_box(lambda r: httpx.Response(402, json=body), ledger)
     out = box.fetch("/x")
-    assert out.startswith("HTTP 402 Payment Required\nthe service asks for payment in a form httpay cannot pay")
+    assert out.startswith("HTTP 402 Payment Required\nthe service asks for payment in a form httpay cannot read")
     assert "ctx-secret-token" not in out and "[redacted]" in out
 
 

@@ -245,3 +245,16 @@ def test_views_show_fees(svc: HostileService, ledger: Path) -> None:
     assert "fee sat" in text and "1.5" in text and "11.5" in text and "fees" in text
     assert "spent incl. fees" in html_budget(lines) and "11.5 sat" in html_budget(lines)
     assert "1.5" in row._repr_html_()
+
+
+def test_a_wallet_that_goes_over_its_fee_cap_is_recorded_as_it_is_and_said(svc: HostileService, ledger: Path,
+                                                                           mode: str,
+                                                                           caplog: pytest.LogCaptureFixture) -> None:
+    """A wallet that cannot enforce the cap (LNbits has no per-payment fee limit) charged more: the
+    ledger records the truth, not the cap, and a warning says so."""
+    wallet = CountingWallet(svc.node, fee_msat=2_000)
+    out = run(mode, svc.v02(), wallet=wallet, ledger=ledger,
+              policy=httpay.Policy(budget_sat=100, max_fee_msat=1_000, usd_per_btc=RATE))
+    assert out.error is None and out.status == 200 and wallet.max_fees == [1_000]
+    assert [r.fee_msat for r in out.receipts] == [2_000] and out.spent_msat == 12_000
+    assert "spent 2000 msat on fees, above the 1000 msat cap" in caplog.text

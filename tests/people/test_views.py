@@ -189,7 +189,9 @@ def test_budget_lines_and_views(filled: SQLiteLedger) -> None:
     assert "httpay-meter" in html and "#cf222e" in html
     with pytest.raises(httpay.ConfigError, match="rate"):
         display.budget_lines(httpay.Policy(budget_usd=1), filled)
-    assert "no limits" in text(display.budget_table([]))
+    assert "unlimited" in text(display.budget_table([]))  # only Policy.unlimited() has no line at all
+    defaults = {b.name: b.limit_msat for b in display.budget_lines(httpay.Policy(), filled)}
+    assert defaults == {"default per payment": 1_000_000, "default hourly": 10_000_000, "default daily": 50_000_000}
 
 
 def test_spend_chart_is_inline_svg(filled: SQLiteLedger) -> None:

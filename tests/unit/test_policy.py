@@ -34,7 +34,8 @@ def decide(policy: Policy, **kw):  # type: ignore[no-untyped-def]
     ],
 )
 def test_strategies(strategy, calls, expected) -> None:  # type: ignore[no-untyped-def]
-    assert decide(Policy(strategy=strategy, calls=calls)).offer.offer_id == expected
+    # no limit, so every offer is a candidate (the $4.99 one is above the default 1,000 sat per payment)
+    assert decide(Policy.unlimited(strategy=strategy, calls=calls)).offer.offer_id == expected
 
 
 def test_strategy_respects_limits() -> None:
@@ -97,8 +98,8 @@ def test_policy_from_toml(tmp_path: Path) -> None:
                  'calls = 100\nallowed_hosts = ["stock.example"]\nusd_per_btc = 100000\n')
     p = policy_from_toml(f)
     assert (p.budget_usd, p.per_day_usd, p.calls, p.allowed_hosts) == (5, 1.5, 100, ["stock.example"])
-    names = [lim.name for lim in p.limits("stock.example", RATE)]
-    assert names == ["total budget", "daily budget"]
+    names = [(lim.name, lim.default) for lim in p.limits("stock.example", RATE)]
+    assert names == [("total budget", False), ("hourly budget", True), ("daily budget", False)]  # hourly: the default
     (tmp_path / "bad.toml").write_text("budget = 5\n")
     with pytest.raises(ConfigError, match="unknown setting"):
         policy_from_toml(tmp_path / "bad.toml")

@@ -10,7 +10,15 @@ OpenAI APIs, a dispatcher, and an MCP server (`httpay mcp`).
 
 from __future__ import annotations
 
-from httpay.agent.schemas import ToolSpec, anthropic_tools, dispatch, json_schema, openai_tools, tool_spec, tool_specs
+from httpay.agent.schemas import (
+    ToolSpec,
+    anthropic_tools,
+    dispatch,
+    json_schema,
+    openai_tools,
+    tool_spec,
+    tool_specs,
+)
 from httpay.agent.tools import MAX_BODY_CHARS, TOOL_NAMES, Toolbox
 
 __all__ = [

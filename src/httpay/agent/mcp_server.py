@@ -3,7 +3,9 @@
 The wallet, policy, ledger and the service's credentials come from the environment, never from a
 tool call: HTTPAY_WALLET (+ that wallet's variables), HTTPAY_POLICY (a TOML file), HTTPAY_LEDGER,
 HTTPAY_HEADERS (a JSON object of default headers, e.g. the service's bearer) and HTTPAY_BASE_URL
-(the service the headers belong to; relative URLs are joined to it).
+(the service the headers belong to; relative URLs are joined to it). With no HTTPAY_POLICY, httpay's
+default limits apply (1,000 sat per payment, 10,000 sat per hour, 50,000 sat per day); a refusal names
+the policy file's key the person would change, and the `budget` tool shows the limits in force.
 """
 
 from __future__ import annotations
@@ -48,15 +50,20 @@ def headers_from_env(raw: str | None) -> dict[str, str]:
 
 def toolbox_from_env(env: Mapping[str, str] | None = None) -> Toolbox:
     """A Toolbox configured the way the `httpay` command is: wallet, policy and ledger from the environment."""
-    from httpay.config import policy_from_toml, wallet_from_env
+    from httpay.config import POLICY_FIELDS, policy_from_toml, wallet_from_env
     from httpay.policy import Policy
 
     env = os.environ if env is None else env
     wallet = wallet_from_env(env)
     policy_file = env.get("HTTPAY_POLICY", "").strip()
-    policy = policy_from_toml(policy_file) if policy_file else Policy()
+    policy = policy_from_toml(policy_file) if policy_file else Policy()  # no file: httpay's default limits
+    # The person set these limits in a TOML file, so a refusal names the file's key, not Policy(...).
+    where = f"in the policy file {policy_file} (HTTPAY_POLICY)" if policy_file else \
+        "in a policy file named by HTTPAY_POLICY (the person running the MCP server sets it)"
+    knobs = {name: f"{name} {where}" for name in POLICY_FIELDS}
     return Toolbox(wallet=wallet, policy=policy, ledger=env.get("HTTPAY_LEDGER") or None,
-                   headers=headers_from_env(env.get("HTTPAY_HEADERS")), base_url=env.get("HTTPAY_BASE_URL") or None)
+                   headers=headers_from_env(env.get("HTTPAY_HEADERS")), base_url=env.get("HTTPAY_BASE_URL") or None,
+                   knobs=knobs)
 
 
 def _described(spec: ToolSpec) -> Callable[..., str]:
@@ -75,7 +82,7 @@ def _described(spec: ToolSpec) -> Callable[..., str]:
         params.append(p.replace(annotation=Annotated[ann, Field(description=note)] if note else ann))
 
     def tool(**kwargs: Any) -> str:
-        return fn(**kwargs)
+        return str(fn(**kwargs))
 
     tool.__name__ = spec.name
     tool.__doc__ = spec.description

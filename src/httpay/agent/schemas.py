@@ -287,5 +287,5 @@ def dispatch(toolbox: ToolSource, name: str, arguments: dict[str, Any] | str | N
     try:
         result = fn(**kwargs)
     except Exception as exc:  # noqa: BLE001 - a model needs text, not a traceback
-        return scrub(f"error: {name} failed: {type(exc).__name__}: {exc}")
-    return result if isinstance(result, str) else scrub(str(result))
+        return str(scrub(f"error: {name} failed: {type(exc).__name__}: {exc}"))
+    return result if isinstance(result, str) else str(scrub(str(result)))

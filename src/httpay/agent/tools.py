@@ -12,12 +12,15 @@ expected outcome (a refusal, a 402, a network error): a model needs short, truth
 
 import functools
 import json
+import math
 from collections.abc import Callable, Mapping
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, Self
 
 import httpx
 
 import httpay
+from httpay.challenge import PaymentChallenge, read_challenge
 from httpay.errors import (
     ChallengeError,
     ConfigError,
@@ -33,15 +36,19 @@ from httpay.pipeline import (
     OFFER_EXTENSION,
     PaymentNotHonored,
     PaymentOutcomeUnknown,
+    decide,
     host_of,
     receipt_of,
 )
 from httpay.policy import Policy, fmt_msat
-from httpay.protocols import l402_v02
 from httpay.protocols.l402_v02 import Offer, PaymentOffers
 from httpay.wallets.base import Wallet
 
 MAX_BODY_CHARS = 4000
+_DIALECT_NOTES = {
+    "l402-classic": " (classic L402: one invoice buys a token the client reuses for this host)",
+    "x402": " (x402: a signed stablecoin payment)",
+}
 TOOL_NAMES = ("fetch", "offers", "pay", "budget", "payments")
 REDACTED = "[redacted]"
 _MIN_SECRET_LEN = 6  # shorter strings are too common to scrub safely
@@ -53,7 +60,9 @@ class Toolbox:
 
     `headers` (e.g. the service's bearer) are added to requests and never shown in a result. With a
     `base_url`, they go only to that origin, so a model cannot send them to another host; relative
-    URLs like `/ticker/AAPL` are joined to it.
+    URLs like `/ticker/AAPL` are joined to it. With no `client` and no `policy`, httpay's default
+    limits apply (1,000 sat per payment, 10,000 sat per hour, 50,000 sat per day). `knobs` says how a
+    refusal names each limit for the person who set it (e.g. {"budget_usd": "budget_usd in policy.toml"}).
     """
 
     def __init__(
@@ -66,6 +75,7 @@ class Toolbox:
         headers: Mapping[str, str] | None = None,
         base_url: str | None = None,
         timeout: float = 30.0,
+        knobs: Mapping[str, str] | None = None,
     ) -> None:
         if client is None:
             if wallet is None:
@@ -79,6 +89,10 @@ class Toolbox:
                 client.base_url = httpx.URL(base_url)
             self._owns_client = False
         self.client = client
+        # How a refusal's advice names each knob on this surface (`PaymentRefused.render`): the tool
+        # argument for the per-request cap; the policy's own surface (Policy fields, or TOML keys when
+        # the Toolbox was configured from a file) for the rest.
+        self.knobs: dict[str, str] = {"max_price": "the max_price_usd argument of fetch", **(knobs or {})}
         self._default_headers = dict(headers or {})
         self._secrets: set[str] = set()
         for value in self._default_headers.values():
@@ -90,7 +104,7 @@ class Toolbox:
         names = ", ".join(sorted(self._default_headers)) or "none"
         return f"Toolbox(base_url={str(self.client.base_url) or None!r}, headers=<{names}>, wallet={self.client.wallet!r})"
 
-    def __enter__(self) -> "Toolbox":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -110,6 +124,9 @@ class Toolbox:
         max_price_usd: float | None = None,  # Refuse to pay more than this many US dollars for this request
     ) -> str:  # The HTTP status, the body, and what was paid
         "Request a URL, paying a 402 Payment Required within the person's policy (wallet, budget and credentials are bound already)."
+        if max_price_usd is not None and (isinstance(max_price_usd, bool) or not isinstance(max_price_usd, int | float)
+                                          or not math.isfinite(max_price_usd) or max_price_usd < 0):
+            return f"error: max_price_usd must be a non-negative number of US dollars, got {max_price_usd!r}. Nothing was paid."
         since = self._last_receipt_id()
         try:
             ext = self.client.max_price(max_price_usd) if max_price_usd is not None else {}
@@ -143,15 +160,17 @@ class Toolbox:
                 f"have used a credit)\n{self._body(response)}"
             )
         try:
-            offers = l402_v02.parse(response.status_code, response.headers, response.content)
-        except ChallengeError as exc:
+            challenge = read_challenge(str(response.request.url), response.status_code, response.headers,
+                                       response.content)
+        except (ChallengeError, InvoiceError) as exc:
             return self.scrub(f"HTTP 402 Payment Required, but the offers cannot be read: {exc}. Nothing was paid.")
-        if offers is None:
+        if challenge is None:
             return self.scrub("HTTP 402 Payment Required" + "\n" + self._unpaid_402(response))
+        offers = challenge.offers
         self.add_secret(offers.payment_context_token)
         rate = self._rate()
-        lines = [self._cost_line(offers, rate), "offers:", self._offer_lines(offers, rate),
-                 self._would(offers, str(response.request.url), rate), self._budget_left() + "."]
+        lines = [self._cost_line(offers, rate) + _DIALECT_NOTES.get(challenge.protocol, ""), "offers:",
+                 self._offer_lines(offers, rate), self._would_pay(challenge, response, rate), self._budget_left() + "."]
         return self.scrub("\n".join(lines))
 
     def pay(
@@ -192,17 +211,10 @@ class Toolbox:
         pending = sum(1 for r in rows if r.status.value == "pending")
         parts = [self._budget_left(), f"spent {fmt_msat(ledger.spent_msat(), rate)} in {settled} settled payment(s)"
                  + (f" and {pending} pending" if pending else "")]
-        limits = []
-        if policy.max_per_payment_usd is not None:
-            limits.append(f"at most ${policy.max_per_payment_usd:,.2f} per payment")
-        if policy.max_per_payment_sat is not None:
-            limits.append(f"at most {policy.max_per_payment_sat:,} sat per payment")
-        for name, usd in (("per host", policy.per_host_usd), ("per hour", policy.per_hour_usd), ("per day", policy.per_day_usd)):
-            if usd is not None:
-                limits.append(f"${usd:,.2f} {name}")
+        limits = policy.describe_limits()
         if policy.approve is not None:
             limits.append("a person approves each payment")
-        parts.append("limits: " + (", ".join(limits) if limits else "none besides the budget"))
+        parts.append("limits: " + ", ".join(limits))
         wallet = self.client.wallet
         try:
             if wallet is None:
@@ -286,8 +298,24 @@ class Toolbox:
         if total is None:
             if policy.budget_usd is not None:
                 return f"budget ${policy.budget_usd:,.2f} (no BTC/USD rate to tell what is left; {fmt_msat(spent)} spent)"
-            return f"no total budget set ({fmt_msat(spent, rate)} spent)"
+            if policy.is_unlimited:
+                return f"unlimited: no spending limit is set (Policy.unlimited()); {fmt_msat(spent, rate)} spent"
+            return f"no total budget set{self._window_left(rate)} ({fmt_msat(spent, rate)} spent)"
         return f"budget left {fmt_msat(max(total - spent, 0), rate)} of {fmt_msat(total, rate)}"
+
+    def _window_left(self, rate: float | None) -> str:
+        """What the tightest hourly/daily limit leaves now: "; 49,990 sat left of the default daily budget ..."."""
+        try:
+            limits = [lim for lim in self.client.policy.limits("", rate) if lim.window is not None and lim.host is None]
+        except PaymentRefused:
+            return ""
+        if not limits:
+            return ""
+        now = datetime.now(UTC)
+        left = [(lim.limit_msat - self.client.ledger.spent_msat(since=now - lim.window), lim)
+                for lim in limits if lim.window is not None]
+        room, lim = min(left, key=lambda x: x[0])
+        return f"; {fmt_msat(max(room, 0), rate)} left of the {lim.describe(rate)}"
 
     def _paid(self, r: Receipt, *, full_hash: bool = False) -> str:
         rate = self._rate()
@@ -300,7 +328,7 @@ class Toolbox:
 
     def _refusal(self, exc: PaymentRefused) -> str:
         offers = exc.offers if isinstance(exc.offers, PaymentOffers) else None
-        text = str(exc).rstrip(".")
+        text = exc.render(self.knobs).rstrip(".")
         if not text.startswith("refused"):
             text = "refused: " + text
         lines = [text + ". Nothing was paid."]
@@ -339,7 +367,8 @@ class Toolbox:
                 self.add_secret(data["payment_context_token"])
         except (ValueError, UnicodeDecodeError, RecursionError):
             pass
-        return "the service asks for payment in a form httpay cannot pay (not an L402 v0.2 offer list); nothing was paid"
+        return ("the service asks for payment in a form httpay cannot read (not L402 v0.2, classic L402/LSAT or x402); "
+                "nothing was paid")
 
     def _body(self, response: httpx.Response) -> str:
         ctype = response.headers.get("content-type", "")
@@ -364,14 +393,20 @@ class Toolbox:
             else (cheapest.duration or cheapest.type)
         return f"this costs {_price(cheapest, rate)} for {what} (cheapest offer: {cheapest.offer_id}); nothing was paid."
 
-    def _would(self, offers: PaymentOffers, url: str, rate: float | None) -> str:
-        policy = self.client.policy
+    def _would_pay(self, challenge: PaymentChallenge, response: httpx.Response, rate: float | None) -> str:
+        """What fetch would do with this challenge: the pipeline's one decision, in any dialect."""
+        url = str(response.request.url)
+        payer = self.client.payer
+        if challenge.x402 is not None and payer.x402_signer is None:
+            return ("the policy would refuse: this is an x402 payment and no x402 signer is configured "
+                    "(the person can pass x402_signer= to the client)")
+        if challenge.x402 is None and payer.wallet is None:
+            return "the policy would refuse: this is a Lightning payment and no Lightning wallet is configured"
         try:
-            d = policy.decide(offers, url=url, host=host_of(url), usd_per_btc=rate,
-                              spent_msat=self.client.ledger.spent_msat(), methods=("lightning",))
+            d = decide(payer, challenge, url=url, host=host_of(url), rate=rate)
         except PaymentRefused as exc:
-            return f"the policy would refuse: {str(exc).removeprefix('refused: ')}"
-        approval = " (after a person approves)" if policy.approve is not None else ""
+            return f"the policy would refuse: {exc.render(self.knobs).removeprefix('refused: ')}"
+        approval = " (after a person approves)" if self.client.policy.approve is not None else ""
         return f"the policy would pay {d.offer.offer_id} by {d.method} for {_price(d.offer, rate)}{approval}"
 
 

@@ -177,9 +177,9 @@ def over_limit(limits: Sequence[Limit], spent: dict[Limit, int], amount_msat: in
             fee = f" + up to {fmt_msat(max_fee_msat, usd_per_btc)} in fees" if max_fee_msat else ""
             raise PaymentRefused(
                 f"refused: paying {fmt_msat(amount_msat, usd_per_btc)}{fee} would exceed the {lim.describe(usd_per_btc)} "
-                f"({fmt_msat(used, usd_per_btc)} spent, {fmt_msat(left, usd_per_btc)} left); "
-                "raise the limit in the policy or wait for the window to pass",
-                rule=_rule_name(lim),
+                f"({fmt_msat(used, usd_per_btc)} spent, {fmt_msat(left, usd_per_btc)} left)",
+                rule=_rule_name(lim), knob=lim.knob,
+                advice="raise {knob} or wait for the window to pass" if lim.window else "raise {knob}",
             )
 
 

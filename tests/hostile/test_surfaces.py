@@ -1,0 +1,545 @@
+"""The surfaces a person or an agent touches, against hostile services (issue 10, items 6 and 12-16).
+
+Safe by default (a client with no policy has limits), a CLI that never shows a traceback and says
+what to try with a documented exit code, read-only commands that never create a ledger, numbers
+refused where they enter, advice naming the knob of the surface that set the limit, and `offers`
+reading every dialect the client pays. Each case asserts wallet calls, ledger rows, spend (fees
+included), and the error's type and text; cases with a client run through Client and AsyncClient.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+import httpay
+from httpay.agent import Toolbox
+from httpay.agent.mcp_server import toolbox_from_env
+from httpay.agent.schemas import dispatch
+from httpay.cli import main
+from httpay.config import policy_from_toml
+from httpay.ledger import Intent, SQLiteLedger
+from tests.hostile.harness import CountingWallet, HostileService, run
+
+ROOT = Path(__file__).resolve().parents[2]
+RATE = 100_000  # USD per BTC: $0.01 = 10 sat
+
+X402_BODY = {
+    "x402Version": 1, "error": "X-PAYMENT header is required",
+    "accepts": [{"scheme": "exact", "network": "base-sepolia", "maxAmountRequired": "10000",
+                 "resource": "https://api.example/weather", "description": "Access to weather data",
+                 "mimeType": "application/json", "payTo": "0x209693Bc6afc0C5328bA36FaF03C514EF312287C",
+                 "maxTimeoutSeconds": 60, "asset": "0x036CbD53842c5426634e7929541eC2318f3dCF7e",
+                 "extra": {"name": "USDC", "version": "2"}}],
+}
+
+
+def x402_route(svc: HostileService, path: str = "/x402") -> str:
+    async def handler(request: Request) -> Response:
+        return JSONResponse(X402_BODY, status_code=402)
+    return svc.route(path, handler)
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (connections to it are refused)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def prefill(ledger: Path, *payments: tuple[int, timedelta]) -> None:
+    """Settled payments of (sat, how long ago), written straight into the ledger."""
+    now = datetime.now(UTC)
+    with SQLiteLedger(ledger) as lg:
+        for i, (sat, ago) in enumerate(payments):
+            r = lg.reserve(Intent(host="earlier.example", url="http://earlier.example/x", protocol="l402-v0.2",
+                                  method="lightning", amount_msat=sat * 1000, payment_hash=f"{i:02x}" * 32),
+                           now=now - ago)
+            lg.settle(r.id, preimage="ab" * 32, fee_msat=0)
+
+
+# -- 6. safe by default: Client and AsyncClient ------------------------------------------------------------
+@dataclass(frozen=True)
+class DefaultCase:
+    name: str
+    route: str                        # "classic:<sat>" or "v02"
+    policy: Callable[[Path], httpay.Policy | None]
+    paid: int                         # wallet calls = settled payments
+    spent_msat: int                   # what the ledger counts, fee included (the CountingWallet's fee is 1 sat)
+    rule: str | None = None
+    text: tuple[str, ...] = ()
+    before: tuple[tuple[int, timedelta], ...] = ()
+
+
+def _toml(text: str) -> Callable[[Path], httpay.Policy]:
+    def make(tmp: Path) -> httpay.Policy:
+        f = tmp / "policy.toml"
+        f.write_text(text)
+        return policy_from_toml(f)
+    return make
+
+
+DEFAULT_CASES = [
+    DefaultCase("no policy: a 2,000 sat token is over the default 1,000 sat per payment", "classic:2000",
+                lambda _: None, 0, 0, "max_per_payment",
+                ("default per-payment limit of 1,000 sat", "raise Policy(max_per_payment_sat=...)")),
+    DefaultCase("no policy: a 10 sat token is paid", "classic:10", lambda _: None, 1, 11_000),
+    DefaultCase("a budget alone keeps the per-payment default", "classic:2000",
+                lambda _: httpay.Policy(budget_usd=50, usd_per_btc=RATE), 0, 0, "max_per_payment",
+                ("default per-payment limit of 1,000 sat",)),
+    DefaultCase("a per-payment limit replaces the per-payment default", "classic:2000",
+                lambda _: httpay.Policy(max_per_payment_sat=5_000), 1, 2_001_000),
+    DefaultCase("Policy.unlimited() is the explicit way to pay above the defaults", "classic:2000",
+                lambda _: httpay.Policy.unlimited(), 1, 2_001_000),
+    DefaultCase("no policy: the default hourly budget", "classic:10", lambda _: None, 0, 9_995_000, "per_hour",
+                ("default hourly budget of 10,000 sat", "raise Policy(per_hour_sat=...) or wait"),
+                before=((9_995, timedelta(minutes=10)),)),
+    DefaultCase("no policy: the default daily budget", "classic:10", lambda _: None, 0, 49_995_000, "per_day",
+                ("default daily budget of 50,000 sat", "raise Policy(per_day_sat=...)"),
+                before=((49_995, timedelta(hours=3)),)),
+    DefaultCase("an hourly USD limit replaces the hourly default, the daily default stays", "classic:10",
+                lambda _: httpay.Policy(per_hour_usd=100, usd_per_btc=RATE), 0, 49_995_000, "per_day",
+                ("default daily budget",), before=((49_995, timedelta(minutes=5)),)),
+    DefaultCase("no policy, USD offers, no rate: refused rather than paid blind", "v02", lambda _: None, 0, 0,
+                "exchange_rate", ("no exchange rate converts that to sat", "set Policy(usd_per_btc=...)")),
+    DefaultCase("no limit set but a rate: the cheapest USD offer fits the default cap", "v02",
+                lambda _: httpay.Policy(usd_per_btc=RATE), 1, 11_000),
+    DefaultCase("TOML allowed_hosts given as one string is that one host", "classic:10",
+                _toml('allowed_hosts = "stock.example"\n'), 0, 0, "allowed_hosts",
+                ("not in the policy's allowed hosts (stock.example)",)),
+    DefaultCase("TOML default_limits = false is Policy.unlimited()", "classic:2000",
+                _toml("default_limits = false\n"), 1, 2_001_000),
+]
+
+
+@pytest.mark.parametrize("case", DEFAULT_CASES, ids=[c.name for c in DEFAULT_CASES])
+def test_default_limits(case: DefaultCase, svc: HostileService, wallet: CountingWallet, ledger: Path,
+                        mode: str, tmp_path: Path) -> None:
+    url = svc.v02() if case.route == "v02" else svc.classic(price_sat=int(case.route.split(":")[1]))
+    prefill(ledger, *case.before)
+    out = run(mode, url, wallet=wallet, ledger=ledger, policy=case.policy(tmp_path))
+    assert out.wallet_calls == case.paid and len(out.settled) == case.paid + len(case.before)
+    assert out.spent_msat == case.spent_msat
+    if case.rule is None:
+        assert out.error is None and out.status == 200, out.error
+        return
+    assert isinstance(out.error, httpay.PaymentRefused), out.error
+    assert out.error.rule == case.rule and out.response is None
+    for want in case.text:
+        assert want in str(out.error), (want, str(out.error))
+    assert len(out.receipts) == len(case.before)  # nothing pending, nothing failed: the wallet was never asked
+
+
+@pytest.mark.parametrize(("policy", "shown"), [
+    (httpay.Policy(), "at most 1,000 sat per payment (default), 10,000 sat per hour (default), 50,000 sat per day (default)"),
+    (httpay.Policy(budget_usd=5), "at most 1,000 sat per payment (default), $5.00 in total, 10,000 sat per hour (default)"),
+    (httpay.Policy(max_per_payment_usd=2, per_day_sat=20_000), "at most $2.00 per payment, 10,000 sat per hour (default), 20,000 sat per day"),
+    (httpay.Policy.unlimited(), "unlimited"),
+    (httpay.Policy.unlimited(budget_sat=500), "500 sat in total"),
+])
+def test_the_limits_in_force_are_shown_by_str_and_repr(policy: httpay.Policy, shown: str) -> None:
+    assert shown in str(policy) and shown in repr(policy)
+    assert ("unlimited" in str(policy)) == policy.is_unlimited
+
+
+# -- 14. numbers (and lists) refused where they enter: Policy fields, TOML keys ---------------------------
+@pytest.mark.parametrize(("settings", "named"), [
+    ({"budget_usd": -1}, "budget_usd"), ({"budget_usd": math.nan}, "budget_usd"), ({"per_day_sat": math.inf}, "per_day_sat"),
+    ({"max_per_payment_sat": -5}, "max_per_payment_sat"), ({"usd_per_btc": 0}, "usd_per_btc"),
+    ({"usd_per_btc": math.nan}, "usd_per_btc"), ({"max_fee_msat": True}, "max_fee_msat"), ({"calls": 0}, "calls"),
+    ({"price_tolerance": math.nan}, "price_tolerance"), ({"per_hour_usd": "5"}, "per_hour_usd"),
+    ({"allowed_hosts": [1, 2]}, "allowed_hosts"), ({"default_limits": "no"}, "default_limits"),
+])
+def test_policy_fields_refuse_bad_numbers_by_name(settings: dict[str, Any], named: str) -> None:
+    with pytest.raises(httpay.ConfigError, match=rf"Policy\({named}=\.\.\.\)"):
+        httpay.Policy(**settings)
+
+
+@pytest.mark.parametrize(("toml", "named"), [
+    ("budget_usd = -1", "budget_usd"), ("budget_usd = nan", "budget_usd"), ("usd_per_btc = inf", "usd_per_btc"),
+    ("usd_per_btc = 0", "usd_per_btc"), ("max_per_payment_sat = -1", "max_per_payment_sat"), ("calls = 0", "calls"),
+    ("per_day_sat = true", "per_day_sat"), ("price_tolerance = 2", "price_tolerance"), ("methods = [1]", "methods"),
+    ('default_limits = "false"', "default_limits"), ('payees = "abc"', "payees"),
+])
+def test_toml_keys_refuse_bad_values_by_key_and_file(toml: str, named: str, tmp_path: Path) -> None:
+    f = tmp_path / "policy.toml"
+    f.write_text(toml + "\n")
+    with pytest.raises(httpay.ConfigError) as err:
+        policy_from_toml(f)
+    assert str(f) in str(err.value) and f"{named} must be" in str(err.value) and "Policy(" not in str(err.value)
+
+
+@pytest.mark.parametrize("key", ["allowed_hosts", "denied_hosts", "payment_hosts", "methods"])
+def test_a_toml_list_given_as_one_string_is_one_item(key: str, tmp_path: Path) -> None:
+    f = tmp_path / "policy.toml"
+    f.write_text(f'{key} = "stock.example"\n')
+    assert list(getattr(policy_from_toml(f), key)) == ["stock.example"]
+    assert list(getattr(httpay.Policy(**{key: "stock.example"}), key)) == ["stock.example"]
+
+
+@pytest.mark.parametrize(("kwargs", "named"), [({"usd": -0.01}, "usd"), ({"usd": math.nan}, "usd"),
+                                                ({"sat": -1}, "sat"), ({"sat": math.inf}, "sat")])
+def test_a_request_price_cap_refuses_bad_numbers(kwargs: dict[str, float], named: str, wallet: CountingWallet,
+                                                 ledger: Path) -> None:
+    with httpay.Client(wallet=wallet, ledger=ledger, policy=httpay.Policy(usd_per_btc=RATE)) as c, \
+            pytest.raises(httpay.ConfigError, match=rf"max_price\({named}=\.\.\.\)"):
+        c.max_price(**kwargs)
+
+
+# -- the CLI, in this process, paying with the counting wallet ----------------------------------------------
+@dataclass
+class Ran:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def cli(monkeypatch: pytest.MonkeyPatch, wallet: CountingWallet) -> Iterator[Callable[..., Ran]]:
+    """`httpay ...` run by main(), its wallet (when `paying`) the counting wallet."""
+    def go(*args: str, paying: bool = True, env: dict[str, str] | None = None) -> Ran:
+        with monkeypatch.context() as m:
+            for k in [k for k in os.environ if k.startswith(("HTTPAY_", "LNBITS_", "LND_"))]:
+                m.delenv(k)
+            for k, v in {"COLUMNS": "200", "NO_COLOR": "1", **(env or {})}.items():
+                m.setenv(k, v)
+            m.setattr("httpay.cli._wallet_or_none", lambda: wallet if paying else None)
+            out, err = io.StringIO(), io.StringIO()
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                try:
+                    code = main(list(args))
+                except SystemExit as exc:  # argparse's usage errors
+                    code = int(exc.code or 0)
+        return Ran(code, out.getvalue(), err.getvalue())
+    yield go
+
+
+@dataclass(frozen=True)
+class CliCase:
+    name: str
+    args: Callable[[HostileService, Path], list[str]]
+    code: int
+    says: tuple[str, ...]
+    paid: int = 0
+    paying: bool = True
+    fail: Exception | None = None     # the counting wallet raises this instead of paying
+
+
+def never_honoured(svc: HostileService) -> str:
+    """A classic route that takes the payment and still answers 402 (a fresh challenge every time)."""
+    async def handler(request: Request) -> Response:
+        return svc.classic_challenge(10)
+    return svc.route("/never", handler)
+
+
+def _policy_file(tmp: Path, text: str) -> str:
+    f = tmp / "cli-policy.toml"
+    f.write_text(text)
+    return str(f)
+
+
+CLI_CASES = [
+    # 12: bad URLs and networks: one line, what happened and what to try, a documented code
+    CliCase("ftp URL", lambda s, t: ["get", "ftp://files.example/x"], 2, ("not an http:// or https:// URL",)),
+    CliCase("no scheme", lambda s, t: ["get", "stock.example/ticker"], 2, ("did you mean https://stock.example/ticker",)),
+    CliCase("bad port", lambda s, t: ["get", "http://127.0.0.1:99999/x"], 2, ("Port out of range 0-65535",)),
+    CliCase("port not a number", lambda s, t: ["get", "http://127.0.0.1:abc/x"], 2, ("not a URL httpay can read",)),
+    CliCase("broken IPv6 host", lambda s, t: ["get", "http://[::1/x"], 2, ("not a URL httpay can read",)),
+    CliCase("no host", lambda s, t: ["offers", "http:///x"], 2, ("has no host",)),
+    CliCase("refused connection", lambda s, t: ["get", f"http://127.0.0.1:{closed_port()}/x"], 5,
+            ("connection refused", "is the service running")),
+    CliCase("unknown host", lambda s, t: ["get", "http://nothing.invalid/x"], 5,
+            ("unknown host nothing.invalid", "check the spelling")),
+    CliCase("refused connection, no wallet", lambda s, t: ["get", f"http://127.0.0.1:{closed_port()}/x"], 5,
+            ("connection refused",), paying=False),
+    CliCase("offers: ftp URL", lambda s, t: ["offers", "ftp://files.example/x"], 2, ("not an http:// or https://",)),
+    CliCase("offers: unknown host", lambda s, t: ["offers", "http://nothing.invalid/x"], 5, ("unknown host",)),
+    CliCase("free URL, no wallet", lambda s, t: ["get", s.free()], 0, ('"ok":true',), paying=False),
+    CliCase("a 402 and no wallet: names the variable", lambda s, t: ["get", s.classic()], 3,
+            ("no wallet is configured", "HTTPAY_WALLET", "Nothing was paid"), paying=False),
+    CliCase("the service answers 404", lambda s, t: ["get", s.url + "/nothing-here"], 6, ("HTTP 404",)),
+    # 6 + 15: refusals name the CLI's knob and exit 3
+    CliCase("default cap: names the policy file key", lambda s, t: ["get", s.classic(price_sat=2000)], 3,
+            ("default per-payment limit of 1,000 sat", "raise max_per_payment_sat in a policy file (--policy FILE")),
+    CliCase("--max-price-sat names itself", lambda s, t: ["get", s.classic(), "--max-price-sat", "5"], 3,
+            ("above this request's price cap of 5 sat", "raise --max-price-sat")),
+    CliCase("--budget-usd names itself", lambda s, t: ["get", s.classic(), "--budget-usd", "0.001",
+                                                       "--usd-per-btc", "100000"], 3,
+            ("total budget", "raise --budget-usd")),
+    CliCase("a policy file's key is named with the file", lambda s, t: [
+        "get", s.classic(), "--policy", _policy_file(t, "budget_sat = 5\n")], 3, ("raise budget_sat in ",)),
+    CliCase("dry run of a classic 402 says what it would pay", lambda s, t: ["get", s.classic(), "--dry-run"], 0,
+            ("would pay", "10 sat", "nothing was paid, the wallet was not called")),
+    CliCase("dry run over the default cap names the knob", lambda s, t: ["get", s.classic(price_sat=2000), "--dry-run"],
+            3, ("would not pay", "default per-payment limit", "max_per_payment_sat in a policy file")),
+    CliCase("dry run of an x402 402 says the command cannot sign", lambda s, t: ["get", x402_route(s), "--dry-run"],
+            3, ("would not pay", "no x402 signer")),
+    # 12: a payment that failed, or was made and not honoured: exit 4, and the line says which
+    CliCase("the wallet cannot pay", lambda s, t: ["get", s.classic()], 4,
+            ("payment failed: InsufficientFunds", "the wallet holds 3 sat"),
+            fail=httpay.InsufficientFunds("the wallet holds 3 sat")),
+    CliCase("paid, and the service still asks", lambda s, t: ["get", never_honoured(s)], 4,
+            ("ledger #1", "httpay ledger"), paid=1),
+    CliCase("paid within the defaults", lambda s, t: ["get", s.classic()], 0, ('"served":true', "paid"), paid=1),
+    # 14: flags refuse bad numbers by name (argparse: exit 2)
+    CliCase("--budget-usd -1", lambda s, t: ["get", s.free(), "--budget-usd", "-1"], 2, ("argument --budget-usd: must be",)),
+    CliCase("--budget-usd nan", lambda s, t: ["get", s.free(), "--budget-usd", "nan"], 2, ("argument --budget-usd: must be",)),
+    CliCase("--max-price inf", lambda s, t: ["get", s.free(), "--max-price", "inf"], 2, ("argument --max-price/--max-price-usd: must be",)),
+    CliCase("--max-price-sat -5", lambda s, t: ["get", s.free(), "--max-price-sat", "-5"], 2, ("argument --max-price-sat: must be",)),
+    CliCase("--usd-per-btc 0", lambda s, t: ["get", s.free(), "--usd-per-btc", "0"], 2, ("argument --usd-per-btc: must be a positive",)),
+    CliCase("--approval-timeout -1", lambda s, t: ["get", s.free(), "--ask", "--approval-timeout", "-1"], 2,
+            ("argument --approval-timeout: must be",)),
+    CliCase("ledger --limit 0", lambda s, t: ["ledger", "--limit", "0"], 2, ("argument --limit: must be a positive",)),
+    CliCase("a negative TOML budget names the key", lambda s, t: [
+        "get", s.free(), "--policy", _policy_file(t, "budget_usd = -1\n")], 1, ("budget_usd must be a non-negative",)),
+    CliCase("a NaN TOML rate names the key", lambda s, t: [
+        "get", s.free(), "--policy", _policy_file(t, "usd_per_btc = nan\n")], 1, ("usd_per_btc must be",)),
+]
+
+
+@pytest.mark.parametrize("case", CLI_CASES, ids=[c.name for c in CLI_CASES])
+def test_cli_says_one_line_and_a_documented_code(case: CliCase, cli: Callable[..., Ran], svc: HostileService,
+                                                 wallet: CountingWallet, ledger: Path, tmp_path: Path) -> None:
+    wallet.fail = case.fail
+    args = case.args(svc, tmp_path)
+    ran = cli(*args, *(["--ledger", str(ledger)] if args[0] == "get" else []), paying=case.paying)
+    both = ran.out + ran.err
+    assert ran.code == case.code, both
+    assert "Traceback" not in both
+    for want in case.says:
+        assert want in both, (want, both)
+    assert wallet.paid == case.paid and len(wallet.calls) == case.paid + (1 if case.fail else 0)
+    if case.code not in (0, 6):
+        error_lines = [line for line in ran.err.splitlines() if line.startswith(("httpay:", "usage:", "httpay "))]
+        assert len([line for line in error_lines if line.startswith("httpay:")]) <= 1, ran.err  # said once
+    if ledger.exists():
+        with SQLiteLedger(ledger) as lg:
+            assert len([r for r in lg.receipts() if r.status.value == "settled"]) == case.paid
+            assert lg.spent_msat() == case.paid * 11_000
+
+
+def test_help_documents_the_exit_codes_and_the_defaults() -> None:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.raises(SystemExit):
+        main(["--help"])
+    text = " ".join(out.getvalue().split())
+    for want in ("exit codes", "0 success", "2 usage", "3 refused", "4 the payment failed", "5 network",
+                 "1,000 sat per payment", "50,000 sat per day"):
+        assert want in text, want
+
+
+# -- 13. read-only commands never create a ledger -----------------------------------------------------------
+READ_ONLY = [
+    ["ledger", "--ledger", "{missing}"],
+    ["ledger", "--ledger", "{missing}", "--json"],
+    ["ledger", "reconcile", "--ledger", "{missing}"],
+    ["budget", "--ledger", "{missing}"],
+    ["approvals", "--ledger", "{missing}"],
+    ["approvals", "list", "--approvals", "{missing}"],
+    ["approvals", "approve", "1", "--ledger", "{missing}"],
+    ["dashboard", "--ledger", "{missing}", "--port", "0"],
+]
+
+
+@pytest.mark.parametrize("args", READ_ONLY, ids=[" ".join(a[:2]) for a in READ_ONLY])
+def test_read_only_commands_never_create_a_ledger(args: list[str], cli: Callable[..., Ran], tmp_path: Path,
+                                                  wallet: CountingWallet) -> None:
+    missing = tmp_path / "typo" / "ledgr.sqlite3"
+    ran = cli(*[a.replace("{missing}", str(missing)) for a in args])
+    assert ran.code == 1 and str(missing) in ran.err and "does not exist" in ran.err, ran.err
+    assert "Traceback" not in ran.err and not missing.exists() and not missing.parent.exists()
+    assert wallet.calls == []
+
+
+def test_read_only_commands_name_the_environment_variable(cli: Callable[..., Ran], tmp_path: Path) -> None:
+    missing = tmp_path / "nope.sqlite3"
+    ran = cli("budget", env={"HTTPAY_LEDGER": str(missing)})
+    assert ran.code == 1 and str(missing) in ran.err and "HTTPAY_LEDGER" in ran.err and not missing.exists()
+
+
+def test_budget_shows_the_defaults_and_unlimited(cli: Callable[..., Ran], ledger: Path, tmp_path: Path) -> None:
+    prefill(ledger, (100, timedelta(minutes=1)))
+    shown = cli("budget", "--ledger", str(ledger))
+    assert shown.code == 0 and "default limits apply" in shown.out
+    for want in ("default per payment", "default hourly", "default daily", "10,000", "9,900"):
+        assert want in shown.out, want
+    data = json.loads(cli("budget", "--ledger", str(ledger), "--json").out)
+    assert data["unlimited"] is False and {b["name"] for b in data["limits"]} == {
+        "default per payment", "default hourly", "default daily"}
+    free = cli("budget", "--ledger", str(ledger), "--policy", _policy_file(tmp_path, "default_limits = false\n"))
+    assert free.code == 0 and "unlimited" in free.out and "default_limits = false" in free.out
+
+
+# -- 15. advice names the knob of the surface; a refusal is printed once ---------------------------------
+@dataclass(frozen=True)
+class AdviceCase:
+    name: str
+    surface: str                     # "client", "toolbox", "mcp" (Toolbox from the environment)
+    price_sat: int
+    policy: str | None               # TOML text, or None
+    says: str
+    max_price_usd: float | None = None
+
+
+ADVICE_CASES = [
+    AdviceCase("library: the Policy field", "client", 2000, None, "raise Policy(max_per_payment_sat=...) to pay it"),
+    AdviceCase("toolbox in Python: the Policy field", "toolbox", 2000, None, "raise Policy(max_per_payment_sat=...)"),
+    AdviceCase("toolbox: the tool argument for the request cap", "toolbox", 10, None,
+               "raise the max_price_usd argument of fetch", max_price_usd=0.001),
+    AdviceCase("MCP from a policy file: the file's key", "mcp", 10, "budget_sat = 5\nusd_per_btc = 100000\n",
+               "raise budget_sat in the policy file"),
+    AdviceCase("MCP, no policy file: the key and HTTPAY_POLICY", "mcp", 2000, None,
+               "raise max_per_payment_sat in a policy file named by HTTPAY_POLICY"),
+]
+
+
+@pytest.mark.parametrize("case", ADVICE_CASES, ids=[c.name for c in ADVICE_CASES])
+def test_advice_names_the_knob_of_the_surface(case: AdviceCase, svc: HostileService, wallet: CountingWallet,
+                                              ledger: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    url = svc.classic(price_sat=case.price_sat)
+    if case.surface == "client":
+        out = run("sync", url, wallet=wallet, ledger=ledger)
+        assert isinstance(out.error, httpay.PaymentRefused) and case.says in str(out.error)
+        assert out.error.render() == str(out.error)
+    else:
+        if case.surface == "mcp":
+            env = {"HTTPAY_WALLET": "demo", "HTTPAY_DEMO_URL": "http://127.0.0.1:9", "HTTPAY_DEMO_KEY": "k" * 16,
+                   "HTTPAY_LEDGER": str(ledger)}
+            if case.policy is not None:
+                (tmp_path / "mcp.toml").write_text(case.policy)
+                env["HTTPAY_POLICY"] = str(tmp_path / "mcp.toml")
+            monkeypatch.setattr("httpay.config.wallet_from_env", lambda env=None: wallet)
+            box = toolbox_from_env(env)
+        else:
+            box = Toolbox(wallet=wallet, ledger=ledger, policy=httpay.Policy(usd_per_btc=RATE))
+        with box:
+            text = box.fetch(url, max_price_usd=case.max_price_usd)
+        assert text.startswith("refused:") and case.says in text and "Nothing was paid" in text, text
+        assert text.count("refused") == 1
+    assert wallet.calls == []
+    with SQLiteLedger(ledger) as lg:
+        assert lg.receipts() == [] and lg.spent_msat() == 0
+
+
+def test_a_refusal_is_printed_once_by_the_cli(demo: Any, account: dict[str, str], tmp_path: Path) -> None:
+    """Not once by the log and once more by the command (the event log's WARNING line is not repeated)."""
+    made = httpx.post(f"{demo.url}/ln/wallets", json={"balance_sat": 1000}).json()
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "COLUMNS": "200", "NO_COLOR": "1", "HTTPAY_WALLET": "demo",
+           "HTTPAY_DEMO_URL": demo.url, "HTTPAY_DEMO_KEY": made["key"]}
+    env.pop("HTTPAY_POLICY", None)
+    p = subprocess.run([sys.executable, "-m", "httpay.cli", "get", f"{demo.url}/ticker/MSFT", "-H",
+                        f"Authorization: {account['Authorization']}", "--max-price-sat", "5",
+                        "--ledger", str(tmp_path / "l.sqlite3")], capture_output=True, text=True, env=env, timeout=60,
+                       check=False)
+    assert p.returncode == 3, p.stderr
+    assert p.stderr.count("this request's price cap of 5 sat") == 1, p.stderr
+    assert "raise --max-price-sat" in p.stderr and "WARNING" not in p.stderr and "Traceback" not in p.stderr
+    with SQLiteLedger(tmp_path / "l.sqlite3") as lg:
+        assert lg.receipts() == []
+
+
+# -- 14. MCP/tool arguments --------------------------------------------------------------------------------
+@pytest.mark.parametrize("arguments", [
+    '{"url": "/x", "max_price_usd": -1}', '{"url": "/x", "max_price_usd": NaN}',
+    '{"url": "/x", "max_price_usd": Infinity}', '{"url": "/x", "max_price_usd": 1e999}',
+])
+def test_tool_arguments_refuse_bad_numbers(arguments: str, svc: HostileService, wallet: CountingWallet,
+                                           ledger: Path) -> None:
+    url = svc.classic()
+    with Toolbox(wallet=wallet, ledger=ledger, base_url=svc.url) as box:
+        text = dispatch(box, "fetch", arguments.replace("/x", url))
+    assert text.startswith("error: max_price_usd must be a non-negative number") and "Nothing was paid" in text
+    assert wallet.calls == [] and svc.hits.get("/classic", 0) == 0
+
+
+# -- 16. offers reads every dialect the client pays; a 200 is shown and may have used a credit ------------
+@dataclass(frozen=True)
+class OffersCase:
+    name: str
+    route: Callable[[HostileService], str]
+    cli_says: tuple[str, ...]
+    tool_says: tuple[str, ...]
+    code: int = 0
+
+
+OFFERS_CASES = [
+    OffersCase("L402 v0.2", lambda s: s.v02(), ("offer_c668e0c0", "L402 v0.2.2", "Nothing was paid"),
+               ("offer_c668e0c0", "nothing was paid")),
+    OffersCase("classic L402", lambda s: s.classic(price_sat=20), ("classic L402", "20 sat", "Nothing was paid"),
+               ("classic L402", "20 sat", "the policy would pay")),
+    OffersCase("x402", lambda s: x402_route(s), ("x402", "Access to weather data", "Nothing was paid"),
+               ("x402", "Access to weather data", "no x402 signer is configured")),
+    OffersCase("free: the body, and a credit may have been used", lambda s: s.free(body={"quote": 42}),
+               ('"quote":42', "no payment asked", "may have used a credit"), ('"quote":42', "may have used a credit")),
+]
+
+
+@pytest.mark.parametrize("case", OFFERS_CASES, ids=[c.name for c in OFFERS_CASES])
+def test_offers_reads_every_dialect(case: OffersCase, svc: HostileService, wallet: CountingWallet, ledger: Path,
+                                    cli: Callable[..., Ran]) -> None:
+    url = case.route(svc)
+    ran = cli("offers", url)
+    both = ran.out + ran.err
+    assert ran.code == case.code and "cannot pay" not in both and "cannot read" not in both, both
+    for want in case.cli_says:
+        assert want in both, (want, both)
+    with Toolbox(wallet=wallet, ledger=ledger, policy=httpay.Policy(usd_per_btc=RATE)) as box:
+        text = box.offers(url)
+    assert "cannot pay" not in text and "cannot read" not in text, text
+    for want in case.tool_says:
+        assert want in text, (want, text)
+    assert wallet.calls == [] and svc.node.paid == []
+    with SQLiteLedger(ledger) as lg:
+        assert lg.receipts() == []
+
+
+def test_offers_saves_a_served_body(svc: HostileService, cli: Callable[..., Ran], tmp_path: Path,
+                                    wallet: CountingWallet) -> None:
+    target = tmp_path / "body.json"
+    ran = cli("offers", svc.free(body={"quote": 7}), "-o", str(target))
+    assert ran.code == 0 and json.loads(target.read_text()) == {"quote": 7}
+    assert str(target) in ran.err and "may have used a credit" in ran.err and '"quote"' not in ran.out
+    assert wallet.calls == []
+
+
+@pytest.mark.parametrize(("policy", "says"), [
+    (None, ("10,000 sat left of the default hourly budget", "at most 1,000 sat per payment (default)",
+            "50,000 sat per day (default)")),
+    (httpay.Policy.unlimited(), ("unlimited: no spending limit is set (Policy.unlimited())",)),
+    (httpay.Policy(budget_sat=500), ("budget left 500 sat of 500 sat", "at most 1,000 sat per payment (default)")),
+])
+def test_the_budget_tool_shows_the_defaults_and_unlimited(policy: httpay.Policy | None, says: tuple[str, ...],
+                                                          wallet: CountingWallet, ledger: Path) -> None:
+    with Toolbox(wallet=wallet, ledger=ledger, policy=policy) as box:
+        text = box.budget()
+    for want in says:
+        assert want in text, (want, text)
+    assert wallet.calls == []
+
+
+def test_a_request_cap_refusal_names_the_request_cap(svc: HostileService, wallet: CountingWallet, ledger: Path,
+                                                     mode: str) -> None:
+    from httpay.pipeline import MAX_PRICE_EXTENSION
+
+    out = run(mode, svc.classic(price_sat=10), wallet=wallet, ledger=ledger,
+              request={"extensions": {MAX_PRICE_EXTENSION: 5_000}})
+    assert isinstance(out.error, httpay.PaymentRefused) and out.error.rule == "max_per_payment"
+    assert out.error.knob == "max_price" and "above this request's price cap of 5 sat" in str(out.error)
+    assert "raise the request's price cap (extensions=client.max_price(...))" in str(out.error)
+    assert out.wallet_calls == 0 and out.receipts == [] and out.spent_msat == 0
