@@ -275,11 +275,11 @@ X402_LIMITS = [
     Limit("max_price per request", {"budget_sat": 10_000}, "big", "max_per_payment",
           "above this request's price cap of 50 sat ($0.05)", max_price_msat=50_000),
     Limit("max_per_payment", {"max_per_payment_sat": 100}, "big", "max_per_payment", "per-payment limit of 100 sat ($0.10)"),
-    Limit("budget with spent", {"budget_sat": 600}, "big", "budget", "of the total budget is left (500 sat ($0.50) spent)",
-          prespent_msat=500_000),
+    Limit("budget with spent", {"budget_sat": 600, "max_per_payment_sat": 10_000}, "big", "budget",
+          "of the total budget is left (500 sat ($0.50) spent)", prespent_msat=500_000),
     Limit("denied hosts", {"denied_hosts": ["127.0.0.1"]}, "big", "denied_host", "on the policy's denied hosts",
           asked=False),
-    Limit("within every limit", {"budget_sat": 10_000}, "big", None),
+    Limit("within every limit", {"budget_sat": 10_000, "max_per_payment_sat": 10_000}, "big", None),
 ]
 
 
