@@ -29,7 +29,7 @@ from httpay.errors import ConfigError, HttpayError, LedgerError
 from httpay.ledger.sqlite import connect
 from httpay.policy import Decision, fmt_msat
 from httpay.protocols.l402_v02 import Offer
-from httpay.safe import get_logger
+from httpay.safe import get_logger, markup
 
 log = get_logger("httpay.approvals")
 
@@ -377,7 +377,7 @@ def spinner(console: Any) -> Progress:
 
     @contextmanager
     def show(a: Approval) -> Iterator[Ticker]:
-        what = f"approval #{a.id}: {a.offer_title or a.offer_id} ({a.price}) for {a.host}"
+        what = markup(f"approval #{a.id}: {a.offer_title or a.offer_id} ({a.price}) for {a.host}", 300)
         hint = f"approve with `httpay approvals approve {a.id}` or in `httpay dashboard`"
         with console.status(f"waiting for {what} — 0:00 — {hint}") as status:
             def tick(elapsed: float) -> None:

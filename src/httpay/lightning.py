@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from httpay.amounts import MAX_MSAT, MSAT_PER_BTC, sat_text
+from httpay.amounts import MAX_MSAT, MSAT_PER_BTC, rate_ok, sat_text
 from httpay.errors import InvoiceError
 from httpay.safe import clean
 
@@ -119,7 +119,7 @@ def offer_price_msat(amount: int, currency: str, usd_per_btc: float | None) -> i
         return amount
     if cur == "BTC":  # smallest unit of BTC is the satoshi
         return amount * 1000
-    if cur == "USD" and usd_per_btc:
+    if cur == "USD" and rate_ok(usd_per_btc):  # an inf or NaN rate is no rate
         # exact: cents * 1e9 / rate, rounded up so the bound never shrinks below the price
         return math.ceil(Fraction(amount) * (MSAT_PER_BTC // 100) / Fraction(str(usd_per_btc)))
     return None

@@ -39,8 +39,8 @@ from httpay.lightning import Invoice, check_invoice, decode_invoice
 from httpay.policy import Decision, Policy, fmt_msat
 from httpay.protocols import l402_v02
 from httpay.protocols.l402_v02 import Offer, PaymentOffers, PaymentRequest
-from httpay.wallets.base import Payment, PaymentStatus, Wallet, default_fee_limit_msat
 from httpay.safe import get_logger
+from httpay.wallets.base import Payment, PaymentStatus, Wallet, default_fee_limit_msat
 
 log = get_logger("httpay")
 
@@ -99,8 +99,11 @@ def within_deadline(payer: Payer, response: httpx.Response, url: str, rid: str, 
 
 
 def follow_up(origin: httpx.Request, method: str, url: httpx.URL, **kwargs: Any) -> httpx.Request:
-    """A request the flow makes itself, with the caller's timeouts (and trace hook) of `origin`."""
+    """A request the flow makes itself, with the caller's timeouts (and trace hook) of `origin`, and
+    its TLS server name when it goes to the same host."""
     extensions = {k: origin.extensions[k] for k in FORWARDED_EXTENSIONS if k in origin.extensions}
+    if "sni_hostname" in origin.extensions and url.host == origin.url.host:
+        extensions["sni_hostname"] = origin.extensions["sni_hostname"]
     return httpx.Request(method, url, extensions=extensions, **kwargs)
 
 
@@ -109,11 +112,20 @@ def follow_up(origin: httpx.Request, method: str, url: httpx.URL, **kwargs: Any)
 class Send:
     """Send `request`. With `deadline`: the whole exchange, body included, must end before it.
     With `payment_deadline_s`: the answer may be the 402 to pay, so if it is a 402 the driver starts a
-    `Deadline` of that many seconds, reads the body within it and puts it in the response's extensions."""
+    `Deadline` of that many seconds, reads the body within it and puts it in the response's extensions.
+    With `stream`: an answer other than 402 goes back to the caller unread, as httpx hands it over
+    (`client.stream(...)` streams, an endless event stream does not block). With `resend_if_dropped`:
+    sent once more if the connection drops before any answer (a pooled keep-alive connection the
+    server closed meanwhile), for a request that is safe to repeat."""
 
     request: httpx.Request
     deadline: Deadline | None = None
     payment_deadline_s: float | None = None
+    stream: bool = False
+    resend_if_dropped: bool = False
+
+
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 
 
 @dataclass(frozen=True)
@@ -260,7 +272,8 @@ def request_flow(
     url = str(request.url)
     _present_token(payer, request)
     mark = time.monotonic()
-    response: httpx.Response = yield Send(request, payment_deadline_s=None if dry_run else payer.payment_deadline)
+    response: httpx.Response = yield Send(request, payment_deadline_s=None if dry_run else payer.payment_deadline,
+                                          stream=True)
     if response.status_code != 402:
         return response
     met_402_at = met_at(payer.ledger, mark)
@@ -321,7 +334,7 @@ def pay_flow(
         # Someone else just paid what this request needs: use their payment before paying again.
         emit(hook, Event("waited", url, rid, {"key": key}), "another request paid for this; retrying with its payment")
         mark = time.monotonic()
-        again = yield from _send_with_token(payer, request, payment_deadline_s=payer.payment_deadline)
+        again = yield from _send_with_token(payer, request, payment_deadline_s=payer.payment_deadline, stream=True)
         if again.status_code != 402:
             return again
         again.read()
@@ -365,9 +378,9 @@ def pay_flow(
             assert challenge.l402 is not None
             bolt11 = challenge.l402.invoice
         invoice = _check(payer, bolt11, decision, challenge, response, rid, url)
-        within_deadline(payer, response, url, rid, "the invoice")
         not_before: datetime | None = met_402_at
         for _ in range(MAX_WAIT_ROUNDS):
+            within_deadline(payer, response, url, rid, "the invoice" if not_before else "the wait for another payment")
             try:
                 receipt = _reserve(payer, decision, invoice, challenge, url, host, rate, response, rid, not_before)
                 break
@@ -545,12 +558,14 @@ def _evict_if_presented(payer: Payer, request: httpx.Request) -> None:
         log.info("the server answered 402 to the L402 token held for %s: evicted it", scope)
 
 
-def _send_with_token(payer: Payer, request: httpx.Request,
-                     payment_deadline_s: float | None = None) -> Generator[Effect, Any, httpx.Response]:
+def _send_with_token(payer: Payer, request: httpx.Request, payment_deadline_s: float | None = None,
+                     stream: bool = False) -> Generator[Effect, Any, httpx.Response]:
     """Repeat a request after a payment: with the L402 token stored for its scope, if any.
-    `payment_deadline_s`: a 402 it meets may be paid, so start its deadline (see `Send`)."""
+    `payment_deadline_s`: a 402 it meets may be paid, so start its deadline; `stream`: it follows a
+    wait for another's payment, and any other answer goes to the caller unread (see `Send`)."""
     _present_token(payer, request)
-    response: httpx.Response = yield Send(request, payment_deadline_s=payment_deadline_s)
+    response: httpx.Response = yield Send(request, payment_deadline_s=payment_deadline_s, stream=stream,
+                                          resend_if_dropped=stream and request.method in IDEMPOTENT)
     return response
 
 
@@ -619,7 +634,11 @@ def _request_payment(
                               "headers": {"content-type": "application/json", "accept": "application/json"}}
     req = follow_up(origin, "POST", pr_url, **kwargs) if origin is not None else httpx.Request("POST", pr_url, **kwargs)
     try:
-        resp: httpx.Response = yield Send(req, deadline=deadline)
+        resp: httpx.Response = yield Send(req, deadline=deadline, resend_if_dropped=True)  # it only asks for an invoice
+    except PaymentDeadlineExceeded as exc:
+        emit(payer.on_event, Event("refused", url, rid, {"rule": "payment_deadline", "reason": str(exc)}),
+             str(exc).removeprefix("not paid: "), logging.WARNING)
+        raise
     except httpx.TimeoutException as exc:
         raise PaymentRequestError(
             f"the payment request endpoint on {pr_url.host} did not answer within the client's timeout "

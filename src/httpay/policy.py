@@ -325,7 +325,7 @@ class Policy:
         `methods` narrows to what the wallet can pay; `spent_msat` is the total already spent
         (a first, cheap check; the ledger re-checks in its transaction).
         """
-        rate = self.usd_per_btc or usd_per_btc
+        rate = self.usd_per_btc or (usd_per_btc if rate_ok(usd_per_btc) else None)  # inf/NaN: no rate
         self.check_host(host, offers)
         usable = [m for m in self.methods if methods is None or m in methods]
         if not usable:

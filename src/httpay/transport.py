@@ -28,6 +28,7 @@ from httpay.pipeline import (
 )
 
 T = TypeVar("T")
+DROPPED = (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError)  # the connection went, no answer
 SyncRoute = Callable[[httpx.URL], httpx.BaseTransport]
 AsyncRoute = Callable[[httpx.URL], httpx.AsyncBaseTransport]
 
@@ -145,6 +146,24 @@ def _within(deadline: Deadline, stage: str, work: Callable[[threading.Event], T]
     return box["value"]  # type: ignore[no-any-return]
 
 
+def _handle_sync(effect: Send, transport: httpx.BaseTransport, request: httpx.Request) -> httpx.Response:
+    try:
+        return transport.handle_request(request)
+    except DROPPED:
+        if not effect.resend_if_dropped:
+            raise
+        return transport.handle_request(request)  # a keep-alive connection the server closed meanwhile
+
+
+async def _handle_async(effect: Send, transport: httpx.AsyncBaseTransport, request: httpx.Request) -> httpx.Response:
+    try:
+        return await transport.handle_async_request(request)
+    except DROPPED:
+        if not effect.resend_if_dropped:
+            raise
+        return await transport.handle_async_request(request)  # a keep-alive connection the server closed meanwhile
+
+
 def _deadline_or(error: BaseException, deadline: Deadline, stage: str) -> BaseException:
     """A timeout that fired with the deadline all but spent was the deadline's cut (see `_bounded`),
     not the caller's own timeout: report it as the deadline, whichever clock noticed first."""
@@ -158,9 +177,9 @@ def _send_sync(effect: Send, transport: httpx.BaseTransport) -> httpx.Response:
     if effect.deadline is not None:
         request = _bounded(effect.request, effect.deadline)
         return _within(effect.deadline, _stage(request),
-                       lambda abandoned: _read_sync(transport.handle_request(request), abandoned),
+                       lambda abandoned: _read_sync(_handle_sync(effect, transport, request), abandoned),
                        lambda late: late.close())
-    response = transport.handle_request(effect.request)
+    response = _handle_sync(effect, transport, effect.request)
     if response.status_code == 402 and effect.payment_deadline_s is not None:
         deadline = Deadline(effect.payment_deadline_s)
         response.extensions[DEADLINE_EXTENSION] = deadline
@@ -170,12 +189,12 @@ def _send_sync(effect: Send, transport: httpx.BaseTransport) -> httpx.Response:
 
 
 async def _send_async(effect: Send, transport: httpx.AsyncBaseTransport) -> httpx.Response:
-    """The async twin of `_send_sync`; every body is read (the flow reads bodies with sync calls)."""
+    """The async twin of `_send_sync`; every body the flow handles is read here (it reads with sync calls)."""
     if effect.deadline is not None:
         deadline, request = effect.deadline, _bounded(effect.request, effect.deadline)
         try:
             with anyio.fail_after(max(deadline.remaining(), 0.0)):
-                response = await transport.handle_async_request(request)
+                response = await _handle_async(effect, transport, request)
                 try:
                     await response.aread()
                 except BaseException:
@@ -186,7 +205,7 @@ async def _send_async(effect: Send, transport: httpx.AsyncBaseTransport) -> http
         except httpx.TimeoutException as exc:
             raise _deadline_or(exc, deadline, _stage(request)) from None
         return response
-    response = await transport.handle_async_request(effect.request)
+    response = await _handle_async(effect, transport, effect.request)
     if response.status_code == 402 and effect.payment_deadline_s is not None:
         deadline = Deadline(effect.payment_deadline_s)
         response.extensions[DEADLINE_EXTENSION] = deadline
@@ -196,8 +215,8 @@ async def _send_async(effect: Send, transport: httpx.AsyncBaseTransport) -> http
         except TimeoutError:
             await response.aclose()
             raise deadline.exceeded("the body of its 402") from None
-    else:
-        await response.aread()
+    elif response.status_code == 402 or not effect.stream:
+        await response.aread()  # the flow reads what it handles with sync calls
     return response
 
 

@@ -90,6 +90,16 @@ def x402_service(svc: HostileService, *, body: bytes, ctype: str = "application/
     return svc.route("/x402", handler)
 
 
+def x402_deep_receipt(svc: HostileService) -> str:
+    """An x402 service that settles but answers with a receipt header nested 5,000 deep."""
+    async def handler(request: Request) -> Response:
+        if request.headers.get("payment-signature"):
+            return JSONResponse({"served": True}, headers={"PAYMENT-RESPONSE": b64(("[" * 5000 + "]" * 5000).encode())})
+        return Response(b"", status_code=402, headers={"content-type": "application/json",
+                                                        "PAYMENT-REQUIRED": b64(x402_requirements())})
+    return svc.route("/x402-deep-receipt", handler)
+
+
 def classic_with_body(svc: HostileService, body: bytes) -> str:
     """Aperture-style classic L402 whose 402 body is `body` (labelled JSON, whatever it holds)."""
     async def handler(request: Request) -> Response:
@@ -187,6 +197,8 @@ CASES = [
     Case("deep_x402_header", lambda svc: x402_service(svc, body=b"", header=b64(("[" * 5000 + "]" * 5000).encode())),
          ChallengeError,
          "not base64-encoded JSON", "PAYMENT-REQUIRED", policy=x402_policy, client={"x402_signer": EvmSigner.from_key(KEY)}),
+    Case("deep_x402_receipt", x402_deep_receipt, None, status=200, settled=1, spent_msat=10_000, policy=x402_policy,
+         client={"x402_signer": EvmSigner.from_key(KEY)}),  # served and kept settled: the receipt is unreadable, not fatal
     # -- item 9: empty offers / accepts ---------------------------------------------------------------
     Case("empty_offers", lambda svc: raw402(svc, v02_text(svc, offers="[]")), ChallengeError, "'offers' is empty", "offers"),
     Case("empty_accepts", lambda svc: x402_service(svc, body=b"", header=b64(dict(x402_requirements(), accepts=[]))),
@@ -321,3 +333,18 @@ def test_log_lines_and_events_are_one_bounded_line(name: str, mode: str, svc: Ho
     assert events and all("\n" not in e and len(e) <= MAX_LINE for e in events)
     if name == "twenty_megabytes":
         assert any("AAAA…" in r.getMessage() for r in records)
+
+
+@pytest.mark.parametrize("rate", [float("inf"), float("-inf"), float("nan"), 0.0, -1.0])
+def test_an_unusable_rate_is_no_rate_never_an_overflow(rate: float) -> None:
+    from httpay.lightning import offer_price_msat
+    from httpay.policy import fmt_msat
+
+    offers = l402_v02.PaymentOffers.from_dict({"payment_request_url": "/pay", "offers": [
+        dict(SAT_OFFER, amount=1, currency="USD")]})
+    with pytest.raises(PaymentRefused) as refused:
+        httpay.Policy(max_per_payment_usd=1.0).decide(offers, url="https://svc.example/x", host="svc.example",
+                                                      usd_per_btc=rate)
+    assert refused.value.rule == "exchange_rate" and "no BTC/USD rate is known" in str(refused.value)
+    assert offer_price_msat(1, "USD", rate) is None
+    assert fmt_msat(10_000, rate) == "10 sat"

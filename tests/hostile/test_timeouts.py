@@ -25,7 +25,13 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 
 import httpay
 from tests.helpers import NOTEBOOK_OFFERS
-from tests.hostile.harness import CountingWallet, HostileService, Outcome, client_for, run
+from tests.hostile.harness import (
+    CountingWallet,
+    HostileService,
+    Outcome,
+    client_for,
+    run,
+)
 
 POLICY = httpay.Policy(budget_sat=1_000, usd_per_btc=100_000)
 
@@ -57,7 +63,18 @@ def _v02_challenge(svc: HostileService, pr_url: str) -> dict[str, Any]:
 
 
 def _invoice_answer(svc: HostileService, offer_id: Any) -> dict[str, Any]:
-    bolt11, _ = svc.node.mint(10_000, description=str(offer_id))
+    """A payment request answer with a real invoice; the service credits one call once it is paid."""
+    bolt11, payment_hash = svc.node.mint(10_000, description=str(offer_id))
+
+    def credit_when_paid() -> None:
+        end = time.monotonic() + 30
+        while time.monotonic() < end:
+            if svc.node.settled(payment_hash):
+                with svc._lock:
+                    svc.credits += 1
+                return
+            time.sleep(0.01)
+    threading.Thread(target=credit_when_paid, daemon=True).start()
     return {"version": "0.2.2", "offer_id": offer_id, "expires_at": "2099-01-01T00:00:00+00:00",
             "payment_request": {"lightning_invoice": bolt11}}
 
@@ -144,7 +161,7 @@ def served_late_after_payment(svc: HostileService, stall: Stall) -> str:
 
     async def gate(request: Request) -> Response:
         if svc.credits > 0:
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(1.5)  # longer than the case's 1 s payment deadline
         return await inner(request)
     svc.route("/late", gate)
     return url
@@ -185,6 +202,43 @@ class HeaderDribbler:
                 return
 
 
+class DroppingEndpoint:
+    """A raw TCP payment endpoint that drops the first `drops` connections without a word (as a
+    server closing a pooled keep-alive connection does), then answers with a real invoice."""
+
+    def __init__(self, svc: HostileService, stall: Stall, drops: int) -> None:
+        self.svc, self.stall, self.drops = svc, stall, drops
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        self.sock.settimeout(0.2)
+        while not self.stall.release.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            with conn:
+                data = conn.recv(65536)
+                if self.drops > 0:
+                    self.drops -= 1
+                    continue
+                offer = json.loads(data.split(b"\r\n\r\n", 1)[1] or b"{}").get("offer_id")
+                body = json.dumps(_invoice_answer(self.svc, offer)).encode()
+                conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\n"
+                             b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+        self.sock.close()
+
+
+def dropped_once_pay_endpoint(svc: HostileService, stall: Stall) -> str:
+    return svc.v02("/dropped-once", pr_url=f"http://127.0.0.1:{DroppingEndpoint(svc, stall, 1).port}/pay")
+
+
+def always_dropping_pay_endpoint(svc: HostileService, stall: Stall) -> str:
+    return svc.v02("/dropped", pr_url=f"http://127.0.0.1:{DroppingEndpoint(svc, stall, 1_000).port}/pay")
+
+
 def dribbling_pay_headers(svc: HostileService, stall: Stall) -> str:
     dribbler = HeaderDribbler(stall)
     return svc.v02("/dribble-headers", pr_url=f"http://127.0.0.1:{dribbler.port}/pay")
@@ -195,7 +249,7 @@ def approver_takes_longer_than_deadline(svc: HostileService, stall: Stall) -> st
 
 
 def _slow_approver(decision: httpay.Decision) -> bool:
-    time.sleep(1.0)  # a person thinking: longer than the 0.5 s payment deadline of the case
+    time.sleep(1.5)  # a person thinking: longer than the 1 s payment deadline of the case
     return True
 
 
@@ -221,24 +275,28 @@ CASES = [
          httpay.PaymentRequestError, ("did not answer within the client's timeout", "ReadTimeout"),
          request={"timeout": 0.3}, late_answer=True),
     Case("silent payment endpoint, no timeout: the deadline", silent_pay_endpoint,
-         {"timeout": None, "payment_deadline": 0.5}, httpay.PaymentDeadlineExceeded,
-         ("payment_deadline=0.5 s", "nothing was paid", "Client(payment_deadline=...)"),
+         {"timeout": None, "payment_deadline": 1.0}, httpay.PaymentDeadlineExceeded,
+         ("payment_deadline=1 s", "nothing was paid", "Client(payment_deadline=...)"),
          stage="the POST to 127.0.0.1", late_answer=True),
-    Case("payment endpoint dribbles its body", dribbling_pay_endpoint, {"timeout": 5, "payment_deadline": 0.5},
-         httpay.PaymentDeadlineExceeded, ("payment_deadline=0.5 s", "nothing was paid"),
+    Case("payment endpoint dribbles its body", dribbling_pay_endpoint, {"timeout": 5, "payment_deadline": 1.0},
+         httpay.PaymentDeadlineExceeded, ("payment_deadline=1 s", "nothing was paid"),
          stage="the POST to 127.0.0.1"),
-    Case("payment endpoint dribbles its headers", dribbling_pay_headers, {"timeout": 5, "payment_deadline": 0.5},
-         httpay.PaymentDeadlineExceeded, ("payment_deadline=0.5 s", "nothing was paid"),
+    Case("payment endpoint dribbles its headers", dribbling_pay_headers, {"timeout": 5, "payment_deadline": 1.0},
+         httpay.PaymentDeadlineExceeded, ("payment_deadline=1 s", "nothing was paid"),
          stage="the POST to 127.0.0.1"),
-    Case("v0.2 402 body dribbles", dribbling_402_body, {"timeout": 5, "payment_deadline": 0.5},
-         httpay.PaymentDeadlineExceeded, ("payment_deadline=0.5 s",), stage="the body of its 402"),
-    Case("classic 402 body dribbles", dribbling_classic_402, {"timeout": 5, "payment_deadline": 0.5},
-         httpay.PaymentDeadlineExceeded, ("payment_deadline=0.5 s",), stage="the body of its 402"),
+    Case("v0.2 402 body dribbles", dribbling_402_body, {"timeout": 5, "payment_deadline": 1.0},
+         httpay.PaymentDeadlineExceeded, ("payment_deadline=1 s",), stage="the body of its 402"),
+    Case("classic 402 body dribbles", dribbling_classic_402, {"timeout": 5, "payment_deadline": 1.0},
+         httpay.PaymentDeadlineExceeded, ("payment_deadline=1 s",), stage="the body of its 402"),
+    Case("payment endpoint drops the connection once: asked again", dropped_once_pay_endpoint, {"timeout": 5},
+         None, paid=1),
+    Case("payment endpoint always drops the connection", always_dropping_pay_endpoint, {"timeout": 5},
+         httpay.PaymentRequestError, ("could not be reached", "nothing was paid")),
     Case("slow but whole 402 body is paid", slow_but_whole_402, {"timeout": 5}, None, paid=1),
     Case("retry after payment is not cut by the deadline", served_late_after_payment,
-         {"timeout": 10, "payment_deadline": 0.5}, None, paid=1),
+         {"timeout": 10, "payment_deadline": 1.0}, None, paid=1),
     Case("a person's approval time does not count", approver_takes_longer_than_deadline,
-         {"timeout": 10, "payment_deadline": 0.5}, None,
+         {"timeout": 10, "payment_deadline": 1.0}, None,
          policy=httpay.Policy(budget_sat=1_000, usd_per_btc=100_000, approve=_slow_approver), paid=1),
 ]
 
@@ -298,3 +356,59 @@ def test_default_deadline_is_finite(wallet: CountingWallet, ledger: Path, mode: 
             c.close()
         else:
             asyncio.run(c.aclose())
+
+
+# -- x402: the deadline ends before the signer is asked ---------------------------------------------
+X402_V1 = {"x402Version": 1, "error": "X-PAYMENT header is required", "accepts": [{
+    "scheme": "exact", "network": "base-sepolia", "maxAmountRequired": "10000", "resource": "http://svc/weather",
+    "description": "weather", "mimeType": "application/json", "payTo": "0x209693Bc6afc0C5328bA36FaF03C514EF312287C",
+    "maxTimeoutSeconds": 60, "asset": "0x036CbD53842c5426634e7929541eC2318f3dCF7e",
+    "extra": {"name": "USDC", "version": "2"}}]}
+
+
+class CountingSigner:
+    """An EvmSigner that counts what it is asked to sign."""
+
+    def __init__(self) -> None:
+        from httpay.signers import EvmSigner
+
+        self.inner = EvmSigner.from_key("0x" + "4c" * 32)
+        self.signed = 0
+
+    @property
+    def address(self) -> str:
+        return self.inner.address
+
+    @property
+    def name(self) -> str:
+        return self.inner.name
+
+    def pays_on(self, network: str) -> bool:
+        return self.inner.pays_on(network)
+
+    def sign_typed_data(self, *args: Any) -> bytes:
+        self.signed += 1
+        return self.inner.sign_typed_data(*args)
+
+
+@pytest.mark.parametrize("dribble", [True, False], ids=["dribbled 402 body", "whole 402 body"])
+def test_x402_deadline_before_signing(dribble: bool, svc: HostileService, ledger: Path, mode: str,
+                                      stall: Stall) -> None:
+    async def gate(request: Request) -> Response:
+        if request.headers.get("x-payment"):
+            return JSONResponse({"served": True})
+        body = json.dumps(X402_V1).encode()
+        if dribble:
+            return StreamingResponse(_dribble(body, stall), status_code=402, media_type="application/json")
+        return Response(body, status_code=402, media_type="application/json")
+
+    signer = CountingSigner()
+    out = run(mode, svc.route("/x402", gate), wallet=None, ledger=ledger, x402_signer=signer, timeout=5,
+              payment_deadline=1.0,
+              policy=httpay.Policy(methods=["x402"], usd_per_btc=100_000, max_per_payment_usd=0.05))
+    if dribble:
+        assert isinstance(out.error, httpay.PaymentDeadlineExceeded), repr(out.error)
+        assert out.error.stage == "the body of its 402" and "payment_deadline=1 s" in str(out.error)
+        assert signer.signed == 0 and out.receipts == [] and out.spent_msat == 0
+    else:  # the same service without the dribble: signed once (so the case above proves the deadline)
+        assert signer.signed == 1 and len(out.receipts) == 1

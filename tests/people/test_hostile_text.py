@@ -85,9 +85,10 @@ def test_invoice_payment_request_receipt_approval_budget_views(name: str, tmp_pa
     t = HOSTILE[name]
     bolt11, _ = make_invoice(10_000, description=t[:500])
     inv = decode_invoice(bolt11)
-    assert_harmless(text(inv), name) if len(t) < 500 else None
     out = text(inv)
-    assert "\x1b[2J" not in out and len(out) < 20_000
+    assert "\x1b[2J" not in out and "\x07" not in out and len(out) < 20_000
+    if len(t) < 500:  # the invoice carries the whole description
+        assert_harmless(out, name)
     pr = PaymentRequest.from_dict({"offer_id": t, "payment_request": {"checkout_url": t}}, payment_method="credit_card")
     assert_harmless(text(pr), name)
     with SQLiteLedger(tmp_path / "l.db") as lg:
@@ -185,3 +186,16 @@ def test_clean_and_markup_are_the_one_place() -> None:
 class _Unprintable:
     def __str__(self) -> str:
         raise RuntimeError("no")
+
+
+def test_the_approval_spinner_shows_a_hostile_title_as_typed(tmp_path: Path) -> None:
+    from httpay.approvals import ApprovalQueue, spinner
+
+    offers = offers_with("[bold red]Premium [/x] plan\nFORGED")
+    decision = httpay.Policy(max_per_payment_sat=100).decide(offers, url="https://svc.example/x", host="svc.example")
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, width=250)
+    with ApprovalQueue(tmp_path / "q.db", timeout_s=0.1, poll_s=0.02, progress=spinner(console)) as q:
+        assert q(decision) is False
+    shown = out.getvalue()
+    assert "[bold red]Premium [/x] plan\\nFORGED" in shown and "\x1b[1;31mPremium" not in shown

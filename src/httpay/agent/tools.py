@@ -11,7 +11,6 @@ expected outcome (a refusal, a 402, a network error): a model needs short, truth
 # signatures at run time, and real type objects keep that simple.
 
 import functools
-import json
 import math
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -42,6 +41,7 @@ from httpay.pipeline import (
 )
 from httpay.policy import Policy, fmt_msat
 from httpay.protocols.l402_v02 import Offer, PaymentOffers
+from httpay.safe import loads as safe_loads
 from httpay.wallets.base import Wallet
 
 MAX_BODY_CHARS = 4000
@@ -362,7 +362,7 @@ class Toolbox:
 
     def _unpaid_402(self, response: httpx.Response) -> str:
         try:
-            data = json.loads(response.content)
+            data = safe_loads(response.content)  # depth-guarded: a hostile body never recurses
             if isinstance(data, dict) and isinstance(data.get("payment_context_token"), str):
                 self.add_secret(data["payment_context_token"])
         except (ValueError, UnicodeDecodeError, RecursionError):
@@ -426,7 +426,7 @@ def _status_line(response: httpx.Response) -> str:
 
 def _is_json(text: str) -> bool:
     try:
-        json.loads(text)
+        safe_loads(text)  # depth-guarded: never a RecursionError on a body nested 100,000 deep
     except ValueError:
         return False
     return text.lstrip()[:1] in ("{", "[")

@@ -172,10 +172,10 @@ def _tell(base: str, console: Console, *, approve: bool, non_interactive: bool, 
               f"{wallet!r}, balance {fmt_msat(wallet.balance_msat(), rate)}; BTC/USD rate of the demo: {rate:,.0f}")
 
     def ask(decision: Decision) -> bool:
-        question = f"Pay {decision.offer.price} ({fmt_msat(decision.price_msat or 0, rate)}) for '{decision.offer.title}'?"
+        question = f"Pay {decision.offer.price} ({fmt_msat(decision.price_msat or 0, rate)}) for '{safe.clean(decision.offer.title)}'?"
         if confirm is not None:
             return confirm(question)
-        return Confirm.ask(question, console=console, default=False)
+        return Confirm.ask(safe.markup(question, 500), console=console, default=False)
 
     policy = httpay.Policy(max_per_payment_usd=max_per_payment_usd, budget_usd=budget_usd, usd_per_btc=rate,
                            approve=ask if approve else None)
@@ -226,8 +226,8 @@ def _tell_classic(base: str, console: Console, *, approve: bool, non_interactive
     story.say("A demo wallet funded with 1,000 sat", f"{wallet!r}, balance {fmt_msat(wallet.balance_msat(), rate)}")
 
     def ask(decision: Decision) -> bool:
-        question = f"Pay {fmt_msat(decision.price_msat or 0, rate)} for '{decision.offer.title}'?"
-        return confirm(question) if confirm is not None else Confirm.ask(question, console=console, default=False)
+        question = f"Pay {fmt_msat(decision.price_msat or 0, rate)} for '{safe.clean(decision.offer.title)}'?"
+        return confirm(question) if confirm is not None else Confirm.ask(safe.markup(question, 500), console=console, default=False)
 
     policy = httpay.Policy(max_per_payment_usd=max_per_payment_usd, budget_usd=budget_usd, usd_per_btc=rate,
                            approve=ask if approve else None)

@@ -48,6 +48,8 @@ def _opt(d: Mapping[str, Any], key: str, kind: type | tuple[type, ...], where: s
 
 
 def _short(value: Any, n: int = 40) -> str:
+    if isinstance(value, int) and value.bit_length() > 4 * n:  # never int->str a number of thousands of digits
+        return f"a number of about {int(value.bit_length() * 0.30103)} digits"
     text = repr(value)
     return text if len(text) <= n else text[: n - 1] + "…"
 

@@ -12,8 +12,8 @@ from typing import Any
 import httpx
 
 from httpay.errors import AlreadyPaid, InsufficientFunds, PaymentTimeout, WalletError
-from httpay.wallets.base import Payment, PaymentStatus, Wallet, fingerprint, invoice_facts
 from httpay.safe import get_logger
+from httpay.wallets.base import Payment, PaymentStatus, Wallet, fingerprint, invoice_facts
 
 log = get_logger("httpay.wallet.demo")
 

@@ -43,8 +43,8 @@ from httpay.errors import (
     WalletError,
     redact,
 )
-from httpay.wallets.base import Payment, PaymentStatus, Wallet, fingerprint, invoice_facts
 from httpay.safe import get_logger
+from httpay.wallets.base import Payment, PaymentStatus, Wallet, fingerprint, invoice_facts
 
 log = get_logger("httpay.wallet.lnbits")
 
