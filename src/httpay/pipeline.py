@@ -538,9 +538,8 @@ def _present_token(payer: Payer, request: httpx.Request) -> str | None:
             request.headers["Authorization"] = token
             request.extensions[TOKEN_EXTENSION] = (scope, token)
             return scope
-    if ours is not None:
-        request.headers.pop("Authorization", None)
-        request.extensions.pop(TOKEN_EXTENSION, None)
+    if ours is not None and current == ours[1]:
+        return str(ours[0])  # nothing newer stored: keep the credential this flow holds
     return None
 
 
@@ -551,8 +550,9 @@ def _evict_if_presented(payer: Payer, request: httpx.Request) -> None:
     if ours is None:
         return
     scope, token = ours
-    if request.headers.get("authorization") == token:
-        request.headers.pop("Authorization", None)
+    if request.headers.get("authorization") != token:
+        return  # not presented on this request (httpx drops Authorization on a redirect to another host)
+    request.headers.pop("Authorization", None)
     if payer.ledger.token_for(scope) == token:
         payer.ledger.drop_token(scope)
         log.info("the server answered 402 to the L402 token held for %s: evicted it", scope)
@@ -787,7 +787,7 @@ def _retry(payer: Payer, request: httpx.Request, receipt: Receipt, rid: str, url
             raise _unserved(payer, receipt, url, rid, f"the service answered HTTP {resp.status_code} to the paid "
                             "request (its answer is in .response)", response=resp)
         if resp.status_code != 402:
-            resp.extensions[RECEIPT_EXTENSION] = receipt  # type: ignore[index]
+            resp.extensions[RECEIPT_EXTENSION] = receipt
             emit(payer.on_event, Event("served", url, rid, {"status": resp.status_code, "receipt": receipt}),
                  f"served with HTTP {resp.status_code} after payment #{receipt.id}")
             return resp
@@ -804,7 +804,7 @@ def _retry(payer: Payer, request: httpx.Request, receipt: Receipt, rid: str, url
 
 def _name(exc: BaseException) -> str:
     """An exception's class and its first words (never a whole server text) for a message."""
-    text = " ".join(str(exc).split())[:80]
+    text = safe.clean(" ".join(str(exc).split()), 80)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
@@ -834,4 +834,5 @@ def _paid_failure(receipt: Receipt, what: str) -> PaidRequestFailed:
 
 def receipt_of(response: httpx.Response) -> Receipt | None:
     """The ledger receipt of the payment that bought this response, if one was made."""
-    return response.extensions.get(RECEIPT_EXTENSION)  # type: ignore[no-any-return]
+    found: Receipt | None = response.extensions.get(RECEIPT_EXTENSION)
+    return found

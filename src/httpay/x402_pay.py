@@ -37,7 +37,7 @@ from httpay.pipeline import (
     host_of, refused,
 )
 from httpay.pipeline import deadline_of, within_deadline
-from httpay.policy import Decision, Policy, fmt_msat
+from httpay.policy import Decision, fmt_msat
 from httpay.protocols import x402
 from httpay.protocols.l402_v02 import Offer, PaymentOffers
 from httpay.safe import get_logger
@@ -305,7 +305,7 @@ def x402_flow(
          f"sending the request with a signed x402 payment (nonce {auth['nonce'][:10]}…)")
     try:
         answer = yield Send(request)
-    except Exception as exc:  # noqa: BLE001 - the payment may have reached the server
+    except Exception as exc:  # the payment may have reached the server
         payer.ledger.note(receipt.id, f"outcome unknown: {type(exc).__name__} while sending the x402 payment")
         raise PaymentSentUnanswered(
             f"sent a signed x402 payment of {chosen.price}, ledger #{receipt.id}; the service did not answer "
@@ -315,7 +315,7 @@ def x402_flow(
     broken: Exception | None = None
     try:
         answer.read()  # a body that breaks off is seen here, while the receipt is at hand
-    except Exception as exc:  # noqa: BLE001 - reported below with the receipt
+    except Exception as exc:  # reported below with the receipt
         broken = exc
     return _outcome(payer, answer, receipt, chosen, url, rid, broken)
 

@@ -290,3 +290,292 @@ def run(mode: str, url: str, *, wallet: Wallet | None, ledger: Path, policy: htt
         rows = lg.receipts()
         spent = lg.spent_msat()
     return Outcome(response, error, calls, rows, spent)
+
+
+# -- additions for the money-core cases (tests/hostile/test_money_core.py) ------------------------
+X402_USDC = "0x036CbD53842c5426634e7929541eC2318f3dCF7e"   # USDC on Base Sepolia (a known asset: 6 decimals)
+X402_PAY_TO = "0x209693Bc6afc0C5328bA36FaF03C514EF312287C"
+X402_KEY = "0x" + "4c" * 32
+
+
+def _b64json(data: Any) -> str:
+    import base64
+    import json
+
+    return base64.b64encode(json.dumps(data).encode()).decode()
+
+
+def _release_event(svc: HostileService) -> threading.Event:
+    ev: threading.Event | None = getattr(svc, "_hang_release", None)
+    if ev is None:
+        ev = threading.Event()
+        svc._hang_release = ev  # type: ignore[attr-defined]
+    return ev
+
+
+async def _hang(svc: HostileService) -> None:
+    """Answer nothing until the test calls `release(svc)` (a safety net ends it after 60 s)."""
+    ev = _release_event(svc)
+    for _ in range(1200):
+        if ev.is_set():
+            return
+        await asyncio.sleep(0.05)
+
+
+def release(svc: HostileService) -> None:
+    """Let every hanging handler of `svc` finish (call it once the client has given up)."""
+    _release_event(svc).set()
+
+
+def authorized_header(svc: HostileService, header: str) -> bool:
+    """`svc.authorized` for a raw Authorization value (for services that are not Starlette routes)."""
+    from httpay.errors import ChallengeError
+    from httpay.protocols.l402_classic import parse_credential
+
+    try:
+        cred = parse_credential(header)
+    except ChallengeError:
+        return False
+    for mac in cred.macaroons:
+        info = macaroons.decode(mac)
+        if not macaroons.verify(svc.root_key, mac, cred.preimage) or not svc.node.settled(info.payment_hash or ""):
+            return False
+    return bool(cred.macaroons)
+
+
+def classic_static(svc: HostileService, path: str = "/static", *, price_sat: int = 10) -> str:
+    """A classic L402 route answering every 402 with the SAME macaroon and invoice (one challenge for all)."""
+    first = svc.classic_challenge(price_sat)
+
+    async def handler(request: Request) -> Response:
+        if svc.authorized(request):
+            return JSONResponse({"served": True})
+        return _copy(first)
+    return svc.route(path, handler)
+
+
+def _copy(resp: Response) -> Response:
+    out = Response(resp.body, status_code=resp.status_code)
+    out.raw_headers = list(resp.raw_headers)
+    return out
+
+
+def classic_token68(svc: HostileService, path: str = "/opaque", *, price_sat: int = 10, honour: bool = True) -> str:
+    """A classic L402 route whose token is not a macaroon (getalby-style `b64url.hex`): it commits to
+    nothing a client can read. `honour=False`: the service refuses even a paid token."""
+    import base64
+    import secrets as _secrets
+
+    issued: dict[str, str] = {}  # token -> payment hash
+
+    async def handler(request: Request) -> Response:
+        header = request.headers.get("authorization", "")
+        _, _, rest = header.partition(" ")
+        token, _, pre = rest.rpartition(":")
+        ph = issued.get(token)
+        if honour and ph and len(pre) == 64 and hashlib.sha256(bytes.fromhex(pre)).hexdigest() == ph \
+                and svc.node.settled(ph):
+            return JSONResponse({"served": True})
+        bolt11, payment_hash = svc.node.mint(price_sat * 1000, description="L402 access")
+        token = base64.urlsafe_b64encode(_secrets.token_bytes(12)).decode().rstrip("=") + "." + _secrets.token_hex(8)
+        issued[token] = payment_hash
+        with svc._lock:
+            svc.issued += 1
+        resp = JSONResponse({"error": "payment required"}, status_code=402)
+        resp.headers.append("WWW-Authenticate", f'L402 version="0", token="{token}", invoice="{bolt11}"')
+        return resp
+    return svc.route(path, handler)
+
+
+def classic_then(svc: HostileService, path: str, behaviour: str, *, price_sat: int = 10) -> str:
+    """A classic L402 route that, once paid, misbehaves: "hang" (never answers) or "503"."""
+    async def handler(request: Request) -> Response:
+        if not svc.authorized(request):
+            return svc.classic_challenge(price_sat)
+        if behaviour == "hang":
+            await _hang(svc)
+            return JSONResponse({"late": True})
+        return JSONResponse({"error": "upstream down"}, status_code=503)
+    return svc.route(path, handler)
+
+
+def v02_then(svc: HostileService, path: str, behaviour: str, *, invoice_msat: int = 10_000) -> str:
+    """A v0.2 paywall that, once paid, misbehaves: "hang" (never answers) or "500"."""
+    svc.v02(path + "-gate", invoice_msat=invoice_msat, pr_path=path + "-pay")
+    gate = svc.handlers[path + "-gate"]
+
+    async def handler(request: Request) -> Response:
+        with svc._lock:
+            paid = svc.credits > 0
+        if not paid:
+            return await gate(request)
+        if behaviour == "hang":
+            await _hang(svc)
+            return JSONResponse({"late": True})
+        return JSONResponse({"error": "boom"}, status_code=500)
+    return svc.route(path, handler)
+
+
+def x402_requirement(amount: str = "10000") -> dict[str, Any]:
+    return {"scheme": "exact", "network": "eip155:84532", "amount": amount, "asset": X402_USDC, "payTo": X402_PAY_TO,
+            "maxTimeoutSeconds": 300, "extra": {"name": "USDC", "version": "2"}}
+
+
+def x402(svc: HostileService, path: str = "/x402", *, amounts: tuple[str, ...] = ("10000",), answer: str = "settle") -> str:
+    """An x402 v2 paywall. With a payment it answers: "settle" (200 + receipt), "hang" (nothing),
+    "500_settled" (500 with a success receipt), "500" (500, no receipt)."""
+    challenge = {"x402Version": 2, "error": "Payment required", "resource": {"url": svc.url + path},
+                 "accepts": [x402_requirement(a) for a in amounts]}
+    receipt = {"success": True, "transaction": "0x" + "ab" * 32, "network": "eip155:84532", "payer": "0x"}
+
+    async def handler(request: Request) -> Response:
+        if request.headers.get("payment-signature") is None:
+            return JSONResponse({}, status_code=402, headers={"PAYMENT-REQUIRED": _b64json(challenge)})
+        with svc._lock:
+            svc.hits["x402-paid"] = svc.hits.get("x402-paid", 0) + 1
+        if answer == "hang":
+            await _hang(svc)
+            return JSONResponse({"late": True})
+        if answer == "500_settled":
+            return JSONResponse({"error": "boom"}, status_code=500, headers={"PAYMENT-RESPONSE": _b64json(receipt)})
+        if answer == "500":
+            return JSONResponse({"error": "boom"}, status_code=500)
+        return JSONResponse({"served": True}, headers={"PAYMENT-RESPONSE": _b64json(receipt)})
+    return svc.route(path, handler)
+
+
+class CountingSigner:
+    """An x402 signer (httpay.signers.EvmSigner) that counts what it signed."""
+
+    def __init__(self, key: str = X402_KEY) -> None:
+        from httpay.signers import EvmSigner
+
+        self.inner = EvmSigner.from_key(key)
+        self.signed: list[dict[str, Any]] = []
+
+    @property
+    def address(self) -> str:
+        return str(self.inner.address)
+
+    @property
+    def name(self) -> str:
+        return str(self.inner.name)
+
+    def pays_on(self, network: str) -> bool:
+        return bool(self.inner.pays_on(network))
+
+    def sign_typed_data(self, domain: Any, types: Any, primary_type: str, message: Any) -> bytes:
+        self.signed.append(dict(message))
+        return bytes(self.inner.sign_typed_data(domain, types, primary_type, message))
+
+
+class RawClassic:
+    """A classic L402 paywall spoken over raw sockets, so the request after the payment can break
+    as no framework would: "reset" (RST), "short" (the body stops half way), "garbage" (not HTTP)."""
+
+    def __init__(self, svc: HostileService, behaviour: str, *, price_sat: int = 10) -> None:
+        import socket
+
+        self.svc, self.behaviour, self.price_sat = svc, behaviour, price_sat
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/raw"
+        self.paid_requests = 0
+        self._thread = threading.Thread(target=self._serve, daemon=True, name="raw-classic")
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._one, args=(conn,), daemon=True).start()
+
+    def _one(self, conn: Any) -> None:
+        import socket
+        import struct
+
+        with conn:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    return
+                data += chunk
+            head = data.split(b"\r\n\r\n", 1)[0].decode("latin-1")
+            auth = ""
+            for line in head.split("\r\n")[1:]:
+                name, _, value = line.partition(":")
+                if name.strip().lower() == "authorization":
+                    auth = value.strip()
+            if not auth or not authorized_header(self.svc, auth):
+                ch = self.svc.classic_challenge(self.price_sat)
+                lines = [b"HTTP/1.1 402 Payment Required"]
+                lines += [k + b": " + v for k, v in ch.raw_headers if k.lower() not in (b"content-length",)]
+                lines += [b"Content-Length: " + str(len(ch.body)).encode(), b"Connection: close"]
+                conn.sendall(b"\r\n".join(lines) + b"\r\n\r\n" + bytes(ch.body))
+                return
+            self.paid_requests += 1
+            if self.behaviour == "reset":
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            elif self.behaviour == "short":
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"ok\":")
+            else:
+                conn.sendall(b"\x00\x01 this is not HTTP at all\r\n\r\n")
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@dataclass
+class Many:
+    """What N concurrent requests through one client did."""
+
+    statuses: list[int]
+    errors: list[BaseException]
+    wallet_calls: int
+    receipts: list[Receipt]
+    spent_msat: int
+
+
+def run_many(mode: str, url: str, n: int, *, wallet: Wallet | None, ledger: Path, policy: httpay.Policy | None = None,
+             clients: int = 1, **client_kwargs: Any) -> Many:
+    """`n` concurrent requests: threads sharing `clients` httpay.Client(s) ("sync"), or asyncio tasks
+    sharing `clients` httpay.AsyncClient(s) ("async"). Several clients share nothing but the ledger file,
+    as separate processes would."""
+    statuses: list[int] = []
+    errors: list[BaseException] = []
+    kwargs = dict(wallet=wallet, policy=policy, ledger=ledger, **client_kwargs)
+    if mode == "sync":
+        cs = [httpay.Client(**kwargs) for _ in range(clients)]
+        start = threading.Barrier(n)
+
+        def one(i: int) -> None:
+            start.wait()
+            try:
+                statuses.append(cs[i % clients].get(url).status_code)
+            except Exception as exc:  # noqa: BLE001 - the test asserts there are none
+                errors.append(exc)
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for c in cs:
+            c.close()
+    else:
+        async def go() -> None:
+            acs = [httpay.AsyncClient(**kwargs) for _ in range(clients)]
+
+            async def one(i: int) -> None:
+                try:
+                    statuses.append((await acs[i % clients].get(url)).status_code)
+                except Exception as exc:  # noqa: BLE001
+                    errors.append(exc)
+            await asyncio.gather(*(one(i) for i in range(n)))
+            for c in acs:
+                await c.aclose()
+        asyncio.run(go())
+    calls = len(wallet.calls) if isinstance(wallet, CountingWallet) else 0
+    with SQLiteLedger(ledger) as lg:
+        return Many(statuses, errors, calls, lg.receipts(), lg.spent_msat())
