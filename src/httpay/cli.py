@@ -326,7 +326,7 @@ def _get(args: argparse.Namespace, console: Console) -> int:
                 if exc.offers is not None:
                     from httpay.display import offers_table
 
-                    err.print(offers_table(exc.offers, title=f"{args.url} asks for payment"))
+                    err.print(offers_table(exc.offers, title=f"{args.url} asks for payment", usd_per_btc=_known_rate(c)))
                 raise
     finally:
         if queue is not None:
@@ -337,6 +337,15 @@ def _get(args: argparse.Namespace, console: Console) -> int:
 
         err.print(Text("paid ", style="green") + plain(rec, MAX_LINE))
     return _body_out(r)
+
+
+def _known_rate(c: Any) -> float | None:
+    """The client's BTC/USD rate for a view, or None when it cannot tell (a view never fails on it)."""
+    try:
+        rate = c.payer.rate()
+    except (HttpayError, httpx.HTTPError):
+        return None
+    return float(rate) if rate else None
 
 
 def _body_out(r: httpx.Response) -> int:
@@ -447,7 +456,8 @@ def _add_people_commands(sub: Any) -> None:
     wb.add_argument("--json", action="store_true", help="print JSON for scripts")
 
     a = sub.add_parser("approvals", help="payments waiting for a person: list (default), approve ID, deny ID",
-                       description="Payments held by `httpay get --ask` or Policy(approve=ApprovalQueue(...)) wait here.")
+                       description="Payments held by `httpay get --ask` or Policy(approve=ApprovalQueue(...)) wait here. "
+                                   "`approve ID --offer OFFER_ID` approves another of the offers the list shows.")
     _approval_options(a, argparse.SUPPRESS, top=True)
     asub = a.add_subparsers(dest="approvals_command", metavar="ACTION")
     al = asub.add_parser("list", help="approvals waiting for an answer")
@@ -459,6 +469,10 @@ def _add_people_commands(sub: Any) -> None:
         av.add_argument("--by", help="who answers (default: your user name)")
         if verb == "deny":
             av.add_argument("--reason", help="why (shown to whoever reads the queue)")
+        else:
+            av.add_argument("--offer", metavar="OFFER_ID", dest="offer_id",
+                            help="approve another of the service's offers instead (`httpay approvals` lists them); "
+                                 "the paying request decides again for it with every limit")
         _approval_options(av, argparse.SUPPRESS)
 
     d = sub.add_parser("dashboard", help="a local web page to watch spending and answer approvals")
@@ -829,13 +843,22 @@ def _approvals(args: argparse.Namespace, console: Console) -> int:
                 return 0
             console.print(approvals_table(items, title=f"Approvals ({q.path})"))
             if items and not getattr(args, "all", False):
-                console.print(f"answer with `httpay approvals approve {items[0].id}` or `httpay approvals deny {items[0].id}`")
+                first = items[0]
+                other = next((c.offer_id for c in first.choices if c.offer_id != first.offer_id), None)
+                console.print(plain(f"answer with `httpay approvals approve {first.id}` or `httpay approvals deny {first.id}`"
+                                    + (f"; `httpay approvals approve {first.id} --offer {other}` approves another offer"
+                                       if other else ""), MAX_LINE))
             return 0
-        a = q.decide(args.id, action == "approve", args.by or _who(), getattr(args, "reason", None))
+        offer_id = getattr(args, "offer_id", None)
+        a = q.decide(args.id, action == "approve", args.by or _who(), getattr(args, "reason", None), offer_id=offer_id)
     if args.json:
         print(json.dumps(a.to_dict()))
     else:
         console.print(plain(a, MAX_LINE, style="green" if a.status == "approved" else "red"))
+    unfit = [c for c in a.choices if c.offer_id == offer_id and not c.fits]
+    if unfit:
+        _note(f"note: {unfit[0].offer_id} did not fit the policy when the payment was asked for; the paying request "
+              "decides again with every limit and refuses it if it still does not fit (nothing is paid then)")
     return 0
 
 

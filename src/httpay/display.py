@@ -343,18 +343,37 @@ def html_receipts(receipts: Iterable["Receipt"], title: str = "Ledger", usd_per_
 
 
 # -- approvals -------------------------------------------------------------------------------------------
+MAX_CHOICES_SHOWN = 8  # a service may list hundreds of offers; a view lists this many and counts the rest
+
+
+def _choice_lines(a: "Approval") -> list[str]:
+    """The other offers `a` may be approved with (`httpay approvals approve ID --offer OFFER_ID`), one
+    line each, server text cleaned: "offer_97bf23f7 '1000 credits' $1.00", marked when over a limit."""
+    others = [c for c in a.choices if c.offer_id != a.offer_id]
+    lines = []
+    for c in others[:MAX_CHOICES_SHOWN]:
+        marks = [m for m, on in (("chosen", c.offer_id == a.chosen_offer_id), ("over a limit", not c.fits)) if on]
+        lines.append(f"{clean(c.offer_id, 80)} '{clean(c.title, 80)}' {clean(c.price, 40)}"
+                     + (f" ({', '.join(marks)})" if marks else ""))
+    if len(others) > MAX_CHOICES_SHOWN:
+        lines.append(f"… and {len(others) - MAX_CHOICES_SHOWN} more (`httpay approvals --json`)")
+    return lines
+
+
 def approvals_table(approvals: Iterable["Approval"], title: str = "Approvals") -> Table:
     t = Table(title=plain(title, 300), title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
     for col, kw in (("#", {"justify": "right", "no_wrap": True}), ("asked (UTC)", {"no_wrap": True}),
                     ("status", {"no_wrap": True}), ("host", {"no_wrap": True, "max_width": 24}),
-                    ("offer", {"ratio": 1}), ("price", {"no_wrap": True}), ("decided by", {})):
+                    ("offer", {"ratio": 1}), ("price", {"no_wrap": True}),
+                    ("or approve with --offer", {"ratio": 1}), ("decided by", {})):
         t.add_column(col, **kw)  # type: ignore[arg-type]
     items = list(approvals)
     for a in items:
         who = (a.decided_by or "") + (f" ({a.reason})" if a.reason else "")
+        choices = Text("\n").join(plain(line, 300) for line in _choice_lines(a))
         t.add_row(*_row(str(a.id), a.created_at.strftime("%m-%d %H:%M:%S"),
                         plain(a.status, 20, style=STATUS_STYLE.get(a.status, "")),
-                        a.host, f"{clean(a.offer_title or '')} ({clean(a.offer_id, 80)})", a.price, who))
+                        a.host, f"{clean(a.offer_title or '')} ({clean(a.offer_id, 80)})", a.price, choices, who))
     if not items:
         t.caption = "nothing waiting for approval"
         t.caption_justify = "left"
@@ -365,11 +384,13 @@ def html_approvals(approvals: Iterable["Approval"], title: str = "Approvals") ->
     rows = "".join(
         f"<tr><td>{a.id}</td><td>{_e(a.created_at.strftime('%Y-%m-%d %H:%M:%S'))}</td><td>{_status_html(a.status)}</td>"
         f"<td>{_e(a.host)}</td><td>{_e(a.offer_title or '')} <code>{_e(a.offer_id or '')}</code></td>"
-        f"<td>{_e(a.price)}</td><td>{_e(a.decided_by or '')}</td></tr>"
+        f"<td>{_e(a.price)}</td><td>{'<br>'.join(_e(line, 300) for line in _choice_lines(a))}</td>"
+        f"<td>{_e(a.decided_by or '')}</td></tr>"
         for a in approvals
-    ) or "<tr><td colspan='7'>nothing waiting for approval</td></tr>"
+    ) or "<tr><td colspan='8'>nothing waiting for approval</td></tr>"
     return (f"<table class='httpay-approvals'>{_caption(title)}<thead><tr><th>#</th><th>asked (UTC)</th><th>status</th>"
-            f"<th>host</th><th>offer</th><th>price</th><th>decided by</th></tr></thead><tbody>{rows}</tbody></table>")
+            f"<th>host</th><th>offer</th><th>price</th><th>or approve with --offer</th><th>decided by</th></tr></thead>"
+            f"<tbody>{rows}</tbody></table>")
 
 
 # -- budgets ---------------------------------------------------------------------------------------------
