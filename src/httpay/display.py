@@ -346,7 +346,7 @@ def html_receipts(receipts: Iterable["Receipt"], title: str = "Ledger", usd_per_
 MAX_CHOICES_SHOWN = 8  # a service may list hundreds of offers; a view lists this many and counts the rest
 
 
-def _choice_lines(a: "Approval") -> list[str]:
+def _choice_lines(a: Approval) -> list[str]:
     """The other offers `a` may be approved with (`httpay approvals approve ID --offer OFFER_ID`), one
     line each, server text cleaned: "offer_97bf23f7 '1000 credits' $1.00", marked when over a limit."""
     others = [c for c in a.choices if c.offer_id != a.offer_id]
@@ -360,13 +360,13 @@ def _choice_lines(a: "Approval") -> list[str]:
     return lines
 
 
-def approvals_table(approvals: Iterable["Approval"], title: str = "Approvals") -> Table:
+def approvals_table(approvals: Iterable[Approval], title: str = "Approvals") -> Table:
     t = Table(title=plain(title, 300), title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
     for col, kw in (("#", {"justify": "right", "no_wrap": True}), ("asked (UTC)", {"no_wrap": True}),
                     ("status", {"no_wrap": True}), ("host", {"no_wrap": True, "max_width": 24}),
                     ("offer", {"ratio": 1}), ("price", {"no_wrap": True}),
                     ("or approve with --offer", {"ratio": 1}), ("decided by", {})):
-        t.add_column(col, **kw)  # type: ignore[arg-type]
+        t.add_column(col, **kw)
     items = list(approvals)
     for a in items:
         who = (a.decided_by or "") + (f" ({a.reason})" if a.reason else "")
@@ -380,7 +380,7 @@ def approvals_table(approvals: Iterable["Approval"], title: str = "Approvals") -
     return t
 
 
-def html_approvals(approvals: Iterable["Approval"], title: str = "Approvals") -> str:
+def html_approvals(approvals: Iterable[Approval], title: str = "Approvals") -> str:
     rows = "".join(
         f"<tr><td>{a.id}</td><td>{_e(a.created_at.strftime('%Y-%m-%d %H:%M:%S'))}</td><td>{_status_html(a.status)}</td>"
         f"<td>{_e(a.host)}</td><td>{_e(a.offer_title or '')} <code>{_e(a.offer_id or '')}</code></td>"

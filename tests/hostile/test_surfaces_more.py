@@ -236,10 +236,10 @@ HOSTILE_TITLES = ["Premium [/x] plan", "[bold red]x", "ten sat\nFORGED second li
 
 @pytest.mark.parametrize("title", HOSTILE_TITLES, ids=["closing tag", "style tag", "newline", "escapes", "bidi", "huge"])
 def test_the_choices_in_approval_views_are_server_text_shown_harmless(title: str) -> None:
-    from datetime import datetime, timezone
+    from datetime import UTC, datetime
 
     choices = (Choice("o1", "asked", "$0.01", True), Choice(title, title, title, False), Choice("o3", title, "$1", True))
-    a = Approval(id=1, status="waiting", created_at=datetime.now(timezone.utc), decided_at=None, host="svc.example",
+    a = Approval(id=1, status="waiting", created_at=datetime.now(UTC), decided_at=None, host="svc.example",
                  url="https://svc.example/x", offer_id="o1", offer_title="asked", offer_price="$0.01",
                  price_msat=10_000, method="lightning", usd_per_btc=None, decided_by=None, reason=None,
                  choices=choices, chosen_offer_id="o3")
@@ -265,10 +265,10 @@ def clean_head(title: str) -> str:
 
 
 def test_many_choices_are_counted_not_all_listed() -> None:
-    from datetime import datetime, timezone
+    from datetime import UTC, datetime
 
     choices = tuple(Choice(f"o{i}", f"t{i}", "$1", True) for i in range(200))
-    a = Approval(id=1, status="waiting", created_at=datetime.now(timezone.utc), decided_at=None, host="h",
+    a = Approval(id=1, status="waiting", created_at=datetime.now(UTC), decided_at=None, host="h",
                  url="https://h/x", offer_id="o0", offer_title="t0", offer_price="$1", price_msat=1, method="lightning",
                  usd_per_btc=None, decided_by=None, reason=None, choices=choices)
     c = Console(record=True, width=250, file=io.StringIO())

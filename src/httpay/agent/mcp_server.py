@@ -66,7 +66,7 @@ def toolbox_from_env(env: Mapping[str, str] | None = None) -> Toolbox:
                    knobs=knobs)
 
 
-def _described(spec: ToolSpec) -> Callable[..., str]:
+def _described(spec: ToolSpec, toolbox: Toolbox) -> Callable[..., str]:
     """The tool with each parameter's description attached (as pydantic Field metadata), so MCP clients see them."""
     import inspect
 
@@ -82,7 +82,10 @@ def _described(spec: ToolSpec) -> Callable[..., str]:
         params.append(p.replace(annotation=Annotated[ann, Field(description=note)] if note else ann))
 
     def tool(**kwargs: Any) -> str:
-        return str(fn(**kwargs))
+        try:
+            return str(fn(**kwargs))
+        except Exception as exc:  # noqa: BLE001 - the model gets text (cleaned, bounded), not the error's raw text
+            return toolbox.for_model(f"error: {spec.name} failed: {type(exc).__name__}: {exc}")
 
     tool.__name__ = spec.name
     tool.__doc__ = spec.description
@@ -90,11 +93,26 @@ def _described(spec: ToolSpec) -> Callable[..., str]:
     return tool
 
 
+RESOURCE_TEXT = 500  # characters of one string (a title, a URL, a failure's reason) in a resource
+
+
+def _bounded(toolbox: Toolbox, value: Any) -> Any:
+    """Every string in `value` as a log line would hold it: scrubbed, cleaned of control characters, bounded."""
+    if isinstance(value, str):
+        return toolbox._text(value, RESOURCE_TEXT)
+    if isinstance(value, dict):
+        return {k: _bounded(toolbox, v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_bounded(toolbox, v) for v in value]
+    return value
+
+
 def ledger_json(toolbox: Toolbox, limit: int = 50) -> str:
-    """The ledger as JSON for the `httpay://ledger` resource (receipts never carry preimages)."""
+    """The ledger as JSON for the `httpay://ledger` resource (receipts never carry preimages; what a
+    server wrote in them is cleaned and bounded as in every tool result)."""
     ledger = toolbox.client.ledger
     data = {"ledger": "httpay", "spent_msat": ledger.spent_msat(),
-            "payments": [r.to_dict() for r in ledger.receipts(limit=limit)]}
+            "payments": [_bounded(toolbox, r.to_dict()) for r in ledger.receipts(limit=limit)]}
     return toolbox.scrub(json.dumps(data, indent=2))
 
 
@@ -107,7 +125,7 @@ def build_server(toolbox: Toolbox, *, name: str = "httpay") -> MCPServer:
 
     server: MCPServer = MCPServer(name=name, instructions=INSTRUCTIONS)
     for spec in tool_specs(toolbox):
-        server.add_tool(_described(spec), name=spec.name, description=spec.description, structured_output=False)
+        server.add_tool(_described(spec, toolbox), name=spec.name, description=spec.description, structured_output=False)
 
     @server.resource("httpay://ledger", name="ledger", mime_type="application/json",
                      description="Recent payments (newest first) and the total committed, in msat.")

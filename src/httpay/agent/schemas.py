@@ -286,7 +286,8 @@ def dispatch(toolbox: ToolSource, name: str, arguments: dict[str, Any] | str | N
         if not ok:
             return f"error: argument {key!r} of {name} must match {_type_name(tp)}, got {json.dumps(value)[:80]}"
         kwargs[key] = coerced
-    scrub = getattr(toolbox, "scrub", lambda text: text)
+    # a Toolbox's last pass (secrets scrubbed, control characters cleaned, bounded); else its scrub
+    scrub: Callable[[str], str] = getattr(toolbox, "for_model", None) or getattr(toolbox, "scrub", None) or str
     try:
         result = fn(**kwargs)
     except Exception as exc:  # noqa: BLE001 - a model needs text, not a traceback

@@ -5,6 +5,9 @@ Why a Toolbox: the wallet, the policy, the ledger and the service's credentials 
 so no secret is ever a tool argument, and every result is scrubbed of the secrets the Toolbox knows
 (bearer tokens, payment context tokens, preimages) before a model sees it. Tools never raise for an
 expected outcome (a refusal, a 402, a network error): a model needs short, truthful text to act on.
+Server text (bodies, titles, reasons, error messages) reaches a model as it reaches a log: through
+`httpay.safe.clean`, so no control character, terminal escape or forged line break gets through,
+every piece is bounded, and a body that was cut says so (`Toolbox.for_model` is the last pass).
 """
 
 # No `from __future__ import annotations` here: claudette, pydantic (MCP) and `schemas.py` read these
@@ -41,10 +44,13 @@ from httpay.pipeline import (
 )
 from httpay.policy import Policy, fmt_msat
 from httpay.protocols.l402_v02 import Offer, PaymentOffers
+from httpay.safe import MAX_LINE, MAX_TEXT, clean
 from httpay.safe import loads as safe_loads
 from httpay.wallets.base import Wallet
 
-MAX_BODY_CHARS = 4000
+MAX_BODY_CHARS = 4000      # characters of a response body in a tool result (cut beyond, and it says so)
+MAX_OFFERS_LISTED = 20     # offers listed one per line; a service may make thousands
+MAX_RESULT_CHARS = 16_000  # a whole tool result, whatever a server put in it
 _DIALECT_NOTES = {
     "l402-classic": " (classic L402: one invoice buys a token the client reuses for this host)",
     "x402": " (x402: a signed stablecoin payment)",
@@ -127,7 +133,7 @@ class Toolbox:
         if max_price_usd is not None and (isinstance(max_price_usd, bool) or not isinstance(max_price_usd, int | float)
                                           or (isinstance(max_price_usd, float) and not math.isfinite(max_price_usd))
                                           or max_price_usd < 0):
-            return f"error: max_price_usd must be a non-negative number of US dollars, got {max_price_usd!r}. Nothing was paid."
+            return f"error: max_price_usd must be a non-negative number of US dollars, got {clean(repr(max_price_usd), 60)}. Nothing was paid."
         if max_price_usd is not None and not self._rate():
             rate_knob = self.knobs.get("usd_per_btc", "Policy(usd_per_btc=...)")
             return (f"error: max_price_usd needs a BTC/USD rate and none is known (the person can set {rate_knob}); "
@@ -148,7 +154,7 @@ class Toolbox:
         elif response.status_code == 402:
             lines.append(self._unpaid_402(response))
         lines.append(self._body(response))
-        return self.scrub("\n".join(lines))
+        return self.for_model("\n".join(lines))
 
     def offers(
         self,
@@ -160,7 +166,7 @@ class Toolbox:
         except Exception as exc:  # noqa: BLE001
             return self._failure(exc, url, None)
         if response.status_code != 402:
-            return self.scrub(
+            return self.for_model(
                 f"{_status_line(response)}: no payment needed; nothing was paid (the request was served and may "
                 f"have used a credit)\n{self._body(response)}"
             )
@@ -168,15 +174,16 @@ class Toolbox:
             challenge = read_challenge(str(response.request.url), response.status_code, response.headers,
                                        response.content)
         except (ChallengeError, InvoiceError) as exc:
-            return self.scrub(f"HTTP 402 Payment Required, but the offers cannot be read: {exc}. Nothing was paid.")
+            return self.for_model(f"HTTP 402 Payment Required, but the offers cannot be read: {self._text(exc, MAX_LINE)}. "
+                                  "Nothing was paid.")
         if challenge is None:
-            return self.scrub("HTTP 402 Payment Required" + "\n" + self._unpaid_402(response))
+            return self.for_model("HTTP 402 Payment Required" + "\n" + self._unpaid_402(response))
         offers = challenge.offers
         self.add_secret(offers.payment_context_token)
         rate = self._rate()
         lines = [self._cost_line(offers, rate) + _DIALECT_NOTES.get(challenge.protocol, ""), "offers:",
                  self._offer_lines(offers, rate), self._would_pay(challenge, response, rate), self._budget_left() + "."]
-        return self.scrub("\n".join(lines))
+        return self.for_model("\n".join(lines))
 
     def pay(
         self,
@@ -204,9 +211,9 @@ class Toolbox:
                     "(an earlier credit may have been used)")
             if response.status_code == 402:
                 head = f"nothing was paid: {self._unpaid_402(response)}"
-            return self.scrub(f"{head}\n{self._body(response)}")
+            return self.for_model(f"{head}\n{self._body(response)}")
         self.add_secret(receipt.preimage)
-        return self.scrub(
+        return self.for_model(
             f"paid {self._paid(receipt, full_hash=True)}; {self._budget_left()}\n"
             f"then {_status_line(response)}\n{self._body(response)}"
         )
@@ -231,7 +238,7 @@ class Toolbox:
                 parts.append(f"wallet balance {fmt_msat(wallet.balance_msat(), rate)}")
         except (NotImplementedError, WalletError, httpx.HTTPError):
             parts.append("wallet balance unknown")
-        return self.scrub("; ".join(parts) + ".")
+        return self.for_model("; ".join(parts) + ".")
 
     def payments(
         self,
@@ -239,13 +246,13 @@ class Toolbox:
     ) -> str:  # One line per payment, newest first
         "List recent payments from the ledger, newest first."
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 100:
-            return f"error: limit must be a whole number from 1 to 100, got {limit!r}"
+            return f"error: limit must be a whole number from 1 to 100, got {clean(repr(limit), 60)}"
         rows = self.client.ledger.receipts(limit=limit)
         if not rows:
             return "no payments recorded yet."
         rate = self._rate()
         lines = [f"{len(rows)} payment(s), newest first:"] + [_receipt_line(r, rate) for r in rows]
-        return self.scrub("\n".join(lines))
+        return self.for_model("\n".join(lines))
 
     def tools(self) -> list[Callable[..., str]]:
         """The tools as plain functions (name, docstring and type hints intact) for Claudette, SDKs and MCP."""
@@ -262,6 +269,31 @@ class Toolbox:
         for secret in sorted(self._secrets, key=len, reverse=True):
             text = text.replace(secret, REDACTED)
         return text
+
+    def for_model(self, text: str) -> str:
+        """A tool result as a model may read it: secrets scrubbed (before anything is cut, so no part of
+        one shows), each line cleaned as a log line is (no control characters), the whole bounded."""
+        lines = [clean(line, MAX_BODY_CHARS + MAX_LINE) for line in self.scrub(text).split("\n")]
+        out = "\n".join(lines)
+        if len(out) > MAX_RESULT_CHARS:
+            out = (out[:MAX_RESULT_CHARS].rstrip() + "…\n"
+                   f"[result cut: showing {MAX_RESULT_CHARS:,} of {len(out):,} characters]")
+        return self.scrub(out)
+
+    def _text(self, value: object, limit: int = MAX_TEXT) -> str:
+        """One piece of server text for a result line: secrets scrubbed first, then `clean` (one line, bounded)."""
+        return self._cut(value, limit)[0]
+
+    def _cut(self, value: object, limit: int) -> tuple[str, bool]:
+        """(`value` scrubbed and cleaned to at most `limit` characters, whether anything was cut). Only the
+        head that can be shown is scrubbed, with room for a secret that starts inside it."""
+        text = value if isinstance(value, str) else clean(value, 6 * limit + 6)
+        room = max((len(x) for x in self._secrets), default=0)
+        keep = limit + room + 1
+        head = self.scrub(text[:keep])
+        shown = clean(head, limit)
+        whole = clean(head, 6 * keep + 6)  # a character shows as at most 6 ("\u202e"): all of the head
+        return shown, len(text) > keep or whole != shown
 
     # -- helpers -------------------------------------------------------------------------------------
     def _send(self, method: str, url: str, headers: Mapping[str, str] | None, body: str | None,
@@ -328,15 +360,15 @@ class Toolbox:
     def _paid(self, r: Receipt, *, full_hash: bool = False) -> str:
         rate = self._rate()
         credits = f" ({r.credits} credit{'s' if r.credits != 1 else ''})" if r.credits is not None else ""
-        what = f"{r.offer_id} '{r.offer_title}'{credits}" if r.offer_id else r.protocol
-        ph = r.payment_hash or "?"
+        what = f"{clean(r.offer_id, 80)} '{clean(r.offer_title, 120)}'{credits}" if r.offer_id else clean(r.protocol, 40)
+        ph = clean(r.payment_hash or "?", 80)
         ph = ph if full_hash else ph[:16] + "…"
-        return (f"{fmt_msat(r.amount_msat, rate)} + fee {fmt_msat(r.fee_msat)} for {what} by {r.method}, "
+        return (f"{fmt_msat(r.amount_msat, rate)} + fee {fmt_msat(r.fee_msat)} for {what} by {clean(r.method, 40)}, "
                 f"payment hash {ph}, ledger #{r.id}")
 
     def _refusal(self, exc: PaymentRefused) -> str:
         offers = exc.offers if isinstance(exc.offers, PaymentOffers) else None
-        text = exc.render(self.knobs).rstrip(".")
+        text = self._text(exc.render(self.knobs), MAX_LINE).rstrip(".")
         if not text.startswith("refused"):
             text = "refused: " + text
         lines = [text + ". Nothing was paid."]
@@ -344,7 +376,7 @@ class Toolbox:
             self.add_secret(offers.payment_context_token)
             lines += ["offers:", self._offer_lines(offers, self._rate())]
         lines.append(self._budget_left() + ".")
-        return self.scrub("\n".join(lines))
+        return self.for_model("\n".join(lines))
 
     def _failure(self, exc: Exception, url: str, since: int | None) -> str:
         """Say what went wrong, and (from the ledger) whether anything was paid meanwhile."""
@@ -352,21 +384,21 @@ class Toolbox:
             text = (f"HTTP 402: paid {self._paid(exc.receipt, full_hash=True)}, but the service still asks for payment; "
                     "do not pay again, keep the payment hash and contact the service")
         elif isinstance(exc, PaymentOutcomeUnknown):
-            text = (f"error: the payment's outcome is unknown ({exc}); it stays pending in the ledger and counts "
-                    "against the budget. Do not pay again")
+            text = (f"error: the payment's outcome is unknown ({self._text(exc, MAX_LINE)}); it stays pending in the "
+                    "ledger and counts against the budget. Do not pay again")
         elif isinstance(exc, httpx.HTTPError):
-            text = f"error: the request to {url} failed: {type(exc).__name__}: {exc}"
+            text = f"error: the request to {self._text(url)} failed: {type(exc).__name__}: {self._text(exc, MAX_LINE)}"
         elif isinstance(exc, InvoiceError | PaymentRequestError | ChallengeError | ConfigError) or (
                 isinstance(exc, WalletError) and exc.outcome_known):
-            text = f"error: {type(exc).__name__}: {exc}. Nothing was paid"
+            text = f"error: {type(exc).__name__}: {self._text(exc, MAX_LINE)}. Nothing was paid"
         else:  # e.g. a LedgerError or a wallet that may have paid: the ledger lines below tell what happened
-            text = f"error: {type(exc).__name__}: {exc}"
+            text = f"error: {type(exc).__name__}: {self._text(exc, MAX_LINE)}"
         lines = [text.rstrip(".") + "."]
         if since is not None and not isinstance(exc, PaymentNotHonored | PaymentOutcomeUnknown):
             paid = [r for r in self.client.ledger.receipts(limit=20) if r.id > since and r.status.value != "failed"]
             lines += [f"meanwhile the ledger recorded: {_receipt_line(r, self._rate())}" for r in paid]
         lines.append(self._budget_left() + ".")
-        return self.scrub("\n".join(lines))
+        return self.for_model("\n".join(lines))
 
     def _unpaid_402(self, response: httpx.Response) -> str:
         try:
@@ -379,18 +411,26 @@ class Toolbox:
                 "nothing was paid")
 
     def _body(self, response: httpx.Response) -> str:
+        """The body as one cleaned line (its line breaks shown as \\n), at most MAX_BODY_CHARS, saying when cut."""
         ctype = response.headers.get("content-type", "")
         if not response.content:
             return "(empty body)"
         if ctype and not any(t in ctype.lower() for t in _TEXT_TYPES):
-            return f"({len(response.content):,} bytes of {ctype}, not shown)"
+            return f"({len(response.content):,} bytes of {clean(ctype, 80)}, not shown)"
         text = response.text
+        shown, cut = self._cut(text, MAX_BODY_CHARS)
+        if not cut:
+            return shown
         if len(text) > MAX_BODY_CHARS:
-            return f"{text[:MAX_BODY_CHARS]}\n[body truncated: showing {MAX_BODY_CHARS:,} of {len(text):,} characters]"
-        return text
+            return f"{shown}\n[body truncated: showing {MAX_BODY_CHARS:,} of {len(text):,} characters]"
+        return (f"{shown}\n[body truncated: showing {MAX_BODY_CHARS:,} characters of its {len(text):,}, "
+                "control characters shown as escapes]")
 
     def _offer_lines(self, offers: PaymentOffers, rate: float | None) -> str:
-        return "\n".join(f"- {_offer_text(o, rate)}" for o in offers.offers)
+        listed = [f"- {_offer_text(o, rate)}" for o in offers.offers[:MAX_OFFERS_LISTED]]
+        if len(offers.offers) > MAX_OFFERS_LISTED:
+            listed.append(f"- … and {len(offers.offers) - MAX_OFFERS_LISTED:,} more offers, not listed")
+        return "\n".join(listed)
 
     def _cost_line(self, offers: PaymentOffers, rate: float | None) -> str:
         payable = offers.by_payment("lightning") or list(offers.offers)
@@ -399,7 +439,8 @@ class Toolbox:
         cheapest = payable[0]
         what = f"{cheapest.balance} credit{'s' if cheapest.balance != 1 else ''}" if cheapest.balance is not None \
             else (cheapest.duration or cheapest.type)
-        return f"this costs {_price(cheapest, rate)} for {what} (cheapest offer: {cheapest.offer_id}); nothing was paid."
+        return (f"this costs {_price(cheapest, rate)} for {clean(what, 80)} (cheapest offer: {clean(cheapest.offer_id, 80)}); "
+                "nothing was paid.")
 
     def _would_pay(self, challenge: PaymentChallenge, response: httpx.Response, rate: float | None) -> str:
         """What fetch would do with this challenge: the pipeline's one decision, in any dialect."""
@@ -413,9 +454,10 @@ class Toolbox:
         try:
             d = decide(payer, challenge, url=url, host=host_of(url), rate=rate)
         except PaymentRefused as exc:
-            return f"the policy would refuse: {exc.render(self.knobs).removeprefix('refused: ')}"
+            return f"the policy would refuse: {self._text(exc.render(self.knobs), MAX_LINE).removeprefix('refused: ')}"
         approval = " (after a person approves)" if self.client.policy.approve is not None else ""
-        return f"the policy would pay {d.offer.offer_id} by {d.method} for {_price(d.offer, rate)}{approval}"
+        return (f"the policy would pay {clean(d.offer.offer_id, 80)} by {clean(d.method, 40)} for {_price(d.offer, rate)}"
+                f"{approval}")
 
 
 def _as_function(method: Callable[..., str]) -> Callable[..., str]:
@@ -429,7 +471,7 @@ def _as_function(method: Callable[..., str]) -> Callable[..., str]:
 
 
 def _status_line(response: httpx.Response) -> str:
-    return f"HTTP {response.status_code} {response.reason_phrase}".rstrip()
+    return f"HTTP {response.status_code} {clean(response.reason_phrase, 80)}".rstrip()
 
 
 def _is_json(text: str) -> bool:
@@ -443,17 +485,19 @@ def _is_json(text: str) -> bool:
 def _price(o: Offer, rate: float | None) -> str:
     msat = offer_price_msat(o.amount, o.currency, rate)
     if msat is None or o.currency.upper() in ("SAT", "SATS", "BTC", "MSAT"):
-        return o.price
-    return f"{o.price} (≈ {fmt_msat(msat)})"
+        return clean(o.price, 60)
+    return f"{clean(o.price, 60)} (≈ {fmt_msat(msat)})"
 
 
 def _offer_text(o: Offer, rate: float | None) -> str:
     what = f"{o.balance} credit{'s' if o.balance != 1 else ''}" if o.balance is not None else (o.duration or o.type)
-    return f"{o.offer_id} '{o.title}': {_price(o, rate)} for {what}, pay by {', '.join(o.payment_methods)}"
+    return (f"{clean(o.offer_id, 80)} '{clean(o.title, 120)}': {_price(o, rate)} for {clean(what, 80)}, "
+            f"pay by {clean(', '.join(o.payment_methods), 120)}")
 
 
 def _receipt_line(r: Receipt, rate: float | None) -> str:
-    what = f"{r.offer_id} '{r.offer_title}'" if r.offer_id else r.protocol
-    reason = f" ({r.reason})" if r.reason else ""
+    what = f"{clean(r.offer_id, 80)} '{clean(r.offer_title, 120)}'" if r.offer_id else clean(r.protocol, 40)
+    reason = f" ({clean(r.reason, 300)})" if r.reason else ""
     return (f"#{r.id} {r.when} UTC {r.status.value}: {fmt_msat(r.amount_msat, rate)} + fee {fmt_msat(r.fee_msat)} "
-            f"for {what} by {r.method} at {r.url}; payment hash {r.payment_hash or '?'}{reason}")
+            f"for {what} by {clean(r.method, 40)} at {clean(r.url, 300)}; payment hash {clean(r.payment_hash or '?', 80)}"
+            f"{reason}")
