@@ -68,5 +68,5 @@ def usd_text(msat: int, usd_per_btc: float, *, small_places: int = 2) -> str:
 
 def rate_ok(rate: object) -> TypeGuard[float]:
     """True for a usable BTC/USD rate: a finite positive number (not a bool, not NaN, not inf)."""
-    return (isinstance(rate, int | float) and not isinstance(rate, bool) and math.isfinite(rate)
-            and 0 < rate < 10**15)
+    return (isinstance(rate, int | float) and not isinstance(rate, bool) and 0 < rate < 10**15
+            and math.isfinite(rate))  # the range first: math.isfinite of a huge int overflows

@@ -87,6 +87,15 @@ class _PayingMixin:
         return {MAX_PRICE_EXTENSION: usd_to_msat(usd, rate)}
 
 
+def _not_wrapped(transport: object) -> None:
+    """An httpay client wraps its transports itself; one already paying would pay in two layers."""
+    if isinstance(transport, PaymentTransport | AsyncPaymentTransport):
+        raise ConfigError(
+            "transport= is already an httpay payment transport: give httpay.Client the transport it wraps, "
+            "or pass the payment transport to a plain httpx.Client(transport=...)"
+        )
+
+
 def _wrap_sync(client: httpx.Client, payer: Payer) -> None:
     """Put the payment step on the transports httpx built from the client's own arguments: the
     default one and every mount (proxy= / mounts= / HTTP_PROXY routes), with one shared single flight.
@@ -141,6 +150,7 @@ class Client(_PayingMixin, httpx.Client):
                  token_scope: str = "host", reconcile_grace_s: float | None = DEFAULT_GRACE_S,
                  transport: httpx.BaseTransport | None = None, x402_signer: Any = None,
                  payment_deadline: float | None = DEFAULT_PAYMENT_DEADLINE_S, **kwargs: Any) -> None:
+        _not_wrapped(transport)
         self.payer = _payer(wallet, policy, ledger, on_event, token_scope, reconcile_grace_s, x402_signer,
                             payment_deadline)
         self._own_ledger = not isinstance(ledger, Ledger)
@@ -161,6 +171,7 @@ class AsyncClient(_PayingMixin, httpx.AsyncClient):
                  token_scope: str = "host", reconcile_grace_s: float | None = DEFAULT_GRACE_S,
                  transport: httpx.AsyncBaseTransport | None = None, x402_signer: Any = None,
                  payment_deadline: float | None = DEFAULT_PAYMENT_DEADLINE_S, **kwargs: Any) -> None:
+        _not_wrapped(transport)
         self.payer = _payer(wallet, policy, ledger, on_event, token_scope, reconcile_grace_s, x402_signer,
                             payment_deadline)
         self._own_ledger = not isinstance(ledger, Ledger)

@@ -491,3 +491,20 @@ def test_stream_of_a_free_answer_is_not_buffered(svc: HostileService, wallet: Co
         stop.set()
     assert first.startswith(b"data: 0")
     assert wallet.calls == []
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_payment_transport_given_to_an_httpay_client_is_refused(mode: str, tmp_path: Path) -> None:
+    """It would wrap the payment step twice; the error says what to pass instead, and no ledger is opened."""
+    wallet = httpay.DemoWallet("http://127.0.0.1:9", "k")
+    payer_client = httpay.Client(wallet=wallet, ledger=":memory:")
+    inner = payer_client._transport
+    try:
+        with pytest.raises(httpay.ConfigError, match="already an httpay payment transport"):
+            if mode == "sync":
+                httpay.Client(wallet=wallet, ledger=tmp_path / "l.db", transport=inner)
+            else:
+                httpay.AsyncClient(wallet=wallet, ledger=tmp_path / "l.db", transport=inner)
+        assert not (tmp_path / "l.db").exists()
+    finally:
+        payer_client.close()
