@@ -33,7 +33,7 @@ EXIT_CODES = (
     (EXIT_REFUSED, "refused: over a limit (the cost cap, a budget) or refused by the policy or a person; nothing paid"),
     (EXIT_PAYMENT, ("the payment failed, was made but not honoured, or its outcome is not known yet "
                     "(`ledger reconcile`: a payment stays pending); the ledger says which")),
-    (EXIT_NETWORK, "network: could not connect, unknown host, timed out"),
+    (EXIT_NETWORK, "network: could not connect, unknown host, timed out (the payment deadline too; nothing paid)"),
     (EXIT_HTTP, "the service answered an HTTP error (4xx/5xx, or a 402 nothing could be paid for)"),
 )
 
@@ -56,6 +56,17 @@ def _number(*, kind: type = float, positive: bool = False) -> Callable[[str], An
             raise argparse.ArgumentTypeError(f"is larger than any real amount (at most {MAX_POLICY_NUMBER:.0e})")
         return value
     return parse
+
+
+def _seconds(text: str) -> float:
+    """An argparse type for a span of seconds: a positive finite number (argparse names the flag)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds, got {text[:40]!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive finite number of seconds, got {text[:40]!r}")
+    return value
 
 
 def _port(text: str) -> int:
@@ -107,6 +118,9 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--approval-timeout", type=_number(positive=True), default=300, metavar="S", help="with --ask: seconds before no answer means no")
     g.add_argument("--approvals", metavar="PATH", help="with --ask: approval queue file (default: the ledger file)")
     g.add_argument("--json", action="store_true", help="with --dry-run: print the decision as JSON")
+    g.add_argument("--payment-deadline", type=_seconds, metavar="SECONDS",
+                   help="most seconds from the service's 402 to paying it, or nothing is paid (default: the policy "
+                        "file's [client] payment_deadline, else 60)")
     g.add_argument("--budget-usd", type=_number(), help="total budget (default from the policy file)")
     g.add_argument("--usd-per-btc", type=_number(positive=True),
                    help="BTC/USD rate for USD limits (default: the wallet's)")
@@ -137,6 +151,9 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--transport", choices=("stdio", "http"), default="stdio", help="stdio (default) or streamable HTTP")
     m.add_argument("--host", default="127.0.0.1", help="HTTP only; loopback addresses only")
     m.add_argument("--port", type=_port, default=8403, help="HTTP only (default 8403)")
+    m.add_argument("--payment-deadline", type=_seconds, metavar="SECONDS",
+                   help="most seconds from a service's 402 to paying it, or nothing is paid (default: the policy "
+                        "file's [client] payment_deadline, else 60)")
     return p
 
 
@@ -178,11 +195,21 @@ def _not_reported_twice(record: logging.LogRecord) -> bool:
 def failure(exc: BaseException, knobs: dict[str, str] | None = None, *, paying: bool = True) -> tuple[int, str]:
     """The exit code and the one line for a failure: what happened and what to try. A wallet error of a
     command that does not pay (`wallet balance`, `ledger reconcile`) is an error, not a failed payment."""
-    from httpay.errors import InvoiceError, PaymentRequestError, WalletError
+    from httpay.errors import (
+        InvoiceError,
+        PaymentDeadlineExceeded,
+        PaymentRequestError,
+        WalletError,
+    )
     from httpay.pipeline import PaymentNotHonored, PaymentOutcomeUnknown
 
     if isinstance(exc, UsageError):
         return EXIT_USAGE, str(exc)
+    if isinstance(exc, PaymentDeadlineExceeded):
+        knob = (knobs or {}).get("payment_deadline", "--payment-deadline SECONDS")
+        return EXIT_NETWORK, (f"not paid: the service took longer than the payment deadline of {exc.deadline_s:g} s "
+                              f"from its 402 to the payment (it was still at {clean(exc.stage, 200)}); nothing was "
+                              f"paid. If this service is known to be slow, raise {knob}")
     if isinstance(exc, PaymentRefused):
         return EXIT_REFUSED, exc.render(knobs) + ". Nothing was paid."
     if isinstance(exc, PaymentNotHonored | PaymentOutcomeUnknown):
@@ -251,6 +278,10 @@ def _knobs(args: argparse.Namespace) -> dict[str, str]:
     policy_file = getattr(args, "policy", None) or os.environ.get("HTTPAY_POLICY")
     where = f"in {policy_file}" if policy_file else "in a policy file (--policy FILE or HTTPAY_POLICY)"
     knobs = {name: f"{name} {where}" for name in POLICY_FIELDS}
+    if getattr(args, "payment_deadline", None) is not None:
+        knobs["payment_deadline"] = "--payment-deadline"
+    else:
+        knobs["payment_deadline"] = (f"--payment-deadline SECONDS (or [client] payment_deadline {where})")
     if getattr(args, "command", None) == "get":
         if args.budget_usd is not None:
             knobs["budget_usd"] = "--budget-usd"
@@ -281,7 +312,7 @@ def _run(args: argparse.Namespace, console: Console) -> int:
     if args.command == "mcp":
         from httpay.agent.mcp_server import serve
 
-        return serve(args.transport, host=args.host, port=args.port)
+        return serve(args.transport, host=args.host, port=args.port, payment_deadline=args.payment_deadline)
     raise AssertionError(args.command)
 
 
@@ -318,7 +349,8 @@ def _get(args: argparse.Namespace, console: Console) -> int:
                               progress=spinner(err) if err.is_terminal else None)
         policy.approve = queue
     try:
-        with httpay.Client(wallet=wallet, policy=policy, ledger=args.ledger, timeout=30) as c:
+        with httpay.Client(wallet=wallet, policy=policy, ledger=args.ledger, timeout=30,
+                           **_client_settings(args.policy, args.payment_deadline)) as c:
             ext = _max_price(c, args)
             try:
                 r = c.get(args.url, headers=_headers(args.header), extensions=ext)
@@ -516,6 +548,18 @@ def _policy(path: str | None) -> Any:
 
     found = _policy_or_none(path)
     return found if found is not None else httpay.Policy()
+
+
+def _client_settings(path: str | None, payment_deadline: float | None) -> dict[str, Any]:
+    """The client's own settings: the policy file's `[client]` table (or top-level `payment_deadline`),
+    then the flags, which win."""
+    from httpay.config import client_settings_from_toml
+
+    policy_file = path or os.environ.get("HTTPAY_POLICY")
+    settings = client_settings_from_toml(policy_file) if policy_file else {}
+    if payment_deadline is not None:
+        settings["payment_deadline"] = payment_deadline
+    return settings
 
 
 def _policy_or_none(path: str | None) -> Any:

@@ -169,13 +169,70 @@ def policy_from_dict(data: Mapping[str, Any], *, source: str = "policy") -> Poli
         raise ConfigError(f"{source}: {str(exc).replace('Policy(', '').replace('=...)', '')}") from None
 
 
-def policy_from_toml(path: str | os.PathLike[str]) -> Policy:
-    """Read a policy from TOML: top-level keys, or a `[policy]` table."""
+CLIENT_FIELDS = {"payment_deadline"}  # how the client pays, not what it may spend: `[client]` (or top level)
+
+
+def _read_toml(path: str | os.PathLike[str]) -> tuple[Path, dict[str, Any]]:
     p = Path(path).expanduser()
     try:
-        data = tomllib.loads(p.read_text())
+        return p, tomllib.loads(p.read_text())
     except FileNotFoundError:
         raise ConfigError(f"policy file {p} does not exist") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"policy file {p} is not valid TOML: {exc}") from None
-    return policy_from_dict(data.get("policy", data), source=str(p))
+
+
+def _policy_table(data: Mapping[str, Any], source: str) -> Any:
+    """The policy's settings in a file: the `[policy]` table, or the top-level keys (less the client's)."""
+    if "policy" in data:
+        table = data["policy"]
+        if isinstance(table, Mapping):
+            misplaced = sorted(set(table) & CLIENT_FIELDS)
+            if misplaced:
+                raise ConfigError(f"{source}: {', '.join(misplaced)} is a client setting, not a limit: put it in a "
+                                  "[client] table (or at the top level of the file), not in [policy]")
+        return table
+    return {k: v for k, v in data.items() if k != "client" and k not in CLIENT_FIELDS}
+
+
+def policy_from_toml(path: str | os.PathLike[str]) -> Policy:
+    """Read a policy from TOML: top-level keys, or a `[policy]` table. The client's own settings
+    (`[client]`, or `payment_deadline` at the top level) are read by `client_settings_from_toml`."""
+    p, data = _read_toml(path)
+    return policy_from_dict(_policy_table(data, str(p)), source=str(p))
+
+
+def payment_deadline_ok(value: Any) -> bool:
+    """A payment deadline a person can mean: a positive, finite number of seconds (not a bool)."""
+    return (isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value > 0)
+
+
+def client_settings_from_dict(data: Mapping[str, Any], *, source: str = "policy") -> dict[str, Any]:
+    """The keyword arguments for `httpay.Client` a file sets (today `payment_deadline`, seconds from a 402
+    to paying it), each checked where it enters and named by its key on error."""
+    client = data.get("client", {})
+    if not isinstance(client, Mapping):
+        raise ConfigError(f"{source}: [client] must be a table of settings, e.g. [client] payment_deadline = 30")
+    unknown = set(client) - CLIENT_FIELDS
+    if unknown:
+        raise ConfigError(f"{source}: unknown setting(s) in [client]: {', '.join(sorted(unknown))}; "
+                          f"known: {', '.join(sorted(CLIENT_FIELDS))}")
+    top = {k: data[k] for k in CLIENT_FIELDS if k in data}
+    both = sorted(set(top) & set(client))
+    if both:
+        raise ConfigError(f"{source}: {', '.join(both)} is set both at the top level and in [client]; set it once")
+    settings = {**top, **client}
+    out: dict[str, Any] = {}
+    if "payment_deadline" in settings:
+        value = settings["payment_deadline"]
+        where = "[client] payment_deadline" if "payment_deadline" in client else "payment_deadline"
+        if not payment_deadline_ok(value):
+            raise ConfigError(f"{source}: {where} must be a positive number of seconds, got {value!r}")
+        out["payment_deadline"] = float(value)
+    return out
+
+
+def client_settings_from_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """`client_settings_from_dict` of a policy file: `[client] payment_deadline = 30` (or the key at top level)."""
+    p, data = _read_toml(path)
+    return client_settings_from_dict(data, source=str(p))

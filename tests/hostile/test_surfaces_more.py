@@ -12,7 +12,6 @@ type and text.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import io
 import json
@@ -27,6 +26,8 @@ from typing import Any
 
 import pytest
 from rich.console import Console
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
 
 import httpay
 from httpay import display
@@ -36,7 +37,7 @@ from httpay.errors import PaymentRefused
 from httpay.ledger import SQLiteLedger, Status
 from httpay.pipeline import MAX_PRICE_EXTENSION
 from tests.helpers import NOTEBOOK_OFFERS
-from tests.hostile.harness import CountingWallet, HostileService, run
+from tests.hostile.harness import CountingWallet, HostileService, _hang, release, run
 
 ROOT = Path(__file__).resolve().parents[2]
 RATE = 100_000.0  # USD per BTC: $0.01 = 10 sat
@@ -278,4 +279,204 @@ def test_many_choices_are_counted_not_all_listed() -> None:
     assert "o9 " not in display.html_approvals([a])
 
 
-_ = asyncio  # the async mode runs through the harness
+# -- the payment deadline, a knob on every surface ----------------------------------------------------------
+def slow_pay(svc: HostileService) -> str:
+    """A v0.2 service whose payment request endpoint says nothing (until `release(svc)`): only the payment
+    deadline (the CLI's HTTP timeout is 30 s) ends the wait."""
+    async def pay(request: Request) -> Response:
+        await _hang(svc)
+        return JSONResponse({"error": "too late"}, status_code=503)
+    sat_offer = dict(NOTEBOOK_OFFERS[0], amount=10, currency="SAT")  # priced in sat: no rate needed
+    return svc.v02("/slow", offers=[sat_offer], pr_path="/pay-slow", pr_handler=pay)
+
+
+@dataclass(frozen=True)
+class Deadline:
+    name: str
+    flag: tuple[str, ...]            # added to `httpay get`
+    toml: str | None                 # the policy file, if any
+    says: tuple[str, ...]
+
+
+DEADLINES = [
+    Deadline("--payment-deadline", ("--payment-deadline", "0.5"), None,
+             ("payment deadline of 0.5 s", "raise --payment-deadline")),
+    Deadline("[client] payment_deadline", (), "budget_sat = 1000\n[client]\npayment_deadline = 0.5\n",
+             ("payment deadline of 0.5 s", "raise --payment-deadline SECONDS (or [client] payment_deadline in ")),
+    Deadline("top-level payment_deadline", (), "payment_deadline = 0.5\nbudget_sat = 1000\n",
+             ("payment deadline of 0.5 s",)),
+    Deadline("top-level payment_deadline beside a [policy] table", (), "payment_deadline = 0.5\n[policy]\nbudget_sat = 1000\n",
+             ("payment deadline of 0.5 s",)),
+    Deadline("the flag beats the file", ("--payment-deadline", "0.5"), "[client]\npayment_deadline = 3600\n",
+             ("payment deadline of 0.5 s", "raise --payment-deadline")),
+]
+
+
+@pytest.mark.parametrize("case", DEADLINES, ids=lambda c: c.name)
+def test_the_cli_takes_the_payment_deadline_from_its_flag_or_the_policy_file(
+        case: Deadline, cli: Callable[..., Ran], svc: HostileService, wallet: CountingWallet, ledger: Path,
+        tmp_path: Path) -> None:
+    url = slow_pay(svc)
+    policy = []
+    if case.toml is not None:
+        (tmp_path / "policy.toml").write_text(case.toml)
+        policy = ["--policy", str(tmp_path / "policy.toml")]
+    try:
+        ran = cli("get", url, "--ledger", str(ledger), *policy, *case.flag)
+    finally:
+        release(svc)
+    assert ran.code == 5, ran.err  # timed out: the documented network code
+    for want in case.says:
+        assert want in ran.err, (want, ran.err)
+    assert "nothing was paid" in ran.err and ran.err.count("httpay:") == 1 and "Traceback" not in ran.err
+    assert wallet.calls == []
+    with SQLiteLedger(ledger) as lg:
+        assert lg.receipts() == [] and lg.spent_msat() == 0
+
+
+@pytest.mark.parametrize("toml", ["[client]\npayment_deadline = 0.5\n", "payment_deadline = 0.5\nbudget_sat = 1000\n"])
+def test_a_policy_files_deadline_drives_both_clients(toml: str, svc: HostileService, wallet: CountingWallet,
+                                                      ledger: Path, tmp_path: Path, mode: str) -> None:
+    from httpay.config import client_settings_from_toml, policy_from_toml
+
+    f = tmp_path / "policy.toml"
+    f.write_text(toml)
+    url = slow_pay(svc)
+    try:
+        out = run(mode, url, wallet=wallet, ledger=ledger, policy=policy_from_toml(f), **client_settings_from_toml(f))
+    finally:
+        release(svc)
+    assert isinstance(out.error, httpay.PaymentDeadlineExceeded) and out.error.deadline_s == 0.5, repr(out.error)
+    assert "nothing was paid" in str(out.error)
+    assert out.wallet_calls == 0 and out.receipts == [] and out.spent_msat == 0
+
+
+@pytest.mark.parametrize("how", ["Toolbox(payment_deadline=...)", "httpay mcp --payment-deadline",
+                                 "the MCP server's policy file"])
+def test_the_agent_tools_take_the_payment_deadline(how: str, svc: HostileService, wallet: CountingWallet, ledger: Path,
+                                                   tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from httpay.agent import Toolbox
+    from httpay.agent.mcp_server import toolbox_from_env
+
+    url = slow_pay(svc)
+    monkeypatch.setattr("httpay.config.wallet_from_env", lambda env=None: wallet)
+    env = {"HTTPAY_WALLET": "counting", "HTTPAY_LEDGER": str(ledger)}
+    if how == "Toolbox(payment_deadline=...)":
+        box = Toolbox(wallet=wallet, ledger=ledger, payment_deadline=0.5)
+        knob = "Toolbox(payment_deadline=...)"
+    elif how == "httpay mcp --payment-deadline":
+        box = toolbox_from_env(env, payment_deadline=0.5)
+        knob = "the --payment-deadline of `httpay mcp`"
+    else:
+        (tmp_path / "policy.toml").write_text("[policy]\nbudget_sat = 1000\n[client]\npayment_deadline = 0.5\n")
+        box = toolbox_from_env(env | {"HTTPAY_POLICY": str(tmp_path / "policy.toml")})
+        knob = "[client] payment_deadline in the policy file"
+    try:
+        assert box.client.payer.payment_deadline == 0.5
+        out = box.fetch(url)
+    finally:
+        release(svc)
+        box.close()
+    assert out.startswith("error: not paid: the service took longer than the payment deadline of 0.5 s"), out
+    assert "Nothing was paid" in out and knob in out, out
+    assert wallet.calls == []
+    with SQLiteLedger(ledger) as lg:
+        assert lg.receipts() == [] and lg.spent_msat() == 0
+
+
+def test_httpay_mcp_passes_its_flag_to_the_toolbox(cli: Callable[..., Ran], wallet: CountingWallet, ledger: Path,
+                                                   tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[Any] = []
+
+    class NoServer:
+        def run(self, *args: Any, **kwargs: Any) -> None:
+            pass
+
+    def build(box: Any, **kwargs: Any) -> NoServer:
+        seen.append((box.client.payer.payment_deadline, box.knobs["payment_deadline"]))
+        return NoServer()
+
+    monkeypatch.setattr("httpay.config.wallet_from_env", lambda env=None: wallet)
+    monkeypatch.setattr("httpay.agent.mcp_server.build_server", build)
+    (tmp_path / "p.toml").write_text("[client]\npayment_deadline = 7\n")
+    env = {"HTTPAY_WALLET": "counting", "HTTPAY_LEDGER": str(ledger)}
+    assert cli("mcp", "--payment-deadline", "2.5", env=env).code == 0
+    assert cli("mcp", env=env | {"HTTPAY_POLICY": str(tmp_path / "p.toml")}).code == 0
+    assert cli("mcp", env=env).code == 0
+    assert seen[0] == (2.5, "the --payment-deadline of `httpay mcp`")
+    assert seen[1][0] == 7.0 and seen[1][1].startswith("[client] payment_deadline in the policy file")
+    assert seen[2][0] == 60.0
+
+
+BAD_FLAG_VALUES = ["0", "-1", "nan", "inf", "-inf", "soon", "1e999"]
+
+
+@pytest.mark.parametrize("command", ["get", "mcp"])
+@pytest.mark.parametrize("value", BAD_FLAG_VALUES)
+def test_the_flag_refuses_a_deadline_that_is_not_a_positive_finite_number(value: str, command: str,
+                                                                         cli: Callable[..., Ran],
+                                                                         svc: HostileService,
+                                                                         wallet: CountingWallet) -> None:
+    args = ["get", svc.free()] if command == "get" else ["mcp"]
+    ran = cli(*args, f"--payment-deadline={value}")
+    assert ran.code == 2 and "argument --payment-deadline: must be a" in ran.err, ran.err
+    assert "Traceback" not in ran.err and wallet.calls == []
+
+
+BAD_TOML = [
+    ("payment_deadline = 0\n", "payment_deadline must be a positive number of seconds, got 0"),
+    ("payment_deadline = -5\n", "payment_deadline must be a positive number of seconds, got -5"),
+    ("payment_deadline = nan\n", "payment_deadline must be a positive number of seconds, got nan"),
+    ("payment_deadline = inf\n", "payment_deadline must be a positive number of seconds, got inf"),
+    ('payment_deadline = "30"\n', "payment_deadline must be a positive number of seconds, got '30'"),
+    ("payment_deadline = true\n", "payment_deadline must be a positive number of seconds, got True"),
+    ("[client]\npayment_deadline = 0\n", "[client] payment_deadline must be a positive number of seconds"),
+    ("[client]\ndeadline = 5\n", "unknown setting(s) in [client]: deadline; known: payment_deadline"),
+    ("client = 5\n", "[client] must be a table of settings"),
+    ("payment_deadline = 5\n[client]\npayment_deadline = 6\n", "payment_deadline is set both at the top level and in [client]"),
+    ("[policy]\npayment_deadline = 5\n", "payment_deadline is a client setting, not a limit: put it in a [client] table"),
+]
+
+
+@pytest.mark.parametrize(("toml", "says"), BAD_TOML, ids=[t for t, _ in BAD_TOML])
+def test_the_policy_file_refuses_a_bad_deadline_naming_the_key(toml: str, says: str, cli: Callable[..., Ran],
+                                                                svc: HostileService, wallet: CountingWallet,
+                                                                ledger: Path, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from httpay.agent.mcp_server import toolbox_from_env
+
+    f = tmp_path / "policy.toml"
+    f.write_text(toml)
+    ran = cli("get", svc.v02(), "--policy", str(f), "--ledger", str(ledger))
+    assert ran.code == 1 and says in ran.err and str(f) in ran.err and "Traceback" not in ran.err, ran.err
+    monkeypatch.setattr("httpay.config.wallet_from_env", lambda env=None: wallet)
+    with pytest.raises(httpay.ConfigError) as caught:
+        toolbox_from_env({"HTTPAY_POLICY": str(f), "HTTPAY_LEDGER": str(ledger)})
+    assert says in str(caught.value)
+    assert wallet.calls == [] and not ledger.exists()
+
+
+@pytest.mark.parametrize("value", [0, -1, float("nan"), float("inf"), True, "30"])
+def test_toolbox_refuses_a_bad_deadline_by_name(value: Any, wallet: CountingWallet, ledger: Path) -> None:
+    from httpay.agent import Toolbox
+    from httpay.agent.mcp_server import toolbox_from_env
+
+    with pytest.raises(httpay.ConfigError, match=r"Toolbox\(payment_deadline=\.\.\.\) must be a positive number"):
+        Toolbox(wallet=wallet, ledger=ledger, payment_deadline=value)
+    if not isinstance(value, str | bool):
+        with pytest.raises(httpay.ConfigError, match="--payment-deadline must be a positive number of seconds"):
+            toolbox_from_env({}, payment_deadline=value)
+    assert not ledger.exists()
+
+
+def test_toolbox_deadline_defaults_and_none_and_a_given_client(wallet: CountingWallet, ledger: Path) -> None:
+    from httpay.agent import Toolbox
+
+    with Toolbox(wallet=wallet, ledger=ledger) as box:
+        assert box.client.payer.payment_deadline == 60.0
+    with Toolbox(wallet=wallet, ledger=ledger, payment_deadline=None) as box:
+        assert box.client.payer.payment_deadline is None  # as httpay.Client(payment_deadline=None): no deadline
+    with httpay.Client(wallet=wallet, ledger=ledger, payment_deadline=5) as c:
+        with pytest.raises(httpay.ConfigError, match="either client= or payment_deadline="):
+            Toolbox(c, payment_deadline=9)
+        assert Toolbox(c).knobs["payment_deadline"] == "httpay.Client(payment_deadline=...)"

@@ -5,7 +5,9 @@ tool call: HTTPAY_WALLET (+ that wallet's variables), HTTPAY_POLICY (a TOML file
 HTTPAY_HEADERS (a JSON object of default headers, e.g. the service's bearer) and HTTPAY_BASE_URL
 (the service the headers belong to; relative URLs are joined to it). With no HTTPAY_POLICY, httpay's
 default limits apply (1,000 sat per payment, 10,000 sat per hour, 50,000 sat per day); a refusal names
-the policy file's key the person would change, and the `budget` tool shows the limits in force.
+the policy file's key the person would change, and the `budget` tool shows the limits in force. The
+payment deadline (seconds from a service's 402 to paying it, default 60) is `httpay mcp
+--payment-deadline SECONDS`, else `[client] payment_deadline` in the policy file.
 """
 
 from __future__ import annotations
@@ -48,22 +50,38 @@ def headers_from_env(raw: str | None) -> dict[str, str]:
     return data
 
 
-def toolbox_from_env(env: Mapping[str, str] | None = None) -> Toolbox:
-    """A Toolbox configured the way the `httpay` command is: wallet, policy and ledger from the environment."""
-    from httpay.config import POLICY_FIELDS, policy_from_toml, wallet_from_env
+def toolbox_from_env(env: Mapping[str, str] | None = None, *, payment_deadline: float | None = None) -> Toolbox:
+    """A Toolbox configured the way the `httpay` command is: wallet, policy and ledger from the environment;
+    the payment deadline from `payment_deadline` (the --payment-deadline flag), else the policy file's
+    `[client] payment_deadline`, else httpay's default."""
+    from httpay.config import (
+        POLICY_FIELDS,
+        client_settings_from_toml,
+        payment_deadline_ok,
+        policy_from_toml,
+        wallet_from_env,
+    )
+    from httpay.pipeline import DEFAULT_PAYMENT_DEADLINE_S
     from httpay.policy import Policy
 
+    if payment_deadline is not None and not payment_deadline_ok(payment_deadline):
+        raise ConfigError(f"--payment-deadline must be a positive number of seconds, got {payment_deadline!r:.60}")
     env = os.environ if env is None else env
-    wallet = wallet_from_env(env)
     policy_file = env.get("HTTPAY_POLICY", "").strip()
     policy = policy_from_toml(policy_file) if policy_file else Policy()  # no file: httpay's default limits
+    settings = client_settings_from_toml(policy_file) if policy_file else {}
+    wallet = wallet_from_env(env)
     # The person set these limits in a TOML file, so a refusal names the file's key, not Policy(...).
     where = f"in the policy file {policy_file} (HTTPAY_POLICY)" if policy_file else \
         "in a policy file named by HTTPAY_POLICY (the person running the MCP server sets it)"
     knobs = {name: f"{name} {where}" for name in POLICY_FIELDS}
+    knobs["payment_deadline"] = ("the --payment-deadline of `httpay mcp`" if payment_deadline is not None else
+                                 f"[client] payment_deadline {where} (or `httpay mcp --payment-deadline SECONDS`)")
+    deadline = payment_deadline if payment_deadline is not None else settings.get("payment_deadline",
+                                                                                   DEFAULT_PAYMENT_DEADLINE_S)
     return Toolbox(wallet=wallet, policy=policy, ledger=env.get("HTTPAY_LEDGER") or None,
                    headers=headers_from_env(env.get("HTTPAY_HEADERS")), base_url=env.get("HTTPAY_BASE_URL") or None,
-                   knobs=knobs)
+                   knobs=knobs, payment_deadline=deadline)
 
 
 def _described(spec: ToolSpec, toolbox: Toolbox) -> Callable[..., str]:
@@ -145,13 +163,16 @@ def _require_loopback(host: str) -> None:
 
 
 def serve(transport: Literal["stdio", "http"] = "stdio", *, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
-          toolbox: Toolbox | None = None) -> int:
-    """Run the server until the client leaves (stdio) or it is interrupted (http). Returns an exit code."""
+          toolbox: Toolbox | None = None, payment_deadline: float | None = None) -> int:
+    """Run the server until the client leaves (stdio) or it is interrupted (http). Returns an exit code.
+    `payment_deadline` (seconds; the --payment-deadline flag) applies to the Toolbox built from the environment."""
     if transport not in ("stdio", "http"):
         raise ConfigError(f"--transport must be stdio or http, not {transport!r}")
     if transport == "http":
         _require_loopback(host)
-    box = toolbox or toolbox_from_env()
+    if toolbox is not None and payment_deadline is not None:
+        raise ConfigError("give serve() either toolbox= or payment_deadline=, not both: the toolbox has its own")
+    box = toolbox or toolbox_from_env(payment_deadline=payment_deadline)
     try:
         server = build_server(box)
         if transport == "stdio":

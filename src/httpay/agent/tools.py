@@ -23,10 +23,12 @@ import httpx
 
 import httpay
 from httpay.challenge import PaymentChallenge, read_challenge
+from httpay.config import payment_deadline_ok
 from httpay.errors import (
     ChallengeError,
     ConfigError,
     InvoiceError,
+    PaymentDeadlineExceeded,
     PaymentRefused,
     PaymentRequestError,
     WalletError,
@@ -34,6 +36,7 @@ from httpay.errors import (
 from httpay.ledger import Receipt
 from httpay.lightning import offer_price_msat
 from httpay.pipeline import (
+    DEFAULT_PAYMENT_DEADLINE_S,
     DRY_RUN_EXTENSION,
     OFFER_EXTENSION,
     PaymentNotHonored,
@@ -61,14 +64,26 @@ _MIN_SECRET_LEN = 6  # shorter strings are too common to scrub safely
 _TEXT_TYPES = ("text/", "json", "xml", "javascript", "x-www-form-urlencoded")
 
 
+class _Unset:
+    """The default of a keyword that may be given as None (Toolbox(payment_deadline=None): no deadline)."""
+
+    def __repr__(self) -> str:
+        return "<unset>"
+
+
+_UNSET = _Unset()
+
+
 class Toolbox:
     """The tools an LLM may call, bound to one paying client.
 
     `headers` (e.g. the service's bearer) are added to requests and never shown in a result. With a
     `base_url`, they go only to that origin, so a model cannot send them to another host; relative
     URLs like `/ticker/AAPL` are joined to it. With no `client` and no `policy`, httpay's default
-    limits apply (1,000 sat per payment, 10,000 sat per hour, 50,000 sat per day). `knobs` says how a
-    refusal names each limit for the person who set it (e.g. {"budget_usd": "budget_usd in policy.toml"}).
+    limits apply (1,000 sat per payment, 10,000 sat per hour, 50,000 sat per day). `payment_deadline`
+    (seconds from a service's 402 to paying it, default 60; None: none) is the client's, as in
+    `httpay.Client`. `knobs` says how a refusal names each limit for the person who set it (e.g.
+    {"budget_usd": "budget_usd in policy.toml"}).
     """
 
     def __init__(
@@ -82,15 +97,25 @@ class Toolbox:
         base_url: str | None = None,
         timeout: float = 30.0,
         knobs: Mapping[str, str] | None = None,
+        payment_deadline: float | None | _Unset = _UNSET,
     ) -> None:
+        if not isinstance(payment_deadline, _Unset) and payment_deadline is not None and not payment_deadline_ok(
+                payment_deadline):
+            raise ConfigError("Toolbox(payment_deadline=...) must be a positive number of seconds (or None for no "
+                              f"deadline), got {clean(repr(payment_deadline), 60)}")
         if client is None:
             if wallet is None:
                 raise ConfigError("Toolbox needs client=httpay.Client(...) or wallet=... to pay with")
-            client = httpay.Client(wallet=wallet, policy=policy, ledger=ledger, base_url=base_url or "", timeout=timeout)
+            deadline = DEFAULT_PAYMENT_DEADLINE_S if isinstance(payment_deadline, _Unset) else payment_deadline
+            client = httpay.Client(wallet=wallet, policy=policy, ledger=ledger, base_url=base_url or "", timeout=timeout,
+                                   payment_deadline=deadline)
             self._owns_client = True
         else:
             if wallet is not None or policy is not None or ledger is not None:
                 raise ConfigError("give Toolbox either client= or wallet=/policy=/ledger=, not both")
+            if not isinstance(payment_deadline, _Unset):
+                raise ConfigError("give Toolbox either client= or payment_deadline=, not both: the client has its "
+                                  "own (httpay.Client(payment_deadline=...))")
             if base_url:
                 client.base_url = httpx.URL(base_url)
             self._owns_client = False
@@ -98,7 +123,9 @@ class Toolbox:
         # How a refusal's advice names each knob on this surface (`PaymentRefused.render`): the tool
         # argument for the per-request cap; the policy's own surface (Policy fields, or TOML keys when
         # the Toolbox was configured from a file) for the rest.
-        self.knobs: dict[str, str] = {"max_price": "the max_price_usd argument of fetch", **(knobs or {})}
+        self.knobs: dict[str, str] = {"max_price": "the max_price_usd argument of fetch",
+                                      "payment_deadline": "Toolbox(payment_deadline=...)" if self._owns_client
+                                      else "httpay.Client(payment_deadline=...)", **(knobs or {})}
         self._default_headers = dict(headers or {})
         self._secrets: set[str] = set()
         for value in self._default_headers.values():
@@ -386,6 +413,11 @@ class Toolbox:
         elif isinstance(exc, PaymentOutcomeUnknown):
             text = (f"error: the payment's outcome is unknown ({self._text(exc, MAX_LINE)}); it stays pending in the "
                     "ledger and counts against the budget. Do not pay again")
+        elif isinstance(exc, PaymentDeadlineExceeded):
+            knob = self.knobs.get("payment_deadline", "Toolbox(payment_deadline=...)")
+            text = (f"error: not paid: the service took longer than the payment deadline of {exc.deadline_s:g} s from "
+                    f"its 402 to the payment (it was still at {self._text(exc.stage)}). Nothing was paid; the person "
+                    f"can raise {knob} if this service is known to be slow")
         elif isinstance(exc, httpx.HTTPError):
             text = f"error: the request to {self._text(url)} failed: {type(exc).__name__}: {self._text(exc, MAX_LINE)}"
         elif isinstance(exc, InvoiceError | PaymentRequestError | ChallengeError | ConfigError) or (
