@@ -480,3 +480,16 @@ def test_toolbox_deadline_defaults_and_none_and_a_given_client(wallet: CountingW
         with pytest.raises(httpay.ConfigError, match="either client= or payment_deadline="):
             Toolbox(c, payment_deadline=9)
         assert Toolbox(c).knobs["payment_deadline"] == "httpay.Client(payment_deadline=...)"
+
+
+def test_the_readmes_policy_file_sets_the_deadline_beside_the_policy(tmp_path: Path) -> None:
+    import re
+
+    from httpay.config import client_settings_from_toml, policy_from_toml
+
+    [block] = [b for b in re.findall(r"```toml\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S) if "[client]" in b]
+    f = tmp_path / "policy.toml"
+    f.write_text(block)
+    assert client_settings_from_toml(f) == {"payment_deadline": 30.0}
+    policy = policy_from_toml(f)
+    assert policy.budget_usd == 5 and policy.max_per_payment_usd == 0.5
