@@ -21,9 +21,9 @@ import time
 from collections.abc import Callable, Generator, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from httpay.errors import ConfigError, HttpayError, LedgerError
 from httpay.ledger.sqlite import connect
@@ -240,8 +240,8 @@ class ApprovalQueue:
     def _row(d: dict[str, Any]) -> Approval:
         d = dict(d)
         d["choices"] = _read_choices(d.get("choices"))
-        d["created_at"] = datetime.fromtimestamp(d["created_at"], tz=timezone.utc)
-        d["decided_at"] = datetime.fromtimestamp(d["decided_at"], tz=timezone.utc) if d["decided_at"] else None
+        d["created_at"] = datetime.fromtimestamp(d["created_at"], tz=UTC)
+        d["decided_at"] = datetime.fromtimestamp(d["decided_at"], tz=UTC) if d["decided_at"] else None
         return Approval(**d)
 
     def add(self, decision: Decision) -> Approval:
@@ -365,7 +365,7 @@ class ApprovalQueue:
         with self._lock:
             self._db.close()
 
-    def __enter__(self) -> "ApprovalQueue":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -26,7 +26,7 @@ _SIGNATURE_GROUPS = 104  # 65 bytes: r, s and the recovery id
 _TIMESTAMP_GROUPS = 7    # 35 bits
 
 # tag letters (BOLT 11) as bech32 values
-_P, _H, _S, _N, _D, _X = (CHARSET.index(c) for c in "phsnd" "x")
+_P, _H, _S, _N, _D, _X = (CHARSET.index(c) for c in "phsndx")
 _C, _F, _M = (CHARSET.index(c) for c in "cfm")
 
 

@@ -19,10 +19,15 @@ from httpay.events import EventHook
 from httpay.ledger import Ledger, open_ledger
 from httpay.pipeline import DEFAULT_PAYMENT_DEADLINE_S, MAX_PRICE_EXTENSION, Payer
 from httpay.policy import Policy, usd_to_msat
-from httpay.transport import AsyncPaymentTransport, PaymentTransport, _AsyncFlights, _SyncFlights
 from httpay.reconcile import DEFAULT_GRACE_S, reconcile
-from httpay.wallets.base import Wallet
 from httpay.safe import get_logger
+from httpay.transport import (
+    AsyncPaymentTransport,
+    PaymentTransport,
+    _AsyncFlights,
+    _SyncFlights,
+)
+from httpay.wallets.base import Wallet
 
 log = get_logger("httpay")
 

@@ -22,7 +22,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -70,7 +70,7 @@ def spend_svg(receipts: list[Receipt], *, width: int = 1000, height: int = 190, 
     rs = sorted((r for r in receipts if r.status.value != "failed"), key=lambda r: r.created_at)
     if not rs:
         return "<p class='none'>no payments yet</p>"
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     left, right, top, bottom = 90, 12, 14, 26
     t1 = max(now.timestamp(), rs[-1].created_at.timestamp())
     t0 = min(rs[0].created_at.timestamp(), t1 - 3600)  # at least the last hour, so the steps read as steps
@@ -101,14 +101,14 @@ def spend_svg(receipts: list[Receipt], *, width: int = 1000, height: int = 190, 
     points.append((x(t1), y(acc)))
     line = " ".join(f"{a:.1f},{b:.1f}" for a, b in points)
     parts = [
-        f"<svg class='httpay-chart' role='img' aria-label='spend over time' "
-        f"viewBox='0 0 {width} {height}' xmlns='http://www.w3.org/2000/svg' font-size='11' fill='#57606a'>",
+        (f"<svg class='httpay-chart' role='img' aria-label='spend over time' "
+        f"viewBox='0 0 {width} {height}' xmlns='http://www.w3.org/2000/svg' font-size='11' fill='#57606a'>"),
         f"<line x1='{left}' y1='{top + h}' x2='{left + w}' y2='{top + h}' stroke='#d0d7de'/>",
         f"<line x1='{left}' y1='{top}' x2='{left}' y2='{top + h}' stroke='#d0d7de'/>",
         f"<text x='{left - 6}' y='{y(acc) + 4:.1f}' text-anchor='end'>{_e(fmt_msat(acc))}</text>",
         f"<text x='{left - 6}' y='{top + h + 4}' text-anchor='end'>0</text>",
-        f"<text x='{left}' y='{height - 6}'>{datetime.fromtimestamp(t0, timezone.utc):%m-%d %H:%M} UTC</text>",
-        f"<text x='{left + w}' y='{height - 6}' text-anchor='end'>now ({datetime.fromtimestamp(t1, timezone.utc):%H:%M} UTC)</text>",
+        f"<text x='{left}' y='{height - 6}'>{datetime.fromtimestamp(t0, UTC):%m-%d %H:%M} UTC</text>",
+        f"<text x='{left + w}' y='{height - 6}' text-anchor='end'>now ({datetime.fromtimestamp(t1, UTC):%H:%M} UTC)</text>",
     ]
     if budget_msat and budget_msat <= ymax:
         parts.append(f"<line x1='{left}' y1='{y(budget_msat):.1f}' x2='{left + w}' y2='{y(budget_msat):.1f}' "

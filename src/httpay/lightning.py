@@ -9,16 +9,16 @@ and the current time, so they can be tested by the thousand.
 from __future__ import annotations
 
 import math
-from fractions import Fraction
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
+from fractions import Fraction
 from typing import Any
 
 from httpay.amounts import MAX_MSAT, MSAT_PER_BTC, rate_ok, sat_text
 from httpay.errors import InvoiceError
 from httpay.safe import clean
 
-__all__ = ["Invoice", "decode_invoice", "check_invoice", "offer_price_msat", "MSAT_PER_BTC", "MAX_MSAT", "NETWORKS"]
+__all__ = ["MAX_MSAT", "MSAT_PER_BTC", "NETWORKS", "Invoice", "check_invoice", "decode_invoice", "offer_price_msat"]
 
 # bolt11's currency codes -> the network names wallets use.
 NETWORKS = {"bc": "bitcoin", "tb": "testnet", "tbs": "signet", "bcrt": "regtest", "sb": "simnet"}
@@ -42,12 +42,12 @@ class Invoice:
     def expires_at(self) -> datetime:
         # an absurd expiry (beyond year 9999) reads as "never", not as an OverflowError
         try:
-            return datetime.fromtimestamp(self.created_at.timestamp() + self.expiry_s, tz=timezone.utc)
+            return datetime.fromtimestamp(self.created_at.timestamp() + self.expiry_s, tz=UTC)
         except (OverflowError, OSError, ValueError):
-            return datetime.max.replace(tzinfo=timezone.utc)
+            return datetime.max.replace(tzinfo=UTC)
 
     def expired(self, now: datetime | None = None) -> bool:
-        now = now or datetime.now(timezone.utc)
+        now = now or datetime.now(UTC)
         return now >= self.expires_at
 
     @property
@@ -102,7 +102,7 @@ def decode_invoice(bolt11: str) -> Invoice:
         payment_hash=inv.payment_hash,
         amount_msat=inv.amount_msat,
         network=NETWORKS.get(inv.currency, inv.currency),
-        created_at=datetime.fromtimestamp(inv.timestamp, tz=timezone.utc),
+        created_at=datetime.fromtimestamp(inv.timestamp, tz=UTC),
         expiry_s=inv.expiry if inv.expiry is not None else 3600,
         description=inv.description,
         payee=inv.payee,

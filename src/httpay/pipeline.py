@@ -24,17 +24,35 @@ import httpx
 
 from httpay import safe
 from httpay.amounts import rate_ok
+from httpay.challenge import (
+    PaymentChallenge,
+    check_token_binding,
+    flight_key,
+    read_challenge,
+    scopes_for,
+    token_scope,
+)
+from httpay.challenge import v02_key as challenge_key
 from httpay.errors import (
-    ChallengeError, ConfigError,
-    HttpayError, InvoiceError, PaidRequestFailed, PaymentDeadlineExceeded, PaymentRefused, PaymentRequestError,
+    ChallengeError,
+    ConfigError,
+    HttpayError,
+    InvoiceError,
+    PaidRequestFailed,
+    PaymentDeadlineExceeded,
+    PaymentRefused,
+    PaymentRequestError,
     WalletError,
 )
 from httpay.events import Event, EventHook, emit
-from httpay.challenge import (
-    PaymentChallenge, check_token_binding, flight_key, read_challenge, scopes_for, token_scope,
+from httpay.ledger import (
+    ChallengeInFlight,
+    DuplicatePayment,
+    Intent,
+    Ledger,
+    Receipt,
+    Status,
 )
-from httpay.challenge import v02_key as challenge_key
-from httpay.ledger import ChallengeInFlight, DuplicatePayment, Intent, Ledger, Receipt, Status
 from httpay.lightning import Invoice, check_invoice, decode_invoice
 from httpay.policy import Decision, Policy, fmt_msat
 from httpay.protocols import l402_v02

@@ -15,17 +15,24 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import MISSING, dataclass, field, fields
 from datetime import timedelta
 from fractions import Fraction
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
-from httpay.amounts import MAX_MSAT, MSAT_PER_BTC, rate_ok, sat_text, usd_text, usd_value
+from httpay.amounts import (
+    MAX_MSAT,
+    MSAT_PER_BTC,
+    rate_ok,
+    sat_text,
+    usd_text,
+    usd_value,
+)
 from httpay.errors import ConfigError, PaymentRefused
 from httpay.lightning import offer_price_msat
 from httpay.protocols.l402_v02 import Offer, PaymentOffers
 from httpay.safe import clean
 
 Strategy = Literal["cheapest", "cheapest_per_credit", "covers_calls", "largest"]
-Approval = Union[bool, Offer, None]
-Approver = Callable[["Decision"], Union[Approval, Awaitable[Approval]]]
+Approval = bool | Offer | None
+Approver = Callable[["Decision"], Approval | Awaitable[Approval]]
 MAX_POLICY_NUMBER = 10**15  # no limit, rate or fee a person sets is larger (10^15 sat is more than all bitcoin)
 
 
@@ -342,7 +349,7 @@ class Policy:
                 rule="methods", offers=offers, knob="methods", advice="allow another method in {knob}",
             )
         policy_cap = self.per_payment_cap(rate, offers)
-        cap, cap_knob, cap_default = policy_cap if policy_cap else (None, None, False)
+        cap, cap_knob, cap_default = policy_cap or (None, None, False)
         if max_price_msat is not None and (cap is None or max_price_msat < cap):
             cap, cap_knob, cap_default = max_price_msat, "max_price", False
         totals = [lim for lim in self.limits(host, rate, offers) if lim.host is None and lim.window is None]

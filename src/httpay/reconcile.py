@@ -19,8 +19,8 @@ from datetime import timedelta
 
 from httpay.errors import WalletError
 from httpay.ledger import Ledger, Receipt, Status
-from httpay.wallets.base import PaymentStatus, Wallet
 from httpay.safe import get_logger
+from httpay.wallets.base import PaymentStatus, Wallet
 
 log = get_logger("httpay.reconcile")
 

@@ -15,8 +15,18 @@ import logging
 import re
 from typing import Any
 
-__all__ = ["clean", "markup", "plain", "loads", "get_logger", "CleanLogRecords", "MAX_TEXT", "MAX_LINE",
-           "MAX_JSON_DEPTH", "JSONTooDeep"]
+__all__ = [
+    "MAX_JSON_DEPTH",
+    "MAX_LINE",
+    "MAX_TEXT",
+    "CleanLogRecords",
+    "JSONTooDeep",
+    "clean",
+    "get_logger",
+    "loads",
+    "markup",
+    "plain",
+]
 
 MAX_TEXT = 200            # characters of one piece of server text in a view or a log line
 MAX_LINE = 2_000          # characters of a whole log line or error message

@@ -23,8 +23,20 @@ import httpx
 
 from httpay.errors import HttpayError
 from httpay.pipeline import (
-    DEADLINE_EXTENSION, DRY_RUN_EXTENSION, MAX_PRICE_EXTENSION, OFFER_EXTENSION, Ask, Deadline, Effect, Join, Leave,
-    Pay, Payer, Send, Sleep, request_flow,
+    DEADLINE_EXTENSION,
+    DRY_RUN_EXTENSION,
+    MAX_PRICE_EXTENSION,
+    OFFER_EXTENSION,
+    Ask,
+    Deadline,
+    Effect,
+    Join,
+    Leave,
+    Pay,
+    Payer,
+    Send,
+    Sleep,
+    request_flow,
 )
 
 T = TypeVar("T")

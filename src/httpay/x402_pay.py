@@ -28,15 +28,31 @@ from typing import Any, Protocol
 import httpx
 
 from httpay.challenge import PaymentChallenge
-from httpay.errors import ChallengeError, HttpayError, PaidRequestFailed, PaymentRefused, WalletError
+from httpay.errors import (
+    ChallengeError,
+    HttpayError,
+    PaidRequestFailed,
+    PaymentRefused,
+    WalletError,
+)
 from httpay.events import Event, emit
 from httpay.ledger import Intent, Receipt, Status
 from httpay.lightning import MSAT_PER_BTC
 from httpay.pipeline import (
-    RECEIPT_EXTENSION, Ask, Effect, Payer, PaymentNotHonored, PaymentOutcomeUnknown, Send, approved_decision, decide,
-    host_of, refused,
+    RECEIPT_EXTENSION,
+    Ask,
+    Effect,
+    Payer,
+    PaymentNotHonored,
+    PaymentOutcomeUnknown,
+    Send,
+    approved_decision,
+    deadline_of,
+    decide,
+    host_of,
+    refused,
+    within_deadline,
 )
-from httpay.pipeline import deadline_of, within_deadline
 from httpay.policy import Decision, fmt_msat
 from httpay.protocols import x402
 from httpay.protocols.l402_v02 import Offer, PaymentOffers
@@ -315,7 +331,7 @@ def x402_flow(
     broken: Exception | None = None
     try:
         answer.read()  # a body that breaks off is seen here, while the receipt is at hand
-    except Exception as exc:  # reported below with the receipt
+    except Exception as exc:  # noqa: BLE001 - reported below with the receipt
         broken = exc
     return _outcome(payer, answer, receipt, chosen, url, rid, broken)
 

@@ -13,8 +13,8 @@ import secrets
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import bolt11
 from bolt11 import Bolt11, MilliSatoshi, TagChar, Tags
@@ -46,7 +46,7 @@ class InvoiceRecord:
     description: str
     created_at: int
     expiry: int
-    on_settle: Callable[["InvoiceRecord"], None] | None = field(default=None, repr=False)
+    on_settle: Callable[[InvoiceRecord], None] | None = field(default=None, repr=False)
     paid_by: str | None = None
     settled_at: float | None = None
 
@@ -150,7 +150,8 @@ class DemoNetwork:
         tags.add(TagChar.expire_time, expiry)
         amount = MilliSatoshi(amount_msat) if amount_msat is not None else None
         invoice = Bolt11(currency=currency, date=date, tags=tags, amount_msat=amount)
-        return bolt11.encode(invoice, self._key.to_hex())
+        encoded: str = bolt11.encode(invoice, self._key.to_hex())
+        return encoded
 
     def invoice(self, payment_hash: str) -> InvoiceRecord | None:
         """The node's record of an invoice it issued (for tests and the server's own bookkeeping)."""
@@ -239,5 +240,5 @@ def _decode(invoice: object) -> Bolt11:
         raise LightningError("invoice_invalid", "invoice must be a non-empty BOLT11 string")
     try:
         return bolt11.decode(invoice.strip())
-    except Exception as exc:  # bolt11 raises many unrelated types on bad input
+    except Exception as exc:  # noqa: BLE001 - bolt11 raises many unrelated types on bad input
         raise LightningError("invoice_invalid", f"invoice is not valid BOLT11 ({type(exc).__name__})") from None

@@ -12,16 +12,17 @@ import copy
 import html
 import json
 import secrets
-from datetime import datetime, timedelta, timezone
-from functools import lru_cache
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from functools import cache
 from importlib import resources
 from string import Template
-from typing import Any, Callable
+from typing import Any
 
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
-from starlette.concurrency import run_in_threadpool
 from starlette.routing import Route
 
 from httpay.demo import data
@@ -42,7 +43,8 @@ COINBASE_CONTRACTS = {
 
 
 def _state(request: Request) -> DemoState:
-    return request.app.state.demo
+    state: DemoState = request.app.state.demo
+    return state
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -82,7 +84,7 @@ def _int_field(body: dict[str, Any], name: str, default: int | None, minimum: in
     return value
 
 
-@lru_cache(maxsize=None)
+@cache
 def _template(name: str) -> Template:
     text = resources.files("httpay.demo").joinpath("templates", f"{name}.html").read_text(encoding="utf-8")
     return Template(text)
@@ -190,7 +192,7 @@ async def payment_request(request: Request) -> Response:
         details = builder(request, account.id, offer, body)
     except ValueError as exc:
         return _error(400 if isinstance(exc, _BadRequest) else 500, str(exc))
-    expires = (datetime.now(timezone.utc) + PAYMENT_REQUEST_TTL).isoformat(timespec="seconds")
+    expires = (datetime.now(UTC) + PAYMENT_REQUEST_TTL).isoformat(timespec="seconds")
     return JSONResponse({"version": L402_VERSION, "offer_id": offer["offer_id"], "expires_at": expires, "payment_request": details})
 
 
@@ -350,7 +352,7 @@ async def ln_create_invoice(request: Request) -> Response:
         expiry = _int_field(body, "expiry", 3600, 1) or 3600
         description = body.get("description", "")
         if not isinstance(description, str):
-            raise ValueError("description must be a string")
+            raise ValueError("description must be a string")  # noqa: TRY004 - reported as a bad request below
     except ValueError as exc:
         return _ln_error(LightningError("bad_request", str(exc)))
     record = _state(request).network.create_invoice(amount, description, expiry=expiry)

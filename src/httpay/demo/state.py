@@ -10,10 +10,11 @@ import copy
 import secrets
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from email.utils import formatdate
-from typing import Any, Callable
+from typing import Any
 
 from httpay.demo.network import DemoNetwork
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import httpx
 from rich.console import Console, Group
@@ -23,7 +23,12 @@ from rich.text import Text
 import httpay
 from httpay import safe
 from httpay.demo.runner import serve_in_thread
-from httpay.display import invoice_table, offers_table, payment_request_table, receipts_table
+from httpay.display import (
+    invoice_table,
+    offers_table,
+    payment_request_table,
+    receipts_table,
+)
 from httpay.errors import HttpayError, redact
 from httpay.events import Event
 from httpay.policy import Decision, fmt_msat
@@ -60,7 +65,7 @@ class Story:
         self.decision: Decision | None = None
         self._waiting: Progress | None = None  # a spinner with elapsed time while the wallet pays
 
-    def __enter__(self) -> "Story":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

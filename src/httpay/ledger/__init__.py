@@ -36,6 +36,5 @@ def open_ledger(where: str | os.PathLike[str] | Ledger | None = None) -> Ledger:
         from httpay.ledger.postgres import PostgresLedger
 
         return PostgresLedger(text)
-    if text.startswith("sqlite:///"):
-        text = text[len("sqlite:///"):]
+    text = text.removeprefix("sqlite:///")
     return SQLiteLedger(text)

@@ -10,8 +10,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, Self
 
 from httpay.errors import PaymentRefused
 from httpay.ledger.models import Receipt, Status
@@ -48,7 +48,7 @@ class Intent:
 
 def now_utc() -> datetime:
     """This process's clock. Never compared with another process's: the ledger's `now()` is for that."""
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class Ledger(ABC):
@@ -128,7 +128,7 @@ class Ledger(ABC):
     def close(self) -> None:
         """Release the connection."""
 
-    def __enter__(self) -> "Ledger":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 
@@ -46,7 +46,7 @@ class Receipt:
 
     @property
     def when(self) -> str:
-        return self.created_at.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+        return self.created_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
 
     def __str__(self) -> str:
         what = f"{self.offer_id} '{self.offer_title}'" if self.offer_id else self.protocol

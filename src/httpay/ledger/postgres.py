@@ -25,7 +25,7 @@ import re
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
@@ -172,7 +172,7 @@ class PostgresLedger(SQLLedger):
 
     @staticmethod
     def _run(conn: psycopg.Connection[Any], sql: str, args: Sequence[Any]) -> Rows:
-        cur = conn.execute(sql.replace("?", "%s"), args)  # type: ignore[call-overload]  # shared, constant SQL
+        cur = conn.execute(sql.replace("?", "%s"), args)  # shared, constant SQL
         return list(cur.fetchall()) if cur.description else []
 
     def _query(self, sql: str, args: Sequence[Any] = ()) -> Rows:
@@ -189,7 +189,8 @@ class PostgresLedger(SQLLedger):
         return when
 
     def _from_db_time(self, value: Any) -> datetime:
-        return value.astimezone(timezone.utc)
+        when: datetime = value.astimezone(UTC)
+        return when
 
     def close(self) -> None:
         """Stop using the shared pool; the last ledger of this process on the URL closes it."""

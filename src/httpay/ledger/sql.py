@@ -14,7 +14,13 @@ from typing import Any
 
 from httpay.errors import LedgerError
 from httpay.ledger.base import (
-    COLUMNS, ChallengeInFlight, DuplicatePayment, Intent, Ledger, now_utc, over_limit,
+    COLUMNS,
+    ChallengeInFlight,
+    DuplicatePayment,
+    Intent,
+    Ledger,
+    now_utc,
+    over_limit,
 )
 from httpay.ledger.models import Receipt, Status
 from httpay.policy import Limit

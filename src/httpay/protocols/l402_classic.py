@@ -13,9 +13,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from httpay.errors import ChallengeError
-from httpay.protocols.www_authenticate import Challenge, header_values, parse_challenges, quote
+from httpay.protocols.www_authenticate import (
+    Challenge,
+    header_values,
+    parse_challenges,
+    quote,
+)
 
-__all__ = ["L402Challenge", "L402Credential", "parse", "from_challenges", "credential", "parse_credential", "SCHEMES"]
+__all__ = ["SCHEMES", "L402Challenge", "L402Credential", "credential", "from_challenges", "parse", "parse_credential"]
 
 PROTOCOL = "l402-classic"
 SCHEMES = ("L402", "LSAT")

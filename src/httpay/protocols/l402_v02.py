@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from httpay.amounts import MAX_OFFER_AMOUNT, decimal_text
@@ -54,7 +54,7 @@ def _short(value: Any, n: int = 40) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
-def _whole(value: int | float, key: str, where: str, what: str) -> int:
+def _whole(value: float, key: str, where: str, what: str) -> int:
     """A JSON number as a bounded whole number: NaN, infinities, fractions, negatives and numbers
     no real offer holds (1e308, 4,000 digits) are a ChallengeError naming the field."""
     if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
@@ -91,7 +91,7 @@ class Offer:
     extra: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
-    def from_dict(cls, d: Any, index: int = 0) -> "Offer":
+    def from_dict(cls, d: Any, index: int = 0) -> Offer:
         where = f"offers[{index}]"
         if not isinstance(d, Mapping):
             raise ChallengeError(f"{where} must be an object, got {type(d).__name__}", field="offers")
@@ -203,7 +203,7 @@ class PaymentOffers:
     protocol: str = PROTOCOL
 
     @classmethod
-    def from_dict(cls, d: Any) -> "PaymentOffers":
+    def from_dict(cls, d: Any) -> PaymentOffers:
         """Read a decoded 402 JSON body; raise ChallengeError naming the bad field."""
         where = "402 body"
         if not isinstance(d, Mapping):
@@ -231,7 +231,7 @@ class PaymentOffers:
         )
 
     @classmethod
-    def from_response(cls, response: Any) -> "PaymentOffers":
+    def from_response(cls, response: Any) -> PaymentOffers:
         """Read an httpx (or requests-like) 402 response. Raises ChallengeError if it holds no offers."""
         offers = parse(response.status_code, response.headers, response.content)
         if offers is None:
@@ -402,7 +402,7 @@ def _parse_time(value: str, where: str) -> datetime:
         when = datetime.fromisoformat(text)
     except ValueError:
         raise PaymentRequestError(f"{where}: 'expires_at' is not an ISO 8601 time: {_short(value)}") from None
-    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -422,7 +422,7 @@ class PaymentRequest:
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
-    def from_dict(cls, d: Any, *, payment_method: str, offer_id: str | None = None) -> "PaymentRequest":
+    def from_dict(cls, d: Any, *, payment_method: str, offer_id: str | None = None) -> PaymentRequest:
         """Read the payment-request answer; check it is for the offer we asked about."""
         where = "payment request answer"
         if not isinstance(d, Mapping):

@@ -17,11 +17,11 @@ import re
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from httpay.errors import ChallengeError
 
-__all__ = ["MacaroonInfo", "decode", "mint", "verify", "b64decode_any"]
+__all__ = ["MacaroonInfo", "b64decode_any", "decode", "mint", "verify"]
 
 MAX_MACAROON_BYTES = 48 * 1024
 _HEX64 = re.compile(r"[0-9a-fA-F]{64}")
@@ -49,7 +49,7 @@ class MacaroonInfo:
         when no part of it is usable any more (every deadline passed and every named service has
         one), so a still-valid token is never thrown away and paid for again.
         """
-        now = now or datetime.now(timezone.utc)
+        now = now or datetime.now(UTC)
         if service is not None:
             when = self.valid_until_by_service.get(service)
             return when is not None and now >= when
@@ -123,7 +123,7 @@ def _utc(seconds: str, key: str) -> datetime:
     if not text.isdigit() or len(text) > 12:
         raise ChallengeError(f"caveat {key!r} must be unix seconds, got {text[:20]!r}", field="caveats")
     try:
-        return datetime.fromtimestamp(int(text), tz=timezone.utc)
+        return datetime.fromtimestamp(int(text), tz=UTC)
     except (OverflowError, OSError, ValueError):
         raise ChallengeError(f"caveat {key!r} is out of range", field="caveats") from None
 
@@ -219,7 +219,7 @@ def verify(root_key: bytes, macaroon_b64: str, preimage_hex: str | None = None, 
     (if given) the preimage hashes to the identifier's payment hash. Never raises on bad input."""
     from pymacaroons import Verifier
 
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     try:
         m = _deserialize(b64decode_any(macaroon_b64))
         info = decode(macaroon_b64)

@@ -14,7 +14,7 @@ from typing import Any
 
 from httpay.errors import ChallengeError
 
-__all__ = ["Challenge", "parse_challenges", "header_values", "format_challenge", "quote"]
+__all__ = ["Challenge", "format_challenge", "header_values", "parse_challenges", "quote"]
 
 # A header longer than this is not a challenge anyone meant to send; refuse rather than chew on it.
 MAX_HEADER_CHARS = 256 * 1024

@@ -18,14 +18,22 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from httpay.errors import ChallengeError
-from httpay.safe import clean, loads
 from httpay.protocols.l402_v02 import Offer, format_amount
 from httpay.protocols.www_authenticate import header_values
+from httpay.safe import clean, loads
 
 __all__ = [
-    "X402Requirement", "X402Challenge", "X402Receipt", "parse", "encode_payment_header",
-    "decode_payment_response", "PAYMENT_REQUIRED", "PAYMENT_SIGNATURE", "X_PAYMENT",
-    "PAYMENT_RESPONSE", "X_PAYMENT_RESPONSE",
+    "PAYMENT_REQUIRED",
+    "PAYMENT_RESPONSE",
+    "PAYMENT_SIGNATURE",
+    "X_PAYMENT",
+    "X_PAYMENT_RESPONSE",
+    "X402Challenge",
+    "X402Receipt",
+    "X402Requirement",
+    "decode_payment_response",
+    "encode_payment_header",
+    "parse",
 ]
 
 PROTOCOL = "x402"
@@ -85,7 +93,7 @@ class X402Requirement:
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
-    def from_dict(cls, d: Any, version: int, index: int = 0) -> "X402Requirement":
+    def from_dict(cls, d: Any, version: int, index: int = 0) -> X402Requirement:
         where = f"x402 accepts[{index}]"
         if not isinstance(d, Mapping):
             raise ChallengeError(f"{where} must be an object, got {type(d).__name__}", field="accepts")
@@ -150,7 +158,7 @@ class X402Challenge:
     protocol: str = PROTOCOL
 
     @classmethod
-    def from_dict(cls, d: Any, default_version: int = 2) -> "X402Challenge":
+    def from_dict(cls, d: Any, default_version: int = 2) -> X402Challenge:
         where = "x402 payment requirements"
         if not isinstance(d, Mapping):
             raise ChallengeError(f"{where} must be a JSON object, got {type(d).__name__}", field=None)
@@ -307,7 +315,7 @@ def decode_payment_response(headers: Any) -> X402Receipt | None:
             raise ChallengeError(f"{name} must be a JSON object with a boolean 'success'", field=name)
 
         def s(key: str) -> str | None:
-            v = d.get(key)
+            v = d.get(key)  # noqa: B023 - called only within this iteration
             return v if isinstance(v, str) else None
 
         amount = d.get("amount")

@@ -10,6 +10,7 @@ import enum
 import hashlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from typing import Self
 
 
 class PaymentStatus(str, enum.Enum):
@@ -104,7 +105,7 @@ class Wallet(ABC):
     def close(self) -> None:
         """Release network resources the wallet holds."""
 
-    def __enter__(self) -> "Wallet":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

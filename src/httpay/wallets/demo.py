@@ -13,7 +13,13 @@ import httpx
 
 from httpay.errors import AlreadyPaid, InsufficientFunds, PaymentTimeout, WalletError
 from httpay.safe import get_logger
-from httpay.wallets.base import Payment, PaymentStatus, Wallet, fingerprint, invoice_facts
+from httpay.wallets.base import (
+    Payment,
+    PaymentStatus,
+    Wallet,
+    fingerprint,
+    invoice_facts,
+)
 
 log = get_logger("httpay.wallet.demo")
 
@@ -47,7 +53,7 @@ class DemoWallet(Wallet):
         self._client = client if client is not None else httpx.Client(timeout=timeout)
 
     @classmethod
-    def create(cls, base_url: str, balance_sat: int = 10_000, *, timeout: float = 10.0) -> "DemoWallet":
+    def create(cls, base_url: str, balance_sat: int = 10_000, *, timeout: float = 10.0) -> DemoWallet:
         """Open a new funded wallet on the demo service and return an adapter for it."""
         url = base_url.rstrip("/") + "/ln/wallets"
         try:

@@ -37,6 +37,7 @@ from httpay.errors import (
     WalletError,
     redact,
 )
+from httpay.safe import get_logger
 from httpay.wallets.base import (
     Payment,
     PaymentStatus,
@@ -44,7 +45,6 @@ from httpay.wallets.base import (
     default_fee_limit_msat,
     invoice_facts,
 )
-from httpay.safe import get_logger
 
 log = get_logger("httpay.wallet.lightspark")
 

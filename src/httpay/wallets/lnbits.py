@@ -44,7 +44,13 @@ from httpay.errors import (
     redact,
 )
 from httpay.safe import get_logger
-from httpay.wallets.base import Payment, PaymentStatus, Wallet, fingerprint, invoice_facts
+from httpay.wallets.base import (
+    Payment,
+    PaymentStatus,
+    Wallet,
+    fingerprint,
+    invoice_facts,
+)
 
 log = get_logger("httpay.wallet.lnbits")
 

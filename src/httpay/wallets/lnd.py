@@ -49,6 +49,7 @@ from httpay.errors import (
     WalletError,
     redact,
 )
+from httpay.safe import get_logger
 from httpay.wallets.base import (
     Payment,
     PaymentStatus,
@@ -57,7 +58,6 @@ from httpay.wallets.base import (
     fingerprint,
     invoice_facts,
 )
-from httpay.safe import get_logger
 
 log = get_logger("httpay.wallet.lnd")
 
