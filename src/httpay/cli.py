@@ -345,7 +345,7 @@ def _get(args: argparse.Namespace, console: Console) -> int:
     if args.ask:
         from httpay.approvals import ApprovalQueue, spinner
 
-        queue = ApprovalQueue(args.approvals if args.approvals else args.ledger, timeout_s=args.approval_timeout,
+        queue = ApprovalQueue(args.approvals or args.ledger, timeout_s=args.approval_timeout,
                               progress=spinner(err) if err.is_terminal else None)
         policy.approve = queue
     try:

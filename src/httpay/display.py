@@ -346,34 +346,43 @@ def html_receipts(receipts: Iterable["Receipt"], title: str = "Ledger", usd_per_
 MAX_CHOICES_SHOWN = 8  # a service may list hundreds of offers; a view lists this many and counts the rest
 
 
-def _choice_lines(a: Approval) -> list[str]:
-    """The other offers `a` may be approved with (`httpay approvals approve ID --offer OFFER_ID`), one
-    line each, server text cleaned: "offer_97bf23f7 '1000 credits' $1.00", marked when over a limit."""
+def _choices(a: Approval) -> tuple[list[tuple[str, str, str]], int]:
+    """The other offers `a` may be approved with (`httpay approvals approve ID --offer OFFER_ID`) as
+    (offer id, title, price and marks), server text cleaned; and how many more were not listed."""
     others = [c for c in a.choices if c.offer_id != a.offer_id]
-    lines = []
+    rows = []
     for c in others[:MAX_CHOICES_SHOWN]:
         marks = [m for m, on in (("chosen", c.offer_id == a.chosen_offer_id), ("over a limit", not c.fits)) if on]
-        lines.append(f"{clean(c.offer_id, 80)} '{clean(c.title, 80)}' {clean(c.price, 40)}"
-                     + (f" ({', '.join(marks)})" if marks else ""))
-    if len(others) > MAX_CHOICES_SHOWN:
-        lines.append(f"… and {len(others) - MAX_CHOICES_SHOWN} more (`httpay approvals --json`)")
-    return lines
+        rows.append((clean(c.offer_id, 80), clean(c.title, 80),
+                     clean(c.price, 40) + (f" ({', '.join(marks)})" if marks else "")))
+    return rows, max(len(others) - MAX_CHOICES_SHOWN, 0)
+
+
+def _choice_lines(a: Approval) -> list[str]:
+    rows, more = _choices(a)
+    lines = [f"{offer_id} '{title}' {price}" for offer_id, title, price in rows]
+    return lines + ([f"… and {more} more (`httpay approvals --json`)"] if more else [])
 
 
 def approvals_table(approvals: Iterable[Approval], title: str = "Approvals") -> Table:
+    """One row per approval; under it, a dim row per other offer it may be approved with instead."""
     t = Table(title=plain(title, 300), title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
     for col, kw in (("#", {"justify": "right", "no_wrap": True}), ("asked (UTC)", {"no_wrap": True}),
                     ("status", {"no_wrap": True}), ("host", {"no_wrap": True, "max_width": 24}),
-                    ("offer", {"ratio": 1}), ("price", {"no_wrap": True}),
-                    ("or approve with --offer", {"ratio": 1}), ("decided by", {})):
+                    ("offer", {"ratio": 1}), ("price", {"no_wrap": True}), ("decided by", {})):
         t.add_column(col, **kw)
     items = list(approvals)
     for a in items:
         who = (a.decided_by or "") + (f" ({a.reason})" if a.reason else "")
-        choices = Text("\n").join(plain(line, 300) for line in _choice_lines(a))
         t.add_row(*_row(str(a.id), a.created_at.strftime("%m-%d %H:%M:%S"),
                         plain(a.status, 20, style=STATUS_STYLE.get(a.status, "")),
-                        a.host, f"{clean(a.offer_title or '')} ({clean(a.offer_id, 80)})", a.price, choices, who))
+                        a.host, f"{clean(a.offer_title or '')} ({clean(a.offer_id, 80)})", a.price, who))
+        rows, more = _choices(a)
+        for offer_id, offer_title, price in rows:
+            t.add_row("", "", "", "", plain(f"or --offer {offer_id}: '{offer_title}'", 300, style="dim"),
+                      plain(price, 200, style="dim"), "")
+        if more:
+            t.add_row("", "", "", "", plain(f"… and {more} more offers (`httpay approvals --json`)", style="dim"), "", "")
     if not items:
         t.caption = "nothing waiting for approval"
         t.caption_justify = "left"

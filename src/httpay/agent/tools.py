@@ -97,7 +97,7 @@ class Toolbox:
         base_url: str | None = None,
         timeout: float = 30.0,
         knobs: Mapping[str, str] | None = None,
-        payment_deadline: float | None | _Unset = _UNSET,
+        payment_deadline: float | _Unset | None = _UNSET,
     ) -> None:
         if not isinstance(payment_deadline, _Unset) and payment_deadline is not None and not payment_deadline_ok(
                 payment_deadline):
