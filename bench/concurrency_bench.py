@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT / "src") not in sys.path:
     sys.path.insert(0, str(ROOT / "src"))
 
-import httpay  # noqa: E402
+import httpay
 
 
 def _broke_account(base: str) -> dict[str, str]:

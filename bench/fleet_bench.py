@@ -30,9 +30,9 @@ for p in (ROOT / "src", ROOT):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
 
-from httpay.demo.runner import serve_in_thread  # noqa: E402
-from httpay.demo.server import create_app  # noqa: E402
-from httpay.ledger import Status, open_ledger  # noqa: E402
+from httpay.demo.runner import serve_in_thread
+from httpay.demo.server import create_app
+from httpay.ledger import Status, open_ledger
 
 PRICE_MSAT = 10_000  # the demo's cheapest offer at its rate
 Line = tuple[str, str, str]

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT / "src") not in sys.path:
     sys.path.insert(0, str(ROOT / "src"))
 
-import httpay  # noqa: E402
+import httpay
 
 # what each step's time is spent on: the time from the previous event to this one
 STEPS = {"decision": "read 402 + decide", "payment_request": "POST payment request", "invoice": "decode + check invoice",

@@ -19,8 +19,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT / "src") not in sys.path:
     sys.path.insert(0, str(ROOT / "src"))
 
-from httpay.ledger import Intent, Ledger, open_ledger  # noqa: E402
-from httpay.policy import Limit  # noqa: E402
+from httpay.ledger import Intent, Ledger, open_ledger
+from httpay.policy import Limit
 
 SCRIPT = ROOT / "scripts" / "postgres.sh"
 # A paid request costs a Lightning payment (hundreds of ms); the ledger must never be the bottleneck.

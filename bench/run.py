@@ -25,13 +25,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT))
 
-import httpay  # noqa: E402
-from httpay.demo.runner import serve_in_thread  # noqa: E402
-from httpay.demo.server import create_app  # noqa: E402
-from httpay.ledger import Intent, SQLiteLedger  # noqa: E402
-from httpay.lightning import check_invoice, decode_invoice  # noqa: E402
-from httpay.pipeline import challenge_key  # noqa: E402
-from httpay.protocols import l402_v02  # noqa: E402
+import httpay
+from httpay.demo.runner import serve_in_thread
+from httpay.demo.server import create_app
+from httpay.ledger import Intent, SQLiteLedger
+from httpay.lightning import check_invoice, decode_invoice
+from httpay.pipeline import challenge_key
+from httpay.protocols import l402_v02
 
 Line = tuple[str, str, str]
 
@@ -129,7 +129,7 @@ def paid_request_split(n: int) -> list[Line]:
         ledger.close()
         wallet.close()
     core = parse_t + choose_t + check_t + ledger_t
-    ms = lambda s: f"{s * 1e3:.3f} ms"  # noqa: E731
+    ms = lambda s: f"{s * 1e3:.3f} ms"
     return [
         ("paid request: parse 402 p50", ms(parse_t), "part of < 1 ms"),
         ("paid request: choose offer + build payment request p50", ms(choose_t), "part of < 1 ms"),

@@ -30,7 +30,7 @@ def ledger_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def ledger(ledger_path: Path) -> Iterator["object"]:
+def ledger(ledger_path: Path) -> Iterator[object]:
     from httpay.ledger import SQLiteLedger
 
     lg = SQLiteLedger(ledger_path)
@@ -63,7 +63,7 @@ def demo_secrets(app: Any) -> list[str]:
 
 
 @pytest.fixture
-def demo() -> Iterator["RunningServer"]:
+def demo() -> Iterator[RunningServer]:
     """A fresh demo service on a free loopback port. Afterwards, every log line written while it
     ran (any logger, DEBUG and up) is scanned for every secret it handed out: none may appear."""
     from httpay.demo.runner import serve_in_thread
@@ -87,7 +87,7 @@ def demo() -> Iterator["RunningServer"]:
 
 
 @pytest.fixture
-def account(demo: "RunningServer") -> dict[str, str]:
+def account(demo: RunningServer) -> dict[str, str]:
     """A signed-up account whose one free credit is already spent: its next ticker query meets a 402."""
     import httpx
 

@@ -75,7 +75,7 @@ class FakeService:
         self.credits += 1
         return self.invoices[payment_hash]
 
-    def __call__(self, request: "httpx.Request") -> "httpx.Response":
+    def __call__(self, request: httpx.Request) -> httpx.Response:
         import httpx
 
         self.requests += 1

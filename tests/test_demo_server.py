@@ -8,7 +8,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -173,7 +173,7 @@ def test_lightning_payment_request_gives_a_regtest_invoice_for_the_offer(client:
     assert body["version"] == "0.2.2" and body["offer_id"] == "offer_c668e0c0"
     expires = datetime.fromisoformat(body["expires_at"])
     assert body["expires_at"].endswith("+00:00")
-    assert timedelta(minutes=30) < expires - datetime.now(timezone.utc) <= timedelta(minutes=35)
+    assert timedelta(minutes=30) < expires - datetime.now(UTC) <= timedelta(minutes=35)
     invoice_text = body["payment_request"]["lightning_invoice"]
     assert invoice_text.startswith("lnbcrt")
     invoice = bolt11.decode(invoice_text)
@@ -436,6 +436,5 @@ def test_servers_start_and_stop_repeatedly() -> None:
 def test_only_loopback_hosts_are_allowed(host: str) -> None:
     with pytest.raises(ValueError, match="loopback"):
         run(host=host, port=0)
-    with pytest.raises(ValueError, match="loopback"):
-        with serve_in_thread(host=host):
-            pass
+    with pytest.raises(ValueError, match="loopback"), serve_in_thread(host=host):
+        pass

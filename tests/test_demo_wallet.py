@@ -176,26 +176,23 @@ def test_empty_key_is_refused() -> None:
 
 
 def test_timeout_while_paying_leaves_the_outcome_unknown() -> None:
-    with offline_wallet(raising(httpx.ReadTimeout)) as w:
-        with pytest.raises(PaymentTimeout) as info:
-            w.pay_invoice("lnbcrt1anything")
+    with offline_wallet(raising(httpx.ReadTimeout)) as w, pytest.raises(PaymentTimeout) as info:
+        w.pay_invoice("lnbcrt1anything")
     assert info.value.outcome_known is False
     assert "s3cret" not in str(info.value)
 
 
 @pytest.mark.parametrize("exc", [httpx.ConnectError, httpx.ConnectTimeout])
 def test_failing_to_connect_means_nothing_was_paid(exc: type[httpx.HTTPError]) -> None:
-    with offline_wallet(raising(exc)) as w:
-        with pytest.raises(WalletError) as info:
-            w.pay_invoice("lnbcrt1anything")
+    with offline_wallet(raising(exc)) as w, pytest.raises(WalletError) as info:
+        w.pay_invoice("lnbcrt1anything")
     assert not isinstance(info.value, PaymentTimeout)
     assert info.value.outcome_known is True
 
 
 def test_dropped_connection_after_sending_leaves_the_outcome_unknown() -> None:
-    with offline_wallet(raising(httpx.RemoteProtocolError)) as w:
-        with pytest.raises(WalletError) as info:
-            w.pay_invoice("lnbcrt1anything")
+    with offline_wallet(raising(httpx.RemoteProtocolError)) as w, pytest.raises(WalletError) as info:
+        w.pay_invoice("lnbcrt1anything")
     assert info.value.outcome_known is False
 
 
@@ -203,9 +200,8 @@ def test_real_refused_connection() -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    with DemoWallet(f"http://127.0.0.1:{port}", "k" * 32, timeout=5) as w:
-        with pytest.raises(WalletError) as info:
-            w.pay_invoice("lnbcrt1anything")
+    with DemoWallet(f"http://127.0.0.1:{port}", "k" * 32, timeout=5) as w, pytest.raises(WalletError) as info:
+        w.pay_invoice("lnbcrt1anything")
     assert info.value.outcome_known is True and not isinstance(info.value, PaymentTimeout)
     with pytest.raises(WalletError):
         DemoWallet.create(f"http://127.0.0.1:{port}")

@@ -130,9 +130,8 @@ def test_wrong_key_is_a_wallet_error_without_the_key(lnbits: LNbitsServer, payee
 
 
 def test_invoice_key_cannot_pay(lnbits: LNbitsServer, payer_keys: dict[str, str], payee: LNbitsWallet) -> None:
-    with LNbitsWallet(lnbits.url, payer_keys["inkey"]) as wallet:
-        with pytest.raises(WalletError) as exc:
-            wallet.pay_invoice(payee.create_invoice(1, "x"))
+    with LNbitsWallet(lnbits.url, payer_keys["inkey"]) as wallet, pytest.raises(WalletError) as exc:
+        wallet.pay_invoice(payee.create_invoice(1, "x"))
     assert "key" in str(exc.value).lower()
     assert payer_keys["inkey"] not in str(exc.value)
 
@@ -195,9 +194,8 @@ def test_unreachable_server_is_a_wallet_error() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    with LNbitsWallet(f"http://127.0.0.1:{port}", "b" * 32, timeout=2) as wallet:
-        with pytest.raises(WalletError) as exc:
-            wallet.balance_msat()
+    with LNbitsWallet(f"http://127.0.0.1:{port}", "b" * 32, timeout=2) as wallet, pytest.raises(WalletError) as exc:
+        wallet.balance_msat()
     assert "cannot reach" in str(exc.value)
     assert exc.value.outcome_known
 

@@ -38,7 +38,7 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -55,9 +55,9 @@ if os.environ.get(ATHERIS_JOB_ENV):
 else:
     _instrumented = contextlib.nullcontext()
 with _instrumented:
-    import httpay.lightning  # noqa: E402,F401 - loaded here so the atheris worker instruments it
-    from httpay.errors import ChallengeError, InvoiceError  # noqa: E402
-    from httpay.protocols import l402_classic, l402_v02, macaroons, x402  # noqa: E402
+    import httpay.lightning  # noqa: F401 - loaded here so the atheris worker instruments it
+    from httpay.errors import ChallengeError, InvoiceError
+    from httpay.protocols import l402_classic, l402_v02, macaroons, x402
 
 CORPUS = ROOT / "tests" / "corpus"
 PARSER_TARGETS = ("body", "l402", "x402")
@@ -386,7 +386,7 @@ class Worker:
             "expected_msat": rng.choice(EXPECTED_MSAT),
             "tolerance": rng.choice(TOLERANCES),
             "max_msat": rng.choice(MAX_MSAT),
-            "now": datetime.fromtimestamp(1_700_000_000 + rng.randrange(-10**9, 10**9), tz=timezone.utc),
+            "now": datetime.fromtimestamp(1_700_000_000 + rng.randrange(-10**9, 10**9), tz=UTC),
             "payee": rng.choice(PAYEES),
             "payment_hash": rng.choice(PAYMENT_HASHES),
         }
@@ -565,7 +565,7 @@ class FdpInputs:
             "tolerance": TOLERANCES[self._byte(fdp) % len(TOLERANCES)],
             "max_msat": MAX_MSAT[self._byte(fdp) % len(MAX_MSAT)],
             "now": datetime.fromtimestamp(1_700_000_000 + (fdp.ConsumeIntInRange(0, 2**24 - 1) - 2**23) * 120,
-                                          tz=timezone.utc),
+                                          tz=UTC),
             "payee": PAYEES[self._byte(fdp) % len(PAYEES)],
             "payment_hash": PAYMENT_HASHES[self._byte(fdp) % len(PAYMENT_HASHES)],
         }

@@ -210,19 +210,7 @@ class HostileService:
 
     def authorized(self, request: Request) -> bool:
         """True when the request carries a paid macaroon of this service."""
-        from httpay.errors import ChallengeError
-        from httpay.protocols.l402_classic import parse_credential
-
-        header = request.headers.get("authorization", "")
-        try:
-            cred = parse_credential(header)
-        except ChallengeError:
-            return False
-        for mac in cred.macaroons:
-            info = macaroons.decode(mac)
-            if not macaroons.verify(self.root_key, mac, cred.preimage) or not self.node.settled(info.payment_hash or ""):
-                return False
-        return bool(cred.macaroons)
+        return authorized_header(self, request.headers.get("authorization", ""))
 
     def classic(self, path: str = "/classic", *, price_sat: int = 10, body: dict[str, Any] | None = None,
                 bind_hash: str | None = None) -> str:

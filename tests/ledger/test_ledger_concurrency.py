@@ -40,7 +40,7 @@ def process_worker(url: str, tag: str, barrier: Any, results: Any) -> None:
     try:
         with open_ledger(url) as ledger:
             results.put((tag, reserve_until_refused(ledger, tag, barrier)))
-    except BaseException as exc:  # report, so the parent fails with the reason, not a timeout
+    except BaseException as exc:  # noqa: BLE001 - report, so the parent fails with the reason, not a timeout
         results.put((tag, f"{type(exc).__name__}: {exc}"))
 
 
@@ -61,7 +61,7 @@ def test_eight_threads_sharing_one_ledger_never_overspend(any_ledger_url: str) -
         def run(tag: str) -> None:
             try:
                 wins.append(reserve_until_refused(ledger, tag, barrier))
-            except BaseException as exc:
+            except BaseException as exc:  # noqa: BLE001 - collected and asserted below
                 errors.append(exc)
 
         threads = [threading.Thread(target=run, args=(f"t{n}",)) for n in range(8)]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +14,7 @@ from httpay.ledger import DuplicatePayment, Intent, Ledger, SQLiteLedger, Status
 from httpay.ledger.postgres import PostgresLedger, redact_url
 from httpay.policy import Limit
 
-T0 = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=timezone.utc)
+T0 = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
 HOUR, DAY = timedelta(hours=1), timedelta(days=1)
 
 
@@ -36,7 +36,7 @@ def test_reserve_writes_a_pending_row_with_everything_the_intent_said(any_ledger
     assert (r.payment_hash, r.amount_msat, r.fee_msat, r.wallet, r.challenge_key) == ("h1", 2500, 0, "demo", "k1")
     assert r.preimage is None and r.reason is None
     assert r.created_at == r.updated_at == T0
-    assert r.created_at.tzinfo is timezone.utc
+    assert r.created_at.tzinfo is UTC
     assert any_ledger.get(r.id) == r
 
 
@@ -212,7 +212,7 @@ def test_both_backends_return_identical_receipts(tmp_path: Path, clean_postgres_
             r = lg.settle(r.id, preimage="ab" * 32, fee_msat=3)
             fields = dataclasses.asdict(r)
             answers.append({k: (type(v), v) for k, v in fields.items() if k != "updated_at"})
-            assert r.updated_at.tzinfo is timezone.utc
+            assert r.updated_at.tzinfo is UTC
     assert answers[0] == answers[1]
 
 
@@ -281,11 +281,11 @@ def test_a_payment_settled_after_the_402_counts_one_settled_before_does_not(any_
     r = any_ledger.reserve(intent(payment_hash="aa" * 32, challenge_key="ch"), now=T0)
     any_ledger.settle(r.id, preimage="11" * 32)
     met_402_before = dataclasses.replace(intent(payment_hash="bb" * 32, challenge_key="ch"),
-                                         not_before=datetime.now(timezone.utc) - timedelta(minutes=5))
+                                         not_before=datetime.now(UTC) - timedelta(minutes=5))
     with pytest.raises(ChallengeInFlight):
         any_ledger.reserve(met_402_before)
     met_402_after = dataclasses.replace(intent(payment_hash="cc" * 32, challenge_key="ch"),
-                                        not_before=datetime.now(timezone.utc) + timedelta(minutes=5))
+                                        not_before=datetime.now(UTC) + timedelta(minutes=5))
     assert any_ledger.reserve(met_402_after).status is Status.PENDING
 
 

@@ -10,7 +10,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
@@ -113,12 +113,12 @@ def test_rows_are_stamped_by_the_ledgers_clock_not_the_process(any_ledger: Ledge
     """Replace this process's clock with one an hour off: the ledger's stamps and ages stay true."""
     import sys
 
-    wrong = datetime.now(timezone.utc) + timedelta(hours=1)
+    wrong = datetime.now(UTC) + timedelta(hours=1)
     for name, module in list(sys.modules.items()):
         if name.startswith("httpay") and hasattr(module, "now_utc"):
             monkeypatch.setattr(module, "now_utc", lambda: wrong)
     row = any_ledger.reserve(intent(wallet_id="node:A"))
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     assert abs((row.created_at - now).total_seconds()) < 30
     assert abs((any_ledger.now() - now).total_seconds()) < 30
     settled = any_ledger.settle(row.id, preimage="00" * 32, fee_msat=3)
@@ -131,7 +131,7 @@ def test_rows_are_stamped_by_the_ledgers_clock_not_the_process(any_ledger: Ledge
 
 def test_windows_are_anchored_on_the_ledgers_clock(any_ledger: Ledger) -> None:
     hour = Limit("hourly budget", 25_000, window=timedelta(hours=1))
-    any_ledger.reserve(intent(1), now=datetime.now(timezone.utc) - timedelta(hours=2))  # outside the window
+    any_ledger.reserve(intent(1), now=datetime.now(UTC) - timedelta(hours=2))  # outside the window
     any_ledger.reserve(intent(2), [hour])
     any_ledger.reserve(intent(3), [hour])
     with pytest.raises(httpay.PaymentRefused) as err:

@@ -67,7 +67,7 @@ def test_each_parser_claims_refuses_or_ignores_as_expected(path: Path) -> None:
 @pytest.mark.parametrize("path", FILES, ids=[p.stem for p in FILES])
 def test_the_same_answer_from_a_plain_mapping_and_string_body(path: Path) -> None:
     """Callers without httpx pass a dict and text; the verdict must not change."""
-    doc, headers, body = load(path)
+    doc, _headers, body = load(path)
     plain: dict[str, str] = {}
     for k, v in doc["headers"]:
         plain.setdefault(k, v)  # a dict keeps one value per name, as such callers would

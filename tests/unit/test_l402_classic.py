@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -186,12 +186,12 @@ def test_later_caveats_narrow_earlier_ones() -> None:
     info = macaroons.decode(mac)
     assert info.services == [("a", 0), ("b", 2)]
     assert info.capabilities == {"a": ["read", "write"]}
-    assert info.valid_until_by_service["a"] == datetime.fromtimestamp(1900000000, timezone.utc)
-    assert info.valid_until == datetime.fromtimestamp(1900000000, timezone.utc)
-    between = datetime.fromtimestamp(2000000000, timezone.utc)
+    assert info.valid_until_by_service["a"] == datetime.fromtimestamp(1900000000, UTC)
+    assert info.valid_until == datetime.fromtimestamp(1900000000, UTC)
+    between = datetime.fromtimestamp(2000000000, UTC)
     assert info.expired(between, service="a") and not info.expired(between, service="b")
     assert not info.expired(between), "still usable for b, so not thrown away"
-    assert info.expired(datetime.fromtimestamp(2200000000, timezone.utc))
+    assert info.expired(datetime.fromtimestamp(2200000000, UTC))
 
 
 @given(hex32, st.binary(min_size=32, max_size=32),
@@ -205,7 +205,7 @@ def test_mint_then_decode_gives_back_hash_token_and_caveats(payment_hash: str, t
 
 def test_verify_checks_key_preimage_and_deadline() -> None:
     pre = os.urandom(32)
-    now = datetime(2030, 1, 1, tzinfo=timezone.utc)
+    now = datetime(2030, 1, 1, tzinfo=UTC)
     until = int((now + timedelta(hours=1)).timestamp())
     mac = macaroons.mint(b"root", hashlib.sha256(pre).hexdigest(), caveats=["services=demo:0", f"demo_valid_until={until}"])
     assert macaroons.verify(b"root", mac, pre.hex(), now=now)

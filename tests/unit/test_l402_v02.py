@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from hypothesis import given, settings
@@ -104,7 +104,7 @@ def test_payment_request_answers_by_method() -> None:
     ln = PaymentRequest.from_dict(
         {"version": "0.2.1", "offer_id": "o", "expires_at": "2024-12-19T11:58:46.097984+00:00",
          "payment_request": {"lightning_invoice": "lnbc1..."}}, payment_method="lightning", offer_id="o")
-    assert ln.lightning_invoice == "lnbc1..." and ln.expires_at == datetime(2024, 12, 19, 11, 58, 46, 97984, timezone.utc)
+    assert ln.lightning_invoice == "lnbc1..." and ln.expires_at == datetime(2024, 12, 19, 11, 58, 46, 97984, UTC)
     cb = PaymentRequest.from_dict(
         {"offer_id": "o", "expires_at": "2024-12-19T11:58:45Z", "payment_request": {
             "checkout_url": "https://c/pay", "contract_addresses": {"1": "0xA", "137": "0xB"}}},

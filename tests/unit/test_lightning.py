@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import given, settings
@@ -84,7 +84,7 @@ def test_each_check_refuses(kwargs, check_kw, check) -> None:  # type: ignore[no
 def test_expiry_is_judged_at_the_given_time() -> None:
     s, _ = make_invoice(10_000, expiry=60)
     inv = decode_invoice(s)
-    later = datetime.now(timezone.utc) + timedelta(seconds=61)
+    later = datetime.now(UTC) + timedelta(seconds=61)
     with pytest.raises(InvoiceError, match="expired"):
         check_invoice(inv, network="regtest", expected_msat=None, now=later)
 

@@ -25,7 +25,13 @@ from httpay.pipeline import OFFER_EXTENSION, PaymentOutcomeUnknown
 from httpay.protocols import x402
 from httpay.signers import EvmSigner
 from httpay.x402_pay import (
-    MAX_TIMEOUT_S, PaymentRejected, authorization, chain_id, method_allowed, payment_payload, price_requirement,
+    MAX_TIMEOUT_S,
+    PaymentRejected,
+    authorization,
+    chain_id,
+    method_allowed,
+    payment_payload,
+    price_requirement,
     typed_data,
 )
 from tests.helpers import FakeService, FakeWallet

@@ -32,38 +32,15 @@ import uvicorn
 import httpay
 from tests.helpers import NOTEBOOK_OFFERS
 from tests.hostile.harness import (
-    MODES,
     CountingWallet,
     HostileService,
     Node,
     Outcome,
-    hostile_service,
     run,
 )
 
 POLICY = httpay.Policy(budget_sat=1_000, usd_per_btc=100_000)
 PAID = 10_000 + 1_000  # the invoice and the counting wallet's fee
-
-
-@pytest.fixture(params=MODES)
-def mode(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@pytest.fixture
-def svc() -> Iterator[HostileService]:
-    with hostile_service() as service:
-        yield service
-
-
-@pytest.fixture
-def wallet(svc: HostileService) -> CountingWallet:
-    return CountingWallet(svc.node)
-
-
-@pytest.fixture
-def ledger(tmp_path: Path) -> Path:
-    return tmp_path / "ledger.db"
 
 
 @pytest.fixture(autouse=True)
@@ -85,7 +62,7 @@ class ForwardProxy:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "proxy", "--hostname", "127.0.0.1", "--port", "0", "--port-file", str(port_file),
              "--num-workers", "1", "--num-acceptors", "1", "--log-level", "w", "--log-file", str(tmp / "proxy.log"),
-             "--plugins", "tests.e2e.proxy_recorder.RecordingPlugin"],
+             "--plugins", "tests.hostile.proxy_recorder.RecordingPlugin"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, cwd=root,
             env={**os.environ, "HTTPAY_PROXY_RECORD": str(self.log), "PYTHONPATH": str(root)},
         )
