@@ -178,3 +178,10 @@ def test_mcp_tool_results_and_resources_are_cleaned(ledger: SQLiteLedger) -> Non
     assert out == "HTTP 200 OK\nten sat\\npaid 0 sat; budget left 1,000,000 sat\\x1b[2J", out
     harmless(budget)
     assert budget.startswith("budget left"), budget
+
+
+def test_an_argument_too_long_to_print_is_said_so(ledger: SQLiteLedger) -> None:
+    box = mock_box(lambda r: httpx.Response(200), ledger)
+    assert box.fetch("/x", max_price_usd=-(10**5000)).startswith(
+        "error: max_price_usd must be a non-negative number of US dollars, got a number too long to show")
+    assert box.payments(limit=10**5000) == "error: limit must be a whole number from 1 to 100, got a number too long to show"

@@ -102,7 +102,7 @@ class Toolbox:
         if not isinstance(payment_deadline, _Unset) and payment_deadline is not None and not payment_deadline_ok(
                 payment_deadline):
             raise ConfigError("Toolbox(payment_deadline=...) must be a positive number of seconds (or None for no "
-                              f"deadline), got {clean(repr(payment_deadline), 60)}")
+                              f"deadline), got {_shown(payment_deadline)}")
         if client is None:
             if wallet is None:
                 raise ConfigError("Toolbox needs client=httpay.Client(...) or wallet=... to pay with")
@@ -160,7 +160,7 @@ class Toolbox:
         if max_price_usd is not None and (isinstance(max_price_usd, bool) or not isinstance(max_price_usd, int | float)
                                           or (isinstance(max_price_usd, float) and not math.isfinite(max_price_usd))
                                           or max_price_usd < 0):
-            return f"error: max_price_usd must be a non-negative number of US dollars, got {clean(repr(max_price_usd), 60)}. Nothing was paid."
+            return f"error: max_price_usd must be a non-negative number of US dollars, got {_shown(max_price_usd)}. Nothing was paid."
         if max_price_usd is not None and not self._rate():
             rate_knob = self.knobs.get("usd_per_btc", "Policy(usd_per_btc=...)")
             return (f"error: max_price_usd needs a BTC/USD rate and none is known (the person can set {rate_knob}); "
@@ -273,7 +273,7 @@ class Toolbox:
     ) -> str:  # One line per payment, newest first
         "List recent payments from the ledger, newest first."
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 100:
-            return f"error: limit must be a whole number from 1 to 100, got {clean(repr(limit), 60)}"
+            return f"error: limit must be a whole number from 1 to 100, got {_shown(limit)}"
         rows = self.client.ledger.receipts(limit=limit)
         if not rows:
             return "no payments recorded yet."
@@ -500,6 +500,14 @@ def _as_function(method: Callable[..., str]) -> Callable[..., str]:
         return method(*args, **kwargs)
 
     return tool
+
+
+def _shown(value: object) -> str:
+    """An argument as the error about it shows it: its repr, bounded (an int too long to print is said so)."""
+    try:
+        return clean(repr(value), 60)
+    except ValueError:  # an int of more than 4,300 digits has no repr
+        return "a number too long to show"
 
 
 def _status_line(response: httpx.Response) -> str:
