@@ -15,7 +15,7 @@ from __future__ import annotations
 import html
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from rich import box
@@ -66,7 +66,7 @@ def _usd(msat: int | None, rate: float | None) -> str | None:
 
 def _until(when: datetime, now: datetime | None = None) -> str:
     """'in 35 min' / 'expired 2 min ago': how soon a person must act."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     secs = (when - now).total_seconds()
     span = abs(secs)
     text = f"{span:.0f} s" if span < 90 else f"{span / 60:.0f} min" if span < 5400 else f"{span / 3600:.1f} h"
@@ -98,26 +98,26 @@ def _status_html(status: str) -> str:
 
 
 # -- offers --------------------------------------------------------------------------------------------
-def _credits(o: "Offer") -> str:
+def _credits(o: Offer) -> str:
     if o.balance is not None:
         return f"{o.balance:,}" + (f" / {o.duration}" if o.duration else "")
     return o.duration or "—"
 
 
-def _offer_sat(o: "Offer", rate: float | None) -> str:
+def _offer_sat(o: Offer, rate: float | None) -> str:
     from httpay.lightning import offer_price_msat
 
     return _sat(offer_price_msat(o.amount, o.currency, rate))
 
 
-def offers_table(offers: Iterable["Offer"], title: str = "Offers", usd_per_btc: float | None = None,
+def offers_table(offers: Iterable[Offer], title: str = "Offers", usd_per_btc: float | None = None,
                  chosen: str | None = None) -> Table:
     rate = _rate(usd_per_btc)
     offers = list(offers)
     t = Table(title=plain(title, 300), title_justify="left")
     for col, kw in (("id", {"style": "cyan", "no_wrap": True}), ("title", {}), ("price", {"justify": "right"}),
                     ("≈ sat", {"justify": "right"}), ("credits", {"justify": "right"}), ("type", {}), ("methods", {})):
-        t.add_column(col, **kw)  # type: ignore[arg-type]
+        t.add_column(col, **kw)
     unknown = False
     for o in offers:
         sat = _offer_sat(o, rate)
@@ -133,7 +133,7 @@ def offers_table(offers: Iterable["Offer"], title: str = "Offers", usd_per_btc: 
     return t
 
 
-def html_offers(offers: Iterable["Offer"], title: str = "Offers", usd_per_btc: float | None = None) -> str:
+def html_offers(offers: Iterable[Offer], title: str = "Offers", usd_per_btc: float | None = None) -> str:
     rate = _rate(usd_per_btc)
     rows = "".join(
         f"<tr><td><code>{_e(o.offer_id)}</code></td><td title='{_e(o.description)}'>{_e(o.title)}</td>"
@@ -161,7 +161,7 @@ def _kv_html(title: str, rows: Sequence[tuple[str, str]]) -> str:
     return f"<table class='httpay-kv'>{_caption(title)}{body}</table>"
 
 
-def _pr_rows(pr: "PaymentRequest", usd_per_btc: float | None = None) -> list[tuple[str, str]]:
+def _pr_rows(pr: PaymentRequest, usd_per_btc: float | None = None) -> list[tuple[str, str]]:
     rows = [("offer", pr.offer_id), ("method", pr.payment_method)]
     if pr.expires_at:
         rows.append(("expires", f"{pr.expires_at:%Y-%m-%d %H:%M:%S %Z}"))
@@ -184,11 +184,11 @@ def _pr_rows(pr: "PaymentRequest", usd_per_btc: float | None = None) -> list[tup
     return rows
 
 
-def payment_request_table(pr: "PaymentRequest", usd_per_btc: float | None = None) -> Table:
+def payment_request_table(pr: PaymentRequest, usd_per_btc: float | None = None) -> Table:
     return _kv_table("Payment request", _pr_rows(pr, usd_per_btc))
 
 
-def html_payment_request(pr: "PaymentRequest", usd_per_btc: float | None = None) -> str:
+def html_payment_request(pr: PaymentRequest, usd_per_btc: float | None = None) -> str:
     return _kv_html("Payment request", _pr_rows(pr, usd_per_btc))
 
 
@@ -199,7 +199,7 @@ def _amount(msat: int | None, rate: float | None) -> str:
     return f"{_sat(msat)} sat" + (f" ≈ {usd}" if usd else "")
 
 
-def invoice_rows(inv: "Invoice", usd_per_btc: float | None = None) -> list[tuple[str, str]]:
+def invoice_rows(inv: Invoice, usd_per_btc: float | None = None) -> list[tuple[str, str]]:
     rate = _rate(usd_per_btc)
     if inv.amount_msat is None:
         amount = "none (httpay refuses amount-less invoices)"
@@ -218,29 +218,29 @@ def invoice_rows(inv: "Invoice", usd_per_btc: float | None = None) -> list[tuple
     ]
 
 
-def invoice_table(inv: "Invoice", usd_per_btc: float | None = None) -> Table:
+def invoice_table(inv: Invoice, usd_per_btc: float | None = None) -> Table:
     return _kv_table("BOLT11 invoice", invoice_rows(inv, usd_per_btc))
 
 
-def html_invoice(inv: "Invoice", usd_per_btc: float | None = None) -> str:
+def html_invoice(inv: Invoice, usd_per_btc: float | None = None) -> str:
     return _kv_html("BOLT11 invoice", invoice_rows(inv, usd_per_btc))
 
 
 # -- receipts (the ledger) --------------------------------------------------------------------------
-def _when(r: "Receipt") -> str:
-    return r.created_at.astimezone(timezone.utc).strftime("%m-%d %H:%M")
+def _when(r: Receipt) -> str:
+    return r.created_at.astimezone(UTC).strftime("%m-%d %H:%M")
 
 
-def _paid_text(r: "Receipt", rate: float | None) -> str:
+def _paid_text(r: Receipt, rate: float | None) -> str:
     usd = _usd(r.amount_msat, rate)
     return _sat(r.amount_msat) + (f" ({usd})" if usd else "")
 
 
-def _offer_text(r: "Receipt") -> str:
+def _offer_text(r: Receipt) -> str:
     return r.offer_title or r.offer_id or r.protocol
 
 
-def _offer_price(r: "Receipt") -> str:
+def _offer_price(r: Receipt) -> str:
     from httpay.protocols.l402_v02 import format_amount
 
     if r.offer_amount is None or not r.offer_currency:
@@ -252,7 +252,7 @@ class ReceiptsView:
     """The ledger as a rich table that fits the terminal: columns are dropped (hash, method,
     fee, note) when narrow or empty, never squeezed into unreadable stubs."""
 
-    def __init__(self, receipts: Iterable["Receipt"], title: str = "Ledger", usd_per_btc: float | None = None) -> None:
+    def __init__(self, receipts: Iterable[Receipt], title: str = "Ledger", usd_per_btc: float | None = None) -> None:
         self.receipts = list(receipts)
         self.title = title
         self.rate = _rate(usd_per_btc)
@@ -310,16 +310,16 @@ class ReceiptsView:
                     yield plain(f"  #{r.id}: {r.reason}", 500, style=STATUS_STYLE.get(r.status.value, ""))
 
 
-def _fee(r: "Receipt") -> str:
+def _fee(r: Receipt) -> str:
     """The fee paid; for a pending payment, the most it may cost (held in the budgets): '≤ 10'."""
     return ("≤ " if r.status.value == "pending" and r.fee_msat else "") + _sat(r.fee_msat)
 
 
-def receipts_table(receipts: Iterable["Receipt"], title: str = "Ledger", usd_per_btc: float | None = None) -> ReceiptsView:
+def receipts_table(receipts: Iterable[Receipt], title: str = "Ledger", usd_per_btc: float | None = None) -> ReceiptsView:
     return ReceiptsView(receipts, title=title, usd_per_btc=usd_per_btc)
 
 
-def html_receipts(receipts: Iterable["Receipt"], title: str = "Ledger", usd_per_btc: float | None = None) -> str:
+def html_receipts(receipts: Iterable[Receipt], title: str = "Ledger", usd_per_btc: float | None = None) -> str:
     rate = _rate(usd_per_btc)
     rs = list(receipts)
     show_note = any(r.reason for r in rs)
@@ -435,7 +435,7 @@ def _window_text(window: timedelta | None) -> str:
     return {3600: "last hour", 86400: "last 24h"}.get(int(window.total_seconds()), f"last {window}")
 
 
-def budget_lines(policy: "Policy", ledger: "Ledger", usd_per_btc: float | None = None,
+def budget_lines(policy: Policy, ledger: Ledger, usd_per_btc: float | None = None,
                  now: datetime | None = None) -> list[BudgetLine]:
     """Every limit of `policy` with what the ledger says is spent against it, right now.
 
@@ -443,7 +443,7 @@ def budget_lines(policy: "Policy", ledger: "Ledger", usd_per_btc: float | None =
     """
     from httpay.errors import ConfigError, PaymentRefused
 
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     rate = policy.usd_per_btc or usd_per_btc
     hosts = sorted({r.host for r in ledger.receipts(limit=1000)})
     try:

@@ -112,7 +112,7 @@ def http_server(account: Account, tmp_path: Path) -> Iterator[str]:
                 break
             except OSError:
                 if proc.poll() is not None:
-                    raise RuntimeError("the MCP server exited: " + (tmp_path / "mcp-server.log").read_text()[-2000:])
+                    raise RuntimeError("the MCP server exited: " + (tmp_path / "mcp-server.log").read_text()[-2000:]) from None
                 if time.monotonic() > deadline:
                     raise RuntimeError("the MCP server did not start listening within 30 s") from None
                 time.sleep(0.05)

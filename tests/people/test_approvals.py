@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC
 from pathlib import Path
 
 import httpx
@@ -195,9 +196,9 @@ def test_progress_ticks_while_waiting_and_the_spinner_shows_elapsed_time(ledger_
 
 
 def test_an_approval_reads_well() -> None:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    a = Approval(id=3, status="waiting", created_at=datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc), decided_at=None,
+    a = Approval(id=3, status="waiting", created_at=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC), decided_at=None,
                  host="stock.test", url=URL, offer_id="offer_x", offer_title="<b>1 Credit</b>", offer_price="$0.01",
                  price_msat=10_000, method="lightning", usd_per_btc=100_000, decided_by=None, reason=None)
     assert str(a) == "approval #3 waiting: pay offer_x '<b>1 Credit</b>' ($0.01 ≈ 10 sat ($0.01)) by lightning for stock.test"

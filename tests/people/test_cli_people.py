@@ -13,7 +13,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -101,7 +101,7 @@ def test_offers_shows_the_table_and_json_and_pays_nothing(demo: RunningServer, a
     assert j.returncode == 0, j.stderr
     data = json.loads(j.stdout)
     assert data["status"] == 402 and data["payment_required"] and data["version"] == "0.2.2"
-    assert [(o["offer_id"], o["price_msat"]) for o in data["offers"]][0] == ("offer_c668e0c0", 10_000)
+    assert next((o["offer_id"], o["price_msat"]) for o in data["offers"]) == ("offer_c668e0c0", 10_000)
     assert account["Authorization"].split()[1] not in p.stdout + j.stdout  # the context token is a bearer
     assert wallet_env["HTTPAY_DEMO_KEY"] not in j.stdout + j.stderr
     assert credits(demo, account) == 0
@@ -153,7 +153,7 @@ def test_wallet_balance_reads_the_wallet_from_the_environment(wallet_env: dict[s
 def history(tmp_path: Path) -> str:
     """A ledger with payments at known times: two days ago (settled), an hour ago (failed), now (settled, pending)."""
     path = str(tmp_path / "history.sqlite3")
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     with SQLiteLedger(path) as lg:
         def pay(host: str, msat: int, when: datetime, h: str) -> int:
             return lg.reserve(Intent(host=host, url=f"http://{host}/x", protocol="l402-v0.2", method="lightning",
@@ -175,7 +175,7 @@ def test_ledger_filters_by_time_and_host_with_totals(history: str, cli: Callable
     assert [p["id"] for p in today["payments"]] == [4, 3, 2] and today["spent_msat"] == 30_000
     recent_a = json.loads(cli("ledger", "--ledger", history, "--since", "30m", "--host", "a.example", "--json").stdout)
     assert [p["id"] for p in recent_a["payments"]] == [3] and recent_a["totals"]["settled_msat"] == 10_000
-    iso = (datetime.now(timezone.utc) - timedelta(hours=3)).strftime("%Y-%m-%dT%H:%M")
+    iso = (datetime.now(UTC) - timedelta(hours=3)).strftime("%Y-%m-%dT%H:%M")
     assert len(json.loads(cli("ledger", "--ledger", history, "--since", iso, "--json").stdout)["payments"]) == 3
     text = httpay_cmd("ledger", "--ledger", history, "--since", "1d")
     assert text.returncode == 0

@@ -5,7 +5,7 @@ obeyed), on one line, without terminal escapes, and bounded; our own hints keep 
 from __future__ import annotations
 
 import io
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -101,7 +101,7 @@ def test_invoice_payment_request_receipt_approval_budget_views(name: str, tmp_pa
         out = text(display.receipts_table(rows), width=width)
         assert "\x1b[2J" not in out and "\x07" not in out and len(out) < 20_000
     assert_harmless(text(display.receipts_table(rows)), name)
-    a = Approval(id=1, status="waiting", created_at=datetime.now(timezone.utc), decided_at=None, host=t,
+    a = Approval(id=1, status="waiting", created_at=datetime.now(UTC), decided_at=None, host=t,
                  url="https://svc.example/x", offer_id=t, offer_title=t, offer_price=t, price_msat=10_000,
                  method="lightning", usd_per_btc=None, decided_by=t, reason=t)
     assert_harmless(text(display.approvals_table([a])), name)

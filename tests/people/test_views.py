@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -94,7 +94,7 @@ def _pr(expires: datetime, **payment_request: Any) -> httpay.PaymentRequest:
 
 def test_payment_request_shows_amount_expiry_and_method(rate: float) -> None:
     bolt11, _ = make_invoice(10_000)
-    soon = datetime.now(timezone.utc) + timedelta(minutes=35, seconds=20)
+    soon = datetime.now(UTC) + timedelta(minutes=35, seconds=20)
     pr = _pr(soon, lightning_invoice=bolt11)
     out = text(pr)
     assert "Payment request" in out and "offer_c668e0c0" in out and "lightning" in out
@@ -103,7 +103,7 @@ def test_payment_request_shows_amount_expiry_and_method(rate: float) -> None:
     html = pr._repr_html_()
     assert "payable for 35 min" in html and "10 sat ≈ $0.01" in html
 
-    card = _pr(datetime.now(timezone.utc) - timedelta(minutes=3), checkout_url="http://127.0.0.1:1/checkout/abc?a=1&b=<2>")
+    card = _pr(datetime.now(UTC) - timedelta(minutes=3), checkout_url="http://127.0.0.1:1/checkout/abc?a=1&b=<2>")
     out = text(card)
     assert "credit_card" in out and "expired 3 min ago" in out and "http://127.0.0.1:1/checkout/abc" in out
     assert "b=&lt;2&gt;" in card._repr_html_()
