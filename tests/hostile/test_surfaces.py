@@ -17,7 +17,7 @@ import os
 import socket
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -35,6 +35,7 @@ from httpay.agent.schemas import dispatch
 from httpay.cli import main
 from httpay.config import policy_from_toml
 from httpay.ledger import Intent, SQLiteLedger
+from tests.hostile.conftest import Ran
 from tests.hostile.harness import CountingWallet, HostileService, run
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -203,31 +204,6 @@ def test_a_request_price_cap_refuses_bad_numbers(kwargs: dict[str, float], named
 
 
 # -- the CLI, in this process, paying with the counting wallet ----------------------------------------------
-@dataclass
-class Ran:
-    code: int
-    out: str
-    err: str
-
-
-@pytest.fixture
-def cli(monkeypatch: pytest.MonkeyPatch, wallet: CountingWallet) -> Iterator[Callable[..., Ran]]:
-    """`httpay ...` run by main(), its wallet (when `paying`) the counting wallet."""
-    def go(*args: str, paying: bool = True, env: dict[str, str] | None = None) -> Ran:
-        with monkeypatch.context() as m:
-            for k in [k for k in os.environ if k.startswith(("HTTPAY_", "LNBITS_", "LND_"))]:
-                m.delenv(k)
-            for k, v in {"COLUMNS": "200", "NO_COLOR": "1", **(env or {})}.items():
-                m.setenv(k, v)
-            m.setattr("httpay.cli._wallet_or_none", lambda: wallet if paying else None)
-            out, err = io.StringIO(), io.StringIO()
-            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-                try:
-                    code = main(list(args))
-                except SystemExit as exc:  # argparse's usage errors
-                    code = int(exc.code or 0)
-        return Ran(code, out.getvalue(), err.getvalue())
-    yield go
 
 
 @dataclass(frozen=True)

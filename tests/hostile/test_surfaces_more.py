@@ -12,7 +12,6 @@ type and text.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import os
@@ -20,7 +19,7 @@ import re
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,11 +32,11 @@ from starlette.responses import JSONResponse, Response
 import httpay
 from httpay import display
 from httpay.approvals import Approval, ApprovalQueue, Choice
-from httpay.cli import main
 from httpay.errors import PaymentRefused
 from httpay.ledger import SQLiteLedger, Status
 from httpay.pipeline import MAX_PRICE_EXTENSION
 from tests.helpers import NOTEBOOK_OFFERS
+from tests.hostile.conftest import Ran
 from tests.hostile.harness import CountingWallet, HostileService, _hang, release, run
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -143,31 +142,6 @@ def test_a_person_approves_another_offer_with_the_cli(case: Pick, svc: HostileSe
 
 
 # -- the same, with the paying side the CLI too (`httpay get --ask`) ------------------------------------------
-@dataclass
-class Ran:
-    code: int
-    out: str
-    err: str
-
-
-@pytest.fixture
-def cli(monkeypatch: pytest.MonkeyPatch, wallet: CountingWallet) -> Iterator[Callable[..., Ran]]:
-    """`httpay ...` run by main() in this process, paying with the counting wallet."""
-    def go(*args: str, env: dict[str, str] | None = None) -> Ran:
-        with monkeypatch.context() as m:
-            for k in [k for k in os.environ if k.startswith(("HTTPAY_", "LNBITS_", "LND_"))]:
-                m.delenv(k)
-            for k, v in {"COLUMNS": "200", "NO_COLOR": "1", **(env or {})}.items():
-                m.setenv(k, v)
-            m.setattr("httpay.cli._wallet_or_none", lambda: wallet)
-            out, err = io.StringIO(), io.StringIO()
-            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-                try:
-                    code = main(list(args))
-                except SystemExit as exc:  # argparse's usage errors
-                    code = int(exc.code or 0)
-        return Ran(code, out.getvalue(), err.getvalue())
-    yield go
 
 
 @pytest.mark.parametrize("case", PICKS, ids=lambda c: c.name)
