@@ -136,7 +136,7 @@ def paid_request_split(n: int) -> list[Line]:
         ("paid request: invoice check (decoded) p50", ms(check_t), "part of < 1 ms"),
         ("paid request: ledger reserve + settle (SQLite, fsync) p50", ms(ledger_t), "part of < 1 ms"),
         ("paid request: client-side steps but decode, together", ms(core), "< 1 ms"),
-        ("paid request: BOLT11 decode (bolt11 package) p50", ms(decode_t), "reported alone (~1.7 ms here)"),
+        ("paid request: BOLT11 decode (httpay.bolt11_reader) p50", ms(decode_t), "reported alone (bolt11 package: ~1.7 ms here)"),
         ("paid request: wallet pay, demo network over loopback p50", ms(wallet_t), "network, reported"),
         ("paid request: retry GET over loopback p50", ms(retry_t), "network, reported"),
     ]
