@@ -28,9 +28,9 @@ sys.path.insert(0, str(ROOT))
 import httpay
 from httpay.demo.runner import serve_in_thread
 from httpay.demo.server import create_app
+from httpay.dialects.l402_v02 import challenge_key
 from httpay.ledger import Intent, SQLiteLedger
 from httpay.lightning import check_invoice, decode_invoice
-from httpay.pipeline import challenge_key
 from httpay.protocols import l402_v02
 
 Line = tuple[str, str, str]

@@ -131,3 +131,14 @@ class FakeWallet(Wallet):
 
     def close(self) -> None:
         pass
+
+
+def quote_of(offers: Any, url: str, host: str, *, usd_per_btc: float | None = None, price_msat: int = 10_000,
+             method: str = "lightning") -> Any:
+    """A quote for the first of `offers` (L402 v0.2 `PaymentOffers`), as the flow hands one to an approver."""
+    from httpay.core.model import Quote
+    from httpay.dialects.l402_v02 import to_challenge
+
+    challenge = to_challenge(offers, url)
+    return Quote(challenge=challenge, offer=challenge.offers[0], method=method, price_msat=price_msat, url=url,
+                 host=host, usd_per_btc=usd_per_btc)

@@ -11,6 +11,11 @@ from __future__ import annotations
 from typing import Any
 
 from httpay.client import AsyncClient, Client
+from httpay.core.dialect import Dialect, read_challenge
+from httpay.core.events import Event
+from httpay.core.flow import receipt_of
+from httpay.core.model import Challenge, Money, Quote
+from httpay.core.transport import AsyncPaymentTransport, PaymentTransport
 from httpay.errors import (
     AlreadyPaid,
     ChallengeError,
@@ -21,19 +26,22 @@ from httpay.errors import (
     LedgerError,
     PaidRequestFailed,
     PaymentDeadlineExceeded,
+    PaymentNotHonored,
+    PaymentOutcomeUnknown,
     PaymentRefused,
+    PaymentRejected,
     PaymentRequestError,
+    PaymentSentUnanswered,
     PaymentTimeout,
     WalletError,
 )
-from httpay.events import Event
 from httpay.ledger import Ledger, Receipt, open_ledger
 from httpay.lightning import Invoice, check_invoice, decode_invoice
-from httpay.pipeline import PaymentNotHonored, PaymentOutcomeUnknown, receipt_of
-from httpay.policy import Decision, Policy
+from httpay.policy import Policy
 from httpay.protocols.l402_v02 import Offer, PaymentOffers, PaymentRequest, parse
-from httpay.transport import AsyncPaymentTransport, PaymentTransport
 from httpay.wallets.base import Payment, Wallet
+
+Decision = Quote  # the name an approver's argument had before quotes: the same object
 
 __version__ = "0.1.0"
 
@@ -42,11 +50,13 @@ __all__ = [
     "ApprovalQueue",
     "AsyncClient",
     "AsyncPaymentTransport",
+    "Challenge",
     "ChallengeError",
     "Client",
     "ConfigError",
     "Decision",
     "DemoWallet",
+    "Dialect",
     "Event",
     "EvmSigner",
     "FewsatsWallet",
@@ -59,6 +69,7 @@ __all__ = [
     "Ledger",
     "LedgerError",
     "LightsparkWallet",
+    "Money",
     "Offer",
     "PaidRequestFailed",
     "Payment",
@@ -70,9 +81,11 @@ __all__ = [
     "PaymentRejected",
     "PaymentRequest",
     "PaymentRequestError",
+    "PaymentSentUnanswered",
     "PaymentTimeout",
     "PaymentTransport",
     "Policy",
+    "Quote",
     "Receipt",
     "Wallet",
     "WalletError",
@@ -80,6 +93,7 @@ __all__ = [
     "decode_invoice",
     "open_ledger",
     "parse",
+    "read_challenge",
     "receipt_of",
     "wallet_from_env",
 ]
@@ -94,7 +108,6 @@ _LAZY = {
     "FewsatsWallet": "httpay.wallets.fewsats",
     "wallet_from_env": "httpay.config",
     "EvmSigner": "httpay.signers",
-    "PaymentRejected": "httpay.x402_pay",
     "ApprovalQueue": "httpay.approvals",
 }
 

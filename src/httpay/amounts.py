@@ -70,3 +70,9 @@ def rate_ok(rate: object) -> TypeGuard[float]:
     """True for a usable BTC/USD rate: a finite positive number (not a bool, not NaN, not inf)."""
     return (isinstance(rate, int | float) and not isinstance(rate, bool) and 0 < rate < 10**15
             and math.isfinite(rate))  # the range first: math.isfinite of a huge int overflows
+
+
+def fmt_msat(msat: int, usd_per_btc: float | None = None) -> str:
+    """'10 sat ($0.01)': how amounts are shown to people and to LLMs (exact at any size)."""
+    sat = sat_text(msat) + " sat"
+    return f"{sat} ({usd_text(msat, usd_per_btc)})" if rate_ok(usd_per_btc) else sat

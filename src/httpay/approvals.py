@@ -25,10 +25,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Self
 
+from httpay.core.model import Offer
+from httpay.core.model import Quote as Decision
 from httpay.errors import ConfigError, HttpayError, LedgerError
 from httpay.ledger.sqlite import connect
-from httpay.policy import Decision, fmt_msat
-from httpay.protocols.l402_v02 import Offer
+from httpay.policy import fmt_msat
 from httpay.safe import get_logger, markup
 
 log = get_logger("httpay.approvals")
@@ -77,7 +78,7 @@ class Choice:
 
 def _choices(decision: Decision) -> list[Choice]:
     fitting = {decision.offer.offer_id} | {o.offer_id for o in decision.alternatives}
-    return [Choice(o.offer_id, o.title, o.price, o.offer_id in fitting) for o in decision.offers.offers]
+    return [Choice(o.offer_id, o.title, str(o.price), o.offer_id in fitting) for o in decision.offers]
 
 
 def _read_choices(raw: str | None) -> tuple[Choice, ...]:
@@ -250,7 +251,7 @@ class ApprovalQueue:
             "INSERT INTO approvals (status, created_at, host, url, offer_id, offer_title, offer_price, price_msat, "
             f"method, usd_per_btc, choices) VALUES ('waiting', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {', '.join(_COLUMNS)}",
             (time.time(), decision.host, decision.url, decision.offer.offer_id, decision.offer.title,
-             decision.offer.price, decision.price_msat, decision.method, decision.usd_per_btc,
+             str(decision.offer.price), decision.price_msat, decision.method, decision.usd_per_btc,
              json.dumps([c.to_dict() for c in _choices(decision)])),
         )
         return self._row(rows[0])
@@ -318,7 +319,7 @@ class ApprovalQueue:
             log.warning("approval #%d denied%s%s", a.id, f" by {a.decided_by}" if a.decided_by else "",
                         f" ({a.reason})" if a.reason else "")
         if a.status == APPROVED and a.chosen_offer_id and a.chosen_offer_id != decision.offer.offer_id:
-            return next((o for o in decision.offers.offers if o.offer_id == a.chosen_offer_id), False)
+            return next((o for o in decision.offers if o.offer_id == a.chosen_offer_id), False)
         return a.status == APPROVED
 
     def _wait(self, decision: Decision) -> Generator[float, None, bool | Offer]:

@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 from rich.console import Console
 
+from httpay.core.rates import resolve_rate
 from httpay.errors import ConfigError, HttpayError, PaymentRefused
 from httpay.policy import MAX_POLICY_NUMBER
 from httpay.safe import MAX_LINE, clean, plain
@@ -198,10 +199,11 @@ def failure(exc: BaseException, knobs: dict[str, str] | None = None, *, paying: 
     from httpay.errors import (
         InvoiceError,
         PaymentDeadlineExceeded,
+        PaymentNotHonored,
+        PaymentOutcomeUnknown,
         PaymentRequestError,
         WalletError,
     )
-    from httpay.pipeline import PaymentNotHonored, PaymentOutcomeUnknown
 
     if isinstance(exc, UsageError):
         return EXIT_USAGE, str(exc)
@@ -374,7 +376,7 @@ def _get(args: argparse.Namespace, console: Console) -> int:
 def _known_rate(c: Any) -> float | None:
     """The client's BTC/USD rate for a view, or None when it cannot tell (a view never fails on it)."""
     try:
-        rate = c.payer.rate()
+        rate = resolve_rate(c.payer.policy, c.payer.wallet)
     except (HttpayError, httpx.HTTPError):
         return None
     return float(rate) if rate else None
@@ -393,18 +395,19 @@ def _body_out(r: httpx.Response) -> int:
 
 def _get_without_wallet(args: argparse.Namespace, console: Console) -> int:
     """No wallet configured: fetch the URL as plain HTTP; a 402 is shown, never paid."""
-    from httpay.challenge import read_challenge
+    from httpay.core.dialect import read_challenge
 
     with httpx.Client(timeout=30) as plain:
         r = plain.get(args.url, headers=_headers(args.header))
     if r.status_code != 402:
         return _body_out(r)
-    challenge = read_challenge(args.url, r.status_code, r.headers, r.content)
-    if challenge is None:
+    found = read_challenge(r.status_code, r.headers, r.content, url=args.url)
+    if not found:
         return _body_out(r)
     from httpay.display import offers_table
 
-    Console(stderr=True).print(offers_table(challenge.offers, title=f"{args.url} asks for payment ({challenge.protocol})"))
+    challenge = found[0]
+    Console(stderr=True).print(offers_table(challenge.offers, title=f"{args.url} asks for payment ({challenge.dialect})"))
     raise PaymentRefused(
         f"refused: {args.url} asks for payment and no wallet is configured; set HTTPAY_WALLET (demo, lnbits, lnd, "
         "lightspark, fewsats) and its variables to pay it", rule="no_wallet", offers=challenge.offers,
@@ -636,7 +639,7 @@ def _max_price(c: Any, args: argparse.Namespace) -> dict[str, Any]:
         return c.max_price(sat=args.max_price_sat)  # type: ignore[no-any-return]
     if args.max_price_usd is None:
         return {}
-    if not c.payer.rate():
+    if not resolve_rate(c.payer.policy, c.payer.wallet):
         raise ConfigError("--max-price is in USD and no BTC/USD rate is known: pass --usd-per-btc, set usd_per_btc "
                           "in the policy file, or use --max-price-sat")
     return c.max_price(args.max_price_usd)  # type: ignore[no-any-return]
@@ -646,8 +649,8 @@ def _look(url: str, headers: dict[str, str], wallet: Any) -> tuple[httpx.Respons
     """GET `url` and read its 402 in every dialect the client pays (L402 v0.2, classic L402/LSAT,
     x402), paying nothing (the transport honours httpay_dry_run). Returns (response, challenge or None)."""
     import httpay
-    from httpay.challenge import read_challenge
-    from httpay.pipeline import DRY_RUN_EXTENSION
+    from httpay.core.dialect import read_challenge
+    from httpay.core.flow import DRY_RUN_EXTENSION
 
     if wallet is not None:
         with httpay.Client(wallet=wallet, ledger=":memory:", timeout=30, reconcile_grace_s=None) as c:
@@ -655,7 +658,8 @@ def _look(url: str, headers: dict[str, str], wallet: Any) -> tuple[httpx.Respons
     else:
         with httpx.Client(timeout=30) as plain:
             r = plain.get(url, headers=headers)
-    return r, read_challenge(url, r.status_code, r.headers, r.content)
+    found = read_challenge(r.status_code, r.headers, r.content, url=url)
+    return r, (found[0] if found else None)
 
 
 def _served(args: argparse.Namespace, r: httpx.Response, console: Console) -> int:
@@ -684,9 +688,7 @@ def _note(line: str) -> None:
 
 
 def _offer_dicts(offers: Any, rate: float | None) -> list[dict[str, Any]]:
-    from httpay.lightning import offer_price_msat
-
-    return [o.to_dict() | {"price": o.price, "price_msat": offer_price_msat(o.amount, o.currency, rate)} for o in offers]
+    return [o.to_dict() | {"price": str(o.price), "price_msat": o.price.in_msat(rate)} for o in offers]
 
 
 def _offers(args: argparse.Namespace, console: Console) -> int:
@@ -709,16 +711,18 @@ def _offers(args: argparse.Namespace, console: Console) -> int:
             _note("HTTP 402, in a form httpay cannot read (not L402 v0.2, classic L402/LSAT or x402); nothing was paid")
         return EXIT_HTTP
     offers = challenge.offers
+    pr_url = getattr(challenge.raw, "payment_request_url", None) or None
+    terms_url = getattr(challenge.raw, "terms_url", None)
     if args.json:
         print(json.dumps({"url": args.url, "status": r.status_code, "payment_required": True,
-                          "protocol": challenge.protocol, "version": offers.version,
-                          "payment_request_url": offers.payment_request_url or None, "terms_url": offers.terms_url,
+                          "protocol": challenge.dialect, "version": challenge.version,
+                          "payment_request_url": pr_url, "terms_url": terms_url,
                           "usd_per_btc": rate, "offers": _offer_dicts(offers, rate)}, indent=2))
         return 0
     console.print(offers_table(offers, title=f"{args.url} asks for payment ({_dialect(challenge)})", usd_per_btc=rate))
-    if offers.payment_request_url:
-        console.print(plain(f"payment requests go to {clean(offers.payment_request_url)}"
-                            + (f"; terms: {clean(offers.terms_url)}" if offers.terms_url else ""), MAX_LINE))
+    if pr_url:
+        console.print(plain(f"payment requests go to {clean(pr_url)}"
+                            + (f"; terms: {clean(terms_url)}" if terms_url else ""), MAX_LINE))
     console.print("Nothing was paid: `httpay get URL --dry-run` shows what your policy would pay.")
     return 0
 
@@ -727,20 +731,27 @@ def _dialect(challenge: Any) -> str:
     """The dialect of a challenge in words: 'L402 v0.2.2', 'classic L402', 'x402 v2'."""
     from httpay.protocols import l402_classic, l402_v02
 
-    if challenge.protocol == l402_v02.PROTOCOL:
-        return f"L402 v{challenge.offers.version}"
-    if challenge.protocol == l402_classic.PROTOCOL:
+    if challenge.dialect == l402_v02.PROTOCOL:
+        return f"L402 v{clean(challenge.version, 12)}"
+    if challenge.dialect == l402_classic.PROTOCOL:
         return "classic L402: macaroon + invoice"
-    return f"{challenge.protocol} v{challenge.offers.version}"
+    return f"{challenge.dialect} v{clean(challenge.version, 12)}"
+
+
+def _cli_cannot_pay(offer: Any) -> tuple[str, str] | None:
+    """What the httpay command can pay: Lightning, with the wallet it is configured with."""
+    if offer.rail == "lightning":
+        return None
+    return "no_signer", "the httpay command has no x402 signer (pay it from Python with Client(x402_signer=...))"
 
 
 def _dry_run(args: argparse.Namespace, policy: Any, console: Console) -> int:
     """Show what `get` would pay, from the policy and the ledger alone; the wallet is never called."""
+    from httpay.core.payer import Payer
+    from httpay.core.preview import preview
     from httpay.display import offers_table
     from httpay.errors import PaymentRefused
     from httpay.ledger import open_ledger
-    from httpay.ledger.base import limit_since, now_utc, over_limit
-    from httpay.pipeline import Payer, decide, fee_cap_msat, host_of
     from httpay.policy import fmt_msat, usd_to_msat
 
     wallet = _wallet_or_none()
@@ -767,32 +778,24 @@ def _dry_run(args: argparse.Namespace, policy: Any, console: Console) -> int:
             raise ConfigError("--max-price in USD needs a BTC/USD rate: pass --usd-per-btc or configure a wallet")
         usd_cap = usd_to_msat(args.max_price_usd, rate)
         cap = usd_cap if cap is None else min(cap, usd_cap)
-    host = host_of(args.url)
     result: dict[str, Any] = {"url": args.url, "status": r.status_code, "payment_required": True, "dry_run": True,
-                              "protocol": challenge.protocol}
+                              "protocol": challenge.dialect}
     try:
         where = _existing_ledger(args.ledger)
     except ConfigError:
         where = ":memory:"  # no ledger yet: nothing spent, and a dry run creates none
     with open_ledger(where) as lg:
         try:
-            if challenge.x402 is not None:
-                raise PaymentRefused("refused: this is an x402 payment and the httpay command has no x402 signer "
-                                     "(pay it from Python with Client(x402_signer=...))", rule="x402", offers=offers)
-            # the pipeline's one decision, on the policy and the ledger alone (no wallet is asked)
-            d = decide(Payer(wallet=None, policy=policy, ledger=lg), challenge, url=args.url, host=host, rate=rate,
-                       max_price_msat=cap)
-            if d.price_msat is not None:  # the very check the ledger makes when reserving
-                limits = policy.limits(host, rate, offers)
-                now = now_utc()
-                over_limit(limits, {lim: lg.spent_msat(host=lim.host, since=limit_since(lim, now)) for lim in limits},
-                           d.price_msat, rate, fee_cap_msat(policy, d.price_msat))  # the fee is held too
+            # the flow's one quote, on the policy and the ledger alone (no wallet is asked), with the
+            # very check the ledger makes when reserving (the fee cap held too)
+            d = preview(Payer(wallet=None, policy=policy, ledger=lg), challenge, url=args.url, usd_per_btc=rate,
+                        max_price_msat=cap, with_budgets=True, cannot_pay=_cli_cannot_pay)
         except PaymentRefused as exc:
             result |= {"would_pay": False, "rule": exc.rule, "reason": exc.render(_knobs(args))}
             d = None
     if d is not None:
         result |= {"would_pay": True, "offer_id": d.offer.offer_id, "title": d.offer.title, "method": d.method,
-                   "price_msat": d.price_msat, "price": d.offer.price, "ask_a_person": bool(args.ask)}
+                   "price_msat": d.price_msat, "price": str(d.offer.price), "ask_a_person": bool(args.ask)}
     if args.json:
         print(json.dumps(result | {"offers": _offer_dicts(offers, rate)}, indent=2))
     else:

@@ -13,20 +13,23 @@ from typing import Any
 
 import httpx
 
-from httpay.challenge import TOKEN_SCOPES
-from httpay.errors import ConfigError
-from httpay.events import EventHook
-from httpay.ledger import Ledger, open_ledger
-from httpay.pipeline import DEFAULT_PAYMENT_DEADLINE_S, MAX_PRICE_EXTENSION, Payer
-from httpay.policy import Policy, usd_to_msat
-from httpay.reconcile import DEFAULT_GRACE_S, reconcile
-from httpay.safe import get_logger
-from httpay.transport import (
+import httpay.dialects  # noqa: F401 - registers the built-in dialects
+from httpay.core.deadline import DEFAULT_PAYMENT_DEADLINE_S
+from httpay.core.events import EventHook
+from httpay.core.flow import MAX_PRICE_EXTENSION, TOKEN_SCOPES
+from httpay.core.payer import Payer
+from httpay.core.rates import resolve_rate
+from httpay.core.transport import (
     AsyncPaymentTransport,
     PaymentTransport,
     _AsyncFlights,
     _SyncFlights,
 )
+from httpay.errors import ConfigError
+from httpay.ledger import Ledger, open_ledger
+from httpay.policy import Policy, usd_to_msat
+from httpay.reconcile import DEFAULT_GRACE_S, reconcile
+from httpay.safe import get_logger
 from httpay.wallets.base import Wallet
 
 log = get_logger("httpay")
@@ -50,7 +53,7 @@ def _payer(wallet: Wallet | None, policy: Policy | None, ledger: Ledger | str | 
         raise ConfigError(f"payment_deadline= must be a positive number of seconds (or None for no deadline), "
                           f"got {payment_deadline!r}")
     payer = Payer(wallet=wallet, policy=policy or Policy(), ledger=open_ledger(ledger), on_event=on_event,
-                  token_scope=token_scope, x402_signer=x402_signer,
+                  token_scope=token_scope, signer=x402_signer,
                   payment_deadline=None if payment_deadline is None else float(payment_deadline))
     if reconcile_grace_s is not None and wallet is not None:
         # A payment left pending by a crash is settled or released before anything new is paid.
@@ -86,7 +89,7 @@ class _PayingMixin:
             return {MAX_PRICE_EXTENSION: int(sat * 1000)}
         if usd is None:
             return {}
-        rate = self.payer.rate()
+        rate = resolve_rate(self.payer.policy, self.payer.wallet)
         if not rate:
             raise ConfigError("a USD price cap needs a BTC/USD rate: set Policy(usd_per_btc=...)")
         return {MAX_PRICE_EXTENSION: usd_to_msat(usd, rate)}
@@ -169,7 +172,7 @@ class Client(_PayingMixin, httpx.Client):
 
 
 class AsyncClient(_PayingMixin, httpx.AsyncClient):
-    """The async twin of `Client`, running the very same pipeline."""
+    """The async twin of `Client`, running the very same flow."""
 
     def __init__(self, *, wallet: Wallet | None = None, policy: Policy | None = None,
                  ledger: Ledger | str | os.PathLike[str] | None = None, on_event: EventHook | None = None,

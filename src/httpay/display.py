@@ -123,7 +123,7 @@ def offers_table(offers: Iterable[Offer], title: str = "Offers", usd_per_btc: fl
         sat = _offer_sat(o, rate)
         unknown = unknown or sat == "—"
         mark = " ✔" if chosen == o.offer_id else ""
-        t.add_row(*_row(clean(o.offer_id, 80) + mark, o.title, o.price, sat, _credits(o), o.type,
+        t.add_row(*_row(clean(o.offer_id, 80) + mark, o.title, str(o.price), sat, _credits(o), o.type,
                         ", ".join(o.payment_methods)), style="bold green" if chosen == o.offer_id else None)
     if unknown:
         t.caption = "≈ sat needs a BTC/USD rate (usd_per_btc)"

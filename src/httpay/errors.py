@@ -143,3 +143,41 @@ def redact(secret: str | None, keep: int = 4) -> str:
     if len(secret) <= keep * 2:
         return "***"
     return f"{secret[:keep]}…{secret[-keep:]}" if keep else "***"
+
+
+# -- after money may have left: each carries the ledger `receipt` (a httpay.Receipt) ------------------
+class PaymentNotHonored(HttpayError):
+    """The payment went out (see `receipt`) but the service still answers 402."""
+
+    def __init__(self, message: str, *, receipt: Any, response: Any) -> None:
+        super().__init__(message)
+        self.receipt = receipt
+        self.response = response
+
+
+class PaymentOutcomeUnknown(HttpayError):
+    """The wallet may have paid; the ledger keeps the payment pending until it is reconciled."""
+
+    def __init__(self, message: str, *, receipt: Any) -> None:
+        super().__init__(message)
+        self.receipt = receipt
+
+
+class PaymentSentUnanswered(PaidRequestFailed, PaymentOutcomeUnknown):
+    """A signed payment went out with the request and the service did not say whether it settled it
+    (no answer, or a 5xx without a receipt): the ledger row stays pending and `receipt` is kept."""
+
+    def __init__(self, message: str, *, receipt: Any, response: Any = None) -> None:
+        HttpayError.__init__(self, message)
+        self.receipt = receipt
+        self.response = response
+
+
+class PaymentRejected(HttpayError):
+    """The service refused the signed payment it was sent (it answered 402 again): nothing was
+    settled. `receipt` is the ledger row, now failed; `response` is the service's answer."""
+
+    def __init__(self, message: str, *, receipt: Any, response: Any) -> None:
+        super().__init__(message)
+        self.receipt = receipt
+        self.response = response

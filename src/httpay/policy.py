@@ -1,14 +1,12 @@
 """The rules a person sets: how much may be paid, for what, and how an offer is chosen.
 
-`Policy.decide` is a pure function of the offers, what was already spent and a rate: it
-returns a `Decision` or raises `PaymentRefused` naming the rule, the numbers, and what a
-person could change. The ledger re-checks budgets inside its own transaction, so two agents
-racing cannot both squeeze under a limit.
+A `Policy` holds the settings and turns them into limits (`limits`, `per_payment_cap`) and host
+checks; `httpay.core.quote.quote` applies them to a challenge, and the ledger enforces the
+budgets inside its own transaction, so two agents racing cannot both squeeze under a limit.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 import math
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -20,19 +18,15 @@ from typing import Any, Literal
 from httpay.amounts import (
     MAX_MSAT,
     MSAT_PER_BTC,
+    fmt_msat,
     rate_ok,
-    sat_text,
-    usd_text,
     usd_value,
 )
 from httpay.errors import ConfigError, PaymentRefused
-from httpay.lightning import offer_price_msat
-from httpay.protocols.l402_v02 import Offer, PaymentOffers
-from httpay.safe import clean
 
 Strategy = Literal["cheapest", "cheapest_per_credit", "covers_calls", "largest"]
-Approval = bool | Offer | None
-Approver = Callable[["Decision"], Approval | Awaitable[Approval]]
+Approval = Any  # an approver's answer: True, False/None, or the offer (or its id) a person picked instead
+Approver = Callable[[Any], Approval | Awaitable[Approval]]  # called with the `httpay.Quote` to approve
 MAX_POLICY_NUMBER = 10**15  # no limit, rate or fee a person sets is larger (10^15 sat is more than all bitcoin)
 
 
@@ -51,12 +45,6 @@ def msat_to_usd(msat: int, usd_per_btc: float | None) -> float | None:
     if not rate_ok(usd_per_btc) or abs(msat) > MAX_MSAT:
         return None
     return float(usd_value(msat, usd_per_btc))
-
-
-def fmt_msat(msat: int, usd_per_btc: float | None = None) -> str:
-    """'10 sat ($0.01)': how amounts are shown to people and to LLMs (exact at any size)."""
-    sat = sat_text(msat) + " sat"
-    return f"{sat} ({usd_text(msat, usd_per_btc)})" if rate_ok(usd_per_btc) else sat
 
 
 # The limits a policy has when a person set nothing for that dimension (Policy.unlimited() has none).
@@ -86,29 +74,6 @@ class Limit:
     def describe(self, usd_per_btc: float | None) -> str:
         scope = f" for {self.host}" if self.host else ""
         return f"{'default ' if self.default else ''}{self.name}{scope} of {fmt_msat(self.limit_msat, usd_per_btc)}"
-
-
-@dataclass(frozen=True)
-class Decision:
-    """What the policy would pay: one offer, by one method, at a price in msat."""
-
-    offers: PaymentOffers
-    offer: Offer
-    method: str
-    price_msat: int | None
-    url: str
-    host: str
-    usd_per_btc: float | None
-    alternatives: tuple[Offer, ...] = ()
-    # The inputs the decision was made with, so an approver's other choice is re-decided on the same ones.
-    spent_msat: int = 0
-    methods: tuple[str, ...] | None = None
-    max_price_msat: int | None = None
-
-    def __str__(self) -> str:
-        price = fmt_msat(self.price_msat, self.usd_per_btc) if self.price_msat is not None else self.offer.price
-        return (f"pay {clean(self.offer.offer_id, 80)} '{clean(self.offer.title)}' ({self.offer.price} ≈ {price}) "
-                f"by {clean(self.method, 80)} for {clean(self.url)}")
 
 
 @dataclass
@@ -315,96 +280,6 @@ class Policy:
                 rule="allowed_hosts", offers=offers, knob="allowed_hosts", advice="add it to {knob} to pay it",
             )
 
-    # -- the decision ------------------------------------------------------------------------------
-    def decide(
-        self,
-        offers: PaymentOffers,
-        *,
-        url: str,
-        host: str,
-        usd_per_btc: float | None = None,
-        spent_msat: int = 0,
-        methods: Sequence[str] | None = None,
-        max_price_msat: int | None = None,
-    ) -> Decision:
-        """Choose the offer to pay, or raise PaymentRefused saying which rule stopped it.
-
-        `methods` narrows to what the wallet can pay; `spent_msat` is the total already spent
-        (a first, cheap check; the ledger re-checks in its transaction).
-        """
-        rate = self.usd_per_btc or (usd_per_btc if rate_ok(usd_per_btc) else None)  # inf/NaN: no rate
-        self.check_host(host, offers)
-        usable = [m for m in self.methods if methods is None or m in methods]
-        if not usable:
-            raise PaymentRefused(
-                f"refused: the policy allows {', '.join(self.methods) or 'no method'}, the wallet pays with "
-                f"{', '.join(methods or ())}; nothing in common",
-                rule="methods", offers=offers,
-            )
-        candidates = [(o, m) for o in offers.offers for m in usable if o.supports(m)]
-        if not candidates:
-            raise PaymentRefused(
-                f"refused: no offer can be paid with {', '.join(usable)}; the service takes "
-                f"{clean(', '.join(offers.payment_methods)) or 'nothing'}",
-                rule="methods", offers=offers, knob="methods", advice="allow another method in {knob}",
-            )
-        policy_cap = self.per_payment_cap(rate, offers)
-        cap, cap_knob, cap_default = policy_cap or (None, None, False)
-        if max_price_msat is not None and (cap is None or max_price_msat < cap):
-            cap, cap_knob, cap_default = max_price_msat, "max_price", False
-        totals = [lim for lim in self.limits(host, rate, offers) if lim.host is None and lim.window is None]
-        left = min((lim.limit_msat - spent_msat for lim in totals), default=None)
-        budget_knob = min(totals, key=lambda lim: lim.limit_msat).knob if totals else None
-
-        priced: list[tuple[Offer, str, int | None]] = []
-        for o, m in candidates:
-            p = offer_price_msat(o.amount, o.currency, rate)
-            if p is None and (cap is not None or left is not None):
-                continue  # cannot tell whether it fits a limit: never pay blind
-            priced.append((o, m, p))
-        if not priced:
-            raise PaymentRefused(
-                f"refused: the offers are priced in {clean(', '.join(sorted({o.currency for o, _ in candidates})))} and no "
-                "exchange rate converts that to sat",
-                rule="exchange_rate", offers=offers, knob="usd_per_btc", advice="set {knob}",
-            )
-        fitting = [(o, m, p) for o, m, p in priced if p is None or ((cap is None or p <= cap) and (left is None or p <= left))]
-        if not fitting:
-            cheapest = min((p for _, _, p in priced if p is not None), default=0)
-            if cap is not None and cheapest > cap:
-                which = ("this request's price cap" if cap_knob == "max_price"
-                         else f"the {'default ' if cap_default else ''}per-payment limit")
-                raise PaymentRefused(
-                    f"refused: the cheapest offer costs {fmt_msat(cheapest, rate)}, above {which} of "
-                    f"{fmt_msat(cap, rate)}",
-                    rule="max_per_payment", offers=offers,
-                    knob=cap_knob, advice="raise {knob} to pay it",
-                )
-            assert left is not None
-            raise PaymentRefused(
-                f"refused: the cheapest offer costs {fmt_msat(cheapest, rate)} but only {fmt_msat(max(left, 0), rate)} "
-                f"of the total budget is left ({fmt_msat(spent_msat, rate)} spent)",
-                rule="budget", offers=offers, knob=budget_knob, advice="raise {knob}",
-            )
-        chosen = _pick(fitting, self.strategy, self.calls)
-        o, m, p = chosen
-        return Decision(
-            offers=offers, offer=o, method=m, price_msat=p, url=url, host=host, usd_per_btc=rate,
-            alternatives=tuple(x[0] for x in fitting if x[0] is not o), spent_msat=spent_msat,
-            methods=None if methods is None else tuple(methods), max_price_msat=max_price_msat,
-        )
-
-    def with_offer(self, decision: Decision, offer: Offer) -> Decision:
-        """Re-decide for an offer the approver picked: the very same decision, on the same inputs
-        (rate, spent total, methods, this request's price cap), narrowed to that offer."""
-        if offer not in decision.offers.offers:
-            raise PaymentRefused("refused: the approver picked an offer the service did not make", rule="approval",
-                                 offers=decision.offers)
-        sub = dataclasses.replace(decision.offers, offers=(offer,))
-        d = self.decide(sub, url=decision.url, host=decision.host, usd_per_btc=decision.usd_per_btc,
-                        spent_msat=decision.spent_msat, methods=decision.methods, max_price_msat=decision.max_price_msat)
-        return dataclasses.replace(d, offers=decision.offers)
-
     def payee_for(self, host: str) -> str | None:
         """The pinned payee (node pubkey) for `host`, if the person pinned one."""
         h = host.lower()
@@ -418,27 +293,6 @@ class Policy:
 
     def approver_is_async(self) -> bool:
         return self.approve is not None and inspect.iscoroutinefunction(self.approve)
-
-
-def _pick(fitting: list[tuple[Offer, str, int | None]], strategy: Strategy,
-          calls: int | None = None) -> tuple[Offer, str, int | None]:
-    """Pick among offers that fit every limit. Ties go to lightning, then to the first listed."""
-
-    def price(x: tuple[Offer, str, int | None]) -> int:
-        return x[2] if x[2] is not None else x[0].amount  # exact integers: no float overflow at any size
-
-    method_rank = {"lightning": 0}
-    if strategy == "covers_calls":
-        # the cheapest offer that buys at least `calls` credits; if none does, the most credits
-        covering = [x for x in fitting if (x[0].balance or 0) >= (calls or 1)]
-        if covering:
-            return min(covering, key=lambda x: (price(x), method_rank.get(x[1], 1)))
-        return max(fitting, key=lambda x: (x[0].balance or 0, -price(x)))
-    if strategy == "largest":
-        return max(fitting, key=lambda x: (price(x), -method_rank.get(x[1], 1)))
-    if strategy == "cheapest_per_credit":
-        return min(fitting, key=lambda x: (Fraction(price(x), max(x[0].balance or 1, 1)), price(x), method_rank.get(x[1], 1)))
-    return min(fitting, key=lambda x: (price(x), method_rank.get(x[1], 1)))
 
 
 def _host_matches(host: str, pattern: str) -> bool:

@@ -17,10 +17,10 @@ from eth_account import Account
 
 import httpay
 from httpay.demo.runner import serve_in_thread
+from httpay.errors import PaymentRejected
 from httpay.ledger import SQLiteLedger, Status
 from httpay.protocols import x402
 from httpay.signers import EvmSigner
-from httpay.x402_pay import PaymentRejected
 from tests.e2e.x402_local import BASE_SEPOLIA_USDC, LocalChain, paid_app
 from tests.helpers import FakeService, FakeWallet
 

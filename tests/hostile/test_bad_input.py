@@ -337,14 +337,16 @@ def test_log_lines_and_events_are_one_bounded_line(name: str, mode: str, svc: Ho
 
 @pytest.mark.parametrize("rate", [float("inf"), float("-inf"), float("nan"), 0.0, -1.0])
 def test_an_unusable_rate_is_no_rate_never_an_overflow(rate: float) -> None:
+    from httpay.core.quote import quote
+    from httpay.dialects.l402_v02 import to_challenge
     from httpay.lightning import offer_price_msat
     from httpay.policy import fmt_msat
 
     offers = l402_v02.PaymentOffers.from_dict({"payment_request_url": "/pay", "offers": [
         dict(SAT_OFFER, amount=1, currency="USD")]})
     with pytest.raises(PaymentRefused) as refused:
-        httpay.Policy(max_per_payment_usd=1.0).decide(offers, url="https://svc.example/x", host="svc.example",
-                                                      usd_per_btc=rate)
+        quote(to_challenge(offers, "https://svc.example/x"), httpay.Policy(max_per_payment_usd=1.0),
+              url="https://svc.example/x", host="svc.example", usd_per_btc=rate)
     assert refused.value.rule == "exchange_rate" and "no BTC/USD rate is known" in str(refused.value)
     assert offer_price_msat(1, "USD", rate) is None
     assert fmt_msat(10_000, rate) == "10 sat"

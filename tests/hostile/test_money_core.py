@@ -24,15 +24,13 @@ from starlette.testclient import TestClient
 
 import httpay
 from httpay.approvals import ApprovalError, ApprovalQueue
+from httpay.core.flow import MAX_PRICE_EXTENSION
+from httpay.core.quote import quote, requote
 from httpay.dashboard import create_app
-from httpay.errors import InvoiceError, PaidRequestFailed, PaymentRefused
+from httpay.dialects.l402_v02 import to_challenge
+from httpay.errors import InvoiceError, PaidRequestFailed, PaymentNotHonored, PaymentOutcomeUnknown, PaymentRefused
 from httpay.ledger import Intent, SQLiteLedger, Status
-from httpay.pipeline import (
-    MAX_PRICE_EXTENSION,
-    PaymentNotHonored,
-    PaymentOutcomeUnknown,
-)
-from tests.helpers import NOTEBOOK_OFFERS
+from tests.helpers import NOTEBOOK_OFFERS, quote_of
 from tests.hostile.harness import (
     CountingSigner,
     CountingWallet,
@@ -223,7 +221,7 @@ def test_an_approved_pick_passes_every_limit(case: Limit, surface: str, svc: Hos
     if surface == "hook":
         def hook(d: httpay.Decision) -> httpay.Offer:
             asked.append(d)
-            return next(o for o in d.offers.offers if o.offer_id == case.pick)
+            return next(o for o in d.offers if o.offer_id == case.pick)
         approve: Any = hook
     else:
         queue = ApprovalQueue(queue_path, timeout_s=30)
@@ -259,8 +257,7 @@ def test_an_approved_pick_passes_every_limit(case: Limit, surface: str, svc: Hos
 def test_the_queue_refuses_an_offer_the_service_did_not_make(tmp_path: Path) -> None:
     offers = httpay.PaymentOffers.from_dict({"version": "0.2.2", "payment_request_url": "http://x/pay",
                                              "offers": OFFERS})
-    d = httpay.Decision(offers=offers, offer=offers[0], method="lightning", price_msat=10_000, url="http://x/",
-                        host="x", usd_per_btc=RATE)
+    d = quote_of(offers, "http://x/", "x", usd_per_btc=RATE)
     with ApprovalQueue(tmp_path / "q.db") as q:
         a = q.add(d)
         with pytest.raises(ApprovalError, match="has no offer 'nope'"):
@@ -306,7 +303,7 @@ def test_an_approved_x402_pick_passes_the_same_decision(case: Limit, surface: st
     if surface == "hook":
         def hook(d: httpay.Decision) -> httpay.Offer:
             asked.append(d)
-            return next(o for o in d.offers.offers if o.offer_id == big)
+            return next(o for o in d.offers if o.offer_id == big)
         approve: Any = hook
     else:
         queue = ApprovalQueue(tmp_path / "approvals.db", timeout_s=30)
@@ -422,7 +419,7 @@ def test_after_an_x402_payment_every_failure_says_it_paid(name: str, answer: str
 
 
 ANSWERS = [
-    ("a forged, cheaper copy of an offer", lambda d: dataclasses.replace(d.offers.offers[1], amount=0),
+    ("a forged, cheaper copy of an offer", lambda d: dataclasses.replace(d.offers[1], price=httpay.Money(0, d.offers[1].currency)),
      "picked an offer the service did not make"),
     ("no", lambda d: False, "refused by the approver"),
     ("nothing", lambda d: None, "refused by the approver"),
@@ -473,14 +470,15 @@ def test_policy_with_offer_re_decides_on_the_decisions_own_inputs() -> None:
     offers = httpay.PaymentOffers.from_dict({"version": "0.2.2", "payment_request_url": "http://x/pay",
                                              "offers": NOTEBOOK_OFFERS})
     policy = httpay.Policy(usd_per_btc=RATE, budget_sat=1_500)
-    first = policy.decide(offers, url="http://x/", host="x", max_price_msat=50_000, spent_msat=0)
+    challenge = to_challenge(offers, "http://x/")
+    first = quote(challenge, policy, url="http://x/", host="x", usd_per_btc=None, max_price_msat=50_000, spent_msat=0)
     with pytest.raises(PaymentRefused, match="price cap of 50 sat") as capped:
-        policy.with_offer(first, offers.get(BIG))
-    spent = policy.decide(offers, url="http://x/", host="x", spent_msat=1_000_000)
+        requote(first, policy, offers.get(BIG))
+    spent = quote(challenge, policy, url="http://x/", host="x", usd_per_btc=None, spent_msat=1_000_000)
     with pytest.raises(PaymentRefused, match=r"500 sat \(\$0.50\) of the total budget is left") as budget:
-        policy.with_offer(spent, offers.get(MID))
+        requote(spent, policy, offers.get(MID))
     assert (capped.value.rule, budget.value.rule) == ("max_per_payment", "budget")
-    assert policy.with_offer(first, offers.get(CHEAP)).offer.offer_id == CHEAP
+    assert requote(first, policy, offers.get(CHEAP)).offer.offer_id == CHEAP
 
 
 def test_a_queue_made_by_an_older_httpay_is_upgraded_in_place(tmp_path: Path) -> None:

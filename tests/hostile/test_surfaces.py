@@ -520,7 +520,7 @@ def test_the_budget_tool_shows_the_defaults_and_unlimited(policy: httpay.Policy 
 
 def test_a_request_cap_refusal_names_the_request_cap(svc: HostileService, wallet: CountingWallet, ledger: Path,
                                                      mode: str) -> None:
-    from httpay.pipeline import MAX_PRICE_EXTENSION
+    from httpay.core.flow import MAX_PRICE_EXTENSION
 
     out = run(mode, svc.classic(price_sat=10), wallet=wallet, ledger=ledger,
               request={"extensions": {MAX_PRICE_EXTENSION: 5_000}})

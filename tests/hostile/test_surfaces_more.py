@@ -32,9 +32,9 @@ from starlette.responses import JSONResponse, Response
 import httpay
 from httpay import display
 from httpay.approvals import Approval, ApprovalQueue, Choice
+from httpay.core.flow import MAX_PRICE_EXTENSION
 from httpay.errors import PaymentRefused
 from httpay.ledger import SQLiteLedger, Status
-from httpay.pipeline import MAX_PRICE_EXTENSION
 from tests.helpers import NOTEBOOK_OFFERS
 from tests.hostile.conftest import Ran
 from tests.hostile.harness import CountingWallet, HostileService, _hang, release, run

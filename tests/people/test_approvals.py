@@ -20,15 +20,14 @@ import httpay
 from httpay.approvals import Approval, ApprovalError, ApprovalQueue, spinner
 from httpay.errors import ConfigError
 from httpay.ledger import SQLiteLedger, Status
-from tests.helpers import FakeService, FakeWallet, challenge_body
+from tests.helpers import FakeService, FakeWallet, challenge_body, quote_of
 
 URL = "http://stock.test/ticker/MSFT"
 
 
 def decision(url: str = URL) -> httpay.Decision:
     offers = httpay.PaymentOffers.from_dict(challenge_body())
-    return httpay.Decision(offers=offers, offer=offers[0], method="lightning", price_msat=10_000, url=url,
-                           host="stock.test", usd_per_btc=100_000)
+    return quote_of(offers, url, "stock.test", usd_per_btc=100_000)
 
 
 def answer_when_asked(path: Path, approve: bool, by: str = "alice") -> threading.Thread:

@@ -161,11 +161,10 @@ def test_without_the_token_everything_is_forbidden(dashboard: tuple[RunningDashb
 
 
 def _decision() -> httpay.Decision:
-    from tests.helpers import challenge_body
+    from tests.helpers import challenge_body, quote_of
 
     offers = httpay.PaymentOffers.from_dict(challenge_body())
-    return httpay.Decision(offers=offers, offer=offers[0], method="lightning", price_msat=10_000,
-                           url="https://stock.example/ticker/MSFT?api_key=s3cret", host="stock.example", usd_per_btc=100_000)
+    return quote_of(offers, "https://stock.example/ticker/MSFT?api_key=s3cret", "stock.example", usd_per_btc=100_000)
 
 
 def _preimage(ledger: Path) -> str | None:

@@ -15,9 +15,11 @@ from rich.console import Console
 import httpay
 from httpay import display
 from httpay.approvals import Approval
+from httpay.core import events as ev
+from httpay.core.quote import quote
 from httpay.demo.story import Story
+from httpay.dialects.l402_v02 import to_challenge
 from httpay.errors import ConfigError
-from httpay.events import Event
 from httpay.ledger import Intent, SQLiteLedger
 from httpay.lightning import decode_invoice
 from httpay.protocols.l402_v02 import PaymentOffers, PaymentRequest
@@ -121,11 +123,13 @@ def test_the_demo_story_shows_server_text_as_typed() -> None:
     out = io.StringIO()
     story = Story(Console(file=out, width=200, record=True), None)
     offers = offers_with("Premium [/x] plan\nFORGED")
-    decision = httpay.Policy(max_per_payment_sat=100).decide(offers, url="https://svc.example/x", host="svc.example")
-    story.on_event(Event("challenge", "https://svc.example/x", "r1", {"offers": offers, "protocol": "l402-v0.2"}))
-    story.on_event(Event("decision", "https://svc.example/x", "r1", {"decision": decision}))
-    story.on_event(Event("refused", "https://svc.example/x", "r1", {"reason": "refused: [bold red]no[/] [/x]"}))
-    story.on_event(Event("payment_failed", "https://svc.example/x", "r1", {"error": "[/oops]"}))
+    url = "https://svc.example/x"
+    challenge = to_challenge(offers, url)
+    decision = quote(challenge, httpay.Policy(max_per_payment_sat=100), url=url, host="svc.example", usd_per_btc=None)
+    story.on_event(ev.ChallengeMet(url, "r1", challenge))
+    story.on_event(ev.Quoted(url, "r1", decision))
+    story.on_event(ev.Refused(url, "r1", rule="x", reason="refused: [bold red]no[/] [/x]"))
+    story.on_event(ev.PaymentFailed(url, "r1", receipt=None, error="[/oops]"))
     shown = story.console.export_text()
     assert "Premium [/x] plan\\nFORGED" in shown and "refused: [bold red]no[/] [/x]" in shown and "[/oops]" in shown
 

@@ -10,14 +10,21 @@ from hypothesis import strategies as st
 
 from httpay import ConfigError, PaymentOffers, PaymentRefused, Policy
 from httpay.config import policy_from_toml
+from httpay.core.quote import quote
+from httpay.dialects.l402_v02 import to_challenge
 from tests.helpers import challenge_body
 
 OFFERS = PaymentOffers.from_dict(challenge_body())
 RATE = 100_000  # USD per BTC: 1 cent = 10 sat
 
 
-def decide(policy: Policy, **kw):  # type: ignore[no-untyped-def]
-    return policy.decide(OFFERS, url="http://s/x", host="s", usd_per_btc=RATE, **kw)
+CHALLENGE = to_challenge(OFFERS, "http://s/x")
+
+
+def decide(policy: Policy, *, url: str = "http://s/x", host: str = "s", usd_per_btc: float | None = RATE,
+           **kw):  # type: ignore[no-untyped-def]
+    """The flow's one quote for the notebook's offers (as the flow calls it)."""
+    return quote(CHALLENGE, policy, url=url, host=host, usd_per_btc=usd_per_btc, **kw)
 
 
 @pytest.mark.parametrize(
@@ -59,7 +66,7 @@ def test_total_budget_boundary_counts_what_was_spent() -> None:
 
 def test_usd_limits_without_a_rate_refuse_rather_than_guess() -> None:
     with pytest.raises(PaymentRefused) as err:
-        Policy(budget_usd=1).decide(OFFERS, url="u", host="s", usd_per_btc=None)
+        decide(Policy(budget_usd=1), url="u", usd_per_btc=None)
     assert err.value.rule == "exchange_rate" and "usd_per_btc" in str(err.value)
 
 
@@ -71,14 +78,13 @@ def test_hosts_allow_and_deny() -> None:
         decide(Policy(allowed_hosts=["other"]))
     assert err.value.rule == "allowed_hosts" and "allowed_hosts" in str(err.value)
     assert decide(Policy(allowed_hosts=["s"])).offer
-    assert Policy(allowed_hosts=["*.example.com"]).decide(
-        OFFERS, url="u", host="api.example.com", usd_per_btc=RATE).offer
+    assert decide(Policy(allowed_hosts=["*.example.com"]), url="u", host="api.example.com").offer
 
 
 def test_methods() -> None:
-    assert decide(Policy(methods=["lightning"]), methods=("lightning",)).method == "lightning"
+    assert decide(Policy(methods=["lightning"])).method == "lightning"
     with pytest.raises(PaymentRefused) as err:
-        decide(Policy(methods=["credit_card"]), methods=("lightning",))
+        decide(Policy(methods=["credit_card"]))  # httpay pays these offers only by lightning
     assert err.value.rule == "methods"
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -19,21 +20,23 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import httpay
-from httpay.errors import ConfigError
-from httpay.ledger import SQLiteLedger, Status
-from httpay.pipeline import OFFER_EXTENSION, PaymentOutcomeUnknown
-from httpay.protocols import x402
-from httpay.signers import EvmSigner
-from httpay.x402_pay import (
+from httpay.amounts import MAX_MSAT
+from httpay.core.flow import OFFER_EXTENSION
+from httpay.core.payer import Payer
+from httpay.core.quote import method_allowed
+from httpay.dialects.x402 import (
     MAX_TIMEOUT_S,
-    PaymentRejected,
+    Valued,
     authorization,
     chain_id,
-    method_allowed,
     payment_payload,
-    price_requirement,
+    to_challenge,
     typed_data,
 )
+from httpay.errors import ConfigError, PaymentOutcomeUnknown, PaymentRejected
+from httpay.ledger import SQLiteLedger, Status
+from httpay.protocols import x402
+from httpay.signers import EvmSigner
 from tests.helpers import FakeService, FakeWallet
 
 USDC = "0x036CbD53842c5426634e7929541eC2318f3dCF7e"   # USDC on Base Sepolia
@@ -144,10 +147,44 @@ def test_networks_map_to_chain_ids() -> None:
     assert chain_id("solana:EtWTRABZaYq6iMfeYKouRu166VU2xqa1") is None and chain_id("eip155:x") is None
 
 
-def priced(req: dict[str, Any], signer: Any = None, rate: float = RATE) -> Any:
-    ch = x402.X402Challenge.from_dict(v2_challenge(req))
-    return price_requirement(ch.accepts[0], ch.to_offers()[0], usd_per_btc=rate,
-                             signer=signer or EvmSigner.from_key(KEY))
+@dataclass(frozen=True)
+class Priced:
+    """What the x402 dialect and the payer's capability make of one requirement."""
+
+    valued: Valued
+    usd: Fraction
+    msat: int
+    price: str
+
+    @property
+    def decimals(self) -> int:
+        return self.valued.decimals
+
+    @property
+    def eip712_name(self) -> str:
+        return self.valued.eip712_name
+
+    @property
+    def eip712_version(self) -> str:
+        return self.valued.eip712_version
+
+
+def priced(req: dict[str, Any], signer: Any = None, rate: float = RATE) -> Priced | str:
+    """The requirement as the flow values it, or why it would not be paid."""
+    ch = to_challenge(x402.X402Challenge.from_dict(v2_challenge(req)), "https://svc.example/x")
+    offer = ch.offers[0]
+    payer = Payer(wallet=None, policy=httpay.Policy(), ledger=None,  # type: ignore[arg-type]
+                  signer=signer or EvmSigner.from_key(KEY))
+    cannot = payer.cannot_pay(offer)
+    if cannot is not None:
+        return cannot[1]
+    if offer.unpayable is not None:
+        return offer.unpayable
+    msat, usd = offer.price.in_msat(rate), offer.price.in_usd()
+    assert msat is not None and usd is not None
+    if msat > MAX_MSAT:
+        return "the amount is too large to be a real price"
+    return Priced(offer.payload, usd, msat, f"{offer.price} on {offer.network}")
 
 
 def test_known_usdc_is_valued_in_usd_then_msat() -> None:
@@ -204,7 +241,7 @@ def test_msat_never_understates_the_price(amount: int, rate: float) -> None:
        nonce=st.binary(min_size=32, max_size=32))
 def test_authorization_is_for_the_chosen_requirement_and_expires(timeout: int | None, now: int, nonce: bytes) -> None:
     p = priced(requirement(maxTimeoutSeconds=timeout))
-    auth = authorization(p, "0x" + "aa" * 20, nonce=nonce, now=now)
+    auth = authorization(p.valued, "0x" + "aa" * 20, nonce=nonce, now=now)
     assert auth["to"] == PAY_TO and auth["value"] == "10000" and auth["nonce"] == "0x" + nonce.hex()
     assert now < int(auth["validBefore"]) <= now + MAX_TIMEOUT_S
     if timeout:
@@ -214,8 +251,8 @@ def test_authorization_is_for_the_chosen_requirement_and_expires(timeout: int | 
 def test_the_signature_recovers_to_the_signer() -> None:
     signer = EvmSigner.from_key(KEY)
     p = priced(requirement())
-    auth = authorization(p, signer.address, nonce=b"\x07" * 32, now=1_800_000_000)
-    domain, types, primary, message = typed_data(p, auth)
+    auth = authorization(p.valued, signer.address, nonce=b"\x07" * 32, now=1_800_000_000)
+    domain, types, primary, message = typed_data(p.valued, auth)
     sig = signer.sign_typed_data(domain, types, primary, message)
     full = {"types": {"EIP712Domain": [{"name": "name", "type": "string"}, {"name": "version", "type": "string"},
                                        {"name": "chainId", "type": "uint256"},
@@ -350,7 +387,7 @@ def test_a_refused_payment_is_failed_and_never_repeated(ledger_path: Path) -> No
 
 def test_settled_but_still_402_is_recorded_as_paid(ledger_path: Path) -> None:
     """A receipt saying the money moved is believed even on a 402: the ledger tells the truth, and nothing is re-paid."""
-    from httpay.pipeline import PaymentNotHonored
+    from httpay.errors import PaymentNotHonored
 
     svc = Service(answer="settle_then_402")
     with client(ledger_path, svc, SpySigner(ledger_path)) as c, pytest.raises(PaymentNotHonored):

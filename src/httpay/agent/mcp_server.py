@@ -61,7 +61,7 @@ def toolbox_from_env(env: Mapping[str, str] | None = None, *, payment_deadline: 
         policy_from_toml,
         wallet_from_env,
     )
-    from httpay.pipeline import DEFAULT_PAYMENT_DEADLINE_S
+    from httpay.core.deadline import DEFAULT_PAYMENT_DEADLINE_S
     from httpay.policy import Policy
 
     if payment_deadline is not None and not payment_deadline_ok(payment_deadline):

@@ -15,38 +15,33 @@ every piece is bounded, and a body that was cut says so (`Toolbox.for_model` is 
 
 import functools
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Self
 
 import httpx
 
 import httpay
-from httpay.challenge import PaymentChallenge, read_challenge
 from httpay.config import payment_deadline_ok
+from httpay.core.deadline import DEFAULT_PAYMENT_DEADLINE_S
+from httpay.core.dialect import read_challenge
+from httpay.core.flow import DRY_RUN_EXTENSION, OFFER_EXTENSION, receipt_of
+from httpay.core.model import Challenge, Offer
+from httpay.core.preview import preview
+from httpay.core.rates import resolve_rate
 from httpay.errors import (
     ChallengeError,
     ConfigError,
     InvoiceError,
     PaymentDeadlineExceeded,
+    PaymentNotHonored,
+    PaymentOutcomeUnknown,
     PaymentRefused,
     PaymentRequestError,
     WalletError,
 )
 from httpay.ledger import Receipt
-from httpay.lightning import offer_price_msat
-from httpay.pipeline import (
-    DEFAULT_PAYMENT_DEADLINE_S,
-    DRY_RUN_EXTENSION,
-    OFFER_EXTENSION,
-    PaymentNotHonored,
-    PaymentOutcomeUnknown,
-    decide,
-    host_of,
-    receipt_of,
-)
 from httpay.policy import Policy, fmt_msat
-from httpay.protocols.l402_v02 import Offer, PaymentOffers
 from httpay.safe import MAX_LINE, MAX_TEXT, clean
 from httpay.safe import loads as safe_loads
 from httpay.wallets.base import Wallet
@@ -198,17 +193,18 @@ class Toolbox:
                 f"have used a credit)\n{self._body(response)}"
             )
         try:
-            challenge = read_challenge(str(response.request.url), response.status_code, response.headers,
-                                       response.content)
+            found = read_challenge(response.status_code, response.headers, response.content,
+                                   url=str(response.request.url))
         except (ChallengeError, InvoiceError) as exc:
             return self.for_model(f"HTTP 402 Payment Required, but the offers cannot be read: {self._text(exc, MAX_LINE)}. "
                                   "Nothing was paid.")
-        if challenge is None:
+        if not found:
             return self.for_model("HTTP 402 Payment Required" + "\n" + self._unpaid_402(response))
+        challenge = next((c for c in found if any(self.client.payer.cannot_pay(o) is None for o in c.offers)), found[0])
         offers = challenge.offers
-        self.add_secret(offers.payment_context_token)
+        self.add_secret(getattr(challenge.raw, "payment_context_token", None))
         rate = self._rate()
-        lines = [self._cost_line(offers, rate) + _DIALECT_NOTES.get(challenge.protocol, ""), "offers:",
+        lines = [self._cost_line(offers, rate) + _DIALECT_NOTES.get(challenge.dialect, ""), "offers:",
                  self._offer_lines(offers, rate), self._would_pay(challenge, response, rate), self._budget_left() + "."]
         return self.for_model("\n".join(lines))
 
@@ -342,7 +338,7 @@ class Toolbox:
 
     def _rate(self) -> float | None:
         try:
-            return self.client.payer.rate()
+            return resolve_rate(self.client.payer.policy, self.client.payer.wallet)
         except (WalletError, httpx.HTTPError):
             return None
 
@@ -394,13 +390,12 @@ class Toolbox:
                 f"payment hash {ph}, ledger #{r.id}")
 
     def _refusal(self, exc: PaymentRefused) -> str:
-        offers = exc.offers if isinstance(exc.offers, PaymentOffers) else None
+        offers = tuple(exc.offers) if isinstance(exc.offers, tuple | list) and exc.offers else None
         text = self._text(exc.render(self.knobs), MAX_LINE).rstrip(".")
         if not text.startswith("refused"):
             text = "refused: " + text
         lines = [text + ". Nothing was paid."]
         if offers is not None:
-            self.add_secret(offers.payment_context_token)
             lines += ["offers:", self._offer_lines(offers, self._rate())]
         lines.append(self._budget_left() + ".")
         return self.for_model("\n".join(lines))
@@ -458,14 +453,18 @@ class Toolbox:
         return (f"{shown}\n[body truncated: showing {MAX_BODY_CHARS:,} characters of its {len(text):,}, "
                 "control characters shown as escapes]")
 
-    def _offer_lines(self, offers: PaymentOffers, rate: float | None) -> str:
-        listed = [f"- {_offer_text(o, rate)}" for o in offers.offers[:MAX_OFFERS_LISTED]]
-        if len(offers.offers) > MAX_OFFERS_LISTED:
-            listed.append(f"- … and {len(offers.offers) - MAX_OFFERS_LISTED:,} more offers, not listed")
+    def _offer_lines(self, offers: Sequence[Offer], rate: float | None) -> str:
+        listed = [f"- {_offer_text(o, rate)}" for o in offers[:MAX_OFFERS_LISTED]]
+        if len(offers) > MAX_OFFERS_LISTED:
+            listed.append(f"- … and {len(offers) - MAX_OFFERS_LISTED:,} more offers, not listed")
         return "\n".join(listed)
 
-    def _cost_line(self, offers: PaymentOffers, rate: float | None) -> str:
-        payable = offers.by_payment("lightning") or list(offers.offers)
+    def _cost_line(self, offers: Sequence[Offer], rate: float | None) -> str:
+        def worth(o: Offer) -> int:
+            msat = o.price.in_msat(rate)
+            return msat if msat is not None else o.price.amount
+
+        payable = sorted((o for o in offers if o.unpayable is None), key=worth) or list(offers)
         if not payable:
             return "HTTP 402 Payment Required, but the service made no offer."
         cheapest = payable[0]
@@ -474,17 +473,11 @@ class Toolbox:
         return (f"this costs {_price(cheapest, rate)} for {clean(what, 80)} (cheapest offer: {clean(cheapest.offer_id, 80)}); "
                 "nothing was paid.")
 
-    def _would_pay(self, challenge: PaymentChallenge, response: httpx.Response, rate: float | None) -> str:
-        """What fetch would do with this challenge: the pipeline's one decision, in any dialect."""
+    def _would_pay(self, challenge: Challenge, response: httpx.Response, rate: float | None) -> str:
+        """What fetch would do with this challenge: the flow's one quote, in any dialect."""
         url = str(response.request.url)
-        payer = self.client.payer
-        if challenge.x402 is not None and payer.x402_signer is None:
-            return ("the policy would refuse: this is an x402 payment and no x402 signer is configured "
-                    "(the person can pass x402_signer= to the client)")
-        if challenge.x402 is None and payer.wallet is None:
-            return "the policy would refuse: this is a Lightning payment and no Lightning wallet is configured"
         try:
-            d = decide(payer, challenge, url=url, host=host_of(url), rate=rate)
+            d = preview(self.client.payer, challenge, url=url, usd_per_btc=rate)
         except PaymentRefused as exc:
             return f"the policy would refuse: {self._text(exc.render(self.knobs), MAX_LINE).removeprefix('refused: ')}"
         approval = " (after a person approves)" if self.client.policy.approve is not None else ""
@@ -523,10 +516,10 @@ def _is_json(text: str) -> bool:
 
 
 def _price(o: Offer, rate: float | None) -> str:
-    msat = offer_price_msat(o.amount, o.currency, rate)
+    msat = o.price.in_msat(rate)
     if msat is None or o.currency.upper() in ("SAT", "SATS", "BTC", "MSAT"):
-        return clean(o.price, 60)
-    return f"{clean(o.price, 60)} (≈ {fmt_msat(msat)})"
+        return clean(str(o.price), 60)
+    return f"{clean(str(o.price), 60)} (≈ {fmt_msat(msat)})"
 
 
 def _offer_text(o: Offer, rate: float | None) -> str:

@@ -22,6 +22,8 @@ from rich.text import Text
 
 import httpay
 from httpay import safe
+from httpay.core import events as ev
+from httpay.core.model import Quote
 from httpay.demo.runner import serve_in_thread
 from httpay.display import (
     invoice_table,
@@ -30,8 +32,7 @@ from httpay.display import (
     receipts_table,
 )
 from httpay.errors import HttpayError, redact
-from httpay.events import Event
-from httpay.policy import Decision, fmt_msat
+from httpay.policy import fmt_msat
 from httpay.wallets.demo import DemoWallet
 
 DEMO_LABEL = "DEMO: a local copy of stock.l402.org on a regtest demo Lightning network. No real money moves."
@@ -62,7 +63,7 @@ class Story:
         self.console = console
         self.rate = rate
         self.step = 0
-        self.decision: Decision | None = None
+        self.decision: Quote | None = None
         self._waiting: Progress | None = None  # a spinner with elapsed time while the wallet pays
 
     def __enter__(self) -> Self:
@@ -82,49 +83,47 @@ class Story:
         if body is not None:
             self.console.print(body)
 
-    def on_event(self, e: Event) -> None:
-        d = e.data
-        if e.kind == "challenge":
-            ofs = d["offers"]
-            if d.get("protocol") == "l402-classic":
+    def on_event(self, e: ev.Event) -> None:
+        if isinstance(e, ev.ChallengeMet):
+            ch = e.challenge
+            if ch.reuse == "scope":
                 self.say("402 Payment Required: classic L402, one invoice to pay for the macaroon",
-                         offers_table(ofs.offers, title="L402 challenge", usd_per_btc=self.rate))
+                         offers_table(ch.offers, title="L402 challenge", usd_per_btc=self.rate))
             else:
-                self.say(f"402 Payment Required: the service offers {len(ofs)} ways to buy credits",
-                         offers_table(ofs.offers, title=f"L402 offers (v{ofs.version})", usd_per_btc=self.rate))
-        elif e.kind == "decision":
-            self.decision = d["decision"]
+                self.say(f"402 Payment Required: the service offers {len(ch.offers)} ways to buy credits",
+                         offers_table(ch.offers, title=f"L402 offers (v{ch.version})", usd_per_btc=self.rate))
+        elif isinstance(e, ev.Quoted):
+            self.decision = e.quote
             self.say("The policy picks the cheapest lightning offer it allows",
-                     f"[green]{safe.markup(d['decision'], safe.MAX_LINE)}[/]")
-        elif e.kind == "approval":
+                     f"[green]{safe.markup(e.quote, safe.MAX_LINE)}[/]")
+        elif isinstance(e, ev.Approved):
             self.console.print("[green]approved[/]")
-        elif e.kind == "payment_request":
-            self.say("Payment details requested from payment_request_url", payment_request_table(d["payment_request"]))
-        elif e.kind == "invoice":
-            inv = d["invoice"]
+        elif isinstance(e, ev.PaymentRequested):
+            self.say("Payment details requested from payment_request_url", payment_request_table(e.payment_request))
+        elif isinstance(e, ev.InvoiceChecked):
             self.say("Invoice decoded and checked: signature, amount vs offer, network, expiry",
-                     invoice_table(inv, usd_per_btc=self.rate))
-        elif e.kind == "reserved":
-            r = d["receipt"]
-            self.console.print(f"ledger #{r.id} written [yellow]pending[/] before the wallet is called")
+                     invoice_table(e.invoice, usd_per_btc=self.rate))
+        elif isinstance(e, ev.Reserved):
+            self.console.print(f"ledger #{e.receipt.id} written [yellow]pending[/] before the wallet is called")
             self._waiting = Progress(SpinnerColumn(), TextColumn("waiting for the payment to settle"),
                                      TimeElapsedColumn(), console=self.console, transient=True)
             self._waiting.start()
             self._waiting.add_task("settle", total=None)
-        elif e.kind == "paid":
+        elif isinstance(e, ev.Paid):
             self._stop_waiting()
-            r, p = d["receipt"], d["payment"]
+            r, p = e.receipt, e.payment
+            proof = (f"; preimage {(p.preimage or '')[:8]}… proves hash {(r.payment_hash or '')[:16]}…"
+                     if p is not None else "")
             self.say("Paid with the demo wallet",
-                     f"[green]settled[/] {fmt_msat(r.amount_msat, self.rate)}, fee {r.fee_msat} msat; "
-                     f"preimage {p.preimage[:8]}… proves hash {r.payment_hash[:16]}…")
-        elif e.kind == "retry":
-            self.console.print(f"retrying the original request (attempt {d['attempt']})")
-        elif e.kind == "payment_failed":
+                     f"[green]settled[/] {fmt_msat(r.amount_msat, self.rate)}, fee {r.fee_msat} msat{proof}")
+        elif isinstance(e, ev.Retried):
+            self.console.print(f"retrying the original request (attempt {e.attempt})")
+        elif isinstance(e, ev.PaymentFailed):
             self._stop_waiting()
-            self.console.print(f"[red]payment failed[/]: {safe.markup(d['error'], safe.MAX_LINE)}")
-        elif e.kind == "refused":
+            self.console.print(f"[red]payment failed[/]: {safe.markup(e.error, safe.MAX_LINE)}")
+        elif isinstance(e, ev.Refused):
             self._stop_waiting()
-            self.console.print(f"[red]refused[/]: {safe.markup(d['reason'], safe.MAX_LINE)}")
+            self.console.print(f"[red]refused[/]: {safe.markup(e.reason, safe.MAX_LINE)}")
 
 
 def run_story(*, approve: bool = False, non_interactive: bool = False, ledger: str | None = None,
@@ -176,7 +175,7 @@ def _tell(base: str, console: Console, *, approve: bool, non_interactive: bool, 
     story.say("A demo wallet funded with 1,000 sat on the demo Lightning network",
               f"{wallet!r}, balance {fmt_msat(wallet.balance_msat(), rate)}; BTC/USD rate of the demo: {rate:,.0f}")
 
-    def ask(decision: Decision) -> bool:
+    def ask(decision: Quote) -> bool:
         question = f"Pay {decision.offer.price} ({fmt_msat(decision.price_msat or 0, rate)}) for '{safe.clean(decision.offer.title)}'?"
         if confirm is not None:
             return confirm(question)
@@ -230,7 +229,7 @@ def _tell_classic(base: str, console: Console, *, approve: bool, non_interactive
     story.rate = rate
     story.say("A demo wallet funded with 1,000 sat", f"{wallet!r}, balance {fmt_msat(wallet.balance_msat(), rate)}")
 
-    def ask(decision: Decision) -> bool:
+    def ask(decision: Quote) -> bool:
         question = f"Pay {fmt_msat(decision.price_msat or 0, rate)} for '{safe.clean(decision.offer.title)}'?"
         return confirm(question) if confirm is not None else Confirm.ask(safe.markup(question, 500), console=console, default=False)
 

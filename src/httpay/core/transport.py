@@ -1,4 +1,4 @@
-"""httpx transports that run the payment pipeline around any other transport.
+"""httpx transports that run the payment flow around any other transport, and its two drivers.
 
 Why a transport and not only a Client subclass: a transport composes with every httpx feature
 (auth, hooks, proxies, mounts, redirects, timeouts) and with clients we do not create, e.g.
@@ -9,7 +9,6 @@ subclass that installs it for you.
 from __future__ import annotations
 
 import asyncio
-import functools
 import inspect
 import threading
 import time
@@ -21,23 +20,11 @@ import anyio
 import anyio.to_thread
 import httpx
 
+from httpay.core.deadline import Deadline
+from httpay.core.effects import Ask, Effect, Join, Leave, Pay, ReadBody, Send, Sleep
+from httpay.core.flow import DEADLINE_EXTENSION, DRY_RUN_EXTENSION, MAX_PRICE_EXTENSION, OFFER_EXTENSION, request_flow
+from httpay.core.payer import Payer
 from httpay.errors import HttpayError
-from httpay.pipeline import (
-    DEADLINE_EXTENSION,
-    DRY_RUN_EXTENSION,
-    MAX_PRICE_EXTENSION,
-    OFFER_EXTENSION,
-    Ask,
-    Deadline,
-    Effect,
-    Join,
-    Leave,
-    Pay,
-    Payer,
-    Send,
-    Sleep,
-    request_flow,
-)
 
 T = TypeVar("T")
 DROPPED = (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError)  # the connection went, no answer
@@ -201,7 +188,7 @@ def _send_sync(effect: Send, transport: httpx.BaseTransport) -> httpx.Response:
 
 
 async def _send_async(effect: Send, transport: httpx.AsyncBaseTransport) -> httpx.Response:
-    """The async twin of `_send_sync`; every body the flow handles is read here (it reads with sync calls)."""
+    """The async twin of `_send_sync`."""
     if effect.deadline is not None:
         deadline, request = effect.deadline, _bounded(effect.request, effect.deadline)
         try:
@@ -227,13 +214,23 @@ async def _send_async(effect: Send, transport: httpx.AsyncBaseTransport) -> http
         except TimeoutError:
             await response.aclose()
             raise deadline.exceeded("the body of its 402") from None
-    elif response.status_code == 402 or not effect.stream:
-        await response.aread()  # the flow reads what it handles with sync calls
     return response
+
+
+def _approve_sync(payer: Payer, effect: Ask) -> Any:
+    assert payer.policy.approve is not None
+    value = payer.policy.approve(effect.quote)
+    if inspect.isawaitable(value):
+        close = getattr(value, "close", None)
+        if callable(close):
+            close()  # never awaited: say so instead of a warning later
+        raise HttpayError("the policy's approver is async; use httpay.AsyncClient with it")
+    return value
 
 
 def _drive_sync(flow: Generator[Effect, Any, httpx.Response], route: SyncRoute, payer: Payer,
                 flights: _SyncFlights) -> httpx.Response:
+    """Perform the flow's effects one by one in this thread; errors go back into the flow."""
     value: Any = None
     error: BaseException | None = None
     while True:
@@ -243,27 +240,51 @@ def _drive_sync(flow: Generator[Effect, Any, httpx.Response], route: SyncRoute, 
             return done
         value, error = None, None
         try:
-            if isinstance(effect, Send):
+            if effect.blocking:
+                value = effect.run(payer)
+            elif isinstance(effect, Send):
                 value = _send_sync(effect, route(effect.request.url))
-            elif isinstance(effect, Pay):
-                value = payer.lightning.pay_invoice(effect.invoice, max_fee_msat=effect.max_fee_msat)
+            elif isinstance(effect, ReadBody):
+                value = effect.response.read()
             elif isinstance(effect, Ask):
-                assert payer.policy.approve is not None
-                value = payer.policy.approve(effect.decision)
-                if inspect.isawaitable(value):
-                    raise HttpayError("the policy's approver is async; use httpay.AsyncClient with it")
+                value = _approve_sync(payer, effect)
             elif isinstance(effect, Sleep):
                 time.sleep(effect.seconds)
             elif isinstance(effect, Join):
                 value = flights.join(effect.key)
             elif isinstance(effect, Leave):
                 flights.leave(effect.key)
+            else:
+                raise TypeError(f"no driver for effect {type(effect).__name__}")
         except BaseException as exc:  # noqa: BLE001 - handed back into the flow, which decides
             error = exc
 
 
+async def _approve_async(payer: Payer, effect: Ask) -> Any:
+    """An async approver is awaited (ApprovalQueue's `aapprove` too); a sync one runs in a worker
+    thread, so a person taking their time never stalls the event loop."""
+    approve = payer.policy.approve
+    assert approve is not None
+    aapprove = getattr(approve, "aapprove", None)
+    if callable(aapprove):
+        return await aapprove(effect.quote)
+    if inspect.iscoroutinefunction(approve) or inspect.iscoroutinefunction(type(approve).__call__):
+        return await approve(effect.quote)
+    value = await anyio.to_thread.run_sync(approve, effect.quote)
+    return await value if inspect.isawaitable(value) else value
+
+
+async def _pay_async(payer: Payer, effect: Pay) -> Any:
+    apay = getattr(payer.lightning, "apay_invoice", None)
+    if apay is not None:
+        return await apay(effect.invoice, max_fee_msat=effect.max_fee_msat)
+    return await anyio.to_thread.run_sync(effect.run, payer)
+
+
 async def _drive_async(flow: Generator[Effect, Any, httpx.Response], route: AsyncRoute,
                        payer: Payer, flights: _AsyncFlights) -> httpx.Response:
+    """Perform the flow's effects: awaited where they can be, blocking ones (ledger, rate source,
+    wallet, signer) in a worker thread, so the event loop never waits on them."""
     value: Any = None
     error: BaseException | None = None
     while True:
@@ -273,28 +294,25 @@ async def _drive_async(flow: Generator[Effect, Any, httpx.Response], route: Asyn
             return done
         value, error = None, None
         try:
-            if isinstance(effect, Send):
+            if isinstance(effect, Pay):
+                value = await _pay_async(payer, effect)
+            elif effect.blocking:
+                value = await anyio.to_thread.run_sync(effect.run, payer)
+            elif isinstance(effect, Send):
                 value = await _send_async(effect, route(effect.request.url))
-            elif isinstance(effect, Pay):
-                apay = getattr(payer.lightning, "apay_invoice", None)
-                if apay is not None:
-                    value = await apay(effect.invoice, max_fee_msat=effect.max_fee_msat)
-                else:
-                    value = await anyio.to_thread.run_sync(
-                        functools.partial(payer.lightning.pay_invoice, effect.invoice, max_fee_msat=effect.max_fee_msat)
-                    )
+            elif isinstance(effect, ReadBody):
+                value = await effect.response.aread()
             elif isinstance(effect, Ask):
-                assert payer.policy.approve is not None
-                value = payer.policy.approve(effect.decision)
-                if inspect.isawaitable(value):
-                    value = await value
+                value = await _approve_async(payer, effect)
             elif isinstance(effect, Sleep):
                 await anyio.sleep(effect.seconds)
             elif isinstance(effect, Join):
                 value = await flights.join(effect.key)
             elif isinstance(effect, Leave):
                 flights.leave(effect.key)
-        except BaseException as exc:  # noqa: BLE001
+            else:
+                raise TypeError(f"no driver for effect {type(effect).__name__}")
+        except BaseException as exc:  # noqa: BLE001 - handed back into the flow, which decides
             error = exc
 
 
@@ -305,7 +323,7 @@ def _flow(payer: Payer, request: httpx.Request) -> Generator[Effect, Any, httpx.
 
 
 class PaymentTransport(httpx.BaseTransport):
-    """Wraps a transport: a 402 with L402 v0.2 offers is paid per the policy, then retried.
+    """Wraps a transport: a 402 that a registered dialect reads is paid per the policy, then retried.
 
     `flights` shares one single-flight registry among several wrapped routes (httpay.Client wraps
     its default transport and every mount with one); `route` picks the transport for a request the
@@ -336,7 +354,7 @@ class PaymentTransport(httpx.BaseTransport):
 
 
 class AsyncPaymentTransport(httpx.AsyncBaseTransport):
-    """The async twin of `PaymentTransport`; the same pipeline, driven with await."""
+    """The async twin of `PaymentTransport`; the same flow, driven with await."""
 
     def __init__(self, payer: Payer, transport: httpx.AsyncBaseTransport | None = None, *,
                  flights: _AsyncFlights | None = None, route: AsyncRoute | None = None) -> None:

@@ -1,0 +1,170 @@
+"""The one interface a 402 dialect implements, what passes across it, and the registry.
+
+A dialect reads a 402 into neutral `Challenge`s (pure), obtains what is payable for the chosen
+offer (a small sub-flow of effects: L402 v0.2 POSTs its payment request, classic L402 has the
+invoice in its header, x402 builds the typed data to sign), presents the proof on the retry, and
+reads the service's receipt. The flow never asks which dialect it runs: it calls these.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, ClassVar, Protocol
+
+import httpx
+
+from httpay.core.deadline import Deadline
+from httpay.core.effects import Effect
+from httpay.core.model import Challenge, Quote
+from httpay.errors import ChallengeError, InvoiceError
+from httpay.lightning import Invoice
+from httpay.policy import Policy
+
+
+@dataclass(frozen=True)
+class Invoiced:
+    """Payable by a Lightning wallet: a decoded BOLT11 invoice (decoded once, used by every check)."""
+
+    rail: ClassVar[str] = "lightning"
+    invoice: Invoice
+
+    @property
+    def amount_msat(self) -> int | None:
+        return self.invoice.amount_msat
+
+    @property
+    def reference(self) -> str:
+        return self.invoice.payment_hash
+
+
+@dataclass(frozen=True)
+class ToSign:
+    """Payable by a signer: EIP-712 typed data authorizing exactly the chosen offer's transfer.
+    The payment settles when the service receives the signed request (it travels with the retry)."""
+
+    rail: ClassVar[str] = "evm"
+    domain: dict[str, Any]
+    types: dict[str, list[dict[str, str]]]
+    primary_type: str
+    message: dict[str, Any] = field(repr=False)
+    amount_msat: int
+    reference: str           # unique per payment (the authorization's nonce): the ledger's handle
+    price: str               # what is paid, as a person reads it ("0.01 USDC on eip155:8453")
+    state: Any = field(default=None, repr=False)  # the dialect's own (to build the header from the signature)
+
+
+Payable = Invoiced | ToSign
+
+
+@dataclass(frozen=True)
+class Proof:
+    """What paying produced: a Lightning preimage (money has left), or a signature (it travels with
+    the retry, and the service settles it)."""
+
+    preimage: str | None = field(default=None, repr=False)
+    signature: bytes | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class Credential:
+    """What the retry presents: headers, and (for a credential reusable across its scope) the
+    Authorization value to keep, until when."""
+
+    headers: dict[str, str] = field(repr=False)
+    reusable: str | None = field(default=None, repr=False)
+    expires_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """A service's own word on a payment that travelled with the request (x402 PAYMENT-RESPONSE)."""
+
+    success: bool | None          # None: no receipt, only a reason (a 402's error text)
+    transaction: str | None = None
+    network: str | None = None
+    reason: str | None = None
+
+
+@dataclass
+class Obtaining:
+    """What a dialect's `obtain` sub-flow may use: the request, its 402, the quote, the policy, the
+    deadline, and `report(EventKind, message, **fields)` to tell the watchers."""
+
+    request: httpx.Request
+    response: httpx.Response
+    challenge: Challenge
+    quote: Quote
+    policy: Policy
+    deadline: Deadline | None
+    payer_address: str | None
+    report: Callable[..., None]
+    follow_up: Callable[..., httpx.Request]
+
+
+class Dialect(Protocol):
+    """A 402 dialect. Register one with `register(dialect)`; `read_challenge` asks them all."""
+
+    name: str
+    rank: int  # lower first, when several dialects claim one 402
+
+    def read(self, status: int, headers: Any, body: bytes | None, url: str) -> list[Challenge]:
+        """The challenges of this dialect in a 402 ([] when none). Pure; ChallengeError (or
+        InvoiceError) when the dialect's challenge is there but malformed."""
+        ...
+
+    def obtain(self, ctx: Obtaining) -> Generator[Effect, Any, Payable]:
+        """What to pay for `ctx.quote`'s offer, checked against it where the dialect can."""
+        ...
+
+    def present(self, challenge: Challenge, payable: Payable, proof: Proof) -> Credential:
+        """The retry's credential for a paid challenge."""
+        ...
+
+    def settlement(self, response: httpx.Response) -> Settlement | None:
+        """The service's receipt (or refusal reason) for a payment that travelled with the request."""
+        ...
+
+
+_DIALECTS: dict[str, Dialect] = {}
+
+
+def register(dialect: Dialect) -> Dialect:
+    _DIALECTS[dialect.name] = dialect
+    return dialect
+
+
+def dialect_of(challenge: Challenge) -> Dialect:
+    found = _DIALECTS.get(challenge.dialect)
+    if found is None:
+        raise ChallengeError(f"no dialect {challenge.dialect!r} is registered", field="dialect")
+    return found
+
+
+def dialects() -> list[Dialect]:
+    """Every registered dialect, in rank order (`httpay.dialects` registers the built-in ones when
+    `httpay` is imported)."""
+    return sorted(_DIALECTS.values(), key=lambda d: d.rank)
+
+
+def read_challenge(status: int, headers: Any, body: bytes | str | None, *, url: str = "") -> list[Challenge]:
+    """Every challenge any registered dialect finds in a response, ranked (the first is preferred).
+
+    [] for a response that is not a 402 or that no dialect claims. When a dialect claims it but its
+    challenge is malformed, the other dialects still answer; if none finds a good challenge, that
+    dialect's ChallengeError (or InvoiceError) is raised, naming what was wrong.
+    """
+    if status != 402:
+        return []
+    raw = body.encode() if isinstance(body, str) else body
+    found: list[Challenge] = []
+    first_error: Exception | None = None
+    for dialect in dialects():
+        try:
+            found.extend(dialect.read(status, headers, raw, url))
+        except (ChallengeError, InvoiceError) as exc:
+            first_error = first_error or exc
+    if not found and first_error is not None:
+        raise first_error
+    return found

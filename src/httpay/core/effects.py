@@ -1,0 +1,267 @@
+"""The effects: every outside call the payment flow needs, as a typed request to its driver.
+
+The flow (`httpay.core.flow`) never performs I/O; it yields one of these and is sent the result
+(or has the error thrown in). `run(payer)` is how any driver performs a blocking one with the
+payer's parts; the async driver runs those in a worker thread (so a slow ledger, rate source,
+wallet or signer never stalls its event loop) and awaits the ones that can be awaited (`Send`,
+`ReadBody`, `Sleep`, single flight, an async approver or wallet). A test can answer them by type.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import httpx
+
+from httpay.core.deadline import Deadline
+from httpay.core.model import Quote
+from httpay.errors import WalletError
+from httpay.ledger.base import Intent
+from httpay.ledger.models import Receipt
+from httpay.policy import Limit
+from httpay.wallets.base import Payment
+
+if TYPE_CHECKING:
+    from httpay.core.payer import Payer
+
+
+@dataclass(frozen=True)
+class Effect:
+    """One outside call. `blocking` ones are run by `run` (in a worker thread by the async driver)."""
+
+    blocking: ClassVar[bool] = True
+
+    def run(self, payer: Payer) -> Any:
+        raise NotImplementedError(type(self).__name__)
+
+
+# -- HTTP --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Send(Effect):
+    """Send `request`. With `deadline`: the whole exchange, body included, must end before it.
+    With `payment_deadline_s`: the answer may be the 402 to pay, so if it is a 402 the driver starts a
+    `Deadline` of that many seconds, reads the body within it and puts it in the response's extensions.
+    Any other answer goes back unread, as httpx hands it over (`client.stream(...)` streams). With
+    `resend_if_dropped`: sent once more if the connection drops before any answer (a pooled
+    keep-alive connection the server closed meanwhile), for a request that is safe to repeat."""
+
+    blocking: ClassVar[bool] = False
+    request: httpx.Request
+    deadline: Deadline | None = None
+    payment_deadline_s: float | None = None
+    resend_if_dropped: bool = False
+
+
+@dataclass(frozen=True)
+class ReadBody(Effect):
+    """Read a response's whole body (a 402's, or a paid answer's, to see it did not break off)."""
+
+    blocking: ClassVar[bool] = False
+    response: httpx.Response
+
+
+# -- waiting -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Sleep(Effect):
+    blocking: ClassVar[bool] = False
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Join(Effect):
+    """Enter the single flight for `key`. Answers False when this flow now owns it (and must
+    `Leave` it), True when another flow was paying it and has finished (nothing is owned)."""
+
+    blocking: ClassVar[bool] = False
+    key: str
+
+
+@dataclass(frozen=True)
+class Leave(Effect):
+    blocking: ClassVar[bool] = False
+    key: str
+
+
+@dataclass(frozen=True)
+class Ask(Effect):
+    """Ask the policy's approver about a quote: True, False, or another offer (bool | Offer | None)."""
+
+    blocking: ClassVar[bool] = False
+    quote: Quote
+
+
+# -- the payer's parts -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class GetRate(Effect):
+    """The BTC/USD rate for this attempt (resolved once; None: unknown)."""
+
+    def run(self, payer: Payer) -> float | None:
+        from httpay.core.rates import resolve_rate
+
+        return resolve_rate(payer.policy, payer.wallet)
+
+
+@dataclass(frozen=True)
+class Pay(Effect):
+    """Pay a BOLT11 invoice with the Lightning wallet, spending at most `max_fee_msat` on fees."""
+
+    invoice: str
+    max_fee_msat: int | None
+
+    def run(self, payer: Payer) -> Payment:
+        return payer.lightning.pay_invoice(self.invoice, max_fee_msat=self.max_fee_msat)
+
+
+@dataclass(frozen=True)
+class Lookup(Effect):
+    """Ask the wallet what became of a payment (None: it cannot tell)."""
+
+    payment_hash: str
+
+    def run(self, payer: Payer) -> Payment | None:
+        try:
+            return payer.lightning.lookup(self.payment_hash)
+        except (NotImplementedError, WalletError):
+            return None
+
+
+@dataclass(frozen=True)
+class Sign(Effect):
+    """Have the signer sign EIP-712 typed data (an x402 or MPP authorization)."""
+
+    domain: Mapping[str, Any]
+    types: Mapping[str, Sequence[Mapping[str, str]]]
+    primary_type: str
+    message: Mapping[str, Any] = field(repr=False)
+
+    def run(self, payer: Payer) -> bytes:
+        signature: bytes = payer.signer.sign_typed_data(self.domain, self.types, self.primary_type, self.message)
+        return signature
+
+
+# -- the ledger --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LedgerNow(Effect):
+    """The ledger's clock (shared by every process)."""
+
+    def run(self, payer: Payer) -> datetime:
+        return payer.ledger.now()
+
+
+@dataclass(frozen=True)
+class Spent(Effect):
+    """What was spent in total (settled and pending)."""
+
+    def run(self, payer: Payer) -> int:
+        return payer.ledger.spent_msat()
+
+
+@dataclass(frozen=True)
+class Find(Effect):
+    """The newest non-failed payment for a challenge key."""
+
+    challenge_key: str
+
+    def run(self, payer: Payer) -> Receipt | None:
+        return payer.ledger.find(challenge_key=self.challenge_key)
+
+
+@dataclass(frozen=True)
+class GetReceipt(Effect):
+    receipt_id: int
+
+    def run(self, payer: Payer) -> Receipt:
+        return payer.ledger.get(self.receipt_id)
+
+
+@dataclass(frozen=True)
+class Reserve(Effect):
+    """Write the payment pending, every limit checked in the same transaction (PaymentRefused if not)."""
+
+    intent: Intent
+    limits: tuple[Limit, ...]
+    usd_per_btc: float | None
+
+    def run(self, payer: Payer) -> Receipt:
+        return payer.ledger.reserve(self.intent, self.limits, usd_per_btc=self.usd_per_btc)
+
+
+@dataclass(frozen=True)
+class Settle(Effect):
+    receipt_id: int
+    preimage: str = field(repr=False)
+    fee_msat: int = 0
+    amount_msat: int | None = None
+
+    def run(self, payer: Payer) -> Receipt:
+        return payer.ledger.settle(self.receipt_id, preimage=self.preimage, fee_msat=self.fee_msat,
+                                   amount_msat=self.amount_msat)
+
+
+@dataclass(frozen=True)
+class Fail(Effect):
+    receipt_id: int
+    reason: str
+
+    def run(self, payer: Payer) -> Receipt:
+        return payer.ledger.fail(self.receipt_id, self.reason)
+
+
+@dataclass(frozen=True)
+class Note(Effect):
+    receipt_id: int
+    reason: str
+
+    def run(self, payer: Payer) -> Receipt:
+        return payer.ledger.note(self.receipt_id, self.reason)
+
+
+@dataclass(frozen=True)
+class Reconcile(Effect):
+    """Settle the truth of a pending payment left behind (a crash) with the wallet that made it."""
+
+    receipt: Receipt
+    grace_s: float
+
+    def run(self, payer: Payer) -> Any:
+        from httpay.reconcile import reconcile_one
+
+        return reconcile_one(payer.ledger, payer.lightning, self.receipt, grace_s=self.grace_s)
+
+
+@dataclass(frozen=True)
+class TokenFor(Effect):
+    """The credential held for a scope (None: none, or it expired)."""
+
+    scope: str
+
+    def run(self, payer: Payer) -> str | None:
+        return payer.ledger.token_for(self.scope)
+
+
+@dataclass(frozen=True)
+class SaveToken(Effect):
+    scope: str
+    authorization: str = field(repr=False)
+    payment_hash: str | None = None
+    expires_at: datetime | None = None
+
+    def run(self, payer: Payer) -> None:
+        payer.ledger.save_token(self.scope, self.authorization, payment_hash=self.payment_hash,
+                                expires_at=self.expires_at)
+
+
+@dataclass(frozen=True)
+class DropToken(Effect):
+    """Forget a scope's credential, if it is still `authorization` (another may have stored a newer one)."""
+
+    scope: str
+    authorization: str = field(repr=False)
+
+    def run(self, payer: Payer) -> bool:
+        if payer.ledger.token_for(self.scope) != self.authorization:
+            return False
+        return payer.ledger.drop_token(self.scope)

@@ -1,0 +1,781 @@
+"""The payment flow, written once for every dialect and for both drivers.
+
+`request_flow` sends a request; on a 402 that a registered dialect reads, `pay_flow` quotes it
+within the policy, has the dialect obtain what is payable, writes the payment down, pays it (a
+wallet pays an invoice, or a signer signs), and sends the request again with the proof. It is a
+generator that performs no I/O at all: every outside call is an effect (`httpay.core.effects`)
+yielded to a driver (`httpay.core.drivers`), so the sync and async clients cannot drift apart
+and the flow can be tested with scripted answers. It never asks which dialect it runs: what
+differs is behind `Dialect`, and what one payment buys is the challenge's `reuse`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+import time
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from httpay import safe
+from httpay.amounts import fmt_msat
+from httpay.core.deadline import Deadline
+from httpay.core.dialect import Credential, Invoiced, Obtaining, Payable, Proof, ToSign, dialect_of, read_challenge
+from httpay.core.effects import (
+    Ask,
+    DropToken,
+    Effect,
+    Fail,
+    Find,
+    GetRate,
+    GetReceipt,
+    Join,
+    Leave,
+    LedgerNow,
+    Lookup,
+    Note,
+    Pay,
+    ReadBody,
+    Reconcile,
+    Reserve,
+    SaveToken,
+    Send,
+    Settle,
+    Sign,
+    Sleep,
+    Spent,
+    TokenFor,
+)
+from httpay.core.events import (
+    Approved,
+    ChallengeMet,
+    Event,
+    InvoiceChecked,
+    Paid,
+    PaymentFailed,
+    Quoted,
+    Refused,
+    Reserved,
+    Retried,
+    Served,
+    Waited,
+    emit,
+)
+from httpay.core.model import Challenge, Quote
+from httpay.core.payer import Payer
+from httpay.core.quote import quote, requote
+from httpay.errors import (
+    HttpayError,
+    InvoiceError,
+    PaidRequestFailed,
+    PaymentDeadlineExceeded,
+    PaymentNotHonored,
+    PaymentOutcomeUnknown,
+    PaymentRefused,
+    PaymentRejected,
+    PaymentSentUnanswered,
+    WalletError,
+)
+from httpay.ledger.base import ChallengeInFlight, DuplicatePayment, Intent
+from httpay.ledger.models import Receipt, Status
+from httpay.lightning import check_invoice
+from httpay.safe import get_logger
+from httpay.wallets.base import Payment, PaymentStatus, default_fee_limit_msat
+
+log = get_logger("httpay")
+
+RECEIPT_EXTENSION = "httpay_receipt"
+DRY_RUN_EXTENSION = "httpay_dry_run"     # request extension: hand a 402 back untouched, pay nothing
+OFFER_EXTENSION = "httpay_offer_id"      # request extension: pay only this offer (still within the policy)
+MAX_PRICE_EXTENSION = "httpay_max_price_msat"  # request extension: pay at most this much for this request
+TOKEN_EXTENSION = "httpay_token"         # request extension: (scope, credential) this flow put in Authorization
+DEADLINE_EXTENSION = "httpay_payment_deadline"  # response extension: the Deadline the 402 it is on must be paid by
+FORWARDED_EXTENSIONS = ("timeout", "trace")  # what a request the flow makes itself inherits from the caller's
+MAX_WAIT_ROUNDS = 10  # a request waits for at most this many other payments of its challenge before refusing
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+TOKEN_SCOPES = ("host", "prefix", "url")
+
+Flow = Generator[Effect, Any, httpx.Response]
+
+
+# -- pure helpers ------------------------------------------------------------------------------
+def host_of(url: str | httpx.URL) -> str:
+    u = httpx.URL(str(url))
+    return f"{u.host}:{u.port}" if u.port else u.host
+
+
+def token_scope(url: str, mode: str = "host") -> str:
+    """Where a paid, reusable credential is reused: the whole host (default, as Aperture issues
+    them), the URL's folder and below (`prefix`), or exactly this URL (`url`, query ignored)."""
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower() + (f":{parts.port}" if parts.port else "")
+    if mode == "host":
+        return f"{parts.scheme}://{host}"
+    if mode == "prefix":
+        folder = parts.path.rsplit("/", 1)[0] + "/"
+        return f"{parts.scheme}://{host}{folder}"
+    if mode == "url":
+        return f"{parts.scheme}://{host}{parts.path or '/'}"
+    raise ValueError(f"token scope must be one of {', '.join(TOKEN_SCOPES)}, not {mode!r}")
+
+
+def scopes_for(url: str, mode: str) -> list[str]:
+    """The scopes to look a credential up under for `url`, most specific first (a `prefix` token
+    bought for /api/ also serves /api/v1/x)."""
+    if mode != "prefix":
+        return [token_scope(url, mode)]
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower() + (f":{parts.port}" if parts.port else "")
+    segments = parts.path.split("/")[:-1]
+    out = [f"{parts.scheme}://{host}" + "/".join(segments[:i]) + "/" for i in range(len(segments), 0, -1)]
+    return out or [f"{parts.scheme}://{host}/"]
+
+
+def flight_key(challenge: Challenge, url: str, scope_mode: str) -> str:
+    """The single-flight key: requests meeting 402s that one payment answers share it.
+
+    A credential reused across its whole scope is bought once per scope (Aperture mints a fresh
+    macaroon and invoice for every 402), so its key is the scope's; the ledger keeps it as the row's
+    challenge key, so other processes wait too. Otherwise the challenge's own key.
+    """
+    if challenge.reuse == "scope":
+        return "scope:" + hashlib.sha256(token_scope(url, scope_mode).encode()).hexdigest()[:32]
+    return challenge.key
+
+
+def fee_cap_msat(payer: Payer, amount_msat: int) -> int:
+    """The most the wallet may spend on routing fees: the policy's cap, else the wallet's default one.
+    The ledger holds it with the amount until the payment settles, and the wallet is given it."""
+    cap = payer.policy.max_fee_msat
+    return cap if cap is not None else default_fee_limit_msat(amount_msat)
+
+
+def follow_up(origin: httpx.Request, method: str, url: httpx.URL, **kwargs: Any) -> httpx.Request:
+    """A request the flow makes itself, with the caller's timeouts (and trace hook) of `origin`, and
+    its TLS server name when it goes to the same host."""
+    extensions = {k: origin.extensions[k] for k in FORWARDED_EXTENSIONS if k in origin.extensions}
+    if "sni_hostname" in origin.extensions and url.host == origin.url.host:
+        extensions["sni_hostname"] = origin.extensions["sni_hostname"]
+    return httpx.Request(method, url, extensions=extensions, **kwargs)
+
+
+def deadline_of(response: httpx.Response) -> Deadline | None:
+    """The payment deadline the driver started when this 402 arrived (None: no deadline set)."""
+    found = response.extensions.get(DEADLINE_EXTENSION)
+    return found if isinstance(found, Deadline) else None
+
+
+def receipt_of(response: httpx.Response) -> Receipt | None:
+    """The ledger receipt of the payment that bought this response, if one was made."""
+    found: Receipt | None = response.extensions.get(RECEIPT_EXTENSION)
+    return found
+
+
+def paid_text(receipt: Receipt, usd_per_btc: float | None = None) -> str:
+    """'paid 10 sat + 1 sat fee, ledger #3': what a payment cost, for a message after money left."""
+    fee = f" + {fmt_msat(receipt.fee_msat)} fee" if receipt.fee_msat else ""
+    return f"paid {fmt_msat(receipt.amount_msat, usd_per_btc)}{fee}, ledger #{receipt.id}"
+
+
+def _name(exc: BaseException) -> str:
+    """An exception's class and its first words (never a whole server text) for a message."""
+    text = safe.clean(" ".join(str(exc).split()), 80)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+# -- one paid request ----------------------------------------------------------------------------
+@dataclass
+class _Run:
+    """One request's flow: who pays, what it asked, and its correlation id for every step."""
+
+    payer: Payer
+    request: httpx.Request
+    rid: str
+
+    @property
+    def url(self) -> str:
+        return str(self.request.url)
+
+    @property
+    def host(self) -> str:
+        return host_of(self.request.url)
+
+    def say(self, kind: type[Event], message: str, level: int = logging.INFO, **fields: Any) -> None:
+        emit(self.payer.on_event, kind(self.url, self.rid, **fields), message, level)
+
+    def refused(self, exc: PaymentRefused, response: httpx.Response | None = None,
+                challenge: Challenge | None = None) -> PaymentRefused:
+        """Report a refusal as one `refused` step, then hand it back to be raised."""
+        if response is not None:
+            exc.response = response
+        if exc.offers is None and challenge is not None:
+            exc.offers = challenge.offers
+        self.say(Refused, str(exc).removeprefix("refused: "), logging.WARNING, rule=exc.rule, reason=str(exc))
+        return exc
+
+    def within_deadline(self, response: httpx.Response, stage: str) -> None:
+        """PaymentDeadlineExceeded (before anything is reserved or paid) once the 402's deadline passed."""
+        deadline = deadline_of(response)
+        if deadline is None or deadline.remaining() > 0:
+            return
+        exc = deadline.exceeded(stage)
+        self.say(Refused, str(exc).removeprefix("not paid: "), logging.WARNING, rule="payment_deadline",
+                 reason=str(exc))
+        raise exc
+
+
+def request_flow(payer: Payer, request: httpx.Request, *, dry_run: bool = False,
+                 max_price_msat: int | None = None, offer_id: str | None = None) -> Flow:
+    """Send `request`; if the answer is a 402 some dialect reads, pay for it within the policy and
+    return the response the payment bought. A held credential is presented first, and evicted
+    (never retried in a loop) when the server answers 402 to it."""
+    yield from _present_held(payer, request)
+    mark = time.monotonic()
+    response: httpx.Response = yield Send(request, payment_deadline_s=None if dry_run else payer.payment_deadline)
+    if response.status_code != 402:
+        return response
+    met_402_at = yield from _met_at(mark)
+    yield ReadBody(response)  # already read within the deadline when one runs: then a no-op
+    yield from _evict_if_presented(request)
+    if dry_run:
+        return response
+    challenges = read_challenge(response.status_code, response.headers, response.content, url=str(request.url))
+    if not challenges:
+        return response
+    return (yield from pay_flow(payer, request, response, challenges, met_402_at=met_402_at,
+                                max_price_msat=max_price_msat, offer_id=offer_id))
+
+
+def pay_flow(payer: Payer, request: httpx.Request, response: httpx.Response,
+             challenges: Challenge | Sequence[Challenge], *, met_402_at: datetime | None = None,
+             max_price_msat: int | None = None, offer_id: str | None = None) -> Flow:
+    """Pay for one challenge of a 402 within the policy, then repeat `request`; the final response.
+
+    Of several challenges, the first this payer can pay is used. `offer_id` pins the offer to pay
+    (an agent that chose one); the policy must still allow it.
+    """
+    run = _Run(payer, request, secrets.token_hex(4))
+    ranked = [challenges] if isinstance(challenges, Challenge) else list(challenges)
+    challenge = next((c for c in ranked if any(payer.cannot_pay(o) is None for o in c.offers)), ranked[0])
+    if met_402_at is None:
+        met_402_at = yield LedgerNow()
+    run.say(ChallengeMet, f"402 ({challenge.dialect}) from {run.host} with {len(challenge.offers)} offer(s): "
+                          f"{', '.join(o.offer_id for o in challenge.offers)}",
+            challenge=challenge, status=response.status_code)
+    if challenge.reuse == "request":  # a payment buys this one request: nothing to share or wait for
+        attempt = _Attempt(run, response, challenge, None, met_402_at, max_price_msat, offer_id)
+        receipt, credential = yield from attempt.obtain()
+        return (yield from _deliver(run, challenge, receipt, credential, attempt.shown))
+
+    key = flight_key(challenge, run.url, payer.token_scope)
+    for _ in range(MAX_WAIT_ROUNDS):
+        if not (yield Join(key)):
+            break  # this request owns the flight: it pays, unless someone paid meanwhile
+        # Someone else just paid what this request needs: use their payment before paying again.
+        run.say(Waited, "another request paid for this; retrying with its payment", key=key)
+        mark = time.monotonic()
+        again = yield from _send_with_held(payer, request, payment_deadline_s=payer.payment_deadline,
+                                           resend=request.method in IDEMPOTENT)
+        if again.status_code != 402:
+            return again
+        yield ReadBody(again)
+        yield from _evict_if_presented(request)
+        fresh = read_challenge(again.status_code, again.headers, again.content, url=run.url)
+        if not fresh:
+            return again
+        challenge, response = fresh[0], again
+        met_402_at = yield from _met_at(mark)
+        key = flight_key(challenge, run.url, payer.token_scope)
+    else:
+        raise PaymentRefused(
+            f"refused: {MAX_WAIT_ROUNDS} payments by other requests for this challenge each left this one unserved; "
+            "not paying in a loop", rule="in_flight", offers=challenge.offers, response=response,
+        )
+    # The retry is sent after this flow leaves the flight, so requests waiting on the flight never
+    # also wait on this one's retry (a service that answers slowly would hold them all).
+    try:
+        attempt = _Attempt(run, response, challenge, key, met_402_at, max_price_msat, offer_id)
+        receipt, credential = yield from attempt.obtain()
+    finally:
+        yield Leave(key)
+    return (yield from _deliver(run, challenge, receipt, credential, attempt.shown))
+
+
+@dataclass
+class _Attempt:
+    """Paying one challenge: quote, obtain, check, write down, pay. `key` is the flight's (None: a
+    payment buys one request and is shared with no one)."""
+
+    run: _Run
+    response: httpx.Response
+    challenge: Challenge
+    key: str | None
+    met_402_at: datetime
+    max_price_msat: int | None
+    offer_id: str | None
+    shown: str = ""  # the quoted price as a person reads it ("0.01 USDC on eip155:8453"), for messages
+
+    def obtain(self) -> Generator[Effect, Any, tuple[Receipt, Credential | None]]:
+        """The receipt of the payment this request uses, and the credential its retry presents
+        (None: present nothing new; a payment another request made for this flight)."""
+        run, payer = self.run, self.run.payer
+        if self.key is not None:
+            # A payment for this flight made after this request met its 402 (by a flow that left before
+            # this one joined, or by another process) is used, never repeated, nor refused by a budget it spent.
+            meanwhile = yield from self._paid_meanwhile()
+            if meanwhile is not None:
+                done = yield from _await_other(run, meanwhile)
+                if done is not None:
+                    return done, None
+        q = yield from self.quote()
+        dialect = dialect_of(self.challenge)
+        ctx = Obtaining(request=run.request, response=self.response, challenge=self.challenge, quote=q,
+                        policy=payer.policy, deadline=deadline_of(self.response),
+                        payer_address=getattr(payer.signer, "address", None),
+                        report=lambda kind, message, **fields: run.say(kind, message, **fields), follow_up=follow_up)
+        try:
+            payable = yield from dialect.obtain(ctx)
+        except PaymentRefused as exc:
+            raise run.refused(exc, self.response, self.challenge) from None
+        except PaymentDeadlineExceeded as exc:
+            run.say(Refused, str(exc).removeprefix("not paid: "), logging.WARNING, rule="payment_deadline",
+                    reason=str(exc))
+            raise
+        except InvoiceError as exc:
+            run.say(Refused, f"invoice refused: {exc}", logging.WARNING, rule=f"invoice:{exc.check}", reason=str(exc))
+            raise
+        if isinstance(payable, Invoiced):
+            self._check_invoice(payable, q)
+        receipt = yield from self._reserve(payable, q)
+        if isinstance(receipt, tuple):
+            return receipt  # another request paid this very invoice: its receipt and credential
+        if isinstance(payable, ToSign):
+            signature = yield from _sign(run, receipt, payable)
+            return receipt, dialect.present(self.challenge, payable, Proof(signature=signature))
+        payment = yield from _pay(run, receipt, payable)
+        credential = dialect.present(self.challenge, payable, Proof(preimage=payment.preimage or ""))
+        done = yield from self._settle(receipt, payment, payable, credential, q.usd_per_btc)
+        return done, credential
+
+    def quote(self) -> Generator[Effect, Any, Quote]:
+        """The one decision, on the rate resolved once for this attempt; then the approver's, if any."""
+        run, payer, policy = self.run, self.run.payer, self.run.payer.policy
+        rate = yield GetRate()
+        spent = (yield Spent()) if (policy.budget_usd is not None or policy.budget_sat is not None) else 0
+        try:
+            q = quote(self.challenge, policy, url=run.url, host=run.host, usd_per_btc=rate, spent_msat=spent,
+                      cannot_pay=payer.cannot_pay, max_price_msat=self.max_price_msat, offer_id=self.offer_id)
+        except PaymentRefused as exc:
+            raise run.refused(exc, self.response, self.challenge) from None
+        run.say(Quoted, str(q), quote=q)
+        self.shown = _shown(q)
+        if policy.approve is None:
+            return q
+        asked_at = time.monotonic()
+        answer = yield Ask(q)
+        if (deadline := deadline_of(self.response)) is not None:
+            deadline.paused(asked_at)  # a person's time to decide is not the service's delay
+        try:
+            q = requote(q, policy, answer, payer.cannot_pay)
+        except PaymentRefused as exc:
+            raise run.refused(exc, self.response, self.challenge) from None
+        run.say(Approved, f"approved: {q}", quote=q)
+        self.shown = _shown(q)
+        return q
+
+    def _check_invoice(self, payable: Invoiced, q: Quote) -> None:
+        """Every check the invoice must pass before anything is reserved or paid: amount present and
+        within the quoted price and every per-payment cap, the wallet's network, expiry, the payee."""
+        run, policy = self.run, self.run.payer.policy
+        try:
+            caps = [c for c in (policy.max_per_payment_msat(q.usd_per_btc, self.challenge.offers), q.max_price_msat)
+                    if c is not None]
+            check_invoice(payable.invoice, network=run.payer.lightning.network, expected_msat=q.price_msat,
+                          tolerance=policy.price_tolerance, max_msat=min(caps) if caps else None,
+                          payee=policy.payee_for(q.host))
+        except InvoiceError as exc:
+            run.say(Refused, f"invoice refused: {exc}", logging.WARNING, rule=f"invoice:{exc.check}", reason=str(exc))
+            raise
+        except PaymentRefused as exc:
+            raise run.refused(exc, self.response, self.challenge) from None
+        run.say(InvoiceChecked, str(payable.invoice), invoice=payable.invoice, quote=q)
+
+    def _paid_meanwhile(self) -> Generator[Effect, Any, Receipt | None]:
+        """The flight's payment pending now, or settled since this request met its 402, if there is one."""
+        assert self.key is not None
+        existing: Receipt | None = yield Find(self.key)
+        if existing is None:
+            return None
+        if existing.status is Status.PENDING or (existing.status is Status.SETTLED
+                                                 and existing.updated_at >= self.met_402_at):
+            return existing
+        return None
+
+    def _reserve(self, payable: Payable, q: Quote) -> Generator[
+            Effect, Any, Receipt | tuple[Receipt, Credential | None]]:
+        """Write the payment pending, budgets (fees included) re-checked in the ledger's transaction.
+        A payment of this flight or invoice by another request is waited for and used instead."""
+        run, payer = self.run, self.run.payer
+        amount = payable.amount_msat
+        assert amount is not None  # an invoice without an amount never passes the checks
+        fee_cap = fee_cap_msat(payer, amount) if isinstance(payable, Invoiced) else 0
+        kind, identity = payer.wallet_name(payable.rail)
+        not_before: datetime | None = self.met_402_at
+        for _ in range(MAX_WAIT_ROUNDS):
+            run.within_deadline(self.response, "the payment" if not_before else "the wait for another payment")
+            intent = Intent(
+                host=run.host, url=run.url, protocol=self.challenge.dialect, method=q.method, amount_msat=amount,
+                payment_hash=payable.reference, offer_id=q.offer.offer_id, offer_title=q.offer.title,
+                offer_amount=q.offer.price.amount, offer_currency=q.offer.price.currency, credits=q.offer.balance,
+                wallet=kind, challenge_key=self.key, not_before=not_before, max_fee_msat=fee_cap, wallet_id=identity,
+            )
+            try:
+                limits = tuple(payer.policy.limits(run.host, q.usd_per_btc, self.challenge.offers))
+                receipt: Receipt = yield Reserve(intent, limits, q.usd_per_btc)
+            except (ChallengeInFlight, DuplicatePayment) as busy:
+                if self.key is None:
+                    raise run.refused(busy, self.response, self.challenge) from None
+                # Another request paid (or is paying) this invoice or this flight: wait for it and use it.
+                done = yield from _await_other(run, busy.existing)
+                if done is not None:
+                    if done.payment_hash == payable.reference and done.preimage:
+                        credential = dialect_of(self.challenge).present(self.challenge, payable,
+                                                                        Proof(preimage=done.preimage))
+                        yield from _keep(run, credential, done.payment_hash)
+                        return done, credential
+                    return done, None
+                not_before = None  # it failed: nothing was paid, so pay now (unless yet another is pending)
+                continue
+            except PaymentRefused as exc:
+                raise run.refused(exc, self.response, self.challenge) from None
+            fees = f" + up to {fmt_msat(receipt.fee_msat, q.usd_per_btc)} in fees" if receipt.fee_msat else ""
+            run.say(Reserved, f"ledger #{receipt.id} pending for {fmt_msat(receipt.amount_msat, q.usd_per_btc)}{fees}",
+                    receipt=receipt)
+            return receipt
+        raise PaymentRefused(f"refused: {MAX_WAIT_ROUNDS} other payments for this challenge failed in turn; "
+                             "not paying in a loop", rule="in_flight", offers=self.challenge.offers,
+                             response=self.response)
+
+    def _settle(self, receipt: Receipt, payment: Payment, payable: Invoiced, credential: Credential,
+                rate: float | None) -> Generator[Effect, Any, Receipt]:
+        """Record the payment settled. A reusable credential is stored first, so whoever sees the
+        payment settled (a waiting request, another process) finds the credential it bought."""
+        run = self.run
+        try:
+            yield from _keep(run, credential, payment.payment_hash)
+        except Exception as exc:  # noqa: BLE001 - the payment must be recorded whatever storing the token did
+            log.warning("[%s] could not store the paid credential (%s); the payment is still recorded", run.rid,
+                        type(exc).__name__)
+        try:
+            done: Receipt = yield Settle(receipt.id, payment.preimage or "", payment.fee_msat,
+                                         payment.amount_msat or payable.amount_msat)
+        except Exception as exc:
+            raise PaidRequestFailed(
+                f"{paid_text(receipt)}; recording the payment failed ({type(exc).__name__}); ledger #{receipt.id} "
+                "stays pending until `httpay ledger reconcile` settles it", receipt=receipt) from exc
+        run.say(Paid, f"paid {fmt_msat(done.amount_msat, rate)} + fee {done.fee_msat} msat, hash "
+                      f"{payable.reference[:16]}…, ledger #{done.id}", receipt=done, payment=payment)
+        return done
+
+
+def _shown(q: Quote) -> str:
+    """The quoted price as a person reads it, in the offer's own unit ("0.01 USDC on eip155:8453")."""
+    return f"{q.offer.price}" + (f" on {q.offer.network}" if q.offer.network else "")
+
+
+def _keep(run: _Run, credential: Credential, payment_hash: str | None) -> Generator[Effect, Any, None]:
+    """Store a reusable credential so later requests in its scope present it instead of paying."""
+    if credential.reusable is None:
+        return
+    yield SaveToken(token_scope(run.url, run.payer.token_scope), credential.reusable, payment_hash,
+                    credential.expires_at)
+
+
+def _met_at(mark: float) -> Generator[Effect, Any, datetime]:
+    """When a 402 was met, on the ledger's clock (shared by every process): its now, less the time
+    elapsed since `mark` (`time.monotonic()` taken before the request was sent). No wall clock of
+    this machine enters, so a skewed one cannot make another process's payment look older."""
+    now: datetime = yield LedgerNow()
+    return now - timedelta(seconds=max(time.monotonic() - mark, 0.0))
+
+
+def _await_other(run: _Run, existing: Receipt) -> Generator[Effect, Any, Receipt | None]:
+    """Another request or process holds a payment for this challenge. Wait for it (settled: use it),
+    or reconcile it if a crash left it behind. None means: nothing was paid, pay now."""
+    payer = run.payer
+    run.say(Waited, f"payment #{existing.id} for this challenge is {existing.status.value}; not paying twice",
+            receipt=existing)
+    waited = 0.0
+    current = existing
+    while current.status is Status.PENDING:
+        now: datetime = yield LedgerNow()
+        if (now - current.updated_at).total_seconds() >= payer.stale_pending_s:  # one clock: the ledger's
+            outcome = yield Reconcile(current, payer.stale_pending_s)
+            current = outcome.receipt
+            if current.status is Status.PENDING:
+                raise PaymentOutcomeUnknown(
+                    f"payment #{current.id} for this challenge is still pending ({outcome.detail}); it is not paid "
+                    "again until it is reconciled (`httpay ledger reconcile`)", receipt=current,
+                )
+            break
+        if waited >= payer.inflight_wait_s:
+            raise PaymentOutcomeUnknown(
+                f"payment #{current.id} for this challenge stayed pending for {waited:.0f} s; not paying again",
+                receipt=current,
+            )
+        yield Sleep(0.05)
+        waited += 0.05
+        current = yield GetReceipt(current.id)
+    return current if current.status is Status.SETTLED else None
+
+
+def _pay(run: _Run, receipt: Receipt, payable: Invoiced) -> Generator[Effect, Any, Payment]:
+    """Have the wallet pay the invoice within the fee cap the ledger holds; a preimage that proves
+    the invoice is the only proof taken. An unknown outcome leaves the row pending."""
+    invoice = payable.invoice
+    try:
+        payment: Payment = yield Pay(invoice.bolt11, receipt.fee_msat)
+    except WalletError as exc:
+        if exc.outcome_known:
+            failed = yield Fail(receipt.id, f"{type(exc).__name__}: {exc}")
+            run.say(PaymentFailed, f"wallet did not pay: {exc}", logging.WARNING, receipt=failed, error=str(exc))
+            raise
+        found: Payment | None = yield Lookup(invoice.payment_hash)
+        if found is not None and found.settled and found.proves(invoice.payment_hash):
+            payment = found
+        else:
+            noted = yield Note(receipt.id, f"outcome unknown: {type(exc).__name__}")
+            raise PaymentOutcomeUnknown(
+                f"the wallet did not say whether it paid (ledger #{receipt.id} stays pending; run "
+                "`httpay ledger reconcile` later): " + str(exc), receipt=noted,
+            ) from None
+    if not payment.settled:
+        if payment.status is PaymentStatus.FAILED:
+            yield Fail(receipt.id, payment.failure_reason or "wallet reported failure")
+            raise WalletError(f"the wallet reported the payment failed: {payment.failure_reason or 'no reason given'}")
+        pending = yield GetReceipt(receipt.id)
+        raise PaymentOutcomeUnknown(
+            f"the payment is still in flight at the wallet (ledger #{receipt.id} stays pending)", receipt=pending)
+    if not payment.proves(invoice.payment_hash):
+        noted = yield Note(receipt.id, "wallet returned a preimage that does not match the invoice")
+        raise PaymentOutcomeUnknown(
+            f"the wallet said paid but its preimage does not prove the invoice (ledger #{receipt.id} stays pending)",
+            receipt=noted,
+        )
+    if payment.fee_msat > receipt.fee_msat:  # a wallet that cannot enforce the cap (LNbits) went over it
+        log.warning("[%s] the wallet spent %d msat on fees, above the %d msat cap it was given and the ledger held; "
+                    "the ledger records what it spent", run.rid, payment.fee_msat, receipt.fee_msat)
+    return payment
+
+
+def _sign(run: _Run, receipt: Receipt, payable: ToSign) -> Generator[Effect, Any, bytes]:
+    """Have the signer sign the payment; if it does not, the row is failed (nothing was sent)."""
+    try:
+        signature: bytes = yield Sign(payable.domain, payable.types, payable.primary_type, payable.message)
+    except Exception as exc:
+        failed = yield Fail(receipt.id, f"not signed: {type(exc).__name__}")
+        run.say(PaymentFailed, "the signer did not sign; nothing was sent", logging.WARNING, receipt=failed,
+                error=type(exc).__name__)
+        if isinstance(exc, HttpayError):
+            raise
+        raise WalletError(f"the signer failed ({type(exc).__name__}); nothing was sent") from None
+    return signature
+
+
+# -- after paying: the request again, with the proof --------------------------------------------
+def _deliver(run: _Run, challenge: Challenge, receipt: Receipt, credential: Credential | None, shown: str) -> Flow:
+    """Send the request the payment bought: after a settled payment, retried until served; with a
+    payment that travels with the request (its row still pending), once, and its outcome read from
+    the service's answer."""
+    if receipt.status is Status.PENDING:
+        assert credential is not None
+        return (yield from _send_payment(run, challenge, receipt, credential, shown or fmt_msat(receipt.amount_msat)))
+    return (yield from _retry(run, receipt, credential))
+
+
+def _retry(run: _Run, receipt: Receipt, credential: Credential | None) -> Flow:
+    """Repeat the request now that it is paid for, with the credential if there is one (an account
+    credited by the payment needs none). A service may learn of the payment a moment late, so a 402
+    is retried a few times with backoff before it is called not honored. Money has left by now, so
+    any failure (no answer, a reset, a 5xx, a broken body) is a PaidRequestFailed that carries the
+    receipt; the ledger row stays settled."""
+    payer, request = run.payer, run.request
+    if credential is not None and credential.headers:
+        request.headers.update(credential.headers)
+        if credential.reusable is not None:
+            request.extensions[TOKEN_EXTENSION] = (token_scope(run.url, payer.token_scope), credential.reusable)
+    delay = payer.retry_delay_s
+    resp: httpx.Response | None = None
+    for attempt in range(1, payer.retries_after_payment + 1):
+        run.say(Retried, f"retrying the request (attempt {attempt})", attempt=attempt)
+        try:
+            resp = yield from _send_with_held(payer, request)
+            yield ReadBody(resp)  # a body that breaks off is a failure of the paid request, seen here
+        except Exception as exc:
+            if isinstance(exc, PaidRequestFailed | PaymentNotHonored):
+                raise
+            raise (yield from _unserved(run, receipt, f"the service did not answer ({_name(exc)})")) from exc
+        if resp.status_code >= 500:
+            raise (yield from _unserved(run, receipt, f"the service answered HTTP {resp.status_code} to the paid "
+                                        "request (its answer is in .response)", response=resp))
+        if resp.status_code != 402:
+            resp.extensions[RECEIPT_EXTENSION] = receipt
+            run.say(Served, f"served with HTTP {resp.status_code} after payment #{receipt.id}",
+                    status=resp.status_code, receipt=receipt)
+            return resp
+        if attempt < payer.retries_after_payment:
+            yield Sleep(delay)
+            delay = min(delay * 2, 5.0)
+    assert resp is not None
+    raise PaymentNotHonored(
+        f"paid (ledger #{receipt.id}, hash {(receipt.payment_hash or '')[:16]}…) but {run.host} still "
+        f"answers 402 after {payer.retries_after_payment} tries; keep the receipt and contact the service",
+        receipt=receipt, response=resp,
+    )
+
+
+def _unserved(run: _Run, receipt: Receipt, what: str,
+              response: httpx.Response | None = None) -> Generator[Effect, Any, PaidRequestFailed]:
+    """The paid request failed after the money left: say so, note it on the (still settled) row."""
+    try:
+        receipt = yield Note(receipt.id, f"paid, then {what}"[:300])
+    except Exception:  # noqa: BLE001 - the error below must reach the caller whatever the ledger does
+        log.warning("[%s] could not note the failure on ledger #%s", run.rid, receipt.id)
+    run.say(PaymentFailed, f"{paid_text(receipt)}; {what}", logging.WARNING, receipt=receipt, error=what)
+    return PaidRequestFailed(f"{paid_text(receipt)}; {what}; the receipt is kept and retrying reuses "
+                             "the payment where the service honours it", receipt=receipt, response=response)
+
+
+def _send_payment(run: _Run, challenge: Challenge, receipt: Receipt, credential: Credential, shown: str) -> Flow:
+    """Send the request once with a payment that travels with it (a signed authorization), and
+    settle, fail or keep the row pending from what the service says. A second 402 is never paid."""
+    request = run.request
+    request.headers.update(credential.headers)
+    run.say(Retried, "sending the request with the signed payment", attempt=1)
+    try:
+        answer: httpx.Response = yield Send(request)
+    except Exception as exc:  # the payment may have reached the server
+        noted = yield Note(receipt.id, f"outcome unknown: {type(exc).__name__} while sending the signed payment")
+        raise PaymentSentUnanswered(
+            f"sent a signed payment of {shown}, ledger #{receipt.id}; the service did not "
+            f"answer ({type(exc).__name__}); the row stays pending: the authorization may still be settled until it "
+            "expires, and the receipt is kept", receipt=noted,
+        ) from exc
+    broken: Exception | None = None
+    try:
+        yield ReadBody(answer)  # a body that breaks off is seen here, while the receipt is at hand
+    except Exception as exc:  # noqa: BLE001 - reported below with the receipt
+        broken = exc
+    return (yield from _outcome(run, challenge, answer, receipt, broken, shown))
+
+
+def _outcome(run: _Run, challenge: Challenge, resp: httpx.Response, receipt: Receipt,
+             broken: Exception | None, shown: str) -> Flow:
+    """Settle, fail or keep pending the row from the service's answer to a payment sent with the
+    request; a 5xx or a broken body after it went out raises PaidRequestFailed with the receipt."""
+    proof = dialect_of(challenge).settlement(resp)
+    done: Receipt
+    if resp.status_code == 402 and broken is None:
+        if proof is not None and proof.success:
+            yield Settle(receipt.id, "", 0)
+            done = yield Note(receipt.id, f"transaction {proof.transaction} settled, but the service still answers 402")
+            run.say(Paid, f"paid {shown} but still 402", logging.WARNING, receipt=done)
+            raise PaymentNotHonored(
+                f"paid {shown} (ledger #{done.id}, transaction {proof.transaction}) but {run.host} still answers "
+                "402; keep the receipt and contact the service", receipt=done, response=resp,
+            )
+        reason = safe.clean((proof.reason if proof is not None else None) or "no reason given", 200)
+        done = yield Fail(receipt.id, f"the service refused the signed payment: {reason}")
+        run.say(PaymentFailed, f"{run.host} refused the signed payment ({reason}); nothing settled, not paying again",
+                logging.WARNING, receipt=done, error=reason)
+        raise PaymentRejected(
+            f"{run.host} refused the signed payment of {shown} ({reason}); ledger #{receipt.id} is failed and "
+            "nothing is paid again for this request", receipt=done, response=resp,
+        )
+    if proof is not None and proof.success is False:
+        why = safe.clean(proof.reason or "no reason given", 200)
+        done = yield Fail(receipt.id, f"the service could not settle the payment: {why}")
+        run.say(PaymentFailed, f"settlement failed ({why}) though the service answered {resp.status_code}",
+                logging.WARNING, receipt=done, error=why)
+    elif (proof is not None and proof.success) or resp.status_code < 400:
+        yield Settle(receipt.id, "", 0)
+        note = (f"transaction {safe.clean(proof.transaction, 120)} on {safe.clean(proof.network or '', 60)}"
+                if proof is not None and proof.transaction else "served without a settlement receipt")
+        done = yield Note(receipt.id, note)
+        run.say(Paid, f"paid {shown}, {note}, ledger #{done.id}", receipt=done)
+    else:
+        done = yield Note(receipt.id, f"outcome unknown: HTTP {resp.status_code} and no settlement receipt")
+        run.say(PaymentFailed, f"HTTP {resp.status_code} with no settlement receipt: ledger #{done.id} stays pending",
+                logging.WARNING, receipt=done, error=f"HTTP {resp.status_code}")
+    if done.status is not Status.FAILED and (broken is not None or resp.status_code >= 500):
+        what = (f"the service's answer broke off ({type(broken).__name__})" if broken is not None
+                else f"the service answered HTTP {resp.status_code} to the paid request (its answer is in .response)")
+        kind = PaidRequestFailed if done.status is Status.SETTLED else PaymentSentUnanswered
+        paid = (f"paid {shown}, ledger #{done.id}" if done.status is Status.SETTLED else
+                f"sent a signed payment of {shown}, ledger #{done.id} (pending: the service did not say "
+                "whether it settled it)")
+        run.say(PaymentFailed, f"{paid}; {what}", logging.WARNING, receipt=done, error=what)
+        raise kind(f"{paid}; {what}; the receipt is kept", receipt=done, response=resp) from broken
+    if broken is not None:
+        raise broken
+    resp.extensions[RECEIPT_EXTENSION] = done
+    run.say(Served, f"served with HTTP {resp.status_code} after payment #{done.id}", status=resp.status_code,
+            receipt=done)
+    return resp
+
+
+# -- held credentials ----------------------------------------------------------------------------
+def _present_held(payer: Payer, request: httpx.Request) -> Generator[Effect, Any, str | None]:
+    """Put the stored credential of the request's scope in its Authorization header, read afresh on
+    every send (another request may have bought a newer one); a caller's own Authorization is left
+    alone. Returns the scope whose credential is presented, if any."""
+    ours = request.extensions.get(TOKEN_EXTENSION)
+    current = request.headers.get("authorization")
+    if current and (ours is None or current != ours[1]):
+        return None  # the caller's own credential
+    for scope in scopes_for(str(request.url), payer.token_scope):
+        token = yield TokenFor(scope)
+        if token:
+            request.headers["Authorization"] = token
+            request.extensions[TOKEN_EXTENSION] = (scope, token)
+            return scope
+    if ours is not None and current == ours[1]:
+        return str(ours[0])  # nothing newer stored: keep the credential this flow holds
+    return None
+
+
+def _evict_if_presented(request: httpx.Request) -> Generator[Effect, Any, None]:
+    """The server answered 402 to the credential this flow presented: forget it (never retried in a
+    loop), unless another request has meanwhile stored a newer one for the scope."""
+    ours = request.extensions.pop(TOKEN_EXTENSION, None)
+    if ours is None:
+        return
+    scope, token = ours
+    if request.headers.get("authorization") != token:
+        return  # not presented on this request (httpx drops Authorization on a redirect to another host)
+    request.headers.pop("Authorization", None)
+    if (yield DropToken(scope, token)):
+        log.info("the server answered 402 to the credential held for %s: evicted it", scope)
+
+
+def _send_with_held(payer: Payer, request: httpx.Request, payment_deadline_s: float | None = None,
+                    resend: bool = False) -> Flow:
+    """Send a request again, with the credential stored for its scope, if any. `payment_deadline_s`:
+    a 402 it meets may be paid, so start its deadline; `resend`: safe to send again if the
+    connection drops before an answer."""
+    yield from _present_held(payer, request)
+    response: httpx.Response = yield Send(request, payment_deadline_s=payment_deadline_s, resend_if_dropped=resend)
+    return response
+
+
+__all__ = [
+    "DEADLINE_EXTENSION", "DRY_RUN_EXTENSION", "MAX_PRICE_EXTENSION", "OFFER_EXTENSION", "RECEIPT_EXTENSION",
+    "TOKEN_SCOPES", "flight_key", "host_of", "pay_flow", "receipt_of", "request_flow", "scopes_for",
+    "token_scope",
+]

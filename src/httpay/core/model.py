@@ -1,0 +1,230 @@
+"""The neutral model every dialect reads a 402 into: `Money`, `Offer`, `Challenge`, `Quote`.
+
+Pure data with no I/O and no knowledge of any dialect. A dialect keeps its own wire types
+(L402 v0.2's `PaymentOffers`, x402's requirements) as the `payload`/`raw` of these, so the flow,
+the quote and every surface work on one shape while nothing of the wire is lost.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any
+
+from httpay.amounts import MSAT_PER_BTC, decimal_text, fmt_msat, rate_ok
+from httpay.safe import clean
+
+_FIAT_SYMBOLS = {"USD": "$", "EUR": "€", "GBP": "£"}
+_FIAT = ("USD", "EUR", "GBP", "CAD", "AUD")
+_SATS = ("SAT", "SATS", "BTC")  # amounts in sat (the smallest unit of BTC)
+
+
+@dataclass(frozen=True)
+class Money:
+    """An exact price: `amount` whole smallest units of `currency`.
+
+    Lightning: "MSAT" (or "SAT"/"BTC" counted in sat); fiat: "USD" in cents; a token: its symbol
+    with `decimals` (its atomic unit), `asset` (contract address) and `usd_pegged` when one token is
+    worth one dollar. A price whose worth no rate can tell (an unknown currency, a token of unknown
+    decimals) has no msat value, and a limit never lets such an offer through.
+    """
+
+    amount: int
+    currency: str
+    decimals: int | None = None
+    asset: str | None = None
+    usd_pegged: bool = False
+
+    @classmethod
+    def msat(cls, amount: int) -> Money:
+        return cls(amount, "MSAT")
+
+    @property
+    def unit(self) -> str:
+        """What one of `amount` is, in words: 'msat', 'sat', 'USD cent', '1e-6 USDC'."""
+        cur = self.currency.upper()
+        if cur == "MSAT":
+            return "msat"
+        if cur in _SATS:
+            return "sat"
+        if cur in _FIAT:
+            return f"{cur} cent"
+        if self.decimals is not None:
+            return f"1e-{self.decimals} {clean(self.currency, 24)}" if self.decimals else clean(self.currency, 24)
+        return f"smallest unit of {clean(self.currency, 24)}"
+
+    def in_msat(self, usd_per_btc: float | None) -> int | None:
+        """What this price is worth in msat, rounded up (a bound never shrinks below the price); None
+        when no rate makes that knowable."""
+        cur = self.currency.upper()
+        if cur == "MSAT":
+            return self.amount
+        if cur in _SATS:
+            return self.amount * 1000
+        usd = self.in_usd()
+        if usd is None or not rate_ok(usd_per_btc):
+            return None
+        return math.ceil(usd * MSAT_PER_BTC / Fraction(str(usd_per_btc)))
+
+    def in_usd(self, usd_per_btc: float | None = None) -> Fraction | None:
+        """The exact USD worth: fiat USD and USD-pegged tokens always; Lightning amounts at a rate."""
+        cur = self.currency.upper()
+        if cur == "USD":
+            return Fraction(self.amount, 100)
+        if self.usd_pegged and self.decimals is not None:
+            return Fraction(self.amount, 10**self.decimals)
+        msat = self.in_msat(None) if cur in (*_SATS, "MSAT") else None
+        if msat is not None and rate_ok(usd_per_btc):
+            return Fraction(msat, MSAT_PER_BTC) * Fraction(str(usd_per_btc))
+        return None
+
+    def __str__(self) -> str:
+        cur = self.currency.upper()
+        if cur == "MSAT":
+            return fmt_msat(self.amount)
+        if cur in _SATS:
+            return f"{decimal_text(self.amount, 0)} sat"
+        if cur in _FIAT:
+            sym = _FIAT_SYMBOLS.get(cur, "")
+            return f"{sym}{decimal_text(self.amount, 2, strip=False)}" + ("" if sym else f" {cur}")
+        if self.decimals is not None:
+            return f"{decimal_text(self.amount, self.decimals)} {clean(self.currency, 48)}"
+        return f"{decimal_text(self.amount, 0)} {clean(self.currency, 48)} (smallest unit)"
+
+
+@dataclass(frozen=True)
+class Offer:
+    """One way to buy what a 402 guards: its price, what it buys, how it can be paid.
+
+    `payment_methods` name every way the service takes ("lightning", "credit_card",
+    "x402:exact:eip155:8453"), `pay_method` the one httpay would pay by, `rail` what pays it (a
+    Lightning wallet, an EVM signer) and `network` where it settles; `unpayable` says why httpay must not pay it
+    (found when the dialect read it: an unknown scheme, an asset whose worth cannot be told);
+    `payload` is the dialect's own offer.
+    """
+
+    offer_id: str
+    title: str
+    price: Money
+    payment_methods: tuple[str, ...]
+    description: str = ""
+    type: str = "one-time"
+    balance: int | None = None  # the credits it buys, where the service sells credits
+    duration: str | None = None
+    dialect: str = ""
+    pay_method: str | None = None  # the one of payment_methods httpay pays it by (None: none it can)
+    rail: str = "lightning"  # what pays it: "lightning" (a wallet pays an invoice) or "evm" (a signer signs)
+    network: str | None = None
+    unpayable: str | None = None
+    payload: Any = field(default=None, repr=False, compare=False)
+
+    @property
+    def amount(self) -> int:
+        return self.price.amount
+
+    @property
+    def currency(self) -> str:
+        return self.price.currency
+
+    def supports(self, method: str) -> bool:
+        return method in self.payment_methods
+
+    def to_dict(self) -> dict[str, Any]:
+        """The offer as JSON-able data (the L402 v0.2 field names, which every dialect's offers share)."""
+        d: dict[str, Any] = {
+            "offer_id": self.offer_id, "title": self.title, "description": self.description, "type": self.type,
+            "amount": self.price.amount, "currency": self.price.currency, "payment_methods": list(self.payment_methods),
+            "dialect": self.dialect,
+        }
+        if self.balance is not None:
+            d["balance"] = self.balance
+        if self.duration is not None:
+            d["duration"] = self.duration
+        if self.unpayable is not None:
+            d["unpayable"] = self.unpayable
+        return d
+
+    def __str__(self) -> str:
+        credits = f", {self.balance:,} credits" if self.balance is not None else ""
+        return (f"{clean(self.offer_id, 80)}: {clean(self.title, 120)} for {self.price}{credits} "
+                f"({clean(', '.join(self.payment_methods), 120)})")
+
+
+@dataclass(frozen=True)
+class Challenge:
+    """A 402 read by one dialect: what it offers, and how payments for it are shared.
+
+    `reuse` says what one payment buys: "challenge" (every request that met this challenge: an
+    account is credited), "scope" (a credential that serves its whole token scope: classic L402) or
+    "request" (this one request: x402). `key` joins the requests one payment answers (single
+    flight and the ledger's challenge key); `raw` is the dialect's parsed challenge.
+    """
+
+    dialect: str
+    offers: tuple[Offer, ...]
+    key: str
+    url: str = ""
+    version: str = ""
+    reuse: str = "challenge"
+    raw: Any = field(default=None, repr=False, compare=False)
+
+    @property
+    def payment_methods(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(m for o in self.offers for m in o.payment_methods))
+
+    def offer(self, offer_id: str) -> Offer | None:
+        return next((o for o in self.offers if o.offer_id == offer_id), None)
+
+    def __iter__(self) -> Any:
+        return iter(self.offers)
+
+    def __len__(self) -> int:
+        return len(self.offers)
+
+    def __str__(self) -> str:
+        version = f" v{clean(self.version, 12)}" if self.version else ""
+        return f"{self.dialect}{version} challenge with {len(self.offers)} offer(s)"
+
+
+@dataclass(frozen=True)
+class Quote:
+    """What the policy would pay for one challenge: one offer, by one method, at one price.
+
+    The price is in msat (and USD) at the one rate resolved for this attempt; `checks` lists every
+    limit the quote was held to, in words. The inputs are kept (`spent_msat`, `max_price_msat`,
+    `methods`) so an approver's other choice is quoted again on exactly the same ones.
+    """
+
+    challenge: Challenge
+    offer: Offer
+    method: str
+    price_msat: int | None
+    url: str
+    host: str
+    usd_per_btc: float | None
+    alternatives: tuple[Offer, ...] = ()
+    checks: tuple[str, ...] = ()
+    spent_msat: int = 0
+    max_price_msat: int | None = None
+    methods: tuple[str, ...] | None = None
+
+    @property
+    def offers(self) -> tuple[Offer, ...]:
+        """Every offer of the challenge (what an approver may pick from)."""
+        return self.challenge.offers
+
+    @property
+    def usd(self) -> Fraction | None:
+        """The price in USD: the offer's own USD price, else its msat price at the quote's rate."""
+        own = self.offer.price.in_usd(self.usd_per_btc)
+        if own is not None:
+            return own
+        if self.price_msat is None or not rate_ok(self.usd_per_btc):
+            return None
+        return Fraction(self.price_msat, MSAT_PER_BTC) * Fraction(str(self.usd_per_btc))
+
+    def __str__(self) -> str:
+        price = fmt_msat(self.price_msat, self.usd_per_btc) if self.price_msat is not None else str(self.offer.price)
+        return (f"pay {clean(self.offer.offer_id, 80)} '{clean(self.offer.title)}' ({self.offer.price} ≈ {price}) "
+                f"by {clean(self.method, 80)} for {clean(self.url)}")

@@ -1,0 +1,103 @@
+"""Classic L402 / LSAT as a dialect: `WWW-Authenticate: L402 macaroon="…", invoice="…"`.
+
+The invoice is in the header, so obtaining it costs no round trip; it must pay the hash the
+macaroon commits to. The paid credential (`L402 <macaroon>:<preimage>`) serves its whole token
+scope, so one payment answers every request in the scope and later requests present it first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from typing import Any
+
+import httpx
+
+from httpay.core.dialect import Credential, Invoiced, Obtaining, Payable, Proof, Settlement
+from httpay.core.effects import Effect
+from httpay.core.model import Challenge, Money, Offer
+from httpay.errors import ChallengeError, InvoiceError
+from httpay.lightning import Invoice, decode_invoice
+from httpay.protocols import l402_classic, macaroons
+from httpay.protocols.l402_classic import L402Challenge
+from httpay.protocols.www_authenticate import header_values, parse_challenges
+
+
+def to_challenge(ch: L402Challenge, url: str) -> Challenge:
+    inv = decode_invoice(ch.invoice)
+    title = inv.description or "L402 access token"
+    offer = Offer(
+        offer_id=f"l402_{inv.payment_hash[:12]}", title=title, description=title,
+        price=Money.msat(inv.amount_msat or 0), payment_methods=("lightning",), pay_method="lightning",
+        dialect=l402_classic.PROTOCOL, rail="lightning", payload=inv,
+    )
+    return Challenge(l402_classic.PROTOCOL, (offer,), inv.payment_hash[:32], url=url, version=ch.version or "",
+                     reuse="scope", raw=ch)
+
+
+def check_token_binding(ch: L402Challenge, invoice: Invoice) -> None:
+    """A classic L402 token buys access only with the preimage of the invoice its macaroon commits
+    to (the payment hash in its identifier): paying any other invoice buys a token that can never
+    work, so it is refused before anything is reserved or paid.
+
+    A token that is not a macaroon with a payment hash (token68, as getalby issues) commits to
+    nothing a client can read; its invoice still passes every other check (amount present and
+    within the offer and the limits, network, expiry, pinned payee), and a service that then
+    refuses the paid token is reported as PaymentNotHonored with the receipt.
+    """
+    try:
+        committed = macaroons.decode(ch.macaroon).payment_hash
+    except ChallengeError:
+        return  # an opaque token: nothing to compare
+    if committed is not None and committed.lower() != invoice.payment_hash.lower():
+        raise InvoiceError(
+            f"the invoice pays hash {invoice.payment_hash[:16]}…, but the macaroon commits to {committed[:16]}…: "
+            "the token it would buy can never work, so it is not paid; the service must send the invoice "
+            "its macaroon names",
+            check="payment_hash",
+        )
+
+
+class L402Classic:
+    """The classic L402 (and legacy LSAT) dialect."""
+
+    name = l402_classic.PROTOCOL
+    rank = 10
+
+    def read(self, status: int, headers: Any, body: bytes | None, url: str) -> list[Challenge]:
+        """Every usable L402/LSAT challenge of the 402, L402 before LSAT (Aperture sends both)."""
+        ours = [c for c in parse_challenges(header_values(headers, "www-authenticate"))
+                if c.is_scheme(*l402_classic.SCHEMES)]
+        ours.sort(key=lambda c: 0 if c.is_scheme("L402") else 1)  # stable: server order kept within a scheme
+        found: list[Challenge] = []
+        first_error: ChallengeError | InvoiceError | None = None
+        for one in ours:
+            try:
+                found.append(to_challenge(l402_classic.from_challenges([one]) or _never(), url))
+            except (ChallengeError, InvoiceError) as exc:
+                first_error = first_error or exc
+        if not found and first_error is not None:
+            raise first_error
+        return found
+
+    def obtain(self, ctx: Obtaining) -> Generator[Effect, Any, Payable]:
+        """The invoice is the header's (decoded when read); it must be the one the macaroon names."""
+        invoice: Invoice = ctx.quote.offer.payload
+        check_token_binding(ctx.challenge.raw, invoice)
+        return Invoiced(invoice)
+        yield  # a generator with no effects: nothing to fetch
+
+    def present(self, challenge: Challenge, payable: Payable, proof: Proof) -> Credential:
+        ch: L402Challenge = challenge.raw
+        value = ch.credential(proof.preimage or "")
+        try:
+            expires = macaroons.decode(ch.macaroon).valid_until
+        except ChallengeError:
+            expires = None
+        return Credential({"Authorization": value}, reusable=value, expires_at=expires)
+
+    def settlement(self, response: httpx.Response) -> Settlement | None:
+        return None
+
+
+def _never() -> L402Challenge:
+    raise ChallengeError("not an L402 challenge", field="scheme")
