@@ -196,7 +196,8 @@ def test_the_approval_spinner_shows_a_hostile_title_as_typed(tmp_path: Path) -> 
     from httpay.approvals import ApprovalQueue, spinner
 
     offers = offers_with("[bold red]Premium [/x] plan\nFORGED")
-    decision = httpay.Policy(max_per_payment_sat=100).decide(offers, url="https://svc.example/x", host="svc.example")
+    decision = quote(to_challenge(offers, "https://svc.example/x"), httpay.Policy(max_per_payment_sat=100),
+                     url="https://svc.example/x", host="svc.example", usd_per_btc=None)
     out = io.StringIO()
     console = Console(file=out, force_terminal=True, width=250)
     with ApprovalQueue(tmp_path / "q.db", timeout_s=0.1, poll_s=0.02, progress=spinner(console)) as q:
