@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Self
 
-from httpay.errors import ConfigError, HttpayError, LedgerError
+from httpay.errors import ApprovalError, ConfigError, LedgerError
 from httpay.ledger.sqlite import connect
 from httpay.policy import Decision, fmt_msat
 from httpay.protocols.l402_v02 import Offer
@@ -86,10 +86,6 @@ def _read_choices(raw: str | None) -> tuple[Choice, ...]:
         return tuple(Choice(str(c["offer_id"]), str(c["title"]), str(c["price"]), bool(c["fits"])) for c in items)
     except (ValueError, TypeError, KeyError):
         return ()
-
-
-class ApprovalError(HttpayError):
-    """An approval could not be found or decided (unknown id, or already decided)."""
 
 
 @dataclass(frozen=True)

@@ -42,9 +42,9 @@ from starlette.responses import (
 )
 from starlette.routing import Route
 
-from httpay.approvals import Approval, ApprovalError, ApprovalQueue
+from httpay.approvals import Approval, ApprovalQueue
 from httpay.display import STATUS_COLOUR, _e, budget_lines, html_budget, html_receipts
-from httpay.errors import ConfigError, HttpayError
+from httpay.errors import ApprovalError, ConfigError, HttpayError
 from httpay.ledger import Ledger, Receipt, open_ledger
 from httpay.loopback import require_loopback
 from httpay.policy import Policy, fmt_msat

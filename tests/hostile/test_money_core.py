@@ -23,9 +23,9 @@ import pytest
 from starlette.testclient import TestClient
 
 import httpay
-from httpay.approvals import ApprovalError, ApprovalQueue
+from httpay.approvals import ApprovalQueue
 from httpay.dashboard import create_app
-from httpay.errors import InvoiceError, PaidRequestFailed, PaymentRefused
+from httpay.errors import ApprovalError, InvoiceError, PaidRequestFailed, PaymentRefused
 from httpay.ledger import Intent, SQLiteLedger, Status
 from httpay.pipeline import (
     MAX_PRICE_EXTENSION,

@@ -151,22 +151,6 @@ class Ledger(ABC):
         return html_receipts(self.receipts(limit=50), title="Ledger")
 
 
-class DuplicatePayment(PaymentRefused):
-    """This invoice (payment hash) is already in the ledger: it is never paid twice."""
-
-    def __init__(self, message: str, *, existing: Receipt) -> None:
-        super().__init__(message, rule="duplicate")
-        self.existing = existing
-
-
-class ChallengeInFlight(PaymentRefused):
-    """Another payment for the same challenge is pending or just settled: wait or retry, never pay twice."""
-
-    def __init__(self, message: str, *, existing: Receipt) -> None:
-        super().__init__(message, rule="in_flight")
-        self.existing = existing
-
-
 def over_limit(limits: Sequence[Limit], spent: dict[Limit, int], amount_msat: int, usd_per_btc: float | None,
                max_fee_msat: int = 0) -> None:
     """Raise PaymentRefused for the first limit `amount_msat` plus the fee it may cost would break."""
