@@ -10,6 +10,8 @@ import math
 from fractions import Fraction
 from typing import TypeGuard
 
+from httpay.safe import clean
+
 MSAT_PER_BTC = 100_000_000_000
 MAX_MSAT = 21_000_000 * MSAT_PER_BTC   # every bitcoin there will ever be: no real amount is larger
 MAX_OFFER_AMOUNT = 2**63 - 1           # an offer's amount in its currency's smallest unit (fits the ledger)
@@ -70,3 +72,18 @@ def rate_ok(rate: object) -> TypeGuard[float]:
     """True for a usable BTC/USD rate: a finite positive number (not a bool, not NaN, not inf)."""
     return (isinstance(rate, int | float) and not isinstance(rate, bool) and 0 < rate < 10**15
             and math.isfinite(rate))  # the range first: math.isfinite of a huge int overflows
+
+
+def format_amount(amount: int, currency: str) -> str:
+    """Render an amount in the currency's smallest unit for a person (exact integers, any size)."""
+    cur = currency.upper()
+    if cur in ("USD", "EUR", "GBP", "CAD", "AUD"):
+        sym = {"USD": "$", "EUR": "€", "GBP": "£"}.get(cur, "")
+        return f"{sym}{decimal_text(amount, 2, strip=False)}" + ("" if sym else f" {cur}")
+    if cur in ("SAT", "SATS", "BTC"):
+        return f"{decimal_text(amount, 0)} sat"
+    if cur in ("USDC", "USDT", "EURC", "PYUSD"):  # stablecoins with 6 decimals (x402's usual assets)
+        return decimal_text(amount, 6) + f" {cur}"
+    if cur == "MSAT":
+        return decimal_text(amount, 3) + " sat"
+    return f"{decimal_text(amount, 0)} {clean(cur, 48)} (smallest unit)"
