@@ -211,6 +211,8 @@ class RichView:
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         v = self.view.fitting(options.max_width)
         yield rich_table(v)
+        if not v.rows and v.empty:  # under the table, not its caption: a caption wraps to the empty table's width
+            yield plain(v.empty, 300)
         for note in v.notes:
             yield _text(note)
 
@@ -233,7 +235,7 @@ def _text(c: Cell) -> Text:
 
 
 def rich_table(v: View) -> Table:
-    """The rich table of `v` (without its notes): every cell a plain `Text`, never markup."""
+    """The rich table of `v` (without its notes and empty text): every cell a plain `Text`, never markup."""
     t = Table(title=plain(v.title, 300), title_justify="left", show_header=v.header)
     if v.dense:  # no outer border and no padding at the edges: more room for the columns
         t.box, t.pad_edge, t.show_edge, t.padding = box.SIMPLE_HEAD, False, False, (0, 1, 0, 0)
@@ -242,9 +244,6 @@ def rich_table(v: View) -> Table:
                      no_wrap=not col.wrap, max_width=col.max_width, ratio=col.ratio, overflow=col.overflow)
     for r in v.rows:
         t.add_row(*(_text(c) for c in r.cells), style=_rich_style(r.style) or None)
-    if not v.rows and v.empty:
-        t.caption = plain(v.empty, 300)
-        t.caption_justify = "left"
     return t
 
 

@@ -15,6 +15,8 @@ import ast
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+import pytest
+
 SRC = Path(__file__).resolve().parents[2] / "src"
 ROOT = "httpay"
 
@@ -168,3 +170,31 @@ def test_the_checker_sees_hidden_imports(tmp_path: Path) -> None:
     del graph["pkg.view"]
     graph["pkg.b"] = set()
     assert cycles(graph) == []
+
+
+MODELS = ("httpay.lightning", "httpay.protocols.l402_v02", "httpay.ledger.models", "httpay.ledger.base",
+          "httpay.approvals", "httpay.view", "httpay.amounts", "httpay.safe", "httpay.errors")
+
+
+def reachable(graph: dict[str, set[str]], start: str) -> set[str]:
+    seen: set[str] = set()
+    todo = [start]
+    while todo:
+        for w in graph.get(todo.pop(), ()):
+            if w not in seen:
+                seen.add(w)
+                todo.append(w)
+    return seen
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_models_never_import_their_views(model: str) -> None:
+    """A model draws itself from its own `View`; the compositions in display (and the apps that
+    show them) import models, never the other way, not even through another module."""
+    below = reachable(import_graph(), model)
+    assert model not in below, f"{model} imports itself back through {sorted(below)}"
+    assert not below & {"httpay.display", "httpay.dashboard", "httpay.cli", "httpay.demo.story"}, sorted(below)
+
+
+def test_the_view_module_sits_below_every_model() -> None:
+    assert reachable(import_graph(), "httpay.view") <= {"httpay.safe", "httpay.amounts"}
