@@ -3,10 +3,11 @@
 Read from the source with `ast`, not by importing, so an import inside a function or under
 `if TYPE_CHECKING:` counts the same as one at the top: each is a dependency a reader must follow,
 and a function-level import is how the cycles of the past were hidden. Relative imports are
-resolved; `from httpay.x import y` where `y` is a submodule counts as importing `httpay.x.y`,
-and as importing `httpay.x` too when any name it takes is not a submodule (it comes from
-`httpay/x/__init__.py`). A parent package is not counted just because a submodule is named (every
-module would otherwise depend on `httpay/__init__.py`), as `import httpay.x.y` is counted.
+resolved; `importlib.import_module("httpay.x")` with a literal name counts; `from httpay.x import y`
+where `y` is a submodule counts as importing `httpay.x.y`, and as importing `httpay.x` too when any
+name it takes is not a submodule (it comes from `httpay/x/__init__.py`). A parent package is not
+counted just because a submodule is named (every module would otherwise depend on
+`httpay/__init__.py`), as `import httpay.x.y` is counted.
 """
 
 from __future__ import annotations
@@ -58,6 +59,10 @@ def imports_of(module: str, path: Path, modules: Iterable[str]) -> set[str]:
             found.update(subs & known)
             if subs - known:  # a name defined by the package's __init__ (or a star): the package itself
                 found.add(target)
+        elif (isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant)
+              and isinstance(node.args[0].value, str)
+              and (getattr(node.func, "attr", None) or getattr(node.func, "id", None)) in ("import_module", "__import__")):
+            found.add(node.args[0].value)  # importlib.import_module("httpay.display") is an import too
     return {m for m in found if m in known and m != module}
 
 
@@ -158,11 +163,13 @@ def test_the_checker_sees_hidden_imports(tmp_path: Path) -> None:
         "b.py": "from pkg.sub import a\n",
         "c.py": "import pkg.model\nfrom pkg import safe\n",
         "d.py": "from pkg import safe, VERSION\n",
+        "e.py": "import importlib\ndef later():\n    return importlib.import_module('pkg.safe')\n",
         "safe.py": "",
     })
     graph = import_graph(src, "pkg")
     assert graph["pkg.c"] == {"pkg.model", "pkg.safe"}
     assert graph["pkg.d"] == {"pkg", "pkg.safe"}
+    assert graph["pkg.e"] == {"pkg.safe"}
     assert cycles(graph) == [["pkg.b", "pkg.sub.a"], ["pkg.model", "pkg.view"]]
     assert a_path(graph, ["pkg.model", "pkg.view"]) == ["pkg.model", "pkg.view", "pkg.model"]
     text = "\n".join(_describe(graph, cycles(graph)))
