@@ -25,7 +25,7 @@ from httpay.ledger.models import Receipt, receipts_view
 from httpay.lightning import Invoice
 from httpay.policy import fmt_msat
 from httpay.protocols.l402_v02 import Offer, PaymentRequest, offers_view
-from httpay.view import STATUS_TONE, STYLES, Cell, Column, RichView, View, row, sat, set_usd_per_btc
+from httpay.view import COLOURS, STATUS_TONE, STYLES, Cell, Column, RichView, View, row, sat, set_usd_per_btc
 from httpay.view import rate as _rate
 
 if TYPE_CHECKING:
@@ -56,7 +56,7 @@ __all__ = [
 
 # A status's colour: rich's name for a terminal, the CSS colour for a page (from httpay.view's tones).
 STATUS_STYLE = {status: STYLES[tone][0] for status, tone in STATUS_TONE.items()}
-STATUS_COLOUR = {status: STYLES[tone][1].split(";")[0].removeprefix("color:") for status, tone in STATUS_TONE.items()}
+STATUS_COLOUR = {status: COLOURS[tone] for status, tone in STATUS_TONE.items()}
 
 
 # -- every model's view, by the names callers use ---------------------------------------------------------

@@ -37,6 +37,7 @@ from httpay.amounts import rate_ok, sat_text, usd_text
 from httpay.safe import MAX_TEXT, clean, plain
 
 __all__ = [
+    "COLOURS",
     "STATUS_TONE",
     "STYLES",
     "Cell",
@@ -58,11 +59,13 @@ __all__ = [
 
 # A style name -> (rich style, inline CSS). A cell, row or column names styles from here, space
 # separated ("bold good"); "code" draws the text in <code> in HTML.
+# The colours are GitHub's: readable on a light page and on a dark one.
+COLOURS = {"good": "#1a7f37", "warn": "#9a6700", "bad": "#cf222e", "dim": "#57606a"}
 STYLES: dict[str, tuple[str, str]] = {
-    "good": ("green", "color:#1a7f37;font-weight:600"),
-    "warn": ("yellow", "color:#9a6700;font-weight:600"),
-    "bad": ("red", "color:#cf222e;font-weight:600"),
-    "dim": ("dim", "color:#57606a"),
+    "good": ("green", f"color:{COLOURS['good']};font-weight:600"),
+    "warn": ("yellow", f"color:{COLOURS['warn']};font-weight:600"),
+    "bad": ("red", f"color:{COLOURS['bad']};font-weight:600"),
+    "dim": ("dim", f"color:{COLOURS['dim']}"),
     "bold": ("bold", "font-weight:600"),
     "accent": ("cyan", ""),
     "code": ("", ""),
@@ -256,8 +259,7 @@ def _html_cell(col: Column, c: Cell, row_style: str) -> str:
         css.append("text-align:left")
     if not col.wrap:
         css.append("white-space:nowrap")
-    if row_style:
-        css.append(_css(row_style))
+    css.append(_css(col.style, row_style))
     hint = f" title='{escape(c.hint)}'" if c.hint else ""
     body = escape(c.text, c.limit)
     if "code" in col.style.split() or "code" in c.style.split():
@@ -268,11 +270,15 @@ def _html_cell(col: Column, c: Cell, row_style: str) -> str:
         body = f"<span{cls}" + (f" style='{style}'" if style else "") + f">{body}</span>"
     if c.meter is not None:
         used = min(max(c.meter, 0.0), 1.0)
-        colour = STYLES[_meter_tone(used)][1].split(";")[0].removeprefix("color:")
+        colour = COLOURS[_meter_tone(used)]
         body = (f"<div class='httpay-meter' style='display:inline-block;width:90px;height:8px;background:#eaeef2;"
                 f"border-radius:4px;vertical-align:middle'><div style='width:{used * 100:.1f}%;height:8px;"
                 f"border-radius:4px;background:{colour}'></div></div> {body}")
     return f"<{tag} style='{';'.join(x for x in css if x)}'{hint}>{body}</{tag}>"
+
+
+def _note_css(n: Cell) -> str:
+    return ";".join(x for x in (_NOTE_CSS, _css(n.style)) if x)
 
 
 def _html(v: View) -> str:
@@ -281,8 +287,8 @@ def _html(v: View) -> str:
              f"<caption style='text-align:left;caption-side:top;padding:2px 0'><b>{escape(v.title)}</b></caption>"]
     if v.header:
         heads = "".join(
-            f"<th style='{_HEAD_CSS};text-align:{c.align}" + ("" if c.wrap else ";white-space:nowrap") + "'" + (f" title='{escape(c.hint)}'" if c.hint else "")
-            + f">{escape(c.label)}</th>" for c in v.columns)
+            f"<th style='{_HEAD_CSS};text-align:{c.align}{'' if c.wrap else ';white-space:nowrap'}'"
+            + (f" title='{escape(c.hint)}'" if c.hint else "") + f">{escape(c.label)}</th>" for c in v.columns)
         parts.append(f"<thead><tr>{heads}</tr></thead>")
     body = []
     for r in v.rows:
@@ -293,7 +299,7 @@ def _html(v: View) -> str:
         body.append(f"<tr><td colspan='{span}' style='{_NOTE_CSS}'>{escape(v.empty)}</td></tr>")
     parts.append("<tbody>" + "".join(body) + "</tbody>")
     if v.notes:
-        notes = "".join(f"<tr class='httpay-note'><td colspan='{span}' style='{_NOTE_CSS}'>"
+        notes = "".join(f"<tr class='httpay-note'><td colspan='{span}' style='{_note_css(n)}'>"
                         f"{escape(n.text.strip(), n.limit)}</td></tr>" for n in v.notes)
         parts.append(f"<tfoot>{notes}</tfoot>")
     parts.append("</table>")
