@@ -110,3 +110,13 @@ def test_every_model_is_drawn_from_its_own_description(model: Any) -> None:
     assert isinstance(v, View)
     assert model._repr_html_() == (model.view(title="Ledger") if isinstance(model, SQLiteLedger) else v).to_html()
     assert text(model) == text(v)
+
+
+@pytest.mark.parametrize("model", _models(), ids=lambda m: type(m).__name__)
+def test_notebook_html_needs_no_stylesheet(model: Any) -> None:
+    """Every cell carries its own little inline style (padding, alignment, colour), so the table
+    reads the same in Jupyter, VS Code, a GitHub preview or a bare browser."""
+    page = model._repr_html_()
+    cells = re.findall(r"<t[dh]\b[^>]*>", page)
+    assert cells and all(" style='" in c for c in cells), [c for c in cells if "style=" not in c]
+    assert "<style" not in page and "<script" not in page and "<link" not in page
