@@ -10,6 +10,8 @@ import math
 from fractions import Fraction
 from typing import TypeGuard
 
+from httpay.safe import clean
+
 MSAT_PER_BTC = 100_000_000_000
 MAX_MSAT = 21_000_000 * MSAT_PER_BTC   # every bitcoin there will ever be: no real amount is larger
 MAX_OFFER_AMOUNT = 2**63 - 1           # an offer's amount in its currency's smallest unit (fits the ledger)
@@ -76,3 +78,18 @@ def fmt_msat(msat: int, usd_per_btc: float | None = None) -> str:
     """'10 sat ($0.01)': how amounts are shown to people and to LLMs (exact at any size)."""
     sat = sat_text(msat) + " sat"
     return f"{sat} ({usd_text(msat, usd_per_btc)})" if rate_ok(usd_per_btc) else sat
+
+
+def format_amount(amount: int, currency: str) -> str:
+    """Render an amount in the currency's smallest unit for a person (exact integers, any size)."""
+    cur = currency.upper()
+    if cur in ("USD", "EUR", "GBP", "CAD", "AUD"):
+        sym = {"USD": "$", "EUR": "€", "GBP": "£"}.get(cur, "")
+        return f"{sym}{decimal_text(amount, 2, strip=False)}" + ("" if sym else f" {cur}")
+    if cur in ("SAT", "SATS", "BTC"):
+        return f"{decimal_text(amount, 0)} sat"
+    if cur in ("USDC", "USDT", "EURC", "PYUSD"):  # stablecoins with 6 decimals (x402's usual assets)
+        return decimal_text(amount, 6) + f" {cur}"
+    if cur == "MSAT":
+        return decimal_text(amount, 3) + " sat"
+    return f"{decimal_text(amount, 0)} {clean(cur, 48)} (smallest unit)"

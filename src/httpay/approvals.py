@@ -18,7 +18,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -27,10 +27,11 @@ from typing import Any, Self
 
 from httpay.core.model import Offer
 from httpay.core.model import Quote as Decision
-from httpay.errors import ConfigError, HttpayError, LedgerError
+from httpay.errors import ApprovalError, ConfigError, LedgerError
 from httpay.ledger.sqlite import connect
 from httpay.policy import fmt_msat
-from httpay.safe import get_logger, markup
+from httpay.safe import clean, get_logger, markup
+from httpay.view import Cell, Column, Row, View, row, status_cell
 
 log = get_logger("httpay.approvals")
 
@@ -89,10 +90,6 @@ def _read_choices(raw: str | None) -> tuple[Choice, ...]:
         return ()
 
 
-class ApprovalError(HttpayError):
-    """An approval could not be found or decided (unknown id, or already decided)."""
-
-
 @dataclass(frozen=True)
 class Approval:
     """One payment waiting for (or given) a person's answer."""
@@ -137,15 +134,50 @@ class Approval:
             "choices": [c.to_dict() for c in self.choices], "chosen_offer_id": self.chosen_offer_id,
         }
 
-    def __rich__(self) -> Any:
-        from httpay.display import approvals_table
+    def view(self) -> View:
+        """This approval as a one-row approvals table (with the other offers it may be approved with)."""
+        return approvals_view([self])
 
-        return approvals_table([self])
+    def __rich__(self) -> Any:
+        return self.view().to_rich()
 
     def _repr_html_(self) -> str:
-        from httpay.display import html_approvals
+        return self.view().to_html()
 
-        return html_approvals([self])
+
+MAX_CHOICES_SHOWN = 8  # a service may list hundreds of offers; a view lists this many and counts the rest
+
+
+def _other_choices(a: Approval) -> tuple[list[Row], int]:
+    """Rows for the other offers `a` may be approved with (`httpay approvals approve ID --offer
+    OFFER_ID`), marked chosen / over a limit; and how many more were not listed."""
+    others = [c for c in a.choices if c.offer_id != a.offer_id]
+    rows = []
+    for c in others[:MAX_CHOICES_SHOWN]:
+        marks = [m for m, on in (("chosen", c.offer_id == a.chosen_offer_id), ("over a limit", not c.fits)) if on]
+        price = clean(c.price, 40) + (f" ({', '.join(marks)})" if marks else "")
+        rows.append(row("", "", "", "", Cell(f"or --offer {clean(c.offer_id, 80)}: '{clean(c.title, 80)}'", limit=300),
+                        Cell(price, limit=200), "", style="dim", css_class="httpay-choice"))
+    return rows, max(len(others) - MAX_CHOICES_SHOWN, 0)
+
+
+def approvals_view(approvals: Iterable[Approval], title: str = "Approvals") -> View:
+    """One row per approval; under it, a dim row per other offer it may be approved with instead."""
+    columns = (Column("#", align="right", wrap=False), Column("asked (UTC)", wrap=False), Column("status", wrap=False),
+               Column("host", wrap=False, max_width=24), Column("offer", ratio=1), Column("price", wrap=False),
+               Column("decided by"))
+    rows: list[Row] = []
+    for a in approvals:
+        who = (a.decided_by or "") + (f" ({a.reason})" if a.reason else "")
+        rows.append(row(str(a.id), Cell(a.created_at.strftime("%m-%d %H:%M:%S"), hint=f"{a.created_at:%Y-%m-%d %H:%M:%S}"),
+                        status_cell(a.status), a.host, f"{clean(a.offer_title or '')} ({clean(a.offer_id, 80)})",
+                        a.price, who))
+        others, more = _other_choices(a)
+        rows += others
+        if more:
+            rows.append(row("", "", "", "", Cell(f"… and {more} more offers (`httpay approvals --json`)"), "", "",
+                            style="dim", css_class="httpay-choice"))
+    return View(title, columns, tuple(rows), empty="nothing waiting for approval", dense=True, name="approvals")
 
 
 Ticker = Callable[[float], None]

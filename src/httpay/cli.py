@@ -22,7 +22,7 @@ import httpx
 from rich.console import Console
 
 from httpay.core.rates import resolve_rate
-from httpay.errors import ConfigError, HttpayError, PaymentRefused
+from httpay.errors import ConfigError, HttpayError, PaymentRefused, UsageError
 from httpay.policy import MAX_POLICY_NUMBER
 from httpay.safe import MAX_LINE, clean, plain
 
@@ -37,10 +37,6 @@ EXIT_CODES = (
     (EXIT_NETWORK, "network: could not connect, unknown host, timed out (the payment deadline too; nothing paid)"),
     (EXIT_HTTP, "the service answered an HTTP error (4xx/5xx, or a 402 nothing could be paid for)"),
 )
-
-
-class UsageError(HttpayError):
-    """A command line httpay cannot run as given (exit code 2)."""
 
 
 def _number(*, kind: type = float, positive: bool = False) -> Callable[[str], Any]:

@@ -72,6 +72,26 @@ class PaymentRefused(HttpayError):
         return f"{self.reason}; {self.advice.format(knob=name)}"
 
 
+class DuplicatePayment(PaymentRefused):
+    """This invoice (payment hash) is already in the ledger: it is never paid twice.
+
+    `existing` is the ledger row (a `httpay.ledger.Receipt`) that already holds it."""
+
+    def __init__(self, message: str, *, existing: Any) -> None:
+        super().__init__(message, rule="duplicate")
+        self.existing = existing
+
+
+class ChallengeInFlight(PaymentRefused):
+    """Another payment for the same challenge is pending or just settled: wait or retry, never pay twice.
+
+    `existing` is that payment's ledger row (a `httpay.ledger.Receipt`)."""
+
+    def __init__(self, message: str, *, existing: Any) -> None:
+        super().__init__(message, rule="in_flight")
+        self.existing = existing
+
+
 # How the library surface names a knob a refusal points at (Policy fields are `Policy(field=...)`).
 LIBRARY_KNOBS: dict[str, str] = {
     "max_price": "the request's price cap (extensions=client.max_price(...))",
@@ -134,6 +154,18 @@ class LedgerError(HttpayError):
 
 class ConfigError(HttpayError):
     """A setting is missing or wrong: the message names it and how to set it."""
+
+
+class ApprovalError(HttpayError):
+    """An approval could not be found or decided (unknown id, or already decided)."""
+
+
+class UsageError(HttpayError):
+    """A command line httpay cannot run as given (exit code 2)."""
+
+
+class LoopbackOnly(ConfigError, ValueError):
+    """A server was asked to listen beyond this machine."""
 
 
 def redact(secret: str | None, keep: int = 4) -> str:

@@ -17,6 +17,8 @@ from typing import Any
 from httpay.amounts import MAX_MSAT, MSAT_PER_BTC, rate_ok, sat_text
 from httpay.errors import InvoiceError
 from httpay.safe import clean
+from httpay.view import View, kv, payable
+from httpay.view import rate as view_rate
 
 __all__ = ["MAX_MSAT", "MSAT_PER_BTC", "NETWORKS", "Invoice", "check_invoice", "decode_invoice", "offer_price_msat"]
 
@@ -67,15 +69,30 @@ class Invoice:
             f"expires {self.expires_at:%Y-%m-%d %H:%M:%S} UTC, payee {(self.payee or '?')[:16]}…"
         )
 
-    def __rich__(self) -> Any:
-        from httpay.display import invoice_table
+    def view(self, usd_per_btc: float | None = None) -> View:
+        """The invoice as fields a person checks before paying: amount (sat, and USD at a known
+        rate), network, description, hash, payee, and how long it stays payable."""
+        if self.amount_msat is None:
+            shown = "none (httpay refuses amount-less invoices)"
+        else:
+            in_usd = self.usd(view_rate(usd_per_btc))
+            shown = f"{sat_text(self.amount_msat)} sat" + (f" ≈ ${in_usd:,.4f}" if in_usd is not None else "")
+        return kv("BOLT11 invoice", [
+            ("amount", shown),
+            ("network", self.network),
+            ("description", self.description or "—"),
+            ("payment hash", self.payment_hash),
+            ("payee", self.payee or "?"),
+            ("created", f"{self.created_at:%Y-%m-%d %H:%M:%S} UTC"),
+            ("expires", f"{self.expires_at:%Y-%m-%d %H:%M:%S} UTC ({self.expiry_s} s)"),
+            ("status", payable(self.expires_at)),
+        ], name="invoice")
 
-        return invoice_table(self)
+    def __rich__(self) -> Any:
+        return self.view().to_rich()
 
     def _repr_html_(self) -> str:
-        from httpay.display import html_invoice
-
-        return html_invoice(self)
+        return self.view().to_html()
 
 
 def decode_invoice(bolt11: str) -> Invoice:

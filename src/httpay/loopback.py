@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from httpay.errors import ConfigError
+from httpay.errors import LoopbackOnly
 
 
 def require_loopback(host: str, what: str) -> None:
@@ -21,7 +21,3 @@ def require_loopback(host: str, what: str) -> None:
         ok = False
     if not ok:
         raise LoopbackOnly(f"{what} listens on loopback only (127.0.0.1, ::1 or localhost), not {host!r}")
-
-
-class LoopbackOnly(ConfigError, ValueError):
-    """A server was asked to listen beyond this machine."""

@@ -23,12 +23,19 @@ import pytest
 from starlette.testclient import TestClient
 
 import httpay
-from httpay.approvals import ApprovalError, ApprovalQueue
+from httpay.approvals import ApprovalQueue
 from httpay.core.flow import MAX_PRICE_EXTENSION
 from httpay.core.quote import quote, requote
 from httpay.dashboard import create_app
 from httpay.dialects.l402_v02 import to_challenge
-from httpay.errors import InvoiceError, PaidRequestFailed, PaymentNotHonored, PaymentOutcomeUnknown, PaymentRefused
+from httpay.errors import (
+    ApprovalError,
+    InvoiceError,
+    PaidRequestFailed,
+    PaymentNotHonored,
+    PaymentOutcomeUnknown,
+    PaymentRefused,
+)
 from httpay.ledger import Intent, SQLiteLedger, Status
 from tests.helpers import NOTEBOOK_OFFERS, quote_of
 from tests.hostile.harness import (

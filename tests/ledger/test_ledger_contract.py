@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from httpay.errors import LedgerError, PaymentRefused
-from httpay.ledger import DuplicatePayment, Intent, Ledger, SQLiteLedger, Status, open_ledger
+from httpay.errors import DuplicatePayment, LedgerError, PaymentRefused
+from httpay.ledger import Intent, Ledger, SQLiteLedger, Status, open_ledger
 from httpay.ledger.postgres import PostgresLedger, redact_url
 from httpay.policy import Limit
 
@@ -266,7 +266,7 @@ def test_redact_url_hides_every_spelling_of_the_password(url: str, shown: str) -
 # -- one payment per challenge, across processes ---------------------------------------------------
 
 def test_a_pending_payment_for_a_challenge_blocks_another(any_ledger: Ledger) -> None:
-    from httpay.ledger import ChallengeInFlight
+    from httpay.errors import ChallengeInFlight
 
     first = any_ledger.reserve(intent(payment_hash="aa" * 32, challenge_key="ch-1"), now=T0)
     with pytest.raises(ChallengeInFlight) as err:
@@ -276,7 +276,7 @@ def test_a_pending_payment_for_a_challenge_blocks_another(any_ledger: Ledger) ->
 
 
 def test_a_payment_settled_after_the_402_counts_one_settled_before_does_not(any_ledger: Ledger) -> None:
-    from httpay.ledger import ChallengeInFlight
+    from httpay.errors import ChallengeInFlight
 
     r = any_ledger.reserve(intent(payment_hash="aa" * 32, challenge_key="ch"), now=T0)
     any_ledger.settle(r.id, preimage="11" * 32)

@@ -17,8 +17,8 @@ import pytest
 from rich.console import Console
 
 import httpay
-from httpay.approvals import Approval, ApprovalError, ApprovalQueue, spinner
-from httpay.errors import ConfigError
+from httpay.approvals import Approval, ApprovalQueue, spinner
+from httpay.errors import ApprovalError, ConfigError
 from httpay.ledger import SQLiteLedger, Status
 from tests.helpers import FakeService, FakeWallet, challenge_body, quote_of
 

@@ -71,6 +71,8 @@ from httpay.core.model import Challenge, Quote
 from httpay.core.payer import Payer
 from httpay.core.quote import quote, requote
 from httpay.errors import (
+    ChallengeInFlight,
+    DuplicatePayment,
     HttpayError,
     InvoiceError,
     PaidRequestFailed,
@@ -82,7 +84,7 @@ from httpay.errors import (
     PaymentSentUnanswered,
     WalletError,
 )
-from httpay.ledger.base import ChallengeInFlight, DuplicatePayment, Intent
+from httpay.ledger.base import Intent
 from httpay.ledger.models import Receipt, Status
 from httpay.lightning import check_invoice
 from httpay.safe import get_logger

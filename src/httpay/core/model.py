@@ -12,10 +12,9 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
-from httpay.amounts import MSAT_PER_BTC, decimal_text, fmt_msat, rate_ok
+from httpay.amounts import MSAT_PER_BTC, decimal_text, fmt_msat, format_amount, rate_ok
 from httpay.safe import clean
 
-_FIAT_SYMBOLS = {"USD": "$", "EUR": "€", "GBP": "£"}
 _FIAT = ("USD", "EUR", "GBP", "CAD", "AUD")
 _SATS = ("SAT", "SATS", "BTC")  # amounts in sat (the smallest unit of BTC)
 
@@ -80,17 +79,11 @@ class Money:
         return None
 
     def __str__(self) -> str:
-        cur = self.currency.upper()
-        if cur == "MSAT":
+        if self.currency.upper() == "MSAT":
             return fmt_msat(self.amount)
-        if cur in _SATS:
-            return f"{decimal_text(self.amount, 0)} sat"
-        if cur in _FIAT:
-            sym = _FIAT_SYMBOLS.get(cur, "")
-            return f"{sym}{decimal_text(self.amount, 2, strip=False)}" + ("" if sym else f" {cur}")
         if self.decimals is not None:
             return f"{decimal_text(self.amount, self.decimals)} {clean(self.currency, 48)}"
-        return f"{decimal_text(self.amount, 0)} {clean(self.currency, 48)} (smallest unit)"
+        return format_amount(self.amount, self.currency)
 
 
 @dataclass(frozen=True)

@@ -151,8 +151,7 @@ def requote(q: Quote, policy: Policy, answer: Any, cannot_pay: CannotPay | None 
     elif isinstance(answer, str) or hasattr(answer, "offer_id"):
         # an id, or an offer exactly as the service made it (neutral, or the dialect's own): never a copy
         # with another price, which the service did not offer
-        found = next((o for o in q.offers if (answer == o.offer_id if isinstance(answer, str)
-                                               else answer == o or answer == o.payload)), None)
+        found = next((o for o in q.offers if _same_offer(answer, o)), None)
         if found is None:
             raise PaymentRefused("refused: the approver picked an offer the service did not make", rule="approval",
                                  offers=q.offers)
@@ -161,6 +160,18 @@ def requote(q: Quote, policy: Policy, answer: Any, cannot_pay: CannotPay | None 
         raise PaymentRefused(f"refused by the approver: {q}", rule="approval", offers=q.offers)
     return quote(q.challenge, policy, url=q.url, host=q.host, usd_per_btc=q.usd_per_btc, spent_msat=q.spent_msat,
                  cannot_pay=cannot_pay, max_price_msat=q.max_price_msat, offer_id=pick)
+
+
+def _same_offer(answer: Any, o: Offer) -> bool:
+    """Is an approver's answer this offer: its id, the offer itself (neutral or the dialect's own), or
+    an offer-like object with the same id and amount. A copy with another price is not."""
+    if isinstance(answer, str):
+        return answer == o.offer_id
+    if isinstance(answer, Offer):
+        return answer == o
+    if o.payload is not None and answer == o.payload:
+        return True
+    return getattr(answer, "offer_id", None) == o.offer_id and getattr(answer, "amount", None) == o.price.amount
 
 
 def _pick(fitting: list[tuple[Offer, str, int | None]], strategy: Strategy,

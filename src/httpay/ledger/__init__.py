@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from httpay.ledger.base import ChallengeInFlight, DuplicatePayment, Intent, Ledger
+from httpay.errors import ChallengeInFlight, DuplicatePayment  # re-exported: where they were first found
+from httpay.ledger.base import Intent, Ledger
 from httpay.ledger.models import Receipt, Status
 from httpay.ledger.sqlite import SQLiteLedger
 

@@ -14,8 +14,9 @@ from datetime import UTC, datetime
 from typing import Any, Self
 
 from httpay.errors import PaymentRefused
-from httpay.ledger.models import Receipt, Status
+from httpay.ledger.models import Receipt, Status, receipts_view
 from httpay.policy import Limit, fmt_msat
+from httpay.view import View
 
 COLUMNS = (
     "id", "status", "created_at", "updated_at", "host", "url", "protocol", "method", "offer_id", "offer_title",
@@ -140,31 +141,15 @@ class Ledger(ABC):
         lines += [f"  {r}" for r in rows]
         return "\n".join(lines)
 
-    def __rich__(self) -> Any:
-        from httpay.display import receipts_table
+    def view(self, title: str | None = None, usd_per_btc: float | None = None, limit: int = 50) -> View:
+        """The latest `limit` payments as a ledger table."""
+        return receipts_view(self.receipts(limit=limit), title=title or f"Ledger ({self.url})", usd_per_btc=usd_per_btc)
 
-        return receipts_table(self.receipts(limit=50), title=f"Ledger ({self.url})")
+    def __rich__(self) -> Any:
+        return self.view().to_rich()
 
     def _repr_html_(self) -> str:
-        from httpay.display import html_receipts
-
-        return html_receipts(self.receipts(limit=50), title="Ledger")
-
-
-class DuplicatePayment(PaymentRefused):
-    """This invoice (payment hash) is already in the ledger: it is never paid twice."""
-
-    def __init__(self, message: str, *, existing: Receipt) -> None:
-        super().__init__(message, rule="duplicate")
-        self.existing = existing
-
-
-class ChallengeInFlight(PaymentRefused):
-    """Another payment for the same challenge is pending or just settled: wait or retry, never pay twice."""
-
-    def __init__(self, message: str, *, existing: Receipt) -> None:
-        super().__init__(message, rule="in_flight")
-        self.existing = existing
+        return self.view(title="Ledger").to_html()
 
 
 def over_limit(limits: Sequence[Limit], spent: dict[Limit, int], amount_msat: int, usd_per_btc: float | None,

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
+
+from httpay.amounts import format_amount
+from httpay.view import STATUS_TONE, Cell, Column, View, row, sat, status_cell, usd
+from httpay.view import rate as view_rate
 
 
 class Status(str, enum.Enum):
@@ -75,12 +80,66 @@ class Receipt:
             "reason": self.reason,
         }
 
-    def __rich__(self) -> Any:
-        from httpay.display import receipts_table
+    def view(self, usd_per_btc: float | None = None) -> View:
+        """This receipt as a one-row ledger table."""
+        return receipts_view([self], usd_per_btc=usd_per_btc)
 
-        return receipts_table([self])
+    def __rich__(self) -> Any:
+        return self.view().to_rich()
 
     def _repr_html_(self) -> str:
-        from httpay.display import html_receipts
+        return self.view().to_html()
 
-        return html_receipts([self])
+
+WIDE = 110  # terminal columns from which the ledger shows hash, method and note columns
+
+
+def _offer_price(r: Receipt) -> str:
+    if r.offer_amount is None or not r.offer_currency:
+        return "—"
+    return format_amount(r.offer_amount, r.offer_currency)
+
+
+def _fee(r: Receipt) -> str:
+    """The fee paid; for a pending payment, the most it may cost (held in the budgets): '≤ 10'."""
+    return ("≤ " if r.status is Status.PENDING and r.fee_msat else "") + sat(r.fee_msat)
+
+
+def receipts_view(receipts: Iterable[Receipt], title: str = "Ledger", usd_per_btc: float | None = None) -> View:
+    """The ledger as a table that fits: a terminal narrower than `WIDE` columns drops the hash,
+    method and note columns (notes go under the table) rather than squeezing them into stubs;
+    columns nobody needs (no fee paid, every payment by Lightning) are never shown."""
+    rs = list(receipts)
+    usd_rate = view_rate(usd_per_btc)
+    any_fee = any(r.fee_msat for r in rs)
+    any_note = any(r.reason for r in rs)
+    any_method = any(r.method != "lightning" for r in rs)
+
+    def build(wide: bool) -> View:
+        columns = [Column("#", align="right", wrap=False), Column("when (UTC)", wrap=False),
+                   Column("status", wrap=False), Column("host", wrap=False, max_width=24), Column("offer", ratio=2)]
+        show_price = wide or not usd_rate
+        columns += [Column("method", wrap=False)] if wide and any_method else []
+        columns += [Column("price", align="right", wrap=False)] if show_price else []
+        columns += [Column("sat" + (" (USD)" if usd_rate else ""), align="right", wrap=False)]
+        columns += [Column("fee sat", align="right", wrap=False)] if any_fee else []
+        columns += [Column("hash", style="dim code", wrap=False)] if wide else []
+        columns += [Column("note", ratio=2, overflow="fold")] if wide and any_note else []
+        rows = []
+        for r in rs:
+            in_usd = usd(r.amount_msat, usd_rate)
+            cells: list[Cell | str] = [str(r.id), Cell(r.created_at.astimezone(UTC).strftime("%m-%d %H:%M"), hint=r.when),
+                                       status_cell(r.status.value), r.host, r.offer_title or r.offer_id or r.protocol]
+            cells += [r.method] if wide and any_method else []
+            cells += [_offer_price(r)] if show_price else []
+            cells += [sat(r.amount_msat) + (f" ({in_usd})" if in_usd else "")]
+            cells += [_fee(r)] if any_fee else []
+            cells += [(r.payment_hash or "")[:10] + "…"] if wide else []
+            cells += [r.reason or ""] if wide and any_note else []
+            rows.append(row(*cells, css_class=f"httpay-row-{r.status.value}"))
+        notes = () if wide else tuple(Cell(f"  #{r.id}: {r.reason}", style=STATUS_TONE.get(r.status.value, ""), limit=500)
+                                      for r in rs if r.reason)
+        return View(title, tuple(columns), tuple(rows), notes=notes, empty="no payments recorded", dense=True,
+                    name="ledger")
+
+    return replace(build(wide=True), narrow=build(wide=False), narrow_below=WIDE)

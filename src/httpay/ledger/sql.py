@@ -12,11 +12,9 @@ from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any
 
-from httpay.errors import LedgerError
+from httpay.errors import ChallengeInFlight, DuplicatePayment, LedgerError
 from httpay.ledger.base import (
     COLUMNS,
-    ChallengeInFlight,
-    DuplicatePayment,
     Intent,
     Ledger,
     now_utc,

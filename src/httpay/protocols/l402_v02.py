@@ -13,9 +13,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from httpay.amounts import MAX_OFFER_AMOUNT, decimal_text
-from httpay.errors import ChallengeError, PaymentRequestError, redact
+from httpay.amounts import MAX_OFFER_AMOUNT
+from httpay.amounts import format_amount as format_amount  # noqa: PLC0414 - re-exported from its first home
+from httpay.errors import ChallengeError, InvoiceError, PaymentRequestError, redact
+from httpay.lightning import decode_invoice, offer_price_msat
 from httpay.safe import clean, loads
+from httpay.view import Cell, Column, View, amount, kv, payable, row, sat
+from httpay.view import rate as view_rate
 
 PROTOCOL = "l402-v0.2"
 KNOWN_METHODS = ("lightning", "credit_card", "coinbase_commerce", "onchain")
@@ -143,30 +147,40 @@ class Offer:
         return (f"{clean(self.offer_id, 80)} '{clean(self.title)}' {self.price} for {credits} "
                 f"via {clean(', '.join(self.payment_methods), 120)}")
 
-    def __rich__(self) -> Any:
-        from httpay.display import offers_table
+    def view(self, usd_per_btc: float | None = None) -> View:
+        """This offer as a one-row offers table."""
+        return offers_view([self], usd_per_btc=usd_per_btc)
 
-        return offers_table([self])
+    def __rich__(self) -> Any:
+        return self.view().to_rich()
 
     def _repr_html_(self) -> str:
-        from httpay.display import html_offers
-
-        return html_offers([self])
+        return self.view().to_html()
 
 
-def format_amount(amount: int, currency: str) -> str:
-    """Render an amount in the currency's smallest unit for a person (exact integers, any size)."""
-    cur = currency.upper()
-    if cur in ("USD", "EUR", "GBP", "CAD", "AUD"):
-        sym = {"USD": "$", "EUR": "€", "GBP": "£"}.get(cur, "")
-        return f"{sym}{decimal_text(amount, 2, strip=False)}" + ("" if sym else f" {cur}")
-    if cur in ("SAT", "SATS", "BTC"):
-        return f"{decimal_text(amount, 0)} sat"
-    if cur in ("USDC", "USDT", "EURC", "PYUSD"):  # stablecoins with 6 decimals (x402's usual assets)
-        return decimal_text(amount, 6) + f" {cur}"
-    if cur == "MSAT":
-        return decimal_text(amount, 3) + " sat"
-    return f"{decimal_text(amount, 0)} {clean(cur, 48)} (smallest unit)"
+def _credits(o: Offer) -> str:
+    if o.balance is not None:
+        return f"{o.balance:,}" + (f" / {o.duration}" if o.duration else "")
+    return o.duration or "—"
+
+
+def offers_view(offers: Iterable[Offer], title: str = "Offers", usd_per_btc: float | None = None,
+                chosen: str | None = None) -> View:
+    """Offers as a table a person compares: price as offered and in sat (at a known BTC/USD rate),
+    what it buys, how it is paid; the `chosen` offer marked. Any objects with an Offer's fields do."""
+    usd_rate = view_rate(usd_per_btc)
+    columns = (Column("id", style="accent code", wrap=False), Column("title"), Column("price", align="right"),
+               Column("≈ sat", align="right"), Column("credits", align="right"), Column("type"), Column("methods"))
+    rows, unknown = [], False
+    for o in offers:
+        in_sat = sat(offer_price_msat(o.amount, o.currency, usd_rate))
+        unknown = unknown or in_sat == "—"
+        mark = " ✔" if chosen == o.offer_id else ""
+        rows.append(row(Cell(clean(o.offer_id, 80) + mark), Cell(o.title, hint=o.description), o.price, in_sat,
+                        _credits(o), o.type, ", ".join(o.payment_methods),
+                        style="bold good" if chosen == o.offer_id else ""))
+    notes = ("≈ sat needs a BTC/USD rate (usd_per_btc)",) if unknown else (f"at {usd_rate:,.0f} USD/BTC",) if usd_rate else ()
+    return View(title, columns, tuple(rows), notes=tuple(Cell(n) for n in notes), name="offers")
 
 
 class OfferList(list["Offer"]):
@@ -175,15 +189,14 @@ class OfferList(list["Offer"]):
     def __str__(self) -> str:
         return "\n".join(f"- {o}" for o in self) or "(no offers)"
 
-    def __rich__(self) -> Any:
-        from httpay.display import offers_table
+    def view(self, usd_per_btc: float | None = None) -> View:
+        return offers_view(self, usd_per_btc=usd_per_btc)
 
-        return offers_table(self)
+    def __rich__(self) -> Any:
+        return self.view().to_rich()
 
     def _repr_html_(self) -> str:
-        from httpay.display import html_offers
-
-        return html_offers(self)
+        return self.view().to_html()
 
 
 @dataclass(frozen=True)
@@ -284,15 +297,15 @@ class PaymentOffers:
             f"payment_context_token={redact(self.payment_context_token)!r}, offers={list(self.offers)!r})"
         )
 
-    def __rich__(self) -> Any:
-        from httpay.display import offers_table
+    def view(self, usd_per_btc: float | None = None, chosen: str | None = None) -> View:
+        return offers_view(self.offers, title=f"L402 Payment Offers (v{self.version})", usd_per_btc=usd_per_btc,
+                           chosen=chosen)
 
-        return offers_table(self.offers, title=f"L402 Payment Offers (v{self.version})")
+    def __rich__(self) -> Any:
+        return self.view().to_rich()
 
     def _repr_html_(self) -> str:
-        from httpay.display import html_offers
-
-        return html_offers(self.offers, title=f"L402 Payment Offers (v{self.version})")
+        return self.view().to_html()
 
     def to_dict(self) -> dict[str, Any]:
         """The challenge as JSON-able data, without the context token (it may be a bearer)."""
@@ -477,15 +490,32 @@ class PaymentRequest:
         exp = f", expires {self.expires_at:%Y-%m-%d %H:%M:%S %Z}" if self.expires_at else ""
         return f"Payment request for {clean(self.offer_id, 80)} by {clean(self.payment_method, 40)}: {what}{exp}"
 
-    def __rich__(self) -> Any:
-        from httpay.display import payment_request_table
+    def view(self, usd_per_btc: float | None = None) -> View:
+        """The payment request as fields: the offer, the method, how long it stays payable, and
+        what it asks (the invoice shortened, its amount; a checkout URL; an address)."""
+        rows = [("offer", self.offer_id), ("method", self.payment_method)]
+        if self.expires_at:
+            rows.append(("expires", f"{self.expires_at:%Y-%m-%d %H:%M:%S %Z}"))
+            rows.append(("status", payable(self.expires_at)))
+        if self.lightning_invoice:
+            rows.append(("invoice", self.lightning_invoice[:40] + "…"))
+            try:
+                rows.append(("amount", amount(decode_invoice(self.lightning_invoice).amount_msat, view_rate(usd_per_btc))))
+            except InvoiceError:
+                rows.append(("amount", "unknown: not a valid BOLT11 invoice"))
+        if self.checkout_url:
+            rows.append(("checkout", self.checkout_url))
+        for chain, addr in (self.contract_addresses or {}).items():
+            rows.append((f"contract (chain {chain})", addr))
+        if self.address:
+            rows.append(("address", f"{self.address} ({self.asset or '?'} on {self.chain or '?'})"))
+        return kv("Payment request", rows, name="payment-request")
 
-        return payment_request_table(self)
+    def __rich__(self) -> Any:
+        return self.view().to_rich()
 
     def _repr_html_(self) -> str:
-        from httpay.display import html_payment_request
-
-        return html_payment_request(self)
+        return self.view().to_html()
 
 
 def iter_methods(offers: Iterable[Offer]) -> list[str]:
