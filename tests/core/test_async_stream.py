@@ -3,14 +3,16 @@
 The loopback service's 200 sends a first chunk, then holds the rest until the test says it has
 received that chunk. A client that buffers the body cannot give the test that chunk until the body
 has ended, so the service waits out its hold (a few seconds, a safety net) and the test fails,
-saying the body was buffered. Cases: a free 200, and the 200 that a paid L402 v0.2 or classic
-L402 402 bought (the retry after the payment streams too), through `httpay.AsyncClient.stream`
+saying the body was buffered. Cases: a free 200, and the 200 that a paid L402 v0.2, classic
+L402 or x402 402 bought (the retry after the payment streams too), through `httpay.AsyncClient.stream`
 and its sync twin `httpay.Client.stream`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -18,10 +20,10 @@ from typing import Any
 
 import pytest
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import JSONResponse, Response, StreamingResponse
 
 import httpay
-from tests.hostile.harness import MODES, CountingWallet, HostileService
+from tests.hostile.harness import MODES, CountingSigner, CountingWallet, HostileService, x402_requirement
 
 FIRST = b"first chunk of a slow body\n"
 LAST = b"the rest, sent once the client has the first chunk\n"
@@ -40,7 +42,7 @@ class SlowBody:
         self.held_out = False
         self.served = 0
 
-    def response(self) -> Response:
+    def response(self, headers: dict[str, str] | None = None) -> Response:
         self.served += 1
 
         async def body() -> AsyncIterator[bytes]:
@@ -53,11 +55,16 @@ class SlowBody:
                 self.held_out = True
             self.ended.set()
             yield LAST
-        return StreamingResponse(body(), media_type="text/plain")
+        return StreamingResponse(body(), media_type="text/plain", headers=headers)
+
+
+def b64json(data: Any) -> str:
+    return base64.b64encode(json.dumps(data).encode()).decode()
 
 
 def serve_slow(svc: HostileService, kind: str, slow: SlowBody) -> str:
-    """`kind` "free": the slow 200 for anyone; "v02" / "classic": the slow 200 once paid."""
+    """`kind` "free": the slow 200 for anyone; "v02" / "classic" / "x402": the slow 200 once paid
+    (x402: with its settlement receipt in PAYMENT-RESPONSE)."""
     if kind == "free":
         async def free(request: Request) -> Response:
             return slow.response()
@@ -73,6 +80,17 @@ def serve_slow(svc: HostileService, kind: str, slow: SlowBody) -> str:
                     svc.credits -= 1
             return slow.response() if paid else await gate(request)
         return svc.route("/v02", v02)
+
+    if kind == "x402":
+        challenge = {"x402Version": 2, "error": "Payment required", "resource": {"url": svc.url + "/x402"},
+                     "accepts": [x402_requirement("10000")]}
+        receipt = {"success": True, "transaction": "0x" + "ab" * 32, "network": "eip155:84532", "payer": "0x"}
+
+        async def x402(request: Request) -> Response:
+            if request.headers.get("payment-signature") is None:
+                return JSONResponse({}, status_code=402, headers={"PAYMENT-REQUIRED": b64json(challenge)})
+            return slow.response({"PAYMENT-RESPONSE": b64json(receipt)})
+        return svc.route("/x402", x402)
 
     async def classic(request: Request) -> Response:
         return slow.response() if svc.authorized(request) else svc.classic_challenge(10)
@@ -137,7 +155,7 @@ async def test_an_unpaid_200_streams(mode: str, svc: HostileService, ledger_path
     assert receipt is None and wallet.calls == [], "nothing was paid for a free 200"
 
 
-@pytest.mark.parametrize("kind", ["v02", "classic"])
+@pytest.mark.parametrize("kind", ["v02", "classic", "x402"])
 @pytest.mark.parametrize("mode", MODES)
 async def test_the_200_a_payment_bought_streams(mode: str, kind: str, svc: HostileService, ledger_path: Path) -> None:
     """After the 402 is paid, the retry's 200 streams as any other: the caller gets its first chunk
@@ -145,14 +163,18 @@ async def test_the_200_a_payment_bought_streams(mode: str, kind: str, svc: Hosti
     slow = SlowBody()
     url = serve_slow(svc, kind, slow)
     wallet = CountingWallet(svc.node)
-    body, ended_first, receipt = await stream(mode, url, slow, wallet=wallet, ledger=ledger_path,
-                                              policy=httpay.Policy(budget_sat=1_000, usd_per_btc=RATE))
+    signer = CountingSigner()
+    payer: dict[str, Any] = {"wallet": None, "x402_signer": signer} if kind == "x402" else {"wallet": wallet}
+    body, ended_first, receipt = await stream(mode, url, slow, ledger=ledger_path, **payer,
+                                              policy=httpay.Policy(budget_sat=1_000, usd_per_btc=RATE,
+                                                                   methods=[kind if kind == "x402" else "lightning"]))
 
-    assert len(wallet.calls) == 1, "the 402 was paid once"
+    assert len(wallet.calls) + len(signer.signed) == 1, "the 402 was paid once"
     assert receipt is not None and receipt.status.value == "settled", "the streamed response carries its receipt"
     assert slow.served == 1, "the paid body was asked for once"
     assert not ended_first and not slow.held_out, buffered(slow)
     assert body == FIRST + LAST, "every byte arrives, in order"
     with httpay.open_ledger(ledger_path) as lg:
         assert [r.status.value for r in lg.receipts()] == ["settled"]
-        assert lg.spent_msat() == 10_000 + 1_000, "the price and the fee, once"
+        fee = 0 if kind == "x402" else 1_000
+        assert lg.spent_msat() == 10_000 + fee, "the price (and the Lightning fee), once"
