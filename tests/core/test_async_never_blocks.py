@@ -143,11 +143,19 @@ def _ledger_api() -> list[str]:
 
 def slow_ledger(inner: httpay.Ledger, delay_s: float) -> httpay.Ledger:
     """`inner` (a real ledger) behind a proxy whose every call first sleeps `delay_s` (a blocking
-    sleep, as a far database would take), then delegates. Built from httpay.Ledger's own method
+    sleep, as a far database would take; an awaited one for an async method), then delegates. Built from httpay.Ledger's own method
     list, so a method the core gains is slowed too; `calls` names the calls in order."""
     calls: list[str] = []
 
     def slow(name: str) -> Callable[..., Any]:
+        if inspect.iscoroutinefunction(getattr(httpay.Ledger, name)):
+            async def amethod(self: httpay.Ledger, *args: Any, **kwargs: Any) -> Any:
+                await asyncio.sleep(delay_s)  # an async ledger method is slow without blocking
+                calls.append(name)
+                return await getattr(inner, name)(*args, **kwargs)
+            amethod.__name__ = name
+            return amethod
+
         def method(self: httpay.Ledger, *args: Any, **kwargs: Any) -> Any:
             time.sleep(delay_s)
             calls.append(name)
