@@ -618,7 +618,8 @@ def _retry(run: _Run, receipt: Receipt, credential: Credential | None) -> Flow:
         run.say(Retried, f"retrying the request (attempt {attempt})", attempt=attempt)
         try:
             resp = yield from _send_with_held(payer, request)
-            yield ReadBody(resp)  # a body that breaks off is a failure of the paid request, seen here
+            if resp.status_code == 402 or resp.status_code >= 500:
+                yield ReadBody(resp)  # what the flow reads itself; the answer the payment bought streams
         except Exception as exc:
             if isinstance(exc, PaidRequestFailed | PaymentNotHonored):
                 raise
@@ -640,6 +641,19 @@ def _retry(run: _Run, receipt: Receipt, credential: Credential | None) -> Flow:
         f"answers 402 after {payer.retries_after_payment} tries; keep the receipt and contact the service",
         receipt=receipt, response=resp,
     )
+
+
+def broken_off(receipt: Receipt, exc: BaseException) -> tuple[str, PaidRequestFailed]:
+    """The answer a payment bought broke off while the caller read it: the ledger note, and the
+    error the caller gets (with the receipt; still pending when the service never said it settled)."""
+    what = f"the service did not answer ({_name(exc)}) in full after its headers"
+    if receipt.status is Status.PENDING:
+        return f"paid, then {what}"[:300], PaymentSentUnanswered(
+            f"sent a signed payment, ledger #{receipt.id} (pending: the service did not say whether it settled it); "
+            f"{what}; the receipt is kept", receipt=receipt)
+    return f"paid, then {what}"[:300], PaidRequestFailed(
+        f"{paid_text(receipt)}; {what}; the receipt is kept and retrying reuses the payment where the service "
+        "honours it", receipt=receipt)
 
 
 def _unserved(run: _Run, receipt: Receipt, what: str,
@@ -670,10 +684,11 @@ def _send_payment(run: _Run, challenge: Challenge, receipt: Receipt, credential:
             "expires, and the receipt is kept", receipt=noted,
         ) from exc
     broken: Exception | None = None
-    try:
-        yield ReadBody(answer)  # a body that breaks off is seen here, while the receipt is at hand
-    except Exception as exc:  # noqa: BLE001 - reported below with the receipt
-        broken = exc
+    if answer.status_code == 402 or answer.status_code >= 500:  # the flow reads these; a bought answer streams
+        try:
+            yield ReadBody(answer)
+        except Exception as exc:  # noqa: BLE001 - reported below with the receipt
+            broken = exc
     return (yield from _outcome(run, challenge, answer, receipt, broken, shown))
 
 

@@ -12,7 +12,7 @@ import asyncio
 import inspect
 import threading
 import time
-from collections.abc import Callable, Generator
+from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
@@ -22,9 +22,20 @@ import httpx
 
 from httpay.core.deadline import Deadline
 from httpay.core.effects import Ask, Effect, Join, Leave, Pay, ReadBody, Send, Sleep
-from httpay.core.flow import DEADLINE_EXTENSION, DRY_RUN_EXTENSION, MAX_PRICE_EXTENSION, OFFER_EXTENSION, request_flow
+from httpay.core.flow import (
+    DEADLINE_EXTENSION,
+    DRY_RUN_EXTENSION,
+    MAX_PRICE_EXTENSION,
+    OFFER_EXTENSION,
+    broken_off,
+    receipt_of,
+    request_flow,
+)
 from httpay.core.payer import Payer
 from httpay.errors import HttpayError
+from httpay.safe import get_logger
+
+log = get_logger("httpay")
 
 T = TypeVar("T")
 DROPPED = (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError)  # the connection went, no answer
@@ -316,6 +327,54 @@ async def _drive_async(flow: Generator[Effect, Any, httpx.Response], route: Asyn
             error = exc
 
 
+class _PaidSyncBody(httpx.SyncByteStream):
+    """The body a payment bought, streamed to the caller as it arrives: if it breaks off, the caller
+    gets PaidRequestFailed with the receipt (never a bare httpx error), and the ledger row says so."""
+
+    def __init__(self, inner: Any, payer: Payer, receipt: Any) -> None:
+        self.inner, self.payer, self.receipt = inner, payer, receipt
+
+    def __iter__(self) -> Iterator[bytes]:
+        try:
+            yield from self.inner
+        except Exception as exc:
+            note, error = broken_off(self.receipt, exc)
+            try:
+                error.receipt = self.payer.ledger.note(self.receipt.id, note)
+            except Exception:  # noqa: BLE001 - the caller must learn of the payment whatever the ledger does
+                log.warning("could not note the broken answer on ledger #%s", self.receipt.id)
+            raise error from exc
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class _PaidAsyncBody(httpx.AsyncByteStream):
+    """The async twin of `_PaidSyncBody` (the ledger note is written in a worker thread)."""
+
+    def __init__(self, inner: Any, payer: Payer, receipt: Any) -> None:
+        self.inner, self.payer, self.receipt = inner, payer, receipt
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self.inner:
+                yield chunk
+        except Exception as exc:
+            note, error = broken_off(self.receipt, exc)
+            try:
+                error.receipt = await anyio.to_thread.run_sync(self.payer.ledger.note, self.receipt.id, note)
+            except Exception:  # noqa: BLE001 - the caller must learn of the payment whatever the ledger does
+                log.warning("could not note the broken answer on ledger #%s", self.receipt.id)
+            raise error from exc
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+def _unread(response: httpx.Response) -> bool:
+    return not hasattr(response, "_content") and not response.is_stream_consumed
+
+
 def _flow(payer: Payer, request: httpx.Request) -> Generator[Effect, Any, httpx.Response]:
     ext = request.extensions
     return request_flow(payer, request, dry_run=bool(ext.get(DRY_RUN_EXTENSION)),
@@ -339,7 +398,11 @@ class PaymentTransport(httpx.BaseTransport):
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         request.read()  # the body must be replayable for the retry
-        return _drive_sync(_flow(self.payer, request), self._route, self.payer, self._flights)
+        response = _drive_sync(_flow(self.payer, request), self._route, self.payer, self._flights)
+        receipt = receipt_of(response)
+        if receipt is not None and _unread(response):
+            response.stream = _PaidSyncBody(response.stream, self.payer, receipt)
+        return response
 
     def __enter__(self) -> Self:
         self.inner.__enter__()
@@ -365,7 +428,11 @@ class AsyncPaymentTransport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         await request.aread()
-        return await _drive_async(_flow(self.payer, request), self._route, self.payer, self._flights)
+        response = await _drive_async(_flow(self.payer, request), self._route, self.payer, self._flights)
+        receipt = receipt_of(response)
+        if receipt is not None and _unread(response):
+            response.stream = _PaidAsyncBody(response.stream, self.payer, receipt)
+        return response
 
     async def __aenter__(self) -> Self:
         await self.inner.__aenter__()

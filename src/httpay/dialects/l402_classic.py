@@ -69,10 +69,15 @@ class L402Classic:
                 if c.is_scheme(*l402_classic.SCHEMES)]
         ours.sort(key=lambda c: 0 if c.is_scheme("L402") else 1)  # stable: server order kept within a scheme
         found: list[Challenge] = []
+        seen: set[tuple[str, str]] = set()
         first_error: ChallengeError | InvoiceError | None = None
         for one in ours:
             try:
-                found.append(to_challenge(l402_classic.from_challenges([one]) or _never(), url))
+                ch = l402_classic.from_challenges([one]) or _never()
+                if (ch.macaroon, ch.invoice) in seen:
+                    continue  # the same token and invoice under both names: one challenge
+                seen.add((ch.macaroon, ch.invoice))
+                found.append(to_challenge(ch, url))
             except (ChallengeError, InvoiceError) as exc:
                 first_error = first_error or exc
         if not found and first_error is not None:
