@@ -25,11 +25,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Self
 
+from httpay.amounts import fmt_msat
 from httpay.core.model import Offer
 from httpay.core.model import Quote as Decision
 from httpay.errors import ApprovalError, ConfigError, LedgerError
 from httpay.ledger.sqlite import connect
-from httpay.policy import fmt_msat
 from httpay.safe import clean, get_logger, markup
 from httpay.view import Cell, Column, Row, View, row, status_cell
 

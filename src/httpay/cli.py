@@ -437,9 +437,9 @@ def _reconcile(args: argparse.Namespace, console: Console) -> int:
 def _ledger(args: argparse.Namespace, console: Console) -> int:
     if args.action == "reconcile":
         return _reconcile(args, console)
+    from httpay.amounts import fmt_msat
     from httpay.display import receipts_table
     from httpay.ledger import open_ledger
-    from httpay.policy import fmt_msat
 
     since = _since(args.since) if args.since else None
     with open_ledger(_existing_ledger(args.ledger)) as lg:
@@ -743,12 +743,13 @@ def _cli_cannot_pay(offer: Any) -> tuple[str, str] | None:
 
 def _dry_run(args: argparse.Namespace, policy: Any, console: Console) -> int:
     """Show what `get` would pay, from the policy and the ledger alone; the wallet is never called."""
+    from httpay.amounts import fmt_msat
     from httpay.core.payer import Payer
     from httpay.core.preview import preview
     from httpay.display import offers_table
     from httpay.errors import PaymentRefused
     from httpay.ledger import open_ledger
-    from httpay.policy import fmt_msat, usd_to_msat
+    from httpay.policy import usd_to_msat
 
     wallet = _wallet_or_none()
     try:
@@ -814,9 +815,9 @@ def _dry_run(args: argparse.Namespace, policy: Any, console: Console) -> int:
 
 def _budget(args: argparse.Namespace, console: Console) -> int:
     import httpay
+    from httpay.amounts import fmt_msat
     from httpay.display import budget_lines, budget_table
     from httpay.ledger import open_ledger
-    from httpay.policy import fmt_msat
 
     found = _policy_or_none(args.policy)
     policy = found if found is not None else httpay.Policy()
@@ -844,8 +845,8 @@ def _budget(args: argparse.Namespace, console: Console) -> int:
 
 
 def _wallet(args: argparse.Namespace, console: Console) -> int:
+    from httpay.amounts import fmt_msat
     from httpay.config import wallet_from_env
-    from httpay.policy import fmt_msat
 
     with wallet_from_env() as w:
         try:

@@ -42,12 +42,13 @@ from starlette.responses import (
 )
 from starlette.routing import Route
 
+from httpay.amounts import fmt_msat
 from httpay.approvals import Approval, ApprovalQueue
 from httpay.display import STATUS_COLOUR, budget_lines, html_budget, html_receipts
 from httpay.errors import ApprovalError, ConfigError, HttpayError
 from httpay.ledger import Ledger, Receipt, open_ledger
 from httpay.loopback import require_loopback
-from httpay.policy import Policy, fmt_msat
+from httpay.policy import Policy
 from httpay.view import escape as _e
 
 SECRET_WORDS = ("token", "key", "secret", "pass", "auth", "sig", "session", "bearer", "macaroon", "preimage")

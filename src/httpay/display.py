@@ -19,12 +19,12 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from httpay.amounts import fmt_msat
 from httpay.approvals import MAX_CHOICES_SHOWN, Approval, approvals_view
 from httpay.errors import ConfigError, PaymentRefused
 from httpay.ledger.models import Receipt, receipts_view
 from httpay.lightning import Invoice
-from httpay.policy import fmt_msat
-from httpay.protocols.l402_v02 import Offer, PaymentRequest, offers_view
+from httpay.protocols.l402_v02 import PaymentRequest, offers_view
 from httpay.view import COLOURS, STATUS_TONE, STYLES, Cell, Column, RichView, View, row, sat, set_usd_per_btc
 from httpay.view import rate as _rate
 
@@ -60,12 +60,12 @@ STATUS_COLOUR = {status: COLOURS[tone] for status, tone in STATUS_TONE.items()}
 
 
 # -- every model's view, by the names callers use ---------------------------------------------------------
-def offers_table(offers: Iterable[Offer], title: str = "Offers", usd_per_btc: float | None = None,
+def offers_table(offers: Iterable[Any], title: str = "Offers", usd_per_btc: float | None = None,
                  chosen: str | None = None) -> RichView:
     return offers_view(offers, title, usd_per_btc, chosen).to_rich()
 
 
-def html_offers(offers: Iterable[Offer], title: str = "Offers", usd_per_btc: float | None = None) -> str:
+def html_offers(offers: Iterable[Any], title: str = "Offers", usd_per_btc: float | None = None) -> str:
     return offers_view(offers, title, usd_per_btc).to_html()
 
 

@@ -254,7 +254,8 @@ def test_absurd_policy_numbers_are_a_config_error_naming_the_field(kwargs: dict[
 
 
 def test_amount_helpers_are_exact_at_any_size() -> None:
-    from httpay.policy import fmt_msat, msat_to_usd, usd_to_msat
+    from httpay.amounts import fmt_msat
+    from httpay.policy import msat_to_usd, usd_to_msat
     from httpay.protocols.l402_v02 import format_amount
 
     assert fmt_msat(10**4000) .startswith("over 10^") and "inf" not in fmt_msat(10**4000, 1e15)
@@ -337,10 +338,10 @@ def test_log_lines_and_events_are_one_bounded_line(name: str, mode: str, svc: Ho
 
 @pytest.mark.parametrize("rate", [float("inf"), float("-inf"), float("nan"), 0.0, -1.0])
 def test_an_unusable_rate_is_no_rate_never_an_overflow(rate: float) -> None:
+    from httpay.amounts import fmt_msat
     from httpay.core.quote import quote
     from httpay.dialects.l402_v02 import to_challenge
     from httpay.lightning import offer_price_msat
-    from httpay.policy import fmt_msat
 
     offers = l402_v02.PaymentOffers.from_dict({"payment_request_url": "/pay", "offers": [
         dict(SAT_OFFER, amount=1, currency="USD")]})

@@ -22,6 +22,7 @@ from typing import Any, Self
 import httpx
 
 import httpay
+from httpay.amounts import fmt_msat
 from httpay.config import payment_deadline_ok
 from httpay.core.deadline import DEFAULT_PAYMENT_DEADLINE_S
 from httpay.core.dialect import read_challenge
@@ -41,7 +42,7 @@ from httpay.errors import (
     WalletError,
 )
 from httpay.ledger import Receipt
-from httpay.policy import Policy, fmt_msat
+from httpay.policy import Policy
 from httpay.safe import MAX_LINE, MAX_TEXT, clean
 from httpay.safe import loads as safe_loads
 from httpay.wallets.base import Wallet

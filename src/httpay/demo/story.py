@@ -22,6 +22,7 @@ from rich.text import Text
 
 import httpay
 from httpay import safe
+from httpay.amounts import fmt_msat
 from httpay.core import events as ev
 from httpay.core.model import Quote
 from httpay.demo.runner import serve_in_thread
@@ -32,7 +33,6 @@ from httpay.display import (
     receipts_table,
 )
 from httpay.errors import HttpayError, redact
-from httpay.policy import fmt_msat
 from httpay.wallets.demo import DemoWallet
 
 DEMO_LABEL = "DEMO: a local copy of stock.l402.org on a regtest demo Lightning network. No real money moves."

@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Self
 
+from httpay.amounts import fmt_msat
 from httpay.errors import PaymentRefused
 from httpay.ledger.models import Receipt, Status, receipts_view
-from httpay.policy import Limit, fmt_msat
+from httpay.policy import Limit
 from httpay.view import View
 
 COLUMNS = (

@@ -158,13 +158,13 @@ class Offer:
         return self.view().to_html()
 
 
-def _credits(o: Offer) -> str:
+def _credits(o: Any) -> str:
     if o.balance is not None:
         return f"{o.balance:,}" + (f" / {o.duration}" if o.duration else "")
     return o.duration or "—"
 
 
-def offers_view(offers: Iterable[Offer], title: str = "Offers", usd_per_btc: float | None = None,
+def offers_view(offers: Iterable[Any], title: str = "Offers", usd_per_btc: float | None = None,
                 chosen: str | None = None) -> View:
     """Offers as a table a person compares: price as offered and in sat (at a known BTC/USD rate),
     what it buys, how it is paid; the `chosen` offer marked. Any objects with an Offer's fields do."""
@@ -173,10 +173,12 @@ def offers_view(offers: Iterable[Offer], title: str = "Offers", usd_per_btc: flo
                Column("≈ sat", align="right"), Column("credits", align="right"), Column("type"), Column("methods"))
     rows, unknown = [], False
     for o in offers:
-        in_sat = sat(offer_price_msat(o.amount, o.currency, usd_rate))
+        price = o.price  # the neutral offers' price is exact money that knows its worth in msat
+        in_sat = sat(price.in_msat(usd_rate) if hasattr(price, "in_msat") else offer_price_msat(o.amount, o.currency,
+                                                                                                usd_rate))
         unknown = unknown or in_sat == "—"
         mark = " ✔" if chosen == o.offer_id else ""
-        rows.append(row(Cell(clean(o.offer_id, 80) + mark), Cell(o.title, hint=o.description), o.price, in_sat,
+        rows.append(row(Cell(clean(o.offer_id, 80) + mark), Cell(o.title, hint=o.description), str(price), in_sat,
                         _credits(o), o.type, ", ".join(o.payment_methods),
                         style="bold good" if chosen == o.offer_id else ""))
     notes = ("≈ sat needs a BTC/USD rate (usd_per_btc)",) if unknown else (f"at {usd_rate:,.0f} USD/BTC",) if usd_rate else ()
