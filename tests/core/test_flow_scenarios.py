@@ -1,0 +1,620 @@
+"""The payment flow's scenario table (issue 11): every dialect x every outcome, through both drivers.
+
+Each row runs the real `request_flow` through the real drivers (`_drive_sync`, `_drive_async`)
+against a scripted in-memory service (an `httpx.MockTransport`: no socket anywhere), with real
+signed BOLT11 invoices, real macaroons and a real EVM signer, a scripted wallet and a fresh SQLite
+ledger. A row says what a user notices: the status or the exception (and its `rule` / `check`),
+how often the wallet or signer was called, the ledger rows it wrote (status, amount), what was
+spent (`ledger.spent_msat()`, fees included) and, for paid rows, the typed events in order.
+
+`test_flow_is_pure` drives the flow with a driver of its own that answers each effect from a
+script and never touches a ledger, wallet or network: the flow asks for every outside call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import pytest
+
+import httpay
+from httpay.core.effects import (
+    Effect,
+    GetRate,
+    Join,
+    Leave,
+    LedgerNow,
+    Pay,
+    ReadBody,
+    Reserve,
+    Send,
+    Settle,
+    TokenFor,
+)
+from httpay.core.events import Event, Paid, Refused
+from httpay.core.flow import receipt_of, request_flow
+from httpay.core.payer import Payer
+from httpay.core.transport import _AsyncFlights, _drive_async, _drive_sync, _SyncFlights
+from httpay.errors import (
+    InsufficientFunds,
+    InvoiceError,
+    PaymentNotHonored,
+    PaymentOutcomeUnknown,
+    PaymentRefused,
+    PaymentRejected,
+    PaymentSentUnanswered,
+    WalletError,
+)
+from httpay.ledger.base import Intent, Ledger
+from httpay.ledger.models import Receipt, Status
+from httpay.policy import Policy
+from httpay.protocols import macaroons
+from httpay.signers import EvmSigner
+from httpay.wallets.base import Payment, PaymentStatus, Wallet
+from tests.helpers import make_invoice
+from tests.hostile.harness import X402_KEY, x402_requirement
+
+V02, CLASSIC, X402 = "l402-v0.2", "l402-classic", "x402"
+URLS = {V02: "https://v02.example/data", CLASSIC: "https://classic.example/data", X402: "https://x402.example/data"}
+RATE = 100_000.0      # USD per BTC: $0.01 = 10 sat = 10,000 msat
+FEE_MSAT = 1_000      # what the scripted wallet spends on routing fees
+FEE_CAP_MSAT = 10_000  # the fee cap the ledger holds for a pending payment of 10 sat (the wallet default: 10 sat)
+PRIOR_MSAT = 20_000   # a payment made earlier this hour, for the budget rows
+ROOT_KEY = hashlib.sha256(b"scenario macaroon root").digest()
+
+# The offers each service makes: (offer id, price in msat at RATE). v0.2 prices them in USD cents,
+# x402 in USDC atomic units (6 decimals), classic has one offer: its invoice's.
+V02_OFFERS = (("small", 1, 10_000), ("big", 2, 20_000))   # (id, USD cents, msat)
+X402_OFFERS = (("10000", 10_000), ("20000", 20_000))       # (atomic USDC, msat)
+
+
+# -- the scripted parts -------------------------------------------------------------------------
+class Node:
+    """The services' Lightning node: real signed regtest invoices, the preimages it knows, what was paid."""
+
+    def __init__(self) -> None:
+        self.preimages: dict[str, str] = {}
+        self.paid: list[str] = []
+
+    def mint(self, amount_msat: int | None, kind: str = "ok") -> tuple[str, str]:
+        """(bolt11, payment hash); `kind` makes it bad: "wrong_network", "expired", "no_amount"."""
+        network = "bitcoin" if kind == "wrong_network" else "regtest"
+        date = int(time.time()) - 3_600 if kind == "expired" else None  # expired 50 minutes ago
+        bolt11, pre = make_invoice(None if kind == "no_amount" else amount_msat, network=network, expiry=600,
+                                   date=date, description="scenario")
+        payment_hash = hashlib.sha256(bytes.fromhex(pre)).hexdigest()
+        self.preimages[payment_hash] = pre
+        return bolt11, payment_hash
+
+
+class ScriptedWallet(Wallet):
+    """Pays the node's invoices, or fails as its row says ("ok", "fails", "unknown"), counting calls."""
+
+    network = "regtest"
+    name = "scripted"
+
+    def __init__(self, node: Node, behaviour: str = "ok") -> None:
+        self.node, self.behaviour = node, behaviour
+        self.calls: list[str] = []
+        self.lookups = 0
+
+    def pay_invoice(self, bolt11: str, *, max_fee_msat: int | None = None) -> Payment:
+        invoice = httpay.decode_invoice(bolt11)
+        self.calls.append(invoice.payment_hash)
+        if self.behaviour == "fails":
+            raise InsufficientFunds("the wallet holds 0 sat")  # outcome known: nothing left
+        if self.behaviour == "unknown":
+            raise WalletError("the wallet's node stopped answering", outcome_known=False)
+        self.node.paid.append(invoice.payment_hash)
+        return Payment(invoice.payment_hash, PaymentStatus.SETTLED, amount_msat=invoice.amount_msat, fee_msat=FEE_MSAT,
+                       preimage=self.node.preimages[invoice.payment_hash])
+
+    def lookup(self, payment_hash: str) -> Payment | None:
+        self.lookups += 1
+        return None  # it cannot tell
+
+
+class ScriptedSigner:
+    """A real `EvmSigner`, counting what it signs; "fails" makes it refuse to sign."""
+
+    def __init__(self, behaviour: str = "ok") -> None:
+        self.inner = EvmSigner.from_key(X402_KEY)
+        self.behaviour = behaviour
+        self.signed: list[dict[str, Any]] = []
+
+    @property
+    def address(self) -> str:
+        return self.inner.address
+
+    @property
+    def name(self) -> str:
+        return self.inner.name
+
+    def pays_on(self, network: str) -> bool:
+        return self.inner.pays_on(network)
+
+    def sign_typed_data(self, domain: Any, types: Any, primary_type: str, message: Any) -> bytes:
+        self.signed.append(dict(message))
+        if self.behaviour == "fails":
+            raise WalletError("the signer's hardware key is locked")
+        return self.inner.sign_typed_data(domain, types, primary_type, message)
+
+
+def b64json(data: Any) -> str:
+    return base64.b64encode(json.dumps(data).encode()).decode()
+
+
+@dataclass
+class Service:
+    """A scripted 402 service of one dialect, as an httpx.MockTransport handler.
+
+    `invoice`: what its invoices are ("ok", "wrong_amount", "wrong_network", "expired", "no_amount");
+    `answer`: what it does with a paid request ("serve", "402": still asks to be paid, "drop": the
+    connection drops with no answer); `pay_host`: where v0.2's payment request endpoint is.
+    """
+
+    dialect: str
+    node: Node
+    invoice: str = "ok"
+    answer: str = "serve"
+    pay_host: str | None = None
+    payment_requests: list[str] = field(default_factory=list)  # v0.2: the offer ids asked for
+    used: set[str] = field(default_factory=set)                # v0.2: paid hashes a request was served for
+    paid_values: list[int] = field(default_factory=list)       # x402: the authorized amounts received
+    served: int = 0
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        if self.dialect == V02:
+            return self.v02(request)
+        if self.dialect == CLASSIC:
+            return self.classic(request)
+        return self.x402(request)
+
+    def _served(self) -> httpx.Response:
+        self.served += 1
+        return httpx.Response(200, json={"served": True})
+
+    def _mint(self, amount_msat: int) -> tuple[str, str]:
+        kind = self.invoice if self.invoice != "wrong_amount" else "ok"
+        return self.node.mint(amount_msat * 2 if self.invoice == "wrong_amount" else amount_msat, kind)
+
+    def v02(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/pay":
+            offer_id = json.loads(request.content)["offer_id"]
+            self.payment_requests.append(offer_id)
+            bolt11, _ = self._mint(next(msat for oid, _, msat in V02_OFFERS if oid == offer_id))
+            return httpx.Response(200, json={"version": "0.2.1", "offer_id": offer_id,
+                                             "expires_at": "2099-01-01T00:00:00+00:00",
+                                             "payment_request": {"lightning_invoice": bolt11}})
+        credits = [h for h in self.node.paid if h not in self.used]  # one paid invoice serves one request
+        if credits and self.answer == "serve":
+            self.used.add(credits[0])
+            return self._served()
+        return httpx.Response(402, json={
+            "version": "0.2.1", "payment_request_url": f"https://{self.pay_host or request.url.host}/pay",
+            "payment_context_token": "account-1", "offers": [
+                {"offer_id": oid, "title": f"{oid} package", "description": "credits", "type": "top-up",
+                 "balance": cents * 10, "amount": cents, "currency": "USD", "payment_methods": ["lightning"]}
+                for oid, cents, _ in V02_OFFERS]})
+
+    def classic(self, request: httpx.Request) -> httpx.Response:
+        auth = request.headers.get("authorization", "")
+        if auth.startswith("L402 ") and self.answer == "serve":
+            mac, _, pre = auth[5:].rpartition(":")
+            committed = macaroons.decode(mac).payment_hash
+            if committed in self.node.paid and hashlib.sha256(bytes.fromhex(pre)).hexdigest() == committed:
+                return self._served()
+        bolt11, payment_hash = self._mint(10_000)
+        mac = macaroons.mint(ROOT_KEY, payment_hash, caveats=["services=scenario:0"])
+        return httpx.Response(402, text="payment required",
+                              headers={"WWW-Authenticate": f'L402 macaroon="{mac}", invoice="{bolt11}"'})
+
+    def x402(self, request: httpx.Request) -> httpx.Response:
+        challenge = {"x402Version": 2, "error": "Payment required", "resource": {"url": str(request.url)},
+                     "accepts": [x402_requirement(amount) for amount, _ in X402_OFFERS]}
+        signed = request.headers.get("payment-signature")
+        if signed is None:
+            return httpx.Response(402, json={}, headers={"PAYMENT-REQUIRED": b64json(challenge)})
+        payload = json.loads(base64.b64decode(signed))
+        self.paid_values.append(int(payload["payload"]["authorization"]["value"]))
+        if self.answer == "drop":
+            raise httpx.ReadError("connection reset by peer", request=request)
+        if self.answer == "402":
+            refused = {**challenge, "error": "invalid_exact_evm_payload_signature"}
+            return httpx.Response(402, json={}, headers={"PAYMENT-REQUIRED": b64json(refused)})
+        self.served += 1
+        receipt = {"success": True, "transaction": "0x" + "ab" * 32, "network": "eip155:84532",
+                   "payer": payload["payload"]["authorization"]["from"]}
+        return httpx.Response(200, json={"served": True}, headers={"PAYMENT-RESPONSE": b64json(receipt)})
+
+    def sent(self) -> list[int]:
+        """What the service was asked to be paid, in msat: v0.2's payment requests, x402's signed payments."""
+        if self.dialect == V02:
+            return [next(msat for oid, _, msat in V02_OFFERS if oid == asked) for asked in self.payment_requests]
+        return [next(msat for atomic, msat in X402_OFFERS if int(atomic) == value) for value in self.paid_values]
+
+
+# -- the table ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Row:
+    """One scenario and what a user notices of it.
+
+    Set up: `policy` (Policy settings over the base: the rate fixed, lightning and x402 allowed),
+    `wallet` ("ok", "fails", "unknown", "none": no wallet / no signer), `invoice` and `answer` (the
+    service's, see `Service`), `pay_host`, `approve` ("deny": False, "other": the other offer of the
+    challenge, "missing": an offer id the service did not make), `prior` (msat spent earlier this hour).
+    Expected: `status` (None: an error), `error` (its exact type), `rule` (PaymentRefused.rule or
+    InvoiceError.check), `calls` (wallet pays, or signer signatures for x402), `rows` (the ledger rows
+    this request wrote: status, amount_msat), `spent` (what it added to `ledger.spent_msat()`),
+    `events` (the typed events' kinds, in order; None: not compared), `sent` (v0.2 and x402: the
+    prices, in msat, of the offers the service was asked to be paid for; None: the row's amount).
+    """
+
+    dialect: str
+    outcome: str
+    policy: dict[str, Any] = field(default_factory=dict)
+    wallet: str = "ok"
+    invoice: str = "ok"
+    answer: str = "serve"
+    pay_host: str | None = None
+    approve: str | None = None
+    prior: int = 0
+    status: int | None = 200
+    error: type[BaseException] | None = None
+    rule: str | None = None
+    calls: int = 1
+    rows: tuple[tuple[str, int], ...] = ()
+    spent: int = 0
+    events: tuple[str, ...] | None = None
+    sent: tuple[int, ...] | None = None
+
+    @property
+    def service_sent(self) -> list[int]:
+        return list(self.sent) if self.sent is not None else [amount for _, amount in self.rows]
+
+    @property
+    def id(self) -> str:
+        return f"{self.dialect}-{self.outcome}"
+
+
+PAID_EVENTS = {
+    V02: ("challenge", "decision", "payment_request", "invoice", "reserved", "paid", "retry", "served"),
+    CLASSIC: ("challenge", "decision", "invoice", "reserved", "paid", "retry", "served"),
+    X402: ("challenge", "decision", "reserved", "retry", "paid", "served"),
+}
+APPROVED_EVENTS = {d: (*e[:2], "approval", *e[2:]) for d, e in PAID_EVENTS.items()}
+SETTLED_10 = (("settled", 10_000),)
+
+
+def refused(dialect: str, outcome: str, rule: str, **kw: Any) -> Row:
+    """A row where the policy says no: nothing paid, nothing written, nothing spent."""
+    return Row(dialect, outcome, status=None, error=PaymentRefused, rule=rule, calls=0, **kw)
+
+
+def refusals(dialect: str) -> list[Row]:
+    """Every rule that refuses a payment, for one dialect."""
+    ln = dialect != X402
+    return [
+        refused(dialect, "per-payment-limit", "max_per_payment", policy={"max_per_payment_sat": 5}),
+        # 20 sat spent already, 25 sat in total: the 10 sat payment does not fit (quote's check)
+        refused(dialect, "total-budget", "budget", policy={"budget_sat": 25}, prior=PRIOR_MSAT),
+        # the hourly window is checked by the ledger as it reserves (the fee cap counts, too)
+        refused(dialect, "per-hour-budget", "per_hour", policy={"per_hour_sat": 25}, prior=PRIOR_MSAT,
+                sent=(10_000,) if dialect == V02 else ()),
+        refused(dialect, "denied-host", "denied_host", policy={"denied_hosts": [httpx.URL(URLS[dialect]).host]}),
+        refused(dialect, "methods", "methods", policy={"methods": ("x402",) if ln else ("lightning",)}),
+        # no Lightning wallet for an invoice; no signer for x402 (that refusal's rule is the dialect's name)
+        refused(dialect, "no-wallet" if ln else "no-signer", "no_wallet" if ln else X402, wallet="none"),
+        # a limit in USD and no BTC/USD rate from anywhere: never guess
+        refused(dialect, "no-exchange-rate", "exchange_rate", policy={"usd_per_btc": None, "max_per_payment_usd": 1.0}),
+    ]
+
+
+def bad_invoices(dialect: str) -> list[Row]:
+    """Invoices that fail a check before anything is reserved (Lightning dialects only)."""
+    # Classic L402's one offer is priced by its own invoice, so an amount above the offer cannot
+    # exist; its wrong amount is an invoice without one (the payee would choose the price).
+    wrong = ("wrong_amount", "amount_above_offer") if dialect == V02 else ("no_amount", "amount_missing")
+    return [Row(dialect, f"bad-invoice-{kind}", invoice=kind, status=None, error=InvoiceError, rule=check, calls=0,
+                sent=(10_000,)) for kind, check in (wrong, ("wrong_network", "network"), ("expired", "expired"))]
+
+
+def approvals(dialect: str) -> list[Row]:
+    rows = [refused(dialect, "approval-denied", "approval", approve="deny")]
+    if dialect == CLASSIC:  # one offer: an approver's other pick can only be one the service did not make
+        rows.append(refused(dialect, "approver-picks-unknown-offer", "approval", approve="missing"))
+        return rows
+    fee = FEE_MSAT if dialect == V02 else 0
+    rows += [
+        Row(dialect, "approver-picks-other-offer", approve="other", rows=(("settled", 20_000),), spent=20_000 + fee,
+            events=APPROVED_EVENTS[dialect]),
+        # the other pick is quoted again through the same limits: above the per-payment limit, refused
+        refused(dialect, "approver-picks-offer-over-limit", "max_per_payment", approve="other",
+                policy={"max_per_payment_sat": 15}),
+    ]
+    return rows
+
+
+# Combinations that cannot exist, and so are not rows:
+# - payment host: only L402 v0.2 has a payment request endpoint (classic's invoice is in its header,
+#   x402 signs and sends the payment with the request itself);
+# - bad invoice: x402 pays no invoice (it signs an authorization for exactly the chosen requirement);
+# - approver picks another offer: classic L402 makes one offer, so the row asks for one it did not make.
+ROWS: list[Row] = [
+    # -- L402 v0.2 -------------------------------------------------------------------------------
+    Row(V02, "paid", rows=SETTLED_10, spent=10_000 + FEE_MSAT, events=PAID_EVENTS[V02]),
+    *refusals(V02),
+    refused(V02, "payment-host", "payment_host", pay_host="pay.elsewhere.example"),
+    *bad_invoices(V02),
+    Row(V02, "wallet-fails", wallet="fails", status=None, error=InsufficientFunds, rows=(("failed", 10_000),)),
+    Row(V02, "outcome-unknown", wallet="unknown", status=None, error=PaymentOutcomeUnknown,
+        rows=(("pending", 10_000),), spent=10_000 + FEE_CAP_MSAT),
+    Row(V02, "not-honored", answer="402", status=None, error=PaymentNotHonored, rows=SETTLED_10,
+        spent=10_000 + FEE_MSAT),
+    *approvals(V02),
+    # -- classic L402 ----------------------------------------------------------------------------
+    Row(CLASSIC, "paid", rows=SETTLED_10, spent=10_000 + FEE_MSAT, events=PAID_EVENTS[CLASSIC]),
+    *refusals(CLASSIC),
+    *bad_invoices(CLASSIC),
+    Row(CLASSIC, "wallet-fails", wallet="fails", status=None, error=InsufficientFunds, rows=(("failed", 10_000),)),
+    Row(CLASSIC, "outcome-unknown", wallet="unknown", status=None, error=PaymentOutcomeUnknown,
+        rows=(("pending", 10_000),), spent=10_000 + FEE_CAP_MSAT),
+    Row(CLASSIC, "not-honored", answer="402", status=None, error=PaymentNotHonored, rows=SETTLED_10,
+        spent=10_000 + FEE_MSAT),
+    *approvals(CLASSIC),
+    # -- x402 (a signer signs; no routing fee; the row settles on the service's receipt) -----------
+    Row(X402, "paid", rows=SETTLED_10, spent=10_000, events=PAID_EVENTS[X402]),
+    *refusals(X402),
+    Row(X402, "signer-fails", wallet="fails", status=None, error=WalletError, rows=(("failed", 10_000),), sent=()),
+    # the signed payment went out and no answer came: it may be settled, so the row stays pending
+    Row(X402, "outcome-unknown", answer="drop", status=None, error=PaymentSentUnanswered,
+        rows=(("pending", 10_000),), spent=10_000),
+    # the service answers the signed payment with a 402: nothing settled, never signed again
+    Row(X402, "not-honored", answer="402", status=None, error=PaymentRejected, rows=(("failed", 10_000),)),
+    *approvals(X402),
+]
+
+
+# -- running a row --------------------------------------------------------------------------------
+def approver(kind: str | None, asked: list[httpay.Quote]) -> Callable[[httpay.Quote], Any] | None:
+    if kind is None:
+        return None
+
+    def approve(q: httpay.Quote) -> Any:
+        asked.append(q)
+        if kind == "deny":
+            return False
+        if kind == "missing":
+            return "offer-the-service-never-made"
+        return next(o for o in q.offers if o.offer_id != q.offer.offer_id)
+
+    return approve
+
+
+def seed(ledger: Ledger, msat: int) -> None:
+    """A payment made earlier this hour, settled, elsewhere."""
+    receipt = ledger.reserve(Intent(host="earlier.example", url="https://earlier.example/", protocol=V02,
+                                    method="lightning", amount_msat=msat, payment_hash="00" * 32))
+    ledger.settle(receipt.id, preimage="11" * 32, fee_msat=0)
+
+
+def drive(driver: str, payer: Payer, request: httpx.Request, service: Service) -> httpx.Response:
+    """The real flow through the real driver, every request answered by `service` in memory."""
+    transport = httpx.MockTransport(service)
+    flow = request_flow(payer, request)
+    if driver == "sync":
+        return _drive_sync(flow, lambda url: transport, payer, _SyncFlights())
+    return asyncio.run(_drive_async(flow, lambda url: transport, payer, _AsyncFlights()))
+
+
+@dataclass
+class Ran:
+    """What one row did."""
+
+    response: httpx.Response | None
+    error: BaseException | None
+    wallet: ScriptedWallet
+    signer: ScriptedSigner
+    service: Service
+    ledger: Ledger
+    events: list[Event]
+    asked: list[httpay.Quote]
+
+    @property
+    def rows(self) -> list[Receipt]:
+        """The rows this request wrote (not the seeded earlier payment), oldest first."""
+        return sorted((r for r in self.ledger.receipts() if r.host != "earlier.example"), key=lambda r: r.id)
+
+
+@pytest.fixture
+def ledger() -> Iterator[Ledger]:
+    with httpay.open_ledger(":memory:") as opened:
+        yield opened
+
+
+def run_row(row: Row, driver: str, ledger: Ledger) -> Ran:
+    node = Node()
+    service = Service(row.dialect, node, invoice=row.invoice, answer=row.answer, pay_host=row.pay_host)
+    wallet = ScriptedWallet(node, row.wallet)
+    signer = ScriptedSigner(row.wallet)
+    asked: list[httpay.Quote] = []
+    settings: dict[str, Any] = {"usd_per_btc": RATE, "methods": ("lightning", "x402"), **row.policy,
+                                "approve": approver(row.approve, asked)}
+    if row.prior:
+        seed(ledger, row.prior)
+    events: list[Event] = []
+    payer = Payer(wallet=None if row.wallet == "none" else wallet, policy=Policy(**settings), ledger=ledger,
+                  signer=None if row.wallet == "none" else signer, on_event=events.append,
+                  retries_after_payment=2, retry_delay_s=0.0)
+    try:
+        response, error = drive(driver, payer, httpx.Request("GET", URLS[row.dialect]), service), None
+    except Exception as exc:  # noqa: BLE001 - the row says which error it expects
+        response, error = None, exc
+    return Ran(response, error, wallet, signer, service, ledger, events, asked)
+
+
+@pytest.mark.parametrize("driver", ["sync", "async"])
+@pytest.mark.parametrize("row", ROWS, ids=lambda r: r.id)
+def test_scenario(row: Row, driver: str, ledger: Ledger) -> None:
+    ran = run_row(row, driver, ledger)
+
+    # the answer, or the error and the rule that raised it
+    if row.error is None:
+        assert ran.error is None, f"{type(ran.error).__name__}: {ran.error}"
+        assert ran.response is not None and ran.response.status_code == row.status
+        assert ran.response.json() == {"served": True}
+        receipt = receipt_of(ran.response)
+        assert receipt is not None and receipt.status is Status.SETTLED
+    else:
+        assert type(ran.error) is row.error, f"{type(ran.error).__name__}: {ran.error}"
+        if isinstance(ran.error, PaymentRefused):
+            assert ran.error.rule == row.rule, str(ran.error)
+            assert any(isinstance(e, Refused) and e.rule == row.rule for e in ran.events)
+        if isinstance(ran.error, InvoiceError):
+            assert ran.error.check == row.rule, str(ran.error)
+            assert any(isinstance(e, Refused) and e.rule == f"invoice:{row.rule}" for e in ran.events)
+        if isinstance(ran.error, PaymentOutcomeUnknown | PaymentNotHonored | PaymentRejected):
+            assert ran.error.receipt is not None and ran.error.receipt.status.value == row.rows[0][0]
+
+    # what paid: the wallet for Lightning, the signer for x402, never the other
+    lightning_calls, signatures = len(ran.wallet.calls), len(ran.signer.signed)
+    assert (signatures, lightning_calls) == ((row.calls, 0) if row.dialect == X402 else (0, row.calls))
+    if row.wallet == "unknown":
+        assert ran.wallet.lookups == 1  # asked what became of it before leaving the row pending
+
+    # the ledger: the rows this request wrote, and what was spent (fees included)
+    assert [(r.status.value, r.amount_msat) for r in ran.rows] == list(row.rows)
+    assert ledger.spent_msat() - row.prior == row.spent
+    assert len(ledger.receipts()) == len(row.rows) + (1 if row.prior else 0)
+
+    # the service's side: served only when paid; asked to be paid only for the offer the flow chose
+    assert ran.service.served == (1 if row.error is None else 0)
+    if row.dialect != CLASSIC:  # classic's invoice comes with its 402: nothing is asked for
+        assert ran.service.sent() == row.service_sent
+
+    # the approver was asked once, about the offer the policy chose (the cheapest, listed first)
+    if row.approve is not None:
+        assert len(ran.asked) == 1 and ran.asked[0].offer == ran.asked[0].offers[0]
+
+    # the typed events of a paid request, in order; a Lightning `paid` carries the wallet's payment
+    if row.events is not None:
+        assert [e.kind for e in ran.events] == list(row.events)
+        paid = [e for e in ran.events if isinstance(e, Paid)]
+        assert len(paid) == 1 and paid[0].receipt.status is Status.SETTLED
+        assert (paid[0].payment is None) == (row.dialect == X402)
+        assert len({e.request_id for e in ran.events}) == 1
+
+
+def test_table_covers_every_dialect_and_outcome() -> None:
+    """The table has every outcome the issue names for every dialect, except the impossible ones."""
+    outcomes = {d: {r.outcome for r in ROWS if r.dialect == d} for d in (V02, CLASSIC, X402)}
+    common = {"paid", "per-payment-limit", "total-budget", "per-hour-budget", "denied-host", "methods",
+              "no-exchange-rate", "outcome-unknown", "not-honored", "approval-denied"}
+    lightning = common | {"no-wallet", "wallet-fails", "bad-invoice-wrong_network", "bad-invoice-expired"}
+    assert lightning | {"payment-host", "bad-invoice-wrong_amount", "approver-picks-other-offer",
+                        "approver-picks-offer-over-limit"} == outcomes[V02]
+    assert lightning | {"bad-invoice-no_amount", "approver-picks-unknown-offer"} == outcomes[CLASSIC]
+    assert common | {"no-signer", "signer-fails", "approver-picks-other-offer",
+                     "approver-picks-offer-over-limit"} == outcomes[X402]
+    assert len({r.id for r in ROWS}) == len(ROWS)
+
+
+# -- the flow is pure: a driver of our own, answering each effect from a script ------------------
+class Untouchable:
+    """A ledger the flow must never call: anything it reaches on it raises."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise AssertionError(f"the flow reached {type(self).__name__}.{name} itself instead of yielding an effect")
+
+
+class UntouchableWallet(Untouchable):
+    """A wallet the flow may only read facts of (its network, its name for the ledger row), never call."""
+
+    network = "regtest"
+    name = "untouchable"
+    identity = None
+
+
+def test_flow_is_pure() -> None:
+    """One paid v0.2 request, driven by a loop that answers each yielded effect by its type from a
+    script: the flow yields every outside call, in this exact order, and performs none itself."""
+    node = Node()
+    service = Service(V02, node)
+    now = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+    request = httpx.Request("GET", URLS[V02])
+    paid: list[Receipt] = []
+
+    def receipt(intent: Intent, status: Status, **kw: Any) -> Receipt:
+        return Receipt(1, status, now, now, intent.host, intent.url, intent.protocol, intent.method, intent.offer_id,
+                       intent.offer_title, intent.offer_amount, intent.offer_currency, intent.credits,
+                       intent.payment_hash, intent.amount_msat, fee_msat=intent.max_fee_msat, **kw)
+
+    def answer(effect: Effect) -> Any:
+        """The script: what the outside world says to each effect."""
+        if isinstance(effect, TokenFor):
+            return None
+        if isinstance(effect, Send):
+            return service(effect.request)
+        if isinstance(effect, ReadBody):
+            return effect.response.read()
+        if isinstance(effect, LedgerNow):
+            return now
+        if isinstance(effect, GetRate):
+            return RATE
+        if isinstance(effect, Join):
+            return False
+        if isinstance(effect, Leave):
+            return None
+        if isinstance(effect, Reserve):
+            reserved = receipt(effect.intent, Status.PENDING)
+            paid.append(reserved)
+            return reserved
+        if isinstance(effect, Pay):
+            inv = httpay.decode_invoice(effect.invoice)
+            node.paid.append(inv.payment_hash)
+            return Payment(inv.payment_hash, PaymentStatus.SETTLED, amount_msat=inv.amount_msat, fee_msat=FEE_MSAT,
+                           preimage=node.preimages[inv.payment_hash])
+        if isinstance(effect, Settle):
+            return replace(paid[0], status=Status.SETTLED, fee_msat=effect.fee_msat, preimage=effect.preimage)
+        if type(effect).__name__ == "Find":
+            return None
+        raise AssertionError(f"unscripted effect {effect!r}")
+
+    payer = Payer(wallet=UntouchableWallet(), policy=Policy(usd_per_btc=RATE), ledger=Untouchable(),  # type: ignore[arg-type]
+                  retries_after_payment=2, retry_delay_s=0.0)
+    flow = request_flow(payer, request)
+    seen: list[str] = []
+    value: Any = None
+    while True:
+        try:
+            effect = flow.send(value)
+        except StopIteration as stop:
+            response: httpx.Response = stop.value
+            break
+        seen.append(type(effect).__name__)
+        value = answer(effect)
+
+    assert seen == [
+        "TokenFor", "Send",                 # a held credential for the host? none; send the request
+        "LedgerNow", "ReadBody",            # a 402: when it was met (the ledger's clock), its body
+        "Join", "Find",                     # the single flight; no payment made for it meanwhile
+        "GetRate",                          # the rate, once for this attempt; quoted (pure)
+        "Send", "ReadBody",                 # the payment request for the chosen offer, its invoice
+        "Reserve",                          # written down pending, limits checked in the ledger
+        "Pay",                              # the wallet pays
+        "Settle",                           # the row settled with the preimage and the fee
+        "Leave",                            # the flight is left before the retry
+        "TokenFor", "Send",                 # the request again (the account is credited)
+    ]
+    assert response.status_code == 200 and response.json() == {"served": True}
+    assert receipt_of(response) is not None and receipt_of(response).status is Status.SETTLED  # type: ignore[union-attr]
+    assert service.payment_requests == ["small"] and len(node.paid) == 1
