@@ -40,7 +40,7 @@ from httpay.core.effects import (
     Settle,
     TokenFor,
 )
-from httpay.core.events import Event, Paid, Refused
+from httpay.core.events import Approved, Event, Paid, Quoted, Refused
 from httpay.core.flow import receipt_of, request_flow
 from httpay.core.payer import Payer
 from httpay.core.transport import _AsyncFlights, _drive_async, _drive_sync, _SyncFlights
@@ -97,7 +97,10 @@ class Node:
 
 
 class ScriptedWallet(Wallet):
-    """Pays the node's invoices, or fails as its row says ("ok", "fails", "unknown"), counting calls."""
+    """Pays the node's invoices, or does what its row says, counting calls. Behaviours: "ok"; "fails"
+    (raises, outcome known: nothing left); "unknown" (raises, outcome unknown; lookup cannot tell);
+    "unknown_paid" (raises, outcome unknown; lookup finds it paid); "says_failed" / "says_pending"
+    (answers a failed / in-flight payment); "bad_preimage" (says paid, with a preimage of another hash)."""
 
     network = "regtest"
     name = "scripted"
@@ -105,29 +108,44 @@ class ScriptedWallet(Wallet):
     def __init__(self, node: Node, behaviour: str = "ok") -> None:
         self.node, self.behaviour = node, behaviour
         self.calls: list[str] = []
+        self.amounts: dict[str, int | None] = {}  # payment hash -> amount, of the invoices it was asked to pay
         self.lookups = 0
+
+    def _paid(self, payment_hash: str, amount_msat: int | None) -> Payment:
+        self.node.paid.append(payment_hash)
+        return Payment(payment_hash, PaymentStatus.SETTLED, amount_msat=amount_msat, fee_msat=FEE_MSAT,
+                       preimage=self.node.preimages[payment_hash])
 
     def pay_invoice(self, bolt11: str, *, max_fee_msat: int | None = None) -> Payment:
         invoice = httpay.decode_invoice(bolt11)
         self.calls.append(invoice.payment_hash)
+        self.amounts[invoice.payment_hash] = invoice.amount_msat
         if self.behaviour == "fails":
-            raise InsufficientFunds("the wallet holds 0 sat")  # outcome known: nothing left
-        if self.behaviour == "unknown":
+            raise InsufficientFunds("the wallet holds 0 sat")
+        if self.behaviour in ("unknown", "unknown_paid"):
             raise WalletError("the wallet's node stopped answering", outcome_known=False)
-        self.node.paid.append(invoice.payment_hash)
-        return Payment(invoice.payment_hash, PaymentStatus.SETTLED, amount_msat=invoice.amount_msat, fee_msat=FEE_MSAT,
-                       preimage=self.node.preimages[invoice.payment_hash])
+        if self.behaviour == "says_failed":
+            return Payment(invoice.payment_hash, PaymentStatus.FAILED, failure_reason="no route")
+        if self.behaviour == "says_pending":
+            return Payment(invoice.payment_hash, PaymentStatus.PENDING)
+        if self.behaviour == "bad_preimage":
+            return Payment(invoice.payment_hash, PaymentStatus.SETTLED, amount_msat=invoice.amount_msat,
+                           fee_msat=FEE_MSAT, preimage="00" * 32)
+        return self._paid(invoice.payment_hash, invoice.amount_msat)
 
     def lookup(self, payment_hash: str) -> Payment | None:
         self.lookups += 1
+        if self.behaviour == "unknown_paid":
+            return self._paid(payment_hash, self.amounts[payment_hash])  # it did go out
         return None  # it cannot tell
 
 
 class ScriptedSigner:
-    """A real `EvmSigner`, counting what it signs; "fails" makes it refuse to sign."""
+    """A real `EvmSigner`, counting what it signs; "fails" makes it refuse to sign, "elsewhere" sets
+    it to pay on Base mainnet only (the services ask on Base Sepolia)."""
 
     def __init__(self, behaviour: str = "ok") -> None:
-        self.inner = EvmSigner.from_key(X402_KEY)
+        self.inner = EvmSigner.from_key(X402_KEY, networks=["eip155:8453"] if behaviour == "elsewhere" else None)
         self.behaviour = behaviour
         self.signed: list[dict[str, Any]] = []
 
@@ -249,9 +267,11 @@ class Row:
     """One scenario and what a user notices of it.
 
     Set up: `policy` (Policy settings over the base: the rate fixed, lightning and x402 allowed),
-    `wallet` ("ok", "fails", "unknown", "none": no wallet / no signer), `invoice` and `answer` (the
+    `wallet` (the wallet's or signer's behaviour: see `ScriptedWallet`, `ScriptedSigner`; "none": no
+    wallet and no signer, "signer_only": no Lightning wallet), `invoice` and `answer` (the
     service's, see `Service`), `pay_host`, `approve` ("deny": False, "other": the other offer of the
-    challenge, "missing": an offer id the service did not make), `prior` (msat spent earlier this hour).
+    challenge, "missing": an offer id the service did not make, "forged": the other offer at a lower
+    price), `prior` (msat spent earlier this hour).
     Expected: `status` (None: an error), `error` (its exact type), `rule` (PaymentRefused.rule or
     InvoiceError.check), `calls` (wallet pays, or signer signatures for x402), `rows` (the ledger rows
     this request wrote: status, amount_msat), `spent` (what it added to `ledger.spent_msat()`),
@@ -310,7 +330,10 @@ def refusals(dialect: str) -> list[Row]:
         # the hourly window is checked by the ledger as it reserves (the fee cap counts, too)
         refused(dialect, "per-hour-budget", "per_hour", policy={"per_hour_sat": 25}, prior=PRIOR_MSAT,
                 sent=(10_000,) if dialect == V02 else ()),
+        refused(dialect, "per-day-budget", "per_day", policy={"per_day_sat": 25}, prior=PRIOR_MSAT,
+                sent=(10_000,) if dialect == V02 else ()),
         refused(dialect, "denied-host", "denied_host", policy={"denied_hosts": [httpx.URL(URLS[dialect]).host]}),
+        refused(dialect, "host-not-allowed", "allowed_hosts", policy={"allowed_hosts": ["elsewhere.example"]}),
         refused(dialect, "methods", "methods", policy={"methods": ("x402",) if ln else ("lightning",)}),
         # no Lightning wallet for an invoice; no signer for x402 (that refusal's rule is the dialect's name)
         refused(dialect, "no-wallet" if ln else "no-signer", "no_wallet" if ln else X402, wallet="none"),
@@ -328,8 +351,32 @@ def bad_invoices(dialect: str) -> list[Row]:
                 sent=(10_000,)) for kind, check in (wrong, ("wrong_network", "network"), ("expired", "expired"))]
 
 
+def wallet_outcomes(dialect: str) -> list[Row]:
+    """What a Lightning wallet may answer, and what each leaves in the ledger."""
+    pending = (("pending", 10_000),)
+    return [
+        Row(dialect, "wallet-fails", wallet="fails", status=None, error=InsufficientFunds, rows=(("failed", 10_000),)),
+        Row(dialect, "wallet-says-failed", wallet="says_failed", status=None, error=WalletError,
+            rows=(("failed", 10_000),)),
+        Row(dialect, "outcome-unknown", wallet="unknown", status=None, error=PaymentOutcomeUnknown, rows=pending,
+            spent=10_000 + FEE_CAP_MSAT),
+        # the wallet lost the answer but its lookup finds the payment made: used, never paid again
+        Row(dialect, "outcome-unknown-lookup-paid", wallet="unknown_paid", rows=SETTLED_10, spent=10_000 + FEE_MSAT,
+            events=PAID_EVENTS[dialect]),
+        Row(dialect, "wallet-says-pending", wallet="says_pending", status=None, error=PaymentOutcomeUnknown,
+            rows=pending, spent=10_000 + FEE_CAP_MSAT),
+        # "paid", with a preimage that proves nothing: not taken as proof, the row stays pending
+        Row(dialect, "wallet-bad-preimage", wallet="bad_preimage", status=None, error=PaymentOutcomeUnknown,
+            rows=pending, spent=10_000 + FEE_CAP_MSAT),
+        Row(dialect, "not-honored", answer="402", status=None, error=PaymentNotHonored, rows=SETTLED_10,
+            spent=10_000 + FEE_MSAT),
+    ]
+
+
 def approvals(dialect: str) -> list[Row]:
-    rows = [refused(dialect, "approval-denied", "approval", approve="deny")]
+    rows = [Row(dialect, "approved", approve="yes", rows=SETTLED_10, spent=10_000 + (FEE_MSAT if dialect != X402 else 0),
+                events=APPROVED_EVENTS[dialect]),
+            refused(dialect, "approval-denied", "approval", approve="deny")]
     if dialect == CLASSIC:  # one offer: an approver's other pick can only be one the service did not make
         rows.append(refused(dialect, "approver-picks-unknown-offer", "approval", approve="missing"))
         return rows
@@ -340,7 +387,12 @@ def approvals(dialect: str) -> list[Row]:
         # the other pick is quoted again through the same limits: above the per-payment limit, refused
         refused(dialect, "approver-picks-offer-over-limit", "max_per_payment", approve="other",
                 policy={"max_per_payment_sat": 15}),
+        # the other offer, its price lowered: the service never offered that, so it is not paid
+        refused(dialect, "approver-forges-cheaper-offer", "approval", approve="forged"),
     ]
+    if dialect == V02:
+        rows.append(Row(dialect, "approver-picks-other-wire-offer", approve="wire", rows=(("settled", 20_000),),
+                        spent=20_000 + FEE_MSAT, events=APPROVED_EVENTS[dialect]))
     return rows
 
 
@@ -355,25 +407,19 @@ ROWS: list[Row] = [
     *refusals(V02),
     refused(V02, "payment-host", "payment_host", pay_host="pay.elsewhere.example"),
     *bad_invoices(V02),
-    Row(V02, "wallet-fails", wallet="fails", status=None, error=InsufficientFunds, rows=(("failed", 10_000),)),
-    Row(V02, "outcome-unknown", wallet="unknown", status=None, error=PaymentOutcomeUnknown,
-        rows=(("pending", 10_000),), spent=10_000 + FEE_CAP_MSAT),
-    Row(V02, "not-honored", answer="402", status=None, error=PaymentNotHonored, rows=SETTLED_10,
-        spent=10_000 + FEE_MSAT),
+    *wallet_outcomes(V02),
     *approvals(V02),
     # -- classic L402 ----------------------------------------------------------------------------
     Row(CLASSIC, "paid", rows=SETTLED_10, spent=10_000 + FEE_MSAT, events=PAID_EVENTS[CLASSIC]),
     *refusals(CLASSIC),
     *bad_invoices(CLASSIC),
-    Row(CLASSIC, "wallet-fails", wallet="fails", status=None, error=InsufficientFunds, rows=(("failed", 10_000),)),
-    Row(CLASSIC, "outcome-unknown", wallet="unknown", status=None, error=PaymentOutcomeUnknown,
-        rows=(("pending", 10_000),), spent=10_000 + FEE_CAP_MSAT),
-    Row(CLASSIC, "not-honored", answer="402", status=None, error=PaymentNotHonored, rows=SETTLED_10,
-        spent=10_000 + FEE_MSAT),
+    *wallet_outcomes(CLASSIC),
     *approvals(CLASSIC),
     # -- x402 (a signer signs; no routing fee; the row settles on the service's receipt) -----------
     Row(X402, "paid", rows=SETTLED_10, spent=10_000, events=PAID_EVENTS[X402]),
+    Row(X402, "paid-without-wallet", wallet="signer_only", rows=SETTLED_10, spent=10_000, events=PAID_EVENTS[X402]),
     *refusals(X402),
+    refused(X402, "signer-for-another-network", X402, wallet="elsewhere"),
     Row(X402, "signer-fails", wallet="fails", status=None, error=WalletError, rows=(("failed", 10_000),), sent=()),
     # the signed payment went out and no answer came: it may be settled, so the row stays pending
     Row(X402, "outcome-unknown", answer="drop", status=None, error=PaymentSentUnanswered,
@@ -391,11 +437,16 @@ def approver(kind: str | None, asked: list[httpay.Quote]) -> Callable[[httpay.Qu
 
     def approve(q: httpay.Quote) -> Any:
         asked.append(q)
-        if kind == "deny":
-            return False
+        if kind in ("yes", "deny"):
+            return kind == "yes"
         if kind == "missing":
             return "offer-the-service-never-made"
-        return next(o for o in q.offers if o.offer_id != q.offer.offer_id)
+        other = next(o for o in q.offers if o.offer_id != q.offer.offer_id)
+        if kind == "forged":
+            return replace(other, price=replace(other.price, amount=1))
+        if kind == "wire":
+            return other.payload  # the dialect's own offer (a v0.2 `Offer`), as an agent holding the 402 has it
+        return other
 
     return approve
 
@@ -452,7 +503,7 @@ def run_row(row: Row, driver: str, ledger: Ledger) -> Ran:
     if row.prior:
         seed(ledger, row.prior)
     events: list[Event] = []
-    payer = Payer(wallet=None if row.wallet == "none" else wallet, policy=Policy(**settings), ledger=ledger,
+    payer = Payer(wallet=None if row.wallet in ("none", "signer_only") else wallet, policy=Policy(**settings), ledger=ledger,
                   signer=None if row.wallet == "none" else signer, on_event=events.append,
                   retries_after_payment=2, retry_delay_s=0.0)
     try:
@@ -488,13 +539,17 @@ def test_scenario(row: Row, driver: str, ledger: Ledger) -> None:
     # what paid: the wallet for Lightning, the signer for x402, never the other
     lightning_calls, signatures = len(ran.wallet.calls), len(ran.signer.signed)
     assert (signatures, lightning_calls) == ((row.calls, 0) if row.dialect == X402 else (0, row.calls))
-    if row.wallet == "unknown":
+    if row.wallet in ("unknown", "unknown_paid"):
         assert ran.wallet.lookups == 1  # asked what became of it before leaving the row pending
 
     # the ledger: the rows this request wrote, and what was spent (fees included)
     assert [(r.status.value, r.amount_msat) for r in ran.rows] == list(row.rows)
     assert ledger.spent_msat() - row.prior == row.spent
     assert len(ledger.receipts()) == len(row.rows) + (1 if row.prior else 0)
+    quoted = [e.quote for e in ran.events if isinstance(e, Quoted | Approved)]  # the quote, then the approved one
+    for r in ran.rows:  # each row names the dialect, the host and the offer that was finally quoted
+        assert (r.protocol, r.host, r.offer_id) == (row.dialect, httpx.URL(URLS[row.dialect]).host,
+                                                    quoted[-1].offer.offer_id)
 
     # the service's side: served only when paid; asked to be paid only for the offer the flow chose
     assert ran.service.served == (1 if row.error is None else 0)
@@ -504,6 +559,8 @@ def test_scenario(row: Row, driver: str, ledger: Ledger) -> None:
     # the approver was asked once, about the offer the policy chose (the cheapest, listed first)
     if row.approve is not None:
         assert len(ran.asked) == 1 and ran.asked[0].offer == ran.asked[0].offers[0]
+    if row.approve in ("other", "wire") and row.error is None:  # the approved quote is the other offer's
+        assert [q.offer for q in quoted] == [ran.asked[0].offers[0], ran.asked[0].offers[1]]
 
     # the typed events of a paid request, in order; a Lightning `paid` carries the wallet's payment
     if row.events is not None:
@@ -517,14 +574,13 @@ def test_scenario(row: Row, driver: str, ledger: Ledger) -> None:
 def test_table_covers_every_dialect_and_outcome() -> None:
     """The table has every outcome the issue names for every dialect, except the impossible ones."""
     outcomes = {d: {r.outcome for r in ROWS if r.dialect == d} for d in (V02, CLASSIC, X402)}
-    common = {"paid", "per-payment-limit", "total-budget", "per-hour-budget", "denied-host", "methods",
-              "no-exchange-rate", "outcome-unknown", "not-honored", "approval-denied"}
-    lightning = common | {"no-wallet", "wallet-fails", "bad-invoice-wrong_network", "bad-invoice-expired"}
-    assert lightning | {"payment-host", "bad-invoice-wrong_amount", "approver-picks-other-offer",
-                        "approver-picks-offer-over-limit"} == outcomes[V02]
-    assert lightning | {"bad-invoice-no_amount", "approver-picks-unknown-offer"} == outcomes[CLASSIC]
-    assert common | {"no-signer", "signer-fails", "approver-picks-other-offer",
-                     "approver-picks-offer-over-limit"} == outcomes[X402]
+    every = {"paid", "per-payment-limit", "total-budget", "per-hour-budget", "denied-host", "methods",
+             "no-exchange-rate", "outcome-unknown", "not-honored", "approval-denied"}
+    lightning = {"no-wallet", "wallet-fails", "bad-invoice-wrong_network", "bad-invoice-expired"}
+    picks_another = {"approver-picks-other-offer", "approver-picks-offer-over-limit"}
+    assert every | lightning | picks_another | {"payment-host", "bad-invoice-wrong_amount"} <= outcomes[V02]
+    assert every | lightning | {"bad-invoice-no_amount", "approver-picks-unknown-offer"} <= outcomes[CLASSIC]
+    assert every | picks_another | {"no-signer", "signer-fails"} <= outcomes[X402]
     assert len({r.id for r in ROWS}) == len(ROWS)
 
 
