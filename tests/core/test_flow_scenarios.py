@@ -178,7 +178,10 @@ class Service:
 
     `invoice`: what its invoices are ("ok", "wrong_amount", "wrong_network", "expired", "no_amount");
     `answer`: what it does with a paid request ("serve", "402": still asks to be paid, "402_settled":
-    x402's settlement receipt on a 402, "drop": the connection drops with no answer); `pay_host`: where v0.2's payment request endpoint is.
+    x402's settlement receipt on a 402, "drop": the connection drops with no answer); `pay_host`:
+    where v0.2's payment request endpoint is. It serves only what was paid: a v0.2 invoice its node
+    saw paid, a classic credential whose preimage opens its macaroon's hash, an x402 authorization
+    signed (EIP-712, recovered here) for one of its requirements exactly.
     """
 
     dialect: str
@@ -244,14 +247,16 @@ class Service:
         if signed is None:
             return httpx.Response(402, json={}, headers={"PAYMENT-REQUIRED": b64json(challenge)})
         payload = json.loads(base64.b64decode(signed))
-        self.paid_values.append(int(payload["payload"]["authorization"]["value"]))
+        auth = payload["payload"]["authorization"]
+        if not signed_for(payload, [x402_requirement(amount) for amount, _ in X402_OFFERS]):
+            return httpx.Response(402, json={}, headers={"PAYMENT-REQUIRED": b64json({**challenge, "error": "bad"})})
+        self.paid_values.append(int(auth["value"]))
         if self.answer == "drop":
             raise httpx.ReadError("connection reset by peer", request=request)
         if self.answer == "402":
             refused = {**challenge, "error": "invalid_exact_evm_payload_signature"}
             return httpx.Response(402, json={}, headers={"PAYMENT-REQUIRED": b64json(refused)})
-        receipt = {"success": True, "transaction": "0x" + "ab" * 32, "network": "eip155:84532",
-                   "payer": payload["payload"]["authorization"]["from"]}
+        receipt = {"success": True, "transaction": "0x" + "ab" * 32, "network": "eip155:84532", "payer": auth["from"]}
         if self.answer == "402_settled":
             return httpx.Response(402, json={}, headers={"PAYMENT-REQUIRED": b64json(challenge),
                                                          "PAYMENT-RESPONSE": b64json(receipt)})
@@ -263,6 +268,30 @@ class Service:
         if self.dialect == V02:
             return [next(msat for oid, _, msat in V02_OFFERS if oid == asked) for asked in self.payment_requests]
         return [next(msat for atomic, msat in X402_OFFERS if int(atomic) == value) for value in self.paid_values]
+
+
+def signed_for(payload: dict[str, Any], requirements: list[dict[str, Any]]) -> bool:
+    """True when an x402 payload is an EIP-3009 authorization, signed by its `from`, paying exactly the
+    requirement it says it accepted (one of `requirements`): what a facilitator checks before settling."""
+    from eth_account import Account
+    from eth_account.messages import encode_typed_data
+
+    accepted, auth = payload["accepted"], payload["payload"]["authorization"]
+    if accepted not in requirements or (auth["to"], auth["value"]) != (accepted["payTo"], accepted["amount"]):
+        return False
+    domain = {"name": accepted["extra"]["name"], "version": accepted["extra"]["version"], "chainId": 84532,
+              "verifyingContract": accepted["asset"]}
+    fields = [("from", "address"), ("to", "address"), ("value", "uint256"), ("validAfter", "uint256"),
+              ("validBefore", "uint256"), ("nonce", "bytes32")]
+    message = {k: (int(auth[k]) if t == "uint256" else bytes.fromhex(auth[k][2:]) if t == "bytes32" else auth[k])
+               for k, t in fields}
+    typed = {"types": {"EIP712Domain": [{"name": "name", "type": "string"}, {"name": "version", "type": "string"},
+                                        {"name": "chainId", "type": "uint256"},
+                                        {"name": "verifyingContract", "type": "address"}],
+                       "TransferWithAuthorization": [{"name": k, "type": t} for k, t in fields]},
+             "primaryType": "TransferWithAuthorization", "domain": domain, "message": message}
+    signer = Account.recover_message(encode_typed_data(full_message=typed), signature=payload["payload"]["signature"])
+    return bool(signer.lower() == auth["from"].lower())
 
 
 # -- the table ----------------------------------------------------------------------------------
