@@ -30,15 +30,19 @@ import pytest
 import httpay
 from httpay.core.effects import (
     Effect,
+    Find,
     GetRate,
     Join,
     Leave,
     LedgerNow,
+    Note,
     Pay,
     ReadBody,
     Reserve,
+    SaveToken,
     Send,
     Settle,
+    Sign,
     TokenFor,
 )
 from httpay.core.events import Approved, Event, Paid, Quoted, Refused
@@ -685,54 +689,96 @@ class UntouchableWallet(Untouchable):
     identity = None
 
 
-def test_flow_is_pure() -> None:
-    """One paid v0.2 request, driven by a loop that answers each yielded effect by its type from a
-    script: the flow yields every outside call, in this exact order, and performs none itself."""
-    node = Node()
-    service = Service(V02, node)
-    now = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
-    request = httpx.Request("GET", URLS[V02])
-    paid: list[Receipt] = []
+class UntouchableSigner(ScriptedSigner):
+    """A signer the flow may ask what it is (its address, where it pays), never have sign."""
 
-    def receipt(intent: Intent, status: Status, **kw: Any) -> Receipt:
-        return Receipt(1, status, now, now, intent.host, intent.url, intent.protocol, intent.method, intent.offer_id,
-                       intent.offer_title, intent.offer_amount, intent.offer_currency, intent.credits,
-                       intent.payment_hash, intent.amount_msat, fee_msat=intent.max_fee_msat, **kw)
+    def sign_typed_data(self, domain: Any, types: Any, primary_type: str, message: Any) -> bytes:
+        raise AssertionError("the flow had the signer sign itself instead of yielding a Sign effect")
+
+
+# The effects each paid request yields, in order, and why.
+PURE: dict[str, list[str]] = {
+    V02: [
+        "TokenFor", "Send",        # a credential held for the host? none; send the request
+        "LedgerNow", "ReadBody",   # a 402: when it was met (on the ledger's clock), its body
+        "Join", "Find",            # the single flight; no payment made for this challenge meanwhile
+        "GetRate",                 # the rate, once for this attempt; then the quote (pure)
+        "Send", "ReadBody",        # the payment request for the chosen offer; its invoice
+        "Reserve",                 # written down pending, every limit checked by the ledger
+        "Pay",                     # the wallet pays
+        "Settle",                  # the row settled with the preimage and the fee
+        "Leave",                   # the flight is left before the retry
+        "TokenFor", "Send",        # the request again (the account is credited)
+    ],
+    CLASSIC: [
+        "TokenFor", "Send", "LedgerNow", "ReadBody", "Join", "Find", "GetRate",
+        "Reserve", "Pay",          # the invoice came in the header: nothing to fetch
+        "SaveToken",               # the paid credential kept for its scope, before the row settles
+        "Settle", "Leave",
+        "TokenFor", "Send",        # the request again, with the credential
+    ],
+    X402: [
+        "TokenFor", "Send", "LedgerNow", "ReadBody",
+        "GetRate",                 # a payment buys this one request: no flight to join
+        "Reserve",
+        "Sign",                    # the signer signs the authorization
+        "Send",                    # sent with the request; the service settles it
+        "Settle", "Note",          # settled on its receipt, the transaction noted
+    ],
+}
+
+
+@pytest.mark.parametrize("dialect", [V02, CLASSIC, X402])
+def test_flow_is_pure(dialect: str) -> None:
+    """One paid request, driven by a loop that answers each yielded effect by its type from a script,
+    with a wallet, signer and ledger that fail the test if the flow calls them: the flow yields every
+    outside call, in this exact order, and performs none itself."""
+    node = Node()
+    service = Service(dialect, node)
+    signer = ScriptedSigner()  # what the script signs with (the payer's own signer never signs)
+    now = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+    rows: list[Receipt] = []
 
     def answer(effect: Effect) -> Any:
         """The script: what the outside world says to each effect."""
-        if isinstance(effect, TokenFor):
-            return None
-        if isinstance(effect, Send):
-            return service(effect.request)
-        if isinstance(effect, ReadBody):
-            return effect.response.read()
-        if isinstance(effect, LedgerNow):
-            return now
-        if isinstance(effect, GetRate):
-            return RATE
-        if isinstance(effect, Join):
-            return False
-        if isinstance(effect, Leave):
-            return None
-        if isinstance(effect, Reserve):
-            reserved = receipt(effect.intent, Status.PENDING)
-            paid.append(reserved)
-            return reserved
-        if isinstance(effect, Pay):
-            inv = httpay.decode_invoice(effect.invoice)
-            node.paid.append(inv.payment_hash)
-            return Payment(inv.payment_hash, PaymentStatus.SETTLED, amount_msat=inv.amount_msat, fee_msat=FEE_MSAT,
-                           preimage=node.preimages[inv.payment_hash])
-        if isinstance(effect, Settle):
-            return replace(paid[0], status=Status.SETTLED, fee_msat=effect.fee_msat, preimage=effect.preimage)
-        if type(effect).__name__ == "Find":
-            return None
+        match effect:
+            case Send():
+                return service(effect.request)
+            case ReadBody():
+                return effect.response.read()
+            case LedgerNow():
+                return now
+            case GetRate():
+                return RATE
+            case Join():
+                return False  # this request owns the flight
+            case TokenFor() | Find() | Leave() | SaveToken():
+                return None
+            case Reserve():
+                i = effect.intent
+                rows.append(Receipt(1, Status.PENDING, now, now, i.host, i.url, i.protocol, i.method, i.offer_id,
+                                    i.offer_title, i.offer_amount, i.offer_currency, i.credits, i.payment_hash,
+                                    i.amount_msat, fee_msat=i.max_fee_msat))
+                return rows[-1]
+            case Pay():
+                inv = httpay.decode_invoice(effect.invoice)
+                node.paid.append(inv.payment_hash)
+                return Payment(inv.payment_hash, PaymentStatus.SETTLED, amount_msat=inv.amount_msat,
+                               fee_msat=FEE_MSAT, preimage=node.preimages[inv.payment_hash])
+            case Sign():
+                return signer.inner.sign_typed_data(effect.domain, effect.types, effect.primary_type, effect.message)
+            case Settle():
+                rows.append(replace(rows[-1], status=Status.SETTLED, fee_msat=effect.fee_msat, preimage=effect.preimage))
+                return rows[-1]
+            case Note():
+                rows.append(replace(rows[-1], reason=effect.reason))
+                return rows[-1]
         raise AssertionError(f"unscripted effect {effect!r}")
 
-    payer = Payer(wallet=UntouchableWallet(), policy=Policy(usd_per_btc=RATE), ledger=Untouchable(),  # type: ignore[arg-type]
+    payer = Payer(wallet=UntouchableWallet(), policy=Policy(usd_per_btc=RATE, methods=("lightning", "x402")),  # type: ignore[arg-type]
+                  ledger=Untouchable(), signer=UntouchableSigner(),  # type: ignore[arg-type]
                   retries_after_payment=2, retry_delay_s=0.0)
-    flow = request_flow(payer, request)
+    flow = request_flow(payer, httpx.Request("GET", URLS[dialect]))
     seen: list[str] = []
     value: Any = None
     while True:
@@ -741,21 +787,12 @@ def test_flow_is_pure() -> None:
         except StopIteration as stop:
             response: httpx.Response = stop.value
             break
+        assert isinstance(effect, Effect)
         seen.append(type(effect).__name__)
         value = answer(effect)
 
-    assert seen == [
-        "TokenFor", "Send",                 # a held credential for the host? none; send the request
-        "LedgerNow", "ReadBody",            # a 402: when it was met (the ledger's clock), its body
-        "Join", "Find",                     # the single flight; no payment made for it meanwhile
-        "GetRate",                          # the rate, once for this attempt; quoted (pure)
-        "Send", "ReadBody",                 # the payment request for the chosen offer, its invoice
-        "Reserve",                          # written down pending, limits checked in the ledger
-        "Pay",                              # the wallet pays
-        "Settle",                           # the row settled with the preimage and the fee
-        "Leave",                            # the flight is left before the retry
-        "TokenFor", "Send",                 # the request again (the account is credited)
-    ]
+    assert seen == PURE[dialect]
     assert response.status_code == 200 and response.json() == {"served": True}
-    assert receipt_of(response) is not None and receipt_of(response).status is Status.SETTLED  # type: ignore[union-attr]
-    assert service.payment_requests == ["small"] and len(node.paid) == 1
+    paid = receipt_of(response)
+    assert paid is not None and paid.status is Status.SETTLED and paid.amount_msat == 10_000
+    assert service.served == 1
