@@ -9,6 +9,9 @@ spent (`ledger.spent_msat()`, fees included) and, for paid rows, the typed event
 
 `test_flow_is_pure` drives the flow with a driver of its own that answers each effect from a
 script and never touches a ledger, wallet or network: the flow asks for every outside call.
+
+`DEFECT_ROWS` are scenarios of the table expecting what the core does not do yet (strict xfail):
+each names the defect; it passes, and so fails the run, once the core is fixed (then drop its mark).
 """
 
 from __future__ import annotations
@@ -306,9 +309,10 @@ class Row:
     Set up: `policy` (Policy settings over the base: the rate fixed, lightning and x402 allowed),
     `wallet` (the wallet's or signer's behaviour: see `ScriptedWallet`, `ScriptedSigner`; "none": no
     wallet and no signer, "signer_only": no Lightning wallet), `invoice` and `answer` (the
-    service's, see `Service`), `pay_host`, `approve` ("deny": False, "other": the other offer of the
-    challenge, "missing": an offer id the service did not make, "forged": the other offer at a lower
-    price), `prior` (msat spent earlier this hour).
+    service's, see `Service`), `pay_host`, `approve` (the approver's answer: "yes": True, "deny":
+    False, "other": the challenge's other offer, "wire": that offer as the dialect's own type,
+    "missing": an offer id the service did not make, "forged": the other offer at a lower price),
+    `prior` (msat spent earlier this hour).
     Expected: `status` (None: an error), `error` (its exact type), `rule` (PaymentRefused.rule or
     InvoiceError.check), `calls` (wallet pays, or signer signatures for x402), `rows` (the ledger rows
     this request wrote: status, amount_msat), `spent` (what it added to `ledger.spent_msat()`),
@@ -416,6 +420,7 @@ def wallet_outcomes(dialect: str) -> list[Row]:
 
 
 def approvals(dialect: str) -> list[Row]:
+    """What an approver may answer: yes, no, or another offer (made by the service, or not)."""
     rows = [Row(dialect, "approved", approve="yes", rows=SETTLED_10, spent=10_000 + (FEE_MSAT if dialect != X402 else 0),
                 events=APPROVED_EVENTS[dialect]),
             refused(dialect, "approval-denied", "approval", approve="deny")]
