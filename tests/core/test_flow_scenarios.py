@@ -148,6 +148,17 @@ class ScriptedWallet(Wallet):
         return None  # it cannot tell
 
 
+class AsyncScriptedWallet(ScriptedWallet):
+    """The same wallet with an awaitable pay (as an async-native adapter has): the async driver awaits it."""
+
+    awaited = 0
+
+    async def apay_invoice(self, bolt11: str, *, max_fee_msat: int | None = None) -> Payment:
+        self.awaited += 1
+        await asyncio.sleep(0)
+        return self.pay_invoice(bolt11, max_fee_msat=max_fee_msat)
+
+
 class ScriptedSigner:
     """A real `EvmSigner`, counting what it signs; "fails" makes it refuse to sign, "elsewhere" sets
     it to pay on Base mainnet only (the services ask on Base Sepolia)."""
@@ -506,7 +517,8 @@ DEFECT_ROWS = [
 
 
 # -- running a row --------------------------------------------------------------------------------
-def approver(kind: str | None, asked: list[httpay.Quote]) -> Callable[[httpay.Quote], Any] | None:
+def approver(kind: str | None, asked: list[httpay.Quote], *, awaitable: bool = False) -> Callable[[httpay.Quote], Any] | None:
+    """The policy's approver giving the row's answer; `awaitable`: an `async def` one."""
     if kind is None:
         return None
 
@@ -523,7 +535,11 @@ def approver(kind: str | None, asked: list[httpay.Quote]) -> Callable[[httpay.Qu
             return other.payload  # the dialect's own offer (a v0.2 `Offer`), as an agent holding the 402 has it
         return other
 
-    return approve
+    async def aapprove(q: httpay.Quote) -> Any:
+        await asyncio.sleep(0)
+        return approve(q)
+
+    return aapprove if awaitable else approve
 
 
 def seed(ledger: Ledger, msat: int) -> None:
@@ -570,11 +586,12 @@ def ledger() -> Iterator[Ledger]:
 def run_row(row: Row, driver: str, ledger: Ledger) -> Ran:
     node = Node()
     service = Service(row.dialect, node, invoice=row.invoice, answer=row.answer, pay_host=row.pay_host)
-    wallet = ScriptedWallet(node, row.wallet)
+    native = driver == "async-native"  # the async driver with an awaitable wallet pay and approver
+    wallet = (AsyncScriptedWallet if native else ScriptedWallet)(node, row.wallet)
     signer = ScriptedSigner(row.wallet)
     asked: list[httpay.Quote] = []
     settings: dict[str, Any] = {"usd_per_btc": RATE, "methods": ("lightning", "x402"), **row.policy,
-                                "approve": approver(row.approve, asked)}
+                                "approve": approver(row.approve, asked, awaitable=native)}
     if row.prior:
         seed(ledger, row.prior)
     events: list[Event] = []
@@ -594,7 +611,8 @@ def table() -> list[Any]:
             for r in ROWS + DEFECT_ROWS]
 
 
-@pytest.mark.parametrize("driver", ["sync", "async"])
+# "async-native": the async driver again, with a wallet whose pay is awaited and an `async def` approver
+@pytest.mark.parametrize("driver", ["sync", "async", "async-native"])
 @pytest.mark.parametrize("row", table())
 def test_scenario(row: Row, driver: str, ledger: Ledger, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
@@ -631,6 +649,8 @@ def test_scenario(row: Row, driver: str, ledger: Ledger, caplog: pytest.LogCaptu
     # what paid: the wallet for Lightning, the signer for x402, never the other
     lightning_calls, signatures = len(ran.wallet.calls), len(ran.signer.signed)
     assert (signatures, lightning_calls) == ((row.calls, 0) if row.dialect == X402 else (0, row.calls))
+    if isinstance(ran.wallet, AsyncScriptedWallet):  # its pay was awaited, never run in a thread
+        assert ran.wallet.awaited == lightning_calls
     if row.wallet in ("unknown", "unknown_paid"):
         assert ran.wallet.lookups == 1  # asked what became of it before leaving the row pending
 
