@@ -59,6 +59,7 @@ from httpay.errors import (
     PaymentOutcomeUnknown,
     PaymentRefused,
     PaymentRejected,
+    PaymentRequestError,
     PaymentSentUnanswered,
     WalletError,
 )
@@ -194,7 +195,9 @@ def b64json(data: Any) -> str:
 class Service:
     """A scripted 402 service of one dialect, as an httpx.MockTransport handler.
 
-    `invoice`: what its invoices are ("ok", "wrong_amount", "wrong_network", "expired", "no_amount");
+    `invoice`: what it asks to be paid ("ok"; invoices: "wrong_amount", "wrong_network", "expired",
+    "no_amount"; v0.2: "sold_out", its payment request refused; classic: "other_hash", the macaroon
+    commits to a hash its invoice does not pay; x402: "unknown_asset", a token of unknown worth);
     `answer`: what it does with a paid request ("serve", "402": still asks to be paid, "402_settled":
     x402's settlement receipt on a 402, "drop": the connection drops with no answer); `pay_host`:
     where v0.2's payment request endpoint is. It serves only what was paid: a v0.2 invoice its node
@@ -231,6 +234,8 @@ class Service:
         if request.url.path == "/pay":
             offer_id = json.loads(request.content)["offer_id"]
             self.payment_requests.append(offer_id)
+            if self.invoice == "sold_out":
+                return httpx.Response(409, json={"error": "that offer is sold out"})
             bolt11, _ = self._mint(next(msat for oid, _, msat in V02_OFFERS if oid == offer_id))
             return httpx.Response(200, json={"version": "0.2.1", "offer_id": offer_id,
                                              "expires_at": "2099-01-01T00:00:00+00:00",
@@ -254,13 +259,17 @@ class Service:
             if committed in self.node.paid and hashlib.sha256(bytes.fromhex(pre)).hexdigest() == committed:
                 return self._served()
         bolt11, payment_hash = self._mint(10_000)
-        mac = macaroons.mint(ROOT_KEY, payment_hash, caveats=["services=scenario:0"])
+        committed = "ab" * 32 if self.invoice == "other_hash" else payment_hash  # a token the invoice cannot buy
+        mac = macaroons.mint(ROOT_KEY, committed, caveats=["services=scenario:0"])
         return httpx.Response(402, text="payment required",
                               headers={"WWW-Authenticate": f'L402 macaroon="{mac}", invoice="{bolt11}"'})
 
     def x402(self, request: httpx.Request) -> httpx.Response:
+        accepts = [x402_requirement(amount) for amount, _ in X402_OFFERS]
+        if self.invoice == "unknown_asset":  # a token whose worth nobody can tell
+            accepts = [{**r, "asset": "0x" + "77" * 20, "extra": {"name": "Mystery", "version": "1"}} for r in accepts]
         challenge = {"x402Version": 2, "error": "Payment required", "resource": {"url": str(request.url)},
-                     "accepts": [x402_requirement(amount) for amount, _ in X402_OFFERS]}
+                     "accepts": accepts}
         signed = request.headers.get("payment-signature")
         if signed is None:
             return httpx.Response(402, json={}, headers={"PAYMENT-REQUIRED": b64json(challenge)})
@@ -323,7 +332,7 @@ class Row:
     service's, see `Service`), `pay_host`, `approve` (the approver's answer: "yes": True, "deny":
     False, "other": the challenge's other offer, "wire": that offer as the dialect's own type,
     "missing": an offer id the service did not make, "forged": the other offer at a lower price),
-    `prior` (msat spent earlier this hour).
+    `prior` (msat spent earlier this hour), `offer_id` and `max_price` (the request's own pin and cap).
     Expected: `status` (None: an error), `error` (its exact type), `rule` (PaymentRefused.rule or
     InvoiceError.check), `calls` (wallet pays, or signer signatures for x402), `rows` (the ledger rows
     this request wrote: status, amount_msat), `spent` (what it added to `ledger.spent_msat()`),
@@ -340,6 +349,8 @@ class Row:
     pay_host: str | None = None
     approve: str | None = None
     prior: int = 0
+    offer_id: str | None = None   # the request pins this offer (as an agent that chose one does)
+    max_price: int | None = None  # the request's own price cap, msat
     status: int | None = 200
     error: type[BaseException] | None = None
     rule: str | None = None
@@ -395,6 +406,9 @@ def refusals(dialect: str) -> list[Row]:
         refused(dialect, "no-wallet" if ln else "no-signer", "no_wallet" if ln else X402, wallet="none"),
         # a limit in USD and no BTC/USD rate from anywhere: never guess
         refused(dialect, "no-exchange-rate", "exchange_rate", policy={"usd_per_btc": None, "max_per_payment_usd": 1.0}),
+        # the request's own limits: a price cap below every offer, an offer the service did not make
+        refused(dialect, "request-price-cap", "max_per_payment", max_price=5_000, says="this request's price cap"),
+        refused(dialect, "request-pins-unknown-offer", "offer_id", offer_id="gold"),
     ]
 
 
@@ -464,13 +478,20 @@ ROWS: list[Row] = [
     Row(V02, "paid", rows=SETTLED_10, spent=10_000 + FEE_MSAT, events=PAID_EVENTS[V02]),
     *refusals(V02),
     refused(V02, "payment-host", "payment_host", pay_host="pay.elsewhere.example"),
+    Row(V02, "request-pins-offer", offer_id="big", rows=(("settled", 20_000),), spent=20_000 + FEE_MSAT,
+        events=PAID_EVENTS[V02]),
     *bad_invoices(V02),
+    Row(V02, "payment-request-refused", invoice="sold_out", status=None, error=PaymentRequestError, calls=0,
+        sent=(10_000,), says="sold out"),
     *wallet_outcomes(V02),
     *approvals(V02),
     # -- classic L402 ----------------------------------------------------------------------------
     Row(CLASSIC, "paid", rows=SETTLED_10, spent=10_000 + FEE_MSAT, events=PAID_EVENTS[CLASSIC]),
     *refusals(CLASSIC),
     *bad_invoices(CLASSIC),
+    # the macaroon commits to another hash: the token this invoice buys could never work
+    Row(CLASSIC, "bad-invoice-other-hash", invoice="other_hash", status=None, error=InvoiceError, rule="payment_hash",
+        calls=0),
     *wallet_outcomes(CLASSIC),
     *approvals(CLASSIC),
     # -- x402 (a signer signs; no routing fee; the row settles on the service's receipt) -----------
@@ -478,6 +499,8 @@ ROWS: list[Row] = [
     Row(X402, "paid-without-wallet", wallet="signer_only", rows=SETTLED_10, spent=10_000, events=PAID_EVENTS[X402]),
     *refusals(X402),
     refused(X402, "signer-for-another-network", X402, wallet="elsewhere"),
+    # x402's bad invoice: a requirement whose worth cannot be told is never signed for
+    refused(X402, "unknown-asset", X402, invoice="unknown_asset", says="cannot be told"),
     Row(X402, "signer-fails", wallet="fails", status=None, error=WalletError, rows=(("failed", 10_000),), sent=(),
         noted="not signed"),
     # the signed payment went out and no answer came: it may be settled, so the row stays pending
@@ -549,10 +572,10 @@ def seed(ledger: Ledger, msat: int) -> None:
     ledger.settle(receipt.id, preimage="11" * 32, fee_msat=0)
 
 
-def drive(driver: str, payer: Payer, request: httpx.Request, service: Service) -> httpx.Response:
+def drive(driver: str, payer: Payer, request: httpx.Request, service: Service, **pins: Any) -> httpx.Response:
     """The real flow through the real driver, every request answered by `service` in memory."""
     transport = httpx.MockTransport(service)
-    flow = request_flow(payer, request)
+    flow = request_flow(payer, request, **pins)
     if driver == "sync":
         return _drive_sync(flow, lambda url: transport, payer, _SyncFlights())
     return asyncio.run(_drive_async(flow, lambda url: transport, payer, _AsyncFlights()))
@@ -599,7 +622,8 @@ def run_row(row: Row, driver: str, ledger: Ledger) -> Ran:
                   signer=None if row.wallet == "none" else signer, on_event=events.append,
                   retries_after_payment=2, retry_delay_s=0.0)
     try:
-        response, error = drive(driver, payer, httpx.Request("GET", URLS[row.dialect]), service), None
+        response, error = drive(driver, payer, httpx.Request("GET", URLS[row.dialect]), service,
+                                offer_id=row.offer_id, max_price_msat=row.max_price), None
     except Exception as exc:  # noqa: BLE001 - the row says which error it expects
         response, error = None, exc
     return Ran(response, error, wallet, signer, service, ledger, events, asked)
