@@ -395,6 +395,11 @@ def refusals(dialect: str) -> list[Row]:
         # 20 sat spent already, 25 sat in total: the 10 sat payment does not fit (quote's check)
         refused(dialect, "total-budget", "budget", policy={"budget_sat": 25}, prior=PRIOR_MSAT),
         # the hourly window is checked by the ledger as it reserves (the fee cap counts, too)
+        # 15 sat in total: the 10 sat price fits, but not with the 10 sat fee cap the ledger holds for an
+        # invoice (fees count against budgets); x402 pays no routing fee, so there it fits
+        refused(dialect, "budget-with-fees", "budget", policy={"budget_sat": 15}, sent=(10_000,) if dialect == V02 else ())
+        if ln else Row(dialect, "budget-with-fees", policy={"budget_sat": 15}, rows=SETTLED_10, spent=10_000,
+                       events=PAID_EVENTS[X402]),
         refused(dialect, "per-hour-budget", "per_hour", policy={"per_hour_sat": 25}, prior=PRIOR_MSAT,
                 sent=(10_000,) if dialect == V02 else ()),
         refused(dialect, "per-day-budget", "per_day", policy={"per_day_sat": 25}, prior=PRIOR_MSAT,
