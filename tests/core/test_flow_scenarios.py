@@ -464,6 +464,9 @@ def approvals(dialect: str) -> list[Row]:
         # the other pick is quoted again through the same limits: above the per-payment limit, refused
         refused(dialect, "approver-picks-offer-over-limit", "max_per_payment", approve="other",
                 policy={"max_per_payment_sat": 15}, says="20 sat"),
+        # ... and on the same total spent: 15 sat of the budget left fits the first offer, not the pick
+        refused(dialect, "approver-picks-offer-over-budget", "budget", approve="other", policy={"budget_sat": 35},
+                prior=PRIOR_MSAT, says="20 sat"),
         # the other offer, its price lowered: the service never offered that, so it is not paid
         refused(dialect, "approver-forges-cheaper-offer", "approval", approve="forged"),
     ]
@@ -538,9 +541,9 @@ DEFECT_ROWS = [
     *showing("wallet-says-pending", "ledger-says-why",
              "flow.py _pay: a wallet answering PENDING leaves the row pending with no reason; every other pending "
              "row says why", noted="in flight"),
-    *showing("approver-picks-offer-over-limit", "message-true",
-             "quote.py: the refusal of a pinned offer (an approver's pick, or offer_id) calls it 'the cheapest "
-             "offer', though the cheapest costs 10 sat", misleads="the cheapest offer costs 20 sat"),
+    *(row for outcome in ("approver-picks-offer-over-limit", "approver-picks-offer-over-budget") for row in showing(
+        outcome, "message-true", "quote.py: the refusal of a pinned offer (an approver's pick, or offer_id) calls "
+        "it 'the cheapest offer', though the cheapest costs 10 sat", misleads="the cheapest offer costs 20 sat")),
 ]
 
 
