@@ -129,7 +129,9 @@ def paid_request_split(n: int) -> list[Line]:
         ledger.close()
         wallet.close()
     core = parse_t + choose_t + check_t + ledger_t
-    ms = lambda s: f"{s * 1e3:.3f} ms"
+    def ms(s: float) -> str:
+        return f"{s * 1e3:.3f} ms"
+
     return [
         ("paid request: parse 402 p50", ms(parse_t), "part of < 1 ms"),
         ("paid request: choose offer + build payment request p50", ms(choose_t), "part of < 1 ms"),

@@ -229,10 +229,8 @@ class Seeds:
                     self.www.append(value)
                 elif name.lower() == "payment-required":
                     self.x402_headers.append(value)
-                    try:
+                    with contextlib.suppress(ValueError):
                         self.x402_docs.append(json.loads(base64.b64decode(value)))
-                    except ValueError:
-                        pass
         for value in self.www:
             try:
                 ch = l402_classic.parse(402, [("www-authenticate", value)], None)
@@ -404,10 +402,8 @@ def run_l402(inp: Any) -> None:
     if out is None:
         return
     str(out), repr(out)
-    try:
+    with contextlib.suppress(ChallengeError):
         out.macaroon_info()
-    except ChallengeError:
-        pass
     l402_classic.parse_credential(out.credential(hashlib.sha256(out.macaroon.encode()).hexdigest()))
 
 

@@ -67,10 +67,7 @@ def _trimmed_bytes(groups: list[int]) -> bytes:
 def _amount_msat(text: str) -> int:
     if not _AMOUNT.fullmatch(text):
         raise Bolt11Invalid("the amount in the invoice's prefix is not a number with a multiplier")
-    if text[-1] in _MULTIPLIER:
-        btc = Decimal(text[:-1]) / _MULTIPLIER[text[-1]]
-    else:
-        btc = Decimal(text)
+    btc = Decimal(text[:-1]) / _MULTIPLIER[text[-1]] if text[-1] in _MULTIPLIER else Decimal(text)
     return int(btc * 100_000_000_000)
 
 

@@ -11,6 +11,7 @@ take as long as it needs (a generous safety timeout only ends a hung run).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import time
 from collections.abc import Callable
@@ -62,10 +63,8 @@ class LoopWatchdog:
         self.longest = max(self.longest, time.perf_counter() - self._last)
         assert self._task is not None
         self._task.cancel()
-        try:
+        with contextlib.suppress(asyncio.CancelledError):
             await self._task
-        except asyncio.CancelledError:
-            pass
 
 
 async def pay_watched(url: str, **client_kwargs: Any) -> tuple[httpx.Response, float]:

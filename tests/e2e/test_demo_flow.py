@@ -63,7 +63,9 @@ def test_async_client_end_to_end(demo: RunningServer, account: dict[str, str], l
 
 def test_choosing_a_bigger_offer_buys_more_credits(demo: RunningServer, account: dict[str, str], ledger_path: Path) -> None:
     wallet = httpay.DemoWallet.create(demo.url, balance_sat=10_000)
-    pick_120 = lambda d: next(o for o in d.offers if o.offer_id == "offer_97bf23f7")
+    def pick_120(d: httpay.Quote) -> httpay.Offer:
+        return next(o for o in d.offers if o.offer_id == "offer_97bf23f7")
+
     with httpay.Client(wallet=wallet, policy=httpay.Policy(max_per_payment_usd=1, budget_usd=5, approve=pick_120),
                        ledger=ledger_path) as c:
         r = c.get(f"{demo.url}/ticker/TSLA", headers=account)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -113,10 +114,8 @@ def test_amount_bound_is_exact(amount, expected, tol) -> None:  # type: ignore[n
 @settings(max_examples=200, deadline=None)
 @given(st.text(max_size=300))
 def test_decode_never_raises_anything_but_invoice_error(text) -> None:  # type: ignore[no-untyped-def]
-    try:
+    with contextlib.suppress(InvoiceError):
         decode_invoice(text)
-    except InvoiceError:
-        pass
 
 
 def test_an_absurd_expiry_reads_as_never() -> None:

@@ -578,28 +578,28 @@ def _wallet_or_none() -> Any:
 
 
 def _wallet_rate(wallet: Any) -> float | None:
-    getter = getattr(wallet, "usd_per_btc", None)
-    if not callable(getter):
-        return None
-    try:
-        rate = getter()
-    except (HttpayError, httpx.HTTPError):
-        return None
-    return float(rate) if rate else None
+    """The wallet's BTC/USD rate, resolved where every rate is (`httpay.core.rates`)."""
+    from httpay.policy import Policy
+
+    return resolve_rate(Policy(), wallet)
 
 
 def _rate_for(policy: Any, explicit: float | None, wallet: Any = None) -> float | None:
-    """--usd-per-btc, else the policy's rate, else the wallet's (if one is configured)."""
-    rate = explicit or (policy.usd_per_btc if policy is not None else None)
-    if rate:
-        return float(rate)
+    """--usd-per-btc, else the policy's rate (or its rate source), else the wallet's (if one is configured)."""
+    if explicit:
+        return float(explicit)
+    from httpay.policy import Policy
+
     if wallet is not None:
-        return _wallet_rate(wallet)
+        return resolve_rate(policy or Policy(), wallet)
+    rate = resolve_rate(policy or Policy())
+    if rate:
+        return rate
     w = _wallet_or_none()
     if w is None:
         return None
     try:
-        return _wallet_rate(w)
+        return resolve_rate(Policy(), w)
     finally:
         w.close()
 
