@@ -21,10 +21,11 @@ from typing import TYPE_CHECKING, Any
 
 from httpay.amounts import fmt_msat
 from httpay.apps.approvals import MAX_CHOICES_SHOWN, Approval, approvals_view
+from httpay.core.model import offers_view
 from httpay.errors import ConfigError, PaymentRefused
 from httpay.ledger.models import Receipt, receipts_view
 from httpay.lightning import Invoice
-from httpay.protocols.l402_v02 import PaymentRequest, offers_view
+from httpay.protocols.l402_v02 import PaymentRequest
 from httpay.view import COLOURS, STATUS_TONE, STYLES, Cell, Column, RichView, View, row, sat, set_usd_per_btc
 from httpay.view import rate as _rate
 

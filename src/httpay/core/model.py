@@ -8,12 +8,16 @@ the quote and every surface work on one shape while nothing of the wire is lost.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
 from httpay.amounts import MSAT_PER_BTC, decimal_text, fmt_msat, format_amount, rate_ok
+from httpay.lightning import offer_price_msat
 from httpay.safe import clean
+from httpay.view import Cell, Column, View, kv, row, sat
+from httpay.view import rate as view_rate
 
 _FIAT = ("USD", "EUR", "GBP", "CAD", "AUD")
 _SATS = ("SAT", "SATS", "BTC")  # amounts in sat (the smallest unit of BTC)
@@ -179,6 +183,15 @@ class Challenge:
         version = f" v{clean(self.version, 12)}" if self.version else ""
         return f"{self.dialect}{version} challenge with {len(self.offers)} offer(s)"
 
+    def view(self, usd_per_btc: float | None = None) -> View:
+        return offers_view(self.offers, title=str(self), usd_per_btc=usd_per_btc)
+
+    def __rich__(self) -> Any:
+        return self.view().to_rich()
+
+    def _repr_html_(self) -> str:
+        return self.view().to_html()
+
 
 @dataclass(frozen=True)
 class Quote:
@@ -217,7 +230,51 @@ class Quote:
             return None
         return Fraction(self.price_msat, MSAT_PER_BTC) * Fraction(str(self.usd_per_btc))
 
+    def view(self) -> View:
+        """The quote as a person checks it: what, how, for how much, and every limit it was held to."""
+        price = fmt_msat(self.price_msat, self.usd_per_btc) if self.price_msat is not None else "—"
+        pairs = [("offer", f"{self.offer.offer_id} '{self.offer.title}'"), ("price", f"{self.offer.price} ≈ {price}"),
+                 ("by", self.method), ("for", self.url)]
+        pairs += [("checked", c) for c in self.checks]
+        if self.alternatives:
+            pairs.append(("also fits", ", ".join(o.offer_id for o in self.alternatives)))
+        return kv(f"Quote ({self.challenge.dialect})", pairs, name="quote")
+
+    def __rich__(self) -> Any:
+        return self.view().to_rich()
+
+    def _repr_html_(self) -> str:
+        return self.view().to_html()
+
     def __str__(self) -> str:
         price = fmt_msat(self.price_msat, self.usd_per_btc) if self.price_msat is not None else str(self.offer.price)
         return (f"pay {clean(self.offer.offer_id, 80)} '{clean(self.offer.title)}' ({self.offer.price} ≈ {price}) "
                 f"by {clean(self.method, 80)} for {clean(self.url)}")
+
+
+# -- views: one description, drawn as a rich table, notebook HTML or text ------------------------------
+def _credits(o: Any) -> str:
+    if o.balance is not None:
+        return f"{o.balance:,}" + (f" / {o.duration}" if o.duration else "")
+    return o.duration or "—"
+
+
+def offers_view(offers: Iterable[Any], title: str = "Offers", usd_per_btc: float | None = None,
+                chosen: str | None = None) -> View:
+    """Offers as a table a person compares: price as offered and in sat (at a known BTC/USD rate),
+    what it buys, how it is paid; the `chosen` offer marked. Any objects with an Offer's fields do."""
+    usd_rate = view_rate(usd_per_btc)
+    columns = (Column("id", style="accent code", wrap=False), Column("title"), Column("price", align="right"),
+               Column("≈ sat", align="right"), Column("credits", align="right"), Column("type"), Column("methods"))
+    rows, unknown = [], False
+    for o in offers:
+        price = o.price  # the neutral offers' price is exact money that knows its worth in msat
+        in_sat = sat(price.in_msat(usd_rate) if hasattr(price, "in_msat") else offer_price_msat(o.amount, o.currency,
+                                                                                                usd_rate))
+        unknown = unknown or in_sat == "—"
+        mark = " ✔" if chosen == o.offer_id else ""
+        rows.append(row(Cell(clean(o.offer_id, 80) + mark), Cell(o.title, hint=o.description), str(price), in_sat,
+                        _credits(o), o.type, ", ".join(o.payment_methods),
+                        style="bold good" if chosen == o.offer_id else ""))
+    notes = ("≈ sat needs a BTC/USD rate (usd_per_btc)",) if unknown else (f"at {usd_rate:,.0f} USD/BTC",) if usd_rate else ()
+    return View(title, columns, tuple(rows), notes=tuple(Cell(n) for n in notes), name="offers")

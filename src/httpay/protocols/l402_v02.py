@@ -15,10 +15,11 @@ from typing import Any
 
 from httpay.amounts import MAX_OFFER_AMOUNT
 from httpay.amounts import format_amount as format_amount  # noqa: PLC0414 - re-exported from its first home
+from httpay.core.model import offers_view
 from httpay.errors import ChallengeError, InvoiceError, PaymentRequestError, redact
-from httpay.lightning import decode_invoice, offer_price_msat
+from httpay.lightning import decode_invoice
 from httpay.safe import clean, loads
-from httpay.view import Cell, Column, View, amount, kv, payable, row, sat
+from httpay.view import View, amount, kv, payable
 from httpay.view import rate as view_rate
 
 PROTOCOL = "l402-v0.2"
@@ -156,33 +157,6 @@ class Offer:
 
     def _repr_html_(self) -> str:
         return self.view().to_html()
-
-
-def _credits(o: Any) -> str:
-    if o.balance is not None:
-        return f"{o.balance:,}" + (f" / {o.duration}" if o.duration else "")
-    return o.duration or "—"
-
-
-def offers_view(offers: Iterable[Any], title: str = "Offers", usd_per_btc: float | None = None,
-                chosen: str | None = None) -> View:
-    """Offers as a table a person compares: price as offered and in sat (at a known BTC/USD rate),
-    what it buys, how it is paid; the `chosen` offer marked. Any objects with an Offer's fields do."""
-    usd_rate = view_rate(usd_per_btc)
-    columns = (Column("id", style="accent code", wrap=False), Column("title"), Column("price", align="right"),
-               Column("≈ sat", align="right"), Column("credits", align="right"), Column("type"), Column("methods"))
-    rows, unknown = [], False
-    for o in offers:
-        price = o.price  # the neutral offers' price is exact money that knows its worth in msat
-        in_sat = sat(price.in_msat(usd_rate) if hasattr(price, "in_msat") else offer_price_msat(o.amount, o.currency,
-                                                                                                usd_rate))
-        unknown = unknown or in_sat == "—"
-        mark = " ✔" if chosen == o.offer_id else ""
-        rows.append(row(Cell(clean(o.offer_id, 80) + mark), Cell(o.title, hint=o.description), str(price), in_sat,
-                        _credits(o), o.type, ", ".join(o.payment_methods),
-                        style="bold good" if chosen == o.offer_id else ""))
-    notes = ("≈ sat needs a BTC/USD rate (usd_per_btc)",) if unknown else (f"at {usd_rate:,.0f} USD/BTC",) if usd_rate else ()
-    return View(title, columns, tuple(rows), notes=tuple(Cell(n) for n in notes), name="offers")
 
 
 class OfferList(list["Offer"]):
