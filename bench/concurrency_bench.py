@@ -79,7 +79,7 @@ def demo_server_process() -> Iterator[str]:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    proc = subprocess.Popen([sys.executable, "-m", "httpay.cli", "demo-server", "--port", str(port)], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "httpay.apps.cli", "demo-server", "--port", str(port)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     try:

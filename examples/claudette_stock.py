@@ -26,7 +26,7 @@ from typing import Any
 import httpx
 
 import httpay
-from httpay.agent import Toolbox
+from httpay.apps.agent import Toolbox
 from httpay.demo.runner import serve_in_thread
 from httpay.wallets.demo import DemoWallet
 

@@ -118,7 +118,7 @@ _LAZY = {
     "FewsatsWallet": "httpay.wallets.fewsats",
     "wallet_from_env": "httpay.config",
     "EvmSigner": "httpay.signers",
-    "ApprovalQueue": "httpay.approvals",
+    "ApprovalQueue": "httpay.apps.approvals",
 }
 
 

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 import httpay
-from httpay.agent import Toolbox
+from httpay.apps.agent import Toolbox
 from httpay.demo.runner import RunningServer, serve_in_thread
 from httpay.wallets.demo import DemoWallet
 

@@ -18,8 +18,8 @@ from mcp import ClientSession, StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 
 import httpay
-from httpay.agent import Toolbox
-from httpay.agent.mcp_server import build_server, headers_from_env, serve
+from httpay.apps.agent import Toolbox
+from httpay.apps.agent.mcp_server import build_server, headers_from_env, serve
 from httpay.ledger import SQLiteLedger
 from tests.agent.conftest import Account, assert_no_secret
 
@@ -80,7 +80,7 @@ def check_ledger(account: Account, seen: list[str]) -> None:
 
 
 def test_stdio_server_pays_a_ticker_and_shows_it_in_the_ledger(account: Account, tmp_path: Path) -> None:
-    params = StdioServerParameters(command=sys.executable, args=["-m", "httpay.cli", "mcp"],
+    params = StdioServerParameters(command=sys.executable, args=["-m", "httpay.apps.cli", "mcp"],
                                    env=server_env(account, tmp_path), cwd=str(ROOT))
 
     async def run() -> list[str]:
@@ -102,7 +102,7 @@ def http_server(account: Account, tmp_path: Path) -> Iterator[str]:
     port = free_port()
     env = {**os.environ, **server_env(account, tmp_path)}
     log = (tmp_path / "mcp-server.log").open("wb")  # a file, not a pipe: a full pipe would stall the server
-    proc = subprocess.Popen([sys.executable, "-m", "httpay.cli", "mcp", "--transport", "http", "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "httpay.apps.cli", "mcp", "--transport", "http", "--port", str(port)],
                             env=env, cwd=str(ROOT), stdout=subprocess.DEVNULL, stderr=log)
     try:
         deadline = time.monotonic() + 30
@@ -153,13 +153,13 @@ def test_bad_headers_config_is_explained_without_echoing_the_secret() -> None:
 
 def test_a_server_without_a_wallet_says_which_variable_to_set(tmp_path: Path) -> None:
     env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(ROOT / "src"), "HTTPAY_LEDGER": str(tmp_path / "l.db")}
-    proc = subprocess.run([sys.executable, "-m", "httpay.cli", "mcp"], env=env, cwd=str(ROOT), capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "httpay.apps.cli", "mcp"], env=env, cwd=str(ROOT), capture_output=True,
                           text=True, timeout=60, stdin=subprocess.DEVNULL, check=False)
     assert proc.returncode == 1 and "no wallet configured: set HTTPAY_WALLET" in proc.stderr
 
 
 def test_mcp_tools_carry_the_same_descriptions_as_the_sdk_schemas(account: Account) -> None:
-    from httpay.agent import anthropic_tools
+    from httpay.apps.agent import anthropic_tools
 
     box = Toolbox(wallet=account.wallet, ledger=":memory:")
     server = build_server(box)

@@ -15,7 +15,7 @@ from fastcore.funccall import get_schema
 from pydantic import TypeAdapter
 
 import httpay
-from httpay.agent import TOOL_NAMES, Toolbox, anthropic_tools, dispatch, json_schema, openai_tools, tool_spec
+from httpay.apps.agent import TOOL_NAMES, Toolbox, anthropic_tools, dispatch, json_schema, openai_tools, tool_spec
 from httpay.ledger import SQLiteLedger
 from tests.helpers import FakeService, FakeWallet
 

@@ -13,9 +13,9 @@ import httpx
 import pytest
 
 import httpay
-from httpay.agent import MAX_BODY_CHARS, Toolbox, dispatch
-from httpay.agent.mcp_server import RESOURCE_TEXT, ledger_json
-from httpay.agent.tools import MAX_OFFERS_LISTED, MAX_RESULT_CHARS
+from httpay.apps.agent import MAX_BODY_CHARS, Toolbox, dispatch
+from httpay.apps.agent.mcp_server import RESOURCE_TEXT, ledger_json
+from httpay.apps.agent.tools import MAX_OFFERS_LISTED, MAX_RESULT_CHARS
 from httpay.ledger import Intent, SQLiteLedger
 from tests.agent.test_tools import mock_box
 from tests.helpers import NOTEBOOK_OFFERS, FakeService, FakeWallet
@@ -160,7 +160,7 @@ def test_the_mcp_ledger_resource_bounds_and_cleans_server_text(tmp_path: Path) -
 def test_mcp_tool_results_and_resources_are_cleaned(ledger: SQLiteLedger) -> None:
     import asyncio
 
-    from httpay.agent.mcp_server import build_server
+    from httpay.apps.agent.mcp_server import build_server
 
     text = HOSTILE["forged line"][0] + "\x1b[2J"
     box = mock_box(lambda r: httpx.Response(200, text=text), ledger)

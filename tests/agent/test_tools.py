@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 import httpay
-from httpay.agent import MAX_BODY_CHARS, TOOL_NAMES, Toolbox
+from httpay.apps.agent import MAX_BODY_CHARS, TOOL_NAMES, Toolbox
 from httpay.ledger import SQLiteLedger, Status
 from tests.agent.conftest import Account, assert_no_secret, make_toolbox
 from tests.helpers import FakeService, FakeWallet

@@ -3,8 +3,10 @@
 (a) The flow and the quote never name a dialect: no "l402", "x402", "lsat", "mpp", "v0.2" in their
     code (strings or names; prose in docstrings and comments may explain), and no import of a
     dialect's module: a new dialect plugs in without a branch in the flow.
-(b) The core imports nothing from the apps (CLI, dashboard, agent, demo, approvals), at module
-    level or inside a function.
+(b) The library imports nothing from the apps (`httpay.apps`: CLI, dashboard, agent, approvals; and
+    the demo), at module level or inside a function: not the core, the dialects, the protocols, the
+    wallets, the signers, the ledger, nor any top-level module. The apps and the demo may import
+    the library (and the demo the apps).
 (c) `import httpay` loads none of the optional parts' heavy dependencies (the MCP SDK, the
     PostgreSQL driver, the web server): a client needs only the core's.
 """
@@ -24,7 +26,8 @@ PURE = ("flow.py", "quote.py")  # the dialect-blind heart: the payment flow and 
 DIALECT_WORDS = ("l402", "x402", "lsat", "mpp", "v0.2", "v02")
 DIALECT_PACKAGES = ("httpay.dialects", "httpay.protocols")
 DIALECT_MODULES = ("httpay.x402_pay",)  # today's second flow, x402's own
-APPS = ("httpay.cli", "httpay.dashboard", "httpay.agent", "httpay.demo", "httpay.apps", "httpay.approvals")
+APPS = ("httpay.apps", "httpay.demo")
+LIBRARY = ("httpay.core", "httpay.dialects", "httpay.protocols", "httpay.wallets", "httpay.signers", "httpay.ledger")
 OPTIONAL = ("mcp", "psycopg", "starlette", "uvicorn")
 
 
@@ -160,13 +163,44 @@ def test_the_core_imports_no_app() -> None:
     assert not bad, "the core imports an app (the apps may import the core, never the reverse):\n" + "\n".join(bad)
 
 
+def library_files(package: str) -> list[Path]:
+    folder = SRC.joinpath(*package.split(".")[1:])
+    assert folder.is_dir(), f"{folder.relative_to(SRC.parent.parent)} does not exist (issue 11's layout)"
+    return sorted(folder.rglob("*.py"))
+
+
+@pytest.mark.parametrize("package", LIBRARY)
+def test_the_library_imports_no_app(package: str) -> None:
+    """Each library package stands without the apps: `pip install httpay` and a Client never need them."""
+    bad = [f"{path.relative_to(SRC)}:{line}: imports {mod}" for path in library_files(package)
+           for line, mod in imported(path) if within(mod, APPS)]
+    assert not bad, f"{package} imports an app (the apps may import it, never the reverse):\n" + "\n".join(bad)
+
+
+def test_the_top_level_modules_import_no_app() -> None:
+    """The client, policy, config, errors, views and the rest at the top of the package: no app either
+    (`httpay.ApprovalQueue` is a lazy export by name, loaded only when asked for)."""
+    files = sorted(SRC.glob("*.py"))
+    assert SRC / "client.py" in files
+    bad = [f"{path.relative_to(SRC)}:{line}: imports {mod}" for path in files for line, mod in imported(path)
+           if within(mod, APPS)]
+    assert not bad, "a top-level module imports an app:\n" + "\n".join(bad)
+
+
+def test_every_module_is_library_or_app() -> None:
+    """A new package lands in the library (and is checked above) or in the apps: none escapes the check."""
+    packages = {p.name for p in SRC.iterdir() if p.is_dir() and (p / "__init__.py").is_file()}
+    known = {name.split(".")[1] for name in LIBRARY + APPS}
+    assert packages <= known, f"packages neither library nor app: {sorted(packages - known)}: add them to LIBRARY or APPS"
+
+
 def test_the_import_check_sees_function_level_and_relative_imports(tmp_path: Path) -> None:
-    """The walk of (b) counts an import inside a function and a relative one (`from ..cli import main`)."""
+    """The walk of (b) counts an import inside a function and a relative one (`from ..apps.cli import main`)."""
     probe = tmp_path / "drivers.py"
-    probe.write_text("def f():\n    from ..cli import main\n    import httpay.demo.server\n"
-                     "    from .. import approvals\n")
+    probe.write_text("def f():\n    from ..apps.cli import main\n    import httpay.demo.server\n"
+                     "    from ..apps import approvals\n    from .. import apps\n")
     mods = {m for _, m in imported(probe, "httpay.core.drivers") if within(m, APPS)}
-    assert {"httpay.cli", "httpay.demo.server", "httpay.approvals"} <= mods
+    assert {"httpay.apps.cli", "httpay.demo.server", "httpay.apps.approvals", "httpay.apps"} <= mods
 
 
 # -- c ---------------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def httpay_cmd(*args: str, stdin: str | None = None, env: dict[str, str] | None = None,
                timeout: float = 120) -> subprocess.CompletedProcess[str]:
     full_env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "COLUMNS": "120", "NO_COLOR": "1", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "httpay.cli", *args], input=stdin if stdin is not None else "",
+    return subprocess.run([sys.executable, "-m", "httpay.apps.cli", *args], input=stdin if stdin is not None else "",
                           capture_output=True, text=True, env=full_env, timeout=timeout)
 
 
@@ -83,10 +83,10 @@ def test_get_without_a_wallet_fetches_free_urls_and_names_the_variable_to_pay(de
                                                                              account: dict[str, str]) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HTTPAY_WALLET")}
     base = {**env, "PYTHONPATH": str(ROOT / "src"), "COLUMNS": "120"}
-    free = subprocess.run([sys.executable, "-m", "httpay.cli", "get", f"{demo.url}/terms"], capture_output=True,
+    free = subprocess.run([sys.executable, "-m", "httpay.apps.cli", "get", f"{demo.url}/terms"], capture_output=True,
                           text=True, env=base, timeout=60)
     assert free.returncode == 0 and "<title>Terms" in free.stdout and free.stderr == ""
-    paywalled = [sys.executable, "-m", "httpay.cli", "get", f"{demo.url}/ticker/MSFT", "-H",
+    paywalled = [sys.executable, "-m", "httpay.apps.cli", "get", f"{demo.url}/ticker/MSFT", "-H",
                  f"Authorization: {account['Authorization']}"]
     p = subprocess.run(paywalled, capture_output=True, text=True, env=base, timeout=60)
     assert p.returncode == 3 and "HTTPAY_WALLET" in p.stderr and "Traceback" not in p.stderr
@@ -172,6 +172,6 @@ def test_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
             lg.reserve(Intent(host="h", url="u", protocol="l402-v0.2", method="lightning", amount_msat=1,
                               payment_hash=f"{i:064x}"))
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    p = subprocess.run(f"'{sys.executable}' -m httpay.cli ledger --json --limit 1000 --ledger '{ledger}' | head -c 1",
+    p = subprocess.run(f"'{sys.executable}' -m httpay.apps.cli ledger --json --limit 1000 --ledger '{ledger}' | head -c 1",
                        shell=True, capture_output=True, text=True, env=env, timeout=60)
     assert p.stdout == "{" and "Traceback" not in p.stderr and "BrokenPipe" not in p.stderr

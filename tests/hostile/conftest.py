@@ -48,7 +48,7 @@ class Ran:
 @pytest.fixture
 def cli(monkeypatch: pytest.MonkeyPatch, wallet: CountingWallet) -> Iterator[Callable[..., Ran]]:
     """`httpay ...` run by main() in this process; its wallet (when `paying`) the counting wallet."""
-    from httpay.cli import main
+    from httpay.apps.cli import main
 
     def go(*args: str, paying: bool = True, env: dict[str, str] | None = None) -> Ran:
         with monkeypatch.context() as m:
@@ -56,7 +56,7 @@ def cli(monkeypatch: pytest.MonkeyPatch, wallet: CountingWallet) -> Iterator[Cal
                 m.delenv(k)
             for k, v in {"COLUMNS": "200", "NO_COLOR": "1", **(env or {})}.items():
                 m.setenv(k, v)
-            m.setattr("httpay.cli._wallet_or_none", lambda: wallet if paying else None)
+            m.setattr("httpay.apps.cli._wallet_or_none", lambda: wallet if paying else None)
             out, err = io.StringIO(), io.StringIO()
             with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
                 try:

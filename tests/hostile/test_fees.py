@@ -228,7 +228,7 @@ def test_views_show_fees(svc: HostileService, ledger: Path) -> None:
     """str, rich and HTML of a receipt and of the ledger, and the budget view, all show the fee."""
     from rich.console import Console
 
-    from httpay.display import budget_lines, budget_table, html_budget
+    from httpay.apps.display import budget_lines, budget_table, html_budget
 
     wallet = CountingWallet(svc.node, fee_msat=1_500)
     out = run("sync", svc.v02(), wallet=wallet, ledger=ledger, policy=httpay.Policy(budget_sat=100, usd_per_btc=RATE))

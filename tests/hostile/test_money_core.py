@@ -23,10 +23,10 @@ import pytest
 from starlette.testclient import TestClient
 
 import httpay
-from httpay.approvals import ApprovalQueue
+from httpay.apps.approvals import ApprovalQueue
+from httpay.apps.dashboard import create_app
 from httpay.core.flow import MAX_PRICE_EXTENSION
 from httpay.core.quote import quote, requote
-from httpay.dashboard import create_app
 from httpay.dialects.l402_v02 import to_challenge
 from httpay.errors import (
     ApprovalError,

@@ -29,10 +29,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 import httpay
-from httpay.agent import Toolbox
-from httpay.agent.mcp_server import toolbox_from_env
-from httpay.agent.schemas import dispatch
-from httpay.cli import main
+from httpay.apps.agent import Toolbox
+from httpay.apps.agent.mcp_server import toolbox_from_env
+from httpay.apps.agent.schemas import dispatch
+from httpay.apps.cli import main
 from httpay.config import policy_from_toml
 from httpay.ledger import Intent, SQLiteLedger
 from tests.hostile.conftest import Ran
@@ -427,7 +427,7 @@ def test_a_refusal_is_printed_once_by_the_cli(demo: Any, account: dict[str, str]
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "COLUMNS": "200", "NO_COLOR": "1", "HTTPAY_WALLET": "demo",
            "HTTPAY_DEMO_URL": demo.url, "HTTPAY_DEMO_KEY": made["key"]}
     env.pop("HTTPAY_POLICY", None)
-    p = subprocess.run([sys.executable, "-m", "httpay.cli", "get", f"{demo.url}/ticker/MSFT", "-H",
+    p = subprocess.run([sys.executable, "-m", "httpay.apps.cli", "get", f"{demo.url}/ticker/MSFT", "-H",
                         f"Authorization: {account['Authorization']}", "--max-price-sat", "5",
                         "--ledger", str(tmp_path / "l.sqlite3")], capture_output=True, text=True, env=env, timeout=60,
                        check=False)
@@ -539,7 +539,7 @@ def test_an_environment_rate_refuses_bad_numbers_by_name(value: str) -> None:
 
 
 def test_the_dashboard_shows_the_defaults_when_no_policy_is_given(ledger: Path) -> None:
-    from httpay.dashboard import create_app
+    from httpay.apps.dashboard import create_app
 
     prefill(ledger, (100, timedelta(minutes=1)))
     html = create_app(ledger).state.dashboard.budget_html()

@@ -30,8 +30,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 import httpay
-from httpay import display
-from httpay.approvals import Approval, ApprovalQueue, Choice
+from httpay.apps import display
+from httpay.apps.approvals import Approval, ApprovalQueue, Choice
 from httpay.core.flow import MAX_PRICE_EXTENSION
 from httpay.errors import PaymentRefused
 from httpay.ledger import SQLiteLedger, Status
@@ -48,7 +48,7 @@ def httpay_cmd(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[s
     """`httpay ...` as a person types it in another terminal (a separate process)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HTTPAY_", "LNBITS_", "LND_"))}
     env |= {"PYTHONPATH": str(ROOT / "src"), "COLUMNS": "200", "NO_COLOR": "1"}
-    return subprocess.run([sys.executable, "-m", "httpay.cli", *args], capture_output=True, text=True, env=env,
+    return subprocess.run([sys.executable, "-m", "httpay.apps.cli", *args], capture_output=True, text=True, env=env,
                           timeout=timeout, check=False)
 
 
@@ -333,8 +333,8 @@ def test_a_policy_files_deadline_drives_both_clients(toml: str, svc: HostileServ
                                  "the MCP server's policy file"])
 def test_the_agent_tools_take_the_payment_deadline(how: str, svc: HostileService, wallet: CountingWallet, ledger: Path,
                                                    tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from httpay.agent import Toolbox
-    from httpay.agent.mcp_server import toolbox_from_env
+    from httpay.apps.agent import Toolbox
+    from httpay.apps.agent.mcp_server import toolbox_from_env
 
     url = slow_pay(svc)
     monkeypatch.setattr("httpay.config.wallet_from_env", lambda env=None: wallet)
@@ -375,7 +375,7 @@ def test_httpay_mcp_passes_its_flag_to_the_toolbox(cli: Callable[..., Ran], wall
         return NoServer()
 
     monkeypatch.setattr("httpay.config.wallet_from_env", lambda env=None: wallet)
-    monkeypatch.setattr("httpay.agent.mcp_server.build_server", build)
+    monkeypatch.setattr("httpay.apps.agent.mcp_server.build_server", build)
     (tmp_path / "p.toml").write_text("[client]\npayment_deadline = 7\n")
     env = {"HTTPAY_WALLET": "counting", "HTTPAY_LEDGER": str(ledger)}
     assert cli("mcp", "--payment-deadline", "2.5", env=env).code == 0
@@ -421,7 +421,7 @@ def test_the_policy_file_refuses_a_bad_deadline_naming_the_key(toml: str, says: 
                                                                 svc: HostileService, wallet: CountingWallet,
                                                                 ledger: Path, tmp_path: Path,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    from httpay.agent.mcp_server import toolbox_from_env
+    from httpay.apps.agent.mcp_server import toolbox_from_env
 
     f = tmp_path / "policy.toml"
     f.write_text(toml)
@@ -436,8 +436,8 @@ def test_the_policy_file_refuses_a_bad_deadline_naming_the_key(toml: str, says: 
 
 @pytest.mark.parametrize("value", [0, -1, float("nan"), float("inf"), True, "30"])
 def test_toolbox_refuses_a_bad_deadline_by_name(value: Any, wallet: CountingWallet, ledger: Path) -> None:
-    from httpay.agent import Toolbox
-    from httpay.agent.mcp_server import toolbox_from_env
+    from httpay.apps.agent import Toolbox
+    from httpay.apps.agent.mcp_server import toolbox_from_env
 
     with pytest.raises(httpay.ConfigError, match=r"Toolbox\(payment_deadline=\.\.\.\) must be a positive number"):
         Toolbox(wallet=wallet, ledger=ledger, payment_deadline=value)
@@ -448,7 +448,7 @@ def test_toolbox_refuses_a_bad_deadline_by_name(value: Any, wallet: CountingWall
 
 
 def test_toolbox_deadline_defaults_and_none_and_a_given_client(wallet: CountingWallet, ledger: Path) -> None:
-    from httpay.agent import Toolbox
+    from httpay.apps.agent import Toolbox
 
     with Toolbox(wallet=wallet, ledger=ledger) as box:
         assert box.client.payer.payment_deadline == 60.0

@@ -20,7 +20,7 @@ import pytest
 from rich.console import Console
 
 import httpay
-from httpay import display
+from httpay.apps import display
 from httpay.errors import WalletError
 from httpay.ledger import SQLiteLedger
 from httpay.safe import clean

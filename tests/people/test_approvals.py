@@ -17,7 +17,7 @@ import pytest
 from rich.console import Console
 
 import httpay
-from httpay.approvals import Approval, ApprovalQueue, spinner
+from httpay.apps.approvals import Approval, ApprovalQueue, spinner
 from httpay.errors import ApprovalError, ConfigError
 from httpay.ledger import SQLiteLedger, Status
 from tests.helpers import FakeService, FakeWallet, challenge_body, quote_of
@@ -57,7 +57,7 @@ def queue(ledger_path: Path) -> Iterator[ApprovalQueue]:
 def test_a_request_waits_and_an_approval_lets_it_through(queue: ApprovalQueue, ledger_path: Path,
                                                            caplog: pytest.LogCaptureFixture) -> None:
     person = answer_when_asked(ledger_path, True)
-    with caplog.at_level(logging.INFO, logger="httpay.approvals"):
+    with caplog.at_level(logging.INFO, logger="httpay.apps.approvals"):
         assert queue(decision()) is True
     person.join()
     [a] = queue.recent()

@@ -19,8 +19,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from httpay.approvals import ApprovalQueue
-from httpay.cli import main
+from httpay.apps.approvals import ApprovalQueue
+from httpay.apps.cli import main
 from httpay.demo.runner import RunningServer
 from httpay.ledger import Intent, SQLiteLedger
 
@@ -33,12 +33,12 @@ def env_for(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 
 def httpay_cmd(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "httpay.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "httpay.apps.cli", *args], capture_output=True, text=True,
                           env=env_for(env), timeout=timeout)
 
 
 def spawn(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "httpay.cli", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    return subprocess.Popen([sys.executable, "-m", "httpay.apps.cli", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env=env_for(env))
 
 

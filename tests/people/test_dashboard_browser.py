@@ -14,8 +14,8 @@ import pytest
 from playwright.sync_api import expect
 
 import httpay
-from httpay.approvals import ApprovalQueue
-from httpay.dashboard import RunningDashboard, create_app, serve_in_thread
+from httpay.apps.approvals import ApprovalQueue
+from httpay.apps.dashboard import RunningDashboard, create_app, serve_in_thread
 from httpay.demo.runner import RunningServer
 from httpay.ledger import SQLiteLedger
 from httpay.wallets.demo import DemoWallet

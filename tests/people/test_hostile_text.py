@@ -13,8 +13,8 @@ import pytest
 from rich.console import Console
 
 import httpay
-from httpay import display
-from httpay.approvals import Approval
+from httpay.apps import display
+from httpay.apps.approvals import Approval
 from httpay.core import events as ev
 from httpay.core.quote import quote
 from httpay.demo.story import Story
@@ -136,7 +136,7 @@ def test_the_demo_story_shows_server_text_as_typed() -> None:
 
 # -- the CLI ---------------------------------------------------------------------------------------
 def run_cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    from httpay.cli import main
+    from httpay.apps.cli import main
 
     for k in ("HTTPAY_WALLET", "HTTPAY_POLICY", "HTTPAY_DEMO_URL"):
         monkeypatch.delenv(k, raising=False)
@@ -169,12 +169,12 @@ def test_httpay_offers_and_dry_run_show_hostile_offers_literally(name: str, monk
 
 
 def test_our_own_hints_keep_their_brackets(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    import httpay.cli
+    import httpay.apps.cli
 
     def boom(*_: Any) -> int:
         raise ConfigError("the Lightspark wallet needs the `lightspark` SDK: pip install 'httpay[lightspark]'")
 
-    monkeypatch.setattr(httpay.cli, "_run", boom)
+    monkeypatch.setattr(httpay.apps.cli, "_run", boom)
     code, _, err = run_cli(monkeypatch, capsys, "budget")
     assert code == 1 and "pip install 'httpay[lightspark]'" in err
 
@@ -193,7 +193,7 @@ class _Unprintable:
 
 
 def test_the_approval_spinner_shows_a_hostile_title_as_typed(tmp_path: Path) -> None:
-    from httpay.approvals import ApprovalQueue, spinner
+    from httpay.apps.approvals import ApprovalQueue, spinner
 
     offers = offers_with("[bold red]Premium [/x] plan\nFORGED")
     decision = quote(to_challenge(offers, "https://svc.example/x"), httpay.Policy(max_per_payment_sat=100),

@@ -11,8 +11,8 @@ import pytest
 from rich.console import Console
 
 import httpay
-from httpay import display
-from httpay.dashboard import safe_url, spend_svg
+from httpay.apps import display
+from httpay.apps.dashboard import safe_url, spend_svg
 from httpay.ledger import Intent, SQLiteLedger
 from httpay.protocols.l402_v02 import OfferList
 from tests.helpers import NOTEBOOK_OFFERS, challenge_body, make_invoice

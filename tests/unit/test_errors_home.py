@@ -47,7 +47,7 @@ def test_every_error_in_httpay_errors_is_importable_from_httpay() -> None:
 
 
 def test_old_import_paths_still_work() -> None:
-    from httpay.approvals import ApprovalError
+    from httpay.apps.approvals import ApprovalError
     from httpay.ledger import ChallengeInFlight, DuplicatePayment
     from httpay.loopback import LoopbackOnly
 

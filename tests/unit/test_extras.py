@@ -48,8 +48,8 @@ def test_paying_client_imports_nothing_heavy() -> None:
 @pytest.mark.parametrize(("code", "extra"), [
     ("import httpay; httpay.open_ledger('postgresql://u:p@127.0.0.1:9/x')", "postgres"),
     ("import httpay.demo", "demo"),
-    ("import httpay.dashboard", "dashboard"),
-    ("from httpay.agent.mcp_server import build_server; build_server(None)", "mcp"),
+    ("import httpay.apps.dashboard", "dashboard"),
+    ("from httpay.apps.agent.mcp_server import build_server; build_server(None)", "mcp"),
 ])
 def test_a_missing_extra_is_one_clear_error_naming_it(code: str, extra: str) -> None:
     from httpay.extras import EXTRAS

@@ -62,7 +62,7 @@ def imports_of(module: str, path: Path, modules: Iterable[str]) -> set[str]:
         elif (isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant)
               and isinstance(node.args[0].value, str)
               and (getattr(node.func, "attr", None) or getattr(node.func, "id", None)) in ("import_module", "__import__")):
-            found.add(node.args[0].value)  # importlib.import_module("httpay.display") is an import too
+            found.add(node.args[0].value)  # importlib.import_module("httpay.apps.display") is an import too
     return {m for m in found if m in known and m != module}
 
 
@@ -137,7 +137,7 @@ def _describe(graph: dict[str, set[str]], groups: list[list[str]]) -> Iterator[s
 
 def test_src_httpay_has_no_import_cycle() -> None:
     graph = import_graph()
-    assert "httpay.display" in graph and "httpay.ledger.base" in graph  # the walk found the package
+    assert "httpay.apps.display" in graph and "httpay.ledger.base" in graph  # the walk found the package
     found = cycles(graph)
     assert not found, "import cycles in src/httpay (function-level and TYPE_CHECKING imports count):\n" + "\n".join(
         _describe(graph, found))
@@ -180,7 +180,7 @@ def test_the_checker_sees_hidden_imports(tmp_path: Path) -> None:
 
 
 MODELS = ("httpay.lightning", "httpay.protocols.l402_v02", "httpay.ledger.models", "httpay.ledger.base",
-          "httpay.approvals", "httpay.view", "httpay.amounts", "httpay.safe", "httpay.errors")
+          "httpay.apps.approvals", "httpay.view", "httpay.amounts", "httpay.safe", "httpay.errors")
 
 
 def reachable(graph: dict[str, set[str]], start: str) -> set[str]:
@@ -200,7 +200,7 @@ def test_models_never_import_their_views(model: str) -> None:
     show them) import models, never the other way, not even through another module."""
     below = reachable(import_graph(), model)
     assert model not in below, f"{model} imports itself back through {sorted(below)}"
-    assert not below & {"httpay.display", "httpay.dashboard", "httpay.cli", "httpay.demo.story"}, sorted(below)
+    assert not below & {"httpay.apps.display", "httpay.apps.dashboard", "httpay.apps.cli", "httpay.demo.story"}, sorted(below)
 
 
 def test_the_view_module_sits_below_every_model() -> None:

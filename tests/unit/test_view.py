@@ -13,7 +13,7 @@ import pytest
 from rich.console import Console
 
 import httpay
-from httpay.approvals import Approval, Choice
+from httpay.apps.approvals import Approval, Choice
 from httpay.ledger import Intent, SQLiteLedger
 from httpay.view import Cell, Column, View, kv, row
 from tests.helpers import challenge_body, make_invoice

@@ -23,15 +23,15 @@ from rich.text import Text
 import httpay
 from httpay import safe
 from httpay.amounts import fmt_msat
-from httpay.core import events as ev
-from httpay.core.model import Quote
-from httpay.demo.runner import serve_in_thread
-from httpay.display import (
+from httpay.apps.display import (
     invoice_table,
     offers_table,
     payment_request_table,
     receipts_table,
 )
+from httpay.core import events as ev
+from httpay.core.model import Quote
+from httpay.demo.runner import serve_in_thread
 from httpay.errors import HttpayError, redact
 from httpay.wallets.demo import DemoWallet
 

@@ -19,8 +19,8 @@ import typing
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from httpay.agent.schemas import ToolSpec, tool_specs
-from httpay.agent.tools import Toolbox
+from httpay.apps.agent.schemas import ToolSpec, tool_specs
+from httpay.apps.agent.tools import Toolbox
 from httpay.errors import ConfigError
 from httpay.loopback import require_loopback
 

@@ -308,7 +308,7 @@ def _run(args: argparse.Namespace, console: Console) -> int:
     if args.command in PEOPLE_COMMANDS:
         return PEOPLE_COMMANDS[args.command](args, console)
     if args.command == "mcp":
-        from httpay.agent.mcp_server import serve
+        from httpay.apps.agent.mcp_server import serve
 
         return serve(args.transport, host=args.host, port=args.port, payment_deadline=args.payment_deadline)
     raise AssertionError(args.command)
@@ -341,7 +341,7 @@ def _get(args: argparse.Namespace, console: Console) -> int:
         return _get_without_wallet(args, console)
     queue = None
     if args.ask:
-        from httpay.approvals import ApprovalQueue, spinner
+        from httpay.apps.approvals import ApprovalQueue, spinner
 
         queue = ApprovalQueue(args.approvals or args.ledger, timeout_s=args.approval_timeout,
                               progress=spinner(err) if err.is_terminal else None)
@@ -354,7 +354,7 @@ def _get(args: argparse.Namespace, console: Console) -> int:
                 r = c.get(args.url, headers=_headers(args.header), extensions=ext)
             except httpay.PaymentRefused as exc:
                 if exc.offers is not None:
-                    from httpay.display import offers_table
+                    from httpay.apps.display import offers_table
 
                     err.print(offers_table(exc.offers, title=f"{args.url} asks for payment", usd_per_btc=_known_rate(c)))
                 raise
@@ -400,7 +400,7 @@ def _get_without_wallet(args: argparse.Namespace, console: Console) -> int:
     found = read_challenge(r.status_code, r.headers, r.content, url=args.url)
     if not found:
         return _body_out(r)
-    from httpay.display import offers_table
+    from httpay.apps.display import offers_table
 
     challenge = found[0]
     Console(stderr=True).print(offers_table(challenge.offers, title=f"{args.url} asks for payment ({challenge.dialect})"))
@@ -438,7 +438,7 @@ def _ledger(args: argparse.Namespace, console: Console) -> int:
     if args.action == "reconcile":
         return _reconcile(args, console)
     from httpay.amounts import fmt_msat
-    from httpay.display import receipts_table
+    from httpay.apps.display import receipts_table
     from httpay.ledger import open_ledger
 
     since = _since(args.since) if args.since else None
@@ -688,7 +688,7 @@ def _offer_dicts(offers: Any, rate: float | None) -> list[dict[str, Any]]:
 
 
 def _offers(args: argparse.Namespace, console: Console) -> int:
-    from httpay.display import offers_table
+    from httpay.apps.display import offers_table
 
     args.url = _url(args.url)
     wallet = _wallet_or_none()
@@ -744,9 +744,9 @@ def _cli_cannot_pay(offer: Any) -> tuple[str, str] | None:
 def _dry_run(args: argparse.Namespace, policy: Any, console: Console) -> int:
     """Show what `get` would pay, from the policy and the ledger alone; the wallet is never called."""
     from httpay.amounts import fmt_msat
+    from httpay.apps.display import offers_table
     from httpay.core.payer import Payer
     from httpay.core.preview import preview
-    from httpay.display import offers_table
     from httpay.errors import PaymentRefused
     from httpay.ledger import open_ledger
     from httpay.policy import usd_to_msat
@@ -816,7 +816,7 @@ def _dry_run(args: argparse.Namespace, policy: Any, console: Console) -> int:
 def _budget(args: argparse.Namespace, console: Console) -> int:
     import httpay
     from httpay.amounts import fmt_msat
-    from httpay.display import budget_lines, budget_table
+    from httpay.apps.display import budget_lines, budget_table
     from httpay.ledger import open_ledger
 
     found = _policy_or_none(args.policy)
@@ -871,8 +871,8 @@ def _who() -> str:
 
 
 def _approvals(args: argparse.Namespace, console: Console) -> int:
-    from httpay.approvals import ApprovalQueue
-    from httpay.display import approvals_table
+    from httpay.apps.approvals import ApprovalQueue
+    from httpay.apps.display import approvals_table
 
     action = args.approvals_command or "list"
     if args.approvals:
@@ -908,7 +908,7 @@ def _approvals(args: argparse.Namespace, console: Console) -> int:
 
 def _dashboard(args: argparse.Namespace, console: Console) -> int:
     import httpay
-    from httpay.dashboard import RunningDashboard, create_app, run
+    from httpay.apps.dashboard import RunningDashboard, create_app, run
 
     where = _existing_ledger(args.ledger)
     approvals = _existing_ledger(args.approvals, "approval queue", "--approvals") if args.approvals else None

@@ -43,8 +43,8 @@ from starlette.responses import (
 from starlette.routing import Route
 
 from httpay.amounts import fmt_msat
-from httpay.approvals import Approval, ApprovalQueue
-from httpay.display import STATUS_COLOUR, budget_lines, html_budget, html_receipts
+from httpay.apps.approvals import Approval, ApprovalQueue
+from httpay.apps.display import STATUS_COLOUR, budget_lines, html_budget, html_receipts
 from httpay.errors import ApprovalError, ConfigError, HttpayError
 from httpay.ledger import Ledger, Receipt, open_ledger
 from httpay.loopback import require_loopback

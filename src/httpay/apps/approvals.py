@@ -33,7 +33,7 @@ from httpay.ledger.sqlite import connect
 from httpay.safe import clean, get_logger, markup
 from httpay.view import Cell, Column, Row, View, row, status_cell
 
-log = get_logger("httpay.approvals")
+log = get_logger("httpay.apps.approvals")
 
 WAITING, APPROVED, DENIED = "waiting", "approved", "denied"
 
@@ -219,7 +219,7 @@ def queue_path(where: Any) -> str:
     if text.startswith(("postgres://", "postgresql://")):
         raise ConfigError(
             "the approval queue keeps its table in SQLite only; give it a SQLite file path "
-            "(e.g. --approvals ~/.local/share/httpay/approvals.sqlite3) even when the ledger is PostgreSQL"
+            "(e.g. --approvals ~/.local/share/httpay/apps/approvals.sqlite3) even when the ledger is PostgreSQL"
         )
     return text.removeprefix("sqlite:///")
 

@@ -7,7 +7,7 @@ rich table in a terminal, an HTML table in a notebook or the dashboard, plain te
 import this module; it imports them.
 
 Amounts show in sat and USD when a BTC/USD rate is known: pass `usd_per_btc=` or set one for
-every view with `httpay.display.set_usd_per_btc(rate)` (handy in a notebook). No view shows a
+every view with `httpay.apps.display.set_usd_per_btc(rate)` (handy in a notebook). No view shows a
 secret: preimages never, payment hashes and invoices shortened. No view obeys a server either:
 every cell passes `httpay.safe.clean` and is shown as text, never as markup or HTML.
 """
@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from httpay.amounts import fmt_msat
-from httpay.approvals import MAX_CHOICES_SHOWN, Approval, approvals_view
+from httpay.apps.approvals import MAX_CHOICES_SHOWN, Approval, approvals_view
 from httpay.core.model import offers_view
 from httpay.errors import ConfigError, PaymentRefused
 from httpay.ledger.models import Receipt, receipts_view

@@ -1,0 +1,27 @@
+"""httpay for LLM agents: tools bound to one paying client, their schemas for the Anthropic and
+OpenAI APIs, a dispatcher, and an MCP server (`httpay mcp`).
+
+    tb = httpay.apps.agent.Toolbox(wallet=wallet, policy=policy, headers={"Authorization": "Bearer ..."},
+                                   base_url="https://stock.example")
+    chat = claudette.Chat(model, tools=tb.tools())                  # Claudette
+    client.messages.create(..., tools=httpay.apps.agent.anthropic_tools(tb))
+    httpay.apps.agent.dispatch(tb, block.name, block.input)         # run a model's tool call
+"""
+
+from __future__ import annotations
+
+from httpay.apps.agent.schemas import (
+    ToolSpec,
+    anthropic_tools,
+    dispatch,
+    json_schema,
+    openai_tools,
+    tool_spec,
+    tool_specs,
+)
+from httpay.apps.agent.tools import MAX_BODY_CHARS, TOOL_NAMES, Toolbox
+
+__all__ = [
+    "MAX_BODY_CHARS", "TOOL_NAMES", "ToolSpec", "Toolbox", "anthropic_tools", "dispatch", "json_schema",
+    "openai_tools", "tool_spec", "tool_specs",
+]
