@@ -397,7 +397,8 @@ def refusals(dialect: str) -> list[Row]:
         # the hourly window is checked by the ledger as it reserves (the fee cap counts, too)
         # 15 sat in total: the 10 sat price fits, but not with the 10 sat fee cap the ledger holds for an
         # invoice (fees count against budgets); x402 pays no routing fee, so there it fits
-        refused(dialect, "budget-with-fees", "budget", policy={"budget_sat": 15}, sent=(10_000,) if dialect == V02 else ())
+        refused(dialect, "budget-with-fees", "budget", policy={"budget_sat": 15},
+                sent=(10_000,) if dialect == V02 else ())
         if ln else Row(dialect, "budget-with-fees", policy={"budget_sat": 15}, rows=SETTLED_10, spent=10_000,
                        events=PAID_EVENTS[X402]),
         refused(dialect, "per-hour-budget", "per_hour", policy={"per_hour_sat": 25}, prior=PRIOR_MSAT,
@@ -451,13 +452,13 @@ def wallet_outcomes(dialect: str) -> list[Row]:
 
 def approvals(dialect: str) -> list[Row]:
     """What an approver may answer: yes, no, or another offer (made by the service, or not)."""
-    rows = [Row(dialect, "approved", approve="yes", rows=SETTLED_10, spent=10_000 + (FEE_MSAT if dialect != X402 else 0),
+    fee = FEE_MSAT if dialect != X402 else 0
+    rows = [Row(dialect, "approved", approve="yes", rows=SETTLED_10, spent=10_000 + fee,
                 events=APPROVED_EVENTS[dialect]),
             refused(dialect, "approval-denied", "approval", approve="deny")]
     if dialect == CLASSIC:  # one offer: an approver's other pick can only be one the service did not make
         rows.append(refused(dialect, "approver-picks-unknown-offer", "approval", approve="missing"))
         return rows
-    fee = FEE_MSAT if dialect == V02 else 0
     rows += [
         Row(dialect, "approver-picks-other-offer", approve="other", rows=(("settled", 20_000),), spent=20_000 + fee,
             events=APPROVED_EVENTS[dialect]),
@@ -548,7 +549,8 @@ DEFECT_ROWS = [
 
 
 # -- running a row --------------------------------------------------------------------------------
-def approver(kind: str | None, asked: list[httpay.Quote], *, awaitable: bool = False) -> Callable[[httpay.Quote], Any] | None:
+def approver(kind: str | None, asked: list[httpay.Quote], *,
+             awaitable: bool = False) -> Callable[[httpay.Quote], Any] | None:
     """The policy's approver giving the row's answer; `awaitable`: an `async def` one."""
     if kind is None:
         return None
@@ -615,6 +617,8 @@ def ledger() -> Iterator[Ledger]:
 
 
 def run_row(row: Row, driver: str, ledger: Ledger) -> Ran:
+    """Set the row's scene up (service, wallet, signer, policy, earlier spending), run one GET through
+    `driver`, and keep what happened."""
     node = Node()
     service = Service(row.dialect, node, invoice=row.invoice, answer=row.answer, pay_host=row.pay_host)
     native = driver == "async-native"  # the async driver with an awaitable wallet pay and approver
@@ -626,8 +630,8 @@ def run_row(row: Row, driver: str, ledger: Ledger) -> Ran:
     if row.prior:
         seed(ledger, row.prior)
     events: list[Event] = []
-    payer = Payer(wallet=None if row.wallet in ("none", "signer_only") else wallet, policy=Policy(**settings), ledger=ledger,
-                  signer=None if row.wallet == "none" else signer, on_event=events.append,
+    payer = Payer(wallet=None if row.wallet in ("none", "signer_only") else wallet, policy=Policy(**settings),
+                  ledger=ledger, signer=None if row.wallet == "none" else signer, on_event=events.append,
                   retries_after_payment=2, retry_delay_s=0.0)
     try:
         response, error = drive(driver, payer, httpx.Request("GET", URLS[row.dialect]), service,
@@ -825,16 +829,17 @@ def test_flow_is_pure(dialect: str) -> None:
             case Sign():
                 return signer.inner.sign_typed_data(effect.domain, effect.types, effect.primary_type, effect.message)
             case Settle():
-                rows.append(replace(rows[-1], status=Status.SETTLED, fee_msat=effect.fee_msat, preimage=effect.preimage))
+                rows.append(replace(rows[-1], status=Status.SETTLED, fee_msat=effect.fee_msat,
+                                    preimage=effect.preimage))
                 return rows[-1]
             case Note():
                 rows.append(replace(rows[-1], reason=effect.reason))
                 return rows[-1]
         raise AssertionError(f"unscripted effect {effect!r}")
 
-    payer = Payer(wallet=UntouchableWallet(), policy=Policy(usd_per_btc=RATE, methods=("lightning", "x402")),  # type: ignore[arg-type]
-                  ledger=Untouchable(), signer=UntouchableSigner(),  # type: ignore[arg-type]
-                  retries_after_payment=2, retry_delay_s=0.0)
+    policy = Policy(usd_per_btc=RATE, methods=("lightning", "x402"))
+    payer = Payer(wallet=UntouchableWallet(), policy=policy, ledger=Untouchable(),  # type: ignore[arg-type]
+                  signer=UntouchableSigner(), retries_after_payment=2, retry_delay_s=0.0)
     flow = request_flow(payer, httpx.Request("GET", URLS[dialect]))
     seen: list[str] = []
     value: Any = None
