@@ -6,7 +6,7 @@ process has its own demo wallet; every thread uses its own account, so each requ
 402. The budget fits exactly 80% of the requests (the demo network charges no fee and the policy
 caps fees at 0), so the guarantee is checked exactly: never a msat over budget, exactly that many
 paid, each payment hash paid once, every payment that left a wallet settled in the ledger.
-Reports payments per second and, from the pipeline's own events, where each payment's time went.
+Reports payments per second and, from the flow's own typed events, where each payment's time went.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Reads one JSON line of settings on stdin, opens its client (so start-up is not timed), prints
 "ready", waits for "go" on stdin, then every thread makes one request that needs its own payment.
 Prints one JSON line: how many were served and refused, the errors, and the time each step of the
-payment took (from the pipeline's own events), so the parent can say where the time goes.
+payment took (from the flow's own typed events), so the parent can say where the time goes.
 """
 
 from __future__ import annotations

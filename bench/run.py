@@ -26,9 +26,9 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT))
 
 import httpay
+from httpay.core.quote import quote
 from httpay.demo.runner import serve_in_thread
 from httpay.demo.server import create_app
-from httpay.dialects.l402_v02 import challenge_key
 from httpay.ledger import Intent, SQLiteLedger
 from httpay.lightning import check_invoice, decode_invoice
 from httpay.protocols import l402_v02
@@ -96,8 +96,9 @@ def paid_request_split(n: int) -> list[Line]:
         policy = httpay.Policy(usd_per_btc=100_000, max_per_payment_usd=1, budget_usd=1_000)
         offers = l402_v02.parse(402, headers, body)
         assert offers is not None
-        decision = policy.decide(offers, url=str(r402.url), host="127.0.0.1", usd_per_btc=100_000)
-        pr = httpx.post(offers.payment_request_url, json=l402_v02.payment_request_body(offers, decision.offer, "lightning"))
+        [challenge] = httpay.read_challenge(402, headers, body, url=str(r402.url))
+        decision = quote(challenge, policy, url=str(r402.url), host="127.0.0.1", usd_per_btc=100_000)
+        pr = httpx.post(offers.payment_request_url, json=l402_v02.payment_request_body(offers, decision.offer.payload, "lightning"))
         bolt11 = pr.json()["payment_request"]["lightning_invoice"]
         inv = decode_invoice(bolt11)
         ledger = SQLiteLedger(Path(tmp) / "bench.sqlite3")
@@ -109,10 +110,9 @@ def paid_request_split(n: int) -> list[Line]:
                                         amount_msat=10_000, payment_hash=f"{i:064x}"), policy.limits("127.0.0.1", 100_000))
             ledger.settle(rec.id, preimage="00" * 32, fee_msat=0)
 
-        parse_t = _timeit(lambda: l402_v02.parse(402, headers, body), n)
-        choose_t = _timeit(lambda: (policy.decide(offers, url="u", host="127.0.0.1", usd_per_btc=100_000),
-                                    challenge_key(offers, "u"),
-                                    l402_v02.payment_request_body(offers, decision.offer, "lightning")), n)
+        parse_t = _timeit(lambda: httpay.read_challenge(402, headers, body, url="u"), n)
+        choose_t = _timeit(lambda: (quote(challenge, policy, url="u", host="127.0.0.1", usd_per_btc=100_000),
+                                    l402_v02.payment_request_body(offers, decision.offer.payload, "lightning")), n)
         check_t = _timeit(lambda: check_invoice(inv, network="regtest", expected_msat=decision.price_msat,
                                                 tolerance=0.05, max_msat=policy.max_per_payment_msat(100_000)), n)
         decode_t = _timeit(lambda: decode_invoice(bolt11), max(n // 5, 20))

@@ -234,11 +234,15 @@ class Reconcile(Effect):
 
 @dataclass(frozen=True)
 class TokenFor(Effect):
-    """The credential held for a scope (None: none, or it expired)."""
+    """The credential held for a scope (None: none, or it expired). Unless `fresh`, a scope the
+    ledger knows holds nothing costs no query."""
 
     scope: str
+    fresh: bool = False
 
     def run(self, payer: Payer) -> str | None:
+        if not self.fresh and not payer.ledger.holds_token(self.scope):
+            return None
         return payer.ledger.token_for(self.scope)
 
 

@@ -237,14 +237,22 @@ def request_flow(payer: Payer, request: httpx.Request, *, dry_run: bool = False,
     """Send `request`; if the answer is a 402 some dialect reads, pay for it within the policy and
     return the response the payment bought. A held credential is presented first, and evicted
     (never retried in a loop) when the server answers 402 to it."""
-    yield from _present_held(payer, request)
-    mark = time.monotonic()
-    response: httpx.Response = yield Send(request, payment_deadline_s=None if dry_run else payer.payment_deadline)
-    if response.status_code != 402:
-        return response
-    met_402_at = yield from _met_at(mark)
-    yield ReadBody(response)  # already read within the deadline when one runs: then a no-op
-    yield from _evict_if_presented(request)
+    presented = yield from _present_held(payer, request)
+    for look in (False, True):
+        mark = time.monotonic()
+        response: httpx.Response = yield Send(request, payment_deadline_s=None if dry_run else payer.payment_deadline)
+        if response.status_code != 402:
+            return response
+        met_402_at = yield from _met_at(mark)
+        yield ReadBody(response)  # already read within the deadline when one runs: then a no-op
+        yield from _evict_if_presented(request)
+        if dry_run or look or presented is not None:
+            break
+        # Nothing was presented: another process may have bought a credential for this scope since
+        # this one last looked. Look in the ledger itself before paying; with one, send once more.
+        presented = yield from _present_held(payer, request, fresh=True)
+        if presented is None:
+            break
     if dry_run:
         return response
     challenges = read_challenge(response.status_code, response.headers, response.content, url=str(request.url))
@@ -748,7 +756,7 @@ def _outcome(run: _Run, challenge: Challenge, resp: httpx.Response, receipt: Rec
 
 
 # -- held credentials ----------------------------------------------------------------------------
-def _present_held(payer: Payer, request: httpx.Request) -> Generator[Effect, Any, str | None]:
+def _present_held(payer: Payer, request: httpx.Request, *, fresh: bool = False) -> Generator[Effect, Any, str | None]:
     """Put the stored credential of the request's scope in its Authorization header, read afresh on
     every send (another request may have bought a newer one); a caller's own Authorization is left
     alone. Returns the scope whose credential is presented, if any."""
@@ -757,7 +765,7 @@ def _present_held(payer: Payer, request: httpx.Request) -> Generator[Effect, Any
     if current and (ours is None or current != ours[1]):
         return None  # the caller's own credential
     for scope in scopes_for(str(request.url), payer.token_scope):
-        token = yield TokenFor(scope)
+        token = yield TokenFor(scope, fresh)
         if token:
             request.headers["Authorization"] = token
             request.extensions[TOKEN_EXTENSION] = (scope, token)
@@ -786,7 +794,7 @@ def _send_with_held(payer: Payer, request: httpx.Request, payment_deadline_s: fl
     """Send a request again, with the credential stored for its scope, if any. `payment_deadline_s`:
     a 402 it meets may be paid, so start its deadline; `resend`: safe to send again if the
     connection drops before an answer."""
-    yield from _present_held(payer, request)
+    yield from _present_held(payer, request, fresh=True)  # after a payment or a wait: ask the ledger itself
     response: httpx.Response = yield Send(request, payment_deadline_s=payment_deadline_s, resend_if_dropped=resend)
     return response
 

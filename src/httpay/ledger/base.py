@@ -115,6 +115,10 @@ class Ledger(ABC):
     def drop_token(self, scope: str) -> bool:
         """Forget the token of `scope` (the server no longer takes it). True if there was one."""
 
+    def holds_token(self, scope: str) -> bool:
+        """Whether a credential may be held for `scope` without asking the store (True: look)."""
+        return True
+
     @abstractmethod
     def token_scopes(self) -> list[str]:
         """The scopes holding a token (never the tokens themselves)."""

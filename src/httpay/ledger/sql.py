@@ -195,6 +195,21 @@ class SQLLedger(Ledger):
             )
 
     # -- tokens -----------------------------------------------------------------------------------
+    _held: set[str] | None = None  # the scopes this process knows hold a credential (None: not read yet)
+
+    def holds_token(self, scope: str) -> bool:
+        """Whether a credential is known for `scope`, with no query once the scopes are read: the
+        unpaid path costs nothing. Another process's new credential is found on the 402 it spares,
+        which the flow answers by looking again (`token_for`)."""
+        held = self._held
+        if held is None:
+            held = self._held = set(self.token_scopes())
+        return scope in held
+
+    def _learn(self, scope: str, held: bool) -> None:
+        if self._held is not None:
+            (self._held.add if held else self._held.discard)(scope)
+
     def save_token(self, scope: str, authorization: str, *, payment_hash: str | None = None,
                    expires_at: datetime | None = None) -> None:
         exp = None if expires_at is None else self._to_db_time(expires_at)
@@ -202,18 +217,22 @@ class SQLLedger(Ledger):
                     f"VALUES (?, ?, ?, {self.NOW}, ?) ON CONFLICT (scope) DO UPDATE SET authorization_value = excluded.authorization_value, "
                     "payment_hash = excluded.payment_hash, created_at = excluded.created_at, expires_at = excluded.expires_at",
                     (scope, authorization, payment_hash, exp))
+        self._learn(scope, True)
 
     def token_for(self, scope: str, *, now: datetime | None = None) -> str | None:
         rows = self._query("SELECT authorization_value, expires_at FROM tokens WHERE scope = ?", (scope,))
         if not rows:
+            self._learn(scope, False)
             return None
         exp = rows[0]["expires_at"]
         if exp is not None and self._from_db_time(exp) <= (now or now_utc()):
             self.drop_token(scope)
             return None
+        self._learn(scope, True)
         return str(rows[0]["authorization_value"])
 
     def drop_token(self, scope: str) -> bool:
+        self._learn(scope, False)
         return bool(self._query("DELETE FROM tokens WHERE scope = ? RETURNING scope", (scope,)))
 
     def token_scopes(self) -> list[str]:
