@@ -757,11 +757,12 @@ class UntouchableSigner(ScriptedSigner):
         raise AssertionError("the flow had the signer sign itself instead of yielding a Sign effect")
 
 
-# The effects each paid request yields, in order, and why.
+# The effects each paid request yields, in order, and why ("TokenFor:fresh": asking the ledger itself).
 PURE: dict[str, list[str]] = {
     V02: [
         "TokenFor", "Send",        # a credential held for the host? none; send the request
         "LedgerNow", "ReadBody",   # a 402: when it was met (on the ledger's clock), its body
+        "TokenFor:fresh",          # one bought meanwhile by another process? (the ledger itself) none
         "Join", "Find",            # the single flight; no payment made for this challenge meanwhile
         "GetRate",                 # the rate, once for this attempt; then the quote (pure)
         "Send", "ReadBody",        # the payment request for the chosen offer; its invoice
@@ -769,17 +770,17 @@ PURE: dict[str, list[str]] = {
         "Pay",                     # the wallet pays
         "Settle",                  # the row settled with the preimage and the fee
         "Leave",                   # the flight is left before the retry
-        "TokenFor", "Send",        # the request again (the account is credited)
+        "TokenFor:fresh", "Send",  # the request again (the account is credited)
     ],
     CLASSIC: [
-        "TokenFor", "Send", "LedgerNow", "ReadBody", "Join", "Find", "GetRate",
+        "TokenFor", "Send", "LedgerNow", "ReadBody", "TokenFor:fresh", "Join", "Find", "GetRate",
         "Reserve", "Pay",          # the invoice came in the header: nothing to fetch
         "SaveToken",               # the paid credential kept for its scope, before the row settles
         "Settle", "Leave",
-        "TokenFor", "Send",        # the request again, with the credential
+        "TokenFor:fresh", "Send",  # the request again, with the credential
     ],
     X402: [
-        "TokenFor", "Send", "LedgerNow", "ReadBody",
+        "TokenFor", "Send", "LedgerNow", "ReadBody", "TokenFor:fresh",
         "GetRate",                 # a payment buys this one request: no flight to join
         "Reserve",
         "Sign",                    # the signer signs the authorization
@@ -850,7 +851,7 @@ def test_flow_is_pure(dialect: str) -> None:
             response: httpx.Response = stop.value
             break
         assert isinstance(effect, Effect)
-        seen.append(type(effect).__name__)
+        seen.append(type(effect).__name__ + (":fresh" if isinstance(effect, TokenFor) and effect.fresh else ""))
         value = answer(effect)
 
     assert seen == PURE[dialect]
