@@ -11,6 +11,7 @@ recovery and check from `coincurve`, the same pieces `bolt11` uses.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from decimal import Decimal
@@ -71,8 +72,12 @@ def _amount_msat(text: str) -> int:
     return int(btc * 100_000_000_000)
 
 
+@functools.lru_cache(maxsize=512)
 def read_bolt11(invoice: str) -> Bolt11Fields:
-    """Decode one BOLT11 string and check its signature; raise `Bolt11Invalid` if it is not one."""
+    """Decode one BOLT11 string and check its signature; raise `Bolt11Invalid` if it is not one.
+
+    Memoized (the result is immutable): the dialect, the checks and the wallet adapter of one
+    payment all read the same invoice, and it is decoded and its signature recovered once."""
     text = invoice.lower()
     if any(ord(ch) < 33 or ord(ch) > 126 for ch in text):
         raise Bolt11Invalid("the invoice holds characters bech32 does not use")
