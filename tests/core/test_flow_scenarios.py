@@ -10,8 +10,8 @@ spent (`ledger.spent_msat()`, fees included) and, for paid rows, the typed event
 `test_flow_is_pure` drives the flow with a driver of its own that answers each effect from a
 script and never touches a ledger, wallet or network: the flow asks for every outside call.
 
-`DEFECT_ROWS` are scenarios of the table expecting what the core does not do yet (strict xfail):
-each names the defect; it passes, and so fails the run, once the core is fixed (then drop its mark).
+`DEFECT_ROWS` are rows of the table with one more expectation each, for a defect this table found
+in the core (now fixed): `defect` says what it was, so the row guards against its return.
 """
 
 from __future__ import annotations
@@ -362,7 +362,7 @@ class Row:
     noted: str = ""               # text the ledger row's reason must hold
     says: str = ""                # text the error message must hold
     misleads: str | None = None   # text the error message must not hold (it would be false)
-    defect: str | None = None     # a known defect of the core this row shows (xfail, strict, until fixed)
+    defect: str | None = None     # the defect of the core this row found (fixed; the row keeps it fixed)
 
     @property
     def service_sent(self) -> list[int]:
@@ -528,12 +528,12 @@ ROWS: list[Row] = [
 def showing(outcome: str, what: str, defect: str, dialects: tuple[str, ...] = (V02, CLASSIC, X402),
             **expect: Any) -> list[Row]:
     """Rows of `outcome` (in `dialects`) that also expect `expect`, which the core does not do yet: each
-    shows one known defect, and fails (strict xfail) until the lead fixes it."""
+    guards against one defect the table found."""
     return [replace(r, outcome=f"{r.outcome}:{what}", defect=defect, **expect) for r in ROWS
             if r.outcome == outcome and r.dialect in dialects]
 
 
-# Known defects of the core, found by this table (the rows above stay green without these expectations).
+# Defects of the core this table found, each fixed; these rows keep them fixed.
 DEFECT_ROWS = [
     *showing("not-honored", "ledger-says-so",
              "flow.py _retry: a paid Lightning request the service still answers 402 raises PaymentNotHonored but "
@@ -642,9 +642,8 @@ def run_row(row: Row, driver: str, ledger: Ledger) -> Ran:
 
 
 def table() -> list[Any]:
-    """The rows as pytest params; a row showing a known defect of the core fails until it is fixed."""
-    return [pytest.param(r, id=r.id, marks=[pytest.mark.xfail(strict=True, reason=r.defect)] if r.defect else [])
-            for r in ROWS + DEFECT_ROWS]
+    """The rows as pytest params."""
+    return [pytest.param(r, id=r.id) for r in ROWS + DEFECT_ROWS]
 
 
 # "async-native": the async driver again, with a wallet whose pay is awaited and an `async def` approver

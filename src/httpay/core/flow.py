@@ -81,6 +81,7 @@ from httpay.errors import (
     PaymentOutcomeUnknown,
     PaymentRefused,
     PaymentRejected,
+    PaymentRequestError,
     PaymentSentUnanswered,
     WalletError,
 )
@@ -360,6 +361,9 @@ class _Attempt:
         except InvoiceError as exc:
             run.say(Refused, f"invoice refused: {exc}", logging.WARNING, rule=f"invoice:{exc.check}", reason=str(exc))
             raise
+        except PaymentRequestError as exc:
+            run.say(PaymentFailed, f"nothing paid: {exc}", logging.WARNING, receipt=None, error=str(exc))
+            raise
         if isinstance(payable, Invoiced):
             self._check_invoice(payable, q)
         receipt = yield from self._reserve(payable, q)
@@ -561,19 +565,27 @@ def _pay(run: _Run, receipt: Receipt, payable: Invoiced) -> Generator[Effect, An
             payment = found
         else:
             noted = yield Note(receipt.id, f"outcome unknown: {type(exc).__name__}")
+            run.say(PaymentFailed, f"the wallet did not say whether it paid; ledger #{receipt.id} stays pending",
+                    logging.WARNING, receipt=noted, error=f"outcome unknown: {type(exc).__name__}")
             raise PaymentOutcomeUnknown(
                 f"the wallet did not say whether it paid (ledger #{receipt.id} stays pending; run "
                 "`httpay ledger reconcile` later): " + str(exc), receipt=noted,
             ) from None
     if not payment.settled:
         if payment.status is PaymentStatus.FAILED:
-            yield Fail(receipt.id, payment.failure_reason or "wallet reported failure")
-            raise WalletError(f"the wallet reported the payment failed: {payment.failure_reason or 'no reason given'}")
-        pending = yield GetReceipt(receipt.id)
+            why = safe.clean(payment.failure_reason or "wallet reported failure", 200)
+            failed = yield Fail(receipt.id, why)
+            run.say(PaymentFailed, f"wallet did not pay: {why}", logging.WARNING, receipt=failed, error=why)
+            raise WalletError(f"the wallet reported the payment failed: {why}")
+        pending = yield Note(receipt.id, "outcome unknown: the payment is still in flight at the wallet")
+        run.say(PaymentFailed, f"the payment is still in flight at the wallet; ledger #{receipt.id} stays pending",
+                logging.WARNING, receipt=pending, error="in flight at the wallet")
         raise PaymentOutcomeUnknown(
             f"the payment is still in flight at the wallet (ledger #{receipt.id} stays pending)", receipt=pending)
     if not payment.proves(invoice.payment_hash):
         noted = yield Note(receipt.id, "wallet returned a preimage that does not match the invoice")
+        run.say(PaymentFailed, f"the wallet's preimage does not prove the invoice; ledger #{receipt.id} stays pending",
+                logging.WARNING, receipt=noted, error="preimage does not prove the invoice")
         raise PaymentOutcomeUnknown(
             f"the wallet said paid but its preimage does not prove the invoice (ledger #{receipt.id} stays pending)",
             receipt=noted,
@@ -644,6 +656,12 @@ def _retry(run: _Run, receipt: Receipt, credential: Credential | None) -> Flow:
             yield Sleep(delay)
             delay = min(delay * 2, 5.0)
     assert resp is not None
+    what = f"the service still answers 402 after {payer.retries_after_payment} tries"
+    try:
+        receipt = yield Note(receipt.id, f"paid, then {what}")
+    except Exception:  # noqa: BLE001 - the error below must reach the caller whatever the ledger does
+        log.warning("[%s] could not note the failure on ledger #%s", run.rid, receipt.id)
+    run.say(PaymentFailed, f"{paid_text(receipt)}; {what}", logging.WARNING, receipt=receipt, error=what)
     raise PaymentNotHonored(
         f"paid (ledger #{receipt.id}, hash {(receipt.payment_hash or '')[:16]}…) but {run.host} still "
         f"answers 402 after {payer.retries_after_payment} tries; keep the receipt and contact the service",
@@ -686,6 +704,8 @@ def _send_payment(run: _Run, challenge: Challenge, receipt: Receipt, credential:
         answer: httpx.Response = yield Send(request)
     except Exception as exc:  # the payment may have reached the server
         noted = yield Note(receipt.id, f"outcome unknown: {type(exc).__name__} while sending the signed payment")
+        run.say(PaymentFailed, f"sent a signed payment of {shown} and the service did not answer ({type(exc).__name__}); "
+                f"ledger #{receipt.id} stays pending", logging.WARNING, receipt=noted, error=type(exc).__name__)
         raise PaymentSentUnanswered(
             f"sent a signed payment of {shown}, ledger #{receipt.id}; the service did not "
             f"answer ({type(exc).__name__}); the row stays pending: the authorization may still be settled until it "

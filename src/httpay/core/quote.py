@@ -117,16 +117,17 @@ def quote(
                if p is None or (p <= MAX_MSAT and (cap is None or p <= cap) and (left is None or p <= left))]
     if not fitting:
         cheapest = min((p for _, _, p in priced if p is not None), default=0)
+        what = f"the offer {clean(offer_id, 80)}" if offer_id is not None else "the cheapest offer"
         if cap is None and left is None:  # the one limit nobody can lift: more than all the bitcoin there is
-            raise refuse(f"refused: the cheapest offer costs {fmt_msat(cheapest, rate)}, more than all the bitcoin "
+            raise refuse(f"refused: {what} costs {fmt_msat(cheapest, rate)}, more than all the bitcoin "
                          "there is: not a real price", "max_per_payment")
         if cap is not None and cheapest > cap:
             which = ("this request's price cap" if cap_knob == "max_price"
                      else f"the {'default ' if cap_default else ''}per-payment limit")
-            raise refuse(f"refused: the cheapest offer costs {fmt_msat(cheapest, rate)}, above {which} of "
+            raise refuse(f"refused: {what} costs {fmt_msat(cheapest, rate)}, above {which} of "
                          f"{fmt_msat(cap, rate)}", "max_per_payment", knob=cap_knob, advice="raise {knob} to pay it")
         assert left is not None
-        raise refuse(f"refused: the cheapest offer costs {fmt_msat(cheapest, rate)} but only {fmt_msat(max(left, 0), rate)} "
+        raise refuse(f"refused: {what} costs {fmt_msat(cheapest, rate)} but only {fmt_msat(max(left, 0), rate)} "
                      f"of the total budget is left ({fmt_msat(spent_msat, rate)} spent)", "budget",
                      knob=budget_knob, advice="raise {knob}")
     if cap is not None:
