@@ -409,7 +409,7 @@ def refusals(dialect: str) -> list[Row]:
         refused(dialect, "host-not-allowed", "allowed_hosts", policy={"allowed_hosts": ["elsewhere.example"]}),
         refused(dialect, "methods", "methods", policy={"methods": ("x402",) if ln else ("lightning",)}),
         # no Lightning wallet for an invoice; no signer for x402 (that refusal's rule is the dialect's name)
-        refused(dialect, "no-wallet" if ln else "no-signer", "no_wallet" if ln else X402, wallet="none"),
+        refused(dialect, "no-wallet" if ln else "no-signer", "no_wallet" if ln else "no_signer", wallet="none"),
         # a limit in USD and no BTC/USD rate from anywhere: never guess
         refused(dialect, "no-exchange-rate", "exchange_rate", policy={"usd_per_btc": None, "max_per_payment_usd": 1.0}),
         # the request's own limits: a price cap below every offer, an offer the service did not make
@@ -507,7 +507,7 @@ ROWS: list[Row] = [
     Row(X402, "paid", rows=SETTLED_10, spent=10_000, events=PAID_EVENTS[X402]),
     Row(X402, "paid-without-wallet", wallet="signer_only", rows=SETTLED_10, spent=10_000, events=PAID_EVENTS[X402]),
     *refusals(X402),
-    refused(X402, "signer-for-another-network", X402, wallet="elsewhere"),
+    refused(X402, "signer-for-another-network", "no_signer", wallet="elsewhere"),
     # x402's bad invoice: a requirement whose worth cannot be told is never signed for
     refused(X402, "unknown-asset", X402, invoice="unknown_asset", says="cannot be told"),
     Row(X402, "signer-fails", wallet="fails", status=None, error=WalletError, rows=(("failed", 10_000),), sent=(),

@@ -88,6 +88,6 @@ def test_x402_challenges_are_shown_and_refused_clearly(ledger_path: Path) -> Non
     with httpay.Client(wallet=wallet, ledger=ledger_path, transport=transport) as c, \
             pytest.raises(httpay.PaymentRefused) as err:
         c.get("http://svc/x")
-    assert err.value.rule == "x402" and "0.01 USDC" in str(err.value) and "base-sepolia" in str(err.value)
+    assert err.value.rule == "no_signer" and "0.01 USDC" in str(err.value) and "base-sepolia" in str(err.value)
     assert [o.payment_methods for o in err.value.offers] == [("x402:exact:base-sepolia",)]
     assert wallet.calls == []

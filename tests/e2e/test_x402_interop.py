@@ -108,7 +108,7 @@ async def test_with_no_signer_it_is_refused_clearly(app: Any, chain: LocalChain,
     async with async_client(app, ledger_path, None) as c:
         with pytest.raises(httpay.PaymentRefused) as err:
             await c.get("/weather")
-    assert err.value.rule == "x402" and "0.01 USDC" in str(err.value) and "eip155:84532" in str(err.value)
+    assert err.value.rule == "no_signer" and "0.01 USDC" in str(err.value) and "eip155:84532" in str(err.value)
     assert chain.transactions == [] and receipts(ledger_path) == []
 
 

@@ -337,7 +337,7 @@ def test_no_signer_still_refuses_naming_price_and_network(ledger_path: Path) -> 
     svc = Service()
     with client(ledger_path, svc) as c, pytest.raises(httpay.PaymentRefused) as err:
         c.get("http://svc/weather")
-    assert err.value.rule == "x402" and "eip155:84532" in str(err.value) and "0.01 USDC" in str(err.value)
+    assert err.value.rule == "no_signer" and "eip155:84532" in str(err.value) and "0.01 USDC" in str(err.value)
     assert svc.payments == [] and rows(ledger_path) == []
 
 

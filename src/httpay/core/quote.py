@@ -78,8 +78,7 @@ def quote(
         if rule == "no_wallet":
             raise refuse(f"refused: {host} asks for a Lightning payment ({'; '.join(str(o.price) for o in choices)}) "
                          "and no Lightning wallet is configured; pass wallet= to the client", rule)
-        raise refuse(f"refused: {host} asks for an {challenge.dialect} payment ({_prices(choices)}); {why}",
-                     challenge.dialect if rule == "no_signer" else rule)
+        raise refuse(f"refused: {host} asks for an {challenge.dialect} payment ({_prices(choices)}); {why}", rule)
     allowed = [(o, o.pay_method) for o in reachable
                if o.pay_method is not None and method_allowed(policy.methods, o.pay_method)]
     if not allowed:
