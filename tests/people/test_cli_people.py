@@ -102,6 +102,10 @@ def test_offers_shows_the_table_and_json_and_pays_nothing(demo: RunningServer, a
     data = json.loads(j.stdout)
     assert data["status"] == 402 and data["payment_required"] and data["version"] == "0.2.2"
     assert next((o["offer_id"], o["price_msat"]) for o in data["offers"]) == ("offer_c668e0c0", 10_000)
+    # the flow's own quote says what the policy (httpay's defaults here) would pay, before the ledger's budgets
+    assert data["policy_would"] == {"pay": True, "offer_id": "offer_c668e0c0", "method": "lightning",
+                                    "price_msat": 10_000, "text": "your policy would pay offer_c668e0c0 by lightning for $0.01"}
+    assert "your policy would refuse: the offers are priced in USD and no exchange rate" in p.stdout  # no wallet, no rate
     assert account["Authorization"].split()[1] not in p.stdout + j.stdout  # the context token is a bearer
     assert wallet_env["HTTPAY_DEMO_KEY"] not in j.stdout + j.stderr
     assert credits(demo, account) == 0

@@ -709,18 +709,41 @@ def _offers(args: argparse.Namespace, console: Console) -> int:
     offers = challenge.offers
     pr_url = getattr(challenge.raw, "payment_request_url", None) or None
     terms_url = getattr(challenge.raw, "terms_url", None)
+    would = _would_pay(args.url, challenge, rate)
     if args.json:
         print(json.dumps({"url": args.url, "status": r.status_code, "payment_required": True,
                           "protocol": challenge.dialect, "version": challenge.version,
                           "payment_request_url": pr_url, "terms_url": terms_url,
-                          "usd_per_btc": rate, "offers": _offer_dicts(offers, rate)}, indent=2))
+                          "usd_per_btc": rate, "offers": _offer_dicts(offers, rate), "policy_would": would}, indent=2))
         return 0
-    console.print(offers_table(offers, title=f"{args.url} asks for payment ({_dialect(challenge)})", usd_per_btc=rate))
+    chosen = would.get("offer_id") if would["pay"] else None
+    console.print(offers_table(offers, title=f"{args.url} asks for payment ({_dialect(challenge)})", usd_per_btc=rate,
+                               chosen=chosen))
     if pr_url:
         console.print(plain(f"payment requests go to {clean(pr_url)}"
                             + (f"; terms: {clean(terms_url)}" if terms_url else ""), MAX_LINE))
-    console.print("Nothing was paid: `httpay get URL --dry-run` shows what your policy would pay.")
+    console.print(plain(would["text"], MAX_LINE))
+    console.print("Nothing was paid: `httpay get URL --dry-run` checks every budget against your ledger too.")
     return 0
+
+
+def _would_pay(url: str, challenge: Any, rate: float | None) -> dict[str, Any]:
+    """What the policy (HTTPAY_POLICY, else httpay's defaults) would do with this challenge: the flow's
+    own quote, before any budget the ledger keeps (`--dry-run` checks those)."""
+    from httpay.core.payer import Payer
+    from httpay.core.preview import preview
+    from httpay.ledger import open_ledger
+    from httpay.policy import Policy
+
+    policy = _policy_or_none(None) or Policy()
+    with open_ledger(":memory:") as lg:
+        try:
+            q = preview(Payer(wallet=None, policy=policy, ledger=lg), challenge, url=url, usd_per_btc=rate,
+                        cannot_pay=_cli_cannot_pay)
+        except PaymentRefused as exc:
+            return {"pay": False, "rule": exc.rule, "text": f"your policy would refuse: {exc.reason.removeprefix('refused: ')}"}
+    return {"pay": True, "offer_id": q.offer.offer_id, "method": q.method, "price_msat": q.price_msat,
+            "text": f"your policy would pay {q.offer.offer_id} by {q.method} for {q.offer.price}"}
 
 
 def _dialect(challenge: Any) -> str:
