@@ -53,7 +53,7 @@ def test_the_notebook_story_through_the_tools_pays_once_and_leaks_nothing(accoun
     assert "- offer_c668e0c0 '1 Credit Package': $0.01 (≈ 10 sat) for 1 credit, pay by lightning" in wrong
 
     big = call("pay", "/ticker/TSLA", "offer_97bf23f7")
-    assert big.startswith("refused: the cheapest offer costs 1,000 sat ($1.00), above the per-payment limit")
+    assert big.startswith("refused: the offer offer_97bf23f7 costs 1,000 sat ($1.00), above the per-payment limit")
 
     capped = call("fetch", "/ticker/TSLA", max_price_usd=0.001)
     assert capped.startswith("refused:") and "budget left 30 sat ($0.03)" in capped
