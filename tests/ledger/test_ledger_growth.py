@@ -35,3 +35,23 @@ def test_httpays_default_limits_need_no_scan_of_history(tmp_path: Path) -> None:
         shown = plan(lg, limits)
     assert limits and all(lim.window is not None for lim in limits)
     assert "SCAN payments" not in shown, shown
+
+
+def test_the_ledgers_totals_are_computed_in_sql_and_agree_with_its_rows(tmp_path: Path) -> None:
+    """`httpay ledger` shows totals from one grouped statement; they are what the rows add up to."""
+    from httpay.ledger import Intent
+    from httpay.ledger.base import Ledger
+
+    with SQLiteLedger(tmp_path / "l.db") as lg:
+        for i in range(30):
+            r = lg.reserve(Intent(host=f"h{i % 3}", url="u", protocol="l402-v0.2", method="lightning",
+                                  amount_msat=1_000 + i, payment_hash=f"{i:064x}", max_fee_msat=50))
+            if i % 3 == 0:
+                lg.settle(r.id, preimage="00" * 32, fee_msat=7)
+            elif i % 3 == 1:
+                lg.fail(r.id, "no route")
+        for host in (None, "h0", "h1"):
+            in_sql = lg.totals(host=host)
+            from_rows = Ledger.totals(lg, host=host)  # the generic way: every row read
+            assert in_sql == from_rows, host
+        assert lg.totals()["count"] == 30 and lg.totals()["settled"] == 10 and lg.totals()["fee_msat"] == 70

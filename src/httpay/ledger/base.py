@@ -123,6 +123,20 @@ class Ledger(ABC):
     def token_scopes(self) -> list[str]:
         """The scopes holding a token (never the tokens themselves)."""
 
+    def totals(self, *, host: str | None = None, since: datetime | None = None) -> dict[str, int]:
+        """Counts and sums by status (count, settled, pending, failed, settled_msat, fee_msat,
+        pending_msat): what a person reads under the ledger, without a row per payment."""
+        t = {"count": 0, "settled": 0, "pending": 0, "failed": 0, "settled_msat": 0, "pending_msat": 0, "fee_msat": 0}
+        for r in self.receipts(host=host, since=since):
+            t["count"] += 1
+            t[r.status.value] += 1
+            if r.status is Status.SETTLED:
+                t["settled_msat"] += r.amount_msat
+                t["fee_msat"] += r.fee_msat or 0
+            elif r.status is Status.PENDING:
+                t["pending_msat"] += r.amount_msat
+        return t
+
     def pending(self) -> list[Receipt]:
         return self.receipts(status=Status.PENDING)
 

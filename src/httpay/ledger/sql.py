@@ -290,5 +290,21 @@ class SQLLedger(Ledger):
             args.append(int(limit))
         return [self._row(r) for r in self._query(sql, args)]
 
+    def totals(self, *, host: str | None = None, since: datetime | None = None) -> dict[str, int]:
+        """Counts and sums by status in SQL: one grouped statement, whatever the size of the history."""
+        where, args = self._filters(host, None if since is None else self._to_db_time(since))
+        rows = self._query("SELECT status, COUNT(*) AS n, COALESCE(SUM(amount_msat), 0) AS amount, "
+                           f"COALESCE(SUM(fee_msat), 0) AS fee FROM payments WHERE 1=1{where} GROUP BY status", args)
+        t = {"count": 0, "settled": 0, "pending": 0, "failed": 0, "settled_msat": 0, "pending_msat": 0, "fee_msat": 0}
+        for r in rows:
+            status, n = str(r["status"]), int(r["n"])
+            t["count"] += n
+            t[status] = n
+            if status == "settled":
+                t["settled_msat"], t["fee_msat"] = int(r["amount"]), int(r["fee"])
+            elif status == "pending":
+                t["pending_msat"] = int(r["amount"])
+        return t
+
     def spent_msat(self, *, host: str | None = None, since: datetime | None = None) -> int:
         return self._spent(self._query, host, since)
