@@ -39,6 +39,43 @@ def payments_per_second(ledger: Ledger, n: int) -> float:
     return n / (time.perf_counter() - start)
 
 
+def _seed(path: Path, rows: int) -> None:
+    """`rows` settled payments of last month, written straight into a fresh SQLite ledger's table."""
+    import sqlite3
+
+    with open_ledger(path):
+        pass  # the schema
+    old = time.time() - 30 * 86_400
+    db = sqlite3.connect(path)
+    db.executemany(
+        "INSERT INTO payments (status, created_at, updated_at, host, url, protocol, method, payment_hash, amount_msat, "
+        "fee_msat) VALUES ('settled', ?, ?, 'old.example', 'u', 'l402-v0.2', 'lightning', ?, 1000, 0)",
+        ((old + i * 1e-3, old + i * 1e-3, f"seed-{i}") for i in range(rows)))
+    db.commit()
+    db.close()
+
+
+def growth(n: int) -> list[tuple[str, float, str]]:
+    """A reservation under httpay's default limits (hourly and daily) with 10 rows of history and with 100,000."""
+    import httpay
+
+    limits = httpay.Policy().limits("bench.example", None)
+    rates: dict[int, float] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for rows in (10, 100_000):
+            path = Path(tmp) / f"grown-{rows}.sqlite3"
+            _seed(path, rows)
+            with open_ledger(path) as lg:
+                start = time.perf_counter()
+                for i in range(n):
+                    r = lg.reserve(Intent(host="bench.example", url="u", protocol="l402-v0.2", method="lightning",
+                                          amount_msat=1, payment_hash=f"grow-{i}"), limits)
+                    lg.settle(r.id, preimage="00" * 32)
+                rates[rows] = (time.perf_counter() - start) / n
+    return [("ledger reserve + settle at 100,000 rows / at 10, default limits (SQLite)",
+             round(rates[100_000] / rates[10], 2), "<= 1.10")]
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -57,6 +94,7 @@ def run(n: int = 300) -> list[tuple[str, float, str]]:
     lines: list[tuple[str, float, str]] = []
     with tempfile.TemporaryDirectory() as tmp, open_ledger(Path(tmp) / "bench.sqlite3") as lite:
         lines.append(("ledger payments recorded per second (SQLite)", round(payments_per_second(lite, n), 1), TARGET))
+    lines += growth(n)
     folder = Path(tempfile.mkdtemp(prefix="httpay-pg-bench-"))  # under /tmp: reachable by the postgres user
     try:
         with open_ledger(_postgres(folder)) as pg:
