@@ -301,3 +301,14 @@ def test_dashboard_command_prints_a_token_url(history: str, cli: Callable[..., R
         proc.wait(timeout=15)
     refused = cli("dashboard", "--ledger", history, "--host", "0.0.0.0")
     assert refused.returncode == 1 and "loopback" in refused.stderr
+
+
+def test_version_prints_the_version_and_exits_0() -> None:
+    import httpay
+    from httpay.apps.cli import main
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and out.getvalue().strip() == f"httpay {httpay.__version__}"
+

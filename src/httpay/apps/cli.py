@@ -83,6 +83,7 @@ def _parser() -> argparse.ArgumentParser:
                "drops them).\n\nexit codes:\n" + codes,
     )
     p.add_argument("-v", "--verbose", action="count", default=0, help="log each step (-vv for debug)")
+    p.add_argument("--version", action="version", version=f"httpay {_version()}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     d = sub.add_parser("demo", help="tell the notebook's story offline against the local demo service")
@@ -187,6 +188,12 @@ def _say(line: str) -> None:
 def _not_reported_twice(record: logging.LogRecord) -> bool:
     """A refusal is raised to the command, which prints it once: its log line would say it again."""
     return getattr(record, "httpay_step", None) != "refused"
+
+
+def _version() -> str:
+    from httpay import __version__
+
+    return __version__
 
 
 def failure(exc: BaseException, knobs: dict[str, str] | None = None, *, paying: bool = True) -> tuple[int, str]:
