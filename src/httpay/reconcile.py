@@ -112,4 +112,4 @@ def _not_mine(ledger: Ledger, wallet: Wallet, receipt: Receipt) -> Reconciled:
 def reconcile(ledger: Ledger, wallet: Wallet, *, grace_s: float = DEFAULT_GRACE_S) -> list[Reconciled]:
     """Reconcile every pending payment; those another wallet made stay pending (outcome "other_wallet")."""
     return [reconcile_one(ledger, wallet, receipt, grace_s=grace_s)
-            for receipt in ledger.receipts(status=Status.PENDING)]
+            for receipt in ledger.pending()]

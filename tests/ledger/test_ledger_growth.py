@@ -55,3 +55,12 @@ def test_the_ledgers_totals_are_computed_in_sql_and_agree_with_its_rows(tmp_path
             from_rows = Ledger.totals(lg, host=host)  # the generic way: every row read
             assert in_sql == from_rows, host
         assert lg.totals()["count"] == 30 and lg.totals()["settled"] == 10 and lg.totals()["fee_msat"] == 70
+
+
+def test_start_up_reconciliation_finds_pending_rows_by_index(tmp_path: Path) -> None:
+    from httpay.ledger.sql import _SELECT
+
+    with SQLiteLedger(tmp_path / "l.db") as lg:
+        rows = lg._query(f"EXPLAIN QUERY PLAN {_SELECT} WHERE status = 'pending' ORDER BY id DESC", ())
+        shown = "\n".join(str(r["detail"]) for r in rows)
+    assert "payments_pending" in shown and "SCAN payments\n" not in shown + "\n", shown

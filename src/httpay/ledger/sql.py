@@ -51,6 +51,7 @@ CREATE INDEX IF NOT EXISTS payments_created ON payments (created_at);
 CREATE INDEX IF NOT EXISTS payments_host ON payments (host, created_at);
 CREATE UNIQUE INDEX IF NOT EXISTS payments_live_hash ON payments (payment_hash) WHERE status != 'failed';
 CREATE INDEX IF NOT EXISTS payments_challenge ON payments (challenge_key);
+CREATE INDEX IF NOT EXISTS payments_pending ON payments (id) WHERE status = 'pending';
 CREATE TABLE IF NOT EXISTS tokens (
     scope TEXT PRIMARY KEY,
     authorization_value TEXT NOT NULL,
@@ -289,6 +290,10 @@ class SQLLedger(Ledger):
             sql += " LIMIT ?"
             args.append(int(limit))
         return [self._row(r) for r in self._query(sql, args)]
+
+    def pending(self) -> list[Receipt]:
+        """The payments still pending, found by a partial index (start-up reconciliation reads only them)."""
+        return [self._row(r) for r in self._query(f"{_SELECT} WHERE status = 'pending' ORDER BY id DESC", ())]
 
     def totals(self, *, host: str | None = None, since: datetime | None = None) -> dict[str, int]:
         """Counts and sums by status in SQL: one grouped statement, whatever the size of the history."""
