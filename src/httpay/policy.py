@@ -179,6 +179,11 @@ class Policy:
         return out
 
     @property
+    def has_total_budget(self) -> bool:
+        """A limit on everything spent, whenever (only then is the whole history summed)."""
+        return self.budget_usd is not None or self.budget_sat is not None
+
+    @property
     def is_unlimited(self) -> bool:
         """No limit on spending at all (only Policy.unlimited() with no limits is)."""
         return not self.effective() and self.approve is None

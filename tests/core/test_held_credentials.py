@@ -49,3 +49,26 @@ def test_a_credential_bought_by_another_process_is_used_not_paid_again(svc: Host
     assert r.status_code == 200 and len(wallet.calls) == 1, "one payment for the scope across both processes"
     assert svc.issued == 2 and len(other.receipts()) == 1  # B met one 402, and paid nothing for it
     other.close()
+
+
+async def test_an_async_client_on_the_unpaid_path_uses_no_worker_thread(svc: HostileService, tmp_path: Path,
+                                                                       monkeypatch: Any) -> None:
+    """Once the ledger knows a scope holds nothing, an AsyncClient's 200s need no thread and no query."""
+    import anyio.to_thread
+
+    url = svc.free("/free")
+    lg = CountingLedger(tmp_path / "ledger.db")
+    async with httpay.AsyncClient(wallet=CountingWallet(svc.node), ledger=lg) as c:
+        assert (await c.get(url)).status_code == 200  # the first look reads the held scopes (in a thread)
+        hops: list[Any] = []
+        real = anyio.to_thread.run_sync
+
+        async def counted(func: Any, *args: Any, **kw: Any) -> Any:
+            hops.append(func)
+            return await real(func, *args, **kw)
+
+        monkeypatch.setattr(anyio.to_thread, "run_sync", counted)
+        for _ in range(20):
+            assert (await c.get(url)).status_code == 200
+    assert hops == [] and lg.lookups == 0, f"{len(hops)} worker-thread hops, {lg.lookups} credential queries"
+    lg.close()

@@ -18,10 +18,12 @@ import httpx
 
 from httpay.core.deadline import Deadline
 from httpay.core.model import Quote
+from httpay.core.rates import resolve_rate
 from httpay.errors import WalletError
 from httpay.ledger.base import Intent
 from httpay.ledger.models import Receipt
 from httpay.policy import Limit
+from httpay.reconcile import Reconciled, reconcile_one
 from httpay.wallets.base import Payment
 
 if TYPE_CHECKING:
@@ -36,6 +38,10 @@ class Effect:
 
     def run(self, payer: Payer) -> Any:
         raise NotImplementedError(type(self).__name__)
+
+    def answer_in_memory(self, payer: Payer) -> tuple[bool, Any]:
+        """(True, result) when the answer is already known without I/O, so no worker thread is needed."""
+        return False, None
 
 
 # -- HTTP --------------------------------------------------------------------------------------
@@ -99,8 +105,6 @@ class GetRate(Effect):
     """The BTC/USD rate for this attempt (resolved once; None: unknown)."""
 
     def run(self, payer: Payer) -> float | None:
-        from httpay.core.rates import resolve_rate
-
         return resolve_rate(payer.policy, payer.wallet)
 
 
@@ -226,9 +230,7 @@ class Reconcile(Effect):
     receipt: Receipt
     grace_s: float
 
-    def run(self, payer: Payer) -> Any:
-        from httpay.reconcile import reconcile_one
-
+    def run(self, payer: Payer) -> Reconciled:
         return reconcile_one(payer.ledger, payer.lightning, self.receipt, grace_s=self.grace_s)
 
 
@@ -244,6 +246,12 @@ class TokenFor(Effect):
         if not self.fresh and not payer.ledger.holds_token(self.scope):
             return None
         return payer.ledger.token_for(self.scope)
+
+    def answer_in_memory(self, payer: Payer) -> tuple[bool, Any]:
+        """A scope the ledger already knows holds nothing: None, with no thread and no query (the
+        unpaid path of an AsyncClient)."""
+        held = payer.ledger.held_scopes
+        return (not self.fresh and held is not None and self.scope not in held), None
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 import httpx
 
@@ -113,18 +113,21 @@ def host_of(url: str | httpx.URL) -> str:
     return f"{u.host}:{u.port}" if u.port else u.host
 
 
+def _origin(parts: SplitResult) -> str:
+    """'https://host:port' of a URL, the host lower-cased."""
+    return f"{parts.scheme}://{(parts.hostname or '').lower()}" + (f":{parts.port}" if parts.port else "")
+
+
 def token_scope(url: str, mode: str = "host") -> str:
     """Where a paid, reusable credential is reused: the whole host (default, as Aperture issues
     them), the URL's folder and below (`prefix`), or exactly this URL (`url`, query ignored)."""
     parts = urlsplit(url)
-    host = (parts.hostname or "").lower() + (f":{parts.port}" if parts.port else "")
     if mode == "host":
-        return f"{parts.scheme}://{host}"
+        return _origin(parts)
     if mode == "prefix":
-        folder = parts.path.rsplit("/", 1)[0] + "/"
-        return f"{parts.scheme}://{host}{folder}"
+        return _origin(parts) + parts.path.rsplit("/", 1)[0] + "/"
     if mode == "url":
-        return f"{parts.scheme}://{host}{parts.path or '/'}"
+        return _origin(parts) + (parts.path or "/")
     raise ValueError(f"token scope must be one of {', '.join(TOKEN_SCOPES)}, not {mode!r}")
 
 
@@ -134,10 +137,9 @@ def scopes_for(url: str, mode: str) -> list[str]:
     if mode != "prefix":
         return [token_scope(url, mode)]
     parts = urlsplit(url)
-    host = (parts.hostname or "").lower() + (f":{parts.port}" if parts.port else "")
     segments = parts.path.split("/")[:-1]
-    out = [f"{parts.scheme}://{host}" + "/".join(segments[:i]) + "/" for i in range(len(segments), 0, -1)]
-    return out or [f"{parts.scheme}://{host}/"]
+    out = [_origin(parts) + "/".join(segments[:i]) + "/" for i in range(len(segments), 0, -1)]
+    return out or [_origin(parts) + "/"]
 
 
 def flight_key(challenge: Challenge, url: str, scope_mode: str) -> str:
@@ -222,15 +224,22 @@ class _Run:
         self.say(Refused, str(exc).removeprefix("refused: "), logging.WARNING, rule=exc.rule, reason=str(exc))
         return exc
 
+    def deadline_passed(self, exc: PaymentDeadlineExceeded) -> PaymentDeadlineExceeded:
+        """Report the payment deadline's refusal as one `refused` step, then hand it back to be raised."""
+        self.say(Refused, str(exc).removeprefix("not paid: "), logging.WARNING, rule="payment_deadline",
+                 reason=str(exc))
+        return exc
+
+    def invoice_refused(self, exc: InvoiceError) -> InvoiceError:
+        """Report an invoice that failed a check as one `refused` step, then hand it back to be raised."""
+        self.say(Refused, f"invoice refused: {exc}", logging.WARNING, rule=f"invoice:{exc.check}", reason=str(exc))
+        return exc
+
     def within_deadline(self, response: httpx.Response, stage: str) -> None:
         """PaymentDeadlineExceeded (before anything is reserved or paid) once the 402's deadline passed."""
         deadline = deadline_of(response)
-        if deadline is None or deadline.remaining() > 0:
-            return
-        exc = deadline.exceeded(stage)
-        self.say(Refused, str(exc).removeprefix("not paid: "), logging.WARNING, rule="payment_deadline",
-                 reason=str(exc))
-        raise exc
+        if deadline is not None and deadline.remaining() <= 0:
+            raise self.deadline_passed(deadline.exceeded(stage))
 
 
 def request_flow(payer: Payer, request: httpx.Request, *, dry_run: bool = False,
@@ -272,8 +281,7 @@ def pay_flow(payer: Payer, request: httpx.Request, response: httpx.Response,
     (an agent that chose one); the policy must still allow it.
     """
     run = _Run(payer, request, secrets.token_hex(4))
-    ranked = [challenges] if isinstance(challenges, Challenge) else list(challenges)
-    challenge = next((c for c in ranked if any(payer.cannot_pay(o) is None for o in c.offers)), ranked[0])
+    challenge = _payable_first(payer, [challenges] if isinstance(challenges, Challenge) else challenges)
     if met_402_at is None:
         met_402_at = yield LedgerNow()
     run.say(ChallengeMet, f"402 ({challenge.dialect}) from {run.host} with {len(challenge.offers)} offer(s): "
@@ -300,7 +308,7 @@ def pay_flow(payer: Payer, request: httpx.Request, response: httpx.Response,
         fresh = read_challenge(again.status_code, again.headers, again.content, url=run.url)
         if not fresh:
             return again
-        challenge, response = fresh[0], again
+        challenge, response = _payable_first(payer, fresh), again
         met_402_at = yield from _met_at(mark)
         key = flight_key(challenge, run.url, payer.token_scope)
     else:
@@ -316,6 +324,11 @@ def pay_flow(payer: Payer, request: httpx.Request, response: httpx.Response,
     finally:
         yield Leave(key)
     return (yield from _deliver(run, challenge, receipt, credential, attempt.shown))
+
+
+def _payable_first(payer: Payer, ranked: Sequence[Challenge]) -> Challenge:
+    """Of a 402's challenges, the first this payer can pay (else the first, to refuse it by name)."""
+    return next((c for c in ranked if any(payer.cannot_pay(o) is None for o in c.offers)), ranked[0])
 
 
 @dataclass
@@ -355,12 +368,9 @@ class _Attempt:
         except PaymentRefused as exc:
             raise run.refused(exc, self.response, self.challenge) from None
         except PaymentDeadlineExceeded as exc:
-            run.say(Refused, str(exc).removeprefix("not paid: "), logging.WARNING, rule="payment_deadline",
-                    reason=str(exc))
-            raise
+            raise run.deadline_passed(exc) from None
         except InvoiceError as exc:
-            run.say(Refused, f"invoice refused: {exc}", logging.WARNING, rule=f"invoice:{exc.check}", reason=str(exc))
-            raise
+            raise run.invoice_refused(exc) from None
         except PaymentRequestError as exc:
             run.say(PaymentFailed, f"nothing paid: {exc}", logging.WARNING, receipt=None, error=str(exc))
             raise
@@ -381,16 +391,21 @@ class _Attempt:
         """The one decision, on the rate resolved once for this attempt; then the approver's, if any."""
         run, payer, policy = self.run, self.run.payer, self.run.payer.policy
         rate = yield GetRate()
-        spent = (yield Spent()) if (policy.budget_usd is not None or policy.budget_sat is not None) else 0
+        spent = (yield Spent()) if policy.has_total_budget else 0
         try:
             q = quote(self.challenge, policy, url=run.url, host=run.host, usd_per_btc=rate, spent_msat=spent,
                       cannot_pay=payer.cannot_pay, max_price_msat=self.max_price_msat, offer_id=self.offer_id)
         except PaymentRefused as exc:
             raise run.refused(exc, self.response, self.challenge) from None
         run.say(Quoted, str(q), quote=q)
+        if policy.approve is not None:
+            q = yield from self._approved(q)
         self.shown = _shown(q)
-        if policy.approve is None:
-            return q
+        return q
+
+    def _approved(self, q: Quote) -> Generator[Effect, Any, Quote]:
+        """The approver's answer, quoted again through the very same checks."""
+        run, payer, policy = self.run, self.run.payer, self.run.payer.policy
         asked_at = time.monotonic()
         answer = yield Ask(q)
         if (deadline := deadline_of(self.response)) is not None:
@@ -400,7 +415,6 @@ class _Attempt:
         except PaymentRefused as exc:
             raise run.refused(exc, self.response, self.challenge) from None
         run.say(Approved, f"approved: {q}", quote=q)
-        self.shown = _shown(q)
         return q
 
     def _check_invoice(self, payable: Invoiced, q: Quote) -> None:
@@ -414,8 +428,7 @@ class _Attempt:
                           tolerance=policy.price_tolerance, max_msat=min(caps) if caps else None,
                           payee=policy.payee_for(q.host))
         except InvoiceError as exc:
-            run.say(Refused, f"invoice refused: {exc}", logging.WARNING, rule=f"invoice:{exc.check}", reason=str(exc))
-            raise
+            raise run.invoice_refused(exc) from None
         except PaymentRefused as exc:
             raise run.refused(exc, self.response, self.challenge) from None
         run.say(InvoiceChecked, str(payable.invoice), invoice=payable.invoice, quote=q)

@@ -33,11 +33,6 @@ class Payer:
     payment_deadline: float | None = DEFAULT_PAYMENT_DEADLINE_S  # seconds from a 402 to paying it; None: none
 
     @property
-    def x402_signer(self) -> Any:
-        """The signer, by the name `Client(x402_signer=...)` gives it."""
-        return self.signer
-
-    @property
     def lightning(self) -> Wallet:
         """The Lightning wallet; the flow checks there is one before any Lightning step."""
         if self.wallet is None:

@@ -24,7 +24,7 @@ def preview(payer: Payer, challenge: Challenge, *, url: str, usd_per_btc: float 
     policy = payer.policy
     rate = usd_per_btc if usd_per_btc is not None else resolve_rate(policy, payer.wallet)
     host = host_of(url)
-    spent = payer.ledger.spent_msat() if (policy.budget_usd is not None or policy.budget_sat is not None) else 0
+    spent = payer.ledger.spent_msat() if policy.has_total_budget else 0
     q = quote(challenge, policy, url=url, host=host, usd_per_btc=rate, spent_msat=spent,
               cannot_pay=cannot_pay or payer.cannot_pay,
               max_price_msat=max_price_msat, offer_id=offer_id)

@@ -308,7 +308,9 @@ async def _drive_async(flow: Generator[Effect, Any, httpx.Response], route: Asyn
             if isinstance(effect, Pay):
                 value = await _pay_async(payer, effect)
             elif effect.blocking:
-                value = await anyio.to_thread.run_sync(effect.run, payer)
+                known, value = effect.answer_in_memory(payer)
+                if not known:
+                    value = await anyio.to_thread.run_sync(effect.run, payer)
             elif isinstance(effect, Send):
                 value = await _send_async(effect, route(effect.request.url))
             elif isinstance(effect, ReadBody):

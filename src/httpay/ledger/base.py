@@ -115,6 +115,10 @@ class Ledger(ABC):
     def drop_token(self, scope: str) -> bool:
         """Forget the token of `scope` (the server no longer takes it). True if there was one."""
 
+    # The scopes this process knows hold a credential, kept by the ledger as it reads and writes them
+    # (None: nothing known, ask the store). Plain data, so a driver reads it without any I/O.
+    held_scopes: set[str] | None = None
+
     def holds_token(self, scope: str) -> bool:
         """Whether a credential may be held for `scope` without asking the store (True: look)."""
         return True

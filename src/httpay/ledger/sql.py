@@ -203,20 +203,18 @@ class SQLLedger(Ledger):
             )
 
     # -- tokens -----------------------------------------------------------------------------------
-    _held: set[str] | None = None  # the scopes this process knows hold a credential (None: not read yet)
-
     def holds_token(self, scope: str) -> bool:
         """Whether a credential is known for `scope`, with no query once the scopes are read: the
         unpaid path costs nothing. Another process's new credential is found on the 402 it spares,
         which the flow answers by looking again (`token_for`)."""
-        held = self._held
+        held = self.held_scopes
         if held is None:
-            held = self._held = set(self.token_scopes())
+            held = self.held_scopes = set(self.token_scopes())
         return scope in held
 
     def _learn(self, scope: str, held: bool) -> None:
-        if self._held is not None:
-            (self._held.add if held else self._held.discard)(scope)
+        if self.held_scopes is not None:
+            (self.held_scopes.add if held else self.held_scopes.discard)(scope)
 
     def save_token(self, scope: str, authorization: str, *, payment_hash: str | None = None,
                    expires_at: datetime | None = None) -> None:

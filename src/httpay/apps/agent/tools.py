@@ -217,9 +217,9 @@ class Toolbox:
     ) -> str:  # What was paid (amount, payment hash), then the response to the URL
         "Pay one specific offer for a URL (the policy must still allow it), then request the URL again."
         method = payment_method.strip().lower()
-        x402_ok = method.startswith("x402") and self.client.payer.x402_signer is not None
+        x402_ok = method.startswith("x402") and self.client.payer.signer is not None
         if method != "lightning" and not x402_ok:
-            also = " and x402 (with its signer)" if self.client.payer.x402_signer is not None else ""
+            also = " and x402 (with its signer)" if self.client.payer.signer is not None else ""
             return (f"refused: payment method {payment_method!r} is not available: this client pays by lightning{also} "
                     "only (credit_card and coinbase_commerce need a person at a checkout page). Nothing was paid.")
         since = self._last_receipt_id()
