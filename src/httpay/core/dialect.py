@@ -85,6 +85,8 @@ class Settlement:
     transaction: str | None = None
     network: str | None = None
     reason: str | None = None
+    amount: int | None = None     # what was settled, in the offer's units, where less than authorized may be (a ceiling)
+    error: Callable[..., Exception] | None = field(default=None, repr=False)  # (receipt, response) -> the typed error
 
 
 @dataclass
@@ -101,6 +103,7 @@ class Obtaining:
     payer_address: str | None
     report: Callable[..., None]
     follow_up: Callable[..., httpx.Request]
+    call_key: str | None = None   # the ledger's key for this call (an x402 payment id), when it has one
 
 
 class Dialect(Protocol):

@@ -165,6 +165,7 @@ class Challenge:
     version: str = ""
     reuse: str = "challenge"
     raw: Any = field(default=None, repr=False, compare=False)
+    identified: bool = False  # the service asks for a call identifier (the ledger's call key), whatever the method
 
     @property
     def payment_methods(self) -> tuple[str, ...]:
