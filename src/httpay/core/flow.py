@@ -26,7 +26,17 @@ import httpx
 from httpay import safe
 from httpay.amounts import fmt_msat
 from httpay.core.deadline import Deadline
-from httpay.core.dialect import Credential, Invoiced, Obtaining, Payable, Proof, ToSign, dialect_of, read_challenge
+from httpay.core.dialect import (
+    Credential,
+    Invoiced,
+    Obtaining,
+    Payable,
+    Proof,
+    Settlement,
+    ToSign,
+    dialect_of,
+    read_challenge,
+)
 from httpay.core.effects import (
     Ask,
     CallAnswered,
@@ -386,13 +396,15 @@ def _present_again(run: _Run, challenge: Challenge, call: Call) -> Flow:
     request.headers.update(call.credential)
     try:
         answer: httpx.Response = yield Send(request)
+        answer.request = request
         if answer.status_code == 402 or answer.status_code >= 500:
             yield ReadBody(answer)
     except Exception as exc:
         kind = PaymentSentUnanswered if receipt.status is Status.PENDING else PaidRequestFailed
         raise kind(f"{what} was already paid ({paid}); sent again with that payment, the service did not answer "
                    f"({_name(exc)}); nothing is paid twice", receipt=receipt) from exc
-    if answer.status_code == 402:
+    proof = dialect_of(challenge).settlement(answer)
+    if answer.status_code == 402 or (proof is not None and proof.success is False):
         noted = yield Note(receipt.id, "the call was sent again and the service refused the payment made for it")
         run.say(PaymentFailed, f"{run.host} refused the payment already made for this call; not paying twice",
                 logging.WARNING, receipt=noted, error="refused the payment already made")
@@ -818,6 +830,7 @@ def _send_payment(run: _Run, challenge: Challenge, receipt: Receipt, credential:
     run.say(Retried, "sending the request with the signed payment", attempt=1)
     try:
         answer: httpx.Response = yield Send(request)
+        answer.request = request  # what was sent, for the dialect reading the answer (a transport leaves it unset)
     except Exception as exc:  # the payment may have reached the server
         noted = yield Note(receipt.id, f"outcome unknown: {type(exc).__name__} while sending the signed payment")
         run.say(PaymentFailed, f"sent a signed payment of {shown} and the service did not answer ({type(exc).__name__}); "
@@ -834,6 +847,18 @@ def _send_payment(run: _Run, challenge: Challenge, receipt: Receipt, credential:
         except Exception as exc:  # noqa: BLE001 - reported below with the receipt
             broken = exc
     return (yield from _outcome(run, challenge, answer, receipt, broken, shown))
+
+
+def _metered(receipt: Receipt, proof: Settlement | None) -> tuple[int | None, str]:
+    """What a payment signed for a ceiling (x402 upto) settled, in msat, at the ceiling's own rate, and
+    a note; never more than the ceiling (a service reporting more is recorded at the ceiling, noted)."""
+    if proof is None or proof.amount is None or not receipt.offer_amount:
+        return None, ""
+    ceiling = receipt.offer_amount
+    if proof.amount > ceiling:
+        return receipt.amount_msat, (f"; service defect: it reported settling {proof.amount}, above the {ceiling} "
+                                     "signed for; recorded as the ceiling")
+    return -(-receipt.amount_msat * proof.amount // ceiling), f"; settled {proof.amount} of the {ceiling} signed for"
 
 
 def _outcome(run: _Run, challenge: Challenge, resp: httpx.Response, receipt: Receipt,
@@ -855,6 +880,8 @@ def _outcome(run: _Run, challenge: Challenge, resp: httpx.Response, receipt: Rec
         done = yield Fail(receipt.id, f"the service refused the signed payment: {reason}")
         run.say(PaymentFailed, f"{run.host} refused the signed payment ({reason}); nothing settled, not paying again",
                 logging.WARNING, receipt=done, error=reason)
+        if proof is not None and proof.error is not None:  # the dialect names what the refusal means
+            raise proof.error(done, resp)
         raise PaymentRejected(
             f"{run.host} refused the signed payment of {shown} ({reason}); ledger #{receipt.id} is failed and "
             "nothing is paid again for this request", receipt=done, response=resp,
@@ -864,10 +891,14 @@ def _outcome(run: _Run, challenge: Challenge, resp: httpx.Response, receipt: Rec
         done = yield Fail(receipt.id, f"the service could not settle the payment: {why}")
         run.say(PaymentFailed, f"settlement failed ({why}) though the service answered {resp.status_code}",
                 logging.WARNING, receipt=done, error=why)
+        if proof.error is not None:
+            raise proof.error(done, resp)
     elif (proof is not None and proof.success) or resp.status_code < 400:
-        yield Settle(receipt.id, "", 0)
+        settled_msat, metered = _metered(receipt, proof)
+        yield Settle(receipt.id, "", 0, settled_msat)
         note = (f"transaction {safe.clean(proof.transaction, 120)} on {safe.clean(proof.network or '', 60)}"
                 if proof is not None and proof.transaction else "served without a settlement receipt")
+        note += metered
         done = yield Note(receipt.id, note)
         run.say(Paid, f"paid {shown}, {note}, ledger #{done.id}", receipt=done)
     else:

@@ -24,9 +24,10 @@ import httpx
 from httpay.core.dialect import Credential, Obtaining, Payable, Proof, Settlement, ToSign
 from httpay.core.effects import Effect
 from httpay.core.model import Challenge, Money, Offer
-from httpay.errors import ChallengeError
+from httpay.errors import ChallengeError, PaymentIdConflict, PaymentRefused, Permit2AllowanceRequired
 from httpay.protocols import x402
 from httpay.protocols.x402 import X402Challenge, X402Requirement
+from httpay.safe import clean
 
 DEFAULT_TIMEOUT_S = 300       # validBefore when the server gives no maxTimeoutSeconds (the x402 servers' default)
 MAX_TIMEOUT_S = 3600          # never sign an authorization that stays valid longer than an hour
@@ -67,6 +68,22 @@ AUTHORIZATION_TYPES: dict[str, list[dict[str, str]]] = {
         {"name": "validBefore", "type": "uint256"}, {"name": "nonce", "type": "bytes32"},
     ],
 }
+
+
+# upto (x402 schemes/upto): a Permit2 PermitWitnessTransferFrom for a ceiling, spent through x402's proxy.
+PERMIT2_ADDRESS = "0x000000000022D473030F116dDEE9F6B43aC78BA3"
+UPTO_SPENDER = "0x4020A4f3b7b90ccA423B9fabCc0CE57C6C240002"  # x402UptoPermit2Proxy
+UPTO_TYPES: dict[str, list[dict[str, str]]] = {
+    "PermitWitnessTransferFrom": [
+        {"name": "permitted", "type": "TokenPermissions"}, {"name": "spender", "type": "address"},
+        {"name": "nonce", "type": "uint256"}, {"name": "deadline", "type": "uint256"},
+        {"name": "witness", "type": "Witness"},
+    ],
+    "TokenPermissions": [{"name": "token", "type": "address"}, {"name": "amount", "type": "uint256"}],
+    "Witness": [{"name": "to", "type": "address"}, {"name": "facilitator", "type": "address"},
+                {"name": "validAfter", "type": "uint256"}],
+}
+SCHEMES = ("exact", "upto")
 
 
 class X402Signer(Protocol):
@@ -120,14 +137,19 @@ def value(req: X402Requirement) -> tuple[Money, Valued | str]:
     neither, the value is unknowable and it is not paid.
     """
     unknown = Money(req.amount, req.currency)
-    if req.scheme != "exact":
-        return unknown, f"scheme {req.scheme!r} is not one httpay signs (only 'exact')"
+    if req.scheme not in SCHEMES:
+        return unknown, f"scheme {clean(req.scheme, 30)!r} is not one httpay signs (only 'exact' and 'upto')"
     cid = chain_id(req.network)
     if cid is None:
-        return unknown, f"network {req.network!r} is not an EVM network httpay knows"
+        return unknown, f"network {clean(req.network, 60)!r} is not an EVM network httpay knows"
     method = req.extra.get("assetTransferMethod")
-    if method not in (None, "eip3009"):
-        return unknown, f"asset transfer method {str(method)[:20]!r} is not supported (only EIP-3009)"
+    upto = req.scheme == "upto"
+    if method not in ((None, "permit2") if upto else (None, "eip3009")):
+        return unknown, (f"asset transfer method {str(method)[:20]!r} is not supported (only "
+                         f"{'Permit2 for upto' if upto else 'EIP-3009'})")
+    facilitator = req.extra.get("facilitatorAddress")
+    if upto and not (isinstance(facilitator, str) and _ADDRESS.match(facilitator) and int(facilitator, 16)):
+        return unknown, "an upto requirement must name its facilitator (extra.facilitatorAddress, a 20-byte address)"
     if not _ADDRESS.match(req.pay_to) or not _ADDRESS.match(req.asset):
         return unknown, "payTo and asset must be 20-byte hex addresses"
     if int(req.pay_to, 16) == 0:
@@ -148,6 +170,8 @@ def value(req: X402Requirement) -> tuple[Money, Valued | str]:
                              "cannot be told; not paying an amount whose worth is unknown")
         decimals, symbol = claimed, req.currency
     price = Money(req.amount, symbol, decimals=decimals, asset=req.asset, usd_pegged=True)
+    if upto:  # the Permit2 domain is fixed: the token's own EIP-712 name and version are not signed
+        return price, Valued(req, cid, decimals, "Permit2", "")
     if not isinstance(name, str) or not name or not isinstance(version, str) or not version:
         return price, "the requirement lacks the token's EIP-712 name and version (extra.name, extra.version)"
     return price, Valued(req, cid, decimals, name, version)
@@ -168,7 +192,8 @@ def to_challenge(ch: X402Challenge, url: str) -> Challenge:
             payload=valued if isinstance(valued, Valued) else r,
         ))
     key = hashlib.sha256(f"x402|{url}|{[o.offer_id for o in offers]}".encode()).hexdigest()[:32]
-    return Challenge(x402.PROTOCOL, tuple(offers), key, url=url, version=str(ch.version), reuse="request", raw=ch)
+    return Challenge(x402.PROTOCOL, tuple(offers), key, url=url, version=str(ch.version), reuse="request", raw=ch,
+                     identified=ch.payment_identifier() is not None)
 
 
 def authorization(v: Valued, payer: str, *, nonce: bytes, now: int) -> dict[str, str]:
@@ -180,6 +205,33 @@ def authorization(v: Valued, payer: str, *, nonce: bytes, now: int) -> dict[str,
         "from": payer, "to": v.requirement.pay_to, "value": str(v.requirement.amount),
         "validAfter": "0", "validBefore": str(now + min(timeout, MAX_TIMEOUT_S)), "nonce": "0x" + nonce.hex(),
     }
+
+
+def permit2_authorization(v: Valued, payer: str, *, nonce: int, now: int) -> dict[str, Any]:
+    """The upto Permit2 authorization for the chosen requirement: at most its amount (the ceiling),
+    to its payTo only, through x402's upto proxy and only by the facilitator it names."""
+    if not 0 <= nonce < 2**256:
+        raise ValueError("a Permit2 nonce is a uint256")
+    req = v.requirement
+    timeout = req.max_timeout_seconds or DEFAULT_TIMEOUT_S
+    return {
+        "from": payer, "permitted": {"token": req.asset, "amount": str(req.amount)}, "spender": UPTO_SPENDER,
+        "nonce": str(nonce), "deadline": str(now + min(timeout, MAX_TIMEOUT_S)),
+        "witness": {"to": req.pay_to, "facilitator": str(req.extra["facilitatorAddress"]), "validAfter": "0"},
+    }
+
+
+def permit2_typed_data(v: Valued, auth: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, list[dict[str, str]]],
+                                                                      str, dict[str, Any]]:
+    """(domain, types, primary type, message) of the PermitWitnessTransferFrom the signer signs."""
+    domain = {"name": "Permit2", "chainId": v.chain_id, "verifyingContract": PERMIT2_ADDRESS}
+    witness = auth["witness"]
+    message = {
+        "permitted": {"token": auth["permitted"]["token"], "amount": int(auth["permitted"]["amount"])},
+        "spender": auth["spender"], "nonce": int(auth["nonce"]), "deadline": int(auth["deadline"]),
+        "witness": {"to": witness["to"], "facilitator": witness["facilitator"], "validAfter": int(witness["validAfter"])},
+    }
+    return domain, UPTO_TYPES, "PermitWitnessTransferFrom", message
 
 
 def typed_data(v: Valued, auth: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, list[dict[str, str]]], str,
@@ -194,16 +246,107 @@ def typed_data(v: Valued, auth: Mapping[str, str]) -> tuple[dict[str, Any], dict
 
 
 def payment_payload(ch: X402Challenge, req: X402Requirement, auth: Mapping[str, str],
-                    signature: bytes) -> dict[str, Any]:
-    """The payload the server reads: v2 echoes the accepted requirement, v1 names scheme and network."""
-    inner = {"signature": "0x" + signature.hex(), "authorization": dict(auth)}
+                    signature: bytes, payment_id: str | None = None) -> dict[str, Any]:
+    """The payload the server reads: v2 echoes the accepted requirement (and the extensions, with the
+    call's payment id when the server declared payment-identifier), v1 names scheme and network."""
+    inner = {"signature": "0x" + signature.hex(),
+             "permit2Authorization" if req.scheme == "upto" else "authorization": dict(auth)}
     if ch.version == 1:
         return {"x402Version": 1, "scheme": req.scheme, "network": req.network, "payload": inner}
     out: dict[str, Any] = {"x402Version": 2, "payload": inner, "accepted": dict(req.raw)}
     for key in ("resource", "extensions"):
         if ch.raw.get(key) is not None:
             out[key] = ch.raw[key]
+    if payment_id is not None:
+        out["extensions"] = x402.with_payment_id(ch.extensions, payment_id)
     return out
+
+
+def payment_id_for(ch: X402Challenge, call_key: str | None, host: str) -> str | None:
+    """The id to send under the server's payment-identifier (the ledger's call key), or None when it
+    declared none. PaymentRefused, before anything is signed, when it requires one httpay cannot send."""
+    declared = ch.payment_identifier()
+    if declared is None:
+        return None
+    if declared.problem is not None:
+        raise PaymentRefused(f"refused: {clean(host, 80)} declares the x402 payment-identifier extension in a form "
+                             f"httpay cannot follow ({declared.problem}); not signing a payment it may refuse",
+                             rule="x402")
+    if call_key is not None and x402.PAYMENT_ID.match(call_key):
+        return call_key
+    if declared.required:
+        raise PaymentRefused(f"refused: {clean(host, 80)} requires an x402 payment id and this request's "
+                             "Idempotency-Key is not one (16-128 of A-Z, a-z, 0-9, '_' and '-'); send the request "
+                             "without it, or with one of that form", rule="x402")
+    return None  # optional, and the caller's own key is not of the form: the payment goes without one
+
+
+def sent_payload(response: httpx.Response) -> Mapping[str, Any] | None:
+    """The payment payload the request that got `response` carried (None: none, or unreadable)."""
+    try:
+        headers = response.request.headers
+    except RuntimeError:
+        return None
+    value = headers.get(x402.PAYMENT_SIGNATURE) or headers.get(x402.X_PAYMENT)
+    if not value:
+        return None
+    try:
+        payload = x402.decode_payment_header(value)
+    except ChallengeError:
+        return None
+    return payload if isinstance(payload, Mapping) else None
+
+
+def _sent_payment_id(payload: Mapping[str, Any] | None) -> str | None:
+    ext = payload.get("extensions") if payload is not None else None
+    pid = ext.get(x402.PAYMENT_IDENTIFIER) if isinstance(ext, Mapping) else None
+    info = pid.get("info") if isinstance(pid, Mapping) else None
+    found = info.get("id") if isinstance(info, Mapping) else None
+    return found if isinstance(found, str) else None
+
+
+def _scheme_of(payload: Mapping[str, Any] | None) -> str | None:
+    accepted = payload.get("accepted") if payload is not None else None
+    scheme = accepted.get("scheme") if isinstance(accepted, Mapping) else (payload or {}).get("scheme")
+    return scheme if isinstance(scheme, str) else None
+
+
+def _needs_allowance(reason: str | None) -> bool:
+    return reason is not None and "permit2_allowance_required" in reason.lower()
+
+
+def _allowance(host: str, payload: Mapping[str, Any] | None) -> Any:
+    """The Permit2AllowanceRequired of a 412 (or its error code), once the flow has failed its row."""
+    accepted = payload.get("accepted") if payload is not None else None
+    accepted = accepted if isinstance(accepted, Mapping) else {}
+    token = accepted.get("asset") if isinstance(accepted.get("asset"), str) else None
+    network = accepted.get("network") if isinstance(accepted.get("network"), str) else None
+    inner = payload.get("payload") if payload is not None else None
+    auth = inner.get("permit2Authorization") if isinstance(inner, Mapping) else None
+    owner = auth.get("from") if isinstance(auth, Mapping) and isinstance(auth.get("from"), str) else "your address"
+
+    def build(receipt: Any, response: Any) -> Exception:
+        return Permit2AllowanceRequired(
+            f"{clean(host, 80)} needs a Permit2 allowance before it can take this upto payment "
+            "(412 PERMIT2_ALLOWANCE_REQUIRED): approve the Permit2 contract "
+            f"{PERMIT2_ADDRESS} to spend token {clean(token or '(unknown)', 60)} on {clean(network or '?', 60)} "
+            f"from {clean(owner, 60)} (a one-time on-chain approve transaction, in your wallet), then retry; "
+            f"nothing was spent (ledger #{receipt.id} is failed)", receipt=receipt, response=response,
+            token=token, network=network)
+    return build
+
+
+def _conflict(host: str, payment_id: str | None) -> Any:
+    """The PaymentIdConflict of a 409, once the flow has failed its row."""
+    shown = clean(payment_id or "(none)", 140)
+
+    def build(receipt: Any, response: Any) -> Exception:
+        return PaymentIdConflict(
+            f"{clean(host, 80)} answered 409 Conflict: it already holds payment id {shown} for another payment; "
+            f"this one was not taken (ledger #{receipt.id} is failed) and nothing is paid again. If the earlier "
+            "payment under that id was served, its answer is with the service; sending the request again starts "
+            "a new call with a new id", receipt=receipt, response=response)
+    return build
 
 
 class X402:
@@ -229,33 +372,54 @@ class X402:
         """The typed data authorizing the chosen requirement, for the signer's address."""
         v: Valued = ctx.quote.offer.payload
         assert ctx.payer_address is not None and ctx.quote.price_msat is not None
+        payment_id = payment_id_for(ctx.challenge.raw, ctx.call_key, ctx.request.url.host)
         nonce = secrets.token_bytes(32)
-        auth = authorization(v, ctx.payer_address, nonce=nonce, now=int(time.time()))
-        domain, types, primary, message = typed_data(v, auth)
+        auth: dict[str, Any]
+        if v.requirement.scheme == "upto":  # the ceiling is signed, quoted and reserved; the service settles less
+            auth = permit2_authorization(v, ctx.payer_address, nonce=int.from_bytes(nonce, "big"), now=int(time.time()))
+            domain, types, primary, message = permit2_typed_data(v, auth)
+        else:
+            auth = authorization(v, ctx.payer_address, nonce=nonce, now=int(time.time()))
+            domain, types, primary, message = typed_data(v, auth)
         return ToSign(domain, types, primary, message, amount_msat=ctx.quote.price_msat, reference=nonce.hex(),
-                      price=f"{ctx.quote.offer.price} on {v.requirement.network}", state=(v, auth))
+                      price=f"{ctx.quote.offer.price} on {v.requirement.network}", state=(v, auth, payment_id))
         yield  # nothing to fetch
 
     def present(self, challenge: Challenge, payable: Payable, proof: Proof) -> Credential:
         assert isinstance(payable, ToSign) and proof.signature is not None
         ch: X402Challenge = challenge.raw
-        v, auth = payable.state
-        name, header = x402.encode_payment_header(payment_payload(ch, v.requirement, auth, proof.signature), ch.version)
+        v, auth, payment_id = payable.state
+        name, header = x402.encode_payment_header(payment_payload(ch, v.requirement, auth, proof.signature, payment_id),
+                                                  ch.version)
         return Credential({name: header})
 
     def settlement(self, response: httpx.Response) -> Settlement | None:
+        sent = sent_payload(response)
+        try:
+            host = response.request.url.host
+        except RuntimeError:
+            host = "the service"
+        if response.status_code == 409:  # payment-identifier: this id is held for another payload
+            return Settlement(False, reason="409 Conflict: the payment id is held for another payment",
+                              error=_conflict(host, _sent_payment_id(sent)))
         try:
             proof = x402.decode_payment_response(response.headers)
         except ChallengeError:
             proof = None
+        if response.status_code == 412:  # upto: the payer has not approved Permit2 for the token
+            return Settlement(False, reason="412 PERMIT2_ALLOWANCE_REQUIRED", error=_allowance(host, sent))
         if proof is not None:
-            return Settlement(proof.success, proof.transaction, proof.network,
-                              proof.error_reason or proof.error_message)
+            reason = proof.error_reason or proof.error_message
+            # only upto settles less than was signed; an exact payment is its full amount, whatever is said
+            amount = proof.amount if _scheme_of(sent) == "upto" else None
+            return Settlement(proof.success, proof.transaction, proof.network, reason, amount=amount,
+                              error=_allowance(host, sent) if _needs_allowance(reason) else None)
         if response.status_code == 402:
             try:
                 again = x402.parse(response.status_code, response.headers, response.content)
             except ChallengeError:
                 again = None
             if again is not None and again.error:
-                return Settlement(None, reason=again.error)
+                return Settlement(None, reason=again.error,
+                                  error=_allowance(host, sent) if _needs_allowance(again.error) else None)
         return None

@@ -13,6 +13,7 @@ import base64
 import binascii
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +24,7 @@ from httpay.protocols.www_authenticate import header_values
 from httpay.safe import clean, loads
 
 __all__ = [
+    "PAYMENT_IDENTIFIER",
     "PAYMENT_REQUIRED",
     "PAYMENT_RESPONSE",
     "PAYMENT_SIGNATURE",
@@ -42,6 +44,11 @@ PAYMENT_SIGNATURE = "PAYMENT-SIGNATURE"
 PAYMENT_RESPONSE = "PAYMENT-RESPONSE"
 X_PAYMENT = "X-PAYMENT"
 X_PAYMENT_RESPONSE = "X-PAYMENT-RESPONSE"
+
+PAYMENT_IDENTIFIER = "payment-identifier"   # v2 extension: an idempotency key for the payment
+SIGN_IN_WITH_X = "sign-in-with-x"           # v2 extension: a returning payer signs in instead of paying
+SIGN_IN_HEADER = "SIGN-IN-WITH-X"
+PAYMENT_ID = re.compile(r"^[A-Za-z0-9_-]{16,128}$")
 
 MAX_HEADER_CHARS = 256 * 1024
 MAX_AMOUNT = 2**256 - 1  # EVM token amounts are uint256
@@ -193,6 +200,23 @@ class X402Challenge:
             raw=dict(d),
         )
 
+    @property
+    def extensions(self) -> Mapping[str, Any]:
+        """The v2 `extensions` the server declared (empty when none, or not an object)."""
+        ext = self.raw.get("extensions")
+        return ext if isinstance(ext, Mapping) and self.version == 2 else {}
+
+    def payment_identifier(self) -> PaymentIdentifier | None:
+        """The server's payment-identifier declaration, or None when it declared none."""
+        if PAYMENT_IDENTIFIER not in self.extensions:
+            return None
+        ext = self.extensions[PAYMENT_IDENTIFIER]
+        info = ext.get("info") if isinstance(ext, Mapping) else None
+        required = info.get("required", False) if isinstance(info, Mapping) else None
+        if not isinstance(required, bool):
+            return PaymentIdentifier(required=True, problem="its info.required is not true or false")
+        return PaymentIdentifier(required=required)
+
     def to_offers(self) -> list[Offer]:
         """The requirements as `Offer`s, so a person or an agent sees the price as for L402 offers."""
         offers: list[Offer] = []
@@ -220,6 +244,33 @@ class X402Challenge:
         if self.error:
             head += f" ({clean(self.error, 80)})"
         return head + "".join(f"\n- {r}" for r in self.accepts)
+
+
+@dataclass(frozen=True)
+class PaymentIdentifier:
+    """A payment-identifier declaration: whether the server requires an id, and what is wrong with it
+    (`problem`: a declaration httpay cannot follow, so it is treated as required and not met)."""
+
+    required: bool
+    problem: str | None = None
+
+
+def with_payment_id(extensions: Mapping[str, Any], payment_id: str) -> dict[str, Any]:
+    """The server's extensions echoed, the payment-identifier's `info.id` set (as the spec's PaymentPayload)."""
+    if not PAYMENT_ID.match(payment_id):
+        raise ChallengeError("an x402 payment id is 16-128 of A-Z, a-z, 0-9, '_' and '-'", field="id")
+    out = {k: v for k, v in extensions.items()}
+    ext = extensions.get(PAYMENT_IDENTIFIER)
+    ext = dict(ext) if isinstance(ext, Mapping) else {}
+    info = ext.get("info")
+    ext["info"] = {**(dict(info) if isinstance(info, Mapping) else {}), "id": payment_id}
+    out[PAYMENT_IDENTIFIER] = ext
+    return out
+
+
+def decode_payment_header(value: str) -> Any:
+    """The payment payload in a `PAYMENT-SIGNATURE` / `X-PAYMENT` value (ChallengeError if it is not one)."""
+    return _b64json(value, PAYMENT_SIGNATURE)
 
 
 def _b64json(value: str, what: str) -> Any:

@@ -1,0 +1,169 @@
+"""x402 v2 (issue 12) from the specs' own examples, cross-checked with the PyPI `x402` 2.25 package:
+payment-identifier (extensions/payment_identifier.md), upto on EVM (schemes/upto/scheme_upto_evm.md)."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+import httpx
+import pytest
+
+from httpay.core.dialect import Settlement
+from httpay.core.flow import _metered
+from httpay.core.quote import method_allowed
+from httpay.dialects.x402 import (
+    PERMIT2_ADDRESS,
+    UPTO_SPENDER,
+    X402,
+    Valued,
+    payment_id_for,
+    payment_payload,
+    permit2_authorization,
+    permit2_typed_data,
+    to_challenge,
+)
+from httpay.errors import PaymentRefused
+from httpay.ledger.models import Receipt, Status
+from httpay.protocols import x402
+from httpay.signers import EvmSigner
+
+KEY = "0x" + "4c" * 32
+FACILITATOR = "0x857b06519E91e3A54538791bDbb0E22373e36b66"
+
+# payment_identifier.md, "PaymentRequired": the server advertises support
+PID_DECLARED = {
+    "info": {"required": False},
+    "schema": {"$schema": "https://json-schema.org/draft/2020-12/schema", "type": "object",
+               "properties": {"required": {"type": "boolean"}, "id": {"type": "string", "minLength": 16, "maxLength": 128}},
+               "required": ["required"]},
+}
+# scheme_upto_evm.md, "Example PaymentRequired" (its facilitator address made a real one)
+UPTO_REQUIRED = {
+    "x402Version": 2, "error": "PAYMENT-SIGNATURE header is required",
+    "resource": {"url": "https://api.example.com/llm/generate", "description": "LLM text generation endpoint",
+                 "mimeType": "application/json"},
+    "accepts": [{"scheme": "upto", "network": "eip155:84532", "amount": "5000000",
+                 "asset": "0x036CbD53842c5426634e7929541eC2318f3dCF7e",
+                 "payTo": "0x209693Bc6afc0C5328bA36FaF03C514EF312287C", "maxTimeoutSeconds": 300,
+                 "extra": {"name": "USDC", "version": "2", "facilitatorAddress": FACILITATOR}}],
+}
+
+
+def b64(data: Any) -> str:
+    return base64.b64encode(json.dumps(data).encode()).decode()
+
+
+def challenge(d: dict[str, Any]) -> x402.X402Challenge:
+    found = x402.parse(402, {"PAYMENT-REQUIRED": b64(d)})
+    assert found is not None
+    return found
+
+
+# -- payment-identifier ---------------------------------------------------------------------------
+def test_the_echoed_extension_is_the_specs_payment_payload_and_their_validator_takes_it() -> None:
+    from x402.extensions.payment_identifier import extract_payment_identifier, validate_payment_identifier
+    from x402.schemas import PaymentPayload
+
+    ch = challenge({**UPTO_REQUIRED, "extensions": {"payment-identifier": PID_DECLARED}})
+    assert ch.payment_identifier() == x402.PaymentIdentifier(required=False)
+    assert to_challenge(ch, "https://api.example.com/llm/generate").identified
+    out = payment_payload(ch, ch.accepts[0], {"from": "0x1"}, b"\x01" * 65, "pay_7d5d747be160e280504c099d984bcfe0")
+    ext = out["extensions"]["payment-identifier"]
+    # "Client echoes the extension and appends an id" (the spec's PaymentPayload, exactly)
+    assert ext == {**PID_DECLARED, "info": {"required": False, "id": "pay_7d5d747be160e280504c099d984bcfe0"}}
+    assert validate_payment_identifier(ext).valid
+    assert extract_payment_identifier(PaymentPayload.model_validate(out)) == "pay_7d5d747be160e280504c099d984bcfe0"
+
+
+@pytest.mark.parametrize(("declared", "key", "outcome"), [
+    ({"info": {"required": False}}, "pay_" + "a" * 32, "pay_" + "a" * 32),
+    ({"info": {"required": True}}, "pay_" + "a" * 32, "pay_" + "a" * 32),
+    ({"info": {"required": False}}, "short", None),          # the caller's own key is no id: sent without one
+    ({"info": {"required": True}}, "short", "requires an x402 payment id"),
+    ({"info": {"required": True}}, None, "requires an x402 payment id"),
+    ({"info": {"required": "yes"}}, "pay_" + "a" * 32, "cannot follow"),
+    ({"info": "required"}, "pay_" + "a" * 32, "cannot follow"),
+])
+def test_the_id_sent_or_a_clear_refusal_before_signing(declared: Any, key: str | None, outcome: str | None) -> None:
+    ch = challenge({**UPTO_REQUIRED, "extensions": {"payment-identifier": declared}})
+    if outcome is None or outcome.startswith("pay_"):
+        assert payment_id_for(ch, key, "api.example.com") == outcome
+        return
+    with pytest.raises(PaymentRefused, match=outcome) as caught:
+        payment_id_for(ch, key, "api.example.com")
+    assert caught.value.rule == "x402"
+
+
+def test_no_declaration_no_id_and_no_identity() -> None:
+    ch = challenge(UPTO_REQUIRED)
+    assert ch.payment_identifier() is None and payment_id_for(ch, "pay_" + "a" * 32, "h") is None
+    assert not to_challenge(ch, "https://api.example.com/").identified
+    with pytest.raises(x402.ChallengeError):
+        x402.with_payment_id({}, "has spaces in it, not an id")
+
+
+def test_a_409_is_a_conflict_the_flow_raises_typed() -> None:
+    sent = httpx.Request("POST", "https://api.example.com/x", headers={"PAYMENT-SIGNATURE": b64(
+        {"x402Version": 2, "accepted": {}, "extensions": {"payment-identifier": {"info": {"id": "pay_" + "b" * 32}}}})})
+    proof = X402().settlement(httpx.Response(409, request=sent))
+    assert proof is not None and proof.success is False and proof.error is not None
+    receipt = Receipt(7, Status.FAILED, *[None] * 2, "api.example.com", "u", "x402", "m", *[None] * 6, 10_000)  # type: ignore[arg-type]
+    exc = proof.error(receipt, None)
+    assert type(exc).__name__ == "PaymentIdConflict" and "pay_" + "b" * 32 in str(exc) and "ledger #7" in str(exc)
+
+
+# -- upto -----------------------------------------------------------------------------------------
+def test_upto_is_priced_at_its_ceiling_and_named_by_the_method_scheme() -> None:
+    ch = to_challenge(challenge(UPTO_REQUIRED), "https://api.example.com/llm/generate")
+    (offer,) = ch.offers
+    assert offer.unpayable is None and str(offer.price) == "5 USDC" and offer.price.in_usd() == 5
+    assert offer.pay_method == "x402:upto:eip155:84532"
+    assert method_allowed(["x402"], offer.pay_method) and method_allowed(["x402:upto"], offer.pay_method)
+    assert not method_allowed(["x402:exact"], offer.pay_method)
+    no_facilitator = {**UPTO_REQUIRED, "accepts": [{**UPTO_REQUIRED["accepts"][0], "extra": {"name": "USDC"}}]}
+    assert "facilitatorAddress" in (to_challenge(challenge(no_facilitator), "u").offers[0].unpayable or "")
+
+
+def test_the_permit_is_the_one_their_client_builds_and_their_verifier_recovers() -> None:
+    from x402.mechanisms.evm.types import UptoPermit2Payload
+    from x402.mechanisms.evm.upto.client import _build_upto_permit2_typed_data
+    from x402.mechanisms.evm.verify import _hash_typed_data, verify_eoa_signature
+
+    ch = challenge(UPTO_REQUIRED)
+    valued = to_challenge(ch, "u").offers[0].payload
+    assert isinstance(valued, Valued)
+    signer = EvmSigner.from_key(KEY)
+    auth = permit2_authorization(valued, signer.address, nonce=2**255 + 7, now=1_800_000_000)
+    assert auth["spender"] == UPTO_SPENDER and auth["permitted"]["amount"] == "5000000"
+    assert auth["witness"] == {"to": "0x209693Bc6afc0C5328bA36FaF03C514EF312287C", "facilitator": FACILITATOR,
+                               "validAfter": "0"}
+    assert auth["deadline"] == str(1_800_000_000 + 300)
+    domain, types, primary, message = permit2_typed_data(valued, auth)
+    assert domain == {"name": "Permit2", "chainId": 84532, "verifyingContract": PERMIT2_ADDRESS}
+    signature = signer.sign_typed_data(domain, types, primary, message)
+    payload = payment_payload(ch, ch.accepts[0], auth, signature)
+    theirs = UptoPermit2Payload.from_dict(payload["payload"])  # their reader takes our payload
+    t_domain, t_types, t_primary, t_message = _build_upto_permit2_typed_data(theirs.permit2_authorization, 84532)
+    digest = _hash_typed_data(t_domain, t_types, t_primary, t_message)
+    assert verify_eoa_signature(digest, signature, signer.address)
+
+
+def test_only_upto_settles_less_and_never_more_than_its_ceiling() -> None:
+    def answer(scheme: str, amount: str) -> Settlement | None:
+        sent = httpx.Request("GET", "https://h/", headers={"PAYMENT-SIGNATURE": b64(
+            {"x402Version": 2, "accepted": {"scheme": scheme}})})
+        return X402().settlement(httpx.Response(200, request=sent, headers={"PAYMENT-RESPONSE": b64(
+            {"success": True, "transaction": "0x1", "network": "eip155:84532", "amount": amount})}))
+    upto, exact = answer("upto", "1858"), answer("exact", "1")
+    assert upto is not None and upto.amount == 1858
+    assert exact is not None and exact.amount is None  # an exact payment is its full amount, whatever is said
+    row = Receipt(1, Status.PENDING, *[None] * 2, "h", "u", "x402", "x402:upto:eip155:84532", None, None,  # type: ignore[arg-type]
+                  20_000, "USDC", None, None, 20_000)
+    assert _metered(row, upto) == (1858, "; settled 1858 of the 20000 signed for")
+    over = Settlement(True, amount=30_000)
+    msat, note = _metered(row, over)
+    assert msat == 20_000 and "service defect" in note and "above the 20000" in note
+    assert _metered(row, Settlement(True, amount=0))[0] == 0
+    assert _metered(row, Settlement(True))[0] is None
