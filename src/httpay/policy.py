@@ -113,6 +113,7 @@ class Policy:
     max_fee_msat: int | None = None
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
     default_limits: bool = True  # False only through Policy.unlimited(): no default limit is added
+    sign_in: bool = False        # sign in (x402 sign-in-with-x, EIP-191) where a service offers it, before paying
 
     @classmethod
     def unlimited(cls, **settings: Any) -> Policy:
@@ -130,6 +131,9 @@ class Policy:
                 raise ConfigError(f"Policy({name}=...) must be a non-negative finite number, got {v!r}")
             if v is not None and v > MAX_POLICY_NUMBER:
                 raise ConfigError(f"Policy({name}=...) is larger than any real amount (at most {MAX_POLICY_NUMBER:.0e})")
+        if not isinstance(self.sign_in, bool):
+            raise ConfigError(f"Policy(sign_in=...) must be True or False (sign in where a service offers it), "
+                              f"got {self.sign_in!r}")
         if not isinstance(self.default_limits, bool):
             raise ConfigError(f"Policy(default_limits=...) must be True or False, got {self.default_limits!r}")
         for name in ("allowed_hosts", "denied_hosts", "payment_hosts"):

@@ -58,6 +58,52 @@ def _pid(payload: dict[str, Any]) -> str | None:
     return found if isinstance(found, str) else None
 
 
+class SigningSigner(CountingSigner):
+    """The counting signer, which also signs sign-in messages (EIP-191), counting them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[str] = []
+
+    def sign_message(self, message: str) -> bytes:
+        self.messages.append(message)
+        return bytes(self.inner.sign_message(message))
+
+
+def siwx(svc: HostileService, seen: Seen, *, path: str = "/siwx", domain: str | None = None,
+         statement: str | None = None, returning: bool = True) -> str:
+    """An exact x402 paywall offering sign-in-with-x for `domain` (default: its own host). A sign-in is
+    checked as a SIWE verifier does (the `siwe` package rebuilds the message, the signature must recover
+    the address): a `returning` payer (one who already paid) is served; anyone else is asked to pay."""
+    from eth_account import Account
+    from eth_account.messages import encode_defunct
+    from siwe import SiweMessage
+
+    url = svc.url + path
+    info: dict[str, Any] = {"domain": domain or url.split("//")[1].split("/")[0], "uri": url, "version": "1",
+                            "nonce": "a1b2c3d4e5f60718", "issuedAt": "2026-12-01T12:00:00Z", "resources": [url]}
+    if statement is not None:
+        info["statement"] = statement
+    ext = {"sign-in-with-x": {"info": info, "supportedChains": [{"chainId": "eip155:84532", "type": "eip191"}]}}
+    pay = v2(svc, seen, path=path + "-pay", extensions=ext)
+    paywall = svc.handlers[path + "-pay"]
+
+    async def handler(request: Request) -> Response:
+        header = request.headers.get("sign-in-with-x")
+        if header is not None and request.headers.get("payment-signature") is None:
+            p = json.loads(base64.b64decode(header))
+            seen.sign_ins.append(p)
+            message = SiweMessage(domain=p["domain"], address=p["address"], uri=p["uri"], version=p["version"],
+                                  chain_id=int(p["chainId"].split(":")[1]), nonce=p["nonce"], issued_at=p["issuedAt"],
+                                  statement=p.get("statement"), resources=p.get("resources")).prepare_message()
+            signer = Account.recover_message(encode_defunct(text=message), signature=p["signature"])
+            if signer == p["address"] and returning:
+                return JSONResponse({"served": True, "signed_in": signer})
+        return await paywall(request)
+    del pay
+    return svc.route(path, handler)
+
+
 def v2(svc: HostileService, seen: Seen, *, path: str = "/v2", scheme: str = "exact", amount: str = "10000",
        extensions: dict[str, Any] | None = None, answer: str = "settle", settled: str | None = None) -> str:
     """An x402 v2 paywall. `answer` to a payment: "settle" (200 + receipt, with `settled` as the upto
@@ -123,6 +169,7 @@ class Case:
     noted: str = ""
     ids: int | None = None
     policy: dict[str, Any] = field(default_factory=dict)
+    sign_ins: int = 0             # sign-in messages the signer signed (and the service received)
 
 
 CASES = [
@@ -166,6 +213,19 @@ CASES = [
     Case("upto-ceiling-over-the-per-payment-limit-refused",
          lambda svc, seen: v2(svc, seen, scheme="upto", amount="1000000", settled="10"), (PaymentRefused,), 0, (), 0,
          says="per-payment limit"),
+    # -- sign-in-with-x ---------------------------------------------------------------------------
+    Case("sign-in-returning-payer-is-not-charged", lambda svc, seen: siwx(svc, seen), (None,), 0, (), 0,
+         policy={"sign_in": True}, sign_ins=1),
+    Case("sign-in-with-a-statement", lambda svc, seen: siwx(svc, seen, statement="Sign in to the weather API"),
+         (None,), 0, (), 0, policy={"sign_in": True}, sign_ins=1),
+    Case("sign-in-new-payer-still-asked-pays-once", lambda svc, seen: siwx(svc, seen, returning=False), (None,), 1,
+         (("settled", 10_000),), 10_000, policy={"sign_in": True}, sign_ins=1),
+    Case("sign-in-for-another-domain-never-signed", lambda svc, seen: siwx(svc, seen, domain="bank.example"),
+         (None,), 1, (("settled", 10_000),), 10_000, policy={"sign_in": True}),
+    Case("sign-in-message-with-extra-lines-never-signed",
+         lambda svc, seen: siwx(svc, seen, statement="hello\nURI: https://bank.example/"), (None,), 1,
+         (("settled", 10_000),), 10_000, policy={"sign_in": True}),
+    Case("sign-in-off-by-default", lambda svc, seen: siwx(svc, seen), (None,), 1, (("settled", 10_000),), 10_000),
     Case("upto-not-allowed-by-x402-exact",
          lambda svc, seen: v2(svc, seen, scheme="upto", amount="50000"), (PaymentRefused,), 0, (), 0,
          says="x402:upto:eip155:84532", policy={"methods": ["x402:exact"]}),
@@ -176,7 +236,7 @@ CASES = [
 def test_x402_v2(case: Case, mode: str, svc: HostileService, ledger: Path) -> None:
     seen = Seen()
     url = case.build(svc, seen)
-    signer = CountingSigner()
+    signer = SigningSigner()
     policy = httpay.Policy(**{"methods": ["x402"], "usd_per_btc": RATE, "max_per_payment_usd": 0.5, **case.policy})
     errors: list[BaseException | None] = []
     for body in case.bodies:
@@ -199,5 +259,6 @@ def test_x402_v2(case: Case, mode: str, svc: HostileService, ledger: Path) -> No
         assert len(set(ids)) == case.ids and all(i.startswith("pay_") for i in ids)
         if case.bodies[0] is not None:  # a POST: its Idempotency-Key is the call's key, the payment id too
             assert seen.keys == seen.ids
+    assert len(signer.messages) == len(seen.sign_ins) == case.sign_ins
     if any(isinstance(e, CallAlreadyPaid) for e in errors):
         assert len(signer.signed) == 1  # never a second payment

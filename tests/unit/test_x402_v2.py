@@ -167,3 +167,60 @@ def test_only_upto_settles_less_and_never_more_than_its_ceiling() -> None:
     assert msat == 20_000 and "service defect" in note and "above the 20000" in note
     assert _metered(row, Settlement(True, amount=0))[0] == 0
     assert _metered(row, Settlement(True))[0] is None
+
+
+# -- sign-in-with-x -------------------------------------------------------------------------------
+SIWX_INFO = {"domain": "api.example.com", "uri": "https://api.example.com/premium", "version": "1",
+             "nonce": "a1b2c3d4e5f67890", "issuedAt": "2026-12-01T12:00:00Z",
+             "expirationTime": "2099-01-01T00:00:00Z", "resources": ["https://api.example.com/premium"]}
+CHAINS = [{"chainId": "eip155:8453", "type": "eip191"}]
+
+
+@pytest.mark.parametrize("statement", [None, "Sign in to the premium API"])
+def test_the_siwe_message_is_the_one_a_siwe_verifier_rebuilds_and_the_signature_recovers(statement: str | None) -> None:
+    from eth_account import Account
+    from eth_account.messages import encode_defunct
+    from siwe import SiweMessage
+
+    info = {**SIWX_INFO, **({"statement": statement} if statement else {})}
+    offer = challenge({**UPTO_REQUIRED, "extensions": {"sign-in-with-x": {"info": info, "supportedChains": CHAINS}}}
+                      ).sign_in()
+    assert offer is not None and offer.evm_chain() == "eip155:8453"
+    assert offer.problem("https://api.example.com/premium", 1_800_000_000) is None
+    signer = EvmSigner.from_key(KEY)
+    text = offer.message(signer.address, "eip155:8453")
+    header = json.loads(base64.b64decode(offer.header(signer.address, "eip155:8453", signer.sign_message(text))))
+    theirs = SiweMessage(domain=header["domain"], address=header["address"], uri=header["uri"],
+                         version=header["version"], chain_id=8453, nonce=header["nonce"], issued_at=header["issuedAt"],
+                         expiration_time=header["expirationTime"], statement=header.get("statement"),
+                         resources=header["resources"]).prepare_message()
+    assert theirs == text
+    assert Account.recover_message(encode_defunct(text=theirs), signature=header["signature"]) == signer.address
+    assert (header["chainId"], header["type"]) == ("eip155:8453", "eip191")
+
+
+@pytest.mark.parametrize(("over", "url", "why"), [
+    ({}, "https://evil.example/premium", "never signs in for another domain"),
+    ({"domain": "api.example.com.evil.example"}, "https://api.example.com/premium", "another domain"),
+    ({"uri": "https://evil.example/premium"}, "https://api.example.com/premium", "is not on https://api.example.com"),
+    ({"resources": ["https://bank.example/all"]}, "https://api.example.com/premium", "is not on"),
+    ({"statement": "ok\nURI: https://bank.example/"}, "https://api.example.com/premium", "not one line"),
+    ({"nonce": "short"}, "https://api.example.com/premium", "nonce"),
+    ({"expirationTime": "2020-01-01T00:00:00Z"}, "https://api.example.com/premium", "expired"),
+    ({"domain": None}, "https://api.example.com/premium", "lacks domain"),
+])
+def test_what_is_never_signed(over: dict[str, Any], url: str, why: str) -> None:
+    info = {k: v for k, v in {**SIWX_INFO, **over}.items() if v is not None}
+    offer = x402.SignIn(info, tuple(CHAINS))
+    assert why in (offer.problem(url, 1_800_000_000) or "")
+    assert "EIP-191" in (x402.SignIn(SIWX_INFO, ({"chainId": "solana:x", "type": "ed25519"},)).problem(
+        "https://api.example.com/premium", 0) or "")
+
+
+def test_signing_in_is_off_unless_the_policy_says_so() -> None:
+    import httpay
+    from httpay.errors import ConfigError
+
+    assert httpay.Policy().sign_in is False and httpay.Policy(sign_in=True).sign_in is True
+    with pytest.raises(ConfigError, match=r"Policy\(sign_in=...\) must be True or False"):
+        httpay.Policy(sign_in="yes")  # type: ignore[arg-type]

@@ -33,6 +33,8 @@ from httpay.core.dialect import (
     Payable,
     Proof,
     Settlement,
+    SigningIn,
+    SignsIn,
     ToSign,
     dialect_of,
     read_challenge,
@@ -318,6 +320,9 @@ def pay_flow(payer: Payer, request: httpx.Request, response: httpx.Response,
     call = yield from _call_of(run, challenge)
     if call is not None and call.paid:  # the application sent a paid call again: present that payment
         return (yield from _answered(run, call, (yield from _present_again(run, challenge, call))))
+    signed_in = yield from _sign_in(run, challenge)
+    if signed_in is not None:  # a returning payer, served by signing in: nothing paid
+        return (yield from _answered(run, call, signed_in))
     if challenge.reuse == "request":  # a payment buys this one request: nothing to share or wait for
         attempt = _Attempt(run, response, challenge, None, met_402_at, max_price_msat, offer_id, call=call)
         receipt, credential = yield from attempt.obtain()
@@ -356,6 +361,26 @@ def pay_flow(payer: Payer, request: httpx.Request, response: httpx.Response,
     finally:
         yield Leave(key)
     return (yield from _answered(run, call, (yield from _deliver(run, challenge, receipt, credential, attempt.shown))))
+
+
+def _sign_in(run: _Run, challenge: Challenge) -> Generator[Effect, Any, httpx.Response | None]:
+    """Where the policy allows signing in and the dialect's service offers it, the answer to the request
+    sent signed in (None: paying goes on). Only for a host the policy allows, and only with a signer."""
+    payer, dialect = run.payer, dialect_of(challenge)
+    address = getattr(payer.signer, "address", None)
+    if not payer.policy.sign_in or not isinstance(dialect, SignsIn) or not isinstance(address, str):
+        return None
+    try:
+        payer.policy.check_host(run.host)
+    except PaymentRefused:
+        return None  # a host the policy does not pay learns nothing of the payer either
+    ctx = SigningIn(request=run.request, challenge=challenge, payer_address=address,
+                    report=lambda kind, message, **fields: run.say(kind, message, **fields))
+    answer: httpx.Response | None = yield from dialect.sign_in(ctx)
+    if answer is not None:
+        run.say(Served, f"served with HTTP {answer.status_code} after signing in; nothing paid",
+                status=answer.status_code, receipt=None)
+    return answer
 
 
 def _call_of(run: _Run, challenge: Challenge) -> Generator[Effect, Any, Call | None]:

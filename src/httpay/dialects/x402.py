@@ -21,8 +21,9 @@ from typing import Any, Protocol
 
 import httpx
 
-from httpay.core.dialect import Credential, Obtaining, Payable, Proof, Settlement, ToSign
-from httpay.core.effects import Effect
+from httpay.core.dialect import Credential, Obtaining, Payable, Proof, Settlement, SigningIn, ToSign
+from httpay.core.effects import Effect, ReadBody, Send, SignMessage
+from httpay.core.events import Refused, Retried
 from httpay.core.model import Challenge, Money, Offer
 from httpay.errors import ChallengeError, PaymentIdConflict, PaymentRefused, Permit2AllowanceRequired
 from httpay.protocols import x402
@@ -99,6 +100,10 @@ class X402Signer(Protocol):
 
     def sign_typed_data(self, domain: Mapping[str, Any], types: Mapping[str, Sequence[Mapping[str, str]]],
                         primary_type: str, message: Mapping[str, Any]) -> bytes: ...
+
+    def sign_message(self, message: str) -> bytes:
+        """EIP-191 personal_sign of a text message (sign-in-with-x)."""
+        ...
 
 
 def chain_id(network: str) -> int | None:
@@ -384,6 +389,40 @@ class X402:
         return ToSign(domain, types, primary, message, amount_msat=ctx.quote.price_msat, reference=nonce.hex(),
                       price=f"{ctx.quote.offer.price} on {v.requirement.network}", state=(v, auth, payment_id))
         yield  # nothing to fetch
+
+    def sign_in(self, ctx: SigningIn) -> Generator[Effect, Any, httpx.Response | None]:
+        """Sign the server's CAIP-122 (SIWE) message with the EVM signer and send the request again with
+        SIGN-IN-WITH-X, so a payer who already paid is served without paying again. Never for another
+        domain or origin than the request's; None when not offered, not signed, or still asked to pay."""
+        offer = ctx.challenge.raw.sign_in() if isinstance(ctx.challenge.raw, X402Challenge) else None
+        if offer is None:
+            return None
+        problem = offer.problem(str(ctx.request.url), time.time())
+        if problem is not None:
+            ctx.report(Refused, f"not signing in: {problem}", rule="sign_in", reason=problem)
+            return None
+        chain = offer.evm_chain()
+        assert chain is not None
+        try:
+            signature: bytes = yield SignMessage(offer.message(ctx.payer_address, chain))
+        except Exception as exc:  # noqa: BLE001 - signing in is optional: paying goes on as usual
+            ctx.report(Refused, f"not signing in: the signer did not sign ({type(exc).__name__})", rule="sign_in",
+                       reason=type(exc).__name__)
+            return None
+        request = ctx.request
+        request.headers[x402.SIGN_IN_HEADER] = offer.header(ctx.payer_address, chain, signature)
+        ctx.report(Retried, f"signing in as {ctx.payer_address} ({chain}) before paying", attempt=1)
+        try:
+            answer: httpx.Response = yield Send(request)
+            if answer.status_code == 402:
+                yield ReadBody(answer)
+        finally:
+            del request.headers[x402.SIGN_IN_HEADER]  # the paid request, if any, goes without it
+        if answer.status_code == 402:
+            ctx.report(Refused, "signed in, and the service still asks to be paid", rule="sign_in",
+                       reason="still 402")
+            return None
+        return answer
 
     def present(self, challenge: Challenge, payable: Payable, proof: Proof) -> Credential:
         assert isinstance(payable, ToSign) and proof.signature is not None

@@ -217,6 +217,16 @@ class X402Challenge:
             return PaymentIdentifier(required=True, problem="its info.required is not true or false")
         return PaymentIdentifier(required=required)
 
+    def sign_in(self) -> SignIn | None:
+        """The server's sign-in-with-x offer (None: none, or not an object with an `info` object)."""
+        ext = self.extensions.get(SIGN_IN_WITH_X)
+        info = ext.get("info") if isinstance(ext, Mapping) else None
+        if not isinstance(ext, Mapping) or not isinstance(info, Mapping):
+            return None
+        chains = ext.get("supportedChains")
+        return SignIn(info=dict(info), chains=tuple(c for c in chains if isinstance(c, Mapping))
+                      if isinstance(chains, list) else ())
+
     def to_offers(self) -> list[Offer]:
         """The requirements as `Offer`s, so a person or an agent sees the price as for L402 offers."""
         offers: list[Offer] = []
@@ -253,6 +263,83 @@ class PaymentIdentifier:
 
     required: bool
     problem: str | None = None
+
+
+_SIWE_FIELDS = (("uri", "URI"), ("version", "Version"), ("chainId", "Chain ID"), ("nonce", "Nonce"),
+                ("issuedAt", "Issued At"), ("expirationTime", "Expiration Time"), ("notBefore", "Not Before"),
+                ("requestId", "Request ID"))
+
+
+@dataclass(frozen=True)
+class SignIn:
+    """A sign-in-with-x offer: the CAIP-122 message fields (`info`) and the chains it accepts."""
+
+    info: Mapping[str, Any]
+    chains: tuple[Mapping[str, Any], ...] = ()
+
+    def evm_chain(self) -> str | None:
+        """The first EVM chain signed by EIP-191 (personal_sign) the server accepts, as "eip155:<id>"."""
+        for c in self.chains:
+            cid = c.get("chainId")
+            if (c.get("type") == "eip191" and isinstance(cid, str) and cid.startswith("eip155:")
+                    and cid[7:].isascii() and cid[7:].isdigit() and len(cid) <= 30):
+                return cid
+        return None
+
+    def problem(self, url: str, now: float) -> str | None:
+        """Why httpay must not sign this for a request to `url` (None: it may): another domain or origin
+        (never sign in for another site), a field that would add lines to the message, no EVM chain, expired."""
+        from urllib.parse import urlsplit
+
+        from httpay.safe import clean
+
+        info, here = self.info, urlsplit(url)
+        netloc = (here.hostname or "").lower() + (f":{here.port}" if here.port else "")
+        for key in ("domain", "uri", "version", "nonce", "issuedAt"):
+            if not isinstance(info.get(key), str) or not info[key]:
+                return f"its message lacks {key}"
+        for key, value in info.items():
+            texts = value if isinstance(value, list) else [value]
+            if any(not isinstance(t, str) or "\n" in t or "\r" in t for t in texts if t is not None):
+                return f"its {clean(str(key), 30)} is not one line of text"
+        if str(info["domain"]).lower() != netloc:
+            return f"it is for {clean(str(info['domain']), 80)!r}, not {netloc!r}: httpay never signs in for another domain"
+        for uri in [info["uri"], *(info.get("resources") or [])]:
+            there = urlsplit(str(uri))
+            if (there.scheme, (there.hostname or "").lower(), there.port) != (here.scheme, here.hostname, here.port):
+                return f"its URI {clean(str(uri), 80)!r} is not on {here.scheme}://{netloc}"
+        if not (str(info["nonce"]).isascii() and str(info["nonce"]).isalnum() and len(str(info["nonce"])) >= 8):
+            return "its nonce is not 8 or more letters and digits"
+        if self.evm_chain() is None:
+            return "it accepts no EVM chain signed by EIP-191"
+        expires = info.get("expirationTime")
+        if isinstance(expires, str):
+            from datetime import datetime
+
+            try:
+                if datetime.fromisoformat(expires).timestamp() <= now:
+                    return "its message has expired"
+            except ValueError:
+                return "its expirationTime is not a time"
+        return None
+
+    def message(self, address: str, chain: str) -> str:
+        """The EIP-4361 (SIWE) text of this offer for `address` on `chain`, as a SIWE verifier rebuilds it."""
+        info = {**self.info, "chainId": chain.removeprefix("eip155:")}
+        head = f"{info['domain']} wants you to sign in with your Ethereum account:\n{address}\n"
+        statement = info.get("statement")
+        head += f"\n{statement}\n" if statement else "\n"  # as EIP-4361: a blank statement line stays
+        lines = [f"{label}: {info[key]}" for key, label in _SIWE_FIELDS if info.get(key)]
+        resources = info.get("resources")
+        if resources:
+            lines.append("Resources:" + "".join(f"\n- {r}" for r in resources))
+        return head + "\n" + "\n".join(lines)
+
+    def header(self, address: str, chain: str, signature: bytes) -> str:
+        """The `SIGN-IN-WITH-X` value: base64 JSON of the message fields, the address, chain, type and signature."""
+        payload = {**{k: v for k, v in self.info.items() if v is not None}, "address": address, "chainId": chain,
+                   "type": "eip191", "signature": "0x" + signature.hex()}
+        return base64.b64encode(json.dumps(payload, separators=(",", ":")).encode()).decode("ascii")
 
 
 def with_payment_id(extensions: Mapping[str, Any], payment_id: str) -> dict[str, Any]:
