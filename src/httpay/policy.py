@@ -114,6 +114,7 @@ class Policy:
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
     default_limits: bool = True  # False only through Policy.unlimited(): no default limit is added
     sign_in: bool = False        # sign in (x402 sign-in-with-x, EIP-191) where a service offers it, before paying
+    proposals: Sequence[str] = ()  # unmerged protocol proposals whose offers may be paid (e.g. "x402-lnbtc")
 
     @classmethod
     def unlimited(cls, **settings: Any) -> Policy:
@@ -161,6 +162,11 @@ class Policy:
             raise ConfigError("Policy(strategy='covers_calls') needs calls=N: how many calls the purchase should cover")
         if isinstance(self.methods, str):
             self.methods = (self.methods,)
+        if isinstance(self.proposals, str):
+            self.proposals = (self.proposals,)
+        if not all(isinstance(p, str) for p in self.proposals):
+            raise ConfigError(f"Policy(proposals=...) must be a list of proposal names such as 'x402-lnbtc', "
+                              f"got {self.proposals!r}")
 
     # -- what the limits are ---------------------------------------------------------------------
     def _default(self, *fields: str) -> bool:

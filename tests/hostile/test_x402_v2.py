@@ -10,7 +10,10 @@ type and text, what the service saw (payment ids, Idempotency-Keys, sign-ins). N
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
+import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +32,7 @@ from httpay.errors import (
     Permit2AllowanceRequired,
 )
 from httpay.ledger import SQLiteLedger
-from tests.hostile.harness import CountingSigner, HostileService, run, x402_requirement
+from tests.hostile.harness import CountingSigner, CountingWallet, HostileService, run, x402_requirement
 
 RATE = 100_000.0  # USD per BTC: 10,000 atomic USDC ($0.01) = 10,000 msat
 FACILITATOR = "0x" + "fa" * 20
@@ -104,6 +107,56 @@ def siwx(svc: HostileService, seen: Seen, *, path: str = "/siwx", domain: str | 
     return svc.route(path, handler)
 
 
+class LnbtcWallet(CountingWallet):
+    """The counting wallet, on Bitcoin testnet (the lnbtc draft names mainnet and testnet only)."""
+
+    network = "testnet"
+
+
+def lnbtc(svc: HostileService, seen: Seen, *, path: str = "/lnbtc", bind: str = "request") -> str:
+    """An x402 `exact` on Lightning paywall (the lnbtc proposal): a fresh testnet invoice per 402 whose
+    description hash is the request's hash (`bind` "other": another request's). Serves a payload whose
+    preimage opens an invoice it issued, for the very request bound."""
+    from bolt11 import Bolt11, MilliSatoshi, Tags, encode
+    from bolt11.types import TagChar
+
+    from httpay.protocols.x402 import lnbtc_request_hash
+    from tests.helpers import NODE_KEY
+
+    payee = NODE_KEY.public_key.format().hex()
+    issued: dict[str, str] = {}  # payment hash -> request hash
+
+    async def handler(request: Request) -> Response:
+        body = await request.body()
+        here = lnbtc_request_hash(request.method, str(request.url), body, [], {})
+        signed = request.headers.get("payment-signature")
+        if signed is not None:
+            payload = json.loads(base64.b64decode(signed))
+            pre = bytes.fromhex(payload["payload"]["preimage"])
+            seen.payloads.append(payload)
+            if issued.get(hashlib.sha256(pre).hexdigest()) == here:
+                return JSONResponse({"served": True})
+            return JSONResponse({"error": "invalid_exact_lnbtc_request_mismatch"}, status_code=402)
+        bound = here if bind == "request" else hashlib.sha256(b"another request").hexdigest()
+        pre = os.urandom(32)
+        tags = Tags()
+        tags.add(TagChar.payment_hash, hashlib.sha256(pre).hexdigest())
+        tags.add(TagChar.payment_secret, os.urandom(32).hex())
+        tags.add(TagChar.description_hash, bound)
+        tags.add(TagChar.expire_time, 300)
+        bolt11 = encode(Bolt11(currency="tb", date=int(time.time()), tags=tags, amount_msat=MilliSatoshi(10_000)),
+                        NODE_KEY.secret.hex())
+        svc.node.preimages[hashlib.sha256(pre).hexdigest()] = pre.hex()
+        issued[hashlib.sha256(pre).hexdigest()] = here
+        req = {"scheme": "exact", "network": "lnbtc:000000000933ea01ad0ee984209779ba", "amount": "10000", "asset": "BTC",
+               "payTo": payee, "maxTimeoutSeconds": 300,
+               "extra": {"paymentFlow": "upfront", "requestHash": bound, "requestBindingProfile": "http:1",
+                         "requestBindingParams": {"headers": []}, "invoice": bolt11}}
+        challenge = {"x402Version": 2, "resource": {"url": str(request.url)}, "accepts": [req]}
+        return JSONResponse({}, status_code=402, headers={"PAYMENT-REQUIRED": b64(challenge)})
+    return svc.route(path, handler)
+
+
 def v2(svc: HostileService, seen: Seen, *, path: str = "/v2", scheme: str = "exact", amount: str = "10000",
        extensions: dict[str, Any] | None = None, answer: str = "settle", settled: str | None = None) -> str:
     """An x402 v2 paywall. `answer` to a payment: "settle" (200 + receipt, with `settled` as the upto
@@ -170,6 +223,7 @@ class Case:
     ids: int | None = None
     policy: dict[str, Any] = field(default_factory=dict)
     sign_ins: int = 0             # sign-in messages the signer signed (and the service received)
+    pays: int = 0                 # payments by the Lightning wallet (a testnet one; None without this case's need)
 
 
 CASES = [
@@ -226,6 +280,13 @@ CASES = [
          lambda svc, seen: siwx(svc, seen, statement="hello\nURI: https://bank.example/"), (None,), 1,
          (("settled", 10_000),), 10_000, policy={"sign_in": True}),
     Case("sign-in-off-by-default", lambda svc, seen: siwx(svc, seen), (None,), 1, (("settled", 10_000),), 10_000),
+    # -- Lightning exact (the lnbtc proposal) ------------------------------------------------------
+    Case("lnbtc-refused-unless-opted-in", lambda svc, seen: lnbtc(svc, seen), (PaymentRefused,), 0, (), 0,
+         says="x402-lnbtc is a proposal, not a standard; opt in with Policy(proposals=['x402-lnbtc'])"),
+    Case("lnbtc-opted-in-pays-the-bound-invoice", lambda svc, seen: lnbtc(svc, seen), (None,), 0,
+         (("settled", 10_000),), 11_000, policy={"proposals": ["x402-lnbtc"]}, pays=1),
+    Case("lnbtc-invoice-bound-to-another-request-never-paid", lambda svc, seen: lnbtc(svc, seen, bind="other"),
+         (httpay.InvoiceError,), 0, (), 0, policy={"proposals": ["x402-lnbtc"]}, says="not bound to this request"),
     Case("upto-not-allowed-by-x402-exact",
          lambda svc, seen: v2(svc, seen, scheme="upto", amount="50000"), (PaymentRefused,), 0, (), 0,
          says="x402:upto:eip155:84532", policy={"methods": ["x402:exact"]}),
@@ -237,11 +298,12 @@ def test_x402_v2(case: Case, mode: str, svc: HostileService, ledger: Path) -> No
     seen = Seen()
     url = case.build(svc, seen)
     signer = SigningSigner()
+    wallet = LnbtcWallet(svc.node)
     policy = httpay.Policy(**{"methods": ["x402"], "usd_per_btc": RATE, "max_per_payment_usd": 0.5, **case.policy})
     errors: list[BaseException | None] = []
     for body in case.bodies:
         method, request = ("GET", None) if body is None else ("POST", {"content": body})
-        out = run(mode, url, wallet=None, ledger=ledger, policy=policy, method=method, request=request,
+        out = run(mode, url, wallet=wallet, ledger=ledger, policy=policy, method=method, request=request,
                   x402_signer=signer)
         errors.append(out.error)
         if out.error is None:
@@ -260,5 +322,6 @@ def test_x402_v2(case: Case, mode: str, svc: HostileService, ledger: Path) -> No
         if case.bodies[0] is not None:  # a POST: its Idempotency-Key is the call's key, the payment id too
             assert seen.keys == seen.ids
     assert len(signer.messages) == len(seen.sign_ins) == case.sign_ins
+    assert len(wallet.calls) == case.pays
     if any(isinstance(e, CallAlreadyPaid) for e in errors):
         assert len(signer.signed) == 1  # never a second payment

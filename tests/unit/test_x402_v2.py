@@ -224,3 +224,67 @@ def test_signing_in_is_off_unless_the_policy_says_so() -> None:
     assert httpay.Policy().sign_in is False and httpay.Policy(sign_in=True).sign_in is True
     with pytest.raises(ConfigError, match=r"Policy\(sign_in=...\) must be True or False"):
         httpay.Policy(sign_in="yes")  # type: ignore[arg-type]
+
+
+# -- Lightning exact (lnbtc): a proposal, read for display, paid only when opted in ------------------
+LNBTC_REQUIREMENT = {  # scheme_exact_lnbtc.md, the PaymentRequirements test vector
+    "scheme": "exact", "network": "lnbtc:000000000019d6689c085ae165831e93", "amount": "25000", "asset": "BTC",
+    "payTo": "0279be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798", "maxTimeoutSeconds": 300,
+    "extra": {"assetTransferMethod": "bolt11", "paymentFlow": "upfront",
+              "requestHash": "0d6623f775e025501fa7f0a30b54da25aad62b6ccfe35c85da38016711e6c018",
+              "requestBindingProfile": "http:1", "requestBindingParams": {"headers": []},
+              "invoice": "lnbc250n1pj48ugqpp54y3u9s8ylemsv8l3ewyzzu0klhujvuvmkl6llchq23vy8rzjsf0qsp5zyg3zyg3zyg3zyg3zyg3zyg"
+                         "3zyg3zyg3zyg3zyg3zyg3zyg3zygshp5p4nz8am4uqj4q8a87z3sk4x6yk4dv2mvel34epw68qqkwy0xcqvqxqzfvcqpj"
+                         "r4rx6ls6j5rpwknuea64evlk7yfx56wmqcer5eerekdsn9tlv6v4ex9mlz5dtm9qapl3svwlqcf7837dmjkru9z9w4h2rvm"
+                         "0md52w2sqxrwu5f"}}
+
+
+def test_the_request_hash_is_the_drafts_test_vector() -> None:
+    a = x402.lnbtc_request_hash("GET", "https://api.example.com/article/A", b"", [], {})
+    b = x402.lnbtc_request_hash("GET", "https://api.example.com/article/B", b"", [], {})
+    assert (a, b) == ("0d6623f775e025501fa7f0a30b54da25aad62b6ccfe35c85da38016711e6c018",
+                      "4a99860f75eed1ea8178a5db488e044173bc570c8a6210f2c8590cdf8622d509")
+    assert x402.lnbtc_request_hash("POST", "https://api.example.com/article/A", b"", [], {}) != a
+    assert x402.lnbtc_request_hash("GET", "https://api.example.com/article/A", b"x", [], {}) != a
+
+
+def test_lightning_exact_is_shown_in_msat_and_refused_unless_opted_in() -> None:
+    from httpay.core.payer import Payer
+    from httpay.dialects.x402 import LightningExact, invoice_for
+    from httpay.errors import InvoiceError
+    from httpay.ledger import open_ledger
+    from httpay.policy import Policy
+
+    ch = to_challenge(challenge({"x402Version": 2, "accepts": [LNBTC_REQUIREMENT]}), "https://api.example.com/article/A")
+    (offer,) = ch.offers
+    assert (offer.price.amount, offer.price.currency, offer.rail, offer.proposal) == (25_000, "MSAT", "lightning",
+                                                                                      "x402-lnbtc")
+    assert offer.unpayable is None and offer.network == "lnbtc:000000000019d6689c085ae165831e93"
+    assert offer.to_dict()["proposal"] == "x402-lnbtc"
+    with open_ledger(":memory:") as lg:
+        wallet = type("W", (), {"network": "bitcoin"})()
+        plain = Payer(wallet=wallet, policy=Policy(), ledger=lg)  # type: ignore[arg-type]
+        rule, why = plain.cannot_pay(offer) or ("", "")
+        assert rule == "proposal" and "a proposal, not a standard; opt in with Policy(proposals=['x402-lnbtc'])" in why
+        opted = Payer(wallet=wallet, policy=Policy(proposals=["x402-lnbtc"]), ledger=lg)  # type: ignore[arg-type]
+        assert opted.cannot_pay(offer) is None
+    assert isinstance(offer.payload, LightningExact)
+    paid = invoice_for(offer.payload, httpx.Request("GET", "https://api.example.com/article/A"))
+    assert paid.invoice.payment_hash and paid.amount_msat == 25_000
+    with pytest.raises(InvoiceError, match="not bound to this request") as caught:  # article B: not this invoice
+        invoice_for(offer.payload, httpx.Request("GET", "https://api.example.com/article/B"))
+    assert caught.value.check == "request_binding"
+
+
+@pytest.mark.parametrize(("over", "why"), [
+    ({"network": "lnbtc:regtest"}, "not mainnet or testnet"),
+    ({"asset": "SAT"}, "asset must be BTC"),
+    ({"payTo": "02" + "zz" * 32}, "node key"),
+    ({"extra": {**LNBTC_REQUIREMENT["extra"], "paymentFlow": "deferred"}}, "upfront"),
+    ({"extra": {**LNBTC_REQUIREMENT["extra"], "requestBindingProfile": "mcp:1"}}, "http:1"),
+    ({"extra": {**LNBTC_REQUIREMENT["extra"], "requestBindingParams": {"headers": ["b", "a"]}}}, "sorted"),
+    ({"extra": {**LNBTC_REQUIREMENT["extra"], "invoice": ""}}, "no invoice"),
+])
+def test_lightning_exact_requirements_httpay_must_not_pay(over: dict[str, Any], why: str) -> None:
+    ch = to_challenge(challenge({"x402Version": 2, "accepts": [{**LNBTC_REQUIREMENT, **over}]}), "u")
+    assert why in (ch.offers[0].unpayable or "")

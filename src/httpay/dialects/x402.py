@@ -21,11 +21,12 @@ from typing import Any, Protocol
 
 import httpx
 
-from httpay.core.dialect import Credential, Obtaining, Payable, Proof, Settlement, SigningIn, ToSign
+from httpay.core.dialect import Credential, Invoiced, Obtaining, Payable, Proof, Settlement, SigningIn, ToSign
 from httpay.core.effects import Effect, ReadBody, Send, SignMessage
 from httpay.core.events import Refused, Retried
 from httpay.core.model import Challenge, Money, Offer
-from httpay.errors import ChallengeError, PaymentIdConflict, PaymentRefused, Permit2AllowanceRequired
+from httpay.errors import ChallengeError, InvoiceError, PaymentIdConflict, PaymentRefused, Permit2AllowanceRequired
+from httpay.lightning import decode_invoice
 from httpay.protocols import x402
 from httpay.protocols.x402 import X402Challenge, X402Requirement
 from httpay.safe import clean
@@ -182,19 +183,62 @@ def value(req: X402Requirement) -> tuple[Money, Valued | str]:
     return price, Valued(req, cid, decimals, name, version)
 
 
+@dataclass(frozen=True)
+class LightningExact:
+    """An x402 `exact` requirement on Lightning (the lnbtc proposal), read and checked for paying."""
+
+    requirement: X402Requirement
+    network: str                 # httpay's name of its Lightning network ("bitcoin", "testnet")
+    bound: tuple[str, ...]       # the header names its request hash binds
+
+
+def lightning_exact(req: X402Requirement) -> tuple[Money, LightningExact | str]:
+    """The price in msat of an lnbtc requirement, and what paying it needs or why it must not be paid."""
+    price, extra = Money.msat(req.amount), req.extra
+    net = x402.LNBTC_NETWORKS.get(req.network)
+    params = extra.get("requestBindingParams")
+    bound = params.get("headers") if isinstance(params, Mapping) else None
+    problem = (
+        f"Lightning network {clean(req.network, 60)!r} is not mainnet or testnet" if net is None else
+        "only the exact scheme is paid on Lightning" if req.scheme != "exact" else
+        "its asset must be BTC" if req.asset != "BTC" else
+        "its amount must be a positive number of msat" if req.amount <= 0 else
+        "it needs a positive maxTimeoutSeconds" if not req.max_timeout_seconds else
+        "its payTo must be a node key (66 lowercase hex)" if not re.fullmatch(r"0[23][0-9a-f]{64}", req.pay_to) else
+        "its transfer method must be bolt11" if extra.get("assetTransferMethod") not in (None, "bolt11") else
+        "its payment flow must be upfront" if extra.get("paymentFlow") != "upfront" else
+        "it carries no invoice" if not isinstance(extra.get("invoice"), str) or not extra["invoice"] else
+        "its requestHash is not 64 lowercase hex" if not isinstance(extra.get("requestHash"), str)
+        or not re.fullmatch(r"[0-9a-f]{64}", extra["requestHash"]) else
+        "its request binding profile is not http:1" if extra.get("requestBindingProfile") != "http:1" else
+        "its requestBindingParams must be exactly {headers: [...]}" if not isinstance(params, Mapping)
+        or set(params) != {"headers"} or not isinstance(bound, list) else
+        "its bound headers must be sorted lowercase names, without payment-signature"
+        if not all(isinstance(h, str) and x402.HEADER_NAME.match(h) for h in bound)
+        or bound != sorted(set(bound)) or "payment-signature" in bound else None
+    )
+    if problem is not None:
+        return price, problem
+    assert net is not None and isinstance(bound, list)
+    return price, LightningExact(req, net, tuple(bound))
+
+
 def to_challenge(ch: X402Challenge, url: str) -> Challenge:
     offers: list[Offer] = []
     seen: set[str] = set()
     for i, r in enumerate(ch.accepts):
         oid = r.offer_id if r.offer_id not in seen else f"{r.offer_id}_{i}"
         seen.add(oid)
-        price, valued = value(r)
         desc = r.description or ch.description or ""
+        lightning = r.network.startswith("lnbtc:")
+        price, valued = lightning_exact(r) if lightning else value(r)
         offers.append(Offer(
             offer_id=oid, title=desc or f"{r.scheme} payment on {r.network}", description=desc, price=price,
-            payment_methods=(r.payment_method,), pay_method=r.payment_method, dialect=x402.PROTOCOL, rail="evm",
-            network=r.network, unpayable=valued if isinstance(valued, str) else None,
-            payload=valued if isinstance(valued, Valued) else r,
+            payment_methods=(r.payment_method,), pay_method=r.payment_method, dialect=x402.PROTOCOL,
+            rail="lightning" if lightning else "evm", network=r.network,
+            unpayable=valued if isinstance(valued, str) else None,
+            payload=r if isinstance(valued, str) else valued,
+            proposal=x402.LNBTC_PROPOSAL if lightning else None,
         ))
     key = hashlib.sha256(f"x402|{url}|{[o.offer_id for o in offers]}".encode()).hexdigest()[:32]
     return Challenge(x402.PROTOCOL, tuple(offers), key, url=url, version=str(ch.version), reuse="request", raw=ch,
@@ -265,6 +309,32 @@ def payment_payload(ch: X402Challenge, req: X402Requirement, auth: Mapping[str, 
     if payment_id is not None:
         out["extensions"] = x402.with_payment_id(ch.extensions, payment_id)
     return out
+
+
+def invoice_for(ln: LightningExact, request: httpx.Request) -> Invoiced:
+    """The requirement's invoice, checked as the lnbtc draft has a client check it before paying: bound
+    to this request (its description hash is the request hash httpay computes itself), signed by payTo,
+    on the requirement's network, for exactly its amount, its expiry the requirement's timeout."""
+    req = ln.requirement
+    invoice = decode_invoice(str(req.extra["invoice"]))
+    try:
+        expected = x402.lnbtc_request_hash(request.method, str(request.url), request.content, ln.bound,
+                                           request.headers)
+    except (httpx.RequestNotRead, ValueError) as exc:
+        raise InvoiceError(f"the request cannot be bound to the invoice ({type(exc).__name__}); not paying it",
+                           check="request_binding") from None
+    checks = (
+        (invoice.description_hash == expected == req.extra["requestHash"], "request_binding",
+         "the invoice is not bound to this request (its description hash is not this request's hash)"),
+        (invoice.payee == req.pay_to, "payee", "the invoice is not signed by the requirement's payTo"),
+        (invoice.network == ln.network, "network", f"the invoice is not on {ln.network}"),
+        (invoice.amount_msat == req.amount, "amount_above_offer", "the invoice's amount is not the requirement's"),
+        (invoice.expiry_s == req.max_timeout_seconds, "expiry", "the invoice's expiry is not maxTimeoutSeconds"),
+    )
+    for ok, check, why in checks:
+        if not ok:
+            raise InvoiceError(f"x402 Lightning exact: {why}; not paying it", check=check)
+    return Invoiced(invoice)
 
 
 def payment_id_for(ch: X402Challenge, call_key: str | None, host: str) -> str | None:
@@ -374,7 +444,10 @@ class X402:
         return [] if found is None else [to_challenge(found, url)]
 
     def obtain(self, ctx: Obtaining) -> Generator[Effect, Any, Payable]:
-        """The typed data authorizing the chosen requirement, for the signer's address."""
+        """The typed data authorizing the chosen requirement, for the signer's address (for Lightning
+        `exact`, opted in to: its invoice, once it is bound to this very request)."""
+        if isinstance(ctx.quote.offer.payload, LightningExact):
+            return invoice_for(ctx.quote.offer.payload, ctx.request)
         v: Valued = ctx.quote.offer.payload
         assert ctx.payer_address is not None and ctx.quote.price_msat is not None
         payment_id = payment_id_for(ctx.challenge.raw, ctx.call_key, ctx.request.url.host)
@@ -425,8 +498,14 @@ class X402:
         return answer
 
     def present(self, challenge: Challenge, payable: Payable, proof: Proof) -> Credential:
-        assert isinstance(payable, ToSign) and proof.signature is not None
         ch: X402Challenge = challenge.raw
+        if isinstance(payable, Invoiced):  # Lightning exact: the preimage, the accepted requirement echoed
+            req = next(r for r in ch.accepts if r.extra.get("invoice") == payable.invoice.bolt11)
+            body: dict[str, Any] = {"x402Version": 2, "accepted": dict(req.raw), "payload": {"preimage": proof.preimage}}
+            body.update({k: ch.raw[k] for k in ("resource", "extensions") if ch.raw.get(k) is not None})
+            name, header = x402.encode_payment_header(body, 2)
+            return Credential({name: header})
+        assert isinstance(payable, ToSign) and proof.signature is not None
         v, auth, payment_id = payable.state
         name, header = x402.encode_payment_header(payment_payload(ch, v.requirement, auth, proof.signature, payment_id),
                                                   ch.version)

@@ -14,7 +14,7 @@ import binascii
 import hashlib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -340,6 +340,31 @@ class SignIn:
         payload = {**{k: v for k, v in self.info.items() if v is not None}, "address": address, "chainId": chain,
                    "type": "eip191", "signature": "0x" + signature.hex()}
         return base64.b64encode(json.dumps(payload, separators=(",", ":")).encode()).decode("ascii")
+
+
+# x402 `exact` on Lightning: an unmerged proposal (x402 PRs #1311, #2861; draft scheme_exact_lnbtc.md).
+LNBTC_PROPOSAL = "x402-lnbtc"
+LNBTC_NETWORKS = {"lnbtc:000000000019d6689c085ae165831e93": "bitcoin", "lnbtc:000000000933ea01ad0ee984209779ba": "testnet"}
+HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9a-z-]+$")
+
+
+def lnbtc_request_hash(method: str, url: str, body: bytes, bound: Sequence[str], headers: Mapping[str, str]) -> str:
+    """The `http:1` request hash of the lnbtc draft: SHA-256 of the JCS of {domain, method, url, bodyHash,
+    headers} (each bound header's value hashed as 0x01 || value, an absent one as 0x00)."""
+    def value_hash(name: str) -> str:
+        value = headers.get(name)
+        if value is None:
+            return hashlib.sha256(b"\x00").hexdigest()
+        if not value.isascii():
+            raise ValueError(f"header {name} is not ASCII")
+        return hashlib.sha256(b"\x01" + value.encode("ascii")).hexdigest()
+
+    binding = {"domain": "x402:exact:lnbtc:bolt11:http:1", "method": method, "url": url,
+               "bodyHash": hashlib.sha256(body).hexdigest(),
+               "headers": [{"name": n, "valueHash": value_hash(n)} for n in bound]}
+    # JCS of an object of ASCII-keyed strings, arrays and objects: sorted keys, no whitespace, UTF-8
+    text = json.dumps(binding, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def with_payment_id(extensions: Mapping[str, Any], payment_id: str) -> dict[str, Any]:
