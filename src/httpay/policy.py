@@ -101,6 +101,7 @@ class Policy:
     per_day_sat: int | None = None
     methods: Sequence[str] = ("lightning",)
     strategy: Strategy = "cheapest"
+    prefer: Sequence[str] = ()  # dialects or methods to choose first, in order, when a 402 offers several
     calls: int | None = None
     approve: Approver | None = None
     usd_per_btc: float | None = None
@@ -167,6 +168,11 @@ class Policy:
         if not all(isinstance(p, str) for p in self.proposals):
             raise ConfigError(f"Policy(proposals=...) must be a list of proposal names such as 'x402-lnbtc', "
                               f"got {self.proposals!r}")
+        if isinstance(self.prefer, str):
+            self.prefer = (self.prefer,)
+        if not all(isinstance(p, str) and p for p in self.prefer):
+            raise ConfigError(f"Policy(prefer=...) must be a list of dialect or method names (e.g. ['l402-classic', "
+                              f"'mpp', 'lightning']), got {self.prefer!r}")
 
     # -- what the limits are ---------------------------------------------------------------------
     def _default(self, *fields: str) -> bool:

@@ -27,6 +27,7 @@ from httpay.core.events import Refused, Retried
 from httpay.core.model import Challenge, Money, Offer
 from httpay.errors import ChallengeError, InvoiceError, PaymentIdConflict, PaymentRefused, Permit2AllowanceRequired
 from httpay.lightning import decode_invoice
+from httpay.policy import Policy
 from httpay.protocols import x402
 from httpay.protocols.x402 import X402Challenge, X402Requirement
 from httpay.safe import clean
@@ -510,6 +511,9 @@ class X402:
         name, header = x402.encode_payment_header(payment_payload(ch, v.requirement, auth, proof.signature, payment_id),
                                                   ch.version)
         return Credential({name: header})
+
+    def advertise(self, policy: Policy, can_sign: bool) -> Mapping[str, str]:
+        return {}
 
     def settlement(self, response: httpx.Response) -> Settlement | None:
         sent = sent_payload(response)
