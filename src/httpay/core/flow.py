@@ -11,6 +11,7 @@ differs is behind `Dialect`, and what one payment buys is the challenge's `reuse
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import secrets
@@ -141,15 +142,16 @@ def token_scope(url: str, mode: str = "host") -> str:
     raise ValueError(f"token scope must be one of {', '.join(TOKEN_SCOPES)}, not {mode!r}")
 
 
-def scopes_for(url: str, mode: str) -> list[str]:
+@functools.lru_cache(maxsize=1024)
+def scopes_for(url: str, mode: str) -> tuple[str, ...]:
     """The scopes to look a credential up under for `url`, most specific first (a `prefix` token
     bought for /api/ also serves /api/v1/x)."""
     if mode != "prefix":
-        return [token_scope(url, mode)]
+        return (token_scope(url, mode),)
     parts = urlsplit(url)
     segments = parts.path.split("/")[:-1]
-    out = [_origin(parts) + "/".join(segments[:i]) + "/" for i in range(len(segments), 0, -1)]
-    return out or [_origin(parts) + "/"]
+    out = tuple(_origin(parts) + "/".join(segments[:i]) + "/" for i in range(len(segments), 0, -1))
+    return out or (_origin(parts) + "/",)
 
 
 def flight_key(challenge: Challenge, url: str, scope_mode: str) -> str:
@@ -341,12 +343,21 @@ def pay_flow(payer: Payer, request: httpx.Request, response: httpx.Response,
 
 def _advertise(payer: Payer, request: httpx.Request) -> None:
     """Put on the request what the dialects tell servers about this payer (MPP's `Accept-Payment`:
-    the methods its policy allows), unless the caller set the header itself."""
-    can_sign = payer.signer is not None
-    for dialect in dialects():
-        for name, value in dialect.advertise(payer.policy, can_sign).items():
-            if name not in request.headers:
-                request.headers[name] = value
+    the methods its policy allows), unless the caller set the header itself. Worked out once per
+    policy methods and signer, not per request."""
+    key = (tuple(payer.policy.methods), payer.signer is not None, len(dialects()))
+    cached = _ADVERTISED.get(key)
+    if cached is None:
+        cached = {}
+        for dialect in dialects():
+            cached.update(dialect.advertise(payer.policy, key[1]))
+        _ADVERTISED[key] = cached
+    for name, value in cached.items():
+        if name not in request.headers:
+            request.headers[name] = value
+
+
+_ADVERTISED: dict[tuple[tuple[str, ...], bool, int], dict[str, str]] = {}
 
 
 def _choose(run: _Run, ranked: Sequence[Challenge], response: httpx.Response, max_price_msat: int | None,
