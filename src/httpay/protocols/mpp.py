@@ -483,3 +483,19 @@ def check_charge_invoice(charge: LightningCharge, invoice: Invoice, *, expires: 
     moment = now or datetime.now(UTC)
     if invoice.expired(moment) or (expires is not None and moment >= expires):
         raise InvoiceError("the MPP charge or its invoice has expired; not paying it", check="expiry")
+
+
+# -- the evm method's charge intent ([evm]) --------------------------------------------------------
+
+
+def evm_challenge_hash(challenge_id: str, realm: str) -> str:
+    """The EIP-3009 nonce that binds an `authorization` credential to its challenge, as [evm] defines it:
+    keccak256(abi.encodePacked(id, realm)), i.e. of the two strings' UTF-8 bytes back to back (mppx 0.11
+    agrees; pympp 0.16 hashes the JSON text `["id","realm"]` instead). Needs eth-account's keccak."""
+    try:
+        from eth_utils.crypto import keccak
+    except ImportError:  # pragma: no cover - depends on the install
+        from httpay.errors import ConfigError
+
+        raise ConfigError("the evm method needs eth-account: pip install 'httpay[x402]'") from None
+    return "0x" + keccak((challenge_id + realm).encode()).hex()
