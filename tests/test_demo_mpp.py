@@ -378,3 +378,32 @@ def test_session_stream_times_out_without_a_top_up(client: httpx.Client, demo: R
                        headers={"Authorization": payer.challenge.credential(payload)}) as response:
         events = [e for e, _ in _events(response)]
     assert events[-2:] == ["payment-need-topup", "session-timeout"] and events.count(None) == 10
+
+
+# -- what the session needs from the demo network: wallets' own (amount-less) invoices --------------
+
+
+def test_a_demo_wallet_receives_on_its_own_amountless_invoice(demo: RunningServer) -> None:
+    from httpay.errors import WalletError
+    from httpay.lightning import decode_invoice
+    from httpay.wallets.demo import DemoWallet
+
+    payee = DemoWallet.create(demo.url, balance_sat=0)
+    payer = net(demo).create_wallet(100)
+    invoice = payee.create_receive_invoice(None, description="refund")
+    assert decode_invoice(invoice).amount_msat is None
+    with httpx.Client(base_url=demo.url) as c:
+        key = {"Authorization": f"Bearer {payer.key}"}
+        refused = c.post("/ln/pay", json={"invoice": invoice}, headers=key)
+        assert refused.json()["code"] == "amount_missing"
+        assert c.post("/ln/pay", json={"invoice": invoice, "amount_msat": 7_000}, headers=key).status_code == 200
+        assert c.post("/ln/invoices", json={}, headers={"Authorization": "Bearer nope"}).status_code == 401
+        assert c.post("/ln/invoices", json={}).json()["error"] == "amount_msat is required"  # the node's own: priced
+    assert (payee.balance_msat(), net(demo).balance_msat(payer.key)) == (7_000, 93_000)
+    second = payee.create_receive_invoice(3_000)
+    net(demo).pay_out(second, 3_000)  # the node pays a wallet's invoice (a session refund)
+    assert payee.balance_msat() == 10_000
+    with pytest.raises(Exception, match="already"):
+        net(demo).pay_out(second, 3_000)
+    with pytest.raises(WalletError):
+        DemoWallet(demo.url, "not-a-key").create_receive_invoice(None)
