@@ -485,6 +485,70 @@ def check_charge_invoice(charge: LightningCharge, invoice: Invoice, *, expires: 
         raise InvoiceError("the MPP charge or its invoice has expired; not paying it", check="expiry")
 
 
+# -- the lightning method's session intent ([lns]) ----------------------------------------------
+
+
+def _sat(value: Any, what: str, *, default: int | None = None) -> int:
+    if value is None and default is not None:
+        return default
+    if not isinstance(value, str) or not value.isdigit() or len(value) > 18:
+        raise ChallengeError(f"the lightning session's {what} is not a whole number of sat", field=what)
+    return int(value)
+
+
+@dataclass(frozen=True)
+class LightningSession:
+    """What a `lightning`/`session` request asks: a price per unit and a deposit invoice that opens (or
+    tops up) a session whose id is the deposit's payment hash."""
+
+    unit_sat: int
+    deposit_sat: int
+    deposit_invoice: str = field(repr=False)
+    payment_hash: str
+    unit_type: str | None = None
+    idle_timeout_s: int | None = None
+
+    @classmethod
+    def from_challenge(cls, challenge: MppChallenge) -> LightningSession:
+        if challenge.method != "lightning" or challenge.intent != "session":
+            raise ChallengeError(f"not a lightning session: {challenge.kind}", field="intent")
+        req = challenge.request
+        if req.get("currency", "sat") != "sat":
+            raise ChallengeError(f"the lightning session is priced in {str(req.get('currency'))[:20]!r}, not sat",
+                                 field="currency")
+        unit = _sat(req.get("amount"), "amount")
+        deposit = _sat(req.get("depositAmount"), "depositAmount", default=unit * 20)
+        invoice, payment_hash = req.get("depositInvoice"), req.get("paymentHash")
+        if not isinstance(invoice, str) or not invoice:
+            raise ChallengeError("the lightning session carries no deposit invoice", field="depositInvoice")
+        if not (isinstance(payment_hash, str) and re.fullmatch(r"[0-9a-fA-F]{64}", payment_hash)):
+            raise ChallengeError("the lightning session's paymentHash is not 64 hex characters", field="paymentHash")
+        idle = req.get("idleTimeout")
+        unit_type = req.get("unitType")
+        return cls(unit, deposit, invoice, payment_hash.lower(), unit_type if isinstance(unit_type, str) else None,
+                   int(idle) if isinstance(idle, str) and idle.isdigit() and len(idle) < 10 else None)
+
+    def as_charge(self) -> LightningCharge:
+        """The deposit as a charge, so the one invoice check (amount, hash, network, expiry) applies."""
+        return LightningCharge(self.deposit_sat, self.deposit_invoice, self.payment_hash, None)
+
+    @staticmethod
+    def open_payload(preimage: str, return_invoice: str) -> dict[str, str]:
+        return {"action": "open", "preimage": preimage.lower(), "returnInvoice": return_invoice}
+
+    @staticmethod
+    def bearer_payload(session_id: str, preimage: str) -> dict[str, str]:
+        return {"action": "bearer", "sessionId": session_id, "preimage": preimage.lower()}
+
+    @staticmethod
+    def top_up_payload(session_id: str, top_up_preimage: str) -> dict[str, str]:
+        return {"action": "topUp", "sessionId": session_id, "topUpPreimage": top_up_preimage.lower()}
+
+    @staticmethod
+    def close_payload(session_id: str, preimage: str) -> dict[str, str]:
+        return {"action": "close", "sessionId": session_id, "preimage": preimage.lower()}
+
+
 # -- the evm method's charge intent ([evm]) --------------------------------------------------------
 
 
