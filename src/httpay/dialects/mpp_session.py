@@ -47,7 +47,7 @@ from httpay.wallets.base import Payment, default_fee_limit_msat
 log = get_logger("httpay.mpp.session")
 
 T = TypeVar("T")
-MAX_TOP_UPS_PER_REQUEST = 2  # a request that still finds the session empty after this many top-ups gives up
+MAX_TOP_UPS_PER_REQUEST = 1  # a request that still finds the session empty after a top-up gives up (pays no more)
 
 
 class SessionError(HttpayError):
@@ -252,15 +252,31 @@ class _Core:
         challenge = self.session_challenge(response)
         if challenge is None:
             return response
+        wire.LightningSession.from_challenge(challenge)  # a malformed session request is refused before anything
+        ret = yield from self.return_invoice()  # before paying: a wallet that cannot receive opens no session
         preimage = yield from self.deposit(challenge, "deposit")
-        wallet = self.payer.wallet
-        ret: str = yield _Call(lambda: wallet.create_receive_invoice(None, description="MPP session refund"))
         self._challenge, self._preimage, self._return_invoice = challenge, preimage, ret
         self.state.session_id = wire.LightningSession.from_challenge(challenge).payment_hash
         self.state.status = "open"
         yield from self._note()
         return self._with_credential(request, challenge.credential(wire.LightningSession.open_payload(preimage, ret)),
                                      challenge)
+
+    def return_invoice(self) -> Steps[str]:
+        """An amount-less invoice of the wallet's own, for the refund, checked to be one."""
+        wallet = self.payer.wallet
+        try:
+            ret: str = yield _Call(lambda: wallet.create_receive_invoice(None, description="MPP session refund"))
+        except NotImplementedError:
+            raise ConfigError(f"the {wallet.name} wallet cannot create the amount-less return invoice an MPP session "
+                              "refunds to; use a wallet that can receive (e.g. DemoWallet)") from None
+        try:
+            invoice = decode_invoice(ret)
+        except (InvoiceError, ChallengeError, ValueError):
+            raise WalletError("the wallet's return invoice is not a BOLT11 invoice") from None
+        if invoice.amount_msat is not None or invoice.network != wallet.network:
+            raise WalletError("the wallet's return invoice is not an amount-less invoice on its own network")
+        return ret
 
     def bearer(self, request: httpx.Request) -> httpx.Request:
         assert self._challenge is not None and self._preimage is not None and self.state.session_id is not None
@@ -274,10 +290,7 @@ class _Core:
         credential = challenge.credential(wire.LightningSession.top_up_payload(self.state.session_id, preimage))
         response: httpx.Response = yield _Http(self._with_credential(self._plain(), credential, challenge))
         if response.status_code != 200:
-            row = self.state.receipt_ids[-1]
-            receipt = yield _Call(lambda: self.payer.ledger.get(row))
-            raise PaidRequestFailed(f"the service took the top-up payment but answered {response.status_code} to the "
-                                    f"topUp (ledger #{row})", receipt=receipt, response=response)
+            yield from self.paid_but_refused(response, "take the top-up")
         yield from self._note()
 
     def fresh_challenge(self) -> Steps[wire.MppChallenge]:
@@ -298,17 +311,33 @@ class _Core:
             if isinstance(prepared, httpx.Response):
                 return prepared
             response: httpx.Response = yield _Http(prepared)
+            if response.status_code == 402 or response.status_code >= 500:
+                yield from self.paid_but_refused(response, "open the session")
             yield from self.read_receipt(response)
             return response
-        for _ in range(MAX_TOP_UPS_PER_REQUEST + 1):
+        for top_ups in range(MAX_TOP_UPS_PER_REQUEST + 1):
             response = yield _Http(self.bearer(request))
             yield from self.read_receipt(response)
             challenge = self.session_challenge(response)
             problem = wire.read_problem(response.content) if response.status_code == 402 else None
             if challenge is None or problem is None or problem.kind != "payment-insufficient":
                 return response
+            if top_ups == MAX_TOP_UPS_PER_REQUEST:
+                raise SessionError(f"the service still asks for more after {top_ups} top-up(s) for one request; "
+                                   "not paying again (session left open: close it for the refund)")
             yield from self.top_up(challenge)
         return response
+
+    def paid_but_refused(self, response: httpx.Response, what: str) -> Steps[None]:
+        """The deposit left the wallet but the service would not `what`: PaidRequestFailed with its row."""
+        row = self.state.receipt_ids[-1]
+        problem = wire.read_problem(response.content)
+        said = f" ({problem.kind})" if problem else ""
+        self.state.status = "closed" if what == "open the session" else self.state.status
+        receipt = yield _Call(lambda: self.payer.ledger.note(
+            row, f"paid, but the service would not {what}: {response.status_code}{said}"))
+        raise PaidRequestFailed(f"the service took the payment (ledger #{row}) but would not {what}: it answered "
+                                f"{response.status_code}{said}", receipt=receipt, response=response)
 
     def close(self) -> Steps[SessionState]:
         """Ask for the unspent deposit back; give the refund back to the budgets in the ledger."""
@@ -415,7 +444,8 @@ class MppSession:
             request = self._http.build_request(method, url or self.state.url, **kwargs)
             if self.state.status == "closed":
                 raise SessionError("this MPP session is closed; open a new one")
-            if self.state.status == "new":
+            opening = self.state.status == "new"
+            if opening:
                 prepared = self._run(self._core.prepare_open(request))
                 if isinstance(prepared, httpx.Response):
                     raise SessionError(f"the service answered {prepared.status_code}, not a session challenge")
@@ -425,6 +455,8 @@ class MppSession:
             with self._http.stream(request.method, request.url, headers=request.headers, content=request.content) as response:
                 if response.status_code != 200:
                     response.read()
+                    if opening:
+                        self._run(self._core.paid_but_refused(response, "open the session"))
                     raise SessionError(f"the service answered {response.status_code} to the session's stream")
                 parser = SseParser()
                 for line in response.iter_lines():
@@ -517,7 +549,8 @@ class AsyncMppSession:
             request = self._http.build_request(method, url or self.state.url, **kwargs)
             if self.state.status == "closed":
                 raise SessionError("this MPP session is closed; open a new one")
-            if self.state.status == "new":
+            opening = self.state.status == "new"
+            if opening:
                 prepared = await self._run(self._core.prepare_open(request))
                 if isinstance(prepared, httpx.Response):
                     raise SessionError(f"the service answered {prepared.status_code}, not a session challenge")
@@ -528,6 +561,8 @@ class AsyncMppSession:
                                          content=request.content) as response:
                 if response.status_code != 200:
                     await response.aread()
+                    if opening:
+                        await self._run(self._core.paid_but_refused(response, "open the session"))
                     raise SessionError(f"the service answered {response.status_code} to the session's stream")
                 parser = SseParser()
                 async for line in response.aiter_lines():
