@@ -407,3 +407,13 @@ def test_a_demo_wallet_receives_on_its_own_amountless_invoice(demo: RunningServe
         net(demo).pay_out(second, 3_000)
     with pytest.raises(WalletError):
         DemoWallet(demo.url, "not-a-key").create_receive_invoice(None)
+
+
+def test_an_idle_session_is_closed_and_refunded(client: httpx.Client, demo: RunningServer) -> None:
+    payer = SessionPayer(demo, client, "/mpp/session/ticker/AAPL")
+    assert payer.open().status_code == 200
+    demo.app.state.mpp.sessions[payer.session_id].last_used -= demo.app.state.mpp.session_idle_s + 1
+    before = net(demo).balance_msat(payer.wallet.key)
+    assert problem(payer.bearer()) == "payment-expired"
+    assert net(demo).balance_msat(payer.wallet.key) - before == 18_000  # the rest came back on its own
+    assert demo.app.state.mpp.sessions[payer.session_id].refund_status == "succeeded"

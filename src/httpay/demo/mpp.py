@@ -502,9 +502,29 @@ def _session_for(request: Request, payload: Any, key: str = "preimage") -> Sessi
     if session is None:
         raise Problem("lightning/unknown-challenge", "no such session; open one with the deposit invoice")
     _preimage_of(payload, key, session.id)
+    if session.status == "open" and time.time() - session.last_used > _cfg(request).session_idle_s:
+        _refund(request, session)  # idle past its idleTimeout: closed here, the rest refunded
     if session.status != "open":
         raise Problem("payment-expired", "this session is closed; open a new one")
     return session
+
+
+def _refund(request: Request, session: Session) -> None:
+    """Close the session and try once to pay what is left to its return invoice."""
+    with _cfg(request).lock:
+        if session.status != "open":
+            return
+        session.status = "closing"
+        refund = session.balance_sat
+    status = "skipped"
+    if refund > 0:
+        try:
+            _network(request).pay_out(session.return_invoice, refund * 1000)
+            status = "succeeded"
+        except LightningError:
+            status = "failed"
+    session.status, session.refund_sat, session.refund_status = "closed", refund if status == "succeeded" else 0, status
+    session.topped_up.set()  # a stream waiting for a top-up ends
 
 
 def _open(request: Request, cred: wire.MppCredential, req: dict[str, Any]) -> Session:
@@ -551,25 +571,13 @@ def _top_up(request: Request, cred: wire.MppCredential, req: dict[str, Any]) -> 
 
 def _close(request: Request, cred: wire.MppCredential) -> Response:
     session = _session_for(request, cred.payload)
-    with _cfg(request).lock:
-        if session.status != "open":
-            raise Problem("payment-expired", "this session is closed already")
-        session.status = "closing"
-        refund = session.balance_sat
-    status = "skipped"
-    if refund > 0:
-        try:
-            _network(request).pay_out(session.return_invoice, refund * 1000)
-            status = "succeeded"
-        except LightningError:
-            status = "failed"
-    session.status, session.refund_sat, session.refund_status = "closed", refund if status == "succeeded" else 0, status
-    session.topped_up.set()  # a stream waiting for a top-up ends
+    _refund(request, session)
+    refund, status = session.refund_sat, session.refund_status or "skipped"
     extra: dict[str, Any] = {"refundStatus": status}
-    if refund and status == "succeeded":
-        extra = {"refundSats": refund, **extra}
-    body = {"status": "closed", "sessionId": session.id, "refundSats": refund if status == "succeeded" else 0,
-            "refundStatus": status, "spentSats": session.spent_sat}
+    if refund:
+        extra = {"refundSats": refund, **extra}  # omitted when 0, as aperture does
+    body = {"status": "closed", "sessionId": session.id, "refundSats": refund, "refundStatus": status,
+            "spentSats": session.spent_sat}
     return _paid(body, _session_receipt(session, cred.id, **extra))
 
 
