@@ -114,11 +114,11 @@ def _build(kind: str, env: Mapping[str, str]) -> Wallet:
 POLICY_FIELDS = {
     "max_per_payment_usd", "budget_usd", "max_per_payment_sat", "budget_sat", "per_host_usd", "per_hour_usd",
     "per_day_usd", "per_hour_sat", "per_day_sat", "methods", "strategy", "calls", "usd_per_btc", "price_tolerance",
-    "allowed_hosts", "denied_hosts", "payment_hosts", "payees", "max_fee_msat", "default_limits",
+    "allowed_hosts", "denied_hosts", "payment_hosts", "payees", "max_fee_msat", "default_limits", "prefer",
 }
 _AMOUNT_KEYS = ("max_per_payment_usd", "budget_usd", "max_per_payment_sat", "budget_sat", "per_host_usd",
                 "per_hour_usd", "per_day_usd", "per_hour_sat", "per_day_sat", "usd_per_btc", "max_fee_msat")
-_LIST_KEYS = ("methods", "allowed_hosts", "denied_hosts", "payment_hosts")
+_LIST_KEYS = ("methods", "allowed_hosts", "denied_hosts", "payment_hosts", "prefer")
 
 
 def _checked(key: str, value: Any, source: str) -> Any:

@@ -179,12 +179,14 @@ def redact(secret: str | None, keep: int = 4) -> str:
 
 # -- after money may have left: each carries the ledger `receipt` (a httpay.Receipt) ------------------
 class PaymentNotHonored(HttpayError):
-    """The payment went out (see `receipt`) but the service still answers 402."""
+    """The payment went out (see `receipt`) but the service still answers 402. `problem` is the
+    scheme's problem type when the service named one (MPP: "verification-failed", ...)."""
 
-    def __init__(self, message: str, *, receipt: Any, response: Any) -> None:
+    def __init__(self, message: str, *, receipt: Any, response: Any, problem: str | None = None) -> None:
         super().__init__(message)
         self.receipt = receipt
         self.response = response
+        self.problem = problem
 
 
 class PaymentOutcomeUnknown(HttpayError):
@@ -207,9 +209,11 @@ class PaymentSentUnanswered(PaidRequestFailed, PaymentOutcomeUnknown):
 
 class PaymentRejected(HttpayError):
     """The service refused the signed payment it was sent (it answered 402 again): nothing was
-    settled. `receipt` is the ledger row, now failed; `response` is the service's answer."""
+    settled. `receipt` is the ledger row, now failed; `response` is the service's answer; `problem`
+    the scheme's problem type when the service named one (MPP: "payment-expired", ...)."""
 
-    def __init__(self, message: str, *, receipt: Any, response: Any) -> None:
+    def __init__(self, message: str, *, receipt: Any, response: Any, problem: str | None = None) -> None:
         super().__init__(message)
         self.receipt = receipt
         self.response = response
+        self.problem = problem

@@ -101,6 +101,7 @@ class Policy:
     per_day_sat: int | None = None
     methods: Sequence[str] = ("lightning",)
     strategy: Strategy = "cheapest"
+    prefer: Sequence[str] = ()  # dialects or methods to choose first, in order, when a 402 offers several
     calls: int | None = None
     approve: Approver | None = None
     usd_per_btc: float | None = None
@@ -157,6 +158,11 @@ class Policy:
             raise ConfigError("Policy(strategy='covers_calls') needs calls=N: how many calls the purchase should cover")
         if isinstance(self.methods, str):
             self.methods = (self.methods,)
+        if isinstance(self.prefer, str):
+            self.prefer = (self.prefer,)
+        if not all(isinstance(p, str) and p for p in self.prefer):
+            raise ConfigError(f"Policy(prefer=...) must be a list of dialect or method names (e.g. ['l402-classic', "
+                              f"'mpp', 'lightning']), got {self.prefer!r}")
 
     # -- what the limits are ---------------------------------------------------------------------
     def _default(self, *fields: str) -> bool:

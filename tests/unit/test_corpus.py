@@ -16,14 +16,15 @@ import httpx
 import pytest
 
 from httpay.errors import ChallengeError
-from httpay.protocols import l402_classic, l402_v02, macaroons, x402
+from httpay.protocols import l402_classic, l402_v02, macaroons, mpp, x402
 
 CORPUS = Path(__file__).resolve().parents[1] / "corpus"
 FILES = sorted(CORPUS.glob("*.json"))
 PARSERS: dict[str, Callable[[int, Any, Any], Any]] = {
-    "l402_v02": l402_v02.parse, "l402_classic": l402_classic.parse, "x402": x402.parse,
+    "l402_v02": l402_v02.parse, "l402_classic": l402_classic.parse, "x402": x402.parse, "mpp": mpp.parse,
 }
-MODELS = {"l402_v02": l402_v02.PaymentOffers, "l402_classic": l402_classic.L402Challenge, "x402": x402.X402Challenge}
+MODELS = {"l402_v02": l402_v02.PaymentOffers, "l402_classic": l402_classic.L402Challenge, "x402": x402.X402Challenge,
+          "mpp": mpp.MppChallenges}
 
 
 def load(path: Path) -> tuple[dict[str, Any], httpx.Headers, bytes | None]:

@@ -409,11 +409,11 @@ def _get_without_wallet(args: argparse.Namespace, console: Console) -> int:
         return _body_out(r)
     from httpay.apps.display import offers_table
 
-    challenge = found[0]
-    Console(stderr=True).print(offers_table(challenge.offers, title=f"{args.url} asks for payment ({challenge.dialect})"))
+    Console(stderr=True).print(offers_table([o for c in found for o in c.offers],
+                                            title=f"{args.url} asks for payment ({', '.join(c.dialect for c in found)})"))
     raise PaymentRefused(
         f"refused: {args.url} asks for payment and no wallet is configured; set HTTPAY_WALLET (demo, lnbits, lnd, "
-        "lightspark, fewsats) and its variables to pay it", rule="no_wallet", offers=challenge.offers,
+        "lightspark, fewsats) and its variables to pay it", rule="no_wallet", offers=tuple(o for c in found for o in c.offers),
     )
 
 
@@ -636,7 +636,8 @@ def _max_price(c: Any, args: argparse.Namespace) -> dict[str, Any]:
 
 def _look(url: str, headers: dict[str, str], wallet: Any) -> tuple[httpx.Response, Any]:
     """GET `url` and read its 402 in every dialect the client pays (L402 v0.2, classic L402/LSAT,
-    x402), paying nothing (the transport honours httpay_dry_run). Returns (response, challenge or None)."""
+    MPP, x402), paying nothing (the transport honours httpay_dry_run). Returns (response, every
+    challenge of the 402, ranked: [] when there is none)."""
     import httpay
     from httpay.core.dialect import read_challenge
     from httpay.core.flow import DRY_RUN_EXTENSION
@@ -647,8 +648,7 @@ def _look(url: str, headers: dict[str, str], wallet: Any) -> tuple[httpx.Respons
     else:
         with httpx.Client(timeout=30) as plain:
             r = plain.get(url, headers=headers)
-    found = read_challenge(r.status_code, r.headers, r.content, url=url)
-    return r, (found[0] if found else None)
+    return r, read_challenge(r.status_code, r.headers, r.content, url=url)
 
 
 def _served(args: argparse.Namespace, r: httpx.Response, console: Console) -> int:
@@ -687,31 +687,33 @@ def _offers(args: argparse.Namespace, console: Console) -> int:
     wallet = _wallet_or_none()
     try:
         rate = _rate_for(_policy_or_none(None), args.usd_per_btc, wallet)
-        r, challenge = _look(args.url, _headers(args.header), wallet)
+        r, found = _look(args.url, _headers(args.header), wallet)
     finally:
         if wallet is not None:
             wallet.close()
     if r.status_code != 402:
         return _served(args, r, console)
-    if challenge is None:
+    if not found:
         if args.json:
             print(json.dumps({"url": args.url, "status": r.status_code, "payment_required": True, "offers": []}))
         else:
             _note("HTTP 402, in a form httpay cannot read (not L402 v0.2, classic L402/LSAT or x402); nothing was paid")
         return EXIT_HTTP
-    offers = challenge.offers
+    challenge = found[0]
+    offers = [o for c in found for o in c.offers]  # every dialect's offers of the 402, side by side
     pr_url = getattr(challenge.raw, "payment_request_url", None) or None
     terms_url = getattr(challenge.raw, "terms_url", None)
-    would = _would_pay(args.url, challenge, rate)
+    would = _would_pay(args.url, found, rate)
     if args.json:
         print(json.dumps({"url": args.url, "status": r.status_code, "payment_required": True,
                           "protocol": challenge.dialect, "version": challenge.version,
+                          "dialects": [c.dialect for c in found],
                           "payment_request_url": pr_url, "terms_url": terms_url,
                           "usd_per_btc": rate, "offers": _offer_dicts(offers, rate), "policy_would": would}, indent=2))
         return 0
     chosen = would.get("offer_id") if would["pay"] else None
-    console.print(offers_table(offers, title=f"{args.url} asks for payment ({_dialect(challenge)})", usd_per_btc=rate,
-                               chosen=chosen))
+    console.print(offers_table(offers, title=f"{args.url} asks for payment ({', '.join(_dialect(c) for c in found)})",
+                               usd_per_btc=rate, chosen=chosen))
     if pr_url:
         console.print(plain(f"payment requests go to {clean(pr_url)}"
                             + (f"; terms: {clean(terms_url)}" if terms_url else ""), MAX_LINE))
@@ -736,7 +738,8 @@ def _would_pay(url: str, challenge: Any, rate: float | None) -> dict[str, Any]:
         except PaymentRefused as exc:
             return {"pay": False, "rule": exc.rule, "text": f"your policy would refuse: {exc.reason.removeprefix('refused: ')}"}
     return {"pay": True, "offer_id": q.offer.offer_id, "method": q.method, "price_msat": q.price_msat,
-            "text": f"your policy would pay {q.offer.offer_id} by {q.method} for {q.offer.price}"}
+            "dialect": q.challenge.dialect,
+            "text": f"your policy would pay {q.offer.offer_id} ({q.challenge.dialect}) by {q.method} for {q.offer.price}"}
 
 
 def _dialect(challenge: Any) -> str:
@@ -747,6 +750,8 @@ def _dialect(challenge: Any) -> str:
         return f"L402 v{clean(challenge.version, 12)}"
     if challenge.dialect == l402_classic.PROTOCOL:
         return "classic L402: macaroon + invoice"
+    if challenge.dialect == "mpp":
+        return "MPP Payment"
     return f"{challenge.dialect} v{clean(challenge.version, 12)}"
 
 
@@ -770,11 +775,11 @@ def _dry_run(args: argparse.Namespace, policy: Any, console: Console) -> int:
     wallet = _wallet_or_none()
     try:
         rate = _rate_for(policy, None, wallet)
-        r, challenge = _look(args.url, _headers(args.header), wallet)
+        r, found = _look(args.url, _headers(args.header), wallet)
     finally:
         if wallet is not None:
             wallet.close()
-    if challenge is None:
+    if not found:
         if args.json:
             print(json.dumps({"url": args.url, "status": r.status_code, "payment_required": r.status_code == 402,
                               "would_pay": False}))
@@ -784,7 +789,8 @@ def _dry_run(args: argparse.Namespace, policy: Any, console: Console) -> int:
             _note(f"HTTP {r.status_code}: no payment asked; nothing would be paid (the service served the request "
                   "and may have used a credit)")
         return 0
-    offers = challenge.offers
+    challenge = found[0]
+    offers = [o for c in found for o in c.offers]
     cap = args.max_price_sat * 1000 if args.max_price_sat is not None else None
     if args.max_price_usd is not None:
         if not rate:
@@ -801,7 +807,7 @@ def _dry_run(args: argparse.Namespace, policy: Any, console: Console) -> int:
         try:
             # the flow's one quote, on the policy and the ledger alone (no wallet is asked), with the
             # very check the ledger makes when reserving (the fee cap held too)
-            d = preview(Payer(wallet=None, policy=policy, ledger=lg), challenge, url=args.url, usd_per_btc=rate,
+            d = preview(Payer(wallet=None, policy=policy, ledger=lg), found, url=args.url, usd_per_btc=rate,
                         max_price_msat=cap, with_budgets=True, cannot_pay=_cli_cannot_pay)
         except PaymentRefused as exc:
             result |= {"would_pay": False, "rule": exc.rule, "reason": exc.render(_knobs(args))}

@@ -8,7 +8,7 @@ reads the service's receipt. The flow never asks which dialect it runs: it calls
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar, Protocol
@@ -85,6 +85,7 @@ class Settlement:
     transaction: str | None = None
     network: str | None = None
     reason: str | None = None
+    problem: str | None = None    # the scheme's problem type, where the service named one (MPP problem details)
 
 
 @dataclass
@@ -123,7 +124,13 @@ class Dialect(Protocol):
         ...
 
     def settlement(self, response: httpx.Response) -> Settlement | None:
-        """The service's receipt (or refusal reason) for a payment that travelled with the request."""
+        """The service's receipt (or refusal reason) for a payment: one that travelled with the
+        request, or one paid before it whose receipt the service returns (MPP `Payment-Receipt`)."""
+        ...
+
+    def advertise(self, policy: Policy, can_sign: bool) -> Mapping[str, str]:
+        """Headers every request carries so a server can offer what this payer takes (MPP's
+        `Accept-Payment`); {} for a dialect that has none. `can_sign`: an EVM signer is set."""
         ...
 
 

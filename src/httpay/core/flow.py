@@ -26,7 +26,17 @@ import httpx
 from httpay import safe
 from httpay.amounts import fmt_msat
 from httpay.core.deadline import Deadline
-from httpay.core.dialect import Credential, Invoiced, Obtaining, Payable, Proof, ToSign, dialect_of, read_challenge
+from httpay.core.dialect import (
+    Credential,
+    Invoiced,
+    Obtaining,
+    Payable,
+    Proof,
+    ToSign,
+    dialect_of,
+    dialects,
+    read_challenge,
+)
 from httpay.core.effects import (
     Ask,
     DropToken,
@@ -247,6 +257,7 @@ def request_flow(payer: Payer, request: httpx.Request, *, dry_run: bool = False,
     """Send `request`; if the answer is a 402 some dialect reads, pay for it within the policy and
     return the response the payment bought. A held credential is presented first, and evicted
     (never retried in a loop) when the server answers 402 to it."""
+    _advertise(payer, request)
     presented = yield from _present_held(payer, request)
     for look in (False, True):
         mark = time.monotonic()
@@ -281,7 +292,8 @@ def pay_flow(payer: Payer, request: httpx.Request, response: httpx.Response,
     (an agent that chose one); the policy must still allow it.
     """
     run = _Run(payer, request, secrets.token_hex(4))
-    challenge = _payable_first(payer, [challenges] if isinstance(challenges, Challenge) else challenges)
+    challenge = yield from _choose(run, [challenges] if isinstance(challenges, Challenge) else challenges,
+                                   response, max_price_msat, offer_id)
     if met_402_at is None:
         met_402_at = yield LedgerNow()
     run.say(ChallengeMet, f"402 ({challenge.dialect}) from {run.host} with {len(challenge.offers)} offer(s): "
@@ -308,7 +320,8 @@ def pay_flow(payer: Payer, request: httpx.Request, response: httpx.Response,
         fresh = read_challenge(again.status_code, again.headers, again.content, url=run.url)
         if not fresh:
             return again
-        challenge, response = _payable_first(payer, fresh), again
+        challenge = yield from _choose(run, fresh, again, max_price_msat, offer_id)
+        response = again
         met_402_at = yield from _met_at(mark)
         key = flight_key(challenge, run.url, payer.token_scope)
     else:
@@ -326,9 +339,32 @@ def pay_flow(payer: Payer, request: httpx.Request, response: httpx.Response,
     return (yield from _deliver(run, challenge, receipt, credential, attempt.shown))
 
 
-def _payable_first(payer: Payer, ranked: Sequence[Challenge]) -> Challenge:
-    """Of a 402's challenges, the first this payer can pay (else the first, to refuse it by name)."""
-    return next((c for c in ranked if any(payer.cannot_pay(o) is None for o in c.offers)), ranked[0])
+def _advertise(payer: Payer, request: httpx.Request) -> None:
+    """Put on the request what the dialects tell servers about this payer (MPP's `Accept-Payment`:
+    the methods its policy allows), unless the caller set the header itself."""
+    can_sign = payer.signer is not None
+    for dialect in dialects():
+        for name, value in dialect.advertise(payer.policy, can_sign).items():
+            if name not in request.headers:
+                request.headers[name] = value
+
+
+def _choose(run: _Run, ranked: Sequence[Challenge], response: httpx.Response, max_price_msat: int | None,
+            offer_id: str | None) -> Generator[Effect, Any, Challenge]:
+    """Which challenge of a 402 to pay: the one whose offer `quote()` picks among every challenge's
+    (L402, LSAT, MPP and x402 side by side, at the one rate). One challenge needs no choice; the
+    attempt quotes the chosen one again (after any wait, on the spent total then) and asks the approver."""
+    if len(ranked) == 1:
+        return ranked[0]
+    payer, policy = run.payer, run.payer.policy
+    rate = yield GetRate()
+    spent = (yield Spent()) if policy.has_total_budget else 0
+    try:
+        q = quote(ranked, policy, url=run.url, host=run.host, usd_per_btc=rate, spent_msat=spent,
+                  cannot_pay=payer.cannot_pay, max_price_msat=max_price_msat, offer_id=offer_id)
+    except PaymentRefused as exc:
+        raise run.refused(exc, response, ranked[0]) from None
+    return q.challenge
 
 
 @dataclass
@@ -631,10 +667,10 @@ def _deliver(run: _Run, challenge: Challenge, receipt: Receipt, credential: Cred
     if receipt.status is Status.PENDING:
         assert credential is not None
         return (yield from _send_payment(run, challenge, receipt, credential, shown or fmt_msat(receipt.amount_msat)))
-    return (yield from _retry(run, receipt, credential))
+    return (yield from _retry(run, challenge, receipt, credential))
 
 
-def _retry(run: _Run, receipt: Receipt, credential: Credential | None) -> Flow:
+def _retry(run: _Run, challenge: Challenge, receipt: Receipt, credential: Credential | None) -> Flow:
     """Repeat the request now that it is paid for, with the credential if there is one (an account
     credited by the payment needs none). A service may learn of the payment a moment late, so a 402
     is retried a few times with backoff before it is called not honored. Money has left by now, so
@@ -661,6 +697,10 @@ def _retry(run: _Run, receipt: Receipt, credential: Credential | None) -> Flow:
             raise (yield from _unserved(run, receipt, f"the service answered HTTP {resp.status_code} to the paid "
                                         "request (its answer is in .response)", response=resp))
         if resp.status_code != 402:
+            told = dialect_of(challenge).settlement(resp)
+            if told is not None and told.transaction:  # the service's own receipt (MPP Payment-Receipt)
+                receipt = yield Note(receipt.id, f"service receipt {safe.clean(told.transaction, 120)}"
+                                                 f"{' (' + safe.clean(told.network, 40) + ')' if told.network else ''}")
             resp.extensions[RECEIPT_EXTENSION] = receipt
             run.say(Served, f"served with HTTP {resp.status_code} after payment #{receipt.id}",
                     status=resp.status_code, receipt=receipt)
@@ -669,7 +709,9 @@ def _retry(run: _Run, receipt: Receipt, credential: Credential | None) -> Flow:
             yield Sleep(delay)
             delay = min(delay * 2, 5.0)
     assert resp is not None
-    what = f"the service still answers 402 after {payer.retries_after_payment} tries"
+    told = dialect_of(challenge).settlement(resp)
+    why = f": {told.reason}" if told is not None and told.reason else ""
+    what = f"the service still answers 402 after {payer.retries_after_payment} tries{why}"
     try:
         receipt = yield Note(receipt.id, f"paid, then {what}")
     except Exception:  # noqa: BLE001 - the error below must reach the caller whatever the ledger does
@@ -677,8 +719,8 @@ def _retry(run: _Run, receipt: Receipt, credential: Credential | None) -> Flow:
     run.say(PaymentFailed, f"{paid_text(receipt)}; {what}", logging.WARNING, receipt=receipt, error=what)
     raise PaymentNotHonored(
         f"paid (ledger #{receipt.id}, hash {(receipt.payment_hash or '')[:16]}…) but {run.host} still "
-        f"answers 402 after {payer.retries_after_payment} tries; keep the receipt and contact the service",
-        receipt=receipt, response=resp,
+        f"answers 402 after {payer.retries_after_payment} tries{why}; keep the receipt and contact the service",
+        receipt=receipt, response=resp, problem=told.problem if told is not None else None,
     )
 
 
@@ -755,6 +797,7 @@ def _outcome(run: _Run, challenge: Challenge, resp: httpx.Response, receipt: Rec
         raise PaymentRejected(
             f"{run.host} refused the signed payment of {shown} ({reason}); ledger #{receipt.id} is failed and "
             "nothing is paid again for this request", receipt=done, response=resp,
+            problem=proof.problem if proof is not None else None,
         )
     if proof is not None and proof.success is False:
         why = safe.clean(proof.reason or "no reason given", 200)

@@ -214,10 +214,13 @@ class Quote:
     spent_msat: int = 0
     max_price_msat: int | None = None
     methods: tuple[str, ...] | None = None
+    challenges: tuple[Challenge, ...] = ()  # every challenge of the 402 it chose among, when there were several
 
     @property
     def offers(self) -> tuple[Offer, ...]:
-        """Every offer of the challenge (what an approver may pick from)."""
+        """Every offer it chose among, of every challenge of the 402 (what an approver may pick from)."""
+        if self.challenges:
+            return tuple(o for c in self.challenges for o in c.offers)
         return self.challenge.offers
 
     @property
@@ -261,20 +264,44 @@ def _credits(o: Any) -> str:
 
 def offers_view(offers: Iterable[Any], title: str = "Offers", usd_per_btc: float | None = None,
                 chosen: str | None = None) -> View:
-    """Offers as a table a person compares: price as offered and in sat (at a known BTC/USD rate),
-    what it buys, how it is paid; the `chosen` offer marked. Any objects with an Offer's fields do."""
+    """Offers as a table a person compares: price as offered, in sat and in USD (at a known BTC/USD
+    rate), what it buys, how it is paid, and by which dialect when a 402 offers several; the `chosen`
+    offer marked. Any objects with an Offer's fields do."""
     usd_rate = view_rate(usd_per_btc)
-    columns = (Column("id", style="accent code", wrap=False), Column("title"), Column("price", align="right"),
-               Column("≈ sat", align="right"), Column("credits", align="right"), Column("type"), Column("methods"))
+    listed = list(offers)
+    dialects = {getattr(o, "dialect", "") for o in listed}
+    several = len(dialects) > 1
+    usd_of = [o.price.in_usd(usd_rate) if hasattr(o.price, "in_usd") else None for o in listed]
+    with_usd = any(u is not None for u in usd_of)
+    columns = [Column("id", style="accent code", wrap=False), Column("title"), Column("price", align="right"),
+               Column("≈ sat", align="right")]
+    if with_usd:
+        columns.append(Column("≈ USD", align="right"))
+    columns += [Column("credits", align="right"), Column("type"), Column("methods")]
+    if several:
+        columns.append(Column("via"))
     rows, unknown = [], False
-    for o in offers:
+    for o, usd in zip(listed, usd_of, strict=True):
         price = o.price  # the neutral offers' price is exact money that knows its worth in msat
         in_sat = sat(price.in_msat(usd_rate) if hasattr(price, "in_msat") else offer_price_msat(o.amount, o.currency,
                                                                                                 usd_rate))
         unknown = unknown or in_sat == "—"
         mark = " ✔" if chosen == o.offer_id else ""
-        rows.append(row(Cell(clean(o.offer_id, 80) + mark), Cell(o.title, hint=o.description), str(price), in_sat,
-                        _credits(o), o.type, ", ".join(o.payment_methods),
-                        style="bold good" if chosen == o.offer_id else ""))
+        cells: list[Any] = [Cell(clean(o.offer_id, 80) + mark), Cell(o.title, hint=o.description), str(price), in_sat]
+        if with_usd:
+            cells.append(_usd_text(usd))
+        cells += [_credits(o), o.type, ", ".join(o.payment_methods)]
+        if several:
+            cells.append(clean(o.dialect, 20) + (" (not payable)" if getattr(o, "unpayable", None) else ""))
+        rows.append(row(*cells, style="bold good" if chosen == o.offer_id else ""))
     notes = ("≈ sat needs a BTC/USD rate (usd_per_btc)",) if unknown else (f"at {usd_rate:,.0f} USD/BTC",) if usd_rate else ()
-    return View(title, columns, tuple(rows), notes=tuple(Cell(n) for n in notes), name="offers")
+    return View(title, tuple(columns), tuple(rows), notes=tuple(Cell(n) for n in notes), name="offers")
+
+
+def _usd_text(usd: Fraction | None) -> str:
+    """A USD worth as a person reads it: cents for a dollar or more, four places below one."""
+    if usd is None:
+        return "—"
+    if usd >= 1:
+        return f"${float(usd):,.2f}"
+    return f"${float(usd):.4f}".rstrip("0").rstrip(".") if usd else "$0"

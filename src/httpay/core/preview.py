@@ -4,6 +4,8 @@ read here, synchronously, as a driver would."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from httpay.core.flow import fee_cap_msat, host_of
 from httpay.core.model import Challenge, Quote
 from httpay.core.payer import Payer
@@ -12,10 +14,11 @@ from httpay.core.rates import resolve_rate
 from httpay.ledger.base import limit_since, over_limit
 
 
-def preview(payer: Payer, challenge: Challenge, *, url: str, usd_per_btc: float | None = None,
+def preview(payer: Payer, challenge: Challenge | Sequence[Challenge], *, url: str, usd_per_btc: float | None = None,
             max_price_msat: int | None = None, offer_id: str | None = None, with_budgets: bool = False,
             cannot_pay: CannotPay | None = None) -> Quote:
-    """The quote for `challenge` on this payer's policy and ledger (no wallet or signer is called).
+    """The quote for `challenge` (or every challenge of one 402, to choose among) on this payer's
+    policy and ledger (no wallet or signer is called).
 
     `usd_per_btc` overrides the resolved rate; `with_budgets` also makes the check the ledger makes
     when reserving (every window and host budget, the fee cap included), so a preview refuses
@@ -29,7 +32,7 @@ def preview(payer: Payer, challenge: Challenge, *, url: str, usd_per_btc: float 
               cannot_pay=cannot_pay or payer.cannot_pay,
               max_price_msat=max_price_msat, offer_id=offer_id)
     if with_budgets and q.price_msat is not None:
-        limits = policy.limits(host, q.usd_per_btc, challenge.offers)
+        limits = policy.limits(host, q.usd_per_btc, q.challenge.offers)
         now = payer.ledger.now()
         spent_by = {lim: payer.ledger.spent_msat(host=lim.host, since=limit_since(lim, now)) for lim in limits}
         fee = fee_cap_msat(payer, q.price_msat) if q.offer.rail == "lightning" else 0

@@ -10,13 +10,14 @@ a limit; this is the first, cheap check, and the one that chooses.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
 from httpay.amounts import MAX_MSAT, fmt_msat, rate_ok
 from httpay.core.model import Challenge, Offer, Quote
 from httpay.errors import PaymentRefused
-from httpay.policy import Policy, Strategy
+from httpay.policy import Policy
 from httpay.safe import clean
 
 CannotPay = Callable[[Offer], "tuple[str, str] | None"]  # (rule, why) the payer has nothing that pays it
@@ -44,7 +45,7 @@ def _prices(offers: Sequence[Offer]) -> str:
 
 
 def quote(
-    challenge: Challenge,
+    challenges: Challenge | Sequence[Challenge],
     policy: Policy,
     *,
     url: str,
@@ -57,14 +58,59 @@ def quote(
 ) -> Quote:
     """Choose the offer to pay, or raise PaymentRefused saying which rule stopped it.
 
-    In order: the host, the offer a caller pinned, what this payer can pay at all (`cannot_pay`:
-    no wallet, no signer for the network), what the dialect found unpayable, the policy's methods,
-    a price every limit can compare (never pay blind), the per-payment limit and this request's
-    cap, the total budget left after `spent_msat`; then the policy's strategy picks among the rest.
+    `challenges` are every challenge of one 402 (L402, LSAT, MPP, x402 side by side), ranked. For
+    each, in order: the host, the offer a caller pinned, what this payer can pay at all
+    (`cannot_pay`: no wallet, no signer for the network), what the dialect found unpayable, the
+    policy's methods, a price every limit can compare (never pay blind), the per-payment limit and
+    this request's cap, the total budget left after `spent_msat`. Then, among every offer of every
+    challenge that passed, the policy's `prefer` order and its strategy pick exactly one (prices
+    compared in msat at the one rate; ties go to the credential that serves the most requests).
+    When none passes, the refusal is that of the first challenge this payer could pay at all.
     """
-    offers = challenge.offers
+    ranked = (challenges,) if isinstance(challenges, Challenge) else tuple(challenges)
+    if not ranked:
+        raise PaymentRefused("refused: the 402 carries no challenge httpay can read", rule="challenge")
     rate = policy.usd_per_btc or (usd_per_btc if rate_ok(usd_per_btc) else None)  # inf/NaN: no rate
-    policy.check_host(host, offers)
+    policy.check_host(host, tuple(o for c in ranked for o in c.offers))
+    if offer_id is not None:
+        holding = [c for c in ranked if c.offer(offer_id) is not None]
+        ranked = tuple(holding) or ranked[:1]  # none holds it: the first refuses it by name
+    fits: list[_Fit] = []
+    refusals: list[tuple[Challenge, PaymentRefused]] = []
+    for index, challenge in enumerate(ranked):
+        try:
+            fits.extend(_fitting(challenge, index, policy, host=host, rate=rate, spent_msat=spent_msat,
+                                 cannot_pay=cannot_pay, max_price_msat=max_price_msat, offer_id=offer_id))
+        except PaymentRefused as exc:
+            refusals.append((challenge, exc))
+    if not fits:
+        reachable = [exc for c, exc in refusals
+                     if cannot_pay is None or any(cannot_pay(o) is None for o in c.offers)]
+        raise (reachable or [exc for _, exc in refusals])[0]
+    best = _pick(fits, policy)
+    return Quote(
+        challenge=best.challenge, offer=best.offer, method=best.method, price_msat=best.price, url=url, host=host,
+        usd_per_btc=rate, alternatives=tuple(f.offer for f in fits if f is not best), checks=best.checks,
+        spent_msat=spent_msat, max_price_msat=max_price_msat, challenges=ranked if len(ranked) > 1 else (),
+    )
+
+
+@dataclass(frozen=True)
+class _Fit:
+    """An offer that passed every check, with the challenge it belongs to and the checks it passed."""
+
+    challenge: Challenge
+    index: int  # the challenge's rank in the 402
+    offer: Offer
+    method: str
+    price: int | None
+    checks: tuple[str, ...]
+
+
+def _fitting(challenge: Challenge, index: int, policy: Policy, *, host: str, rate: float | None, spent_msat: int,
+             cannot_pay: CannotPay | None, max_price_msat: int | None, offer_id: str | None) -> list[_Fit]:
+    """The offers of one challenge that pass every check, or the PaymentRefused of the first that fails."""
+    offers = challenge.offers
     checks = [f"host {clean(host, 80)} allowed"]
     choices = _pinned(challenge, offer_id) if offer_id is not None else offers
 
@@ -75,6 +121,9 @@ def quote(
     if not reachable:
         assert cannot_pay is not None
         rule, why = cannot_pay(choices[0]) or ("methods", "")
+        if rule == "rail" and all(o.unpayable for o in choices):  # the dialect's own words say more
+            raise refuse(f"refused: no {challenge.dialect} offer can be paid: "
+                         + "; ".join(f"{clean(o.offer_id, 40)}: {o.unpayable}" for o in choices), challenge.dialect)
         if rule == "no_wallet":
             raise refuse(f"refused: {host} asks for a Lightning payment ({'; '.join(str(o.price) for o in choices)}) "
                          "and no Lightning wallet is configured; pass wallet= to the client", rule)
@@ -134,18 +183,16 @@ def quote(
     if left is not None:
         checks.append(f"{fmt_msat(max(left, 0), rate)} of the total budget left")
     checks.append("hourly, daily and per-host budgets are checked by the ledger as the payment is reserved")
-    o, m, p = _pick(fitting, policy.strategy, policy.calls)
-    return Quote(
-        challenge=challenge, offer=o, method=m, price_msat=p, url=url, host=host, usd_per_btc=rate,
-        alternatives=tuple(x[0] for x in fitting if x[0] is not o), checks=tuple(checks), spent_msat=spent_msat,
-        max_price_msat=max_price_msat,
-    )
+    return [_Fit(challenge, index, o, m, p, tuple(checks)) for o, m, p in fitting]
+
+
 
 
 def requote(q: Quote, policy: Policy, answer: Any, cannot_pay: CannotPay | None = None) -> Quote:
     """What an approver's answer lets the flow pay: True keeps the offer, an offer (or its id) among
     the challenge's picks another. Either way `quote` runs again on the quote's own inputs (rate,
     spent, this request's cap), so no approval skips a limit. PaymentRefused otherwise."""
+    target = q.challenge
     if answer is True:
         pick = q.offer.offer_id
     elif isinstance(answer, str) or hasattr(answer, "offer_id"):
@@ -156,9 +203,10 @@ def requote(q: Quote, policy: Policy, answer: Any, cannot_pay: CannotPay | None 
             raise PaymentRefused("refused: the approver picked an offer the service did not make", rule="approval",
                                  offers=q.offers)
         pick = found.offer_id
+        target = next((c for c in q.challenges if any(o is found for o in c.offers)), q.challenge)
     else:
         raise PaymentRefused(f"refused by the approver: {q}", rule="approval", offers=q.offers)
-    return quote(q.challenge, policy, url=q.url, host=q.host, usd_per_btc=q.usd_per_btc, spent_msat=q.spent_msat,
+    return quote(target, policy, url=q.url, host=q.host, usd_per_btc=q.usd_per_btc, spent_msat=q.spent_msat,
                  cannot_pay=cannot_pay, max_price_msat=q.max_price_msat, offer_id=pick)
 
 
@@ -174,23 +222,41 @@ def _same_offer(answer: Any, o: Offer) -> bool:
     return getattr(answer, "offer_id", None) == o.offer_id and getattr(answer, "amount", None) == o.price.amount
 
 
-def _pick(fitting: list[tuple[Offer, str, int | None]], strategy: Strategy,
-          calls: int | None = None) -> tuple[Offer, str, int | None]:
-    """Pick among offers that fit every limit. Ties go to lightning, then to the first listed."""
+_REUSE_RANK = {"scope": 0, "challenge": 1, "request": 2}  # what one payment buys: the most first
 
-    def price(x: tuple[Offer, str, int | None]) -> int:
-        return x[2] if x[2] is not None else x[0].price.amount  # exact integers: no float overflow at any size
 
-    method_rank = {"lightning": 0}
+def _preference(f: _Fit, prefer: Sequence[str]) -> int:
+    """Where the offer stands in the policy's `prefer` list (its dialect, or its method or a prefix
+    of it); not listed: after every listed one."""
+    for i, name in enumerate(prefer):
+        if name == f.challenge.dialect or method_allowed((name,), f.method):
+            return i
+    return len(prefer)
+
+
+def _pick(fits: list[_Fit], policy: Policy) -> _Fit:
+    """Pick among offers that fit every limit: the policy's `prefer` order first, then its strategy;
+    ties go to the credential that serves the most requests, then lightning, then the first listed."""
+    strategy, calls = policy.strategy, policy.calls
+
+    def price(f: _Fit) -> int:
+        return f.price if f.price is not None else f.offer.price.amount  # exact integers: no float overflow
+
+    def tie(f: _Fit) -> tuple[int, int, int, int]:
+        return (_preference(f, policy.prefer), _REUSE_RANK.get(f.challenge.reuse, 1),
+                0 if f.method == "lightning" else 1, f.index)
+
+    def first(f: _Fit) -> int:
+        return _preference(f, policy.prefer)
+
     if strategy == "covers_calls":
         # the cheapest offer that buys at least `calls` credits; if none does, the most credits
-        covering = [x for x in fitting if (x[0].balance or 0) >= (calls or 1)]
+        covering = [f for f in fits if (f.offer.balance or 0) >= (calls or 1)]
         if covering:
-            return min(covering, key=lambda x: (price(x), method_rank.get(x[1], 1)))
-        return max(fitting, key=lambda x: (x[0].balance or 0, -price(x)))
+            return min(covering, key=lambda f: (first(f), price(f), tie(f)))
+        return min(fits, key=lambda f: (first(f), -(f.offer.balance or 0), price(f), tie(f)))
     if strategy == "largest":
-        return max(fitting, key=lambda x: (price(x), -method_rank.get(x[1], 1)))
+        return min(fits, key=lambda f: (first(f), -price(f), tie(f)))
     if strategy == "cheapest_per_credit":
-        return min(fitting, key=lambda x: (Fraction(price(x), max(x[0].balance or 1, 1)), price(x),
-                                           method_rank.get(x[1], 1)))
-    return min(fitting, key=lambda x: (price(x), method_rank.get(x[1], 1)))
+        return min(fits, key=lambda f: (first(f), Fraction(price(f), max(f.offer.balance or 1, 1)), price(f), tie(f)))
+    return min(fits, key=lambda f: (first(f), price(f), tie(f)))

@@ -7,7 +7,7 @@ scope, so one payment answers every request in the scope and later requests pres
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Generator, Mapping
 from typing import Any
 
 import httpx
@@ -17,6 +17,7 @@ from httpay.core.effects import Effect
 from httpay.core.model import Challenge, Money, Offer
 from httpay.errors import ChallengeError, InvoiceError
 from httpay.lightning import Invoice, decode_invoice
+from httpay.policy import Policy
 from httpay.protocols import l402_classic, macaroons
 from httpay.protocols.l402_classic import L402Challenge
 from httpay.protocols.www_authenticate import header_values, parse_challenges
@@ -99,6 +100,9 @@ class L402Classic:
         except ChallengeError:
             expires = None
         return Credential({"Authorization": value}, reusable=value, expires_at=expires)
+
+    def advertise(self, policy: Policy, can_sign: bool) -> Mapping[str, str]:
+        return {}
 
     def settlement(self, response: httpx.Response) -> Settlement | None:
         return None

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Generator
+from collections.abc import Generator, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -24,6 +24,7 @@ from httpay.core.events import PaymentRequested
 from httpay.core.model import Challenge, Money, Offer
 from httpay.errors import ChallengeError, PaymentDeadlineExceeded, PaymentRefused, PaymentRequestError
 from httpay.lightning import decode_invoice
+from httpay.policy import Policy
 from httpay.protocols import l402_v02
 from httpay.protocols.l402_v02 import PaymentOffers, PaymentRequest
 
@@ -140,6 +141,9 @@ class L402V02:
 
     def present(self, challenge: Challenge, payable: Payable, proof: Proof) -> Credential:
         return Credential({})  # the payment credits the account; the request goes again as it was
+
+    def advertise(self, policy: Policy, can_sign: bool) -> Mapping[str, str]:
+        return {}
 
     def settlement(self, response: httpx.Response) -> Settlement | None:
         return None

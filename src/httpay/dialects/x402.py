@@ -25,6 +25,7 @@ from httpay.core.dialect import Credential, Obtaining, Payable, Proof, Settlemen
 from httpay.core.effects import Effect
 from httpay.core.model import Challenge, Money, Offer
 from httpay.errors import ChallengeError
+from httpay.policy import Policy
 from httpay.protocols import x402
 from httpay.protocols.x402 import X402Challenge, X402Requirement
 
@@ -242,6 +243,9 @@ class X402:
         v, auth = payable.state
         name, header = x402.encode_payment_header(payment_payload(ch, v.requirement, auth, proof.signature), ch.version)
         return Credential({name: header})
+
+    def advertise(self, policy: Policy, can_sign: bool) -> Mapping[str, str]:
+        return {}
 
     def settlement(self, response: httpx.Response) -> Settlement | None:
         try:

@@ -61,6 +61,40 @@ CREATE TABLE IF NOT EXISTS tokens (
 );
 """
 
+# Running totals by (host, status), '*' for every host: kept by triggers in the very transaction
+# that writes a payment (reserve, settle, fail, anything), so the total budget and `httpay ledger`
+# read one row each, whatever the size of the history. A ledger made before gets them on open,
+# filled from its rows once, with writers held off (`fill_totals`).
+ALL_HOSTS = "*"
+TOTALS_TABLE = """CREATE TABLE IF NOT EXISTS payment_totals (
+    host TEXT NOT NULL,
+    status TEXT NOT NULL,
+    n {int} NOT NULL,
+    amount_msat {int} NOT NULL,
+    fee_msat {int} NOT NULL,
+    PRIMARY KEY (host, status)
+)"""
+TOTALS_FILL = (
+    "INSERT INTO payment_totals (host, status, n, amount_msat, fee_msat) "
+    "SELECT '*', status, COUNT(*), COALESCE(SUM(amount_msat), 0), COALESCE(SUM(fee_msat), 0) FROM payments "
+    "GROUP BY status UNION ALL SELECT host, status, COUNT(*), COALESCE(SUM(amount_msat), 0), "
+    "COALESCE(SUM(fee_msat), 0) FROM payments GROUP BY host, status"
+)
+TOTALS_BUMP = (  # add (sign +1) or take away (-1) one row's amounts: {row} is NEW or OLD
+    "INSERT INTO payment_totals (host, status, n, amount_msat, fee_msat) VALUES "
+    "('*', {row}.status, {sign}, {sign} * {row}.amount_msat, {sign} * {row}.fee_msat), "
+    "({row}.host, {row}.status, {sign}, {sign} * {row}.amount_msat, {sign} * {row}.fee_msat) "
+    "ON CONFLICT (host, status) DO UPDATE SET n = payment_totals.n + excluded.n, "
+    "amount_msat = payment_totals.amount_msat + excluded.amount_msat, "
+    "fee_msat = payment_totals.fee_msat + excluded.fee_msat"
+)
+TOTALS_COLUMNS = "status, amount_msat, fee_msat, host"  # the columns whose change moves a total
+
+
+def bump(row: str, sign: int) -> str:
+    return TOTALS_BUMP.format(row=row, sign=sign)
+
+
 _SELECT = f"SELECT {', '.join(COLUMNS)} FROM payments"
 _RETURNING = f" RETURNING {', '.join(COLUMNS)}"
 
@@ -125,6 +159,10 @@ class SQLLedger(Ledger):
         return sql, args
 
     def _spent(self, query: Query, host: str | None, since: datetime | None) -> int:
+        if since is None:  # all history: the running totals, one row per status
+            rows = query("SELECT COALESCE(SUM(amount_msat + fee_msat), 0) AS spent FROM payment_totals "
+                         "WHERE host = ? AND status != 'failed'", (host or ALL_HOSTS,))
+            return int(rows[0]["spent"])
         where, args = self._filters(host, None if since is None else self._to_db_time(since))
         sql = f"SELECT COALESCE(SUM(amount_msat + fee_msat), 0) AS spent FROM payments WHERE status != 'failed'{where}"
         return int(query(sql, args)[0]["spent"])
@@ -135,7 +173,12 @@ class SQLLedger(Ledger):
         reservation under hourly and daily limits costs the same at 10 rows of history or a million."""
         sums, args = [], []
         for i, lim in enumerate(limits):
-            where, wargs = self._filters(lim.host, None if lim.window is None else self._to_db_time(now - lim.window))
+            if lim.window is None:  # a total over all history: its running total
+                sums.append(f"(SELECT COALESCE(SUM(amount_msat + fee_msat), 0) FROM payment_totals "
+                            f"WHERE host = ? AND status != 'failed') AS s{i}")
+                args.append(lim.host or ALL_HOSTS)
+                continue
+            where, wargs = self._filters(lim.host, self._to_db_time(now - lim.window))
             sums.append(f"(SELECT COALESCE(SUM(amount_msat + fee_msat), 0) FROM payments "
                         f"WHERE status != 'failed'{where}) AS s{i}")
             args += wargs
@@ -294,10 +337,16 @@ class SQLLedger(Ledger):
         return [self._row(r) for r in self._query(f"{_SELECT} WHERE status = 'pending' ORDER BY id DESC", ())]
 
     def totals(self, *, host: str | None = None, since: datetime | None = None) -> dict[str, int]:
-        """Counts and sums by status in SQL: one grouped statement, whatever the size of the history."""
-        where, args = self._filters(host, None if since is None else self._to_db_time(since))
-        rows = self._query("SELECT status, COUNT(*) AS n, COALESCE(SUM(amount_msat), 0) AS amount, "
-                           f"COALESCE(SUM(fee_msat), 0) AS fee FROM payments WHERE 1=1{where} GROUP BY status", args)
+        """Counts and sums by status: over all history the running totals (a row per status), else
+        one grouped statement over the window's rows (by index)."""
+        if since is None:
+            rows = self._query("SELECT status, n, amount_msat AS amount, fee_msat AS fee FROM payment_totals "
+                               "WHERE host = ?", (host or ALL_HOSTS,))
+        else:
+            where, args = self._filters(host, self._to_db_time(since))
+            rows = self._query("SELECT status, COUNT(*) AS n, COALESCE(SUM(amount_msat), 0) AS amount, "
+                               f"COALESCE(SUM(fee_msat), 0) AS fee FROM payments WHERE 1=1{where} GROUP BY status",
+                               args)
         t = {"count": 0, "settled": 0, "pending": 0, "failed": 0, "settled_msat": 0, "pending_msat": 0, "fee_msat": 0}
         for r in rows:
             status, n = str(r["status"]), int(r["n"])

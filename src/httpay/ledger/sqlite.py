@@ -23,9 +23,25 @@ from pathlib import Path
 from typing import Any
 
 from httpay.errors import LedgerError
-from httpay.ledger.sql import MIGRATIONS, Query, Rows, SQLLedger, schema
+from httpay.ledger.sql import (
+    MIGRATIONS,
+    TOTALS_COLUMNS,
+    TOTALS_FILL,
+    TOTALS_TABLE,
+    Query,
+    Rows,
+    SQLLedger,
+    bump,
+    schema,
+)
 
 SCHEMA = schema(serial="INTEGER PRIMARY KEY AUTOINCREMENT", time="REAL", int_type="INTEGER")
+TRIGGERS = (  # keep payment_totals right in the transaction of every write
+    f"CREATE TRIGGER payments_totals_insert AFTER INSERT ON payments BEGIN {bump('NEW', 1)}; END",
+    (f"CREATE TRIGGER payments_totals_update AFTER UPDATE OF {TOTALS_COLUMNS} ON payments "
+     f"BEGIN {bump('OLD', -1)}; {bump('NEW', 1)}; END"),
+    f"CREATE TRIGGER payments_totals_delete AFTER DELETE ON payments BEGIN {bump('OLD', -1)}; END",
+)
 
 
 def connect(path: str, schema_sql: str, what: str) -> sqlite3.Connection:
@@ -63,11 +79,19 @@ class SQLiteLedger(SQLLedger):
         self._migrate()
 
     def _migrate(self) -> None:
-        """Add the columns a ledger made by an older httpay lacks (under the write lock: many may open it)."""
+        """Add the columns a ledger made by an older httpay lacks, and its running totals (filled from
+        its rows once), under the write lock: many may open it, and no write slips in between."""
         with self._budget_transaction() as query:
             for table, column, kind in MIGRATIONS:
                 if not any(r["name"] == column for r in query(f"PRAGMA table_info({table})", ())):
                     query(f"ALTER TABLE {table} ADD COLUMN {column} {kind}", ())
+            if not query("SELECT name FROM sqlite_master WHERE type = 'trigger' AND name = 'payments_totals_insert'",
+                         ()):
+                query(TOTALS_TABLE.format(int="INTEGER"), ())
+                query("DELETE FROM payment_totals", ())
+                query(TOTALS_FILL, ())
+                for stmt in TRIGGERS:
+                    query(stmt, ())
 
     def __repr__(self) -> str:
         return f"SQLiteLedger({self.path!r})"

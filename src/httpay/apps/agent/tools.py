@@ -53,6 +53,7 @@ MAX_RESULT_CHARS = 16_000  # a whole tool result, whatever a server put in it
 _DIALECT_NOTES = {
     "l402-classic": " (classic L402: one invoice buys a token the client reuses for this host)",
     "x402": " (x402: a signed stablecoin payment)",
+    "mpp": " (MPP: the HTTP Payment scheme; one payment buys one request)",
 }
 TOOL_NAMES = ("fetch", "offers", "pay", "budget", "payments")
 REDACTED = "[redacted]"
@@ -201,12 +202,14 @@ class Toolbox:
                                   "Nothing was paid.")
         if not found:
             return self.for_model("HTTP 402 Payment Required" + "\n" + self._unpaid_402(response))
-        challenge = next((c for c in found if any(self.client.payer.cannot_pay(o) is None for o in c.offers)), found[0])
-        offers = challenge.offers
-        self.add_secret(getattr(challenge.raw, "payment_context_token", None))
+        offers = tuple(o for c in found for o in c.offers)  # every dialect's offers of the 402, side by side
+        for c in found:
+            self.add_secret(getattr(c.raw, "payment_context_token", None))
         rate = self._rate()
-        lines = [self._cost_line(offers, rate) + _DIALECT_NOTES.get(challenge.dialect, ""), "offers:",
-                 self._offer_lines(offers, rate), self._would_pay(challenge, response, rate), self._budget_left() + "."]
+        notes = "".join(_DIALECT_NOTES.get(c.dialect, "") for c in found) if len(found) == 1 else \
+            f" (offered in {len(found)} dialects: {', '.join(c.dialect for c in found)}; one payment buys it)"
+        lines = [self._cost_line(offers, rate) + notes, "offers:",
+                 self._offer_lines(offers, rate), self._would_pay(found, response, rate), self._budget_left() + "."]
         return self.for_model("\n".join(lines))
 
     def pay(
@@ -474,8 +477,9 @@ class Toolbox:
         return (f"this costs {_price(cheapest, rate)} for {clean(what, 80)} (cheapest offer: {clean(cheapest.offer_id, 80)}); "
                 "nothing was paid.")
 
-    def _would_pay(self, challenge: Challenge, response: httpx.Response, rate: float | None) -> str:
-        """What fetch would do with this challenge: the flow's one quote, in any dialect."""
+    def _would_pay(self, challenge: Challenge | Sequence[Challenge], response: httpx.Response,
+                   rate: float | None) -> str:
+        """What fetch would do with this 402: the flow's one quote, across every dialect it offers."""
         url = str(response.request.url)
         try:
             d = preview(self.client.payer, challenge, url=url, usd_per_btc=rate)
@@ -518,15 +522,19 @@ def _is_json(text: str) -> bool:
 
 def _price(o: Offer, rate: float | None) -> str:
     msat = o.price.in_msat(rate)
+    usd = o.price.in_usd(rate)
+    in_usd = f"${float(usd):,.4f}".rstrip("0").rstrip(".") if usd is not None else None
     if msat is None or o.currency.upper() in ("SAT", "SATS", "BTC", "MSAT"):
-        return clean(str(o.price), 60)
+        return clean(str(o.price), 60) + (f" (≈ {in_usd})" if in_usd and o.currency.upper() != "USD" else "")
     return f"{clean(str(o.price), 60)} (≈ {fmt_msat(msat)})"
 
 
 def _offer_text(o: Offer, rate: float | None) -> str:
     what = f"{o.balance} credit{'s' if o.balance != 1 else ''}" if o.balance is not None else (o.duration or o.type)
+    via = f" via {clean(o.dialect, 20)}" if o.dialect else ""
+    refused = f" (not payable: {clean(o.unpayable, 160)})" if o.unpayable else ""
     return (f"{clean(o.offer_id, 80)} '{clean(o.title, 120)}': {_price(o, rate)} for {clean(what, 80)}, "
-            f"pay by {clean(', '.join(o.payment_methods), 120)}")
+            f"pay by {clean(', '.join(o.payment_methods), 120)}{via}{refused}")
 
 
 def _receipt_line(r: Receipt, rate: float | None) -> str:
