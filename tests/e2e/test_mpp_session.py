@@ -154,3 +154,13 @@ def test_a_route_that_is_not_a_session_is_left_alone(mode: str, demo: RunningSer
         assert wallet.balance_msat() == 1_000_000 and d.client.ledger.receipts() == []
     finally:
         d.close_client()
+
+
+def test_the_plain_client_points_at_sessions(demo: RunningServer, wallet: DemoWallet, ledger_path: Path) -> None:
+    """The per-request flow does not pay a session challenge; it says how to pay it, and pays nothing."""
+    with httpay.Client(wallet=wallet, ledger=ledger_path, reconcile_grace_s=None,
+                       policy=httpay.Policy(methods=["lightning", "mpp"])) as client:
+        with pytest.raises(PaymentRefused, match=r"httpay\.MppSession\(client, url\)"):
+            client.get(demo.url + "/mpp/session/ticker/AAPL")
+        assert httpay.MppSession is MppSession and httpay.AsyncMppSession is AsyncMppSession
+    assert wallet.balance_msat() == 1_000_000
