@@ -164,3 +164,25 @@ def test_the_plain_client_points_at_sessions(demo: RunningServer, wallet: DemoWa
             client.get(demo.url + "/mpp/session/ticker/AAPL")
         assert httpay.MppSession is MppSession and httpay.AsyncMppSession is AsyncMppSession
     assert wallet.balance_msat() == 1_000_000
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_the_session_can_be_used_between_stream_events(mode: str, demo: RunningServer, wallet: DemoWallet,
+                                                       ledger_path: Path) -> None:
+    """A request made while a paid stream is being read is paid from the same session (no lock held)."""
+    d = Driver(mode, demo, wallet, ledger_path, "/mpp/session/stream/AAPL")
+    try:
+        seen: list[int] = []
+        if d.loop is None:
+            for event in d.session.stream(params={"chunks": 3}):
+                if event.event is None and event.data != "[DONE]" and not seen:
+                    seen.append(d.session.get(demo.url + "/mpp/session/stream/AAPL", params={"chunks": 1}).status_code)
+        else:
+            async def go() -> None:
+                async for event in d.session.stream(params={"chunks": 3}):
+                    if event.event is None and event.data != "[DONE]" and not seen:
+                        seen.append((await d.session.get(params={"chunks": 1})).status_code)
+            d.loop.run_until_complete(go())
+        assert seen == [200] and len(d.client.ledger.receipts()) == 1  # one deposit for both
+    finally:
+        d.close_client()

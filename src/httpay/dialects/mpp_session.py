@@ -452,25 +452,28 @@ class MppSession:
                 request = prepared
             else:
                 request = self._core.bearer(request)
-            with self._http.stream(request.method, request.url, headers=request.headers, content=request.content) as response:
-                if response.status_code != 200:
-                    response.read()
-                    if opening:
+        # the lock is not held while the caller reads: it may use the session between events
+        with self._http.stream(request.method, request.url, headers=request.headers, content=request.content) as response:
+            if response.status_code != 200:
+                response.read()
+                if opening:
+                    with self._lock:
                         self._run(self._core.paid_but_refused(response, "open the session"))
-                    raise SessionError(f"the service answered {response.status_code} to the session's stream")
-                parser = SseParser()
-                for line in response.iter_lines():
-                    event = parser.feed(line)
-                    if event is None:
-                        continue
-                    self._on_event(event)
-                    yield event
+                raise SessionError(f"the service answered {response.status_code} to the session's stream")
+            parser = SseParser()
+            for line in response.iter_lines():
+                event = parser.feed(line)
+                if event is None:
+                    continue
+                self._on_event(event)
+                yield event
 
     def _on_event(self, event: SseEvent) -> None:
-        if event.event == "payment-need-topup":
-            self._run(self._top_up_now())
-        elif event.event == "payment-receipt":
-            self._read_event_receipt(event)
+        with self._lock:
+            if event.event == "payment-need-topup":
+                self._run(self._top_up_now())
+            elif event.event == "payment-receipt":
+                self._read_event_receipt(event)
 
     def _top_up_now(self) -> Steps[None]:
         challenge = yield from self._core.fresh_challenge()
@@ -557,23 +560,26 @@ class AsyncMppSession:
                 request = prepared
             else:
                 request = self._core.bearer(request)
-            async with self._http.stream(request.method, request.url, headers=request.headers,
-                                         content=request.content) as response:
-                if response.status_code != 200:
-                    await response.aread()
-                    if opening:
+        # the lock is not held while the caller reads: it may use the session between events
+        async with self._http.stream(request.method, request.url, headers=request.headers,
+                                     content=request.content) as response:
+            if response.status_code != 200:
+                await response.aread()
+                if opening:
+                    async with self._lock:
                         await self._run(self._core.paid_but_refused(response, "open the session"))
-                    raise SessionError(f"the service answered {response.status_code} to the session's stream")
-                parser = SseParser()
-                async for line in response.aiter_lines():
-                    event = parser.feed(line)
-                    if event is None:
-                        continue
+                raise SessionError(f"the service answered {response.status_code} to the session's stream")
+            parser = SseParser()
+            async for line in response.aiter_lines():
+                event = parser.feed(line)
+                if event is None:
+                    continue
+                async with self._lock:
                     if event.event == "payment-need-topup":
                         await self._run(self._top_up_now())
                     elif event.event == "payment-receipt":
                         await self._read_event_receipt(event)
-                    yield event
+                yield event
 
     def _top_up_now(self) -> Steps[None]:
         challenge = yield from self._core.fresh_challenge()
