@@ -115,6 +115,7 @@ class Offer:
     network: str | None = None
     unpayable: str | None = None
     payload: Any = field(default=None, repr=False, compare=False)
+    proposal: str | None = None  # the unmerged proposal it follows: paid only with Policy(proposals=[...])
 
     @property
     def amount(self) -> int:
@@ -140,6 +141,8 @@ class Offer:
             d["duration"] = self.duration
         if self.unpayable is not None:
             d["unpayable"] = self.unpayable
+        if self.proposal is not None:
+            d["proposal"] = self.proposal
         return d
 
     def __str__(self) -> str:
@@ -165,6 +168,7 @@ class Challenge:
     version: str = ""
     reuse: str = "challenge"
     raw: Any = field(default=None, repr=False, compare=False)
+    identified: bool = False  # the service asks for a call identifier (the ledger's call key), whatever the method
 
     @property
     def payment_methods(self) -> tuple[str, ...]:
