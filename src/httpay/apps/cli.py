@@ -93,8 +93,8 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--ledger", help="ledger file for the demo (default: a throwaway file)")
     d.add_argument("--budget-usd", type=_number(), default=5.0)
     d.add_argument("--max-per-payment-usd", type=_number(), default=1.0)
-    d.add_argument("--protocol", choices=("l402-v0.2", "l402"), default="l402-v0.2",
-                   help="l402-v0.2: the notebook's JSON offers (default); l402: classic macaroon + invoice")
+    d.add_argument("--protocol", choices=("l402-v0.2", "l402", "mpp"), default="l402-v0.2",
+                   help="l402-v0.2: the notebook's JSON offers (default); l402: classic macaroon + invoice; mpp: the HTTP Payment scheme (charge, Aperture's three dialects in one 402, a session)")
 
     s = sub.add_parser("demo-server", help="run the local demo stock service (loopback only, no real money)")
     s.add_argument("--host", default="127.0.0.1")
