@@ -390,10 +390,12 @@ def _sign_in(run: _Run, challenge: Challenge) -> Generator[Effect, Any, httpx.Re
 
 
 def _call_of(run: _Run, challenge: Challenge) -> Generator[Effect, Any, Call | None]:
-    """The ledger's call for a request whose retry must not pay twice (a non-idempotent method, or a
-    service that asks for a call identifier): its key, and the payment already made for it."""
+    """The ledger's call for a request whose retry must not pay twice: a non-idempotent method, a
+    service that asks for a call identifier, or a payment that buys this one request (MPP charge,
+    x402: a crash after paying must not make the application's retry pay again). Its key, and the
+    payment already made for it."""
     request = run.request
-    if request.method in IDEMPOTENT and not challenge.identified:
+    if request.method in IDEMPOTENT and not challenge.identified and challenge.reuse != "request":
         return None
     fingerprint = call_fingerprint(request) or "unread:" + secrets.token_hex(16)
     call: Call = yield CallKey(fingerprint, request.headers.get("idempotency-key"))
