@@ -42,7 +42,8 @@ def main(base: str, key: str, ledger: str, token: str, point: str, path: str = "
             return result
 
         c.ledger.settle = settle_and_maybe_die  # type: ignore[method-assign]
-        r = c.get(f"{base}{path}", headers={"Authorization": f"Bearer {token}"} if token else {})
+        headers = {"Authorization": f"Bearer {token}"} if token else {"Idempotency-Key": "call-1"}
+        r = c.get(f"{base}{path}", headers=headers)
         print(r.status_code)
 
 

@@ -79,8 +79,9 @@ def test_kill_at_each_point(demo: RunningServer, ledger_path: Path, point: str, 
 
 @pytest.mark.parametrize("point", ["before_wallet", "after_wallet", "after_settle"])
 def test_kill_at_each_point_of_an_mpp_charge(demo: RunningServer, ledger_path: Path, point: str) -> None:
-    """An MPP lightning charge buys one request: killed anywhere, the pending row is reconciled by its
-    payment hash and the application's retry never pays again. Killed after recording the
+    """An MPP lightning charge buys one request, and the application names its call with an
+    Idempotency-Key: killed anywhere, the pending row is reconciled by its payment hash and the
+    application's retry (the same key) never pays again. Killed after recording the
     credential, the retry presents that payment (the challenge it answered, its preimage); killed
     between the wallet's payment and that record, there is no credential to present, so the retry
     is refused by name with the receipt (CallAlreadyPaid) instead of paying twice; killed before
@@ -93,10 +94,10 @@ def test_kill_at_each_point_of_an_mpp_charge(demo: RunningServer, ledger_path: P
                        ledger=ledger_path, reconcile_grace_s=0) as c:
         if point == "after_wallet":
             with pytest.raises(httpay.CallAlreadyPaid) as caught:
-                c.get(f"{demo.url}/mpp/ticker/MSFT")
+                c.get(f"{demo.url}/mpp/ticker/MSFT", headers={"Idempotency-Key": "call-1"})
             assert caught.value.receipt.status is Status.SETTLED and "nothing is paid twice" in str(caught.value)
         else:
-            r = c.get(f"{demo.url}/mpp/ticker/MSFT")
+            r = c.get(f"{demo.url}/mpp/ticker/MSFT", headers={"Idempotency-Key": "call-1"})
             assert r.status_code == 200 and r.json()["symbol"] == "MSFT"
     assert wallet_payments(demo, key) == 1, "exactly one payment, whatever the crash"
     with SQLiteLedger(ledger_path) as lg:

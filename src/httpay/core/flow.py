@@ -391,11 +391,12 @@ def _sign_in(run: _Run, challenge: Challenge) -> Generator[Effect, Any, httpx.Re
 
 def _call_of(run: _Run, challenge: Challenge) -> Generator[Effect, Any, Call | None]:
     """The ledger's call for a request whose retry must not pay twice: a non-idempotent method, a
-    service that asks for a call identifier, or a payment that buys this one request (MPP charge,
-    x402: a crash after paying must not make the application's retry pay again). Its key, and the
-    payment already made for it."""
+    service that asks for a call identifier, or a request the application named with its own
+    `Idempotency-Key` (a GET whose answer a payment buys, sent again after a crash, presents the
+    payment made for it). Its key, and the payment already made for it. Identical GETs without a
+    key are separate calls: many at once each pay their own one-request challenge."""
     request = run.request
-    if request.method in IDEMPOTENT and not challenge.identified and challenge.reuse != "request":
+    if request.method in IDEMPOTENT and not challenge.identified and "idempotency-key" not in request.headers:
         return None
     fingerprint = call_fingerprint(request) or "unread:" + secrets.token_hex(16)
     call: Call = yield CallKey(fingerprint, request.headers.get("idempotency-key"))
