@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install the JavaScript peers httpay's interop tests run against (lsat-js, @getalby/lightning-tools)
+# Install the JavaScript peers httpay's interop tests run against (lsat-js, @getalby/lightning-tools, mppx + viem)
 # into tests/interop/node/node_modules, exactly as package-lock.json pins them.
 #
 #   scripts/npm-interop.sh          install (a fast no-op when already installed for this lock file)
@@ -82,7 +82,8 @@ want_stamp() {
 installed() {
     [[ -f "$STAMP" && "$(cat "$STAMP")" == "$(want_stamp)" \
         && -f "$DIR/node_modules/lsat-js/package.json" \
-        && -f "$DIR/node_modules/@getalby/lightning-tools/package.json" ]]
+        && -f "$DIR/node_modules/@getalby/lightning-tools/package.json" \
+        && -f "$DIR/node_modules/mppx/package.json" && -f "$DIR/node_modules/viem/package.json" ]]
 }
 
 install() {
@@ -94,7 +95,7 @@ install() {
     echo "npm-interop.sh: npm ci in tests/interop/node (once)" >&2
     # --ignore-scripts: no peer needs a native build (secp256k1 falls back to its JS code).
     (cd "$DIR" && "${NPM[@]}" ci --ignore-scripts --no-audit --no-fund) >>"$LOG" 2>&1 || fail "npm ci failed"
-    (cd "$DIR" && node -e "require('lsat-js'); import('@getalby/lightning-tools/402/l402')") >>"$LOG" 2>&1 \
+    (cd "$DIR" && node -e "require('lsat-js'); import('@getalby/lightning-tools/402/l402'); import('mppx/server'); import('mppx/client'); import('viem/accounts')") >>"$LOG" 2>&1 \
         || fail "the installed peers do not load"
     want_stamp >"$STAMP"
 }

@@ -59,6 +59,8 @@ def demo_secrets(app: Any) -> list[str]:
     found += [w.key for w in state.network._wallets.values()]
     found += [i.preimage for i in state.network._invoices.values()]
     found.append(app.state.classic.root_key.hex())
+    if hasattr(app.state, "mpp"):
+        found.append(app.state.mpp.secret.hex())
     return [s for s in found if s]
 
 

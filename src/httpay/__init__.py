@@ -125,6 +125,8 @@ _LAZY = {
     "wallet_from_env": "httpay.config",
     "EvmSigner": "httpay.signers",
     "ApprovalQueue": "httpay.apps.approvals",
+    "MppSession": "httpay.dialects.mpp_session",
+    "AsyncMppSession": "httpay.dialects.mpp_session",
 }
 
 

@@ -166,6 +166,9 @@ class Client(_PayingMixin, httpx.Client):
         _wrap_sync(self, self.payer)
 
     def close(self) -> None:
+        from httpay.dialects.mpp_session import close_sessions
+
+        close_sessions(self)  # MPP sessions opened from this client ask for their refunds first
         super().close()
         if self._own_ledger:
             self.payer.ledger.close()
@@ -187,6 +190,9 @@ class AsyncClient(_PayingMixin, httpx.AsyncClient):
         _wrap_async(self, self.payer)
 
     async def aclose(self) -> None:
+        from httpay.dialects.mpp_session import aclose_sessions
+
+        await aclose_sessions(self)
         await super().aclose()
         if self._own_ledger:
             self.payer.ledger.close()

@@ -128,3 +128,9 @@ def demo_wallet_key(interop_demo: RunningServer) -> str:
 def balance_msat(demo: RunningServer, key: str) -> int:
     r = httpx.get(f"{demo.url}/ln/balance", headers={"Authorization": f"Bearer {key}"}, timeout=5)
     return int(r.json()["balance_msat"])
+
+
+@pytest.fixture(scope="session")
+def mppx_evm_server(node: Node, interop_demo: RunningServer) -> Iterator[PeerServer]:
+    """An MPP service made of mppx 0.11.0: its evm charge (base-sepolia USDC, 0.01) with a settle hook."""
+    yield from _start(node, "mppx_evm_server.mjs", interop_demo)

@@ -11,6 +11,7 @@ differs is behind `Dialect`, and what one payment buys is the challenge's `reuse
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import secrets
@@ -148,15 +149,16 @@ def token_scope(url: str, mode: str = "host") -> str:
     raise ValueError(f"token scope must be one of {', '.join(TOKEN_SCOPES)}, not {mode!r}")
 
 
-def scopes_for(url: str, mode: str) -> list[str]:
+@functools.lru_cache(maxsize=1024)
+def scopes_for(url: str, mode: str) -> tuple[str, ...]:
     """The scopes to look a credential up under for `url`, most specific first (a `prefix` token
     bought for /api/ also serves /api/v1/x)."""
     if mode != "prefix":
-        return [token_scope(url, mode)]
+        return (token_scope(url, mode),)
     parts = urlsplit(url)
     segments = parts.path.split("/")[:-1]
-    out = [_origin(parts) + "/".join(segments[:i]) + "/" for i in range(len(segments), 0, -1)]
-    return out or [_origin(parts) + "/"]
+    out = tuple(_origin(parts) + "/".join(segments[:i]) + "/" for i in range(len(segments), 0, -1))
+    return out or (_origin(parts) + "/",)
 
 
 def flight_key(challenge: Challenge, url: str, scope_mode: str) -> str:
@@ -388,10 +390,13 @@ def _sign_in(run: _Run, challenge: Challenge) -> Generator[Effect, Any, httpx.Re
 
 
 def _call_of(run: _Run, challenge: Challenge) -> Generator[Effect, Any, Call | None]:
-    """The ledger's call for a request whose retry must not pay twice (a non-idempotent method, or a
-    service that asks for a call identifier): its key, and the payment already made for it."""
+    """The ledger's call for a request whose retry must not pay twice: a non-idempotent method, a
+    service that asks for a call identifier, or a request the application named with its own
+    `Idempotency-Key` (a GET whose answer a payment buys, sent again after a crash, presents the
+    payment made for it). Its key, and the payment already made for it. Identical GETs without a
+    key are separate calls: many at once each pay their own one-request challenge."""
     request = run.request
-    if request.method in IDEMPOTENT and not challenge.identified:
+    if request.method in IDEMPOTENT and not challenge.identified and "idempotency-key" not in request.headers:
         return None
     fingerprint = call_fingerprint(request) or "unread:" + secrets.token_hex(16)
     call: Call = yield CallKey(fingerprint, request.headers.get("idempotency-key"))
@@ -452,12 +457,21 @@ def _present_again(run: _Run, challenge: Challenge, call: Call) -> Flow:
 
 def _advertise(payer: Payer, request: httpx.Request) -> None:
     """Put on the request what the dialects tell servers about this payer (MPP's `Accept-Payment`:
-    the methods its policy allows), unless the caller set the header itself."""
-    can_sign = payer.signer is not None
-    for dialect in dialects():
-        for name, value in dialect.advertise(payer.policy, can_sign).items():
-            if name not in request.headers:
-                request.headers[name] = value
+    the methods its policy allows), unless the caller set the header itself. Worked out once per
+    policy methods and signer, not per request."""
+    key = (tuple(payer.policy.methods), payer.signer is not None, len(dialects()))
+    cached = _ADVERTISED.get(key)
+    if cached is None:
+        cached = {}
+        for dialect in dialects():
+            cached.update(dialect.advertise(payer.policy, key[1]))
+        _ADVERTISED[key] = cached
+    for name, value in cached.items():
+        if name not in request.headers:
+            request.headers[name] = value
+
+
+_ADVERTISED: dict[tuple[tuple[str, ...], bool, int], dict[str, str]] = {}
 
 
 def _choose(run: _Run, ranked: Sequence[Challenge], response: httpx.Response, max_price_msat: int | None,

@@ -276,7 +276,7 @@ def offers_view(offers: Iterable[Any], title: str = "Offers", usd_per_btc: float
     dialects = {getattr(o, "dialect", "") for o in listed}
     several = len(dialects) > 1
     usd_of = [o.price.in_usd(usd_rate) if hasattr(o.price, "in_usd") else None for o in listed]
-    with_usd = any(u is not None for u in usd_of)
+    with_usd = any(u is not None and o.currency.upper() != "USD" for o, u in zip(listed, usd_of, strict=True))
     columns = [Column("id", style="accent code", wrap=False), Column("title"), Column("price", align="right"),
                Column("≈ sat", align="right")]
     if with_usd:

@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from httpay.demo import data
+from httpay.demo.network import InvoiceRecord
 from httpay.errors import ChallengeError
 from httpay.protocols import macaroons
 from httpay.protocols.l402_classic import parse_credential
@@ -36,22 +37,33 @@ class ClassicL402:
     served: int = 0
 
 
-def _challenge(request: Request) -> Response:
-    state = request.app.state.demo
+def classic_challenges(request: Request, record: InvoiceRecord) -> list[str]:
+    """The `LSAT` and `L402` challenge values for an invoice: a macaroon bound to its payment hash."""
     cfg: ClassicL402 = request.app.state.classic
-    record = state.network.create_invoice(cfg.price_sat * 1000, f"L402 access to {SERVICE} (demo)",
-                                          expiry=state.invoice_expiry_s)
     until = int(time.time()) + cfg.valid_for_s
     mac = macaroons.mint(cfg.root_key, record.payment_hash, location="httpay-demo",
                          caveats=[f"services={SERVICE}:0", f"{SERVICE}_capabilities=ticker",
                                   f"{SERVICE}_valid_until={until}"])
     cfg.issued += 1
     params = f'macaroon="{mac}", invoice="{record.bolt11}"'
+    return [f"LSAT {params}", f'L402 version="0", {params}']
+
+
+def _challenge(request: Request) -> Response:
+    state = request.app.state.demo
+    cfg: ClassicL402 = request.app.state.classic
+    record = state.network.create_invoice(cfg.price_sat * 1000, f"L402 access to {SERVICE} (demo)",
+                                          expiry=state.invoice_expiry_s)
     response = JSONResponse({"error": "payment required", "protocol": "L402", "price_sat": cfg.price_sat},
                             status_code=402)
-    response.headers.append("WWW-Authenticate", f"LSAT {params}")
-    response.headers.append("WWW-Authenticate", f'L402 version="0", {params}')
+    for value in classic_challenges(request, record):
+        response.headers.append("WWW-Authenticate", value)
     return response
+
+
+def classic_authorized(request: Request) -> bool:
+    """True when the request carries a paid classic L402/LSAT credential of this demo."""
+    return _authorized(request)
 
 
 def _authorized(request: Request) -> bool:

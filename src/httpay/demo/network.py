@@ -49,6 +49,8 @@ class InvoiceRecord:
     on_settle: Callable[[InvoiceRecord], None] | None = field(default=None, repr=False)
     paid_by: str | None = None
     settled_at: float | None = None
+    payee: str | None = None  # the wallet credited when it is paid (a wallet's own invoice), None for the node
+    paid_msat: int | None = None  # what was paid (an amount-less invoice is paid with the amount the payer names)
 
     @property
     def expires_at(self) -> int:
@@ -118,9 +120,12 @@ class DemoNetwork:
         date: int | None = None,
         currency: str = CURRENCY,
         on_settle: Callable[[InvoiceRecord], None] | None = None,
+        payee: str | None = None,
     ) -> InvoiceRecord:
         """Issue a signed invoice. Tests use the odd knobs: `amount_msat=None` (no amount), a `date`
         in the past (already expired), another `currency` ("bc" gives a mainnet `lnbc` invoice).
+        `payee` (a wallet id) makes it that wallet's invoice: paying it credits the wallet (MPP
+        session refunds go to such a return invoice).
         """
         if amount_msat is not None and amount_msat <= 0:
             raise ValueError("amount_msat must be positive (or None for an amount-less invoice)")
@@ -137,8 +142,11 @@ class DemoNetwork:
             created_at=created,
             expiry=expiry,
             on_settle=on_settle,
+            payee=payee,
         )
         with self._lock:
+            if payee is not None and payee not in self._wallets:
+                raise LightningError("unauthorized", "no such wallet to receive the payment", 401)
             self._invoices[payment_hash] = record
         return record
 
@@ -189,27 +197,27 @@ class DemoNetwork:
 
     # -- paying -------------------------------------------------------------------------------
 
-    def pay(self, key: str, invoice: str, *, max_fee_msat: int | None = None) -> PaymentRecord:
+    def pay(self, key: str, invoice: str, *, max_fee_msat: int | None = None,
+            amount_msat: int | None = None) -> PaymentRecord:
         """Pay an invoice this node issued, all or nothing, then run its settle hook once.
 
         Raises LightningError with the codes the HTTP API documents. Routing is free here, so
-        `max_fee_msat` only has to be non-negative.
+        `max_fee_msat` only has to be non-negative. `amount_msat` pays an amount-less invoice.
         """
         if max_fee_msat is not None and max_fee_msat < 0:
             raise LightningError("bad_request", "max_fee_msat must not be negative")
         with self._lock:
             wallet = self.wallet_for_key(key)
-            record = self._check_payable(invoice)
-            amount = record.amount_msat
-            assert amount is not None  # _check_payable refuses amount-less invoices
+            record = self._check_payable(invoice, amount_msat)
+            amount = record.amount_msat or amount_msat
+            assert amount is not None  # _check_payable refuses amount-less invoices paid without an amount
             if wallet.balance_msat < amount:
                 raise LightningError(
                     "insufficient_funds",
                     f"wallet holds {wallet.balance_msat} msat, invoice asks {amount} msat",
                 )
             wallet.balance_msat -= amount
-            record.paid_by = wallet.wallet_id
-            record.settled_at = self._clock()
+            self._settle(record, wallet.wallet_id, amount)
             payment = PaymentRecord(payment_hash=record.payment_hash, preimage=record.preimage, amount_msat=amount)
             wallet.payments[record.payment_hash] = payment
         # The hook runs outside the lock so it may take its own locks (the account store's).
@@ -217,7 +225,31 @@ class DemoNetwork:
             record.on_settle(record)
         return payment
 
-    def _check_payable(self, invoice: str) -> InvoiceRecord:
+    def pay_out(self, invoice: str, amount_msat: int) -> PaymentRecord:
+        """The node itself pays a wallet's invoice (an MPP session's refund to its return invoice): out of
+        what the node collected, so no wallet is debited; the payee wallet is credited."""
+        if amount_msat <= 0:
+            raise LightningError("bad_request", "amount_msat must be positive")
+        with self._lock:
+            record = self._check_payable(invoice, amount_msat)
+            if record.payee is None:
+                raise LightningError("invoice_invalid", "the node does not pay its own invoices")
+            amount = record.amount_msat or amount_msat
+            self._settle(record, "node", amount)
+            payment = PaymentRecord(payment_hash=record.payment_hash, preimage=record.preimage, amount_msat=amount)
+        if record.on_settle is not None:
+            record.on_settle(record)
+        return payment
+
+    def _settle(self, record: InvoiceRecord, paid_by: str, amount_msat: int) -> None:
+        """Mark paid (under the lock) and credit the wallet whose invoice it is."""
+        record.paid_by = paid_by
+        record.paid_msat = amount_msat
+        record.settled_at = self._clock()
+        if record.payee is not None:
+            self._wallets[record.payee].balance_msat += amount_msat
+
+    def _check_payable(self, invoice: str, amount_msat: int | None = None) -> InvoiceRecord:
         """The node's record for `invoice` if it can be paid now; otherwise the reason as LightningError."""
         decoded = _decode(invoice)
         if decoded.currency != CURRENCY:
@@ -225,8 +257,10 @@ class DemoNetwork:
         record = self._invoices.get(decoded.payment_hash) if decoded.payee == self.pubkey else None
         if record is None:
             raise LightningError("invoice_invalid", "invoice was not issued by this demo network")
-        if decoded.amount_msat is None or record.amount_msat is None:
-            raise LightningError("amount_missing", "invoice has no amount; the demo network only pays invoices with an amount")
+        if (decoded.amount_msat is None or record.amount_msat is None) and not amount_msat:
+            raise LightningError("amount_missing", "invoice has no amount; name the amount to pay (amount_msat)")
+        if record.amount_msat is not None and amount_msat is not None and amount_msat != record.amount_msat:
+            raise LightningError("bad_request", "amount_msat differs from the invoice's amount")
         if record.settled:
             raise LightningError("already_paid", "invoice was already paid", 409)
         if self._clock() >= record.expires_at:

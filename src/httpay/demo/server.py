@@ -27,6 +27,15 @@ from starlette.routing import Route
 
 from httpay.demo import data
 from httpay.demo.classic import ClassicL402, classic_ticker
+from httpay.demo.mpp import (
+    MppDemo,
+    aperture_ticker,
+    mpp_both_ticker,
+    mpp_evm_ticker,
+    mpp_session_stream,
+    mpp_session_ticker,
+    mpp_ticker,
+)
 from httpay.demo.network import DemoNetwork, LightningError
 from httpay.demo.state import DEFAULT_OFFERS, AccountStore, DemoState, price_msat
 from httpay.demo.x402 import X402Demo, x402_summarize, x402_ticker
@@ -317,7 +326,9 @@ async def ln_pay(request: Request) -> Response:
         if body is None:
             raise LightningError("bad_request", "body must be a JSON object")
         max_fee = _int_field(body, "max_fee_msat", None, 0)
-        payment = _state(request).network.pay(_bearer(request) or "", body.get("invoice"), max_fee_msat=max_fee)  # type: ignore[arg-type]
+        amount = _int_field(body, "amount_msat", None, 1)  # for an amount-less invoice
+        payment = _state(request).network.pay(_bearer(request) or "", body.get("invoice"), max_fee_msat=max_fee,  # type: ignore[arg-type]
+                                              amount_msat=amount)
     except ValueError as exc:
         return _ln_error(LightningError("bad_request", str(exc)))
     except LightningError as exc:
@@ -343,12 +354,20 @@ async def ln_balance(request: Request) -> Response:
 
 
 async def ln_create_invoice(request: Request) -> Response:
+    """The node's invoice (for a server); with a wallet's key, that wallet's own invoice, amount-less allowed
+    (paying it credits the wallet: an MPP session's return invoice)."""
     body = await _json_object(request)
+    payee = None
+    try:
+        if _bearer(request) is not None:
+            payee = _state(request).network.wallet_for_key(_bearer(request)).wallet_id
+    except LightningError as exc:
+        return _ln_error(exc)
     try:
         if body is None:
             raise ValueError("body must be a JSON object")
         amount = _int_field(body, "amount_msat", None, 1)
-        if amount is None:
+        if amount is None and payee is None:
             raise ValueError("amount_msat is required")
         expiry = _int_field(body, "expiry", 3600, 1) or 3600
         description = body.get("description", "")
@@ -356,7 +375,7 @@ async def ln_create_invoice(request: Request) -> Response:
             raise ValueError("description must be a string")  # noqa: TRY004 - reported as a bad request below
     except ValueError as exc:
         return _ln_error(LightningError("bad_request", str(exc)))
-    record = _state(request).network.create_invoice(amount, description, expiry=expiry)
+    record = _state(request).network.create_invoice(amount, description, expiry=expiry, payee=payee)
     return JSONResponse({"payment_request": record.bolt11, "payment_hash": record.payment_hash}, status_code=201)
 
 
@@ -399,6 +418,12 @@ def create_app(
         Route("/ticker/{symbol}", ticker, name="ticker"),
         Route("/l402/payment-request", payment_request, methods=["POST"], name="payment_request"),
         Route("/l402/ticker/{symbol}", classic_ticker, name="classic_ticker"),
+        Route("/mpp/ticker/{symbol}", mpp_ticker, methods=["GET", "POST"], name="mpp_ticker"),
+        Route("/mpp/evm/ticker/{symbol}", mpp_evm_ticker, methods=["GET", "POST"], name="mpp_evm_ticker"),
+        Route("/mpp/both/ticker/{symbol}", mpp_both_ticker, methods=["GET", "POST"], name="mpp_both_ticker"),
+        Route("/mpp/session/ticker/{symbol}", mpp_session_ticker, methods=["GET", "POST"], name="mpp_session_ticker"),
+        Route("/mpp/session/stream/{symbol}", mpp_session_stream, methods=["GET", "POST"], name="mpp_session_stream"),
+        Route("/aperture/ticker/{symbol}", aperture_ticker, name="aperture_ticker"),
         Route("/checkout/{checkout_id}", checkout, methods=["GET", "POST"], name="checkout"),
         Route("/ln/wallets", ln_create_wallet, methods=["POST"], name="ln_wallets"),
         Route("/ln/pay", ln_pay, methods=["POST"], name="ln_pay"),
@@ -411,6 +436,7 @@ def create_app(
     ]
     app = Starlette(routes=routes)
     app.state.classic = ClassicL402()
+    app.state.mpp = MppDemo()
     app.state.x402 = X402Demo()
     app.state.demo = DemoState(
         offers=copy.deepcopy(DEFAULT_OFFERS if offers is None else offers),

@@ -130,9 +130,10 @@ class Ledger(ABC):
     @abstractmethod
     def receipts(
         self, *, limit: int | None = None, status: Status | None = None, host: str | None = None,
-        since: datetime | None = None,
+        since: datetime | None = None, before: int | None = None,
     ) -> list[Receipt]:
-        """Newest first."""
+        """Newest first; `before` pages back: only the rows older than that id (read by the primary
+        key, so the thousandth page costs what the first does)."""
 
     @abstractmethod
     def spent_msat(self, *, host: str | None = None, since: datetime | None = None) -> int:

@@ -384,10 +384,13 @@ class SQLLedger(Ledger):
         return self._row(rows[0]) if rows else None
 
     def receipts(self, *, limit: int | None = None, status: Status | None = None, host: str | None = None,
-                 since: datetime | None = None) -> list[Receipt]:
+                 since: datetime | None = None, before: int | None = None) -> list[Receipt]:
         where, args = self._filters(
             host, None if since is None else self._to_db_time(since), None if status is None else Status(status).value,
         )
+        if before is not None:
+            where += " AND id < ?"
+            args.append(int(before))
         sql = f"{_SELECT} WHERE 1=1{where} ORDER BY id DESC"
         if limit is not None:
             sql += " LIMIT ?"

@@ -102,6 +102,11 @@ class Wallet(ABC):
         """Spendable balance in millisatoshis."""
         raise NotImplementedError(f"{type(self).__name__} cannot tell its balance")
 
+    def create_receive_invoice(self, amount_msat: int | None, *, description: str = "", expiry_s: int = 3600) -> str:
+        """A BOLT11 invoice that pays this wallet (`amount_msat=None`: amount-less, e.g. the return
+        invoice an MPP lightning session refunds to). WalletError when the backend refuses."""
+        raise NotImplementedError(f"{type(self).__name__} cannot create invoices to receive")
+
     def close(self) -> None:
         """Release network resources the wallet holds."""
 

@@ -122,6 +122,17 @@ class DemoWallet(Wallet):
             raise WalletError(f"demo wallet balance failed ({response.status_code}): {_message(answer, response)}")
         return int(answer["balance_msat"])
 
+    def create_receive_invoice(self, amount_msat: int | None, *, description: str = "", expiry_s: int = 3600) -> str:
+        """This wallet's own invoice on the demo network (amount-less allowed): paying it credits this wallet."""
+        body: dict[str, Any] = {"description": description, "expiry": expiry_s}
+        if amount_msat is not None:
+            body["amount_msat"] = amount_msat
+        response = self._send("POST", "/ln/invoices", json=body)
+        answer = _json(response)
+        if response.status_code != 201 or not isinstance(answer.get("payment_request"), str):
+            raise WalletError(f"the demo wallet could not create an invoice ({response.status_code}): {_message(answer, response)}")
+        return str(answer["payment_request"])
+
     def usd_per_btc(self) -> float | None:
         """The demo network's fixed BTC/USD rate (the one its service prices offers with)."""
         if self._rate is None:

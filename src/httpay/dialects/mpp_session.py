@@ -1,0 +1,637 @@
+"""MPP `lightning` sessions ([lns]), paid from an httpay client's wallet within its policy and ledger.
+
+A session is opened by paying a deposit invoice and sending `open {preimage, returnInvoice}` (the
+return invoice is an amount-less invoice of the client's own wallet, for the refund); each later
+request presents `bearer {sessionId, preimage}` and the service debits the deposit. When the
+deposit runs out the service answers a fresh 402 (or, mid-stream, `event: payment-need-topup`):
+the session pays that challenge's deposit invoice and sends `topUp`, then goes on. `close` asks for
+the unspent rest back on the return invoice.
+
+The ledger holds every deposit and top-up as a payment (reserved pending within the policy's
+limits before the wallet is called, then settled), keeps what the session spent in the row's note,
+and on close gives back to the budgets what was refunded (the rows' amounts become what was spent).
+
+The protocol steps are written once as generators of two kinds of step (an HTTP exchange, a blocking
+call to the wallet or the ledger); `MppSession` runs them with an httpx.Client and `AsyncMppSession`
+with an httpx.AsyncClient (blocking calls in a worker thread), so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import AsyncIterator, Callable, Generator, Iterator
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, Self, TypeVar
+
+import httpx
+
+from httpay.errors import (
+    ChallengeError,
+    ConfigError,
+    HttpayError,
+    InvoiceError,
+    PaidRequestFailed,
+    PaymentRefused,
+    WalletError,
+)
+from httpay.ledger.base import Intent
+from httpay.ledger.models import Receipt
+from httpay.lightning import decode_invoice
+from httpay.protocols import mpp as wire
+from httpay.safe import get_logger
+from httpay.wallets.base import Payment, default_fee_limit_msat
+
+log = get_logger("httpay.mpp.session")
+
+T = TypeVar("T")
+MAX_TOP_UPS_PER_REQUEST = 1  # a request that still finds the session empty after a top-up gives up (pays no more)
+
+
+class SessionError(HttpayError):
+    """The session cannot go on (the service refused it, closed it, or answered what the protocol does not allow)."""
+
+
+@dataclass(frozen=True)
+class _Http:
+    request: httpx.Request
+
+
+@dataclass(frozen=True)
+class _Call:
+    fn: Callable[[], Any]
+
+
+Step = _Http | _Call
+Steps = Generator[Step, Any, T]
+
+
+@dataclass(frozen=True)
+class SseEvent:
+    """One server-sent event: its `event` name (None for plain data) and its data text (untrusted)."""
+
+    event: str | None
+    data: str
+
+    def json(self) -> Any:
+        return json.loads(self.data)
+
+
+class SseParser:
+    """Lines of a `text/event-stream` in, events out (RFC: `event:`/`data:` lines, a blank line ends one)."""
+
+    def __init__(self) -> None:
+        self._event: str | None = None
+        self._data: list[str] = []
+
+    def feed(self, line: str) -> SseEvent | None:
+        if line == "":
+            if not self._data and self._event is None:
+                return None
+            done = SseEvent(self._event, "\n".join(self._data))
+            self._event, self._data = None, []
+            return done
+        if line.startswith(":"):
+            return None
+        name, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if name == "event":
+            self._event = value
+        elif name == "data":
+            self._data.append(value)
+        return None
+
+
+@dataclass
+class SessionState:
+    """Where a session stands (no secrets): what was deposited, spent and refunded, and its ledger rows."""
+
+    url: str
+    host: str
+    status: str = "new"  # new, open, closed
+    session_id: str | None = None
+    unit_sat: int | None = None
+    deposited_sat: int = 0
+    spent_sat: int = 0
+    units: int = 0
+    refund_sat: int = 0
+    refund_status: str | None = None
+    receipt_ids: list[int] = field(default_factory=list)
+
+
+class _Core:
+    """The session's protocol as steps; shared by the sync and async sessions."""
+
+    def __init__(self, payer: Any, url: str) -> None:
+        if payer.wallet is None:
+            raise ConfigError("an MPP lightning session needs a Lightning wallet: pass wallet= to the client")
+        self.payer = payer
+        url_obj = httpx.URL(url)
+        self.state = SessionState(url=str(url_obj), host=f"{url_obj.host}:{url_obj.port}" if url_obj.port else url_obj.host)
+        self._challenge: wire.MppChallenge | None = None
+        self._preimage: str | None = None
+        self._return_invoice: str | None = None
+
+    # -- helpers ----------------------------------------------------------------------------
+    def _with_credential(self, request: httpx.Request, header_value: str, challenge: wire.MppChallenge) -> httpx.Request:
+        headers = httpx.Headers(request.headers)
+        headers[challenge.credential_header] = header_value
+        return httpx.Request(request.method, request.url, headers=headers, content=request.content,
+                             extensions=dict(request.extensions))
+
+    def _plain(self, method: str = "GET") -> httpx.Request:
+        return httpx.Request(method, self.state.url)
+
+    @staticmethod
+    def session_challenge(response: httpx.Response) -> wire.MppChallenge | None:
+        if response.status_code != 402:
+            return None
+        try:
+            found = wire.parse(402, response.headers)
+        except ChallengeError:
+            return None
+        chosen = found.by_kind("lightning", "session") if found else []
+        return chosen[0] if chosen else None
+
+    def _rate(self) -> float | None:
+        rate = self.payer.policy.usd_per_btc
+        if rate is None:
+            getter = getattr(self.payer.wallet, "usd_per_btc", None)
+            rate = getter() if callable(getter) else None
+        return float(rate) if rate else None
+
+    def _note(self, receipt_id: int | None = None) -> Steps[None]:
+        target = receipt_id if receipt_id is not None else (self.state.receipt_ids[-1] if self.state.receipt_ids else None)
+        if target is None:
+            return
+        s = self.state
+        text = (f"MPP session {(s.session_id or '')[:12]}…: {s.status}, deposited {s.deposited_sat} sat, "
+                f"spent {s.spent_sat} sat ({s.units} units)")
+        if s.refund_status:
+            text += f", refund {s.refund_sat} sat {s.refund_status}"
+        yield _Call(lambda: self.payer.ledger.note(target, text))
+
+    def read_receipt(self, response: httpx.Response) -> Steps[None]:
+        """What the service says the session spent (its receipt's `spent`/`units`), written to the ledger."""
+        try:
+            receipt = wire.read_receipt(response.headers)
+        except ChallengeError:
+            receipt = None
+        if receipt is None or response.status_code >= 300:
+            return
+        spent, units = receipt.extra.get("spent"), receipt.extra.get("units")
+        if isinstance(spent, int) and not isinstance(spent, bool) and 0 <= spent <= self.state.deposited_sat:
+            self.state.spent_sat = spent
+        if isinstance(units, int) and not isinstance(units, bool) and units >= 0:
+            self.state.units = units
+        yield from self._note()
+
+    # -- paying a deposit (open or top-up) --------------------------------------------------
+    def deposit(self, challenge: wire.MppChallenge, what: str) -> Steps[str]:
+        """Check the deposit invoice against the challenge and the policy, write it down, pay it; the preimage."""
+        payer, policy, wallet = self.payer, self.payer.policy, self.payer.wallet
+        offer = wire.LightningSession.from_challenge(challenge)
+        invoice = decode_invoice(offer.deposit_invoice)
+        wire.check_charge_invoice(offer.as_charge(), invoice, expires=challenge.expires)
+        if invoice.network != wallet.network:
+            raise InvoiceError(f"the deposit invoice is for {invoice.network}, the wallet pays on {wallet.network}",
+                               check="network")
+        pinned = policy.payee_for(self.state.host)
+        if pinned and invoice.payee != pinned:
+            raise InvoiceError("the deposit invoice pays another node than the one pinned for this host", check="payee")
+        if self.state.unit_sat is not None and offer.unit_sat != self.state.unit_sat:
+            raise SessionError(f"the service changed the session's price from {self.state.unit_sat} to "
+                               f"{offer.unit_sat} sat a unit; not topping up")
+        amount_msat = offer.deposit_sat * 1000
+        policy.check_host(self.state.host)
+        if policy.needs_approval():
+            raise PaymentRefused("refused: MPP sessions are not put to an approver yet; pay them with a policy "
+                                 "that has no approve=", rule="approval")
+        rate = self._rate()
+        cap = policy.per_payment_cap(rate)
+        if cap is not None and amount_msat > cap[0]:
+            raise PaymentRefused(f"refused: the session's {what} of {offer.deposit_sat} sat is over the per-payment "
+                                 f"limit of {cap[0] // 1000} sat", rule="max_per_payment", knob=cap[1],
+                                 advice="raise {knob} to open sessions this large")
+        fee_cap = policy.max_fee_msat if policy.max_fee_msat is not None else default_fee_limit_msat(amount_msat)
+        intent = Intent(host=self.state.host, url=self.state.url, protocol="mpp", method="lightning",
+                        amount_msat=amount_msat, payment_hash=offer.payment_hash,
+                        offer_id=f"session-{what}", offer_title=f"MPP session {what}",
+                        offer_amount=offer.deposit_sat, offer_currency="SAT", challenge_key=challenge.id,
+                        max_fee_msat=fee_cap, wallet=wallet.name, wallet_id=wallet.identity)
+        limits = tuple(policy.limits(self.state.host, rate))
+        row: Receipt = yield _Call(lambda: payer.ledger.reserve(intent, limits, usd_per_btc=rate))
+        try:
+            payment: Payment = yield _Call(lambda: wallet.pay_invoice(offer.deposit_invoice, max_fee_msat=fee_cap))
+        except WalletError as exc:
+            reason = f"wallet: {type(exc).__name__}"
+            if exc.outcome_known:
+                yield _Call(lambda: payer.ledger.fail(row.id, reason))
+            else:
+                yield _Call(lambda: payer.ledger.note(row.id, "the wallet's answer was lost: reconcile before paying again"))
+            raise
+        if not payment.proves(offer.payment_hash):
+            yield _Call(lambda: payer.ledger.note(row.id, "the wallet's preimage does not prove the deposit"))
+            raise WalletError("the wallet reported the deposit paid but its preimage does not match", outcome_known=False)
+        assert payment.preimage is not None
+        preimage = payment.preimage
+        yield _Call(lambda: payer.ledger.settle(row.id, preimage=preimage, fee_msat=payment.fee_msat))
+        self.state.receipt_ids.append(row.id)
+        self.state.deposited_sat += offer.deposit_sat
+        self.state.unit_sat = offer.unit_sat
+        log.info("MPP session %s: paid %s sat (ledger #%d)", what, offer.deposit_sat, row.id)
+        return preimage
+
+    # -- the actions -----------------------------------------------------------------------
+    def prepare_open(self, request: httpx.Request) -> Steps[httpx.Response | httpx.Request]:
+        """Meet the 402, pay its deposit and build the `open` request; the response as it came when the
+        service did not ask for a session."""
+        response: httpx.Response = yield _Http(request)
+        challenge = self.session_challenge(response)
+        if challenge is None:
+            return response
+        wire.LightningSession.from_challenge(challenge)  # a malformed session request is refused before anything
+        ret = yield from self.return_invoice()  # before paying: a wallet that cannot receive opens no session
+        preimage = yield from self.deposit(challenge, "deposit")
+        self._challenge, self._preimage, self._return_invoice = challenge, preimage, ret
+        self.state.session_id = wire.LightningSession.from_challenge(challenge).payment_hash
+        self.state.status = "open"
+        yield from self._note()
+        return self._with_credential(request, challenge.credential(wire.LightningSession.open_payload(preimage, ret)),
+                                     challenge)
+
+    def return_invoice(self) -> Steps[str]:
+        """An amount-less invoice of the wallet's own, for the refund, checked to be one."""
+        wallet = self.payer.wallet
+        try:
+            ret: str = yield _Call(lambda: wallet.create_receive_invoice(None, description="MPP session refund"))
+        except NotImplementedError:
+            raise ConfigError(f"the {wallet.name} wallet cannot create the amount-less return invoice an MPP session "
+                              "refunds to; use a wallet that can receive (e.g. DemoWallet)") from None
+        try:
+            invoice = decode_invoice(ret)
+        except (InvoiceError, ChallengeError, ValueError):
+            raise WalletError("the wallet's return invoice is not a BOLT11 invoice") from None
+        if invoice.amount_msat is not None or invoice.network != wallet.network:
+            raise WalletError("the wallet's return invoice is not an amount-less invoice on its own network")
+        return ret
+
+    def bearer(self, request: httpx.Request) -> httpx.Request:
+        assert self._challenge is not None and self._preimage is not None and self.state.session_id is not None
+        payload = wire.LightningSession.bearer_payload(self.state.session_id, self._preimage)
+        return self._with_credential(request, self._challenge.credential(payload), self._challenge)
+
+    def top_up(self, challenge: wire.MppChallenge) -> Steps[None]:
+        """Pay a fresh challenge's deposit invoice and send `topUp` on it."""
+        assert self.state.session_id is not None
+        preimage = yield from self.deposit(challenge, "top-up")
+        credential = challenge.credential(wire.LightningSession.top_up_payload(self.state.session_id, preimage))
+        response: httpx.Response = yield _Http(self._with_credential(self._plain(), credential, challenge))
+        if response.status_code != 200:
+            yield from self.paid_but_refused(response, "take the top-up")
+        yield from self._note()
+
+    def fresh_challenge(self) -> Steps[wire.MppChallenge]:
+        response: httpx.Response = yield _Http(self._plain())
+        challenge = self.session_challenge(response)
+        if challenge is None:
+            raise SessionError(f"the service answered {response.status_code}, not a session challenge, when asked "
+                               "for a top-up")
+        return challenge
+
+    def request(self, request: httpx.Request) -> Steps[httpx.Response]:
+        """One request within the session: open it on first use, bearer afterwards, top up on a 402 that
+        asks for more."""
+        if self.state.status == "closed":
+            raise SessionError("this MPP session is closed; open a new one")
+        if self.state.status == "new":
+            prepared = yield from self.prepare_open(request)
+            if isinstance(prepared, httpx.Response):
+                return prepared
+            response: httpx.Response = yield _Http(prepared)
+            if response.status_code == 402 or response.status_code >= 500:
+                yield from self.paid_but_refused(response, "open the session")
+            yield from self.read_receipt(response)
+            return response
+        for top_ups in range(MAX_TOP_UPS_PER_REQUEST + 1):
+            response = yield _Http(self.bearer(request))
+            yield from self.read_receipt(response)
+            challenge = self.session_challenge(response)
+            problem = wire.read_problem(response.content) if response.status_code == 402 else None
+            if challenge is None or problem is None or problem.kind != "payment-insufficient":
+                return response
+            if top_ups == MAX_TOP_UPS_PER_REQUEST:
+                raise SessionError(f"the service still asks for more after {top_ups} top-up(s) for one request; "
+                                   "not paying again (session left open: close it for the refund)")
+            yield from self.top_up(challenge)
+        return response
+
+    def paid_but_refused(self, response: httpx.Response, what: str) -> Steps[None]:
+        """The deposit left the wallet but the service would not `what`: PaidRequestFailed with its row."""
+        row = self.state.receipt_ids[-1]
+        problem = wire.read_problem(response.content)
+        said = f" ({problem.kind})" if problem else ""
+        self.state.status = "closed" if what == "open the session" else self.state.status
+        receipt = yield _Call(lambda: self.payer.ledger.note(
+            row, f"paid, but the service would not {what}: {response.status_code}{said}"))
+        raise PaidRequestFailed(f"the service took the payment (ledger #{row}) but would not {what}: it answered "
+                                f"{response.status_code}{said}", receipt=receipt, response=response)
+
+    def close(self) -> Steps[SessionState]:
+        """Ask for the unspent deposit back; give the refund back to the budgets in the ledger."""
+        if self.state.status != "open":
+            self.state.status = "closed"
+            return self.state
+        assert self._challenge is not None and self._preimage is not None and self.state.session_id is not None
+        payload = wire.LightningSession.close_payload(self.state.session_id, self._preimage)
+        response: httpx.Response = yield _Http(self._with_credential(self._plain(), self._challenge.credential(payload),
+                                                                     self._challenge))
+        self.state.status = "closed"
+        try:
+            body = response.json() if response.status_code == 200 else {}
+        except ValueError:
+            body = {}
+        refund = body.get("refundSats") if isinstance(body, dict) else None
+        status = body.get("refundStatus") if isinstance(body, dict) else None
+        spent = body.get("spentSats") if isinstance(body, dict) else None
+        if isinstance(spent, int) and not isinstance(spent, bool) and 0 <= spent <= self.state.deposited_sat:
+            self.state.spent_sat = spent
+        if status == "succeeded" and isinstance(refund, int) and 0 < refund <= self.state.deposited_sat:
+            self.state.refund_sat, self.state.refund_status = refund, "succeeded"
+            yield from self._give_back(refund)
+        else:
+            self.state.refund_status = status if status in ("failed", "skipped") else f"not refunded ({response.status_code})"
+        yield from self._note()
+        return self.state
+
+    def _give_back(self, refund_sat: int) -> Steps[None]:
+        """The refund came back: the newest deposit rows shrink by it, so budgets count what was spent."""
+        left = refund_sat * 1000
+        for row_id in reversed(self.state.receipt_ids):
+            if left <= 0:
+                break
+            row: Receipt = yield _Call(partial(self.payer.ledger.get, row_id))
+            cut = min(left, row.amount_msat)
+            left -= cut
+            yield _Call(partial(self.payer.ledger.settle, row.id, preimage=row.preimage or "", fee_msat=row.fee_msat,
+                                amount_msat=row.amount_msat - cut))
+
+
+def _payer_of(client: Any) -> Any:
+    payer = getattr(client, "payer", None)
+    if payer is None or not hasattr(payer, "ledger"):
+        raise ConfigError("an MPP session is opened from an httpay.Client or httpay.AsyncClient (it pays with its "
+                          "wallet, policy and ledger)")
+    return payer
+
+
+def _register(client: Any, session: Any) -> None:
+    """The client closes its open sessions (with their refunds) when it is closed."""
+    sessions = client.__dict__.setdefault("_mpp_sessions", [])
+    sessions.append(session)
+
+
+class MppSession:
+    """A lightning session with one service, paid from `client`'s wallet within its policy and ledger.
+
+    `session.get(url)` (or `request`) opens the session on first use and presents the bearer
+    credential afterwards, topping up when the service asks; `stream(...)` reads an SSE stream and
+    tops up when `payment-need-topup` arrives; `close()` asks for the refund (also on `with` exit and
+    when the client closes). Requests go over the session's own httpx connection, never through the
+    paying transport, so the flow never pays a session challenge on its own.
+    """
+
+    def __init__(self, client: Any, url: str, *, http: httpx.Client | None = None) -> None:
+        self._core = _Core(_payer_of(client), url)
+        self._own_http = http is None
+        timeout = getattr(client, "timeout", None)
+        self._http = http if http is not None else httpx.Client(timeout=timeout if timeout is not None else 30.0)
+        self._lock = threading.RLock()
+        _register(client, self)
+
+    @property
+    def state(self) -> SessionState:
+        return self._core.state
+
+    def _run(self, steps: Steps[T]) -> T:
+        value: Any = None
+        error: BaseException | None = None
+        while True:
+            try:
+                step = steps.throw(error) if error is not None else steps.send(value)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+            value, error = None, None
+            try:
+                value = self._http.send(step.request) if isinstance(step, _Http) else step.fn()
+            except Exception as exc:  # noqa: BLE001 - handed to the steps, which decide
+                error = exc
+
+    def request(self, method: str, url: str | None = None, **kwargs: Any) -> httpx.Response:
+        with self._lock:
+            request = self._http.build_request(method, url or self.state.url, **kwargs)
+            return self._run(self._core.request(request))
+
+    def get(self, url: str | None = None, **kwargs: Any) -> httpx.Response:
+        return self.request("GET", url, **kwargs)
+
+    def stream(self, method: str = "GET", url: str | None = None, **kwargs: Any) -> Iterator[SseEvent]:
+        """The events of an SSE response paid from the session; a `payment-need-topup` is answered with
+        a top-up on a fresh challenge while the stream waits (the event is still yielded)."""
+        with self._lock:
+            request = self._http.build_request(method, url or self.state.url, **kwargs)
+            if self.state.status == "closed":
+                raise SessionError("this MPP session is closed; open a new one")
+            opening = self.state.status == "new"
+            if opening:
+                prepared = self._run(self._core.prepare_open(request))
+                if isinstance(prepared, httpx.Response):
+                    raise SessionError(f"the service answered {prepared.status_code}, not a session challenge")
+                request = prepared
+            else:
+                request = self._core.bearer(request)
+        # the lock is not held while the caller reads: it may use the session between events
+        with self._http.stream(request.method, request.url, headers=request.headers, content=request.content) as response:
+            if response.status_code != 200:
+                response.read()
+                if opening:
+                    with self._lock:
+                        self._run(self._core.paid_but_refused(response, "open the session"))
+                raise SessionError(f"the service answered {response.status_code} to the session's stream")
+            parser = SseParser()
+            for line in response.iter_lines():
+                event = parser.feed(line)
+                if event is None:
+                    continue
+                self._on_event(event)
+                yield event
+
+    def _on_event(self, event: SseEvent) -> None:
+        with self._lock:
+            if event.event == "payment-need-topup":
+                self._run(self._top_up_now())
+            elif event.event == "payment-receipt":
+                self._read_event_receipt(event)
+
+    def _top_up_now(self) -> Steps[None]:
+        challenge = yield from self._core.fresh_challenge()
+        yield from self._core.top_up(challenge)
+
+    def _read_event_receipt(self, event: SseEvent) -> None:
+        try:
+            doc = event.json()
+        except ValueError:
+            return
+        fake = httpx.Response(200, headers={"payment-receipt": wire.receipt_header(doc)} if isinstance(doc, dict) else {})
+        self._run(self._core.read_receipt(fake))
+
+    def close(self) -> SessionState:
+        """Close the session: the service refunds what is left to the return invoice."""
+        with self._lock:
+            try:
+                return self._run(self._core.close())
+            finally:
+                if self._own_http:
+                    self._http.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        s = self.state
+        return f"MppSession(url={s.url!r}, status={s.status!r}, deposited_sat={s.deposited_sat}, spent_sat={s.spent_sat})"
+
+
+class AsyncMppSession:
+    """The async twin of `MppSession`, running the very same steps."""
+
+    def __init__(self, client: Any, url: str, *, http: httpx.AsyncClient | None = None) -> None:
+        self._core = _Core(_payer_of(client), url)
+        self._own_http = http is None
+        timeout = getattr(client, "timeout", None)
+        self._http = http if http is not None else httpx.AsyncClient(timeout=timeout if timeout is not None else 30.0)
+        self._lock = asyncio.Lock()
+        _register(client, self)
+
+    @property
+    def state(self) -> SessionState:
+        return self._core.state
+
+    async def _run(self, steps: Steps[T]) -> T:
+        value: Any = None
+        error: BaseException | None = None
+        while True:
+            try:
+                step = steps.throw(error) if error is not None else steps.send(value)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+            value, error = None, None
+            try:
+                if isinstance(step, _Http):
+                    value = await self._http.send(step.request)
+                else:
+                    value = await asyncio.to_thread(step.fn)
+            except Exception as exc:  # noqa: BLE001 - handed to the steps, which decide
+                error = exc
+
+    async def request(self, method: str, url: str | None = None, **kwargs: Any) -> httpx.Response:
+        async with self._lock:
+            request = self._http.build_request(method, url or self.state.url, **kwargs)
+            return await self._run(self._core.request(request))
+
+    async def get(self, url: str | None = None, **kwargs: Any) -> httpx.Response:
+        return await self.request("GET", url, **kwargs)
+
+    async def stream(self, method: str = "GET", url: str | None = None, **kwargs: Any) -> AsyncIterator[SseEvent]:
+        async with self._lock:
+            request = self._http.build_request(method, url or self.state.url, **kwargs)
+            if self.state.status == "closed":
+                raise SessionError("this MPP session is closed; open a new one")
+            opening = self.state.status == "new"
+            if opening:
+                prepared = await self._run(self._core.prepare_open(request))
+                if isinstance(prepared, httpx.Response):
+                    raise SessionError(f"the service answered {prepared.status_code}, not a session challenge")
+                request = prepared
+            else:
+                request = self._core.bearer(request)
+        # the lock is not held while the caller reads: it may use the session between events
+        async with self._http.stream(request.method, request.url, headers=request.headers,
+                                     content=request.content) as response:
+            if response.status_code != 200:
+                await response.aread()
+                if opening:
+                    async with self._lock:
+                        await self._run(self._core.paid_but_refused(response, "open the session"))
+                raise SessionError(f"the service answered {response.status_code} to the session's stream")
+            parser = SseParser()
+            async for line in response.aiter_lines():
+                event = parser.feed(line)
+                if event is None:
+                    continue
+                async with self._lock:
+                    if event.event == "payment-need-topup":
+                        await self._run(self._top_up_now())
+                    elif event.event == "payment-receipt":
+                        await self._read_event_receipt(event)
+                yield event
+
+    def _top_up_now(self) -> Steps[None]:
+        challenge = yield from self._core.fresh_challenge()
+        yield from self._core.top_up(challenge)
+
+    async def _read_event_receipt(self, event: SseEvent) -> None:
+        try:
+            doc = event.json()
+        except ValueError:
+            return
+        fake = httpx.Response(200, headers={"payment-receipt": wire.receipt_header(doc)} if isinstance(doc, dict) else {})
+        await self._run(self._core.read_receipt(fake))
+
+    async def close(self) -> SessionState:
+        async with self._lock:
+            try:
+                return await self._run(self._core.close())
+            finally:
+                if self._own_http:
+                    await self._http.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        s = self.state
+        return f"AsyncMppSession(url={s.url!r}, status={s.status!r}, deposited_sat={s.deposited_sat}, spent_sat={s.spent_sat})"
+
+
+def close_sessions(client: Any) -> list[SessionState]:
+    """Close the sync sessions a client opened (called when the client closes); errors are logged, not raised."""
+    done = []
+    for session in client.__dict__.pop("_mpp_sessions", []):
+        if isinstance(session, MppSession) and session.state.status == "open":
+            try:
+                done.append(session.close())
+            except Exception as exc:  # noqa: BLE001 - closing the client must not fail on one session
+                log.warning("closing an MPP session failed: %s", type(exc).__name__)
+    return done
+
+
+async def aclose_sessions(client: Any) -> list[SessionState]:
+    """The async twin of `close_sessions`."""
+    done = []
+    for session in client.__dict__.pop("_mpp_sessions", []):
+        if session.state.status != "open":
+            continue
+        try:
+            done.append(await session.close() if isinstance(session, AsyncMppSession) else session.close())
+        except Exception as exc:  # noqa: BLE001 - closing the client must not fail on one session
+            log.warning("closing an MPP session failed: %s", type(exc).__name__)
+    return done
