@@ -40,6 +40,7 @@ from httpay.errors import (
     PaymentSentUnanswered,
     PaymentTimeout,
     Permit2AllowanceRequired,
+    SessionError,
     UsageError,
     WalletError,
 )
@@ -102,6 +103,7 @@ __all__ = [
     "Policy",
     "Quote",
     "Receipt",
+    "SessionError",
     "UsageError",
     "Wallet",
     "WalletError",

@@ -240,3 +240,8 @@ class Permit2AllowanceRequired(PaymentRejected):
         super().__init__(message, receipt=receipt, response=response)
         self.token = token
         self.network = network
+
+
+class SessionError(HttpayError):
+    """An MPP session cannot go on (the service refused it, closed it, or answered what the protocol
+    does not allow); what was paid into it is in the ledger."""
