@@ -331,3 +331,21 @@ def test_x402_v2(case: Case, mode: str, svc: HostileService, ledger: Path) -> No
     assert len(wallet.calls) == case.pays
     if any(isinstance(e, CallAlreadyPaid) for e in errors):
         assert len(signer.signed) == 1  # never a second payment
+
+
+def test_lnbtc_offers_are_shown_with_their_price_and_never_said_payable(svc: HostileService, ledger: Path,
+                                                                       cli: Callable[..., Any]) -> None:
+    """`httpay offers` and the agent's offers tool show a Lightning `exact` offer in msat, on its lnbtc
+    network, and say it is a proposal that is not paid; nothing is paid or written."""
+    from httpay.apps.agent import Toolbox
+
+    url = lnbtc(svc, Seen())
+    ran = cli("offers", url)
+    both = " ".join((ran.out + ran.err).split())
+    assert "10 sat" in both and "x402-lnbtc is a proposal, not a standard" in both, both
+    with Toolbox(wallet=LnbtcWallet(svc.node), ledger=ledger, policy=httpay.Policy(usd_per_btc=RATE)) as box:
+        text = " ".join(box.offers(url).split())
+    assert "x402-lnbtc is a proposal, not a standard" in text and "Policy(proposals=['x402-lnbtc'])" in text, text
+    assert svc.node.paid == []
+    with SQLiteLedger(ledger) as lg:
+        assert lg.receipts() == []
