@@ -115,6 +115,7 @@ RECEIPT_EXTENSION = "httpay_receipt"
 DRY_RUN_EXTENSION = "httpay_dry_run"     # request extension: hand a 402 back untouched, pay nothing
 OFFER_EXTENSION = "httpay_offer_id"      # request extension: pay only this offer (still within the policy)
 MAX_PRICE_EXTENSION = "httpay_max_price_msat"  # request extension: pay at most this much for this request
+TAGS_EXTENSION = "httpay_tags"           # request extension: tags of this request's payment, over the client's
 TOKEN_EXTENSION = "httpay_token"         # request extension: (scope, credential) this flow put in Authorization
 DEADLINE_EXTENSION = "httpay_payment_deadline"  # response extension: the Deadline the 402 it is on must be paid by
 FORWARDED_EXTENSIONS = ("timeout", "trace")  # what a request the flow makes itself inherits from the caller's
@@ -243,6 +244,12 @@ class _Run:
     @property
     def host(self) -> str:
         return host_of(self.request.url)
+
+    @property
+    def tags(self) -> dict[str, str]:
+        """Who this payment is for: the payer's tags, and this request's own (`TAGS_EXTENSION`) over them."""
+        own = self.request.extensions.get(TAGS_EXTENSION)
+        return {**self.payer.tags, **own} if isinstance(own, dict) else dict(self.payer.tags)
 
     def say(self, kind: type[Event], message: str, level: int = logging.INFO, **fields: Any) -> None:
         emit(self.payer.on_event, kind(self.url, self.rid, **fields), message, level)
@@ -641,10 +648,10 @@ class _Attempt:
                 payment_hash=payable.reference, offer_id=q.offer.offer_id, offer_title=q.offer.title,
                 offer_amount=q.offer.price.amount, offer_currency=q.offer.price.currency, credits=q.offer.balance,
                 wallet=kind, challenge_key=self.key, not_before=not_before, max_fee_msat=fee_cap, wallet_id=identity,
-                call_id=self.call.id if self.call is not None else None,
+                call_id=self.call.id if self.call is not None else None, tags=run.tags,
             )
             try:
-                limits = tuple(payer.policy.limits(run.host, q.usd_per_btc, self.challenge.offers))
+                limits = tuple(payer.policy.limits(run.host, q.usd_per_btc, self.challenge.offers, tags=run.tags))
                 receipt: Receipt = yield Reserve(intent, limits, q.usd_per_btc)
             except (ChallengeInFlight, DuplicatePayment) as busy:
                 if self.key is None:

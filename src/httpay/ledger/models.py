@@ -44,6 +44,8 @@ class Receipt:
     reason: str | None = None
     preimage: str | None = field(default=None, repr=False)
     wallet_id: str | None = None  # the stable identity of the wallet that made it (never a secret)
+    tags: dict[str, str] = field(default_factory=dict)  # who spent it ({"agent": "research", "task": "T-17"})
+    usd_per_btc: float | None = None  # the BTC/USD rate the payment was quoted at (for accounting in USD)
 
     @property
     def total_msat(self) -> int:
@@ -77,7 +79,7 @@ class Receipt:
             "offer_id": self.offer_id, "offer_title": self.offer_title, "offer_amount": self.offer_amount,
             "offer_currency": self.offer_currency, "credits": self.credits, "payment_hash": self.payment_hash,
             "amount_msat": self.amount_msat, "fee_msat": self.fee_msat, "wallet": self.wallet, "wallet_id": self.wallet_id,
-            "reason": self.reason,
+            "reason": self.reason, "tags": dict(self.tags), "usd_per_btc": self.usd_per_btc,
         }
 
     def view(self, usd_per_btc: float | None = None) -> View:
