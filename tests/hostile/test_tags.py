@@ -36,3 +36,16 @@ def test_a_tag_budget_refuses_before_the_wallet_and_another_tag_pays(svc: Hostil
     assert other.error is None and other.wallet_calls == 2
     with SQLiteLedger(ledger) as lg:
         assert lg.spent_msat(tag=("agent", "research")) == 11_000
+
+
+def test_every_refusal_is_kept_for_the_people_who_oversee(svc: HostileService, wallet: CountingWallet, ledger: Path,
+                                                         mode: str) -> None:
+    policy = httpay.Policy(max_per_payment_sat=5)
+    out = run(mode, svc.classic(), wallet=wallet, ledger=ledger, policy=policy, tags={"agent": "research"})
+    assert isinstance(out.error, httpay.PaymentRefused) and out.wallet_calls == 0
+    with SQLiteLedger(ledger) as lg:
+        (kept,) = lg.refusals()
+        assert lg.receipts() == []
+    assert kept.rule == "max_per_payment" and kept.host == svc.url.removeprefix("http://")
+    assert "per-payment limit" in kept.reason and kept.tags == {"agent": "research"}
+    assert kept.url.endswith("/classic")

@@ -71,3 +71,13 @@ def test_bad_tags_are_refused_by_name(tags: object, tmp_path: Path) -> None:
 def test_bad_tag_limits_are_refused_by_name(limits: object, named: str) -> None:
     with pytest.raises(httpay.ConfigError, match=named):
         httpay.Policy(tag_limits=limits)  # type: ignore[arg-type]
+
+
+def test_refusals_are_kept_newest_first(any_ledger: Ledger) -> None:
+    for i in range(3):
+        any_ledger.note_refusal(host="api.example", url=f"https://api.example/{i}", rule="budget",
+                                reason=f"refused #{i}", tags={"agent": "a"} if i else None)
+    kept = any_ledger.refusals()
+    assert [r.url[-1] for r in kept] == ["2", "1", "0"] and kept[0].tags == {"agent": "a"} and kept[-1].tags == {}
+    assert [r.url[-1] for r in any_ledger.refusals(limit=1, before=kept[0].id)] == ["1"]
+    assert kept[0].to_dict()["rule"] == "budget"

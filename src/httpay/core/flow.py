@@ -56,6 +56,7 @@ from httpay.core.effects import (
     LedgerNow,
     Lookup,
     Note,
+    NoteRefusal,
     Pay,
     ReadBody,
     Reconcile,
@@ -318,10 +319,25 @@ def pay_flow(payer: Payer, request: httpx.Request, response: httpx.Response,
              max_price_msat: int | None = None, offer_id: str | None = None) -> Flow:
     """Pay for one challenge of a 402 within the policy, then repeat `request`; the final response.
 
-    Of several challenges, the first this payer can pay is used. `offer_id` pins the offer to pay
-    (an agent that chose one); the policy must still allow it.
+    Of several challenges, the one whose offer `quote()` picks is paid. `offer_id` pins the offer to
+    pay (an agent that chose one); the policy must still allow it. A refusal is kept in the ledger
+    (nothing paid) for the people who oversee, then raised.
     """
     run = _Run(payer, request, secrets.token_hex(4))
+    try:
+        return (yield from _pay_402(run, response, challenges, met_402_at, max_price_msat, offer_id))
+    except PaymentRefused as exc:
+        try:
+            yield NoteRefusal(run.host, run.url, exc.rule or "refused", safe.clean(str(exc), 500),
+                              tuple(sorted(run.tags.items())))
+        except Exception as note_exc:  # noqa: BLE001 - the refusal reaches the caller whatever the ledger does
+            log.warning("[%s] could not keep the refusal in the ledger (%s)", run.rid, type(note_exc).__name__)
+        raise
+
+
+def _pay_402(run: _Run, response: httpx.Response, challenges: Challenge | Sequence[Challenge],
+             met_402_at: datetime | None, max_price_msat: int | None, offer_id: str | None) -> Flow:
+    payer, request = run.payer, run.request
     challenge = yield from _choose(run, [challenges] if isinstance(challenges, Challenge) else challenges,
                                    response, max_price_msat, offer_id)
     if met_402_at is None:

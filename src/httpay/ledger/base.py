@@ -15,7 +15,7 @@ from typing import Any, Self
 
 from httpay.amounts import fmt_msat
 from httpay.errors import PaymentRefused
-from httpay.ledger.models import Receipt, Status, receipts_view
+from httpay.ledger.models import Receipt, Refusal, Status, receipts_view
 from httpay.policy import Limit
 from httpay.view import View
 
@@ -169,6 +169,14 @@ class Ledger(ABC):
     @abstractmethod
     def token_scopes(self) -> list[str]:
         """The scopes holding a token (never the tokens themselves)."""
+
+    def note_refusal(self, *, host: str, url: str, rule: str, reason: str, tags: Mapping[str, str] | None = None) -> None:
+        """Keep a refused payment (nothing paid) for the people who oversee: a backend without a
+        place for them keeps none."""
+
+    def refusals(self, *, limit: int = 50, before: int | None = None) -> list[Refusal]:
+        """The refused payments, newest first."""
+        return []
 
     def token_info(self) -> list[dict[str, Any]]:
         """Each held credential as a person lists it: scope, the payment that bought it, when it was

@@ -93,6 +93,24 @@ class Receipt:
         return self.view().to_html()
 
 
+@dataclass(frozen=True)
+class Refusal:
+    """A payment httpay refused to make: when, for what, by which rule, and why (in words a person
+    acts on). Nothing was paid; it is kept so a person overseeing an agent sees what was asked."""
+
+    id: int
+    created_at: datetime
+    host: str
+    url: str
+    rule: str
+    reason: str
+    tags: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "created_at": self.created_at.isoformat(), "host": self.host, "url": self.url,
+                "rule": self.rule, "reason": self.reason, "tags": dict(self.tags)}
+
+
 WIDE = 110  # terminal columns from which the ledger shows hash, method and note columns
 
 

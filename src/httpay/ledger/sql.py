@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import uuid
 from abc import abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
 from typing import Any
@@ -23,7 +23,7 @@ from httpay.ledger.base import (
     now_utc,
     over_limit,
 )
-from httpay.ledger.models import Receipt, Status
+from httpay.ledger.models import Receipt, Refusal, Status
 from httpay.policy import Limit
 
 TABLE = """
@@ -80,6 +80,16 @@ CREATE TABLE IF NOT EXISTS payment_tags (
     PRIMARY KEY (payment_id, tag_key)
 );
 CREATE INDEX IF NOT EXISTS payment_tags_window ON payment_tags (tag_key, tag_value, created_at);
+CREATE TABLE IF NOT EXISTS refusals (
+    id {serial},
+    created_at {time} NOT NULL,
+    host TEXT NOT NULL,
+    url TEXT NOT NULL,
+    rule TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    tags TEXT
+);
+CREATE INDEX IF NOT EXISTS refusals_created ON refusals (created_at);
 """
 
 # Running totals by (host, status), '*' for every host: kept by triggers in the very transaction
@@ -378,6 +388,21 @@ class SQLLedger(Ledger):
     def drop_token(self, scope: str) -> bool:
         self._learn(scope, False)
         return bool(self._query("DELETE FROM tokens WHERE scope = ? RETURNING scope", (scope,)))
+
+    def note_refusal(self, *, host: str, url: str, rule: str, reason: str, tags: Mapping[str, str] | None = None) -> None:
+        self._query(f"INSERT INTO refusals (created_at, host, url, rule, reason, tags) VALUES ({self.NOW}, ?, ?, ?, ?, ?)",
+                    (host[:300], url[:2000], rule[:100], reason[:500],
+                     json.dumps(dict(sorted(tags.items()))) if tags else None))
+
+    def refusals(self, *, limit: int = 50, before: int | None = None) -> list[Refusal]:
+        args: list[Any] = []
+        where = ""
+        if before is not None:
+            where, args = " WHERE id < ?", [int(before)]
+        rows = self._query(f"SELECT id, created_at, host, url, rule, reason, tags FROM refusals{where} "
+                           "ORDER BY id DESC LIMIT ?", [*args, int(limit)])
+        return [Refusal(int(r["id"]), self._from_db_time(r["created_at"]), str(r["host"]), str(r["url"]),
+                        str(r["rule"]), str(r["reason"]), _tags_of(r["tags"])) for r in rows]
 
     def token_info(self) -> list[dict[str, Any]]:
         rows = self._query("SELECT scope, payment_hash, created_at, expires_at FROM tokens ORDER BY scope", ())
