@@ -129,7 +129,7 @@ Flow = Generator[Effect, Any, httpx.Response]
 
 # -- pure helpers ------------------------------------------------------------------------------
 def host_of(url: str | httpx.URL) -> str:
-    u = httpx.URL(str(url))
+    u = url if isinstance(url, httpx.URL) else httpx.URL(url)
     return f"{u.host}:{u.port}" if u.port else u.host
 
 
@@ -238,11 +238,11 @@ class _Run:
     request: httpx.Request
     rid: str
 
-    @property
+    @functools.cached_property
     def url(self) -> str:
         return str(self.request.url)
 
-    @property
+    @functools.cached_property
     def host(self) -> str:
         return host_of(self.request.url)
 
