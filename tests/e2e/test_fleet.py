@@ -114,7 +114,7 @@ def test_a_worker_with_a_skewed_clock_never_causes_a_second_payment(
         assert [x.status for x in lg.receipts()] == [Status.SETTLED]
 
 
-def test_a_fleet_of_eight_processes_never_overspends(clean_postgres_url: str) -> None:
+def test_a_fleet_of_eight_processes_never_overspends(clean_postgres_url: str) -> None:  # noqa: F811
     """8 agent processes (each its own wallet, several threads, every request its own 402) on one
     PostgreSQL budget that fits 80% of them: never a msat over, exactly what fits is paid, each hash
     once, every payment that left a wallet settled, nothing left pending (bench/fleet_bench.py's
