@@ -217,3 +217,8 @@ class PaymentRejected(HttpayError):
         self.receipt = receipt
         self.response = response
         self.problem = problem
+
+
+class SessionError(HttpayError):
+    """An MPP session cannot go on: the service refused it, closed it, changed its price, or kept asking
+    for top-ups (httpay.MppSession). What was paid is on the ledger; close the session for the refund."""

@@ -31,10 +31,10 @@ import httpx
 from httpay.errors import (
     ChallengeError,
     ConfigError,
-    HttpayError,
     InvoiceError,
     PaidRequestFailed,
     PaymentRefused,
+    SessionError,
     WalletError,
 )
 from httpay.ledger.base import Intent
@@ -44,14 +44,12 @@ from httpay.protocols import mpp as wire
 from httpay.safe import get_logger
 from httpay.wallets.base import Payment, default_fee_limit_msat
 
+__all__ = ["AsyncMppSession", "MppSession", "SessionError", "SessionState", "SseEvent", "SseParser"]
+
 log = get_logger("httpay.mpp.session")
 
 T = TypeVar("T")
 MAX_TOP_UPS_PER_REQUEST = 1  # a request that still finds the session empty after a top-up gives up (pays no more)
-
-
-class SessionError(HttpayError):
-    """The session cannot go on (the service refused it, closed it, or answered what the protocol does not allow)."""
 
 
 @dataclass(frozen=True)
