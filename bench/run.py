@@ -152,7 +152,9 @@ def paid_request_split(n: int) -> list[Line]:
 def extra_benchmarks(quick: bool) -> list[Line]:
     """Benchmarks other modules contribute (ledger throughput, concurrency), when present."""
     lines: list[Line] = []
-    from bench import concurrency_bench, ledger_bench
+    from bench import concurrency_bench, ledger_bench, peers_bench
+
+    lines += peers_bench.run(quick=quick)  # against httpx, l402-requests, x402's client, the floor
 
     for name, value, target in ledger_bench.run(n=100 if quick else 500):
         lines.append((name, f"{value:,.1f}", target))

@@ -219,6 +219,29 @@ class PaymentRejected(HttpayError):
         self.problem = problem
 
 
+class CallAlreadyPaid(PaymentNotHonored):
+    """The application sent again a call (same method, URL and body, within the call window) that
+    httpay had already paid for, and the service refused the very credential that payment presented.
+    Nothing is paid a second time. `receipt` is that payment's ledger row, `response` the refusal."""
+
+
+class PaymentIdConflict(PaymentRejected):
+    """The service answered 409: it already holds this call's payment id (x402 payment-identifier)
+    for another payment. Nothing is paid again; `receipt` (failed) and `response` are kept."""
+
+
+class Permit2AllowanceRequired(PaymentRejected):
+    """The service (x402 `upto`) needs an on-chain Permit2 allowance for the token before a signed
+    permit can be settled (412 PERMIT2_ALLOWANCE_REQUIRED). Nothing was spent: `receipt` is failed.
+    `token` and `network` say what the person must approve for the Permit2 contract."""
+
+    def __init__(self, message: str, *, receipt: Any, response: Any, token: str | None = None,
+                 network: str | None = None) -> None:
+        super().__init__(message, receipt=receipt, response=response)
+        self.token = token
+        self.network = network
+
+
 class SessionError(HttpayError):
     """An MPP session cannot go on: the service refused it, closed it, changed its price, or kept asking
     for top-ups (httpay.MppSession). What was paid is on the ledger; close the session for the refund."""

@@ -114,6 +114,8 @@ class Policy:
     max_fee_msat: int | None = None
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
     default_limits: bool = True  # False only through Policy.unlimited(): no default limit is added
+    sign_in: bool = False        # sign in (x402 sign-in-with-x, EIP-191) where a service offers it, before paying
+    proposals: Sequence[str] = ()  # unmerged protocol proposals whose offers may be paid (e.g. "x402-lnbtc")
 
     @classmethod
     def unlimited(cls, **settings: Any) -> Policy:
@@ -131,6 +133,9 @@ class Policy:
                 raise ConfigError(f"Policy({name}=...) must be a non-negative finite number, got {v!r}")
             if v is not None and v > MAX_POLICY_NUMBER:
                 raise ConfigError(f"Policy({name}=...) is larger than any real amount (at most {MAX_POLICY_NUMBER:.0e})")
+        if not isinstance(self.sign_in, bool):
+            raise ConfigError(f"Policy(sign_in=...) must be True or False (sign in where a service offers it), "
+                              f"got {self.sign_in!r}")
         if not isinstance(self.default_limits, bool):
             raise ConfigError(f"Policy(default_limits=...) must be True or False, got {self.default_limits!r}")
         for name in ("allowed_hosts", "denied_hosts", "payment_hosts"):
@@ -158,6 +163,11 @@ class Policy:
             raise ConfigError("Policy(strategy='covers_calls') needs calls=N: how many calls the purchase should cover")
         if isinstance(self.methods, str):
             self.methods = (self.methods,)
+        if isinstance(self.proposals, str):
+            self.proposals = (self.proposals,)
+        if not all(isinstance(p, str) for p in self.proposals):
+            raise ConfigError(f"Policy(proposals=...) must be a list of proposal names such as 'x402-lnbtc', "
+                              f"got {self.proposals!r}")
         if isinstance(self.prefer, str):
             self.prefer = (self.prefer,)
         if not all(isinstance(p, str) and p for p in self.prefer):

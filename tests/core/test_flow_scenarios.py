@@ -32,6 +32,8 @@ import pytest
 
 import httpay
 from httpay.core.effects import (
+    CallAnswered,
+    CallKey,
     Effect,
     Find,
     GetRate,
@@ -41,6 +43,7 @@ from httpay.core.effects import (
     Note,
     Pay,
     ReadBody,
+    RecordCall,
     Reserve,
     SaveToken,
     Send,
@@ -63,7 +66,7 @@ from httpay.errors import (
     PaymentSentUnanswered,
     WalletError,
 )
-from httpay.ledger.base import Intent, Ledger
+from httpay.ledger.base import Call, Intent, Ledger
 from httpay.ledger.models import Receipt, Status
 from httpay.policy import Policy
 from httpay.protocols import macaroons
@@ -214,6 +217,9 @@ class Service:
     used: set[str] = field(default_factory=set)                # v0.2: paid hashes a request was served for
     paid_values: list[int] = field(default_factory=list)       # x402: the authorized amounts received
     served: int = 0
+    keys: list[str] = field(default_factory=list)              # the Idempotency-Keys of paid requests received
+    answers: dict[str, httpx.Response] = field(default_factory=dict)  # x402: payload -> the answer it got (replayed)
+    dropped: int = 0                                           # paid answers lost on the way ("drop_once")
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         if self.dialect == V02:
@@ -241,7 +247,12 @@ class Service:
                                              "expires_at": "2099-01-01T00:00:00+00:00",
                                              "payment_request": {"lightning_invoice": bolt11}})
         credits = [h for h in self.node.paid if h not in self.used]  # one paid invoice serves one request
-        if credits and self.answer == "serve":
+        if credits and self.answer == "drop_once" and not self.dropped:  # the credit used, the answer lost
+            self.used.add(credits[0])
+            self.dropped += 1
+            self.keys.append(request.headers.get("idempotency-key", ""))
+            raise httpx.ReadError("connection reset by peer", request=request)
+        if credits and self.answer in ("serve", "drop_once"):
             self.used.add(credits[0])
             return self._served()
         return httpx.Response(402, json={
@@ -275,10 +286,21 @@ class Service:
             return httpx.Response(402, json={}, headers={"PAYMENT-REQUIRED": b64json(challenge)})
         payload = json.loads(base64.b64decode(signed))
         auth = payload["payload"]["authorization"]
+        if signed in self.answers and self.answer == "drop_once":  # the same payment again: its answer replayed
+            return self.answers[signed]
+        if signed in self.answers:  # a used authorization (its nonce is spent): refused
+            return httpx.Response(402, json={}, headers={"PAYMENT-REQUIRED": b64json({**challenge, "error": "used"})})
         if not signed_for(payload, [x402_requirement(amount) for amount, _ in X402_OFFERS]):
             return httpx.Response(402, json={}, headers={"PAYMENT-REQUIRED": b64json({**challenge, "error": "bad"})})
         self.paid_values.append(int(auth["value"]))
+        self.keys.append(request.headers.get("idempotency-key", ""))
         if self.answer == "drop":
+            raise httpx.ReadError("connection reset by peer", request=request)
+        if self.answer in ("drop_once", "drop_refuse_again") and not self.dropped:  # settled, the answer lost
+            receipt = {"success": True, "transaction": "0x" + "cd" * 32, "network": "eip155:84532"}
+            self.served += 1
+            self.answers[signed] = httpx.Response(200, json={"served": True}, headers={"PAYMENT-RESPONSE": b64json(receipt)})
+            self.dropped += 1
             raise httpx.ReadError("connection reset by peer", request=request)
         if self.answer == "402":
             refused = {**challenge, "error": "invalid_exact_evm_payload_signature"}
@@ -786,14 +808,25 @@ PURE: dict[str, list[str]] = {
         "Send",                    # sent with the request; the service settles it
         "Settle", "Note",          # settled on its receipt, the transaction noted
     ],
+    # a POST is a call the application may send again: the ledger keys it, keeps the payment's credential
+    # before it is sent, and marks the call done once its answer is back
+    X402 + " POST": [
+        "TokenFor", "Send", "LedgerNow", "ReadBody", "TokenFor:fresh",
+        "CallKey",                 # the call's key (and any payment already made for it: none)
+        "GetRate", "Reserve", "Sign",
+        "RecordCall",              # the credential (with Idempotency-Key) kept on the call, before it is sent
+        "Send", "Settle", "Note",
+        "CallAnswered",            # its answer reached the application: the call is done
+    ],
 }
 
 
-@pytest.mark.parametrize("dialect", [V02, CLASSIC, X402])
+@pytest.mark.parametrize("dialect", list(PURE))
 def test_flow_is_pure(dialect: str) -> None:
     """One paid request, driven by a loop that answers each yielded effect by its type from a script,
     with a wallet, signer and ledger that fail the test if the flow calls them: the flow yields every
     outside call, in this exact order, and performs none itself."""
+    dialect, _, method = dialect.partition(" ")
     node = Node()
     service = Service(dialect, node)
     signer = ScriptedSigner()  # what the script signs with (the payer's own signer never signs)
@@ -813,8 +846,10 @@ def test_flow_is_pure(dialect: str) -> None:
                 return RATE
             case Join():
                 return False  # this request owns the flight
-            case TokenFor() | Find() | Leave() | SaveToken():
+            case TokenFor() | Find() | Leave() | SaveToken() | RecordCall() | CallAnswered():
                 return None
+            case CallKey():
+                return Call(1, "pay_" + "0" * 32, effect.fingerprint, now)
             case Reserve():
                 i = effect.intent
                 rows.append(Receipt(1, Status.PENDING, now, now, i.host, i.url, i.protocol, i.method, i.offer_id,
@@ -840,7 +875,7 @@ def test_flow_is_pure(dialect: str) -> None:
     policy = Policy(usd_per_btc=RATE, methods=("lightning", "x402"))
     payer = Payer(wallet=UntouchableWallet(), policy=policy, ledger=Untouchable(),  # type: ignore[arg-type]
                   signer=UntouchableSigner(), retries_after_payment=2, retry_delay_s=0.0)
-    flow = request_flow(payer, httpx.Request("GET", URLS[dialect]))
+    flow = request_flow(payer, httpx.Request(method or "GET", URLS[dialect], content=b"{}" if method else None))
     seen: list[str] = []
     value: Any = None
     while True:
@@ -853,8 +888,83 @@ def test_flow_is_pure(dialect: str) -> None:
         seen.append(type(effect).__name__ + (":fresh" if isinstance(effect, TokenFor) and effect.fresh else ""))
         value = answer(effect)
 
-    assert seen == PURE[dialect]
+    assert seen == PURE[dialect + (" " + method if method else "")]
     assert response.status_code == 200 and response.json() == {"served": True}
     paid = receipt_of(response)
     assert paid is not None and paid.status is Status.SETTLED and paid.amount_msat == 10_000
     assert service.served == 1
+
+
+# -- the application's own retry: one call, one payment (issue 12) ------------------------------
+@dataclass(frozen=True)
+class CallRow:
+    """The application sends POSTs in turn (`bodies`), each through the real flow and driver, with one
+    ledger; the service loses the first paid answer (`answer`: "drop_once": then replays it for the same
+    payment; "drop_refuse_again": refuses the same payment sent again). `expire`: the call window passes
+    between the requests. Expected: each request's error type (None: served), the payments made
+    (signatures for x402, wallet pays for Lightning), the ledger rows, and how many distinct
+    Idempotency-Keys the service saw on paid requests."""
+
+    dialect: str
+    outcome: str
+    bodies: tuple[bytes, ...]
+    errors: tuple[type[BaseException] | None, ...]
+    calls: int
+    rows: tuple[tuple[str, int], ...]
+    keys: int
+    answer: str = "drop_once"
+    expire: bool = False
+    says: str = ""
+
+
+CALL_ROWS = [
+    # paid, the answer lost (the row stays pending: the service never said); the app's retry presents that
+    # very payment again, the service replays its answer, the row settles: one payment
+    CallRow(X402, "app-retry-represents", (b'{"order": 1}', b'{"order": 1}'),
+            (httpay.PaymentSentUnanswered, None), calls=1, rows=SETTLED_10, keys=1),
+    # the service refuses the payment sent again: a typed error, never a second payment
+    CallRow(X402, "app-retry-refused-never-pays", (b'{"order": 1}', b'{"order": 1}'),
+            (httpay.PaymentSentUnanswered, httpay.CallAlreadyPaid), calls=1, rows=(("pending", 10_000),), keys=1,
+            answer="drop_refuse_again", says="was already paid (ledger #1"),
+    # another body is another call: its own key, its own payment
+    CallRow(X402, "different-body-different-call", (b'{"order": 1}', b'{"order": 2}'),
+            (httpay.PaymentSentUnanswered, None), calls=2, rows=(("pending", 10_000), ("settled", 10_000)), keys=2),
+    # past the call window the same request is a new call: a new key, a new payment
+    CallRow(X402, "window-expiry-new-key", (b'{"order": 1}', b'{"order": 1}'),
+            (httpay.PaymentSentUnanswered, None), calls=2, rows=(("pending", 10_000), ("settled", 10_000)), keys=2,
+            expire=True),
+    # answered calls are done: the same request sent again is a new call (and is paid for)
+    CallRow(X402, "answered-call-is-done", (b'{"order": 1}', b'{"order": 1}'), (None, None), calls=2,
+            rows=SETTLED_10 * 2, keys=2, answer="serve"),
+    # Lightning: the credit was used and the answer lost; the retry (402 again) presents the paid call's
+    # Idempotency-Key, the service (ignoring it) asks again: refused as already paid, never paid twice
+    CallRow(V02, "app-retry-after-lost-answer-never-pays", (b'{"order": 1}', b'{"order": 1}'),
+            (httpay.PaidRequestFailed, httpay.CallAlreadyPaid), calls=1, rows=SETTLED_10, keys=1),
+]
+
+
+@pytest.mark.parametrize("driver", ["sync", "async"])
+@pytest.mark.parametrize("row", [pytest.param(r, id=f"{r.dialect}-{r.outcome}") for r in CALL_ROWS])
+def test_app_retry_is_one_call(row: CallRow, driver: str, ledger: Ledger) -> None:
+    node = Node()
+    service = Service(row.dialect, node, answer=row.answer)
+    wallet, signer = ScriptedWallet(node), ScriptedSigner()
+    payer = Payer(wallet=wallet, policy=Policy(usd_per_btc=RATE, methods=("lightning", "x402")), ledger=ledger,
+                  signer=signer, retries_after_payment=1, retry_delay_s=0.0)
+    errors: list[BaseException | None] = []
+    for i, body in enumerate(row.bodies):
+        if i and row.expire:  # the call window passes: the call was issued an hour ago
+            ledger._query("UPDATE calls SET created_at = created_at - 3600")  # type: ignore[attr-defined]
+        try:
+            response = drive(driver, payer, httpx.Request("POST", URLS[row.dialect], content=body), service)
+            assert response.status_code == 200 and response.json() == {"served": True}
+            errors.append(None)
+        except Exception as exc:  # noqa: BLE001 - the row says which error it expects
+            errors.append(exc)
+    assert [type(e) if e is not None else None for e in errors] == list(row.errors), errors
+    assert row.says in str(errors[-1] or "")
+    assert len(signer.signed) + len(wallet.calls) == row.calls
+    assert [(r.status.value, r.amount_msat) for r in sorted(ledger.receipts(), key=lambda r: r.id)] == list(row.rows)
+    assert len(set(service.keys)) == row.keys and all(k.startswith("pay_") for k in service.keys)
+    if row.dialect == X402 and row.rows == SETTLED_10:  # the one payment the service saw, settled once
+        assert service.served == 1

@@ -18,7 +18,7 @@ def die() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def main(base: str, key: str, ledger: str, token: str, point: str) -> None:
+def main(base: str, key: str, ledger: str, token: str, point: str, path: str = "/ticker/MSFT") -> None:
     wallet = httpay.DemoWallet(base, key)
     pay = wallet.pay_invoice
 
@@ -42,9 +42,10 @@ def main(base: str, key: str, ledger: str, token: str, point: str) -> None:
             return result
 
         c.ledger.settle = settle_and_maybe_die  # type: ignore[method-assign]
-        r = c.get(f"{base}/ticker/MSFT", headers={"Authorization": f"Bearer {token}"})
+        headers = {"Authorization": f"Bearer {token}"} if token else {"Idempotency-Key": "call-1"}
+        r = c.get(f"{base}{path}", headers=headers)
         print(r.status_code)
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:6])
+    main(*sys.argv[1:7])

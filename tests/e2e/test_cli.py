@@ -107,6 +107,24 @@ def test_demo_over_classic_l402(tmp_path: Path) -> None:
     assert [(x["status"], x["protocol"]) for x in data["payments"]] == [("settled", "l402-classic")]
 
 
+def test_demo_over_mpp(tmp_path: Path) -> None:
+    """`httpay demo --protocol mpp`: a lightning charge, Aperture's three dialects in one 402 (one
+    token bought, then reused), and a session whose unspent deposit comes back."""
+    p = httpay_cmd("demo", "--protocol", "mpp", "--non-interactive", "--ledger", str(tmp_path / "mpp.sqlite3"),
+                   env={"COLUMNS": "160"})
+    assert p.returncode == 0, p.stderr + p.stdout
+    for step in ("`WWW-Authenticate: Payment` challenge", "method=lightning, intent=charge",
+                 "Served with `Authorization: Payment <challenge echo + preimage>`: HTTP 200",
+                 "the service's Payment-Receipt is on ledger #1", "l402-classic, mpp",
+                 "The quote picks l402-classic at the same price", "NVDA with the same token: HTTP 200, no new payment",
+                 "session request for GOOGL: HTTP 200", "refund_status='succeeded'"):
+        assert step in p.stdout, step
+    data = json.loads(httpay_cmd("ledger", "--ledger", str(tmp_path / "mpp.sqlite3"), "--json").stdout)
+    assert [(x["status"], x["protocol"]) for x in data["payments"]][::-1] == [
+        ("settled", "mpp"), ("settled", "l402-classic"), ("settled", "mpp")]
+    assert "service receipt" in data["payments"][-1]["reason"]
+
+
 def test_ledger_reconcile_settles_what_the_wallet_paid(demo: RunningServer, account: dict[str, str],
                                                        tmp_path: Path) -> None:
     import httpay

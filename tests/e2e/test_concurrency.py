@@ -75,3 +75,24 @@ def test_four_processes_share_one_ledger(demo: RunningServer, account: dict[str,
         codes += json.loads(out)
     assert codes == [200] * N
     check_one_payment(demo, ledger_path, key, account)
+
+
+def test_mpp_one_payment_per_challenge(demo: RunningServer, ledger_path: Path) -> None:
+    """MPP: a lightning charge buys one request, so 40 concurrent requests each pay their own
+    challenge once (40 payments, 40 distinct settled rows, none twice); on Aperture's l402+mpp 402
+    the same crowd buys one token and is served by it."""
+    wallet = httpay.DemoWallet.create(demo.url, balance_sat=100_000)
+    key = wallet._DemoWallet__key  # type: ignore[attr-defined]
+    n = 40
+    with httpay.Client(wallet=wallet, ledger=ledger_path, timeout=60) as c, ThreadPoolExecutor(n) as pool:
+        codes = list(pool.map(lambda _: c.get(f"{demo.url}/mpp/ticker/MSFT").status_code, range(n)))
+        assert codes == [200] * n
+        with SQLiteLedger(ledger_path) as lg:
+            rows = lg.receipts()
+        assert [r.status for r in rows] == [Status.SETTLED] * n and {r.protocol for r in rows} == {"mpp"}
+        assert len({r.payment_hash for r in rows}) == n and payments_at_wallet(demo, key) == n
+        codes = list(pool.map(lambda _: c.get(f"{demo.url}/aperture/ticker/AAPL").status_code, range(n)))
+    assert codes == [200] * n
+    assert payments_at_wallet(demo, key) == n + 1
+    with SQLiteLedger(ledger_path) as lg:
+        assert [r.protocol for r in lg.receipts(limit=1)] == ["l402-classic"]

@@ -21,9 +21,11 @@ ROOT = Path(__file__).resolve().parents[2]
 POINTS = ["before_wallet", "after_wallet", "after_settle", "none"]
 
 
-def run_child(demo: RunningServer, key: str, ledger: Path, token: str, point: str) -> subprocess.CompletedProcess[str]:
+def run_child(demo: RunningServer, key: str, ledger: Path, token: str, point: str,
+              path: str = "/ticker/MSFT") -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}"}
-    return subprocess.run([sys.executable, "-m", "tests.e2e.fault_child", demo.url, key, str(ledger), token, point],
+    return subprocess.run([sys.executable, "-m", "tests.e2e.fault_child", demo.url, key, str(ledger), token, point,
+                           path],
                           capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
 
 
@@ -72,6 +74,36 @@ def test_kill_at_each_point(demo: RunningServer, ledger_path: Path, point: str, 
         assert len(lg.receipts(status=Status.FAILED)) == failed_rows
         [settled] = lg.receipts(status=Status.SETTLED)
         assert settled.preimage and settled.amount_msat == 10_000
+    check_invariant(demo, key, ledger_path, 100_000_000)
+
+
+@pytest.mark.parametrize("point", ["before_wallet", "after_wallet", "after_settle"])
+def test_kill_at_each_point_of_an_mpp_charge(demo: RunningServer, ledger_path: Path, point: str) -> None:
+    """An MPP lightning charge buys one request, and the application names its call with an
+    Idempotency-Key: killed anywhere, the pending row is reconciled by its payment hash and the
+    application's retry (the same key) never pays again. Killed after recording the
+    credential, the retry presents that payment (the challenge it answered, its preimage); killed
+    between the wallet's payment and that record, there is no credential to present, so the retry
+    is refused by name with the receipt (CallAlreadyPaid) instead of paying twice; killed before
+    the wallet, nothing was paid and the retry pays once."""
+    key = httpx.post(f"{demo.url}/ln/wallets", json={"balance_sat": 1_000}).json()["key"]
+    p = run_child(demo, key, ledger_path, "", point, "/mpp/ticker/MSFT")
+    assert p.returncode == -signal.SIGKILL, p.stderr
+    assert wallet_payments(demo, key) == (0 if point == "before_wallet" else 1)
+    with httpay.Client(wallet=httpay.DemoWallet(demo.url, key), policy=httpay.Policy(budget_usd=1),
+                       ledger=ledger_path, reconcile_grace_s=0) as c:
+        if point == "after_wallet":
+            with pytest.raises(httpay.CallAlreadyPaid) as caught:
+                c.get(f"{demo.url}/mpp/ticker/MSFT", headers={"Idempotency-Key": "call-1"})
+            assert caught.value.receipt.status is Status.SETTLED and "nothing is paid twice" in str(caught.value)
+        else:
+            r = c.get(f"{demo.url}/mpp/ticker/MSFT", headers={"Idempotency-Key": "call-1"})
+            assert r.status_code == 200 and r.json()["symbol"] == "MSFT"
+    assert wallet_payments(demo, key) == 1, "exactly one payment, whatever the crash"
+    with SQLiteLedger(ledger_path) as lg:
+        [settled] = lg.receipts(status=Status.SETTLED)
+        assert settled.protocol == "mpp" and settled.preimage
+        assert len(lg.receipts(status=Status.FAILED)) == (1 if point == "before_wallet" else 0)
     check_invariant(demo, key, ledger_path, 100_000_000)
 
 

@@ -104,7 +104,8 @@ def test_offers_shows_the_table_and_json_and_pays_nothing(demo: RunningServer, a
     assert next((o["offer_id"], o["price_msat"]) for o in data["offers"]) == ("offer_c668e0c0", 10_000)
     # the flow's own quote says what the policy (httpay's defaults here) would pay, before the ledger's budgets
     assert data["policy_would"] == {"pay": True, "offer_id": "offer_c668e0c0", "method": "lightning",
-                                    "price_msat": 10_000, "text": "your policy would pay offer_c668e0c0 by lightning for $0.01"}
+                                    "price_msat": 10_000, "dialect": "l402-v0.2",
+                                    "text": "your policy would pay offer_c668e0c0 (l402-v0.2) by lightning for $0.01"}
     assert "your policy would refuse: the offers are priced in USD and no exchange rate" in p.stdout  # no wallet, no rate
     assert account["Authorization"].split()[1] not in p.stdout + j.stdout  # the context token is a bearer
     assert wallet_env["HTTPAY_DEMO_KEY"] not in j.stdout + j.stderr
@@ -312,3 +313,38 @@ def test_version_prints_the_version_and_exits_0() -> None:
         main(["--version"])
     assert done.value.code == 0 and out.getvalue().strip() == f"httpay {httpay.__version__}"
 
+
+
+def test_ledger_pages_back_by_id_and_names_the_next_page(history: str, cli: Callable[..., Ran]) -> None:
+    first = json.loads(cli("ledger", "--ledger", history, "--limit", "2", "--json").stdout)
+    assert [p["id"] for p in first["payments"]] == [4, 3] and first["next_before"] == 3
+    assert first["totals"]["count"] == 4  # totals are of everything, not of the page
+    second = json.loads(cli("ledger", "--ledger", history, "--limit", "2", "--before", "3", "--json").stdout)
+    assert [p["id"] for p in second["payments"]] == [2, 1] and second["next_before"] is None
+    text = cli("ledger", "--ledger", history, "--limit", "2")
+    assert "older payments: httpay ledger --before 3 --limit 2" in text.stdout
+    bad = httpay_cmd("ledger", "--ledger", history, "--before", "x")
+    assert bad.returncode == 2 and "--before: must be a whole number" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_the_dashboard_pages_its_ledger_and_counts_every_payment(tmp_path: Path) -> None:
+    from starlette.testclient import TestClient
+
+    from httpay.apps.dashboard import PAGE, create_app
+
+    path = tmp_path / "many.sqlite3"
+    with SQLiteLedger(path) as lg:
+        for i in range(PAGE + 5):
+            r = lg.reserve(Intent(host="a.example", url=f"http://a.example/{i}", protocol="l402-v0.2",
+                                  method="lightning", amount_msat=1_000, payment_hash=f"{i:064x}"))
+            lg.settle(r.id, preimage="00" * 32)
+    app = create_app(ledger=str(path), token="t0ken")
+    with TestClient(app) as web:
+        home = web.get("/?token=t0ken").text
+        assert f"<b>{PAGE + 5}</b><span>settled</span>" in home  # counted in SQL, all of them
+        assert "id='older'" in home and f"before={6}" in home
+        older = web.get("/?token=t0ken&before=6").text
+        assert "Payments before #6" in older and "id='newest'" in older and "id='older'" not in older
+        state = web.get("/api/state?token=t0ken&before=6").json()
+        assert "Payments before #6" in state["sections"]["ledger"]["html"]
+        assert "Recent payments" in web.get("/?token=t0ken&before=nonsense").text

@@ -194,7 +194,8 @@ def test_known_usdc_is_valued_in_usd_then_msat() -> None:
 
 
 @pytest.mark.parametrize(("over", "why"), [
-    ({"scheme": "upto"}, "scheme"),
+    ({"scheme": "deferred"}, "scheme"),
+    ({"scheme": "upto"}, "facilitatorAddress"),  # upto is paid (issue 12), only bound to a named facilitator
     ({"network": "solana:EtWTRABZaYq6iMfeYKouRu166VU2xqa1"}, "not an EVM network"),
     ({"extra": {"name": "USDC", "version": "2", "assetTransferMethod": "permit2"}}, "EIP-3009"),
     ({"payTo": "not-an-address"}, "20-byte"),

@@ -93,8 +93,8 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--ledger", help="ledger file for the demo (default: a throwaway file)")
     d.add_argument("--budget-usd", type=_number(), default=5.0)
     d.add_argument("--max-per-payment-usd", type=_number(), default=1.0)
-    d.add_argument("--protocol", choices=("l402-v0.2", "l402"), default="l402-v0.2",
-                   help="l402-v0.2: the notebook's JSON offers (default); l402: classic macaroon + invoice")
+    d.add_argument("--protocol", choices=("l402-v0.2", "l402", "mpp"), default="l402-v0.2",
+                   help="l402-v0.2: the notebook's JSON offers (default); l402: classic macaroon + invoice; mpp: the HTTP Payment scheme (charge, Aperture's three dialects in one 402, a session)")
 
     s = sub.add_parser("demo-server", help="run the local demo stock service (loopback only, no real money)")
     s.add_argument("--host", default="127.0.0.1")
@@ -135,6 +135,8 @@ def _parser() -> argparse.ArgumentParser:
     lg.add_argument("--ledger", help="ledger path or URL (default $HTTPAY_LEDGER or the user data dir)")
     lg.add_argument("--limit", type=_number(kind=int, positive=True), default=50,
                     help="show at most this many payments (default 50)")
+    lg.add_argument("--before", type=_number(kind=int, positive=True), metavar="ID",
+                    help="page back: only payments older than ledger #ID (the output names the next page)")
     lg.add_argument("--since", metavar="WHEN", help="only payments since: 30m, 1h, 1d, 1w or an ISO date/time (UTC)")
     lg.add_argument("--host", help="only payments to this host (as recorded, e.g. api.example.com or 127.0.0.1:8402)")
     lg.add_argument("--json", action="store_true", help="print JSON for scripts")
@@ -450,13 +452,14 @@ def _ledger(args: argparse.Namespace, console: Console) -> int:
 
     since = _since(args.since) if args.since else None
     with open_ledger(_existing_ledger(args.ledger)) as lg:
-        rows = lg.receipts(limit=args.limit, host=args.host, since=since)
+        rows = lg.receipts(limit=args.limit, host=args.host, since=since, before=args.before)
         totals = lg.totals(host=args.host, since=since)  # in SQL: no row is read just to count it
         totals["committed_msat"] = lg.spent_msat(host=args.host, since=since)
+        older = rows[-1].id if len(rows) == args.limit and rows[-1].id > 1 else None
         if args.json:
             print(json.dumps({"ledger": lg.url, "since": since.isoformat() if since else None, "host": args.host,
-                              "spent_msat": totals["committed_msat"], "totals": totals,
-                              "payments": [r.to_dict() for r in rows]}, indent=2))
+                              "spent_msat": totals["committed_msat"], "totals": totals, "before": args.before,
+                              "next_before": older, "payments": [r.to_dict() for r in rows]}, indent=2))
             return 0
         scope = (f" to {args.host}" if args.host else "") + (f" since {since:%Y-%m-%d %H:%M} UTC" if since else "")
         console.print(receipts_table(rows, title=f"Ledger ({lg.url}){scope}"))
@@ -466,6 +469,9 @@ def _ledger(args: argparse.Namespace, console: Console) -> int:
             f"({fmt_msat(totals['pending_msat'])}), failed {totals['failed']}; committed (settled + pending): "
             f"{fmt_msat(totals['committed_msat'])}"
         )
+        if older is not None:
+            console.print(f"older payments: httpay ledger --before {older}"
+                          + (f" --limit {args.limit}" if args.limit != 50 else ""))
     return 0
 
 

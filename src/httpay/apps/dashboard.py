@@ -147,10 +147,13 @@ button.approve{background:#1f883d;color:#fff;border-color:#1a7f37} button.approv
 
 SCRIPT = """
 (function(){
-  const token = new URLSearchParams(location.search).get('token') || '';
+  const query = new URLSearchParams(location.search);
+  const token = query.get('token') || '';
+  const before = query.get('before');
   async function refresh(){
     try {
-      const r = await fetch('/api/state?token=' + encodeURIComponent(token), {cache:'no-store'});
+      const r = await fetch('/api/state?token=' + encodeURIComponent(token)
+                            + (before ? '&before=' + encodeURIComponent(before) : ''), {cache:'no-store'});
       if (!r.ok) return;
       const s = await r.json();
       for (const [id, sec] of Object.entries(s.sections)) {
@@ -182,8 +185,8 @@ class Dashboard:
 
     # -- sections ---------------------------------------------------------------------------------
     def summary_html(self) -> str:
-        rs = self.ledger.receipts(limit=1000)
-        counts = {s: sum(1 for r in rs if r.status.value == s) for s in ("settled", "pending", "failed")}
+        totals = self.ledger.totals()  # every payment ever, counted in SQL (running totals)
+        counts = {s: totals[s] for s in ("settled", "pending", "failed")}
         waiting = len(self.queue.pending()) if self.queue else 0
         cards = [("committed", fmt_msat(self.ledger.spent_msat(), self.rate))]
         cards += [(s, str(n)) for s, n in counts.items()]
@@ -239,15 +242,24 @@ class Dashboard:
                 budget = None
         return spend_svg(self.ledger.receipts(limit=2000), budget_msat=budget, usd_per_btc=self.rate)
 
-    def ledger_html(self) -> str:
-        return html_receipts(self.ledger.receipts(limit=50), title="Recent payments", usd_per_btc=self.rate)
+    def ledger_html(self, before: int | None = None) -> str:
+        """A page of the ledger, newest first; `before` pages back by id (read by the primary key)."""
+        rows = self.ledger.receipts(limit=PAGE, before=before)
+        title = "Recent payments" if before is None else f"Payments before #{before}"
+        links = []
+        if before is not None:
+            links.append(f"<a id='newest' href='/?token={_e(self.token)}'>newest</a>")
+        if len(rows) == PAGE and rows[-1].id > 1:
+            links.append(f"<a id='older' href='/?token={_e(self.token)}&amp;before={rows[-1].id}'>older payments</a>")
+        nav = f"<p class='pages'>{' · '.join(links)}</p>" if links else ""
+        return html_receipts(rows, title=title, usd_per_btc=self.rate) + nav
 
-    def sections(self) -> dict[str, str]:
+    def sections(self, before: int | None = None) -> dict[str, str]:
         return {"summary": self.summary_html(), "approvals": self.approvals_html(), "budget": self.budget_html(),
-                "chart": self.chart_html(), "ledger": self.ledger_html()}
+                "chart": self.chart_html(), "ledger": self.ledger_html(before)}
 
-    def page(self, nonce: str, flash: str | None = None, flash_bad: bool = False) -> str:
-        s = self.sections()
+    def page(self, nonce: str, flash: str | None = None, flash_bad: bool = False, before: int | None = None) -> str:
+        s = self.sections(before)
         where = safe_url(self.ledger.url) if "://" in self.ledger.url else self.ledger.url
         note = f"<div class='flash{' bad' if flash_bad else ''}' id='flash'>{_e(flash)}</div>" if flash else ""
         waiting = len(self.queue.pending()) if self.queue else 0
@@ -287,6 +299,15 @@ def _headers(nonce: str | None = None) -> dict[str, str]:
             "X-Frame-Options": "DENY", "Content-Security-Policy": csp}
 
 
+PAGE = 50  # ledger rows per page
+
+
+def _before(request: Request) -> int | None:
+    """The `before` id of a ledger page asked for, if a sensible one (anything else: the newest page)."""
+    raw = request.query_params.get("before", "")
+    return int(raw) if raw.isascii() and raw.isdigit() and 0 < len(raw) <= 18 else None
+
+
 FORBIDDEN = "403 Forbidden: open the dashboard with the URL it printed (it carries ?token=...)\n"
 
 
@@ -319,7 +340,8 @@ def create_app(ledger: str | os.PathLike[str] | Ledger | None = None, *, token: 
         flash = request.query_params.get("done")
         text = {"approved": "Approved: the agent's request continues.", "denied": "Denied: nothing will be paid."}.get(flash or "")
         err = request.query_params.get("error")
-        body = await run_in_threadpool(dash.page, nonce, text or (err[:200] if err else None), bool(err))
+        body = await run_in_threadpool(dash.page, nonce, text or (err[:200] if err else None), bool(err),
+                                       _before(request))
         return HTMLResponse(body, headers=_headers(nonce))
 
     async def state(request: Request) -> Response:
@@ -330,7 +352,7 @@ def create_app(ledger: str | os.PathLike[str] | Ledger | None = None, *, token: 
             waiting = dash.queue.pending() if dash.queue else []
             return {"waiting": len(waiting), "pending": [a.to_dict() | {"url": safe_url(a.url)} for a in waiting],
                     "spent_msat": dash.ledger.spent_msat(),
-                    "sections": {k: {"html": v, "v": _version(v)} for k, v in dash.sections().items()}}
+                    "sections": {k: {"html": v, "v": _version(v)} for k, v in dash.sections(_before(request)).items()}}
 
         return JSONResponse(await run_in_threadpool(read), headers=_headers())
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import httpx
 
@@ -85,6 +85,8 @@ class Settlement:
     transaction: str | None = None
     network: str | None = None
     reason: str | None = None
+    amount: int | None = None     # what was settled, in the offer's units, where less than authorized may be (a ceiling)
+    error: Callable[..., Exception] | None = field(default=None, repr=False)  # (receipt, response) -> the typed error
     problem: str | None = None    # the scheme's problem type, where the service named one (MPP problem details)
 
 
@@ -102,6 +104,28 @@ class Obtaining:
     payer_address: str | None
     report: Callable[..., None]
     follow_up: Callable[..., httpx.Request]
+    call_key: str | None = None   # the ledger's key for this call (an x402 payment id), when it has one
+
+
+@dataclass
+class SigningIn:
+    """What a dialect's `sign_in` sub-flow may use: the request, its 402's challenge, the signer's
+    address, and `report(EventKind, message, **fields)`."""
+
+    request: httpx.Request
+    challenge: Challenge
+    payer_address: str
+    report: Callable[..., None]
+
+
+@runtime_checkable
+class SignsIn(Protocol):
+    """A dialect whose services may let a returning payer sign in instead of paying (x402 sign-in-with-x)."""
+
+    def sign_in(self, ctx: SigningIn) -> Generator[Effect, Any, httpx.Response | None]:
+        """The service's answer to the request sent again signed in, or None: not offered, not signed
+        (another domain, say), or the service still asks to be paid."""
+        ...
 
 
 class Dialect(Protocol):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import httpx
@@ -20,7 +20,7 @@ from httpay.core.deadline import Deadline
 from httpay.core.model import Quote
 from httpay.core.rates import resolve_rate
 from httpay.errors import WalletError
-from httpay.ledger.base import Intent
+from httpay.ledger.base import Call, Intent
 from httpay.ledger.models import Receipt
 from httpay.policy import Limit
 from httpay.reconcile import Reconciled, reconcile_one
@@ -143,6 +143,17 @@ class Sign(Effect):
 
     def run(self, payer: Payer) -> bytes:
         signature: bytes = payer.signer.sign_typed_data(self.domain, self.types, self.primary_type, self.message)
+        return signature
+
+
+@dataclass(frozen=True)
+class SignMessage(Effect):
+    """Have the signer sign a text message by EIP-191 (a sign-in: it pays nothing)."""
+
+    message: str
+
+    def run(self, payer: Payer) -> bytes:
+        signature: bytes = payer.signer.sign_message(self.message)
         return signature
 
 
@@ -277,3 +288,39 @@ class DropToken(Effect):
         if payer.ledger.token_for(self.scope) != self.authorization:
             return False
         return payer.ledger.drop_token(self.scope)
+
+
+# -- calls: the application's own retry of a paid call never pays again ---------------------------
+@dataclass(frozen=True)
+class CallKey(Effect):
+    """The ledger's key for this call (its fingerprint: method, URL, body), issued afresh or the
+    one issued within the payer's call window, with the payment already made for it, if any.
+    `key`: the caller's own Idempotency-Key, used as the call's key."""
+
+    fingerprint: str
+    key: str | None = None
+
+    def run(self, payer: Payer) -> Call:
+        return payer.ledger.call(self.fingerprint, window=timedelta(seconds=payer.call_window_s), key=self.key)
+
+
+@dataclass(frozen=True)
+class RecordCall(Effect):
+    """Keep on the call the credential its payment presents (secret), to present it again on a retry."""
+
+    call_id: int
+    receipt_id: int
+    headers: Mapping[str, str] = field(repr=False)
+
+    def run(self, payer: Payer) -> None:
+        payer.ledger.record_call(self.call_id, self.receipt_id, dict(self.headers))
+
+
+@dataclass(frozen=True)
+class CallAnswered(Effect):
+    """The call's answer reached the application: the same request sent again is a new call."""
+
+    call_id: int
+
+    def run(self, payer: Payer) -> None:
+        payer.ledger.answer_call(self.call_id)

@@ -11,12 +11,13 @@ differs is behind `Dialect`, and what one payment buys is the challenge's `reuse
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import secrets
 import time
 from collections.abc import Generator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import SplitResult, urlsplit
@@ -32,6 +33,9 @@ from httpay.core.dialect import (
     Obtaining,
     Payable,
     Proof,
+    Settlement,
+    SigningIn,
+    SignsIn,
     ToSign,
     dialect_of,
     dialects,
@@ -39,6 +43,8 @@ from httpay.core.dialect import (
 )
 from httpay.core.effects import (
     Ask,
+    CallAnswered,
+    CallKey,
     DropToken,
     Effect,
     Fail,
@@ -53,6 +59,7 @@ from httpay.core.effects import (
     Pay,
     ReadBody,
     Reconcile,
+    RecordCall,
     Reserve,
     SaveToken,
     Send,
@@ -81,6 +88,7 @@ from httpay.core.model import Challenge, Quote
 from httpay.core.payer import Payer
 from httpay.core.quote import quote, requote
 from httpay.errors import (
+    CallAlreadyPaid,
     ChallengeInFlight,
     DuplicatePayment,
     HttpayError,
@@ -95,7 +103,7 @@ from httpay.errors import (
     PaymentSentUnanswered,
     WalletError,
 )
-from httpay.ledger.base import Intent
+from httpay.ledger.base import Call, Intent
 from httpay.ledger.models import Receipt, Status
 from httpay.lightning import check_invoice
 from httpay.safe import get_logger
@@ -141,15 +149,16 @@ def token_scope(url: str, mode: str = "host") -> str:
     raise ValueError(f"token scope must be one of {', '.join(TOKEN_SCOPES)}, not {mode!r}")
 
 
-def scopes_for(url: str, mode: str) -> list[str]:
+@functools.lru_cache(maxsize=1024)
+def scopes_for(url: str, mode: str) -> tuple[str, ...]:
     """The scopes to look a credential up under for `url`, most specific first (a `prefix` token
     bought for /api/ also serves /api/v1/x)."""
     if mode != "prefix":
-        return [token_scope(url, mode)]
+        return (token_scope(url, mode),)
     parts = urlsplit(url)
     segments = parts.path.split("/")[:-1]
-    out = [_origin(parts) + "/".join(segments[:i]) + "/" for i in range(len(segments), 0, -1)]
-    return out or [_origin(parts) + "/"]
+    out = tuple(_origin(parts) + "/".join(segments[:i]) + "/" for i in range(len(segments), 0, -1))
+    return out or (_origin(parts) + "/",)
 
 
 def flight_key(challenge: Challenge, url: str, scope_mode: str) -> str:
@@ -162,6 +171,20 @@ def flight_key(challenge: Challenge, url: str, scope_mode: str) -> str:
     if challenge.reuse == "scope":
         return "scope:" + hashlib.sha256(token_scope(url, scope_mode).encode()).hexdigest()[:32]
     return challenge.key
+
+
+def call_fingerprint(request: httpx.Request) -> str | None:
+    """What makes a request one call: its method, URL, body and the caller's own Idempotency-Key
+    (sha256). None when the body is a stream not read yet (then every send is a call of its own)."""
+    try:
+        body = request.content
+    except httpx.RequestNotRead:
+        return None
+    h = hashlib.sha256()
+    for part in (request.method.encode(), str(request.url).encode(), request.headers.get("idempotency-key", "").encode()):
+        h.update(len(part).to_bytes(8, "big") + part)
+    h.update(body)
+    return h.hexdigest()
 
 
 def fee_cap_msat(payer: Payer, amount_msat: int) -> int:
@@ -299,10 +322,17 @@ def pay_flow(payer: Payer, request: httpx.Request, response: httpx.Response,
     run.say(ChallengeMet, f"402 ({challenge.dialect}) from {run.host} with {len(challenge.offers)} offer(s): "
                           f"{', '.join(o.offer_id for o in challenge.offers)}",
             challenge=challenge, status=response.status_code)
+    call = yield from _call_of(run, challenge)
+    if call is not None and call.paid:  # the application sent a paid call again: present that payment
+        return (yield from _answered(run, call, (yield from _present_again(run, challenge, call))))
+    signed_in = yield from _sign_in(run, challenge)
+    if signed_in is not None:  # a returning payer, served by signing in: nothing paid
+        return (yield from _answered(run, call, signed_in))
     if challenge.reuse == "request":  # a payment buys this one request: nothing to share or wait for
-        attempt = _Attempt(run, response, challenge, None, met_402_at, max_price_msat, offer_id)
+        attempt = _Attempt(run, response, challenge, None, met_402_at, max_price_msat, offer_id, call=call)
         receipt, credential = yield from attempt.obtain()
-        return (yield from _deliver(run, challenge, receipt, credential, attempt.shown))
+        return (yield from _answered(run, call, (yield from _deliver(run, challenge, receipt, credential,
+                                                                      attempt.shown))))
 
     key = flight_key(challenge, run.url, payer.token_scope)
     for _ in range(MAX_WAIT_ROUNDS):
@@ -332,21 +362,116 @@ def pay_flow(payer: Payer, request: httpx.Request, response: httpx.Response,
     # The retry is sent after this flow leaves the flight, so requests waiting on the flight never
     # also wait on this one's retry (a service that answers slowly would hold them all).
     try:
-        attempt = _Attempt(run, response, challenge, key, met_402_at, max_price_msat, offer_id)
+        attempt = _Attempt(run, response, challenge, key, met_402_at, max_price_msat, offer_id, call=call)
         receipt, credential = yield from attempt.obtain()
     finally:
         yield Leave(key)
-    return (yield from _deliver(run, challenge, receipt, credential, attempt.shown))
+    return (yield from _answered(run, call, (yield from _deliver(run, challenge, receipt, credential, attempt.shown))))
+
+
+def _sign_in(run: _Run, challenge: Challenge) -> Generator[Effect, Any, httpx.Response | None]:
+    """Where the policy allows signing in and the dialect's service offers it, the answer to the request
+    sent signed in (None: paying goes on). Only for a host the policy allows, and only with a signer."""
+    payer, dialect = run.payer, dialect_of(challenge)
+    address = getattr(payer.signer, "address", None)
+    if not payer.policy.sign_in or not isinstance(dialect, SignsIn) or not isinstance(address, str):
+        return None
+    try:
+        payer.policy.check_host(run.host)
+    except PaymentRefused:
+        return None  # a host the policy does not pay learns nothing of the payer either
+    ctx = SigningIn(request=run.request, challenge=challenge, payer_address=address,
+                    report=lambda kind, message, **fields: run.say(kind, message, **fields))
+    answer: httpx.Response | None = yield from dialect.sign_in(ctx)
+    if answer is not None:
+        run.say(Served, f"served with HTTP {answer.status_code} after signing in; nothing paid",
+                status=answer.status_code, receipt=None)
+    return answer
+
+
+def _call_of(run: _Run, challenge: Challenge) -> Generator[Effect, Any, Call | None]:
+    """The ledger's call for a request whose retry must not pay twice: a non-idempotent method, a
+    service that asks for a call identifier, or a request the application named with its own
+    `Idempotency-Key` (a GET whose answer a payment buys, sent again after a crash, presents the
+    payment made for it). Its key, and the payment already made for it. Identical GETs without a
+    key are separate calls: many at once each pay their own one-request challenge."""
+    request = run.request
+    if request.method in IDEMPOTENT and not challenge.identified and "idempotency-key" not in request.headers:
+        return None
+    fingerprint = call_fingerprint(request) or "unread:" + secrets.token_hex(16)
+    call: Call = yield CallKey(fingerprint, request.headers.get("idempotency-key"))
+    return call
+
+
+def _answered(run: _Run, call: Call | None, response: httpx.Response) -> Generator[Effect, Any, httpx.Response]:
+    """The call's answer reaches the application: the call is done (sent again, it is a new call)."""
+    if call is not None:
+        try:
+            yield CallAnswered(call.id)
+        except Exception as exc:  # noqa: BLE001 - the answer must reach the caller whatever the ledger does
+            log.warning("[%s] could not mark call #%s answered (%s)", run.rid, call.id, type(exc).__name__)
+    return response
+
+
+def _present_again(run: _Run, challenge: Challenge, call: Call) -> Flow:
+    """Send the call again with the credential its payment presented (the same signed payload, the
+    same Idempotency-Key), never a new payment; a refusal is CallAlreadyPaid."""
+    receipt, request = call.receipt, run.request
+    assert receipt is not None
+    what = f"{request.method} {safe.clean(run.url, 200)}"
+    paid = f"ledger #{receipt.id}, {receipt.status.value}"
+    advice = (f"keep the receipt and ask the service about call id {call.key}; to make a new call on purpose, send it "
+              "with its own Idempotency-Key header")
+    if not call.credential:
+        raise CallAlreadyPaid(f"{what} was already paid ({paid}) and httpay holds no credential of that payment to "
+                              f"present again; nothing is paid twice: {advice}", receipt=receipt, response=None)
+    run.say(Retried, f"this call was already paid ({paid}): presenting that payment again, not paying twice",
+            attempt=1)
+    request.headers.update(call.credential)
+    try:
+        answer: httpx.Response = yield Send(request)
+        answer.request = request
+        if answer.status_code == 402 or answer.status_code >= 500:
+            yield ReadBody(answer)
+    except Exception as exc:
+        kind = PaymentSentUnanswered if receipt.status is Status.PENDING else PaidRequestFailed
+        raise kind(f"{what} was already paid ({paid}); sent again with that payment, the service did not answer "
+                   f"({_name(exc)}); nothing is paid twice", receipt=receipt) from exc
+    proof = dialect_of(challenge).settlement(answer)
+    if answer.status_code == 402 or (proof is not None and proof.success is False):
+        noted = yield Note(receipt.id, "the call was sent again and the service refused the payment made for it")
+        run.say(PaymentFailed, f"{run.host} refused the payment already made for this call; not paying twice",
+                logging.WARNING, receipt=noted, error="refused the payment already made")
+        raise CallAlreadyPaid(f"{what} was already paid ({paid}) and {run.host} refused that payment when the call was "
+                              f"sent again; nothing is paid twice: {advice}", receipt=noted, response=answer)
+    if receipt.status is Status.PENDING:  # a payment that travels with the request: its answer settles it
+        return (yield from _outcome(run, challenge, answer, receipt, None, fmt_msat(receipt.amount_msat)))
+    if answer.status_code >= 500:
+        raise (yield from _unserved(run, receipt, f"the service answered HTTP {answer.status_code} to the call sent "
+                                    "again with its payment (its answer is in .response)", response=answer))
+    answer.extensions[RECEIPT_EXTENSION] = receipt
+    run.say(Served, f"served with HTTP {answer.status_code} with payment #{receipt.id}, made for this call before",
+            status=answer.status_code, receipt=receipt)
+    return answer
 
 
 def _advertise(payer: Payer, request: httpx.Request) -> None:
     """Put on the request what the dialects tell servers about this payer (MPP's `Accept-Payment`:
-    the methods its policy allows), unless the caller set the header itself."""
-    can_sign = payer.signer is not None
-    for dialect in dialects():
-        for name, value in dialect.advertise(payer.policy, can_sign).items():
-            if name not in request.headers:
-                request.headers[name] = value
+    the methods its policy allows), unless the caller set the header itself. Worked out once per
+    policy methods and signer, not per request."""
+    key = (tuple(payer.policy.methods), payer.signer is not None, len(dialects()))
+    cached = _ADVERTISED.get(key)
+    if cached is None:
+        cached = {}
+        for dialect in dialects():
+            cached.update(dialect.advertise(payer.policy, key[1]))
+        _ADVERTISED[key] = cached
+    for name, value in cached.items():
+        if name not in request.headers:
+            request.headers[name] = value
+
+
+_ADVERTISED: dict[tuple[tuple[str, ...], bool, int], dict[str, str]] = {}
 
 
 def _choose(run: _Run, ranked: Sequence[Challenge], response: httpx.Response, max_price_msat: int | None,
@@ -380,6 +505,7 @@ class _Attempt:
     max_price_msat: int | None
     offer_id: str | None
     shown: str = ""  # the quoted price as a person reads it ("0.01 USDC on eip155:8453"), for messages
+    call: Call | None = None  # the ledger's call this request is (a non-idempotent one, or one the service identifies)
 
     def obtain(self) -> Generator[Effect, Any, tuple[Receipt, Credential | None]]:
         """The receipt of the payment this request uses, and the credential its retry presents
@@ -398,7 +524,8 @@ class _Attempt:
         ctx = Obtaining(request=run.request, response=self.response, challenge=self.challenge, quote=q,
                         policy=payer.policy, deadline=deadline_of(self.response),
                         payer_address=getattr(payer.signer, "address", None),
-                        report=lambda kind, message, **fields: run.say(kind, message, **fields), follow_up=follow_up)
+                        report=lambda kind, message, **fields: run.say(kind, message, **fields), follow_up=follow_up,
+                        call_key=self.call.key if self.call is not None else None)
         try:
             payable = yield from dialect.obtain(ctx)
         except PaymentRefused as exc:
@@ -417,11 +544,28 @@ class _Attempt:
             return receipt  # another request paid this very invoice: its receipt and credential
         if isinstance(payable, ToSign):
             signature = yield from _sign(run, receipt, payable)
-            return receipt, dialect.present(self.challenge, payable, Proof(signature=signature))
+            return receipt, (yield from self._keep_call(receipt, dialect.present(self.challenge, payable,
+                                                                                 Proof(signature=signature))))
         payment = yield from _pay(run, receipt, payable)
-        credential = dialect.present(self.challenge, payable, Proof(preimage=payment.preimage or ""))
+        credential = yield from self._keep_call(
+            receipt, dialect.present(self.challenge, payable, Proof(preimage=payment.preimage or "")))
         done = yield from self._settle(receipt, payment, payable, credential, q.usd_per_btc)
         return done, credential
+
+    def _keep_call(self, receipt: Receipt, credential: Credential) -> Generator[Effect, Any, Credential]:
+        """The credential with the call's Idempotency-Key (a non-idempotent request), kept on the call
+        before it is sent, so the application's retry presents this very payment again."""
+        call = self.call
+        if call is None:
+            return credential
+        if self.run.request.method not in IDEMPOTENT and "idempotency-key" not in self.run.request.headers:
+            credential = replace(credential, headers={**credential.headers, "Idempotency-Key": call.key})
+        try:
+            yield RecordCall(call.id, receipt.id, credential.headers)
+        except Exception as exc:  # noqa: BLE001 - the payment goes on; a retry then refuses rather than pays
+            log.warning("[%s] could not keep the credential on call #%s (%s)", self.run.rid, call.id,
+                        type(exc).__name__)
+        return credential
 
     def quote(self) -> Generator[Effect, Any, Quote]:
         """The one decision, on the rate resolved once for this attempt; then the approver's, if any."""
@@ -497,6 +641,7 @@ class _Attempt:
                 payment_hash=payable.reference, offer_id=q.offer.offer_id, offer_title=q.offer.title,
                 offer_amount=q.offer.price.amount, offer_currency=q.offer.price.currency, credits=q.offer.balance,
                 wallet=kind, challenge_key=self.key, not_before=not_before, max_fee_msat=fee_cap, wallet_id=identity,
+                call_id=self.call.id if self.call is not None else None,
             )
             try:
                 limits = tuple(payer.policy.limits(run.host, q.usd_per_btc, self.challenge.offers))
@@ -757,6 +902,7 @@ def _send_payment(run: _Run, challenge: Challenge, receipt: Receipt, credential:
     run.say(Retried, "sending the request with the signed payment", attempt=1)
     try:
         answer: httpx.Response = yield Send(request)
+        answer.request = request  # what was sent, for the dialect reading the answer (a transport leaves it unset)
     except Exception as exc:  # the payment may have reached the server
         noted = yield Note(receipt.id, f"outcome unknown: {type(exc).__name__} while sending the signed payment")
         run.say(PaymentFailed, f"sent a signed payment of {shown} and the service did not answer ({type(exc).__name__}); "
@@ -773,6 +919,18 @@ def _send_payment(run: _Run, challenge: Challenge, receipt: Receipt, credential:
         except Exception as exc:  # noqa: BLE001 - reported below with the receipt
             broken = exc
     return (yield from _outcome(run, challenge, answer, receipt, broken, shown))
+
+
+def _metered(receipt: Receipt, proof: Settlement | None) -> tuple[int | None, str]:
+    """What a payment signed for a ceiling (x402 upto) settled, in msat, at the ceiling's own rate, and
+    a note; never more than the ceiling (a service reporting more is recorded at the ceiling, noted)."""
+    if proof is None or proof.amount is None or not receipt.offer_amount:
+        return None, ""
+    ceiling = receipt.offer_amount
+    if proof.amount > ceiling:
+        return receipt.amount_msat, (f"; service defect: it reported settling {proof.amount}, above the {ceiling} "
+                                     "signed for; recorded as the ceiling")
+    return -(-receipt.amount_msat * proof.amount // ceiling), f"; settled {proof.amount} of the {ceiling} signed for"
 
 
 def _outcome(run: _Run, challenge: Challenge, resp: httpx.Response, receipt: Receipt,
@@ -794,6 +952,8 @@ def _outcome(run: _Run, challenge: Challenge, resp: httpx.Response, receipt: Rec
         done = yield Fail(receipt.id, f"the service refused the signed payment: {reason}")
         run.say(PaymentFailed, f"{run.host} refused the signed payment ({reason}); nothing settled, not paying again",
                 logging.WARNING, receipt=done, error=reason)
+        if proof is not None and proof.error is not None:  # the dialect names what the refusal means
+            raise proof.error(done, resp)
         raise PaymentRejected(
             f"{run.host} refused the signed payment of {shown} ({reason}); ledger #{receipt.id} is failed and "
             "nothing is paid again for this request", receipt=done, response=resp,
@@ -804,10 +964,14 @@ def _outcome(run: _Run, challenge: Challenge, resp: httpx.Response, receipt: Rec
         done = yield Fail(receipt.id, f"the service could not settle the payment: {why}")
         run.say(PaymentFailed, f"settlement failed ({why}) though the service answered {resp.status_code}",
                 logging.WARNING, receipt=done, error=why)
+        if proof.error is not None:
+            raise proof.error(done, resp)
     elif (proof is not None and proof.success) or resp.status_code < 400:
-        yield Settle(receipt.id, "", 0)
+        settled_msat, metered = _metered(receipt, proof)
+        yield Settle(receipt.id, "", 0, settled_msat)
         note = (f"transaction {safe.clean(proof.transaction, 120)} on {safe.clean(proof.network or '', 60)}"
                 if proof is not None and proof.transaction else "served without a settlement receipt")
+        note += metered
         done = yield Note(receipt.id, note)
         run.say(Paid, f"paid {shown}, {note}, ledger #{done.id}", receipt=done)
     else:

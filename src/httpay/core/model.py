@@ -115,6 +115,7 @@ class Offer:
     network: str | None = None
     unpayable: str | None = None
     payload: Any = field(default=None, repr=False, compare=False)
+    proposal: str | None = None  # the unmerged proposal it follows: paid only with Policy(proposals=[...])
 
     @property
     def amount(self) -> int:
@@ -140,6 +141,8 @@ class Offer:
             d["duration"] = self.duration
         if self.unpayable is not None:
             d["unpayable"] = self.unpayable
+        if self.proposal is not None:
+            d["proposal"] = self.proposal
         return d
 
     def __str__(self) -> str:
@@ -165,6 +168,7 @@ class Challenge:
     version: str = ""
     reuse: str = "challenge"
     raw: Any = field(default=None, repr=False, compare=False)
+    identified: bool = False  # the service asks for a call identifier (the ledger's call key), whatever the method
 
     @property
     def payment_methods(self) -> tuple[str, ...]:
@@ -272,7 +276,7 @@ def offers_view(offers: Iterable[Any], title: str = "Offers", usd_per_btc: float
     dialects = {getattr(o, "dialect", "") for o in listed}
     several = len(dialects) > 1
     usd_of = [o.price.in_usd(usd_rate) if hasattr(o.price, "in_usd") else None for o in listed]
-    with_usd = any(u is not None for u in usd_of)
+    with_usd = any(u is not None and o.currency.upper() != "USD" for o, u in zip(listed, usd_of, strict=True))
     columns = [Column("id", style="accent code", wrap=False), Column("title"), Column("price", align="right"),
                Column("≈ sat", align="right")]
     if with_usd:

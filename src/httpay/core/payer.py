@@ -31,6 +31,7 @@ class Payer:
     stale_pending_s: float = 120.0     # a pending payment older than this is reconciled, not waited for
     signer: Any = None                 # signs typed-data payments (httpay.signers.EvmSigner); None: refuse them
     payment_deadline: float | None = DEFAULT_PAYMENT_DEADLINE_S  # seconds from a 402 to paying it; None: none
+    call_window_s: float = 600.0       # the same call (method, URL, body) sent again within this is one call
 
     @property
     def lightning(self) -> Wallet:
@@ -40,7 +41,11 @@ class Payer:
         return self.wallet
 
     def cannot_pay(self, offer: Offer) -> tuple[str, str] | None:
-        """(rule, why) when this payer has nothing that pays `offer`'s rail; None when it can."""
+        """(rule, why) when this payer has nothing that pays `offer`'s rail, or it follows a proposal the
+        policy did not opt in to; None when it can."""
+        if offer.proposal is not None and offer.proposal not in self.policy.proposals:
+            return "proposal", (f"{offer.proposal} is a proposal, not a standard; opt in with "
+                                f"Policy(proposals=[{offer.proposal!r}]) to pay it")
         if offer.rail == "lightning":
             if self.wallet is None:
                 return "no_wallet", "no Lightning wallet is configured; pass wallet= to the client"

@@ -38,6 +38,7 @@ from httpay.demo.mpp import (
 )
 from httpay.demo.network import DemoNetwork, LightningError
 from httpay.demo.state import DEFAULT_OFFERS, AccountStore, DemoState, price_msat
+from httpay.demo.x402 import X402Demo, x402_summarize, x402_ticker
 
 L402_VERSION = "0.2.2"
 PAYMENT_REQUEST_TTL = timedelta(minutes=35)
@@ -430,10 +431,13 @@ def create_app(
         Route("/ln/balance", ln_balance, name="ln_balance"),
         Route("/ln/invoices", ln_create_invoice, methods=["POST"], name="ln_invoices"),
         Route("/ln/node", ln_node, name="ln_node"),
+        Route("/x402/ticker/{symbol}", x402_ticker, methods=["GET", "POST"], name="x402_ticker"),
+        Route("/x402/summarize", x402_summarize, methods=["POST"], name="x402_summarize"),
     ]
     app = Starlette(routes=routes)
     app.state.classic = ClassicL402()
     app.state.mpp = MppDemo()
+    app.state.x402 = X402Demo()
     app.state.demo = DemoState(
         offers=copy.deepcopy(DEFAULT_OFFERS if offers is None else offers),
         usd_per_btc=usd_per_btc,

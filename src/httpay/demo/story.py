@@ -141,7 +141,7 @@ def run_story(*, approve: bool = False, non_interactive: bool = False, ledger: s
         ledger = str(Path(tmp.name) / "demo-ledger.sqlite3")
     try:
         with serve_in_thread() as server:
-            tell = _tell_classic if protocol == "l402" else _tell
+            tell = {"l402": _tell_classic, "mpp": _tell_mpp}.get(protocol, _tell)
             return tell(server.url, console, approve=approve, non_interactive=non_interactive, ledger=ledger,
                         budget_usd=budget_usd, max_per_payment_usd=max_per_payment_usd, confirm=confirm)
     except HttpayError as exc:
@@ -253,6 +253,81 @@ def _tell_classic(base: str, console: Console, *, approve: bool, non_interactive
                   + ("paid again?!" if paid_again else "no new payment (the token is reused until the server says 402)"),
                   ticker_table("AAPL", aapl.json()))
         console.print(f"tokens held (scopes only, never the token): {', '.join(client.ledger.token_scopes())}")
+        _summary(story, client, wallet, policy, rate)
+    console.print(Panel("Done. " + DEMO_LABEL, border_style="magenta"))
+    plain.close()
+    wallet.close()
+    return 0
+
+
+def _tell_mpp(base: str, console: Console, *, approve: bool, non_interactive: bool, ledger: str, budget_usd: float,
+              max_per_payment_usd: float, confirm: Callable[[str], bool] | None) -> int:
+    """The story over MPP (the HTTP `Payment` scheme): a lightning charge paid per request, then an
+    Aperture-style 402 with LSAT, L402 and Payment side by side, where one quote picks the token
+    that serves every later request, then a lightning session with its refund."""
+    from httpay.protocols import mpp
+
+    story = Story(console, None)
+    story.say("Local stock service started, with MPP routes (the HTTP Payment scheme)",
+              f"listening on {base} (loopback only)")
+    plain = httpx.Client(base_url=base, timeout=10)
+    first = plain.get("/mpp/ticker/MSFT")
+    found = mpp.parse(first.status_code, first.headers, first.content)
+    assert found is not None
+    shown = Text("\n").join(safe.plain(f"Payment method={c.method}, intent={c.intent}, amount={c.request.get('amount')} "
+                                        f"{c.request.get('currency', '')}, expires {c.expires:%H:%M:%S} UTC"
+                                        if c.expires else f"Payment method={c.method}, intent={c.intent}", 160)
+                             for c in found)
+    story.say(f"A plain request meets HTTP {first.status_code} with a `WWW-Authenticate: Payment` challenge", shown)
+
+    wallet = DemoWallet.create(base, balance_sat=5_000)
+    rate = wallet.usd_per_btc()
+    story.rate = rate
+    story.say("A demo wallet funded with 5,000 sat", f"{wallet!r}, balance {fmt_msat(wallet.balance_msat(), rate)}")
+
+    def ask(decision: Quote) -> bool:
+        question = f"Pay {fmt_msat(decision.price_msat or 0, rate)} for '{safe.clean(decision.offer.title)}'?"
+        return confirm(question) if confirm is not None else Confirm.ask(safe.markup(question, 500), console=console, default=False)
+
+    policy = httpay.Policy(max_per_payment_usd=max_per_payment_usd, budget_usd=budget_usd, usd_per_btc=rate,
+                           approve=ask if approve else None)
+    with story, httpay.Client(wallet=wallet, policy=policy, ledger=ledger, base_url=base, timeout=10,
+                              on_event=story.on_event) as client:
+        console.rule("[bold]A lightning charge: one payment buys one answer", align="left")
+        try:
+            msft = client.get("/mpp/ticker/MSFT")
+        except httpay.PaymentRefused as exc:
+            story._stop_waiting()
+            console.print(f"[red]{safe.markup(exc, safe.MAX_LINE)}[/]")
+            _summary(story, client, wallet, policy, rate)
+            return 0 if exc.rule == "approval" else 1
+        receipt = httpay.receipt_of(msft)
+        story.say(f"Served with `Authorization: Payment <challenge echo + preimage>`: HTTP {msft.status_code}; "
+                  f"the service's Payment-Receipt is on ledger #{receipt.id if receipt else '?'}",
+                  ticker_table("MSFT", msft.json()))
+
+        console.rule("[bold]One 402, three dialects (Aperture's l402+mpp mode)", align="left")
+        both = plain.get("/aperture/ticker/AAPL")
+        challenges = httpay.read_challenge(both.status_code, both.headers, both.content, url=str(both.url))
+        story.say(f"HTTP {both.status_code} offers {len(challenges)} challenge(s): "
+                  f"{', '.join(c.dialect for c in challenges)} (LSAT and L402 name one token)",
+                  offers_table([o for c in challenges for o in c.offers], title="every offer, side by side",
+                               usd_per_btc=rate))
+        aapl = client.get("/aperture/ticker/AAPL")
+        bought = httpay.receipt_of(aapl)
+        story.say(f"The quote picks {bought.protocol if bought else '?'} at the same price: its token serves the "
+                  f"whole host, a Payment credential one request. HTTP {aapl.status_code}", ticker_table("AAPL", aapl.json()))
+        again = client.get("/aperture/ticker/NVDA")
+        story.say(f"NVDA with the same token: HTTP {again.status_code}, "
+                  + ("paid again?!" if httpay.receipt_of(again) else "no new payment"), ticker_table("NVDA", again.json()))
+
+        console.rule("[bold]A lightning session: a deposit, bearer requests, a refund", align="left")
+        with httpay.MppSession(client, f"{base}/mpp/session/ticker/MSFT") as session:
+            for symbol in ("MSFT", "AAPL", "GOOGL"):
+                r = session.get(f"{base}/mpp/session/ticker/{symbol}")
+                console.print(f"session request for {symbol}: HTTP {r.status_code}")
+        state = session.state
+        story.say("Session closed", safe.plain(str(state), 300))
         _summary(story, client, wallet, policy, rate)
     console.print(Panel("Done. " + DEMO_LABEL, border_style="magenta"))
     plain.close()

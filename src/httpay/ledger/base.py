@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any, Self
 
 from httpay.amounts import fmt_msat
@@ -46,6 +46,26 @@ class Intent:
     not_before: datetime | None = None  # when the request met its 402 (the ledger's clock): settled since then count
     max_fee_msat: int = 0              # the most the wallet may spend on fees: held until settled, counted in budgets
     wallet_id: str | None = None       # the wallet's stable identity: only that wallet reconciles the row
+    call_id: int | None = None         # the call (`Ledger.call`) this pays for: one live payment per call
+
+
+@dataclass(frozen=True)
+class Call:
+    """One call of the application (method, URL, body) as the ledger knows it: the key it issued
+    for it (sent as Idempotency-Key and x402 payment id), the payment already made for it, if any,
+    and the credential headers that payment presented (secret: never shown)."""
+
+    id: int
+    key: str
+    fingerprint: str
+    created_at: datetime
+    receipt: Receipt | None = None
+    credential: dict[str, str] | None = field(default=None, repr=False)
+
+    @property
+    def paid(self) -> bool:
+        """A payment for this call is pending or settled: it is presented again, never made again."""
+        return self.receipt is not None and self.receipt.status is not Status.FAILED
 
 
 def now_utc() -> datetime:
@@ -82,6 +102,23 @@ class Ledger(ABC):
     def note(self, receipt_id: int, reason: str) -> Receipt:
         """Attach a note (why a payment is still pending) without changing its status."""
 
+    # -- calls: one key per call of the application, so its own retry never pays twice ---------------
+    @abstractmethod
+    def call(self, fingerprint: str, *, window: timedelta, key: str | None = None,
+             now: datetime | None = None) -> Call:
+        """The call with this fingerprint issued within `window`, with its payment and credential;
+        else a new one with a fresh random key (or `key`, the caller's own Idempotency-Key). A call
+        whose payment failed gets a new key: nothing was paid for it; so does one already answered."""
+
+    @abstractmethod
+    def record_call(self, call_id: int, receipt_id: int, headers: dict[str, str]) -> None:
+        """Keep the credential headers the call's payment presents, to present them again on a retry."""
+
+    @abstractmethod
+    def answer_call(self, call_id: int) -> None:
+        """The call's answer reached the application: the call is done, the same request sent again is
+        a new call (its credential is forgotten)."""
+
     # -- reads -------------------------------------------------------------------------------------
     @abstractmethod
     def get(self, receipt_id: int) -> Receipt: ...
@@ -93,9 +130,10 @@ class Ledger(ABC):
     @abstractmethod
     def receipts(
         self, *, limit: int | None = None, status: Status | None = None, host: str | None = None,
-        since: datetime | None = None,
+        since: datetime | None = None, before: int | None = None,
     ) -> list[Receipt]:
-        """Newest first."""
+        """Newest first; `before` pages back: only the rows older than that id (read by the primary
+        key, so the thousandth page costs what the first does)."""
 
     @abstractmethod
     def spent_msat(self, *, host: str | None = None, since: datetime | None = None) -> int:

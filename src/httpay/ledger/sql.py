@@ -6,15 +6,18 @@ reservations take, and how it stores a time.
 
 from __future__ import annotations
 
+import json
+import uuid
 from abc import abstractmethod
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from httpay.errors import ChallengeInFlight, DuplicatePayment, LedgerError
 from httpay.ledger.base import (
     COLUMNS,
+    Call,
     Intent,
     Ledger,
     now_utc,
@@ -59,6 +62,16 @@ CREATE TABLE IF NOT EXISTS tokens (
     created_at {time} NOT NULL,
     expires_at {time}
 );
+CREATE TABLE IF NOT EXISTS calls (
+    id {serial},
+    fingerprint TEXT NOT NULL,
+    call_key TEXT NOT NULL,
+    created_at {time} NOT NULL,
+    receipt_id {int},
+    credential TEXT,
+    answered_at {time}
+);
+CREATE INDEX IF NOT EXISTS calls_fingerprint ON calls (fingerprint, created_at);
 """
 
 # Running totals by (host, status), '*' for every host: kept by triggers in the very transaction
@@ -215,6 +228,8 @@ class SQLLedger(Ledger):
                     )
             if intent.challenge_key:
                 self._check_challenge(query, intent)
+            if intent.call_id is not None:
+                self._check_call(query, intent.call_id)
             spent = self._spent_by_limit(query, limits, now)
             over_limit(limits, spent, intent.amount_msat, usd_per_btc, intent.max_fee_msat)
             # fee_msat holds the fee cap while pending (counted in every budget); settling records the real fee
@@ -227,7 +242,54 @@ class SQLLedger(Ledger):
                  intent.offer_title, intent.offer_amount, intent.offer_currency, intent.credits, intent.payment_hash,
                  intent.amount_msat, intent.max_fee_msat, intent.wallet, intent.challenge_key, intent.wallet_id),
             )
+            if intent.call_id is not None:
+                query("UPDATE calls SET receipt_id = ?, credential = NULL WHERE id = ?", (rows[0]["id"], intent.call_id))
         return self._row(rows[0])
+
+    def _check_call(self, query: Query, call_id: int) -> None:
+        """One live payment per call, across processes: the application's retry of a call already
+        paid (or being paid) presents that payment again, it never pays anew."""
+        rows = query(f"{_SELECT} WHERE id = (SELECT receipt_id FROM calls WHERE id = ?) AND status != 'failed'",
+                     (call_id,))
+        if rows:
+            existing = self._row(rows[0])
+            raise DuplicatePayment(
+                f"this call already has payment #{existing.id} ({existing.status.value}); it is not paid twice",
+                existing=existing,
+            )
+
+    # -- calls ------------------------------------------------------------------------------------
+    def call(self, fingerprint: str, *, window: timedelta, key: str | None = None,
+             now: datetime | None = None) -> Call:
+        with self._budget_transaction() as query:  # under the lock: two retries at once get one key
+            if now is None:
+                now = self._from_db_time(query(f"SELECT {self.NOW} AS now", ())[0]["now"])
+            since = self._to_db_time(now - window)
+            cols = "id, call_key, fingerprint, created_at, receipt_id, credential"
+            rows = query(f"SELECT {cols} FROM calls WHERE fingerprint = ? AND created_at >= ? AND answered_at IS NULL "
+                         "ORDER BY id DESC LIMIT 1",
+                         (fingerprint, since))
+            receipt: Receipt | None = None
+            if rows and rows[0]["receipt_id"] is not None:
+                found = query(f"{_SELECT} WHERE id = ?", (rows[0]["receipt_id"],))
+                receipt = self._row(found[0]) if found else None
+                if receipt is not None and receipt.status is Status.FAILED and key is None:
+                    rows, receipt = [], None  # nothing was paid for it: a new call, with a new key
+            if not rows:
+                query("DELETE FROM calls WHERE fingerprint = ?", (fingerprint,))
+                rows = query(f"INSERT INTO calls (fingerprint, call_key, created_at) VALUES (?, ?, ?) RETURNING {cols}",
+                             (fingerprint, key or "pay_" + uuid.uuid4().hex, self._to_db_time(now)))
+        r = rows[0]
+        credential = json.loads(r["credential"]) if r["credential"] and receipt is not None else None
+        return Call(int(r["id"]), str(r["call_key"]), str(r["fingerprint"]), self._from_db_time(r["created_at"]),
+                    receipt, credential)
+
+    def record_call(self, call_id: int, receipt_id: int, headers: dict[str, str]) -> None:
+        self._query("UPDATE calls SET receipt_id = ?, credential = ? WHERE id = ?",
+                    (receipt_id, json.dumps(dict(headers)), call_id))
+
+    def answer_call(self, call_id: int) -> None:
+        self._query(f"UPDATE calls SET answered_at = {self.NOW}, credential = NULL WHERE id = ?", (call_id,))
 
     def _check_challenge(self, query: Query, intent: Intent) -> None:
         """One payment per challenge, across processes: a pending payment for it, or one settled
@@ -322,10 +384,13 @@ class SQLLedger(Ledger):
         return self._row(rows[0]) if rows else None
 
     def receipts(self, *, limit: int | None = None, status: Status | None = None, host: str | None = None,
-                 since: datetime | None = None) -> list[Receipt]:
+                 since: datetime | None = None, before: int | None = None) -> list[Receipt]:
         where, args = self._filters(
             host, None if since is None else self._to_db_time(since), None if status is None else Status(status).value,
         )
+        if before is not None:
+            where += " AND id < ?"
+            args.append(int(before))
         sql = f"{_SELECT} WHERE 1=1{where} ORDER BY id DESC"
         if limit is not None:
             sql += " LIMIT ?"

@@ -13,7 +13,8 @@ import base64
 import binascii
 import hashlib
 import json
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +24,7 @@ from httpay.protocols.www_authenticate import header_values
 from httpay.safe import clean, loads
 
 __all__ = [
+    "PAYMENT_IDENTIFIER",
     "PAYMENT_REQUIRED",
     "PAYMENT_RESPONSE",
     "PAYMENT_SIGNATURE",
@@ -42,6 +44,11 @@ PAYMENT_SIGNATURE = "PAYMENT-SIGNATURE"
 PAYMENT_RESPONSE = "PAYMENT-RESPONSE"
 X_PAYMENT = "X-PAYMENT"
 X_PAYMENT_RESPONSE = "X-PAYMENT-RESPONSE"
+
+PAYMENT_IDENTIFIER = "payment-identifier"   # v2 extension: an idempotency key for the payment
+SIGN_IN_WITH_X = "sign-in-with-x"           # v2 extension: a returning payer signs in instead of paying
+SIGN_IN_HEADER = "SIGN-IN-WITH-X"
+PAYMENT_ID = re.compile(r"^[A-Za-z0-9_-]{16,128}$")
 
 MAX_HEADER_CHARS = 256 * 1024
 MAX_AMOUNT = 2**256 - 1  # EVM token amounts are uint256
@@ -193,6 +200,33 @@ class X402Challenge:
             raw=dict(d),
         )
 
+    @property
+    def extensions(self) -> Mapping[str, Any]:
+        """The v2 `extensions` the server declared (empty when none, or not an object)."""
+        ext = self.raw.get("extensions")
+        return ext if isinstance(ext, Mapping) and self.version == 2 else {}
+
+    def payment_identifier(self) -> PaymentIdentifier | None:
+        """The server's payment-identifier declaration, or None when it declared none."""
+        if PAYMENT_IDENTIFIER not in self.extensions:
+            return None
+        ext = self.extensions[PAYMENT_IDENTIFIER]
+        info = ext.get("info") if isinstance(ext, Mapping) else None
+        required = info.get("required", False) if isinstance(info, Mapping) else None
+        if not isinstance(required, bool):
+            return PaymentIdentifier(required=True, problem="its info.required is not true or false")
+        return PaymentIdentifier(required=required)
+
+    def sign_in(self) -> SignIn | None:
+        """The server's sign-in-with-x offer (None: none, or not an object with an `info` object)."""
+        ext = self.extensions.get(SIGN_IN_WITH_X)
+        info = ext.get("info") if isinstance(ext, Mapping) else None
+        if not isinstance(ext, Mapping) or not isinstance(info, Mapping):
+            return None
+        chains = ext.get("supportedChains")
+        return SignIn(info=dict(info), chains=tuple(c for c in chains if isinstance(c, Mapping))
+                      if isinstance(chains, list) else ())
+
     def to_offers(self) -> list[Offer]:
         """The requirements as `Offer`s, so a person or an agent sees the price as for L402 offers."""
         offers: list[Offer] = []
@@ -220,6 +254,135 @@ class X402Challenge:
         if self.error:
             head += f" ({clean(self.error, 80)})"
         return head + "".join(f"\n- {r}" for r in self.accepts)
+
+
+@dataclass(frozen=True)
+class PaymentIdentifier:
+    """A payment-identifier declaration: whether the server requires an id, and what is wrong with it
+    (`problem`: a declaration httpay cannot follow, so it is treated as required and not met)."""
+
+    required: bool
+    problem: str | None = None
+
+
+_SIWE_FIELDS = (("uri", "URI"), ("version", "Version"), ("chainId", "Chain ID"), ("nonce", "Nonce"),
+                ("issuedAt", "Issued At"), ("expirationTime", "Expiration Time"), ("notBefore", "Not Before"),
+                ("requestId", "Request ID"))
+
+
+@dataclass(frozen=True)
+class SignIn:
+    """A sign-in-with-x offer: the CAIP-122 message fields (`info`) and the chains it accepts."""
+
+    info: Mapping[str, Any]
+    chains: tuple[Mapping[str, Any], ...] = ()
+
+    def evm_chain(self) -> str | None:
+        """The first EVM chain signed by EIP-191 (personal_sign) the server accepts, as "eip155:<id>"."""
+        for c in self.chains:
+            cid = c.get("chainId")
+            if (c.get("type") == "eip191" and isinstance(cid, str) and cid.startswith("eip155:")
+                    and cid[7:].isascii() and cid[7:].isdigit() and len(cid) <= 30):
+                return cid
+        return None
+
+    def problem(self, url: str, now: float) -> str | None:
+        """Why httpay must not sign this for a request to `url` (None: it may): another domain or origin
+        (never sign in for another site), a field that would add lines to the message, no EVM chain, expired."""
+        from urllib.parse import urlsplit
+
+        from httpay.safe import clean
+
+        info, here = self.info, urlsplit(url)
+        netloc = (here.hostname or "").lower() + (f":{here.port}" if here.port else "")
+        for key in ("domain", "uri", "version", "nonce", "issuedAt"):
+            if not isinstance(info.get(key), str) or not info[key]:
+                return f"its message lacks {key}"
+        for key, value in info.items():
+            texts = value if isinstance(value, list) else [value]
+            if any(not isinstance(t, str) or "\n" in t or "\r" in t for t in texts if t is not None):
+                return f"its {clean(str(key), 30)} is not one line of text"
+        if str(info["domain"]).lower() != netloc:
+            return f"it is for {clean(str(info['domain']), 80)!r}, not {netloc!r}: httpay never signs in for another domain"
+        for uri in [info["uri"], *(info.get("resources") or [])]:
+            there = urlsplit(str(uri))
+            if (there.scheme, (there.hostname or "").lower(), there.port) != (here.scheme, here.hostname, here.port):
+                return f"its URI {clean(str(uri), 80)!r} is not on {here.scheme}://{netloc}"
+        if not (str(info["nonce"]).isascii() and str(info["nonce"]).isalnum() and len(str(info["nonce"])) >= 8):
+            return "its nonce is not 8 or more letters and digits"
+        if self.evm_chain() is None:
+            return "it accepts no EVM chain signed by EIP-191"
+        expires = info.get("expirationTime")
+        if isinstance(expires, str):
+            from datetime import datetime
+
+            try:
+                if datetime.fromisoformat(expires).timestamp() <= now:
+                    return "its message has expired"
+            except ValueError:
+                return "its expirationTime is not a time"
+        return None
+
+    def message(self, address: str, chain: str) -> str:
+        """The EIP-4361 (SIWE) text of this offer for `address` on `chain`, as a SIWE verifier rebuilds it."""
+        info = {**self.info, "chainId": chain.removeprefix("eip155:")}
+        head = f"{info['domain']} wants you to sign in with your Ethereum account:\n{address}\n"
+        statement = info.get("statement")
+        head += f"\n{statement}\n" if statement else "\n"  # as EIP-4361: a blank statement line stays
+        lines = [f"{label}: {info[key]}" for key, label in _SIWE_FIELDS if info.get(key)]
+        resources = info.get("resources")
+        if resources:
+            lines.append("Resources:" + "".join(f"\n- {r}" for r in resources))
+        return head + "\n" + "\n".join(lines)
+
+    def header(self, address: str, chain: str, signature: bytes) -> str:
+        """The `SIGN-IN-WITH-X` value: base64 JSON of the message fields, the address, chain, type and signature."""
+        payload = {**{k: v for k, v in self.info.items() if v is not None}, "address": address, "chainId": chain,
+                   "type": "eip191", "signature": "0x" + signature.hex()}
+        return base64.b64encode(json.dumps(payload, separators=(",", ":")).encode()).decode("ascii")
+
+
+# x402 `exact` on Lightning: an unmerged proposal (x402 PRs #1311, #2861; draft scheme_exact_lnbtc.md).
+LNBTC_PROPOSAL = "x402-lnbtc"
+LNBTC_NETWORKS = {"lnbtc:000000000019d6689c085ae165831e93": "bitcoin", "lnbtc:000000000933ea01ad0ee984209779ba": "testnet"}
+HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9a-z-]+$")
+
+
+def lnbtc_request_hash(method: str, url: str, body: bytes, bound: Sequence[str], headers: Mapping[str, str]) -> str:
+    """The `http:1` request hash of the lnbtc draft: SHA-256 of the JCS of {domain, method, url, bodyHash,
+    headers} (each bound header's value hashed as 0x01 || value, an absent one as 0x00)."""
+    def value_hash(name: str) -> str:
+        value = headers.get(name)
+        if value is None:
+            return hashlib.sha256(b"\x00").hexdigest()
+        if not value.isascii():
+            raise ValueError(f"header {name} is not ASCII")
+        return hashlib.sha256(b"\x01" + value.encode("ascii")).hexdigest()
+
+    binding = {"domain": "x402:exact:lnbtc:bolt11:http:1", "method": method, "url": url,
+               "bodyHash": hashlib.sha256(body).hexdigest(),
+               "headers": [{"name": n, "valueHash": value_hash(n)} for n in bound]}
+    # JCS of an object of ASCII-keyed strings, arrays and objects: sorted keys, no whitespace, UTF-8
+    text = json.dumps(binding, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def with_payment_id(extensions: Mapping[str, Any], payment_id: str) -> dict[str, Any]:
+    """The server's extensions echoed, the payment-identifier's `info.id` set (as the spec's PaymentPayload)."""
+    if not PAYMENT_ID.match(payment_id):
+        raise ChallengeError("an x402 payment id is 16-128 of A-Z, a-z, 0-9, '_' and '-'", field="id")
+    out = {k: v for k, v in extensions.items()}
+    ext = extensions.get(PAYMENT_IDENTIFIER)
+    ext = dict(ext) if isinstance(ext, Mapping) else {}
+    info = ext.get("info")
+    ext["info"] = {**(dict(info) if isinstance(info, Mapping) else {}), "id": payment_id}
+    out[PAYMENT_IDENTIFIER] = ext
+    return out
+
+
+def decode_payment_header(value: str) -> Any:
+    """The payment payload in a `PAYMENT-SIGNATURE` / `X-PAYMENT` value (ChallengeError if it is not one)."""
+    return _b64json(value, PAYMENT_SIGNATURE)
 
 
 def _b64json(value: str, what: str) -> Any:

@@ -92,6 +92,16 @@ class EvmSigner:
             raise WalletError(f"the EVM signer could not sign the {primary_type} message ({type(exc).__name__})") from None
         return bytes(signed.signature)
 
+    def sign_message(self, message: str) -> bytes:
+        """The 65-byte EIP-191 (personal_sign) signature of a text message: a sign-in (SIWE), never a payment."""
+        from eth_account.messages import encode_defunct
+
+        try:
+            signed = self._account.sign_message(encode_defunct(text=message))
+        except Exception as exc:  # noqa: BLE001 - never echo what the library says about the key
+            raise WalletError(f"the EVM signer could not sign the message ({type(exc).__name__})") from None
+        return bytes(signed.signature)
+
     def __repr__(self) -> str:
         nets = "" if self.networks is None else f", networks={list(self.networks)!r}"
         return f"EvmSigner(address={self.address!r}{nets})"
