@@ -41,7 +41,7 @@ from httpay.ledger.base import Intent
 from httpay.ledger.models import Receipt
 from httpay.lightning import decode_invoice
 from httpay.protocols import mpp as wire
-from httpay.safe import get_logger
+from httpay.safe import clean, get_logger
 from httpay.wallets.base import Payment, default_fee_limit_msat
 
 __all__ = ["AsyncMppSession", "MppSession", "SessionError", "SessionState", "SseEvent", "SseParser"]
@@ -330,7 +330,7 @@ class _Core:
         """The deposit left the wallet but the service would not `what`: PaidRequestFailed with its row."""
         row = self.state.receipt_ids[-1]
         problem = wire.read_problem(response.content)
-        said = f" ({problem.kind})" if problem else ""
+        said = f" ({clean(problem.kind, 60)})" if problem else ""  # server text: cleaned
         self.state.status = "closed" if what == "open the session" else self.state.status
         receipt = yield _Call(lambda: self.payer.ledger.note(
             row, f"paid, but the service would not {what}: {response.status_code}{said}"))
