@@ -417,3 +417,10 @@ def test_an_idle_session_is_closed_and_refunded(client: httpx.Client, demo: Runn
     assert problem(payer.bearer()) == "payment-expired"
     assert net(demo).balance_msat(payer.wallet.key) - before == 18_000  # the rest came back on its own
     assert demo.app.state.mpp.sessions[payer.session_id].refund_status == "succeeded"
+
+
+def test_the_home_page_lists_the_mpp_routes(client: httpx.Client) -> None:
+    page = client.get("/").text
+    for path in ("/mpp/ticker/", "/mpp/evm/ticker/", "/mpp/both/ticker/", "/aperture/ticker/", "/mpp/session/ticker/",
+                 "/mpp/session/stream/"):
+        assert f"<code>{path}{{symbol}}" in page
