@@ -30,7 +30,7 @@ from httpay.core.model import Offer
 from httpay.core.model import Quote as Decision
 from httpay.errors import ApprovalError, ConfigError, LedgerError
 from httpay.ledger.sqlite import connect
-from httpay.safe import clean, get_logger, markup
+from httpay.safe import clean, get_logger, markup, plain
 from httpay.view import Cell, Column, Row, View, row, status_cell
 
 log = get_logger("httpay.apps.approvals")
@@ -403,6 +403,28 @@ class ApprovalQueue:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def lines(console: Any, every_s: float = 10.0) -> Progress:
+    """A `progress` for ApprovalQueue without a terminal: a line when the wait starts and one every
+    `every_s` seconds, so a script's log shows that the request waits for a person, and for how long."""
+
+    @contextmanager
+    def show(a: Approval) -> Iterator[Ticker]:
+        what = plain(f"approval #{a.id}: {a.offer_title or a.offer_id} ({a.price}) for {a.host}", 300)
+        console.print(plain(f"· waiting for {what}; approve with `httpay approvals approve {a.id}` or in "
+                            "`httpay dashboard`", 400))
+        last = [0.0]
+
+        def tick(elapsed: float) -> None:
+            if elapsed - last[0] >= every_s:
+                last[0] = elapsed
+                m, s = divmod(int(elapsed), 60)
+                console.print(plain(f"· still waiting for approval #{a.id} ({m}:{s:02d})", 200))
+
+        yield tick
+
+    return show
 
 
 def spinner(console: Any) -> Progress:

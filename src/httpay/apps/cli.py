@@ -73,6 +73,69 @@ def _port(text: str) -> int:
     return int(value)
 
 
+REQUEST_COMMANDS = ("get", "post", "put", "patch", "delete", "head", "request")
+JSON_OUTPUT = "\x00output"  # `--json` given without a body: print the result as JSON
+
+
+class _JsonFlag(argparse.Action):
+    """`--json BODY` sends BODY as JSON, as curl does; `--json` alone (last, or before another flag)
+    prints the result as JSON. A value that is neither JSON nor @FILE is refused with both readings."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        if values is None:
+            namespace.json_output = True
+            return
+        text = str(values)
+        if not text.startswith("@"):
+            try:
+                json.loads(text)
+            except ValueError:
+                parser.error(f"--json {text[:40]!r}: a JSON body (or @FILE) follows --json; for JSON output put "
+                             "--json after the URL")
+        namespace.json_body = text
+
+
+def _request_parser(sub: Any, verb: str) -> None:
+    """One request command (`get`, `post`, ... or `request -X METHOD`): curl's flags, httpay's limits."""
+    what = "send a request with any method" if verb == "request" else f"{verb.upper()} a URL"
+    g = sub.add_parser(verb, help=f"{what}, paying a 402 if the policy allows (wallet from HTTPAY_WALLET)",
+                       description=f"{what[0].upper() + what[1:]}. A free URL needs no wallet; a 402 is paid with "
+                                   "the wallet named by HTTPAY_WALLET within the policy (default limits: 1,000 sat "
+                                   "per payment, 10,000 sat per hour, 50,000 sat per day).")
+    g.add_argument("url")
+    if verb == "request":
+        g.add_argument("-X", "--request", dest="method", default="GET", metavar="METHOD",
+                       help="the HTTP method (default GET)")
+    g.set_defaults(method=verb.upper() if verb != "request" else None, json_output=False, json_body=None)
+    g.add_argument("-H", "--header", action="append", default=[], help="'Name: value' (repeatable)")
+    g.add_argument("-d", "--data", metavar="DATA", help="the request body: text, @FILE, or @- for stdin")
+    g.add_argument("--json", action=_JsonFlag, nargs="?", metavar="BODY", dest="json_flag",
+                   help="--json BODY: send BODY (JSON, @FILE or @-) as application/json, as curl does; "
+                        "--json with no body, after the URL: print the result (status, receipt) as JSON")
+    g.add_argument("-o", "--output", metavar="FILE", help="write the body to FILE (bytes as sent), not stdout")
+    g.add_argument("-q", "--quiet", action="store_true", help="no progress or notes on stderr (errors still)")
+    g.add_argument("--max-cost", "--max-price", "--max-price-usd", dest="max_price_usd", type=_number(),
+                   metavar="USD", help="the most this request may pay, in USD")
+    g.add_argument("--max-price-sat", "--max-cost-sat", dest="max_price_sat", type=_number(kind=int), metavar="SAT",
+                   help="the most this request may pay, in sat")
+    g.add_argument("--dry-run", "--no-pay", dest="dry_run", action="store_true",
+                   help="show the offers and what the policy would pay; pay nothing")
+    g.add_argument("--ask", action="store_true",
+                   help="hold the payment until a person approves it (`httpay approvals`, `httpay dashboard`)")
+    g.add_argument("--approval-timeout", type=_number(positive=True), default=300, metavar="S",
+                   help="with --ask: seconds before no answer means no")
+    g.add_argument("--approvals", metavar="PATH", help="with --ask: approval queue file (default: the ledger file)")
+    g.add_argument("--payment-deadline", type=_seconds, metavar="SECONDS",
+                   help="most seconds from the service's 402 to paying it, or nothing is paid (default: the policy "
+                        "file's [client] payment_deadline, else 60)")
+    g.add_argument("--budget-usd", type=_number(), help="total budget (default from the policy file)")
+    g.add_argument("--usd-per-btc", type=_number(positive=True),
+                   help="BTC/USD rate for USD limits (default: the wallet's)")
+    g.add_argument("--policy", help="policy TOML file (default $HTTPAY_POLICY)")
+    g.add_argument("--ledger", help="ledger path or postgresql:// URL (default $HTTPAY_LEDGER or the user data dir)")
+
+
 def _parser() -> argparse.ArgumentParser:
     codes = "\n".join(f"  {code}  {what}" for code, what in EXIT_CODES)
     p = argparse.ArgumentParser(
@@ -100,30 +163,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=_port, default=8402)
 
-    g = sub.add_parser("get", help="GET a URL, paying a 402 if the policy allows (wallet from HTTPAY_WALLET)",
-                       description="GET a URL. A free URL needs no wallet; a 402 is paid with the wallet named by "
-                                   "HTTPAY_WALLET within the policy (default limits: 1,000 sat per payment, 10,000 "
-                                   "sat per hour, 50,000 sat per day).")
-    g.add_argument("url")
-    g.add_argument("-H", "--header", action="append", default=[], help="'Name: value' (repeatable)")
-    g.add_argument("--max-price", "--max-price-usd", dest="max_price_usd", type=_number(), metavar="USD",
-                   help="cap what this request may pay, in USD")
-    g.add_argument("--max-price-sat", type=_number(kind=int), metavar="SAT",
-                   help="cap what this request may pay, in sat")
-    g.add_argument("--dry-run", action="store_true", help="show the offers and what the policy would pay; pay nothing")
-    g.add_argument("--ask", action="store_true",
-                   help="hold the payment until a person approves it (`httpay approvals`, `httpay dashboard`)")
-    g.add_argument("--approval-timeout", type=_number(positive=True), default=300, metavar="S", help="with --ask: seconds before no answer means no")
-    g.add_argument("--approvals", metavar="PATH", help="with --ask: approval queue file (default: the ledger file)")
-    g.add_argument("--json", action="store_true", help="with --dry-run: print the decision as JSON")
-    g.add_argument("--payment-deadline", type=_seconds, metavar="SECONDS",
-                   help="most seconds from the service's 402 to paying it, or nothing is paid (default: the policy "
-                        "file's [client] payment_deadline, else 60)")
-    g.add_argument("--budget-usd", type=_number(), help="total budget (default from the policy file)")
-    g.add_argument("--usd-per-btc", type=_number(positive=True),
-                   help="BTC/USD rate for USD limits (default: the wallet's)")
-    g.add_argument("--policy", help="policy TOML file (default $HTTPAY_POLICY)")
-    g.add_argument("--ledger", help="ledger path or postgresql:// URL (default $HTTPAY_LEDGER or the user data dir)")
+    for verb in REQUEST_COMMANDS:
+        _request_parser(sub, verb)
 
     lg = sub.add_parser("ledger", help="show the payments recorded in the ledger, or reconcile pending ones",
                         description="`httpay ledger` shows payments; `httpay ledger reconcile` asks the wallet "
@@ -176,7 +217,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(devnull, sys.stdout.fileno())
         return 141
     except Exception as exc:  # one line and an exit code, never a traceback
-        code, line = failure(exc, _knobs(args), paying=args.command in ("get", "demo"))
+        code, line = failure(exc, _knobs(args), paying=args.command in (*REQUEST_COMMANDS, "demo"))
+        if getattr(args, "json_output", False):
+            print(json.dumps({"ok": False, "exit_code": code, "error": type(exc).__name__, "message": line,
+                              "receipt": _receipt_json(getattr(exc, "receipt", None))}))
         logging.getLogger("httpay").debug("the failure in full", exc_info=True)
         _say(f"httpay: {line}")
         return code
@@ -289,11 +333,11 @@ def _knobs(args: argparse.Namespace) -> dict[str, str]:
         knobs["payment_deadline"] = "--payment-deadline"
     else:
         knobs["payment_deadline"] = (f"--payment-deadline SECONDS (or [client] payment_deadline {where})")
-    if getattr(args, "command", None) == "get":
+    if getattr(args, "command", None) in REQUEST_COMMANDS:
+        knobs["max_price"] = "--max-price-sat" if args.max_price_sat is not None else "--max-cost"
         if args.budget_usd is not None:
             knobs["budget_usd"] = "--budget-usd"
         knobs["usd_per_btc"] = "--usd-per-btc (or usd_per_btc " + where + ")"
-        knobs["max_price"] = "--max-price-sat" if args.max_price_sat is not None else "--max-price"
     return knobs
 
 
@@ -310,7 +354,7 @@ def _run(args: argparse.Namespace, console: Console) -> int:
         console.print(f"httpay demo server (DEMO, no real money) on http://{args.host}:{args.port}")
         run(host=args.host, port=args.port)
         return 0
-    if args.command == "get":
+    if args.command in REQUEST_COMMANDS:
         return _get(args, console)
     if args.command == "ledger":
         return _ledger(args, console)
@@ -334,35 +378,41 @@ def _headers(raw: list[str]) -> dict[str, str]:
 
 
 def _get(args: argparse.Namespace, console: Console) -> int:
+    """A request command: send it, paying a 402 within the policy; the body to stdout or -o FILE,
+    progress on stderr (unless -q), and with --json one JSON document saying what happened."""
     import httpay
 
     args.url = _url(args.url)
+    args.method = _method(args)
     policy = _policy(args.policy)
     if args.budget_usd is not None:
         policy.budget_usd = args.budget_usd
     if args.usd_per_btc is not None:
         policy.usd_per_btc = args.usd_per_btc
+    body, body_headers = _body(args)
+    headers = {**body_headers, **_headers(args.header)}
     if args.dry_run:
         return _dry_run(args, policy, console)
     wallet = _wallet_or_none()
-    err = Console(stderr=True)
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
     if wallet is None:
         return _get_without_wallet(args, console)
     queue = None
     if args.ask:
-        from httpay.apps.approvals import ApprovalQueue, spinner
+        from httpay.apps.approvals import ApprovalQueue, lines, spinner
 
         queue = ApprovalQueue(args.approvals or args.ledger, timeout_s=args.approval_timeout,
-                              progress=spinner(err) if err.is_terminal else None)
+                              progress=None if args.quiet else spinner(err) if err.is_terminal else lines(err))
         policy.approve = queue
+    progress = None if args.quiet or args.json_output else _progress(err)
     try:
-        with httpay.Client(wallet=wallet, policy=policy, ledger=args.ledger, timeout=30,
+        with httpay.Client(wallet=wallet, policy=policy, ledger=args.ledger, timeout=30, on_event=progress,
                            **_client_settings(args.policy, args.payment_deadline)) as c:
             ext = _max_price(c, args)
             try:
-                r = c.get(args.url, headers=_headers(args.header), extensions=ext)
+                r = c.request(args.method, args.url, headers=headers, content=body, extensions=ext)
             except httpay.PaymentRefused as exc:
-                if exc.offers is not None:
+                if exc.offers is not None and not args.quiet and not args.json_output:
                     from httpay.apps.display import offers_table
 
                     err.print(offers_table(exc.offers, title=f"{args.url} asks for payment", usd_per_btc=_known_rate(c)))
@@ -371,11 +421,101 @@ def _get(args: argparse.Namespace, console: Console) -> int:
         if queue is not None:
             queue.close()
     rec = httpay.receipt_of(r)
-    if rec is not None:
+    if rec is not None and not args.quiet and not args.json_output:
         from rich.text import Text
 
         err.print(Text("paid ", style="green") + plain(rec, MAX_LINE))
-    return _body_out(r)
+    return _body_out(r, args)
+
+
+REQUEST_METHOD = re.compile(r"[A-Z][A-Z0-9_-]{0,19}")
+
+
+def _method(args: argparse.Namespace) -> str:
+    """The request's method: the command's, `-X` for `request` (curl: a body without -X is a POST)."""
+    if args.command != "request":
+        return str(args.method)
+    method = (args.method or "GET").upper()
+    if method == "GET" and (args.data is not None or args.json_body is not None) and "-X" not in sys.argv \
+            and "--request" not in sys.argv:
+        method = "POST"
+    if not REQUEST_METHOD.fullmatch(method):
+        raise UsageError(f"-X {args.method!r} is not an HTTP method (GET, POST, PUT, PATCH, DELETE, ...)")
+    return method
+
+
+def _body(args: argparse.Namespace) -> tuple[bytes | None, dict[str, str]]:
+    """The request body from -d/--data or --json (text, @FILE or @- for stdin), and the headers curl
+    sends with it."""
+    if args.data is not None and args.json_body is not None:
+        raise UsageError("-d/--data and --json BODY both give a body: use one")
+    if args.data is not None:
+        return _read_arg(args.data, "-d"), {"Content-Type": "application/x-www-form-urlencoded"}
+    if args.json_body is not None:
+        raw = _read_arg(args.json_body, "--json")
+        try:
+            json.loads(raw)
+        except ValueError:
+            raise UsageError("--json: the body is not JSON") from None
+        return raw, {"Content-Type": "application/json", "Accept": "application/json"}
+    return None, {}
+
+
+def _read_arg(value: str, flag: str) -> bytes:
+    if value == "@-":
+        return sys.stdin.buffer.read()
+    if value.startswith("@"):
+        try:
+            with open(value[1:], "rb") as f:
+                return f.read()
+        except OSError as exc:
+            raise UsageError(f"{flag} {value}: cannot read the file ({exc.strerror or exc})") from None
+    return value.encode()
+
+
+def _progress(err: Console) -> Callable[[Any], None]:
+    """Each step of a payment as one line on stderr, in a terminal or not (a script's log shows it)."""
+    from httpay.core import events as ev
+
+    def show(e: Any) -> None:
+        if isinstance(e, ev.ChallengeMet):
+            line = f"402 from {e.url}: {len(e.offers)} offer(s) ({e.protocol})"
+        elif isinstance(e, ev.Quoted):
+            line = f"paying: {e.quote}"
+        elif isinstance(e, ev.Reserved):
+            line = f"ledger #{e.receipt.id} written pending; paying"
+        elif isinstance(e, ev.Waited):
+            line = "waiting for another payment of this challenge (not paying twice)"
+        elif isinstance(e, ev.Retried):
+            line = f"retrying the request with the payment (attempt {e.attempt})"
+        elif isinstance(e, ev.PaymentFailed):
+            line = f"payment failed: {e.error}"
+        else:
+            return
+        err.print(plain(f"· {line}", MAX_LINE, style="dim"))  # progress: never read as the one failure line
+
+    return show
+
+
+def _receipt_json(rec: Any) -> dict[str, Any] | None:
+    """A receipt as a script reads it: amounts, hash, whether the preimage proves the payment, the row."""
+    from httpay.ledger.models import Receipt
+
+    if not isinstance(rec, Receipt):
+        return None
+    import hashlib
+
+    verified = bool(rec.preimage and rec.payment_hash) and \
+        hashlib.sha256(bytes.fromhex(rec.preimage or "")).hexdigest() == (rec.payment_hash or "").lower() \
+        if _is_hex(rec.preimage) else False
+    return {"ledger_id": rec.id, "status": rec.status.value, "amount_msat": rec.amount_msat, "fee_msat": rec.fee_msat,
+            "payment_hash": rec.payment_hash, "proof_verified": verified, "dialect": rec.protocol,
+            "method": rec.method, "offer_id": rec.offer_id, "offer_title": rec.offer_title, "host": rec.host,
+            "url": rec.url, "note": rec.reason, "created_at": rec.created_at.isoformat()}
+
+
+def _is_hex(text: str | None) -> bool:
+    return bool(text) and len(text or "") == 64 and all(ch in "0123456789abcdefABCDEF" for ch in text or "")
 
 
 def _known_rate(c: Any) -> float | None:
@@ -387,13 +527,35 @@ def _known_rate(c: Any) -> float | None:
     return float(rate) if rate else None
 
 
-def _body_out(r: httpx.Response) -> int:
-    """Write the body to stdout; the exit code says whether the service answered an error."""
-    sys.stdout.write(r.text)
-    if not r.text.endswith("\n"):
-        sys.stdout.write("\n")
+def _body_out(r: httpx.Response, args: argparse.Namespace | None = None) -> int:
+    """The body to stdout (or -o FILE, bytes as sent); with --json, one JSON document instead; the
+    exit code says whether the service answered an error."""
+    import httpay
+
+    out = getattr(args, "output", None)
+    quiet = bool(getattr(args, "quiet", False))
+    if out:
+        with open(out, "wb") as f:
+            f.write(r.content)
+    if getattr(args, "json_output", False):
+        try:
+            text: str | None = None if out else r.content.decode(r.encoding or "utf-8")
+        except (UnicodeDecodeError, LookupError):
+            text = None
+        print(json.dumps({"ok": r.status_code < 400, "url": str(r.request.url), "method": r.request.method,
+                          "status": r.status_code, "paid": httpay.receipt_of(r) is not None,
+                          "receipt": _receipt_json(httpay.receipt_of(r)), "saved_to": out,
+                          "body_bytes": len(r.content), "body": text,
+                          "content_type": r.headers.get("content-type")}, indent=2))
+    elif not out and r.content:
+        sys.stdout.write(r.text)
+        if not r.text.endswith("\n"):
+            sys.stdout.write("\n")
+    elif not quiet:
+        _note(f"the body ({len(r.content):,} bytes) is saved in {out}")
     if r.status_code >= 400:
-        _say(f"httpay: the service answered HTTP {r.status_code} {r.reason_phrase}".rstrip())
+        if not getattr(args, "json_output", False):
+            _say(f"httpay: the service answered HTTP {r.status_code} {r.reason_phrase}".rstrip())
         return EXIT_HTTP
     return EXIT_OK
 
@@ -402,13 +564,14 @@ def _get_without_wallet(args: argparse.Namespace, console: Console) -> int:
     """No wallet configured: fetch the URL as plain HTTP; a 402 is shown, never paid."""
     from httpay.core.dialect import read_challenge
 
-    with httpx.Client(timeout=30) as plain:
-        r = plain.get(args.url, headers=_headers(args.header))
+    body, body_headers = _body(args)
+    with httpx.Client(timeout=30) as client:
+        r = client.request(args.method, args.url, headers={**body_headers, **_headers(args.header)}, content=body)
     if r.status_code != 402:
-        return _body_out(r)
+        return _body_out(r, args)
     found = read_challenge(r.status_code, r.headers, r.content, url=args.url)
     if not found:
-        return _body_out(r)
+        return _body_out(r, args)
     from httpay.apps.display import offers_table
 
     Console(stderr=True).print(offers_table([o for c in found for o in c.offers],
@@ -485,6 +648,16 @@ def _add_people_commands(sub: Any) -> None:
                    help="BTC/USD rate to show sat (default: the policy's or the wallet's)")
     o.add_argument("-o", "--output", metavar="FILE", help="when the URL answers without asking for payment, save the body here")
     o.add_argument("--json", action="store_true", help="print JSON for scripts")
+
+    t = sub.add_parser("tokens", help="the paid credentials held for reuse (L402 tokens...): list, or drop",
+                       description="A paid L402 token is kept and presented again until the service answers 402. "
+                                   "`list` shows where each is used and what paid for it (never the token); "
+                                   "`drop SCOPE` (or `drop --all`) forgets one, so the next request pays again.")
+    t.add_argument("action", nargs="?", choices=("list", "drop"), default="list")
+    t.add_argument("scope", nargs="?", help="drop: the scope to forget, as `tokens list` shows it")
+    t.add_argument("--all", action="store_true", help="drop: forget every held credential")
+    t.add_argument("--ledger", help="ledger path or URL (default $HTTPAY_LEDGER or the user data dir)")
+    t.add_argument("--json", action="store_true", help="print JSON for scripts")
 
     b = sub.add_parser("budget", help="spent vs each limit of the policy, per window")
     b.add_argument("--policy", help="policy TOML file (default $HTTPAY_POLICY)")
@@ -786,7 +959,7 @@ def _dry_run(args: argparse.Namespace, policy: Any, console: Console) -> int:
         if wallet is not None:
             wallet.close()
     if not found:
-        if args.json:
+        if args.json_output:
             print(json.dumps({"url": args.url, "status": r.status_code, "payment_required": r.status_code == 402,
                               "would_pay": False}))
         elif r.status_code == 402:
@@ -821,7 +994,7 @@ def _dry_run(args: argparse.Namespace, policy: Any, console: Console) -> int:
     if d is not None:
         result |= {"would_pay": True, "offer_id": d.offer.offer_id, "title": d.offer.title, "method": d.method,
                    "price_msat": d.price_msat, "price": str(d.offer.price), "ask_a_person": bool(args.ask)}
-    if args.json:
+    if args.json_output:
         print(json.dumps(result | {"offers": _offer_dicts(offers, rate)}, indent=2))
     else:
         console.print(offers_table(offers, title=f"{args.url} asks for payment", usd_per_btc=rate,
@@ -952,8 +1125,43 @@ def _dashboard(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _tokens(args: argparse.Namespace, console: Console) -> int:
+    """List the held credentials (scope, the payment behind each, expiry; never a token), or drop them."""
+    from httpay.ledger import open_ledger
+    from httpay.view import Column, View, row
+
+    with open_ledger(_existing_ledger(args.ledger)) as lg:
+        held = lg.token_info()
+        if args.action == "drop":
+            if args.all == bool(args.scope):
+                raise UsageError("tokens drop: name one SCOPE (as `httpay tokens list` shows it) or pass --all")
+            targets = [t["scope"] for t in held] if args.all else [args.scope]
+            dropped = [scope for scope in targets if lg.drop_token(scope)]
+            if args.json:
+                print(json.dumps({"dropped": dropped}))
+            elif dropped:
+                console.print(plain(f"dropped {len(dropped)} credential(s): {', '.join(dropped)}; the next request "
+                                    "there pays again", MAX_LINE))
+            if not dropped and not args.all:
+                raise UsageError(f"no credential is held for {args.scope!r}; `httpay tokens list` shows the scopes")
+            return EXIT_OK
+    if args.json:
+        print(json.dumps({"tokens": held}, indent=2))
+        return EXIT_OK
+    columns = (Column("scope", style="code"), Column("paid by (payment hash)"), Column("stored (UTC)"),
+               Column("expires (UTC)"))
+    rows = tuple(row(clean(t["scope"], 200), clean((t["payment_hash"] or "—")[:16] + "…", 20),
+                     (t["created_at"] or "—")[:19].replace("T", " "),
+                     (t["expires_at"] or "never said")[:19].replace("T", " ")) for t in held)
+    console.print(View(f"Held credentials ({len(held)})", columns, rows, name="tokens").to_rich())
+    if not held:
+        console.print("No credential is held: every paid request so far bought one request, or none was reusable.")
+    return EXIT_OK
+
+
 PEOPLE_COMMANDS: dict[str, Callable[[argparse.Namespace, Console], int]] = {
     "offers": _offers, "budget": _budget, "wallet": _wallet, "approvals": _approvals, "dashboard": _dashboard,
+    "tokens": _tokens,
 }
 
 

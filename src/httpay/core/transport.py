@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import queue
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Generator, Iterator
@@ -124,6 +125,45 @@ def _read_sync(response: httpx.Response, abandoned: threading.Event) -> httpx.Re
     return response
 
 
+class _Workers:
+    """Daemon threads kept for the deadline's reads: a paid request hands its bounded read to one
+    instead of starting a thread (a crowd meeting one 402 would start hundreds). An abandoned read
+    holds its worker until its socket gives up; when every worker is busy a new one is started, so
+    no read ever waits in a queue behind a hostile server's slow body. Daemons: a process may exit
+    while a read it abandoned is still hanging."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._idle = 0
+
+    def submit(self, job: Callable[[], None]) -> None:
+        with self._lock:
+            start = self._idle == 0
+            if not start:
+                self._idle -= 1
+        self._jobs.put(job)
+        if start:
+            threading.Thread(target=self._work, name="httpay-deadline", daemon=True).start()
+
+    def _work(self) -> None:
+        while True:
+            try:
+                job = self._jobs.get(timeout=60.0)
+            except queue.Empty:
+                with self._lock:
+                    if self._idle > 0 and self._jobs.empty():
+                        self._idle -= 1
+                        return  # idle for a minute: let the thread go
+                continue
+            job()  # never raises: `_within`'s target keeps every error for its caller
+            with self._lock:
+                self._idle += 1
+
+
+_WORKERS = _Workers()
+
+
 def _within(deadline: Deadline, stage: str, work: Callable[[threading.Event], T],
             discard: Callable[[T], None]) -> T:
     """Run `work` in a helper thread and wait for it only until the deadline: a sync socket read cannot
@@ -145,7 +185,7 @@ def _within(deadline: Deadline, stage: str, work: Callable[[threading.Event], T]
         if late and "value" in box:
             discard(box["value"])
 
-    threading.Thread(target=target, name="httpay-deadline", daemon=True).start()
+    _WORKERS.submit(target)
     done.wait(max(deadline.remaining(), 0.0))
     with lock:
         if not done.is_set():

@@ -165,6 +165,12 @@ class Ledger(ABC):
     def token_scopes(self) -> list[str]:
         """The scopes holding a token (never the tokens themselves)."""
 
+    def token_info(self) -> list[dict[str, Any]]:
+        """Each held credential as a person lists it: scope, the payment that bought it, when it was
+        stored and when it expires; never the credential itself."""
+        return [{"scope": scope, "payment_hash": None, "created_at": None, "expires_at": None}
+                for scope in self.token_scopes()]
+
     def totals(self, *, host: str | None = None, since: datetime | None = None) -> dict[str, int]:
         """Counts and sums by status (count, settled, pending, failed, settled_msat, fee_msat,
         pending_msat): what a person reads under the ledger, without a row per payment."""

@@ -346,6 +346,13 @@ class SQLLedger(Ledger):
         self._learn(scope, False)
         return bool(self._query("DELETE FROM tokens WHERE scope = ? RETURNING scope", (scope,)))
 
+    def token_info(self) -> list[dict[str, Any]]:
+        rows = self._query("SELECT scope, payment_hash, created_at, expires_at FROM tokens ORDER BY scope", ())
+        return [{"scope": str(r["scope"]), "payment_hash": r["payment_hash"],
+                 "created_at": self._from_db_time(r["created_at"]).isoformat(),
+                 "expires_at": None if r["expires_at"] is None else self._from_db_time(r["expires_at"]).isoformat()}
+                for r in rows]
+
     def token_scopes(self) -> list[str]:
         return [str(r["scope"]) for r in self._query("SELECT scope FROM tokens ORDER BY scope", ())]
 
