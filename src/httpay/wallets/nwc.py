@@ -117,8 +117,8 @@ def parse_nwc_uri(uri: str) -> NWCUri:
     for relay in relays:
         if urllib.parse.urlsplit(relay).scheme.lower() not in ("ws", "wss") or not urllib.parse.urlsplit(relay).hostname:
             raise ConfigError(f"the NWC relay {_shown_relay(relay)!r} must be a ws:// or wss:// URL")
-    lud16 = (query.get("lud16") or [None])[0]
-    return NWCUri(pubkey.lower(), relays, secrets[0].lower(), lud16)
+    lud16s = query.get("lud16") or []
+    return NWCUri(pubkey.lower(), relays, secrets[0].lower(), lud16s[0] if lud16s else None)
 
 
 def _shown_relay(relay: str) -> str:
@@ -189,6 +189,7 @@ class NWCWallet(Wallet):
         # loop-thread state
         self._client: nostr_sdk.Client | None = None
         self._reader: asyncio.Task[None] | None = None
+        self._connecting: asyncio.Lock | None = None
         self._waiting: dict[str, asyncio.Future[nostr_sdk.Event]] = {}
         self._encryption: str | None = None
         self._methods: frozenset[str] | None = None
@@ -225,9 +226,17 @@ class NWCWallet(Wallet):
             raise _Unanswered from None
 
     async def _session(self) -> nostr_sdk.Client:
-        """The connected relay client with its response subscription, made on first use."""
+        """The connected relay client with its response subscription, made once (concurrent first calls wait)."""
         if self._client is not None:
             return self._client
+        if self._connecting is None:
+            self._connecting = asyncio.Lock()
+        async with self._connecting:
+            if self._client is None:
+                self._client = await self._connect()
+            return self._client
+
+    async def _connect(self) -> nostr_sdk.Client:
         ns = self._ns
         wait = datetime.timedelta(seconds=self.connect_timeout)
         client = ns.ClientBuilder().connect_timeout(wait).build()
@@ -254,7 +263,6 @@ class NWCWallet(Wallet):
             log.debug("nwc info event not read: %s", type(exc).__name__)
             infos = []
         self._read_info(infos)
-        self._client = client
         return client
 
     def _read_info(self, infos: list[nostr_sdk.Event]) -> None:
@@ -419,8 +427,9 @@ class NWCWallet(Wallet):
         return payment
 
     def _refused(self, error: tuple[str, str], payment_hash: str | None) -> Payment:
-        """A pay_invoice error answer as the typed error it means; where it may hide an earlier or a
-        partial payment, the wallet's own record (lookup_invoice) decides."""
+        """A pay_invoice error answer as the typed error it means. Where it may hide a payment (an earlier
+        one, or one made before the error), the wallet's own record (lookup_invoice) decides: a settled
+        payment with its proof is returned, one in flight is AlreadyPaid with the outcome unknown."""
         code, message = error
         said = f"{code}: {message}" if message else code
         log.debug("nwc pay_invoice refused: %s", said)
@@ -441,9 +450,11 @@ class NWCWallet(Wallet):
                 outcome_known=failed,
             ) from None
         if found is not None and found.settled:
-            raise AlreadyPaid(
-                f"the NWC wallet answered {said}, and its record shows invoice {payment_hash[:16]}… already paid "
-                "by this wallet: nothing more was paid; look the payment up")
+            # This wallet holds the proof (paid before, or paid before the error): hand back that payment, so
+            # money that left is recorded; the wallet never paid the invoice twice.
+            log.info("nwc pay_invoice answered %s, but invoice %s… is paid by this wallet: returning that payment",
+                     code, payment_hash[:16])
+            return found
         if found is not None and found.status is PaymentStatus.PENDING:
             raise AlreadyPaid(
                 f"the NWC wallet answered {said} while a payment of invoice {payment_hash[:16]}… is in flight; "

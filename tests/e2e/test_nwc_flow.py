@@ -1,0 +1,81 @@
+"""httpay.Client pays the demo service's 402 with a Nostr Wallet Connect wallet: the request goes over the
+real `nostr-relay` on loopback to a NIP-47 wallet service that pays on the demo service's own Lightning
+network, and the data comes back with a receipt the ledger holds."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+import httpay
+from httpay.demo.runner import RunningServer
+from httpay.ledger import SQLiteLedger, Status
+from httpay.wallets.nwc import NWCWallet
+from tests.fixtures.nostr import NWCBackend, Relay, nwc_backend_on
+
+
+def _policy(demo: RunningServer) -> httpay.Policy:
+    """The demo prices in USD; an NWC wallet reports no rate, so the policy names the demo network's."""
+    rate = float(httpx.get(f"{demo.url}/ln/node").json()["usd_per_btc"])
+    return httpay.Policy(max_per_payment_usd=1, budget_usd=5, usd_per_btc=rate)
+
+
+@pytest.fixture
+def demo_nwc(demo: RunningServer, nostr_relay: Relay) -> Iterator[NWCBackend]:
+    backend = nwc_backend_on(nostr_relay, demo.app.state.demo.network, balance_sat=1_000)
+    yield backend
+    backend.service.close()
+
+
+def test_client_pays_the_demo_402_through_nwc(demo: RunningServer, account: dict[str, str], ledger_path: Path,
+                                             demo_nwc: NWCBackend) -> None:
+    with NWCWallet(demo_nwc.uri, network="regtest", timeout=20) as wallet:
+        with httpay.Client(wallet=wallet, policy=_policy(demo),
+                           ledger=ledger_path) as c:
+            r = c.get(f"{demo.url}/ticker/MSFT", headers=account)
+        assert r.status_code == 200 and r.json()["symbol"] == "MSFT"
+        rec = httpay.receipt_of(r)
+        assert rec is not None and rec.status is Status.SETTLED and rec.amount_msat == 10_000
+        assert rec.preimage and hashlib.sha256(bytes.fromhex(rec.preimage)).hexdigest() == rec.payment_hash
+        assert wallet.balance_msat() == demo_nwc.funds_msat - 10_000
+        assert demo.app.state.demo.network.invoice(rec.payment_hash).settled  # type: ignore[union-attr]
+        assert demo_nwc.service.requests.count("pay_invoice") == 1
+    assert int(httpx.get(f"{demo.url}/info", headers=account).json()["credits"]) == 0  # bought 1, spent 1
+    with SQLiteLedger(ledger_path) as lg:
+        rows = lg.receipts()
+    assert [x.status for x in rows] == [Status.SETTLED]
+    assert demo_nwc.service.client_secret not in repr(rows)
+
+
+def test_async_client_pays_through_nwc(demo: RunningServer, account: dict[str, str], ledger_path: Path,
+                                       demo_nwc: NWCBackend) -> None:
+    async def go(wallet: NWCWallet) -> httpx.Response:
+        async with httpay.AsyncClient(wallet=wallet, policy=_policy(demo),
+                                      ledger=ledger_path) as c:
+            return await c.get(f"{demo.url}/ticker/NVDA", headers=account)
+
+    with NWCWallet(demo_nwc.uri, network="regtest", timeout=20) as wallet:
+        r = asyncio.run(go(wallet))
+        assert r.status_code == 200 and r.json()["symbol"] == "NVDA"
+        assert wallet.balance_msat() == demo_nwc.funds_msat - 10_000
+
+
+def test_a_wallet_service_too_poor_to_pay_leaves_a_failed_row_and_no_data(
+        demo: RunningServer, account: dict[str, str], ledger_path: Path, nostr_relay: Relay) -> None:
+    poor = nwc_backend_on(nostr_relay, demo.app.state.demo.network, balance_sat=1)
+    try:
+        with NWCWallet(poor.uri, network="regtest", timeout=20) as wallet:
+            with httpay.Client(wallet=wallet, policy=_policy(demo),
+                               ledger=ledger_path) as c:
+                with pytest.raises(httpay.InsufficientFunds, match="INSUFFICIENT_BALANCE"):
+                    c.get(f"{demo.url}/ticker/MSFT", headers=account)
+            assert wallet.balance_msat() == 1_000
+    finally:
+        poor.service.close()
+    with SQLiteLedger(ledger_path) as lg:
+        assert [x.status for x in lg.receipts()] == [Status.FAILED]

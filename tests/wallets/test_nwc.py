@@ -1,0 +1,259 @@
+"""Nostr Wallet Connect beyond the conformance suite: every NIP-47 error code a wallet service answers, a
+relay that is down, an answer that comes too late (outcome unknown, then the lookup finds the payment),
+a NIP-04-only wallet service, receiving, and connection URIs that are wrong (a clear ConfigError that
+never shows the secret). All of it through the real `nostr-relay` on loopback (tests/fixtures/nostr.py)
+and a wallet service paying on the demo Lightning network.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from httpay.config import wallet_from_env
+from httpay.demo.network import DemoNetwork
+from httpay.errors import AlreadyPaid, ConfigError, InsufficientFunds, PaymentTimeout, WalletError
+from httpay.wallets.base import PaymentStatus
+from httpay.wallets.nwc import NWCWallet, parse_nwc_uri
+from tests.fixtures.nostr import NWCBackend, Relay, nwc_backend_on
+
+AMOUNT_MSAT = 21_000
+
+
+@pytest.fixture
+def wallet(nwc_backend: NWCBackend) -> Iterator[NWCWallet]:
+    w = NWCWallet(nwc_backend.uri, network="regtest", timeout=10)
+    yield w
+    w.close()
+
+
+@dataclass(frozen=True)
+class PayError:
+    """A NIP-47 error the wallet service answers to pay_invoice, and what the payer must make of it."""
+
+    code: str
+    error: type[WalletError]
+    outcome_known: bool
+    says: str  # what the message tells the person to do
+    asks: tuple[str, ...]  # the requests the wallet service saw (a lookup where the error may hide a payment)
+
+
+PAY_ERRORS = [
+    PayError("INSUFFICIENT_BALANCE", InsufficientFunds, True, "nothing was paid", ("pay_invoice",)),
+    PayError("RATE_LIMITED", WalletError, True, "retry in a few seconds", ("pay_invoice",)),
+    PayError("QUOTA_EXCEEDED", WalletError, True, "spending budget in the wallet is used up", ("pay_invoice",)),
+    PayError("RESTRICTED", WalletError, True, "grant it the permission", ("pay_invoice",)),
+    PayError("UNAUTHORIZED", WalletError, True, "may be revoked", ("pay_invoice",)),
+    PayError("NOT_IMPLEMENTED", WalletError, True, "does not offer this command", ("pay_invoice",)),
+    PayError("PAYMENT_FAILED", WalletError, True, "did not pay (PAYMENT_FAILED: no route)",
+             ("pay_invoice", "lookup_invoice")),
+    PayError("INTERNAL", WalletError, True, "did not pay (INTERNAL: no route)", ("pay_invoice", "lookup_invoice")),
+    PayError("SOMETHING_NEW", WalletError, True, "did not pay (SOMETHING_NEW", ("pay_invoice", "lookup_invoice")),
+]
+
+
+@pytest.mark.parametrize("case", PAY_ERRORS, ids=[c.code for c in PAY_ERRORS])
+def test_each_pay_error_code_is_the_typed_error_it_means(case: PayError, nwc_backend: NWCBackend,
+                                                         wallet: NWCWallet) -> None:
+    before = wallet.balance_msat()
+    nwc_backend.service.requests.clear()
+    nwc_backend.service.errors["pay_invoice"] = (case.code, "no route")
+    bolt11, payment_hash = nwc_backend.mint(AMOUNT_MSAT)
+    with pytest.raises(case.error) as exc:
+        wallet.pay_invoice(bolt11)
+    assert type(exc.value) is case.error
+    assert exc.value.outcome_known is case.outcome_known
+    assert case.says in str(exc.value)
+    assert tuple(nwc_backend.service.requests) == case.asks
+    assert wallet.balance_msat() == before
+    assert wallet.lookup(payment_hash) is None
+
+
+def test_an_error_after_the_wallet_paid_hands_back_that_payment(nwc_backend: NWCBackend, wallet: NWCWallet) -> None:
+    """A wallet service that paid and then answered an error: its own record (the lookup) has the proof, so
+    the payment is returned (the money that left gets recorded) and nothing is paid again."""
+    bolt11, payment_hash = nwc_backend.mint(AMOUNT_MSAT)
+    wallet.pay_invoice(bolt11)
+    after = wallet.balance_msat()
+    nwc_backend.service.errors["pay_invoice"] = ("INTERNAL", "lost the answer")
+    again = wallet.pay_invoice(bolt11)
+    assert again.settled and again.proves(payment_hash) and again.amount_msat == AMOUNT_MSAT
+    assert wallet.balance_msat() == after
+
+
+def test_an_error_while_the_payment_is_in_flight_is_outcome_unknown(nwc_backend: NWCBackend, wallet: NWCWallet,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    bolt11, payment_hash = nwc_backend.mint(AMOUNT_MSAT)
+    nwc_backend.service.errors["pay_invoice"] = ("PAYMENT_FAILED", "timed out")
+    in_flight = {"type": "outgoing", "state": "pending", "payment_hash": payment_hash, "amount": AMOUNT_MSAT,
+                 "fees_paid": 0, "created_at": 1}
+    monkeypatch.setattr(nwc_backend.service, "_do", lambda method, params: in_flight)
+    with pytest.raises(AlreadyPaid) as exc:
+        wallet.pay_invoice(bolt11)
+    assert exc.value.outcome_known is False and "in flight" in str(exc.value)
+    found = wallet.lookup(payment_hash)
+    assert found is not None and found.status is PaymentStatus.PENDING and found.preimage is None
+
+
+@pytest.mark.parametrize(("method", "call"), [
+    ("lookup_invoice", lambda w: w.lookup(os.urandom(32).hex())),
+    ("get_balance", lambda w: w.balance_msat()),
+    ("make_invoice", lambda w: w.create_receive_invoice(5_000)),
+])
+@pytest.mark.parametrize("code", ["RATE_LIMITED", "RESTRICTED", "INTERNAL"])
+def test_errors_of_the_other_commands_are_wallet_errors_with_the_code(method: str, call: object, code: str,
+                                                                      nwc_backend: NWCBackend,
+                                                                      wallet: NWCWallet) -> None:
+    nwc_backend.service.errors[method] = (code, "not now")
+    with pytest.raises(WalletError) as exc:
+        call(wallet)  # type: ignore[operator]
+    assert f"{code}: not now" in str(exc.value)
+
+
+def test_a_late_answer_is_a_timeout_with_unknown_outcome_then_the_lookup_finds_it(nwc_backend: NWCBackend) -> None:
+    """The wallet service pays, but its answer comes after the client gave up: the payer must not assume
+    either way, and the lookup (what reconcile does) finds the settled payment with its proof."""
+    nwc_backend.service.delay_s = 1.0
+    slow = NWCWallet(nwc_backend.uri, network="regtest", timeout=0.3)
+    bolt11, payment_hash = nwc_backend.mint(AMOUNT_MSAT)
+    nwc_backend.service.answered.clear()
+    try:
+        with pytest.raises(PaymentTimeout) as exc:
+            slow.pay_invoice(bolt11)
+        assert exc.value.outcome_known is False
+        assert "may have gone out" in str(exc.value) and "look the payment up" in str(exc.value)
+        assert nwc_backend.service.answered.wait(30)
+        nwc_backend.service.delay_s = 0.0
+        found = slow.lookup(payment_hash)
+    finally:
+        slow.close()
+    assert found is not None and found.settled and found.proves(payment_hash)
+    with NWCWallet(nwc_backend.uri, network="regtest", timeout=10) as w:
+        assert w.balance_msat() == nwc_backend.funds_msat - AMOUNT_MSAT  # paid once
+
+
+def test_a_wallet_service_that_never_answers(nwc_backend: NWCBackend) -> None:
+    nwc_backend.service.silent = True
+    with NWCWallet(nwc_backend.uri, network="regtest", timeout=0.3) as w:
+        with pytest.raises(PaymentTimeout) as exc:
+            w.pay_invoice(nwc_backend.mint(AMOUNT_MSAT)[0])
+        assert exc.value.outcome_known is False
+        with pytest.raises(WalletError, match="did not answer get_balance .*check that the wallet service is online"):
+            w.balance_msat()
+    assert nwc_backend.service.requests == ["pay_invoice", "get_balance"]
+
+
+def _closed_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_a_relay_that_is_down_is_a_wallet_error_with_nothing_sent(nwc_backend: NWCBackend) -> None:
+    uri = nwc_backend.uri.replace(nwc_backend.service.relay_url.replace(":", "%3A").replace("/", "%2F"),
+                                  f"ws%3A%2F%2F127.0.0.1%3A{_closed_port()}")
+    assert uri != nwc_backend.uri
+    with NWCWallet(uri, network="regtest", timeout=5, connect_timeout=2) as w:
+        with pytest.raises(WalletError) as exc:
+            w.pay_invoice(nwc_backend.mint(AMOUNT_MSAT)[0])
+    assert type(exc.value) is WalletError and exc.value.outcome_known is True
+    assert "cannot reach the NWC relay ws://127.0.0.1:" in str(exc.value) and "nothing was sent" in str(exc.value)
+    assert nwc_backend.service.client_secret not in str(exc.value)
+    assert nwc_backend.service.requests == []
+
+
+def test_a_nip04_only_wallet_service_is_spoken_to_in_nip04(nostr_relay: Relay) -> None:
+    backend = nwc_backend_on(nostr_relay, DemoNetwork(), encryption="nip04")
+    try:
+        with NWCWallet(backend.uri, network="regtest", timeout=10) as w:
+            bolt11, payment_hash = backend.mint(AMOUNT_MSAT)
+            assert w.pay_invoice(bolt11).proves(payment_hash)
+            assert w.balance_msat() == backend.funds_msat - AMOUNT_MSAT
+    finally:
+        backend.service.close()
+
+
+def test_receiving_makes_an_invoice_that_credits_this_wallet(nwc_backend: NWCBackend, wallet: NWCWallet) -> None:
+    before = wallet.balance_msat()
+    invoice = wallet.create_receive_invoice(5_000, description="refund")
+    payer = nwc_backend.network.create_wallet(balance_sat=100)
+    nwc_backend.network.pay(payer.key, invoice)
+    assert wallet.balance_msat() == before + 5_000
+    with pytest.raises(WalletError, match="positive amount"):
+        wallet.create_receive_invoice(None)
+
+
+def test_no_secret_in_logs_of_every_path(nwc_backend: NWCBackend, wallet: NWCWallet,
+                                         caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    for code in ("PAYMENT_FAILED", "INSUFFICIENT_BALANCE"):
+        nwc_backend.service.errors["pay_invoice"] = (code, "nope")
+        with pytest.raises(WalletError):
+            wallet.pay_invoice(nwc_backend.mint(AMOUNT_MSAT)[0])
+    assert "nwc pay_invoice refused" in caplog.text
+    assert nwc_backend.service.client_secret not in caplog.text + repr(wallet) + str(parse_nwc_uri(nwc_backend.uri))
+
+
+SECRET = "5f" * 32
+PUBKEY = "b889ff5b1513b641e2a139f661a661364979c5beee91842f8f0ef42ab558e9d4"
+RELAY = "wss%3A%2F%2Frelay.example"
+BAD_URIS = [
+    ("", "is empty"),
+    (f"https://{PUBKEY}?relay={RELAY}&secret={SECRET}", "must start with nostr+walletconnect:// (it starts with https:)"),
+    (SECRET, "must start with nostr+walletconnect:// (it has no scheme)"),
+    (f"nostr+walletconnect://{PUBKEY[:-2]}?relay={RELAY}&secret={SECRET}", "64 hex characters after nostr+walletconnect:// (found 62"),
+    (f"nostr+walletconnect://{PUBKEY}?relay={RELAY}", "needs exactly one secret="),
+    (f"nostr+walletconnect://{PUBKEY}?relay={RELAY}&secret={SECRET}&secret={SECRET}", "needs exactly one secret="),
+    (f"nostr+walletconnect://{PUBKEY}?relay={RELAY}&secret={SECRET[:-1]}z", "must be 64 hex characters (it has 64"),
+    (f"nostr+walletconnect://{PUBKEY}?relay={RELAY}&secret={SECRET}00", "must be 64 hex characters (it has 66"),
+    (f"nostr+walletconnect://{PUBKEY}?secret={SECRET}", "names no relay="),
+    (f"nostr+walletconnect://{PUBKEY}?relay=https%3A%2F%2Frelay.example%2F%3Ftoken%3Dabc&secret={SECRET}",
+     "'https://relay.example/' must be a ws:// or wss:// URL"),
+    (f"nostr+walletconnect://{PUBKEY}?relay={RELAY}&secret={'0' * 64}", "not a usable Nostr private key"),
+    (f"nostr+walletconnect://{PUBKEY}?relay={RELAY}&secret={'f' * 64}", "not a usable Nostr private key"),
+]
+
+
+@pytest.mark.parametrize(("uri", "says"), BAD_URIS)
+def test_a_malformed_uri_is_a_clear_config_error_without_the_secret(uri: str, says: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        NWCWallet(uri)
+    assert says in str(exc.value)
+    with pytest.raises(ConfigError) as from_env:
+        wallet_from_env({"HTTPAY_WALLET": "nwc", "NWC_URI": uri})
+    text = str(from_env.value)
+    assert text.startswith("HTTPAY_WALLET=nwc needs the environment variable NWC_URI" if not uri else "NWC_URI: ")
+    for secret in (SECRET, SECRET[:-1], "0" * 64, "f" * 64, "token=abc"):
+        assert secret not in str(exc.value) and secret not in text
+
+
+def test_wallet_from_env_builds_the_nwc_wallet(nwc_backend: NWCBackend) -> None:
+    w = wallet_from_env({"HTTPAY_WALLET": "nwc", "NWC_URI": nwc_backend.uri, "NWC_NETWORK": "regtest",
+                         "NWC_TIMEOUT": "10"})
+    try:
+        assert isinstance(w, NWCWallet) and w.network == "regtest" and w.timeout == 10
+        assert w.balance_msat() == nwc_backend.funds_msat
+        assert w.identity.startswith("nwc:") and w.identity == NWCWallet(nwc_backend.uri).identity
+    finally:
+        w.close()
+    with pytest.raises(ConfigError, match="NWC_TIMEOUT must be a positive number of seconds"):
+        wallet_from_env({"HTTPAY_WALLET": "nwc", "NWC_URI": nwc_backend.uri, "NWC_TIMEOUT": "soon"})
+
+
+def test_threads_paying_at_once_through_one_connection_each_pay_once(nwc_backend: NWCBackend,
+                                                                     wallet: NWCWallet) -> None:
+    """The first calls race to connect; each answer goes back to the request it names."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    invoices = [nwc_backend.mint(AMOUNT_MSAT + i * 1_000) for i in range(6)]
+    with ThreadPoolExecutor(6) as pool:
+        paid = list(pool.map(lambda inv: wallet.pay_invoice(inv[0]), invoices))
+    assert [p.payment_hash for p in paid] == [h for _, h in invoices]
+    assert all(p.proves(h) for p, (_, h) in zip(paid, invoices))
+    assert wallet.balance_msat() == nwc_backend.funds_msat - sum(AMOUNT_MSAT + i * 1_000 for i in range(6))
+    assert nwc_backend.service.requests.count("pay_invoice") == 6
