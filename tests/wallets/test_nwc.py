@@ -12,6 +12,7 @@ import os
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -20,7 +21,7 @@ from httpay.demo.network import DemoNetwork
 from httpay.errors import AlreadyPaid, ConfigError, InsufficientFunds, PaymentTimeout, WalletError
 from httpay.wallets.base import PaymentStatus
 from httpay.wallets.nwc import NWCWallet, parse_nwc_uri
-from tests.fixtures.nostr import NWCBackend, Relay, nwc_backend_on
+from tests.fixtures.nostr import NWCBackend, Relay, RelayProcess, nwc_backend_on
 
 AMOUNT_MSAT = 21_000
 
@@ -257,3 +258,29 @@ def test_threads_paying_at_once_through_one_connection_each_pay_once(nwc_backend
     assert all(p.proves(h) for p, (_, h) in zip(paid, invoices))
     assert wallet.balance_msat() == nwc_backend.funds_msat - sum(AMOUNT_MSAT + i * 1_000 for i in range(6))
     assert nwc_backend.service.requests.count("pay_invoice") == 6
+
+
+def test_a_relay_that_goes_down_and_comes_back(tmp_path: Path) -> None:
+    """Down between two calls: the payment is refused with nothing sent (the wallet service saw nothing, no
+    money moved); back up on the same address: the same wallet object reconnects and pays."""
+    process = RelayProcess(tmp_path)
+    relay = process.start()
+    backend = nwc_backend_on(relay, DemoNetwork())
+    try:
+        with NWCWallet(backend.uri, network="regtest", timeout=10, connect_timeout=2) as w:
+            assert w.balance_msat() == backend.funds_msat
+            process.stop()
+            bolt11, payment_hash = backend.mint(AMOUNT_MSAT)
+            with pytest.raises(WalletError) as exc:
+                w.pay_invoice(bolt11)
+            assert exc.value.outcome_known is True and "nothing was sent" in str(exc.value)
+            assert backend.service.requests == ["get_balance"]
+            assert backend.network.balance_msat(backend.service.wallet_key) == backend.funds_msat
+            process.start()
+            backend.service.wait_connected()
+            paid = w.pay_invoice(bolt11)  # the wallet reconnects on its own within its connect timeout
+            assert paid.proves(payment_hash)
+            assert w.balance_msat() == backend.funds_msat - AMOUNT_MSAT
+    finally:
+        backend.service.close()
+        process.stop()

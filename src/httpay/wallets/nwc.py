@@ -240,8 +240,11 @@ class NWCWallet(Wallet):
         ns = self._ns
         wait = datetime.timedelta(seconds=self.connect_timeout)
         client = ns.ClientBuilder().connect_timeout(wait).build()
+        # Retry a lost relay every few seconds, not on the SDK's growing back-off: a payer waits for it.
+        retry = datetime.timedelta(seconds=max(1.0, min(3.0, self.connect_timeout / 2)))
+        options = ns.RelayOptions().retry_interval(retry).adjust_retry_interval(False)
         for url in self._relay_urls:
-            await client.add_relay(url)
+            await client.add_relay(url, opts=options)
         out = await client.try_connect(wait)
         if not out.success:
             reasons = "; ".join(safe.clean(v, 80) for v in out.failed.values()) or "no answer"
@@ -321,8 +324,11 @@ class NWCWallet(Wallet):
         waiter: asyncio.Future[nostr_sdk.Event] = asyncio.get_running_loop().create_future()
         self._waiting[request_id] = waiter
         try:
-            relays = await client.relays()
-            connected = [url for url, relay in relays.items() if relay.status() == ns.RelayStatus.CONNECTED]
+            connected = await self._connected(client)
+            give_up = time.monotonic() + self.connect_timeout
+            while not connected and time.monotonic() < give_up:  # the SDK reconnects in the background
+                await asyncio.sleep(0.1)
+                connected = await self._connected(client)
             if not connected:
                 raise _NotSent(f"no connection to the relay {', '.join(self.relays)}")
             out = await client.send_event(event, ns.SendEventTarget.to(connected))
@@ -340,6 +346,10 @@ class NWCWallet(Wallet):
         finally:
             self._waiting.pop(request_id, None)
         return self._open(answer, method)
+
+    async def _connected(self, client: nostr_sdk.Client) -> list[nostr_sdk.RelayUrl]:
+        relays = await client.relays()
+        return [url for url, relay in relays.items() if relay.status() == self._ns.RelayStatus.CONNECTED]
 
     def _open(self, event: nostr_sdk.Event, method: str) -> dict[str, Any]:
         """Decrypt and read an answer; WalletError (outcome unknown) when it cannot be read."""
