@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 import os
+import re
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -37,7 +39,8 @@ log = get_logger("httpay")
 
 def _payer(wallet: Wallet | None, policy: Policy | None, ledger: Ledger | str | os.PathLike[str] | None,
            on_event: EventHook | None, token_scope: str, reconcile_grace_s: float | None,
-           x402_signer: Any = None, payment_deadline: float | None = DEFAULT_PAYMENT_DEADLINE_S) -> Payer:
+           x402_signer: Any = None, payment_deadline: float | None = DEFAULT_PAYMENT_DEADLINE_S,
+           tags: Mapping[str, str] | None = None) -> Payer:
     if wallet is None and x402_signer is None:
         raise ConfigError("a paying client needs wallet= (Lightning, e.g. httpay.DemoWallet) or x402_signer= (or both)")
     if wallet is not None and not isinstance(wallet, Wallet):
@@ -54,7 +57,8 @@ def _payer(wallet: Wallet | None, policy: Policy | None, ledger: Ledger | str | 
                           f"got {payment_deadline!r}")
     payer = Payer(wallet=wallet, policy=policy or Policy(), ledger=open_ledger(ledger), on_event=on_event,
                   token_scope=token_scope, signer=x402_signer,
-                  payment_deadline=None if payment_deadline is None else float(payment_deadline))
+                  payment_deadline=None if payment_deadline is None else float(payment_deadline),
+                  tags=checked_tags(tags))
     if reconcile_grace_s is not None and wallet is not None:
         # A payment left pending by a crash is settled or released before anything new is paid.
         payer.stale_pending_s = reconcile_grace_s
@@ -62,6 +66,45 @@ def _payer(wallet: Wallet | None, policy: Policy | None, ledger: Ledger | str | 
             if outcome.outcome != "skipped":
                 log.info("reconciled on start: %s", outcome)
     return payer
+
+
+TAG_TEXT = re.compile(r"[A-Za-z0-9_.:/@+-]{1,64}")
+
+
+def checked_tags(tags: Mapping[str, str] | None) -> dict[str, str]:
+    """Tags as the ledger keeps them: a few short `key=value` words (letters, digits, `_.:/@+-`), so
+    that they can be grouped, budgeted and exported as they are. ConfigError naming a bad one."""
+    if tags is None:
+        return {}
+    if not isinstance(tags, Mapping):
+        raise ConfigError(f"tags= must be a mapping such as {{'agent': 'research'}}, got {type(tags).__name__}")
+    if len(tags) > 16:
+        raise ConfigError(f"tags= holds {len(tags)} tags; at most 16 are kept per payment")
+    out: dict[str, str] = {}
+    for k, v in tags.items():
+        if not isinstance(k, str) or not isinstance(v, str) or not TAG_TEXT.fullmatch(k) or not TAG_TEXT.fullmatch(v):
+            raise ConfigError(f"tags=: {k!r}: {v!r} must be short words of letters, digits and _.:/@+- "
+                              "(e.g. {'agent': 'research', 'task': 'T-17'})")
+        out[k] = v
+    return out
+
+
+def tags_from_text(items: Sequence[str] | str, source: str = "tags") -> dict[str, str]:
+    """Tags written as text: KEY=VALUE items, or one comma-separated string of them (HTTPAY_TAGS,
+    `--tag`), checked as `Client(tags=...)` checks them. ConfigError naming `source`."""
+    parts = items.split(",") if isinstance(items, str) else list(items)
+    out: dict[str, str] = {}
+    for item in (p.strip() for p in parts):
+        if not item:
+            continue
+        key, sep, value = item.partition("=")
+        if not sep or not key or not value:
+            raise ConfigError(f"{source}: {item!r} must be KEY=VALUE, e.g. agent=research")
+        out[key] = value
+    try:
+        return checked_tags(out)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
 
 
 class _PayingMixin:
@@ -157,10 +200,11 @@ class Client(_PayingMixin, httpx.Client):
                  ledger: Ledger | str | os.PathLike[str] | None = None, on_event: EventHook | None = None,
                  token_scope: str = "host", reconcile_grace_s: float | None = DEFAULT_GRACE_S,
                  transport: httpx.BaseTransport | None = None, x402_signer: Any = None,
-                 payment_deadline: float | None = DEFAULT_PAYMENT_DEADLINE_S, **kwargs: Any) -> None:
+                 payment_deadline: float | None = DEFAULT_PAYMENT_DEADLINE_S, tags: Mapping[str, str] | None = None,
+                 **kwargs: Any) -> None:
         _not_wrapped(transport)
         self.payer = _payer(wallet, policy, ledger, on_event, token_scope, reconcile_grace_s, x402_signer,
-                            payment_deadline)
+                            payment_deadline, tags)
         self._own_ledger = not isinstance(ledger, Ledger)
         super().__init__(transport=transport, **kwargs)
         _wrap_sync(self, self.payer)
@@ -181,10 +225,11 @@ class AsyncClient(_PayingMixin, httpx.AsyncClient):
                  ledger: Ledger | str | os.PathLike[str] | None = None, on_event: EventHook | None = None,
                  token_scope: str = "host", reconcile_grace_s: float | None = DEFAULT_GRACE_S,
                  transport: httpx.AsyncBaseTransport | None = None, x402_signer: Any = None,
-                 payment_deadline: float | None = DEFAULT_PAYMENT_DEADLINE_S, **kwargs: Any) -> None:
+                 payment_deadline: float | None = DEFAULT_PAYMENT_DEADLINE_S, tags: Mapping[str, str] | None = None,
+                 **kwargs: Any) -> None:
         _not_wrapped(transport)
         self.payer = _payer(wallet, policy, ledger, on_event, token_scope, reconcile_grace_s, x402_signer,
-                            payment_deadline)
+                            payment_deadline, tags)
         self._own_ledger = not isinstance(ledger, Ledger)
         super().__init__(transport=transport, **kwargs)
         _wrap_async(self, self.payer)

@@ -133,6 +133,7 @@ POLICY_FIELDS = {
     "max_per_payment_usd", "budget_usd", "max_per_payment_sat", "budget_sat", "per_host_usd", "per_hour_usd",
     "per_day_usd", "per_hour_sat", "per_day_sat", "methods", "strategy", "calls", "usd_per_btc", "price_tolerance",
     "allowed_hosts", "denied_hosts", "payment_hosts", "payees", "max_fee_msat", "default_limits", "prefer",
+    "tag_limits",
 }
 _AMOUNT_KEYS = ("max_per_payment_usd", "budget_usd", "max_per_payment_sat", "budget_sat", "per_host_usd",
                 "per_hour_usd", "per_day_usd", "per_hour_sat", "per_day_sat", "usd_per_btc", "max_fee_msat")
@@ -165,6 +166,8 @@ def _checked(key: str, value: Any, source: str) -> Any:
         raise bad("a string")
     elif key == "default_limits" and not isinstance(value, bool):
         raise bad("true or false")
+    elif key == "tag_limits" and (not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values())):
+        raise bad('a table of "key=value" = {{ per_day_usd = 2, ... }}')
     elif key == "payees" and (not isinstance(value, dict)
                               or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())):
         raise bad("a table of host = node pubkey")

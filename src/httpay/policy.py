@@ -70,9 +70,10 @@ class Limit:
     window: timedelta | None = None
     knob: str | None = None
     default: bool = False
+    tag: tuple[str, str] | None = None  # only the payments carrying this tag ("agent", "research") count
 
     def describe(self, usd_per_btc: float | None) -> str:
-        scope = f" for {self.host}" if self.host else ""
+        scope = f" for {self.host}" if self.host else (f" for {self.tag[0]}={self.tag[1]}" if self.tag else "")
         return f"{'default ' if self.default else ''}{self.name}{scope} of {fmt_msat(self.limit_msat, usd_per_btc)}"
 
 
@@ -102,6 +103,8 @@ class Policy:
     methods: Sequence[str] = ("lightning",)
     strategy: Strategy = "cheapest"
     prefer: Sequence[str] = ()  # dialects or methods to choose first, in order, when a 402 offers several
+    # budgets of one tag inside a shared ledger: {"agent=research": {"per_day_usd": 2, "budget_usd": 20}}
+    tag_limits: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
     calls: int | None = None
     approve: Approver | None = None
     usd_per_btc: float | None = None
@@ -168,6 +171,7 @@ class Policy:
         if not all(isinstance(p, str) for p in self.proposals):
             raise ConfigError(f"Policy(proposals=...) must be a list of proposal names such as 'x402-lnbtc', "
                               f"got {self.proposals!r}")
+        self._check_tag_limits()
         if isinstance(self.prefer, str):
             self.prefer = (self.prefer,)
         if not all(isinstance(p, str) and p for p in self.prefer):
@@ -261,9 +265,48 @@ class Policy:
         cap = self.per_payment_cap(rate, offers)
         return cap[0] if cap else None
 
-    def limits(self, host: str, rate: float | None, offers: Any = None) -> list[Limit]:
-        """The budgets the ledger must enforce for a payment to `host`."""
+    TAG_LIMIT_KEYS = ("budget_usd", "budget_sat", "per_day_usd", "per_day_sat", "per_hour_usd", "per_hour_sat")
+
+    def _check_tag_limits(self) -> None:
+        if not isinstance(self.tag_limits, Mapping):
+            raise ConfigError("Policy(tag_limits=...) must map 'key=value' tags to their limits, e.g. "
+                              "{'agent=research': {'per_day_usd': 2}}")
+        for tag, limits in self.tag_limits.items():
+            key, sep, value = str(tag).partition("=")
+            if not isinstance(tag, str) or not sep or not key or not value:
+                raise ConfigError(f"Policy(tag_limits=...): {tag!r} must be a tag written key=value, e.g. 'agent=research'")
+            if not isinstance(limits, Mapping) or not limits:
+                raise ConfigError(f"Policy(tag_limits=...)[{tag!r}] must give at least one of "
+                                  f"{', '.join(self.TAG_LIMIT_KEYS)}")
+            for name, v in limits.items():
+                if name not in self.TAG_LIMIT_KEYS:
+                    raise ConfigError(f"Policy(tag_limits=...)[{tag!r}]: {name!r} is not a tag limit; use one of "
+                                      f"{', '.join(self.TAG_LIMIT_KEYS)}")
+                if isinstance(v, bool) or not isinstance(v, int | float) or (isinstance(v, float) and not math.isfinite(v)) \
+                        or v < 0 or v > MAX_POLICY_NUMBER:
+                    raise ConfigError(f"Policy(tag_limits=...)[{tag!r}][{name!r}] must be a non-negative finite number, "
+                                      f"got {v!r}")
+
+    def tag_limit_list(self, tags: Mapping[str, str], rate: float | None, offers: Any = None) -> list[Limit]:
+        """The limits of every tag this payment carries."""
         out: list[Limit] = []
+        for spec, limits in self.tag_limits.items():
+            key, _, value = spec.partition("=")
+            if tags.get(key) != value:
+                continue
+            for name, amount in limits.items():
+                window = {"per_day": timedelta(days=1), "per_hour": timedelta(hours=1)}.get(name.rsplit("_", 1)[0])
+                label = {"per_day": "daily budget", "per_hour": "hourly budget"}.get(name.rsplit("_", 1)[0], "total budget")
+                knob = f"tag_limits[{spec!r}][{name!r}]"
+                msat = (self._usd_limit_msat(float(amount), rate, f"{label} of {spec}", offers, knob) or 0
+                        if name.endswith("_usd") else int(amount * 1000))
+                out.append(Limit(label, msat, window=window, knob=knob, tag=(key, value)))
+        return out
+
+    def limits(self, host: str, rate: float | None, offers: Any = None,
+               tags: Mapping[str, str] | None = None) -> list[Limit]:
+        """The budgets the ledger must enforce for a payment to `host` carrying `tags`."""
+        out: list[Limit] = self.tag_limit_list(tags, rate, offers) if tags and self.tag_limits else []
         total: list[tuple[int, str]] = []
         usd = self._usd_limit_msat(self.budget_usd, rate, "total budget", offers, "budget_usd")
         if usd is not None:

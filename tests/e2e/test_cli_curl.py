@@ -114,3 +114,34 @@ def test_tokens_list_and_drop(demo: RunningServer, env: dict[str, str]) -> None:
     assert json.loads(httpay_cmd("tokens", "list", "--json", env=env).stdout)["tokens"] == []
     again = httpay_cmd("get", f"{demo.url}/aperture/ticker/MSFT", "--json", env=env)
     assert json.loads(again.stdout)["paid"] is True  # forgotten: the next request pays again
+
+
+def test_tags_group_the_ledger_and_the_export_hands_it_to_accounting(demo: RunningServer, env: dict[str, str],
+                                                                      tmp_path: Path) -> None:
+    import csv
+    import io
+
+    assert httpay_cmd("get", f"{demo.url}/mpp/ticker/MSFT", "-q", "--tag", "agent=research", "--tag", "task=T-17",
+                      env=env).returncode == 0
+    assert httpay_cmd("get", f"{demo.url}/mpp/ticker/AAPL", "-q", env={**env, "HTTPAY_TAGS": "agent=ops"}).returncode == 0
+    research = json.loads(httpay_cmd("ledger", "--tag", "agent=research", "--json", env=env).stdout)
+    assert [p["tags"] for p in research["payments"]] == [{"agent": "research", "task": "T-17"}]
+    assert research["totals"]["count"] == 1
+    lines = [json.loads(x) for x in httpay_cmd("ledger", "export", env=env).stdout.splitlines()]
+    assert [x["id"] for x in lines] == [1, 2]  # oldest first
+    first = lines[0]
+    assert first["proof"] == "preimage verified" and first["dialect"] == "mpp" and first["usd"] is not None
+    assert first["tags"] == {"agent": "research", "task": "T-17"} and first["amount_msat"] == 10_000
+    assert all("preimage" not in k for k in first)  # the proof is said, never the preimage
+    rows = list(csv.DictReader(io.StringIO(httpay_cmd("ledger", "export", "--format", "csv", "--tag", "agent=ops",
+                                                      env=env).stdout)))
+    assert [r["tags"] for r in rows] == ["agent=ops"] and rows[0]["status"] == "settled"
+    bad = httpay_cmd("get", f"{demo.url}/mpp/ticker/MSFT", "--tag", "agent", env=env)
+    assert bad.returncode == 2 and "KEY=VALUE" in bad.stderr
+    policy = tmp_path / "policy.toml"
+    policy.write_text('[policy]\nusd_per_btc = 100000\n[policy.tag_limits."agent=research"]\nper_day_sat = 15\n')
+    refused = httpay_cmd("get", f"{demo.url}/mpp/ticker/NVDA", "--policy", str(policy), "--tag", "agent=research",
+                         env=env)
+    assert refused.returncode == 3 and "agent=research" in refused.stderr, refused.stderr
+    budget = httpay_cmd("budget", "--policy", str(policy), env=env)
+    assert "tag agent=resear" in budget.stdout and "daily budget" in budget.stdout, budget.stdout

@@ -114,6 +114,9 @@ def _request_parser(sub: Any, verb: str) -> None:
                    help="--json BODY: send BODY (JSON, @FILE or @-) as application/json, as curl does; "
                         "--json with no body, after the URL: print the result (status, receipt) as JSON")
     g.add_argument("-o", "--output", metavar="FILE", help="write the body to FILE (bytes as sent), not stdout")
+    g.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE",
+                   help="tag the payment (repeatable), e.g. --tag agent=research: the ledger groups and budgets by it "
+                        "(default: $HTTPAY_TAGS, e.g. agent=research,task=T-17)")
     g.add_argument("-q", "--quiet", action="store_true", help="no progress or notes on stderr (errors still)")
     g.add_argument("--max-cost", "--max-price", "--max-price-usd", dest="max_price_usd", type=_number(),
                    metavar="USD", help="the most this request may pay, in USD")
@@ -169,8 +172,11 @@ def _parser() -> argparse.ArgumentParser:
     lg = sub.add_parser("ledger", help="show the payments recorded in the ledger, or reconcile pending ones",
                         description="`httpay ledger` shows payments; `httpay ledger reconcile` asks the wallet "
                                     "(HTTPAY_WALLET) about every pending payment and records the truth.")
-    lg.add_argument("action", nargs="?", choices=("show", "reconcile"), default="show",
-                    help="show (default) or reconcile pending payments with the wallet")
+    lg.add_argument("action", nargs="?", choices=("show", "reconcile", "export"), default="show",
+                    help="show (default), reconcile pending payments with the wallet, or export every payment "
+                         "for accounting (--format jsonl|csv)")
+    lg.add_argument("--format", choices=("jsonl", "csv"), default="jsonl", help="export: jsonl (default) or csv")
+    lg.add_argument("--tag", metavar="KEY=VALUE", help="only payments carrying this tag, e.g. agent=research")
     lg.add_argument("--grace", type=_number(), default=120.0, metavar="SECONDS",
                     help="reconcile: a payment unknown to the wallet is failed only once older than this (default 120)")
     lg.add_argument("--ledger", help="ledger path or URL (default $HTTPAY_LEDGER or the user data dir)")
@@ -407,7 +413,7 @@ def _get(args: argparse.Namespace, console: Console) -> int:
     progress = None if args.quiet or args.json_output else _progress(err)
     try:
         with httpay.Client(wallet=wallet, policy=policy, ledger=args.ledger, timeout=30, on_event=progress,
-                           **_client_settings(args.policy, args.payment_deadline)) as c:
+                           tags=tags_from(args.tag), **_client_settings(args.policy, args.payment_deadline)) as c:
             ext = _max_price(c, args)
             try:
                 r = c.request(args.method, args.url, headers=headers, content=body, extensions=ext)
@@ -429,6 +435,27 @@ def _get(args: argparse.Namespace, console: Console) -> int:
 
 
 REQUEST_METHOD = re.compile(r"[A-Z][A-Z0-9_-]{0,19}")
+
+
+def tags_from(given: Sequence[str]) -> dict[str, str]:
+    """Tags from --tag KEY=VALUE flags, else from HTTPAY_TAGS ("agent=research,task=T-17")."""
+    from httpay.client import tags_from_text
+
+    try:
+        if given:
+            return tags_from_text(given, "--tag")
+        return tags_from_text(os.environ.get("HTTPAY_TAGS", ""), "HTTPAY_TAGS")
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _tag_arg(text: str | None) -> tuple[str, str] | None:
+    if text is None:
+        return None
+    key, sep, value = text.partition("=")
+    if not sep or not key or not value:
+        raise UsageError(f"--tag {text!r} must be KEY=VALUE, e.g. agent=research")
+    return key, value
 
 
 def _method(args: argparse.Namespace) -> str:
@@ -609,22 +636,26 @@ def _reconcile(args: argparse.Namespace, console: Console) -> int:
 def _ledger(args: argparse.Namespace, console: Console) -> int:
     if args.action == "reconcile":
         return _reconcile(args, console)
+    if args.action == "export":
+        return _export(args)
     from httpay.amounts import fmt_msat
     from httpay.apps.display import receipts_table
     from httpay.ledger import open_ledger
 
     since = _since(args.since) if args.since else None
+    tag = _tag_arg(args.tag)
     with open_ledger(_existing_ledger(args.ledger)) as lg:
-        rows = lg.receipts(limit=args.limit, host=args.host, since=since, before=args.before)
-        totals = lg.totals(host=args.host, since=since)  # in SQL: no row is read just to count it
-        totals["committed_msat"] = lg.spent_msat(host=args.host, since=since)
+        rows = lg.receipts(limit=args.limit, host=args.host, since=since, before=args.before, tag=tag)
+        totals = lg.totals(host=args.host, since=since, tag=tag)  # in SQL: no row is read just to count it
+        totals["committed_msat"] = lg.spent_msat(host=args.host, since=since, tag=tag)
         older = rows[-1].id if len(rows) == args.limit and rows[-1].id > 1 else None
         if args.json:
             print(json.dumps({"ledger": lg.url, "since": since.isoformat() if since else None, "host": args.host,
                               "spent_msat": totals["committed_msat"], "totals": totals, "before": args.before,
                               "next_before": older, "payments": [r.to_dict() for r in rows]}, indent=2))
             return 0
-        scope = (f" to {args.host}" if args.host else "") + (f" since {since:%Y-%m-%d %H:%M} UTC" if since else "")
+        scope = ((f" to {args.host}" if args.host else "") + (f" tagged {tag[0]}={tag[1]}" if tag else "")
+                 + (f" since {since:%Y-%m-%d %H:%M} UTC" if since else ""))
         console.print(receipts_table(rows, title=f"Ledger ({lg.url}){scope}"))
         console.print(
             f"{len(rows)} of {totals['count']} payment(s) shown{scope}. Settled {totals['settled']} "
@@ -636,6 +667,61 @@ def _ledger(args: argparse.Namespace, console: Console) -> int:
             console.print(f"older payments: httpay ledger --before {older}"
                           + (f" --limit {args.limit}" if args.limit != 50 else ""))
     return 0
+
+
+EXPORT_FIELDS = ("id", "time", "status", "url", "host", "dialect", "method", "offer_id", "offer_title", "amount_msat",
+                 "fee_msat", "usd", "usd_per_btc", "payment_hash", "proof", "tags", "note")
+
+
+def export_row(r: Any) -> dict[str, Any]:
+    """One payment as accounting reads it: what, to whom, how much (fee apart, USD at the rate the
+    payment was quoted at), and its proof: the preimage verified against the hash, or the service's
+    transaction id."""
+    import hashlib
+    from fractions import Fraction
+
+    from httpay.amounts import MSAT_PER_BTC
+
+    proof = ""
+    if r.preimage and _is_hex(r.preimage) and r.payment_hash:
+        ok = hashlib.sha256(bytes.fromhex(r.preimage)).hexdigest() == r.payment_hash.lower()
+        proof = "preimage verified" if ok else "preimage does NOT match"
+    elif r.reason and r.reason.startswith("transaction "):
+        proof = r.reason.split(" on ", 1)[0]
+    usd = (Fraction(r.amount_msat + r.fee_msat, MSAT_PER_BTC) * Fraction(str(r.usd_per_btc))) if r.usd_per_btc else None
+    return {"id": r.id, "time": r.created_at.isoformat(), "status": r.status.value, "url": r.url, "host": r.host,
+            "dialect": r.protocol, "method": r.method, "offer_id": r.offer_id, "offer_title": r.offer_title,
+            "amount_msat": r.amount_msat, "fee_msat": r.fee_msat,
+            "usd": None if usd is None else f"{float(usd):.6f}", "usd_per_btc": r.usd_per_btc,
+            "payment_hash": r.payment_hash, "proof": proof, "tags": dict(r.tags), "note": r.reason}
+
+
+def _export(args: argparse.Namespace) -> int:
+    """Every payment (or those of --tag/--host/--since), oldest first, as JSON lines or CSV, paged by id
+    so a ledger of a million rows streams in bounded memory. Never a preimage or a token."""
+    import csv
+
+    from httpay.ledger import open_ledger
+
+    since = _since(args.since) if args.since else None
+    tag = _tag_arg(args.tag)
+    writer = csv.DictWriter(sys.stdout, fieldnames=EXPORT_FIELDS) if args.format == "csv" else None
+    if writer is not None:
+        writer.writeheader()
+    with open_ledger(_existing_ledger(args.ledger)) as lg:
+        after = 0
+        while True:  # oldest first, a page at a time by id: bounded memory at any size
+            page = lg.receipts(limit=1000, host=args.host, since=since, tag=tag, after=after)
+            if not page:
+                break
+            for r in page:
+                row = export_row(r)
+                if writer is not None:
+                    writer.writerow(row | {"tags": ";".join(f"{k}={v}" for k, v in sorted(row["tags"].items()))})
+                else:
+                    sys.stdout.write(json.dumps(row) + "\n")
+            after = page[-1].id
+    return EXIT_OK
 
 
 # -- for the people who watch agents: offers, budget, wallet, approvals, dashboard ---------------------

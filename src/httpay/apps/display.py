@@ -149,6 +149,8 @@ def budget_lines(policy: Policy, ledger: Ledger, usd_per_btc: float | None = Non
         cap = policy.per_payment_cap(rate)
         general = policy.limits("", rate)
         per_host = [lim for h in hosts for lim in policy.limits(h, rate) if lim.host is not None]
+        per_tag = [lim for spec in policy.tag_limits for lim in
+                   policy.tag_limit_list(dict([spec.split("=", 1)]), rate)]
     except PaymentRefused:
         raise ConfigError(
             "the policy sets limits in USD but no BTC/USD rate is known: set usd_per_btc in the policy, "
@@ -157,11 +159,12 @@ def budget_lines(policy: Policy, ledger: Ledger, usd_per_btc: float | None = Non
     lines: list[BudgetLine] = []
     if cap is not None:
         lines.append(BudgetLine("default per payment" if cap[2] else "per payment", "all hosts", "each", cap[0], None))
-    for lim in [x for x in general if x.host is None] + per_host:
+    for lim in [x for x in general if x.host is None] + per_host + per_tag:
         since = now - lim.window if lim.window else None
-        spent = ledger.spent_msat(host=lim.host, since=since)
+        spent = ledger.spent_msat(host=lim.host, since=since, tag=lim.tag)
         name = "default " + lim.name.removesuffix(" budget") if lim.default else lim.name  # "default hourly"
-        lines.append(BudgetLine(name, lim.host or "all hosts", _window_text(lim.window), lim.limit_msat, spent))
+        scope = lim.host or (f"tag {lim.tag[0]}={lim.tag[1]}" if lim.tag else "all hosts")
+        lines.append(BudgetLine(name, scope, _window_text(lim.window), lim.limit_msat, spent))
     return lines
 
 

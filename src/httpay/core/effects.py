@@ -235,6 +235,21 @@ class Note(Effect):
 
 
 @dataclass(frozen=True)
+class NoteRefusal(Effect):
+    """Keep a refused payment in the ledger (nothing was paid), for the people who oversee."""
+
+    host: str
+    url: str
+    rule: str
+    reason: str
+    tags: tuple[tuple[str, str], ...] = ()
+
+    def run(self, payer: Payer) -> None:
+        payer.ledger.note_refusal(host=self.host, url=self.url, rule=self.rule, reason=self.reason,
+                                  tags=dict(self.tags))
+
+
+@dataclass(frozen=True)
 class Reconcile(Effect):
     """Settle the truth of a pending payment left behind (a crash) with the wallet that made it."""
 

@@ -56,6 +56,7 @@ from httpay.core.effects import (
     LedgerNow,
     Lookup,
     Note,
+    NoteRefusal,
     Pay,
     ReadBody,
     Reconcile,
@@ -115,6 +116,7 @@ RECEIPT_EXTENSION = "httpay_receipt"
 DRY_RUN_EXTENSION = "httpay_dry_run"     # request extension: hand a 402 back untouched, pay nothing
 OFFER_EXTENSION = "httpay_offer_id"      # request extension: pay only this offer (still within the policy)
 MAX_PRICE_EXTENSION = "httpay_max_price_msat"  # request extension: pay at most this much for this request
+TAGS_EXTENSION = "httpay_tags"           # request extension: tags of this request's payment, over the client's
 TOKEN_EXTENSION = "httpay_token"         # request extension: (scope, credential) this flow put in Authorization
 DEADLINE_EXTENSION = "httpay_payment_deadline"  # response extension: the Deadline the 402 it is on must be paid by
 FORWARDED_EXTENSIONS = ("timeout", "trace")  # what a request the flow makes itself inherits from the caller's
@@ -127,7 +129,7 @@ Flow = Generator[Effect, Any, httpx.Response]
 
 # -- pure helpers ------------------------------------------------------------------------------
 def host_of(url: str | httpx.URL) -> str:
-    u = httpx.URL(str(url))
+    u = url if isinstance(url, httpx.URL) else httpx.URL(url)
     return f"{u.host}:{u.port}" if u.port else u.host
 
 
@@ -236,13 +238,19 @@ class _Run:
     request: httpx.Request
     rid: str
 
-    @property
+    @functools.cached_property
     def url(self) -> str:
         return str(self.request.url)
 
-    @property
+    @functools.cached_property
     def host(self) -> str:
         return host_of(self.request.url)
+
+    @property
+    def tags(self) -> dict[str, str]:
+        """Who this payment is for: the payer's tags, and this request's own (`TAGS_EXTENSION`) over them."""
+        own = self.request.extensions.get(TAGS_EXTENSION)
+        return {**self.payer.tags, **own} if isinstance(own, dict) else dict(self.payer.tags)
 
     def say(self, kind: type[Event], message: str, level: int = logging.INFO, **fields: Any) -> None:
         emit(self.payer.on_event, kind(self.url, self.rid, **fields), message, level)
@@ -311,10 +319,25 @@ def pay_flow(payer: Payer, request: httpx.Request, response: httpx.Response,
              max_price_msat: int | None = None, offer_id: str | None = None) -> Flow:
     """Pay for one challenge of a 402 within the policy, then repeat `request`; the final response.
 
-    Of several challenges, the first this payer can pay is used. `offer_id` pins the offer to pay
-    (an agent that chose one); the policy must still allow it.
+    Of several challenges, the one whose offer `quote()` picks is paid. `offer_id` pins the offer to
+    pay (an agent that chose one); the policy must still allow it. A refusal is kept in the ledger
+    (nothing paid) for the people who oversee, then raised.
     """
     run = _Run(payer, request, secrets.token_hex(4))
+    try:
+        return (yield from _pay_402(run, response, challenges, met_402_at, max_price_msat, offer_id))
+    except PaymentRefused as exc:
+        try:
+            yield NoteRefusal(run.host, run.url, exc.rule or "refused", safe.clean(str(exc), 500),
+                              tuple(sorted(run.tags.items())))
+        except Exception as note_exc:  # noqa: BLE001 - the refusal reaches the caller whatever the ledger does
+            log.warning("[%s] could not keep the refusal in the ledger (%s)", run.rid, type(note_exc).__name__)
+        raise
+
+
+def _pay_402(run: _Run, response: httpx.Response, challenges: Challenge | Sequence[Challenge],
+             met_402_at: datetime | None, max_price_msat: int | None, offer_id: str | None) -> Flow:
+    payer, request = run.payer, run.request
     challenge = yield from _choose(run, [challenges] if isinstance(challenges, Challenge) else challenges,
                                    response, max_price_msat, offer_id)
     if met_402_at is None:
@@ -641,10 +664,10 @@ class _Attempt:
                 payment_hash=payable.reference, offer_id=q.offer.offer_id, offer_title=q.offer.title,
                 offer_amount=q.offer.price.amount, offer_currency=q.offer.price.currency, credits=q.offer.balance,
                 wallet=kind, challenge_key=self.key, not_before=not_before, max_fee_msat=fee_cap, wallet_id=identity,
-                call_id=self.call.id if self.call is not None else None,
+                call_id=self.call.id if self.call is not None else None, tags=run.tags,
             )
             try:
-                limits = tuple(payer.policy.limits(run.host, q.usd_per_btc, self.challenge.offers))
+                limits = tuple(payer.policy.limits(run.host, q.usd_per_btc, self.challenge.offers, tags=run.tags))
                 receipt: Receipt = yield Reserve(intent, limits, q.usd_per_btc)
             except (ChallengeInFlight, DuplicatePayment) as busy:
                 if self.key is None:

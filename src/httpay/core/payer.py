@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from httpay.core.deadline import DEFAULT_PAYMENT_DEADLINE_S
@@ -31,6 +31,7 @@ class Payer:
     stale_pending_s: float = 120.0     # a pending payment older than this is reconciled, not waited for
     signer: Any = None                 # signs typed-data payments (httpay.signers.EvmSigner); None: refuse them
     payment_deadline: float | None = DEFAULT_PAYMENT_DEADLINE_S  # seconds from a 402 to paying it; None: none
+    tags: dict[str, str] = field(default_factory=dict)  # every payment's attribution ({"agent": "research"})
     call_window_s: float = 600.0       # the same call (method, URL, body) sent again within this is one call
 
     @property

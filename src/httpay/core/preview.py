@@ -32,9 +32,10 @@ def preview(payer: Payer, challenge: Challenge | Sequence[Challenge], *, url: st
               cannot_pay=cannot_pay or payer.cannot_pay,
               max_price_msat=max_price_msat, offer_id=offer_id)
     if with_budgets and q.price_msat is not None:
-        limits = policy.limits(host, q.usd_per_btc, q.challenge.offers)
+        limits = policy.limits(host, q.usd_per_btc, q.challenge.offers, tags=payer.tags)
         now = payer.ledger.now()
-        spent_by = {lim: payer.ledger.spent_msat(host=lim.host, since=limit_since(lim, now)) for lim in limits}
+        spent_by = {lim: payer.ledger.spent_msat(host=lim.host, since=limit_since(lim, now), tag=lim.tag)
+                    for lim in limits}
         fee = fee_cap_msat(payer, q.price_msat) if q.offer.rail == "lightning" else 0
         over_limit(limits, spent_by, q.price_msat, q.usd_per_btc, fee)
     return q

@@ -216,8 +216,8 @@ class _Core:
                         amount_msat=amount_msat, payment_hash=offer.payment_hash,
                         offer_id=f"session-{what}", offer_title=f"MPP session {what}",
                         offer_amount=offer.deposit_sat, offer_currency="SAT", challenge_key=challenge.id,
-                        max_fee_msat=fee_cap, wallet=wallet.name, wallet_id=wallet.identity)
-        limits = tuple(policy.limits(self.state.host, rate))
+                        max_fee_msat=fee_cap, wallet=wallet.name, wallet_id=wallet.identity, tags=dict(payer.tags))
+        limits = tuple(policy.limits(self.state.host, rate, tags=payer.tags))
         row: Receipt = yield _Call(lambda: payer.ledger.reserve(intent, limits, usd_per_btc=rate))
         try:
             payment: Payment = yield _Call(lambda: wallet.pay_invoice(offer.deposit_invoice, max_fee_msat=fee_cap))

@@ -7,10 +7,10 @@ from pathlib import Path
 
 from httpay.errors import ChallengeInFlight, DuplicatePayment  # re-exported: where they were first found
 from httpay.ledger.base import Intent, Ledger
-from httpay.ledger.models import Receipt, Status
+from httpay.ledger.models import Receipt, Refusal, Status
 from httpay.ledger.sqlite import SQLiteLedger
 
-__all__ = ["ChallengeInFlight", "DuplicatePayment", "Intent", "Ledger", "Receipt", "SQLiteLedger", "Status", "default_ledger_path", "open_ledger"]
+__all__ = ["ChallengeInFlight", "DuplicatePayment", "Intent", "Ledger", "Receipt", "Refusal", "SQLiteLedger", "Status", "default_ledger_path", "open_ledger"]
 
 
 def default_ledger_path() -> Path:

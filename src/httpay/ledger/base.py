@@ -8,21 +8,21 @@ outcome is unknown is reconciled with the wallet, never paid again.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Self
 
 from httpay.amounts import fmt_msat
 from httpay.errors import PaymentRefused
-from httpay.ledger.models import Receipt, Status, receipts_view
+from httpay.ledger.models import Receipt, Refusal, Status, receipts_view
 from httpay.policy import Limit
 from httpay.view import View
 
 COLUMNS = (
     "id", "status", "created_at", "updated_at", "host", "url", "protocol", "method", "offer_id", "offer_title",
     "offer_amount", "offer_currency", "credits", "payment_hash", "amount_msat", "fee_msat", "wallet",
-    "challenge_key", "reason", "preimage", "wallet_id",
+    "challenge_key", "reason", "preimage", "wallet_id", "tags", "usd_per_btc",
 )
 
 
@@ -47,6 +47,7 @@ class Intent:
     max_fee_msat: int = 0              # the most the wallet may spend on fees: held until settled, counted in budgets
     wallet_id: str | None = None       # the wallet's stable identity: only that wallet reconciles the row
     call_id: int | None = None         # the call (`Ledger.call`) this pays for: one live payment per call
+    tags: Mapping[str, str] = field(default_factory=dict)  # who spent it ("agent": "research"): attribution, budgets
 
 
 @dataclass(frozen=True)
@@ -130,13 +131,17 @@ class Ledger(ABC):
     @abstractmethod
     def receipts(
         self, *, limit: int | None = None, status: Status | None = None, host: str | None = None,
-        since: datetime | None = None, before: int | None = None,
+        since: datetime | None = None, before: int | None = None, tag: tuple[str, str] | None = None,
+        after: int | None = None,
     ) -> list[Receipt]:
         """Newest first; `before` pages back: only the rows older than that id (read by the primary
-        key, so the thousandth page costs what the first does)."""
+        key, so the thousandth page costs what the first does); `after` pages forward instead, oldest
+        first (an export streams the whole history so); `tag` ("agent", "research") keeps only the
+        payments carrying it."""
 
     @abstractmethod
-    def spent_msat(self, *, host: str | None = None, since: datetime | None = None) -> int:
+    def spent_msat(self, *, host: str | None = None, since: datetime | None = None,
+                   tag: tuple[str, str] | None = None) -> int:
         """Money committed: settled plus pending (a pending payment may have gone out)."""
 
     # -- L402 tokens: paid credentials reused until the server answers 402 again -----------------------
@@ -165,17 +170,26 @@ class Ledger(ABC):
     def token_scopes(self) -> list[str]:
         """The scopes holding a token (never the tokens themselves)."""
 
+    def note_refusal(self, *, host: str, url: str, rule: str, reason: str, tags: Mapping[str, str] | None = None) -> None:
+        """Keep a refused payment (nothing paid) for the people who oversee: a backend without a
+        place for them keeps none."""
+
+    def refusals(self, *, limit: int = 50, before: int | None = None) -> list[Refusal]:
+        """The refused payments, newest first."""
+        return []
+
     def token_info(self) -> list[dict[str, Any]]:
         """Each held credential as a person lists it: scope, the payment that bought it, when it was
         stored and when it expires; never the credential itself."""
         return [{"scope": scope, "payment_hash": None, "created_at": None, "expires_at": None}
                 for scope in self.token_scopes()]
 
-    def totals(self, *, host: str | None = None, since: datetime | None = None) -> dict[str, int]:
+    def totals(self, *, host: str | None = None, since: datetime | None = None,
+               tag: tuple[str, str] | None = None) -> dict[str, int]:
         """Counts and sums by status (count, settled, pending, failed, settled_msat, fee_msat,
         pending_msat): what a person reads under the ledger, without a row per payment."""
         t = {"count": 0, "settled": 0, "pending": 0, "failed": 0, "settled_msat": 0, "pending_msat": 0, "fee_msat": 0}
-        for r in self.receipts(host=host, since=since):
+        for r in self.receipts(host=host, since=since, tag=tag):
             t["count"] += 1
             t[r.status.value] += 1
             if r.status is Status.SETTLED:

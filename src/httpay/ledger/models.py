@@ -44,6 +44,8 @@ class Receipt:
     reason: str | None = None
     preimage: str | None = field(default=None, repr=False)
     wallet_id: str | None = None  # the stable identity of the wallet that made it (never a secret)
+    tags: dict[str, str] = field(default_factory=dict)  # who spent it ({"agent": "research", "task": "T-17"})
+    usd_per_btc: float | None = None  # the BTC/USD rate the payment was quoted at (for accounting in USD)
 
     @property
     def total_msat(self) -> int:
@@ -77,7 +79,7 @@ class Receipt:
             "offer_id": self.offer_id, "offer_title": self.offer_title, "offer_amount": self.offer_amount,
             "offer_currency": self.offer_currency, "credits": self.credits, "payment_hash": self.payment_hash,
             "amount_msat": self.amount_msat, "fee_msat": self.fee_msat, "wallet": self.wallet, "wallet_id": self.wallet_id,
-            "reason": self.reason,
+            "reason": self.reason, "tags": dict(self.tags), "usd_per_btc": self.usd_per_btc,
         }
 
     def view(self, usd_per_btc: float | None = None) -> View:
@@ -89,6 +91,24 @@ class Receipt:
 
     def _repr_html_(self) -> str:
         return self.view().to_html()
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A payment httpay refused to make: when, for what, by which rule, and why (in words a person
+    acts on). Nothing was paid; it is kept so a person overseeing an agent sees what was asked."""
+
+    id: int
+    created_at: datetime
+    host: str
+    url: str
+    rule: str
+    reason: str
+    tags: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "created_at": self.created_at.isoformat(), "host": self.host, "url": self.url,
+                "rule": self.rule, "reason": self.reason, "tags": dict(self.tags)}
 
 
 WIDE = 110  # terminal columns from which the ledger shows hash, method and note columns

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import uuid
 from abc import abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
 from typing import Any
@@ -23,7 +23,7 @@ from httpay.ledger.base import (
     now_utc,
     over_limit,
 )
-from httpay.ledger.models import Receipt, Status
+from httpay.ledger.models import Receipt, Refusal, Status
 from httpay.policy import Limit
 
 TABLE = """
@@ -72,6 +72,24 @@ CREATE TABLE IF NOT EXISTS calls (
     answered_at {time}
 );
 CREATE INDEX IF NOT EXISTS calls_fingerprint ON calls (fingerprint, created_at);
+CREATE TABLE IF NOT EXISTS payment_tags (
+    payment_id {int} NOT NULL,
+    tag_key TEXT NOT NULL,
+    tag_value TEXT NOT NULL,
+    created_at {time} NOT NULL,
+    PRIMARY KEY (payment_id, tag_key)
+);
+CREATE INDEX IF NOT EXISTS payment_tags_window ON payment_tags (tag_key, tag_value, created_at);
+CREATE TABLE IF NOT EXISTS refusals (
+    id {serial},
+    created_at {time} NOT NULL,
+    host TEXT NOT NULL,
+    url TEXT NOT NULL,
+    rule TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    tags TEXT
+);
+CREATE INDEX IF NOT EXISTS refusals_created ON refusals (created_at);
 """
 
 # Running totals by (host, status), '*' for every host: kept by triggers in the very transaction
@@ -104,6 +122,17 @@ TOTALS_BUMP = (  # add (sign +1) or take away (-1) one row's amounts: {row} is N
 TOTALS_COLUMNS = "status, amount_msat, fee_msat, host"  # the columns whose change moves a total
 
 
+def _tags_of(raw: Any) -> dict[str, str]:
+    """A row's tags, from the JSON it stores them as ({} for none, or for anything unreadable)."""
+    if not raw:
+        return {}
+    try:
+        found = json.loads(raw)
+    except (TypeError, ValueError):
+        return {}
+    return {str(k): str(v) for k, v in found.items()} if isinstance(found, dict) else {}
+
+
 def bump(row: str, sign: int) -> str:
     return TOTALS_BUMP.format(row=row, sign=sign)
 
@@ -112,7 +141,8 @@ _SELECT = f"SELECT {', '.join(COLUMNS)} FROM payments"
 _RETURNING = f" RETURNING {', '.join(COLUMNS)}"
 
 # Columns added after the first release: a ledger made before gets them on open (`ADD COLUMN`).
-MIGRATIONS = (("payments", "wallet_id", "TEXT"),)
+MIGRATIONS = (("payments", "wallet_id", "TEXT"), ("payments", "tags", "TEXT"),
+              ("payments", "usd_per_btc", "DOUBLE PRECISION"))
 
 Rows = list[dict[str, Any]]
 Query = Callable[[str, Sequence[Any]], Rows]
@@ -154,6 +184,7 @@ class SQLLedger(Ledger):
         d["status"] = Status(d["status"])
         d["created_at"] = self._from_db_time(d["created_at"])
         d["updated_at"] = self._from_db_time(d["updated_at"])
+        d["tags"] = _tags_of(d.get("tags"))
         return Receipt(**d)
 
     def now(self) -> datetime:
@@ -186,6 +217,13 @@ class SQLLedger(Ledger):
         reservation under hourly and daily limits costs the same at 10 rows of history or a million."""
         sums, args = [], []
         for i, lim in enumerate(limits):
+            if lim.tag is not None:  # one tag's spend: its rows by the tag's index, in its window if it has one
+                since = "" if lim.window is None else " AND t.created_at >= ?"
+                sums.append("(SELECT COALESCE(SUM(p.amount_msat + p.fee_msat), 0) FROM payment_tags t JOIN payments p "
+                            f"ON p.id = t.payment_id WHERE t.tag_key = ? AND t.tag_value = ?{since} "
+                            f"AND p.status != 'failed') AS s{i}")
+                args += [lim.tag[0], lim.tag[1]] + ([] if lim.window is None else [self._to_db_time(now - lim.window)])
+                continue
             if lim.window is None:  # a total over all history: its running total
                 sums.append(f"(SELECT COALESCE(SUM(amount_msat + fee_msat), 0) FROM payment_totals "
                             f"WHERE host = ? AND status != 'failed') AS s{i}")
@@ -236,12 +274,17 @@ class SQLLedger(Ledger):
             rows = query(
                 "INSERT INTO payments (status, created_at, updated_at, host, url, protocol, method, offer_id, "
                 "offer_title, offer_amount, offer_currency, credits, payment_hash, amount_msat, fee_msat, wallet, "
-                "challenge_key, wallet_id) VALUES ('pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-                + _RETURNING,
+                "challenge_key, wallet_id, tags, usd_per_btc) "
+                "VALUES ('pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)" + _RETURNING,
                 (stamp, stamp, intent.host, intent.url, intent.protocol, intent.method, intent.offer_id,
                  intent.offer_title, intent.offer_amount, intent.offer_currency, intent.credits, intent.payment_hash,
-                 intent.amount_msat, intent.max_fee_msat, intent.wallet, intent.challenge_key, intent.wallet_id),
+                 intent.amount_msat, intent.max_fee_msat, intent.wallet, intent.challenge_key, intent.wallet_id,
+                 json.dumps(dict(sorted(intent.tags.items())), separators=(",", ":")) if intent.tags else None,
+                 usd_per_btc),
             )
+            for key, value in sorted(intent.tags.items()):
+                query("INSERT INTO payment_tags (payment_id, tag_key, tag_value, created_at) VALUES (?, ?, ?, ?)",
+                      (rows[0]["id"], key, value, stamp))
             if intent.call_id is not None:
                 query("UPDATE calls SET receipt_id = ?, credential = NULL WHERE id = ?", (rows[0]["id"], intent.call_id))
         return self._row(rows[0])
@@ -346,6 +389,21 @@ class SQLLedger(Ledger):
         self._learn(scope, False)
         return bool(self._query("DELETE FROM tokens WHERE scope = ? RETURNING scope", (scope,)))
 
+    def note_refusal(self, *, host: str, url: str, rule: str, reason: str, tags: Mapping[str, str] | None = None) -> None:
+        self._query(f"INSERT INTO refusals (created_at, host, url, rule, reason, tags) VALUES ({self.NOW}, ?, ?, ?, ?, ?)",
+                    (host[:300], url[:2000], rule[:100], reason[:500],
+                     json.dumps(dict(sorted(tags.items()))) if tags else None))
+
+    def refusals(self, *, limit: int = 50, before: int | None = None) -> list[Refusal]:
+        args: list[Any] = []
+        where = ""
+        if before is not None:
+            where, args = " WHERE id < ?", [int(before)]
+        rows = self._query(f"SELECT id, created_at, host, url, rule, reason, tags FROM refusals{where} "
+                           "ORDER BY id DESC LIMIT ?", [*args, int(limit)])
+        return [Refusal(int(r["id"]), self._from_db_time(r["created_at"]), str(r["host"]), str(r["url"]),
+                        str(r["rule"]), str(r["reason"]), _tags_of(r["tags"])) for r in rows]
+
     def token_info(self) -> list[dict[str, Any]]:
         rows = self._query("SELECT scope, payment_hash, created_at, expires_at FROM tokens ORDER BY scope", ())
         return [{"scope": str(r["scope"]), "payment_hash": r["payment_hash"],
@@ -391,14 +449,21 @@ class SQLLedger(Ledger):
         return self._row(rows[0]) if rows else None
 
     def receipts(self, *, limit: int | None = None, status: Status | None = None, host: str | None = None,
-                 since: datetime | None = None, before: int | None = None) -> list[Receipt]:
+                 since: datetime | None = None, before: int | None = None,
+                 tag: tuple[str, str] | None = None, after: int | None = None) -> list[Receipt]:
         where, args = self._filters(
             host, None if since is None else self._to_db_time(since), None if status is None else Status(status).value,
         )
+        if tag is not None:
+            where += " AND id IN (SELECT payment_id FROM payment_tags WHERE tag_key = ? AND tag_value = ?)"
+            args += [tag[0], tag[1]]
         if before is not None:
             where += " AND id < ?"
             args.append(int(before))
-        sql = f"{_SELECT} WHERE 1=1{where} ORDER BY id DESC"
+        if after is not None:
+            where += " AND id > ?"
+            args.append(int(after))
+        sql = f"{_SELECT} WHERE 1=1{where} ORDER BY id {'ASC' if after is not None else 'DESC'}"
         if limit is not None:
             sql += " LIMIT ?"
             args.append(int(limit))
@@ -408,10 +473,17 @@ class SQLLedger(Ledger):
         """The payments still pending, found by a partial index (start-up reconciliation reads only them)."""
         return [self._row(r) for r in self._query(f"{_SELECT} WHERE status = 'pending' ORDER BY id DESC", ())]
 
-    def totals(self, *, host: str | None = None, since: datetime | None = None) -> dict[str, int]:
+    def totals(self, *, host: str | None = None, since: datetime | None = None,
+               tag: tuple[str, str] | None = None) -> dict[str, int]:
         """Counts and sums by status: over all history the running totals (a row per status), else
-        one grouped statement over the window's rows (by index)."""
-        if since is None:
+        one grouped statement over the window's (or the tag's) rows, by index."""
+        if tag is not None:
+            where, args = self._filters(host, None if since is None else self._to_db_time(since))
+            rows = self._query("SELECT status, COUNT(*) AS n, COALESCE(SUM(amount_msat), 0) AS amount, "
+                               "COALESCE(SUM(fee_msat), 0) AS fee FROM payments WHERE id IN (SELECT payment_id FROM "
+                               f"payment_tags WHERE tag_key = ? AND tag_value = ?){where} GROUP BY status",
+                               [tag[0], tag[1], *args])
+        elif since is None:
             rows = self._query("SELECT status, n, amount_msat AS amount, fee_msat AS fee FROM payment_totals "
                                "WHERE host = ?", (host or ALL_HOSTS,))
         else:
@@ -430,5 +502,24 @@ class SQLLedger(Ledger):
                 t["pending_msat"] = int(r["amount"])
         return t
 
-    def spent_msat(self, *, host: str | None = None, since: datetime | None = None) -> int:
+    def spent_msat(self, *, host: str | None = None, since: datetime | None = None,
+                   tag: tuple[str, str] | None = None) -> int:
+        if tag is not None:
+            lim = Limit("tag", 0, host=None, tag=tag, window=None if since is None else now_utc() - since)
+            if host is None:
+                return self._spent_by_limit(self._query, [lim], now_utc())[lim]
+            t = self.totals(host=host, since=since, tag=tag)
+            return t["settled_msat"] + t["fee_msat"] + t["pending_msat"]
         return self._spent(self._query, host, since)
+
+    def spent_by_tag(self, *, since: datetime | None = None) -> list[tuple[str, str, int, int]]:
+        """(tag key, tag value, payments, msat committed) for every tag, most spent first."""
+        args: list[Any] = []
+        window = ""
+        if since is not None:
+            window, args = " AND t.created_at >= ?", [self._to_db_time(since)]
+        rows = self._query("SELECT t.tag_key AS k, t.tag_value AS v, COUNT(*) AS n, "
+                           "COALESCE(SUM(p.amount_msat + p.fee_msat), 0) AS spent FROM payment_tags t JOIN payments p "
+                           f"ON p.id = t.payment_id WHERE p.status != 'failed'{window} GROUP BY t.tag_key, t.tag_value "
+                           "ORDER BY spent DESC, k, v", args)
+        return [(str(r["k"]), str(r["v"]), int(r["n"]), int(r["spent"])) for r in rows]

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from httpay.apps.agent.schemas import ToolSpec, tool_specs
 from httpay.apps.agent.tools import Toolbox
+from httpay.client import tags_from_text
 from httpay.errors import ConfigError
 from httpay.loopback import require_loopback
 
@@ -81,7 +82,8 @@ def toolbox_from_env(env: Mapping[str, str] | None = None, *, payment_deadline: 
                                                                                    DEFAULT_PAYMENT_DEADLINE_S)
     return Toolbox(wallet=wallet, policy=policy, ledger=env.get("HTTPAY_LEDGER") or None,
                    headers=headers_from_env(env.get("HTTPAY_HEADERS")), base_url=env.get("HTTPAY_BASE_URL") or None,
-                   knobs=knobs, payment_deadline=deadline)
+                   knobs=knobs, payment_deadline=deadline, tags=tags_from_text(env.get("HTTPAY_TAGS", ""), "HTTPAY_TAGS"))
+
 
 
 def _described(spec: ToolSpec, toolbox: Toolbox) -> Callable[..., str]:

@@ -95,6 +95,7 @@ class Toolbox:
         timeout: float = 30.0,
         knobs: Mapping[str, str] | None = None,
         payment_deadline: float | _Unset | None = _UNSET,
+        tags: Mapping[str, str] | None = None,
     ) -> None:
         if not isinstance(payment_deadline, _Unset) and payment_deadline is not None and not payment_deadline_ok(
                 payment_deadline):
@@ -105,11 +106,11 @@ class Toolbox:
                 raise ConfigError("Toolbox needs client=httpay.Client(...) or wallet=... to pay with")
             deadline = DEFAULT_PAYMENT_DEADLINE_S if isinstance(payment_deadline, _Unset) else payment_deadline
             client = httpay.Client(wallet=wallet, policy=policy, ledger=ledger, base_url=base_url or "", timeout=timeout,
-                                   payment_deadline=deadline)
+                                   payment_deadline=deadline, tags=tags)
             self._owns_client = True
         else:
-            if wallet is not None or policy is not None or ledger is not None:
-                raise ConfigError("give Toolbox either client= or wallet=/policy=/ledger=, not both")
+            if wallet is not None or policy is not None or ledger is not None or tags is not None:
+                raise ConfigError("give Toolbox either client= or wallet=/policy=/ledger=/tags=, not both")
             if not isinstance(payment_deadline, _Unset):
                 raise ConfigError("give Toolbox either client= or payment_deadline=, not both: the client has its "
                                   "own (httpay.Client(payment_deadline=...))")
