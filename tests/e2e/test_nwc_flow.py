@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import httpay
 from httpay.demo.runner import RunningServer
 from httpay.ledger import SQLiteLedger, Status
 from httpay.wallets.nwc import NWCWallet
+from tests.e2e.test_cli import httpay_cmd
 from tests.fixtures.nostr import NWCBackend, Relay, nwc_backend_on
 
 
@@ -79,3 +81,31 @@ def test_a_wallet_service_too_poor_to_pay_leaves_a_failed_row_and_no_data(
         poor.service.close()
     with SQLiteLedger(ledger_path) as lg:
         assert [x.status for x in lg.receipts()] == [Status.FAILED]
+
+
+def test_the_cli_pays_with_httpay_wallet_nwc(demo: RunningServer, demo_nwc: NWCBackend, tmp_path: Path) -> None:
+    """`HTTPAY_WALLET=nwc` and `NWC_URI` are all the CLI needs: the balance, then a paid `httpay get`."""
+    env = {"HTTPAY_WALLET": "nwc", "NWC_URI": demo_nwc.uri, "NWC_NETWORK": "regtest",
+           "HTTPAY_LEDGER": str(tmp_path / "cli.sqlite3")}
+    balance = httpay_cmd("wallet", "balance", "--json", env=env)
+    assert balance.returncode == 0, balance.stderr
+    assert json.loads(balance.stdout) == {"wallet": "nwc", "network": "regtest", "balance_msat": 1_000_000,
+                                          "usd_per_btc": None}
+    rate = httpx.get(f"{demo.url}/ln/node").json()["usd_per_btc"]
+    paid = httpay_cmd("get", f"{demo.url}/mpp/ticker/MSFT", "--json", "--usd-per-btc", str(rate), env=env)
+    assert paid.returncode == 0, paid.stdout + paid.stderr
+    result = json.loads(paid.stdout)
+    assert result["paid"] is True and result["receipt"]["proof_verified"] is True
+    assert demo_nwc.service.requests.count("pay_invoice") == 1
+    assert demo_nwc.network.balance_msat(demo_nwc.service.wallet_key) < 1_000_000
+    for p in (balance, paid):
+        assert demo_nwc.service.client_secret not in p.stdout + p.stderr
+
+
+def test_the_cli_with_a_broken_nwc_uri_says_which_part_and_never_the_secret(tmp_path: Path) -> None:
+    secret = "ab" * 32
+    uri = f"nostr+walletconnect://{'cd' * 32}?secret={secret}"  # no relay
+    p = httpay_cmd("wallet", "balance", env={"HTTPAY_WALLET": "nwc", "NWC_URI": uri})
+    assert p.returncode == 1
+    assert "NWC_URI: the NWC connection URI names no relay=" in p.stderr
+    assert secret not in p.stdout + p.stderr and "Traceback" not in p.stderr
