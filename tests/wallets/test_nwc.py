@@ -10,10 +10,12 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import nostr_sdk as ns
 import pytest
 
 from httpay.config import wallet_from_env
@@ -284,3 +286,97 @@ def test_a_relay_that_goes_down_and_comes_back(tmp_path: Path) -> None:
     finally:
         backend.service.close()
         process.stop()
+
+
+def _with_result(**changes: object) -> Callable[[str, dict[str, Any]], object]:
+    def tamper(method: str, honest: dict[str, Any]) -> object:
+        return {**honest, "result": {**(honest.get("result") or {}), **changes}}
+    return tamper
+
+
+@dataclass(frozen=True)
+class Hostile:
+    """A wallet service that does the real thing (pays, or not) and answers something else."""
+
+    name: str
+    tamper: Callable[[str, dict[str, Any]], object] | None
+    error: type[WalletError]
+    outcome_known: bool
+    says: str
+    sign_as_another_key: bool = False
+    timeout: float = 10.0
+    pays: bool = True  # False: the service refuses (nothing paid) and answers the refusal its own way
+
+
+HOSTILE = [
+    Hostile("a preimage that does not prove the invoice", _with_result(preimage="11" * 32), WalletError, False,
+            "its preimage does not prove it; do not pay again"),
+    Hostile("a preimage that is not hex", _with_result(preimage="zz" * 32), WalletError, False,
+            "does not prove it"),
+    Hostile("no preimage", _with_result(preimage=None), WalletError, False, "without a preimage; look the payment up"),
+    Hostile("not JSON", lambda m, a: "{not json", WalletError, False, "could not be decrypted or read"),
+    Hostile("a JSON list", lambda m, a: [1, 2], WalletError, False, "a message of another kind"),
+    Hostile("the answer of another command", lambda m, a: {**a, "result_type": "get_balance"}, WalletError, False,
+            "a message of another kind"),
+    Hostile("an answer signed by another key is not the wallet's", None, PaymentTimeout, False, "may have gone out",
+            sign_as_another_key=True, timeout=1.0),
+    Hostile("an error message that forges a log line", lambda m, a: {
+        "result_type": m, "result": None, "error": {"code": "RATE_LIMITED\n", "message": "x\n[CRITICAL] paid 1 BTC" + "y" * 5000}},
+        WalletError, True, "retry in a few seconds", pays=False),
+    Hostile("an error that is a bare string", lambda m, a: {"result_type": m, "error": "boom\r\nforged", "result": None},
+            WalletError, True, "did not pay (OTHER: boom\\r\\nforged)", pays=False),
+]
+
+
+@pytest.mark.parametrize("case", HOSTILE, ids=[c.name for c in HOSTILE])
+def test_a_hostile_wallet_service_answer_is_never_taken_for_proof(case: Hostile, nwc_backend: NWCBackend,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    service = nwc_backend.service
+    tamper = case.tamper
+    service.tamper = None if tamper is None else (lambda m, a: tamper(m, a) if m == "pay_invoice" else a)
+    if not case.pays:
+        service.errors["pay_invoice"] = ("OTHER", "refused")
+    service.sign_as = ns.Keys.generate() if case.sign_as_another_key else None
+    bolt11, payment_hash = nwc_backend.mint(AMOUNT_MSAT)
+    with NWCWallet(nwc_backend.uri, network="regtest", timeout=case.timeout) as w:
+        with pytest.raises(case.error) as exc:
+            w.pay_invoice(bolt11)
+    text = str(exc.value)
+    assert type(exc.value) is case.error and exc.value.outcome_known is case.outcome_known
+    assert case.says in text, text
+    assert "\n" not in text and "\r" not in text and len(text) < 600
+    assert "\n[CRITICAL]" not in caplog.text
+    service.tamper, service.sign_as = None, None
+    with NWCWallet(nwc_backend.uri, network="regtest", timeout=10) as w:  # what the wallet's own record says
+        found = w.lookup(payment_hash)
+    paid = found is not None and found.settled and found.proves(payment_hash)
+    assert paid is case.pays  # the service really paid where it says so, and the payer never took it as known-unpaid
+    assert not (case.pays and case.outcome_known)
+
+
+@pytest.mark.parametrize(("method", "tamper", "says"), [
+    ("get_balance", _with_result(balance=-5), "without a balance"),
+    ("get_balance", _with_result(balance="1000"), "without a balance"),
+    ("get_balance", _with_result(balance=True), "without a balance"),
+    ("lookup_invoice", _with_result(payment_hash="22" * 32), "for another payment"),
+    ("lookup_invoice", _with_result(preimage="33" * 32), "settled without a preimage that proves it"),
+    ("make_invoice", _with_result(invoice=None), "without an invoice"),
+])
+def test_hostile_answers_to_the_other_commands(method: str, tamper: Callable[[str, dict[str, Any]], object], says: str,
+                                               nwc_backend: NWCBackend, wallet: NWCWallet) -> None:
+    bolt11, payment_hash = nwc_backend.mint(AMOUNT_MSAT)
+    wallet.pay_invoice(bolt11)
+    nwc_backend.service.tamper = lambda m, a: tamper(m, a) if m == method else a
+    call = {"get_balance": wallet.balance_msat, "lookup_invoice": lambda: wallet.lookup(payment_hash),
+            "make_invoice": lambda: wallet.create_receive_invoice(1_000)}[method]
+    with pytest.raises(WalletError, match=says):
+        call()
+
+
+def test_a_fee_the_service_does_not_state_is_read_from_its_record(nwc_backend: NWCBackend, wallet: NWCWallet) -> None:
+    nwc_backend.service.tamper = lambda m, a: _with_result(fees_paid=-1)(m, a) if m == "pay_invoice" else a
+    bolt11, payment_hash = nwc_backend.mint(AMOUNT_MSAT)
+    paid = wallet.pay_invoice(bolt11)
+    assert paid.proves(payment_hash) and paid.fee_msat == 0
+    assert nwc_backend.service.requests[-2:] == ["pay_invoice", "lookup_invoice"]

@@ -400,7 +400,8 @@ class NWCWallet(Wallet):
             return None
         if not isinstance(err, dict):
             return "OTHER", safe.clean(err, 200)
-        return safe.clean(err.get("code") or "OTHER", 40).upper(), safe.clean(err.get("message") or "", 200)
+        code = str(err.get("code") or "OTHER").strip().upper()  # server text: shown cleaned, matched exactly
+        return safe.clean(code, 40), safe.clean(err.get("message") or "", 200)
 
     # --- Wallet API ------------------------------------------------------------------------------
 
