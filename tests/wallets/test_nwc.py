@@ -380,3 +380,18 @@ def test_a_fee_the_service_does_not_state_is_read_from_its_record(nwc_backend: N
     paid = wallet.pay_invoice(bolt11)
     assert paid.proves(payment_hash) and paid.fee_msat == 0
     assert nwc_backend.service.requests[-2:] == ["pay_invoice", "lookup_invoice"]
+
+
+def test_a_command_the_info_event_does_not_list_is_refused_without_asking(nostr_relay: Relay) -> None:
+    backend = nwc_backend_on(nostr_relay, DemoNetwork(), methods=("pay_invoice", "get_balance"))
+    try:
+        with NWCWallet(backend.uri, network="regtest", timeout=10) as w:
+            bolt11, payment_hash = backend.mint(AMOUNT_MSAT)
+            assert w.pay_invoice(bolt11).proves(payment_hash)
+            with pytest.raises(WalletError, match="NOT_IMPLEMENTED.*does not offer this command"):
+                w.lookup(payment_hash)
+            with pytest.raises(WalletError, match="NOT_IMPLEMENTED"):
+                w.create_receive_invoice(1_000)
+        assert backend.service.requests == ["pay_invoice"]
+    finally:
+        backend.service.close()

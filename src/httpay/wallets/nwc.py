@@ -275,7 +275,7 @@ class NWCWallet(Wallet):
             log.debug("nwc: no info event from %s…; using NIP-04", self.wallet_pubkey[:16])
             return
         info = max(infos, key=lambda e: e.created_at().as_secs())
-        self._methods = frozenset(info.content().split())
+        self._methods = frozenset(info.content().split()) or None  # an empty list tells nothing: ask anyway
         schemes: set[str] = set()
         for tag in info.tags():
             values = tag.to_vec()
@@ -290,7 +290,14 @@ class NWCWallet(Wallet):
         ns = self._ns
         stream = client.notifications()
         while True:
-            note = await stream.next()
+            try:
+                note = await stream.next()
+            except Exception as exc:  # noqa: BLE001 - the stream broke: connect afresh on the next request
+                log.warning("nwc: the relay client's notification stream failed (%s); reconnecting on next use",
+                            type(exc).__name__)
+                if self._client is client:
+                    self._client = None
+                return
             if note is None or note.is_shutdown():
                 return
             if not isinstance(note, ns.ClientNotification.NEW_EVENT):
