@@ -283,7 +283,7 @@ class NWCWallet(Wallet):
                 schemes.update(" ".join(values[1:]).split())
         self._encryption = NIP44 if NIP44 in schemes else "nip04"
         log.debug("nwc: wallet service %s… offers %s, encryption %s", self.wallet_pubkey[:16],
-                  sorted(self._methods), self._encryption)
+                  sorted(self._methods or ()), self._encryption)
 
     async def _read(self, client: nostr_sdk.Client) -> None:
         """Hand each answer from the wallet service to the request it names (its `e` tag)."""
