@@ -16,6 +16,7 @@ import pytest
 import httpay
 from httpay.demo.runner import RunningServer
 from httpay.ledger import SQLiteLedger, Status
+from httpay.reconcile import reconcile
 from httpay.wallets.nwc import NWCWallet
 from tests.e2e.test_cli import httpay_cmd
 from tests.fixtures.nostr import NWCBackend, Relay, nwc_backend_on
@@ -109,3 +110,31 @@ def test_the_cli_with_a_broken_nwc_uri_says_which_part_and_never_the_secret(tmp_
     assert p.returncode == 1
     assert "NWC_URI: the NWC connection URI names no relay=" in p.stderr
     assert secret not in p.stdout + p.stderr and "Traceback" not in p.stderr
+
+
+def test_an_answer_too_late_leaves_the_row_pending_and_reconcile_settles_it(
+        demo: RunningServer, account: dict[str, str], ledger_path: Path, demo_nwc: NWCBackend) -> None:
+    """The wallet service pays, but answers after the client gave up: the client does not guess (the row
+    stays pending, counted in the budget, nothing paid twice); once the answer is in, reconcile finds the
+    payment at the wallet with its proof and settles the row."""
+    demo_nwc.service.delay_s = 1.5  # every answer, the lookup after the timeout too
+    demo_nwc.service.answered.clear()
+    with NWCWallet(demo_nwc.uri, network="regtest", timeout=0.3) as slow:
+        with httpay.Client(wallet=slow, policy=_policy(demo), ledger=ledger_path) as c:
+            with pytest.raises(httpay.PaymentOutcomeUnknown) as exc:
+                c.get(f"{demo.url}/ticker/MSFT", headers=account)
+    assert exc.value.receipt is not None and exc.value.receipt.status is Status.PENDING
+    assert demo_nwc.service.answered.wait(30)
+    demo_nwc.service.delay_s = 0.0
+    with SQLiteLedger(ledger_path) as lg:
+        [row] = lg.receipts()
+        assert row.status is Status.PENDING
+        with NWCWallet(demo_nwc.uri, network="regtest", timeout=20) as wallet:
+            [outcome] = reconcile(lg, wallet, grace_s=0)
+            assert wallet.balance_msat() == demo_nwc.funds_msat - 10_000  # paid exactly once
+        [row] = lg.receipts()
+    assert outcome.outcome == "settled", outcome
+    assert row.status is Status.SETTLED and row.preimage
+    assert row.wallet == "nwc" and row.wallet_id == NWCWallet(demo_nwc.uri).identity  # only this wallet reconciles it
+    assert hashlib.sha256(bytes.fromhex(row.preimage)).hexdigest() == row.payment_hash
+    assert demo_nwc.service.requests.count("pay_invoice") == 1
