@@ -139,6 +139,7 @@ def _nwc(request: pytest.FixtureRequest, silent_url: str) -> Case:
     from httpay.wallets.nwc import NWCWallet
 
     b = request.getfixturevalue("nwc_backend")  # a real relay on loopback, a wallet service on the demo network
+    b.service.fee_msat = 1_000
     wallet = NWCWallet(b.uri, network="regtest", timeout=10)
 
     def hanging() -> Wallet:

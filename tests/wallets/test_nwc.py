@@ -395,3 +395,17 @@ def test_a_command_the_info_event_does_not_list_is_refused_without_asking(nostr_
         assert backend.service.requests == ["pay_invoice"]
     finally:
         backend.service.close()
+
+
+def test_a_fee_above_the_cap_is_paid_recorded_and_warned_about(nwc_backend: NWCBackend, wallet: NWCWallet,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    """NIP-47 carries no fee limit, so the wallet's own applies: what it took is what is reported."""
+    nwc_backend.service.fee_msat = 1_500
+    bolt11, payment_hash = nwc_backend.mint(AMOUNT_MSAT)
+    with caplog.at_level(logging.WARNING, logger="httpay.wallet.nwc"):
+        paid = wallet.pay_invoice(bolt11, max_fee_msat=1_000)
+    assert paid.settled and paid.fee_msat == 1_500
+    assert "paid fee 1500 msat above the limit 1000 msat (NIP-47 has no fee limit)" in caplog.text
+    assert wallet.balance_msat() == nwc_backend.funds_msat - AMOUNT_MSAT - 1_500
+    found = wallet.lookup(payment_hash)
+    assert found is not None and found.fee_msat == 1_500
