@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -409,3 +410,17 @@ def test_a_fee_above_the_cap_is_paid_recorded_and_warned_about(nwc_backend: NWCB
     assert wallet.balance_msat() == nwc_backend.funds_msat - AMOUNT_MSAT - 1_500
     found = wallet.lookup(payment_hash)
     assert found is not None and found.fee_msat == 1_500
+
+
+def test_each_request_expires_soon_after_the_client_stops_waiting(nwc_backend: NWCBackend) -> None:
+    """So a relay that delivers a pay_invoice late (after httpay reported the outcome unknown) cannot have
+    it paid minutes later: the wallet service ignores an expired request (NIP-47)."""
+    from httpay.wallets.nwc import EXPIRY_MARGIN_S
+
+    with NWCWallet(nwc_backend.uri, network="regtest", timeout=7) as w:
+        before = time.time()
+        w.pay_invoice(nwc_backend.mint(AMOUNT_MSAT)[0])
+        after = time.time()
+    [expiration] = nwc_backend.service.expirations
+    assert expiration is not None
+    assert int(before + 7 + EXPIRY_MARGIN_S) <= expiration <= after + 7 + EXPIRY_MARGIN_S

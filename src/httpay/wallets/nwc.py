@@ -14,8 +14,8 @@ the NIP-47 error codes only inside message text. So the adapter builds the NIP-4
 SDK's client, event and encryption API:
 
 - request: kind 23194, ``p`` = wallet service, content = encrypted ``{"method", "params"}``, an
-  ``expiration`` tag at the end of the wait (a wallet service ignores a request that reaches it after
-  the client gave up, so a late delivery cannot pay behind the ledger's back), and ``encryption:
+  ``expiration`` tag a few seconds after the end of the wait (a wallet service ignores a request that
+  reaches it later, so a relay that delivers late cannot pay behind the ledger's back), and ``encryption:
   nip44_v2`` when the wallet service's info event (kind 13194) offers it (otherwise NIP-04, the
   protocol's original scheme);
 - response: kind 23195 from the wallet service with ``e`` = the request's id, content = encrypted
@@ -56,6 +56,7 @@ T = TypeVar("T")
 SCHEME = "nostr+walletconnect"
 KIND_INFO, KIND_REQUEST, KIND_RESPONSE = 13194, 23194, 23195
 NIP44 = "nip44_v2"
+EXPIRY_MARGIN_S = 5  # a request expires this long after the client stops waiting (clock skew, relay latency)
 # NIP-01 prefixes of a relay's `OK false` answer: the relay refused the event, so no wallet service saw it.
 _RELAY_REFUSALS = ("blocked:", "invalid:", "pow:", "rate-limited:", "restricted:", "auth-required:", "error:")
 _HEX64 = re.compile(r"[0-9a-fA-F]{64}")
@@ -322,7 +323,7 @@ class NWCWallet(Wallet):
         keys, payload = self.__keys, json.dumps({"method": method, "params": params})
         nip44 = self._encryption == NIP44
         content = keys.nip44_encrypt(self._wallet_pk, payload) if nip44 else keys.nip04_encrypt(self._wallet_pk, payload)
-        expires = ns.Timestamp.from_secs(int(time.time() + self.timeout) + 1)
+        expires = ns.Timestamp.from_secs(int(time.time() + self.timeout + EXPIRY_MARGIN_S))
         tags = [ns.Tag.public_key(self._wallet_pk), ns.Tag.expiration(expires)]
         if nip44:
             tags.append(ns.Tag.parse(["encryption", NIP44]))
