@@ -339,7 +339,8 @@ class NWCWallet(Wallet):
                 connected = await self._connected(client)
             if not connected:
                 raise _NotSent(f"no connection to the relay {', '.join(self.relays)}")
-            out = await client.send_event(event, ns.SendEventTarget.to(connected))
+            out = await client.send_event(event, ns.SendEventTarget.to(connected),
+                                          ok_timeout=datetime.timedelta(seconds=self.connect_timeout))
             if not out.success:
                 reasons = [str(v) for v in out.failed.values()]
                 shown = "; ".join(safe.clean(r, 80) for r in reasons)
@@ -378,7 +379,7 @@ class NWCWallet(Wallet):
 
     def _call(self, method: str, params: dict[str, Any], *, paying: bool = False) -> dict[str, Any]:
         """One request from a sync caller: the answer, or the WalletError a person can act on."""
-        wait = self.timeout + 3 * self.connect_timeout + 5  # a safety net; `_ask` keeps its own deadline
+        wait = self.timeout + 4 * self.connect_timeout + 5  # a safety net; `_ask` keeps its own deadlines
         try:
             return self._run(self._ask(method, params), wait)
         except _NotSent as exc:
