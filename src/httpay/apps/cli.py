@@ -1200,14 +1200,27 @@ def _dashboard(args: argparse.Namespace, console: Console) -> int:
     where = _existing_ledger(args.ledger)
     approvals = _existing_ledger(args.approvals, "approval queue", "--approvals") if args.approvals else None
     policy = _policy_or_none(args.policy) or httpay.Policy()
-    rate = _rate_for(policy, args.usd_per_btc)
-    app = create_app(where, policy=policy, usd_per_btc=rate, approvals=approvals)
+    wallet, wallet_note = None, None
+    try:  # the balance it shows; a wallet that is set up wrong is a note on the page, not a refusal to start
+        wallet = _wallet_or_none()
+    except HttpayError as exc:
+        wallet_note = f"no wallet: {exc}"
+        _note(f"note: {wallet_note}")
+    try:
+        rate = _rate_for(policy, args.usd_per_btc, wallet)
+    except HttpayError:
+        rate = None
+    app = create_app(where, policy=policy, usd_per_btc=rate, approvals=approvals, wallet=wallet, wallet_note=wallet_note)
 
     def ready(d: RunningDashboard) -> None:
         print(f"httpay dashboard: {d.page_url}", flush=True)
         print("local only; the token in the URL is the key to it, don't share it. Ctrl-C stops.", flush=True)
 
-    run(app, host=args.host, port=args.port, on_ready=ready)
+    try:
+        run(app, host=args.host, port=args.port, on_ready=ready)
+    finally:
+        if wallet is not None:
+            wallet.close()
     return 0
 
 
