@@ -303,3 +303,62 @@ def test_the_dashboards_chart_uses_the_tags_budget_when_filtered(ledger: SQLiteL
     assert _scale(all_of_it)[1] == 5_300_000
     assert "budget of agent=research 500 sat" in research and _scale(research)[1] == 300_000
     assert 500_000 < _scale(research)[0] < 1_000_000
+
+
+# -- `httpay dashboard` takes its wallet from HTTPAY_WALLET ---------------------------------------------------
+def _serve_cli(ledger: Path, env: dict[str, str]) -> tuple[Any, str]:
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("HTTPAY_WALLET", "HTTPAY_DEMO", "HTTPAY_POLICY",
+                                                                      "LNBITS_"))}
+    proc = subprocess.Popen([sys.executable, "-m", "httpay.apps.cli", "dashboard", "--ledger", str(ledger), "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**base, "PYTHONPATH": str(root / "src"), "NO_COLOR": "1", **env})
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line.startswith("httpay dashboard: "):
+        proc.kill()
+        raise AssertionError(line + (proc.stderr.read() if proc.stderr else ""))
+    return proc, line.split(": ", 1)[1].strip()
+
+
+def _summary_when(url: str, want: str) -> str:
+    """The overview as the live refresh sees it, once it says `want` (the balance is read in the background)."""
+    state = url.replace("/?", "/api/state?")
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            summary = str(httpx.get(state).json()["sections"]["summary"]["html"])
+            if want in summary or time.monotonic() > deadline:
+                return summary
+        except httpx.ConnectError:
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(0.1)
+
+
+def test_the_dashboard_command_shows_the_balance_of_the_wallet_in_httpay_wallet(demo: Any, ledger: SQLiteLedger) -> None:
+    key = httpx.post(f"{demo.url}/ln/wallets", json={"balance_sat": 4_321}).json()["key"]
+    proc, url = _serve_cli(Path(ledger.url), {"HTTPAY_WALLET": "demo", "HTTPAY_DEMO_URL": demo.url, "HTTPAY_DEMO_KEY": key})
+    try:
+        summary = _summary_when(url, "4,321 sat")
+        assert "4,321 sat" in summary and "demo on regtest" in summary and key not in summary
+        assert key not in httpx.get(url).text
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+
+
+def test_a_wallet_set_up_wrong_is_a_note_on_the_page_not_a_crash(ledger: SQLiteLedger) -> None:
+    proc, url = _serve_cli(Path(ledger.url), {"HTTPAY_WALLET": "lnbits"})
+    try:
+        summary = _summary_when(url, "wallet-note")
+        assert "no wallet: HTTPAY_WALLET=lnbits needs the environment variable" in summary
+        assert "LNBITS_URL" in summary and "Traceback" not in summary
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=15)
+    assert "note: no wallet: HTTPAY_WALLET=lnbits needs" in err and "Traceback" not in err
