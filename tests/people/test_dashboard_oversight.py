@@ -362,3 +362,15 @@ def test_a_wallet_set_up_wrong_is_a_note_on_the_page_not_a_crash(ledger: SQLiteL
         proc.terminate()
         _, err = proc.communicate(timeout=15)
     assert "note: no wallet: HTTPAY_WALLET=lnbits needs" in err and "Traceback" not in err
+
+
+def test_the_tag_filter_shows_only_that_tags_refusals_too(ledger: SQLiteLedger) -> None:
+    for i, agent in enumerate(["research", "support", "research"]):
+        ledger.note_refusal(host="h.example", url=f"https://h.example/{i}", rule="daily budget",
+                            reason=f"refused #{i} of {agent}", tags={"agent": agent})
+    with web(ledger) as c:
+        research = section(c, "refusals", "&tag=agent%3Dresearch")
+        page = c.get(f"/?token={TOKEN}&tag=agent=support").text
+    assert research.count("class='httpay-refusal'") == 2 and "of support" not in research
+    assert "Only those asked by agent=research" in research
+    assert "refused #1 of support" in page and "of research" not in page

@@ -677,17 +677,11 @@ def export_row(r: Any) -> dict[str, Any]:
     """One payment as accounting reads it: what, to whom, how much (fee apart, USD at the rate the
     payment was quoted at), and its proof: the preimage verified against the hash, or the service's
     transaction id."""
-    import hashlib
     from fractions import Fraction
 
     from httpay.amounts import MSAT_PER_BTC
 
-    proof = ""
-    if r.preimage and _is_hex(r.preimage) and r.payment_hash:
-        ok = hashlib.sha256(bytes.fromhex(r.preimage)).hexdigest() == r.payment_hash.lower()
-        proof = "preimage verified" if ok else "preimage does NOT match"
-    elif r.reason and r.reason.startswith("transaction "):
-        proof = r.reason.split(" on ", 1)[0]
+    proof = r.proof  # one rule for every view of a payment (Receipt.proof)
     usd = (Fraction(r.amount_msat + r.fee_msat, MSAT_PER_BTC) * Fraction(str(r.usd_per_btc))) if r.usd_per_btc else None
     return {"id": r.id, "time": r.created_at.isoformat(), "status": r.status.value, "url": r.url, "host": r.host,
             "dialect": r.protocol, "method": r.method, "offer_id": r.offer_id, "offer_title": r.offer_title,

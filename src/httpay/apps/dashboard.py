@@ -416,8 +416,9 @@ class Dashboard:
         return html_receipts(rows, title=title, usd_per_btc=self.rate, hide=("hash",)) + empty + nav
 
     def refusals_html(self, where: Where = Where()) -> str:
-        """The newest refused attempts (nothing paid), paged by `rbefore` like the ledger."""
-        rows = self.ledger.refusals(limit=PAGE, before=where.rbefore)
+        """The newest refused attempts (nothing paid), paged by `rbefore` like the ledger, of the tag
+        filtered by."""
+        rows = self.ledger.refusals(limit=PAGE, before=where.rbefore, tag=where.tag)
         links = []
         if where.rbefore is not None:
             links.append(f"<a id='refusals-newest' href='{where.link(self.token, rbefore=None)}'>newest</a>")
@@ -425,7 +426,9 @@ class Dashboard:
             links.append(f"<a id='refusals-older' href='{where.link(self.token, rbefore=rows[-1].id)}'>older refusals</a>")
         nav = f"<p class='pages'>{' · '.join(links)}</p>" if links else ""
         title = "Refused" if where.rbefore is None else f"Refused before #{where.rbefore}"
-        return refusals_view(rows, title=title).to_html() + nav
+        said = f"<p class='none' id='refusals-scope'>Only those asked by {_e(where.tag[0])}={_e(where.tag[1])}.</p>" \
+            if where.tag else ""
+        return said + refusals_view(rows, title=title).to_html() + nav
 
     def tags_html(self, where: Where = Where()) -> str:
         """Payments and money committed per tag value (all time and the last 24 hours); each value

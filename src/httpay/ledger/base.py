@@ -174,8 +174,9 @@ class Ledger(ABC):
         """Keep a refused payment (nothing paid) for the people who oversee: a backend without a
         place for them keeps none."""
 
-    def refusals(self, *, limit: int = 50, before: int | None = None) -> list[Refusal]:
-        """The refused payments, newest first."""
+    def refusals(self, *, limit: int = 50, before: int | None = None,
+                 tag: tuple[str, str] | None = None) -> list[Refusal]:
+        """The refused payments, newest first; `tag` ("agent", "research") keeps only those asked by it."""
         return []
 
     def spent_by_tag(self, *, since: datetime | None = None) -> list[tuple[str, str, int, int]]:
