@@ -14,6 +14,7 @@ import httpay
 from httpay.apps import display
 from httpay.apps.dashboard import safe_url, spend_svg
 from httpay.ledger import Intent, SQLiteLedger
+from httpay.ledger.models import refusals_view
 from httpay.protocols.l402_v02 import OfferList
 from tests.helpers import NOTEBOOK_OFFERS, challenge_body, make_invoice
 
@@ -296,3 +297,17 @@ def test_the_ledger_shows_the_url_bought_and_the_tags(ledger: SQLiteLedger, rate
     assert "/ticker/MSFT" in wide and "agent=research" in wide
     assert "/ticker/MSFT" not in mid and "1 Credit Package" in mid  # a terminal gives the offer its room first
     assert "s3cret" not in wide
+
+
+def test_refusals_render_as_a_table_in_every_renderer(ledger: SQLiteLedger) -> None:
+    ledger.note_refusal(host="shop.example", url="https://shop.example/buy?api_key=s3cret", rule="max_per_payment",
+                        reason="refused: <b>5,000 sat</b> is over the per-payment cap; raise max_per_payment_sat",
+                        tags={"agent": "research"})
+    (ref,) = ledger.refusals()
+    page, term, plain = ref._repr_html_(), text(ref, width=250), str(ref.view())
+    for out in (page, term, plain):
+        for want in ("max_per_payment", "shop.example", "/buy?api_key=***", "raise max_per_payment_sat", "agent=research"):
+            assert want in out, (want, out[:300])
+        assert "s3cret" not in out
+    assert "&lt;b&gt;5,000 sat&lt;/b&gt;" in page and "<b>5,000" not in page
+    assert "nothing refused" in str(refusals_view([]))

@@ -204,7 +204,13 @@ SCRIPT = """
 """
 
 
-_OPAQUE_WORD = re.compile(r"[A-Za-z0-9_\-+/=]{24,}")
+_OPAQUE_WORD = re.compile(r"[A-Za-z0-9_\-+=]{24,}")
+
+
+def _unkeyed(text: str) -> str:
+    """`text` with every long word of letters and digits (a key, a macaroon, a token) as `***`."""
+    return _OPAQUE_WORD.sub(lambda m: "***" if re.search(r"\d", m.group()) and re.search(r"[A-Za-z]", m.group())
+                            else m.group(), text)
 _URL_IN_TEXT = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>]+")
 
 
@@ -215,7 +221,7 @@ def wallet_error_text(wallet: Wallet, exc: BaseException) -> str:
         return f"the {wallet.name} wallet cannot tell its balance"
     if isinstance(exc, HttpayError):
         text = _URL_IN_TEXT.sub(lambda m: safe_url(m.group()), str(exc))
-        text = _OPAQUE_WORD.sub("***", text)
+        text = _unkeyed(text)
         return f"the {wallet.name} wallet did not tell its balance: {clean(text, 300)}"
     return (f"the {wallet.name} wallet did not tell its balance ({type(exc).__name__}); "
             "check its settings (HTTPAY_WALLET and its variables) and that it is reachable")
@@ -405,7 +411,7 @@ class Dashboard:
         links = []
         if where.tag:
             links.append(f"<span id='tag-filter'>only <b>{_e(where.tag[0])}={_e(where.tag[1])}</b></span> "
-                         f"<a id='clear-tag' href='{where.link(self.token, tag=None, before=None)}'>show every tag</a>")
+                         f"<a id='clear-tag' href='{where.link(self.token, tag=None, before=None, rbefore=None)}'>show every tag</a>")
         if where.before is not None:
             links.append(f"<a id='newest' href='{where.link(self.token, before=None)}'>newest</a>")
         if len(rows) == PAGE and rows[-1].id > 1:
@@ -447,7 +453,7 @@ class Dashboard:
         body = []
         for k, v, n, m in spent[:TAG_ROWS]:
             on = where.tag == (k, v)
-            link = where.link(self.token, tag=None if on else (k, v), before=None)
+            link = where.link(self.token, tag=None if on else (k, v), before=None, rbefore=None)
             n_day, m_day = day.get((k, v), (0, 0))
             body.append(f"<tr class='tag-row{' on' if on else ''}'><td><a class='tag-filter' href='{link}' "
                         f"title='{'show every tag' if on else 'show only these payments'}'>{_e(k)}={_e(v)}</a></td>"
