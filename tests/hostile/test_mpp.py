@@ -289,7 +289,7 @@ def test_accept_payment_names_what_the_policy_allows(svc: HostileService, wallet
 
 def test_a_host_that_asked_in_mpp_gets_accept_payment_on_every_later_request(
         svc: HostileService, wallet: CountingWallet, ledger: Path) -> None:
-    url, server = mpp_route(svc, "/mpp", "lightning")
+    url, _ = mpp_route(svc, "/mpp", "lightning")
     seen: list[str | None] = []
 
     async def free(request: Request) -> Response:
