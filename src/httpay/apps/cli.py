@@ -771,7 +771,10 @@ def _add_people_commands(sub: Any) -> None:
                                  "the paying request decides again for it with every limit")
         _approval_options(av, argparse.SUPPRESS)
 
-    d = sub.add_parser("dashboard", help="a local web page to watch spending and answer approvals")
+    d = sub.add_parser("dashboard", help="a local web page to watch spending and answer approvals",
+                       description="A local web page (127.0.0.1, a token in the URL): the ledger with the URL bought "
+                                   "and the tags, refused attempts, budgets, spend by tag and over time, the balance "
+                                   "of the wallet in HTTPAY_WALLET (when set), and approvals to answer.")
     d.add_argument("--ledger", help="ledger path or URL (default $HTTPAY_LEDGER or the user data dir)")
     d.add_argument("--approvals", metavar="PATH", help="approval queue file (default: the ledger file)")
     d.add_argument("--policy", help="policy TOML file for the budgets (default $HTTPAY_POLICY)")
