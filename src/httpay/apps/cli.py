@@ -530,19 +530,11 @@ def _receipt_json(rec: Any) -> dict[str, Any] | None:
 
     if not isinstance(rec, Receipt):
         return None
-    import hashlib
-
-    verified = bool(rec.preimage and rec.payment_hash) and \
-        hashlib.sha256(bytes.fromhex(rec.preimage or "")).hexdigest() == (rec.payment_hash or "").lower() \
-        if _is_hex(rec.preimage) else False
+    verified = rec.proof == "preimage verified"
     return {"ledger_id": rec.id, "status": rec.status.value, "amount_msat": rec.amount_msat, "fee_msat": rec.fee_msat,
             "payment_hash": rec.payment_hash, "proof_verified": verified, "dialect": rec.protocol,
             "method": rec.method, "offer_id": rec.offer_id, "offer_title": rec.offer_title, "host": rec.host,
             "url": rec.url, "note": rec.reason, "created_at": rec.created_at.isoformat()}
-
-
-def _is_hex(text: str | None) -> bool:
-    return bool(text) and len(text or "") == 64 and all(ch in "0123456789abcdefABCDEF" for ch in text or "")
 
 
 def _known_rate(c: Any) -> float | None:
