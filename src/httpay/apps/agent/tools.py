@@ -418,12 +418,15 @@ class _ToolCore:
             return f"({len(response.content):,} bytes of {clean(ctype, 80)}, not shown)"
         text = response.text
         # scrubbed with room past the end, so a secret across the kept end is gone whole
-        kept = self.scrub(text[:MAX_KEPT_CHARS + self._room()])[:MAX_KEPT_CHARS]
+        room = self._room()
+        head = self.scrub(text[:MAX_KEPT_CHARS + room])
+        total = len(head) if len(text) <= MAX_KEPT_CHARS + room else len(text)  # as scrubbed, when all is read
+        kept = head[:MAX_KEPT_CHARS]
         shown, n, escaped = _window(kept, 0, max_chars)
-        if n >= len(kept) and len(text) <= MAX_KEPT_CHARS:
+        if n >= total:
             return shown
-        self._keep((verb, str(response.request.url)), _Kept(_status_line(response), kept, len(text)))
-        return f"{shown}\n{_cut_note(0, n, len(kept), len(text), escaped)}"
+        self._keep((verb, str(response.request.url)), _Kept(_status_line(response), kept, total))
+        return f"{shown}\n{_cut_note(0, n, len(kept), total, escaped)}"
 
     def _keep(self, key: tuple[str, str], kept: _Kept) -> None:
         with self._lock:
@@ -744,11 +747,16 @@ class Toolbox(_ToolCore):
 def _twin(sync_tool: Callable[..., str]) -> Callable[..., Awaitable[str]]:
     """The coroutine twin of a Toolbox tool: same name, signature, comments and docstring (so the
     same schema), running the same tool program."""
+    import inspect
+
     name = sync_tool.__name__
+    signature = inspect.signature(sync_tool)
 
     @functools.wraps(sync_tool)
     async def tool(self: "AsyncToolbox", *args: Any, **kwargs: Any) -> str:
-        return await self._arun(getattr(self, "_" + name), *args, **kwargs)
+        bound = signature.bind(self, *args, **kwargs)  # a wrong call is a TypeError here, as with the sync twin
+        bound.apply_defaults()
+        return await self._arun(getattr(self, "_" + name), *bound.args[1:])
 
     return tool
 
