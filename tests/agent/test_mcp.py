@@ -48,6 +48,9 @@ async def story(session: ClientSession, account: Account) -> list[str]:
     assert names == ["fetch", "offers", "pay", "budget", "payments"]
     fetch = tools.tools[0]
     assert fetch.input_schema["required"] == ["url"]
+    assert fetch.annotations is not None and fetch.annotations.destructive_hint is True
+    assert [t.annotations.read_only_hint for t in tools.tools] == [False, True, False, True, True]  # type: ignore[union-attr]
+    assert f"are added only to requests to {account.url}; never to another host" in (fetch.description or "")
     assert "base URL" in fetch.input_schema["properties"]["url"]["description"]
     seen: list[str] = []
     for url in ("/ticker/AAPL", "/ticker/MSFT"):

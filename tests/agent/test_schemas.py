@@ -100,7 +100,7 @@ def test_an_openai_round_trip_runs_the_tool_the_model_picked(box: Toolbox) -> No
 ])
 def test_bad_calls_get_a_clear_error_text(box: Toolbox, name: str, args: object, expected: str) -> None:
     out = dispatch(box, name, args)  # type: ignore[arg-type]
-    assert out.startswith(expected)
+    assert out.startswith(expected) and out.is_error  # type: ignore[attr-defined]
 
 
 def test_good_calls_are_coerced_only_where_json_is_loose(box: Toolbox) -> None:

@@ -84,8 +84,8 @@ def test_a_body_made_longer_by_its_escapes_is_cut_and_says_so(ledger: SQLiteLedg
     box = mock_box(lambda r: httpx.Response(200, text=body), ledger)
     out = box.fetch("/esc")
     harmless(out)
-    assert "[body cut: showing characters 1-1,000 of 2,000, control characters shown as escapes; to read on, call " \
-        "fetch again with the same url and method and offset=1000" in out, out[-300:]
+    assert ("[body cut: showing characters 1-1,000 of 2,000, control characters shown as escapes; to read on, call "
+            "fetch again with the same url and method and offset=1000") in out, out[-300:]
     rest = box.fetch("/esc", offset=1000)
     harmless(rest)
     assert rest.count("\\x1b") == 1000 and rest.endswith("[body cut: showing characters 1,001-2,000 of 2,000, "

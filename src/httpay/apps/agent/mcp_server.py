@@ -128,7 +128,7 @@ def _described(spec: ToolSpec, toolbox: Toolbox) -> Callable[..., Any]:
 
     from mcp.server.mcpserver import Context
     from mcp.types import CallToolResult, TextContent
-    from pydantic import Field
+    from pydantic import Field, WrapValidator
 
     fn = spec.function
     sig = inspect.signature(fn)
@@ -137,6 +137,10 @@ def _described(spec: ToolSpec, toolbox: Toolbox) -> Callable[..., Any]:
     for p in sig.parameters.values():
         note = spec.parameters["properties"].get(p.name, {}).get("description")
         ann = hints[p.name]
+        if ann == (str | None):
+            # Typed as str, so the SDK passes a JSON body through as the text it is (it parses a JSON string
+            # given for any other type, and '{"a": 1}' would then be refused as not a string); null still means none.
+            ann = Annotated[str, WrapValidator(_none_or_text)]
         params.append(p.replace(annotation=Annotated[ann, Field(description=note)] if note else ann))
     params.append(inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, annotation=Context))
 
@@ -156,6 +160,10 @@ def _described(spec: ToolSpec, toolbox: Toolbox) -> Callable[..., Any]:
     tool.__annotations__ = {"ctx": Context, "return": CallToolResult}
     tool.__signature__ = sig.replace(parameters=params, return_annotation=CallToolResult)  # type: ignore[attr-defined]
     return tool
+
+
+def _none_or_text(value: Any, handler: Callable[[Any], Any]) -> Any:
+    return None if value is None else handler(value)
 
 
 class ElicitingApprover:
