@@ -6,7 +6,8 @@ Why a Toolbox: the wallet, the policy, the ledger and the service's credentials 
 so no secret is ever a tool argument, and every result is scrubbed of the secrets the Toolbox knows
 (bearer tokens, payment context tokens, preimages) before a model sees it. Tools never raise for an
 expected outcome (a refusal, a 402, a network error): a model needs short, truthful text to act on,
-and each result says whether it reports a failure (`ToolText.is_error`, MCP's isError).
+and each result says whether it reports a failure (`ToolText.is_error`, MCP's isError): a refusal,
+a failed payment, a network error, bad input, or an answer of 400 or more.
 Server text (bodies, titles, reasons, error messages) reaches a model as it reaches a log: through
 `httpay.safe.clean`, so no control character, terminal escape or forged line break gets through,
 every piece is bounded, and a body that was cut says so and how to read on (`Toolbox.for_model` is
@@ -45,6 +46,7 @@ from httpay.errors import (
     ChallengeError,
     ConfigError,
     InvoiceError,
+    PaidRequestFailed,
     PaymentDeadlineExceeded,
     PaymentNotHonored,
     PaymentOutcomeUnknown,
@@ -278,7 +280,7 @@ class _ToolCore:
         elif unpaid:
             lines.append(self._unpaid_402(response))
         lines.append(self._body(response, verb, max_chars))
-        return ToolText(self.for_model("\n".join(lines)), is_error=unpaid)
+        return ToolText(self.for_model("\n".join(lines)), is_error=unpaid or _failed(response))
 
     def _offers(self, url: str) -> Steps:
         try:
@@ -289,7 +291,7 @@ class _ToolCore:
             return ToolText(self.for_model(
                 f"{_status_line(response)}: no payment needed; nothing was paid (the request was served and may "
                 f"have used a credit)\n{self._body(response, 'GET')}"
-            ))
+            ), is_error=_failed(response))
         try:
             found = read_challenge(response.status_code, response.headers, response.content,
                                    url=str(response.request.url))
@@ -329,13 +331,12 @@ class _ToolCore:
                     "(an earlier credit may have been used)")
             if response.status_code == 402:
                 head = f"nothing was paid: {self._unpaid_402(response)}"
-            return ToolText(self.for_model(f"{head}\n{self._body(response, 'GET')}"),
-                            is_error=response.status_code == 402)
+            return ToolText(self.for_model(f"{head}\n{self._body(response, 'GET')}"), is_error=_failed(response))
         self.add_secret(receipt.preimage)
         return ToolText(self.for_model(
             f"paid {self._paid(receipt, full_hash=True)}; {self._budget_left()}\n"
             f"then {_status_line(response)}\n{self._body(response, 'GET')}"
-        ))
+        ), is_error=_failed(response))
 
     def _budget(self) -> ToolText:
         ledger, policy, rate = self.client.ledger, self.client.policy, self._rate()
@@ -577,6 +578,14 @@ class _ToolCore:
         if isinstance(exc, PaymentNotHonored):
             text = (f"HTTP 402: paid {self._paid(exc.receipt, full_hash=True)}, but the service still asks for payment; "
                     "do not pay again, keep the payment hash and contact the service")
+        elif isinstance(exc, PaidRequestFailed) and isinstance(exc.receipt, Receipt):
+            self.add_secret(exc.receipt.preimage)
+            answer = exc.response if isinstance(exc.response, httpx.Response) else None
+            got = (f"the service answered {_status_line(answer)}: {self._text(answer.text, MAX_TEXT) or '(empty body)'}"
+                   if answer is not None and answer.is_stream_consumed else
+                   f"the request failed ({self._text(exc, MAX_LINE)})")
+            text = (f"error: paid {self._paid(exc.receipt, full_hash=True)}, but then {got}. Do not pay again: the "
+                    "same request sent again reuses what was paid where the service honours it")
         elif isinstance(exc, PaymentOutcomeUnknown):
             text = (f"error: the payment's outcome is unknown ({self._text(exc, MAX_LINE)}); it stays pending in the "
                     "ledger and counts against the budget. Do not pay again")
@@ -593,7 +602,7 @@ class _ToolCore:
         else:  # e.g. a LedgerError or a wallet that may have paid: the ledger lines below tell what happened
             text = f"error: {type(exc).__name__}: {self._text(exc, MAX_LINE)}"
         lines = [text.rstrip(".") + "."]
-        if since is not None and not isinstance(exc, PaymentNotHonored | PaymentOutcomeUnknown):
+        if since is not None and not isinstance(exc, PaymentNotHonored | PaymentOutcomeUnknown | PaidRequestFailed):
             paid = [r for r in self.client.ledger.receipts(limit=20) if r.id > since and r.status.value != "failed"]
             lines += [f"meanwhile the ledger recorded: {_receipt_line(r, self._rate())}" for r in paid]
         lines.append(self._budget_left() + ".")
@@ -891,6 +900,12 @@ def _shown(value: object) -> str:
         return clean(repr(value), 60)
     except ValueError:  # an int of more than 4,300 digits has no repr
         return "a number too long to show"
+
+
+def _failed(response: httpx.Response) -> bool:
+    """An answer that did not give what was asked for (4xx, 5xx, an unpaid 402): a failure for MCP's isError,
+    as a fetch tool reports it; the text still says the status and what was paid."""
+    return response.status_code >= 400
 
 
 def _status_line(response: httpx.Response) -> str:
