@@ -417,3 +417,29 @@ def test_an_idle_session_is_closed_and_refunded(client: httpx.Client, demo: Runn
     assert problem(payer.bearer()) == "payment-expired"
     assert net(demo).balance_msat(payer.wallet.key) - before == 18_000  # the rest came back on its own
     assert demo.app.state.mpp.sessions[payer.session_id].refund_status == "succeeded"
+
+
+def test_the_home_page_lists_the_mpp_routes(client: httpx.Client) -> None:
+    page = client.get("/").text
+    for path in ("/mpp/ticker/", "/mpp/evm/ticker/", "/mpp/both/ticker/", "/aperture/ticker/", "/mpp/session/ticker/",
+                 "/mpp/session/stream/"):
+        assert f"<code>{path}{{symbol}}" in page
+
+
+def test_the_evm_settle_hook_decides(client: httpx.Client, demo: RunningServer) -> None:
+    seen: list[dict[str, Any]] = []
+
+    def refuse(authorization: dict[str, Any]) -> str:
+        seen.append(authorization)
+        raise RuntimeError("the chain said no")
+
+    demo.app.state.mpp.evm_settle = refuse
+    ch = only(client.get("/mpp/evm/ticker/AAPL"))
+    credential = ch.credential(evm_authorization(EvmSigner.create(), ch, nonce=spec_nonce(ch)))
+    refused = client.get("/mpp/evm/ticker/AAPL", headers={"Authorization": credential})
+    assert problem(refused) == "verification-failed" and demo.app.state.mpp.evm_settled == []
+    assert seen[0]["challenge_id"] == ch.id and seen[0]["signature"].startswith("0x")
+    demo.app.state.mpp.evm_settle = lambda a: "0x" + "cd" * 32
+    ok = client.get("/mpp/evm/ticker/AAPL", headers={"Authorization": credential})  # nothing settled: the retry may
+    receipt = wire.read_receipt(ok.headers)
+    assert ok.status_code == 200 and receipt is not None and receipt.reference == "0x" + "cd" * 32

@@ -243,5 +243,5 @@ class Permit2AllowanceRequired(PaymentRejected):
 
 
 class SessionError(HttpayError):
-    """An MPP session cannot go on (the service refused it, closed it, or answered what the protocol
-    does not allow); what was paid into it is in the ledger."""
+    """An MPP session cannot go on: the service refused it, closed it, changed its price, or kept asking
+    for top-ups (httpay.MppSession). What was paid is on the ledger; close the session for the refund."""

@@ -112,3 +112,15 @@ def test_a_worker_with_a_skewed_clock_never_causes_a_second_payment(
     assert payments_of(demo, key_a) == 1 and payments_of(demo, key_b) == 0, "one challenge, one payment"
     with open_ledger(clean_postgres_url) as lg:
         assert [x.status for x in lg.receipts()] == [Status.SETTLED]
+
+
+def test_a_fleet_of_eight_processes_never_overspends(clean_postgres_url: str) -> None:  # noqa: F811
+    """8 agent processes (each its own wallet, several threads, every request its own 402) on one
+    PostgreSQL budget that fits 80% of them: never a msat over, exactly what fits is paid, each hash
+    once, every payment that left a wallet settled, nothing left pending (bench/fleet_bench.py's
+    own run, asserted)."""
+    from bench.fleet_bench import run_fleet
+
+    res = run_fleet(clean_postgres_url, processes=8, threads=2, pool_size=2)
+    assert all(res["checks"].values()), (res["checks"], res["errors"])
+    assert res["paid"] == 12 and res["requests"] == 16

@@ -186,3 +186,66 @@ def test_the_session_can_be_used_between_stream_events(mode: str, demo: RunningS
         assert seen == [200] and len(d.client.ledger.receipts()) == 1  # one deposit for both
     finally:
         d.close_client()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_concurrent_requests_on_a_new_session_pay_one_deposit(mode: str, demo: RunningServer, wallet: DemoWallet,
+                                                              ledger_path: Path) -> None:
+    """Ten requests at once on a session not yet open: one deposit opens it, all ten are served from it."""
+    import threading
+
+    d = Driver(mode, demo, wallet, ledger_path, "/mpp/session/ticker/AAPL")
+    try:
+        if d.loop is None:
+            statuses: list[int] = []
+            start = threading.Barrier(10)
+
+            def one() -> None:
+                start.wait()
+                statuses.append(d.session.get().status_code)
+
+            threads = [threading.Thread(target=one) for _ in range(10)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        else:
+            async def many() -> list[int]:
+                return [r.status_code for r in await asyncio.gather(*(d.session.get() for _ in range(10)))]
+            statuses = d.loop.run_until_complete(many())
+        assert statuses == [200] * 10
+        assert [r.offer_id for r in d.client.ledger.receipts()] == ["session-deposit"]
+        assert (d.session.state.spent_sat, wallet.balance_msat()) == (20, 980_000)
+    finally:
+        d.close_client()
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("answer", [True, False])
+def test_the_approver_is_asked_about_each_deposit(mode: str, answer: bool, demo: RunningServer, wallet: DemoWallet,
+                                                  ledger_path: Path) -> None:
+    asked: list[Any] = []
+
+    def approve(quote: Any) -> bool:
+        asked.append(quote)
+        return answer
+
+    async def approve_async(quote: Any) -> bool:
+        return approve(quote)
+
+    policy = httpay.Policy(approve=approve if mode == "sync" else approve_async)
+    d = Driver(mode, demo, wallet, ledger_path, "/mpp/session/ticker/AAPL", policy=policy)
+    try:
+        if answer:
+            for _ in range(11):  # the deposit and, on the 11th request, a top-up: each one asked about
+                assert d.get().status_code == 200
+            assert [q.offer.offer_id for q in asked] == ["session-deposit", "session-top-up"]
+            assert asked[0].price_msat == 20_000 and "20 sat at 2 sat a request" in asked[0].offer.title
+            assert wallet.balance_msat() == 960_000
+        else:
+            with pytest.raises(PaymentRefused) as refused:
+                d.get()
+            assert refused.value.rule == "approval" and "did not approve the session's deposit of 20 sat" in str(refused.value)
+            assert wallet.balance_msat() == 1_000_000 and d.client.ledger.receipts() == []
+    finally:
+        d.close_client()

@@ -273,15 +273,35 @@ def test_mpp_case(case: Case, svc: HostileService, wallet: CountingWallet, ledge
 
 def test_accept_payment_names_what_the_policy_allows(svc: HostileService, wallet: CountingWallet,
                                                      ledger: Path, mode: str) -> None:
+    """Once a host has asked in MPP, its requests (the paid retry first) carry `Accept-Payment` with the
+    methods the policy allows; a host never seen asking gets no header at all (the unpaid path to
+    everyone else adds nothing); a caller's own header is left alone."""
     url, server = mpp_route(svc, "/mpp", "lightning")
     run(mode, url, wallet=wallet, ledger=ledger, policy=httpay.Policy(usd_per_btc=100_000))
-    assert server.seen_accept[0] == "lightning/charge"
-    run(mode, url, wallet=wallet, ledger=ledger, policy=httpay.Policy(usd_per_btc=100_000, methods=["mpp"]),
-        x402_signer=CountingSigner())
-    assert server.seen_accept[-1] == "evm/charge"
+    assert server.seen_accept == [None, "lightning/charge"]
+    run(mode, url, wallet=wallet, ledger=ledger, x402_signer=CountingSigner(),
+        policy=httpay.Policy(usd_per_btc=100_000, methods=["lightning", "mpp"]))
+    assert server.seen_accept[-1] == "lightning/charge, evm/charge"
     run(mode, url, wallet=wallet, ledger=ledger, request={"headers": {"Accept-Payment": "tempo/charge"}},
         policy=httpay.Policy(usd_per_btc=100_000))
-    assert server.seen_accept[-1] == "tempo/charge"  # the caller's own header is left alone
+    assert server.seen_accept[-2:] == ["tempo/charge", "tempo/charge"]  # the caller's own header is left alone
+
+
+def test_a_host_that_asked_in_mpp_gets_accept_payment_on_every_later_request(
+        svc: HostileService, wallet: CountingWallet, ledger: Path) -> None:
+    url, _ = mpp_route(svc, "/mpp", "lightning")
+    seen: list[str | None] = []
+
+    async def free(request: Request) -> Response:
+        seen.append(request.headers.get("accept-payment"))
+        return JSONResponse({"free": True})
+
+    other = svc.route("/free-too", free)
+    with httpay.Client(wallet=wallet, ledger=ledger) as c:
+        c.get(other)
+        c.get(url)
+        c.get(other)
+    assert seen == [None, "lightning/charge"]
 
 
 def test_evm_nonce_is_the_challenge_hash(svc: HostileService, wallet: CountingWallet, ledger: Path) -> None:

@@ -165,3 +165,35 @@ def test_a_wallet_that_cannot_receive_opens_no_session(mode: str, svc: HostileSe
         with pytest.raises(ConfigError, match="cannot create the amount-less return invoice"):
             session.get() if mode == "sync" else asyncio.run(session.get())
     assert wallet.calls == []
+
+
+class LostAnswerWallet(ReceivingWallet):
+    """Pays, then loses the answer (a timeout after the money left): the outcome is unknown to httpay."""
+
+    def pay_invoice(self, bolt11: str, *, max_fee_msat: int | None = None) -> Any:
+        from httpay.errors import PaymentTimeout
+
+        super().pay_invoice(bolt11, max_fee_msat=max_fee_msat)
+        raise PaymentTimeout("the wallet did not answer in time")
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_deposit_whose_answer_was_lost_stays_pending_and_is_reconciled(mode: str, svc: HostileService,
+                                                                         ledger: Path) -> None:
+    from httpay.errors import PaymentTimeout
+    from httpay.reconcile import reconcile
+
+    url = svc.route("/session", SessionService(svc, "honest").handle)
+    wallet = LostAnswerWallet(svc.node)
+    with httpay.Client(wallet=wallet, ledger=ledger, reconcile_grace_s=None) as client:
+        session: Any = MppSession(client, url) if mode == "sync" else AsyncMppSession(client, url)
+        with pytest.raises(PaymentTimeout):
+            session.get() if mode == "sync" else asyncio.run(session.get())
+        assert session.state.status == "new"  # never opened: nothing presented, nothing paid again
+    assert len(wallet.calls) == 1
+    with SQLiteLedger(ledger) as lg:
+        (row,) = lg.receipts()
+        assert row.status.value == "pending" and "reconcile before paying again" in (row.reason or "")
+        assert lg.spent_msat() == 20_000 + 1_000 * 10  # the deposit and its fee cap stay held meanwhile
+        (outcome,) = reconcile(lg, wallet, grace_s=0)
+        assert outcome.outcome == "settled" and lg.get(row.id).status.value == "settled"

@@ -223,13 +223,16 @@ class Case:
     ids: int | None = None
     policy: dict[str, Any] = field(default_factory=dict)
     sign_ins: int = 0             # sign-in messages the signer signed (and the service received)
-    pays: int = 0                 # payments by the Lightning wallet (a testnet one; None without this case's need)
+    pays: int = 0                 # payments by the Lightning wallet (a testnet one)
+    headers: dict[str, str] = field(default_factory=dict)  # the application's own request headers
 
 
 CASES = [
     # -- payment-identifier ------------------------------------------------------------------------
     Case("payment-id-is-the-call-key", lambda svc, seen: v2(svc, seen, extensions=PID), (None,), 1,
          (("settled", 10_000),), 10_000, ids=1),
+    Case("callers-own-idempotency-key-is-the-payment-id", lambda svc, seen: v2(svc, seen, extensions=PID), (None,), 1,
+         (("settled", 10_000),), 10_000, ids=1, headers={"Idempotency-Key": "order-2026-0001-abcdef"}),
     Case("payment-id-409-is-typed-never-pays-again", lambda svc, seen: v2(svc, seen, extensions=PID, answer="409"),
          (PaymentIdConflict,), 1, (("failed", 10_000),), 0, says="409 Conflict", noted="payment id", ids=1),
     Case("payment-id-required-malformed-refused-before-signing",
@@ -302,7 +305,8 @@ def test_x402_v2(case: Case, mode: str, svc: HostileService, ledger: Path) -> No
     policy = httpay.Policy(**{"methods": ["x402"], "usd_per_btc": RATE, "max_per_payment_usd": 0.5, **case.policy})
     errors: list[BaseException | None] = []
     for body in case.bodies:
-        method, request = ("GET", None) if body is None else ("POST", {"content": body})
+        method, request = ("GET", {"headers": case.headers}) if body is None else (
+            "POST", {"content": body, "headers": case.headers})
         out = run(mode, url, wallet=wallet, ledger=ledger, policy=policy, method=method, request=request,
                   x402_signer=signer)
         errors.append(out.error)
@@ -318,10 +322,30 @@ def test_x402_v2(case: Case, mode: str, svc: HostileService, ledger: Path) -> No
     assert all(case.noted in (r.reason or "") for r in rows), [r.reason for r in rows]
     if case.ids is not None:
         ids = [i for i in seen.ids if i is not None]
-        assert len(set(ids)) == case.ids and all(i.startswith("pay_") for i in ids)
+        assert len(set(ids)) == case.ids
+        assert all(i == case.headers["Idempotency-Key"] for i in ids) if case.headers else all(
+            i.startswith("pay_") for i in ids)
         if case.bodies[0] is not None:  # a POST: its Idempotency-Key is the call's key, the payment id too
             assert seen.keys == seen.ids
     assert len(signer.messages) == len(seen.sign_ins) == case.sign_ins
     assert len(wallet.calls) == case.pays
     if any(isinstance(e, CallAlreadyPaid) for e in errors):
         assert len(signer.signed) == 1  # never a second payment
+
+
+def test_lnbtc_offers_are_shown_with_their_price_and_never_said_payable(svc: HostileService, ledger: Path,
+                                                                       cli: Callable[..., Any]) -> None:
+    """`httpay offers` and the agent's offers tool show a Lightning `exact` offer in msat, on its lnbtc
+    network, and say it is a proposal that is not paid; nothing is paid or written."""
+    from httpay.apps.agent import Toolbox
+
+    url = lnbtc(svc, Seen())
+    ran = cli("offers", url)
+    both = " ".join((ran.out + ran.err).split())
+    assert "10 sat" in both and "x402-lnbtc is a proposal, not a standard" in both, both
+    with Toolbox(wallet=LnbtcWallet(svc.node), ledger=ledger, policy=httpay.Policy(usd_per_btc=RATE)) as box:
+        text = " ".join(box.offers(url).split())
+    assert "x402-lnbtc is a proposal, not a standard" in text and "Policy(proposals=['x402-lnbtc'])" in text, text
+    assert svc.node.paid == []
+    with SQLiteLedger(ledger) as lg:
+        assert lg.receipts() == []

@@ -1,7 +1,8 @@
 """The demo's MPP routes paid by the peers' own clients, on loopback: pympp 0.16.0's `Mpp` client and
 mppx 0.11.0's `Mppx.create(...).fetch`, with their evm charge clients on the evm route and, on the
 lightning routes, a custom lightning charge method built on each one's published client API that
-pays with a demo wallet. Each pays once and gets the answer with a receipt."""
+pays with a demo wallet (each pays once and gets the answer with a receipt); on the session route, a
+custom lightning session method on each one's client API (open, bearer, topUp)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import pytest
 from httpay.demo.runner import RunningServer
 from httpay.protocols import mpp as wire
 from httpay.wallets.demo import DemoWallet
-from tests.fixtures.mpp_servers import pympp_lightning_client
+from tests.fixtures.mpp_servers import pympp_lightning_client, pympp_lightning_session_client
 from tests.interop.conftest import Node, balance_msat
 
 LIGHTNING_ROUTES = ["/mpp/ticker/AAPL", "/aperture/ticker/AAPL", "/mpp/both/ticker/AAPL"]
@@ -93,3 +94,57 @@ def test_mppx_evm_client_pays_the_evm_route(node: Node, interop_demo: RunningSer
     (item,) = settled[before:]
     assert item["from"] == account.address
     assert item["nonce"] == wire.evm_challenge_hash(item["challenge_id"], "127.0.0.1")  # mppx signs the spec's hash
+
+
+# 20 sat deposit, 2 sat a request: ten answers, then the top-up's acknowledgement, then answers again
+SESSION_ACTIONS = ["open"] + ["bearer"] * 9 + ["topUp", "bearer"]
+
+
+def _session_closed_refund(demo: RunningServer, key: str, session_id: str) -> int:
+    """Close the peer's session by hand (neither SDK has a lightning session): what the wallet got back."""
+    from httpay.protocols.mpp import LightningSession
+
+    before = balance_msat(demo, key)
+    found = wire.parse(402, httpx.get(demo.url + "/mpp/session/ticker/AAPL").headers)
+    assert found is not None
+    (ch,) = found
+    session = demo.app.state.mpp.sessions[session_id]
+    preimage = demo.app.state.demo.network.invoice(session_id).preimage
+    closed = httpx.get(demo.url + "/mpp/session/ticker/AAPL",
+                       headers={"Authorization": ch.credential(LightningSession.close_payload(session_id, preimage))})
+    assert closed.status_code == 200 and session.status == "closed"
+    return balance_msat(demo, key) - before
+
+
+def test_pympp_client_pays_the_session_route(interop_demo: RunningServer, demo_wallet_key: str) -> None:
+    from mpp.client import Mpp
+
+    wallet = DemoWallet(interop_demo.url, demo_wallet_key)
+    method, state = pympp_lightning_session_client(wallet)
+
+    async def fetch_all() -> list[httpx.Response]:
+        async with Mpp(methods=[method]) as client:
+            return [await client.fetch(interop_demo.url + "/mpp/session/ticker/AAPL") for _ in range(12)]
+
+    answers = asyncio.run(fetch_all())
+    assert [r.status_code for r in answers] == [200] * 12
+    assert [r.json().get("symbol") for r in answers[:10]] == ["AAPL"] * 10
+    assert answers[10].json()["status"] == "ok" and answers[11].json()["symbol"] == "AAPL"
+    assert state.actions == SESSION_ACTIONS
+    assert state.session_id is not None
+    assert interop_demo.app.state.mpp.sessions[state.session_id].spent_sat == 22
+    assert balance_msat(interop_demo, demo_wallet_key) == 960_000  # deposit and top-up, nothing else
+    assert _session_closed_refund(interop_demo, demo_wallet_key, state.session_id) == 18_000
+    wallet.close()
+
+
+def test_mppx_client_pays_the_session_route(node: Node, interop_demo: RunningServer, demo_wallet_key: str) -> None:
+    out = node.run("mppx_session.mjs", interop_demo.url + "/mpp/session/ticker/AAPL", "12",
+                   env={"DEMO_URL": interop_demo.url, "DEMO_WALLET_KEY": demo_wallet_key})
+    assert [a["status"] for a in out["answers"]] == [200] * 12, out
+    assert [a["symbol"] for a in out["answers"][:10]] == ["AAPL"] * 10
+    assert out["answers"][10]["ack"] == "ok" and out["answers"][11]["symbol"] == "AAPL"
+    assert out["actions"] == SESSION_ACTIONS
+    assert interop_demo.app.state.mpp.sessions[out["sessionId"]].spent_sat == 22
+    assert balance_msat(interop_demo, demo_wallet_key) == 960_000
+    assert _session_closed_refund(interop_demo, demo_wallet_key, out["sessionId"]) == 18_000

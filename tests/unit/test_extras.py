@@ -64,3 +64,15 @@ def test_a_missing_extra_is_one_clear_error_naming_it(code: str, extra: str) -> 
     assert run.returncode == 0, run.stderr
     assert f"pip install 'httpay[{extra}]'" in run.stdout, run.stdout
     assert "Traceback" not in run.stderr
+
+
+def test_pip_install_httpay_brings_only_the_core() -> None:
+    """What `pip install httpay` installs, read from the package's own metadata (what pip reads):
+    the paying client's few dependencies; everything else only behind a named extra."""
+    from importlib.metadata import requires
+
+    core = sorted(r.split(";")[0].split(">")[0].split("=")[0].split("<")[0].strip().lower()
+                  for r in requires("httpay") or [] if "extra ==" not in r)
+    assert core == ["bech32", "coincurve", "httpx", "platformdirs", "pymacaroons", "rich"], core
+    extras = {r.split("extra ==")[1].strip().strip('"\'') for r in requires("httpay") or [] if "extra ==" in r}
+    assert {"postgres", "mcp", "dashboard", "demo", "x402", "lightspark", "all"} <= extras

@@ -1028,7 +1028,11 @@ def _dialect(challenge: Any) -> str:
 
 
 def _cli_cannot_pay(offer: Any) -> tuple[str, str] | None:
-    """What the httpay command can pay: Lightning, with the wallet it is configured with."""
+    """What the httpay command can pay: Lightning, with the wallet it is configured with (never an
+    offer that follows an unmerged proposal: only Python's Policy(proposals=[...]) opts in to those)."""
+    if getattr(offer, "proposal", None) is not None:
+        return "proposal", (f"{offer.proposal} is a proposal, not a standard; the httpay command does not pay it "
+                            f"(from Python, opt in with Policy(proposals=[{offer.proposal!r}]))")
     if offer.rail == "lightning":
         return None
     return "no_signer", "the httpay command has no x402 signer (pay it from Python with Client(x402_signer=...))"

@@ -146,17 +146,6 @@ class Sign(Effect):
         return signature
 
 
-@dataclass(frozen=True)
-class SignMessage(Effect):
-    """Have the signer sign a text message by EIP-191 (a sign-in: it pays nothing)."""
-
-    message: str
-
-    def run(self, payer: Payer) -> bytes:
-        signature: bytes = payer.signer.sign_message(self.message)
-        return signature
-
-
 # -- the ledger --------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class LedgerNow(Effect):
@@ -339,3 +328,14 @@ class CallAnswered(Effect):
 
     def run(self, payer: Payer) -> None:
         payer.ledger.answer_call(self.call_id)
+
+
+@dataclass(frozen=True)
+class SignMessage(Effect):
+    """Have the signer sign a text message by EIP-191 (a sign-in: it pays nothing)."""
+
+    message: str
+
+    def run(self, payer: Payer) -> bytes:
+        signature: bytes = payer.signer.sign_message(self.message)
+        return signature

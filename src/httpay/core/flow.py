@@ -38,7 +38,6 @@ from httpay.core.dialect import (
     SignsIn,
     ToSign,
     dialect_of,
-    dialects,
     read_challenge,
 )
 from httpay.core.effects import (
@@ -310,6 +309,7 @@ def request_flow(payer: Payer, request: httpx.Request, *, dry_run: bool = False,
     challenges = read_challenge(response.status_code, response.headers, response.content, url=str(request.url))
     if not challenges:
         return response
+    _learn_advertising(payer, request, challenges)
     return (yield from pay_flow(payer, request, response, challenges, met_402_at=met_402_at,
                                 max_price_msat=max_price_msat, offer_id=offer_id))
 
@@ -479,22 +479,29 @@ def _present_again(run: _Run, challenge: Challenge, call: Call) -> Flow:
 
 
 def _advertise(payer: Payer, request: httpx.Request) -> None:
-    """Put on the request what the dialects tell servers about this payer (MPP's `Accept-Payment`:
-    the methods its policy allows), unless the caller set the header itself. Worked out once per
-    policy methods and signer, not per request."""
-    key = (tuple(payer.policy.methods), payer.signer is not None, len(dialects()))
-    cached = _ADVERTISED.get(key)
-    if cached is None:
-        cached = {}
-        for dialect in dialects():
-            cached.update(dialect.advertise(payer.policy, key[1]))
-        _ADVERTISED[key] = cached
-    for name, value in cached.items():
-        if name not in request.headers:
-            request.headers[name] = value
+    """Put on a request to a host whose 402s named a dialect with something to advertise (MPP's
+    `Accept-Payment`: the methods this payer's policy allows) those headers, unless the caller set
+    them. A host never seen asking in such a dialect gets nothing: the unpaid path to everyone else
+    adds not one header, and the flow ranks every offer itself whatever the server sends."""
+    if not payer.advertise_to:
+        return
+    wanted = payer.advertise_to.get(host_of(request.url))
+    if wanted:
+        for name, value in wanted.items():
+            if name not in request.headers:
+                request.headers[name] = value
 
 
-_ADVERTISED: dict[tuple[tuple[str, ...], bool, int], dict[str, str]] = {}
+def _learn_advertising(payer: Payer, request: httpx.Request, challenges: Sequence[Challenge]) -> None:
+    """A host asked in dialects that advertise: keep their headers for it (this request's paid
+    retry, and every later request there, carry them)."""
+    headers: dict[str, str] = {}
+    can_sign = payer.signer is not None
+    for dialect in {dialect_of(c) for c in challenges}:
+        headers.update(dialect.advertise(payer.policy, can_sign))
+    if headers:
+        payer.advertise_to[host_of(request.url)] = headers
+        _advertise(payer, request)
 
 
 def _choose(run: _Run, ranked: Sequence[Challenge], response: httpx.Response, max_price_msat: int | None,

@@ -32,6 +32,8 @@ class Payer:
     signer: Any = None                 # signs typed-data payments (httpay.signers.EvmSigner); None: refuse them
     payment_deadline: float | None = DEFAULT_PAYMENT_DEADLINE_S  # seconds from a 402 to paying it; None: none
     tags: dict[str, str] = field(default_factory=dict)  # every payment's attribution ({"agent": "research"})
+    # hosts whose 402s named a dialect that advertises (MPP's Accept-Payment), and the headers they get
+    advertise_to: dict[str, dict[str, str]] = field(default_factory=dict, repr=False)
     call_window_s: float = 600.0       # the same call (method, URL, body) sent again within this is one call
 
     @property

@@ -104,6 +104,10 @@ class MppDemo:
     answers: dict[tuple[str, str], tuple[int, bytes, dict[str, str]]] = field(default_factory=dict, repr=False)
     sessions: dict[str, Session] = field(default_factory=dict, repr=False)
     evm_settled: list[dict[str, Any]] = field(default_factory=list, repr=False)
+    # the settle hook: given a verified authorization, settle it and return its reference (a transaction
+    # hash). The demo's records it and invents a hash; nothing goes on chain.
+    evm_settle: Callable[[dict[str, Any]], str] = field(
+        default=lambda a: "0x" + hashlib.sha256(f"{a['from']}{a['nonce']}".encode()).hexdigest(), repr=False)
     issued: int = 0
     paid: int = 0
     refused: int = 0
@@ -382,10 +386,17 @@ def _verify_evm_charge(request: Request, cred: wire.MppCredential) -> dict[str, 
     if signer.lower() != p["from"].lower():
         raise Problem("verification-failed", "the authorization is not signed by its payer")
     _consume(request, f"evm:{p['from'].lower()}:{p['nonce'].lower()}", cred.id)
-    reference = "0x" + hashlib.sha256(f"{p['from']}{p['nonce']}".encode()).hexdigest()
+    verified = {"from": p["from"], "to": p["to"], "value": p["value"], "nonce": p["nonce"].lower(),
+                "validBefore": p["validBefore"], "signature": p["signature"], "challenge_id": cred.id}
+    try:
+        reference = cfg.evm_settle(verified)
+    except Exception:  # noqa: BLE001 - a settlement that failed settles nothing: the payer may retry
+        with cfg.lock:
+            cfg.consumed.pop(f"evm:{p['from'].lower()}:{p['nonce'].lower()}", None)
+        raise Problem("verification-failed", "the authorization could not be settled") from None
     with cfg.lock:
-        cfg.evm_settled.append({"from": p["from"], "to": p["to"], "value": p["value"], "nonce": p["nonce"].lower(),
-                                "reference": reference, "challenge_id": cred.id})
+        cfg.evm_settled.append({k: verified[k] for k in ("from", "to", "value", "nonce", "challenge_id")}
+                               | {"reference": reference})
     return {"method": "evm", "challengeId": cred.id, "reference": reference, "status": "success",
             "timestamp": _timestamp()}
 

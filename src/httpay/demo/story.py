@@ -224,17 +224,8 @@ def _tell_classic(base: str, console: Console, *, approve: bool, non_interactive
     story.say("The macaroon, decoded (it becomes a bearer credential once paid, so it is never shown whole)",
               safe.plain(info, 300) + Text("\ncaveats: ") + safe.plain(", ".join(info.caveats), 300))
 
-    wallet = DemoWallet.create(base, balance_sat=1_000)
-    rate = wallet.usd_per_btc()
-    story.rate = rate
-    story.say("A demo wallet funded with 1,000 sat", f"{wallet!r}, balance {fmt_msat(wallet.balance_msat(), rate)}")
-
-    def ask(decision: Quote) -> bool:
-        question = f"Pay {fmt_msat(decision.price_msat or 0, rate)} for '{safe.clean(decision.offer.title)}'?"
-        return confirm(question) if confirm is not None else Confirm.ask(safe.markup(question, 500), console=console, default=False)
-
-    policy = httpay.Policy(max_per_payment_usd=max_per_payment_usd, budget_usd=budget_usd, usd_per_btc=rate,
-                           approve=ask if approve else None)
+    wallet, rate, policy = _wallet_and_policy(story, base, console, 1_000, approve=approve, confirm=confirm,
+                                              budget_usd=budget_usd, max_per_payment_usd=max_per_payment_usd)
     with story, httpay.Client(wallet=wallet, policy=policy, ledger=ledger, base_url=base, timeout=10,
                               on_event=story.on_event) as client:
         console.rule("[bold]httpay asks for MSFT", align="left")
@@ -280,17 +271,8 @@ def _tell_mpp(base: str, console: Console, *, approve: bool, non_interactive: bo
                              for c in found)
     story.say(f"A plain request meets HTTP {first.status_code} with a `WWW-Authenticate: Payment` challenge", shown)
 
-    wallet = DemoWallet.create(base, balance_sat=5_000)
-    rate = wallet.usd_per_btc()
-    story.rate = rate
-    story.say("A demo wallet funded with 5,000 sat", f"{wallet!r}, balance {fmt_msat(wallet.balance_msat(), rate)}")
-
-    def ask(decision: Quote) -> bool:
-        question = f"Pay {fmt_msat(decision.price_msat or 0, rate)} for '{safe.clean(decision.offer.title)}'?"
-        return confirm(question) if confirm is not None else Confirm.ask(safe.markup(question, 500), console=console, default=False)
-
-    policy = httpay.Policy(max_per_payment_usd=max_per_payment_usd, budget_usd=budget_usd, usd_per_btc=rate,
-                           approve=ask if approve else None)
+    wallet, rate, policy = _wallet_and_policy(story, base, console, 5_000, approve=approve, confirm=confirm,
+                                              budget_usd=budget_usd, max_per_payment_usd=max_per_payment_usd)
     with story, httpay.Client(wallet=wallet, policy=policy, ledger=ledger, base_url=base, timeout=10,
                               on_event=story.on_event) as client:
         console.rule("[bold]A lightning charge: one payment buys one answer", align="left")
@@ -333,6 +315,27 @@ def _tell_mpp(base: str, console: Console, *, approve: bool, non_interactive: bo
     plain.close()
     wallet.close()
     return 0
+
+
+def _wallet_and_policy(story: Story, base: str, console: Console, balance_sat: int, *, approve: bool,
+                       confirm: Callable[[str], bool] | None, budget_usd: float,
+                       max_per_payment_usd: float) -> tuple[DemoWallet, float | None, httpay.Policy]:
+    """A funded demo wallet (said so), the demo's rate, and the story's policy (asking a person when
+    `approve`)."""
+    wallet = DemoWallet.create(base, balance_sat=balance_sat)
+    rate = wallet.usd_per_btc()
+    story.rate = rate
+    story.say(f"A demo wallet funded with {balance_sat:,} sat",
+              f"{wallet!r}, balance {fmt_msat(wallet.balance_msat(), rate)}")
+
+    def ask(decision: Quote) -> bool:
+        question = f"Pay {fmt_msat(decision.price_msat or 0, rate)} for '{safe.clean(decision.offer.title)}'?"
+        return confirm(question) if confirm is not None else Confirm.ask(safe.markup(question, 500), console=console,
+                                                                         default=False)
+
+    policy = httpay.Policy(max_per_payment_usd=max_per_payment_usd, budget_usd=budget_usd, usd_per_btc=rate,
+                           approve=ask if approve else None)
+    return wallet, rate, policy
 
 
 def _policy_text(p: httpay.Policy) -> str:

@@ -7,8 +7,9 @@ deposit runs out the service answers a fresh 402 (or, mid-stream, `event: paymen
 the session pays that challenge's deposit invoice and sends `topUp`, then goes on. `close` asks for
 the unspent rest back on the return invoice.
 
-The ledger holds every deposit and top-up as a payment (reserved pending within the policy's
-limits before the wallet is called, then settled), keeps what the session spent in the row's note,
+Every deposit and top-up is held to the policy like a payment (its hosts, the per-payment cap, the
+approver when there is one: asked with a quote of the deposit), and the ledger holds it as one
+(reserved pending within the policy's limits before the wallet is called, then settled), keeps what the session spent in the row's note,
 and on close gives back to the budgets what was refunded (the rows' amounts become what was spent).
 
 The protocol steps are written once as generators of two kinds of step (an HTTP exchange, a blocking
@@ -28,6 +29,9 @@ from typing import Any, Self, TypeVar
 
 import httpx
 
+from httpay.core.effects import Ask
+from httpay.core.model import Challenge, Money, Offer, Quote
+from httpay.core.transport import _approve_async, _approve_sync
 from httpay.errors import (
     ChallengeError,
     ConfigError,
@@ -41,8 +45,10 @@ from httpay.ledger.base import Intent
 from httpay.ledger.models import Receipt
 from httpay.lightning import decode_invoice
 from httpay.protocols import mpp as wire
-from httpay.safe import get_logger
+from httpay.safe import clean, get_logger
 from httpay.wallets.base import Payment, default_fee_limit_msat
+
+__all__ = ["AsyncMppSession", "MppSession", "SessionError", "SessionState", "SseEvent", "SseParser"]
 
 log = get_logger("httpay.mpp.session")
 
@@ -60,7 +66,14 @@ class _Call:
     fn: Callable[[], Any]
 
 
-Step = _Http | _Call
+@dataclass(frozen=True)
+class _Ask:
+    """Ask the policy's approver, as the flow does (the client's own drivers' approval rules)."""
+
+    quote: Quote
+
+
+Step = _Http | _Call | _Ask
 Steps = Generator[Step, Any, T]
 
 
@@ -202,10 +215,13 @@ class _Core:
                                f"{offer.unit_sat} sat a unit; not topping up")
         amount_msat = offer.deposit_sat * 1000
         policy.check_host(self.state.host)
-        if policy.needs_approval():
-            raise PaymentRefused("refused: MPP sessions are not put to an approver yet; pay them with a policy "
-                                 "that has no approve=", rule="approval")
         rate = self._rate()
+        if policy.needs_approval():
+            quote = self._quote(challenge, offer, invoice.network, rate, what)
+            answer = yield _Ask(quote)
+            if answer is not True and answer is not quote.offer and answer != quote.offer.offer_id:
+                raise PaymentRefused(f"refused: the approver did not approve the session's {what} of "
+                                     f"{offer.deposit_sat} sat", rule="approval", offers=quote.challenge.offers)
         cap = policy.per_payment_cap(rate)
         if cap is not None and amount_msat > cap[0]:
             raise PaymentRefused(f"refused: the session's {what} of {offer.deposit_sat} sat is over the per-payment "
@@ -239,6 +255,19 @@ class _Core:
         self.state.unit_sat = offer.unit_sat
         log.info("MPP session %s: paid %s sat (ledger #%d)", what, offer.deposit_sat, row.id)
         return preimage
+
+    def _quote(self, challenge: wire.MppChallenge, offer: wire.LightningSession, network: str, rate: float | None,
+               what: str) -> Quote:
+        """The deposit as the one offer of a quote, for the approver (what it buys, in words)."""
+        unit = offer.unit_type or "unit"
+        title = clean(f"MPP session {what}: {offer.deposit_sat} sat at {offer.unit_sat} sat a {unit}", 200)
+        found = Offer(offer_id=f"session-{what}", title=title, description=title, type="session",
+                      price=Money.msat(offer.deposit_sat * 1000), payment_methods=("lightning",), dialect=wire.PROTOCOL,
+                      pay_method="lightning", rail="lightning", network=network)
+        neutral = Challenge(wire.PROTOCOL, (found,), challenge.id, url=self.state.url, reuse="request")
+        return Quote(challenge=neutral, offer=found, method="lightning", price_msat=offer.deposit_sat * 1000,
+                     url=self.state.url, host=self.state.host, usd_per_btc=rate,
+                     checks=("the unspent rest comes back to an invoice of the wallet when the session closes",))
 
     # -- the actions -----------------------------------------------------------------------
     def prepare_open(self, request: httpx.Request) -> Steps[httpx.Response | httpx.Request]:
@@ -328,7 +357,7 @@ class _Core:
         """The deposit left the wallet but the service would not `what`: PaidRequestFailed with its row."""
         row = self.state.receipt_ids[-1]
         problem = wire.read_problem(response.content)
-        said = f" ({problem.kind})" if problem else ""
+        said = f" ({clean(problem.kind, 60)})" if problem else ""  # server text: cleaned
         self.state.status = "closed" if what == "open the session" else self.state.status
         receipt = yield _Call(lambda: self.payer.ledger.note(
             row, f"paid, but the service would not {what}: {response.status_code}{said}"))
@@ -421,7 +450,12 @@ class MppSession:
                 return done.value  # type: ignore[no-any-return]
             value, error = None, None
             try:
-                value = self._http.send(step.request) if isinstance(step, _Http) else step.fn()
+                if isinstance(step, _Http):
+                    value = self._http.send(step.request)
+                elif isinstance(step, _Ask):
+                    value = _approve_sync(self._core.payer, Ask(step.quote))
+                else:
+                    value = step.fn()
             except Exception as exc:  # noqa: BLE001 - handed to the steps, which decide
                 error = exc
 
@@ -530,6 +564,8 @@ class AsyncMppSession:
             try:
                 if isinstance(step, _Http):
                     value = await self._http.send(step.request)
+                elif isinstance(step, _Ask):
+                    value = await _approve_async(self._core.payer, Ask(step.quote))
                 else:
                     value = await asyncio.to_thread(step.fn)
             except Exception as exc:  # noqa: BLE001 - handed to the steps, which decide
