@@ -206,7 +206,7 @@ class _ToolCore:
         self._default_headers = dict(headers or {})
         self._secrets: set[str] = set()
         self._kept: OrderedDict[tuple[str, str], _Kept] = OrderedDict()
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         for value in self._default_headers.values():
             self.add_secret(value)
             for part in str(value).split():
@@ -373,11 +373,14 @@ class _ToolCore:
     def add_secret(self, value: str | None) -> None:
         """Never show `value` in a tool result again."""
         if value and len(value) >= _MIN_SECRET_LEN:
-            self._secrets.add(value)
+            with self._lock:  # tools may run in several threads at once (an MCP server's workers)
+                self._secrets.add(value)
 
     def scrub(self, text: str) -> str:
         """Replace every secret the Toolbox knows with [redacted]."""
-        for secret in sorted(self._secrets, key=len, reverse=True):
+        with self._lock:
+            secrets = sorted(self._secrets, key=len, reverse=True)
+        for secret in secrets:
             text = text.replace(secret, REDACTED)
         return text
 
@@ -406,7 +409,8 @@ class _ToolCore:
         return shown, len(text) > keep or whole != shown
 
     def _room(self) -> int:
-        return max((len(x) for x in self._secrets), default=0)
+        with self._lock:
+            return max((len(x) for x in self._secrets), default=0)
 
     # -- bodies --------------------------------------------------------------------------------------------
     def _body(self, response: httpx.Response, verb: str, max_chars: int = MAX_BODY_CHARS) -> str:
