@@ -298,3 +298,16 @@ def test_headers_need_the_base_url_they_belong_to(account: Account, tmp_path: Pa
     with pytest.raises(httpay.ConfigError) as err:
         toolbox_from_env(env)
     assert "HTTPAY_HEADERS needs HTTPAY_BASE_URL" in str(err.value) and BEARER not in str(err.value)
+
+
+def test_the_scope_and_the_budget_name_the_limits_of_the_toolboxs_tags(ledger: SQLiteLedger) -> None:
+    svc = FakeService()
+    pol = httpay.Policy(usd_per_btc=100_000, budget_usd=5, tag_limits={"agent=research": {"per_day_usd": 2},
+                                                                        "agent=other": {"budget_sat": 7}})
+    client = httpay.Client(wallet=FakeWallet(svc), policy=pol, ledger=ledger, transport=httpx.MockTransport(svc),
+                           tags={"agent": "research"})
+    box = Toolbox(client)
+    fetch = listed(box)["fetch"].description or ""
+    assert ("$5.00 in total, 10,000 sat per hour (default), 50,000 sat per day (default), $2.00 per day for "
+            "agent=research (the budget tool") in fetch and "agent=other" not in fetch
+    assert "$2.00 per day for agent=research" in box.budget() and "agent=other" not in box.budget()

@@ -238,7 +238,7 @@ class _ToolCore:
             hosts += " except " + ", ".join(clean(h, 80) for h in p.denied_hosts)
         approval = "; a person approves each payment" if p.approve is not None else ""
         text = (f"Scope: it may pay {hosts}, by {', '.join(clean(m, 20) for m in p.methods)}, within "
-                f"{', '.join(p.describe_limits())}{approval} (the budget tool shows what is left).")
+                f"{', '.join(self._limit_words())}{approval} (the budget tool shows what is left).")
         if self._default_headers:
             names = ", ".join(clean(n, 60) for n in sorted(self._default_headers))
             base = self.client.base_url
@@ -248,6 +248,22 @@ class _ToolCore:
             else:
                 text += f" The configured headers ({names}) are added to every request."
         return text
+
+    def _limit_words(self) -> list[str]:
+        """The limits in force, in words: the policy's, then those of the tags this toolbox's payments carry."""
+        p: Policy = self.client.policy
+        words = p.describe_limits()
+        tags: Mapping[str, str] = getattr(self.client.payer, "tags", None) or {}
+        names = {"budget": "in total", "per_hour": "per hour", "per_day": "per day"}
+        for spec, limits in p.tag_limits.items():
+            key, _, value = spec.partition("=")
+            if tags.get(key) != value:
+                continue
+            for name, amount in limits.items():
+                base, unit = name.rsplit("_", 1)
+                shown = f"${float(amount):,.2f}" if unit == "usd" else f"{int(amount):,} sat"
+                words.append(f"{shown} {names.get(base, base)} for {clean(spec, 80)}")
+        return words
 
     # -- the tool programs (driven by Toolbox in its thread, by AsyncToolbox on its event loop) ---------
     def _fetch(self, url: str, method: str, headers: dict[str, str] | None, body: str | None,
@@ -345,7 +361,7 @@ class _ToolCore:
         pending = sum(1 for r in rows if r.status.value == "pending")
         parts = [self._budget_left(), f"spent {fmt_msat(ledger.spent_msat(), rate)} in {settled} settled payment(s)"
                  + (f" and {pending} pending" if pending else "")]
-        limits = policy.describe_limits()
+        limits = self._limit_words()
         if policy.approve is not None:
             limits.append("a person approves each payment")
         parts.append("limits: " + ", ".join(limits))
