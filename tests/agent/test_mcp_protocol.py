@@ -311,3 +311,35 @@ def test_the_scope_and_the_budget_name_the_limits_of_the_toolboxs_tags(ledger: S
     assert ("$5.00 in total, 10,000 sat per hour (default), 50,000 sat per day (default), $2.00 per day for "
             "agent=research (the budget tool") in fetch and "agent=other" not in fetch
     assert "$2.00 per day for agent=research" in box.budget() and "agent=other" not in box.budget()
+
+
+def test_the_server_runs_two_tool_calls_at_once_and_keeps_each_cut_body(ledger: SQLiteLedger) -> None:
+    """An MCP host may call tools concurrently: the server runs each in its own worker thread."""
+    import threading
+
+    both_in = threading.Barrier(2, timeout=30)  # each request waits for the other: they overlap, or this fails
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        both_in.wait()
+        return httpx.Response(200, text=request.url.path[1:] * 5_000)
+
+    server = build_server(mock_box(handler, ledger))
+
+    async def run() -> dict[str, types.CallToolResult]:
+        out: dict[str, types.CallToolResult] = {}
+        with anyio.fail_after(60):
+            async with Client(server, mode="legacy") as client:
+                async def one(path: str) -> None:
+                    out[path] = await client.call_tool("fetch", {"url": path})
+
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(one, "/a")
+                    tg.start_soon(one, "/b")
+                for path in ("/a", "/b"):
+                    out[path + "+"] = await client.call_tool("fetch", {"url": path, "offset": 4000})
+        return out
+
+    got = anyio.run(run)
+    for path, letter in (("/a", "a"), ("/b", "b")):
+        assert not got[path].is_error and text_of(got[path]).split("\n")[1] == letter * 4000
+        assert text_of(got[path + "+"]).split("\n")[1] == letter * 1000
