@@ -285,6 +285,7 @@ def test_httpay_mcp_ask_waits_for_a_person_in_the_queue_unless_the_host_asks(tmp
     build_server(box)
     approver = box.client.policy.approve
     assert isinstance(approver, ElicitingApprover) and isinstance(approver.fallback, ApprovalQueue)
+    assert approver.timeout_s == 5, "--approval-timeout bounds the host's question too"
     assert "a person approves each payment" in box.description("fetch")
     box.close()
     plain = toolbox_from_env(env)
@@ -343,3 +344,24 @@ def test_the_server_runs_two_tool_calls_at_once_and_keeps_each_cut_body(ledger: 
     for path, letter in (("/a", "a"), ("/b", "b")):
         assert not got[path].is_error and text_of(got[path]).split("\n")[1] == letter * 4000
         assert text_of(got[path + "+"]).split("\n")[1] == letter * 1000
+
+
+def test_a_person_who_never_answers_is_a_no_after_the_approval_timeout(ledger: SQLiteLedger) -> None:
+    box, wallet = approving_box(ledger, lambda q: True)
+    server = build_server(box)  # wraps the approver
+    approver = box.client.policy.approve
+    assert isinstance(approver, ElicitingApprover) and approver.timeout_s == 300
+    approver.timeout_s = 0.2
+    never = anyio.Event()
+
+    async def silent(ctx: Any, params: types.ElicitRequestParams) -> types.ElicitResult:
+        await never.wait()  # the person walked away
+        raise AssertionError("unreachable")
+
+    async def run() -> types.CallToolResult:
+        with anyio.fail_after(60):
+            async with Client(server, mode="legacy", elicitation_callback=silent) as client:
+                return await client.call_tool("fetch", {"url": "/ticker/MSFT"})
+
+    result = anyio.run(run)
+    assert result.is_error and text_of(result).startswith("refused by the approver") and wallet.calls == []

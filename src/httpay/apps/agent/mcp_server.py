@@ -169,14 +169,16 @@ def _none_or_text(value: Any, handler: Callable[[Any], Any]) -> Any:
 class ElicitingApprover:
     """The approver of an MCP server's policy: it asks the person through the MCP host ("pay X for Y?
     yes/no", elicitation) when the host supports it; with a host that does not, the policy's own
-    approver decides as before. A person who says no, declines, cancels or cannot be asked (an
-    error once asked) is a no: nothing is paid."""
+    approver decides as before. A person who says no, declines, cancels, cannot be asked (an error
+    once asked) or does not answer within `timeout_s` (the approval queue's, else 300 s) is a no:
+    nothing is paid."""
 
     __name__ = "ask the person through the MCP host"
 
-    def __init__(self, toolbox: Toolbox, fallback: Approver) -> None:
+    def __init__(self, toolbox: Toolbox, fallback: Approver, *, timeout_s: float | None = None) -> None:
         self.toolbox = toolbox
         self.fallback = fallback
+        self.timeout_s = timeout_s if timeout_s is not None else float(getattr(fallback, "timeout_s", 300.0))
 
     def __call__(self, quote: Quote) -> Any:
         ctx = _CONTEXT.get()
@@ -205,7 +207,11 @@ class ElicitingApprover:
         import anyio
 
         try:
-            answer = await ctx.elicit(self.question(quote), PaymentApproval)
+            with anyio.fail_after(self.timeout_s):
+                answer = await ctx.elicit(self.question(quote), PaymentApproval)
+        except TimeoutError:
+            log.warning("no answer to the approval question within %g s: not paid", self.timeout_s)
+            return False
         except NoBackChannelError:  # the host said it elicits, but this connection cannot ask
             return bool(await anyio.to_thread.run_sync(_call, self.fallback, quote))
         except Exception as exc:  # noqa: BLE001 - a question that failed is not a yes
