@@ -122,7 +122,8 @@ def run(quick: bool = False, n: int = 200) -> list[tuple[str, str, str]]:
                 (f"one paid request, {label} (median)", f"{one * 1e3:.1f} ms", "reference"),
                 (f"{n} concurrent requests on one 402 all served, {label} (median)", f"{many * 1e3:.1f} ms",
                  "reference"),
-                (f"{n} concurrent on one 402 / one paid request, {label}", f"{many / one:.2f}", "<= 1.5, 1 payment"),
+                (f"{n} concurrent on one 402 / one paid request, {label}", f"{many / one:.2f}",
+                 "<= 1.2, 1 payment" if latency else "reported: no wallet time to hide the crowd behind"),
             ]
     return lines
 

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-pytest_plugins = ["tests.fixtures.lnbits"]
+pytest_plugins = ["tests.fixtures.lnbits", "tests.fixtures.nostr"]
 
 # Never let a test touch the user's real ledger.
 os.environ.setdefault("HTTPAY_LEDGER", str(ROOT / ".cache" / "test-default-ledger.sqlite3"))

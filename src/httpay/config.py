@@ -16,7 +16,7 @@ from httpay.errors import ConfigError, WalletError
 from httpay.policy import Policy
 from httpay.wallets.base import Wallet
 
-WALLET_KINDS = ("demo", "lnbits", "lnd", "lightspark", "fewsats")
+WALLET_KINDS = ("demo", "lnbits", "lnd", "lightspark", "fewsats", "nwc")
 
 # Each wallet's variables: (required, optional). LND needs one of LND_MACAROON_HEX / LND_MACAROON_PATH.
 WALLET_VARIABLES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
@@ -26,6 +26,7 @@ WALLET_VARIABLES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "lightspark": (("LIGHTSPARK_CLIENT_ID", "LIGHTSPARK_CLIENT_SECRET", "LIGHTSPARK_NODE_ID", "LIGHTSPARK_NODE_PASSWORD"),
                    ("LIGHTSPARK_NETWORK", "LIGHTSPARK_BASE_URL")),
     "fewsats": (("FEWSATS_API_KEY",), ("FEWSATS_BASE_URL", "FEWSATS_USD_PER_BTC")),
+    "nwc": (("NWC_URI",), ("NWC_NETWORK", "NWC_TIMEOUT")),
 }
 
 
@@ -46,7 +47,7 @@ def _needs(env: Mapping[str, str], kind: str, *names: str) -> list[str]:
 
 
 def wallet_from_env(env: Mapping[str, str] | None = None) -> Wallet:
-    """Build the wallet named by `HTTPAY_WALLET` (demo, lnbits, lnd, lightspark, fewsats) from its variables.
+    """Build the wallet named by `HTTPAY_WALLET` (demo, lnbits, lnd, lightspark, fewsats, nwc) from its variables.
 
     Secrets are read from the environment and handed to the wallet only; no error repeats them.
     """
@@ -98,6 +99,23 @@ def _build(kind: str, env: Mapping[str, str]) -> Wallet:
         client_id, secret, node_id, password = _needs(env, kind, *required)
         return LightsparkWallet(client_id, secret, node_id, password, network=_get(env, "LIGHTSPARK_NETWORK") or "bitcoin",
                                 base_url=_get(env, "LIGHTSPARK_BASE_URL") or None)
+    if kind == "nwc":
+        from httpay.extras import require
+        from httpay.wallets.nwc import NWCWallet
+
+        require("nwc")
+        (uri,) = _needs(env, kind, *required)
+        timeout_text = _get(env, "NWC_TIMEOUT")
+        try:
+            timeout = float(timeout_text) if timeout_text else 60.0
+        except ValueError:
+            timeout = math.nan
+        if not math.isfinite(timeout) or timeout <= 0:
+            raise ConfigError(f"NWC_TIMEOUT must be a positive number of seconds, got {timeout_text!r}")
+        try:
+            return NWCWallet(uri, network=_get(env, "NWC_NETWORK") or "bitcoin", timeout=timeout)
+        except ConfigError as exc:  # the URI's own checks; they never repeat its secret
+            raise ConfigError(f"NWC_URI: {exc}") from None
     from httpay.wallets.fewsats import FewsatsWallet
 
     (api_key,) = _needs(env, kind, *required)

@@ -19,6 +19,7 @@ EXTRAS: dict[str, tuple[tuple[str, ...], str]] = {
     "demo": (("starlette", "uvicorn", "bolt11"), "the demo service and its Lightning network"),
     "x402": (("eth_account",), "paying x402 with httpay.signers.EvmSigner"),
     "lightspark": (("lightspark",), "the Lightspark wallet"),
+    "nwc": (("nostr_sdk",), "the Nostr Wallet Connect (NIP-47) wallet"),
 }
 
 

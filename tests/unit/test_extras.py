@@ -50,6 +50,8 @@ def test_paying_client_imports_nothing_heavy() -> None:
     ("import httpay.demo", "demo"),
     ("import httpay.apps.dashboard", "dashboard"),
     ("from httpay.apps.agent.mcp_server import build_server; build_server(None)", "mcp"),
+    ("httpay.wallet_from_env({'HTTPAY_WALLET': 'nwc', 'NWC_URI': 'nostr+walletconnect://x'})", "nwc"),
+    ("from httpay.wallets.nwc import NWCWallet; NWCWallet('nostr+walletconnect://x')", "nwc"),
 ])
 def test_a_missing_extra_is_one_clear_error_naming_it(code: str, extra: str) -> None:
     from httpay.extras import EXTRAS

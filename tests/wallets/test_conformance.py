@@ -1,5 +1,5 @@
-"""One contract every wallet adapter keeps, run against each backend: the demo server, a real LNbits, and
-the fakes of LND, Lightspark and Fewsats.
+"""One contract every wallet adapter keeps, run against each backend: the demo server, a real LNbits,
+the fakes of LND, Lightspark and Fewsats, and Nostr Wallet Connect through a real relay.
 
 Pay -> settled with a proving preimage; pay again -> never a second debit; too little money ->
 InsufficientFunds; a hanging backend -> PaymentTimeout with the outcome unknown; lookups; balance
@@ -135,6 +135,21 @@ def _fewsats(request: pytest.FixtureRequest, silent_url: str) -> Case:
                 closers=[wallet.close])
 
 
+def _nwc(request: pytest.FixtureRequest, silent_url: str) -> Case:
+    from httpay.wallets.nwc import NWCWallet
+
+    b = request.getfixturevalue("nwc_backend")  # a real relay on loopback, a wallet service on the demo network
+    b.service.fee_msat = 1_000
+    wallet = NWCWallet(b.uri, network="regtest", timeout=10)
+
+    def hanging() -> Wallet:
+        b.service.delay_s = 1.0  # the wallet service pays, but answers only after a second
+        return NWCWallet(b.uri, network="regtest", timeout=0.3)
+
+    return Case(wallet, b.mint, b.funds_msat, wallet.balance_msat, _msat_cost, hanging,
+                secrets=[b.service.client_secret], closers=[wallet.close])
+
+
 def _minter(payee: object) -> Callable[[int], tuple[str, str]]:
     def mint(amount_msat: int) -> tuple[str, str]:
         inv = payee.mint(amount_msat)  # type: ignore[attr-defined]
@@ -143,7 +158,7 @@ def _minter(payee: object) -> Callable[[int], tuple[str, str]]:
     return mint
 
 
-ADAPTERS = {"demo": _demo, "lnbits": _lnbits, "lnd": _lnd, "lightspark": _lightspark, "fewsats": _fewsats}
+ADAPTERS = {"demo": _demo, "lnbits": _lnbits, "lnd": _lnd, "lightspark": _lightspark, "fewsats": _fewsats, "nwc": _nwc}
 
 
 @pytest.fixture(params=list(ADAPTERS))

@@ -612,7 +612,7 @@ def _get_without_wallet(args: argparse.Namespace, console: Console) -> int:
                                             title=f"{args.url} asks for payment ({', '.join(c.dialect for c in found)})"))
     raise PaymentRefused(
         f"refused: {args.url} asks for payment and no wallet is configured; set HTTPAY_WALLET (demo, lnbits, lnd, "
-        "lightspark, fewsats) and its variables to pay it", rule="no_wallet", offers=tuple(o for c in found for o in c.offers),
+        "lightspark, fewsats, nwc) and its variables to pay it", rule="no_wallet", offers=tuple(o for c in found for o in c.offers),
     )
 
 

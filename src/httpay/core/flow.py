@@ -291,7 +291,11 @@ def request_flow(payer: Payer, request: httpx.Request, *, dry_run: bool = False,
     presented = yield from _present_held(payer, request)
     for look in (False, True):
         mark = time.monotonic()
-        response: httpx.Response = yield Send(request, payment_deadline_s=None if dry_run else payer.payment_deadline)
+        # An idempotent request is sent once more if the pooled connection proves dead before any
+        # answer (a keep-alive the server closed, a pool an overloaded host broke): nothing can have
+        # been paid by it, and the caller gets the answer instead of a ReadError.
+        response: httpx.Response = yield Send(request, payment_deadline_s=None if dry_run else payer.payment_deadline,
+                                              resend_if_dropped=request.method in IDEMPOTENT)
         if response.status_code != 402:
             return response
         met_402_at = yield from _met_at(mark)
