@@ -26,6 +26,8 @@ __all__ = [
     "loads",
     "markup",
     "plain",
+    "safe_url",
+    "short_url",
 ]
 
 MAX_TEXT = 200            # characters of one piece of server text in a view or a log line
@@ -80,6 +82,52 @@ def plain(value: object, limit: int = MAX_TEXT, style: str = "") -> Any:
     from rich.text import Text
 
     return Text(clean(value, limit), style=style)
+
+
+# Query keys whose values are credentials, by a word in their name ("api_key", "X-Token", "sig").
+SECRET_WORDS = ("token", "key", "secret", "pass", "pwd", "auth", "sig", "session", "bearer", "macaroon",
+                "preimage", "credential", "jwt", "l402", "lsat", "code", "hmac")
+# A query value that looks like a credential whatever its key is called: long, opaque, letters and digits.
+_OPAQUE = re.compile(r"(?=[^\s]*[0-9])(?=[^\s]*[A-Za-z])[A-Za-z0-9_\-.~+/=%]{24,}")
+
+
+def _masked(key: str, value: str) -> bool:
+    return any(w in key.lower() for w in SECRET_WORDS) or _OPAQUE.fullmatch(value) is not None
+
+
+def safe_url(url: str) -> str:
+    """The URL as a person may see it: user info and fragment dropped, credential-looking query
+    values (by their key's name, or by looking like a long opaque token) shown as `***`."""
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(str(url))
+        netloc = parts.netloc.rpartition("@")[2]
+        query = [(k, "***" if _masked(k, v) else v) for k, v in parse_qsl(parts.query, keep_blank_values=True)]
+        return urlunsplit((parts.scheme, netloc, parts.path, urlencode(query, safe="*/:,"), ""))
+    except ValueError:
+        return "<unreadable URL>"
+
+
+def short_url(url: str, limit: int = 60) -> str:
+    """`safe_url(url)` short enough for a table cell: no scheme, the host and the end of the path
+    kept (what tells two URLs apart), the middle and a long query cut with an ellipsis."""
+    full = safe_url(url)
+    text = full.split("://", 1)[-1]
+    if len(text) <= limit:
+        return clean(text, limit)
+    base, _, query = text.partition("?")
+    host, _, path = base.partition("/")
+    tail = "/" + path.rsplit("/", 1)[-1] if path else ""
+    head = host + ("/…" if path.count("/") else "") + tail
+    if len(head) > limit - 2:  # a long last segment: keep its start
+        head = head[: limit - 2] + "…"
+    room = limit - len(head) - 2
+    if query and room > 4:
+        head += "?" + (query if len(query) <= room else query[: room - 1] + "…")
+    elif query:
+        head += "?…"
+    return clean(head, limit + 2)
 
 
 class CleanLogRecords(logging.Filter):

@@ -75,9 +75,16 @@ STYLES: dict[str, tuple[str, str]] = {
 STATUS_TONE = {"settled": "good", "pending": "warn", "failed": "bad",
                "waiting": "warn", "approved": "good", "denied": "bad"}
 
-_CELL_CSS = "padding:2px 8px;vertical-align:top"
-_HEAD_CSS = "padding:2px 8px;border-bottom:1px solid #8c959f"
-_NOTE_CSS = "padding:2px 8px;color:#57606a;font-size:90%"
+# Inline, so a table reads well where no stylesheet exists (GitHub's notebook preview, VS Code,
+# an email): borders between rows, padding, alignment, numbers in even columns. No background,
+# so a dark theme keeps its own.
+_BORDER = "1px solid #d0d7de"
+_TABLE_CSS = f"border-collapse:collapse;margin:4px 0;border:{_BORDER};font-size:13px"
+_CELL_CSS = f"padding:3px 10px;vertical-align:top;border-bottom:{_BORDER}"
+_HEAD_CSS = "padding:3px 10px;border-bottom:2px solid #8c959f;font-weight:600"
+_KEY_CSS = f"font-weight:600;border-right:{_BORDER}"
+_NUM_CSS = "text-align:right;font-variant-numeric:tabular-nums"
+_NOTE_CSS = "padding:3px 10px;color:#57606a;font-size:90%"
 _METER_WIDTH = 10
 
 
@@ -254,9 +261,11 @@ def _html_cell(col: Column, c: Cell, row_style: str) -> str:
     tag = "th" if col.key else "td"
     css = [_CELL_CSS]
     if col.align == "right":
-        css.append("text-align:right")
+        css.append(_NUM_CSS)
     elif col.key:
         css.append("text-align:left")
+    if col.key:
+        css.append(_KEY_CSS)
     if not col.wrap:
         css.append("white-space:nowrap")
     css.append(_css(col.style, row_style))
@@ -283,8 +292,8 @@ def _note_css(n: Cell) -> str:
 
 def _html(v: View) -> str:
     span = max(len(v.columns), 1)
-    parts = [f"<table class='httpay-view httpay-{escape(v.name, 60)}' style='border-collapse:collapse;margin:4px 0'>",
-             f"<caption style='text-align:left;caption-side:top;padding:2px 0'><b>{escape(v.title)}</b></caption>"]
+    parts = [f"<table class='httpay-view httpay-{escape(v.name, 60)}' style='{_TABLE_CSS}'>",
+             f"<caption style='text-align:left;caption-side:top;padding:2px 0 4px'><b>{escape(v.title)}</b></caption>"]
     if v.header:
         heads = "".join(
             f"<th style='{_HEAD_CSS};text-align:{c.align}{'' if c.wrap else ';white-space:nowrap'}'"
@@ -331,8 +340,8 @@ def _plain_lines(v: View) -> Iterator[str]:
     yield from (clean(n.text, n.limit) for n in v.notes)
 
 
-def kv(title: str, pairs: Iterable[tuple[str, str]], name: str = "kv") -> View:
-    """A key/value view (an invoice, a payment request): one row per field, no header."""
+def kv(title: str, pairs: Iterable[tuple[str, str | Cell]], name: str = "kv") -> View:
+    """A key/value view (an invoice, a payment request, a receipt): one row per field, no header."""
     return View(title, (Column("field", key=True), Column("value")),
                 tuple(row(k, v) for k, v in pairs), header=False, name=name)
 

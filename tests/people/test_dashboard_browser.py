@@ -3,6 +3,10 @@ agent's payment while the agent's request waits in another thread."""
 
 from __future__ import annotations
 
+import importlib.util
+import re
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -17,7 +21,7 @@ import httpay
 from httpay.apps.approvals import ApprovalQueue
 from httpay.apps.dashboard import RunningDashboard, create_app, serve_in_thread
 from httpay.demo.runner import RunningServer
-from httpay.ledger import SQLiteLedger
+from httpay.ledger import Intent, SQLiteLedger
 from httpay.wallets.demo import DemoWallet
 
 
@@ -170,3 +174,112 @@ def _decision() -> httpay.Decision:
 def _preimage(ledger: Path) -> str | None:
     with SQLiteLedger(ledger) as lg:
         return lg.receipts()[0].preimage
+
+
+# -- what a person overseeing agents reads: URLs, refusals, balance, tags, a chart that fits -------------------
+ROOT = Path(__file__).resolve().parents[2]
+HOSTILE = "<img src=x onerror=\"window.pwned=1\"><b id='pwn'>bold</b>"
+
+
+def _screenshot_script() -> Any:
+    """scripts/screenshot.py, whose demo data the README's picture shows (one source for both)."""
+    spec = importlib.util.spec_from_file_location("httpay_screenshot", ROOT / "scripts" / "screenshot.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _pay(ledger: Path, n: int, tags: dict[str, str], sat: int = 50) -> None:
+    with SQLiteLedger(ledger) as lg:
+        r = lg.reserve(Intent(host="late.example", url=f"https://late.example/item/{n}", protocol="l402-v0.2",
+                              method="lightning", amount_msat=sat * 1000, payment_hash=f"{n:064x}",
+                              offer_title=f"late {n}", tags=tags))
+        lg.settle(r.id, preimage="00" * 32)
+
+
+@pytest.fixture
+def oversight(tmp_path: Path) -> Iterator[tuple[RunningDashboard, Path]]:
+    shot = _screenshot_script()
+    ledger = tmp_path / "ledger.sqlite3"
+    shot.fill(ledger)
+    with SQLiteLedger(ledger) as lg:
+        lg.note_refusal(host="evil.example", url="https://evil.example/x?token=s3cret", rule="allowed_hosts",
+                        reason=HOSTILE, tags={"agent": HOSTILE})
+    app = create_app(ledger, policy=shot.policy(), wallet=shot.DemoBalance(), refresh_ms=300)
+    with serve_in_thread(app) as dash:
+        yield dash, ledger
+
+
+def test_a_person_reads_urls_refusals_balance_tags_and_a_fitting_chart(
+    oversight: tuple[RunningDashboard, Path], page: Any, artifacts: Path,
+) -> None:
+    dash, ledger = oversight
+    page.goto(dash.page_url)
+    expect(page.locator("#card-wallet")).to_contain_text("84,210 sat ($81.68)")  # read in the background
+    expect(page.locator("#card-wallet")).to_contain_text("lnbits on bitcoin")
+
+    # the URL bought, per row: short, all of it on hover, never its secret
+    msat_row = page.locator("#ledger tbody tr").last
+    url_cell = msat_row.locator("td:has(> .httpay-url)")
+    expect(url_cell).to_contain_text("/v2/quotes/MSFT?fields=price")
+    assert "api_key=***" in (url_cell.get_attribute("title") or "")
+    expect(msat_row).to_contain_text("agent=research")
+    assert "sk_live" not in page.content() and "s3cret" not in page.content()
+
+    # refused attempts, newest first, hostile text shown as typed and never run
+    refusals = page.locator("#refusals tr.httpay-refusal")
+    expect(refusals).to_have_count(4)
+    expect(refusals.first).to_contain_text('<img src=x onerror="window.pwned=1">')
+    expect(refusals.first.locator(".httpay-rule")).to_have_text("allowed_hosts")
+    expect(refusals.nth(1)).to_contain_text("over its daily budget")
+    assert page.evaluate("window.pwned") is None
+    expect(page.locator("#pwn")).to_have_count(0)
+    expect(page.locator("main img")).to_have_count(0)
+    with SQLiteLedger(ledger) as lg:
+        lg.note_refusal(host="new.example", url="https://new.example/buy", rule="max_per_payment",
+                        reason="refused: 9,000 sat is over the per-payment cap", tags={"agent": "support"})
+    expect(refusals).to_have_count(5)  # live: no reload
+    expect(refusals.first).to_contain_text("9,000 sat is over the per-payment cap")
+
+    # spend by tag, and the filter it sets, kept across the live refresh
+    expect(page.locator("#tags tr.tag-row").first).to_contain_text("agent=research")
+    expect(page.locator("#tags tr.tag-row", has_text="agent=support")).to_contain_text("129 sat ($0.13)")
+    page.locator("#tags a.tag-filter", has_text="agent=support").click()
+    expect(page).to_have_url(re.compile(r"tag=agent%3Dsupport"))
+    rows = page.locator("#ledger tbody tr")
+    expect(rows).to_have_count(4)
+    for i in range(4):
+        expect(rows.nth(i)).to_contain_text("agent=support")
+    expect(page.locator("#tag-filter")).to_contain_text("agent=support")
+    expect(page.locator("#chart-scope")).to_contain_text("payments tagged agent=support")
+    _pay(ledger, 101, {"agent": "research"})
+    _pay(ledger, 102, {"agent": "support"})
+    expect(rows).to_have_count(5)  # the new support payment arrives by the live refresh, the research one does not
+    expect(rows.first).to_contain_text("late 102")
+    expect(page.locator("#ledger")).not_to_contain_text("late 101")
+
+    # the chart fits the payments shown, here the support agent's 179 sat
+    svg = page.locator("#chart svg")
+    expect(svg).to_have_attribute("data-total-msat", "179000")
+    top = int(svg.get_attribute("data-ymax-msat") or 0)
+    assert 179_000 < top < 2 * 179_000
+    page.screenshot(path=str(artifacts / "dashboard-oversight-filtered.png"), full_page=True)
+
+    page.locator("#clear-tag").click()
+    expect(rows).to_have_count(14)
+    total = int(page.locator("#chart svg").get_attribute("data-total-msat") or 0)
+    assert total == 734_000 and total < int(page.locator("#chart svg").get_attribute("data-ymax-msat") or 0) < 2 * 1_200_000
+    expect(page.locator("#chart svg line.budget")).to_have_count(1)  # the 1,200 sat budget is in range: drawn
+    page.screenshot(path=str(artifacts / "dashboard-oversight.png"), full_page=True)
+
+
+def test_the_readme_screenshot_is_made_by_the_script(chromium_path: str, tmp_path: Path) -> None:
+    out = tmp_path / "dashboard.png"
+    p = subprocess.run([sys.executable, str(ROOT / "scripts" / "screenshot.py"), "--out", str(out)],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    data = out.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 50_000
+    width = int.from_bytes(data[16:20], "big")
+    assert width == 1280

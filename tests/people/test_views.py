@@ -14,6 +14,7 @@ import httpay
 from httpay.apps import display
 from httpay.apps.dashboard import safe_url, spend_svg
 from httpay.ledger import Intent, SQLiteLedger
+from httpay.ledger.models import refusals_view
 from httpay.protocols.l402_v02 import OfferList
 from tests.helpers import NOTEBOOK_OFFERS, challenge_body, make_invoice
 
@@ -204,3 +205,109 @@ def test_spend_chart_is_inline_svg(filled: SQLiteLedger) -> None:
 def test_urls_shown_to_people_mask_credentials() -> None:
     assert safe_url("https://bob:pw@api.example/x?api_key=s3cret&symbol=MSFT") == "https://api.example/x?api_key=***&symbol=MSFT"
     assert safe_url("http://h/x?Token=abc") == "http://h/x?Token=***"
+
+
+# -- a receipt shown as a receipt ------------------------------------------------------------------------
+def _paid(ledger: SQLiteLedger, *, preimage: str | None, settle: bool = True, **intent: Any) -> httpay.Receipt:
+    import hashlib
+
+    good = "be" * 32
+    fields: dict[str, Any] = {"host": "api.example", "url": "https://bob:pw@api.example/ticker/MSFT?api_key=s3cret&range=1d",
+                                  "protocol": "l402-v0.2", "method": "lightning", "amount_msat": 10_000,
+                                  "payment_hash": hashlib.sha256(bytes.fromhex(good)).hexdigest(), "offer_id": "offer_c668e0c0",
+                                  "offer_title": "1 Credit Package", "offer_amount": 1, "offer_currency": "USD",
+                                  "tags": {"agent": "research", "task": "T-17"}, "wallet": "lnbits"}
+    fields.update(intent)
+    r = ledger.reserve(Intent(**fields), usd_per_btc=RATE)
+    if settle:
+        ledger.settle(r.id, preimage=preimage or good, fee_msat=1_000)
+    return next(x for x in ledger.receipts() if x.id == r.id)
+
+
+def test_a_receipt_is_shown_as_a_receipt_in_every_renderer(ledger: SQLiteLedger) -> None:
+    r = _paid(ledger, preimage=None)
+    v = r.view()
+    assert v.name == "receipt" and v.title == f"Receipt #{r.id}" and not v.header
+    fields = {c.cells[0].text: c.cells[1].text for c in v.rows}
+    assert fields == {
+        "URL": "https://api.example/ticker/MSFT?api_key=***&range=1d", "host": "api.example",
+        "offer": "1 Credit Package (offer_c668e0c0) at $0.01", "amount": "10 sat + fee 1 sat",
+        "in USD": "$0.01 at 100,000 USD/BTC (the rate it was quoted at), fee included", "status": "settled",
+        "paid by": "lightning (l402-v0.2) from lnbits", "payment hash": r.payment_hash,
+        "proof": "preimage verified", "tags": "agent=research task=T-17", "time": f"{r.when} UTC",
+    }
+    page = r._repr_html_()
+    term = text(r, width=100)
+    plain = str(r.view())
+    for out in (page, term, plain):
+        for want in ("Receipt #", "api.example/ticker/MSFT", "1 Credit Package", "10 sat + fee 1 sat", "preimage verified",
+                     "agent=research task=T-17", "100,000 USD/BTC", r.payment_hash or "?"):
+            assert want in out, (want, out[:300])
+        assert "s3cret" not in out and "bob:pw" not in out and "be" * 32 not in out  # never a secret or the preimage
+    assert "color:#1a7f37" in page  # settled and verified, in green
+    assert "Receipt #" in text(r) and "ledger" not in v.name  # not a one-row ledger
+
+
+def test_a_receipts_proof_says_what_proves_it(ledger: SQLiteLedger) -> None:
+    assert _paid(ledger, preimage=None).proof == "preimage verified"
+    wrong = _paid(ledger, preimage="11" * 32, payment_hash="ab" * 32)
+    assert wrong.proof == "preimage does NOT match" and "color:#cf222e" in wrong._repr_html_()
+    pending = _paid(ledger, preimage=None, settle=False, payment_hash="cd" * 32, max_fee_msat=2_000)
+    assert pending.proof == "" and "none yet: the payment is pending" in str(pending.view())
+    assert "10 sat + fee up to 2 sat" in str(pending.view())  # the fee a pending payment may still cost
+    x402 = ledger.reserve(Intent(host="x.example", url="https://x.example/a", protocol="x402", method="exact",
+                                 amount_msat=5_000, payment_hash=None))
+    ledger.settle(x402.id, preimage="")
+    ledger.note(x402.id, "transaction 0xabc123 on base-sepolia")  # as the flow records an x402 settlement
+    shown = next(x for x in ledger.receipts() if x.id == x402.id)
+    assert shown.proof == "transaction 0xabc123"
+    fields = {c.cells[0].text: c.cells[1].text for c in shown.view().rows}
+    assert fields["proof"] == "transaction 0xabc123" and "note" not in fields
+
+
+def test_a_receipt_shows_hostile_server_text_as_text(ledger: SQLiteLedger) -> None:
+    evil = "<script>alert(1)</script>\n[bold]x"
+    r = _paid(ledger, preimage=None, offer_title=evil, url=f"https://api.example/{evil}", tags={"agent": evil})
+    page = r._repr_html_()
+    assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;\\n[bold]x" in page
+    assert "[bold]x" in text(r) and "\n[bold]" not in str(r.view())
+
+
+def test_view_html_reads_well_without_any_stylesheet(filled: SQLiteLedger) -> None:
+    """Borders, padding, alignment and status colours inline: GitHub's notebook preview, VS Code and
+    email strip <style>, so the table carries them itself."""
+    import re
+
+    for page in (filled._repr_html_(), filled.receipts()[0]._repr_html_()):
+        assert re.search(r"<table [^>]*style='[^']*border:1px solid", page)
+        cells = re.findall(r"<td style='([^']*)'", page)
+        assert cells and all("padding:" in c and "border-bottom:" in c for c in cells)
+        assert "<style" not in page and "class=" in page
+    ledger_page = filled._repr_html_()
+    assert "text-align:right;font-variant-numeric:tabular-nums" in ledger_page  # amounts line up
+    assert "color:#1a7f37" in ledger_page and "color:#cf222e" in ledger_page
+
+
+def test_the_ledger_shows_the_url_bought_and_the_tags(ledger: SQLiteLedger, rate: float) -> None:
+    _paid(ledger, preimage=None)
+    page = ledger._repr_html_()
+    assert "/ticker/MSFT?api_key=***&amp;range=1d" in page and "title='https://api.example/ticker/MSFT?api_key=***" in page
+    assert "agent=research task=T-17" in page and "s3cret" not in page
+    wide, mid = text(ledger, width=170), text(ledger, width=120)
+    assert "/ticker/MSFT" in wide and "agent=research" in wide
+    assert "/ticker/MSFT" not in mid and "1 Credit Package" in mid  # a terminal gives the offer its room first
+    assert "s3cret" not in wide
+
+
+def test_refusals_render_as_a_table_in_every_renderer(ledger: SQLiteLedger) -> None:
+    ledger.note_refusal(host="shop.example", url="https://shop.example/buy?api_key=s3cret", rule="max_per_payment",
+                        reason="refused: <b>5,000 sat</b> is over the per-payment cap; raise max_per_payment_sat",
+                        tags={"agent": "research"})
+    (ref,) = ledger.refusals()
+    page, term, plain = ref._repr_html_(), text(ref, width=250), str(ref.view())
+    for out in (page, term, plain):
+        for want in ("max_per_payment", "shop.example", "/buy?api_key=***", "raise max_per_payment_sat", "agent=research"):
+            assert want in out, (want, out[:300])
+        assert "s3cret" not in out
+    assert "&lt;b&gt;5,000 sat&lt;/b&gt;" in page and "<b>5,000" not in page
+    assert "nothing refused" in str(refusals_view([]))

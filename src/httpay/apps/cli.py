@@ -537,19 +537,11 @@ def _receipt_json(rec: Any) -> dict[str, Any] | None:
 
     if not isinstance(rec, Receipt):
         return None
-    import hashlib
-
-    verified = bool(rec.preimage and rec.payment_hash) and \
-        hashlib.sha256(bytes.fromhex(rec.preimage or "")).hexdigest() == (rec.payment_hash or "").lower() \
-        if _is_hex(rec.preimage) else False
+    verified = rec.proof == "preimage verified"
     return {"ledger_id": rec.id, "status": rec.status.value, "amount_msat": rec.amount_msat, "fee_msat": rec.fee_msat,
             "payment_hash": rec.payment_hash, "proof_verified": verified, "dialect": rec.protocol,
             "method": rec.method, "offer_id": rec.offer_id, "offer_title": rec.offer_title, "host": rec.host,
             "url": rec.url, "note": rec.reason, "created_at": rec.created_at.isoformat()}
-
-
-def _is_hex(text: str | None) -> bool:
-    return bool(text) and len(text or "") == 64 and all(ch in "0123456789abcdefABCDEF" for ch in text or "")
 
 
 def _known_rate(c: Any) -> float | None:
@@ -684,17 +676,11 @@ def export_row(r: Any) -> dict[str, Any]:
     """One payment as accounting reads it: what, to whom, how much (fee apart, USD at the rate the
     payment was quoted at), and its proof: the preimage verified against the hash, or the service's
     transaction id."""
-    import hashlib
     from fractions import Fraction
 
     from httpay.amounts import MSAT_PER_BTC
 
-    proof = ""
-    if r.preimage and _is_hex(r.preimage) and r.payment_hash:
-        ok = hashlib.sha256(bytes.fromhex(r.preimage)).hexdigest() == r.payment_hash.lower()
-        proof = "preimage verified" if ok else "preimage does NOT match"
-    elif r.reason and r.reason.startswith("transaction "):
-        proof = r.reason.split(" on ", 1)[0]
+    proof = r.proof  # one rule for every view of a payment (Receipt.proof)
     usd = (Fraction(r.amount_msat + r.fee_msat, MSAT_PER_BTC) * Fraction(str(r.usd_per_btc))) if r.usd_per_btc else None
     return {"id": r.id, "time": r.created_at.isoformat(), "status": r.status.value, "url": r.url, "host": r.host,
             "dialect": r.protocol, "method": r.method, "offer_id": r.offer_id, "offer_title": r.offer_title,
@@ -784,7 +770,10 @@ def _add_people_commands(sub: Any) -> None:
                                  "the paying request decides again for it with every limit")
         _approval_options(av, argparse.SUPPRESS)
 
-    d = sub.add_parser("dashboard", help="a local web page to watch spending and answer approvals")
+    d = sub.add_parser("dashboard", help="a local web page to watch spending and answer approvals",
+                       description="A local web page (127.0.0.1, a token in the URL): the ledger with the URL bought "
+                                   "and the tags, refused attempts, budgets, spend by tag and over time, the balance "
+                                   "of the wallet in HTTPAY_WALLET (when set), and approvals to answer.")
     d.add_argument("--ledger", help="ledger path or URL (default $HTTPAY_LEDGER or the user data dir)")
     d.add_argument("--approvals", metavar="PATH", help="approval queue file (default: the ledger file)")
     d.add_argument("--policy", help="policy TOML file for the budgets (default $HTTPAY_POLICY)")
@@ -1211,14 +1200,27 @@ def _dashboard(args: argparse.Namespace, console: Console) -> int:
     where = _existing_ledger(args.ledger)
     approvals = _existing_ledger(args.approvals, "approval queue", "--approvals") if args.approvals else None
     policy = _policy_or_none(args.policy) or httpay.Policy()
-    rate = _rate_for(policy, args.usd_per_btc)
-    app = create_app(where, policy=policy, usd_per_btc=rate, approvals=approvals)
+    wallet, wallet_note = None, None
+    try:  # the balance it shows; a wallet that is set up wrong is a note on the page, not a refusal to start
+        wallet = _wallet_or_none()
+    except HttpayError as exc:
+        wallet_note = f"no wallet: {exc}"
+        _note(f"note: {wallet_note}")
+    try:
+        rate = _rate_for(policy, args.usd_per_btc, wallet)
+    except HttpayError:
+        rate = None
+    app = create_app(where, policy=policy, usd_per_btc=rate, approvals=approvals, wallet=wallet, wallet_note=wallet_note)
 
     def ready(d: RunningDashboard) -> None:
         print(f"httpay dashboard: {d.page_url}", flush=True)
         print("local only; the token in the URL is the key to it, don't share it. Ctrl-C stops.", flush=True)
 
-    run(app, host=args.host, port=args.port, on_ready=ready)
+    try:
+        run(app, host=args.host, port=args.port, on_ready=ready)
+    finally:
+        if wallet is not None:
+            wallet.close()
     return 0
 
 

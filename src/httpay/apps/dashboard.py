@@ -14,17 +14,19 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
+import math
 import os
+import re
 import secrets
 import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qs, urlencode
 
 from httpay.extras import require
 
@@ -42,33 +44,44 @@ from starlette.responses import (
 )
 from starlette.routing import Route
 
-from httpay.amounts import fmt_msat
+from httpay.amounts import fmt_msat, sat_text
 from httpay.apps.approvals import Approval, ApprovalQueue
 from httpay.apps.display import STATUS_COLOUR, budget_lines, html_budget, html_receipts
 from httpay.errors import ApprovalError, ConfigError, HttpayError
 from httpay.ledger import Ledger, Receipt, open_ledger
+from httpay.ledger.models import refusals_view
 from httpay.loopback import require_loopback
 from httpay.policy import Policy
+from httpay.safe import SECRET_WORDS, clean, safe_url, short_url
 from httpay.view import escape as _e
+from httpay.wallets.base import Wallet
 
-SECRET_WORDS = ("token", "key", "secret", "pass", "auth", "sig", "session", "bearer", "macaroon", "preimage")
+__all__ = ["SECRET_WORDS", "Dashboard", "RunningDashboard", "create_app", "run", "safe_url", "serve_in_thread",
+           "short_url", "spend_svg"]
+
+BUDGET_RANGE = 4.0  # a budget line is drawn when it is at most this many times what the chart shows
 
 
-def safe_url(url: str) -> str:
-    """The URL with user info dropped and credential-looking query values masked."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unreadable URL>"
-    netloc = parts.netloc.rpartition("@")[2]
-    query = [(k, "***" if any(w in k.lower() for w in SECRET_WORDS) else v)
-             for k, v in parse_qsl(parts.query, keep_blank_values=True)]
-    return urlunsplit((parts.scheme, netloc, parts.path, urlencode(query, safe="*"), ""))
+def _nice_step(span: float, ticks: int = 4) -> int:
+    """A round step (1, 2, 2.5 or 5 times a power of ten msat) giving about `ticks` gridlines."""
+    raw = max(span / ticks, 1.0)
+    power = 10 ** math.floor(math.log10(raw))
+    for m in (1, 2, 2.5, 5, 10):
+        if m * power >= raw:
+            return max(int(m * power), 1)
+    return int(10 * power)  # pragma: no cover - the loop always returns
 
 
 def spend_svg(receipts: list[Receipt], *, width: int = 1000, height: int = 190, budget_msat: int | None = None,
-              usd_per_btc: float | None = None, now: datetime | None = None) -> str:
-    """Cumulative money committed (settled + pending) over time, as an inline SVG step line."""
+              usd_per_btc: float | None = None, now: datetime | None = None, budget_name: str = "budget",
+              complete: bool = True) -> str:
+    """Cumulative money committed (settled + pending) over time, as an inline SVG step line.
+
+    The amount axis fits the payments drawn (round gridlines up to just above their total), so a
+    few sat read as clearly as a million. A budget is drawn as a line when it is within
+    `BUDGET_RANGE` of that total; a budget far above it would flatten the spend into the floor,
+    so it is said in a note instead. `complete=False` (only the newest rows are drawn) draws no
+    budget: the curve does not start at zero spent."""
     rs = sorted((r for r in receipts if r.status.value != "failed"), key=lambda r: r.created_at)
     if not rs:
         return "<p class='none'>no payments yet</p>"
@@ -78,9 +91,10 @@ def spend_svg(receipts: list[Receipt], *, width: int = 1000, height: int = 190, 
     t0 = min(rs[0].created_at.timestamp(), t1 - 3600)  # at least the last hour, so the steps read as steps
     span = max(t1 - t0, 1.0) * 1.02
     total = sum(r.total_msat for r in rs)
-    ymax = max(total, 1) * 1.15
-    if budget_msat and budget_msat <= ymax * 1.5:
-        ymax = max(ymax, budget_msat * 1.05)
+    draw_budget = bool(budget_msat) and complete and budget_msat is not None and budget_msat <= max(total, 1) * BUDGET_RANGE
+    peak = max(total, budget_msat or 0) if draw_budget else total
+    step = _nice_step(max(peak, 1) * 1.05)
+    ymax = max(math.ceil(max(peak, 1) * 1.05 / step), 1) * step
     w, h = width - left - right, height - top - bottom
 
     def x(t: float) -> float:
@@ -99,27 +113,43 @@ def spend_svg(receipts: list[Receipt], *, width: int = 1000, height: int = 190, 
         points.append((px, y(acc)))
         colour = STATUS_COLOUR.get(r.status.value, "#57606a")
         dots.append(f"<circle cx='{px:.1f}' cy='{y(acc):.1f}' r='3.5' fill='{colour}'>"
-                    f"<title>#{r.id} {_e(r.status.value)} {_e(fmt_msat(r.total_msat, usd_per_btc))} at {_e(r.when)} UTC</title></circle>")
+                    f"<title>#{r.id} {_e(r.status.value)} {_e(fmt_msat(r.total_msat, usd_per_btc))} at {_e(r.when)} UTC"
+                    f"{' · ' + _e(short_url(r.url)) if r.url else ''}</title></circle>")
     points.append((x(t1), y(acc)))
     line = " ".join(f"{a:.1f},{b:.1f}" for a, b in points)
     parts = [
-        (f"<svg class='httpay-chart' role='img' aria-label='spend over time' "
-        f"viewBox='0 0 {width} {height}' xmlns='http://www.w3.org/2000/svg' font-size='11' fill='#57606a'>"),
+        (f"<svg class='httpay-chart' role='img' aria-label='spend over time' data-ymax-msat='{ymax}' "
+         f"data-total-msat='{total}' viewBox='0 0 {width} {height}' xmlns='http://www.w3.org/2000/svg' "
+         f"font-size='11' fill='#57606a'>"),
         f"<line x1='{left}' y1='{top + h}' x2='{left + w}' y2='{top + h}' stroke='#d0d7de'/>",
         f"<line x1='{left}' y1='{top}' x2='{left}' y2='{top + h}' stroke='#d0d7de'/>",
-        f"<text x='{left - 6}' y='{y(acc) + 4:.1f}' text-anchor='end'>{_e(fmt_msat(acc))}</text>",
-        f"<text x='{left - 6}' y='{top + h + 4}' text-anchor='end'>0</text>",
         f"<text x='{left}' y='{height - 6}'>{datetime.fromtimestamp(t0, UTC):%m-%d %H:%M} UTC</text>",
         f"<text x='{left + w}' y='{height - 6}' text-anchor='end'>now ({datetime.fromtimestamp(t1, UTC):%H:%M} UTC)</text>",
     ]
-    if budget_msat and budget_msat <= ymax:
-        parts.append(f"<line x1='{left}' y1='{y(budget_msat):.1f}' x2='{left + w}' y2='{y(budget_msat):.1f}' "
-                     f"stroke='#cf222e' stroke-dasharray='5 4'/><text x='{left + w}' y='{y(budget_msat) - 4:.1f}' "
-                     f"text-anchor='end' fill='#cf222e'>budget {_e(fmt_msat(budget_msat))}</text>")
+    for tick in range(0, ymax + 1, step):
+        ty = y(tick)
+        if tick:
+            parts.append(f"<line class='grid' x1='{left}' y1='{ty:.1f}' x2='{left + w}' y2='{ty:.1f}' stroke='#eaeef2'/>")
+        parts.append(f"<text class='tick' x='{left - 6}' y='{ty + 4:.1f}' text-anchor='end'>"
+                     f"{_e(sat_text(tick))}{' sat' if tick else ''}</text>")
+    parts.append(f"<text class='total' x='{x(t1) - 4:.1f}' y='{max(y(acc) - 6, top + 10):.1f}' text-anchor='end' "
+                 f"fill='#0969da'>{_e(fmt_msat(acc, usd_per_btc))}</text>")
+    if draw_budget and budget_msat is not None:
+        parts.append(f"<line class='budget' x1='{left}' y1='{y(budget_msat):.1f}' x2='{left + w}' y2='{y(budget_msat):.1f}' "
+                     f"stroke='#cf222e' stroke-dasharray='5 4'/><text x='{left + 6}' y='{y(budget_msat) - 4:.1f}' "
+                     f"fill='#cf222e'>{_e(budget_name)} {_e(fmt_msat(budget_msat))}</text>")
     parts.append(f"<polyline points='{line}' fill='none' stroke='#0969da' stroke-width='2'/>")
     parts.extend(dots)
     parts.append("</svg>")
-    return "".join(parts)
+    note = ""
+    if budget_msat and not draw_budget:
+        if not complete:
+            note = f"The {_e(budget_name)} ({_e(fmt_msat(budget_msat, usd_per_btc))}) is not drawn: only the newest payments are."
+        else:
+            used = total / budget_msat
+            note = (f"The {_e(budget_name)} ({_e(fmt_msat(budget_msat, usd_per_btc))}) is far above this spend "
+                    f"({'<1%' if used < 0.01 else f'{used:.0%}'} of it used), so it is not drawn: the scale fits the payments.")
+    return "".join(parts) + (f"<p class='none' id='chart-note'>{note}</p>" if note else "")
 
 
 CSS = """
@@ -142,18 +172,24 @@ button.approve{background:#1f883d;color:#fff;border-color:#1a7f37} button.approv
 .none{color:#57606a} .httpay-meter{display:inline-block;width:90px;height:8px;background:#eaeef2;border-radius:4px;vertical-align:middle}
 .httpay-meter div{height:8px;border-radius:4px} .flash{grid-column:1/-1;padding:8px 12px;border-radius:6px;background:#dafbe1}
 .flash.bad{background:#ffebe9} svg.httpay-chart{width:100%;height:auto;max-height:220px;display:block}
+.none.bad{color:#cf222e} .pages a{margin-right:4px} a.tag-filter{color:#0969da;text-decoration:none}
+tr.tag-row.on td{font-weight:600} tr.tag-row.on a.tag-filter{color:#1f2328} #tag-filter{margin-right:8px}
+.httpay-url{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:12px}
+table.httpay-view td{white-space:normal} /* a view says per column what must not wrap, inline */
+td:has(> .httpay-url){max-width:210px;overflow:hidden;text-overflow:ellipsis} td:has(> .httpay-reason){min-width:150px}
+#tags-table{width:auto;min-width:50%}
 @media (max-width:900px){main{grid-template-columns:1fr}}
 """
 
 SCRIPT = """
 (function(){
+  // the page's own query (token, ?before, ?rbefore, ?tag): a refresh redraws what this page shows
   const query = new URLSearchParams(location.search);
-  const token = query.get('token') || '';
-  const before = query.get('before');
+  const keep = new URLSearchParams();
+  for (const k of ['token', 'before', 'rbefore', 'tag']) { const v = query.get(k); if (v !== null) keep.set(k, v); }
   async function refresh(){
     try {
-      const r = await fetch('/api/state?token=' + encodeURIComponent(token)
-                            + (before ? '&before=' + encodeURIComponent(before) : ''), {cache:'no-store'});
+      const r = await fetch('/api/state?' + keep.toString(), {cache:'no-store'});
       if (!r.ok) return;
       const s = await r.json();
       for (const [id, sec] of Object.entries(s.sections)) {
@@ -168,9 +204,113 @@ SCRIPT = """
 """
 
 
+_OPAQUE_WORD = re.compile(r"[A-Za-z0-9_\-+=]{24,}")
+
+
+def _unkeyed(text: str) -> str:
+    """`text` with every long word of letters and digits (a key, a macaroon, a token) as `***`."""
+    return _OPAQUE_WORD.sub(lambda m: "***" if re.search(r"\d", m.group()) and re.search(r"[A-Za-z]", m.group())
+                            else m.group(), text)
+_URL_IN_TEXT = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>]+")
+
+
+def wallet_error_text(wallet: Wallet, exc: BaseException) -> str:
+    """What a failed balance read says to a person: httpay's own message (URLs masked, long opaque
+    words that may be keys cut out), or for anything else only its kind. Never a traceback."""
+    if isinstance(exc, NotImplementedError):
+        return f"the {wallet.name} wallet cannot tell its balance"
+    if isinstance(exc, HttpayError):
+        text = _URL_IN_TEXT.sub(lambda m: safe_url(m.group()), str(exc))
+        text = _unkeyed(text)
+        return f"the {wallet.name} wallet did not tell its balance: {clean(text, 300)}"
+    return (f"the {wallet.name} wallet did not tell its balance ({type(exc).__name__}); "
+            "check its settings (HTTPAY_WALLET and its variables) and that it is reachable")
+
+
+class BalanceCache:
+    """The wallet's balance for the page, read in a background thread at most every `every_s`
+    seconds: a page or a live refresh never waits for the wallet, a slow or broken wallet shows as a
+    note, and many open tabs do not hammer it."""
+
+    def __init__(self, wallet: Wallet | None, *, every_s: float = 5.0, note: str | None = None) -> None:
+        self.wallet, self.every_s = wallet, every_s
+        self.balance_msat: int | None = None
+        self.read_at: datetime | None = None   # when the balance shown was read
+        self.error: str | None = note          # why the last read failed (or why there is no wallet)
+        self.reads = 0                          # reads started: a person asking "how often?" gets a number
+        self.updated = threading.Event()        # set after each read (tests and the screenshot wait on it)
+        self._lock = threading.Lock()
+        self._busy = False
+        self._started = -math.inf
+
+    def refresh_soon(self) -> None:
+        """Start a read unless one is running or the last began under `every_s` seconds ago."""
+        if self.wallet is None:
+            return
+        with self._lock:
+            now = time.monotonic()
+            if self._busy or now - self._started < self.every_s:
+                return
+            self._busy, self._started = True, now
+            self.reads += 1
+        threading.Thread(target=self._read, name="httpay-dashboard-balance", daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.wallet is not None
+        try:
+            msat = self.wallet.balance_msat()
+            if isinstance(msat, bool) or not isinstance(msat, int) or msat < 0:
+                raise HttpayError(f"the wallet answered {type(msat).__name__}, not a balance in msat")
+            with self._lock:
+                self.balance_msat, self.read_at, self.error = msat, datetime.now(UTC), None
+        except BaseException as exc:  # noqa: BLE001 - any failure is a note on the page, never a traceback
+            with self._lock:
+                self.error = wallet_error_text(self.wallet, exc)
+        finally:
+            with self._lock:
+                self._busy = False
+            self.updated.set()
+
+    def card(self, rate: float | None) -> tuple[str, str, str | None]:
+        """(value, label, note) for the overview."""
+        if self.wallet is None:
+            return "—", "no wallet configured", self.error or (
+                "no wallet configured: set HTTPAY_WALLET (and its variables) before `httpay dashboard`, "
+                "or pass create_app(wallet=...), to see its balance")
+        with self._lock:
+            msat, at, error = self.balance_msat, self.read_at, self.error
+        label = f"wallet balance · {self.wallet.name} on {self.wallet.network}"
+        if msat is None:
+            return ("unknown" if error else "reading…"), label, error
+        age = max((datetime.now(UTC) - at).total_seconds(), 0) if at else 0
+        return fmt_msat(msat, rate), f"{label} · read {age:.0f} s ago", error
+
+
+@dataclass(frozen=True)
+class Where:
+    """Which part of the history a page shows: the ledger page (`before`), the refusals page
+    (`rbefore`) and a tag filter (`tag`), all kept in every link and in the live refresh."""
+
+    before: int | None = None
+    rbefore: int | None = None
+    tag: tuple[str, str] | None = None
+
+    def link(self, token: str, **change: Any) -> str:
+        w = replace(self, **change)
+        q = [("token", token)]
+        if w.tag:
+            q.append(("tag", f"{w.tag[0]}={w.tag[1]}"))
+        if w.before is not None:
+            q.append(("before", str(w.before)))
+        if w.rbefore is not None:
+            q.append(("rbefore", str(w.rbefore)))
+        return _e("/?" + urlencode(q), 3000)
+
+
 @dataclass
 class Dashboard:
-    """What the page reads: the ledger, the approval queue (None when unavailable), the policy."""
+    """What the page reads: the ledger, the approval queue (None when unavailable), the policy,
+    the wallet's balance (cached)."""
 
     ledger: Ledger
     queue: ApprovalQueue | None
@@ -178,6 +318,7 @@ class Dashboard:
     usd_per_btc: float | None
     token: str
     refresh_ms: int = 1000
+    balance: BalanceCache = field(default_factory=lambda: BalanceCache(None))
 
     @property
     def rate(self) -> float | None:
@@ -188,12 +329,19 @@ class Dashboard:
         totals = self.ledger.totals()  # every payment ever, counted in SQL (running totals)
         counts = {s: totals[s] for s in ("settled", "pending", "failed")}
         waiting = len(self.queue.pending()) if self.queue else 0
-        cards = [("committed", fmt_msat(self.ledger.spent_msat(), self.rate))]
-        cards += [(s, str(n)) for s, n in counts.items()]
-        cards.append(("awaiting approval", str(waiting)))
-        return "<div class='cards'>" + "".join(
-            f"<div class='card' id='card-{_e(k.split()[0])}'><b>{_e(v)}</b><span>{_e(k)}</span></div>" for k, v in cards
+        self.balance.refresh_soon()  # never waits: the read happens in its own thread
+        value, label, note = self.balance.card(self.rate)
+        cards = [("committed", "committed", fmt_msat(self.ledger.spent_msat(), self.rate))]
+        cards += [(s, s, str(n)) for s, n in counts.items()]
+        cards.append(("awaiting", "awaiting approval", str(waiting)))
+        cards.append(("wallet", label, value))
+        out = "<div class='cards'>" + "".join(
+            f"<div class='card' id='card-{k}'><b>{_e(v)}</b><span>{_e(lbl)}</span></div>" for k, lbl, v in cards
         ) + "</div>"
+        if note:
+            cls = "none" if self.balance.wallet is None else "none bad"
+            out += f"<p class='{cls}' id='wallet-note'>{_e(note, 400)}</p>"
+        return out
 
     def approvals_html(self) -> str:
         if self.queue is None:
@@ -233,50 +381,115 @@ class Dashboard:
             return f"<p class='none'>{_e(exc)}</p>"
         return html_budget(lines, self.rate)
 
-    def chart_html(self) -> str:
-        budget = None
-        if self.policy is not None:
-            try:
-                budget = next((lim.limit_msat for lim in self.policy.limits("", self.rate) if lim.name == "total budget"), None)
-            except HttpayError:
-                budget = None
-        return spend_svg(self.ledger.receipts(limit=2000), budget_msat=budget, usd_per_btc=self.rate)
+    def _total_budget(self, tag: tuple[str, str] | None) -> tuple[int | None, str]:
+        """The all-time budget the chart compares with: the policy's, or the tag's own when filtered."""
+        if self.policy is None:
+            return None, "budget"
+        try:
+            limits = self.policy.tag_limit_list({tag[0]: tag[1]}, self.rate) if tag else self.policy.limits("", self.rate)
+        except HttpayError:
+            return None, "budget"
+        found = next((lim.limit_msat for lim in limits if lim.name == "total budget" and lim.host is None), None)
+        return found, (f"budget of {tag[0]}={tag[1]}" if tag else "total budget")
 
-    def ledger_html(self, before: int | None = None) -> str:
+    def chart_html(self, where: Where = Where()) -> str:
+        rows = self.ledger.receipts(limit=CHART_ROWS, tag=where.tag)
+        budget, name = self._total_budget(where.tag)
+        svg = spend_svg(rows, budget_msat=budget, usd_per_btc=self.rate, budget_name=name,
+                        complete=len(rows) < CHART_ROWS)
+        said = []
+        if where.tag:
+            said.append(f"payments tagged <b>{_e(where.tag[0])}={_e(where.tag[1])}</b>")
+        if len(rows) >= CHART_ROWS:
+            said.append(f"the newest {CHART_ROWS:,} payments (since {rows[-1].when} UTC)")
+        return (f"<p class='none' id='chart-scope'>Showing {', '.join(said)}.</p>" if said else "") + svg
+
+    def ledger_html(self, where: Where = Where()) -> str:
         """A page of the ledger, newest first; `before` pages back by id (read by the primary key)."""
-        rows = self.ledger.receipts(limit=PAGE, before=before)
-        title = "Recent payments" if before is None else f"Payments before #{before}"
+        rows = self.ledger.receipts(limit=PAGE, before=where.before, tag=where.tag)
+        title = "Recent payments" if where.before is None else f"Payments before #{where.before}"
         links = []
-        if before is not None:
-            links.append(f"<a id='newest' href='/?token={_e(self.token)}'>newest</a>")
+        if where.tag:
+            links.append(f"<span id='tag-filter'>only <b>{_e(where.tag[0])}={_e(where.tag[1])}</b></span> "
+                         f"<a id='clear-tag' href='{where.link(self.token, tag=None, before=None, rbefore=None)}'>show every tag</a>")
+        if where.before is not None:
+            links.append(f"<a id='newest' href='{where.link(self.token, before=None)}'>newest</a>")
         if len(rows) == PAGE and rows[-1].id > 1:
-            links.append(f"<a id='older' href='/?token={_e(self.token)}&amp;before={rows[-1].id}'>older payments</a>")
+            links.append(f"<a id='older' href='{where.link(self.token, before=rows[-1].id)}'>older payments</a>")
         nav = f"<p class='pages'>{' · '.join(links)}</p>" if links else ""
-        return html_receipts(rows, title=title, usd_per_btc=self.rate) + nav
+        empty = "" if rows or not where.tag else f"<p class='none'>No payment carries {_e(where.tag[0])}={_e(where.tag[1])}.</p>"
+        # the hash is for machines (the export has it); the page keeps its width for the URL and the tags
+        return html_receipts(rows, title=title, usd_per_btc=self.rate, hide=("hash",)) + empty + nav
 
-    def sections(self, before: int | None = None) -> dict[str, str]:
+    def refusals_html(self, where: Where = Where()) -> str:
+        """The newest refused attempts (nothing paid), paged by `rbefore` like the ledger, of the tag
+        filtered by."""
+        rows = self.ledger.refusals(limit=PAGE, before=where.rbefore, tag=where.tag)
+        links = []
+        if where.rbefore is not None:
+            links.append(f"<a id='refusals-newest' href='{where.link(self.token, rbefore=None)}'>newest</a>")
+        if len(rows) == PAGE and rows[-1].id > 1:
+            links.append(f"<a id='refusals-older' href='{where.link(self.token, rbefore=rows[-1].id)}'>older refusals</a>")
+        nav = f"<p class='pages'>{' · '.join(links)}</p>" if links else ""
+        title = "Refused" if where.rbefore is None else f"Refused before #{where.rbefore}"
+        said = f"<p class='none' id='refusals-scope'>Only those asked by {_e(where.tag[0])}={_e(where.tag[1])}.</p>" \
+            if where.tag else ""
+        return said + refusals_view(rows, title=title).to_html() + nav
+
+    def tags_html(self, where: Where = Where()) -> str:
+        """Payments and money committed per tag value (all time and the last 24 hours); each value
+        filters the ledger and the chart."""
+        spent = self.ledger.spent_by_tag()
+        order: dict[str, int] = {}  # each key's values together, the key with the most spent first
+        for k, _v, _n, m in spent:
+            order[k] = order.get(k, 0) + m
+        spent.sort(key=lambda t: (-order[t[0]], t[0], -t[3], t[1]))
+        if not spent:
+            return ("<p class='none' id='no-tags'>No payment carries tags yet: give each agent its own, "
+                    "<code>Client(tags={\"agent\": \"research\"})</code> or <code>HTTPAY_TAGS=agent=research</code>.</p>")
+        day = {(k, v): (n, m) for k, v, n, m in self.ledger.spent_by_tag(since=self.ledger.now() - timedelta(days=1))}
+        head = ("<tr><th>tag</th><th style='text-align:right'>payments</th><th style='text-align:right'>committed</th>"
+                "<th style='text-align:right'>last 24 h</th></tr>")
+        body = []
+        for k, v, n, m in spent[:TAG_ROWS]:
+            on = where.tag == (k, v)
+            link = where.link(self.token, tag=None if on else (k, v), before=None, rbefore=None)
+            n_day, m_day = day.get((k, v), (0, 0))
+            body.append(f"<tr class='tag-row{' on' if on else ''}'><td><a class='tag-filter' href='{link}' "
+                        f"title='{'show every tag' if on else 'show only these payments'}'>{_e(k)}={_e(v)}</a></td>"
+                        f"<td style='text-align:right'>{n:,}</td><td style='text-align:right'>{_e(fmt_msat(m, self.rate))}</td>"
+                        f"<td style='text-align:right'>{_e(fmt_msat(m_day, self.rate)) if n_day else '—'}</td></tr>")
+        more = (f"<p class='none'>{len(spent) - TAG_ROWS:,} more tag values spent less.</p>"
+                if len(spent) > TAG_ROWS else "")
+        return (f"<table id='tags-table'><thead>{head}</thead><tbody>{''.join(body)}</tbody></table>{more}"
+                "<p class='none'>committed: settled and pending, fees included. Click a tag to filter the ledger "
+                "and the chart.</p>")
+
+    def sections(self, where: Where = Where()) -> dict[str, str]:
         return {"summary": self.summary_html(), "approvals": self.approvals_html(), "budget": self.budget_html(),
-                "chart": self.chart_html(), "ledger": self.ledger_html(before)}
+                "tags": self.tags_html(where), "chart": self.chart_html(where), "ledger": self.ledger_html(where),
+                "refusals": self.refusals_html(where)}
 
-    def page(self, nonce: str, flash: str | None = None, flash_bad: bool = False, before: int | None = None) -> str:
-        s = self.sections(before)
-        where = safe_url(self.ledger.url) if "://" in self.ledger.url else self.ledger.url
+    def page(self, nonce: str, flash: str | None = None, flash_bad: bool = False, where: Where = Where()) -> str:
+        s = self.sections(where)
+        place = safe_url(self.ledger.url) if "://" in self.ledger.url else self.ledger.url
         note = f"<div class='flash{' bad' if flash_bad else ''}' id='flash'>{_e(flash)}</div>" if flash else ""
         waiting = len(self.queue.pending()) if self.queue else 0
         title = (f"({waiting}) " if waiting else "") + "httpay dashboard"
 
         def sec(id_: str, heading: str, wide: bool = False) -> str:
-            return (f"<section{' class=wide' if wide else ''}><h2>{_e(heading)}</h2>"
+            return (f"<section{' class=wide' if wide else ''} id='section-{id_}'><h2>{_e(heading)}</h2>"
                     f"<div id='{id_}' data-v='{_version(s[id_])}'>{s[id_]}</div></section>")
 
         return (
             f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{_e(title)}</title>"
             f"<meta name='viewport' content='width=device-width, initial-scale=1'><meta name='referrer' content='no-referrer'>"
             f"<style nonce='{nonce}'>{CSS}</style></head><body>"
-            f"<header><h1>httpay dashboard</h1><span class='muted'>ledger {_e(where)}</span>"
+            f"<header><h1>httpay dashboard</h1><span class='muted'>ledger {_e(place)}</span>"
             f"<span class='muted'>local only · refreshes every {self.refresh_ms / 1000:g} s</span></header><main>"
             f"{note}{sec('summary', 'Overview', True)}{sec('approvals', 'Waiting for your approval', True)}"
-            f"{sec('budget', 'Budgets', True)}{sec('chart', 'Spend over time', True)}{sec('ledger', 'Ledger', True)}"
+            f"{sec('budget', 'Budgets', True)}{sec('tags', 'Spend by tag', True)}{sec('chart', 'Spend over time', True)}"
+            f"{sec('ledger', 'Ledger', True)}{sec('refusals', 'Refused attempts (nothing paid)', True)}"
             f"</main><script nonce='{nonce}'>{SCRIPT % self.refresh_ms}</script></body></html>"
         )
 
@@ -299,13 +512,23 @@ def _headers(nonce: str | None = None) -> dict[str, str]:
             "X-Frame-Options": "DENY", "Content-Security-Policy": csp}
 
 
-PAGE = 50  # ledger rows per page
+PAGE = 50  # ledger rows (and refusals) per page
+CHART_ROWS = 2000  # payments the chart draws at most (the newest)
+TAG_ROWS = 30  # tag values the "spend by tag" table lists (most spent first)
 
 
-def _before(request: Request) -> int | None:
-    """The `before` id of a ledger page asked for, if a sensible one (anything else: the newest page)."""
-    raw = request.query_params.get("before", "")
+def _id(request: Request, name: str) -> int | None:
+    """A page's `before` id asked for, if a sensible one (anything else: the newest page)."""
+    raw = request.query_params.get(name, "")
     return int(raw) if raw.isascii() and raw.isdigit() and 0 < len(raw) <= 18 else None
+
+
+def _where(request: Request) -> Where:
+    """What the page shows, from its query: ?before=ID, ?rbefore=ID, ?tag=KEY=VALUE (a malformed one
+    is ignored, as a mistyped page number is)."""
+    key, eq, value = request.query_params.get("tag", "")[:300].partition("=")
+    tag = (key.strip(), value.strip()) if eq and key.strip() and value.strip() else None
+    return Where(before=_id(request, "before"), rbefore=_id(request, "rbefore"), tag=tag)
 
 
 FORBIDDEN = "403 Forbidden: open the dashboard with the URL it printed (it carries ?token=...)\n"
@@ -313,11 +536,14 @@ FORBIDDEN = "403 Forbidden: open the dashboard with the URL it printed (it carri
 
 def create_app(ledger: str | os.PathLike[str] | Ledger | None = None, *, token: str | None = None,
                policy: Policy | None = None, usd_per_btc: float | None = None,
-               approvals: str | os.PathLike[str] | None = None, refresh_ms: int = 1000) -> Starlette:
+               approvals: str | os.PathLike[str] | None = None, refresh_ms: int = 1000,
+               wallet: Wallet | None = None, wallet_note: str | None = None, balance_every_s: float = 5.0) -> Starlette:
     """The dashboard app for `ledger` (path, URL or Ledger). `app.state.token` holds the token.
 
     The approval queue lives in `approvals` (a SQLite file; default: the ledger's own file when
-    it is SQLite).
+    it is SQLite). `wallet` (the caller keeps and closes it) shows its balance, read in the
+    background at most every `balance_every_s` seconds; `wallet_note` says why there is none (a
+    configuration error, shown instead of "no wallet configured").
     """
     token = token or secrets.token_urlsafe(24)
     lg = open_ledger(ledger)
@@ -328,7 +554,8 @@ def create_app(ledger: str | os.PathLike[str] | Ledger | None = None, *, token: 
         queue = None
     # no policy: the client's defaults are what limits spending, so they are what the page shows
     dash = Dashboard(ledger=lg, queue=queue, policy=policy if policy is not None else Policy(), usd_per_btc=usd_per_btc,
-                     token=token, refresh_ms=refresh_ms)
+                     token=token, refresh_ms=refresh_ms,
+                     balance=BalanceCache(wallet, every_s=balance_every_s, note=wallet_note))
 
     def _denied() -> Response:
         return PlainTextResponse(FORBIDDEN, status_code=403, headers=_headers())
@@ -341,7 +568,7 @@ def create_app(ledger: str | os.PathLike[str] | Ledger | None = None, *, token: 
         text = {"approved": "Approved: the agent's request continues.", "denied": "Denied: nothing will be paid."}.get(flash or "")
         err = request.query_params.get("error")
         body = await run_in_threadpool(dash.page, nonce, text or (err[:200] if err else None), bool(err),
-                                       _before(request))
+                                       _where(request))
         return HTMLResponse(body, headers=_headers(nonce))
 
     async def state(request: Request) -> Response:
@@ -352,7 +579,7 @@ def create_app(ledger: str | os.PathLike[str] | Ledger | None = None, *, token: 
             waiting = dash.queue.pending() if dash.queue else []
             return {"waiting": len(waiting), "pending": [a.to_dict() | {"url": safe_url(a.url)} for a in waiting],
                     "spent_msat": dash.ledger.spent_msat(),
-                    "sections": {k: {"html": v, "v": _version(v)} for k, v in dash.sections(_before(request)).items()}}
+                    "sections": {k: {"html": v, "v": _version(v)} for k, v in dash.sections(_where(request)).items()}}
 
         return JSONResponse(await run_in_threadpool(read), headers=_headers())
 
@@ -389,6 +616,7 @@ def create_app(ledger: str | os.PathLike[str] | Ledger | None = None, *, token: 
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        dash.balance.refresh_soon()  # the first read starts with the server, not with the first page
         yield
         if queue is not None:
             queue.close()

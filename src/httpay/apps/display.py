@@ -91,8 +91,9 @@ def receipts_table(receipts: Iterable[Receipt], title: str = "Ledger", usd_per_b
     return receipts_view(receipts, title, usd_per_btc).to_rich()
 
 
-def html_receipts(receipts: Iterable[Receipt], title: str = "Ledger", usd_per_btc: float | None = None) -> str:
-    return receipts_view(receipts, title, usd_per_btc).to_html()
+def html_receipts(receipts: Iterable[Receipt], title: str = "Ledger", usd_per_btc: float | None = None,
+                  hide: Iterable[str] = ()) -> str:
+    return receipts_view(receipts, title, usd_per_btc, hide).to_html()
 
 
 def approvals_table(approvals: Iterable[Approval], title: str = "Approvals") -> RichView:

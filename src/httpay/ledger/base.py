@@ -174,9 +174,21 @@ class Ledger(ABC):
         """Keep a refused payment (nothing paid) for the people who oversee: a backend without a
         place for them keeps none."""
 
-    def refusals(self, *, limit: int = 50, before: int | None = None) -> list[Refusal]:
-        """The refused payments, newest first."""
+    def refusals(self, *, limit: int = 50, before: int | None = None,
+                 tag: tuple[str, str] | None = None) -> list[Refusal]:
+        """The refused payments, newest first; `tag` ("agent", "research") keeps only those asked by it."""
         return []
+
+    def spent_by_tag(self, *, since: datetime | None = None) -> list[tuple[str, str, int, int]]:
+        """(tag key, tag value, payments, msat committed) for every tag, most spent first; a backend
+        without a tag index sums its rows."""
+        sums: dict[tuple[str, str], list[int]] = {}
+        for r in self.receipts(since=since):
+            if r.status is not Status.FAILED:
+                for kv in r.tags.items():
+                    n = sums.setdefault(kv, [0, 0])
+                    n[0], n[1] = n[0] + 1, n[1] + r.total_msat
+        return sorted(((k, v, n, m) for (k, v), (n, m) in sums.items()), key=lambda t: (-t[3], t[0], t[1]))
 
     def token_info(self) -> list[dict[str, Any]]:
         """Each held credential as a person lists it: scope, the payment that bought it, when it was

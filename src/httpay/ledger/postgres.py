@@ -119,6 +119,7 @@ class PostgresLedger(SQLLedger):
     """
 
     NOW = "clock_timestamp()"
+    CONTAINS = "strpos({}, ?) > 0"
 
     def __init__(self, url: str, *, pool_size: int = 4, connect_timeout: float = 10.0) -> None:
         self.url = redact_url(url)

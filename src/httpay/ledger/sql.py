@@ -164,6 +164,7 @@ class SQLLedger(Ledger):
     """
 
     NOW: str = ""
+    CONTAINS: str = "instr({}, ?) > 0"  # a column holds a text, exactly (case and all): no wildcard to escape
 
     @abstractmethod
     def _query(self, sql: str, args: Sequence[Any] = ()) -> Rows:
@@ -394,15 +395,23 @@ class SQLLedger(Ledger):
                     (host[:300], url[:2000], rule[:100], reason[:500],
                      json.dumps(dict(sorted(tags.items()))) if tags else None))
 
-    def refusals(self, *, limit: int = 50, before: int | None = None) -> list[Refusal]:
+    def refusals(self, *, limit: int = 50, before: int | None = None,
+                 tag: tuple[str, str] | None = None) -> list[Refusal]:
+        clauses: list[str] = []
         args: list[Any] = []
-        where = ""
         if before is not None:
-            where, args = " WHERE id < ?", [int(before)]
+            clauses.append("id < ?")
+            args.append(int(before))
+        if tag is not None:  # the tags are kept as sorted JSON: the pair is `"k": "v"` then `,` or `}`
+            pair = json.dumps(tag[0]) + ": " + json.dumps(tag[1])
+            clauses.append(f"({self.CONTAINS.format('tags')} OR {self.CONTAINS.format('tags')})")
+            args += [pair + ",", pair + "}"]
+        where = " WHERE " + " AND ".join(clauses) if clauses else ""
         rows = self._query(f"SELECT id, created_at, host, url, rule, reason, tags FROM refusals{where} "
                            "ORDER BY id DESC LIMIT ?", [*args, int(limit)])
-        return [Refusal(int(r["id"]), self._from_db_time(r["created_at"]), str(r["host"]), str(r["url"]),
+        kept = [Refusal(int(r["id"]), self._from_db_time(r["created_at"]), str(r["host"]), str(r["url"]),
                         str(r["rule"]), str(r["reason"]), _tags_of(r["tags"])) for r in rows]
+        return kept if tag is None else [r for r in kept if r.tags.get(tag[0]) == tag[1]]
 
     def token_info(self) -> list[dict[str, Any]]:
         rows = self._query("SELECT scope, payment_hash, created_at, expires_at FROM tokens ORDER BY scope", ())
