@@ -48,6 +48,9 @@ async def story(session: ClientSession, account: Account) -> list[str]:
     assert names == ["fetch", "offers", "pay", "budget", "payments"]
     fetch = tools.tools[0]
     assert fetch.input_schema["required"] == ["url"]
+    assert fetch.annotations is not None and fetch.annotations.destructive_hint is True
+    assert [t.annotations.read_only_hint for t in tools.tools] == [False, True, False, True, True]  # type: ignore[union-attr]
+    assert f"are added only to requests to {account.url}; never to another host" in (fetch.description or "")
     assert "base URL" in fetch.input_schema["properties"]["url"]["description"]
     seen: list[str] = []
     for url in ("/ticker/AAPL", "/ticker/MSFT"):
@@ -173,3 +176,39 @@ def test_mcp_tools_carry_the_same_descriptions_as_the_sdk_schemas(account: Accou
         for name, prop in ours["input_schema"]["properties"].items():
             assert tool.input_schema["properties"][name]["description"] == prop["description"]
     box.close()
+
+
+def test_httpay_mcp_ask_asks_the_person_through_the_host_over_stdio(account: Account, tmp_path: Path) -> None:
+    """`httpay mcp --ask` as a real process: the host's elicitation answers yes, then no."""
+    from mcp import types
+
+    answers = [True, False]
+    asked: list[str] = []
+
+    async def elicit(ctx: Any, params: types.ElicitRequestParams) -> types.ElicitResult:
+        asked.append(params.message)
+        return types.ElicitResult(action="accept", content={"pay": answers[len(asked) - 1]})
+
+    params = StdioServerParameters(command=sys.executable, args=["-m", "httpay.apps.cli", "mcp", "--ask"],
+                                   env=server_env(account, tmp_path), cwd=str(ROOT))
+
+    async def run() -> list[Any]:
+        with anyio.fail_after(60):
+            async with stdio_client(params) as (read, write), \
+                    ClientSession(read, write, elicitation_callback=elicit) as session:  # type: ignore[arg-type]
+                await session.initialize()
+                tools = await session.list_tools()
+                assert "a person approves each payment" in (tools.tools[0].description or "")
+                return [await session.call_tool("fetch", {"url": "/ticker/AAPL"}),  # the free credit: nothing asked
+                        await session.call_tool("fetch", {"url": "/ticker/MSFT"}),
+                        await session.call_tool("fetch", {"url": "/ticker/GOOGL"})]
+
+    free, yes, no = anyio.run(run)
+    assert not free.is_error and not yes.is_error and no.is_error
+    assert text_of(yes).startswith("HTTP 200 OK\npaid 10 sat ($0.01)")
+    assert text_of(no).startswith("refused by the approver: pay offer_c668e0c0") and "Nothing was paid." in text_of(no)
+    assert len(asked) == 2 and asked[0].startswith("Pay 10 sat ($0.01) for offer_c668e0c0 '1 Credit Package' by "
+                                                   f"lightning at {account.url}/ticker/MSFT?")
+    with SQLiteLedger(account.ledger_path) as led:
+        assert [r.status.value for r in led.receipts()] == ["settled"]
+    assert account.wallet.balance_msat() == 990_000

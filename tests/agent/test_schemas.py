@@ -90,7 +90,7 @@ def test_an_openai_round_trip_runs_the_tool_the_model_picked(box: Toolbox) -> No
 @pytest.mark.parametrize(("name", "args", "expected"), [
     ("nope", {}, "error: there is no tool named 'nope'; the tools are: fetch, offers, pay, budget, payments"),
     ("fetch", {}, "error: fetch needs the argument(s) url"),
-    ("fetch", {"url": "/x", "token": "t"}, "error: fetch has no argument(s) token; it takes: url, method, headers, body, max_price_usd"),
+    ("fetch", {"url": "/x", "token": "t"}, "error: fetch has no argument(s) token; it takes: url, method, headers, body, max_price_usd, content_type, max_chars, offset"),
     ("fetch", {"url": 5}, 'error: argument \'url\' of fetch must match {"type": "string"}, got 5'),
     ("fetch", {"url": "/x", "headers": {"a": 1}}, "error: argument 'headers' of fetch must match"),
     ("payments", {"limit": "3"}, "error: argument 'limit' of payments must match {\"type\": \"integer\"}, got \"3\""),
@@ -100,7 +100,7 @@ def test_an_openai_round_trip_runs_the_tool_the_model_picked(box: Toolbox) -> No
 ])
 def test_bad_calls_get_a_clear_error_text(box: Toolbox, name: str, args: object, expected: str) -> None:
     out = dispatch(box, name, args)  # type: ignore[arg-type]
-    assert out.startswith(expected)
+    assert out.startswith(expected) and out.is_error  # type: ignore[attr-defined]
 
 
 def test_good_calls_are_coerced_only_where_json_is_loose(box: Toolbox) -> None:

@@ -74,16 +74,22 @@ def test_a_huge_body_is_cut_and_says_so(ledger: SQLiteLedger) -> None:
     big = "A" * 20_000_000
     out = mock_box(lambda r: httpx.Response(200, text=big), ledger).fetch("/big")
     harmless(out)
-    assert out.endswith(f"[body truncated: showing {MAX_BODY_CHARS:,} of 20,000,000 characters]")
-    assert len(out) < MAX_BODY_CHARS + 200
+    assert f"[body cut: showing characters 1-{MAX_BODY_CHARS:,} of 20,000,000; to read on" in out
+    assert out.endswith("(only its first 1,000,000 characters are kept)]")
+    assert len(out) < MAX_BODY_CHARS + 400
 
 
 def test_a_body_made_longer_by_its_escapes_is_cut_and_says_so(ledger: SQLiteLedger) -> None:
     body = "\x1b" * 2_000  # 2,000 characters, 8,000 once shown as escapes
-    out = mock_box(lambda r: httpx.Response(200, text=body), ledger).fetch("/esc")
+    box = mock_box(lambda r: httpx.Response(200, text=body), ledger)
+    out = box.fetch("/esc")
     harmless(out)
-    assert out.endswith(f"[body truncated: showing {MAX_BODY_CHARS:,} characters of its 2,000, control characters "
-                        "shown as escapes]"), out[-200:]
+    assert ("[body cut: showing characters 1-1,000 of 2,000, control characters shown as escapes; to read on, call "
+            "fetch again with the same url and method and offset=1000") in out, out[-300:]
+    rest = box.fetch("/esc", offset=1000)
+    harmless(rest)
+    assert rest.count("\\x1b") == 1000 and rest.endswith("[body cut: showing characters 1,001-2,000 of 2,000, "
+                                                         "control characters shown as escapes; this is the end of the body]")
 
 
 def test_a_secret_at_the_cut_never_shows_in_part(ledger: SQLiteLedger) -> None:

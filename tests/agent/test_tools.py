@@ -96,7 +96,8 @@ def test_tools_are_plain_functions_with_names_docs_and_hints(toolbox: Toolbox) -
         assert inspect.isfunction(f) and f.__doc__ and typing.get_type_hints(f)["return"] is str
         assert "self" not in inspect.signature(f).parameters
     fetch = fns[0]
-    assert list(inspect.signature(fetch).parameters) == ["url", "method", "headers", "body", "max_price_usd"]
+    assert list(inspect.signature(fetch).parameters) == ["url", "method", "headers", "body", "max_price_usd",
+                                                       "content_type", "max_chars", "offset"]
     assert fetch("/ticker/AAPL").startswith("HTTP 200 OK")
     assert fns[4](limit=3) == "no payments recorded yet."
     assert fns[4](limit=0).startswith("error: limit must be a whole number from 1 to 100")
@@ -128,8 +129,10 @@ def test_default_headers_go_only_to_the_services_origin(ledger: SQLiteLedger) ->
 def test_long_bodies_are_truncated_and_say_so(ledger: SQLiteLedger) -> None:
     box = mock_box(lambda r: httpx.Response(200, text="x" * 10_000), ledger)
     out = box.fetch("/big")
-    assert out.endswith(f"[body truncated: showing {MAX_BODY_CHARS:,} of 10,000 characters]")
-    assert len(out) < MAX_BODY_CHARS + 200
+    assert out.endswith(f"[body cut: showing characters 1-{MAX_BODY_CHARS:,} of 10,000; to read on, call fetch again "
+                        f"with the same url and method and offset={MAX_BODY_CHARS} (max_chars up to 12,000): the body "
+                        "is kept, nothing is requested or paid again]")
+    assert len(out) < MAX_BODY_CHARS + 300 and not out.is_error  # type: ignore[attr-defined]
     binary = mock_box(lambda r: httpx.Response(200, content=b"\x89PNG", headers={"content-type": "image/png"}), ledger)
     assert binary.fetch("/logo").endswith("(4 bytes of image/png, not shown)")
 

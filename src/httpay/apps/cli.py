@@ -193,7 +193,8 @@ def _parser() -> argparse.ArgumentParser:
         "mcp", help="serve the httpay tools to agents over MCP (wallet, policy, ledger from the environment)",
         epilog="environment: HTTPAY_WALLET (+ its variables), HTTPAY_POLICY (TOML file), HTTPAY_LEDGER, "
                'HTTPAY_HEADERS (JSON object of headers for the service, e.g. {"Authorization": "Bearer ..."}), '
-               "HTTPAY_BASE_URL (the service those headers belong to)",
+               "HTTPAY_BASE_URL (the service those headers belong to; they go to it only), HTTPAY_TAGS, "
+               "HTTPAY_APPROVALS (with --ask: the approval queue file, default the ledger's)",
     )
     m.add_argument("--transport", choices=("stdio", "http"), default="stdio", help="stdio (default) or streamable HTTP")
     m.add_argument("--host", default="127.0.0.1", help="HTTP only; loopback addresses only")
@@ -201,6 +202,11 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--payment-deadline", type=_seconds, metavar="SECONDS",
                    help="most seconds from a service's 402 to paying it, or nothing is paid (default: the policy "
                         "file's [client] payment_deadline, else 60)")
+    m.add_argument("--ask", action="store_true",
+                   help="every payment waits for a person: asked through the MCP host (elicitation) where it can, "
+                        "else in the approval queue (`httpay approvals`, `httpay dashboard`)")
+    m.add_argument("--approval-timeout", type=_number(positive=True), default=300, metavar="S",
+                   help="with --ask: seconds to wait for the person's answer (none: not paid; default 300)")
     return p
 
 
@@ -369,7 +375,8 @@ def _run(args: argparse.Namespace, console: Console) -> int:
     if args.command == "mcp":
         from httpay.apps.agent.mcp_server import serve
 
-        return serve(args.transport, host=args.host, port=args.port, payment_deadline=args.payment_deadline)
+        return serve(args.transport, host=args.host, port=args.port, payment_deadline=args.payment_deadline,
+                     ask=args.ask, approval_timeout=args.approval_timeout)
     raise AssertionError(args.command)
 
 

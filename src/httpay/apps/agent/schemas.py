@@ -248,34 +248,31 @@ def _type_name(tp: Any) -> str:
     return json.dumps(json_schema(tp)) if tp is not Any else "any value"
 
 
-def dispatch(toolbox: ToolSource, name: str, arguments: dict[str, Any] | str | None) -> str:
-    """Run the tool `name` with a model's `arguments` (a dict, or a JSON string as OpenAI sends).
-
-    Unknown tools and bad arguments come back as a clear `error: ...` text, never an exception, so the
-    model can correct itself.
-    """
+def _prepared(toolbox: ToolSource, name: str,
+              arguments: dict[str, Any] | str | None) -> tuple[Callable[..., Any], dict[str, Any]] | str:
+    """The tool `name` and its checked arguments, or the error text a model reads to correct its call."""
     fns = {getattr(f, "__name__", ""): f for f in _functions(toolbox)}
     fn = fns.get(name)
     if fn is None:
-        return f"error: there is no tool named {name!r}; the tools are: {', '.join(fns)}"
+        return _bad(f"error: there is no tool named {name!r}; the tools are: {', '.join(fns)}")
     if arguments is None:
         arguments = {}
     if isinstance(arguments, str):
         try:
             arguments = json.loads(arguments) if arguments.strip() else {}
         except ValueError:
-            return f"error: the arguments for {name} are not valid JSON"
+            return _bad(f"error: the arguments for {name} are not valid JSON")
     if not isinstance(arguments, dict):
-        return f"error: the arguments for {name} must be a JSON object, got {type(arguments).__name__}"
+        return _bad(f"error: the arguments for {name} must be a JSON object, got {type(arguments).__name__}")
     params = {k: p for k, p in inspect.signature(fn).parameters.items()
               if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
     hints = _hints(fn)
     unknown = sorted(set(arguments) - set(params))
     if unknown:
-        return f"error: {name} has no argument(s) {', '.join(unknown)}; it takes: {', '.join(params)}"
+        return _bad(f"error: {name} has no argument(s) {', '.join(unknown)}; it takes: {', '.join(params)}")
     missing = [k for k, p in params.items() if p.default is p.empty and k not in arguments]
     if missing:
-        return f"error: {name} needs the argument(s) {', '.join(missing)}"
+        return _bad(f"error: {name} needs the argument(s) {', '.join(missing)}")
     kwargs: dict[str, Any] = {}
     for key, value in arguments.items():
         tp = hints.get(key, Any)
@@ -284,12 +281,59 @@ def dispatch(toolbox: ToolSource, name: str, arguments: dict[str, Any] | str | N
             continue
         ok, coerced = _fits(value, tp)
         if not ok:
-            return f"error: argument {key!r} of {name} must match {_type_name(tp)}, got {json.dumps(value)[:80]}"
+            return _bad(f"error: argument {key!r} of {name} must match {_type_name(tp)}, got {json.dumps(value)[:80]}")
         kwargs[key] = coerced
-    # a Toolbox's last pass (secrets scrubbed, control characters cleaned, bounded); else its scrub
-    scrub: Callable[[str], str] = getattr(toolbox, "for_model", None) or getattr(toolbox, "scrub", None) or str
+    return fn, kwargs
+
+
+def _bad(text: str) -> str:
+    from httpay.apps.agent.tools import ToolText
+
+    return ToolText(text, is_error=True)
+
+
+def _scrubber(toolbox: ToolSource) -> Callable[[str], str]:
+    """A Toolbox's last pass (secrets scrubbed, control characters cleaned, bounded); else its scrub."""
+    return getattr(toolbox, "for_model", None) or getattr(toolbox, "scrub", None) or str
+
+
+def _crashed(toolbox: ToolSource, name: str, exc: Exception) -> str:
+    return _bad(str(_scrubber(toolbox)(f"error: {name} failed: {type(exc).__name__}: {exc}")))
+
+
+def dispatch(toolbox: ToolSource, name: str, arguments: dict[str, Any] | str | None) -> str:
+    """Run the tool `name` with a model's `arguments` (a dict, or a JSON string as OpenAI sends).
+
+    Unknown tools and bad arguments come back as a clear `error: ...` text (a `ToolText` with
+    `is_error` set), never an exception, so the model can correct itself.
+    """
+    prepared = _prepared(toolbox, name, arguments)
+    if isinstance(prepared, str):
+        return prepared
+    fn, kwargs = prepared
     try:
         result = fn(**kwargs)
     except Exception as exc:  # noqa: BLE001 - a model needs text, not a traceback
-        return str(scrub(f"error: {name} failed: {type(exc).__name__}: {exc}"))
-    return result if isinstance(result, str) else str(scrub(str(result)))
+        return _crashed(toolbox, name, exc)
+    if inspect.isawaitable(result):
+        close = getattr(result, "close", None)
+        if callable(close):
+            close()  # never awaited: say so instead of a warning later
+        return _bad(f"error: {name} is a coroutine function: run it with `await adispatch(...)`")
+    return result if isinstance(result, str) else str(_scrubber(toolbox)(str(result)))
+
+
+async def adispatch(toolbox: ToolSource, name: str, arguments: dict[str, Any] | str | None) -> str:
+    """`dispatch` for async frameworks: an `AsyncToolbox`'s coroutine tools are awaited (plain
+    functions are called as `dispatch` calls them)."""
+    prepared = _prepared(toolbox, name, arguments)
+    if isinstance(prepared, str):
+        return prepared
+    fn, kwargs = prepared
+    try:
+        result = fn(**kwargs)
+        if inspect.isawaitable(result):
+            result = await result
+    except Exception as exc:  # noqa: BLE001 - a model needs text, not a traceback
+        return _crashed(toolbox, name, exc)
+    return result if isinstance(result, str) else str(_scrubber(toolbox)(str(result)))
