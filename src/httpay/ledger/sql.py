@@ -513,12 +513,12 @@ class SQLLedger(Ledger):
 
     def spent_msat(self, *, host: str | None = None, since: datetime | None = None,
                    tag: tuple[str, str] | None = None) -> int:
-        if tag is not None:
-            lim = Limit("tag", 0, host=None, tag=tag, window=None if since is None else now_utc() - since)
-            if host is None:
-                return self._spent_by_limit(self._query, [lim], now_utc())[lim]
-            t = self.totals(host=host, since=since, tag=tag)
-            return t["settled_msat"] + t["fee_msat"] + t["pending_msat"]
+        if tag is not None:  # the tag's rows, by its index, with the host and window filters of any other sum
+            where, args = self._filters(host, None if since is None else self._to_db_time(since))
+            rows = self._query("SELECT COALESCE(SUM(amount_msat + fee_msat), 0) AS spent FROM payments WHERE "
+                               "status != 'failed' AND id IN (SELECT payment_id FROM payment_tags WHERE tag_key = ? "
+                               f"AND tag_value = ?){where}", [tag[0], tag[1], *args])
+            return int(rows[0]["spent"])
         return self._spent(self._query, host, since)
 
     def spent_by_tag(self, *, since: datetime | None = None) -> list[tuple[str, str, int, int]]:
