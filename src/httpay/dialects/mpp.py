@@ -83,8 +83,7 @@ def _evm_charge(mc: MppChallenge) -> tuple[Money, EvmCharge | str]:
     """The charge's exact price and what signing it needs, or why it must not be paid."""
     req = mc.request
     amount, token, recipient = req.get("amount"), req.get("currency"), req.get("recipient")
-    raw_amount = int(amount) if isinstance(amount, str) and amount.isascii() and amount.isdigit() and len(amount) <= 30 \
-        else 0
+    raw_amount = _base_units(amount)
     unknown = Money(raw_amount, clean(str(token), 42) if token else "?")
     found = req.get("methodDetails")
     details: Mapping[str, Any] = found if isinstance(found, dict) else {}
@@ -117,11 +116,14 @@ def _evm_charge(mc: MppChallenge) -> tuple[Money, EvmCharge | str]:
                             known.eip712_version)
 
 
+def _base_units(amount: Any) -> int:
+    """A request's `amount`: a whole number of base units written as digits (0 for anything else)."""
+    return int(amount) if isinstance(amount, str) and amount.isascii() and amount.isdigit() and len(amount) <= 30 else 0
+
+
 def _other_price(mc: MppChallenge) -> Money:
     amount, currency = mc.request.get("amount"), mc.request.get("currency")
-    value = int(amount) if isinstance(amount, str) and amount.isascii() and amount.isdigit() and len(amount) <= 30 \
-        else 0
-    return Money(value, clean(str(currency), 42) if isinstance(currency, str) and currency else "?")
+    return Money(_base_units(amount), clean(str(currency), 42) if isinstance(currency, str) and currency else "?")
 
 
 def _offer(mc: MppChallenge, offer_id: str) -> Offer:
