@@ -515,15 +515,22 @@ def _choose(run: _Run, ranked: Sequence[Challenge], response: httpx.Response, ma
     attempt quotes the chosen one again (after any wait, on the spent total then) and asks the approver."""
     if len(ranked) == 1:
         return ranked[0]
+    q = yield from _quoted(run, ranked, response, ranked[0], max_price_msat, offer_id)
+    return q.challenge
+
+
+def _quoted(run: _Run, challenges: Challenge | Sequence[Challenge], response: httpx.Response, named: Challenge,
+            max_price_msat: int | None, offer_id: str | None) -> Generator[Effect, Any, Quote]:
+    """`quote()` on the rate and the spent total read now (the total only when a total budget is
+    set); a refusal is reported as one step, naming `named`'s offers."""
     payer, policy = run.payer, run.payer.policy
     rate = yield GetRate()
     spent = (yield Spent()) if policy.has_total_budget else 0
     try:
-        q = quote(ranked, policy, url=run.url, host=run.host, usd_per_btc=rate, spent_msat=spent,
-                  cannot_pay=payer.cannot_pay, max_price_msat=max_price_msat, offer_id=offer_id)
+        return quote(challenges, policy, url=run.url, host=run.host, usd_per_btc=rate, spent_msat=spent,
+                     cannot_pay=payer.cannot_pay, max_price_msat=max_price_msat, offer_id=offer_id)
     except PaymentRefused as exc:
-        raise run.refused(exc, response, ranked[0]) from None
-    return q.challenge
+        raise run.refused(exc, response, named) from None
 
 
 @dataclass
@@ -603,14 +610,8 @@ class _Attempt:
 
     def quote(self) -> Generator[Effect, Any, Quote]:
         """The one decision, on the rate resolved once for this attempt; then the approver's, if any."""
-        run, payer, policy = self.run, self.run.payer, self.run.payer.policy
-        rate = yield GetRate()
-        spent = (yield Spent()) if policy.has_total_budget else 0
-        try:
-            q = quote(self.challenge, policy, url=run.url, host=run.host, usd_per_btc=rate, spent_msat=spent,
-                      cannot_pay=payer.cannot_pay, max_price_msat=self.max_price_msat, offer_id=self.offer_id)
-        except PaymentRefused as exc:
-            raise run.refused(exc, self.response, self.challenge) from None
+        run, policy = self.run, self.run.payer.policy
+        q = yield from _quoted(run, self.challenge, self.response, self.challenge, self.max_price_msat, self.offer_id)
         run.say(Quoted, str(q), quote=q)
         if policy.approve is not None:
             q = yield from self._approved(q)
