@@ -1039,7 +1039,9 @@ def _present_held(payer: Payer, request: httpx.Request, *, fresh: bool = False) 
     every send (another request may have bought a newer one); a caller's own Authorization is left
     alone. Returns the scope whose credential is presented, if any."""
     ours = request.extensions.get(TOKEN_EXTENSION)
-    current = request.headers.get("authorization")
+    # (the raw names first: httpx's Headers.get decodes every header to find one, a cost per request)
+    named = any(name.lower() == b"authorization" for name, _ in request.headers.raw)
+    current = request.headers.get("authorization") if named else None
     if current and (ours is None or current != ours[1]):
         return None  # the caller's own credential
     for scope in scopes_for(str(request.url), payer.token_scope):
