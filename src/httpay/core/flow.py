@@ -83,6 +83,7 @@ from httpay.core.events import (
     Served,
     Waited,
     emit,
+    heard,
 )
 from httpay.core.model import Challenge, Quote
 from httpay.core.payer import Payer
@@ -252,7 +253,8 @@ class _Run:
         return {**self.payer.tags, **own} if isinstance(own, dict) else dict(self.payer.tags)
 
     def say(self, kind: type[Event], message: str, level: int = logging.INFO, **fields: Any) -> None:
-        emit(self.payer.on_event, kind(self.url, self.rid, **fields), message, level)
+        if heard(self.payer.on_event, level):
+            emit(self.payer.on_event, kind(self.url, self.rid, **fields), message, level)
 
     def refused(self, exc: PaymentRefused, response: httpx.Response | None = None,
                 challenge: Challenge | None = None) -> PaymentRefused:
