@@ -792,14 +792,14 @@ PURE: dict[str, list[str]] = {
         "Pay",                     # the wallet pays
         "Settle",                  # the row settled with the preimage and the fee
         "Leave",                   # the flight is left before the retry
-        "TokenFor:fresh", "Send",  # the request again (the account is credited)
+        "Send",                    # the request again (the account is credited)
     ],
     CLASSIC: [
         "TokenFor", "Send", "ReadBody", "TokenFor:fresh", "LedgerNow", "Join", "Find", "GetRate",
         "Reserve", "Pay",          # the invoice came in the header: nothing to fetch
         "SaveToken",               # the paid credential kept for its scope, before the row settles
         "Settle", "Leave",
-        "TokenFor:fresh", "Send",  # the request again, with the credential
+        "Send",                    # the request again, with the credential just bought (no newer one yet)
     ],
     X402: [
         "TokenFor", "Send", "ReadBody",

@@ -871,7 +871,9 @@ def _retry(run: _Run, challenge: Challenge, receipt: Receipt, credential: Creden
     for attempt in range(1, payer.retries_after_payment + 1):
         run.say(Retried, f"retrying the request (attempt {attempt})", attempt=attempt)
         try:
-            resp = yield from _send_with_held(payer, request)
+            # The first retry presents the credential just bought (none newer can be stored yet); a
+            # later one asks the ledger, where another request may have stored a newer one.
+            resp = yield from _send_with_held(payer, request, look=attempt > 1)
             if resp.status_code == 402 or resp.status_code >= 500:
                 yield ReadBody(resp)  # what the flow reads itself; the answer the payment bought streams
         except Exception as exc:
@@ -1079,11 +1081,12 @@ def _evict_if_presented(request: httpx.Request) -> Generator[Effect, Any, None]:
 
 
 def _send_with_held(payer: Payer, request: httpx.Request, payment_deadline_s: float | None = None,
-                    resend: bool = False) -> Flow:
+                    resend: bool = False, look: bool = True) -> Flow:
     """Send a request again, with the credential stored for its scope, if any. `payment_deadline_s`:
     a 402 it meets may be paid, so start its deadline; `resend`: safe to send again if the
-    connection drops before an answer."""
-    yield from _present_held(payer, request, fresh=True)  # after a payment or a wait: ask the ledger itself
+    connection drops before an answer; `look`: ask the ledger for the scope's credential first."""
+    if look:
+        yield from _present_held(payer, request, fresh=True)  # after a payment or a wait: ask the ledger itself
     response: httpx.Response = yield Send(request, payment_deadline_s=payment_deadline_s, resend_if_dropped=resend)
     return response
 
