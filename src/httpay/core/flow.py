@@ -1062,7 +1062,8 @@ def _authorization(request: httpx.Request) -> str | None:
     `Headers.get` decodes every header to find one (a cost on every request, paid or not)."""
     for name, _ in request.headers.raw:
         if len(name) == 13 and name.lower() == b"authorization":
-            return request.headers.get("authorization")
+            value: str | None = request.headers.get("authorization")
+            return value
     return None
 
 
