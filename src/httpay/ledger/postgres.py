@@ -25,7 +25,7 @@ import re
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
@@ -119,6 +119,7 @@ class PostgresLedger(SQLLedger):
     """
 
     NOW = "clock_timestamp()"
+    STATEMENT_NOW = "statement_timestamp()"  # one instant for the whole reservation statement, after the lock
     CONTAINS = "strpos({}, ?) > 0"
 
     def __init__(self, url: str, *, pool_size: int = 4, connect_timeout: float = 10.0) -> None:
@@ -218,6 +219,9 @@ class PostgresLedger(SQLLedger):
 
     def _to_db_time(self, when: datetime) -> datetime:
         return when
+
+    def _to_db_interval(self, span: timedelta) -> timedelta:
+        return span  # an interval
 
     def _from_db_time(self, value: Any) -> datetime:
         when: datetime = value.astimezone(UTC)

@@ -69,6 +69,7 @@ class SQLiteLedger(SQLLedger):
     # julianday('now') is only ms, too coarse to order a settle and the next request's 402). All
     # processes sharing a SQLite file are on one machine, so this is one source of time.
     NOW = "httpay_now()"
+    clock_is_local = True  # httpay_now() is this process's time.time(): read it without a statement
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = str(path)
@@ -119,6 +120,10 @@ class SQLiteLedger(SQLLedger):
                 raise
             finally:
                 self._run("PRAGMA synchronous=NORMAL")
+
+    def now(self) -> datetime:
+        """The clock every row is stamped with (`httpay_now()`), read here: no statement."""
+        return datetime.fromtimestamp(time.time(), tz=UTC)
 
     def _to_db_time(self, when: datetime) -> float:
         return when.timestamp()
