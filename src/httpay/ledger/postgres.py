@@ -1,8 +1,9 @@
 """The PostgreSQL ledger: one budget shared by a fleet of agents on many machines.
 
-Every time the ledger stamps or compares comes from the server's `clock_timestamp()`, never
-from the machine of the agent: agents whose clocks disagree by seconds still agree on which
-payment came first.
+Every time the ledger stamps or compares comes from the server's clock (`clock_timestamp()`;
+a reservation's one reading statement uses `statement_timestamp()`, one instant taken after the
+lock), never from the machine of the agent: agents whose clocks disagree by seconds still agree
+on which payment came first.
 
 Connections: every ledger of one process opened on the same URL shares one pool (refcounted,
 closed with the last ledger), so 100 clients in threads hold `pool_size` connections, not 100
@@ -16,7 +17,8 @@ sharing the database, and it is released by the commit or rollback itself (a cra
 cannot leave it held). READ COMMITTED matters: each statement after the lock sees what the
 previous holder committed. SERIALIZABLE would also be correct but makes racing agents fail and
 retry, which turns contention into wasted round trips; a reservation is a few short statements,
-so queueing them is both simpler and faster. Reads, settles and fails take no lock.
+so queueing them is both simpler and faster. Reads, settles and fails take no lock, and run in autocommit: each is one statement, so one
+round trip (no BEGIN, no COMMIT).
 """
 
 from __future__ import annotations
@@ -134,8 +136,10 @@ class PostgresLedger(SQLLedger):
                 pool: ConnectionPool[Any] = ConnectionPool(
                     url, min_size=1, max_size=max(1, pool_size), timeout=30.0, open=True, name="httpay-ledger",
                     # no prepared statements: they are session state, which PgBouncer (transaction mode) drops
+                    # autocommit: a one-statement write or read is one round trip (no BEGIN, no COMMIT);
+                    # a reservation opens its own transaction
                     kwargs={"row_factory": dict_row, "connect_timeout": max(1, int(connect_timeout)),
-                            "prepare_threshold": None},
+                            "prepare_threshold": None, "autocommit": True},
                     configure=self._configure,
                 )
                 shared = _POOLS[url] = _SharedPool(pool)
@@ -145,7 +149,7 @@ class PostgresLedger(SQLLedger):
             shared.users += 1
         self._pool = shared.pool
         try:  # the tables may have been dropped since the pool opened: make sure, on a pooled connection
-            with self._connection() as conn:
+            with self._connection() as conn, conn.transaction():
                 self._apply_schema(conn)
         except BaseException:
             self.close()
@@ -195,7 +199,8 @@ class PostgresLedger(SQLLedger):
 
     @contextmanager
     def _connection(self) -> Iterator[psycopg.Connection[Any]]:
-        """A pooled connection inside one transaction (committed on success); driver errors become LedgerError."""
+        """A pooled connection in autocommit (each statement its own transaction, one round trip);
+        driver errors become LedgerError."""
         try:
             with self._pool.connection() as conn:
                 yield conn
@@ -213,8 +218,8 @@ class PostgresLedger(SQLLedger):
 
     @contextmanager
     def _budget_transaction(self) -> Iterator[Query]:
-        with self._connection() as conn:
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (RESERVE_LOCK,))
+        with self._connection() as conn, conn.transaction():  # READ COMMITTED (`_configure`)
+            self._run(conn, "SELECT pg_advisory_xact_lock(?)", (RESERVE_LOCK,))
             yield lambda sql, args: self._run(conn, sql, args)
 
     def _to_db_time(self, when: datetime) -> datetime:
