@@ -91,6 +91,21 @@ def test_a_plain_reservation_is_one_read_and_one_insert(any_ledger: Ledger) -> N
     assert len(seen) == (6 if is_sqlite(any_ledger) else 3), seen
 
 
+def test_a_calls_key_costs_no_sync_of_its_own_its_reservation_syncs_it(any_ledger: Ledger) -> None:
+    with statements(any_ledger) as seen:
+        call = any_ledger.call("fp", window=WINDOW)
+    kinds = [s.split(" ")[0] for s in seen]
+    if is_sqlite(any_ledger):  # under the write lock, but no fsync: the reservation's synced commit carries it
+        assert kinds == ["BEGIN", "SELECT", "DELETE", "INSERT", "COMMIT"], seen
+    else:  # under the lock; the database's clock read
+        assert kinds == ["SELECT", "SELECT", "SELECT", "DELETE", "INSERT"] and "pg_advisory_xact_lock" in seen[0], seen
+    with statements(any_ledger) as seen:
+        r = any_ledger.reserve(intent(call_id=call.id))
+    if is_sqlite(any_ledger):
+        assert seen[0] == "PRAGMA synchronous=FULL" and seen[-1] == "PRAGMA synchronous=NORMAL"
+    assert any_ledger.call("fp", window=WINDOW).receipt == r
+
+
 def test_settling_with_a_note_is_one_update_and_the_row_is_settled_with_the_note(any_ledger: Ledger) -> None:
     r = any_ledger.reserve(intent(max_fee_msat=50))
     any_ledger.note(r.id, "waiting for the wallet")

@@ -217,7 +217,7 @@ class PostgresLedger(SQLLedger):
             return self._run(conn, sql, args)
 
     @contextmanager
-    def _budget_transaction(self) -> Iterator[Query]:
+    def _budget_transaction(self, *, durable: bool = True) -> Iterator[Query]:  # every commit is durable
         with self._connection() as conn, conn.transaction():  # READ COMMITTED (`_configure`)
             self._run(conn, "SELECT pg_advisory_xact_lock(?)", (RESERVE_LOCK,))
             yield lambda sql, args: self._run(conn, sql, args)

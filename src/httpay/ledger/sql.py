@@ -173,8 +173,10 @@ class SQLLedger(Ledger):
         """Run one statement in its own transaction; rows as dicts. Driver errors become LedgerError."""
 
     @abstractmethod
-    def _budget_transaction(self) -> AbstractContextManager[Query]:
-        """A transaction holding the budget lock; yields a query function; commits on success."""
+    def _budget_transaction(self, *, durable: bool = True) -> AbstractContextManager[Query]:
+        """A transaction holding the budget lock; yields a query function; commits on success.
+        `durable`: on disk when it returns (a reservation); else it may wait for the next durable
+        commit, which carries it (a backend that writes every commit to disk ignores it)."""
 
     @abstractmethod
     def _to_db_time(self, when: datetime) -> Any: ...
@@ -360,7 +362,9 @@ class SQLLedger(Ledger):
     # -- calls ------------------------------------------------------------------------------------
     def call(self, fingerprint: str, *, window: timedelta, key: str | None = None,
              now: datetime | None = None) -> Call:
-        with self._budget_transaction() as query:  # under the lock: two retries at once get one key
+        # under the lock: two retries at once get one key. Not synced on its own: nothing is paid for the call
+        # before its reservation, whose durable commit carries this one to disk with it
+        with self._budget_transaction(durable=False) as query:
             if now is None:
                 now = self.now() if self.clock_is_local else self._from_db_time(
                     query(f"SELECT {self.NOW} AS now", ())[0]["now"])
