@@ -137,8 +137,7 @@ def bump(row: str, sign: int) -> str:
     return TOTALS_BUMP.format(row=row, sign=sign)
 
 
-_COLS = ", ".join(COLUMNS)
-_SELECT = f"SELECT {_COLS} FROM payments"
+_SELECT = f"SELECT {', '.join(COLUMNS)} FROM payments"
 _RETURNING = f" RETURNING {', '.join(COLUMNS)}"
 
 # Columns added after the first release: a ledger made before gets them on open (`ADD COLUMN`).
@@ -224,8 +223,8 @@ class SQLLedger(Ledger):
     def _window_start(self, now: datetime | None, window: timedelta) -> tuple[str, Any]:
         """The SQL and argument for the start of a window ending now: `now`, or (None) the database's
         clock read inside the statement itself, so the reservation spends no statement on it."""
-        if now is None:
-            return f"({self.STATEMENT_NOW or self.NOW} - ?)", self._to_db_interval(window)
+        if now is None:  # a subquery: evaluated once (an index bound), not once per row a scan filters
+            return f"(SELECT {self.STATEMENT_NOW or self.NOW} - ?)", self._to_db_interval(window)
         return "?", self._to_db_time(now - window)
 
     def _spent_columns(self, limits: Sequence[Limit], now: datetime | None) -> tuple[list[str], list[Any]]:
@@ -266,58 +265,43 @@ class SQLLedger(Ledger):
         return f"SELECT {', '.join(sums)}", args
 
     def _guard_sql(self, intent: Intent, limits: Sequence[Limit], now: datetime | None) -> tuple[str, list[Any]]:
-        """The one statement a reservation reads under the lock: the payment that makes this one a
-        duplicate (k=1: its invoice; 2: its challenge; 3: its call), each by its index, beside what
-        every limit has spent and (`now` None) the database's clock. Empty when there is nothing to read."""
-        checks: list[str] = []
-        args: list[Any] = []
+        """The one statement a reservation reads under the lock, one row: what every limit has spent
+        (`s{i}`), the database's clock when `now` is None, and the payment that makes this one a
+        duplicate, each check by its index: `dup_invoice` (its invoice, live), `dup_challenge` (its
+        challenge, pending or settled since this request met its 402), `dup_call` (its call, live).
+        Empty when there is nothing to read."""
+        cols, args = self._spent_columns(limits, now)
+        if now is None:
+            cols.append(f"{self.STATEMENT_NOW or self.NOW} AS now")
         if intent.payment_hash:
-            checks.append(f"SELECT 1 AS k, {_COLS} FROM payments WHERE payment_hash = ? AND status != 'failed' "
-                          "ORDER BY id DESC LIMIT 1")
+            cols.append("(SELECT MAX(id) FROM payments WHERE payment_hash = ? AND status != 'failed') AS dup_invoice")
             args.append(intent.payment_hash)
-        if intent.challenge_key:  # pending, or settled since this request met its 402
+        if intent.challenge_key:
             settled = ""
             args.append(intent.challenge_key)
             if intent.not_before is not None:
                 settled = " OR (status = 'settled' AND updated_at >= ?)"
                 args.append(self._to_db_time(intent.not_before))
-            checks.append(f"SELECT 2 AS k, {_COLS} FROM payments WHERE challenge_key = ? AND (status = 'pending'"
-                          f"{settled}) ORDER BY id DESC LIMIT 1")
+            cols.append(f"(SELECT MAX(id) FROM payments WHERE challenge_key = ? AND (status = 'pending'{settled})) "
+                        "AS dup_challenge")
         if intent.call_id is not None:
-            checks.append(f"SELECT 3 AS k, {_COLS} FROM payments WHERE id = (SELECT receipt_id FROM calls "
-                          "WHERE id = ?) AND status != 'failed'")
+            cols.append("(SELECT MAX(p.id) FROM calls c JOIN payments p ON p.id = c.receipt_id WHERE c.id = ? "
+                        "AND p.status != 'failed') AS dup_call")
             args.append(intent.call_id)
-        sums, sum_args = self._spent_columns(limits, now)
-        extra = sums + ([f"{self.STATEMENT_NOW or self.NOW} AS now"] if now is None else [])
-        if not checks:
-            return (f"SELECT {', '.join(extra)}", sum_args) if extra else ("", [])
-        found = " UNION ALL ".join(f"SELECT * FROM ({c}) AS c{i}" for i, c in enumerate(checks))
-        # one row: the sums, and the first duplicate's columns (NULL when there is none)... or one per duplicate
-        return (f"SELECT {', '.join([*extra, 'c.*'])} FROM (SELECT 1 AS one) AS o LEFT JOIN ({found}) AS c ON 1 = 1",
-                [*sum_args, *args])
+        return (f"SELECT {', '.join(cols)}", args) if cols else ("", [])
 
-    def _duplicate(self, rows: Rows) -> None:
-        """Raise for the first duplicate the guard statement found: its invoice, then its challenge, then its call."""
-        hits = [r for r in rows if r.get("k") is not None]
-        if not hits:
-            return
-        hit = min(hits, key=lambda r: int(r["k"]))
-        existing = self._row({c: hit[c] for c in COLUMNS})
-        if hit["k"] == 1:
-            raise DuplicatePayment(
-                f"this invoice is already in the ledger as payment #{existing.id} ({existing.status.value}); "
-                "it will not be paid twice",
-                existing=existing,
-            )
-        if hit["k"] == 2:
-            raise ChallengeInFlight(
-                f"this challenge already has payment #{existing.id} ({existing.status.value}); it is not paid twice",
-                existing=existing,
-            )
-        raise DuplicatePayment(
-            f"this call already has payment #{existing.id} ({existing.status.value}); it is not paid twice",
-            existing=existing,
-        )
+    def _refuse_duplicate(self, query: Query, guard: dict[str, Any]) -> None:
+        """Raise for the first duplicate the guard statement found: its invoice, then its challenge,
+        then its call (the row read whole, in the same transaction, only then)."""
+        for check, error, what in (
+            ("dup_invoice", DuplicatePayment,
+             "this invoice is already in the ledger as payment #{id} ({status}); it will not be paid twice"),
+            ("dup_challenge", ChallengeInFlight, "this challenge already has payment #{id} ({status}); it is not paid twice"),
+            ("dup_call", DuplicatePayment, "this call already has payment #{id} ({status}); it is not paid twice"),
+        ):
+            if guard.get(check) is not None:
+                existing = self._row(query(f"{_SELECT} WHERE id = ?", (guard[check],))[0])
+                raise error(what.format(id=existing.id, status=existing.status.value), existing=existing)
 
     # -- writes -----------------------------------------------------------------------------------
     def reserve(self, intent: Intent, limits: Sequence[Limit] = (), *, usd_per_btc: float | None = None,
@@ -331,12 +315,12 @@ class SQLLedger(Ledger):
                 now = self.now()
             # one statement: the three duplicate checks, every limit's spend, and (else) the database's clock
             sql, sql_args = self._guard_sql(intent, limits, now)
-            guard = query(sql, sql_args) if sql else []
-            self._duplicate(guard)
+            guard = query(sql, sql_args)[0] if sql else {}
+            self._refuse_duplicate(query, guard)
             if now is None:
-                now = self._from_db_time(guard[0]["now"])
+                now = self._from_db_time(guard["now"])
             stamp = self._to_db_time(now)
-            spent = {lim: int(guard[0][f"s{i}"]) for i, lim in enumerate(limits)}
+            spent = {lim: int(guard[f"s{i}"]) for i, lim in enumerate(limits)}
             over_limit(limits, spent, intent.amount_msat, usd_per_btc, intent.max_fee_msat)
             # fee_msat holds the fee cap while pending (counted in every budget); settling records the real fee
             rows = query(
