@@ -281,3 +281,19 @@ def test_the_one_select_reads_every_part_by_its_index(any_ledger: Ledger) -> Non
     for index in ("payments_live_hash", "payments_challenge", "payments_pkey", "calls_pkey", "payment_totals_pkey",
                   "payments_created", "payment_tags_window"):
         assert index in plan, (index, plan)
+
+
+# -- reading a row builds the same Receipt, quicker -------------------------------------------------
+
+def test_a_row_read_is_the_same_receipt_the_dataclass_builds(any_ledger: Ledger) -> None:
+    r = any_ledger.settle(any_ledger.reserve(intent(tags={"agent": "a"}), usd_per_btc=65_000.0).id,
+                          preimage="ab" * 32, fee_msat=2, note="n")
+    built = Receipt(**{f.name: getattr(r, f.name) for f in dataclasses.fields(Receipt)})
+    assert r == built and repr(r) == repr(built) and str(r) == str(built) and r.to_dict() == built.to_dict()
+    assert dataclasses.replace(r, reason="m").reason == "m" and r.reason == "n"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        r.amount_msat = 1  # type: ignore[misc]
+    assert Receipt.of_row({"id": 1, "status": Status.PENDING, "created_at": r.created_at,
+                           "updated_at": r.created_at, "host": "h", "url": "u", "protocol": "p", "method": "m",
+                           "offer_id": None, "offer_title": None, "offer_amount": None, "offer_currency": None,
+                           "credits": None, "payment_hash": None, "amount_msat": 5}).fee_msat == 0, "defaults kept"

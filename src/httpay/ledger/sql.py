@@ -193,7 +193,7 @@ class SQLLedger(Ledger):
         d["created_at"] = self._from_db_time(d["created_at"])
         d["updated_at"] = self._from_db_time(d["updated_at"])
         d["tags"] = _tags_of(d.get("tags"))
-        return Receipt(**d)
+        return Receipt.of_row(d)
 
     def now(self) -> datetime:
         """The database's clock, read by a statement (a backend whose clock is local overrides this)."""
