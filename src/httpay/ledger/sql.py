@@ -349,30 +349,25 @@ class SQLLedger(Ledger):
         # under the lock: two retries at once get one key. Not synced on its own: nothing is paid for the call
         # before its reservation, whose durable commit carries this one to disk with it
         with self._budget_transaction(durable=False) as query:
-            if now is None and self.clock_is_local:
-                now = self.now()
-            cols = "id, call_key, fingerprint, created_at, receipt_id, credential"
-            # one statement: the call issued within the window, with its payment, and (else) the database's clock
-            start, since = self._window_start(now, window)
-            picked = [f"c.{c} AS call_{c}" for c in cols.split(", ")] + [f"p.{c}" for c in COLUMNS]
-            found = query(
-                f"SELECT {', '.join(picked + ([f'{self.STATEMENT_NOW or self.NOW} AS now'] if now is None else []))} "
-                f"FROM (SELECT 1 AS one) AS o LEFT JOIN (SELECT {cols} FROM calls WHERE fingerprint = ? AND "
-                f"created_at >= {start} AND answered_at IS NULL ORDER BY id DESC LIMIT 1) AS c ON 1 = 1 "
-                "LEFT JOIN payments AS p ON p.id = c.receipt_id",
-                (fingerprint, since))[0]
             if now is None:
-                now = self._from_db_time(found["now"])
-            r: dict[str, Any] | None = {c: found["call_" + c] for c in cols.split(", ")}
-            receipt = self._row({c: found[c] for c in COLUMNS}) if found["id"] is not None else None
-            if found["call_id"] is None:
-                r = None
-            elif receipt is not None and receipt.status is Status.FAILED and key is None:
-                r, receipt = None, None  # nothing was paid for it: a new call, with a new key
-            if r is None:
+                now = self.now() if self.clock_is_local else self._from_db_time(
+                    query(f"SELECT {self.NOW} AS now", ())[0]["now"])
+            since = self._to_db_time(now - window)
+            cols = "id, call_key, fingerprint, created_at, receipt_id, credential"
+            rows = query(f"SELECT {cols} FROM calls WHERE fingerprint = ? AND created_at >= ? AND answered_at IS NULL "
+                         "ORDER BY id DESC LIMIT 1",
+                         (fingerprint, since))
+            receipt: Receipt | None = None
+            if rows and rows[0]["receipt_id"] is not None:
+                found = query(f"{_SELECT} WHERE id = ?", (rows[0]["receipt_id"],))
+                receipt = self._row(found[0]) if found else None
+                if receipt is not None and receipt.status is Status.FAILED and key is None:
+                    rows, receipt = [], None  # nothing was paid for it: a new call, with a new key
+            if not rows:
                 query("DELETE FROM calls WHERE fingerprint = ?", (fingerprint,))
-                r = query(f"INSERT INTO calls (fingerprint, call_key, created_at) VALUES (?, ?, ?) RETURNING {cols}",
-                          (fingerprint, key or "pay_" + uuid.uuid4().hex, self._to_db_time(now)))[0]
+                rows = query(f"INSERT INTO calls (fingerprint, call_key, created_at) VALUES (?, ?, ?) RETURNING {cols}",
+                             (fingerprint, key or "pay_" + uuid.uuid4().hex, self._to_db_time(now)))
+        r = rows[0]
         credential = json.loads(r["credential"]) if r["credential"] and receipt is not None else None
         return Call(int(r["id"]), str(r["call_key"]), str(r["fingerprint"]), self._from_db_time(r["created_at"]),
                     receipt, credential)
