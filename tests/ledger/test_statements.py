@@ -33,8 +33,8 @@ def intent(payment_hash: str | None = "aa" * 32, *, challenge_key: str | None = 
 
 @contextmanager
 def statements(lg: Ledger) -> Iterator[list[str]]:
-    """Every statement the ledger sends to its database meanwhile (SQLite: transaction control and
-    PRAGMAs too; PostgreSQL: the budget lock too, its BEGIN/COMMIT being the driver's)."""
+    """Every statement the ledger sends to its database meanwhile, transaction control and PRAGMAs
+    too: on PostgreSQL, each is one round trip."""
     assert isinstance(lg, SQLLedger)
     seen: list[str] = []
     run = lg._run  # type: ignore[attr-defined]  # each backend has its own
@@ -79,8 +79,9 @@ def test_a_reservation_reads_its_three_checks_every_budget_and_the_clock_in_one_
         assert seen == ["PRAGMA synchronous=FULL", "BEGIN IMMEDIATE", guard, *seen[3:6], "COMMIT",
                         "PRAGMA synchronous=NORMAL"]
         assert "httpay_now()" not in guard
-    else:  # one clock for the fleet, read in the same statement, after the lock
-        assert seen[0] == "SELECT pg_advisory_xact_lock(?)" and seen[1] == guard and len(seen) == 5
+    else:  # one round trip opens the transaction and takes the lock; the fleet's one clock read after it
+        assert seen[0].startswith("BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_advisory_xact_lock(")
+        assert seen[1] == guard and seen[-1] == "COMMIT" and len(seen) == 6, seen
         assert "statement_timestamp()" in guard
     assert any_ledger.call("fp", window=WINDOW).receipt == r
 
@@ -89,7 +90,7 @@ def test_a_plain_reservation_is_one_read_and_one_insert(any_ledger: Ledger) -> N
     with statements(any_ledger) as seen:
         any_ledger.reserve(intent(), httpay.Policy().limits("a.example", None))
     assert len(reads(seen)) == 1 and [s.split(" (")[0] for s in seen if s.startswith("INSERT")] == ["INSERT INTO payments"]
-    assert len(seen) == (6 if is_sqlite(any_ledger) else 3), seen
+    assert len(seen) == (6 if is_sqlite(any_ledger) else 4), seen  # PostgreSQL: every round trip
 
 
 def test_a_calls_key_costs_no_sync_of_its_own_its_reservation_syncs_it(any_ledger: Ledger) -> None:
@@ -99,7 +100,8 @@ def test_a_calls_key_costs_no_sync_of_its_own_its_reservation_syncs_it(any_ledge
     if is_sqlite(any_ledger):  # under the write lock, but no fsync: the reservation's synced commit carries it
         assert kinds == ["BEGIN", "SELECT", "DELETE", "INSERT", "COMMIT"], seen
     else:  # under the lock; the database's clock read
-        assert kinds == ["SELECT", "SELECT", "SELECT", "DELETE", "INSERT"] and "pg_advisory_xact_lock" in seen[0], seen
+        assert kinds == ["BEGIN", "SELECT", "SELECT", "DELETE", "INSERT", "COMMIT"], seen
+        assert "pg_advisory_xact_lock" in seen[0]
     with statements(any_ledger) as seen:
         r = any_ledger.reserve(intent(call_id=call.id))
     if is_sqlite(any_ledger):

@@ -26,7 +26,7 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
@@ -218,9 +218,17 @@ class PostgresLedger(SQLLedger):
 
     @contextmanager
     def _budget_transaction(self, *, durable: bool = True) -> Iterator[Query]:  # every commit is durable
-        with self._connection() as conn, conn.transaction():  # READ COMMITTED (`_configure`)
-            self._run(conn, "SELECT pg_advisory_xact_lock(?)", (RESERVE_LOCK,))
-            yield lambda sql, args: self._run(conn, sql, args)
+        with self._connection() as conn:
+            # one round trip opens the transaction and takes the lock (two statements, no parameter: the
+            # simple protocol); each statement after it sees what the previous holder committed
+            self._run(conn, f"BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_advisory_xact_lock({RESERVE_LOCK:d})", ())
+            try:
+                yield lambda sql, args: self._run(conn, sql, args)
+            except BaseException:
+                with suppress(psycopg.Error):  # a broken connection: the server ends the transaction itself
+                    conn.execute("ROLLBACK")
+                raise
+            self._run(conn, "COMMIT", ())
 
     def _to_db_time(self, when: datetime) -> datetime:
         return when
