@@ -223,7 +223,8 @@ class Ledger(ABC):
 
     def now(self) -> datetime:
         """The ledger's own clock (the database's): every time compared across processes comes from it,
-        so a machine whose clock is off cannot make another pay twice or write a payment off."""
+        so a machine whose clock is off cannot make another pay twice or write a payment off. Where
+        `clock_is_local`, that clock is this process's `time.time()`, read with no statement."""
         return now_utc()
 
     def close(self) -> None:

@@ -349,13 +349,12 @@ class SQLLedger(Ledger):
         # under the lock: two retries at once get one key. Not synced on its own: nothing is paid for the call
         # before its reservation, whose durable commit carries this one to disk with it
         with self._budget_transaction(durable=False) as query:
-            if now is None:
-                now = self.now() if self.clock_is_local else self._from_db_time(
-                    query(f"SELECT {self.NOW} AS now", ())[0]["now"])
-            since = self._to_db_time(now - window)
+            if now is None and self.clock_is_local:
+                now = self.now()
+            start, since = self._window_start(now, window)  # else the database's clock, in the statement itself
             cols = "id, call_key, fingerprint, created_at, receipt_id, credential"
-            rows = query(f"SELECT {cols} FROM calls WHERE fingerprint = ? AND created_at >= ? AND answered_at IS NULL "
-                         "ORDER BY id DESC LIMIT 1",
+            rows = query(f"SELECT {cols} FROM calls WHERE fingerprint = ? AND created_at >= {start} "
+                         "AND answered_at IS NULL ORDER BY id DESC LIMIT 1",
                          (fingerprint, since))
             receipt: Receipt | None = None
             if rows and rows[0]["receipt_id"] is not None:
@@ -365,8 +364,9 @@ class SQLLedger(Ledger):
                     rows, receipt = [], None  # nothing was paid for it: a new call, with a new key
             if not rows:
                 query("DELETE FROM calls WHERE fingerprint = ?", (fingerprint,))
-                rows = query(f"INSERT INTO calls (fingerprint, call_key, created_at) VALUES (?, ?, ?) RETURNING {cols}",
-                             (fingerprint, key or "pay_" + uuid.uuid4().hex, self._to_db_time(now)))
+                stamp, at = ("?", [self._to_db_time(now)]) if now is not None else (self.NOW, [])
+                rows = query(f"INSERT INTO calls (fingerprint, call_key, created_at) VALUES (?, ?, {stamp}) "
+                             f"RETURNING {cols}", [fingerprint, key or "pay_" + uuid.uuid4().hex, *at])
         r = rows[0]
         credential = json.loads(r["credential"]) if r["credential"] and receipt is not None else None
         return Call(int(r["id"]), str(r["call_key"]), str(r["fingerprint"]), self._from_db_time(r["created_at"]),
