@@ -53,9 +53,9 @@ def _time_the_ledger(spent: dict[str, list[float]], lock: threading.Lock) -> Non
             yield conn
 
     @contextmanager
-    def budget(self: PostgresLedger) -> Iterator[Any]:
+    def budget(self: PostgresLedger, **kw: Any) -> Iterator[Any]:  # durable=
         t = time.perf_counter()
-        with plain_budget(self) as query:
+        with plain_budget(self, **kw) as query:
             held = time.perf_counter()
             note("ledger: wait for connection + budget lock", held - t)
             yield query

@@ -73,16 +73,22 @@ def test_a_reservation_reads_its_three_checks_every_budget_and_the_clock_in_one_
     assert len(reads(seen)) == 1, seen
     guard = reads(seen)[0]
     assert all(part in guard for part in ("payment_hash = ?", "challenge_key = ?", "FROM calls", "payment_totals"))
-    writes = [s.split("(")[0].strip() for s in seen if s.startswith(("INSERT", "UPDATE"))]
-    assert writes == ["INSERT INTO payments", "INSERT INTO payment_tags", "UPDATE calls SET receipt_id = ?, credential = NULL WHERE id = ?"]
     if is_sqlite(any_ledger):  # the clock is this process's: no statement reads it
+        writes = [s.split("(")[0].strip() for s in seen if s.startswith(("INSERT", "UPDATE"))]
+        assert writes == ["INSERT INTO payments", "INSERT INTO payment_tags",
+                          "UPDATE calls SET receipt_id = ?, credential = NULL WHERE id = ?"]
         assert seen == ["PRAGMA synchronous=FULL", "BEGIN IMMEDIATE", guard, *seen[3:6], "COMMIT",
                         "PRAGMA synchronous=NORMAL"]
         assert "httpay_now()" not in guard
-    else:  # one round trip opens the transaction and takes the lock; the fleet's one clock read after it
+    else:  # one round trip opens the transaction and takes the lock; the fleet's one clock read after it;
+        # the row, its tags and its call written by one statement
         assert seen[0].startswith("BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_advisory_xact_lock(")
-        assert seen[1] == guard and seen[-1] == "COMMIT" and len(seen) == 6, seen
+        assert seen[1] == guard and seen[-1] == "COMMIT" and len(seen) == 4, seen
+        assert seen[2].startswith("WITH p AS (INSERT INTO payments") and "INSERT INTO payment_tags" in seen[2]
+        assert "UPDATE calls SET receipt_id" in seen[2]
         assert "statement_timestamp()" in guard
+    assert any_ledger.spent_by_tag() == [("agent", "research", 1, 1000), ("task", "T-1", 1, 1000)]
+    assert any_ledger.receipts(tag=("task", "T-1")) == [r]
     assert any_ledger.call("fp", window=WINDOW).receipt == r
 
 

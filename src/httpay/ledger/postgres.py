@@ -121,7 +121,8 @@ class PostgresLedger(SQLLedger):
     """
 
     NOW = "clock_timestamp()"
-    STATEMENT_NOW = "statement_timestamp()"  # one instant for the whole reservation statement, after the lock
+    STATEMENT_NOW = "statement_timestamp()"
+    WRITABLE_CTE = True  # one instant for the whole reservation statement, after the lock
     CONTAINS = "strpos({}, ?) > 0"
 
     def __init__(self, url: str, *, pool_size: int = 4, connect_timeout: float = 10.0) -> None:

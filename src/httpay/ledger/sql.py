@@ -164,6 +164,7 @@ class SQLLedger(Ledger):
     """
 
     NOW: str = ""
+    WRITABLE_CTE: bool = False  # INSERT/UPDATE inside WITH (PostgreSQL): a reservation's writes in one statement
     STATEMENT_NOW: str = ""  # the clock as one statement reads it once (default: NOW), e.g. statement_timestamp()
     CONTAINS: str = "instr({}, ?) > 0"  # a column holds a text, exactly (case and all): no wildcard to escape
 
@@ -323,19 +324,31 @@ class SQLLedger(Ledger):
             spent = {lim: int(guard[f"s{i}"]) for i, lim in enumerate(limits)}
             over_limit(limits, spent, intent.amount_msat, usd_per_btc, intent.max_fee_msat)
             # fee_msat holds the fee cap while pending (counted in every budget); settling records the real fee
-            rows = query(
-                "INSERT INTO payments (status, created_at, updated_at, host, url, protocol, method, offer_id, "
-                "offer_title, offer_amount, offer_currency, credits, payment_hash, amount_msat, fee_msat, wallet, "
-                "challenge_key, wallet_id, tags, usd_per_btc) "
-                "VALUES ('pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)" + _RETURNING,
-                (stamp, stamp, intent.host, intent.url, intent.protocol, intent.method, intent.offer_id,
-                 intent.offer_title, intent.offer_amount, intent.offer_currency, intent.credits, intent.payment_hash,
-                 intent.amount_msat, intent.max_fee_msat, intent.wallet, intent.challenge_key, intent.wallet_id,
-                 json.dumps(dict(sorted(intent.tags.items())), separators=(",", ":")) if intent.tags else None,
-                 usd_per_btc),
-            )
-            if intent.tags:  # every tag in one statement
-                tags = sorted(intent.tags.items())
+            insert = ("INSERT INTO payments (status, created_at, updated_at, host, url, protocol, method, offer_id, "
+                      "offer_title, offer_amount, offer_currency, credits, payment_hash, amount_msat, fee_msat, wallet, "
+                      "challenge_key, wallet_id, tags, usd_per_btc) "
+                      "VALUES ('pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)" + _RETURNING)
+            args: list[Any] = [
+                stamp, stamp, intent.host, intent.url, intent.protocol, intent.method, intent.offer_id,
+                intent.offer_title, intent.offer_amount, intent.offer_currency, intent.credits, intent.payment_hash,
+                intent.amount_msat, intent.max_fee_msat, intent.wallet, intent.challenge_key, intent.wallet_id,
+                json.dumps(dict(sorted(intent.tags.items())), separators=(",", ":")) if intent.tags else None,
+                usd_per_btc]
+            tags = sorted(intent.tags.items())
+            if self.WRITABLE_CTE and (tags or intent.call_id is not None):  # the row, its tags and its call: one statement
+                parts = [f"p AS ({insert})"]
+                if tags:
+                    parts.append("t AS (INSERT INTO payment_tags (payment_id, tag_key, tag_value, created_at) "
+                                 "SELECT p.id, v.k, v.v, p.created_at FROM p, (VALUES "
+                                 + ", ".join(["(?, ?)"] * len(tags)) + ") AS v (k, v))")
+                    args += [v for kv in tags for v in kv]
+                if intent.call_id is not None:
+                    parts.append("c AS (UPDATE calls SET receipt_id = (SELECT id FROM p), credential = NULL WHERE id = ?)")
+                    args.append(intent.call_id)
+                rows = query(f"WITH {', '.join(parts)} SELECT * FROM p", args)
+                return self._row(rows[0])
+            rows = query(insert, args)
+            if tags:  # every tag in one statement
                 query("INSERT INTO payment_tags (payment_id, tag_key, tag_value, created_at) VALUES "
                       + ", ".join(["(?, ?, ?, ?)"] * len(tags)),
                       [v for key, value in tags for v in (rows[0]["id"], key, value, stamp)])
