@@ -809,7 +809,7 @@ PURE: dict[str, list[str]] = {
         "Reserve",
         "Sign",                    # the signer signs the authorization
         "Send",                    # sent with the request; the service settles it
-        "Settle", "Note",          # settled on its receipt, the transaction noted
+        "Settle",                  # settled on its receipt, the transaction noted, in one write
     ],
     # a POST is a call the application may send again: the ledger keys it, keeps the payment's credential
     # before it is sent, and marks the call done once its answer is back
@@ -818,7 +818,7 @@ PURE: dict[str, list[str]] = {
         "CallKey",                 # the call's key (and any payment already made for it: none)
         "GetRate", "Reserve", "Sign",
         "RecordCall",              # the credential (with Idempotency-Key) kept on the call, before it is sent
-        "Send", "Settle", "Note",
+        "Send", "Settle",
         "CallAnswered",            # its answer reached the application: the call is done
     ],
 }

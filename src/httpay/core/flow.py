@@ -983,11 +983,12 @@ def _outcome(run: _Run, challenge: Challenge, resp: httpx.Response, receipt: Rec
     done: Receipt
     if resp.status_code == 402 and broken is None:
         if proof is not None and proof.success:
-            yield Settle(receipt.id, "", 0)
-            done = yield Note(receipt.id, f"transaction {proof.transaction} settled, but the service still answers 402")
+            transaction = safe.clean(proof.transaction or "", 120)
+            done = yield Settle(receipt.id, "", 0, note=f"transaction {transaction} settled, but the service still "
+                                                        "answers 402")
             run.say(Paid, f"paid {shown} but still 402", logging.WARNING, receipt=done)
             raise PaymentNotHonored(
-                f"paid {shown} (ledger #{done.id}, transaction {proof.transaction}) but {run.host} still answers "
+                f"paid {shown} (ledger #{done.id}, transaction {transaction}) but {run.host} still answers "
                 "402; keep the receipt and contact the service", receipt=done, response=resp,
             )
         reason = safe.clean((proof.reason if proof is not None else None) or "no reason given", 200)
@@ -1010,11 +1011,10 @@ def _outcome(run: _Run, challenge: Challenge, resp: httpx.Response, receipt: Rec
             raise proof.error(done, resp)
     elif (proof is not None and proof.success) or resp.status_code < 400:
         settled_msat, metered = _metered(receipt, proof)
-        yield Settle(receipt.id, "", 0, settled_msat)
         note = (f"transaction {safe.clean(proof.transaction, 120)} on {safe.clean(proof.network or '', 60)}"
                 if proof is not None and proof.transaction else "served without a settlement receipt")
         note += metered
-        done = yield Note(receipt.id, note)
+        done = yield Settle(receipt.id, "", 0, settled_msat, note=note)  # settled and noted in one write
         run.say(Paid, f"paid {shown}, {note}, ledger #{done.id}", receipt=done)
     else:
         done = yield Note(receipt.id, f"outcome unknown: HTTP {resp.status_code} and no settlement receipt")
