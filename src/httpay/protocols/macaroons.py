@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
+import functools
 import hashlib
 import hmac
 import os
@@ -24,6 +26,7 @@ from httpay.errors import ChallengeError
 __all__ = ["MacaroonInfo", "b64decode_any", "decode", "mint", "verify"]
 
 MAX_MACAROON_BYTES = 48 * 1024
+_CACHED_CHARS = 4 * 1024  # macaroons up to this size are decoded once and remembered (real ones are < 1 KB)
 _HEX64 = re.compile(r"[0-9a-fA-F]{64}")
 _HEX132 = re.compile(rb"[0-9a-fA-F]{132}")
 
@@ -168,7 +171,35 @@ def _apply_caveats(caveats: list[str]) -> tuple[list[tuple[str, int]], dict[str,
 
 
 def decode(macaroon_b64: str) -> MacaroonInfo:
-    """Read a base64 macaroon (std or URL-safe, padded or not); ChallengeError if it is not one."""
+    """Read a base64 macaroon (std or URL-safe, padded or not); ChallengeError if it is not one.
+
+    Decoded once per macaroon and remembered (reading the challenge, binding the token to its
+    invoice and presenting it all read the same one); each caller gets its own copy of the lists
+    and dicts, so changing one result cannot change the next."""
+    if not isinstance(macaroon_b64, str) or len(macaroon_b64) > _CACHED_CHARS:
+        return _decode(macaroon_b64)
+    found = _remembered(macaroon_b64)
+    if isinstance(found, tuple):
+        message, name = found
+        raise ChallengeError(message, field=name) from None
+    return dataclasses.replace(
+        found, caveats=list(found.caveats), services=list(found.services),
+        capabilities={k: list(v) for k, v in found.capabilities.items()},
+        valid_until_by_service=dict(found.valid_until_by_service),
+    )
+
+
+@functools.lru_cache(maxsize=256)
+def _remembered(macaroon_b64: str) -> MacaroonInfo | tuple[str, str | None]:
+    """`_decode`'s answer: the info, or the refusal's (message, field), so a token that is not a
+    macaroon (an opaque token68) is also looked at once."""
+    try:
+        return _decode(macaroon_b64)
+    except ChallengeError as exc:
+        return str(exc), exc.field
+
+
+def _decode(macaroon_b64: str) -> MacaroonInfo:
     m = _deserialize(b64decode_any(macaroon_b64))
     try:
         ident = bytes(m.identifier_bytes)  # type: ignore[attr-defined]
