@@ -15,7 +15,7 @@ from typing import Any
 
 from httpay.errors import ChallengeError
 
-__all__ = ["Challenge", "format_challenge", "header_values", "parse_challenges", "quote"]
+__all__ = ["Challenge", "format_challenge", "header_values", "may_name", "parse_challenges", "quote"]
 
 # A header longer than this is not a challenge anyone meant to send; refuse rather than chew on it.
 MAX_HEADER_CHARS = 256 * 1024
@@ -217,6 +217,14 @@ def _parse_all(texts: tuple[str, ...]) -> _Parsed:
 # another key, and every caller gets new Challenge objects (with their own params dicts) built
 # from the immutable tuples, so no caller can change what the next one reads.
 _parsed = functools.lru_cache(maxsize=256)(_parse_all)
+
+
+def may_name(values: Iterable[str], schemes: Iterable[str]) -> bool:
+    """False only when no challenge of these schemes can be in these header values: no value
+    holds any scheme's name in any case (a scheme is an ASCII token, written as sent). A dialect
+    whose scheme is absent then returns at once, without parsing."""
+    wanted = [s.lower() for s in schemes]
+    return any(w in v.lower() for v in values for w in wanted)
 
 
 def header_values(headers: Any, name: str) -> list[str]:
