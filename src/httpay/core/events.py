@@ -138,7 +138,9 @@ def emit(hook: EventHook | None, event: Event, message: str, level: int = loggin
     (the correlation id shared by every step of one paid request) and `httpay_url`. Server text
     in `message` is made one bounded line here, so no step can forge a log line or fill a disk.
     """
-    log.log(level, "[%s] %s: %s", event.request_id, event.kind, clean(message, MAX_LINE),
-            extra={"httpay_step": event.kind, "httpay_request_id": event.request_id, "httpay_url": clean(event.url)})
+    if log.isEnabledFor(level):  # nobody listens at this level: nothing to clean or format
+        log.log(level, "[%s] %s: %s", event.request_id, event.kind, clean(message, MAX_LINE),
+                extra={"httpay_step": event.kind, "httpay_request_id": event.request_id,
+                       "httpay_url": clean(event.url)})
     if hook is not None:
         hook(event)
