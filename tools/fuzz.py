@@ -732,12 +732,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--invoice-every", type=int, default=200, help="one invoice input per this many parser inputs")
     ap.add_argument("--bolt11-differential", type=int, metavar="N",
                     help="instead: N inputs decoded by httpay's BOLT11 reader and by the bolt11 package, which must agree")
+    ap.add_argument("--eip712-differential", type=int, metavar="N",
+                    help="instead: N typed-data messages digested by httpay's EIP-712 encoder and by eth-account")
     args = ap.parse_args(argv)
     workers = max(1, args.workers)
     if args.bolt11_differential is not None:
         from fuzz_bolt11 import campaign
 
         return campaign(args.bolt11_differential, args.seed, workers)
+    if args.eip712_differential is not None:
+        from fuzz_eip712 import campaign as eip712_campaign
+
+        return eip712_campaign(args.eip712_differential, args.seed, workers)
     start = time.perf_counter()
     problems = ""
     if args.engine == "atheris":

@@ -782,8 +782,9 @@ class UntouchableSigner(ScriptedSigner):
 PURE: dict[str, list[str]] = {
     V02: [
         "TokenFor", "Send",        # a credential held for the host? none; send the request
-        "LedgerNow", "ReadBody",   # a 402: when it was met (on the ledger's clock), its body
+        "ReadBody",                # a 402: its body
         "TokenFor:fresh",          # one bought meanwhile by another process? (the ledger itself) none
+        "LedgerNow",               # when the 402 was met, on the ledger's clock (for the shared flight)
         "Join", "Find",            # the single flight; no payment made for this challenge meanwhile
         "GetRate",                 # the rate, once for this attempt; then the quote (pure)
         "Send", "ReadBody",        # the payment request for the chosen offer; its invoice
@@ -794,15 +795,17 @@ PURE: dict[str, list[str]] = {
         "TokenFor:fresh", "Send",  # the request again (the account is credited)
     ],
     CLASSIC: [
-        "TokenFor", "Send", "LedgerNow", "ReadBody", "TokenFor:fresh", "Join", "Find", "GetRate",
+        "TokenFor", "Send", "ReadBody", "TokenFor:fresh", "LedgerNow", "Join", "Find", "GetRate",
         "Reserve", "Pay",          # the invoice came in the header: nothing to fetch
         "SaveToken",               # the paid credential kept for its scope, before the row settles
         "Settle", "Leave",
         "TokenFor:fresh", "Send",  # the request again, with the credential
     ],
     X402: [
-        "TokenFor", "Send", "LedgerNow", "ReadBody", "TokenFor:fresh",
-        "GetRate",                 # a payment buys this one request: no flight to join
+        "TokenFor", "Send", "ReadBody",
+        # a payment buys this one request: no credential another process could have bought, no
+        # flight to join, so neither the ledger's clock nor a fresh look is needed
+        "GetRate",
         "Reserve",
         "Sign",                    # the signer signs the authorization
         "Send",                    # sent with the request; the service settles it
@@ -811,7 +814,7 @@ PURE: dict[str, list[str]] = {
     # a POST is a call the application may send again: the ledger keys it, keeps the payment's credential
     # before it is sent, and marks the call done once its answer is back
     X402 + " POST": [
-        "TokenFor", "Send", "LedgerNow", "ReadBody", "TokenFor:fresh",
+        "TokenFor", "Send", "ReadBody",
         "CallKey",                 # the call's key (and any payment already made for it: none)
         "GetRate", "Reserve", "Sign",
         "RecordCall",              # the credential (with Idempotency-Key) kept on the call, before it is sent

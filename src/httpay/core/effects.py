@@ -107,6 +107,11 @@ class GetRate(Effect):
     def run(self, payer: Payer) -> float | None:
         return resolve_rate(payer.policy, payer.wallet)
 
+    def answer_in_memory(self, payer: Payer) -> tuple[bool, Any]:
+        """The policy's fixed rate needs no source asked, so no worker thread."""
+        rate = payer.policy.usd_per_btc
+        return (True, rate) if rate else (False, None)
+
 
 @dataclass(frozen=True)
 class Pay(Effect):
@@ -144,6 +149,14 @@ class Sign(Effect):
     def run(self, payer: Payer) -> bytes:
         signature: bytes = payer.signer.sign_typed_data(self.domain, self.types, self.primary_type, self.message)
         return signature
+
+    def answer_in_memory(self, payer: Payer) -> tuple[bool, Any]:
+        """A signer holding its key here (`in_process`) signs in tens of microseconds of pure
+        computation: inline, where a worker thread would only add its hand-over (and the GIL would
+        not let the loop run meanwhile anyway). A remote or slow signer still gets a thread."""
+        if getattr(payer.signer, "in_process", False) is True:
+            return True, self.run(payer)
+        return False, None
 
 
 # -- the ledger --------------------------------------------------------------------------------

@@ -289,6 +289,7 @@ def request_flow(payer: Payer, request: httpx.Request, *, dry_run: bool = False,
     (never retried in a loop) when the server answers 402 to it."""
     _advertise(payer, request)
     presented = yield from _present_held(payer, request)
+    challenges: list[Challenge] = []
     for look in (False, True):
         mark = time.monotonic()
         # An idempotent request is sent once more if the pooled connection proves dead before any
@@ -298,29 +299,28 @@ def request_flow(payer: Payer, request: httpx.Request, *, dry_run: bool = False,
                                               resend_if_dropped=request.method in IDEMPOTENT)
         if response.status_code != 402:
             return response
-        met_402_at = yield from _met_at(mark)
         yield ReadBody(response)  # already read within the deadline when one runs: then a no-op
         yield from _evict_if_presented(request)
-        if dry_run or look or presented is not None:
-            break
+        if dry_run:
+            return response
+        challenges = read_challenge(response.status_code, response.headers, response.content, url=str(request.url))
+        if look or presented is not None or all(c.reuse == "request" for c in challenges):
+            break  # (a payment for one request leaves no credential another process could have bought)
         # Nothing was presented: another process may have bought a credential for this scope since
         # this one last looked. Look in the ledger itself before paying; with one, send once more.
         presented = yield from _present_held(payer, request, fresh=True)
         if presented is None:
             break
-    if dry_run:
-        return response
-    challenges = read_challenge(response.status_code, response.headers, response.content, url=str(request.url))
     if not challenges:
         return response
     _learn_advertising(payer, request, challenges)
-    return (yield from pay_flow(payer, request, response, challenges, met_402_at=met_402_at,
-                                max_price_msat=max_price_msat, offer_id=offer_id))
+    return (yield from pay_flow(payer, request, response, challenges, max_price_msat=max_price_msat,
+                                offer_id=offer_id, _sent_at=mark))
 
 
 def pay_flow(payer: Payer, request: httpx.Request, response: httpx.Response,
              challenges: Challenge | Sequence[Challenge], *, met_402_at: datetime | None = None,
-             max_price_msat: int | None = None, offer_id: str | None = None) -> Flow:
+             max_price_msat: int | None = None, offer_id: str | None = None, _sent_at: float | None = None) -> Flow:
     """Pay for one challenge of a 402 within the policy, then repeat `request`; the final response.
 
     Of several challenges, the one whose offer `quote()` picks is paid. `offer_id` pins the offer to
@@ -329,7 +329,7 @@ def pay_flow(payer: Payer, request: httpx.Request, response: httpx.Response,
     """
     run = _Run(payer, request, secrets.token_hex(4))
     try:
-        return (yield from _pay_402(run, response, challenges, met_402_at, max_price_msat, offer_id))
+        return (yield from _pay_402(run, response, challenges, met_402_at, max_price_msat, offer_id, _sent_at))
     except PaymentRefused as exc:
         try:
             yield NoteRefusal(run.host, run.url, exc.rule or "refused", safe.clean(str(exc), 500),
@@ -340,12 +340,11 @@ def pay_flow(payer: Payer, request: httpx.Request, response: httpx.Response,
 
 
 def _pay_402(run: _Run, response: httpx.Response, challenges: Challenge | Sequence[Challenge],
-             met_402_at: datetime | None, max_price_msat: int | None, offer_id: str | None) -> Flow:
+             met_402_at: datetime | None, max_price_msat: int | None, offer_id: str | None,
+             sent_at: float | None) -> Flow:
     payer, request = run.payer, run.request
     challenge = yield from _choose(run, [challenges] if isinstance(challenges, Challenge) else challenges,
                                    response, max_price_msat, offer_id)
-    if met_402_at is None:
-        met_402_at = yield LedgerNow()
     run.say(ChallengeMet, f"402 ({challenge.dialect}) from {run.host} with {len(challenge.offers)} offer(s): "
                           f"{', '.join(o.offer_id for o in challenge.offers)}",
             challenge=challenge, status=response.status_code)
@@ -361,6 +360,10 @@ def _pay_402(run: _Run, response: httpx.Response, challenges: Challenge | Sequen
         return (yield from _answered(run, call, (yield from _deliver(run, challenge, receipt, credential,
                                                                       attempt.shown))))
 
+    # When the 402 was met matters only to a shared flight (a payment for it made since is used):
+    # read on the ledger's clock now, less the time since the request went out.
+    if met_402_at is None:
+        met_402_at = yield from (_met_at(sent_at) if sent_at is not None else _met_at(time.monotonic()))
     key = flight_key(challenge, run.url, payer.token_scope)
     for _ in range(MAX_WAIT_ROUNDS):
         if not (yield Join(key)):
@@ -542,7 +545,7 @@ class _Attempt:
     response: httpx.Response
     challenge: Challenge
     key: str | None
-    met_402_at: datetime
+    met_402_at: datetime | None  # None: a payment for one request, shared with no flight
     max_price_msat: int | None
     offer_id: str | None
     shown: str = ""  # the quoted price as a person reads it ("0.01 USDC on eip155:8453"), for messages
@@ -654,7 +657,7 @@ class _Attempt:
         existing: Receipt | None = yield Find(self.key)
         if existing is None:
             return None
-        if existing.status is Status.PENDING or (existing.status is Status.SETTLED
+        if existing.status is Status.PENDING or (existing.status is Status.SETTLED and self.met_402_at is not None
                                                  and existing.updated_at >= self.met_402_at):
             return existing
         return None
@@ -669,8 +672,8 @@ class _Attempt:
         fee_cap = fee_cap_msat(payer, amount) if isinstance(payable, Invoiced) else 0
         kind, identity = payer.wallet_name(payable.rail)
         not_before: datetime | None = self.met_402_at
-        for _ in range(MAX_WAIT_ROUNDS):
-            run.within_deadline(self.response, "the payment" if not_before else "the wait for another payment")
+        for round_ in range(MAX_WAIT_ROUNDS):
+            run.within_deadline(self.response, "the wait for another payment" if round_ else "the payment")
             intent = Intent(
                 host=run.host, url=run.url, protocol=self.challenge.dialect, method=q.method, amount_msat=amount,
                 payment_hash=payable.reference, offer_id=q.offer.offer_id, offer_title=q.offer.title,
@@ -1036,7 +1039,9 @@ def _present_held(payer: Payer, request: httpx.Request, *, fresh: bool = False) 
     every send (another request may have bought a newer one); a caller's own Authorization is left
     alone. Returns the scope whose credential is presented, if any."""
     ours = request.extensions.get(TOKEN_EXTENSION)
-    current = request.headers.get("authorization")
+    # (the raw names first: httpx's Headers.get decodes every header to find one, a cost per request)
+    named = any(name.lower() == b"authorization" for name, _ in request.headers.raw)
+    current = request.headers.get("authorization") if named else None
     if current and (ours is None or current != ours[1]):
         return None  # the caller's own credential
     for scope in scopes_for(str(request.url), payer.token_scope):

@@ -285,9 +285,10 @@ def _drive_sync(flow: Generator[Effect, Any, httpx.Response], route: SyncRoute, 
     value: Any = None
     error: BaseException | None = None
     while True:
-        effect, finished = _resume(flow, value, error)
-        if effect is None:
-            done: httpx.Response = finished
+        try:  # `_resume`, written out: this loop runs on every request, paid or not
+            effect = flow.throw(error) if error is not None else flow.send(value)
+        except StopIteration as stop:
+            done: httpx.Response = stop.value
             return done
         value, error = None, None
         try:

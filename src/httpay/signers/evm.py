@@ -28,7 +28,7 @@ class EvmSigner:
     "base"); None lets it pay on any EVM network the policy allows.
     """
 
-    __slots__ = ("_account", "networks")
+    __slots__ = ("_account", "_key", "networks")
 
     def __init__(self, account: Any, *, networks: Sequence[str] | None = None) -> None:
         if not callable(getattr(account, "sign_typed_data", None)) or not isinstance(getattr(account, "address", None), str):
@@ -38,6 +38,7 @@ class EvmSigner:
         if isinstance(networks, str):
             networks = (networks,)
         self._account = account
+        self._key = _private_key(account)
         self.networks: tuple[str, ...] | None = tuple(networks) if networks is not None else None
 
     @classmethod
@@ -64,6 +65,12 @@ class EvmSigner:
         return cls(_eth_account().Account.create(), networks=networks)
 
     @property
+    def in_process(self) -> bool:
+        """True when the key is held here: signing is pure computation (tens of microseconds), so an
+        async driver signs inline instead of handing it to a worker thread."""
+        return self._key is not None
+
+    @property
     def address(self) -> str:
         """The checksummed address that pays (the `from` of every authorization)."""
         return str(self._account.address)
@@ -79,7 +86,15 @@ class EvmSigner:
 
     def sign_typed_data(self, domain: Mapping[str, Any], types: Mapping[str, Sequence[Mapping[str, str]]],
                         primary_type: str, message: Mapping[str, Any]) -> bytes:
-        """The 65-byte EIP-712 signature (r, s, v) of `message` under `domain`."""
+        """The 65-byte EIP-712 signature (r, s, v) of `message` under `domain`: the digest computed by
+        httpay's own encoder and signed with coincurve when the key is held here (the same bytes
+        eth-account gives, RFC 6979 deterministic), else eth-account's own signing."""
+        from httpay.signers.eip712 import typed_data_digest  # eth-hash comes with the x402 extra
+
+        digest = typed_data_digest(domain, types, primary_type, message) if self._key is not None else None
+        if digest is not None and self._key is not None:
+            signature = bytes(self._key.sign_recoverable(digest, hasher=None))
+            return signature[:64] + bytes([signature[64] + 27])
         full = {
             "types": {"EIP712Domain": _domain_fields(domain), **{k: [dict(f) for f in v] for k, v in types.items()}},
             "primaryType": primary_type,
@@ -110,6 +125,19 @@ class EvmSigner:
 
     def __reduce__(self) -> Any:
         raise TypeError("an EvmSigner holds a private key and is not pickled; build it again from its source")
+
+
+def _private_key(account: Any) -> Any:
+    """A coincurve key for an eth-account LocalAccount's key (None for any other account object)."""
+    from coincurve import PrivateKey
+
+    key = getattr(account, "key", None)
+    if not isinstance(key, bytes) or len(key) != 32:
+        return None
+    try:
+        return PrivateKey(key)
+    except Exception:  # noqa: BLE001 - not a usable secp256k1 key: leave signing to eth-account
+        return None
 
 
 def _domain_fields(domain: Mapping[str, Any]) -> list[dict[str, str]]:
