@@ -199,3 +199,76 @@ def test_a_step_is_logged_only_when_someone_listens_and_always_handed_to_the_hoo
     assert record.getMessage() == "[rid-1] retry: retrying\\nforged line"
     assert record.httpay_step == "retry" and record.httpay_request_id == "rid-1"  # type: ignore[attr-defined]
     assert seen == [event, event]
+
+
+def _pymacaroons_reading(raw: bytes) -> tuple[bytes, str, list[bytes]] | None:
+    from pymacaroons.serializers.binary_serializer import BinarySerializer
+
+    try:
+        m = BinarySerializer().deserialize_raw(raw)
+        return bytes(m.identifier_bytes), str(m.location or ""), [bytes(c.caveat_id_bytes) for c in m.caveats]
+    except Exception:  # noqa: BLE001 - any refusal
+        return None
+
+
+def _macaroon_corpus(rng: Any) -> list[bytes]:
+    from pymacaroons import MACAROON_V2, Macaroon
+
+    out: list[bytes] = []
+    for n in range(60):
+        caveats = [rng.choice(["services=svc:0", "svc_valid_until=4102444800", "ü=✓", "", "x" * rng.randrange(300)])
+                   for _ in range(rng.randrange(5))]
+        mac = macaroons.mint(rng.randbytes(32), rng.randbytes(32).hex(), location=rng.choice(["", "here", "ü" * 70]),
+                             caveats=caveats)
+        out.append(macaroons.b64decode_any(mac))
+        if n % 6 == 0:  # a third-party caveat, an empty identifier: pymacaroons' own reading
+            m = Macaroon(location="loc", identifier=rng.randbytes(rng.choice([0, 66])), key=b"k", version=MACAROON_V2)
+            m.add_first_party_caveat("services=a:1")
+            m.add_third_party_caveat("https://auth", b"third-key", "third-id")
+            out.append(macaroons.b64decode_any(m.serialize()))
+    return out
+
+
+def test_plain_v2_macaroons_read_as_pymacaroons_reads_them() -> None:
+    """httpay's reading of a plain v2 macaroon gives pymacaroons' identifier, location and caveats on
+    real macaroons and on thousands of mutated ones (flipped, cut, grown, non-UTF-8); whatever it
+    does not read (third-party caveats, odd encodings) is left to pymacaroons."""
+    import random
+
+    rng = random.Random(13)
+    corpus = _macaroon_corpus(rng)
+    read_plain = 0
+    for raw in corpus:
+        plain = macaroons._plain_v2(raw)
+        assert plain is None or plain == _pymacaroons_reading(raw)
+        read_plain += plain is not None
+    assert read_plain >= 60  # every minted macaroon takes the plain reading
+    for _ in range(20_000):
+        data = bytearray(rng.choice(corpus))
+        for _ in range(rng.randint(1, 3)):
+            op, at = rng.random(), rng.randrange(len(data))
+            if op < 0.4:
+                data[at] = rng.choice([0, 1, 2, 4, 6, 0x80, 0xFF, rng.randrange(256)])
+            elif op < 0.6:
+                del data[at:at + rng.randint(1, 4)]
+            elif op < 0.8:
+                data[at:at] = bytes([rng.choice([0, 1, 2, 6, 0x80, 0xC3])])
+            else:
+                del data[at:]
+            if not data:
+                data = bytearray(b"\x02")
+        raw = bytes(data)
+        plain = macaroons._plain_v2(raw)
+        if plain is not None:
+            assert plain == _pymacaroons_reading(raw), raw.hex()
+
+
+def test_a_macaroon_reads_the_same_whichever_reader_reads_it() -> None:
+    mac = macaroons.mint(b"k" * 32, "cd" * 32, location="svc", caveats=["services=svc:0", "svc_valid_until=4102444800"])
+    fast = macaroons._decode(mac)
+    from pymacaroons.serializers.binary_serializer import BinarySerializer
+
+    m = BinarySerializer().deserialize_raw(macaroons.b64decode_any(mac))
+    assert fast.payment_hash == "cd" * 32 and fast.location == str(m.location)
+    assert fast.caveats == [bytes(c.caveat_id_bytes).decode() for c in m.caveats]
+    assert macaroons.verify(b"k" * 32, mac) and not macaroons.verify(b"j" * 32, mac)

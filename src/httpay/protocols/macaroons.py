@@ -199,14 +199,80 @@ def _remembered(macaroon_b64: str) -> MacaroonInfo | tuple[str, str | None]:
         return str(exc), exc.field
 
 
-def _decode(macaroon_b64: str) -> MacaroonInfo:
-    m = _deserialize(b64decode_any(macaroon_b64))
+def _uvarint(data: bytes, i: int) -> tuple[int, int] | None:
+    """The unsigned varint at `i` and the index after it (pymacaroons' reading), or None at the end."""
+    n = shift = 0
+    while i < len(data):
+        b = data[i]
+        i += 1
+        if b < 0x80:
+            return n | b << shift, i
+        n |= (b & 0x7F) << shift
+        shift += 7
+    return None
+
+
+def _fields(data: bytes, i: int, *types: int) -> tuple[list[bytes], int] | None:
+    """One v2 section at `i` holding exactly these field types in order, then its end marker."""
+    out: list[bytes] = []
+    for want in types:
+        if i >= len(data) or data[i] != want:
+            return None
+        size = _uvarint(data, i + 1)
+        if size is None or size[0] > len(data) - size[1]:
+            return None
+        out.append(data[size[1]:size[1] + size[0]])
+        i = size[1] + size[0]
+    if i >= len(data) or data[i] != 0:
+        return None
+    return out, i + 1
+
+
+def _plain_v2(raw: bytes) -> tuple[bytes, str, list[bytes]] | None:
+    """(identifier, location, caveat ids) of a v2 macaroon in its plain form: a header of [location]
+    and identifier, first-party caveats of one identifier each, then the signature. Every input it
+    reads, pymacaroons reads to the same values (tests/unit/test_read_once.py holds them to that);
+    anything else (third-party caveats, odd field encodings, malformed input) is None and goes to
+    pymacaroons, which reads or refuses it in its own words."""
+    if raw[:1] != b"\x02":
+        return None
+    header = _fields(raw, 1, 1, 2) or _fields(raw, 1, 2)
+    if header is None:
+        return None
+    found, i = header
     try:
-        ident = bytes(m.identifier_bytes)  # type: ignore[attr-defined]
-        caveats = [bytes(c.caveat_id_bytes).decode("utf-8", "replace") for c in m.caveats]  # type: ignore[attr-defined]
-        location = str(m.location or "")  # type: ignore[attr-defined]
-    except Exception as exc:  # noqa: BLE001 - a half-decoded macaroon is still "not a macaroon"
-        raise ChallengeError(f"the macaroon does not decode ({type(exc).__name__})", field="macaroon") from None
+        location = found[0].decode("utf-8") if len(found) == 2 else ""
+    except UnicodeDecodeError:
+        return None
+    caveats: list[bytes] = []
+    while i < len(raw) and raw[i] != 0:
+        section = _fields(raw, i, 2)
+        if section is None:
+            return None
+        caveats.append(section[0][0])
+        i = section[1]
+    if i + 1 >= len(raw) or raw[i + 1] != 6:  # the caveats' closing marker, then the signature field
+        return None
+    size = _uvarint(raw, i + 2)
+    if size is None or size[0] > len(raw) - size[1]:
+        return None
+    return found[-1], location, caveats
+
+
+def _decode(macaroon_b64: str) -> MacaroonInfo:
+    raw = b64decode_any(macaroon_b64)
+    plain = _plain_v2(raw) if len(raw) <= MAX_MACAROON_BYTES else None
+    if plain is not None:  # pymacaroons' reading of the same bytes, at a fraction of its cost
+        ident, location, caveat_ids = plain
+        caveats = [c.decode("utf-8", "replace") for c in caveat_ids]
+    else:
+        m = _deserialize(raw)
+        try:
+            ident = bytes(m.identifier_bytes)  # type: ignore[attr-defined]
+            caveats = [bytes(c.caveat_id_bytes).decode("utf-8", "replace") for c in m.caveats]  # type: ignore[attr-defined]
+            location = str(m.location or "")  # type: ignore[attr-defined]
+        except Exception as exc:  # noqa: BLE001 - a half-decoded macaroon is still "not a macaroon"
+            raise ChallengeError(f"the macaroon does not decode ({type(exc).__name__})", field="macaroon") from None
     version, payment_hash, token_id = _identifier(ident)
     services, caps, until = _apply_caveats(caveats)
     return MacaroonInfo(
