@@ -131,6 +131,12 @@ class Refused(Event):
 EventHook = Callable[[Event], None]
 
 
+def heard(hook: EventHook | None, level: int = logging.INFO) -> bool:
+    """Whether a step at `level` reaches anyone (a hook, or a logger that keeps the level): when not,
+    the flow builds neither the event nor its line."""
+    return hook is not None or log.isEnabledFor(level)
+
+
 def emit(hook: EventHook | None, event: Event, message: str, level: int = logging.INFO) -> None:
     """Log one line for the step (no secrets in `message`) and hand the event to the hook.
 
@@ -138,9 +144,11 @@ def emit(hook: EventHook | None, event: Event, message: str, level: int = loggin
     (the correlation id shared by every step of one paid request) and `httpay_url`. Server text
     in `message` is made one bounded line here, so no step can forge a log line or fill a disk.
     """
-    if log.isEnabledFor(level):  # nobody listens at this level: nothing to clean or format
-        log.log(level, "[%s] %s: %s", event.request_id, event.kind, clean(message, MAX_LINE),
-                extra={"httpay_step": event.kind, "httpay_request_id": event.request_id,
-                       "httpay_url": clean(event.url)})
+    if not log.isEnabledFor(level):  # nobody reads the line: its cleaning is skipped, the hook still hears
+        if hook is not None:
+            hook(event)
+        return
+    log.log(level, "[%s] %s: %s", event.request_id, event.kind, clean(message, MAX_LINE),
+            extra={"httpay_step": event.kind, "httpay_request_id": event.request_id, "httpay_url": clean(event.url)})
     if hook is not None:
         hook(event)

@@ -83,6 +83,7 @@ from httpay.core.events import (
     Served,
     Waited,
     emit,
+    heard,
 )
 from httpay.core.model import Challenge, Quote
 from httpay.core.payer import Payer
@@ -252,7 +253,8 @@ class _Run:
         return {**self.payer.tags, **own} if isinstance(own, dict) else dict(self.payer.tags)
 
     def say(self, kind: type[Event], message: str, level: int = logging.INFO, **fields: Any) -> None:
-        emit(self.payer.on_event, kind(self.url, self.rid, **fields), message, level)
+        if heard(self.payer.on_event, level):
+            emit(self.payer.on_event, kind(self.url, self.rid, **fields), message, level)
 
     def refused(self, exc: PaymentRefused, response: httpx.Response | None = None,
                 challenge: Challenge | None = None) -> PaymentRefused:
@@ -1039,9 +1041,7 @@ def _present_held(payer: Payer, request: httpx.Request, *, fresh: bool = False) 
     every send (another request may have bought a newer one); a caller's own Authorization is left
     alone. Returns the scope whose credential is presented, if any."""
     ours = request.extensions.get(TOKEN_EXTENSION)
-    # (the raw names first: httpx's Headers.get decodes every header to find one, a cost per request)
-    named = any(name.lower() == b"authorization" for name, _ in request.headers.raw)
-    current = request.headers.get("authorization") if named else None
+    current = _authorization(request)
     if current and (ours is None or current != ours[1]):
         return None  # the caller's own credential
     for scope in scopes_for(str(request.url), payer.token_scope):
@@ -1052,6 +1052,15 @@ def _present_held(payer: Payer, request: httpx.Request, *, fresh: bool = False) 
             return scope
     if ours is not None and current == ours[1]:
         return str(ours[0])  # nothing newer stored: keep the credential this flow holds
+    return None
+
+
+def _authorization(request: httpx.Request) -> str | None:
+    """The request's Authorization header, if any: its raw names are looked at first, since httpx's
+    `Headers.get` decodes every header to find one (a cost on every request, paid or not)."""
+    for name, _ in request.headers.raw:
+        if len(name) == 13 and name.lower() == b"authorization":
+            return request.headers.get("authorization")
     return None
 
 

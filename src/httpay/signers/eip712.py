@@ -72,56 +72,71 @@ def _primary(types: Types) -> str | None:
     return unreferenced[0] if len(unreferenced) == 1 else None
 
 
-def _word(kind: str, value: Any, types: dict[str, Fields], hashes: dict[str, bytes]) -> bytes:
-    """The 32-byte encoding of one field's value (EIP-712 encodeData)."""
+@functools.lru_cache(maxsize=256)
+def _kind(kind: str) -> tuple[str, int, str]:
+    """What a field type is, parsed once: (shape, size, inner type): "array" (size 0: dynamic),
+    "int"/"uint" (bits), "fixed" (bytesN), or the type's own name for the rest."""
     array = _ARRAY.fullmatch(kind)
     if array is not None:
-        if not isinstance(value, list | tuple) or (array.group(2) and len(value) != int(array.group(2))):
+        return "array", int(array.group(2) or 0), array.group(1)
+    integer = _INT.fullmatch(kind)
+    if integer is not None:
+        return integer.group(1) + "int", int(integer.group(2) or 256), ""
+    fixed = _FIXED_BYTES.fullmatch(kind)
+    if fixed is not None:
+        return "fixed", int(fixed.group(1)), ""
+    return kind, 0, ""
+
+
+def _word(kind: str, value: Any, types: dict[str, Fields], hashes: dict[str, bytes]) -> bytes:
+    """The 32-byte encoding of one field's value (EIP-712 encodeData)."""
+    shape, size, inner = _kind(kind)
+    if shape == "array":
+        if not isinstance(value, list | tuple) or (size and len(value) != size):
             raise _NotPlain
-        return keccak(b"".join(_word(array.group(1), item, types, hashes) for item in value))
+        return keccak(b"".join(_word(inner, item, types, hashes) for item in value))
     if kind in types:
         if not isinstance(value, Mapping):
             raise _NotPlain
         return _struct(kind, value, types, hashes)
-    if kind == "address":
-        if not isinstance(value, str) or not _ADDRESS.fullmatch(value) or not _address_ok(value):
+    if shape == "address":
+        if not isinstance(value, str) or not _address_ok(value):
             raise _NotPlain
         return bytes(12) + bytes.fromhex(value[2:])
-    if kind == "bool":
+    if shape == "bool":
         if not isinstance(value, bool):
             raise _NotPlain
         return int(value).to_bytes(32, "big")
-    if kind == "string":
+    if shape == "string":
         if not isinstance(value, str):
             raise _NotPlain
         return keccak(value.encode())
-    if kind == "bytes":
+    if shape == "bytes":
         if not isinstance(value, bytes):
             raise _NotPlain
         return keccak(value)
-    fixed = _FIXED_BYTES.fullmatch(kind)
-    if fixed is not None:
-        size = int(fixed.group(1))
+    if shape == "fixed":
         if not isinstance(value, bytes) or not 1 <= size <= 32 or len(value) != size:
             raise _NotPlain
         return value.ljust(32, b"\0")
-    integer = _INT.fullmatch(kind)
-    if integer is not None:
-        bits = int(integer.group(2) or 256)
-        if type(value) is not int or bits % 8 or not 8 <= bits <= 256:
+    if shape in ("int", "uint"):
+        if type(value) is not int or size % 8 or not 8 <= size <= 256:
             raise _NotPlain
-        if integer.group(1):  # uintN
-            if not 0 <= value < 2**bits:
+        if shape == "uint":
+            if not 0 <= value < 2**size:
                 raise _NotPlain
             return value.to_bytes(32, "big")
-        if not -(2 ** (bits - 1)) <= value < 2 ** (bits - 1):
+        if not -(2 ** (size - 1)) <= value < 2 ** (size - 1):
             raise _NotPlain
         return value.to_bytes(32, "big", signed=True)
     raise _NotPlain
 
 
+@functools.lru_cache(maxsize=256)
 def _address_ok(value: str) -> bool:
-    """All one case, or mixed case with a valid EIP-55 checksum (as eth-account requires)."""
+    """A 0x address all in one case, or mixed case with a valid EIP-55 checksum (as eth-account requires)."""
+    if not _ADDRESS.fullmatch(value):
+        return False
     digits = value[2:]
     lower = digits.lower()
     if digits in (lower, digits.upper()):
