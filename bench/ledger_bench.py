@@ -40,6 +40,52 @@ def payments_per_second(ledger: Ledger, n: int) -> float:
     return n / (time.perf_counter() - start)
 
 
+def steps(ledger: Ledger, n: int, backend: str) -> list[tuple[str, float, str]]:
+    """Per step of a paid request: the median µs of a reservation (three duplicate checks, the
+    default limits and a total budget), a settle with a note, a lookup and the ledger's clock; and
+    how many statements the ledger sends for each (on PostgreSQL, each one round trip)."""
+    import statistics
+
+    import httpay
+
+    limits = httpay.Policy(budget_sat=10**9).limits("bench.example", None)
+    sent: list[str] = []
+    run = ledger._run  # type: ignore[attr-defined]
+
+    def counting(*args: object) -> object:
+        sent.append(next(a for a in args if isinstance(a, str)))
+        return run(*args)
+
+    def one(i: int) -> Intent:
+        return Intent(host="bench.example", url="https://bench.example/", protocol="x402", method="x402:exact",
+                      amount_msat=1000, payment_hash=f"step-{i}-{time.time_ns()}", challenge_key=f"ch-{i}-{time.time_ns()}",
+                      max_fee_msat=10)
+
+    times: dict[str, list[float]] = {}
+    counts: dict[str, int] = {}
+    steps_of = {
+        "reserve": lambda i, r: ledger.reserve(one(i), limits),
+        "settle with a note": lambda i, r: ledger.settle(r.id, preimage="00" * 32, fee_msat=1, note="signed"),
+        "find": lambda i, r: ledger.find(payment_hash=r.payment_hash),
+        "now": lambda i, r: ledger.now(),
+    }
+    for i in range(n + 1):
+        r = None
+        for name, step in steps_of.items():
+            sent.clear()
+            ledger._run = counting  # type: ignore[attr-defined]
+            start = time.perf_counter()
+            got = step(i, r)
+            times.setdefault(name, []).append(time.perf_counter() - start)
+            del ledger._run  # type: ignore[attr-defined]
+            counts[name] = len(sent)
+            r = got if name == "reserve" else r
+    out = [(f"ledger {name}, us ({backend})", round(statistics.median(t[1:]) * 1e6, 1), "report") for name, t in times.items()]
+    goals = {"reserve": "<= 6" if backend == "SQLite" else "<= 4", "settle with a note": "1", "find": "1",
+             "now": "0" if ledger.clock_is_local else "1"}
+    return out + [(f"ledger {name}, statements ({backend})", float(counts[name]), goals[name]) for name in steps_of]
+
+
 def _seed(path: Path, rows: int) -> None:
     """`rows` settled payments of last month, written straight into a fresh SQLite ledger's table."""
     import sqlite3
@@ -117,12 +163,14 @@ def run(n: int = 300) -> list[tuple[str, float, str]]:
     lines: list[tuple[str, float, str]] = []
     with tempfile.TemporaryDirectory() as tmp, open_ledger(Path(tmp) / "bench.sqlite3") as lite:
         lines.append(("ledger payments recorded per second (SQLite)", round(payments_per_second(lite, n), 1), TARGET))
+        lines += steps(lite, n, "SQLite")
     lines += growth(n)
     folder = Path(tempfile.mkdtemp(prefix="httpay-pg-bench-"))  # under /tmp: reachable by the postgres user
     try:
         with open_ledger(_postgres(folder)) as pg:
             lines.append(("ledger payments recorded per second (PostgreSQL)", round(payments_per_second(pg, n), 1),
                           TARGET))
+            lines += steps(pg, n, "PostgreSQL")
     finally:
         subprocess.run(["bash", str(SCRIPT), "stop", str(folder)], capture_output=True, timeout=120)
         shutil.rmtree(folder, ignore_errors=True)

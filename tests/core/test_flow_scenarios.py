@@ -792,14 +792,14 @@ PURE: dict[str, list[str]] = {
         "Pay",                     # the wallet pays
         "Settle",                  # the row settled with the preimage and the fee
         "Leave",                   # the flight is left before the retry
-        "TokenFor:fresh", "Send",  # the request again (the account is credited)
+        "Send",                    # the request again (the account is credited)
     ],
     CLASSIC: [
         "TokenFor", "Send", "ReadBody", "TokenFor:fresh", "LedgerNow", "Join", "Find", "GetRate",
         "Reserve", "Pay",          # the invoice came in the header: nothing to fetch
         "SaveToken",               # the paid credential kept for its scope, before the row settles
         "Settle", "Leave",
-        "TokenFor:fresh", "Send",  # the request again, with the credential
+        "Send",                    # the request again, with the credential just bought (no newer one yet)
     ],
     X402: [
         "TokenFor", "Send", "ReadBody",
@@ -809,7 +809,7 @@ PURE: dict[str, list[str]] = {
         "Reserve",
         "Sign",                    # the signer signs the authorization
         "Send",                    # sent with the request; the service settles it
-        "Settle", "Note",          # settled on its receipt, the transaction noted
+        "Settle",                  # settled on its receipt, the transaction noted, in one write
     ],
     # a POST is a call the application may send again: the ledger keys it, keeps the payment's credential
     # before it is sent, and marks the call done once its answer is back
@@ -818,7 +818,7 @@ PURE: dict[str, list[str]] = {
         "CallKey",                 # the call's key (and any payment already made for it: none)
         "GetRate", "Reserve", "Sign",
         "RecordCall",              # the credential (with Idempotency-Key) kept on the call, before it is sent
-        "Send", "Settle", "Note",
+        "Send", "Settle",
         "CallAnswered",            # its answer reached the application: the call is done
     ],
 }

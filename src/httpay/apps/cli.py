@@ -405,7 +405,7 @@ def _get(args: argparse.Namespace, console: Console) -> int:
     body, body_headers = _body(args)
     headers = {**body_headers, **_headers(args.header)}
     if args.dry_run:
-        return _dry_run(args, policy, console)
+        return _dry_run(args, policy, console, headers, body)
     wallet = _wallet_or_none()
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     if wallet is None:
@@ -895,8 +895,10 @@ def _max_price(c: Any, args: argparse.Namespace) -> dict[str, Any]:
     return c.max_price(args.max_price_usd)  # type: ignore[no-any-return]
 
 
-def _look(url: str, headers: dict[str, str], wallet: Any) -> tuple[httpx.Response, Any]:
-    """GET `url` and read its 402 in every dialect the client pays (L402 v0.2, classic L402/LSAT,
+def _look(url: str, headers: dict[str, str], wallet: Any, method: str = "GET",
+          content: bytes | None = None) -> tuple[httpx.Response, Any]:
+    """Send the request (GET unless the command names another method and body: a POST's 402 may not
+    be its GET's) and read its 402 in every dialect the client pays (L402 v0.2, classic L402/LSAT,
     MPP, x402), paying nothing (the transport honours httpay_dry_run). Returns (response, every
     challenge of the 402, ranked: [] when there is none)."""
     import httpay
@@ -905,10 +907,10 @@ def _look(url: str, headers: dict[str, str], wallet: Any) -> tuple[httpx.Respons
 
     if wallet is not None:
         with httpay.Client(wallet=wallet, ledger=":memory:", timeout=30, reconcile_grace_s=None) as c:
-            r = c.get(url, headers=headers, extensions={DRY_RUN_EXTENSION: True})
+            r = c.request(method, url, headers=headers, content=content, extensions={DRY_RUN_EXTENSION: True})
     else:
         with httpx.Client(timeout=30) as plain:
-            r = plain.get(url, headers=headers)
+            r = plain.request(method, url, headers=headers, content=content)
     return r, read_challenge(r.status_code, r.headers, r.content, url=url)
 
 
@@ -1027,8 +1029,10 @@ def _cli_cannot_pay(offer: Any) -> tuple[str, str] | None:
     return "no_signer", "the httpay command has no x402 signer (pay it from Python with Client(x402_signer=...))"
 
 
-def _dry_run(args: argparse.Namespace, policy: Any, console: Console) -> int:
-    """Show what `get` would pay, from the policy and the ledger alone; the wallet is never called."""
+def _dry_run(args: argparse.Namespace, policy: Any, console: Console, headers: dict[str, str] | None = None,
+             body: bytes | None = None) -> int:
+    """Show what the request would pay, from the policy and the ledger alone; the wallet is never called.
+    The request previewed is the one the command names: its method, headers and body."""
     from httpay.amounts import fmt_msat
     from httpay.apps.display import offers_table
     from httpay.core.payer import Payer
@@ -1040,7 +1044,8 @@ def _dry_run(args: argparse.Namespace, policy: Any, console: Console) -> int:
     wallet = _wallet_or_none()
     try:
         rate = _rate_for(policy, None, wallet)
-        r, found = _look(args.url, _headers(args.header), wallet)
+        r, found = _look(args.url, _headers(args.header) if headers is None else headers, wallet,
+                         method=getattr(args, "method", None) or "GET", content=body)
     finally:
         if wallet is not None:
             wallet.close()

@@ -167,6 +167,10 @@ class LedgerNow(Effect):
     def run(self, payer: Payer) -> datetime:
         return payer.ledger.now()
 
+    def answer_in_memory(self, payer: Payer) -> tuple[bool, Any]:
+        """A ledger whose clock is this process's own (SQLite) is read without a statement or a thread."""
+        return (True, payer.ledger.now()) if payer.ledger.clock_is_local else (False, None)
+
 
 @dataclass(frozen=True)
 class Spent(Effect):
@@ -208,14 +212,17 @@ class Reserve(Effect):
 
 @dataclass(frozen=True)
 class Settle(Effect):
+    """Record a payment settled (with its proof, fee and amount); `note`, its reason, in the same write."""
+
     receipt_id: int
     preimage: str = field(repr=False)
     fee_msat: int = 0
     amount_msat: int | None = None
+    note: str | None = None
 
     def run(self, payer: Payer) -> Receipt:
         return payer.ledger.settle(self.receipt_id, preimage=self.preimage, fee_msat=self.fee_msat,
-                                   amount_msat=self.amount_msat)
+                                   amount_msat=self.amount_msat, note=self.note)
 
 
 @dataclass(frozen=True)

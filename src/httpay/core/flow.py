@@ -871,7 +871,9 @@ def _retry(run: _Run, challenge: Challenge, receipt: Receipt, credential: Creden
     for attempt in range(1, payer.retries_after_payment + 1):
         run.say(Retried, f"retrying the request (attempt {attempt})", attempt=attempt)
         try:
-            resp = yield from _send_with_held(payer, request)
+            # The first retry presents the credential just bought (none newer can be stored yet); a
+            # later one asks the ledger, where another request may have stored a newer one.
+            resp = yield from _send_with_held(payer, request, look=attempt > 1)
             if resp.status_code == 402 or resp.status_code >= 500:
                 yield ReadBody(resp)  # what the flow reads itself; the answer the payment bought streams
         except Exception as exc:
@@ -981,11 +983,12 @@ def _outcome(run: _Run, challenge: Challenge, resp: httpx.Response, receipt: Rec
     done: Receipt
     if resp.status_code == 402 and broken is None:
         if proof is not None and proof.success:
-            yield Settle(receipt.id, "", 0)
-            done = yield Note(receipt.id, f"transaction {proof.transaction} settled, but the service still answers 402")
+            transaction = safe.clean(proof.transaction or "", 120)
+            done = yield Settle(receipt.id, "", 0, note=f"transaction {transaction} settled, but the service still "
+                                                        "answers 402")
             run.say(Paid, f"paid {shown} but still 402", logging.WARNING, receipt=done)
             raise PaymentNotHonored(
-                f"paid {shown} (ledger #{done.id}, transaction {proof.transaction}) but {run.host} still answers "
+                f"paid {shown} (ledger #{done.id}, transaction {transaction}) but {run.host} still answers "
                 "402; keep the receipt and contact the service", receipt=done, response=resp,
             )
         reason = safe.clean((proof.reason if proof is not None else None) or "no reason given", 200)
@@ -1008,11 +1011,10 @@ def _outcome(run: _Run, challenge: Challenge, resp: httpx.Response, receipt: Rec
             raise proof.error(done, resp)
     elif (proof is not None and proof.success) or resp.status_code < 400:
         settled_msat, metered = _metered(receipt, proof)
-        yield Settle(receipt.id, "", 0, settled_msat)
         note = (f"transaction {safe.clean(proof.transaction, 120)} on {safe.clean(proof.network or '', 60)}"
                 if proof is not None and proof.transaction else "served without a settlement receipt")
         note += metered
-        done = yield Note(receipt.id, note)
+        done = yield Settle(receipt.id, "", 0, settled_msat, note=note)  # settled and noted in one write
         run.say(Paid, f"paid {shown}, {note}, ledger #{done.id}", receipt=done)
     else:
         done = yield Note(receipt.id, f"outcome unknown: HTTP {resp.status_code} and no settlement receipt")
@@ -1060,7 +1062,8 @@ def _authorization(request: httpx.Request) -> str | None:
     `Headers.get` decodes every header to find one (a cost on every request, paid or not)."""
     for name, _ in request.headers.raw:
         if len(name) == 13 and name.lower() == b"authorization":
-            return request.headers.get("authorization")
+            value: str | None = request.headers.get("authorization")
+            return value
     return None
 
 
@@ -1079,11 +1082,12 @@ def _evict_if_presented(request: httpx.Request) -> Generator[Effect, Any, None]:
 
 
 def _send_with_held(payer: Payer, request: httpx.Request, payment_deadline_s: float | None = None,
-                    resend: bool = False) -> Flow:
+                    resend: bool = False, look: bool = True) -> Flow:
     """Send a request again, with the credential stored for its scope, if any. `payment_deadline_s`:
     a 402 it meets may be paid, so start its deadline; `resend`: safe to send again if the
-    connection drops before an answer."""
-    yield from _present_held(payer, request, fresh=True)  # after a payment or a wait: ask the ledger itself
+    connection drops before an answer; `look`: ask the ledger for the scope's credential first."""
+    if look:
+        yield from _present_held(payer, request, fresh=True)  # after a payment or a wait: ask the ledger itself
     response: httpx.Response = yield Send(request, payment_deadline_s=payment_deadline_s, resend_if_dropped=resend)
     return response
 

@@ -79,6 +79,11 @@ class Ledger(ABC):
 
     url: str
 
+    # True when the ledger's clock is this process's own clock (`time.time()`, as SQLite's is: every
+    # process sharing its file runs on one machine): `now()` then costs no statement. False for a
+    # database shared across machines (PostgreSQL), whose one clock every process reads.
+    clock_is_local: bool = False
+
     # -- writes ------------------------------------------------------------------------------------
     @abstractmethod
     def reserve(self, intent: Intent, limits: Sequence[Limit] = (), *, usd_per_btc: float | None = None,
@@ -92,8 +97,10 @@ class Ledger(ABC):
         """
 
     @abstractmethod
-    def settle(self, receipt_id: int, *, preimage: str, fee_msat: int = 0, amount_msat: int | None = None) -> Receipt:
-        """Mark a payment settled with its proof."""
+    def settle(self, receipt_id: int, *, preimage: str, fee_msat: int = 0, amount_msat: int | None = None,
+               note: str | None = None) -> Receipt:
+        """Mark a payment settled with its proof; `note` becomes its reason in the same write (else the
+        reason is cleared), so a payment settled with a note is one write, never two."""
 
     @abstractmethod
     def fail(self, receipt_id: int, reason: str) -> Receipt:
@@ -216,7 +223,8 @@ class Ledger(ABC):
 
     def now(self) -> datetime:
         """The ledger's own clock (the database's): every time compared across processes comes from it,
-        so a machine whose clock is off cannot make another pay twice or write a payment off."""
+        so a machine whose clock is off cannot make another pay twice or write a payment off. Where
+        `clock_is_local`, that clock is this process's `time.time()`, read with no statement."""
         return now_utc()
 
     def close(self) -> None:

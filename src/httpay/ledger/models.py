@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import hashlib
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -48,6 +48,16 @@ class Receipt:
     wallet_id: str | None = None  # the stable identity of the wallet that made it (never a secret)
     tags: dict[str, str] = field(default_factory=dict)  # who spent it ({"agent": "research", "task": "T-17"})
     usd_per_btc: float | None = None  # the BTC/USD rate the payment was quoted at (for accounting in USD)
+
+    @classmethod
+    def of_row(cls, values: dict[str, Any]) -> Receipt:
+        """The receipt of a ledger row holding every field, already converted: built without the
+        frozen dataclass's per-field `__init__` (most of a ledger read's Python time); the same value."""
+        if values.keys() != _FIELDS:
+            return cls(**values)
+        receipt = object.__new__(cls)
+        receipt.__dict__.update(values)
+        return receipt
 
     @property
     def total_msat(self) -> int:
@@ -106,6 +116,9 @@ class Receipt:
 
     def _repr_html_(self) -> str:
         return self.view().to_html()
+
+
+_FIELDS = {f.name for f in fields(Receipt)}  # every field: what `Receipt.of_row` needs, exactly
 
 
 @dataclass(frozen=True)

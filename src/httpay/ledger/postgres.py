@@ -1,8 +1,9 @@
 """The PostgreSQL ledger: one budget shared by a fleet of agents on many machines.
 
-Every time the ledger stamps or compares comes from the server's `clock_timestamp()`, never
-from the machine of the agent: agents whose clocks disagree by seconds still agree on which
-payment came first.
+Every time the ledger stamps or compares comes from the server's clock (`clock_timestamp()`;
+a reservation's one reading statement uses `statement_timestamp()`, one instant taken after the
+lock), never from the machine of the agent: agents whose clocks disagree by seconds still agree
+on which payment came first.
 
 Connections: every ledger of one process opened on the same URL shares one pool (refcounted,
 closed with the last ledger), so 100 clients in threads hold `pool_size` connections, not 100
@@ -16,7 +17,8 @@ sharing the database, and it is released by the commit or rollback itself (a cra
 cannot leave it held). READ COMMITTED matters: each statement after the lock sees what the
 previous holder committed. SERIALIZABLE would also be correct but makes racing agents fail and
 retry, which turns contention into wasted round trips; a reservation is a few short statements,
-so queueing them is both simpler and faster. Reads, settles and fails take no lock.
+so queueing them is both simpler and faster. Reads, settles and fails take no lock, and run in autocommit: each is one statement, so one
+round trip (no BEGIN, no COMMIT).
 """
 
 from __future__ import annotations
@@ -24,8 +26,8 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from datetime import UTC, datetime
+from contextlib import contextmanager, suppress
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
@@ -119,6 +121,7 @@ class PostgresLedger(SQLLedger):
     """
 
     NOW = "clock_timestamp()"
+    STATEMENT_NOW = "statement_timestamp()"  # one instant for the whole reservation statement, after the lock
     CONTAINS = "strpos({}, ?) > 0"
 
     def __init__(self, url: str, *, pool_size: int = 4, connect_timeout: float = 10.0) -> None:
@@ -133,8 +136,10 @@ class PostgresLedger(SQLLedger):
                 pool: ConnectionPool[Any] = ConnectionPool(
                     url, min_size=1, max_size=max(1, pool_size), timeout=30.0, open=True, name="httpay-ledger",
                     # no prepared statements: they are session state, which PgBouncer (transaction mode) drops
+                    # autocommit: a one-statement write or read is one round trip (no BEGIN, no COMMIT);
+                    # a reservation opens its own transaction
                     kwargs={"row_factory": dict_row, "connect_timeout": max(1, int(connect_timeout)),
-                            "prepare_threshold": None},
+                            "prepare_threshold": None, "autocommit": True},
                     configure=self._configure,
                 )
                 shared = _POOLS[url] = _SharedPool(pool)
@@ -144,7 +149,7 @@ class PostgresLedger(SQLLedger):
             shared.users += 1
         self._pool = shared.pool
         try:  # the tables may have been dropped since the pool opened: make sure, on a pooled connection
-            with self._connection() as conn:
+            with self._connection() as conn, conn.transaction():
                 self._apply_schema(conn)
         except BaseException:
             self.close()
@@ -194,7 +199,8 @@ class PostgresLedger(SQLLedger):
 
     @contextmanager
     def _connection(self) -> Iterator[psycopg.Connection[Any]]:
-        """A pooled connection inside one transaction (committed on success); driver errors become LedgerError."""
+        """A pooled connection in autocommit (each statement its own transaction, one round trip);
+        driver errors become LedgerError."""
         try:
             with self._pool.connection() as conn:
                 yield conn
@@ -211,13 +217,24 @@ class PostgresLedger(SQLLedger):
             return self._run(conn, sql, args)
 
     @contextmanager
-    def _budget_transaction(self) -> Iterator[Query]:
+    def _budget_transaction(self, *, durable: bool = True) -> Iterator[Query]:  # every commit is durable
         with self._connection() as conn:
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (RESERVE_LOCK,))
-            yield lambda sql, args: self._run(conn, sql, args)
+            # one round trip opens the transaction and takes the lock (two statements, no parameter: the
+            # simple protocol); each statement after it sees what the previous holder committed
+            self._run(conn, f"BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_advisory_xact_lock({RESERVE_LOCK:d})", ())
+            try:
+                yield lambda sql, args: self._run(conn, sql, args)
+            except BaseException:
+                with suppress(psycopg.Error):  # a broken connection: the server ends the transaction itself
+                    conn.execute("ROLLBACK")
+                raise
+            self._run(conn, "COMMIT", ())
 
     def _to_db_time(self, when: datetime) -> datetime:
         return when
+
+    def _to_db_interval(self, span: timedelta) -> timedelta:
+        return span  # an interval
 
     def _from_db_time(self, value: Any) -> datetime:
         when: datetime = value.astimezone(UTC)

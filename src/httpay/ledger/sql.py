@@ -164,6 +164,7 @@ class SQLLedger(Ledger):
     """
 
     NOW: str = ""
+    STATEMENT_NOW: str = ""  # the clock as one statement reads it once (default: NOW), e.g. statement_timestamp()
     CONTAINS: str = "instr({}, ?) > 0"  # a column holds a text, exactly (case and all): no wildcard to escape
 
     @abstractmethod
@@ -171,8 +172,10 @@ class SQLLedger(Ledger):
         """Run one statement in its own transaction; rows as dicts. Driver errors become LedgerError."""
 
     @abstractmethod
-    def _budget_transaction(self) -> AbstractContextManager[Query]:
-        """A transaction holding the budget lock; yields a query function; commits on success."""
+    def _budget_transaction(self, *, durable: bool = True) -> AbstractContextManager[Query]:
+        """A transaction holding the budget lock; yields a query function; commits on success.
+        `durable`: on disk when it returns (a reservation); else it may wait for the next durable
+        commit, which carries it (a backend that writes every commit to disk ignores it)."""
 
     @abstractmethod
     def _to_db_time(self, when: datetime) -> Any: ...
@@ -180,15 +183,20 @@ class SQLLedger(Ledger):
     @abstractmethod
     def _from_db_time(self, value: Any) -> datetime: ...
 
+    def _to_db_interval(self, span: timedelta) -> Any:
+        """A span of time as the database subtracts it from its clock (seconds, as times are stored)."""
+        return span.total_seconds()
+
     def _row(self, row: dict[str, Any]) -> Receipt:
         d = dict(row)
         d["status"] = Status(d["status"])
         d["created_at"] = self._from_db_time(d["created_at"])
         d["updated_at"] = self._from_db_time(d["updated_at"])
         d["tags"] = _tags_of(d.get("tags"))
-        return Receipt(**d)
+        return Receipt.of_row(d)
 
     def now(self) -> datetime:
+        """The database's clock, read by a statement (a backend whose clock is local overrides this)."""
         return self._from_db_time(self._query(f"SELECT {self.NOW} AS now")[0]["now"])
 
     def _missing(self, receipt_id: int) -> LedgerError:
@@ -212,37 +220,88 @@ class SQLLedger(Ledger):
         sql = f"SELECT COALESCE(SUM(amount_msat + fee_msat), 0) AS spent FROM payments WHERE status != 'failed'{where}"
         return int(query(sql, args)[0]["spent"])
 
-    def _spent_sql(self, limits: Sequence[Limit], now: datetime) -> tuple[str, list[Any]]:
-        """One statement summing what each limit has spent, each sum its own indexed subquery: a
-        window reads only the rows of its window (index on created_at, or host and created_at), so a
-        reservation under hourly and daily limits costs the same at 10 rows of history or a million."""
-        sums, args = [], []
+    def _window_start(self, now: datetime | None, window: timedelta) -> tuple[str, Any]:
+        """The SQL and argument for the start of a window ending now: `now`, or (None) the database's
+        clock read inside the statement itself, so the reservation spends no statement on it."""
+        if now is None:  # a subquery: evaluated once (an index bound), not once per row a scan filters
+            return f"(SELECT {self.STATEMENT_NOW or self.NOW} - ?)", self._to_db_interval(window)
+        return "?", self._to_db_time(now - window)
+
+    def _spent_columns(self, limits: Sequence[Limit], now: datetime | None) -> tuple[list[str], list[Any]]:
+        """One column per limit, `s{i}`: what it has spent, each sum its own indexed subquery."""
+        sums: list[str] = []
+        args: list[Any] = []
         for i, lim in enumerate(limits):
             if lim.tag is not None:  # one tag's spend: its rows by the tag's index, in its window if it has one
-                since = "" if lim.window is None else " AND t.created_at >= ?"
+                since = ""
+                args += [lim.tag[0], lim.tag[1]]
+                if lim.window is not None:
+                    start, arg = self._window_start(now, lim.window)
+                    since = f" AND t.created_at >= {start}"
+                    args.append(arg)
                 sums.append("(SELECT COALESCE(SUM(p.amount_msat + p.fee_msat), 0) FROM payment_tags t JOIN payments p "
                             f"ON p.id = t.payment_id WHERE t.tag_key = ? AND t.tag_value = ?{since} "
                             f"AND p.status != 'failed') AS s{i}")
-                args += [lim.tag[0], lim.tag[1]] + ([] if lim.window is None else [self._to_db_time(now - lim.window)])
                 continue
             if lim.window is None:  # a total over all history: its running total
                 sums.append(f"(SELECT COALESCE(SUM(amount_msat + fee_msat), 0) FROM payment_totals "
                             f"WHERE host = ? AND status != 'failed') AS s{i}")
                 args.append(lim.host or ALL_HOSTS)
                 continue
-            where, wargs = self._filters(lim.host, self._to_db_time(now - lim.window))
+            where = ""
+            if lim.host is not None:
+                where, args = " AND host = ?", [*args, lim.host]
+            start, arg = self._window_start(now, lim.window)
             sums.append(f"(SELECT COALESCE(SUM(amount_msat + fee_msat), 0) FROM payments "
-                        f"WHERE status != 'failed'{where}) AS s{i}")
-            args += wargs
+                        f"WHERE status != 'failed'{where} AND created_at >= {start}) AS s{i}")
+            args.append(arg)
+        return sums, args
+
+    def _spent_sql(self, limits: Sequence[Limit], now: datetime | None) -> tuple[str, list[Any]]:
+        """One statement summing what each limit has spent, each sum its own indexed subquery: a
+        window reads only the rows of its window (index on created_at, or host and created_at), so a
+        reservation under hourly and daily limits costs the same at 10 rows of history or a million."""
+        sums, args = self._spent_columns(limits, now)
         return f"SELECT {', '.join(sums)}", args
 
-    def _spent_by_limit(self, query: Query, limits: Sequence[Limit], now: datetime) -> dict[Limit, int]:
-        """What each limit has spent, in one statement: the budget lock is held for one round trip."""
-        if not limits:
-            return {}
-        sql, args = self._spent_sql(limits, now)
-        row = query(sql, args)[0]
-        return {lim: int(row[f"s{i}"]) for i, lim in enumerate(limits)}
+    def _guard_sql(self, intent: Intent, limits: Sequence[Limit], now: datetime | None) -> tuple[str, list[Any]]:
+        """The one statement a reservation reads under the lock, one row: what every limit has spent
+        (`s{i}`), the database's clock when `now` is None, and the payment that makes this one a
+        duplicate, each check by its index: `dup_invoice` (its invoice, live), `dup_challenge` (its
+        challenge, pending or settled since this request met its 402), `dup_call` (its call, live).
+        Empty when there is nothing to read."""
+        cols, args = self._spent_columns(limits, now)
+        if now is None:
+            cols.append(f"{self.STATEMENT_NOW or self.NOW} AS now")
+        if intent.payment_hash:
+            cols.append("(SELECT MAX(id) FROM payments WHERE payment_hash = ? AND status != 'failed') AS dup_invoice")
+            args.append(intent.payment_hash)
+        if intent.challenge_key:
+            settled = ""
+            args.append(intent.challenge_key)
+            if intent.not_before is not None:
+                settled = " OR (status = 'settled' AND updated_at >= ?)"
+                args.append(self._to_db_time(intent.not_before))
+            cols.append(f"(SELECT MAX(id) FROM payments WHERE challenge_key = ? AND (status = 'pending'{settled})) "
+                        "AS dup_challenge")
+        if intent.call_id is not None:
+            cols.append("(SELECT MAX(p.id) FROM calls c JOIN payments p ON p.id = c.receipt_id WHERE c.id = ? "
+                        "AND p.status != 'failed') AS dup_call")
+            args.append(intent.call_id)
+        return (f"SELECT {', '.join(cols)}", args) if cols else ("", [])
+
+    def _refuse_duplicate(self, query: Query, guard: dict[str, Any]) -> None:
+        """Raise for the first duplicate the guard statement found: its invoice, then its challenge,
+        then its call (the row read whole, in the same transaction, only then)."""
+        for check, error, what in (
+            ("dup_invoice", DuplicatePayment,
+             "this invoice is already in the ledger as payment #{id} ({status}); it will not be paid twice"),
+            ("dup_challenge", ChallengeInFlight, "this challenge already has payment #{id} ({status}); it is not paid twice"),
+            ("dup_call", DuplicatePayment, "this call already has payment #{id} ({status}); it is not paid twice"),
+        ):
+            if guard.get(check) is not None:
+                existing = self._row(query(f"{_SELECT} WHERE id = ?", (guard[check],))[0])
+                raise error(what.format(id=existing.id, status=existing.status.value), existing=existing)
 
     # -- writes -----------------------------------------------------------------------------------
     def reserve(self, intent: Intent, limits: Sequence[Limit] = (), *, usd_per_btc: float | None = None,
@@ -252,24 +311,16 @@ class SQLLedger(Ledger):
         if intent.max_fee_msat < 0:
             raise LedgerError(f"a fee cap cannot be negative, got {intent.max_fee_msat} msat")
         with self._budget_transaction() as query:
-            if now is None:  # the database's clock, read under the lock: one clock for every process
-                now = self._from_db_time(query(f"SELECT {self.NOW} AS now", ())[0]["now"])
+            if now is None and self.clock_is_local:  # read under the lock: one clock for every process
+                now = self.now()
+            # one statement: the three duplicate checks, every limit's spend, and (else) the database's clock
+            sql, sql_args = self._guard_sql(intent, limits, now)
+            guard = query(sql, sql_args)[0] if sql else {}
+            self._refuse_duplicate(query, guard)
+            if now is None:
+                now = self._from_db_time(guard["now"])
             stamp = self._to_db_time(now)
-            if intent.payment_hash:
-                rows = query(f"{_SELECT} WHERE payment_hash = ? AND status != 'failed' ORDER BY id DESC LIMIT 1",
-                             (intent.payment_hash,))
-                if rows:
-                    existing = self._row(rows[0])
-                    raise DuplicatePayment(
-                        f"this invoice is already in the ledger as payment #{existing.id} ({existing.status.value}); "
-                        "it will not be paid twice",
-                        existing=existing,
-                    )
-            if intent.challenge_key:
-                self._check_challenge(query, intent)
-            if intent.call_id is not None:
-                self._check_call(query, intent.call_id)
-            spent = self._spent_by_limit(query, limits, now)
+            spent = {lim: int(guard[f"s{i}"]) for i, lim in enumerate(limits)}
             over_limit(limits, spent, intent.amount_msat, usd_per_btc, intent.max_fee_msat)
             # fee_msat holds the fee cap while pending (counted in every budget); settling records the real fee
             rows = query(
@@ -283,35 +334,27 @@ class SQLLedger(Ledger):
                  json.dumps(dict(sorted(intent.tags.items())), separators=(",", ":")) if intent.tags else None,
                  usd_per_btc),
             )
-            for key, value in sorted(intent.tags.items()):
-                query("INSERT INTO payment_tags (payment_id, tag_key, tag_value, created_at) VALUES (?, ?, ?, ?)",
-                      (rows[0]["id"], key, value, stamp))
+            if intent.tags:  # every tag in one statement
+                tags = sorted(intent.tags.items())
+                query("INSERT INTO payment_tags (payment_id, tag_key, tag_value, created_at) VALUES "
+                      + ", ".join(["(?, ?, ?, ?)"] * len(tags)),
+                      [v for key, value in tags for v in (rows[0]["id"], key, value, stamp)])
             if intent.call_id is not None:
                 query("UPDATE calls SET receipt_id = ?, credential = NULL WHERE id = ?", (rows[0]["id"], intent.call_id))
         return self._row(rows[0])
 
-    def _check_call(self, query: Query, call_id: int) -> None:
-        """One live payment per call, across processes: the application's retry of a call already
-        paid (or being paid) presents that payment again, it never pays anew."""
-        rows = query(f"{_SELECT} WHERE id = (SELECT receipt_id FROM calls WHERE id = ?) AND status != 'failed'",
-                     (call_id,))
-        if rows:
-            existing = self._row(rows[0])
-            raise DuplicatePayment(
-                f"this call already has payment #{existing.id} ({existing.status.value}); it is not paid twice",
-                existing=existing,
-            )
-
     # -- calls ------------------------------------------------------------------------------------
     def call(self, fingerprint: str, *, window: timedelta, key: str | None = None,
              now: datetime | None = None) -> Call:
-        with self._budget_transaction() as query:  # under the lock: two retries at once get one key
-            if now is None:
-                now = self._from_db_time(query(f"SELECT {self.NOW} AS now", ())[0]["now"])
-            since = self._to_db_time(now - window)
+        # under the lock: two retries at once get one key. Not synced on its own: nothing is paid for the call
+        # before its reservation, whose durable commit carries this one to disk with it
+        with self._budget_transaction(durable=False) as query:
+            if now is None and self.clock_is_local:
+                now = self.now()
+            start, since = self._window_start(now, window)  # else the database's clock, in the statement itself
             cols = "id, call_key, fingerprint, created_at, receipt_id, credential"
-            rows = query(f"SELECT {cols} FROM calls WHERE fingerprint = ? AND created_at >= ? AND answered_at IS NULL "
-                         "ORDER BY id DESC LIMIT 1",
+            rows = query(f"SELECT {cols} FROM calls WHERE fingerprint = ? AND created_at >= {start} "
+                         "AND answered_at IS NULL ORDER BY id DESC LIMIT 1",
                          (fingerprint, since))
             receipt: Receipt | None = None
             if rows and rows[0]["receipt_id"] is not None:
@@ -321,8 +364,9 @@ class SQLLedger(Ledger):
                     rows, receipt = [], None  # nothing was paid for it: a new call, with a new key
             if not rows:
                 query("DELETE FROM calls WHERE fingerprint = ?", (fingerprint,))
-                rows = query(f"INSERT INTO calls (fingerprint, call_key, created_at) VALUES (?, ?, ?) RETURNING {cols}",
-                             (fingerprint, key or "pay_" + uuid.uuid4().hex, self._to_db_time(now)))
+                stamp, at = ("?", [self._to_db_time(now)]) if now is not None else (self.NOW, [])
+                rows = query(f"INSERT INTO calls (fingerprint, call_key, created_at) VALUES (?, ?, {stamp}) "
+                             f"RETURNING {cols}", [fingerprint, key or "pay_" + uuid.uuid4().hex, *at])
         r = rows[0]
         credential = json.loads(r["credential"]) if r["credential"] and receipt is not None else None
         return Call(int(r["id"]), str(r["call_key"]), str(r["fingerprint"]), self._from_db_time(r["created_at"]),
@@ -334,22 +378,6 @@ class SQLLedger(Ledger):
 
     def answer_call(self, call_id: int) -> None:
         self._query(f"UPDATE calls SET answered_at = {self.NOW}, credential = NULL WHERE id = ?", (call_id,))
-
-    def _check_challenge(self, query: Query, intent: Intent) -> None:
-        """One payment per challenge, across processes: a pending payment for it, or one settled
-        after this request met its 402, means this request must not pay again."""
-        args: list[Any] = [intent.challenge_key]
-        sql = f"{_SELECT} WHERE challenge_key = ? AND (status = 'pending'"
-        if intent.not_before is not None:
-            sql += " OR (status = 'settled' AND updated_at >= ?)"
-            args.append(self._to_db_time(intent.not_before))
-        rows = query(sql + ") ORDER BY id DESC LIMIT 1", args)
-        if rows:
-            existing = self._row(rows[0])
-            raise ChallengeInFlight(
-                f"this challenge already has payment #{existing.id} ({existing.status.value}); it is not paid twice",
-                existing=existing,
-            )
 
     # -- tokens -----------------------------------------------------------------------------------
     def holds_token(self, scope: str) -> bool:
@@ -430,8 +458,10 @@ class SQLLedger(Ledger):
             raise self._missing(receipt_id)
         return self._row(rows[0])
 
-    def settle(self, receipt_id: int, *, preimage: str, fee_msat: int = 0, amount_msat: int | None = None) -> Receipt:
-        sets, args = "status = 'settled', preimage = ?, fee_msat = ?, reason = NULL", [preimage, fee_msat]
+    def settle(self, receipt_id: int, *, preimage: str, fee_msat: int = 0, amount_msat: int | None = None,
+               note: str | None = None) -> Receipt:
+        sets = "status = 'settled', preimage = ?, fee_msat = ?, reason = ?"
+        args: list[Any] = [preimage, fee_msat, None if note is None else note[:500]]
         if amount_msat is not None:
             sets, args = sets + ", amount_msat = ?", [*args, amount_msat]
         return self._update(receipt_id, sets, args)

@@ -7,7 +7,9 @@ Durability where it matters: a reservation (the pending row written before the w
 called) is committed with `synchronous=FULL`, so it is on disk even if the machine loses power
 the next instant. Later writes (settled, failed, notes, tokens) use `NORMAL`: they survive any
 crash of the process, and should a power loss ever undo one, the row is back to `pending` and
-reconciliation with the wallet restores the truth. That keeps one fsync per payment.
+reconciliation with the wallet restores the truth. A call's key (`call()`) uses `NORMAL` too: it
+is written before its reservation, whose synced commit of the WAL carries it to disk, and nothing
+is paid for a call before that. That keeps one fsync per payment.
 """
 
 from __future__ import annotations
@@ -69,6 +71,7 @@ class SQLiteLedger(SQLLedger):
     # julianday('now') is only ms, too coarse to order a settle and the next request's 402). All
     # processes sharing a SQLite file are on one machine, so this is one source of time.
     NOW = "httpay_now()"
+    clock_is_local = True  # httpay_now() is this process's time.time(): read it without a statement
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = str(path)
@@ -107,9 +110,10 @@ class SQLiteLedger(SQLLedger):
             return self._run(sql, args)
 
     @contextmanager
-    def _budget_transaction(self) -> Iterator[Query]:
+    def _budget_transaction(self, *, durable: bool = True) -> Iterator[Query]:
         with self._lock:
-            self._run("PRAGMA synchronous=FULL")  # the pending row must be on disk before the wallet is called
+            if durable:  # the pending row must be on disk before the wallet is called
+                self._run("PRAGMA synchronous=FULL")
             self._run("BEGIN IMMEDIATE")
             try:
                 yield self._run
@@ -118,7 +122,12 @@ class SQLiteLedger(SQLLedger):
                 self._db.execute("ROLLBACK")
                 raise
             finally:
-                self._run("PRAGMA synchronous=NORMAL")
+                if durable:
+                    self._run("PRAGMA synchronous=NORMAL")
+
+    def now(self) -> datetime:
+        """The clock every row is stamped with (`httpay_now()`), read here: no statement."""
+        return datetime.fromtimestamp(time.time(), tz=UTC)
 
     def _to_db_time(self, when: datetime) -> float:
         return when.timestamp()
