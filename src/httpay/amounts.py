@@ -6,6 +6,7 @@ are read into bounded integers (`checked`) and formatted with integer arithmetic
 
 from __future__ import annotations
 
+import functools
 import math
 from fractions import Fraction
 from typing import TypeGuard
@@ -51,9 +52,18 @@ def sat_text(msat: int) -> str:
     return decimal_text(msat, 3)
 
 
+@functools.lru_cache(maxsize=256, typed=True)
+def as_decimal(number: float) -> Fraction:
+    """`Fraction(str(number))`: a rate or a tolerance as the decimal it prints as, exactly.
+
+    Remembered (a Fraction is immutable; typed, so 2**60 and 2.0**60, equal but printed apart,
+    never share an entry): the same policy rate and tolerance are read on every payment."""
+    return Fraction(str(number))
+
+
 def usd_value(msat: int, usd_per_btc: float) -> Fraction:
     """The exact USD worth of `msat` at `usd_per_btc` (the rate taken as the decimal it prints as)."""
-    return Fraction(msat, MSAT_PER_BTC) * Fraction(str(usd_per_btc))
+    return Fraction(msat, MSAT_PER_BTC) * as_decimal(usd_per_btc)
 
 
 def usd_text(msat: int, usd_per_btc: float, *, small_places: int = 2) -> str:

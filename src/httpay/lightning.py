@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from fractions import Fraction
 from typing import Any
 
-from httpay.amounts import MAX_MSAT, MSAT_PER_BTC, rate_ok, sat_text
+from httpay.amounts import MAX_MSAT, MSAT_PER_BTC, as_decimal, rate_ok, sat_text
 from httpay.errors import InvoiceError
 from httpay.safe import clean
 from httpay.view import View, kv, payable
@@ -138,7 +138,7 @@ def offer_price_msat(amount: int, currency: str, usd_per_btc: float | None) -> i
         return amount * 1000
     if cur == "USD" and rate_ok(usd_per_btc):  # an inf or NaN rate is no rate
         # exact: cents * 1e9 / rate, rounded up so the bound never shrinks below the price
-        return math.ceil(Fraction(amount) * (MSAT_PER_BTC // 100) / Fraction(str(usd_per_btc)))
+        return math.ceil(Fraction(amount) * (MSAT_PER_BTC // 100) / as_decimal(usd_per_btc))
     return None
 
 
@@ -180,7 +180,9 @@ def check_invoice(
             check="expired",
         )
     if expected_msat is not None:
-        bound = math.floor(expected_msat * (1 + Fraction(str(tolerance))))  # exact: no float at any size
+        # exact: no float at any size (no tolerance, the usual case, is the price itself)
+        bound = expected_msat if tolerance == 0 and isinstance(expected_msat, int) \
+            else math.floor(expected_msat * (1 + as_decimal(tolerance)))
         if invoice.amount_msat > bound:
             raise InvoiceError(
                 f"the invoice asks {sat_text(invoice.amount_msat)} sat but the offer is worth "

@@ -10,6 +10,7 @@ interpreter's recursion limit.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -25,6 +26,8 @@ __all__ = [
     "get_logger",
     "loads",
     "markup",
+    "may_hold_key",
+    "parses",
     "plain",
     "safe_url",
     "short_url",
@@ -196,3 +199,33 @@ def loads(data: bytes | bytearray | str, max_depth: int = MAX_JSON_DEPTH) -> Any
         return json.loads(data, parse_int=_parse_int)
     except RecursionError:  # unreachable after the depth check; kept so no stray error escapes
         raise JSONTooDeep(f"JSON nested deeper than {max_depth} levels") from None
+
+
+def may_hold_key(body: bytes | bytearray | str, keys: tuple[str, ...]) -> bool:
+    """False only when `body` cannot be a JSON object with any of `keys` (ASCII names), decided
+    without parsing: none of them is written in it, and it has no backslash (an escape could spell
+    one) and no NUL byte (UTF-16/32 text, which `json.loads` also reads, could hide one). A reader
+    that does not apply to a body then returns at once; True means "parse and see"."""
+    if isinstance(body, str):
+        return "\\" in body or any(k in body for k in keys)
+    return b"\\" in body or b"\x00" in body or any(k.encode("ascii") in body for k in keys)
+
+
+_REMEMBERED_JSON = 4 * 1024  # bodies up to this size have their verdict remembered (a service sends the same 402 body)
+
+
+def parses(body: bytes | bytearray | str) -> bool:
+    """True when `loads(body)` reads `body` (it is JSON within the limits); remembered for small
+    bodies, so a reader that only needs to know whether a JSON-labelled body is JSON pays once."""
+    if isinstance(body, bytes | str) and len(body) <= _REMEMBERED_JSON:
+        return _parses(body)
+    return _parses.__wrapped__(body)
+
+
+@functools.lru_cache(maxsize=64)
+def _parses(body: bytes | bytearray | str) -> bool:
+    try:
+        loads(body)
+    except ValueError:
+        return False
+    return True

@@ -61,3 +61,46 @@ def test_a_differential_smoke_of_the_fuzz_campaign() -> None:
                           "--seed", "smoke", "--workers", "1"], capture_output=True, text=True, timeout=600, cwd=ROOT, check=False)
     assert run.returncode == 0, run.stdout + run.stderr
     assert "0 disagreements" in run.stdout and "3,000 inputs" in run.stdout
+
+
+def test_the_checksum_is_bech32s_own_on_every_length_and_value() -> None:
+    """The table-driven checksum computes exactly `bech32.bech32_polymod`: every single group, every
+    length up to 700 groups (odd and even), and random group strings; a checksum one group off is
+    refused, so a wrong table could never let a corrupted invoice through."""
+    import random
+
+    from bech32 import bech32_polymod, bech32_verify_checksum
+
+    from httpay.bolt11_reader import _checksum_ok, _polymod
+
+    rng = random.Random(402)
+    cases = [bytes([v]) for v in range(32)] + [b""]
+    cases += [bytes(rng.randrange(32) for _ in range(n)) for n in range(700)]
+    cases += [bytes([31] * n) for n in range(0, 700, 7)]
+    for values in cases:
+        assert _polymod(values) == bech32_polymod(values), len(values)
+    for text in [make_invoice(a)[0] for a in (None, 1, 10_000)]:
+        pos = text.rfind("1")
+        data = bytearray(CHARSET_VALUES[c] for c in text[pos + 1:])
+        assert _checksum_ok(text[:pos], bytes(data)) and bech32_verify_checksum(text[:pos], data)
+        data[-1] ^= 1
+        assert not _checksum_ok(text[:pos], bytes(data)) and not bech32_verify_checksum(text[:pos], data)
+
+
+def test_characters_outside_bech32_are_refused_anywhere() -> None:
+    """Spaces, controls, non-ASCII and characters that are not bech32 (b, i, o) are refused, in the
+    prefix or the data, with the same typed error; a character that lower-cases to bech32 is read."""
+    text, _ = make_invoice(10_000)
+    pos = text.rfind("1")
+    for bad in (" ", "\x00", "\x7f", "é", "b", "i", "o", "\n"):
+        for where in (2, pos + 5, len(text) - 1):
+            forged = text[:where] + bad + text[where + 1:]
+            if forged == text:
+                continue
+            with pytest.raises(Bolt11Invalid):
+                read_bolt11(forged)
+            assert oracle(forged) is None
+    assert ours(text.replace("k", "\u212a")) == oracle(text.replace("k", "\u212a"))  # Kelvin sign lower-cases to k
+
+
+CHARSET_VALUES = {c: i for i, c in enumerate("qpzry9x8gf2tvdw0s3jn54khce6mua7l")}

@@ -20,7 +20,7 @@ from httpay.lightning import Invoice, decode_invoice
 from httpay.policy import Policy
 from httpay.protocols import l402_classic, macaroons
 from httpay.protocols.l402_classic import L402Challenge
-from httpay.protocols.www_authenticate import header_values, parse_challenges
+from httpay.protocols.www_authenticate import header_values, may_name, parse_challenges
 
 
 def to_challenge(ch: L402Challenge, url: str) -> Challenge:
@@ -66,8 +66,10 @@ class L402Classic:
 
     def read(self, status: int, headers: Any, body: bytes | None, url: str) -> list[Challenge]:
         """Every usable L402/LSAT challenge of the 402, L402 before LSAT (Aperture sends both)."""
-        ours = [c for c in parse_challenges(header_values(headers, "www-authenticate"))
-                if c.is_scheme(*l402_classic.SCHEMES)]
+        values = header_values(headers, "www-authenticate")
+        if not may_name(values, l402_classic.SCHEMES):
+            return []
+        ours = [c for c in parse_challenges(values) if c.is_scheme(*l402_classic.SCHEMES)]
         ours.sort(key=lambda c: 0 if c.is_scheme("L402") else 1)  # stable: server order kept within a scheme
         found: list[Challenge] = []
         seen: set[tuple[str, str]] = set()

@@ -516,26 +516,34 @@ class X402:
         return {}
 
     def settlement(self, response: httpx.Response) -> Settlement | None:
-        sent = sent_payload(response)
+        """The service's receipt. The payload the request carried (httpay's own, so decoding it tells
+        nothing new on a plain settlement) is read back only where an answer needs it."""
+        read: list[Mapping[str, Any] | None] = []
+
+        def sent() -> Mapping[str, Any] | None:
+            if not read:
+                read.append(sent_payload(response))
+            return read[0]
+
         try:
             host = response.request.url.host
         except RuntimeError:
             host = "the service"
         if response.status_code == 409:  # payment-identifier: this id is held for another payload
             return Settlement(False, reason="409 Conflict: the payment id is held for another payment",
-                              error=_conflict(host, _sent_payment_id(sent)))
+                              error=_conflict(host, _sent_payment_id(sent())))
         try:
             proof = x402.decode_payment_response(response.headers)
         except ChallengeError:
             proof = None
         if response.status_code == 412:  # upto: the payer has not approved Permit2 for the token
-            return Settlement(False, reason="412 PERMIT2_ALLOWANCE_REQUIRED", error=_allowance(host, sent))
+            return Settlement(False, reason="412 PERMIT2_ALLOWANCE_REQUIRED", error=_allowance(host, sent()))
         if proof is not None:
             reason = proof.error_reason or proof.error_message
             # only upto settles less than was signed; an exact payment is its full amount, whatever is said
-            amount = proof.amount if _scheme_of(sent) == "upto" else None
+            amount = proof.amount if proof.amount is not None and _scheme_of(sent()) == "upto" else None
             return Settlement(proof.success, proof.transaction, proof.network, reason, amount=amount,
-                              error=_allowance(host, sent) if _needs_allowance(reason) else None)
+                              error=_allowance(host, sent()) if _needs_allowance(reason) else None)
         if response.status_code == 402:
             try:
                 again = x402.parse(response.status_code, response.headers, response.content)
@@ -543,5 +551,5 @@ class X402:
                 again = None
             if again is not None and again.error:
                 return Settlement(None, reason=again.error,
-                                  error=_allowance(host, sent) if _needs_allowance(again.error) else None)
+                                  error=_allowance(host, sent()) if _needs_allowance(again.error) else None)
         return None

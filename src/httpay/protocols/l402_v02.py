@@ -7,6 +7,7 @@ Everything here is a pure function of status, headers and body, so it can be fuz
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from httpay.amounts import format_amount as format_amount  # noqa: PLC0414 - re-
 from httpay.core.model import offers_view
 from httpay.errors import ChallengeError, InvoiceError, PaymentRequestError, redact
 from httpay.lightning import decode_invoice
-from httpay.safe import clean, loads
+from httpay.safe import clean, loads, may_hold_key, parses
 from httpay.view import View, amount, kv, payable
 from httpay.view import rate as view_rate
 
@@ -294,6 +295,9 @@ class PaymentOffers:
         return d
 
 
+_BODY_KEYS = ("offers", "payment_request_url")
+
+
 def _header(headers: Any, name: str) -> str:
     if headers is None:
         return ""
@@ -322,6 +326,10 @@ def parse(status: int, headers: Any, body: bytes | str | None) -> PaymentOffers 
     text = body.lstrip()[:1] if isinstance(body, str) else body.lstrip()[:1].decode("latin-1")
     if text == "[":
         return None  # a JSON array is never a challenge: decided before parsing, however deep it nests
+    if not may_hold_key(body, _BODY_KEYS):  # another dialect's body: parsed only to tell whether it is JSON
+        if "json" in ctype and not parses(body):
+            raise ChallengeError("402 body says it is JSON but does not parse as JSON", field="body")
+        return None
     try:
         data = loads(body)
     except ValueError:  # not JSON, not text, nested absurdly deep, an integer of thousands of digits
@@ -339,6 +347,12 @@ def check_payment_request_url(raw: Any) -> str:
     Empty, not text, another scheme (`ftp://x`), a bad port (`http://127.0.0.1:abc/pay`) or an
     unclosed IPv6 host (`http://[::1/pay`) is a ChallengeError naming the field, never httpx's
     InvalidURL later. Returns the URL as given (relative ones are joined to the request's URL)."""
+    if isinstance(raw, str) and len(raw) <= 2048:
+        return _checked_url(raw)  # one service sends the same URL in every 402: checked once
+    return _check_url(raw)
+
+
+def _check_url(raw: Any) -> str:
     import httpx
 
     where = "402 body: field 'payment_request_url'"
@@ -359,6 +373,9 @@ def check_payment_request_url(raw: Any) -> str:
     if not url.host:
         raise ChallengeError(f"{where} names no host: {_short(raw)}", field="payment_request_url")
     return text
+
+
+_checked_url = functools.lru_cache(maxsize=128)(_check_url)
 
 
 def payment_request_body(

@@ -29,7 +29,7 @@ from typing import Any
 
 from httpay.errors import ChallengeError
 from httpay.lightning import Invoice
-from httpay.protocols.www_authenticate import header_values, parse_challenges, quote
+from httpay.protocols.www_authenticate import header_values, may_name, parse_challenges, quote
 from httpay.safe import loads
 
 PROTOCOL = "mpp"
@@ -194,7 +194,10 @@ def parse(status: int, headers: Any, body: bytes | str | None = None) -> MppChal
     """
     if status != 402:
         return None
-    found = [c for c in parse_challenges(header_values(headers, "www-authenticate")) if c.is_scheme(SCHEME)]
+    values = header_values(headers, "www-authenticate")
+    if not may_name(values, (SCHEME,)):
+        return None
+    found = [c for c in parse_challenges(values) if c.is_scheme(SCHEME)]
     if not found:
         return None
     good: list[MppChallenge] = []

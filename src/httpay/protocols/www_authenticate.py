@@ -7,6 +7,7 @@ and skips the pieces it cannot, so one odd scheme never hides the L402 challenge
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -14,10 +15,13 @@ from typing import Any
 
 from httpay.errors import ChallengeError
 
-__all__ = ["Challenge", "format_challenge", "header_values", "parse_challenges", "quote"]
+__all__ = ["Challenge", "format_challenge", "header_values", "may_name", "parse_challenges", "quote"]
 
 # A header longer than this is not a challenge anyone meant to send; refuse rather than chew on it.
 MAX_HEADER_CHARS = 256 * 1024
+# Headers up to this size are parsed once and remembered (every dialect reads the same 402's
+# headers); a longer one is parsed each time rather than held in memory.
+_CACHED_CHARS = 16 * 1024
 
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _TOKEN68 = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
@@ -177,9 +181,9 @@ def parse_challenges(values: str | bytes | Iterable[str | bytes] | None) -> list
         return []
     if isinstance(values, str | bytes):
         values = [values]
-    elif not isinstance(values, Iterable):
+    elif not isinstance(values, list | tuple) and not isinstance(values, Iterable):
         raise ChallengeError(f"WWW-Authenticate must be text, got {type(values).__name__}", field="www-authenticate")
-    raw: list[tuple[str, dict[str, str], str | None]] = []
+    texts: list[str] = []
     total = 0
     for v in values:
         if isinstance(v, bytes):
@@ -192,8 +196,35 @@ def parse_challenges(values: str | bytes | Iterable[str | bytes] | None) -> list
                 f"WWW-Authenticate is over {MAX_HEADER_CHARS} characters; no real challenge is that long",
                 field="www-authenticate",
             )
-        _parse_one(v, raw)
-    return [Challenge(scheme=s, params=p, token68=t) for s, p, t in raw]
+        texts.append(v)
+    key = tuple(texts)
+    parsed = _parsed(key) if total <= _CACHED_CHARS else _parse_all(key)
+    return [Challenge(scheme=s, params=dict(p), token68=t) for s, p, t in parsed]
+
+
+_Parsed = tuple[tuple[str, tuple[tuple[str, str], ...], str | None], ...]
+
+
+def _parse_all(texts: tuple[str, ...]) -> _Parsed:
+    """The challenges of these header values, as immutable tuples (scheme, params, token68)."""
+    raw: list[tuple[str, dict[str, str], str | None]] = []
+    for text in texts:
+        _parse_one(text, raw)
+    return tuple((s, tuple(p.items()), t) for s, p, t in raw)
+
+
+# Keyed by the header values themselves: the same text always reads the same, a changed header is
+# another key, and every caller gets new Challenge objects (with their own params dicts) built
+# from the immutable tuples, so no caller can change what the next one reads.
+_parsed = functools.lru_cache(maxsize=256)(_parse_all)
+
+
+def may_name(values: Iterable[str], schemes: Iterable[str]) -> bool:
+    """False only when no challenge of these schemes can be in these header values: no value
+    holds any scheme's name in any case (a scheme is an ASCII token, written as sent). A dialect
+    whose scheme is absent then returns at once, without parsing."""
+    wanted = [s.lower() for s in schemes]
+    return any(w in v.lower() for v in values for w in wanted)
 
 
 def header_values(headers: Any, name: str) -> list[str]:

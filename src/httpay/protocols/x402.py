@@ -21,7 +21,7 @@ from typing import Any
 from httpay.errors import ChallengeError
 from httpay.protocols.l402_v02 import Offer, format_amount
 from httpay.protocols.www_authenticate import header_values
-from httpay.safe import clean, loads
+from httpay.safe import clean, loads, may_hold_key
 
 __all__ = [
     "PAYMENT_IDENTIFIER",
@@ -397,6 +397,9 @@ def _b64json(value: str, what: str) -> Any:
         raise ChallengeError(f"{what} is not base64-encoded JSON", field=what) from None
 
 
+_BODY_KEYS = ("x402Version",)
+
+
 def _content_type(headers: Any) -> str:
     values = header_values(headers, "content-type")
     return values[0].lower() if values else ""
@@ -417,8 +420,8 @@ def parse(status: int, headers: Any, body: bytes | str | None = None) -> X402Cha
         return None
     if not isinstance(body, bytes | str):
         raise ChallengeError(f"the 402 body must be bytes or text, got {type(body).__name__}", field=None)
-    if len(body) > 4 * 1024 * 1024:
-        return None
+    if len(body) > 4 * 1024 * 1024 or not may_hold_key(body, _BODY_KEYS):
+        return None  # cannot be an object with x402Version: not parsed at all
     ctype = _content_type(headers)
     if ctype and "json" not in ctype:
         return None
