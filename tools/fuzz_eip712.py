@@ -10,11 +10,9 @@ inputs. Run through `python tools/fuzz.py --eip712-differential N`.
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import random
 import string
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -163,19 +161,6 @@ def work(job: tuple[str, int]) -> tuple[int, int, list[str]]:
 
 
 def campaign(count: int, seed: str, workers: int) -> int:
-    start = time.perf_counter()
-    shares = [count // workers + (1 if i < count % workers else 0) for i in range(workers)]
-    jobs = [(f"{seed}:{i}", n) for i, n in enumerate(shares)]
-    if workers == 1:
-        results = [work(jobs[0])]
-    else:
-        with mp.get_context("spawn").Pool(workers) as pool:
-            results = pool.map(work, jobs)
-    total = sum(r[0] for r in results)
-    fast = sum(r[1] for r in results)
-    bad = [t for r in results for t in r[2]]
-    print(f"httpay fuzz eip712: {total:,} inputs, {fast:,} digested by httpay and checked against eth-account, "
-          f"{len(bad):,} disagreements ({time.perf_counter() - start:.0f} s, seed {seed}, {workers} workers)")
-    for text in bad[:10]:
-        print(f"DISAGREE {text[:2000]}")
-    return 1 if bad else 0
+    from differential import campaign as run
+
+    return run("eip712", work, count, seed, workers, "digested by httpay and checked against eth-account")
