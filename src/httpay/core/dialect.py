@@ -93,7 +93,8 @@ class Settlement:
 @dataclass
 class Obtaining:
     """What a dialect's `obtain` sub-flow may use: the request, its 402, the quote, the policy, the
-    deadline, and `report(EventKind, message, **fields)` to tell the watchers."""
+    deadline, and `report(EventKind, message, **fields)` to tell the watchers (`message`: the line, or an
+    object whose `str()` is, made only when someone hears it)."""
 
     request: httpx.Request
     response: httpx.Response

@@ -252,9 +252,11 @@ class _Run:
         own = self.request.extensions.get(TAGS_EXTENSION)
         return {**self.payer.tags, **own} if isinstance(own, dict) else dict(self.payer.tags)
 
-    def say(self, kind: type[Event], message: str, level: int = logging.INFO, **fields: Any) -> None:
+    def say(self, kind: type[Event], message: object, level: int = logging.INFO, **fields: Any) -> None:
+        """One step for the watchers. `message` is the line, or an object whose `str()` is (a quote, an
+        invoice): made only when someone hears it."""
         if heard(self.payer.on_event, level):
-            emit(self.payer.on_event, kind(self.url, self.rid, **fields), message, level)
+            emit(self.payer.on_event, kind(self.url, self.rid, **fields), str(message), level)
 
     def refused(self, exc: PaymentRefused, response: httpx.Response | None = None,
                 challenge: Challenge | None = None) -> PaymentRefused:
@@ -617,7 +619,7 @@ class _Attempt:
         """The one decision, on the rate resolved once for this attempt; then the approver's, if any."""
         run, policy = self.run, self.run.payer.policy
         q = yield from _quoted(run, self.challenge, self.response, self.challenge, self.max_price_msat, self.offer_id)
-        run.say(Quoted, str(q), quote=q)
+        run.say(Quoted, q, quote=q)
         if policy.approve is not None:
             q = yield from self._approved(q)
         self.shown = _shown(q)
@@ -651,7 +653,7 @@ class _Attempt:
             raise run.invoice_refused(exc) from None
         except PaymentRefused as exc:
             raise run.refused(exc, self.response, self.challenge) from None
-        run.say(InvoiceChecked, str(payable.invoice), invoice=payable.invoice, quote=q)
+        run.say(InvoiceChecked, payable.invoice, invoice=payable.invoice, quote=q)
 
     def _paid_meanwhile(self) -> Generator[Effect, Any, Receipt | None]:
         """The flight's payment pending now, or settled since this request met its 402, if there is one."""

@@ -134,7 +134,7 @@ class L402V02:
         except ValueError:  # not JSON, not text, nested absurdly deep, an integer of thousands of digits
             raise PaymentRequestError("the payment request answer is not JSON", status_code=resp.status_code) from None
         pr = PaymentRequest.from_dict(data, payment_method=method, offer_id=offer.offer_id)
-        ctx.report(PaymentRequested, str(pr), payment_request=pr)
+        ctx.report(PaymentRequested, pr, payment_request=pr)  # its line is made only if someone hears it
         if pr.lightning_invoice is None:
             raise PaymentRequestError(f"the payment request for {offer.offer_id} by {method} holds no invoice")
         return Invoiced(decode_invoice(pr.lightning_invoice))
