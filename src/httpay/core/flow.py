@@ -253,10 +253,11 @@ class _Run:
         return {**self.payer.tags, **own} if isinstance(own, dict) else dict(self.payer.tags)
 
     def say(self, kind: type[Event], message: object, level: int = logging.INFO, **fields: Any) -> None:
-        """One step for the watchers. `message` is the line, or an object whose `str()` is (a quote, an
-        invoice): made only when someone hears it."""
+        """One step for the watchers. `message` is the line, a function that makes it, or an object whose
+        `str()` is it (a quote, an invoice): made only when someone hears the step."""
         if heard(self.payer.on_event, level):
-            emit(self.payer.on_event, kind(self.url, self.rid, **fields), str(message), level)
+            line = message() if callable(message) else str(message)
+            emit(self.payer.on_event, kind(self.url, self.rid, **fields), str(line), level)
 
     def refused(self, exc: PaymentRefused, response: httpx.Response | None = None,
                 challenge: Challenge | None = None) -> PaymentRefused:
@@ -349,8 +350,8 @@ def _pay_402(run: _Run, response: httpx.Response, challenges: Challenge | Sequen
     payer, request = run.payer, run.request
     challenge = yield from _choose(run, [challenges] if isinstance(challenges, Challenge) else challenges,
                                    response, max_price_msat, offer_id)
-    run.say(ChallengeMet, f"402 ({challenge.dialect}) from {run.host} with {len(challenge.offers)} offer(s): "
-                          f"{', '.join(o.offer_id for o in challenge.offers)}",
+    run.say(ChallengeMet, lambda: f"402 ({challenge.dialect}) from {run.host} with {len(challenge.offers)} offer(s): "
+                                  f"{', '.join(o.offer_id for o in challenge.offers)}",
             challenge=challenge, status=response.status_code)
     call = yield from _call_of(run, challenge)
     if call is not None and call.paid:  # the application sent a paid call again: present that payment
@@ -704,9 +705,7 @@ class _Attempt:
                 continue
             except PaymentRefused as exc:
                 raise run.refused(exc, self.response, self.challenge) from None
-            fees = f" + up to {fmt_msat(receipt.fee_msat, q.usd_per_btc)} in fees" if receipt.fee_msat else ""
-            run.say(Reserved, f"ledger #{receipt.id} pending for {fmt_msat(receipt.amount_msat, q.usd_per_btc)}{fees}",
-                    receipt=receipt)
+            run.say(Reserved, functools.partial(_reserved_line, receipt, q.usd_per_btc), receipt=receipt)
             return receipt
         raise PaymentRefused(f"refused: {MAX_WAIT_ROUNDS} other payments for this challenge failed in turn; "
                              "not paying in a loop", rule="in_flight", offers=self.challenge.offers,
@@ -729,9 +728,14 @@ class _Attempt:
             raise PaidRequestFailed(
                 f"{paid_text(receipt)}; recording the payment failed ({type(exc).__name__}); ledger #{receipt.id} "
                 "stays pending until `httpay ledger reconcile` settles it", receipt=receipt) from exc
-        run.say(Paid, f"paid {fmt_msat(done.amount_msat, rate)} + fee {done.fee_msat} msat, hash "
-                      f"{payable.reference[:16]}…, ledger #{done.id}", receipt=done, payment=payment)
+        run.say(Paid, lambda: f"paid {fmt_msat(done.amount_msat, rate)} + fee {done.fee_msat} msat, hash "
+                              f"{payable.reference[:16]}…, ledger #{done.id}", receipt=done, payment=payment)
         return done
+
+
+def _reserved_line(receipt: Receipt, rate: float | None) -> str:
+    fees = f" + up to {fmt_msat(receipt.fee_msat, rate)} in fees" if receipt.fee_msat else ""
+    return f"ledger #{receipt.id} pending for {fmt_msat(receipt.amount_msat, rate)}{fees}"
 
 
 def _shown(q: Quote) -> str:
