@@ -35,12 +35,12 @@ from httpay.core.dialect import Credential, Invoiced, Obtaining, Payable, Proof,
 from httpay.core.effects import Effect
 from httpay.core.model import Challenge, Money, Offer
 from httpay.core.quote import method_allowed
-from httpay.dialects.x402 import AUTHORIZATION_TYPES, KNOWN_ASSETS, MAX_TIMEOUT_S
 from httpay.errors import ChallengeError, InvoiceError, PaymentRefused
 from httpay.extras import require
 from httpay.lightning import Invoice, decode_invoice
 from httpay.policy import Policy
 from httpay.protocols import mpp
+from httpay.protocols.evm import AUTHORIZATION_TYPES, KNOWN_ASSETS, MAX_TIMEOUT_S
 from httpay.protocols.mpp import LightningCharge, MppChallenge, check_charge_invoice
 from httpay.safe import clean
 

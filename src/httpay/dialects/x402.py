@@ -29,47 +29,17 @@ from httpay.errors import ChallengeError, InvoiceError, PaymentIdConflict, Payme
 from httpay.lightning import decode_invoice
 from httpay.policy import Policy
 from httpay.protocols import x402
+from httpay.protocols.evm import AUTHORIZATION_TYPES, KNOWN_ASSETS, MAX_TIMEOUT_S
 from httpay.protocols.x402 import X402Challenge, X402Requirement
 from httpay.safe import clean
 
 DEFAULT_TIMEOUT_S = 300       # validBefore when the server gives no maxTimeoutSeconds (the x402 servers' default)
-MAX_TIMEOUT_S = 3600          # never sign an authorization that stays valid longer than an hour
 _ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
 
 # x402 v1 network names -> EVM chain ids (v2 uses CAIP-2 "eip155:<id>").
 CHAIN_IDS: dict[str, int] = {
     "ethereum": 1, "base": 8453, "base-sepolia": 84532, "polygon": 137, "polygon-amoy": 80002,
     "avalanche": 43114, "avalanche-fuji": 43113, "arbitrum": 42161, "arbitrum-sepolia": 421614,
-}
-
-
-@dataclass(frozen=True)
-class KnownAsset:
-    """A USD stablecoin whose contract, decimals and EIP-712 domain are public facts."""
-
-    symbol: str
-    decimals: int
-    eip712_name: str
-    eip712_version: str
-
-
-# Circle's USDC deployments (6 decimals) on the chains x402 servers use.
-KNOWN_ASSETS: dict[tuple[int, str], KnownAsset] = {
-    (1, "0xa0b86991c6218b36c1d19d4a2e9eb0ce3606eb48"): KnownAsset("USDC", 6, "USD Coin", "2"),
-    (8453, "0x833589fcd6edb6e08f4c7c32d4f71b54bda02913"): KnownAsset("USDC", 6, "USD Coin", "2"),
-    (84532, "0x036cbd53842c5426634e7929541ec2318f3dcf7e"): KnownAsset("USDC", 6, "USDC", "2"),
-    (137, "0x3c499c542cef5e3811e1192ce70d8cc03d5c3359"): KnownAsset("USDC", 6, "USD Coin", "2"),
-    (42161, "0xaf88d065e77c8cc2239327c5edb3a432268e5831"): KnownAsset("USDC", 6, "USD Coin", "2"),
-    (421614, "0x75faf114eafb1bdbe2f0316df893fd58ce46aa4d"): KnownAsset("USDC", 6, "USD Coin", "2"),
-    (43114, "0xb97ef9ef8734c71904d8002f8b6bc66dd9c48a6e"): KnownAsset("USDC", 6, "USD Coin", "2"),
-}
-
-AUTHORIZATION_TYPES: dict[str, list[dict[str, str]]] = {
-    "TransferWithAuthorization": [
-        {"name": "from", "type": "address"}, {"name": "to", "type": "address"},
-        {"name": "value", "type": "uint256"}, {"name": "validAfter", "type": "uint256"},
-        {"name": "validBefore", "type": "uint256"}, {"name": "nonce", "type": "bytes32"},
-    ],
 }
 
 
