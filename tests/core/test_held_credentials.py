@@ -7,6 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import httpx
+import pytest
+
 import httpay
 from httpay.ledger.sqlite import SQLiteLedger
 from tests.hostile.harness import CountingWallet, HostileService
@@ -71,4 +74,77 @@ async def test_an_async_client_on_the_unpaid_path_uses_no_worker_thread(svc: Hos
         for _ in range(20):
             assert (await c.get(url)).status_code == 200
     assert hops == [] and lg.lookups == 0, f"{len(hops)} worker-thread hops, {lg.lookups} credential queries"
+    lg.close()
+
+
+# -- the first send, decided without the flow ----------------------------------------------------
+def _payer(tmp_path: Path, **kw: Any) -> Any:
+    from httpay.core.payer import Payer
+
+    ledger = SQLiteLedger(tmp_path / "first.db")
+    return Payer(wallet=None, policy=httpay.Policy(), ledger=ledger, **kw)
+
+
+@pytest.mark.parametrize(("setup", "fast"), [
+    ("nothing held, the ledger has looked", True),
+    ("the ledger has not looked yet", False),          # the flow asks it (and it learns)
+    ("a credential held for the scope", False),         # the flow presents it
+    ("this flow's own credential on the request", False),
+    ("a host asked to be told the payer's methods", False),  # the flow adds Accept-Payment
+], ids=lambda v: v if isinstance(v, str) else "")
+def test_the_first_send_skips_the_flow_only_when_nothing_goes_on_the_request(setup: str, fast: bool,
+                                                                             tmp_path: Path) -> None:
+    from httpay.core.effects import Send
+    from httpay.core.flow import TOKEN_EXTENSION, first_send, token_scope
+
+    payer = _payer(tmp_path)
+    url = "http://127.0.0.1:8000/api/x"
+    request = httpx.Request("GET", url)
+    if setup != "the ledger has not looked yet":
+        payer.ledger.holds_token(token_scope(url))  # reads the held scopes once, as the first request does
+    if setup == "a credential held for the scope":
+        payer.ledger.save_token(token_scope(url), "L402 mac:pre")
+    if setup == "this flow's own credential on the request":
+        request.extensions[TOKEN_EXTENSION] = (token_scope(url), "L402 mac:pre")
+    if setup == "a host asked to be told the payer's methods":
+        payer.advertise_to["127.0.0.1:8000"] = {"Accept-Payment": "lightning"}
+    first = first_send(payer, request)
+    assert (first is not None) == fast
+    if first is not None:
+        assert isinstance(first, Send) and first.request is request and first.resend_if_dropped
+        assert first.payment_deadline_s == payer.payment_deadline and "authorization" not in request.headers
+    payer.ledger.close()
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+async def test_unpaid_requests_ask_the_ledger_nothing_and_a_402_is_still_paid_once(mode: str, svc: HostileService,
+                                                                                  tmp_path: Path) -> None:
+    """With nothing held, 200s are sent as they are (no statement reaches the ledger); a 402 met that
+    way is paid by the flow, and its credential then goes on the next request of its scope."""
+    statements: list[str] = []
+    lg = CountingLedger(tmp_path / "ledger.db")
+    free, paid = svc.free("/free"), svc.classic("/classic")
+    wallet = CountingWallet(svc.node)
+
+    async def go(c: Any) -> list[int]:
+        async def get(u: str) -> int:
+            r = c.get(u)
+            return int((await r if mode == "async" else r).status_code)
+
+        codes = [await get(free)]  # the first look reads the held scopes
+        lg._db.set_trace_callback(statements.append)
+        codes += [await get(free) for _ in range(20)]
+        quiet = len(statements)
+        codes += [await get(paid), await get(paid)]
+        return codes + [quiet]
+
+    if mode == "async":
+        async with httpay.AsyncClient(wallet=wallet, ledger=lg) as c:
+            *codes, quiet = await go(c)
+    else:
+        with httpay.Client(wallet=wallet, ledger=lg) as c:
+            *codes, quiet = await go(c)
+    assert quiet == 0, f"{quiet} statements on 20 unpaid requests"
+    assert codes == [200] * 23 and len(wallet.calls) == 1, "the 402 paid once; its token served the next request"
+    assert svc.issued == 1 and len(lg.receipts()) == 1
     lg.close()

@@ -287,21 +287,48 @@ class _Run:
             raise self.deadline_passed(deadline.exceeded(stage))
 
 
+def first_send(payer: Payer, request: httpx.Request, *, dry_run: bool = False) -> Send | None:
+    """The request's first send, decided without the flow, when there is nothing to put on it: no
+    credential held for its scope (as the ledger's in-memory view of held scopes already knows), none
+    of this flow's own on it, no host that asked to be told the payer's methods. A driver sends it
+    and starts `request_flow(..., sent=...)` only if the answer is a 402, so the unpaid path costs
+    no flow at all. None: the flow decides the first send itself."""
+    if payer.advertise_to or TOKEN_EXTENSION in request.extensions:
+        return None
+    for scope in scopes_for(str(request.url), payer.token_scope):
+        known, token = TokenFor(scope).answer_in_memory(payer)
+        if not known or token:
+            return None
+    return _first(payer, request, dry_run)
+
+
+def _first(payer: Payer, request: httpx.Request, dry_run: bool) -> Send:
+    # An idempotent request is sent once more if the pooled connection proves dead before any
+    # answer (a keep-alive the server closed, a pool an overloaded host broke): nothing can have
+    # been paid by it, and the caller gets the answer instead of a ReadError.
+    return Send(request, payment_deadline_s=None if dry_run else payer.payment_deadline,
+                resend_if_dropped=request.method in IDEMPOTENT)
+
+
 def request_flow(payer: Payer, request: httpx.Request, *, dry_run: bool = False,
-                 max_price_msat: int | None = None, offer_id: str | None = None) -> Flow:
+                 max_price_msat: int | None = None, offer_id: str | None = None,
+                 sent: tuple[httpx.Response, float] | None = None) -> Flow:
     """Send `request`; if the answer is a 402 some dialect reads, pay for it within the policy and
     return the response the payment bought. A held credential is presented first, and evicted
-    (never retried in a loop) when the server answers 402 to it."""
-    _advertise(payer, request)
-    presented = yield from _present_held(payer, request)
+    (never retried in a loop) when the server answers 402 to it. `sent`: the answer to the
+    `first_send` a driver already made, and `time.monotonic()` when it went out."""
+    presented: str | None = None
+    if sent is None:
+        _advertise(payer, request)
+        presented = yield from _present_held(payer, request)
     challenges: list[Challenge] = []
     for look in (False, True):
-        mark = time.monotonic()
-        # An idempotent request is sent once more if the pooled connection proves dead before any
-        # answer (a keep-alive the server closed, a pool an overloaded host broke): nothing can have
-        # been paid by it, and the caller gets the answer instead of a ReadError.
-        response: httpx.Response = yield Send(request, payment_deadline_s=None if dry_run else payer.payment_deadline,
-                                              resend_if_dropped=request.method in IDEMPOTENT)
+        response: httpx.Response
+        if sent is not None and not look:
+            response, mark = sent
+        else:
+            mark = time.monotonic()
+            response = yield _first(payer, request, dry_run)
         if response.status_code != 402:
             return response
         yield ReadBody(response)  # already read within the deadline when one runs: then a no-op
@@ -1100,6 +1127,6 @@ def _send_with_held(payer: Payer, request: httpx.Request, payment_deadline_s: fl
 
 __all__ = [
     "DEADLINE_EXTENSION", "DRY_RUN_EXTENSION", "MAX_PRICE_EXTENSION", "OFFER_EXTENSION", "RECEIPT_EXTENSION",
-    "TOKEN_SCOPES", "flight_key", "host_of", "pay_flow", "receipt_of", "request_flow", "scopes_for",
+    "TOKEN_SCOPES", "first_send", "flight_key", "host_of", "pay_flow", "receipt_of", "request_flow", "scopes_for",
     "token_scope",
 ]

@@ -29,6 +29,7 @@ from httpay.core.flow import (
     MAX_PRICE_EXTENSION,
     OFFER_EXTENSION,
     broken_off,
+    first_send,
     receipt_of,
     request_flow,
 )
@@ -418,10 +419,15 @@ def _unread(response: httpx.Response) -> bool:
     return not hasattr(response, "_content") and not response.is_stream_consumed
 
 
-def _flow(payer: Payer, request: httpx.Request) -> Generator[Effect, Any, httpx.Response]:
+def _flow(payer: Payer, request: httpx.Request,
+          sent: tuple[httpx.Response, float] | None = None) -> Generator[Effect, Any, httpx.Response]:
     ext = request.extensions
     return request_flow(payer, request, dry_run=bool(ext.get(DRY_RUN_EXTENSION)),
-                        max_price_msat=ext.get(MAX_PRICE_EXTENSION), offer_id=ext.get(OFFER_EXTENSION))
+                        max_price_msat=ext.get(MAX_PRICE_EXTENSION), offer_id=ext.get(OFFER_EXTENSION), sent=sent)
+
+
+def _first_send(payer: Payer, request: httpx.Request) -> Send | None:
+    return first_send(payer, request, dry_run=bool(request.extensions.get(DRY_RUN_EXTENSION)))
 
 
 class PaymentTransport(httpx.BaseTransport):
@@ -441,7 +447,16 @@ class PaymentTransport(httpx.BaseTransport):
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         request.read()  # the body must be replayable for the retry
-        response = _drive_sync(_flow(self.payer, request), self._route, self.payer, self._flights)
+        first = _first_send(self.payer, request)
+        if first is None:
+            response = _drive_sync(_flow(self.payer, request), self._route, self.payer, self._flights)
+        else:  # nothing to put on it: sent as it is, and the flow starts only at a 402
+            mark = time.monotonic()
+            response = _send_sync(first, self.inner)  # httpx picked this transport for the request's URL
+            if response.status_code != 402:
+                return response
+            response = _drive_sync(_flow(self.payer, request, (response, mark)), self._route, self.payer,
+                                   self._flights)
         receipt = receipt_of(response)
         if receipt is not None and _unread(response):
             response.stream = _PaidSyncBody(response.stream, self.payer, receipt)
@@ -471,7 +486,16 @@ class AsyncPaymentTransport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         await request.aread()
-        response = await _drive_async(_flow(self.payer, request), self._route, self.payer, self._flights)
+        first = _first_send(self.payer, request)
+        if first is None:
+            response = await _drive_async(_flow(self.payer, request), self._route, self.payer, self._flights)
+        else:  # nothing to put on it: sent as it is, and the flow starts only at a 402
+            mark = time.monotonic()
+            response = await _send_async(first, self.inner)  # httpx picked this transport for the request's URL
+            if response.status_code != 402:
+                return response
+            response = await _drive_async(_flow(self.payer, request, (response, mark)), self._route, self.payer,
+                                          self._flights)
         receipt = receipt_of(response)
         if receipt is not None and _unread(response):
             response.stream = _PaidAsyncBody(response.stream, self.payer, receipt)
