@@ -256,7 +256,7 @@ class _Run:
         """One step for the watchers. `message` is the line, a function that makes it, or an object whose
         `str()` is it (a quote, an invoice): made only when someone hears the step."""
         if heard(self.payer.on_event, level):
-            line = message() if callable(message) else str(message)
+            line = message() if callable(message) else message
             emit(self.payer.on_event, kind(self.url, self.rid, **fields), str(line), level)
 
     def refused(self, exc: PaymentRefused, response: httpx.Response | None = None,
@@ -395,7 +395,7 @@ def _pay_402(run: _Run, response: httpx.Response, challenges: Challenge | Sequen
     # When the 402 was met matters only to a shared flight (a payment for it made since is used):
     # read on the ledger's clock now, less the time since the request went out.
     if met_402_at is None:
-        met_402_at = yield from (_met_at(sent_at) if sent_at is not None else _met_at(time.monotonic()))
+        met_402_at = yield from _met_at(sent_at if sent_at is not None else time.monotonic())
     key = flight_key(challenge, run.url, payer.token_scope)
     for _ in range(MAX_WAIT_ROUNDS):
         if not (yield Join(key)):

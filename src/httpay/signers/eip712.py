@@ -156,9 +156,8 @@ def typed_data_digest(domain: Mapping[str, Any], types: Mapping[str, Sequence[Ma
                       primary_type: str, message: Mapping[str, Any]) -> bytes | None:
     """The 32-byte EIP-712 digest that is signed, or None for a shape left to eth-account."""
     try:
-        canonical = _canonical(types)
-        by_name = dict(canonical)
-        if primary_type not in by_name or _primary(canonical) != primary_type or not domain or any(k not in DOMAIN_TYPES for k in domain):
+        canonical = _canonical(types)  # the one struct no other references must be the primary type
+        if _primary(canonical) != primary_type or not domain or any(k not in DOMAIN_TYPES for k in domain):
             return None
         domain_fields = tuple((k, DOMAIN_TYPES[k]) for k in DOMAIN_TYPES if k in domain)
         all_types = (*canonical, ("EIP712Domain", domain_fields))
