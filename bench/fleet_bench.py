@@ -130,7 +130,7 @@ def _fresh(pg_url: str) -> None:
     import psycopg
 
     with psycopg.connect(pg_url, autocommit=True) as conn:
-        for table in ("payments", "tokens", "calls", "payment_tags", "payment_totals", "refusals"):
+        for table in ("payments", "tokens", "calls", "payment_tags", "payment_totals", "payment_windows", "refusals"):
             conn.execute(f"DROP TABLE IF EXISTS {table}")
 
 

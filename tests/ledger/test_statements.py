@@ -278,8 +278,8 @@ def test_the_one_select_reads_every_part_by_its_index(any_ledger: Ledger) -> Non
         for index in ("SEARCH payments USING INDEX payments_live_hash (payment_hash=?)",
                       "SEARCH payments USING INDEX payments_challenge (challenge_key=?)",
                       "SEARCH c USING INTEGER PRIMARY KEY", "SEARCH p USING INTEGER PRIMARY KEY",
-                      "payment_totals", "SEARCH payments USING INDEX payments_created (created_at>?)",
-                      "payment_tags_window"):
+                      "payment_totals", "SEARCH payments USING INDEX payments_created (created_at>? AND created_at<?)",
+                      "payment_tags_window", "SEARCH payment_windows USING PRIMARY KEY (scope=? AND grain=? AND bucket>?"):
             assert index in plan, (index, plan)
         return
     with any_ledger._budget_transaction() as query:  # seq scans off: a plan without one proves each index is usable
@@ -287,7 +287,7 @@ def test_the_one_select_reads_every_part_by_its_index(any_ledger: Ledger) -> Non
         plan = " | ".join(str(next(iter(r.values()))) for r in query("EXPLAIN " + sql, args))
     assert "Seq Scan on payments" not in plan and "Seq Scan on calls" not in plan, plan
     for index in ("payments_live_hash", "payments_challenge", "payments_pkey", "calls_pkey", "payment_totals_pkey",
-                  "payments_created", "payment_tags_window"):
+                  "payments_created", "payment_tags_window", "payment_windows_pkey"):
         assert index in plan, (index, plan)
 
 

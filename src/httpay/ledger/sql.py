@@ -11,7 +11,7 @@ import uuid
 from abc import abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from httpay.errors import ChallengeInFlight, DuplicatePayment, LedgerError
@@ -97,6 +97,7 @@ CREATE INDEX IF NOT EXISTS refusals_created ON refusals (created_at);
 # read one row each, whatever the size of the history. A ledger made before gets them on open,
 # filled from its rows once, with writers held off (`fill_totals`).
 ALL_HOSTS = "*"
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 TOTALS_TABLE = """CREATE TABLE IF NOT EXISTS payment_totals (
     host TEXT NOT NULL,
     status TEXT NOT NULL,
@@ -120,6 +121,93 @@ TOTALS_BUMP = (  # add (sign +1) or take away (-1) one row's amounts: {row} is N
     "fee_msat = payment_totals.fee_msat + excluded.fee_msat"
 )
 TOTALS_COLUMNS = "status, amount_msat, fee_msat, host"  # the columns whose change moves a total
+
+# Time-bucketed running totals, for windowed budgets: for each scope ('*' every host, the host, and
+# each tag, `tag_scope`), what the non-failed payments created in each bucket of each grain commit
+# (amount + fee, and how many), kept by triggers in the transaction of every write like the totals.
+# A window [T, now] is then read exactly as: the rows of T's partial second (by index), then 1-s
+# buckets up to the next minute, 60-s buckets up to the next hour, 3600-s buckets up to the next day,
+# and day buckets from there on: at most ~150 bucket rows plus one second of rows, whatever the
+# traffic in the window. Grain 0 (bucket 0, tags only) is a tag's total over all history.
+GRAINS = (1, 60, 3600, 86400)
+WHOLE = 0  # the grain of a tag's all-history total
+WINDOWS_TABLE = """CREATE TABLE IF NOT EXISTS payment_windows (
+    scope TEXT NOT NULL,
+    grain {int} NOT NULL,
+    bucket {int} NOT NULL,
+    n {int} NOT NULL,
+    amount_msat {int} NOT NULL,
+    PRIMARY KEY (scope, grain, bucket)
+){without_rowid}"""
+WINDOWS_COLUMNS = "status, amount_msat, fee_msat, host, created_at"  # the columns whose change moves a bucket
+
+
+def tag_scope(key: str, value: str) -> str:
+    """The bucket scope of one tag (length-prefixed: no key and value pair can spell another's)."""
+    return f"#{len(key)}:{key}={value}"
+
+
+def _tag_scope_sql(t: str) -> str:
+    return f"'#' || length({t}.tag_key) || ':' || {t}.tag_key || '=' || {t}.tag_value"
+
+
+def _counted(r: str) -> tuple[str, str]:
+    """What row `r` commits (amount + fee) and counts (1), both 0 when it failed."""
+    return (f"(CASE WHEN {r}.status != 'failed' THEN {r}.amount_msat + {r}.fee_msat ELSE 0 END)",
+            f"(CASE WHEN {r}.status != 'failed' THEN 1 ELSE 0 END)")
+
+
+def payment_items(r: str, sign: int, second: str, *, tags: bool) -> list[str]:
+    """(scope, second, whole, amount, n) of payment row `r` ({sign} +1 adds it, -1 takes it away): every
+    host, its host, and (`tags`) each tag it carries, at the tag row's time."""
+    amount, n = _counted(r)
+    sec = second.format(f"{r}.created_at")
+    items = [f"SELECT '*' AS scope, {sec} AS s, 0 AS whole, {sign} * {amount} AS amount, {sign} * {n} AS n",
+             f"SELECT {r}.host, {sec}, 0, {sign} * {amount}, {sign} * {n}"]
+    if tags:
+        items.append(f"SELECT {_tag_scope_sql('t')}, {second.format('t.created_at')}, 1, {sign} * {amount}, "
+                     f"{sign} * {n} FROM payment_tags t WHERE t.payment_id = {r}.id")
+    return items
+
+
+def tag_items(t: str, sign: int, second: str) -> list[str]:
+    """(scope, second, whole, amount, n) of tag row `t`: its payment's amounts, at the tag row's time."""
+    amount, n = _counted("p")
+    return [f"SELECT {_tag_scope_sql(t)} AS scope, {second.format(f'{t}.created_at')} AS s, 1 AS whole, "
+            f"{sign} * {amount} AS amount, {sign} * {n} AS n FROM payments p WHERE p.id = {t}.payment_id"]
+
+
+def windows_bump(items: Sequence[str]) -> str:
+    """One statement adding `items` into their buckets of every grain, summed first (an update adds
+    its new row and takes away its old: where they meet the bucket moves by the difference only,
+    and a bucket they leave as it was is not written)."""
+    grains = " UNION ALL ".join(f"SELECT {g} AS grain" for g in (WHOLE, *GRAINS))
+    g = "NULLIF(g.grain, 0)"  # grain 0 is the one bucket 0 (no division by it)
+    bucket = f"COALESCE((x.s - ((x.s % {g}) + {g}) % {g}) / {g}, 0)"  # floor division, before 1970 too
+    return ("INSERT INTO payment_windows (scope, grain, bucket, n, amount_msat) "
+            f"SELECT x.scope, g.grain, {bucket}, SUM(x.n), SUM(x.amount) FROM ({' UNION ALL '.join(items)}) x "
+            f"JOIN ({grains}) g ON g.grain != 0 OR x.whole = 1 GROUP BY x.scope, g.grain, {bucket} "
+            "HAVING SUM(x.n) != 0 OR SUM(x.amount) != 0 "
+            "ON CONFLICT (scope, grain, bucket) DO UPDATE SET n = payment_windows.n + excluded.n, "
+            "amount_msat = payment_windows.amount_msat + excluded.amount_msat")
+
+
+def windows_fill(second: str) -> str:
+    """Every bucket, from the rows (a ledger made before the buckets, once, on open)."""
+    amount, n = _counted("p")
+    sec = second.format("p.created_at")
+    return windows_bump([
+        f"SELECT '*' AS scope, {sec} AS s, 0 AS whole, {amount} AS amount, {n} AS n FROM payments p",
+        f"SELECT p.host, {sec}, 0, {amount}, {n} FROM payments p",
+        f"SELECT {_tag_scope_sql('t')}, {second.format('t.created_at')}, 1, {amount}, {n} "
+        "FROM payment_tags t JOIN payments p ON p.id = t.payment_id"])
+
+
+def windows_moved(old: str = "OLD", new: str = "NEW") -> str:
+    """Whether an update moves a bucket (the WHEN of its trigger): else it writes nothing."""
+    (a_old, n_old), (a_new, n_new) = _counted(old), _counted(new)
+    return (f"{a_old} != {a_new} OR {n_old} != {n_new} OR {old}.host != {new}.host "
+            f"OR {old}.created_at != {new}.created_at")
 
 
 def _tags_of(raw: Any) -> dict[str, str]:
@@ -217,9 +305,8 @@ class SQLLedger(Ledger):
             rows = query("SELECT COALESCE(SUM(amount_msat + fee_msat), 0) AS spent FROM payment_totals "
                          "WHERE host = ? AND status != 'failed'", (host or ALL_HOSTS,))
             return int(rows[0]["spent"])
-        where, args = self._filters(host, None if since is None else self._to_db_time(since))
-        sql = f"SELECT COALESCE(SUM(amount_msat + fee_msat), 0) AS spent FROM payments WHERE status != 'failed'{where}"
-        return int(query(sql, args)[0]["spent"])
+        sql, args = self._window_sum(None if host is None else ("host", host), self._bounds(since, None))
+        return int(query(f"SELECT {sql} AS spent", args)[0]["spent"])
 
     def _window_start(self, now: datetime | None, window: timedelta) -> tuple[str, Any]:
         """The SQL and argument for the start of a window ending now: `now`, or (None) the database's
@@ -228,40 +315,104 @@ class SQLLedger(Ledger):
             return f"(SELECT {self.STATEMENT_NOW or self.NOW} - ?)", self._to_db_interval(window)
         return "?", self._to_db_time(now - window)
 
+    # -- windows, from their buckets ----------------------------------------------------------------
+    # The epoch second of a time, in SQL: SECOND floors a stored time column; CEIL_SECONDS is
+    # ceil(ceil(epoch of {0}) / {1}), for a window whose start the database's clock gives (`now` None,
+    # a backend whose clock is not local), and SECOND_TIME the stored time of a second {0}.
+    SECOND: str = ""
+    CEIL_SECONDS: str = ""
+    SECOND_TIME: str = ""
+
+    def _ceil_second(self, when: datetime) -> int:
+        """The first whole Unix second at or after `when`, exactly (microseconds and all)."""
+        whole, part = divmod(when - EPOCH, timedelta(seconds=1))
+        return int(whole) + (part > timedelta(0))
+
+    def _bounds(self, start: datetime | None, window: timedelta | None) -> dict[str, tuple[str, list[Any]]]:
+        """Where a window starting at `start` (or, None, `window` before the database's clock) splits:
+        `lo`..`hi` its partial second, read from the rows; then the buckets of each grain from `*_lo`
+        to `*_hi` (1-s `s`, 60-s `m`, 3600-s `h`, 86400-s `d`, this one with no end). SQL and args each."""
+        if start is not None:
+            c0 = self._ceil_second(start)
+            m, h, d = -(-c0 // 60), -(-c0 // 3600), -(-c0 // 86400)
+            values = {"lo": self._to_db_time(start), "hi": self._to_db_time(EPOCH + timedelta(seconds=c0)),
+                      "s_lo": c0, "s_hi": m * 60, "m_lo": m, "m_hi": h * 60, "h_lo": h, "h_hi": d * 24, "d_lo": d}
+            return {name: ("?", [value]) for name, value in values.items()}
+        assert window is not None and self.CEIL_SECONDS, "a backend whose clock is local passes `now`"
+        lo = f"(SELECT {self.STATEMENT_NOW or self.NOW} - ?)"
+        span = [self._to_db_interval(window)]
+
+        def up(grain: int) -> tuple[str, list[Any]]:
+            return self.CEIL_SECONDS.format(lo, grain), span
+
+        return {"lo": (lo, span), "hi": (self.SECOND_TIME.format(up(1)[0]), span), "s_lo": up(1),
+                "s_hi": (f"{up(60)[0]} * 60", span), "m_lo": up(60), "m_hi": (f"{up(3600)[0]} * 60", span),
+                "h_lo": up(3600), "h_hi": (f"{up(86400)[0]} * 24", span), "d_lo": up(86400)}
+
+    @staticmethod
+    def _window_sum(scope: tuple[str, Any] | None, bounds: dict[str, tuple[str, list[Any]]]) -> tuple[str, list[Any]]:
+        """What a window commits (`bounds`, from `_bounds`) for every host (`scope` None), ("host", h)
+        or ("tag", (k, v)), as one SQL expression: its partial second's rows by index, plus its buckets
+        by their key; at most a second of rows and ~150 bucket rows, whatever the window holds."""
+        args: list[Any] = []
+
+        def at(name: str) -> str:
+            sql, values = bounds[name]
+            args.extend(values)
+            return sql
+
+        if scope is not None and scope[0] == "tag":
+            key, value = scope[1]
+            args += [key, value]
+            parts = ["(SELECT COALESCE(SUM(p.amount_msat + p.fee_msat), 0) FROM payment_tags t JOIN payments p ON "
+                     f"p.id = t.payment_id WHERE t.tag_key = ? AND t.tag_value = ? AND t.created_at >= {at('lo')} "
+                     f"AND t.created_at < {at('hi')} AND p.status != 'failed')"]
+            name = tag_scope(key, value)
+        else:
+            where = ""
+            if scope is not None:
+                where, name = "host = ? AND ", str(scope[1])
+                args.append(name)
+            else:
+                name = ALL_HOSTS
+            parts = [f"(SELECT COALESCE(SUM(amount_msat + fee_msat), 0) FROM payments WHERE {where}"
+                     f"created_at >= {at('lo')} AND created_at < {at('hi')} AND status != 'failed')"]
+        for grain, lo, hi in ((1, "s_lo", "s_hi"), (60, "m_lo", "m_hi"), (3600, "h_lo", "h_hi"), (86400, "d_lo", None)):
+            args.append(name)
+            lower = at(lo)  # the arguments in the order of their placeholders
+            upper = "" if hi is None else f" AND bucket < {at(hi)}"
+            parts.append(f"(SELECT COALESCE(SUM(amount_msat), 0) FROM payment_windows WHERE scope = ? AND grain = {grain} "
+                         f"AND bucket >= {lower}{upper})")
+        return f"({' + '.join(parts)})", args
+
     def _spent_columns(self, limits: Sequence[Limit], now: datetime | None) -> tuple[list[str], list[Any]]:
-        """One column per limit, `s{i}`: what it has spent, each sum its own indexed subquery."""
+        """One column per limit, `s{i}`: what it has spent, each from its running total or its
+        window's buckets (`_window_sum`): none reads more rows as the history or the window grows."""
+        if now is None and self.clock_is_local:
+            now = self.now()
         sums: list[str] = []
         args: list[Any] = []
         for i, lim in enumerate(limits):
-            if lim.tag is not None:  # one tag's spend: its rows by the tag's index, in its window if it has one
-                since = ""
-                args += [lim.tag[0], lim.tag[1]]
-                if lim.window is not None:
-                    start, arg = self._window_start(now, lim.window)
-                    since = f" AND t.created_at >= {start}"
-                    args.append(arg)
-                sums.append("(SELECT COALESCE(SUM(p.amount_msat + p.fee_msat), 0) FROM payment_tags t JOIN payments p "
-                            f"ON p.id = t.payment_id WHERE t.tag_key = ? AND t.tag_value = ?{since} "
-                            f"AND p.status != 'failed') AS s{i}")
-                continue
             if lim.window is None:  # a total over all history: its running total
-                sums.append(f"(SELECT COALESCE(SUM(amount_msat + fee_msat), 0) FROM payment_totals "
-                            f"WHERE host = ? AND status != 'failed') AS s{i}")
-                args.append(lim.host or ALL_HOSTS)
+                if lim.tag is not None:
+                    sums.append("(SELECT COALESCE(SUM(amount_msat), 0) FROM payment_windows WHERE scope = ? "
+                                f"AND grain = {WHOLE} AND bucket = 0) AS s{i}")
+                    args.append(tag_scope(*lim.tag))
+                else:
+                    sums.append("(SELECT COALESCE(SUM(amount_msat + fee_msat), 0) FROM payment_totals "
+                                f"WHERE host = ? AND status != 'failed') AS s{i}")
+                    args.append(lim.host or ALL_HOSTS)
                 continue
-            where = ""
-            if lim.host is not None:
-                where, args = " AND host = ?", [*args, lim.host]
-            start, arg = self._window_start(now, lim.window)
-            sums.append(f"(SELECT COALESCE(SUM(amount_msat + fee_msat), 0) FROM payments "
-                        f"WHERE status != 'failed'{where} AND created_at >= {start}) AS s{i}")
-            args.append(arg)
+            scope = ("tag", lim.tag) if lim.tag is not None else None if lim.host is None else ("host", lim.host)
+            sql, more = self._window_sum(scope, self._bounds(None if now is None else now - lim.window, lim.window))
+            sums.append(f"{sql} AS s{i}")
+            args += more
         return sums, args
 
     def _spent_sql(self, limits: Sequence[Limit], now: datetime | None) -> tuple[str, list[Any]]:
-        """One statement summing what each limit has spent, each sum its own indexed subquery: a
-        window reads only the rows of its window (index on created_at, or host and created_at), so a
-        reservation under hourly and daily limits costs the same at 10 rows of history or a million."""
+        """One statement summing what each limit has spent: a total from its running total, a window
+        from its buckets and its partial second's rows (`_window_sum`), so a reservation under hourly
+        and daily limits costs the same at 10 rows in the window or a million."""
         sums, args = self._spent_columns(limits, now)
         return f"SELECT {', '.join(sums)}", args
 
@@ -556,7 +707,14 @@ class SQLLedger(Ledger):
 
     def spent_msat(self, *, host: str | None = None, since: datetime | None = None,
                    tag: tuple[str, str] | None = None) -> int:
-        if tag is not None:  # the tag's rows, by its index, with the host and window filters of any other sum
+        if tag is not None and host is None:  # the tag's total or its window's buckets
+            if since is None:
+                rows = self._query("SELECT COALESCE(SUM(amount_msat), 0) AS spent FROM payment_windows WHERE "
+                                   f"scope = ? AND grain = {WHOLE} AND bucket = 0", (tag_scope(*tag),))
+                return int(rows[0]["spent"])
+            sql, args = self._window_sum(("tag", tag), self._bounds(since, None))
+            return int(self._query(f"SELECT {sql} AS spent", args)[0]["spent"])
+        if tag is not None:  # a tag on one host: the tag's rows, by its index, with the host and window filters
             where, args = self._filters(host, None if since is None else self._to_db_time(since))
             rows = self._query("SELECT COALESCE(SUM(amount_msat + fee_msat), 0) AS spent FROM payments WHERE "
                                "status != 'failed' AND id IN (SELECT payment_id FROM payment_tags WHERE tag_key = ? "

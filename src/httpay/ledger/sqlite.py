@@ -14,6 +14,7 @@ is paid for a call before that. That keeps one fsync per payment.
 
 from __future__ import annotations
 
+import math
 import os
 import sqlite3
 import threading
@@ -28,13 +29,20 @@ from httpay.errors import LedgerError
 from httpay.ledger.sql import (
     MIGRATIONS,
     TOTALS_COLUMNS,
+    WINDOWS_COLUMNS,
+    WINDOWS_TABLE,
     TOTALS_FILL,
     TOTALS_TABLE,
     Query,
     Rows,
     SQLLedger,
     bump,
+    payment_items,
     schema,
+    tag_items,
+    windows_bump,
+    windows_fill,
+    windows_moved,
 )
 
 SCHEMA = schema(serial="INTEGER PRIMARY KEY AUTOINCREMENT", time="REAL", int_type="INTEGER")
@@ -43,6 +51,20 @@ TRIGGERS = (  # keep payment_totals right in the transaction of every write
     (f"CREATE TRIGGER payments_totals_update AFTER UPDATE OF {TOTALS_COLUMNS} ON payments "
      f"BEGIN {bump('OLD', -1)}; {bump('NEW', 1)}; END"),
     f"CREATE TRIGGER payments_totals_delete AFTER DELETE ON payments BEGIN {bump('OLD', -1)}; END",
+)
+
+SECOND = "(CAST({0} AS INTEGER) - ({0} < CAST({0} AS INTEGER)))"  # floor() of a REAL time: exact, no math extension
+WINDOW_TRIGGERS = (  # keep payment_windows right in the transaction of every write (tags: a statement of their own)
+    (f"CREATE TRIGGER payments_windows_insert AFTER INSERT ON payments "
+     f"BEGIN {windows_bump(payment_items('NEW', 1, SECOND, tags=False))}; END"),
+    (f"CREATE TRIGGER payments_windows_update AFTER UPDATE OF {WINDOWS_COLUMNS} ON payments WHEN {windows_moved()} "
+     f"BEGIN {windows_bump(payment_items('OLD', -1, SECOND, tags=True) + payment_items('NEW', 1, SECOND, tags=True))}; END"),
+    (f"CREATE TRIGGER payments_windows_delete AFTER DELETE ON payments "
+     f"BEGIN {windows_bump(payment_items('OLD', -1, SECOND, tags=True))}; END"),
+    f"CREATE TRIGGER payment_tags_windows_insert AFTER INSERT ON payment_tags BEGIN {windows_bump(tag_items('NEW', 1, SECOND))}; END",
+    f"CREATE TRIGGER payment_tags_windows_delete AFTER DELETE ON payment_tags BEGIN {windows_bump(tag_items('OLD', -1, SECOND))}; END",
+    (f"CREATE TRIGGER payment_tags_windows_update AFTER UPDATE ON payment_tags "
+     f"BEGIN {windows_bump(tag_items('OLD', -1, SECOND) + tag_items('NEW', 1, SECOND))}; END"),
 )
 
 
@@ -95,6 +117,13 @@ class SQLiteLedger(SQLLedger):
                 query(TOTALS_FILL, ())
                 for stmt in TRIGGERS:
                     query(stmt, ())
+            if not query("SELECT name FROM sqlite_master WHERE type = 'trigger' AND name = 'payments_windows_insert'",
+                         ()):  # windowed budgets' buckets: filled from the rows once, like the totals
+                query(WINDOWS_TABLE.format(int="INTEGER", without_rowid=" WITHOUT ROWID"), ())
+                query("DELETE FROM payment_windows", ())
+                query(windows_fill(SECOND), ())
+                for stmt in WINDOW_TRIGGERS:
+                    query(stmt, ())
 
     def __repr__(self) -> str:
         return f"SQLiteLedger({self.path!r})"
@@ -128,6 +157,11 @@ class SQLiteLedger(SQLLedger):
     def now(self) -> datetime:
         """The clock every row is stamped with (`httpay_now()`), read here: no statement."""
         return datetime.fromtimestamp(time.time(), tz=UTC)
+
+    SECOND = SECOND
+
+    def _ceil_second(self, when: datetime) -> int:
+        return math.ceil(when.timestamp())  # of the very float the rows are compared with
 
     def _to_db_time(self, when: datetime) -> float:
         return when.timestamp()
