@@ -40,10 +40,10 @@ from httpay.errors import LedgerError
 from httpay.ledger.sql import (
     MIGRATIONS,
     TOTALS_COLUMNS,
-    WINDOWS_COLUMNS,
-    WINDOWS_TABLE,
     TOTALS_FILL,
     TOTALS_TABLE,
+    WINDOWS_COLUMNS,
+    WINDOWS_TABLE,
     Query,
     Rows,
     SQLLedger,
@@ -97,12 +97,12 @@ BEGIN
 END
 $$ LANGUAGE plpgsql"""
 WINDOWS_TRIGGERS = (  # an update that moves no bucket fires nothing
-    "CREATE TRIGGER payments_windows AFTER INSERT OR DELETE ON payments FOR EACH ROW "
-    "EXECUTE FUNCTION httpay_payments_windows()",
-    f"CREATE TRIGGER payments_windows_update AFTER UPDATE OF {WINDOWS_COLUMNS} ON payments FOR EACH ROW "
-    f"WHEN ({windows_moved()}) EXECUTE FUNCTION httpay_payments_windows()",
-    "CREATE TRIGGER payment_tags_windows AFTER INSERT OR UPDATE OR DELETE ON payment_tags FOR EACH ROW "
-    "EXECUTE FUNCTION httpay_payment_tags_windows()",
+    ("CREATE TRIGGER payments_windows AFTER INSERT OR DELETE ON payments FOR EACH ROW "
+    "EXECUTE FUNCTION httpay_payments_windows()"),
+    (f"CREATE TRIGGER payments_windows_update AFTER UPDATE OF {WINDOWS_COLUMNS} ON payments FOR EACH ROW "
+    f"WHEN ({windows_moved()}) EXECUTE FUNCTION httpay_payments_windows()"),
+    ("CREATE TRIGGER payment_tags_windows AFTER INSERT OR UPDATE OR DELETE ON payment_tags FOR EACH ROW "
+    "EXECUTE FUNCTION httpay_payment_tags_windows()"),
 )
 
 

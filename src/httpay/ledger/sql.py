@@ -173,8 +173,8 @@ def payment_items(r: str, sign: int, second: str, *, tags: bool) -> list[str]:
 def tag_items(t: str, sign: int, second: str) -> list[str]:
     """(scope, second, whole, amount, n) of tag row `t`: its payment's amounts, at the tag row's time."""
     amount, n = _counted("p")
-    return [f"SELECT {_tag_scope_sql(t)} AS scope, {second.format(f'{t}.created_at')} AS s, 1 AS whole, "
-            f"{sign} * {amount} AS amount, {sign} * {n} AS n FROM payments p WHERE p.id = {t}.payment_id"]
+    return [(f"SELECT {_tag_scope_sql(t)} AS scope, {second.format(f'{t}.created_at')} AS s, 1 AS whole, "
+            f"{sign} * {amount} AS amount, {sign} * {n} AS n FROM payments p WHERE p.id = {t}.payment_id")]
 
 
 def windows_bump(items: Sequence[str]) -> str:
@@ -199,8 +199,8 @@ def windows_fill(second: str) -> str:
     return windows_bump([
         f"SELECT '*' AS scope, {sec} AS s, 0 AS whole, {amount} AS amount, {n} AS n FROM payments p",
         f"SELECT p.host, {sec}, 0, {amount}, {n} FROM payments p",
-        f"SELECT {_tag_scope_sql('t')}, {second.format('t.created_at')}, 1, {amount}, {n} "
-        "FROM payment_tags t JOIN payments p ON p.id = t.payment_id"])
+        (f"SELECT {_tag_scope_sql('t')}, {second.format('t.created_at')}, 1, {amount}, {n} "
+        "FROM payment_tags t JOIN payments p ON p.id = t.payment_id")])
 
 
 def windows_moved(old: str = "OLD", new: str = "NEW") -> str:
@@ -364,9 +364,9 @@ class SQLLedger(Ledger):
         if scope is not None and scope[0] == "tag":
             key, value = scope[1]
             args += [key, value]
-            parts = ["(SELECT COALESCE(SUM(p.amount_msat + p.fee_msat), 0) FROM payment_tags t JOIN payments p ON "
+            parts = [("(SELECT COALESCE(SUM(p.amount_msat + p.fee_msat), 0) FROM payment_tags t JOIN payments p ON "
                      f"p.id = t.payment_id WHERE t.tag_key = ? AND t.tag_value = ? AND t.created_at >= {at('lo')} "
-                     f"AND t.created_at < {at('hi')} AND p.status != 'failed')"]
+                     f"AND t.created_at < {at('hi')} AND p.status != 'failed')")]
             name = tag_scope(key, value)
         else:
             where = ""
@@ -375,8 +375,8 @@ class SQLLedger(Ledger):
                 args.append(name)
             else:
                 name = ALL_HOSTS
-            parts = [f"(SELECT COALESCE(SUM(amount_msat + fee_msat), 0) FROM payments WHERE {where}"
-                     f"created_at >= {at('lo')} AND created_at < {at('hi')} AND status != 'failed')"]
+            parts = [(f"(SELECT COALESCE(SUM(amount_msat + fee_msat), 0) FROM payments WHERE {where}"
+                     f"created_at >= {at('lo')} AND created_at < {at('hi')} AND status != 'failed')")]
         for grain, lo, hi in ((1, "s_lo", "s_hi"), (60, "m_lo", "m_hi"), (3600, "h_lo", "h_hi"), (86400, "d_lo", None)):
             args.append(name)
             lower = at(lo)  # the arguments in the order of their placeholders

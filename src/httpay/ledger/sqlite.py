@@ -29,10 +29,10 @@ from httpay.errors import LedgerError
 from httpay.ledger.sql import (
     MIGRATIONS,
     TOTALS_COLUMNS,
-    WINDOWS_COLUMNS,
-    WINDOWS_TABLE,
     TOTALS_FILL,
     TOTALS_TABLE,
+    WINDOWS_COLUMNS,
+    WINDOWS_TABLE,
     Query,
     Rows,
     SQLLedger,
