@@ -1,11 +1,16 @@
-"""Budgets that do not grow with history: the sums a reservation makes under window and host
-limits read their windows through an index, never the whole table (asserted on SQLite's plan)."""
+"""Budgets that grow neither with history nor with the traffic inside their window: a total reads its
+running total, a window (hourly, daily, per host, per tag) its time buckets by their key plus the rows
+of its partial second by index. Asserted on plans and on work counted (SQLite's VM steps,
+PostgreSQL's rows per plan node) with 100,000 rows inside the last hour, never on times."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 
+from httpay.ledger.sql import SQLLedger
 from httpay.ledger.sqlite import SQLiteLedger
 from httpay.policy import Limit
 
@@ -64,3 +69,147 @@ def test_start_up_reconciliation_finds_pending_rows_by_index(tmp_path: Path) -> 
         rows = lg._query(f"EXPLAIN QUERY PLAN {_SELECT} WHERE status = 'pending' ORDER BY id DESC", ())
         shown = "\n".join(str(r["detail"]) for r in rows)
     assert "payments_pending" in shown and "SCAN payments\n" not in shown + "\n", shown
+
+
+# -- 100,000 rows inside the window ------------------------------------------------------------------
+
+IN_HOUR, IN_DAY = 100_000, 20_000  # the hour's rows are inside the day too: 120,000 in the daily window
+RESEARCH = ("agent", "research")
+
+
+def crowded_limits() -> list[Limit]:
+    """httpay's default limits (hourly, daily) plus a host's hour, a tag's day and a tag's total."""
+    import httpay
+
+    return [*httpay.Policy().limits("a.example", None), Limit("per-host hour", 10**15, host="a.example", window=HOUR),
+            Limit("tag day", 10**15, tag=RESEARCH, window=DAY), Limit("tag total", 10**15, tag=RESEARCH)]
+
+
+def crowd_sqlite(path: Path, in_hour: int, in_day: int) -> None:
+    """`in_hour` settled rows spread over the last hour and `in_day` over the rest of the day, every
+    one tagged, written in bulk with the triggers off; the next open fills the totals and buckets."""
+    import sqlite3
+    import time
+
+    SQLiteLedger(path).close()
+    db = sqlite3.connect(path, isolation_level=None)
+    for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'").fetchall():
+        db.execute(f"DROP TRIGGER {name}")
+    db.execute("DROP TABLE payment_totals")
+    db.execute("DROP TABLE payment_windows")
+    now = time.time()
+    for n, first, span in ((in_hour, now - 3599, 3598), (in_day, now - 86399, 86399 - 3601)):
+        db.execute("WITH RECURSIVE k(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM k WHERE i + 1 < ?) "
+                   "INSERT INTO payments (status, created_at, updated_at, host, url, protocol, method, amount_msat, "
+                   "fee_msat) SELECT 'settled', ? + i * ?, ?, CASE WHEN i % 2 THEN 'a.example' ELSE 'b.example' END, "
+                   "'https://a.example/', 'l402-v0.2', 'lightning', 1000, 1 FROM k", (n, first, span / n, now))
+    db.execute("INSERT INTO payment_tags (payment_id, tag_key, tag_value, created_at) "
+               "SELECT id, ?, ?, created_at FROM payments", RESEARCH)
+    db.close()
+
+
+def sum_rows(lg: SQLLedger, since: datetime, host: str | None = None) -> int:
+    """The plain sum over the window's rows (every row here carries the tag)."""
+    where, args = lg._filters(host, lg._to_db_time(since))
+    return int(lg._query(f"SELECT SUM(amount_msat + fee_msat) AS s FROM payments WHERE status != 'failed'{where}",
+                         args)[0]["s"])
+
+
+def vm_steps(lg: SQLiteLedger, run: Callable[..., object], *args: object) -> int:
+    """SQLite's virtual-machine instructions spent by `run`: work done, counted, not timed."""
+    steps = [0]
+
+    def count() -> int:
+        steps[0] += 1
+        return 0
+
+    lg._db.set_progress_handler(count, 1)
+    try:
+        run(*args)
+    finally:
+        lg._db.set_progress_handler(None, 1)
+    return steps[0]
+
+
+def guard_sql(lg: SQLLedger, now: datetime | None) -> tuple[str, list[object]]:
+    from httpay.ledger import Intent
+
+    return lg._guard_sql(Intent(host="a.example", url="https://a.example/", protocol="l402-v0.2", method="lightning",
+                                amount_msat=1_000, payment_hash="ab" * 32, challenge_key="ch", tags=dict([RESEARCH])),
+                         crowded_limits(), now)
+
+
+def test_a_reservation_with_100000_rows_in_its_hour_reads_buckets_not_rows_sqlite(tmp_path: Path) -> None:
+    crowd_sqlite(tmp_path / "few.db", 6, 4)
+    crowd_sqlite(tmp_path / "many.db", IN_HOUR, IN_DAY)
+    steps: dict[str, int] = {}
+    for name in ("few", "many"):
+        with SQLiteLedger(tmp_path / f"{name}.db") as lg:
+            lg._query("ANALYZE", ())  # the planner knows how crowded the window is
+            sql, args = guard_sql(lg, lg.now())
+            details = [str(r["detail"]) for r in lg._query("EXPLAIN QUERY PLAN " + sql, args)]
+            shown = " | ".join(details)
+            assert [d for d in details if d.startswith("SCAN")] == ["SCAN CONSTANT ROW"], shown
+            assert shown.count("SEARCH payment_windows USING PRIMARY KEY (scope=? AND grain=? AND bucket") == 4 * 4 + 1
+            assert "payments_created (created_at>? AND created_at<?)" in shown, shown  # the partial second only
+            assert "payments_host (host=? AND created_at>? AND created_at<?)" in shown, shown
+            assert "payment_tags_window (tag_key=? AND tag_value=? AND created_at>? AND created_at<?)" in shown, shown
+            steps[name] = vm_steps(lg, lg._query, sql, args)
+            hour = lg.now() - HOUR
+            plain = vm_steps(lg, lg._query, "SELECT SUM(amount_msat + fee_msat) FROM payments "
+                             "WHERE status != 'failed' AND created_at >= ?", (hour.timestamp(),))
+            if name == "many":  # the truth, and what a sum over the window's rows would have cost
+                day = lg.now() - DAY
+                assert lg.spent_msat(since=hour) == sum_rows(lg, hour) > (IN_HOUR - 1_000) * 1_001
+                assert lg.spent_msat(since=day, tag=RESEARCH) == sum_rows(lg, day) > IN_HOUR * 1_001
+                assert lg.spent_msat(host="a.example", since=hour) == sum_rows(lg, hour, "a.example")
+                assert steps["many"] * 100 < plain, (steps, plain)
+                spent = vm_steps(lg, partial(lg.spent_msat, since=hour))
+                assert spent * 100 < plain, (spent, plain)
+    # 12,000 times the rows in its windows, at most a few times the work (the buckets fill up to ~150 a window)
+    assert steps["many"] < 4 * steps["few"], steps
+
+
+def test_a_reservation_with_100000_rows_in_its_hour_reads_buckets_not_rows_postgres(clean_postgres_url: str) -> None:
+    """PostgreSQL's own count of the rows each plan node read (EXPLAIN ANALYZE), the planner knowing
+    the table (ANALYZE): a few hundred, with 120,000 rows inside the daily window."""
+    import json
+
+    import psycopg
+
+    from httpay.ledger.postgres import PostgresLedger
+
+    PostgresLedger(clean_postgres_url).close()
+    with psycopg.connect(clean_postgres_url, autocommit=True, prepare_threshold=None) as conn:
+        for trigger, table in (("payments_totals", "payments"), ("payments_windows", "payments"),
+                               ("payments_windows_update", "payments"), ("payment_tags_windows", "payment_tags")):
+            conn.execute(f"DROP TRIGGER {trigger} ON {table}")
+        for n, first, span in ((IN_HOUR, 3599, 3598), (IN_DAY, 86399, 86399 - 3601)):
+            conn.execute("INSERT INTO payments (status, created_at, updated_at, host, url, protocol, method, amount_msat, "
+                         "fee_msat) SELECT 'settled', now() - make_interval(secs => %s) + make_interval(secs => i * %s), "
+                         "now(), CASE WHEN mod(i, 2) = 1 THEN 'a.example' ELSE 'b.example' END, 'https://a.example/', "
+                         "'l402-v0.2', 'lightning', 1000, 1 FROM generate_series(0, %s - 1) i", (first, span / n, n))
+        conn.execute("INSERT INTO payment_tags (payment_id, tag_key, tag_value, created_at) "
+                     "SELECT id, %s, %s, created_at FROM payments", RESEARCH)
+        conn.execute("ANALYZE")
+    with PostgresLedger(clean_postgres_url) as lg:  # an older ledger: its totals and buckets filled on open
+        sql, args = guard_sql(lg, None)
+        plan = lg._query("EXPLAIN (ANALYZE, FORMAT JSON) " + sql, args)[0]
+        read: dict[str, int] = {}
+
+        def walk(node: dict[str, object]) -> None:
+            relation = node.get("Relation Name")
+            if relation is not None:
+                assert "Seq Scan" not in str(node["Node Type"]), node
+                loops = int(node["Actual Loops"])  # type: ignore[call-overload]
+                rows = int(node["Actual Rows"]) + int(node.get("Rows Removed by Filter", 0))  # type: ignore[call-overload]
+                read[str(relation)] = read.get(str(relation), 0) + rows * loops
+            for child in node.get("Plans", []):  # type: ignore[attr-defined]
+                walk(child)
+
+        walk(json.loads(json.dumps(next(iter(plan.values()))))[0]["Plan"])
+        assert set(read) == {"payments", "payment_tags", "payment_windows"}, read
+        assert sum(read.values()) < 1_500, read  # vs 120,000 rows in the daily window, 100,000 in the hourly
+        hour, day = lg.now() - HOUR, lg.now() - DAY
+        assert lg.spent_msat(since=hour) == sum_rows(lg, hour) > (IN_HOUR - 1_000) * 1_001
+        assert lg.spent_msat(since=day, tag=RESEARCH) == sum_rows(lg, day) > IN_HOUR * 1_001

@@ -213,7 +213,7 @@ def test_a_ledger_made_before_the_buckets_gets_them_filled_on_open(any_ledger_ur
         with psycopg.connect(any_ledger_url, autocommit=True, prepare_threshold=None) as conn:
             for stmt in ("DROP TRIGGER payments_windows ON payments", "DROP TRIGGER payments_windows_update ON payments",
                          "DROP TRIGGER payment_tags_windows ON payment_tags", "DROP TABLE payment_windows"):
-                conn.execute(stmt)  # type: ignore[arg-type]  # constant test DDL
+                conn.execute(stmt)
     else:
         db = sqlite3.connect(any_ledger_url)
         db.executescript(";".join(drop))
