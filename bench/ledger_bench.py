@@ -86,21 +86,109 @@ def steps(ledger: Ledger, n: int, backend: str) -> list[tuple[str, float, str]]:
     return out + [(f"ledger {name}, statements ({backend})", float(counts[name]), goals[name]) for name in steps_of]
 
 
-def _seed(path: Path, rows: int) -> None:
-    """`rows` settled payments of last month, written straight into a fresh SQLite ledger's table."""
+def _bulk(path: Path, statements: list[tuple[str, tuple[object, ...]]]) -> None:
+    """Rows written straight into a fresh SQLite ledger's tables, with its triggers off: the next
+    open fills its running totals and window buckets from them, as for a ledger made before them."""
     import sqlite3
 
     with open_ledger(path):
         pass  # the schema
-    old = time.time() - 30 * 86_400
-    db = sqlite3.connect(path)
+    db = sqlite3.connect(path, isolation_level=None)
     db.execute("PRAGMA synchronous=OFF")
-    db.executemany(
-        "INSERT INTO payments (status, created_at, updated_at, host, url, protocol, method, payment_hash, amount_msat, "
-        "fee_msat) VALUES ('settled', ?, ?, 'old.example', 'u', 'l402-v0.2', 'lightning', ?, 1000, 0)",
-        ((old + i * 1e-3, old + i * 1e-3, f"seed-{i}") for i in range(rows)))
-    db.commit()
+    db.execute("BEGIN")
+    for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'").fetchall():
+        db.execute(f"DROP TRIGGER {name}")
+    db.execute("DROP TABLE payment_totals")
+    db.execute("DROP TABLE payment_windows")
+    for sql, args in statements:
+        db.execute(sql, args)
+    db.execute("COMMIT")
     db.close()
+
+
+ROWS = ("WITH RECURSIVE k(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM k WHERE i + 1 < ?) "
+        "INSERT INTO payments (status, created_at, updated_at, host, url, protocol, method, payment_hash, amount_msat, "
+        "fee_msat) SELECT 'settled', ? + i * ?, ? + i * ?, ?, 'u', 'l402-v0.2', 'lightning', 'seed-' || i, ?, 0 FROM k")
+
+
+def _seed(path: Path, rows: int) -> None:
+    """`rows` settled payments of last month (a millisecond apart)."""
+    old = time.time() - 30 * 86_400
+    _bulk(path, [(ROWS, (rows, old, 1e-3, old, 1e-3, "old.example", 1000))])
+
+
+def _crowd(path: Path, rows: int) -> None:
+    """`rows` settled payments spread over the last hour (inside every default window; of 0 msat, so
+    that the default hourly budget still has room)."""
+    first = time.time() - 3_590
+    _bulk(path, [(ROWS, (rows, first, 3_580 / rows, first, 3_580 / rows, "crowd.example", 0))])
+
+
+def _reserve_seconds(ledgers: dict[int, Ledger], n: int, tag: str) -> dict[int, float]:
+    """Seconds spent in `n` reservations under httpay's default limits (hourly, daily) on each
+    ledger, interleaved in rounds so that a busy moment of the machine hits every ledger alike."""
+    import httpay
+
+    limits = httpay.Policy().limits("bench.example", None)
+    spent = dict.fromkeys(ledgers, 0.0)
+    for round_ in range(5):
+        for rows, lg in ledgers.items():
+            for i in range(n // 5):
+                intent = Intent(host="bench.example", url="u", protocol="l402-v0.2", method="lightning",
+                                amount_msat=1, payment_hash=f"{tag}-{rows}-{round_}-{i}")
+                start = time.perf_counter()
+                r = lg.reserve(intent, limits)
+                spent[rows] += time.perf_counter() - start
+                lg.settle(r.id, preimage="00" * 32)
+    return spent
+
+
+def crowded(n: int, rows: int = 100_000) -> list[tuple[str, float, str]]:
+    """A reservation under the default limits with `rows` payments inside its last hour (so inside
+    its hourly and daily windows) against one with 10: the windows read their buckets, not their rows."""
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = {size: Path(tmp) / f"crowded-{size}.sqlite3" for size in (10, rows)}
+        for size, path in paths.items():
+            _crowd(path, size)
+        os.sync()
+        ledgers = {size: open_ledger(path) for size, path in paths.items()}
+        try:
+            spent = _reserve_seconds(ledgers, n, "crowd")
+        finally:
+            for lg in ledgers.values():
+                lg.close()
+    return [(f"ledger reserve with {rows:,} rows in the last hour / with 10, default limits (SQLite)",
+             round(spent[rows] / spent[10], 2), "<= 1.10")]
+
+
+def _crowd_postgres(url: str, rows: int) -> None:
+    """`rows` settled payments over the last hour, written with the triggers off (then filled on open)."""
+    import psycopg
+
+    open_ledger(url).close()  # the schema
+    with psycopg.connect(url, autocommit=True, prepare_threshold=None) as conn:
+        for trigger, table in (("payments_totals", "payments"), ("payments_windows", "payments"),
+                               ("payments_windows_update", "payments"), ("payment_tags_windows", "payment_tags")):
+            conn.execute(f"DROP TRIGGER {trigger} ON {table}")
+        conn.execute("INSERT INTO payments (status, created_at, updated_at, host, url, protocol, method, payment_hash, "
+                     "amount_msat, fee_msat) SELECT 'settled', now() - make_interval(secs => 3590 - i * %s), now(), "
+                     "'crowd.example', 'u', 'l402-v0.2', 'lightning', 'seed-' || i, 0, 0 "
+                     "FROM generate_series(0, %s - 1) i", (3_580 / rows, rows))
+        conn.execute("ANALYZE")
+
+
+def crowded_postgres(n: int, few_url: str, many_url: str, rows: int = 100_000) -> list[tuple[str, float, str]]:
+    """The same figure on PostgreSQL: two servers, one with 10 rows in the hour, one with `rows`."""
+    _crowd_postgres(few_url, 10)
+    _crowd_postgres(many_url, rows)
+    ledgers = {10: open_ledger(few_url), rows: open_ledger(many_url)}
+    try:
+        spent = _reserve_seconds(ledgers, n, "crowd-pg")
+    finally:
+        for lg in ledgers.values():
+            lg.close()
+    return [(f"ledger reserve with {rows:,} rows in the last hour / with 10, default limits (PostgreSQL)",
+             round(spent[rows] / spent[10], 2), "<= 1.10")]
 
 
 def growth(n: int, sizes: tuple[int, ...] = (10, 100_000, 1_000_000)) -> list[tuple[str, float, str]]:
@@ -165,15 +253,21 @@ def run(n: int = 300) -> list[tuple[str, float, str]]:
         lines.append(("ledger payments recorded per second (SQLite)", round(payments_per_second(lite, n), 1), TARGET))
         lines += steps(lite, n, "SQLite")
     lines += growth(n)
-    folder = Path(tempfile.mkdtemp(prefix="httpay-pg-bench-"))  # under /tmp: reachable by the postgres user
+    lines += crowded(n)
+    folders = [Path(tempfile.mkdtemp(prefix="httpay-pg-bench-")) for _ in range(2)]  # under /tmp: the postgres user's
     try:
-        with open_ledger(_postgres(folder)) as pg:
+        url = _postgres(folders[0])
+        with open_ledger(url) as pg:
             lines.append(("ledger payments recorded per second (PostgreSQL)", round(payments_per_second(pg, n), 1),
                           TARGET))
             lines += steps(pg, n, "PostgreSQL")
+        with open_ledger(url) as pg:
+            pg._query("DROP TABLE payments, payment_tags, payment_totals, payment_windows", ())  # type: ignore[attr-defined]
+        lines += crowded_postgres(n, url, _postgres(folders[1]))
     finally:
-        subprocess.run(["bash", str(SCRIPT), "stop", str(folder)], capture_output=True, timeout=120)
-        shutil.rmtree(folder, ignore_errors=True)
+        for folder in folders:
+            subprocess.run(["bash", str(SCRIPT), "stop", str(folder)], capture_output=True, timeout=120)
+            shutil.rmtree(folder, ignore_errors=True)
     return lines
 
 

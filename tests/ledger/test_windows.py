@@ -203,10 +203,6 @@ def test_a_ledger_made_before_the_buckets_gets_them_filled_on_open(any_ledger_ur
             elif i % 3 == 1:
                 lg.fail(r.id, "no")
         want = buckets(lg)
-    drop = ["DROP TRIGGER payments_windows_insert", "DROP TRIGGER payments_windows_update",
-            "DROP TRIGGER payments_windows_delete", "DROP TRIGGER payment_tags_windows_insert",
-            "DROP TRIGGER payment_tags_windows_delete", "DROP TRIGGER payment_tags_windows_update",
-            "DROP TABLE payment_windows"]
     if any_ledger_url.startswith("postgresql"):  # as httpay made it before the buckets
         import psycopg
 
@@ -216,7 +212,10 @@ def test_a_ledger_made_before_the_buckets_gets_them_filled_on_open(any_ledger_ur
                 conn.execute(stmt)
     else:
         db = sqlite3.connect(any_ledger_url)
-        db.executescript(";".join(drop))
+        for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'trigger' AND name LIKE '%windows%'").fetchall():
+            db.execute(f"DROP TRIGGER {name}")
+        db.execute("DROP TABLE payment_windows")
+        db.commit()
         db.close()
     with open_ledger(any_ledger_url) as lg, open_ledger(any_ledger_url) as again:  # two openers: filled once
         assert isinstance(lg, SQLLedger)

@@ -48,10 +48,9 @@ from httpay.ledger.sql import (
     Rows,
     SQLLedger,
     bump,
-    payment_items,
     schema,
-    tag_items,
-    windows_bump,
+    window_writes,
+    windows_changed,
     windows_fill,
     windows_moved,
 )
@@ -72,14 +71,22 @@ END
 $$ LANGUAGE plpgsql"""
 
 SECOND = "CAST(floor(extract(epoch from {0})) AS BIGINT)"  # the Unix second of a timestamptz (numeric: exact)
+
+
+def _writes(event: str) -> str:
+    return ";\n        ".join(window_writes(event, SECOND))
+
+
 WINDOWS_FUNCTION = f"""CREATE OR REPLACE FUNCTION httpay_payments_windows() RETURNS trigger AS $$
 BEGIN
     IF TG_OP = 'INSERT' THEN  -- no tag yet: a tag row adds itself (httpay_payment_tags_windows)
-        {windows_bump(payment_items('NEW', 1, SECOND, tags=False))};
-    ELSIF TG_OP = 'UPDATE' THEN
-        {windows_bump(payment_items('OLD', -1, SECOND, tags=True) + payment_items('NEW', 1, SECOND, tags=True))};
+        {_writes("insert")};
+    ELSIF TG_OP = 'DELETE' THEN
+        {_writes("delete")};
+    ELSIF {windows_moved()} THEN
+        {_writes("move")};
     ELSE
-        {windows_bump(payment_items('OLD', -1, SECOND, tags=True))};
+        {_writes("update")};
     END IF;
     RETURN NULL;
 END
@@ -87,11 +94,11 @@ $$ LANGUAGE plpgsql"""
 TAG_WINDOWS_FUNCTION = f"""CREATE OR REPLACE FUNCTION httpay_payment_tags_windows() RETURNS trigger AS $$
 BEGIN
     IF TG_OP = 'INSERT' THEN
-        {windows_bump(tag_items('NEW', 1, SECOND))};
+        {_writes("tag insert")};
     ELSIF TG_OP = 'UPDATE' THEN
-        {windows_bump(tag_items('OLD', -1, SECOND) + tag_items('NEW', 1, SECOND))};
+        {_writes("tag update")};
     ELSE
-        {windows_bump(tag_items('OLD', -1, SECOND))};
+        {_writes("tag delete")};
     END IF;
     RETURN NULL;
 END
@@ -100,7 +107,7 @@ WINDOWS_TRIGGERS = (  # an update that moves no bucket fires nothing
     ("CREATE TRIGGER payments_windows AFTER INSERT OR DELETE ON payments FOR EACH ROW "
     "EXECUTE FUNCTION httpay_payments_windows()"),
     (f"CREATE TRIGGER payments_windows_update AFTER UPDATE OF {WINDOWS_COLUMNS} ON payments FOR EACH ROW "
-    f"WHEN ({windows_moved()}) EXECUTE FUNCTION httpay_payments_windows()"),
+    f"WHEN ({windows_moved()} OR {windows_changed()}) EXECUTE FUNCTION httpay_payments_windows()"),
     ("CREATE TRIGGER payment_tags_windows AFTER INSERT OR UPDATE OR DELETE ON payment_tags FOR EACH ROW "
     "EXECUTE FUNCTION httpay_payment_tags_windows()"),
 )

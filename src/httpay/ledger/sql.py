@@ -157,57 +157,85 @@ def _counted(r: str) -> tuple[str, str]:
             f"(CASE WHEN {r}.status != 'failed' THEN 1 ELSE 0 END)")
 
 
-def payment_items(r: str, sign: int, second: str, *, tags: bool) -> list[str]:
-    """(scope, second, whole, amount, n) of payment row `r` ({sign} +1 adds it, -1 takes it away): every
-    host, its host, and (`tags`) each tag it carries, at the tag row's time."""
-    amount, n = _counted(r)
+_UPSERT = ("ON CONFLICT (scope, grain, bucket) DO UPDATE SET n = payment_windows.n + excluded.n, "
+           "amount_msat = payment_windows.amount_msat + excluded.amount_msat")
+_INTO = "INSERT INTO payment_windows (scope, grain, bucket, n, amount_msat) "
+
+
+def _bucket(sec: str, grain: int) -> str:
+    """The bucket of Unix second `sec` at `grain`: floor division (right before 1970 too)."""
+    if grain == WHOLE:
+        return "0"
+    return sec if grain == 1 else f"(({sec}) - ((({sec}) % {grain}) + {grain}) % {grain}) / {grain}"
+
+
+def _row_bump(r: str, n: str, amount: str, second: str) -> str:
+    """Add `n` payments and `amount` msat into the buckets of row `r`'s time, for every host and its
+    host: one upsert of eight rows, no read."""
     sec = second.format(f"{r}.created_at")
-    items = [f"SELECT '*' AS scope, {sec} AS s, 0 AS whole, {sign} * {amount} AS amount, {sign} * {n} AS n",
-             f"SELECT {r}.host, {sec}, 0, {sign} * {amount}, {sign} * {n}"]
-    if tags:
-        items.append(f"SELECT {_tag_scope_sql('t')}, {second.format('t.created_at')}, 1, {sign} * {amount}, "
-                     f"{sign} * {n} FROM payment_tags t WHERE t.payment_id = {r}.id")
-    return items
+    values = [f"({scope}, {g}, {_bucket(sec, g)}, {n}, {amount})" for scope in ("'*'", f"{r}.host") for g in GRAINS]
+    return f"{_INTO}VALUES {', '.join(values)} {_UPSERT}"
 
 
-def tag_items(t: str, sign: int, second: str) -> list[str]:
-    """(scope, second, whole, amount, n) of tag row `t`: its payment's amounts, at the tag row's time."""
+def _row_tags_bump(r: str, n: str, amount: str, second: str) -> str:
+    """The same for each tag row `r` has, in its tag's buckets at the tag row's time (and its total)."""
+    sec = second.format("t.created_at")
+    selects = [f"SELECT {_tag_scope_sql('t')}, {g}, {_bucket(sec, g)}, {n}, {amount} FROM payment_tags t "
+               f"WHERE t.payment_id = {r}.id" for g in (WHOLE, *GRAINS)]
+    return f"{_INTO}{' UNION ALL '.join(selects)} {_UPSERT}"
+
+
+def _tag_bump(t: str, sign: int, second: str) -> str:
+    """Add (`sign` 1) or take away (-1) tag row `t`'s payment in the tag's buckets at the tag row's time."""
     amount, n = _counted("p")
-    return [(f"SELECT {_tag_scope_sql(t)} AS scope, {second.format(f'{t}.created_at')} AS s, 1 AS whole, "
-            f"{sign} * {amount} AS amount, {sign} * {n} AS n FROM payments p WHERE p.id = {t}.payment_id")]
+    sec = second.format(f"{t}.created_at")
+    selects = [f"SELECT {_tag_scope_sql(t)}, {g}, {_bucket(sec, g)}, {sign} * {n}, {sign} * {amount} FROM payments p "
+               f"WHERE p.id = {t}.payment_id" for g in (WHOLE, *GRAINS)]
+    return f"{_INTO}{' UNION ALL '.join(selects)} {_UPSERT}"
 
 
-def windows_bump(items: Sequence[str]) -> str:
-    """One statement adding `items` into their buckets of every grain, summed first (an update adds
-    its new row and takes away its old: where they meet the bucket moves by the difference only,
-    and a bucket they leave as it was is not written)."""
-    grains = " UNION ALL ".join(f"SELECT {g} AS grain" for g in (WHOLE, *GRAINS))
-    g = "NULLIF(g.grain, 0)"  # grain 0 is the one bucket 0 (no division by it)
-    bucket = f"COALESCE((x.s - ((x.s % {g}) + {g}) % {g}) / {g}, 0)"  # floor division, before 1970 too
-    return ("INSERT INTO payment_windows (scope, grain, bucket, n, amount_msat) "
-            f"SELECT x.scope, g.grain, {bucket}, SUM(x.n), SUM(x.amount) FROM ({' UNION ALL '.join(items)}) x "
-            f"JOIN ({grains}) g ON g.grain != 0 OR x.whole = 1 GROUP BY x.scope, g.grain, {bucket} "
-            "HAVING SUM(x.n) != 0 OR SUM(x.amount) != 0 "
-            "ON CONFLICT (scope, grain, bucket) DO UPDATE SET n = payment_windows.n + excluded.n, "
-            "amount_msat = payment_windows.amount_msat + excluded.amount_msat")
+def window_writes(event: str, second: str) -> list[str]:
+    """The statements that keep the buckets right after one row's `event`: "insert", "delete",
+    "update" (in place: its host and time unchanged, so its buckets move by the difference only),
+    "move" (its host or time changed), and "tag insert", "tag delete", "tag update". A payment's
+    insert has no tag yet: each tag row adds itself."""
+    (a_old, n_old), (a_new, n_new) = _counted("OLD"), _counted("NEW")
+    old = [_row_bump("OLD", f"-{n_old}", f"-{a_old}", second), _row_tags_bump("OLD", f"-{n_old}", f"-{a_old}", second)]
+    new = [_row_bump("NEW", n_new, a_new, second), _row_tags_bump("NEW", n_new, a_new, second)]
+    dn, da = f"({n_new} - {n_old})", f"({a_new} - {a_old})"
+    return {"insert": new[:1], "delete": old, "move": old + new,
+            "update": [_row_bump("NEW", dn, da, second), _row_tags_bump("NEW", dn, da, second)],
+            "tag insert": [_tag_bump("NEW", 1, second)], "tag delete": [_tag_bump("OLD", -1, second)],
+            "tag update": [_tag_bump("OLD", -1, second), _tag_bump("NEW", 1, second)]}[event]
 
 
 def windows_fill(second: str) -> str:
-    """Every bucket, from the rows (a ledger made before the buckets, once, on open)."""
+    """Every bucket, from the rows (a ledger made before the buckets, once, on open): one grouped insert."""
     amount, n = _counted("p")
     sec = second.format("p.created_at")
-    return windows_bump([
+    items = " UNION ALL ".join([
         f"SELECT '*' AS scope, {sec} AS s, 0 AS whole, {amount} AS amount, {n} AS n FROM payments p",
         f"SELECT p.host, {sec}, 0, {amount}, {n} FROM payments p",
         (f"SELECT {_tag_scope_sql('t')}, {second.format('t.created_at')}, 1, {amount}, {n} "
-        "FROM payment_tags t JOIN payments p ON p.id = t.payment_id")])
+         "FROM payment_tags t JOIN payments p ON p.id = t.payment_id")])
+    grains = " UNION ALL ".join(f"SELECT {g} AS grain" for g in (WHOLE, *GRAINS))
+    g = "NULLIF(g.grain, 0)"  # grain 0 is the one bucket 0 (no division by it)
+    bucket = f"COALESCE((x.s - ((x.s % {g}) + {g}) % {g}) / {g}, 0)"
+    return (f"{_INTO}SELECT x.scope, g.grain, {bucket}, SUM(x.n), SUM(x.amount) FROM ({items}) x "
+            f"JOIN ({grains}) g ON g.grain != 0 OR x.whole = 1 GROUP BY x.scope, g.grain, {bucket} "
+            f"HAVING SUM(x.n) != 0 OR SUM(x.amount) != 0 {_UPSERT}")
+
+
+def windows_changed(old: str = "OLD", new: str = "NEW") -> str:
+    """Whether an update in place (host and time unchanged) moves a bucket: else it writes nothing."""
+    (a_old, n_old), (a_new, n_new) = _counted(old), _counted(new)
+    return (f"{old}.host = {new}.host AND {old}.created_at = {new}.created_at "
+            f"AND ({a_old} != {a_new} OR {n_old} != {n_new})")
 
 
 def windows_moved(old: str = "OLD", new: str = "NEW") -> str:
-    """Whether an update moves a bucket (the WHEN of its trigger): else it writes nothing."""
-    (a_old, n_old), (a_new, n_new) = _counted(old), _counted(new)
-    return (f"{a_old} != {a_new} OR {n_old} != {n_new} OR {old}.host != {new}.host "
-            f"OR {old}.created_at != {new}.created_at")
+    """Whether an update moves a row to another host or time (its buckets taken out, then put in)."""
+    return f"{old}.host != {new}.host OR {old}.created_at != {new}.created_at"
 
 
 def _tags_of(raw: Any) -> dict[str, str]:

@@ -37,10 +37,9 @@ from httpay.ledger.sql import (
     Rows,
     SQLLedger,
     bump,
-    payment_items,
     schema,
-    tag_items,
-    windows_bump,
+    window_writes,
+    windows_changed,
     windows_fill,
     windows_moved,
 )
@@ -54,17 +53,19 @@ TRIGGERS = (  # keep payment_totals right in the transaction of every write
 )
 
 SECOND = "(CAST({0} AS INTEGER) - ({0} < CAST({0} AS INTEGER)))"  # floor() of a REAL time: exact, no math extension
-WINDOW_TRIGGERS = (  # keep payment_windows right in the transaction of every write (tags: a statement of their own)
-    (f"CREATE TRIGGER payments_windows_insert AFTER INSERT ON payments "
-     f"BEGIN {windows_bump(payment_items('NEW', 1, SECOND, tags=False))}; END"),
-    (f"CREATE TRIGGER payments_windows_update AFTER UPDATE OF {WINDOWS_COLUMNS} ON payments WHEN {windows_moved()} "
-     f"BEGIN {windows_bump(payment_items('OLD', -1, SECOND, tags=True) + payment_items('NEW', 1, SECOND, tags=True))}; END"),
-    (f"CREATE TRIGGER payments_windows_delete AFTER DELETE ON payments "
-     f"BEGIN {windows_bump(payment_items('OLD', -1, SECOND, tags=True))}; END"),
-    f"CREATE TRIGGER payment_tags_windows_insert AFTER INSERT ON payment_tags BEGIN {windows_bump(tag_items('NEW', 1, SECOND))}; END",
-    f"CREATE TRIGGER payment_tags_windows_delete AFTER DELETE ON payment_tags BEGIN {windows_bump(tag_items('OLD', -1, SECOND))}; END",
-    (f"CREATE TRIGGER payment_tags_windows_update AFTER UPDATE ON payment_tags "
-     f"BEGIN {windows_bump(tag_items('OLD', -1, SECOND) + tag_items('NEW', 1, SECOND))}; END"),
+def _trigger(name: str, when: str, event: str, condition: str = "") -> str:
+    return (f"CREATE TRIGGER {name} AFTER {when}{f' WHEN {condition}' if condition else ''} "
+            f"BEGIN {'; '.join(window_writes(event, SECOND))}; END")
+
+
+WINDOW_TRIGGERS = (  # keep payment_windows right in the transaction of every write; an update that moves nothing fires none
+    _trigger("payments_windows_insert", "INSERT ON payments", "insert"),
+    _trigger("payments_windows_update", f"UPDATE OF {WINDOWS_COLUMNS} ON payments", "update", windows_changed()),
+    _trigger("payments_windows_move", f"UPDATE OF {WINDOWS_COLUMNS} ON payments", "move", windows_moved()),
+    _trigger("payments_windows_delete", "DELETE ON payments", "delete"),
+    _trigger("payment_tags_windows_insert", "INSERT ON payment_tags", "tag insert"),
+    _trigger("payment_tags_windows_update", "UPDATE ON payment_tags", "tag update"),
+    _trigger("payment_tags_windows_delete", "DELETE ON payment_tags", "tag delete"),
 )
 
 
