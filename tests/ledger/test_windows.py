@@ -51,6 +51,16 @@ def plain(lg: SQLLedger, since: datetime | None, host: str | None = None, tag: t
     return int(lg._query(sql, args)[0]["s"])
 
 
+def plain_by_tag(lg: SQLLedger, since: datetime | None) -> list[tuple[str, str, int, int]]:
+    """Every tag's payments and spend, grouped over the rows (as `spent_by_tag` did before the buckets)."""
+    window, args = ("", []) if since is None else (" AND t.created_at >= ?", [lg._to_db_time(since)])
+    rows = lg._query("SELECT t.tag_key AS k, t.tag_value AS v, COUNT(*) AS n, COALESCE(SUM(p.amount_msat + p.fee_msat), "
+                     "0) AS spent FROM payment_tags t JOIN payments p ON p.id = t.payment_id WHERE p.status != 'failed'"
+                     f"{window} GROUP BY t.tag_key, t.tag_value", args)
+    return sorted(((str(r["k"]), str(r["v"]), int(r["n"]), int(r["spent"])) for r in rows),
+                  key=lambda t: (-t[3], t[0], t[1]))
+
+
 def buckets(lg: SQLLedger) -> dict[tuple[str, int, int], tuple[int, int]]:
     rows = lg._query("SELECT scope, grain, bucket, n, amount_msat FROM payment_windows", ())
     return {(str(r["scope"]), int(r["grain"]), int(r["bucket"])): (int(r["n"]), int(r["amount_msat"]))
@@ -84,6 +94,8 @@ def check(lg: SQLLedger, rng: random.Random, starts: list[datetime]) -> None:
             assert lg.spent_msat(tag=tag, since=since) == plain(lg, since, tag=tag), (since, tag)
     for tag in TAGS:
         assert lg.spent_msat(tag=tag) == plain(lg, None, tag=tag), tag
+    for start in [None, *starts[:8]]:  # the dashboard's spend by tag, all time and in a window
+        assert lg.spent_by_tag(since=start) == plain_by_tag(lg, start), start
     # the reservation's own statement: every limit's column, its window ending at a chosen `now`
     now = rng.choice(starts) + timedelta(hours=1)
     limits = [Limit("hourly budget", 1, window=timedelta(hours=1)), Limit("daily budget", 1, window=timedelta(days=1)),

@@ -44,6 +44,7 @@ from httpay.ledger.sql import (
     TOTALS_TABLE,
     WINDOWS_COLUMNS,
     WINDOWS_TABLE,
+    WINDOWS_WHOLE_INDEX,
     Query,
     Rows,
     SQLLedger,
@@ -227,6 +228,7 @@ class PostgresLedger(SQLLedger):
         if found is None:  # windowed budgets' buckets: likewise
             conn.execute("LOCK TABLE payments, payment_tags IN SHARE ROW EXCLUSIVE MODE")
             conn.execute(WINDOWS_TABLE.format(int="BIGINT", without_rowid=""))
+            conn.execute(WINDOWS_WHOLE_INDEX)
             conn.execute("DELETE FROM payment_windows")
             conn.execute(windows_fill(SECOND))
             conn.execute(WINDOWS_FUNCTION)

@@ -139,6 +139,8 @@ WINDOWS_TABLE = """CREATE TABLE IF NOT EXISTS payment_windows (
     amount_msat {int} NOT NULL,
     PRIMARY KEY (scope, grain, bucket)
 ){without_rowid}"""
+# every tag's total, one row each, without reading the other buckets (`spent_by_tag`)
+WINDOWS_WHOLE_INDEX = "CREATE INDEX IF NOT EXISTS payment_windows_whole ON payment_windows (scope) WHERE grain = 0"
 WINDOWS_COLUMNS = "status, amount_msat, fee_msat, host, created_at"  # the columns whose change moves a bucket
 
 
@@ -378,11 +380,17 @@ class SQLLedger(Ledger):
                 "h_lo": up(3600), "h_hi": (f"{up(86400)[0]} * 24", span), "d_lo": up(86400)}
 
     @staticmethod
-    def _window_sum(scope: tuple[str, Any] | None, bounds: dict[str, tuple[str, list[Any]]]) -> tuple[str, list[Any]]:
+    def _window_sum(scope: tuple[str, Any] | None, bounds: dict[str, tuple[str, list[Any]]], *,
+                    count: bool = False) -> tuple[str, list[Any]]:
         """What a window commits (`bounds`, from `_bounds`) for every host (`scope` None), ("host", h)
         or ("tag", (k, v)), as one SQL expression: its partial second's rows by index, plus its buckets
-        by their key; at most a second of rows and ~150 bucket rows, whatever the window holds."""
+        by their key; at most a second of rows and ~150 bucket rows, whatever the window holds.
+        `count`: how many payments instead (not failed, like the msat)."""
         args: list[Any] = []
+        bucket = "n" if count else "amount_msat"
+
+        def rows(p: str = "") -> str:
+            return "COUNT(*)" if count else f"SUM({p}amount_msat + {p}fee_msat)"
 
         def at(name: str) -> str:
             sql, values = bounds[name]
@@ -392,7 +400,7 @@ class SQLLedger(Ledger):
         if scope is not None and scope[0] == "tag":
             key, value = scope[1]
             args += [key, value]
-            parts = [("(SELECT COALESCE(SUM(p.amount_msat + p.fee_msat), 0) FROM payment_tags t JOIN payments p ON "
+            parts = [(f"(SELECT COALESCE({rows('p.')}, 0) FROM payment_tags t JOIN payments p ON "
                      f"p.id = t.payment_id WHERE t.tag_key = ? AND t.tag_value = ? AND t.created_at >= {at('lo')} "
                      f"AND t.created_at < {at('hi')} AND p.status != 'failed')")]
             name = tag_scope(key, value)
@@ -403,13 +411,13 @@ class SQLLedger(Ledger):
                 args.append(name)
             else:
                 name = ALL_HOSTS
-            parts = [(f"(SELECT COALESCE(SUM(amount_msat + fee_msat), 0) FROM payments WHERE {where}"
+            parts = [(f"(SELECT COALESCE({rows()}, 0) FROM payments WHERE {where}"
                      f"created_at >= {at('lo')} AND created_at < {at('hi')} AND status != 'failed')")]
         for grain, lo, hi in ((1, "s_lo", "s_hi"), (60, "m_lo", "m_hi"), (3600, "h_lo", "h_hi"), (86400, "d_lo", None)):
             args.append(name)
             lower = at(lo)  # the arguments in the order of their placeholders
             upper = "" if hi is None else f" AND bucket < {at(hi)}"
-            parts.append(f"(SELECT COALESCE(SUM(amount_msat), 0) FROM payment_windows WHERE scope = ? AND grain = {grain} "
+            parts.append(f"(SELECT COALESCE(SUM({bucket}), 0) FROM payment_windows WHERE scope = ? AND grain = {grain} "
                          f"AND bucket >= {lower}{upper})")
         return f"({' + '.join(parts)})", args
 
@@ -751,13 +759,24 @@ class SQLLedger(Ledger):
         return self._spent(self._query, host, since)
 
     def spent_by_tag(self, *, since: datetime | None = None) -> list[tuple[str, str, int, int]]:
-        """(tag key, tag value, payments, msat committed) for every tag, most spent first."""
-        args: list[Any] = []
-        window = ""
+        """(tag key, tag value, payments, msat committed) for every tag, most spent first: each tag's
+        total is one bucket row (grain 0, by a partial index); a window (`since`) sums each tag's
+        buckets (`_window_sum`), a batch of tags a statement: the work grows with the tags, not the rows."""
+        found: list[tuple[str, str, int, int]] = []
+        for r in self._query(f"SELECT scope, n, amount_msat FROM payment_windows WHERE grain = {WHOLE} AND n != 0", ()):
+            length, _, rest = str(r["scope"])[1:].partition(":")  # '#' len ':' key '=' value
+            found.append((rest[:int(length)], rest[int(length) + 1:], int(r["n"]), int(r["amount_msat"])))
         if since is not None:
-            window, args = " AND t.created_at >= ?", [self._to_db_time(since)]
-        rows = self._query("SELECT t.tag_key AS k, t.tag_value AS v, COUNT(*) AS n, "
-                           "COALESCE(SUM(p.amount_msat + p.fee_msat), 0) AS spent FROM payment_tags t JOIN payments p "
-                           f"ON p.id = t.payment_id WHERE p.status != 'failed'{window} GROUP BY t.tag_key, t.tag_value "
-                           "ORDER BY spent DESC, k, v", args)
-        return [(str(r["k"]), str(r["v"]), int(r["n"]), int(r["spent"])) for r in rows]
+            windowed: list[tuple[str, str, int, int]] = []
+            for i in range(0, len(found), 50):
+                batch, cols, args = found[i:i + 50], [], []
+                for j, (k, v, _, _) in enumerate(batch):
+                    for count in (True, False):
+                        sql, more = self._window_sum(("tag", (k, v)), self._bounds(since, None), count=count)
+                        cols.append(f"{sql} AS {'n' if count else 'm'}{j}")
+                        args += more
+                row = self._query(f"SELECT {', '.join(cols)}", args)[0]
+                windowed += [(k, v, int(row[f"n{j}"]), int(row[f"m{j}"])) for j, (k, v, _, _) in enumerate(batch)
+                             if int(row[f"n{j}"])]
+            found = windowed
+        return sorted(found, key=lambda t: (-t[3], t[0], t[1]))

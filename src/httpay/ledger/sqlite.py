@@ -33,6 +33,7 @@ from httpay.ledger.sql import (
     TOTALS_TABLE,
     WINDOWS_COLUMNS,
     WINDOWS_TABLE,
+    WINDOWS_WHOLE_INDEX,
     Query,
     Rows,
     SQLLedger,
@@ -121,6 +122,7 @@ class SQLiteLedger(SQLLedger):
             if not query("SELECT name FROM sqlite_master WHERE type = 'trigger' AND name = 'payments_windows_insert'",
                          ()):  # windowed budgets' buckets: filled from the rows once, like the totals
                 query(WINDOWS_TABLE.format(int="INTEGER", without_rowid=" WITHOUT ROWID"), ())
+                query(WINDOWS_WHOLE_INDEX, ())
                 query("DELETE FROM payment_windows", ())
                 query(windows_fill(SECOND), ())
                 for stmt in WINDOW_TRIGGERS:
