@@ -6,8 +6,8 @@ the timeout, could hold a payment open for ever. Two ways to bound the whole:
 - **In the caller's thread** (`bounding`), on the transports httpx builds (`install`): their
   connections are made through `BoundedBackend`, whose streams give every read and write at most
   what is left of the deadline in force in this thread. No thread hand-over on a paid request's
-  sends; a new connection (name lookup, every address tried) still goes to a helper thread, which
-  alone can cut a slow resolver short.
+  sends; a new connection (name lookup, every address tried) and its TLS handshake (many reads)
+  still go to a helper thread, which alone can cut them short as a whole.
 - **In a helper thread** (`within`), for any other transport (a mock, a custom one): the caller
   waits only until the deadline and abandons the work.
 """
@@ -136,23 +136,27 @@ def _cut(timeout: float | None, deadline: Deadline) -> float:
 
 
 class BoundedStream(httpcore.NetworkStream):
-    """A connection whose every read and write ends by the deadline in force in its thread, if any."""
+    """A connection whose every read and write ends by the deadline in force in its thread, if any.
+    With none in force (every unpaid request) a read or write is the inner stream's own, one call away."""
 
     def __init__(self, inner: httpcore.NetworkStream) -> None:
         self._inner = inner
+        self._read, self._write = inner.read, inner.write
+        self.get_extra_info = inner.get_extra_info  # type: ignore[method-assign]  # nothing to bound: no frame of ours
+        self.close = inner.close  # type: ignore[method-assign]
 
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
         deadline = _IN_FORCE.deadline
-        return self._inner.read(max_bytes, timeout if deadline is None else _cut(timeout, deadline))
+        return self._read(max_bytes, timeout if deadline is None else _cut(timeout, deadline))
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
         deadline = _IN_FORCE.deadline
         if deadline is None or len(buffer) <= _PIECE:
-            self._inner.write(buffer, timeout if deadline is None else _cut(timeout, deadline))
+            self._write(buffer, timeout if deadline is None else _cut(timeout, deadline))
             return
         view = memoryview(buffer)  # a slow reader is cut piece by piece, not given the whole timeout per send
         for start in range(0, len(buffer), _PIECE):
-            self._inner.write(bytes(view[start:start + _PIECE]), _cut(timeout, deadline))
+            self._write(bytes(view[start:start + _PIECE]), _cut(timeout, deadline))
 
     def close(self) -> None:
         self._inner.close()
@@ -160,8 +164,13 @@ class BoundedStream(httpcore.NetworkStream):
     def start_tls(self, ssl_context: Any, server_hostname: str | None = None,
                   timeout: float | None = None) -> httpcore.NetworkStream:
         deadline = _IN_FORCE.deadline
-        return BoundedStream(self._inner.start_tls(ssl_context, server_hostname,
-                                                   timeout if deadline is None else _cut(timeout, deadline)))
+        if deadline is None:
+            return BoundedStream(self._inner.start_tls(ssl_context, server_hostname, timeout))
+        # a handshake is many reads, each given the whole timeout: bounded as a whole in a helper thread
+        return BoundedStream(within(deadline, f"the TLS handshake with {server_hostname or 'the server'}",
+                                    lambda abandoned: self._inner.start_tls(ssl_context, server_hostname,
+                                                                            _cut(timeout, deadline)),
+                                    lambda late: late.close()))
 
     def get_extra_info(self, info: str) -> Any:
         return self._inner.get_extra_info(info)
