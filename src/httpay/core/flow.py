@@ -293,11 +293,11 @@ def first_send(payer: Payer, request: httpx.Request, *, dry_run: bool = False) -
     of this flow's own on it, no host that asked to be told the payer's methods. A driver sends it
     and starts `request_flow(..., sent=...)` only if the answer is a 402, so the unpaid path costs
     no flow at all. None: the flow decides the first send itself."""
-    if payer.advertise_to or TOKEN_EXTENSION in request.extensions:
+    held = payer.ledger.held_scopes  # what `TokenFor(scope).answer_in_memory` reads, without the effect
+    if held is None or payer.advertise_to or TOKEN_EXTENSION in request.extensions:
         return None
     for scope in scopes_for(str(request.url), payer.token_scope):
-        known, token = TokenFor(scope).answer_in_memory(payer)
-        if not known or token:
+        if scope in held:
             return None
     return _first(payer, request, dry_run)
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import queue
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Generator, Iterator
@@ -21,6 +20,7 @@ import anyio
 import anyio.to_thread
 import httpx
 
+from httpay.core.bounded import bounding, deadline_or, install, installed, within
 from httpay.core.deadline import Deadline
 from httpay.core.effects import Ask, Effect, Join, Leave, Pay, ReadBody, Send, Sleep
 from httpay.core.flow import (
@@ -97,9 +97,6 @@ def _resume(flow: Generator[Effect, Any, httpx.Response], value: Any,
         return None, stop.value
 
 
-_DEADLINE_SLACK_S = 0.05  # a socket timeout this close to the deadline is the deadline's
-
-
 def _bounded(request: httpx.Request, deadline: Deadline) -> httpx.Request:
     """`request` with each of its timeouts cut to what is left of the deadline (no timeout: that)."""
     left = max(deadline.remaining(), 0.001)
@@ -126,75 +123,14 @@ def _read_sync(response: httpx.Response, abandoned: threading.Event) -> httpx.Re
     return response
 
 
-class _Workers:
-    """Daemon threads kept for the deadline's reads: a paid request hands its bounded read to one
-    instead of starting a thread (a crowd meeting one 402 would start hundreds). An abandoned read
-    holds its worker until its socket gives up; when every worker is busy a new one is started, so
-    no read ever waits in a queue behind a hostile server's slow body. Daemons: a process may exit
-    while a read it abandoned is still hanging."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
-        self._idle = 0
-
-    def submit(self, job: Callable[[], None]) -> None:
-        with self._lock:
-            start = self._idle == 0
-            if not start:
-                self._idle -= 1
-        self._jobs.put(job)
-        if start:
-            threading.Thread(target=self._work, name="httpay-deadline", daemon=True).start()
-
-    def _work(self) -> None:
-        while True:
-            try:
-                job = self._jobs.get(timeout=60.0)
-            except queue.Empty:
-                with self._lock:
-                    if self._idle > 0 and self._jobs.empty():
-                        self._idle -= 1
-                        return  # idle for a minute: let the thread go
-                continue
-            job()  # never raises: `_within`'s target keeps every error for its caller
-            with self._lock:
-                self._idle += 1
-
-
-_WORKERS = _Workers()
-
-
-def _within(deadline: Deadline, stage: str, work: Callable[[threading.Event], T],
-            discard: Callable[[T], None]) -> T:
-    """Run `work` in a helper thread and wait for it only until the deadline: a sync socket read cannot
-    be bounded in total otherwise (each chunk may arrive just within the read timeout). Past the
-    deadline the work is abandoned (told by the event, its late result discarded) and the caller gets
-    PaymentDeadlineExceeded."""
-    lock = threading.Lock()
-    done, abandoned = threading.Event(), threading.Event()
-    box: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            box["value"] = work(abandoned)
-        except BaseException as exc:  # noqa: BLE001 - handed to the waiting caller
-            box["error"] = exc
-        with lock:
-            done.set()
-            late = abandoned.is_set()
-        if late and "value" in box:
-            discard(box["value"])
-
-    _WORKERS.submit(target)
-    done.wait(max(deadline.remaining(), 0.0))
-    with lock:
-        if not done.is_set():
-            abandoned.set()
-            raise deadline.exceeded(stage)
-    if "error" in box:
-        raise _deadline_or(box["error"], deadline, stage)
-    return box["value"]  # type: ignore[no-any-return]
+def _read_here(response: httpx.Response) -> httpx.Response:
+    """Read the body in this thread (its reads bounded by the deadline in force); closed if that fails."""
+    try:
+        response.read()
+    except BaseException:
+        response.close()
+        raise
+    return response
 
 
 def _handle_sync(effect: Send, transport: httpx.BaseTransport, request: httpx.Request) -> httpx.Response:
@@ -215,27 +151,33 @@ async def _handle_async(effect: Send, transport: httpx.AsyncBaseTransport, reque
         return await transport.handle_async_request(request)  # a keep-alive connection the server closed meanwhile
 
 
-def _deadline_or(error: BaseException, deadline: Deadline, stage: str) -> BaseException:
-    """A timeout that fired with the deadline all but spent was the deadline's cut (see `_bounded`),
-    not the caller's own timeout: report it as the deadline, whichever clock noticed first."""
-    if isinstance(error, httpx.TimeoutException) and deadline.remaining() <= _DEADLINE_SLACK_S:
-        return deadline.exceeded(stage)
-    return error
-
-
 def _send_sync(effect: Send, transport: httpx.BaseTransport) -> httpx.Response:
-    """One Send: bounded in total by its deadline, or starting one if it meets a 402 to pay."""
+    """One Send: bounded in total by its deadline, or starting one if it meets a 402 to pay. On a
+    transport httpx built, in this thread (`bounded.install`); on any other, in a helper thread."""
     if effect.deadline is not None:
-        request = _bounded(effect.request, effect.deadline)
-        return _within(effect.deadline, _stage(request),
-                       lambda abandoned: _read_sync(_handle_sync(effect, transport, request), abandoned),
-                       lambda late: late.close())
+        deadline, request = effect.deadline, _bounded(effect.request, effect.deadline)
+        if installed(transport):
+            try:
+                with bounding(deadline):
+                    return _read_here(_handle_sync(effect, transport, request))
+            except httpx.TimeoutException as exc:
+                raise deadline_or(exc, deadline, _stage(request)) from None
+        return within(deadline, _stage(request),
+                      lambda abandoned: _read_sync(_handle_sync(effect, transport, request), abandoned),
+                      lambda late: late.close())
     response = _handle_sync(effect, transport, effect.request)
     if response.status_code == 402 and effect.payment_deadline_s is not None:
         deadline = Deadline(effect.payment_deadline_s)
         response.extensions[DEADLINE_EXTENSION] = deadline
-        _within(deadline, "the body of its 402", lambda abandoned: _read_sync(response, abandoned),
-                lambda late: late.close())
+        if installed(transport):
+            try:
+                with bounding(deadline):
+                    _read_here(response)
+            except httpx.TimeoutException as exc:
+                raise deadline_or(exc, deadline, "the body of its 402") from None
+        else:
+            within(deadline, "the body of its 402", lambda abandoned: _read_sync(response, abandoned),
+                   lambda late: late.close())
     return response
 
 
@@ -254,7 +196,7 @@ async def _send_async(effect: Send, transport: httpx.AsyncBaseTransport) -> http
         except TimeoutError:
             raise deadline.exceeded(_stage(request)) from None
         except httpx.TimeoutException as exc:
-            raise _deadline_or(exc, deadline, _stage(request)) from None
+            raise deadline_or(exc, deadline, _stage(request)) from None
         return response
     response = await _handle_async(effect, transport, effect.request)
     if response.status_code == 402 and effect.payment_deadline_s is not None:
@@ -442,6 +384,7 @@ class PaymentTransport(httpx.BaseTransport):
                  flights: _SyncFlights | None = None, route: SyncRoute | None = None) -> None:
         self.payer = payer
         self.inner = transport or httpx.HTTPTransport()
+        install(self.inner)  # its paid sends then need no helper thread for their deadline
         self._flights = flights if flights is not None else _SyncFlights()
         self._route: SyncRoute = route or (lambda url: self.inner)
 
