@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 import sqlite3
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -250,3 +251,51 @@ def test_a_tags_scope_names_one_tag_only(any_ledger: Ledger, key: str, value: st
     scopes = {s for s, _, _ in buckets(any_ledger)} - {"*", "h"}
     assert scopes == {tag_scope(key, value)}
     assert any_ledger.spent_msat(tag=(key, value), since=BASE) == 11
+
+
+def test_many_openers_of_an_older_ledger_fill_its_buckets_once(tmp_path: Path) -> None:
+    """Eight threads open a ledger made before the buckets at once, each on its own connection: the
+    fill runs under the write lock, once, and every opener then reads the same, right, sums."""
+    import threading
+
+    from httpay.ledger.sqlite import SQLiteLedger
+
+    path = tmp_path / "old.db"
+    rng = random.Random(3)
+    with SQLiteLedger(path) as lg:
+        for i in range(30):
+            lg.reserve(Intent(host=rng.choice(HOSTS), url="https://x/", protocol="l402-v0.2", method="lightning",
+                              amount_msat=100 + i, payment_hash=f"{i:064x}", tags=dict([rng.choice(TAGS)])),
+                       now=moment(rng))
+        want = buckets(lg)
+    db = sqlite3.connect(path)
+    for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'trigger' AND name LIKE '%windows%'").fetchall():
+        db.execute(f"DROP TRIGGER {name}")
+    db.execute("DROP TABLE payment_windows")
+    db.commit()
+    db.close()
+    start, opened, errors = threading.Barrier(8), [], []
+
+    def open_it() -> None:
+        start.wait()
+        try:
+            opened.append(SQLiteLedger(path))
+        except Exception as exc:  # noqa: BLE001  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_it) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not errors and len(opened) == 8
+    try:
+        for lg in opened:
+            assert buckets(lg) == want
+            assert lg.spent_msat(since=BASE) == plain(lg, BASE)
+        triggers = opened[0]._query("SELECT COUNT(*) AS n FROM sqlite_master WHERE type = 'trigger' "
+                                    "AND name LIKE '%windows%'", ())[0]["n"]
+        assert triggers == 7
+    finally:
+        for lg in opened:
+            lg.close()
