@@ -12,12 +12,12 @@ import math
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import MISSING, dataclass, field, fields
 from datetime import timedelta
-from fractions import Fraction
 from typing import Any, Literal
 
 from httpay.amounts import (
     MAX_MSAT,
     MSAT_PER_BTC,
+    as_decimal,
     fmt_msat,
     rate_ok,
     usd_value,
@@ -37,7 +37,7 @@ def usd_to_msat(usd: float, usd_per_btc: float) -> int:
     so no later arithmetic meets a number of thousands of digits."""
     if not (math.isfinite(usd) and usd >= 0) or not rate_ok(usd_per_btc):
         raise ConfigError(f"cannot convert {usd!r} USD at {usd_per_btc!r} USD/BTC: both must be finite, positive numbers")
-    return min(math.floor(Fraction(str(usd)) * MSAT_PER_BTC / Fraction(str(usd_per_btc))), MAX_MSAT)
+    return min(math.floor(as_decimal(usd) * MSAT_PER_BTC / as_decimal(usd_per_btc)), MAX_MSAT)
 
 
 def msat_to_usd(msat: int, usd_per_btc: float | None) -> float | None:

@@ -457,18 +457,17 @@ class CountingSigner:
         return bytes(self.inner.sign_typed_data(domain, types, primary_type, message))
 
 
-class RawClassic:
-    """A classic L402 paywall spoken over raw sockets, so the request after the payment can break
-    as no framework would: "reset" (RST), "short" (the body stops half way), "garbage" (not HTTP)."""
+class RawServer:
+    """A loopback server spoken over raw sockets, each connection served by `_one` in its own
+    thread: for answers no framework would give. `connections`: how many were opened."""
 
-    def __init__(self, svc: HostileService, behaviour: str, *, price_sat: int = 10) -> None:
+    def __init__(self, name: str) -> None:
         import socket
 
-        self.svc, self.behaviour, self.price_sat = svc, behaviour, price_sat
         self.sock = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/raw"
-        self.paid_requests = 0
-        self._thread = threading.Thread(target=self._serve, daemon=True, name="raw-classic")
+        self.base = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.connections = 0
+        self._thread = threading.Thread(target=self._serve, daemon=True, name=name)
         self._thread.start()
 
     def _serve(self) -> None:
@@ -477,7 +476,25 @@ class RawClassic:
                 conn, _ = self.sock.accept()
             except OSError:
                 return
+            self.connections += 1
             threading.Thread(target=self._one, args=(conn,), daemon=True).start()
+
+    def _one(self, conn: Any) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class RawClassic(RawServer):
+    """A classic L402 paywall spoken over raw sockets, so the request after the payment can break
+    as no framework would: "reset" (RST), "short" (the body stops half way), "garbage" (not HTTP)."""
+
+    def __init__(self, svc: HostileService, behaviour: str, *, price_sat: int = 10) -> None:
+        self.svc, self.behaviour, self.price_sat = svc, behaviour, price_sat
+        self.paid_requests = 0
+        super().__init__("raw-classic")
+        self.url = self.base + "/raw"
 
     def _one(self, conn: Any) -> None:
         import socket
@@ -510,9 +527,6 @@ class RawClassic:
                 conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"ok\":")
             else:
                 conn.sendall(b"\x00\x01 this is not HTTP at all\r\n\r\n")
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 @dataclass

@@ -26,32 +26,21 @@ import pytest
 import httpay
 from httpay.core import bounded
 from tests.helpers import NOTEBOOK_OFFERS
-from tests.hostile.harness import CountingWallet, HostileService, hostile_service, run
+from tests.hostile.harness import CountingWallet, HostileService, RawServer, hostile_service, run
 
 POLICY = httpay.Policy(budget_sat=1_000, usd_per_btc=100_000)
 
 
-class RawV02:
+class RawV02(RawServer):
     """A v0.2 paywall over raw sockets, one kept-alive connection per client: its 402 is sound, and
     its payment endpoint answers as `behaviour` says: "dribble-head" (the status line and headers a
-    byte every 20 ms, for ever), or "answer" (a real invoice)."""
+    byte every 20 ms, for ever)."""
 
     def __init__(self, svc: HostileService, behaviour: str) -> None:
         self.svc, self.behaviour = svc, behaviour
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
         self.stop = threading.Event()
-        self.connections = 0
-        threading.Thread(target=self._serve, daemon=True, name="raw-v02").start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.connections += 1
-            threading.Thread(target=self._one, args=(conn,), daemon=True).start()
+        super().__init__("raw-v02")
+        self.url = self.base
 
     def _request(self, conn: socket.socket, pending: bytes) -> tuple[str, bytes] | None:
         data = pending
@@ -91,7 +80,7 @@ class RawV02:
 
     def close(self) -> None:
         self.stop.set()
-        self.sock.close()
+        super().close()
 
 
 @pytest.fixture

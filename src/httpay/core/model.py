@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
-from httpay.amounts import MSAT_PER_BTC, decimal_text, fmt_msat, format_amount, rate_ok
+from httpay.amounts import MSAT_PER_BTC, as_decimal, decimal_text, fmt_msat, format_amount, rate_ok
 from httpay.lightning import offer_price_msat
 from httpay.safe import clean
 from httpay.view import Cell, Column, View, kv, row, sat
@@ -68,7 +68,7 @@ class Money:
         usd = self.in_usd()
         if usd is None or not rate_ok(usd_per_btc):
             return None
-        return math.ceil(usd * MSAT_PER_BTC / Fraction(str(usd_per_btc)))
+        return math.ceil(usd * MSAT_PER_BTC / as_decimal(usd_per_btc))
 
     def in_usd(self, usd_per_btc: float | None = None) -> Fraction | None:
         """The exact USD worth: fiat USD and USD-pegged tokens always; Lightning amounts at a rate."""
@@ -79,7 +79,7 @@ class Money:
             return Fraction(self.amount, 10**self.decimals)
         msat = self.in_msat(None) if cur in (*_SATS, "MSAT") else None
         if msat is not None and rate_ok(usd_per_btc):
-            return Fraction(msat, MSAT_PER_BTC) * Fraction(str(usd_per_btc))
+            return Fraction(msat, MSAT_PER_BTC) * as_decimal(usd_per_btc)
         return None
 
     def __str__(self) -> str:
@@ -235,7 +235,7 @@ class Quote:
             return own
         if self.price_msat is None or not rate_ok(self.usd_per_btc):
             return None
-        return Fraction(self.price_msat, MSAT_PER_BTC) * Fraction(str(self.usd_per_btc))
+        return Fraction(self.price_msat, MSAT_PER_BTC) * as_decimal(self.usd_per_btc)
 
     def view(self) -> View:
         """The quote as a person checks it: what, how, for how much, and every limit it was held to."""
