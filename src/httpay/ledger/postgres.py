@@ -38,6 +38,7 @@ from psycopg_pool import ConnectionPool
 
 from httpay.errors import LedgerError
 from httpay.ledger.sql import (
+    ALL_HOSTS,
     MIGRATIONS,
     TOTALS_COLUMNS,
     TOTALS_FILL,
@@ -50,6 +51,7 @@ from httpay.ledger.sql import (
     SQLLedger,
     bump,
     schema,
+    tag_scope,
     window_writes,
     windows_changed,
     windows_fill,
@@ -104,6 +106,44 @@ BEGIN
     RETURN NULL;
 END
 $$ LANGUAGE plpgsql"""
+# A window's spend for the reservation's guard, as `SQLLedger._window_sum` reads it (the partial
+# second's rows, then the buckets of each grain), in a function: PostgreSQL plans every statement
+# sent to it anew (no prepared statements, for PgBouncer), and a guard of several windows cost more
+# to plan than to run, under the budget lock; a PL/pgSQL function keeps its plans per connection.
+# Versioned by name: a changed body gets a new name, so old and new httpay can share one database.
+WINDOW_SPENT = "httpay_window_spent_v1"
+WINDOW_SPENT_FUNCTION = f"""CREATE OR REPLACE FUNCTION {WINDOW_SPENT}(
+    p_kind text, p_scope text, p_key text, p_value text, p_lo timestamptz) RETURNS numeric AS $$
+DECLARE
+    c0 bigint := CAST(ceil(extract(epoch from p_lo)) AS BIGINT);
+    m bigint := CAST(ceil(c0::numeric / 60) AS BIGINT);
+    h bigint := CAST(ceil(c0::numeric / 3600) AS BIGINT);
+    d bigint := CAST(ceil(c0::numeric / 86400) AS BIGINT);
+    hi timestamptz := to_timestamp(c0);
+    part numeric;
+BEGIN
+    IF p_kind = 'tag' THEN
+        SELECT COALESCE(SUM(p.amount_msat + p.fee_msat), 0) INTO part FROM payment_tags t JOIN payments p
+            ON p.id = t.payment_id WHERE t.tag_key = p_key AND t.tag_value = p_value AND t.created_at >= p_lo
+            AND t.created_at < hi AND p.status != 'failed';
+    ELSIF p_kind = 'host' THEN
+        SELECT COALESCE(SUM(amount_msat + fee_msat), 0) INTO part FROM payments
+            WHERE host = p_scope AND created_at >= p_lo AND created_at < hi AND status != 'failed';
+    ELSE
+        SELECT COALESCE(SUM(amount_msat + fee_msat), 0) INTO part FROM payments
+            WHERE created_at >= p_lo AND created_at < hi AND status != 'failed';
+    END IF;
+    RETURN part
+        + (SELECT COALESCE(SUM(amount_msat), 0) FROM payment_windows
+           WHERE scope = p_scope AND grain = 1 AND bucket >= c0 AND bucket < m * 60)
+        + (SELECT COALESCE(SUM(amount_msat), 0) FROM payment_windows
+           WHERE scope = p_scope AND grain = 60 AND bucket >= m AND bucket < h * 60)
+        + (SELECT COALESCE(SUM(amount_msat), 0) FROM payment_windows
+           WHERE scope = p_scope AND grain = 3600 AND bucket >= h AND bucket < d * 24)
+        + (SELECT COALESCE(SUM(amount_msat), 0) FROM payment_windows
+           WHERE scope = p_scope AND grain = 86400 AND bucket >= d);
+END
+$$ LANGUAGE plpgsql STABLE"""
 WINDOWS_TRIGGERS = (  # an update that moves no bucket fires nothing
     ("CREATE TRIGGER payments_windows AFTER INSERT OR DELETE ON payments FOR EACH ROW "
     "EXECUTE FUNCTION httpay_payments_windows()"),
@@ -235,6 +275,8 @@ class PostgresLedger(SQLLedger):
             conn.execute(TAG_WINDOWS_FUNCTION)
             for stmt in WINDOWS_TRIGGERS:
                 conn.execute(stmt)
+        if conn.execute("SELECT 1 FROM pg_proc WHERE proname = %s", (WINDOW_SPENT,)).fetchone() is None:
+            conn.execute(WINDOW_SPENT_FUNCTION)
 
     def _create_schema(self, url: str, connect_timeout: float) -> None:
         """Create or migrate the tables, under a transaction-level lock so many agents may start at once."""
@@ -293,6 +335,17 @@ class PostgresLedger(SQLLedger):
                     conn.execute("ROLLBACK")
                 raise
             self._run(conn, "COMMIT", ())
+
+    def _window_spent(self, scope: tuple[str, Any] | None, now: datetime | None,
+                      window: timedelta) -> tuple[str, list[Any]]:
+        """A window's spend through `httpay_window_spent_v1` (its plans kept per connection)."""
+        start, arg = self._window_start(now, window)
+        if scope is None:
+            return f"{WINDOW_SPENT}('all', ?, NULL, NULL, {start})", [ALL_HOSTS, arg]
+        if scope[0] == "host":
+            return f"{WINDOW_SPENT}('host', ?, NULL, NULL, {start})", [str(scope[1]), arg]
+        key, value = scope[1]
+        return f"{WINDOW_SPENT}('tag', ?, ?, ?, {start})", [tag_scope(key, value), key, value, arg]
 
     def _to_db_time(self, when: datetime) -> datetime:
         return when

@@ -421,6 +421,13 @@ class SQLLedger(Ledger):
                          f"AND bucket >= {lower}{upper})")
         return f"({' + '.join(parts)})", args
 
+    def _window_spent(self, scope: tuple[str, Any] | None, now: datetime | None,
+                      window: timedelta) -> tuple[str, list[Any]]:
+        """The SQL of what a window ending `now` (None: the database's clock) has committed, for a
+        reservation's guard statement: its buckets and partial second (`_window_sum`). A backend
+        that plans every statement anew may read it through a function whose plans it keeps."""
+        return self._window_sum(scope, self._bounds(None if now is None else now - window, window))
+
     def _spent_columns(self, limits: Sequence[Limit], now: datetime | None) -> tuple[list[str], list[Any]]:
         """One column per limit, `s{i}`: what it has spent, each from its running total or its
         window's buckets (`_window_sum`): none reads more rows as the history or the window grows."""
@@ -440,7 +447,7 @@ class SQLLedger(Ledger):
                     args.append(lim.host or ALL_HOSTS)
                 continue
             scope = ("tag", lim.tag) if lim.tag is not None else None if lim.host is None else ("host", lim.host)
-            sql, more = self._window_sum(scope, self._bounds(None if now is None else now - lim.window, lim.window))
+            sql, more = self._window_spent(scope, now, lim.window)
             sums.append(f"{sql} AS s{i}")
             args += more
         return sums, args
