@@ -175,13 +175,17 @@ def crowded(n: int, rows: int = 100_000) -> list[tuple[str, float, str]]:
         for size, path in paths.items():
             _crowd(path, size)
         os.sync()
-        ledgers = {size: open_ledger(path) for size, path in paths.items()}
-        try:
-            spent = _reserve_seconds(ledgers, n, "crowd")
-        finally:
-            for lg in ledgers.values():
-                lg.close()
-    return [(f"ledger reserve with {rows:,} rows in the last hour / with 10, default limits (SQLite)",
+        return _crowded_line({size: open_ledger(path) for size, path in paths.items()}, n, rows, "SQLite")
+
+
+def _crowded_line(ledgers: dict[int, Ledger], n: int, rows: int, backend: str) -> list[tuple[str, float, str]]:
+    """The crowded-window figure from a ledger with 10 rows in its hour and one with `rows` (closed after)."""
+    try:
+        spent = _reserve_seconds(ledgers, n, f"crowd-{backend}")
+    finally:
+        for lg in ledgers.values():
+            lg.close()
+    return [(f"ledger reserve with {rows:,} rows in the last hour / with 10, default limits ({backend})",
              round(spent[rows] / spent[10], 2), "<= 1.10")]
 
 
@@ -205,14 +209,7 @@ def crowded_postgres(n: int, few_url: str, many_url: str, rows: int = 100_000) -
     """The same figure on PostgreSQL: two servers, one with 10 rows in the hour, one with `rows`."""
     _crowd_postgres(few_url, 10)
     _crowd_postgres(many_url, rows)
-    ledgers = {10: open_ledger(few_url), rows: open_ledger(many_url)}
-    try:
-        spent = _reserve_seconds(ledgers, n, "crowd-pg")
-    finally:
-        for lg in ledgers.values():
-            lg.close()
-    return [(f"ledger reserve with {rows:,} rows in the last hour / with 10, default limits (PostgreSQL)",
-             round(spent[rows] / spent[10], 2), "<= 1.10")]
+    return _crowded_line({10: open_ledger(few_url), rows: open_ledger(many_url)}, n, rows, "PostgreSQL")
 
 
 def growth(n: int, sizes: tuple[int, ...] = (10, 100_000, 1_000_000)) -> list[tuple[str, float, str]]:

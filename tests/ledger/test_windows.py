@@ -110,6 +110,16 @@ def check(lg: SQLLedger, rng: random.Random, starts: list[datetime]) -> None:
     assert [int(row[f"s{i}"]) for i in range(len(limits))] == want, now
 
 
+def _as_before_buckets(path: Any) -> None:
+    """Make a SQLite ledger file what an httpay before the buckets left: no window table, no triggers."""
+    db = sqlite3.connect(path)
+    for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'trigger' AND name LIKE '%windows%'").fetchall():
+        db.execute(f"DROP TRIGGER {name}")
+    db.execute("DROP TABLE payment_windows")
+    db.commit()
+    db.close()
+
+
 def test_every_windowed_sum_equals_the_plain_sum_over_the_rows(any_ledger: Ledger) -> None:
     assert isinstance(any_ledger, SQLLedger)
     lg = any_ledger
@@ -224,12 +234,7 @@ def test_a_ledger_made_before_the_buckets_gets_them_filled_on_open(any_ledger_ur
                          "DROP TRIGGER payment_tags_windows ON payment_tags", "DROP TABLE payment_windows"):
                 conn.execute(stmt)
     else:
-        db = sqlite3.connect(any_ledger_url)
-        for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'trigger' AND name LIKE '%windows%'").fetchall():
-            db.execute(f"DROP TRIGGER {name}")
-        db.execute("DROP TABLE payment_windows")
-        db.commit()
-        db.close()
+        _as_before_buckets(any_ledger_url)
     with open_ledger(any_ledger_url) as lg, open_ledger(any_ledger_url) as again:  # two openers: filled once
         assert isinstance(lg, SQLLedger)
         assert buckets(lg) == want and want
@@ -268,12 +273,7 @@ def test_many_openers_of_an_older_ledger_fill_its_buckets_once(tmp_path: Path) -
                               amount_msat=100 + i, payment_hash=f"{i:064x}", tags=dict([rng.choice(TAGS)])),
                        now=moment(rng))
         want = buckets(lg)
-    db = sqlite3.connect(path)
-    for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'trigger' AND name LIKE '%windows%'").fetchall():
-        db.execute(f"DROP TRIGGER {name}")
-    db.execute("DROP TABLE payment_windows")
-    db.commit()
-    db.close()
+    _as_before_buckets(path)
     start, opened, errors = threading.Barrier(8), [], []
 
     def open_it() -> None:
