@@ -159,3 +159,46 @@ def test_a_new_connection_under_the_deadline_is_made_in_a_helper_thread_and_paid
             assert client.get(url).status_code == 200
     assert wallet.paid == 1
     assert helper_threads.submitted == 1  # the connect to the other port, and nothing else
+
+
+class DribblingTLS(RawServer):
+    """A "TLS" payment endpoint whose handshake never ends: the opening of a 16 KB handshake record,
+    then a byte every 20 ms, each well within any read timeout."""
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        super().__init__("dribbling-tls")
+
+    def _one(self, conn: socket.socket) -> None:
+        with conn:
+            conn.recv(65536)  # the ClientHello
+            conn.sendall(b"\x16\x03\x03\x40\x00")
+            while not self.stop.wait(0.02):
+                try:
+                    conn.sendall(b"\x00")
+                except OSError:
+                    return
+
+    def close(self) -> None:
+        self.stop.set()
+        super().close()
+
+
+def test_a_tls_handshake_dribbled_on_a_new_connection_is_cut_at_the_deadline(
+        svc: HostileService, wallet: CountingWallet, ledger: Path, mode: str) -> None:
+    """The payment endpoint is another port over https (a new connection under the deadline): its
+    handshake is bounded as a whole, though each byte comes within the read timeout."""
+    tls = DribblingTLS()
+    try:
+        url = svc.v02("/v02", pr_url=tls.base.replace("http://", "https://") + "/pay")
+        start = time.monotonic()
+        out = run(mode, url, wallet=wallet, ledger=ledger, policy=POLICY, payment_deadline=0.5, timeout=30)
+        took = time.monotonic() - start
+    finally:
+        tls.close()
+    assert isinstance(out.error, httpay.PaymentDeadlineExceeded), repr(out.error)
+    if mode == "sync":
+        assert out.error.stage == "the TLS handshake with 127.0.0.1"
+    assert took < 10  # 16 KB at a byte every 20 ms: over 5 minutes had nothing cut it
+    assert tls.connections == 1
+    assert out.wallet_calls == 0 and out.receipts == [] and out.spent_msat == 0
