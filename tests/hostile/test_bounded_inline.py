@@ -6,7 +6,8 @@ cases hold that (1) a service dribbling its *headers* a byte at a time on a kept
 is still cut at the deadline, nothing paid, no row; (2) the ordinary paid request hands nothing to
 a helper thread; (3) a transport httpx did not build (a custom one) still gets its deadline from a
 helper thread; (4) a payment endpoint on another port (a new connection, made in a helper thread
-under the deadline) is paid normally. Both drivers run each service.
+under the deadline) is paid normally; (5) one whose TLS handshake dribbles is cut at the deadline.
+Both drivers run each service.
 """
 
 from __future__ import annotations
