@@ -137,13 +137,13 @@ def _cut(timeout: float | None, deadline: Deadline) -> float:
 
 class BoundedStream(httpcore.NetworkStream):
     """A connection whose every read and write ends by the deadline in force in its thread, if any.
-    With none in force (every unpaid request) a read or write is the inner stream's own, one call away."""
+    With none in force (every unpaid request) a read or write is the inner stream's own, one call away;
+    `get_extra_info` is the inner stream's itself."""
 
     def __init__(self, inner: httpcore.NetworkStream) -> None:
         self._inner = inner
         self._read, self._write = inner.read, inner.write
-        self.get_extra_info = inner.get_extra_info  # type: ignore[method-assign]  # nothing to bound: no frame of ours
-        self.close = inner.close  # type: ignore[method-assign]
+        self.get_extra_info = inner.get_extra_info  # type: ignore[method-assign]  # asked on every request; nothing to bound
 
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
         deadline = _IN_FORCE.deadline
@@ -172,8 +172,6 @@ class BoundedStream(httpcore.NetworkStream):
                                                                             _cut(timeout, deadline)),
                                     lambda late: late.close()))
 
-    def get_extra_info(self, info: str) -> Any:
-        return self._inner.get_extra_info(info)
 
 
 class BoundedBackend(httpcore.NetworkBackend):

@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Self
 
 import anyio
 import anyio.to_thread
@@ -39,7 +39,6 @@ from httpay.safe import get_logger
 
 log = get_logger("httpay")
 
-T = TypeVar("T")
 DROPPED = (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError)  # the connection went, no answer
 SyncRoute = Callable[[httpx.URL], httpx.BaseTransport]
 AsyncRoute = Callable[[httpx.URL], httpx.AsyncBaseTransport]
@@ -151,33 +150,30 @@ async def _handle_async(effect: Send, transport: httpx.AsyncBaseTransport, reque
         return await transport.handle_async_request(request)  # a keep-alive connection the server closed meanwhile
 
 
+def _read_within(transport: httpx.BaseTransport, deadline: Deadline, stage: str,
+                 answer: Callable[[], httpx.Response]) -> httpx.Response:
+    """`answer()`'s response with its body read, bounded in total by `deadline`: in this thread on a
+    transport httpx built (`bounded.install`), in a helper thread on any other."""
+    if installed(transport):
+        try:
+            with bounding(deadline):
+                return _read_here(answer())
+        except httpx.TimeoutException as exc:
+            raise deadline_or(exc, deadline, stage) from None
+    return within(deadline, stage, lambda abandoned: _read_sync(answer(), abandoned), lambda late: late.close())
+
+
 def _send_sync(effect: Send, transport: httpx.BaseTransport) -> httpx.Response:
-    """One Send: bounded in total by its deadline, or starting one if it meets a 402 to pay. On a
-    transport httpx built, in this thread (`bounded.install`); on any other, in a helper thread."""
+    """One Send: bounded in total by its deadline, or starting one if it meets a 402 to pay."""
     if effect.deadline is not None:
-        deadline, request = effect.deadline, _bounded(effect.request, effect.deadline)
-        if installed(transport):
-            try:
-                with bounding(deadline):
-                    return _read_here(_handle_sync(effect, transport, request))
-            except httpx.TimeoutException as exc:
-                raise deadline_or(exc, deadline, _stage(request)) from None
-        return within(deadline, _stage(request),
-                      lambda abandoned: _read_sync(_handle_sync(effect, transport, request), abandoned),
-                      lambda late: late.close())
+        request = _bounded(effect.request, effect.deadline)
+        return _read_within(transport, effect.deadline, _stage(request),
+                            lambda: _handle_sync(effect, transport, request))
     response = _handle_sync(effect, transport, effect.request)
     if response.status_code == 402 and effect.payment_deadline_s is not None:
         deadline = Deadline(effect.payment_deadline_s)
         response.extensions[DEADLINE_EXTENSION] = deadline
-        if installed(transport):
-            try:
-                with bounding(deadline):
-                    _read_here(response)
-            except httpx.TimeoutException as exc:
-                raise deadline_or(exc, deadline, "the body of its 402") from None
-        else:
-            within(deadline, "the body of its 402", lambda abandoned: _read_sync(response, abandoned),
-                   lambda late: late.close())
+        _read_within(transport, deadline, "the body of its 402", lambda: response)
     return response
 
 

@@ -54,6 +54,8 @@ TRIGGERS = (  # keep payment_totals right in the transaction of every write
 )
 
 SECOND = "(CAST({0} AS INTEGER) - ({0} < CAST({0} AS INTEGER)))"  # floor() of a REAL time: exact, no math extension
+
+
 def _trigger(name: str, when: str, event: str, condition: str = "") -> str:
     return (f"CREATE TRIGGER {name} AFTER {when}{f' WHEN {condition}' if condition else ''} "
             f"BEGIN {'; '.join(window_writes(event, SECOND))}; END")
