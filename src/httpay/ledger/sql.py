@@ -149,6 +149,10 @@ def tag_scope(key: str, value: str) -> str:
     return f"#{len(key)}:{key}={value}"
 
 
+# a tag's spend over all history: its one grain-0 bucket (argument: its `tag_scope`)
+TAG_TOTAL = f"(SELECT COALESCE(SUM(amount_msat), 0) FROM payment_windows WHERE scope = ? AND grain = {WHOLE} AND bucket = 0)"
+
+
 def _tag_scope_sql(t: str) -> str:
     return f"'#' || length({t}.tag_key) || ':' || {t}.tag_key || '=' || {t}.tag_value"
 
@@ -438,8 +442,7 @@ class SQLLedger(Ledger):
         for i, lim in enumerate(limits):
             if lim.window is None:  # a total over all history: its running total
                 if lim.tag is not None:
-                    sums.append("(SELECT COALESCE(SUM(amount_msat), 0) FROM payment_windows WHERE scope = ? "
-                                f"AND grain = {WHOLE} AND bucket = 0) AS s{i}")
+                    sums.append(f"{TAG_TOTAL} AS s{i}")
                     args.append(tag_scope(*lim.tag))
                 else:
                     sums.append("(SELECT COALESCE(SUM(amount_msat + fee_msat), 0) FROM payment_totals "
@@ -752,8 +755,7 @@ class SQLLedger(Ledger):
                    tag: tuple[str, str] | None = None) -> int:
         if tag is not None and host is None:  # the tag's total or its window's buckets
             if since is None:
-                rows = self._query("SELECT COALESCE(SUM(amount_msat), 0) AS spent FROM payment_windows WHERE "
-                                   f"scope = ? AND grain = {WHOLE} AND bucket = 0", (tag_scope(*tag),))
+                rows = self._query(f"SELECT {TAG_TOTAL} AS spent", (tag_scope(*tag),))
                 return int(rows[0]["spent"])
             sql, args = self._window_sum(("tag", tag), self._bounds(since, None))
             return int(self._query(f"SELECT {sql} AS spent", args)[0]["spent"])
