@@ -22,7 +22,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -32,6 +32,7 @@ import pytest
 
 import httpay
 from httpay.core.effects import (
+    Beside,
     CallAnswered,
     CallKey,
     Effect,
@@ -41,6 +42,7 @@ from httpay.core.effects import (
     Leave,
     LedgerNow,
     Note,
+    Outcome,
     Pay,
     ReadBody,
     RecordCall,
@@ -790,16 +792,18 @@ PURE: dict[str, list[str]] = {
         "Send", "ReadBody",        # the payment request for the chosen offer; its invoice
         "Reserve",                 # written down pending, every limit checked by the ledger
         "Pay",                     # the wallet pays
-        "Settle",                  # the row settled with the preimage and the fee
-        "Leave",                   # the flight is left before the retry
-        "Send",                    # the request again (the account is credited)
+        "Beside",                  # two flows at once, the script answering the first's effects first:
+        "Send",                    #   the request again (the account is credited), while
+        "Settle",                  #   the row is settled with the preimage and the fee,
+        "Leave",                   #   and the flight left once it is (waiters never wait on the retry)
     ],
     CLASSIC: [
         "TokenFor", "Send", "ReadBody", "TokenFor:fresh", "LedgerNow", "Join", "Find", "GetRate",
         "Reserve", "Pay",          # the invoice came in the header: nothing to fetch
-        "SaveToken",               # the paid credential kept for its scope, before the row settles
-        "Settle", "Leave",
+        "Beside",
         "Send",                    # the request again, with the credential just bought (no newer one yet)
+        "SaveToken",               # beside it, the paid credential kept for its scope before the row settles
+        "Settle", "Leave",
     ],
     X402: [
         "TokenFor", "Send", "ReadBody",
@@ -849,6 +853,8 @@ def test_flow_is_pure(dialect: str) -> None:
                 return RATE
             case Join():
                 return False  # this request owns the flight
+            case Beside():
+                return tuple(Outcome(drive(flow)) for flow in (effect.main, effect.aside))
             case TokenFor() | Find() | Leave() | SaveToken() | RecordCall() | CallAnswered():
                 return None
             case CallKey():
@@ -880,16 +886,19 @@ def test_flow_is_pure(dialect: str) -> None:
                   signer=UntouchableSigner(), retries_after_payment=2, retry_delay_s=0.0)
     flow = request_flow(payer, httpx.Request(method or "GET", URLS[dialect], content=b"{}" if method else None))
     seen: list[str] = []
-    value: Any = None
-    while True:
-        try:
-            effect = flow.send(value)
-        except StopIteration as stop:
-            response: httpx.Response = stop.value
-            break
-        assert isinstance(effect, Effect)
-        seen.append(type(effect).__name__ + (":fresh" if isinstance(effect, TokenFor) and effect.fresh else ""))
-        value = answer(effect)
+
+    def drive(flow: Generator[Effect, Any, Any]) -> Any:
+        value: Any = None
+        while True:
+            try:
+                effect = flow.send(value)
+            except StopIteration as stop:
+                return stop.value
+            assert isinstance(effect, Effect)
+            seen.append(type(effect).__name__ + (":fresh" if isinstance(effect, TokenFor) and effect.fresh else ""))
+            value = answer(effect)
+
+    response: httpx.Response = drive(flow)
 
     assert seen == PURE[dialect + (" " + method if method else "")]
     assert response.status_code == 200 and response.json() == {"served": True}

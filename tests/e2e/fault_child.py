@@ -1,7 +1,8 @@
 """A paying process that is killed (SIGKILL) at one point of the pipeline, for fault-injection tests.
 
 Points: before_wallet (ledger says pending, wallet never called), after_wallet (wallet paid, the
-answer never recorded), after_settle (recorded, the paid request never retried), none.
+answer never recorded), after_settle (recorded, the paid request's retry not yet at the service: the
+payment is written down beside the retry, so the retry is held here for the kill to land first), none.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import threading
+from typing import Any
 
 import httpay
 
@@ -42,6 +45,18 @@ def main(base: str, key: str, ledger: str, token: str, point: str, path: str = "
             return result
 
         c.ledger.settle = settle_and_maybe_die  # type: ignore[method-assign]
+        if point == "after_settle":
+            inner: Any = c._transport.inner  # type: ignore[attr-defined]
+            handle, sent = inner.handle_request, []
+
+            def hold_the_retry(request: Any) -> Any:
+                if request.url.path == path:
+                    sent.append(request)
+                    if len(sent) == 2:  # the paid retry: the record beside it dies first
+                        threading.Event().wait(60)
+                return handle(request)
+
+            inner.handle_request = hold_the_retry
         headers = {"Authorization": f"Bearer {token}"} if token else {"Idempotency-Key": "call-1"}
         r = c.get(f"{base}{path}", headers=headers)
         print(r.status_code)

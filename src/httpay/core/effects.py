@@ -9,7 +9,7 @@ wallet or signer never stalls its event loop) and awaits the ones that can be aw
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -89,6 +89,32 @@ class Join(Effect):
 class Leave(Effect):
     blocking: ClassVar[bool] = False
     key: str
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one flow of a `Beside` came to: its value, or the exception it raised."""
+
+    value: Any = None
+    error: BaseException | None = None
+
+    def get(self) -> Any:
+        """The value, or the exception raised here."""
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
+@dataclass(frozen=True, eq=False)
+class Beside(Effect):
+    """Run two flows at once and answer both outcomes (`main`'s, `aside`'s), each kept whole: a
+    paid request's retry goes out (`main`, in the caller's own thread or task) while the payment is
+    written down (`aside`, in a worker thread or a task shielded from cancellation: a record is
+    finished whatever the caller does). Neither may raise out of the driver; each ends."""
+
+    blocking: ClassVar[bool] = False
+    main: Generator[Effect, Any, Any] = field(repr=False)
+    aside: Generator[Effect, Any, Any] = field(repr=False)
 
 
 @dataclass(frozen=True)

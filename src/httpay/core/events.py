@@ -85,7 +85,9 @@ class Reserved(Event):
 
 @dataclass(frozen=True)
 class Paid(Event):
-    """Money left: `payment` is the wallet's answer (None for a signed payment the service settled)."""
+    """Money left: `payment` is the wallet's answer (None for a signed payment the service settled).
+    `receipt` is the row settled as it is being written (said the moment the wallet answers: the
+    write goes on beside the retry, and a failure to make it is a PaidRequestFailed)."""
 
     kind: ClassVar[str] = "paid"
     receipt: Receipt

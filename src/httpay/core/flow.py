@@ -42,6 +42,7 @@ from httpay.core.dialect import (
 )
 from httpay.core.effects import (
     Ask,
+    Beside,
     CallAnswered,
     CallKey,
     DropToken,
@@ -56,6 +57,7 @@ from httpay.core.effects import (
     Lookup,
     Note,
     NoteRefusal,
+    Outcome,
     Pay,
     ReadBody,
     Reconcile,
@@ -296,6 +298,8 @@ def first_send(payer: Payer, request: httpx.Request, *, dry_run: bool = False) -
     held = payer.ledger.held_scopes  # what `TokenFor(scope).answer_in_memory` reads, without the effect
     if held is None or payer.advertise_to or TOKEN_EXTENSION in request.extensions:
         return None
+    if not held:  # no credential held at all: nothing to look up (nor a URL to write out)
+        return _first(payer, request, dry_run)
     for scope in scopes_for(str(request.url), payer.token_scope):
         if scope in held:
             return None
@@ -389,8 +393,7 @@ def _pay_402(run: _Run, response: httpx.Response, challenges: Challenge | Sequen
     if challenge.reuse == "request":  # a payment buys this one request: nothing to share or wait for
         attempt = _Attempt(run, response, challenge, None, met_402_at, max_price_msat, offer_id, call=call)
         receipt, credential = yield from attempt.obtain()
-        return (yield from _answered(run, call, (yield from _deliver(run, challenge, receipt, credential,
-                                                                      attempt.shown))))
+        return (yield from _answered(run, call, (yield from _deliver(run, challenge, attempt, receipt, credential))))
 
     # When the 402 was met matters only to a shared flight (a payment for it made since is used):
     # read on the ledger's clock now, less the time since the request went out.
@@ -421,14 +424,16 @@ def _pay_402(run: _Run, response: httpx.Response, challenges: Challenge | Sequen
             f"refused: {MAX_WAIT_ROUNDS} payments by other requests for this challenge each left this one unserved; "
             "not paying in a loop", rule="in_flight", offers=challenge.offers, response=response,
         )
-    # The retry is sent after this flow leaves the flight, so requests waiting on the flight never
-    # also wait on this one's retry (a service that answers slowly would hold them all).
+    # Requests waiting on the flight never also wait on this one's retry (a service that answers
+    # slowly would hold them all): the flight is left once the payment is written down, which a
+    # payment just made does beside its retry (`_deliver`), and otherwise before the retry is sent.
+    attempt = _Attempt(run, response, challenge, key, met_402_at, max_price_msat, offer_id, call=call)
     try:
-        attempt = _Attempt(run, response, challenge, key, met_402_at, max_price_msat, offer_id, call=call)
         receipt, credential = yield from attempt.obtain()
     finally:
-        yield Leave(key)
-    return (yield from _answered(run, call, (yield from _deliver(run, challenge, receipt, credential, attempt.shown))))
+        if attempt.paid is None:
+            yield Leave(key)
+    return (yield from _answered(run, call, (yield from _deliver(run, challenge, attempt, receipt, credential))))
 
 
 def _sign_in(run: _Run, challenge: Challenge) -> Generator[Effect, Any, httpx.Response | None]:
@@ -582,6 +587,9 @@ class _Attempt:
     offer_id: str | None
     shown: str = ""  # the quoted price as a person reads it ("0.01 USDC on eip155:8453"), for messages
     call: Call | None = None  # the ledger's call this request is (a non-idempotent one, or one the service identifies)
+    # A Lightning payment made and not yet written down (its row pending): `_deliver` records it
+    # beside the retry, and leaves the flight once it is recorded.
+    paid: _Unrecorded | None = None
 
     def obtain(self) -> Generator[Effect, Any, tuple[Receipt, Credential | None]]:
         """The receipt of the payment this request uses, and the credential its retry presents
@@ -625,8 +633,12 @@ class _Attempt:
         payment = yield from _pay(run, receipt, payable)
         credential = yield from self._keep_call(
             receipt, dialect.present(self.challenge, payable, Proof(preimage=payment.preimage or "")))
-        done = yield from self._settle(receipt, payment, payable, credential, q.usd_per_btc)
-        return done, credential
+        self.paid = _Unrecorded(receipt, payment, payable, credential)
+        settled = replace(receipt, status=Status.SETTLED, preimage=payment.preimage, fee_msat=payment.fee_msat,
+                          amount_msat=payment.amount_msat or receipt.amount_msat)
+        run.say(Paid, lambda: f"paid {fmt_msat(settled.amount_msat, q.usd_per_btc)} + fee {settled.fee_msat} msat, "
+                              f"hash {payable.reference[:16]}…, ledger #{settled.id}", receipt=settled, payment=payment)
+        return receipt, credential  # pending: written down beside the retry (`_deliver`)
 
     def _keep_call(self, receipt: Receipt, credential: Credential) -> Generator[Effect, Any, Credential]:
         """The credential with the call's Idempotency-Key (a non-idempotent request), kept on the call
@@ -738,26 +750,39 @@ class _Attempt:
                              "not paying in a loop", rule="in_flight", offers=self.challenge.offers,
                              response=self.response)
 
-    def _settle(self, receipt: Receipt, payment: Payment, payable: Invoiced, credential: Credential,
-                rate: float | None) -> Generator[Effect, Any, Receipt]:
-        """Record the payment settled. A reusable credential is stored first, so whoever sees the
-        payment settled (a waiting request, another process) finds the credential it bought."""
-        run = self.run
+    def record(self) -> Generator[Effect, Any, Receipt]:
+        """Record the payment settled, then leave the flight. A reusable credential is stored first,
+        so whoever sees the payment settled (a waiting request, another process) finds the credential
+        it bought. Runs beside the retry: it says nothing (its events would come from another thread)."""
+        assert self.paid is not None
+        run, receipt, payment, payable = self.run, self.paid.receipt, self.paid.payment, self.paid.payable
         try:
-            yield from _keep(run, credential, payment.payment_hash)
-        except Exception as exc:  # noqa: BLE001 - the payment must be recorded whatever storing the token did
-            log.warning("[%s] could not store the paid credential (%s); the payment is still recorded", run.rid,
-                        type(exc).__name__)
-        try:
-            done: Receipt = yield Settle(receipt.id, payment.preimage or "", payment.fee_msat,
-                                         payment.amount_msat or payable.amount_msat)
-        except Exception as exc:
-            raise PaidRequestFailed(
-                f"{paid_text(receipt)}; recording the payment failed ({type(exc).__name__}); ledger #{receipt.id} "
-                "stays pending until `httpay ledger reconcile` settles it", receipt=receipt) from exc
-        run.say(Paid, lambda: f"paid {fmt_msat(done.amount_msat, rate)} + fee {done.fee_msat} msat, hash "
-                              f"{payable.reference[:16]}…, ledger #{done.id}", receipt=done, payment=payment)
-        return done
+            try:
+                yield from _keep(run, self.paid.credential, payment.payment_hash)
+            except Exception as exc:  # noqa: BLE001 - the payment must be recorded whatever storing the token did
+                log.warning("[%s] could not store the paid credential (%s); the payment is still recorded", run.rid,
+                            type(exc).__name__)
+            try:
+                done: Receipt = yield Settle(receipt.id, payment.preimage or "", payment.fee_msat,
+                                             payment.amount_msat or payable.amount_msat)
+            except Exception as exc:
+                raise PaidRequestFailed(
+                    f"{paid_text(receipt)}; recording the payment failed ({type(exc).__name__}); ledger "
+                    f"#{receipt.id} stays pending until `httpay ledger reconcile` settles it", receipt=receipt) from exc
+            return done
+        finally:
+            if self.key is not None:
+                yield Leave(self.key)
+
+
+@dataclass(frozen=True)
+class _Unrecorded:
+    """A Lightning payment made, its row still pending: what writing it down needs."""
+
+    receipt: Receipt
+    payment: Payment
+    payable: Invoiced
+    credential: Credential
 
 
 def _reserved_line(receipt: Receipt, rate: float | None) -> str:
@@ -878,37 +903,68 @@ def _sign(run: _Run, receipt: Receipt, payable: ToSign) -> Generator[Effect, Any
 
 
 # -- after paying: the request again, with the proof --------------------------------------------
-def _deliver(run: _Run, challenge: Challenge, receipt: Receipt, credential: Credential | None, shown: str) -> Flow:
-    """Send the request the payment bought: after a settled payment, retried until served; with a
-    payment that travels with the request (its row still pending), once, and its outcome read from
-    the service's answer."""
+def _deliver(run: _Run, challenge: Challenge, attempt: _Attempt, receipt: Receipt,
+             credential: Credential | None) -> Flow:
+    """Send the request the payment bought: after a Lightning payment, retried until served (one
+    just made is written down beside its first retry); with a payment that travels with the request
+    (its row still pending), once, and its outcome read from the service's answer."""
+    if attempt.paid is not None:
+        return (yield from _retry_beside(run, challenge, attempt))
     if receipt.status is Status.PENDING:
         assert credential is not None
-        return (yield from _send_payment(run, challenge, receipt, credential, shown or fmt_msat(receipt.amount_msat)))
-    return (yield from _retry(run, challenge, receipt, credential))
+        return (yield from _send_payment(run, challenge, receipt, credential,
+                                         attempt.shown or fmt_msat(receipt.amount_msat)))
+    _carry(run, credential)
+    return (yield from _retry(run, challenge, receipt))
 
 
-def _retry(run: _Run, challenge: Challenge, receipt: Receipt, credential: Credential | None) -> Flow:
-    """Repeat the request now that it is paid for, with the credential if there is one (an account
-    credited by the payment needs none). A service may learn of the payment a moment late, so a 402
-    is retried a few times with backoff before it is called not honored. Money has left by now, so
-    any failure (no answer, a reset, a 5xx, a broken body) is a PaidRequestFailed that carries the
-    receipt; the ledger row stays settled."""
-    payer, request = run.payer, run.request
+def _retry_beside(run: _Run, challenge: Challenge, attempt: _Attempt) -> Flow:
+    """The first retry goes out while the payment is written down (the network's wait hides the
+    ledger's write). Should the write fail, the error says so, carrying the answer the payment bought."""
+    _carry(run, attempt.paid.credential if attempt.paid is not None else None)
+    first, recorded = yield Beside(_retry_once(run, 1), attempt.record())
+    if recorded.error is not None:
+        error = recorded.error
+        if isinstance(error, PaidRequestFailed) and isinstance(first.value, httpx.Response):
+            error.response = first.value
+            try:
+                yield ReadBody(first.value)  # whole, for the caller to use; its connection goes back
+            except Exception:  # noqa: BLE001 - the recording's failure is what the caller must learn
+                first.value.close()
+        raise error
+    return (yield from _retry(run, challenge, recorded.value, first))
+
+
+def _carry(run: _Run, credential: Credential | None) -> None:
+    """Put the credential a payment bought on the request (an account credited needs none)."""
     if credential is not None and credential.headers:
-        request.headers.update(credential.headers)
+        run.request.headers.update(credential.headers)
         if credential.reusable is not None:
-            request.extensions[TOKEN_EXTENSION] = (token_scope(run.url, payer.token_scope), credential.reusable)
+            run.request.extensions[TOKEN_EXTENSION] = (token_scope(run.url, run.payer.token_scope),
+                                                       credential.reusable)
+
+
+def _retry_once(run: _Run, attempt: int) -> Flow:
+    """One retry of the paid request: the first presents the credential just bought (none newer can
+    be stored yet); a later one asks the ledger, where another request may have stored a newer one."""
+    run.say(Retried, f"retrying the request (attempt {attempt})", attempt=attempt)
+    resp = yield from _send_with_held(run.payer, run.request, look=attempt > 1)
+    if resp.status_code == 402 or resp.status_code >= 500:
+        yield ReadBody(resp)  # what the flow reads itself; the answer the payment bought streams
+    return resp
+
+
+def _retry(run: _Run, challenge: Challenge, receipt: Receipt, first: Outcome | None = None) -> Flow:
+    """Repeat the request now that it is paid for (`first`: the first retry's outcome, already sent).
+    A service may learn of the payment a moment late, so a 402 is retried a few times with backoff
+    before it is called not honored. Money has left by now, so any failure (no answer, a reset, a
+    5xx, a broken body) is a PaidRequestFailed that carries the receipt; the ledger row stays settled."""
+    payer = run.payer
     delay = payer.retry_delay_s
     resp: httpx.Response | None = None
     for attempt in range(1, payer.retries_after_payment + 1):
-        run.say(Retried, f"retrying the request (attempt {attempt})", attempt=attempt)
         try:
-            # The first retry presents the credential just bought (none newer can be stored yet); a
-            # later one asks the ledger, where another request may have stored a newer one.
-            resp = yield from _send_with_held(payer, request, look=attempt > 1)
-            if resp.status_code == 402 or resp.status_code >= 500:
-                yield ReadBody(resp)  # what the flow reads itself; the answer the payment bought streams
+            resp = first.get() if attempt == 1 and first is not None else (yield from _retry_once(run, attempt))
         except Exception as exc:
             if isinstance(exc, PaidRequestFailed | PaymentNotHonored):
                 raise

@@ -14,15 +14,15 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 import anyio
 import anyio.to_thread
 import httpx
 
-from httpay.core.bounded import bounding, deadline_or, install, installed, within
+from httpay.core.bounded import WORKERS, bounding, deadline_or, install, installed, within
 from httpay.core.deadline import Deadline
-from httpay.core.effects import Ask, Effect, Join, Leave, Pay, ReadBody, Send, Sleep
+from httpay.core.effects import Ask, Beside, Effect, Join, Leave, Outcome, Pay, ReadBody, Send, Sleep
 from httpay.core.flow import (
     DEADLINE_EXTENSION,
     DRY_RUN_EXTENSION,
@@ -40,6 +40,7 @@ from httpay.safe import get_logger
 log = get_logger("httpay")
 
 DROPPED = (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError)  # the connection went, no answer
+T = TypeVar("T")
 SyncRoute = Callable[[httpx.URL], httpx.BaseTransport]
 AsyncRoute = Callable[[httpx.URL], httpx.AsyncBaseTransport]
 
@@ -87,8 +88,7 @@ class _AsyncFlights:
             ev.set()
 
 
-def _resume(flow: Generator[Effect, Any, httpx.Response], value: Any,
-            error: BaseException | None) -> tuple[Effect | None, Any]:
+def _resume(flow: Generator[Effect, Any, Any], value: Any, error: BaseException | None) -> tuple[Effect | None, Any]:
     """Hand the flow the last effect's result (or error); its next effect, or (None, response) once done."""
     try:
         return (flow.throw(error) if error is not None else flow.send(value)), None
@@ -218,8 +218,7 @@ def _approve_sync(payer: Payer, effect: Ask) -> Any:
     return value
 
 
-def _drive_sync(flow: Generator[Effect, Any, httpx.Response], route: SyncRoute, payer: Payer,
-                flights: _SyncFlights) -> httpx.Response:
+def _drive_sync(flow: Generator[Effect, Any, T], route: SyncRoute, payer: Payer, flights: _SyncFlights) -> T:
     """Perform the flow's effects one by one in this thread; errors go back into the flow."""
     value: Any = None
     error: BaseException | None = None
@@ -227,7 +226,7 @@ def _drive_sync(flow: Generator[Effect, Any, httpx.Response], route: SyncRoute, 
         try:  # `_resume`, written out: this loop runs on every request, paid or not
             effect = flow.throw(error) if error is not None else flow.send(value)
         except StopIteration as stop:
-            done: httpx.Response = stop.value
+            done: T = stop.value
             return done
         value, error = None, None
         try:
@@ -245,10 +244,38 @@ def _drive_sync(flow: Generator[Effect, Any, httpx.Response], route: SyncRoute, 
                 value = flights.join(effect.key)
             elif isinstance(effect, Leave):
                 flights.leave(effect.key)
+            elif isinstance(effect, Beside):
+                value = _beside_sync(effect, route, payer, flights)
             else:
                 raise TypeError(f"no driver for effect {type(effect).__name__}")
         except BaseException as exc:  # noqa: BLE001 - handed back into the flow, which decides
             error = exc
+
+
+def _beside_sync(effect: Beside, route: SyncRoute, payer: Payer, flights: _SyncFlights) -> tuple[Outcome, Outcome]:
+    """`main` here, `aside` in a worker thread; both outcomes once both have ended (an interrupt of
+    `main` still waits for `aside`, which finishes writing what it writes)."""
+    kept: list[Outcome] = []
+    ended = threading.Event()
+
+    def aside() -> None:
+        try:
+            kept.append(Outcome(_drive_sync(effect.aside, route, payer, flights)))
+        except BaseException as exc:  # noqa: BLE001 - kept for the flow, which decides
+            kept.append(Outcome(error=exc))
+        ended.set()
+
+    try:
+        WORKERS.submit(aside)
+    except RuntimeError:  # no thread to be had (an interpreter shutting down): one after the other
+        aside()
+    try:
+        main = Outcome(_drive_sync(effect.main, route, payer, flights))
+    except Exception as exc:  # noqa: BLE001 - kept for the flow, which decides
+        main = Outcome(error=exc)
+    finally:
+        ended.wait()
+    return main, kept[0]
 
 
 async def _approve_async(payer: Payer, effect: Ask) -> Any:
@@ -272,8 +299,7 @@ async def _pay_async(payer: Payer, effect: Pay) -> Any:
     return await anyio.to_thread.run_sync(effect.run, payer)
 
 
-async def _drive_async(flow: Generator[Effect, Any, httpx.Response], route: AsyncRoute,
-                       payer: Payer, flights: _AsyncFlights) -> httpx.Response:
+async def _drive_async(flow: Generator[Effect, Any, T], route: AsyncRoute, payer: Payer, flights: _AsyncFlights) -> T:
     """Perform the flow's effects: awaited where they can be, blocking ones (ledger, rate source,
     wallet, signer) in a worker thread, so the event loop never waits on them."""
     value: Any = None
@@ -281,7 +307,7 @@ async def _drive_async(flow: Generator[Effect, Any, httpx.Response], route: Asyn
     while True:
         effect, finished = _resume(flow, value, error)
         if effect is None:
-            done: httpx.Response = finished
+            done: T = finished
             return done
         value, error = None, None
         try:
@@ -303,10 +329,34 @@ async def _drive_async(flow: Generator[Effect, Any, httpx.Response], route: Asyn
                 value = await flights.join(effect.key)
             elif isinstance(effect, Leave):
                 flights.leave(effect.key)
+            elif isinstance(effect, Beside):
+                value = await _beside_async(effect, route, payer, flights)
             else:
                 raise TypeError(f"no driver for effect {type(effect).__name__}")
         except BaseException as exc:  # noqa: BLE001 - handed back into the flow, which decides
             error = exc
+
+
+async def _beside_async(effect: Beside, route: AsyncRoute, payer: Payer,
+                        flights: _AsyncFlights) -> tuple[Outcome, Outcome]:
+    """`main` in this task, `aside` in a task shielded from cancellation (a record is finished
+    whatever the caller does); both outcomes once both have ended."""
+    kept: list[Outcome] = []
+
+    async def aside() -> None:
+        with anyio.CancelScope(shield=True):
+            try:
+                kept.append(Outcome(await _drive_async(effect.aside, route, payer, flights)))
+            except Exception as exc:  # noqa: BLE001 - kept for the flow, which decides
+                kept.append(Outcome(error=exc))
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(aside)
+        try:
+            main = Outcome(await _drive_async(effect.main, route, payer, flights))
+        except Exception as exc:  # noqa: BLE001 - kept for the flow, which decides
+            main = Outcome(error=exc)
+    return main, kept[0]
 
 
 class _PaidSyncBody(httpx.SyncByteStream):
