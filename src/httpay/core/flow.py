@@ -921,7 +921,8 @@ def _deliver(run: _Run, challenge: Challenge, attempt: _Attempt, receipt: Receip
 def _retry_beside(run: _Run, challenge: Challenge, attempt: _Attempt) -> Flow:
     """The first retry goes out while the payment is written down (the network's wait hides the
     ledger's write). Should the write fail, the error says so, carrying the answer the payment bought."""
-    _carry(run, attempt.paid.credential if attempt.paid is not None else None)
+    assert attempt.paid is not None
+    _carry(run, attempt.paid.credential)
     first, recorded = yield Beside(_retry_once(run, 1), attempt.record())
     if recorded.error is not None:
         error = recorded.error
