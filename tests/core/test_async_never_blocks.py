@@ -2,8 +2,8 @@
 
 A watchdog task ticks every 10 ms and records the longest gap between its ticks while the client
 pays a 402 on a loopback service. Each case makes one part a user plugs in slow with a plain,
-blocking `time.sleep(0.5)`: the policy's rate source, the ledger, the wallet (pay and lookup), the
-x402 signer. A loop that waited on that call would show a gap of at least 0.5 s; one that hands it
+blocking `time.sleep(SLOW_S)` (0.3 s): the policy's rate source, the ledger, the wallet (pay and
+lookup), the x402 signer. A loop that waited on that call would show a gap of at least 0.3 s; one that hands it
 to a worker thread shows only the ticks. These measure blocking, not speed: the payment itself may
 take as long as it needs (a generous safety timeout only ends a hung run).
 """
@@ -27,7 +27,7 @@ from httpay.errors import WalletError
 from httpay.wallets.base import Payment
 from tests.hostile.harness import CountingSigner, CountingWallet, HostileService, x402
 
-SLOW_S = 0.5          # how long each slow part takes (a blocking sleep)
+SLOW_S = 0.3          # how long each slow part takes (a blocking sleep; well above MAX_GAP_S)
 MAX_GAP_S = 0.2       # the longest the loop may go without running the watchdog
 TICK_S = 0.01
 SAFETY_S = 90.0       # only ends a hung run; never what a case measures
@@ -191,8 +191,8 @@ async def test_b_a_slow_ledger_does_not_block_the_loop(kind: str, svc: HostileSe
 
 # -- c: the wallet is slow (a sync pay_invoice, no apay_invoice; and its lookup) -------------------
 class SlowWallet(CountingWallet):
-    """A sync-only Lightning wallet: `pay_invoice` takes 0.5 s; with `unsure`, it then says it cannot
-    tell whether it paid (the payment did go out), so the client must ask `lookup`, which takes 0.5 s too."""
+    """A sync-only Lightning wallet: `pay_invoice` takes SLOW_S; with `unsure`, it then says it cannot
+    tell whether it paid (the payment did go out), so the client must ask `lookup`, which takes as long."""
 
     def __init__(self, *args: Any, unsure: bool = False, **kwargs: Any) -> None:
         super().__init__(*args, delay_s=SLOW_S, **kwargs)
@@ -230,7 +230,7 @@ async def test_c_a_slow_sync_wallet_does_not_block_the_loop(kind: str, unsure: b
 
 # -- d: the x402 signer is slow --------------------------------------------------------------------
 class SlowSigner(CountingSigner):
-    """An x402 signer (a real httpay.EvmSigner inside) whose sync sign takes 0.5 s (a remote KMS)."""
+    """An x402 signer (a real httpay.EvmSigner inside) whose sync sign takes SLOW_S (a remote KMS)."""
 
     def sign_typed_data(self, domain: Any, types: Any, primary_type: str, message: Any) -> bytes:
         time.sleep(SLOW_S)
