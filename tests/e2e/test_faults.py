@@ -77,6 +77,30 @@ def test_kill_at_each_point(demo: RunningServer, ledger_path: Path, point: str, 
     check_invariant(demo, key, ledger_path, 100_000_000)
 
 
+def test_killed_once_the_paid_answer_came_and_before_its_record(demo: RunningServer, ledger_path: Path) -> None:
+    """The retry and the record run at once, so a process can die after the service served the paid
+    retry and before the settle is written. The row stays pending with its hash; the next start
+    settles it from the wallet. The credit it bought was spent on that answer, which the application
+    never saw: asking again pays once more, and the books still match the wallet."""
+    key = httpx.post(f"{demo.url}/ln/wallets", json={"balance_sat": 1_000}).json()["key"]
+    token, auth = broke_account(demo)
+    p = run_child(demo, key, ledger_path, token, "after_retry")
+    assert p.returncode == -signal.SIGKILL, p.stderr
+    with SQLiteLedger(ledger_path) as lg:
+        [row] = lg.receipts()
+        assert row.status is Status.PENDING and row.payment_hash  # written down, not yet settled
+    assert wallet_payments(demo, key) == 1
+
+    r = recover(demo, key, ledger_path, auth)
+    assert r.status_code == 200 and r.json()["symbol"] == "MSFT"
+    assert wallet_payments(demo, key) == 2, "the credit was spent on the lost answer: one more payment"
+    with SQLiteLedger(ledger_path) as lg:
+        settled = lg.receipts(status=Status.SETTLED)
+        assert len(settled) == 2 and row.id in {s.id for s in settled}  # reconciled, then the new one
+        assert not lg.receipts(status=Status.FAILED) and not lg.receipts(status=Status.PENDING)
+    check_invariant(demo, key, ledger_path, 100_000_000)
+
+
 @pytest.mark.parametrize("point", ["before_wallet", "after_wallet", "after_settle"])
 def test_kill_at_each_point_of_an_mpp_charge(demo: RunningServer, ledger_path: Path, point: str) -> None:
     """An MPP lightning charge buys one request, and the application names its call with an
