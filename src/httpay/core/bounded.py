@@ -173,7 +173,6 @@ class BoundedStream(httpcore.NetworkStream):
                                     lambda late: late.close()))
 
 
-
 class BoundedBackend(httpcore.NetworkBackend):
     """httpcore's network backend, its connections made as `BoundedStream`s. Under a deadline a new
     connection is made in a helper thread (`within`): a name lookup takes no socket timeout, and

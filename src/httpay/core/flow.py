@@ -633,9 +633,9 @@ class _Attempt:
         payment = yield from _pay(run, receipt, payable)
         credential = yield from self._keep_call(
             receipt, dialect.present(self.challenge, payable, Proof(preimage=payment.preimage or "")))
-        self.paid = _Unrecorded(receipt, payment, payable, credential)
         settled = replace(receipt, status=Status.SETTLED, preimage=payment.preimage, fee_msat=payment.fee_msat,
                           amount_msat=payment.amount_msat or receipt.amount_msat)
+        self.paid = _Unrecorded(receipt, settled, payment, credential)
         run.say(Paid, lambda: f"paid {fmt_msat(settled.amount_msat, q.usd_per_btc)} + fee {settled.fee_msat} msat, "
                               f"hash {payable.reference[:16]}…, ledger #{settled.id}", receipt=settled, payment=payment)
         return receipt, credential  # pending: written down beside the retry (`_deliver`)
@@ -755,16 +755,15 @@ class _Attempt:
         so whoever sees the payment settled (a waiting request, another process) finds the credential
         it bought. Runs beside the retry: it says nothing (its events would come from another thread)."""
         assert self.paid is not None
-        run, receipt, payment, payable = self.run, self.paid.receipt, self.paid.payment, self.paid.payable
+        run, receipt, settled = self.run, self.paid.receipt, self.paid.settled
         try:
             try:
-                yield from _keep(run, self.paid.credential, payment.payment_hash)
+                yield from _keep(run, self.paid.credential, self.paid.payment.payment_hash)
             except Exception as exc:  # noqa: BLE001 - the payment must be recorded whatever storing the token did
                 log.warning("[%s] could not store the paid credential (%s); the payment is still recorded", run.rid,
                             type(exc).__name__)
             try:
-                done: Receipt = yield Settle(receipt.id, payment.preimage or "", payment.fee_msat,
-                                             payment.amount_msat or payable.amount_msat)
+                done: Receipt = yield Settle(receipt.id, settled.preimage or "", settled.fee_msat, settled.amount_msat)
             except Exception as exc:
                 raise PaidRequestFailed(
                     f"{paid_text(receipt)}; recording the payment failed ({type(exc).__name__}); ledger "
@@ -777,11 +776,12 @@ class _Attempt:
 
 @dataclass(frozen=True)
 class _Unrecorded:
-    """A Lightning payment made, its row still pending: what writing it down needs."""
+    """A Lightning payment made, its row still pending (`receipt`): what writing it down needs, and
+    the row as it is to be written (`settled`, what `Paid` says)."""
 
     receipt: Receipt
+    settled: Receipt
     payment: Payment
-    payable: Invoiced
     credential: Credential
 
 

@@ -777,11 +777,12 @@ class SQLLedger(Ledger):
             found.append((rest[:int(length)], rest[int(length) + 1:], int(r["n"]), int(r["amount_msat"])))
         if since is not None:
             windowed: list[tuple[str, str, int, int]] = []
+            bounds = self._bounds(since, None)  # one window for every tag
             for i in range(0, len(found), 50):
                 batch, cols, args = found[i:i + 50], [], []
                 for j, (k, v, _, _) in enumerate(batch):
                     for count in (True, False):
-                        sql, more = self._window_sum(("tag", (k, v)), self._bounds(since, None), count=count)
+                        sql, more = self._window_sum(("tag", (k, v)), bounds, count=count)
                         cols.append(f"{sql} AS {'n' if count else 'm'}{j}")
                         args += more
                 row = self._query(f"SELECT {', '.join(cols)}", args)[0]
