@@ -38,8 +38,11 @@ case "$cmd" in
   test)
     setup test
     [ -x scripts/test-services.sh ] && source scripts/test-services.sh
+    # One pytest worker per core, at most 4 (each starts its own servers); `-n 0` runs in one process.
+    workers=$(nproc 2>/dev/null || echo 2)
+    [ "$workers" -gt 4 ] && workers=4
     set +e
-    "$VENV/bin/python" -m pytest "$@"
+    "$VENV/bin/python" -m pytest -n "$workers" "$@"
     rc=$?
     set -e
     if [ $rc -eq 5 ]; then echo "httpay: pytest collected no tests; that is a failure here" >&2; exit 1; fi

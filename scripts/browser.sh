@@ -3,6 +3,7 @@
 # Idempotent: does nothing when /usr/bin/chromium is already there. Debian's package, not
 # Playwright's download (which cannot reach its CDN here). Prints the browser's path.
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/install-lock.sh"
 
 BROWSER=/usr/bin/chromium
 
@@ -16,13 +17,13 @@ if [ ! -x "$BROWSER" ]; then
         SUDO=""
     fi
     export DEBIAN_FRONTEND=noninteractive
-    # Hold one lock so two test sessions starting at once do not race apt.
-    exec 9>/tmp/httpay-browser-install.lock
-    flock 9
-    if [ ! -x "$BROWSER" ]; then
-        $SUDO apt-get update -qq
-        $SUDO apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null
-    fi
+    install_browser() {
+        if [ ! -x "$BROWSER" ]; then
+            $SUDO apt-get update -qq
+            $SUDO apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null
+        fi
+    }
+    with_install_lock install_browser
 fi
 
 if [ ! -x "$BROWSER" ]; then

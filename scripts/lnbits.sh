@@ -12,6 +12,7 @@
 # Environment: LNBITS_VERSION (default 1.6.2), PYTHON (default python3.11, else python3),
 # LNBITS_CACHE (default <repo>/.cache/lnbits).
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/install-lock.sh"
 
 LNBITS_VERSION="${LNBITS_VERSION:-1.6.2}"
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -69,6 +70,13 @@ apt_install_build_deps() {
 }
 
 do_install() {
+    if installed; then
+        return 0
+    fi
+    with_install_lock do_install_locked
+}
+
+do_install_locked() {
     if installed; then
         return 0
     fi

@@ -15,6 +15,7 @@
 # comparator: git+https://..."), so with npm < 10 the script first installs npm 10 from the registry
 # into .cache/npm-interop and runs that.
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/install-lock.sh"
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 DIR="$REPO_ROOT/tests/interop/node"
@@ -87,6 +88,14 @@ installed() {
 }
 
 install() {
+    if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 && installed; then
+        check_node_version
+        return
+    fi
+    with_install_lock install_locked
+}
+
+install_locked() {
     ensure_node
     check_node_version
     installed && return

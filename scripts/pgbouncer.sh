@@ -10,6 +10,7 @@
 # pool_mode = transaction and a server pool of 2 connections: consecutive transactions of one client
 # land on different server connections, so any session state a client relied on would be lost.
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/install-lock.sh"
 
 RUN_USER="${PGBOUNCER_USER:-postgres}"
 log() { echo "pgbouncer.sh: $*" >&2; }
@@ -22,6 +23,11 @@ find_bin() {
 }
 
 install() {
+    find_bin >/dev/null && return 0
+    with_install_lock install_locked
+}
+
+install_locked() {
     find_bin >/dev/null && return 0
     command -v apt-get >/dev/null 2>&1 || die "no pgbouncer and no apt-get to install it; install PgBouncer"
     [[ "$(id -u)" == "0" ]] || die "no pgbouncer found and not root: run 'apt-get install pgbouncer' as root"

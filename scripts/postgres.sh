@@ -13,6 +13,7 @@
 # searchable by it (a folder under /tmp is). Logs go to stderr; stdout carries only the answer.
 # Environment: PG_START_TIMEOUT (seconds, default 60), PG_OPTS (extra `postgres` options).
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/install-lock.sh"
 
 START_TIMEOUT="${PG_START_TIMEOUT:-60}"
 RUN_USER=postgres
@@ -41,6 +42,11 @@ find_bindir() {
 }
 
 install_server() {
+    if find_bindir >/dev/null; then return 0; fi
+    with_install_lock install_server_locked
+}
+
+install_server_locked() {
     if find_bindir >/dev/null; then return 0; fi
     command -v apt-get >/dev/null 2>&1 || die "no PostgreSQL server binaries (pg_ctl, initdb, postgres) and no apt-get to install them; install PostgreSQL and put its bin folder on PATH"
     [[ "$(id -u)" == "0" ]] || die "no PostgreSQL server binaries found and not root: run 'apt-get install postgresql' as root"

@@ -109,7 +109,8 @@ def test_credential_shape_and_round_trip() -> None:
     assert ch.credential(PREIMAGE) == f"LSAT {MAC}:{PREIMAGE}"
 
 
-@pytest.mark.parametrize("bad", ["", "ab" * 31, "ab" * 33, "zz" * 32, PREIMAGE[:-1] + "g", 42])
+@pytest.mark.parametrize("bad", ["", "ab" * 31, "ab" * 33, "zz" * 32, PREIMAGE[:-1] + "g", 42],
+                         ids=["empty", "31 bytes", "33 bytes", "not hex", "last digit not hex", "not a string"])
 def test_credential_refuses_a_bad_preimage_without_echoing_it(bad: object) -> None:
     with pytest.raises(ChallengeError) as err:
         credential(MAC, bad)  # type: ignore[arg-type]
