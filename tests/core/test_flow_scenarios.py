@@ -780,12 +780,13 @@ class UntouchableSigner(ScriptedSigner):
         raise AssertionError("the flow had the signer sign itself instead of yielding a Sign effect")
 
 
-# The effects each paid request yields, in order, and why ("TokenFor:fresh": asking the ledger itself).
+# The effects each paid request yields, in order, and why ("TokenFor:fresh": the ledger itself asked,
+# unless it knows no one else has written it since it read its scopes).
 PURE: dict[str, list[str]] = {
     V02: [
         "TokenFor", "Send",        # a credential held for the host? none; send the request
         "ReadBody",                # a 402: its body
-        "TokenFor:fresh",          # one bought meanwhile by another process? (the ledger itself) none
+        "TokenFor:fresh",          # one bought meanwhile by another process? none
         "LedgerNow",               # when the 402 was met, on the ledger's clock (for the shared flight)
         "Join", "Find",            # the single flight; no payment made for this challenge meanwhile
         "GetRate",                 # the rate, once for this attempt; then the quote (pure)

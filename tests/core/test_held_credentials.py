@@ -148,3 +148,58 @@ async def test_unpaid_requests_ask_the_ledger_nothing_and_a_402_is_still_paid_on
     assert codes == [200] * 23 and len(wallet.calls) == 1, "the 402 paid once; its token served the next request"
     assert svc.issued == 1 and len(lg.receipts()) == 1
     lg.close()
+
+
+# -- the look before paying ------------------------------------------------------------------------
+@pytest.mark.parametrize("mode", ["sync", "async"])
+async def test_the_look_before_paying_asks_the_ledger_nothing_while_no_one_else_writes_it(
+        mode: str, svc: HostileService, tmp_path: Path, monkeypatch: Any) -> None:
+    """A 402 met with nothing held: the ledger knows nobody else has written it since it read its
+    scopes (SQLite's data_version), so the look for a credential bought meanwhile is answered from
+    memory: no query, and on an AsyncClient no worker thread."""
+    import anyio.to_thread
+
+    from httpay.core.effects import TokenFor
+
+    lg = CountingLedger(tmp_path / "ledger.db")
+    wallet = CountingWallet(svc.node)
+    hops: list[Any] = []
+    real = anyio.to_thread.run_sync
+
+    async def counted(func: Any, *args: Any, **kw: Any) -> Any:
+        hops.append(getattr(func, "__self__", func))
+        return await real(func, *args, **kw)
+
+    monkeypatch.setattr(anyio.to_thread, "run_sync", counted)
+    if mode == "async":
+        async with httpay.AsyncClient(wallet=wallet, ledger=lg) as ac:
+            codes = [(await ac.get(svc.free("/free"))).status_code, (await ac.get(svc.classic("/classic"))).status_code]
+    else:
+        with httpay.Client(wallet=wallet, ledger=lg) as c:
+            codes = [c.get(svc.free("/free")).status_code, c.get(svc.classic("/classic")).status_code]
+    assert codes == [200, 200] and len(wallet.calls) == 1
+    assert lg.lookups == 0, "the look before paying queried the ledger though no one else had written it"
+    assert not [h for h in hops if isinstance(h, TokenFor) and h.fresh], "the look before paying took a worker thread"
+    lg.close()
+
+
+@pytest.mark.parametrize("many", [False, True], ids=["a few scopes read again", "many scopes: asked one by one"])
+def test_a_ledger_written_by_another_process_is_looked_in_again_before_paying(many: bool, svc: HostileService,
+                                                                              tmp_path: Path) -> None:
+    """Once another process has written the ledger, the look before paying no longer trusts memory: it
+    reads the held scopes again (a few) or asks for its own (many), and finds that process's credential."""
+    paid_url = svc.classic("/classic")
+    wallet = CountingWallet(svc.node)
+    b = CountingLedger(tmp_path / "ledger.db")
+    if many:
+        b.REREAD_SCOPES = 2
+        for i in range(3):
+            b.save_token(f"https://held{i}.example", "L402 mac:pre")
+    with httpay.Client(wallet=wallet, ledger=b) as cb:
+        assert cb.get(svc.free("/free")).status_code == 200  # b has read its scopes
+        with httpay.Client(wallet=wallet, ledger=tmp_path / "ledger.db") as ca:
+            assert ca.get(paid_url).status_code == 200  # "another process" pays and keeps its credential
+        assert cb.get(paid_url).status_code == 200
+    assert len(wallet.calls) == 1, "b paid again for what the other process had bought"
+    assert b.lookups == 1  # many or few: one query for the credential it then presented
+    b.close()

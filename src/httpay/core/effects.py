@@ -297,22 +297,26 @@ class Reconcile(Effect):
 
 @dataclass(frozen=True)
 class TokenFor(Effect):
-    """The credential held for a scope (None: none, or it expired). Unless `fresh`, a scope the
-    ledger knows holds nothing costs no query."""
+    """The credential held for a scope (None: none, or it expired). A scope the ledger knows holds
+    nothing costs no query; `fresh` (the look before paying): unless the ledger also knows nobody
+    else has stored one since (`Ledger.held_scopes_exact`)."""
 
     scope: str
     fresh: bool = False
 
     def run(self, payer: Payer) -> str | None:
-        if not self.fresh and not payer.ledger.holds_token(self.scope):
+        if not payer.ledger.holds_token(self.scope, fresh=self.fresh):
             return None
         return payer.ledger.token_for(self.scope)
 
     def answer_in_memory(self, payer: Payer) -> tuple[bool, Any]:
         """A scope the ledger already knows holds nothing: None, with no thread and no query (the
-        unpaid path of an AsyncClient)."""
-        held = payer.ledger.held_scopes
-        return (not self.fresh and held is not None and self.scope not in held), None
+        unpaid path of an AsyncClient, and its look before paying while no one else wrote the store)."""
+        ledger = payer.ledger
+        held = ledger.held_scopes
+        if held is None or self.scope in held:
+            return False, None
+        return (not self.fresh or ledger.held_scopes_exact(wait=False)), None
 
 
 @dataclass(frozen=True)

@@ -169,9 +169,16 @@ class Ledger(ABC):
     # (None: nothing known, ask the store). Plain data, so a driver reads it without any I/O.
     held_scopes: set[str] | None = None
 
-    def holds_token(self, scope: str) -> bool:
-        """Whether a credential may be held for `scope` without asking the store (True: look)."""
+    def holds_token(self, scope: str, *, fresh: bool = False) -> bool:
+        """Whether a credential may be held for `scope` without asking the store (True: look).
+        `fresh`: the look before paying, when another process may have stored one meanwhile."""
         return True
+
+    def held_scopes_exact(self, *, wait: bool = True) -> bool:
+        """Whether `held_scopes` is the store's own: nobody else has written it since it was read, so a
+        fresh look is answered from memory. False when that cannot be told (`wait=False`: without
+        waiting for another thread's statement, as an event loop may not)."""
+        return False
 
     @abstractmethod
     def token_scopes(self) -> list[str]:

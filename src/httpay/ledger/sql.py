@@ -590,14 +590,46 @@ class SQLLedger(Ledger):
         self._query(f"UPDATE calls SET answered_at = {self.NOW}, credential = NULL WHERE id = ?", (call_id,))
 
     # -- tokens -----------------------------------------------------------------------------------
-    def holds_token(self, scope: str) -> bool:
+    def holds_token(self, scope: str, *, fresh: bool = False) -> bool:
         """Whether a credential is known for `scope`, with no query once the scopes are read: the
         unpaid path costs nothing. Another process's new credential is found on the 402 it spares,
-        which the flow answers by looking again (`token_for`)."""
-        held = self.held_scopes
-        if held is None:
-            held = self.held_scopes = set(self.token_scopes())
-        return scope in held
+        which the flow answers by looking again (`fresh`): from memory while nobody else has written
+        the store since its scopes were read (`held_scopes_exact`), else by asking it."""
+        if self.held_scopes is None:
+            self._read_held()
+        elif fresh and not self.held_scopes_exact():  # (which may read them again)
+            return True
+        return scope in (self.held_scopes or ())
+
+    # A store changed by someone else has its held scopes read again whole when there are this few
+    # (one short query); with more, each fresh look asks for its own scope.
+    REREAD_SCOPES = 256
+    _held_version: int | None = None
+
+    def _store_version(self, *, wait: bool) -> int | None:
+        """A number that changes whenever another connection commits to the store (None: the store
+        cannot tell, or not without waiting)."""
+        return None
+
+    def _read_held(self) -> set[str]:
+        version = self._store_version(wait=True)  # before the scopes: a write in between reads as a change
+        held = set(self.token_scopes())
+        self.held_scopes, self._held_version = held, version
+        return held
+
+    def held_scopes_exact(self, *, wait: bool = True) -> bool:
+        held, known = self.held_scopes, self._held_version
+        if held is None or known is None:
+            return False
+        version = self._store_version(wait=wait)
+        if version is None:
+            return False
+        if version == known:
+            return True
+        if wait and len(held) <= self.REREAD_SCOPES:
+            self._read_held()
+            return self._held_version is not None
+        return False
 
     def _learn(self, scope: str, held: bool) -> None:
         if self.held_scopes is not None:

@@ -159,6 +159,19 @@ class SQLiteLedger(SQLLedger):
                 if durable:
                     self._run("PRAGMA synchronous=NORMAL")
 
+    def _store_version(self, *, wait: bool) -> int | None:
+        """SQLite's `data_version`: it changes when another connection (another process, another
+        Ledger on the file) commits; this connection's own writes keep `held_scopes` right already.
+        A read of the WAL index: it never waits on a writer, only (`wait`) on this ledger's lock."""
+        if not self._lock.acquire(blocking=wait):
+            return None
+        try:
+            return int(self._db.execute("PRAGMA data_version").fetchone()[0])
+        except sqlite3.Error:
+            return None
+        finally:
+            self._lock.release()
+
     def now(self) -> datetime:
         """The clock every row is stamped with (`httpay_now()`), read here: no statement."""
         return datetime.fromtimestamp(time.time(), tz=UTC)
