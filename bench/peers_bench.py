@@ -13,6 +13,10 @@ client's interpreter. Figures:
 - paid L402 v0.2: httpay / a hand-written httpx loop doing the same three round trips and the
   same wallet call (the floor: no checks, no ledger).
 
+Each paid figure also has a line against the peer plus one durable write (`WriteAhead`): the least a
+client that writes the payment down before paying adds, measured in the same rounds, right after
+the peer's request (when the machine is in the same state as httpay's reservation).
+
 `python bench/peers_bench.py` prints them; bench/run.py includes them.
 """
 
@@ -20,6 +24,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import sqlite3
 import ssl
 import statistics
 import subprocess
@@ -112,6 +118,30 @@ def _l402_requests_wallet(base: str, key: str) -> object:
     return Wallet()
 
 
+class WriteAhead:
+    """One row committed durably (SQLite, WAL, synchronous=FULL, one fsync): the floor of writing a
+    payment down before it is paid, with no budget, no index and no check. Called once per round."""
+
+    def __init__(self, path: Path) -> None:
+        self.db = sqlite3.connect(path, isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.execute("CREATE TABLE IF NOT EXISTS pending (id INTEGER PRIMARY KEY, hash TEXT, amount_msat INTEGER)")
+        self.samples: list[float] = []
+
+    def __call__(self) -> None:
+        t = time.perf_counter()
+        self.db.execute("BEGIN IMMEDIATE")
+        self.db.execute("INSERT INTO pending (hash, amount_msat) VALUES (?, ?)", (os.urandom(32).hex(), 10_000))
+        self.db.execute("COMMIT")
+        self.samples.append(time.perf_counter() - t)
+
+    def line(self, name: str, ours: list[float], theirs: list[float]) -> Line:
+        floor = statistics.median(theirs) + statistics.median(self.samples)
+        return (f"{name} + one durable write) (p50 ratio)", f"{statistics.median(ours) / floor:.3f}",
+                f"reported (the write alone: {_ms(self.samples)})")
+
+
 def _wallet_key(base: str) -> str:
     """A funded wallet on the demo network, by its key (for the peers and the floor)."""
     r = httpx.post(f"{base}/ln/wallets", json={"balance_sat": 10**7})
@@ -152,6 +182,7 @@ def classic(urls: dict[str, str], rounds: int, tmp: Path) -> list[Line]:
                 ours.ledger.drop_token(held)
             peer._cache = CredentialCache()
 
+        write = WriteAhead(tmp / "classic-floor.db")
         sides: list[tuple[Callable[[], None], list[float]]] = [
             (lambda: _ok(ours.get(url)), []), (lambda: _ok(peer.get(url)), [])]
         for i in range(rounds + 1):
@@ -161,10 +192,13 @@ def classic(urls: dict[str, str], rounds: int, tmp: Path) -> list[Line]:
                 fn()
                 if i:
                     out.append(time.perf_counter() - t)
+                    if out is sides[1][1]:
+                        write()
         assert scope is None or scope
         a, b = sides[0][1], sides[1][1]
     wallet.close()
     return [("paid classic L402, httpay / l402-requests L402Client (p50 ratio)", _ratio(a, b), "<= 1.10"),
+            write.line("paid classic L402, httpay / (l402-requests", a, b),
             ("paid classic L402, httpay p50", _ms(a), "reference")]
 
 
@@ -184,6 +218,7 @@ def x402(urls: dict[str, str], rounds: int, tmp: Path) -> list[Line]:
     theirs = x402Client()
     register_exact_evm_client(theirs, EthAccountSigner(Account.from_key(PAYER_KEY)))
     signer = httpay.EvmSigner.from_key(PAYER_KEY)
+    write = WriteAhead(tmp / "x402-floor.db")
 
     async def go() -> tuple[list[float], list[float]]:
         async with httpay.AsyncClient(ledger=tmp / "x402.db", x402_signer=signer,
@@ -197,10 +232,13 @@ def x402(urls: dict[str, str], rounds: int, tmp: Path) -> list[Line]:
                     t = time.perf_counter()
                     _ok(await c.get(url))
                     out.append(time.perf_counter() - t)
+                    if out is tb:
+                        write()
             return ta, tb
 
     a, b = asyncio.run(go())
     return [("paid x402 exact, httpay / x402's x402HttpxClient (p50 ratio)", _ratio(a, b), "<= 1.05"),
+            write.line("paid x402 exact, httpay / (x402HttpxClient", a, b),
             ("paid x402 exact, httpay p50", _ms(a), "reference")]
 
 
@@ -238,6 +276,7 @@ def v02(urls: dict[str, str], rounds: int, tmp: Path) -> list[Line]:
                 time.sleep(0.005)
             raise RuntimeError("the floor's paid request was not served")
 
+        write = WriteAhead(tmp / "v02-floor.db")
         sides: list[tuple[httpx.Client, Callable[[], None], list[float]]] = [
             (ours, lambda: _ok(ours.get(url)), []), (raw, floor, [])]
         for i in range(rounds + 1):
@@ -247,9 +286,12 @@ def v02(urls: dict[str, str], rounds: int, tmp: Path) -> list[Line]:
                 fn()
                 if i:  # the first round warms up
                     out.append(time.perf_counter() - t)
+                    if out is sides[1][2]:
+                        write()
         a, b = sides[0][2], sides[1][2]
     wallet.close()
     return [("paid L402 v0.2, httpay / hand-written httpx floor (p50 ratio)", _ratio(a, b), "<= 1.10"),
+            write.line("paid L402 v0.2, httpay / (hand-written floor", a, b),
             ("paid L402 v0.2, httpay p50", _ms(a), "reference")]
 
 
