@@ -177,6 +177,18 @@ def test_paid_but_still_402_is_a_clear_error(ledger: SQLiteLedger) -> None:
     assert svc.pr_calls == 0
 
 
+@pytest.mark.parametrize("tries", [0, -3])
+def test_no_retries_after_payment_still_sends_the_paid_request_once(tries: int, ledger: SQLiteLedger) -> None:
+    """A payer set to retry nothing after paying still sends the request the payment bought, once."""
+    svc = FakeService()
+    w = FakeWallet(svc)
+    with client(svc, w, ledger) as c:
+        c.payer.retries_after_payment = tries
+        r = c.get(URL)
+    assert r.status_code == 200 and len(w.calls) == 1
+    assert ledger.receipts()[0].status is Status.SETTLED
+
+
 def test_no_secret_in_logs(ledger: SQLiteLedger, caplog: pytest.LogCaptureFixture) -> None:
     svc = FakeService()
     w = FakeWallet(svc)

@@ -962,8 +962,9 @@ def _retry(run: _Run, challenge: Challenge, receipt: Receipt, first: Outcome | N
     5xx, a broken body) is a PaidRequestFailed that carries the receipt; the ledger row stays settled."""
     payer = run.payer
     delay = payer.retry_delay_s
+    tries = max(1, payer.retries_after_payment)  # the request a payment bought is sent at least once
     resp: httpx.Response | None = None
-    for attempt in range(1, payer.retries_after_payment + 1):
+    for attempt in range(1, tries + 1):
         try:
             resp = first.get() if attempt == 1 and first is not None else (yield from _retry_once(run, attempt))
         except Exception as exc:
@@ -982,13 +983,13 @@ def _retry(run: _Run, challenge: Challenge, receipt: Receipt, first: Outcome | N
             run.say(Served, f"served with HTTP {resp.status_code} after payment #{receipt.id}",
                     status=resp.status_code, receipt=receipt)
             return resp
-        if attempt < payer.retries_after_payment:
+        if attempt < tries:
             yield Sleep(delay)
             delay = min(delay * 2, 5.0)
     assert resp is not None
     told = dialect_of(challenge).settlement(resp)
     why = f": {told.reason}" if told is not None and told.reason else ""
-    what = f"the service still answers 402 after {payer.retries_after_payment} tries{why}"
+    what = f"the service still answers 402 after {tries} tries{why}"
     try:
         receipt = yield Note(receipt.id, f"paid, then {what}")
     except Exception:  # noqa: BLE001 - the error below must reach the caller whatever the ledger does
@@ -996,7 +997,7 @@ def _retry(run: _Run, challenge: Challenge, receipt: Receipt, first: Outcome | N
     run.say(PaymentFailed, f"{paid_text(receipt)}; {what}", logging.WARNING, receipt=receipt, error=what)
     raise PaymentNotHonored(
         f"paid (ledger #{receipt.id}, hash {(receipt.payment_hash or '')[:16]}…) but {run.host} still "
-        f"answers 402 after {payer.retries_after_payment} tries{why}; keep the receipt and contact the service",
+        f"answers 402 after {tries} tries{why}; keep the receipt and contact the service",
         receipt=receipt, response=resp, problem=told.problem if told is not None else None,
     )
 
