@@ -81,6 +81,15 @@ def _ratio(ours: list[float], theirs: list[float]) -> str:
     return f"{statistics.median(ours) / statistics.median(theirs):.3f}"
 
 
+def _compared(name: str, ours: list[float], theirs: list[float], goal: str) -> list[Line]:
+    """The ratio line, and the same ratio over the first and the second half of the rounds: how far
+    the figure moves within this one run (the noise it is read with)."""
+    half = len(ours) // 2
+    halves = f"{_ratio(ours[:half], theirs[:half])} / {_ratio(ours[half:], theirs[half:])}"
+    return [(f"{name} (p50 ratio)", _ratio(ours, theirs), goal),
+            (f"{name}, first / second half of the rounds", halves, "noise: how far it moves within the run")]
+
+
 def _ms(samples: list[float]) -> str:
     return f"{statistics.median(samples) * 1e3:.2f} ms"
 
@@ -157,7 +166,7 @@ def unpaid(urls: dict[str, str], rounds: int, tmp: Path) -> list[Line]:
         for _ in range(30):
             plain.get(url), ours.get(url)
         a, b = _interleave(rounds, lambda i: ours.get(url), lambda i: plain.get(url))
-    return [("unpaid 200, httpay.Client / httpx.Client (p50 ratio)", _ratio(a, b), "<= 1.02")]
+    return _compared("unpaid 200, httpay.Client / httpx.Client", a, b, "<= 1.02")
 
 
 def classic(urls: dict[str, str], rounds: int, tmp: Path) -> list[Line]:
@@ -197,7 +206,7 @@ def classic(urls: dict[str, str], rounds: int, tmp: Path) -> list[Line]:
         assert scope is None or scope
         a, b = sides[0][1], sides[1][1]
     wallet.close()
-    return [("paid classic L402, httpay / l402-requests L402Client (p50 ratio)", _ratio(a, b), "<= 1.10"),
+    return [*_compared("paid classic L402, httpay / l402-requests L402Client", a, b, "<= 1.10"),
             write.line("paid classic L402, httpay / (l402-requests", a, b),
             ("paid classic L402, httpay p50", _ms(a), "reference")]
 
@@ -237,7 +246,7 @@ def x402(urls: dict[str, str], rounds: int, tmp: Path) -> list[Line]:
             return ta, tb
 
     a, b = asyncio.run(go())
-    return [("paid x402 exact, httpay / x402's x402HttpxClient (p50 ratio)", _ratio(a, b), "<= 1.05"),
+    return [*_compared("paid x402 exact, httpay / x402's x402HttpxClient", a, b, "<= 1.05"),
             write.line("paid x402 exact, httpay / (x402HttpxClient", a, b),
             ("paid x402 exact, httpay p50", _ms(a), "reference")]
 
@@ -290,7 +299,7 @@ def v02(urls: dict[str, str], rounds: int, tmp: Path) -> list[Line]:
                         write()
         a, b = sides[0][2], sides[1][2]
     wallet.close()
-    return [("paid L402 v0.2, httpay / hand-written httpx floor (p50 ratio)", _ratio(a, b), "<= 1.10"),
+    return [*_compared("paid L402 v0.2, httpay / hand-written httpx floor", a, b, "<= 1.10"),
             write.line("paid L402 v0.2, httpay / (hand-written floor", a, b),
             ("paid L402 v0.2, httpay p50", _ms(a), "reference")]
 
