@@ -205,3 +205,27 @@ def test_requests_waiting_on_a_payment_are_released_once_it_is_written_down(ledg
     assert all(r.status_code == 200 for r in answers.values())
     assert len(node.paid) == 1 and service.served == 2  # one payment served both
     assert [r.status for r in ledger.receipts()] == [Status.SETTLED]
+
+
+def test_an_async_payment_is_written_down_in_one_worker_thread(ledger: HeldLedger, monkeypatch: Any) -> None:
+    """On an AsyncClient the credential and the settle are written one after the other in the same
+    worker thread: one hand-over for the record, not one per write (each costs the loop a wake-up)."""
+    import anyio.to_thread
+
+    from httpay.core.effects import SaveToken, Settle
+
+    hops: list[Any] = []
+    real = anyio.to_thread.run_sync
+
+    async def counted(func: Any, *args: Any, **kw: Any) -> Any:
+        hops.append(getattr(func, "__self__", func))
+        return await real(func, *args, **kw)
+
+    monkeypatch.setattr(anyio.to_thread, "run_sync", counted)
+    node = Node()
+    service = Service(CLASSIC, node)
+    response = drive("async", payer_for(ledger, node), httpx.Request("GET", URLS[CLASSIC]), service)
+    assert response.status_code == 200 and ledger.token_scopes()
+    assert ledger.receipts()[0].status is Status.SETTLED
+    assert not [h for h in hops if isinstance(h, SaveToken | Settle)], "a write of the record took a hop of its own"
+    assert [getattr(h, "__qualname__", "") for h in hops].count("_aside_job.<locals>.job") == 1

@@ -117,7 +117,7 @@ def helper_threads(monkeypatch: pytest.MonkeyPatch) -> Counted:
     counted, submit = Counted(), bounded.WORKERS.submit
 
     def counting(job: Any) -> None:
-        if "_beside_sync" in job.__qualname__:
+        if "_aside_job" in job.__qualname__:
             counted.records += 1
         else:
             counted.submitted += 1

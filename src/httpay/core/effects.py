@@ -109,8 +109,9 @@ class Outcome:
 class Beside(Effect):
     """Run two flows at once and answer both outcomes (`main`'s, `aside`'s), each kept whole: a
     paid request's retry goes out (`main`, in the caller's own thread or task) while the payment is
-    written down (`aside`, in a worker thread or a task shielded from cancellation: a record is
-    finished whatever the caller does). Neither may raise out of the driver; each ends."""
+    written down (`aside`, driven whole in one worker thread, which a cancelled caller still waits
+    for: a record is finished whatever the caller does). `aside` performs only blocking effects
+    and `Leave` (no request, no flight to join). Neither may raise out of the driver; each ends."""
 
     blocking: ClassVar[bool] = False
     main: Generator[Effect, Any, Any] = field(repr=False)

@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Protocol, Self, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -43,6 +43,14 @@ DROPPED = (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError)  # the 
 T = TypeVar("T")
 SyncRoute = Callable[[httpx.URL], httpx.BaseTransport]
 AsyncRoute = Callable[[httpx.URL], httpx.AsyncBaseTransport]
+
+
+class _Flights(Protocol):
+    """What the sync driver needs of a single-flight registry."""
+
+    def join(self, key: str) -> bool: ...
+
+    def leave(self, key: str) -> None: ...
 
 
 class _SyncFlights:
@@ -86,6 +94,24 @@ class _AsyncFlights:
         ev = self._flights.pop(key, None)
         if ev is not None:
             ev.set()
+
+
+class _LeaveOnLoop:
+    """An async client's flights as a worker thread driving a `Beside` aside sees them: leaving is
+    handed to the event loop (asyncio's events are not thread-safe); an aside joins no flight."""
+
+    def __init__(self, flights: _AsyncFlights, loop: asyncio.AbstractEventLoop) -> None:
+        self._flights, self._loop = flights, loop
+
+    def join(self, key: str) -> bool:
+        raise TypeError("a Beside aside joins no flight")
+
+    def leave(self, key: str) -> None:
+        self._loop.call_soon_threadsafe(self._flights.leave, key)
+
+
+def _no_route(url: httpx.URL) -> httpx.BaseTransport:
+    raise TypeError("a Beside aside sends no request")
 
 
 def _resume(flow: Generator[Effect, Any, Any], value: Any, error: BaseException | None) -> tuple[Effect | None, Any]:
@@ -218,7 +244,7 @@ def _approve_sync(payer: Payer, effect: Ask) -> Any:
     return value
 
 
-def _drive_sync(flow: Generator[Effect, Any, T], route: SyncRoute, payer: Payer, flights: _SyncFlights) -> T:
+def _drive_sync(flow: Generator[Effect, Any, T], route: SyncRoute, payer: Payer, flights: _Flights) -> T:
     """Perform the flow's effects one by one in this thread; errors go back into the flow."""
     value: Any = None
     error: BaseException | None = None
@@ -252,23 +278,35 @@ def _drive_sync(flow: Generator[Effect, Any, T], route: SyncRoute, payer: Payer,
             error = exc
 
 
-def _beside_sync(effect: Beside, route: SyncRoute, payer: Payer, flights: _SyncFlights) -> tuple[Outcome, Outcome]:
+def _aside_job(effect: Beside, payer: Payer, flights: _Flights, done: Callable[[Outcome], None]) -> Callable[[], None]:
+    """`effect.aside` driven whole in one worker thread (its writes one after the other, no hop
+    between them); `done` gets its outcome, kept whole."""
+
+    def job() -> None:
+        try:
+            outcome = Outcome(_drive_sync(effect.aside, _no_route, payer, flights))
+        except BaseException as exc:  # noqa: BLE001 - kept for the flow, which decides
+            outcome = Outcome(error=exc)
+        done(outcome)
+
+    return job
+
+
+def _beside_sync(effect: Beside, route: SyncRoute, payer: Payer, flights: _Flights) -> tuple[Outcome, Outcome]:
     """`main` here, `aside` in a worker thread; both outcomes once both have ended (an interrupt of
     `main` still waits for `aside`, which finishes writing what it writes)."""
     kept: list[Outcome] = []
     ended = threading.Event()
 
-    def aside() -> None:
-        try:
-            kept.append(Outcome(_drive_sync(effect.aside, route, payer, flights)))
-        except BaseException as exc:  # noqa: BLE001 - kept for the flow, which decides
-            kept.append(Outcome(error=exc))
+    def done(outcome: Outcome) -> None:
+        kept.append(outcome)
         ended.set()
 
+    job = _aside_job(effect, payer, flights, done)
     try:
-        WORKERS.submit(aside)
+        WORKERS.submit(job)
     except RuntimeError:  # no thread to be had (an interpreter shutting down): one after the other
-        aside()
+        job()
     try:
         main = Outcome(_drive_sync(effect.main, route, payer, flights))
     except Exception as exc:  # noqa: BLE001 - kept for the flow, which decides
@@ -339,16 +377,16 @@ async def _drive_async(flow: Generator[Effect, Any, T], route: AsyncRoute, payer
 
 async def _beside_async(effect: Beside, route: AsyncRoute, payer: Payer,
                         flights: _AsyncFlights) -> tuple[Outcome, Outcome]:
-    """`main` in this task, `aside` in a task shielded from cancellation (a record is finished
-    whatever the caller does); both outcomes once both have ended."""
+    """`main` in this task, `aside` in one worker thread, from a task shielded from cancellation (a
+    record is finished whatever the caller does); both outcomes once both have ended. The thread is
+    asked for once `main` waits on the network: started earlier, its writes would contend with the
+    retry's own work for the interpreter (measured: slower)."""
+    loop = asyncio.get_running_loop()
     kept: list[Outcome] = []
 
     async def aside() -> None:
         with anyio.CancelScope(shield=True):
-            try:
-                kept.append(Outcome(await _drive_async(effect.aside, route, payer, flights)))
-            except Exception as exc:  # noqa: BLE001 - kept for the flow, which decides
-                kept.append(Outcome(error=exc))
+            await anyio.to_thread.run_sync(_aside_job(effect, payer, _LeaveOnLoop(flights, loop), kept.append))
 
     async with anyio.create_task_group() as group:
         group.start_soon(aside)
