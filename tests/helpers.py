@@ -142,3 +142,19 @@ def quote_of(offers: Any, url: str, host: str, *, usd_per_btc: float | None = No
     challenge = to_challenge(offers, url)
     return Quote(challenge=challenge, offer=challenge.offers[0], method=method, price_msat=price_msat, url=url,
                  host=host, usd_per_btc=usd_per_btc)
+
+
+def thread_hops(monkeypatch: Any) -> list[Any]:
+    """Every call an AsyncClient hands to a worker thread from now on (`anyio.to_thread.run_sync`),
+    as what it runs: an effect for a bound `run`, else the function itself."""
+    import anyio.to_thread
+
+    hops: list[Any] = []
+    real = anyio.to_thread.run_sync
+
+    async def counted(func: Any, *args: Any, **kw: Any) -> Any:
+        hops.append(getattr(func, "__self__", func))
+        return await real(func, *args, **kw)
+
+    monkeypatch.setattr(anyio.to_thread, "run_sync", counted)
+    return hops

@@ -12,6 +12,7 @@ import pytest
 
 import httpay
 from httpay.ledger.sqlite import SQLiteLedger
+from tests.helpers import thread_hops
 from tests.hostile.harness import CountingWallet, HostileService
 
 
@@ -57,20 +58,11 @@ def test_a_credential_bought_by_another_process_is_used_not_paid_again(svc: Host
 async def test_an_async_client_on_the_unpaid_path_uses_no_worker_thread(svc: HostileService, tmp_path: Path,
                                                                        monkeypatch: Any) -> None:
     """Once the ledger knows a scope holds nothing, an AsyncClient's 200s need no thread and no query."""
-    import anyio.to_thread
-
     url = svc.free("/free")
     lg = CountingLedger(tmp_path / "ledger.db")
     async with httpay.AsyncClient(wallet=CountingWallet(svc.node), ledger=lg) as c:
         assert (await c.get(url)).status_code == 200  # the first look reads the held scopes (in a thread)
-        hops: list[Any] = []
-        real = anyio.to_thread.run_sync
-
-        async def counted(func: Any, *args: Any, **kw: Any) -> Any:
-            hops.append(func)
-            return await real(func, *args, **kw)
-
-        monkeypatch.setattr(anyio.to_thread, "run_sync", counted)
+        hops = thread_hops(monkeypatch)
         for _ in range(20):
             assert (await c.get(url)).status_code == 200
     assert hops == [] and lg.lookups == 0, f"{len(hops)} worker-thread hops, {lg.lookups} credential queries"
@@ -157,20 +149,11 @@ async def test_the_look_before_paying_asks_the_ledger_nothing_while_no_one_else_
     """A 402 met with nothing held: the ledger knows nobody else has written it since it read its
     scopes (SQLite's data_version), so the look for a credential bought meanwhile is answered from
     memory: no query, and on an AsyncClient no worker thread."""
-    import anyio.to_thread
-
     from httpay.core.effects import TokenFor
 
     lg = CountingLedger(tmp_path / "ledger.db")
     wallet = CountingWallet(svc.node)
-    hops: list[Any] = []
-    real = anyio.to_thread.run_sync
-
-    async def counted(func: Any, *args: Any, **kw: Any) -> Any:
-        hops.append(getattr(func, "__self__", func))
-        return await real(func, *args, **kw)
-
-    monkeypatch.setattr(anyio.to_thread, "run_sync", counted)
+    hops = thread_hops(monkeypatch)
     if mode == "async":
         async with httpay.AsyncClient(wallet=wallet, ledger=lg) as ac:
             codes = [(await ac.get(svc.free("/free"))).status_code, (await ac.get(svc.classic("/classic"))).status_code]

@@ -26,6 +26,7 @@ from httpay.ledger.models import Status
 from httpay.ledger.sqlite import SQLiteLedger
 from httpay.policy import Policy
 from tests.core.test_flow_scenarios import CLASSIC, RATE, URLS, V02, Node, ScriptedWallet, Service, drive
+from tests.helpers import thread_hops
 
 WAIT_S = 5.0  # how long a held write waits for the retry before the test calls the order wrong
 
@@ -210,18 +211,9 @@ def test_requests_waiting_on_a_payment_are_released_once_it_is_written_down(ledg
 def test_an_async_payment_is_written_down_in_one_worker_thread(ledger: HeldLedger, monkeypatch: Any) -> None:
     """On an AsyncClient the credential and the settle are written one after the other in the same
     worker thread: one hand-over for the record, not one per write (each costs the loop a wake-up)."""
-    import anyio.to_thread
-
     from httpay.core.effects import SaveToken, Settle
 
-    hops: list[Any] = []
-    real = anyio.to_thread.run_sync
-
-    async def counted(func: Any, *args: Any, **kw: Any) -> Any:
-        hops.append(getattr(func, "__self__", func))
-        return await real(func, *args, **kw)
-
-    monkeypatch.setattr(anyio.to_thread, "run_sync", counted)
+    hops = thread_hops(monkeypatch)
     node = Node()
     service = Service(CLASSIC, node)
     response = drive("async", payer_for(ledger, node), httpx.Request("GET", URLS[CLASSIC]), service)
