@@ -221,3 +221,24 @@ def test_an_async_payment_is_written_down_in_one_worker_thread(ledger: HeldLedge
     assert ledger.receipts()[0].status is Status.SETTLED
     assert not [h for h in hops if isinstance(h, SaveToken | Settle)], "a write of the record took a hop of its own"
     assert [getattr(h, "__qualname__", "") for h in hops].count("_aside_job.<locals>.job") == 1
+
+
+def test_an_async_record_with_no_thread_to_be_had_is_written_on_the_loop(ledger: HeldLedger,
+                                                                         monkeypatch: Any) -> None:
+    """An interpreter that can start no more threads (shutting down) still gets its payment written
+    down, on the event loop itself: the row settled, the credential kept, the answer served."""
+    import anyio.to_thread
+
+    real = anyio.to_thread.run_sync
+
+    async def no_thread_for_the_record(func: Any, *args: Any, **kw: Any) -> Any:
+        if "_aside_job" in getattr(func, "__qualname__", ""):
+            raise RuntimeError("can't start new thread")
+        return await real(func, *args, **kw)
+
+    monkeypatch.setattr(anyio.to_thread, "run_sync", no_thread_for_the_record)
+    node = Node()
+    service = Service(CLASSIC, node)
+    response = drive("async", payer_for(ledger, node), httpx.Request("GET", URLS[CLASSIC]), service)
+    assert response.status_code == 200 and ledger.token_scopes() and len(node.paid) == 1
+    assert ledger.receipts()[0].status is Status.SETTLED

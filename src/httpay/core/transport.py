@@ -384,9 +384,15 @@ async def _beside_async(effect: Beside, route: AsyncRoute, payer: Payer,
     loop = asyncio.get_running_loop()
     kept: list[Outcome] = []
 
+    job = _aside_job(effect, payer, _LeaveOnLoop(flights, loop), kept.append)
+
     async def aside() -> None:
         with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(_aside_job(effect, payer, _LeaveOnLoop(flights, loop), kept.append))
+            try:
+                await anyio.to_thread.run_sync(job)
+            except RuntimeError:  # no thread to be had (an interpreter shutting down): here, on the loop
+                if not kept:
+                    job()
 
     async with anyio.create_task_group() as group:
         group.start_soon(aside)
