@@ -145,9 +145,10 @@ class WriteAhead:
         self.db.execute("COMMIT")
         self.samples.append(time.perf_counter() - t)
 
-    def line(self, name: str, ours: list[float], theirs: list[float]) -> Line:
+    def line(self, figure: str, peer: str, ours: list[float], theirs: list[float]) -> Line:
+        """`figure`, httpay against `peer`'s time plus this write's (their medians)."""
         floor = statistics.median(theirs) + statistics.median(self.samples)
-        return (f"{name} + one durable write) (p50 ratio)", f"{statistics.median(ours) / floor:.3f}",
+        return (f"{figure}, httpay / ({peer} + one durable write) (p50 ratio)", f"{statistics.median(ours) / floor:.3f}",
                 f"reported (the write alone: {_ms(self.samples)})")
 
 
@@ -207,7 +208,7 @@ def classic(urls: dict[str, str], rounds: int, tmp: Path) -> list[Line]:
         a, b = sides[0][1], sides[1][1]
     wallet.close()
     return [*_compared("paid classic L402, httpay / l402-requests L402Client", a, b, "<= 1.10"),
-            write.line("paid classic L402, httpay / (l402-requests", a, b),
+            write.line("paid classic L402", "l402-requests", a, b),
             ("paid classic L402, httpay p50", _ms(a), "reference")]
 
 
@@ -247,7 +248,7 @@ def x402(urls: dict[str, str], rounds: int, tmp: Path) -> list[Line]:
 
     a, b = asyncio.run(go())
     return [*_compared("paid x402 exact, httpay / x402's x402HttpxClient", a, b, "<= 1.05"),
-            write.line("paid x402 exact, httpay / (x402HttpxClient", a, b),
+            write.line("paid x402 exact", "x402HttpxClient", a, b),
             ("paid x402 exact, httpay p50", _ms(a), "reference")]
 
 
@@ -300,7 +301,7 @@ def v02(urls: dict[str, str], rounds: int, tmp: Path) -> list[Line]:
         a, b = sides[0][2], sides[1][2]
     wallet.close()
     return [*_compared("paid L402 v0.2, httpay / hand-written httpx floor", a, b, "<= 1.10"),
-            write.line("paid L402 v0.2, httpay / (hand-written floor", a, b),
+            write.line("paid L402 v0.2", "hand-written floor", a, b),
             ("paid L402 v0.2, httpay p50", _ms(a), "reference")]
 
 

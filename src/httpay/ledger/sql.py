@@ -611,11 +611,9 @@ class SQLLedger(Ledger):
         cannot tell, or not without waiting)."""
         return None
 
-    def _read_held(self) -> set[str]:
+    def _read_held(self) -> None:
         version = self._store_version(wait=True)  # before the scopes: a write in between reads as a change
-        held = set(self.token_scopes())
-        self.held_scopes, self._held_version = held, version
-        return held
+        self.held_scopes, self._held_version = set(self.token_scopes()), version
 
     def held_scopes_exact(self, *, wait: bool = True) -> bool:
         held, known = self.held_scopes, self._held_version
