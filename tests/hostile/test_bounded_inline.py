@@ -21,11 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpcore
 import httpx
 import pytest
 
 import httpay
 from httpay.core import bounded
+from httpay.core.deadline import Deadline
 from tests.helpers import NOTEBOOK_OFFERS
 from tests.hostile.harness import CountingWallet, HostileService, RawServer, hostile_service, run
 
@@ -211,3 +213,18 @@ def test_a_tls_handshake_dribbled_on_a_new_connection_is_cut_at_the_deadline(
     assert took < 10  # 16 KB at a byte every 20 ms: over 5 minutes had nothing cut it
     assert tls.connections == 1
     assert out.wallet_calls == 0 and out.receipts == [] and out.spent_msat == 0
+
+
+
+@pytest.mark.parametrize("timeout", [httpcore.ConnectTimeout("timed out"), httpx.ConnectTimeout("timed out")],
+                         ids=["httpcore", "httpx"])
+def test_a_timeout_the_deadline_caused_names_the_stage_it_cut(timeout: Exception) -> None:
+    """A socket timeout cut to what was left of the deadline may fire inside httpcore (a handshake
+    on a loaded machine) before the caller's own wait ends: it is still the deadline's, reported
+    with the stage it cut, not passed on as a timeout of the POST that made the connection."""
+    def handshake(abandoned: threading.Event) -> None:
+        raise timeout
+
+    with pytest.raises(httpay.PaymentDeadlineExceeded) as caught:
+        bounded.within(Deadline(0.04), "the TLS handshake with 127.0.0.1", handshake, lambda late: None)
+    assert caught.value.stage == "the TLS handshake with 127.0.0.1"

@@ -73,7 +73,7 @@ WORKERS = _Workers()
 def deadline_or(error: BaseException, deadline: Deadline, stage: str) -> BaseException:
     """A timeout that fired with the deadline all but spent was the deadline's cut, not the caller's
     own timeout: report it as the deadline, whichever clock noticed first."""
-    if isinstance(error, httpx.TimeoutException) and deadline.remaining() <= _SLACK_S:
+    if isinstance(error, httpx.TimeoutException | httpcore.TimeoutException) and deadline.remaining() <= _SLACK_S:
         return deadline.exceeded(stage)
     return error
 
