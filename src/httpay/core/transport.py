@@ -20,6 +20,7 @@ import anyio
 import anyio.to_thread
 import httpx
 
+from httpay import safe
 from httpay.core.bounded import WORKERS, bounding, deadline_or, install, installed, within
 from httpay.core.deadline import Deadline
 from httpay.core.effects import Ask, Beside, Effect, Join, Leave, Outcome, Pay, ReadBody, Send, Sleep
@@ -34,6 +35,7 @@ from httpay.core.flow import (
     request_flow,
 )
 from httpay.core.payer import Payer
+from httpay.core.pooled import keep_assigned
 from httpay.errors import HttpayError
 from httpay.safe import get_logger
 
@@ -158,21 +160,29 @@ def _read_here(response: httpx.Response) -> httpx.Response:
     return response
 
 
+def _resending(request: httpx.Request, exc: BaseException) -> None:
+    """Say why a request goes out twice: a service that counts requests sees both."""
+    log.info("the connection to %s dropped before any answer (%s); sending the %s once more",
+             safe.clean(request.url.host, 100), type(exc).__name__, request.method)
+
+
 def _handle_sync(effect: Send, transport: httpx.BaseTransport, request: httpx.Request) -> httpx.Response:
     try:
         return transport.handle_request(request)
-    except DROPPED:
+    except DROPPED as exc:
         if not effect.resend_if_dropped:
             raise
+        _resending(request, exc)
         return transport.handle_request(request)  # a keep-alive connection the server closed meanwhile
 
 
 async def _handle_async(effect: Send, transport: httpx.AsyncBaseTransport, request: httpx.Request) -> httpx.Response:
     try:
         return await transport.handle_async_request(request)
-    except DROPPED:
+    except DROPPED as exc:
         if not effect.resend_if_dropped:
             raise
+        _resending(request, exc)
         return await transport.handle_async_request(request)  # a keep-alive connection the server closed meanwhile
 
 
@@ -474,6 +484,7 @@ class PaymentTransport(httpx.BaseTransport):
                  flights: _SyncFlights | None = None, route: SyncRoute | None = None) -> None:
         self.payer = payer
         self.inner = transport or httpx.HTTPTransport()
+        keep_assigned(self.inner)  # a crowd's connections are not closed under its requests
         install(self.inner)  # its paid sends then need no helper thread for their deadline
         self._flights = flights if flights is not None else _SyncFlights()
         self._route: SyncRoute = route or (lambda url: self.inner)
@@ -514,6 +525,7 @@ class AsyncPaymentTransport(httpx.AsyncBaseTransport):
                  flights: _AsyncFlights | None = None, route: AsyncRoute | None = None) -> None:
         self.payer = payer
         self.inner = transport or httpx.AsyncHTTPTransport()
+        keep_assigned(self.inner)  # a crowd's connections are not closed under its requests
         self._flights = flights if flights is not None else _AsyncFlights()
         self._route: AsyncRoute = route or (lambda url: self.inner)
 

@@ -42,6 +42,7 @@ from typing import Any
 
 import httpx
 
+from httpay.core.pooled import pooled_client
 from httpay.errors import (
     AlreadyPaid,
     InsufficientFunds,
@@ -148,7 +149,7 @@ class LNDWallet(Wallet):
             except (OSError, ssl.SSLError) as exc:
                 raise WalletError(f"cannot load LND's TLS certificate {tls_cert_path}: {exc}") from None
         self._owns_client = client is None
-        self._client = client if client is not None else httpx.Client(
+        self._client = client if client is not None else pooled_client(
             base_url=self.url, timeout=self.timeout, verify=verify, follow_redirects=False
         )
 
