@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, dataclass_transform, overload
 
 import httpx
 
@@ -29,8 +29,26 @@ from httpay.wallets.base import Payment
 if TYPE_CHECKING:
     from httpay.core.payer import Payer
 
+_E = TypeVar("_E")
 
-@dataclass(frozen=True)
+
+@overload
+def effect(cls: type[_E], /) -> type[_E]: ...
+@overload
+def effect(*, eq: bool = True) -> Any: ...
+
+
+@dataclass_transform(frozen_default=True)
+def effect(cls: type[_E] | None = None, /, *, eq: bool = True) -> Any:
+    """An effect's class: a dataclass, read-only to type checkers, and not frozen at run time. A
+    frozen dataclass's `__init__` sets each field through `object.__setattr__` (0.6 us for a Send,
+    against 0.26), and every step of every request makes one; no code assigns to an effect."""
+    if cls is None:
+        return lambda c: dataclass(c, eq=eq)
+    return dataclass(cls, eq=eq)
+
+
+@effect
 class Effect:
     """One outside call. `blocking` ones are run by `run` (in a worker thread by the async driver)."""
 
@@ -45,7 +63,7 @@ class Effect:
 
 
 # -- HTTP --------------------------------------------------------------------------------------
-@dataclass(frozen=True)
+@effect
 class Send(Effect):
     """Send `request`. With `deadline`: the whole exchange, body included, must end before it.
     With `payment_deadline_s`: the answer may be the 402 to pay, so if it is a 402 the driver starts a
@@ -61,7 +79,7 @@ class Send(Effect):
     resend_if_dropped: bool = False
 
 
-@dataclass(frozen=True)
+@effect
 class ReadBody(Effect):
     """Read a response's whole body (a 402's, or a paid answer's, to see it did not break off)."""
 
@@ -70,13 +88,13 @@ class ReadBody(Effect):
 
 
 # -- waiting -----------------------------------------------------------------------------------
-@dataclass(frozen=True)
+@effect
 class Sleep(Effect):
     blocking: ClassVar[bool] = False
     seconds: float
 
 
-@dataclass(frozen=True)
+@effect
 class Join(Effect):
     """Enter the single flight for `key`. Answers False when this flow now owns it (and must
     `Leave` it), True when another flow was paying it and has finished (nothing is owned)."""
@@ -85,13 +103,13 @@ class Join(Effect):
     key: str
 
 
-@dataclass(frozen=True)
+@effect
 class Leave(Effect):
     blocking: ClassVar[bool] = False
     key: str
 
 
-@dataclass(frozen=True)
+@effect
 class Outcome:
     """What one flow of a `Beside` came to: its value, or the exception it raised."""
 
@@ -105,7 +123,7 @@ class Outcome:
         return self.value
 
 
-@dataclass(frozen=True, eq=False)
+@effect(eq=False)
 class Beside(Effect):
     """Run two flows at once and answer both outcomes (`main`'s, `aside`'s), each kept whole: a
     paid request's retry goes out (`main`, in the caller's own thread or task) while the payment is
@@ -118,7 +136,7 @@ class Beside(Effect):
     aside: Generator[Effect, Any, Any] = field(repr=False)
 
 
-@dataclass(frozen=True)
+@effect
 class Ask(Effect):
     """Ask the policy's approver about a quote: True, False, or another offer (bool | Offer | None)."""
 
@@ -127,7 +145,7 @@ class Ask(Effect):
 
 
 # -- the payer's parts -------------------------------------------------------------------------
-@dataclass(frozen=True)
+@effect
 class GetRate(Effect):
     """The BTC/USD rate for this attempt (resolved once; None: unknown)."""
 
@@ -140,7 +158,7 @@ class GetRate(Effect):
         return (True, rate) if rate else (False, None)
 
 
-@dataclass(frozen=True)
+@effect
 class Pay(Effect):
     """Pay a BOLT11 invoice with the Lightning wallet, spending at most `max_fee_msat` on fees."""
 
@@ -151,7 +169,7 @@ class Pay(Effect):
         return payer.lightning.pay_invoice(self.invoice, max_fee_msat=self.max_fee_msat)
 
 
-@dataclass(frozen=True)
+@effect
 class Lookup(Effect):
     """Ask the wallet what became of a payment (None: it cannot tell)."""
 
@@ -164,7 +182,7 @@ class Lookup(Effect):
             return None
 
 
-@dataclass(frozen=True)
+@effect
 class Sign(Effect):
     """Have the signer sign EIP-712 typed data (an x402 or MPP authorization)."""
 
@@ -187,7 +205,7 @@ class Sign(Effect):
 
 
 # -- the ledger --------------------------------------------------------------------------------
-@dataclass(frozen=True)
+@effect
 class LedgerNow(Effect):
     """The ledger's clock (shared by every process)."""
 
@@ -199,7 +217,7 @@ class LedgerNow(Effect):
         return (True, payer.ledger.now()) if payer.ledger.clock_is_local else (False, None)
 
 
-@dataclass(frozen=True)
+@effect
 class Spent(Effect):
     """What was spent in total (settled and pending)."""
 
@@ -207,7 +225,7 @@ class Spent(Effect):
         return payer.ledger.spent_msat()
 
 
-@dataclass(frozen=True)
+@effect
 class Find(Effect):
     """The newest non-failed payment for a challenge key."""
 
@@ -217,7 +235,7 @@ class Find(Effect):
         return payer.ledger.find(challenge_key=self.challenge_key)
 
 
-@dataclass(frozen=True)
+@effect
 class GetReceipt(Effect):
     receipt_id: int
 
@@ -225,7 +243,7 @@ class GetReceipt(Effect):
         return payer.ledger.get(self.receipt_id)
 
 
-@dataclass(frozen=True)
+@effect
 class Reserve(Effect):
     """Write the payment pending, every limit checked in the same transaction (PaymentRefused if not)."""
 
@@ -237,7 +255,7 @@ class Reserve(Effect):
         return payer.ledger.reserve(self.intent, self.limits, usd_per_btc=self.usd_per_btc)
 
 
-@dataclass(frozen=True)
+@effect
 class Settle(Effect):
     """Record a payment settled (with its proof, fee and amount); `note`, its reason, in the same write."""
 
@@ -252,7 +270,7 @@ class Settle(Effect):
                                    amount_msat=self.amount_msat, note=self.note)
 
 
-@dataclass(frozen=True)
+@effect
 class Fail(Effect):
     receipt_id: int
     reason: str
@@ -261,7 +279,7 @@ class Fail(Effect):
         return payer.ledger.fail(self.receipt_id, self.reason)
 
 
-@dataclass(frozen=True)
+@effect
 class Note(Effect):
     receipt_id: int
     reason: str
@@ -270,7 +288,7 @@ class Note(Effect):
         return payer.ledger.note(self.receipt_id, self.reason)
 
 
-@dataclass(frozen=True)
+@effect
 class NoteRefusal(Effect):
     """Keep a refused payment in the ledger (nothing was paid), for the people who oversee."""
 
@@ -285,7 +303,7 @@ class NoteRefusal(Effect):
                                   tags=dict(self.tags))
 
 
-@dataclass(frozen=True)
+@effect
 class Reconcile(Effect):
     """Settle the truth of a pending payment left behind (a crash) with the wallet that made it."""
 
@@ -296,7 +314,7 @@ class Reconcile(Effect):
         return reconcile_one(payer.ledger, payer.lightning, self.receipt, grace_s=self.grace_s)
 
 
-@dataclass(frozen=True)
+@effect
 class TokenFor(Effect):
     """The credential held for a scope (None: none, or it expired). A scope the ledger knows holds
     nothing costs no query; `fresh` (the look before paying): unless the ledger also knows nobody
@@ -320,7 +338,7 @@ class TokenFor(Effect):
         return (not self.fresh or ledger.held_scopes_exact(wait=False)), None
 
 
-@dataclass(frozen=True)
+@effect
 class SaveToken(Effect):
     scope: str
     authorization: str = field(repr=False)
@@ -332,7 +350,7 @@ class SaveToken(Effect):
                                 expires_at=self.expires_at)
 
 
-@dataclass(frozen=True)
+@effect
 class DropToken(Effect):
     """Forget a scope's credential, if it is still `authorization` (another may have stored a newer one)."""
 
@@ -346,7 +364,7 @@ class DropToken(Effect):
 
 
 # -- calls: the application's own retry of a paid call never pays again ---------------------------
-@dataclass(frozen=True)
+@effect
 class CallKey(Effect):
     """The ledger's key for this call (its fingerprint: method, URL, body), issued afresh or the
     one issued within the payer's call window, with the payment already made for it, if any.
@@ -359,7 +377,7 @@ class CallKey(Effect):
         return payer.ledger.call(self.fingerprint, window=timedelta(seconds=payer.call_window_s), key=self.key)
 
 
-@dataclass(frozen=True)
+@effect
 class RecordCall(Effect):
     """Keep on the call the credential its payment presents (secret), to present it again on a retry."""
 
@@ -371,7 +389,7 @@ class RecordCall(Effect):
         payer.ledger.record_call(self.call_id, self.receipt_id, dict(self.headers))
 
 
-@dataclass(frozen=True)
+@effect
 class CallAnswered(Effect):
     """The call's answer reached the application: the same request sent again is a new call."""
 
@@ -381,7 +399,7 @@ class CallAnswered(Effect):
         payer.ledger.answer_call(self.call_id)
 
 
-@dataclass(frozen=True)
+@effect
 class SignMessage(Effect):
     """Have the signer sign a text message by EIP-191 (a sign-in: it pays nothing)."""
 

@@ -289,21 +289,23 @@ class _Run:
             raise self.deadline_passed(deadline.exceeded(stage))
 
 
-def first_send(payer: Payer, request: httpx.Request, *, dry_run: bool = False) -> Send | None:
+def first_send(payer: Payer, request: httpx.Request) -> Send | None:
     """The request's first send, decided without the flow, when there is nothing to put on it: no
     credential held for its scope (as the ledger's in-memory view of held scopes already knows), none
     of this flow's own on it, no host that asked to be told the payer's methods. A driver sends it
     and starts `request_flow(..., sent=...)` only if the answer is a 402, so the unpaid path costs
-    no flow at all. None: the flow decides the first send itself."""
+    no flow at all. None: the flow decides the first send itself. (A dry run, `DRY_RUN_EXTENSION`,
+    starts no payment deadline.)"""
     held = payer.ledger.held_scopes  # what `TokenFor(scope).answer_in_memory` reads, without the effect
-    if held is None or payer.advertise_to or TOKEN_EXTENSION in request.extensions:
+    ext = request.extensions
+    if held is None or payer.advertise_to or TOKEN_EXTENSION in ext:
         return None
-    if not held:  # no credential held at all: nothing to look up (nor a URL to write out)
-        return _first(payer, request, dry_run)
-    for scope in scopes_for(str(request.url), payer.token_scope):
-        if scope in held:
-            return None
-    return _first(payer, request, dry_run)
+    if held:
+        for scope in scopes_for(str(request.url), payer.token_scope):
+            if scope in held:
+                return None
+    # (else no credential held at all: nothing to look up, nor a URL to write out)
+    return _first(payer, request, bool(ext.get(DRY_RUN_EXTENSION)))
 
 
 def _first(payer: Payer, request: httpx.Request, dry_run: bool) -> Send:

@@ -45,16 +45,19 @@ def keep_assigned(transport: httpx.BaseTransport | httpx.AsyncBaseTransport) -> 
 
     def assign_requests_to_connections() -> Any:
         # Called under the pool's lock: what its requests hold now is shadowed until the next pass.
-        for connection in held:
-            for name in _SHADOWED:
-                connection.__dict__.pop(name, None)
-        held.clear()
-        for request in pool._requests:
-            connection = getattr(request, "connection", None)
-            if connection is not None and "is_idle" not in getattr(connection, "__dict__", {"is_idle": 0}):
+        # (Run twice per request: kept to a loop over the pool's requests when nothing is held.)
+        if held:
+            for connection in held:
                 for name in _SHADOWED:
-                    setattr(connection, name, _no)
-                held.append(connection)
+                    connection.__dict__.pop(name, None)
+            held.clear()
+        for request in pool._requests:
+            connection = request.connection
+            if connection is not None:
+                shadows = connection.__dict__
+                if "is_idle" not in shadows:
+                    shadows["is_idle"] = shadows["has_expired"] = _no
+                    held.append(connection)
         return assign()
 
     pool._assign_requests_to_connections = assign_requests_to_connections  # type: ignore[method-assign]

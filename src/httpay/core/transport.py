@@ -170,10 +170,16 @@ def _handle_sync(effect: Send, transport: httpx.BaseTransport, request: httpx.Re
     try:
         return transport.handle_request(request)
     except DROPPED as exc:
-        if not effect.resend_if_dropped:
-            raise
-        _resending(request, exc)
-        return transport.handle_request(request)  # a keep-alive connection the server closed meanwhile
+        return _resend_sync(effect, transport, request, exc)
+
+
+def _resend_sync(effect: Send, transport: httpx.BaseTransport, request: httpx.Request,
+                 dropped: BaseException) -> httpx.Response:
+    """A Send whose connection dropped before any answer: sent once more if it may be, else the error."""
+    if not effect.resend_if_dropped:
+        raise dropped
+    _resending(request, dropped)
+    return transport.handle_request(request)  # a keep-alive connection the server closed meanwhile
 
 
 async def _handle_async(effect: Send, transport: httpx.AsyncBaseTransport, request: httpx.Request) -> httpx.Response:
@@ -205,7 +211,10 @@ def _send_sync(effect: Send, transport: httpx.BaseTransport) -> httpx.Response:
         request = _bounded(effect.request, effect.deadline)
         return _read_within(transport, effect.deadline, _stage(request),
                             lambda: _handle_sync(effect, transport, request))
-    response = _handle_sync(effect, transport, effect.request)
+    try:  # `_handle_sync`, written out: this runs on every request, paid or not
+        response = transport.handle_request(effect.request)
+    except DROPPED as exc:
+        response = _resend_sync(effect, transport, effect.request, exc)
     if response.status_code == 402 and effect.payment_deadline_s is not None:
         deadline = Deadline(effect.payment_deadline_s)
         response.extensions[DEADLINE_EXTENSION] = deadline
@@ -468,10 +477,6 @@ def _flow(payer: Payer, request: httpx.Request,
                         max_price_msat=ext.get(MAX_PRICE_EXTENSION), offer_id=ext.get(OFFER_EXTENSION), sent=sent)
 
 
-def _first_send(payer: Payer, request: httpx.Request) -> Send | None:
-    return first_send(payer, request, dry_run=bool(request.extensions.get(DRY_RUN_EXTENSION)))
-
-
 class PaymentTransport(httpx.BaseTransport):
     """Wraps a transport: a 402 that a registered dialect reads is paid per the policy, then retried.
 
@@ -490,8 +495,9 @@ class PaymentTransport(httpx.BaseTransport):
         self._route: SyncRoute = route or (lambda url: self.inner)
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        request.read()  # the body must be replayable for the retry
-        first = _first_send(self.payer, request)
+        if not hasattr(request, "_content"):  # (httpx reads a body it was given whole as it builds the request)
+            request.read()  # the body must be replayable for the retry
+        first = first_send(self.payer, request)
         if first is None:
             response = _drive_sync(_flow(self.payer, request), self._route, self.payer, self._flights)
         else:  # nothing to put on it: sent as it is, and the flow starts only at a 402
@@ -530,8 +536,9 @@ class AsyncPaymentTransport(httpx.AsyncBaseTransport):
         self._route: AsyncRoute = route or (lambda url: self.inner)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        await request.aread()
-        first = _first_send(self.payer, request)
+        if not hasattr(request, "_content"):
+            await request.aread()  # the body must be replayable for the retry
+        first = first_send(self.payer, request)
         if first is None:
             response = await _drive_async(_flow(self.payer, request), self._route, self.payer, self._flights)
         else:  # nothing to put on it: sent as it is, and the flow starts only at a 402
