@@ -49,15 +49,14 @@ def keep_assigned(transport: httpx.BaseTransport | httpx.AsyncBaseTransport) -> 
         if held:
             for connection in held:
                 for name in _SHADOWED:
-                    connection.__dict__.pop(name, None)
+                    vars(connection).pop(name, None)
             held.clear()
         for request in pool._requests:
-            connection = request.connection
-            if connection is not None:
-                shadows = connection.__dict__
-                if "is_idle" not in shadows:
-                    shadows["is_idle"] = shadows["has_expired"] = _no
-                    held.append(connection)
+            connection = getattr(request, "connection", None)  # (a later httpcore may name it otherwise)
+            shadows = getattr(connection, "__dict__", None)  # (None: no connection yet, or one with slots)
+            if shadows is not None and "is_idle" not in shadows:
+                shadows["is_idle"] = shadows["has_expired"] = _no
+                held.append(connection)
         return assign()
 
     pool._assign_requests_to_connections = assign_requests_to_connections  # type: ignore[method-assign]
