@@ -29,7 +29,7 @@ import httpx
 import pytest
 
 import httpay
-from httpay.core.pooled import pooled_client
+from httpay.core.pooled import kept
 from tests.helpers import FakeService, FakeWallet
 
 EXPIRY_S = 0.3
@@ -91,7 +91,7 @@ def _paying(tmp_path: Path) -> tuple[httpx.Client, Any]:
 
 
 def _wallets_own(tmp_path: Path) -> tuple[httpx.Client, Any]:
-    client = pooled_client(limits=LIMITS, timeout=5)  # what a wallet adapter pays through
+    client = kept(httpx.Client(limits=LIMITS, timeout=5))  # what a wallet adapter pays through
     return client, client._transport._pool  # type: ignore[attr-defined]
 
 

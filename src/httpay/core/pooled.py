@@ -17,7 +17,7 @@ at a time costs next to nothing more.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 import httpcore
 import httpx
@@ -64,10 +64,13 @@ def keep_assigned(transport: httpx.BaseTransport | httpx.AsyncBaseTransport) -> 
     return True
 
 
-def pooled_client(**kwargs: Any) -> httpx.Client:
-    """An `httpx.Client` (built from `kwargs`) whose pools keep the connections they hand out: for a
-    wallet's own calls, where a payment's POST closed under it leaves the payment's fate unknown."""
-    client = httpx.Client(**kwargs)
+_Client = TypeVar("_Client", httpx.Client, httpx.AsyncClient)
+
+
+def kept(client: _Client) -> _Client:
+    """`client`, its pools (the default transport's and every mount's) keeping the connections they
+    hand out: for the clients httpay builds for itself (a wallet's, an MPP session's), where a
+    payment's POST closed under it leaves the payment's fate unknown."""
     keep_assigned(client._transport)
     for transport in client._mounts.values():
         if transport is not None:

@@ -31,6 +31,7 @@ import httpx
 
 from httpay.core.effects import Ask
 from httpay.core.model import Challenge, Money, Offer, Quote
+from httpay.core.pooled import kept
 from httpay.core.transport import _approve_async, _approve_sync
 from httpay.errors import (
     ChallengeError,
@@ -432,7 +433,7 @@ class MppSession:
         self._core = _Core(_payer_of(client), url)
         self._own_http = http is None
         timeout = getattr(client, "timeout", None)
-        self._http = http if http is not None else httpx.Client(timeout=timeout if timeout is not None else 30.0)
+        self._http = http if http is not None else kept(httpx.Client(timeout=30.0 if timeout is None else timeout))
         self._lock = threading.RLock()
         _register(client, self)
 
@@ -544,7 +545,7 @@ class AsyncMppSession:
         self._core = _Core(_payer_of(client), url)
         self._own_http = http is None
         timeout = getattr(client, "timeout", None)
-        self._http = http if http is not None else httpx.AsyncClient(timeout=timeout if timeout is not None else 30.0)
+        self._http = http if http is not None else kept(httpx.AsyncClient(timeout=30.0 if timeout is None else timeout))
         self._lock = asyncio.Lock()
         _register(client, self)
 

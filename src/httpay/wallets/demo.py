@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from httpay.core.pooled import pooled_client
+from httpay.core.pooled import kept
 from httpay.errors import AlreadyPaid, InsufficientFunds, PaymentTimeout, WalletError
 from httpay.safe import get_logger
 from httpay.wallets.base import (
@@ -51,7 +51,7 @@ class DemoWallet(Wallet):
         self.__key = key
         self._owns_client = client is None
         self._rate: float | None = None
-        self._client = client if client is not None else pooled_client(timeout=timeout)
+        self._client = client if client is not None else kept(httpx.Client(timeout=timeout))
 
     @classmethod
     def create(cls, base_url: str, balance_sat: int = 10_000, *, timeout: float = 10.0) -> DemoWallet:

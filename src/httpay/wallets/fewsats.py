@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from httpay.core.pooled import pooled_client
+from httpay.core.pooled import kept
 from httpay.errors import (
     AlreadyPaid,
     InsufficientFunds,
@@ -87,7 +87,7 @@ class FewsatsWallet(Wallet):
         self.__key = api_key
         self._pids: dict[str, str] = {}
         self._owns_client = client is None
-        self._client = client if client is not None else pooled_client(timeout=self.timeout, follow_redirects=False)
+        self._client = client if client is not None else kept(httpx.Client(timeout=self.timeout, follow_redirects=False))
 
     def __repr__(self) -> str:
         return f"FewsatsWallet(base_url={self.base_url!r})"

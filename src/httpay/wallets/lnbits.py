@@ -36,7 +36,7 @@ from typing import Any
 
 import httpx
 
-from httpay.core.pooled import pooled_client
+from httpay.core.pooled import kept
 from httpay.errors import (
     AlreadyPaid,
     InsufficientFunds,
@@ -90,7 +90,7 @@ class LNbitsWallet(Wallet):
         self.timeout = timeout
         self.__admin_key = admin_key
         self.__invoice_key = invoice_key or admin_key
-        self._client = pooled_client(base_url=self.url, timeout=timeout, follow_redirects=False)
+        self._client = kept(httpx.Client(base_url=self.url, timeout=timeout, follow_redirects=False))
 
     def __repr__(self) -> str:
         return f"LNbitsWallet(url={self.url!r}, network={self.network!r})"

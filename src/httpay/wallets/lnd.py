@@ -42,7 +42,7 @@ from typing import Any
 
 import httpx
 
-from httpay.core.pooled import pooled_client
+from httpay.core.pooled import kept
 from httpay.errors import (
     AlreadyPaid,
     InsufficientFunds,
@@ -149,9 +149,9 @@ class LNDWallet(Wallet):
             except (OSError, ssl.SSLError) as exc:
                 raise WalletError(f"cannot load LND's TLS certificate {tls_cert_path}: {exc}") from None
         self._owns_client = client is None
-        self._client = client if client is not None else pooled_client(
+        self._client = client if client is not None else kept(httpx.Client(
             base_url=self.url, timeout=self.timeout, verify=verify, follow_redirects=False
-        )
+        ))
 
     def __repr__(self) -> str:
         return f"LNDWallet(url={self.url!r}, network={self.network!r})"
