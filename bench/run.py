@@ -72,7 +72,10 @@ def overhead_200(rounds: int) -> list[Line]:
     return [
         ("httpx GET 200 p50", f"{p50(a) * 1e3:.3f} ms", "reference"),
         ("httpay.Client GET 200 p50", f"{p50(b) * 1e3:.3f} ms", "reference"),
-        ("httpay.Client / httpx on a 200, server in this process (p50 ratio)", f"{ratio:.3f}", "<= 1.02"),
+        # The goal (<= 1.02) is the figure, measured with the servers in a child process
+        # ("unpaid 200, ..." below); here the server shares this process and its interpreter.
+        ("httpay.Client / httpx on a 200, server in this process (p50 ratio)", f"{ratio:.3f}",
+         "reported (the goal is the unpaid line's, server in a child process)"),
     ]
 
 
