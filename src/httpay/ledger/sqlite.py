@@ -72,21 +72,41 @@ WINDOW_TRIGGERS = (  # keep payment_windows right in the transaction of every wr
 )
 
 
+OPEN_WAIT_S = 30.0  # how long an open waits for another process's lock (the busy timeout too)
+
+
 def connect(path: str, schema_sql: str, what: str) -> sqlite3.Connection:
     """Open (creating) a SQLite file the way httpay's stores share: WAL, autocommit, rows as
-    mappings, usable from any thread; the schema applied. LedgerError naming `what` if it fails."""
+    mappings, usable from any thread; the schema applied. LedgerError naming `what` if it fails.
+
+    Several processes opening one new file at once (a fleet starting on a fresh ledger) meet a
+    lock SQLite's busy timeout does not wait for: the switch to WAL, and the schema, made by
+    another at that moment. Those steps are tried again until `OPEN_WAIT_S` has passed."""
     if path != ":memory:":
         Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
     try:
-        db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+        db = sqlite3.connect(path, timeout=OPEN_WAIT_S, isolation_level=None, check_same_thread=False)
         db.row_factory = sqlite3.Row
-        if path != ":memory:":
-            db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
-        db.executescript(schema_sql)
+        _set_up(db, path, schema_sql)
     except sqlite3.Error as exc:
         raise LedgerError(f"cannot open the {what} at {path}: {exc}; check the path is writable") from None
     return db
+
+
+def _set_up(db: sqlite3.Connection, path: str, schema_sql: str) -> None:
+    give_up, pause = time.monotonic() + OPEN_WAIT_S, 0.005
+    while True:
+        try:
+            if path != ":memory:":
+                db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.executescript(schema_sql)
+            return
+        except sqlite3.OperationalError as exc:
+            if ("locked" not in str(exc) and "busy" not in str(exc)) or time.monotonic() + pause > give_up:
+                raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.2)
 
 
 class SQLiteLedger(SQLLedger):
