@@ -59,11 +59,18 @@ class CliPerson:
     def __init__(self, queue_path: Path, pick: str) -> None:
         self.queue_path, self.pick = queue_path, pick
         self.ran: list[subprocess.CompletedProcess[str]] = []
+        self.error: Exception | None = None
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
     def _run(self) -> None:
+        try:
+            self._answer()
+        except Exception as exc:  # noqa: BLE001 - the test reports it (a thread's error is otherwise lost)
+            self.error = exc
+
+    def _answer(self) -> None:
         with ApprovalQueue(self.queue_path) as q:
             while not self.stop.wait(0.01):
                 waiting = q.pending()
@@ -124,6 +131,7 @@ def test_a_person_approves_another_offer_with_the_cli(case: Pick, svc: HostileSe
         person.done()
     [a] = queue.recent()
     queue.close()
+    assert person.ran, f"the person never answered: {person.error!r}"
     approve = person.ran[0]
     assert approve.returncode == case.code, approve.stderr
     assert "Traceback" not in approve.stdout + approve.stderr
@@ -159,6 +167,7 @@ def test_get_ask_then_approve_another_offer(case: Pick, cli: Callable[..., Ran],
     finally:
         person.done()
     assert "Traceback" not in ran.out + ran.err
+    assert person.ran, f"the person never answered: {person.error!r}; the command said {ran.err!r}"
     assert person.ran[0].returncode == case.code, person.ran[0].stderr
     with SQLiteLedger(ledger) as lg:
         receipts, spent = lg.receipts(), lg.spent_msat()
