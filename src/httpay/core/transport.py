@@ -160,35 +160,28 @@ def _read_here(response: httpx.Response) -> httpx.Response:
     return response
 
 
-def _resending(request: httpx.Request, exc: BaseException) -> None:
-    """Say why a request goes out twice: a service that counts requests sees both."""
+def _resending(effect: Send, request: httpx.Request, dropped: BaseException) -> None:
+    """A Send whose connection dropped before any answer: `dropped` raised unless the Send may go out
+    once more; if it may, say so (a service that counts requests sees both)."""
+    if not effect.resend_if_dropped:
+        raise dropped
     log.info("the connection to %s dropped before any answer (%s); sending the %s once more",
-             safe.clean(request.url.host, 100), type(exc).__name__, request.method)
+             safe.clean(request.url.host, 100), type(dropped).__name__, request.method)
 
 
 def _handle_sync(effect: Send, transport: httpx.BaseTransport, request: httpx.Request) -> httpx.Response:
     try:
         return transport.handle_request(request)
     except DROPPED as exc:
-        return _resend_sync(effect, transport, request, exc)
-
-
-def _resend_sync(effect: Send, transport: httpx.BaseTransport, request: httpx.Request,
-                 dropped: BaseException) -> httpx.Response:
-    """A Send whose connection dropped before any answer: sent once more if it may be, else the error."""
-    if not effect.resend_if_dropped:
-        raise dropped
-    _resending(request, dropped)
-    return transport.handle_request(request)  # a keep-alive connection the server closed meanwhile
+        _resending(effect, request, exc)
+        return transport.handle_request(request)  # a keep-alive connection the server closed meanwhile
 
 
 async def _handle_async(effect: Send, transport: httpx.AsyncBaseTransport, request: httpx.Request) -> httpx.Response:
     try:
         return await transport.handle_async_request(request)
     except DROPPED as exc:
-        if not effect.resend_if_dropped:
-            raise
-        _resending(request, exc)
+        _resending(effect, request, exc)
         return await transport.handle_async_request(request)  # a keep-alive connection the server closed meanwhile
 
 
@@ -214,7 +207,8 @@ def _send_sync(effect: Send, transport: httpx.BaseTransport) -> httpx.Response:
     try:  # `_handle_sync`, written out: this runs on every request, paid or not
         response = transport.handle_request(effect.request)
     except DROPPED as exc:
-        response = _resend_sync(effect, transport, effect.request, exc)
+        _resending(effect, effect.request, exc)
+        response = transport.handle_request(effect.request)
     if response.status_code == 402 and effect.payment_deadline_s is not None:
         deadline = Deadline(effect.payment_deadline_s)
         response.extensions[DEADLINE_EXTENSION] = deadline
