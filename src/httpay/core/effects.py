@@ -69,14 +69,17 @@ class Send(Effect):
     With `payment_deadline_s`: the answer may be the 402 to pay, so if it is a 402 the driver starts a
     `Deadline` of that many seconds, reads the body within it and puts it in the response's extensions.
     Any other answer goes back unread, as httpx hands it over (`client.stream(...)` streams). With
-    `resend_if_dropped`: sent once more if the connection drops before any answer (a pooled
-    keep-alive connection the server closed meanwhile), for a request that is safe to repeat."""
+    `resend_if_dropped`: sent once more if a kept-alive connection drops before any answer (one the
+    server closed while idle), for a request that is safe to repeat; never after a drop on a
+    connection opened for it (the server took it, and may have acted), unless it `asks_only` (for an
+    invoice: asking twice spends nothing)."""
 
     blocking: ClassVar[bool] = False
     request: httpx.Request
     deadline: Deadline | None = None
     payment_deadline_s: float | None = None
     resend_if_dropped: bool = False
+    asks_only: bool = False
 
 
 @effect

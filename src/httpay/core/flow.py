@@ -309,9 +309,9 @@ def first_send(payer: Payer, request: httpx.Request) -> Send | None:
 
 
 def _first(payer: Payer, request: httpx.Request, dry_run: bool) -> Send:
-    # An idempotent request is sent once more if the pooled connection proves dead before any
-    # answer (a keep-alive the server closed, a pool an overloaded host broke): nothing can have
-    # been paid by it, and the caller gets the answer instead of a ReadError.
+    # An idempotent request is sent once more if the kept-alive connection it went out on proves
+    # dead before any answer (a keep-alive the server closed while idle): it never reached the
+    # server, and the caller gets the answer instead of a ReadError (transport._resending).
     return Send(request, payment_deadline_s=None if dry_run else payer.payment_deadline,
                 resend_if_dropped=request.method in IDEMPOTENT)
 

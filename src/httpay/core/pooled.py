@@ -1,4 +1,5 @@
-"""httpcore's connection pool, kept from closing a connection it has handed to a request.
+"""httpcore's connection pool: kept from closing a connection it has handed to a request, and asked
+whether a dropped request's connection was opened for it.
 
 httpcore 1.0 (encode/httpcore#1110) hands an idle connection to a waiting request, and the
 connection stays idle until that request's thread or task starts on it. A pass the pool makes
@@ -13,10 +14,14 @@ reaches the server twice.
 expired" to the pool's passes; everything else is httpcore's own. Only a held connection is
 touched (its two answers shadowed, from one pass to the next), so a pool that serves one request
 at a time costs next to nothing more.
+
+`opened_for` tells, after a request's connection dropped, whether the pool opened that connection
+for it: only a request that went out on a kept-alive connection may be sent once more.
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import Any, TypeVar
 
 import httpcore
@@ -76,3 +81,41 @@ def kept(client: _Client) -> _Client:
         if transport is not None:
             keep_assigned(transport)
     return client
+
+
+def _connection_codes() -> tuple[Any, ...]:
+    """The code of the httpcore methods that open a pooled connection for the request they serve
+    (sync and async): their frame holds `stream` only when this request opened the connection."""
+    codes = []
+    for module, cls, method in (("httpcore._sync.connection", "HTTPConnection", "handle_request"),
+                                ("httpcore._async.connection", "AsyncHTTPConnection", "handle_async_request")):
+        try:
+            found = getattr(getattr(importlib.import_module(module), cls), method).__code__
+        except (ImportError, AttributeError):  # (a later httpcore laid out otherwise: unknown, as for any transport)
+            continue
+        if "stream" in found.co_varnames:
+            codes.append(found)
+    return tuple(codes)
+
+
+_OPENING = _connection_codes()
+
+
+def opened_for(dropped: BaseException) -> bool | None:
+    """Whether the request that failed with `dropped` went out on a connection opened for it (True),
+    or on one the pool had kept alive (False); None when it cannot be told (not httpcore's pool).
+
+    Read from the traceback httpcore's error carries (httpx raises its own from it), so a request
+    that succeeds costs nothing: the frame of the connection's `handle_request` holds `stream` only
+    if that call connected."""
+    seen: set[int] = set()
+    error: BaseException | None = dropped
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        tb = error.__traceback__
+        while tb is not None:
+            if tb.tb_frame.f_code in _OPENING:
+                return "stream" in tb.tb_frame.f_locals
+            tb = tb.tb_next
+        error = error.__cause__ or error.__context__
+    return None

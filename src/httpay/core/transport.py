@@ -35,7 +35,7 @@ from httpay.core.flow import (
     request_flow,
 )
 from httpay.core.payer import Payer
-from httpay.core.pooled import keep_assigned
+from httpay.core.pooled import keep_assigned, opened_for
 from httpay.errors import HttpayError
 from httpay.safe import get_logger
 
@@ -162,11 +162,19 @@ def _read_here(response: httpx.Response) -> httpx.Response:
 
 def _resending(effect: Send, request: httpx.Request, dropped: BaseException) -> None:
     """A Send whose connection dropped before any answer: `dropped` raised unless the Send may go out
-    once more; if it may, say so (a service that counts requests sees both)."""
+    once more, and only on a connection the pool had kept alive (one the server may have closed
+    while idle, as HTTP allows). A connection opened for this request that drops means the server
+    took it and failed, and may have acted on it, so it is not sent again (Go's rule too), unless
+    the request only asks (for an invoice). A resend is said: a service that counts requests sees both."""
     if not effect.resend_if_dropped:
         raise dropped
+    host = safe.clean(request.url.host, 100)
+    if not effect.asks_only and opened_for(dropped):
+        log.info("the connection opened to %s for the %s dropped before any answer (%s); not sent again, "
+                 "since the service may have acted on it", host, request.method, type(dropped).__name__)
+        raise dropped
     log.info("the connection to %s dropped before any answer (%s); sending the %s once more",
-             safe.clean(request.url.host, 100), type(dropped).__name__, request.method)
+             host, type(dropped).__name__, request.method)
 
 
 def _handle_sync(effect: Send, transport: httpx.BaseTransport, request: httpx.Request) -> httpx.Response:
