@@ -21,7 +21,6 @@ for it: only a request that went out on a kept-alive connection may be sent once
 
 from __future__ import annotations
 
-import importlib
 from typing import Any, TypeVar
 
 import httpcore
@@ -86,16 +85,11 @@ def kept(client: _Client) -> _Client:
 def _connection_codes() -> tuple[Any, ...]:
     """The code of the httpcore methods that open a pooled connection for the request they serve
     (sync and async): their frame holds `stream` only when this request opened the connection."""
-    codes = []
-    for module, cls, method in (("httpcore._sync.connection", "HTTPConnection", "handle_request"),
-                                ("httpcore._async.connection", "AsyncHTTPConnection", "handle_async_request")):
-        try:
-            found = getattr(getattr(importlib.import_module(module), cls), method).__code__
-        except (ImportError, AttributeError):  # (a later httpcore laid out otherwise: unknown, as for any transport)
-            continue
-        if "stream" in found.co_varnames:
-            codes.append(found)
-    return tuple(codes)
+    methods = (getattr(httpcore.HTTPConnection, "handle_request", None),
+               getattr(httpcore.AsyncHTTPConnection, "handle_async_request", None))
+    codes = (getattr(method, "__code__", None) for method in methods)
+    # (a later httpcore laid out otherwise: unknown, as for any transport)
+    return tuple(code for code in codes if code is not None and "stream" in code.co_varnames)
 
 
 _OPENING = _connection_codes()
