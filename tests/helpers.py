@@ -145,16 +145,16 @@ def quote_of(offers: Any, url: str, host: str, *, usd_per_btc: float | None = No
 
 
 def thread_hops(monkeypatch: Any) -> list[Any]:
-    """Every call an AsyncClient hands to a worker thread from now on (`anyio.to_thread.run_sync`),
-    as what it runs: an effect for a bound `run`, else the function itself."""
-    import anyio.to_thread
+    """Every call an AsyncClient's driver hands to a worker thread from now on (`in_thread`), as
+    what it runs: an effect for a bound `run`, else the function itself."""
+    from httpay.core import transport
 
     hops: list[Any] = []
-    real = anyio.to_thread.run_sync
+    real = transport.in_thread
 
-    async def counted(func: Any, *args: Any, **kw: Any) -> Any:
+    async def counted(func: Any, *args: Any) -> Any:
         hops.append(getattr(func, "__self__", func))
-        return await real(func, *args, **kw)
+        return await real(func, *args)
 
-    monkeypatch.setattr(anyio.to_thread, "run_sync", counted)
+    monkeypatch.setattr(transport, "in_thread", counted)
     return hops

@@ -227,16 +227,16 @@ def test_an_async_record_with_no_thread_to_be_had_is_written_on_the_loop(ledger:
                                                                          monkeypatch: Any) -> None:
     """An interpreter that can start no more threads (shutting down) still gets its payment written
     down, on the event loop itself: the row settled, the credential kept, the answer served."""
-    import anyio.to_thread
+    from httpay.core import transport
 
-    real = anyio.to_thread.run_sync
+    real = transport.in_thread
 
-    async def no_thread_for_the_record(func: Any, *args: Any, **kw: Any) -> Any:
+    async def no_thread_for_the_record(func: Any, *args: Any) -> Any:
         if "_aside_job" in getattr(func, "__qualname__", ""):
             raise RuntimeError("can't start new thread")
-        return await real(func, *args, **kw)
+        return await real(func, *args)
 
-    monkeypatch.setattr(anyio.to_thread, "run_sync", no_thread_for_the_record)
+    monkeypatch.setattr(transport, "in_thread", no_thread_for_the_record)
     node = Node()
     service = Service(CLASSIC, node)
     response = drive("async", payer_for(ledger, node), httpx.Request("GET", URLS[CLASSIC]), service)

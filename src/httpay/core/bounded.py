@@ -14,7 +14,6 @@ the timeout, could hold a payment open for ever. Two ways to bound the whole:
 
 from __future__ import annotations
 
-import queue
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator
@@ -25,49 +24,11 @@ import httpcore
 import httpx
 
 from httpay.core.deadline import Deadline
+from httpay.core.workers import WORKERS
 
 T = TypeVar("T")
 _SLACK_S = 0.05  # a socket timeout this close to the deadline is the deadline's
 _PIECE = 16_384  # a write gives each piece of its buffer only what is left of the deadline
-
-
-class _Workers:
-    """Daemon threads kept for the deadline's reads: a paid request hands its bounded read to one
-    instead of starting a thread (a crowd meeting one 402 would start hundreds). An abandoned read
-    holds its worker until its socket gives up; when every worker is busy a new one is started, so
-    no read ever waits in a queue behind a hostile server's slow body. Daemons: a process may exit
-    while a read it abandoned is still hanging."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
-        self._idle = 0
-
-    def submit(self, job: Callable[[], None]) -> None:
-        with self._lock:
-            start = self._idle == 0
-            if not start:
-                self._idle -= 1
-        self._jobs.put(job)
-        if start:
-            threading.Thread(target=self._work, name="httpay-deadline", daemon=True).start()
-
-    def _work(self) -> None:
-        while True:
-            try:
-                job = self._jobs.get(timeout=60.0)
-            except queue.Empty:
-                with self._lock:
-                    if self._idle > 0 and self._jobs.empty():
-                        self._idle -= 1
-                        return  # idle for a minute: let the thread go
-                continue
-            job()  # never raises: `within`'s target keeps every error for its caller
-            with self._lock:
-                self._idle += 1
-
-
-WORKERS = _Workers()
 
 
 def deadline_or(error: BaseException, deadline: Deadline, stage: str) -> BaseException:

@@ -17,11 +17,10 @@ from types import TracebackType
 from typing import Any, Protocol, Self, TypeVar
 
 import anyio
-import anyio.to_thread
 import httpx
 
 from httpay import safe
-from httpay.core.bounded import WORKERS, bounding, deadline_or, install, installed, within
+from httpay.core.bounded import bounding, deadline_or, install, installed, within
 from httpay.core.deadline import Deadline
 from httpay.core.effects import Ask, Beside, Effect, Join, Leave, Outcome, Pay, ReadBody, Send, Sleep
 from httpay.core.flow import (
@@ -36,6 +35,7 @@ from httpay.core.flow import (
 )
 from httpay.core.payer import Payer
 from httpay.core.pooled import keep_assigned, opened_for
+from httpay.core.workers import WORKERS, in_thread
 from httpay.errors import HttpayError
 from httpay.safe import get_logger
 
@@ -347,7 +347,7 @@ async def _approve_async(payer: Payer, effect: Ask) -> Any:
         return await aapprove(effect.quote)
     if inspect.iscoroutinefunction(approve) or inspect.iscoroutinefunction(type(approve).__call__):
         return await approve(effect.quote)
-    value = await anyio.to_thread.run_sync(approve, effect.quote)
+    value = await in_thread(approve, effect.quote)
     return await value if inspect.isawaitable(value) else value
 
 
@@ -355,7 +355,7 @@ async def _pay_async(payer: Payer, effect: Pay) -> Any:
     apay = getattr(payer.lightning, "apay_invoice", None)
     if apay is not None:
         return await apay(effect.invoice, max_fee_msat=effect.max_fee_msat)
-    return await anyio.to_thread.run_sync(effect.run, payer)
+    return await in_thread(effect.run, payer)
 
 
 async def _drive_async(flow: Generator[Effect, Any, T], route: AsyncRoute, payer: Payer, flights: _AsyncFlights) -> T:
@@ -375,7 +375,7 @@ async def _drive_async(flow: Generator[Effect, Any, T], route: AsyncRoute, payer
             elif effect.blocking:
                 known, value = effect.answer_in_memory(payer)
                 if not known:
-                    value = await anyio.to_thread.run_sync(effect.run, payer)
+                    value = await in_thread(effect.run, payer)
             elif isinstance(effect, Send):
                 value = await _send_async(effect, route(effect.request.url))
             elif isinstance(effect, ReadBody):
@@ -410,7 +410,7 @@ async def _beside_async(effect: Beside, route: AsyncRoute, payer: Payer,
     async def aside() -> None:
         with anyio.CancelScope(shield=True):
             try:
-                await anyio.to_thread.run_sync(job)
+                await in_thread(job)
             except RuntimeError:  # no thread to be had (an interpreter shutting down): here, on the loop
                 if not kept:
                     job()
@@ -459,7 +459,7 @@ class _PaidAsyncBody(httpx.AsyncByteStream):
         except Exception as exc:
             note, error = broken_off(self.receipt, exc)
             try:
-                error.receipt = await anyio.to_thread.run_sync(self.payer.ledger.note, self.receipt.id, note)
+                error.receipt = await in_thread(self.payer.ledger.note, self.receipt.id, note)
             except Exception:  # noqa: BLE001 - the caller must learn of the payment whatever the ledger does
                 log.warning("could not note the broken answer on ledger #%s", self.receipt.id)
             raise error from exc

@@ -33,6 +33,7 @@ from httpay.core.effects import Ask
 from httpay.core.model import Challenge, Money, Offer, Quote
 from httpay.core.pooled import kept
 from httpay.core.transport import _approve_async, _approve_sync
+from httpay.core.workers import in_thread
 from httpay.errors import (
     ChallengeError,
     ConfigError,
@@ -568,7 +569,7 @@ class AsyncMppSession:
                 elif isinstance(step, _Ask):
                     value = await _approve_async(self._core.payer, Ask(step.quote))
                 else:
-                    value = await asyncio.to_thread(step.fn)
+                    value = await in_thread(step.fn)
             except Exception as exc:  # noqa: BLE001 - handed to the steps, which decide
                 error = exc
 
