@@ -103,7 +103,7 @@ def test_the_first_send_skips_the_flow_only_when_nothing_goes_on_the_request(set
     first = first_send(payer, request)
     assert (first is not None) == fast
     if first is not None:
-        assert isinstance(first, Send) and first.request is request and first.resend_if_dropped
+        assert isinstance(first, Send) and first.request is request and first.resend == "kept-alive"
         assert first.payment_deadline_s == payer.payment_deadline and "authorization" not in request.headers
     payer.ledger.close()
 

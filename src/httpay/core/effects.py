@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, dataclass_transform, overload
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar, dataclass_transform, overload
 
 import httpx
 
@@ -62,24 +62,27 @@ class Effect:
         return False, None
 
 
+Resend = Literal["never", "kept-alive", "always"]  # when a Send dropped before any answer goes out once more
+
+
 # -- HTTP --------------------------------------------------------------------------------------
 @effect
 class Send(Effect):
     """Send `request`. With `deadline`: the whole exchange, body included, must end before it.
     With `payment_deadline_s`: the answer may be the 402 to pay, so if it is a 402 the driver starts a
     `Deadline` of that many seconds, reads the body within it and puts it in the response's extensions.
-    Any other answer goes back unread, as httpx hands it over (`client.stream(...)` streams). With
-    `resend_if_dropped`: sent once more if a kept-alive connection drops before any answer (one the
-    server closed while idle), for a request that is safe to repeat; never after a drop on a
-    connection opened for it (the server took it, and may have acted), unless it `asks_only` (for an
-    invoice: asking twice spends nothing)."""
+    Any other answer goes back unread, as httpx hands it over (`client.stream(...)` streams).
+    `resend`, if the connection drops before any answer: "never" (the error goes back); "kept-alive"
+    (a request safe to repeat: sent once more if the connection was one the pool had kept alive, which
+    the server may have closed while idle, and never after a drop on a connection opened for it, since
+    the server took it and may have acted); "always" (a request that only asks, for an invoice:
+    asking twice spends nothing)."""
 
     blocking: ClassVar[bool] = False
     request: httpx.Request
     deadline: Deadline | None = None
     payment_deadline_s: float | None = None
-    resend_if_dropped: bool = False
-    asks_only: bool = False
+    resend: Resend = "never"
 
 
 @effect

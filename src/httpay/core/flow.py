@@ -62,6 +62,7 @@ from httpay.core.effects import (
     ReadBody,
     Reconcile,
     RecordCall,
+    Resend,
     Reserve,
     SaveToken,
     Send,
@@ -308,12 +309,16 @@ def first_send(payer: Payer, request: httpx.Request) -> Send | None:
     return _first(payer, request, bool(ext.get(DRY_RUN_EXTENSION)))
 
 
+def _resend_for(request: httpx.Request) -> Resend:
+    """A request safe to repeat goes out once more if the kept-alive connection it went out on proves
+    dead before any answer (one the server closed while idle): it never reached the server, and the
+    caller gets the answer instead of a ReadError (transport._resending)."""
+    return "kept-alive" if request.method in IDEMPOTENT else "never"
+
+
 def _first(payer: Payer, request: httpx.Request, dry_run: bool) -> Send:
-    # An idempotent request is sent once more if the kept-alive connection it went out on proves
-    # dead before any answer (a keep-alive the server closed while idle): it never reached the
-    # server, and the caller gets the answer instead of a ReadError (transport._resending).
     return Send(request, payment_deadline_s=None if dry_run else payer.payment_deadline,
-                resend_if_dropped=request.method in IDEMPOTENT)
+                resend=_resend_for(request))
 
 
 def request_flow(payer: Payer, request: httpx.Request, *, dry_run: bool = False,
@@ -409,7 +414,7 @@ def _pay_402(run: _Run, response: httpx.Response, challenges: Challenge | Sequen
         run.say(Waited, "another request paid for this; retrying with its payment", key=key)
         mark = time.monotonic()
         again = yield from _send_with_held(payer, request, payment_deadline_s=payer.payment_deadline,
-                                           resend=request.method in IDEMPOTENT)
+                                           resend=_resend_for(request))
         if again.status_code != 402:
             return again
         yield ReadBody(again)
@@ -1175,13 +1180,12 @@ def _evict_if_presented(request: httpx.Request) -> Generator[Effect, Any, None]:
 
 
 def _send_with_held(payer: Payer, request: httpx.Request, payment_deadline_s: float | None = None,
-                    resend: bool = False, look: bool = True) -> Flow:
+                    resend: Resend = "never", look: bool = True) -> Flow:
     """Send a request again, with the credential stored for its scope, if any. `payment_deadline_s`:
-    a 402 it meets may be paid, so start its deadline; `resend`: safe to send again if the
-    connection drops before an answer; `look`: ask the ledger for the scope's credential first."""
+    a 402 it meets may be paid, so start its deadline; `resend`: as on `Send`; `look`: ask the ledger for the scope's credential first."""
     if look:
         yield from _present_held(payer, request, fresh=True)  # after a payment or a wait: ask the ledger itself
-    response: httpx.Response = yield Send(request, payment_deadline_s=payment_deadline_s, resend_if_dropped=resend)
+    response: httpx.Response = yield Send(request, payment_deadline_s=payment_deadline_s, resend=resend)
     return response
 
 

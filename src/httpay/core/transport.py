@@ -166,10 +166,10 @@ def _resending(effect: Send, request: httpx.Request, dropped: BaseException) -> 
     while idle, as HTTP allows). A connection opened for this request that drops means the server
     took it and failed, and may have acted on it, so it is not sent again (Go's rule too), unless
     the request only asks (for an invoice). A resend is said: a service that counts requests sees both."""
-    if not effect.resend_if_dropped:
+    if effect.resend == "never":
         raise dropped
     host = safe.clean(request.url.host, 100)
-    if not effect.asks_only and opened_for(dropped):
+    if effect.resend == "kept-alive" and opened_for(dropped):
         log.info("the connection opened to %s for the %s dropped before any answer (%s); not sent again, "
                  "since the service may have acted on it", host, request.method, type(dropped).__name__)
         raise dropped

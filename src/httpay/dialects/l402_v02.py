@@ -109,7 +109,7 @@ class L402V02:
         req = ctx.follow_up(ctx.request, "POST", pr_url, content=json.dumps(body).encode(),
                             headers={"content-type": "application/json", "accept": "application/json"})
         try:
-            resp: httpx.Response = yield Send(req, deadline=ctx.deadline, resend_if_dropped=True, asks_only=True)
+            resp: httpx.Response = yield Send(req, deadline=ctx.deadline, resend="always")
         except PaymentDeadlineExceeded:
             raise
         except httpx.TimeoutException as exc:
