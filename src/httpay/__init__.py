@@ -15,6 +15,7 @@ from httpay.core.dialect import Dialect, read_challenge
 from httpay.core.events import Event
 from httpay.core.flow import receipt_of
 from httpay.core.model import Challenge, Money, Quote
+from httpay.core.payer import Payer
 from httpay.core.transport import AsyncPaymentTransport, PaymentTransport
 from httpay.errors import (
     AlreadyPaid,
@@ -90,6 +91,7 @@ __all__ = [
     "NWCWallet",
     "Offer",
     "PaidRequestFailed",
+    "Payer",
     "Payment",
     "PaymentDeadlineExceeded",
     "PaymentIdConflict",

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import math
 import os
-import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
@@ -18,7 +17,7 @@ import httpx
 import httpay.dialects  # noqa: F401 - registers the built-in dialects
 from httpay.core.deadline import DEFAULT_PAYMENT_DEADLINE_S
 from httpay.core.events import EventHook
-from httpay.core.flow import MAX_PRICE_EXTENSION, TOKEN_SCOPES
+from httpay.core.flow import MAX_PRICE_EXTENSION
 from httpay.core.payer import Payer
 from httpay.core.rates import resolve_rate
 from httpay.core.transport import (
@@ -28,83 +27,13 @@ from httpay.core.transport import (
     _SyncFlights,
 )
 from httpay.errors import ConfigError
-from httpay.ledger import Ledger, open_ledger
+from httpay.ledger import Ledger
 from httpay.policy import Policy, usd_to_msat
-from httpay.reconcile import DEFAULT_GRACE_S, reconcile
+from httpay.reconcile import DEFAULT_GRACE_S
 from httpay.safe import get_logger
 from httpay.wallets.base import Wallet
 
 log = get_logger("httpay")
-
-
-def _payer(wallet: Wallet | None, policy: Policy | None, ledger: Ledger | str | os.PathLike[str] | None,
-           on_event: EventHook | None, token_scope: str, reconcile_grace_s: float | None,
-           x402_signer: Any = None, payment_deadline: float | None = DEFAULT_PAYMENT_DEADLINE_S,
-           tags: Mapping[str, str] | None = None) -> Payer:
-    if wallet is None and x402_signer is None:
-        raise ConfigError("a paying client needs wallet= (Lightning, e.g. httpay.DemoWallet) or x402_signer= (or both)")
-    if wallet is not None and not isinstance(wallet, Wallet):
-        raise ConfigError(f"wallet= must be an httpay Wallet (e.g. httpay.DemoWallet), got {type(wallet).__name__}")
-    if token_scope not in TOKEN_SCOPES:
-        raise ConfigError(f"token_scope= must be one of {', '.join(TOKEN_SCOPES)}, got {token_scope!r}")
-    if x402_signer is not None and not callable(getattr(x402_signer, "sign_typed_data", None)):
-        raise ConfigError(f"x402_signer= must be a signer such as httpay.signers.EvmSigner, got {type(x402_signer).__name__}")
-    if payment_deadline is not None and not (
-        isinstance(payment_deadline, int | float) and not isinstance(payment_deadline, bool)
-        and math.isfinite(payment_deadline) and payment_deadline > 0
-    ):
-        raise ConfigError(f"payment_deadline= must be a positive number of seconds (or None for no deadline), "
-                          f"got {payment_deadline!r}")
-    payer = Payer(wallet=wallet, policy=policy or Policy(), ledger=open_ledger(ledger), on_event=on_event,
-                  token_scope=token_scope, signer=x402_signer,
-                  payment_deadline=None if payment_deadline is None else float(payment_deadline),
-                  tags=checked_tags(tags))
-    if reconcile_grace_s is not None and wallet is not None:
-        # A payment left pending by a crash is settled or released before anything new is paid.
-        payer.stale_pending_s = reconcile_grace_s
-        for outcome in reconcile(payer.ledger, wallet, grace_s=reconcile_grace_s):
-            if outcome.outcome != "skipped":
-                log.info("reconciled on start: %s", outcome)
-    return payer
-
-
-TAG_TEXT = re.compile(r"[A-Za-z0-9_.:/@+-]{1,64}")
-
-
-def checked_tags(tags: Mapping[str, str] | None) -> dict[str, str]:
-    """Tags as the ledger keeps them: a few short `key=value` words (letters, digits, `_.:/@+-`), so
-    that they can be grouped, budgeted and exported as they are. ConfigError naming a bad one."""
-    if tags is None:
-        return {}
-    if not isinstance(tags, Mapping):
-        raise ConfigError(f"tags= must be a mapping such as {{'agent': 'research'}}, got {type(tags).__name__}")
-    if len(tags) > 16:
-        raise ConfigError(f"tags= holds {len(tags)} tags; at most 16 are kept per payment")
-    out: dict[str, str] = {}
-    for k, v in tags.items():
-        if not isinstance(k, str) or not isinstance(v, str) or not TAG_TEXT.fullmatch(k) or not TAG_TEXT.fullmatch(v):
-            raise ConfigError(f"tags=: {k!r}: {v!r} must be short words of letters, digits and _.:/@+- "
-                              "(e.g. {'agent': 'research', 'task': 'T-17'})")
-        out[k] = v
-    return out
-
-
-def tags_from_text(items: Sequence[str] | str, source: str = "tags") -> dict[str, str]:
-    """Tags written as text: KEY=VALUE items, or one comma-separated string of them (HTTPAY_TAGS,
-    `--tag`), checked as `Client(tags=...)` checks them. ConfigError naming `source`."""
-    parts = items.split(",") if isinstance(items, str) else list(items)
-    out: dict[str, str] = {}
-    for item in (p.strip() for p in parts):
-        if not item:
-            continue
-        key, sep, value = item.partition("=")
-        if not sep or not key or not value:
-            raise ConfigError(f"{source}: {item!r} must be KEY=VALUE, e.g. agent=research")
-        out[key] = value
-    try:
-        return checked_tags(out)
-    except ConfigError as exc:
-        raise ConfigError(f"{source}: {exc}") from None
 
 
 class _PayingMixin:
@@ -203,8 +132,9 @@ class Client(_PayingMixin, httpx.Client):
                  payment_deadline: float | None = DEFAULT_PAYMENT_DEADLINE_S, tags: Mapping[str, str] | None = None,
                  **kwargs: Any) -> None:
         _not_wrapped(transport)
-        self.payer = _payer(wallet, policy, ledger, on_event, token_scope, reconcile_grace_s, x402_signer,
-                            payment_deadline, tags)
+        self.payer = Payer.create(wallet=wallet, policy=policy, ledger=ledger, on_event=on_event, token_scope=token_scope,
+                                  reconcile_grace_s=reconcile_grace_s, x402_signer=x402_signer,
+                                  payment_deadline=payment_deadline, tags=tags)
         self._own_ledger = not isinstance(ledger, Ledger)
         super().__init__(transport=transport, **kwargs)
         _wrap_sync(self, self.payer)
@@ -228,8 +158,9 @@ class AsyncClient(_PayingMixin, httpx.AsyncClient):
                  payment_deadline: float | None = DEFAULT_PAYMENT_DEADLINE_S, tags: Mapping[str, str] | None = None,
                  **kwargs: Any) -> None:
         _not_wrapped(transport)
-        self.payer = _payer(wallet, policy, ledger, on_event, token_scope, reconcile_grace_s, x402_signer,
-                            payment_deadline, tags)
+        self.payer = Payer.create(wallet=wallet, policy=policy, ledger=ledger, on_event=on_event, token_scope=token_scope,
+                                  reconcile_grace_s=reconcile_grace_s, x402_signer=x402_signer,
+                                  payment_deadline=payment_deadline, tags=tags)
         self._own_ledger = not isinstance(ledger, Ledger)
         super().__init__(transport=transport, **kwargs)
         _wrap_async(self, self.payer)

@@ -168,8 +168,7 @@ def _checked(key: str, value: Any, source: str) -> Any:
         raise bad("true or false")
     elif key == "tag_limits" and (not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values())):
         raise bad('a table of "key=value" = {{ per_day_usd = 2, ... }}')
-    elif key == "payees" and (not isinstance(value, dict)
-                              or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())):
+    elif key == "payees" and not isinstance(value, dict):
         raise bad("a table of host = node pubkey")
     return value
 
@@ -207,6 +206,10 @@ def _policy_table(data: Mapping[str, Any], source: str) -> Any:
     """The policy's settings in a file: the `[policy]` table, or the top-level keys (less the client's)."""
     if "policy" in data:
         table = data["policy"]
+        stray = sorted(set(data) - {"policy", "client"} - CLIENT_FIELDS)
+        if stray:  # a misspelt table ([clinet]) or a limit outside [policy] would be ignored: a limit lost
+            raise ConfigError(f"{source}: unknown table or setting(s) {', '.join(stray)} beside [policy]; a file holds "
+                              "[policy] (the limits) and [client] (payment_deadline), or the limits at the top level")
         if isinstance(table, Mapping):
             misplaced = sorted(set(table) & CLIENT_FIELDS)
             if misplaced:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import MISSING, dataclass, field, fields
 from datetime import timedelta
@@ -27,6 +28,8 @@ from httpay.errors import ConfigError, PaymentRefused
 Strategy = Literal["cheapest", "cheapest_per_credit", "covers_calls", "largest"]
 Approval = Any  # an approver's answer: True, False/None, or the offer (or its id) a person picked instead
 Approver = Callable[[Any], Approval | Awaitable[Approval]]  # called with the `httpay.Quote` to approve
+PAYABLE_METHODS = ("lightning", "x402", "mpp")  # what a Policy(methods=...) entry starts with (before any ":")
+PUBKEY = re.compile(r"0[23][0-9a-fA-F]{64}")  # a Lightning node's compressed public key
 MAX_POLICY_NUMBER = 10**15  # no limit, rate or fee a person sets is larger (10^15 sat is more than all bitcoin)
 
 
@@ -166,6 +169,8 @@ class Policy:
             raise ConfigError("Policy(strategy='covers_calls') needs calls=N: how many calls the purchase should cover")
         if isinstance(self.methods, str):
             self.methods = (self.methods,)
+        self._check_methods()
+        self._check_payees()
         if isinstance(self.proposals, str):
             self.proposals = (self.proposals,)
         if not all(isinstance(p, str) for p in self.proposals):
@@ -177,6 +182,29 @@ class Policy:
         if not all(isinstance(p, str) and p for p in self.prefer):
             raise ConfigError(f"Policy(prefer=...) must be a list of dialect or method names (e.g. ['l402-classic', "
                               f"'mpp', 'lightning']), got {self.prefer!r}")
+
+    def _check_methods(self) -> None:
+        """Each method one httpay pays by (a typo would refuse every offer, or allow none it meant)."""
+        if not all(isinstance(m, str) for m in self.methods):
+            raise ConfigError(f"Policy(methods=...) must be a list of method names such as 'lightning' or 'x402', "
+                              f"got {self.methods!r}")
+        for m in self.methods:
+            if m.split(":", 1)[0] not in PAYABLE_METHODS or m.endswith(":"):
+                raise ConfigError(
+                    f"Policy(methods=...) names {m!r}, which httpay cannot pay by: use 'lightning', 'x402' (or "
+                    "'x402:exact', 'x402:exact:base'), 'mpp' (or 'mpp:evm:charge'); a service's other methods "
+                    "(credit_card, coinbase_commerce) are shown in its offers but are not paid by httpay")
+
+    def _check_payees(self) -> None:
+        if not isinstance(self.payees, Mapping):
+            raise ConfigError(f"Policy(payees=...) must be a mapping of host to node pubkey, got {self.payees!r:.60}")
+        for host, pubkey in self.payees.items():
+            if not isinstance(host, str) or not host:
+                raise ConfigError(f"Policy(payees=...) keys must be host names, got {host!r:.60}")
+            if not isinstance(pubkey, str) or not PUBKEY.fullmatch(pubkey):
+                raise ConfigError(f"Policy(payees=...): {host}'s payee must be a node pubkey (66 hex digits, starting "
+                                  f"02 or 03), got {pubkey!r:.80}")
+        self.payees = {host: pubkey.lower() for host, pubkey in self.payees.items()}
 
     # -- what the limits are ---------------------------------------------------------------------
     def _default(self, *fields: str) -> bool:

@@ -83,7 +83,7 @@ def test_choosing_a_bigger_offer_buys_more_credits(demo: RunningServer, account:
     [
         ({"budget_usd": 0.005}, None, httpay.PaymentRefused, "budget"),
         ({"max_per_payment_usd": 0.001}, None, httpay.PaymentRefused, "max_per_payment"),
-        ({"methods": ["credit_card"]}, None, httpay.PaymentRefused, "methods"),
+        ({"methods": ["x402"]}, None, httpay.PaymentRefused, "methods"),  # the service takes none of them
         ({"approve": lambda d: False}, None, httpay.PaymentRefused, "approval"),
         ({}, lambda offer, msat: msat * 3, httpay.InvoiceError, "amount_above_offer"),
         ({}, lambda offer, msat: None, httpay.InvoiceError, "amount_missing"),

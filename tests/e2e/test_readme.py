@@ -45,3 +45,24 @@ def test_demo_output_in_the_readme_is_what_the_demo_prints() -> None:
     for line in _normal(_blocks("text")[0]).splitlines():
         if line.strip():
             assert line in actual, f"README line not in the demo's output: {line!r}"
+
+
+def test_the_transport_example_pays_through_a_plain_httpx_client(tmp_path: Path) -> None:
+    import httpx
+
+    import httpay
+    from httpay.demo.runner import serve_in_thread
+    from httpay.ledger import SQLiteLedger
+
+    code = next(b for b in _blocks("python") if "PaymentTransport(" in b)
+    with serve_in_thread() as server, contextlib.chdir(tmp_path):
+        base = server.url
+        auth = {"Authorization": f"Bearer {httpx.get(f'{base}/signup').json()['id']}"}
+        httpx.get(f"{base}/ticker/AAPL", headers=auth)  # the free credit
+        scope = {"httpx": httpx, "httpay": httpay, "base": base, "auth": auth,
+                 "wallet": httpay.DemoWallet.create(base, balance_sat=1_000),
+                 "policy": httpay.Policy(max_per_payment_usd=1, budget_usd=5)}
+        exec(compile(code, "README.md", "exec"), scope)
+        assert scope["r"].status_code == 200 and scope["r"].json()["symbol"] == "MSFT"
+        with SQLiteLedger(tmp_path / "payments.sqlite3") as lg:
+            assert [(x.status.value, x.amount_msat) for x in lg.receipts()] == [("settled", 10_000)]

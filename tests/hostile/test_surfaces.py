@@ -188,10 +188,25 @@ def test_toml_keys_refuse_bad_values_by_key_and_file(toml: str, named: str, tmp_
 
 @pytest.mark.parametrize("key", ["allowed_hosts", "denied_hosts", "payment_hosts", "methods"])
 def test_a_toml_list_given_as_one_string_is_one_item(key: str, tmp_path: Path) -> None:
+    one = "x402" if key == "methods" else "stock.example"
     f = tmp_path / "policy.toml"
-    f.write_text(f'{key} = "stock.example"\n')
-    assert list(getattr(policy_from_toml(f), key)) == ["stock.example"]
-    assert list(getattr(httpay.Policy(**{key: "stock.example"}), key)) == ["stock.example"]
+    f.write_text(f'{key} = "{one}"\n')
+    assert list(getattr(policy_from_toml(f), key)) == [one]
+    assert list(getattr(httpay.Policy(**{key: one}), key)) == [one]
+
+
+@pytest.mark.parametrize(("toml", "says"), [
+    ("[policy]\nbudget_usd = 5\n[clinet]\npayment_deadline = 30\n", "unknown table or setting(s) clinet beside [policy]"),
+    ("budget_sat = 9\n[policy]\nbudget_usd = 5\n", "unknown table or setting(s) budget_sat beside [policy]"),
+    ('methods = ["lightnin"]\n', "methods names 'lightnin', which httpay cannot pay by"),
+    ('[payees]\n"stock.example" = "02abc"\n', "payees: stock.example's payee must be a node pubkey"),
+])
+def test_a_typo_in_a_policy_file_is_an_error_not_a_lost_limit(toml: str, says: str, tmp_path: Path) -> None:
+    f = tmp_path / "policy.toml"
+    f.write_text(toml)
+    with pytest.raises(httpay.ConfigError) as err:
+        policy_from_toml(f)
+    assert str(f) in str(err.value) and says in str(err.value), str(err.value)
 
 
 @pytest.mark.parametrize(("kwargs", "named"), [({"usd": -0.01}, "usd"), ({"usd": math.nan}, "usd"),
@@ -201,6 +216,70 @@ def test_a_request_price_cap_refuses_bad_numbers(kwargs: dict[str, float], named
     with httpay.Client(wallet=wallet, ledger=ledger, policy=httpay.Policy(usd_per_btc=RATE)) as c, \
             pytest.raises(httpay.ConfigError, match=rf"max_price\({named}=\.\.\.\)"):
         c.max_price(**kwargs)
+
+
+# -- a client's own arguments are checked when it is made, not at the first 402 -------------------------------
+@pytest.mark.parametrize(("kwargs", "says"), [
+    ({"policy": {"budget_usd": 5}}, "policy= must be an httpay.Policy, got dict: write httpay.Policy(**{'budget_usd': 5})"),
+    ({"policy": 5}, "policy= must be an httpay.Policy, got int"),
+    ({"ledger": 5}, "ledger= must be a file path, a postgresql:// URL, ':memory:' or an httpay Ledger, got int"),
+    ({"ledger": ""}, "ledger= must name a file"),
+    ({"reconcile_grace_s": -1}, "reconcile_grace_s= must be a number of seconds"),
+    ({"on_event": "print"}, "on_event= must be a function"),
+])
+@pytest.mark.parametrize("kind", ["Client", "AsyncClient", "PaymentTransport"])
+def test_a_client_checks_its_arguments_when_it_is_made(kwargs: dict[str, Any], says: str, kind: str,
+                                                       wallet: CountingWallet, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(httpay.ConfigError) as err:
+        getattr(httpay, kind)(**{"wallet": wallet, "ledger": ":memory:", **kwargs})
+    assert says in str(err.value)
+    assert list(tmp_path.iterdir()) == []  # no file named 5, 5-wal, 5-shm
+
+
+@pytest.mark.parametrize("kind", ["Client", "AsyncClient"])
+@pytest.mark.parametrize("where", ["typo/ledger.sqlite3", "/proc/nope/ledger.sqlite3", "a-file/ledger.sqlite3"])
+def test_a_ledger_in_a_missing_folder_is_refused_not_started_afresh(kind: str, where: str, wallet: CountingWallet,
+                                                                    tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("not a folder")
+    path = where if where.startswith("/") else str(tmp_path / where)
+    with pytest.raises(httpay.LedgerError) as err:
+        getattr(httpay, kind)(wallet=wallet, ledger=path)
+    assert path in str(err.value) and "does not exist" in str(err.value) and "check the path" in str(err.value)
+    assert not (tmp_path / "typo").exists()
+
+
+def test_a_file_that_is_no_ledger_says_so(wallet: CountingWallet, tmp_path: Path) -> None:
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes, not a database\n" * 100)
+    with pytest.raises(httpay.LedgerError, match="not a SQLite file: check the path names the ledger"):
+        httpay.Client(wallet=wallet, ledger=notes)
+    assert notes.read_text().startswith("my notes")
+
+
+def test_the_default_ledger_folder_is_made(wallet: CountingWallet, tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("HTTPAY_LEDGER", raising=False)
+    monkeypatch.setattr("httpay.ledger.default_ledger_path", lambda: tmp_path / "data" / "httpay" / "ledger.sqlite3")
+    with httpay.Client(wallet=wallet) as c:
+        assert c.ledger.path == str(tmp_path / "data" / "httpay" / "ledger.sqlite3")
+    assert (tmp_path / "data" / "httpay" / "ledger.sqlite3").exists()
+
+
+def test_a_plain_httpx_client_pays_through_the_transport_given_settings(svc: HostileService, wallet: CountingWallet,
+                                                                         ledger: Path) -> None:
+    transport = httpay.PaymentTransport(wallet=wallet, policy=httpay.Policy(max_per_payment_sat=100), ledger=ledger)
+    with httpx.Client(transport=transport) as c:
+        r = c.get(svc.classic())
+    assert r.status_code == 200 and wallet.paid == 1
+    assert transport.payer.ledger._db is not None
+    with SQLiteLedger(ledger) as lg:
+        assert [x.status.value for x in lg.receipts()] == ["settled"]
+    with pytest.raises(httpay.ConfigError, match="takes no walet="):
+        httpay.PaymentTransport(walet=wallet)
+    with pytest.raises(httpay.ConfigError, match="not both"):
+        httpay.PaymentTransport(httpay.Payer.create(wallet=wallet, ledger=":memory:"), wallet=wallet)
 
 
 # -- the CLI, in this process, paying with the counting wallet ----------------------------------------------
@@ -290,6 +369,13 @@ CLI_CASES = [
     CliCase("--max-price-sat with 5,000 digits", lambda s, t: ["get", s.free(), "--max-price-sat", "9" * 5000], 2,
             ("argument --max-price-sat/--max-cost-sat: must be a whole number",)),
     CliCase("ledger --limit 0", lambda s, t: ["ledger", "--limit", "0"], 2, ("argument --limit: must be a positive",)),
+    CliCase("ledger --since yesterday", lambda s, t: ["ledger", "--since", "yesterday"], 2,
+            ("argument --since: use 30m, 1h, 1d, 1w or an ISO date/time",)),
+    CliCase("a header without a colon", lambda s, t: ["get", s.free(), "-H", "Authorization Bearer x"], 2,
+            ("argument -H/--header: 'Authorization Bearer x' must look like 'Name: value'",)),
+    CliCase("offers: a header without a colon", lambda s, t: ["offers", s.free(), "-H", "X"], 2,
+            ("argument -H/--header:",)),
+
     CliCase("a negative TOML budget names the key", lambda s, t: [
         "get", s.free(), "--policy", _policy_file(t, "budget_usd = -1\n")], 1, ("budget_usd must be a non-negative",)),
     CliCase("a NaN TOML rate names the key", lambda s, t: [
@@ -316,6 +402,32 @@ def test_cli_says_one_line_and_a_documented_code(case: CliCase, cli: Callable[..
         with SQLiteLedger(ledger) as lg:
             assert len([r for r in lg.receipts() if r.status.value == "settled"]) == case.paid
             assert lg.spent_msat() == case.paid * 11_000
+
+
+def test_a_paying_command_refuses_a_ledger_in_a_missing_folder(cli: Callable[..., Ran], svc: HostileService,
+                                                               wallet: CountingWallet, tmp_path: Path) -> None:
+    typo = tmp_path / "typo" / "x.sqlite3"
+    ran = cli("get", svc.classic(), "--ledger", str(typo))
+    assert ran.code == 1 and str(typo) in ran.err and "does not exist" in ran.err and "Traceback" not in ran.err
+    assert wallet.calls == [] and not typo.parent.exists()
+
+
+@pytest.mark.parametrize("command", ["demo-server", "dashboard"])
+def test_a_server_on_a_taken_port_says_so_before_any_url(command: str, cli: Callable[..., Ran], tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        extra = ["--ledger", str(SQLiteLedger(tmp_path / "l.db").path)] if command == "dashboard" else []
+        ran = cli(command, "--port", str(port), *extra)
+    assert ran.code == 1, ran.err
+    assert f"cannot listen on 127.0.0.1:{port}: the port is in use" in ran.err and "--port 0" in ran.err
+    assert "http://" not in ran.out + ran.err and "Traceback" not in ran.err and "Errno" not in ran.err
+
+
+def test_a_demo_server_beyond_loopback_is_refused_before_any_url(cli: Callable[..., Ran]) -> None:
+    ran = cli("demo-server", "--host", "0.0.0.0")
+    assert ran.code == 1 and "listens on loopback only" in ran.err and "http://" not in ran.out + ran.err
 
 
 def test_help_documents_the_exit_codes_and_the_defaults() -> None:
@@ -436,6 +548,26 @@ def test_a_refusal_is_printed_once_by_the_cli(demo: Any, account: dict[str, str]
     assert "raise --max-price-sat" in p.stderr and "WARNING" not in p.stderr and "Traceback" not in p.stderr
     with SQLiteLedger(tmp_path / "l.sqlite3") as lg:
         assert lg.receipts() == []
+
+
+def test_open_demo_prints_the_settings_a_shell_pays_with(demo: Any, cli: Callable[..., Ran]) -> None:
+    """A newcomer's way to HTTPAY_DEMO_KEY: stdout is only the export line (eval-able), the note goes to stderr."""
+    ran = cli("wallet", "open-demo", demo.url, "--balance-sat", "700")
+    assert ran.code == 0, ran.err
+    line = ran.out.strip()
+    assert line.startswith(f"export HTTPAY_WALLET=demo HTTPAY_DEMO_URL={demo.url} HTTPAY_DEMO_KEY=") and "\n" not in line
+    assert "700 sat" in ran.err and "no real money" in ran.err
+    settings = dict(part.split("=", 1) for part in line.removeprefix("export ").split())
+    with httpay.DemoWallet(settings["HTTPAY_DEMO_URL"], settings["HTTPAY_DEMO_KEY"]) as w:
+        assert w.balance_msat() == 700_000
+        assert settings["HTTPAY_DEMO_KEY"] not in repr(w) + str(w)
+    ran = cli("wallet", "balance", env=settings)
+    assert ran.code == 0 and "700 sat" in ran.out, ran.err
+
+
+def test_wallet_without_an_action_lists_the_actions(cli: Callable[..., Ran]) -> None:
+    ran = cli("wallet")
+    assert ran.code == 2 and "balance" in ran.err and "open-demo" in ran.err
 
 
 # -- 14. MCP/tool arguments --------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -84,8 +85,28 @@ def test_hosts_allow_and_deny() -> None:
 def test_methods() -> None:
     assert decide(Policy(methods=["lightning"])).method == "lightning"
     with pytest.raises(PaymentRefused) as err:
-        decide(Policy(methods=["credit_card"]))  # httpay pays these offers only by lightning
+        decide(Policy(methods=["x402"]))  # httpay pays these offers only by lightning
     assert err.value.rule == "methods"
+    with pytest.raises(ConfigError, match="names 'credit_card', which httpay cannot pay by"):
+        Policy(methods=["credit_card"])  # shown in offers, never paid by httpay: a policy naming it is a mistake
+
+
+@pytest.mark.parametrize(("kwargs", "says"), [
+    ({"methods": ["lightnin"]}, "names 'lightnin', which httpay cannot pay by: use 'lightning'"),
+    ({"methods": ["x402:"]}, "names 'x402:'"),
+    ({"methods": [1]}, "must be a list of method names"),
+    ({"payees": {"stock.example": "not-a-key"}}, "stock.example's payee must be a node pubkey"),
+    ({"payees": {"stock.example": "02" + "ab" * 31}}, "must be a node pubkey (66 hex digits"),
+    ({"payees": ["02" + "ab" * 32]}, "must be a mapping of host to node pubkey"),
+])
+def test_typos_in_methods_and_payees_are_refused_where_they_are_written(kwargs: dict[str, object], says: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(says)):
+        Policy(**kwargs)  # type: ignore[arg-type]
+
+
+def test_a_payee_is_kept_in_lower_case_so_an_upper_case_pin_still_matches() -> None:
+    key = "03" + "AB" * 32
+    assert Policy(payees={"stock.example": key}).payee_for("stock.example") == key.lower()
 
 
 @pytest.mark.parametrize(

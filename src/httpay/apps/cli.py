@@ -12,6 +12,7 @@ import logging
 import math
 import os
 import re
+import shlex
 import socket
 import sys
 from collections.abc import Callable, Sequence
@@ -66,6 +67,24 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _header_arg(text: str) -> str:
+    """An argparse type for -H: 'Name: value' (a bad one is a usage error, exit 2)."""
+    name, sep, _ = text.partition(":")
+    if not sep or not name.strip():
+        raise argparse.ArgumentTypeError(f"{text[:60]!r} must look like 'Name: value', e.g. 'Authorization: Bearer ...'")
+    return text
+
+
+def _when_arg(text: str) -> str:
+    """An argparse type for --since: read now, so a bad one is a usage error (exit 2)."""
+    try:
+        _since(text)
+    except ConfigError:
+        raise argparse.ArgumentTypeError(f"use 30m, 1h, 1d, 1w or an ISO date/time such as 2026-11-25T10:00 (UTC), "
+                                         f"got {text[:40]!r}") from None
+    return text
+
+
 def _port(text: str) -> int:
     value = _number(kind=int)(text)
     if value > 65535:
@@ -108,7 +127,7 @@ def _request_parser(sub: Any, verb: str) -> None:
         g.add_argument("-X", "--request", dest="method", default="GET", metavar="METHOD",
                        help="the HTTP method (default GET)")
     g.set_defaults(method=verb.upper() if verb != "request" else None, json_output=False, json_body=None)
-    g.add_argument("-H", "--header", action="append", default=[], help="'Name: value' (repeatable)")
+    g.add_argument("-H", "--header", action="append", default=[], type=_header_arg, help="'Name: value' (repeatable)")
     g.add_argument("-d", "--data", metavar="DATA", help="the request body: text, @FILE, or @- for stdin")
     g.add_argument("--json", action=_JsonFlag, nargs="?", metavar="BODY", dest="json_flag",
                    help="--json BODY: send BODY (JSON, @FILE or @-) as application/json, as curl does; "
@@ -162,9 +181,12 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--protocol", choices=("l402-v0.2", "l402", "mpp"), default="l402-v0.2",
                    help="l402-v0.2: the notebook's JSON offers (default); l402: classic macaroon + invoice; mpp: the HTTP Payment scheme (charge, Aperture's three dialects in one 402, a session)")
 
-    s = sub.add_parser("demo-server", help="run the local demo stock service (loopback only, no real money)")
-    s.add_argument("--host", default="127.0.0.1")
-    s.add_argument("--port", type=_port, default=8402)
+    s = sub.add_parser("demo-server", help="run the local demo stock service (loopback only, no real money)",
+                       description="Serve the demo stock service (a local copy of stock.l402.org on the demo "
+                                   "Lightning network; no real money) in the foreground until Ctrl-C.")
+    s.add_argument("--host", default="127.0.0.1",
+                   help="loopback address to listen on: 127.0.0.1, ::1 or localhost (default: 127.0.0.1)")
+    s.add_argument("--port", type=_port, default=8402, help="port to listen on; 0 picks a free one (default: 8402)")
 
     for verb in REQUEST_COMMANDS:
         _request_parser(sub, verb)
@@ -184,7 +206,7 @@ def _parser() -> argparse.ArgumentParser:
                     help="show at most this many payments (default 50)")
     lg.add_argument("--before", type=_number(kind=int, positive=True), metavar="ID",
                     help="page back: only payments older than ledger #ID (the output names the next page)")
-    lg.add_argument("--since", metavar="WHEN", help="only payments since: 30m, 1h, 1d, 1w or an ISO date/time (UTC)")
+    lg.add_argument("--since", metavar="WHEN", type=_when_arg, help="only payments since: 30m, 1h, 1d, 1w or an ISO date/time (UTC)")
     lg.add_argument("--host", help="only payments to this host (as recorded, e.g. api.example.com or 127.0.0.1:8402)")
     lg.add_argument("--json", action="store_true", help="print JSON for scripts")
     _add_people_commands(sub)
@@ -363,8 +385,8 @@ def _run(args: argparse.Namespace, console: Console) -> int:
     if args.command == "demo-server":
         from httpay.demo.runner import run
 
-        console.print(f"httpay demo server (DEMO, no real money) on http://{args.host}:{args.port}")
-        run(host=args.host, port=args.port)
+        run(host=args.host, port=args.port,
+            on_ready=lambda url: console.print(f"httpay demo server (DEMO, no real money) on {url}", markup=False))
         return 0
     if args.command in REQUEST_COMMANDS:
         return _get(args, console)
@@ -446,7 +468,7 @@ REQUEST_METHOD = re.compile(r"[A-Z][A-Z0-9_-]{0,19}")
 
 def tags_from(given: Sequence[str]) -> dict[str, str]:
     """Tags from --tag KEY=VALUE flags, else from HTTPAY_TAGS ("agent=research,task=T-17")."""
-    from httpay.client import tags_from_text
+    from httpay.core.payer import tags_from_text
 
     try:
         if given:
@@ -722,7 +744,7 @@ def _export(args: argparse.Namespace) -> int:
 def _add_people_commands(sub: Any) -> None:
     o = sub.add_parser("offers", help="show what a URL offers for payment (asks, never pays)")
     o.add_argument("url")
-    o.add_argument("-H", "--header", action="append", default=[], help="'Name: value' (repeatable)")
+    o.add_argument("-H", "--header", action="append", default=[], type=_header_arg, help="'Name: value' (repeatable)")
     o.add_argument("--usd-per-btc", type=_number(positive=True),
                    help="BTC/USD rate to show sat (default: the policy's or the wallet's)")
     o.add_argument("-o", "--output", metavar="FILE", help="when the URL answers without asking for payment, save the body here")
@@ -745,10 +767,20 @@ def _add_people_commands(sub: Any) -> None:
                    help="BTC/USD rate for USD limits (default: the policy's or the wallet's)")
     b.add_argument("--json", action="store_true", help="print JSON for scripts")
 
-    w = sub.add_parser("wallet", help="the wallet configured by HTTPAY_WALLET")
-    wsub = w.add_subparsers(dest="wallet_command", required=True, metavar="ACTION")
+    w = sub.add_parser("wallet", help="the wallet configured by HTTPAY_WALLET: balance, open-demo",
+                       description="`httpay wallet balance` shows what the wallet in HTTPAY_WALLET can spend; "
+                                   "`httpay wallet open-demo URL` opens a funded wallet on a demo server.")
+    wsub = w.add_subparsers(dest="wallet_command", required=True, metavar="ACTION {balance,open-demo}")
     wb = wsub.add_parser("balance", help="what the wallet can spend")
     wb.add_argument("--json", action="store_true", help="print JSON for scripts")
+    wo = wsub.add_parser("open-demo", help="open a funded wallet on a demo server and print its HTTPAY_ settings",
+                         description="Open a wallet on `httpay demo-server` (regtest, no real money) and print the "
+                                     "three lines to export: HTTPAY_WALLET=demo, HTTPAY_DEMO_URL and HTTPAY_DEMO_KEY. "
+                                     "The key spends that wallet's demo balance: keep it like a password.")
+    wo.add_argument("url", nargs="?", default="http://127.0.0.1:8402",
+                    help="the demo server (default: http://127.0.0.1:8402, where `httpay demo-server` listens)")
+    wo.add_argument("--balance-sat", type=_number(kind=int, positive=True), default=10_000,
+                    help="the new wallet's demo balance in sat (default: 10,000)")
 
     a = sub.add_parser("approvals", help="payments waiting for a person: list (default), approve ID, deny ID",
                        description="Payments held by `httpay get --ask` or Policy(approve=ApprovalQueue(...)) wait here. "
@@ -1139,6 +1171,18 @@ def _budget(args: argparse.Namespace, console: Console) -> int:
 def _wallet(args: argparse.Namespace, console: Console) -> int:
     from httpay.amounts import fmt_msat
     from httpay.config import wallet_from_env
+
+    if args.wallet_command == "open-demo":
+        from httpay.wallets.demo import DemoWallet
+
+        opened = DemoWallet.create(_url(args.url), balance_sat=args.balance_sat)
+        print(f"export HTTPAY_WALLET=demo HTTPAY_DEMO_URL={shlex.quote(opened.base_url)} "
+              f"HTTPAY_DEMO_KEY={shlex.quote(opened.reveal_key())}")
+        Console(stderr=True, highlight=False, soft_wrap=True).print(
+            f"opened demo wallet {opened.wallet_id} with {args.balance_sat:,} sat (regtest, no real money); "
+            "to pay with it: eval \"$(httpay wallet open-demo)\"", markup=False)
+        opened.close()
+        return 0
 
     with wallet_from_env() as w:
         try:

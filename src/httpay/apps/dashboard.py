@@ -50,7 +50,7 @@ from httpay.apps.display import STATUS_COLOUR, budget_lines, html_budget, html_r
 from httpay.errors import ApprovalError, ConfigError, HttpayError
 from httpay.ledger import Ledger, Receipt, open_ledger
 from httpay.ledger.models import refusals_view
-from httpay.loopback import require_loopback
+from httpay.loopback import listen, url_of
 from httpay.policy import Policy
 from httpay.safe import SECRET_WORDS, clean, safe_url, short_url
 from httpay.view import escape as _e
@@ -635,27 +635,8 @@ def create_app(ledger: str | os.PathLike[str] | Ledger | None = None, *, token: 
 
 
 # -- serving ---------------------------------------------------------------------------------------------
-def _loopback(host: str) -> None:
-    require_loopback(host, "the dashboard (it approves payments)")
-
-
 def _bind(host: str, port: int) -> socket.socket:
-    _loopback(host)
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        raise ConfigError(f"the dashboard cannot listen on {host}:{port}: {exc.strerror}; try --port 0 for a free port") from None
-    sock.listen(64)
-    return sock
-
-
-def _url(sock: socket.socket, host: str) -> str:
-    port = sock.getsockname()[1]
-    return f"http://{f'[{host}]' if ':' in host else host}:{port}"
+    return listen(host, port, "the dashboard (it approves payments)")
 
 
 @dataclass(frozen=True)
@@ -688,7 +669,7 @@ def serve_in_thread(app: Starlette, host: str = "127.0.0.1", port: int = 0) -> I
             if not thread.is_alive() or time.monotonic() > deadline:
                 raise RuntimeError("the dashboard did not start")
             time.sleep(0.01)
-        yield RunningDashboard(_url(sock, host), app.state.token, app)
+        yield RunningDashboard(url_of(sock, host), app.state.token, app)
     finally:
         server.should_exit = True
         thread.join(timeout=15)
@@ -700,7 +681,7 @@ def run(app: Starlette, host: str = "127.0.0.1", port: int = 8403,
     """Serve in the foreground until interrupted; `on_ready` gets the URL (with the real port) first."""
     sock = _bind(host, port)
     if on_ready is not None:
-        on_ready(RunningDashboard(_url(sock, host), app.state.token, app))
+        on_ready(RunningDashboard(url_of(sock, host), app.state.token, app))
     try:
         _server(app).run(sockets=[sock])
     finally:

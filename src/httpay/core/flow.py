@@ -89,7 +89,7 @@ from httpay.core.events import (
     heard,
 )
 from httpay.core.model import Challenge, Quote
-from httpay.core.payer import Payer
+from httpay.core.payer import TOKEN_SCOPES, Payer
 from httpay.core.quote import quote, requote
 from httpay.errors import (
     CallAlreadyPaid,
@@ -125,7 +125,6 @@ DEADLINE_EXTENSION = "httpay_payment_deadline"  # response extension: the Deadli
 FORWARDED_EXTENSIONS = ("timeout", "trace")  # what a request the flow makes itself inherits from the caller's
 MAX_WAIT_ROUNDS = 10  # a request waits for at most this many other payments of its challenge before refusing
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
-TOKEN_SCOPES = ("host", "prefix", "url")
 
 Flow = Generator[Effect, Any, httpx.Response]
 

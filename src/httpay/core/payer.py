@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import math
+import os
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -9,9 +13,15 @@ from httpay.core.deadline import DEFAULT_PAYMENT_DEADLINE_S
 from httpay.core.events import EventHook
 from httpay.core.model import Offer
 from httpay.errors import ConfigError
+from httpay.ledger import open_ledger
 from httpay.ledger.base import Ledger
 from httpay.policy import Policy
+from httpay.reconcile import DEFAULT_GRACE_S, reconcile
+from httpay.safe import get_logger
 from httpay.wallets.base import Wallet
+
+log = get_logger("httpay")
+TOKEN_SCOPES = ("host", "prefix", "url")  # where a paid token is reused: the host, the path prefix, the URL
 
 
 @dataclass
@@ -35,6 +45,48 @@ class Payer:
     # hosts whose 402s named a dialect that advertises (MPP's Accept-Payment), and the headers they get
     advertise_to: dict[str, dict[str, str]] = field(default_factory=dict, repr=False)
     call_window_s: float = 600.0       # the same call (method, URL, body) sent again within this is one call
+
+    @classmethod
+    def create(cls, *, wallet: Wallet | None = None, policy: Policy | None = None,
+               ledger: Ledger | str | os.PathLike[str] | None = None, on_event: EventHook | None = None,
+               token_scope: str = "host", reconcile_grace_s: float | None = DEFAULT_GRACE_S,
+               x402_signer: Any = None, payment_deadline: float | None = DEFAULT_PAYMENT_DEADLINE_S,
+               tags: Mapping[str, str] | None = None) -> Payer:
+        """A payer from the settings `httpay.Client` takes (the same names, checked the same way, a
+        ConfigError naming the one that is wrong), for `httpx.Client(transport=PaymentTransport(payer))`.
+        A payment left pending by a crash is reconciled with the wallet here, before anything is paid."""
+        if wallet is None and x402_signer is None:
+            raise ConfigError("a paying client needs wallet= (Lightning, e.g. httpay.DemoWallet) "
+                              "or x402_signer= (or both)")
+        if wallet is not None and not isinstance(wallet, Wallet):
+            raise ConfigError(f"wallet= must be an httpay Wallet (e.g. httpay.DemoWallet), got {type(wallet).__name__}")
+        if policy is not None and not isinstance(policy, Policy):
+            example = (f"httpay.Policy(**{dict(policy)!r:.60})" if isinstance(policy, Mapping)
+                       else "httpay.Policy(budget_usd=5)")
+            raise ConfigError(f"policy= must be an httpay.Policy, got {type(policy).__name__}: write {example}")
+        if token_scope not in TOKEN_SCOPES:
+            raise ConfigError(f"token_scope= must be one of {', '.join(TOKEN_SCOPES)}, got {token_scope!r}")
+        if x402_signer is not None and not callable(getattr(x402_signer, "sign_typed_data", None)):
+            raise ConfigError(f"x402_signer= must be a signer such as httpay.signers.EvmSigner, "
+                              f"got {type(x402_signer).__name__}")
+        if payment_deadline is not None and not _positive(payment_deadline):
+            raise ConfigError(f"payment_deadline= must be a positive number of seconds (or None for no deadline), "
+                              f"got {payment_deadline!r}")
+        if reconcile_grace_s is not None and not (_positive(reconcile_grace_s) or (reconcile_grace_s == 0 and not isinstance(reconcile_grace_s, bool))):
+            raise ConfigError(f"reconcile_grace_s= must be a number of seconds (or None: never reconcile on start), "
+                              f"got {reconcile_grace_s!r}")
+        if on_event is not None and not callable(on_event):
+            raise ConfigError(f"on_event= must be a function taking an httpay.Event, got {type(on_event).__name__}")
+        checked = checked_tags(tags)
+        payer = cls(wallet=wallet, policy=policy or Policy(), ledger=open_ledger(ledger), on_event=on_event,
+                    token_scope=token_scope, signer=x402_signer,
+                    payment_deadline=None if payment_deadline is None else float(payment_deadline), tags=checked)
+        if reconcile_grace_s is not None and wallet is not None:
+            payer.stale_pending_s = reconcile_grace_s
+            for outcome in reconcile(payer.ledger, wallet, grace_s=reconcile_grace_s):
+                if outcome.outcome != "skipped":
+                    log.info("reconciled on start: %s", outcome)
+        return payer
 
     @property
     def lightning(self) -> Wallet:
@@ -70,3 +122,46 @@ class Payer:
             address = getattr(self.signer, "address", None)
             return getattr(self.signer, "name", "signer"), (f"x402:{str(address).lower()}" if address else None)
         return None, None
+
+
+def _positive(v: object) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+
+
+TAG_TEXT = re.compile(r"[A-Za-z0-9_.:/@+-]{1,64}")
+
+
+def checked_tags(tags: Mapping[str, str] | None) -> dict[str, str]:
+    """Tags as the ledger keeps them: a few short `key=value` words (letters, digits, `_.:/@+-`), so
+    that they can be grouped, budgeted and exported as they are. ConfigError naming a bad one."""
+    if tags is None:
+        return {}
+    if not isinstance(tags, Mapping):
+        raise ConfigError(f"tags= must be a mapping such as {{'agent': 'research'}}, got {type(tags).__name__}")
+    if len(tags) > 16:
+        raise ConfigError(f"tags= holds {len(tags)} tags; at most 16 are kept per payment")
+    out: dict[str, str] = {}
+    for k, v in tags.items():
+        if not isinstance(k, str) or not isinstance(v, str) or not TAG_TEXT.fullmatch(k) or not TAG_TEXT.fullmatch(v):
+            raise ConfigError(f"tags=: {k!r}: {v!r} must be short words of letters, digits and _.:/@+- "
+                              "(e.g. {'agent': 'research', 'task': 'T-17'})")
+        out[k] = v
+    return out
+
+
+def tags_from_text(items: Sequence[str] | str, source: str = "tags") -> dict[str, str]:
+    """Tags written as text: KEY=VALUE items, or one comma-separated string of them (HTTPAY_TAGS,
+    `--tag`), checked as `Client(tags=...)` checks them. ConfigError naming `source`."""
+    parts = items.split(",") if isinstance(items, str) else list(items)
+    out: dict[str, str] = {}
+    for item in (p.strip() for p in parts):
+        if not item:
+            continue
+        key, sep, value = item.partition("=")
+        if not sep or not key or not value:
+            raise ConfigError(f"{source}: {item!r} must be KEY=VALUE, e.g. agent=research")
+        out[key] = value
+    try:
+        return checked_tags(out)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None

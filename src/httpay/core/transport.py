@@ -36,7 +36,8 @@ from httpay.core.flow import (
 from httpay.core.payer import Payer
 from httpay.core.pooled import keep_assigned, opened_for
 from httpay.core.workers import WORKERS, in_thread
-from httpay.errors import HttpayError
+from httpay.errors import ConfigError, HttpayError
+from httpay.ledger.base import Ledger
 from httpay.safe import get_logger
 
 log = get_logger("httpay")
@@ -479,6 +480,23 @@ def _flow(payer: Payer, request: httpx.Request,
                         max_price_msat=ext.get(MAX_PRICE_EXTENSION), offer_id=ext.get(OFFER_EXTENSION), sent=sent)
 
 
+def _payer_for(payer: Payer | None, settings: dict[str, Any]) -> tuple[Payer, bool]:
+    """The payer a transport was given, or one made from `httpay.Client`'s settings (wallet=, policy=,
+    ledger=, ...), and whether the transport opened that ledger (and so closes it)."""
+    if payer is None:
+        unknown = sorted(set(settings) - set(inspect.signature(Payer.create).parameters))
+        if unknown:
+            raise ConfigError(f"a payment transport takes no {', '.join(unknown)}=; it takes httpay.Client's "
+                              "settings: wallet=, policy=, ledger=, x402_signer=, token_scope=, tags=, ...")
+        return Payer.create(**settings), not isinstance(settings.get("ledger"), Ledger)
+    if not isinstance(payer, Payer):
+        raise ConfigError(f"a payment transport takes an httpay.Payer or httpay.Client's settings "
+                          f"(PaymentTransport(wallet=..., policy=..., ledger=...)), got {type(payer).__name__}")
+    if settings:
+        raise ConfigError(f"give a payment transport a Payer or settings, not both (got {', '.join(settings)})")
+    return payer, False
+
+
 class PaymentTransport(httpx.BaseTransport):
     """Wraps a transport: a 402 that a registered dialect reads is paid per the policy, then retried.
 
@@ -487,9 +505,9 @@ class PaymentTransport(httpx.BaseTransport):
     flow makes to another URL (the payment request endpoint), so it goes the way httpx would send it.
     """
 
-    def __init__(self, payer: Payer, transport: httpx.BaseTransport | None = None, *,
-                 flights: _SyncFlights | None = None, route: SyncRoute | None = None) -> None:
-        self.payer = payer
+    def __init__(self, payer: Payer | None = None, transport: httpx.BaseTransport | None = None, *,
+                 flights: _SyncFlights | None = None, route: SyncRoute | None = None, **settings: Any) -> None:
+        self.payer, self._own_ledger = _payer_for(payer, settings)
         self.inner = transport or httpx.HTTPTransport()
         keep_assigned(self.inner)  # a crowd's connections are not closed under its requests
         install(self.inner)  # its paid sends then need no helper thread for their deadline
@@ -521,17 +539,24 @@ class PaymentTransport(httpx.BaseTransport):
     def __exit__(self, exc_type: type[BaseException] | None = None, exc_value: BaseException | None = None,
                  traceback: TracebackType | None = None) -> None:
         self.inner.__exit__(exc_type, exc_value, traceback)
+        self._close_ledger()
 
     def close(self) -> None:
         self.inner.close()
+        self._close_ledger()
+
+    def _close_ledger(self) -> None:
+        if self._own_ledger:
+            self._own_ledger = False
+            self.payer.ledger.close()
 
 
 class AsyncPaymentTransport(httpx.AsyncBaseTransport):
     """The async twin of `PaymentTransport`; the same flow, driven with await."""
 
-    def __init__(self, payer: Payer, transport: httpx.AsyncBaseTransport | None = None, *,
-                 flights: _AsyncFlights | None = None, route: AsyncRoute | None = None) -> None:
-        self.payer = payer
+    def __init__(self, payer: Payer | None = None, transport: httpx.AsyncBaseTransport | None = None, *,
+                 flights: _AsyncFlights | None = None, route: AsyncRoute | None = None, **settings: Any) -> None:
+        self.payer, self._own_ledger = _payer_for(payer, settings)
         self.inner = transport or httpx.AsyncHTTPTransport()
         keep_assigned(self.inner)  # a crowd's connections are not closed under its requests
         self._flights = flights if flights is not None else _AsyncFlights()
@@ -562,6 +587,13 @@ class AsyncPaymentTransport(httpx.AsyncBaseTransport):
     async def __aexit__(self, exc_type: type[BaseException] | None = None, exc_value: BaseException | None = None,
                         traceback: TracebackType | None = None) -> None:
         await self.inner.__aexit__(exc_type, exc_value, traceback)
+        self._close_ledger()
 
     async def aclose(self) -> None:
         await self.inner.aclose()
+        self._close_ledger()
+
+    def _close_ledger(self) -> None:
+        if self._own_ledger:
+            self._own_ledger = False
+            self.payer.ledger.close()

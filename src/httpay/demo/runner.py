@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import uvicorn
 from starlette.applications import Starlette
 
-from httpay.loopback import require_loopback
+from httpay.loopback import listen, require_loopback, url_of
 
 STARTUP_TIMEOUT_S = 15.0
 
@@ -77,7 +77,14 @@ def _bound_port(server: uvicorn.Server) -> int:
     raise RuntimeError("the demo server started but has no listening socket")
 
 
-def run(host: str = "127.0.0.1", port: int = 8402) -> None:
-    """Serve a fresh demo app in the foreground until interrupted (for `httpay demo-server`)."""
-    _require_loopback(host)
-    uvicorn.run(_default_app(), host=host, port=port, log_level="info")
+def run(host: str = "127.0.0.1", port: int = 8402, on_ready: Callable[[str], None] | None = None) -> None:
+    """Serve a fresh demo app in the foreground until interrupted (for `httpay demo-server`);
+    `on_ready` gets its URL once the port is held (a taken port is a ConfigError before it)."""
+    sock = listen(host, port, "the demo server (it hands out keys over plain HTTP)")
+    try:
+        app = _default_app()
+        if on_ready is not None:
+            on_ready(url_of(sock, host))
+        uvicorn.Server(uvicorn.Config(app, log_level="info")).run(sockets=[sock])
+    finally:
+        sock.close()

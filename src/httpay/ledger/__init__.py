@@ -5,7 +5,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from httpay.errors import ChallengeInFlight, DuplicatePayment  # re-exported: where they were first found
+from httpay.errors import (  # the first two re-exported: where they were first found
+    ChallengeInFlight,
+    ConfigError,
+    DuplicatePayment,
+)
 from httpay.ledger.base import Intent, Ledger
 from httpay.ledger.models import Receipt, Refusal, Status
 from httpay.ledger.sqlite import SQLiteLedger
@@ -27,9 +31,15 @@ def open_ledger(where: str | os.PathLike[str] | Ledger | None = None) -> Ledger:
     """A ledger from a path, a `postgresql://` URL, an existing Ledger, or the default file."""
     if isinstance(where, Ledger):
         return where
+    if where is not None and not isinstance(where, str | os.PathLike):
+        raise ConfigError(f"ledger= must be a file path, a postgresql:// URL, ':memory:' or an httpay Ledger, "
+                          f"got {type(where).__name__} {where!r:.40}")
+    own_place = where is None and not os.environ.get("HTTPAY_LEDGER")
     if where is None:
-        where = os.environ.get("HTTPAY_LEDGER") or default_ledger_path()
-    text = str(where)
+        where = default_ledger_path()
+    text = os.fspath(where)
+    if not isinstance(text, str) or not text.strip():
+        raise ConfigError("ledger= must name a file: a path, a postgresql:// URL or ':memory:'")
     if text.startswith(("postgres://", "postgresql://")):
         from httpay.extras import require
 
@@ -38,4 +48,4 @@ def open_ledger(where: str | os.PathLike[str] | Ledger | None = None) -> Ledger:
 
         return PostgresLedger(text)
     text = text.removeprefix("sqlite:///")
-    return SQLiteLedger(text)
+    return SQLiteLedger(text, make_folder=own_place)  # a folder a person named must exist: a typo is no new ledger

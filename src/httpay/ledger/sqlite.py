@@ -75,21 +75,35 @@ WINDOW_TRIGGERS = (  # keep payment_windows right in the transaction of every wr
 OPEN_WAIT_S = 30.0  # how long an open waits for another process's lock (the busy timeout too)
 
 
-def connect(path: str, schema_sql: str, what: str) -> sqlite3.Connection:
+def connect(path: str, schema_sql: str, what: str, *, make_folder: bool = False) -> sqlite3.Connection:
     """Open (creating) a SQLite file the way httpay's stores share: WAL, autocommit, rows as
     mappings, usable from any thread; the schema applied. LedgerError naming `what` if it fails.
+
+    The file's folder must exist unless `make_folder` (httpay's own default place): a mistyped
+    folder would otherwise start a fresh, empty ledger, and budgets would stop counting what the
+    real one holds.
 
     Several processes opening one new file at once (a fleet starting on a fresh ledger) meet a
     lock SQLite's busy timeout does not wait for: the switch to WAL, and the schema, made by
     another at that moment. Those steps are tried again until `OPEN_WAIT_S` has passed."""
-    if path != ":memory:":
-        Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    if path != ":memory:" and not path.startswith("file:"):
+        folder = Path(path).expanduser().parent
+        try:
+            if make_folder:
+                folder.mkdir(parents=True, exist_ok=True)
+            elif not folder.is_dir():
+                raise LedgerError(f"cannot open the {what} at {path}: the folder {folder} does not exist; "
+                                  "check the path, or create the folder first")
+        except OSError as exc:
+            raise LedgerError(f"cannot open the {what} at {path}: {exc.strerror or exc}") from None
     try:
         db = sqlite3.connect(path, timeout=OPEN_WAIT_S, isolation_level=None, check_same_thread=False)
         db.row_factory = sqlite3.Row
         _set_up(db, path, schema_sql)
     except sqlite3.Error as exc:
-        raise LedgerError(f"cannot open the {what} at {path}: {exc}; check the path is writable") from None
+        advice = ("it is not a SQLite file: check the path names the " + what if "not a database" in str(exc)
+                  else "check the path is writable")
+        raise LedgerError(f"cannot open the {what} at {path}: {exc}; {advice}") from None
     return db
 
 
@@ -119,10 +133,10 @@ class SQLiteLedger(SQLLedger):
     NOW = "httpay_now()"
     clock_is_local = True  # httpay_now() is this process's time.time(): read it without a statement
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, make_folder: bool = False) -> None:
         self.path = str(path)
         self.url = self.path
-        self._db = connect(self.path, ";\n".join(SCHEMA) + ";", "ledger")
+        self._db = connect(self.path, ";\n".join(SCHEMA) + ";", "ledger", make_folder=make_folder)
         self._db.create_function("httpay_now", 0, time.time, deterministic=False)
         self._lock = threading.RLock()
         self._migrate()

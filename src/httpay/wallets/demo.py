@@ -72,6 +72,11 @@ class DemoWallet(Wallet):
 
     __str__ = __repr__
 
+    def reveal_key(self) -> str:
+        """The wallet's key, to hand to another process (`HTTPAY_DEMO_KEY`): whoever holds it spends
+        this wallet's demo balance. A method, not an attribute, so no repr or dump shows it by accident."""
+        return self.__key
+
     @property
     def identity(self) -> str:
         """This demo wallet: a one-way fingerprint of the service and the wallet's key."""

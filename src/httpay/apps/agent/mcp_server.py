@@ -31,8 +31,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from httpay.amounts import fmt_msat
 from httpay.apps.agent.schemas import ToolSpec, tool_specs
 from httpay.apps.agent.tools import TOOL_HINTS, Toolbox
-from httpay.client import tags_from_text
 from httpay.core.model import Quote
+from httpay.core.payer import tags_from_text
 from httpay.errors import ConfigError
 from httpay.loopback import require_loopback
 from httpay.policy import Approver
