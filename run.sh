@@ -48,6 +48,10 @@ case "$cmd" in
     if [ $rc -eq 5 ]; then echo "httpay: pytest collected no tests; that is a failure here" >&2; exit 1; fi
     exit $rc
     ;;
+  httpay)
+    setup demo  # the command itself needs no test tools (a venv set up for the tests serves too)
+    exec "$VENV/bin/httpay" "$@"
+    ;;
   *)
     setup test
     PATH="$VENV/bin:$PATH" exec "$cmd" "$@"

@@ -8,6 +8,7 @@ retries, and keeps a truthful record.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from httpay.client import AsyncClient, Client
@@ -54,6 +55,10 @@ from httpay.wallets.base import Payment, Wallet
 Decision = Quote  # the name an approver's argument had before quotes: the same object
 
 __version__ = "0.1.0"
+
+# A library says nothing until its user configures logging: a refusal is already the exception raised,
+# and Python's last-resort handler would print it on stderr a second time.
+logging.getLogger("httpay").addHandler(logging.NullHandler())
 
 __all__ = [
     "AlreadyPaid",

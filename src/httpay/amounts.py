@@ -67,15 +67,22 @@ def usd_value(msat: int, usd_per_btc: float) -> Fraction:
 
 
 def usd_text(msat: int, usd_per_btc: float, *, small_places: int = 2) -> str:
-    """'$0.01'; amounts under a cent get `small_places` places (so $0.0004 is not shown as $0.00).
+    """'$0.01'; an amount under a cent gets at least `small_places` places and enough to show its
+    first digit ('1 sat ($0.001)', never a limit of "$0.00" that is not nothing), at most 8.
 
     Real amounts round as they always have (float formatting); absurd ones exactly, never 'inf'."""
     if abs(msat) <= MAX_MSAT and rate_ok(usd_per_btc):
         usd_f = msat / MSAT_PER_BTC * usd_per_btc
-        return f"${usd_f:,.{small_places}f}" if 0 < usd_f < 0.01 else f"${usd_f:,.2f}"
+        if 0 < usd_f < 0.01:
+            return f"${usd_f:,.{_small_places(usd_f, small_places)}f}"
+        return f"${usd_f:,.2f}"
     usd = usd_value(msat, usd_per_btc)
-    places = small_places if 0 < usd < Fraction(1, 100) else 2
+    places = _small_places(float(usd), small_places) if 0 < usd < Fraction(1, 100) else 2
     return "$" + decimal_text(math.floor(usd * 10**places + Fraction(1, 2)), places, strip=False)  # half up
+
+
+def _small_places(usd: float, at_least: int) -> int:
+    return max(at_least, min(8, -math.floor(math.log10(usd)))) if usd > 0 else at_least
 
 
 def rate_ok(rate: object) -> TypeGuard[float]:

@@ -313,6 +313,9 @@ CLI_CASES = [
     # 12: bad URLs and networks: one line, what happened and what to try, a documented code
     CliCase("ftp URL", lambda s, t: ["get", "ftp://files.example/x"], 2, ("not an http:// or https:// URL",)),
     CliCase("no scheme", lambda s, t: ["get", "stock.example/ticker"], 2, ("did you mean https://stock.example/ticker",)),
+    CliCase("no scheme, a loopback server", lambda s, t: ["get", "127.0.0.1:8402/x"], 2,
+            ("did you mean http://127.0.0.1:8402/x",)),
+    CliCase("no scheme, localhost", lambda s, t: ["get", "localhost:8402/x"], 2, ("did you mean http://localhost:8402/x",)),
     CliCase("bad port", lambda s, t: ["get", "http://127.0.0.1:99999/x"], 2, ("Port out of range 0-65535",)),
     CliCase("port not a number", lambda s, t: ["get", "http://127.0.0.1:abc/x"], 2, ("not a URL httpay can read",)),
     CliCase("broken IPv6 host", lambda s, t: ["get", "http://[::1/x"], 2, ("not a URL httpay can read",)),
@@ -563,6 +566,25 @@ def test_open_demo_prints_the_settings_a_shell_pays_with(demo: Any, cli: Callabl
         assert settings["HTTPAY_DEMO_KEY"] not in repr(w) + str(w)
     ran = cli("wallet", "balance", env=settings)
     assert ran.code == 0 and "700 sat" in ran.out, ran.err
+
+
+def test_dropping_every_token_when_none_is_held_says_so(cli: Callable[..., Ran], ledger: Path) -> None:
+    SQLiteLedger(ledger).close()
+    ran = cli("tokens", "drop", "--all", "--ledger", str(ledger))
+    assert ran.code == 0 and "no credentials were held: nothing to drop" in ran.out + ran.err
+
+
+def test_a_library_refusal_is_not_printed_when_logging_is_not_configured(svc: HostileService, wallet: CountingWallet,
+                                                                        ledger: Path) -> None:
+    """Python's last-resort handler prints WARNINGs of unconfigured loggers; the raised refusal says it already."""
+    script = ("import httpay\n"  # in a child: this process's logging is pytest's
+              "w = httpay.DemoWallet('http://127.0.0.1:9', 'k')\n"
+              "c = httpay.Client(wallet=w, ledger=':memory:', policy=httpay.Policy(max_per_payment_sat=1))\n"
+              f"try:\n    c.get({svc.classic()!r})\nexcept httpay.PaymentRefused as e:\n    print('raised', e.rule)\n")
+    p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False,
+                       env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    assert p.stdout.startswith("raised max_per_payment"), p.stdout + p.stderr
+    assert p.stderr == "", p.stderr
 
 
 def test_wallet_without_an_action_lists_the_actions(cli: Callable[..., Ran]) -> None:

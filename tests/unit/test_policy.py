@@ -149,3 +149,13 @@ def test_decision_never_exceeds_limits(cap_sat, budget_sat, spent_sat) -> None: 
     assert d.price_msat is not None
     assert d.price_msat <= cap_sat * 1000
     assert spent_sat * 1000 + d.price_msat <= budget_sat * 1000
+
+
+@pytest.mark.parametrize(("msat", "shown"), [
+    (1_000, "1 sat ($0.001)"), (9_000, "9 sat ($0.009)"), (450, "0.45 sat ($0.0004)"), (1, "0.001 sat ($0.000001)"),
+    (10_000, "10 sat ($0.01)"), (0, "0 sat ($0.00)"),
+])
+def test_an_amount_under_a_cent_shows_its_first_digit_not_zero(msat: int, shown: str) -> None:
+    from httpay.amounts import fmt_msat
+
+    assert fmt_msat(msat, 100_000) == shown  # a limit of "1 sat ($0.00)" reads as no money at all

@@ -348,7 +348,9 @@ def _url(text: str) -> str:
     except ValueError as exc:
         raise UsageError(f"{text!r} is not a URL httpay can read ({exc}); give a full http:// or https:// URL") from None
     if "://" not in text:
-        raise UsageError(f"{text!r} is not a URL (no scheme): did you mean https://{text.strip()}?")
+        host = urlsplit("//" + text.strip()).hostname or ""
+        local = host == "localhost" or host.startswith("127.") or host == "::1"  # a local server speaks plain http
+        raise UsageError(f"{text!r} is not a URL (no scheme): did you mean {'http' if local else 'https'}://{text.strip()}?")
     if parts.scheme.lower() not in ("http", "https"):
         raise UsageError(f"{text!r} is not an http:// or https:// URL: httpay speaks HTTP only")
     if not parts.hostname:
@@ -1290,6 +1292,8 @@ def _tokens(args: argparse.Namespace, console: Console) -> int:
             elif dropped:
                 console.print(plain(f"dropped {len(dropped)} credential(s): {', '.join(dropped)}; the next request "
                                     "there pays again", MAX_LINE))
+            elif args.all:
+                console.print("no credentials were held: nothing to drop")
             if not dropped and not args.all:
                 raise UsageError(f"no credential is held for {args.scope!r}; `httpay tokens list` shows the scopes")
             return EXIT_OK

@@ -65,6 +65,7 @@ class Story:
         self.step = 0
         self.decision: Quote | None = None
         self._waiting: Progress | None = None  # a spinner with elapsed time while the wallet pays
+        self._refusal_shown = False  # a Refused event said why: the exception it ends with is not said again
 
     def __enter__(self) -> Self:
         return self
@@ -123,7 +124,14 @@ class Story:
             self.console.print(f"[red]payment failed[/]: {safe.markup(e.error, safe.MAX_LINE)}")
         elif isinstance(e, ev.Refused):
             self._stop_waiting()
+            self._refusal_shown = True
             self.console.print(f"[red]refused[/]: {safe.markup(e.reason, safe.MAX_LINE)}")
+
+    def show_refusal(self, exc: HttpayError) -> None:
+        """The refusal a request ended with, unless its event already said it (said once, not twice)."""
+        self._stop_waiting()
+        if not self._refusal_shown:
+            self.console.print(f"[red]{safe.markup(exc, safe.MAX_LINE)}[/]")
 
 
 def run_story(*, approve: bool = False, non_interactive: bool = False, ledger: str | None = None,
@@ -191,8 +199,7 @@ def _tell(base: str, console: Console, *, approve: bool, non_interactive: bool, 
         try:
             msft = client.get("/ticker/MSFT", headers=auth)
         except httpay.PaymentRefused as exc:
-            story._stop_waiting()
-            console.print(f"[red]{safe.markup(exc, safe.MAX_LINE)}[/]")
+            story.show_refusal(exc)
             _summary(story, client, wallet, policy, rate)
             return 0 if exc.rule == "approval" else 1
         story.say(f"Served after payment: HTTP {msft.status_code}", ticker_table("MSFT", msft.json()))
@@ -232,8 +239,7 @@ def _tell_classic(base: str, console: Console, *, approve: bool, non_interactive
         try:
             msft = client.get("/l402/ticker/MSFT")
         except httpay.PaymentRefused as exc:
-            story._stop_waiting()
-            console.print(f"[red]{safe.markup(exc, safe.MAX_LINE)}[/]")
+            story.show_refusal(exc)
             _summary(story, client, wallet, policy, rate)
             return 0 if exc.rule == "approval" else 1
         story.say(f"Served with `Authorization: L402 <macaroon>:<preimage>`: HTTP {msft.status_code}",
@@ -279,8 +285,7 @@ def _tell_mpp(base: str, console: Console, *, approve: bool, non_interactive: bo
         try:
             msft = client.get("/mpp/ticker/MSFT")
         except httpay.PaymentRefused as exc:
-            story._stop_waiting()
-            console.print(f"[red]{safe.markup(exc, safe.MAX_LINE)}[/]")
+            story.show_refusal(exc)
             _summary(story, client, wallet, policy, rate)
             return 0 if exc.rule == "approval" else 1
         receipt = httpay.receipt_of(msft)

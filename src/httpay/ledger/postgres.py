@@ -298,7 +298,7 @@ class PostgresLedger(SQLLedger):
         conn.isolation_level = psycopg.IsolationLevel.READ_COMMITTED
 
     def _scrub(self, exc: BaseException) -> str:
-        text = str(exc).strip() or type(exc).__name__
+        text = re.sub(r"\s*\n\s*", "; ", str(exc).strip()) or type(exc).__name__  # libpq's lines: one line
         for secret in sorted(self._secrets, key=len, reverse=True):
             text = text.replace(secret, "***")
         return text
