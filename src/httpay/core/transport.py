@@ -170,10 +170,13 @@ def _resending(effect: Send, request: httpx.Request, dropped: BaseException) -> 
     if effect.resend == "never":
         raise dropped
     host = safe.clean(request.url.host, 100)
-    if effect.resend == "kept-alive" and opened_for(dropped):
-        log.info("the connection opened to %s for the %s dropped before any answer (%s); not sent again, "
-                 "since the service may have acted on it", host, request.method, type(dropped).__name__)
-        raise dropped
+    if effect.resend == "kept-alive":
+        opened = opened_for(dropped)
+        if opened is not False:  # opened for it, or a transport that cannot say: the service may have acted
+            log.info("the connection %s %s for the %s dropped before any answer (%s); not sent again, since the "
+                     "service may have acted on it", "opened to" if opened else "to", host, request.method,
+                     type(dropped).__name__)
+            raise dropped
     log.info("the connection to %s dropped before any answer (%s); sending the %s once more",
              host, type(dropped).__name__, request.method)
 
