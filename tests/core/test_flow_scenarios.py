@@ -445,10 +445,17 @@ def refusals(dialect: str) -> list[Row]:
 def bad_invoices(dialect: str) -> list[Row]:
     """Invoices that fail a check before anything is reserved (Lightning dialects only)."""
     # Classic L402's one offer is priced by its own invoice, so an amount above the offer cannot
-    # exist; its wrong amount is an invoice without one (the payee would choose the price).
-    wrong = ("wrong_amount", "amount_above_offer") if dialect == V02 else ("no_amount", "amount_missing")
-    return [Row(dialect, f"bad-invoice-{kind}", invoice=kind, status=None, error=InvoiceError, rule=check, calls=0,
-                sent=(10_000,)) for kind, check in (wrong, ("wrong_network", "network"), ("expired", "expired"))]
+    # exist; its wrong amount is an invoice without one (the payee would choose the price), which
+    # is no price at all: refused as the 402 is read, so it is never the "cheapest" of several offers.
+    checked = [("wrong_network", "network"), ("expired", "expired")]
+    if dialect == V02:
+        checked.insert(0, ("wrong_amount", "amount_above_offer"))
+    rows = [Row(dialect, f"bad-invoice-{kind}", invoice=kind, status=None, error=InvoiceError, rule=check, calls=0,
+                sent=(10_000,)) for kind, check in checked]
+    if dialect == CLASSIC:
+        rows.insert(0, Row(dialect, "bad-invoice-no_amount", invoice="no_amount", status=None, error=PaymentRefused,
+                           rule=CLASSIC, calls=0, sent=(10_000,), says="its invoice names no amount"))
+    return rows
 
 
 def wallet_outcomes(dialect: str) -> list[Row]:

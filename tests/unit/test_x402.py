@@ -156,7 +156,7 @@ amounts = st.integers(0, 2**256 - 1).map(str)
 texts = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=30)
 requirement_v2 = st.fixed_dictionaries(
     {"scheme": texts, "network": texts, "amount": amounts, "asset": texts, "payTo": texts,
-     "maxTimeoutSeconds": st.integers(0, 10**6)},
+     "maxTimeoutSeconds": st.integers(1, 10**6)},
     optional={"extra": st.dictionaries(texts, texts, max_size=3)},
 )
 

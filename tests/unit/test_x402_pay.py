@@ -238,7 +238,7 @@ def test_msat_never_understates_the_price(amount: int, rate: float) -> None:
 
 
 @settings(max_examples=100, deadline=None)
-@given(timeout=st.one_of(st.none(), st.integers(0, 10**9)), now=st.integers(1_600_000_000, 2_000_000_000),
+@given(timeout=st.one_of(st.none(), st.integers(1, 10**9)), now=st.integers(1_600_000_000, 2_000_000_000),
        nonce=st.binary(min_size=32, max_size=32))
 def test_authorization_is_for_the_chosen_requirement_and_expires(timeout: int | None, now: int, nonce: bytes) -> None:
     p = priced(requirement(maxTimeoutSeconds=timeout))

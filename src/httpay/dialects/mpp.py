@@ -135,10 +135,16 @@ def _offer(mc: MppChallenge, offer_id: str) -> Offer:
         try:
             charge = LightningCharge.from_challenge(mc)
             invoice = decode_invoice(charge.invoice)
-        except (ChallengeError, InvoiceError) as exc:
-            return Offer(price=_other_price(mc), payment_methods=("lightning",), unpayable=str(exc), **common)
-        return Offer(price=Money.msat(charge.amount_sat * 1000), payment_methods=("lightning",), pay_method="lightning",
-                     rail="lightning", network=charge.network, payload=_Lightning(mc, charge, invoice), **common)
+        except (ChallengeError, InvoiceError) as exc:  # refused by its own words, still a lightning charge
+            return Offer(price=_other_price(mc), payment_methods=("lightning",), pay_method="lightning",
+                         rail="lightning", unpayable=str(exc), payload=mc, **common)
+        said_msat = charge.amount_sat * 1000
+        mismatch = None if invoice.amount_msat == said_msat else (
+            f"its amount ({charge.amount_sat:,} sat) is not its invoice's "
+            f"({'none' if invoice.amount_msat is None else f'{invoice.amount_msat / 1000:,g} sat'})")
+        return Offer(price=Money.msat(said_msat), payment_methods=("lightning",), pay_method="lightning",
+                     rail="lightning", network=charge.network, payload=_Lightning(mc, charge, invoice),
+                     unpayable=mismatch, **common)
     if mc.method == "evm" and mc.intent == "charge":
         price, found = _evm_charge(mc)
         cid = mc.request.get("methodDetails", {}).get("chainId") if isinstance(mc.request.get("methodDetails"), dict) \

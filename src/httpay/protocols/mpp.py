@@ -40,7 +40,7 @@ PROBLEM_BASE = "https://paymentauth.org/problems/"
 MAX_ENCODED = 64 * 1024  # a request or receipt bigger than this is not one anybody meant to send
 
 _B64URL = re.compile(r"[A-Za-z0-9_-]*")
-_METHOD = re.compile(r"[a-z][a-z0-9-]*")
+_METHOD = re.compile(r"[a-z]+")  # payment-method-id = 1*LOWERALPHA (draft-httpauth-payment)
 
 
 def b64url_encode(data: bytes) -> str:

@@ -108,8 +108,9 @@ class X402Requirement:
         names = ("maxAmountRequired", "amount") if version == 1 else ("amount", "maxAmountRequired")
         key = names[1] if names[0] not in d and names[1] in d else names[0]
         timeout = d.get("maxTimeoutSeconds")
-        if timeout is not None and (not isinstance(timeout, int) or isinstance(timeout, bool) or timeout < 0):
-            raise ChallengeError(f"{where}: field 'maxTimeoutSeconds' must be a whole number of seconds",
+        if timeout is not None and (not isinstance(timeout, int) or isinstance(timeout, bool) or timeout < 1):
+            # (0 is no window at all: never read as "none given", which would sign a 300 s one)
+            raise ChallengeError(f"{where}: field 'maxTimeoutSeconds' must be a positive whole number of seconds",
                                  field="maxTimeoutSeconds")
         extra = d.get("extra")
         if extra is not None and not isinstance(extra, Mapping):
