@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 import httpay
+from httpay.core.flow import token_scope
 from httpay.ledger.sqlite import SQLiteLedger
 from tests.helpers import thread_hops
 from tests.hostile.harness import CountingWallet, HostileService
@@ -186,3 +187,40 @@ def test_a_ledger_written_by_another_process_is_looked_in_again_before_paying(ma
     assert len(wallet.calls) == 1, "b paid again for what the other process had bought"
     assert b.lookups == 1  # many or few: one query for the credential it then presented
     b.close()
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+async def test_a_credential_held_stands_in_for_the_callers_own_authorization(mode: str, svc: HostileService,
+                                                                            tmp_path: Path) -> None:
+    """A caller that sends its own Authorization (a service account's bearer, a URL's user:password)
+    to a classic L402 route: the 402 it meets is answered with the token already bought for the scope,
+    never by paying again. Three requests, one payment."""
+    paid = svc.classic("/classic")
+    wallet = CountingWallet(svc.node)
+    own = {"Authorization": "Bearer the-callers-own"}
+    if mode == "async":
+        async with httpay.AsyncClient(wallet=wallet, ledger=tmp_path / "l.db") as ac:
+            codes = [(await ac.get(paid, headers=own)).status_code for _ in range(3)]
+            rows = ac.ledger.receipts()
+    else:
+        with httpay.Client(wallet=wallet, ledger=tmp_path / "l.db") as c:
+            codes = [c.get(paid, headers=own).status_code for _ in range(3)]
+            rows = c.ledger.receipts()
+    assert codes == [200, 200, 200]
+    assert len(wallet.calls) == 1 and len(rows) == 1, f"{len(wallet.calls)} payments for one token's scope"
+
+
+def test_a_held_credential_the_service_refuses_in_place_of_the_callers_is_dropped_and_paid_once(
+        svc: HostileService, tmp_path: Path) -> None:
+    """The held token is refused (the service forgot it): it is evicted, the caller's own header is
+    put back, and the 402 is paid once; the request after that presents the new token."""
+    paid = svc.classic("/classic")
+    wallet = CountingWallet(svc.node)
+    own = {"Authorization": "Bearer the-callers-own"}
+    with httpay.Client(wallet=wallet, ledger=tmp_path / "l.db") as c:
+        assert c.get(paid).status_code == 200
+        c.ledger.save_token(token_scope(paid), "L402 forgotten:00")  # a token the service no longer takes
+        request = c.build_request("GET", paid, headers=own)
+        r = c.send(request)
+        assert c.get(paid, headers=own).status_code == 200
+    assert r.status_code == 200 and len(wallet.calls) == 2, "one payment for the refused token, none after"

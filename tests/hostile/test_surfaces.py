@@ -725,3 +725,13 @@ def test_the_offers_tool_says_what_fetch_would_pay_with_an_x402_signer(svc: Host
     assert wallet.calls == []
     with SQLiteLedger(ledger) as lg:
         assert lg.receipts() == []  # looking signs nothing and writes nothing
+
+
+def test_a_new_ledger_is_readable_by_its_owner_only(wallet: CountingWallet, svc: HostileService, tmp_path: Path) -> None:
+    """It keeps preimages and reusable tokens (`L402 <macaroon>:<preimage>`): another local user must not read them."""
+    path = tmp_path / "ledger.sqlite3"
+    with httpay.Client(wallet=wallet, ledger=path) as c:
+        assert c.get(svc.classic()).status_code == 200
+        files = sorted(tmp_path.iterdir())
+        assert [f.name for f in files] == ["ledger.sqlite3", "ledger.sqlite3-shm", "ledger.sqlite3-wal"]
+        assert all(f.stat().st_mode & 0o777 == 0o600 for f in files), [oct(f.stat().st_mode) for f in files]

@@ -121,6 +121,7 @@ OFFER_EXTENSION = "httpay_offer_id"      # request extension: pay only this offe
 MAX_PRICE_EXTENSION = "httpay_max_price_msat"  # request extension: pay at most this much for this request
 TAGS_EXTENSION = "httpay_tags"           # request extension: tags of this request's payment, over the client's
 TOKEN_EXTENSION = "httpay_token"         # request extension: (scope, credential) this flow put in Authorization
+CALLERS_EXTENSION = "httpay_callers_authorization"  # request extension: the caller's own Authorization a held credential stands in for
 DEADLINE_EXTENSION = "httpay_payment_deadline"  # response extension: the Deadline the 402 it is on must be paid by
 FORWARDED_EXTENSIONS = ("timeout", "trace")  # what a request the flow makes itself inherits from the caller's
 MAX_WAIT_ROUNDS = 10  # a request waits for at most this many other payments of its challenge before refusing
@@ -350,7 +351,10 @@ def request_flow(payer: Payer, request: httpx.Request, *, dry_run: bool = False,
             break  # (a payment for one request leaves no credential another process could have bought)
         # Nothing was presented: another process may have bought a credential for this scope since
         # this one last looked. Look in the ledger itself before paying; with one, send once more.
-        presented = yield from _present_held(payer, request, fresh=True)
+        # A credential bought for the scope stands in for the caller's own Authorization (the paid
+        # retry would put a new one in its place anyway): presented once before paying again.
+        presented = yield from _present_held(payer, request, fresh=True,
+                                             over_callers=any(c.reuse == "scope" for c in challenges))
         if presented is None:
             break
     if not challenges:
@@ -1135,17 +1139,22 @@ def _outcome(run: _Run, challenge: Challenge, resp: httpx.Response, receipt: Rec
 
 
 # -- held credentials ----------------------------------------------------------------------------
-def _present_held(payer: Payer, request: httpx.Request, *, fresh: bool = False) -> Generator[Effect, Any, str | None]:
+def _present_held(payer: Payer, request: httpx.Request, *, fresh: bool = False,
+                  over_callers: bool = False) -> Generator[Effect, Any, str | None]:
     """Put the stored credential of the request's scope in its Authorization header, read afresh on
     every send (another request may have bought a newer one); a caller's own Authorization is left
-    alone. Returns the scope whose credential is presented, if any."""
+    alone unless `over_callers` (kept, and put back if the credential is refused). Returns the scope
+    whose credential is presented, if any."""
     ours = request.extensions.get(TOKEN_EXTENSION)
     current = _authorization(request)
-    if current and (ours is None or current != ours[1]):
+    callers = bool(current) and (ours is None or current != ours[1])
+    if callers and not over_callers:
         return None  # the caller's own credential
     for scope in scopes_for(str(request.url), payer.token_scope):
         token = yield TokenFor(scope, fresh)
         if token:
+            if callers:
+                request.extensions[CALLERS_EXTENSION] = current
             request.headers["Authorization"] = token
             request.extensions[TOKEN_EXTENSION] = (scope, token)
             return scope
@@ -1171,9 +1180,13 @@ def _evict_if_presented(request: httpx.Request) -> Generator[Effect, Any, None]:
     if ours is None:
         return
     scope, token = ours
+    callers = request.extensions.pop(CALLERS_EXTENSION, None)
     if request.headers.get("authorization") != token:
         return  # not presented on this request (httpx drops Authorization on a redirect to another host)
-    request.headers.pop("Authorization", None)
+    if callers is not None:
+        request.headers["Authorization"] = callers  # the caller's own, which the credential stood in for
+    else:
+        request.headers.pop("Authorization", None)
     if (yield DropToken(scope, token)):
         log.info("the server answered 402 to the credential held for %s: evicted it", scope)
 

@@ -96,6 +96,7 @@ def connect(path: str, schema_sql: str, what: str, *, make_folder: bool = False)
                                   "check the path, or create the folder first")
         except OSError as exc:
             raise LedgerError(f"cannot open the {what} at {path}: {exc.strerror or exc}") from None
+        _private(Path(path).expanduser())
     try:
         db = sqlite3.connect(path, timeout=OPEN_WAIT_S, isolation_level=None, check_same_thread=False)
         db.row_factory = sqlite3.Row
@@ -105,6 +106,17 @@ def connect(path: str, schema_sql: str, what: str, *, make_folder: bool = False)
                   else "check the path is writable")
         raise LedgerError(f"cannot open the {what} at {path}: {exc}; {advice}") from None
     return db
+
+
+def _private(path: Path) -> None:
+    """A new store file is made readable by its owner only (0600; SQLite gives its -wal and -shm
+    files the same mode): it holds preimages and reusable credentials another local user could spend."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass  # an existing file keeps the mode its owner gave it
+    except OSError:
+        pass  # (SQLite says what is wrong with the path, in its own words)
 
 
 def _set_up(db: sqlite3.Connection, path: str, schema_sql: str) -> None:
