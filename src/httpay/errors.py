@@ -12,7 +12,13 @@ from typing import Any
 
 
 class HttpayError(Exception):
-    """Base of every error httpay raises on purpose."""
+    """Base of every error httpay raises on purpose. Its text never shows a URL's password or a
+    credential in a URL's query (`safe.mask_urls`): errors reach terminals, logs and LLMs."""
+
+    def __str__(self) -> str:
+        from httpay.safe import mask_urls
+
+        return mask_urls(super().__str__())
 
 
 class ChallengeError(HttpayError, ValueError):

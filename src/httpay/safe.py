@@ -26,6 +26,7 @@ __all__ = [
     "get_logger",
     "loads",
     "markup",
+    "mask_urls",
     "may_hold_key",
     "parses",
     "plain",
@@ -112,6 +113,36 @@ def safe_url(url: str) -> str:
         return "<unreadable URL>"
 
 
+URL_IN_TEXT = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>]+")
+
+
+def _masked_in_text(match: re.Match[str]) -> str:
+    url = match.group()
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(url)
+        pairs = parse_qsl(parts.query, keep_blank_values=True)
+    except ValueError:
+        return "<unreadable URL>"
+    netloc, query = parts.netloc, parts.query
+    user, at, host = netloc.rpartition("@")
+    if at:  # the user is kept (it says which account), the password never; a token given as the user is masked
+        name, colon, _ = user.partition(":")
+        netloc = f"{name}:***@{host}" if colon else (f"***@{host}" if _OPAQUE.fullmatch(name) else netloc)
+    if any(_masked(k, v) for k, v in pairs):
+        query = urlencode([(k, "***" if _masked(k, v) else v) for k, v in pairs], safe="*/:,")
+    if netloc == parts.netloc and query == parts.query:
+        return url  # a URL with nothing to hide is left exactly as written
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def mask_urls(text: str) -> str:
+    """`text` with every URL in it shown as `safe_url` shows it, where it holds a secret (user info,
+    a credential in its query): for log lines, error messages and events, which anyone may read."""
+    return URL_IN_TEXT.sub(_masked_in_text, text) if "://" in text else text
+
+
 def short_url(url: str, limit: int = 60) -> str:
     """`safe_url(url)` short enough for a table cell: no scheme, the host and the end of the path
     kept (what tells two URLs apart), the middle and a long query cut with an ellipsis."""
@@ -142,7 +173,7 @@ class CleanLogRecords(logging.Filter):
             message = record.getMessage()
         except Exception:  # noqa: BLE001 - a bad format string is logged as what it was
             message = f"{record.msg!s} {record.args!r}"
-        record.msg, record.args = clean(message, MAX_LINE), None
+        record.msg, record.args = clean(mask_urls(message), MAX_LINE), None
         return True
 
 

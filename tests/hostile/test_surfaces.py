@@ -433,6 +433,34 @@ def test_a_demo_server_beyond_loopback_is_refused_before_any_url(cli: Callable[.
     assert ran.code == 1 and "listens on loopback only" in ran.err and "http://" not in ran.out + ran.err
 
 
+@pytest.mark.parametrize("where", ["missing/out.json", ".", "/proc/version"])
+def test_an_output_file_that_cannot_be_written_is_refused_before_anything_is_paid(
+        where: str, cli: Callable[..., Ran], svc: HostileService, wallet: CountingWallet, ledger: Path,
+        tmp_path: Path) -> None:
+    out = where if where.startswith("/") else str(tmp_path / where)
+    ran = cli("get", svc.classic(), "-o", out, "--ledger", str(ledger))
+    assert ran.code == 2 and f"-o {out}" in ran.err and "Traceback" not in ran.err, ran.err
+    assert wallet.calls == [] and not ledger.exists()
+
+
+def test_a_paid_body_that_cannot_be_written_goes_to_stdout_and_says_it_was_paid(
+        cli: Callable[..., Ran], svc: HostileService, wallet: CountingWallet, ledger: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "body.json"
+    real_open = open
+
+    def full_disk(path: Any, mode: str = "r", *a: Any, **kw: Any) -> Any:
+        if str(path) == str(out) and "w" in mode:
+            raise OSError(28, "No space left on device")
+        return real_open(path, mode, *a, **kw)
+
+    monkeypatch.setattr("builtins.open", full_disk)
+    ran = cli("get", svc.classic(), "-o", str(out), "--ledger", str(ledger))
+    assert ran.code == 1 and '"served":true' in ran.out, ran.err
+    assert "could not be written to" in ran.err and "No space left on device" in ran.err and "it was paid for" in ran.err
+    assert wallet.paid == 1
+
+
 def test_help_documents_the_exit_codes_and_the_defaults() -> None:
     out = io.StringIO()
     with contextlib.redirect_stdout(out), pytest.raises(SystemExit):

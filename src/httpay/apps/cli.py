@@ -17,6 +17,7 @@ import socket
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -25,7 +26,7 @@ from rich.console import Console
 from httpay.core.rates import resolve_rate
 from httpay.errors import ConfigError, HttpayError, PaymentRefused, UsageError
 from httpay.policy import MAX_POLICY_NUMBER
-from httpay.safe import MAX_LINE, clean, plain
+from httpay.safe import MAX_LINE, clean, mask_urls, plain
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_REFUSED, EXIT_PAYMENT, EXIT_NETWORK, EXIT_HTTP = 0, 1, 2, 3, 4, 5, 6
 EXIT_CODES = (
@@ -421,6 +422,7 @@ def _get(args: argparse.Namespace, console: Console) -> int:
 
     args.url = _url(args.url)
     args.method = _method(args)
+    _check_output(args.output)  # before anything is paid: a body bought must have somewhere to go
     policy = _policy(args.policy)
     if args.budget_usd is not None:
         policy.budget_usd = args.budget_usd
@@ -550,7 +552,7 @@ def _progress(err: Console) -> Callable[[Any], None]:
             line = f"payment failed: {e.error}"
         else:
             return
-        err.print(plain(f"· {line}", MAX_LINE, style="dim"))  # progress: never read as the one failure line
+        err.print(plain(mask_urls(f"· {line}"), MAX_LINE, style="dim"))  # progress: never read as the one failure line
 
     return show
 
@@ -577,16 +579,43 @@ def _known_rate(c: Any) -> float | None:
     return float(rate) if rate else None
 
 
+def _check_output(out: str | None) -> None:
+    """-o FILE can be written: checked before the request, so a paid body is never bought for a
+    file that cannot take it (a usage error, exit 2, nothing sent)."""
+    if not out:
+        return
+    path = Path(out).expanduser()
+    if path.is_dir():
+        raise UsageError(f"-o {out}: that is a folder; name a file in it, e.g. -o {path / 'body.out'}")
+    if not path.parent.is_dir():
+        raise UsageError(f"-o {out}: the folder {path.parent} does not exist")
+    if path.exists():
+        try:
+            open(path, "ab").close()  # opened as it will be, neither made nor emptied: a file that refuses says so now
+        except OSError as exc:
+            raise UsageError(f"-o {out}: that file cannot be written ({exc.strerror or exc})") from None
+    elif not os.access(path.parent, os.W_OK):
+        raise UsageError(f"-o {out}: its folder cannot be written by this user")
+
+
 def _body_out(r: httpx.Response, args: argparse.Namespace | None = None) -> int:
     """The body to stdout (or -o FILE, bytes as sent); with --json, one JSON document instead; the
-    exit code says whether the service answered an error."""
+    exit code says whether the service answered an error. A body that cannot be written where -o
+    says goes to stdout instead, and the command says so (with the payment, if one bought it)."""
     import httpay
 
     out = getattr(args, "output", None)
     quiet = bool(getattr(args, "quiet", False))
+    unwritten: str | None = None
     if out:
-        with open(out, "wb") as f:
-            f.write(r.content)
+        try:
+            with open(Path(out).expanduser(), "wb") as f:
+                f.write(r.content)
+        except OSError as exc:
+            unwritten, out = f"the body could not be written to {out} ({exc.strerror or exc}); it is on stdout", None
+            paid = httpay.receipt_of(r)
+            if paid is not None:
+                unwritten += f"; it was paid for: {paid} (httpay ledger shows it)"
     if getattr(args, "json_output", False):
         try:
             text: str | None = None if out else r.content.decode(r.encoding or "utf-8")
@@ -596,13 +625,17 @@ def _body_out(r: httpx.Response, args: argparse.Namespace | None = None) -> int:
                           "status": r.status_code, "paid": httpay.receipt_of(r) is not None,
                           "receipt": _receipt_json(httpay.receipt_of(r)), "saved_to": out,
                           "body_bytes": len(r.content), "body": text,
-                          "content_type": r.headers.get("content-type")}, indent=2))
+                          "content_type": r.headers.get("content-type"),
+                          **({"error": unwritten} if unwritten else {})}, indent=2))
     elif not out and r.content:
         sys.stdout.write(r.text)
         if not r.text.endswith("\n"):
             sys.stdout.write("\n")
     elif not quiet:
         _note(f"the body ({len(r.content):,} bytes) is saved in {out}")
+    if unwritten:
+        _say(f"httpay: {unwritten}")
+        return EXIT_ERROR
     if r.status_code >= 400:
         if not getattr(args, "json_output", False):
             _say(f"httpay: the service answered HTTP {r.status_code} {r.reason_phrase}".rstrip())
@@ -953,8 +986,12 @@ def _served(args: argparse.Namespace, r: httpx.Response, console: Console) -> in
     note = (f"HTTP {r.status_code}: no payment asked, nothing was paid; the service served the request "
             "(it may have used a credit of your account)")
     if args.output:
-        with open(args.output, "wb") as f:
-            f.write(r.content)
+        try:
+            with open(Path(args.output).expanduser(), "wb") as f:
+                f.write(r.content)
+        except OSError as exc:
+            raise HttpayError(f"{note}, but the body could not be written to {args.output} "
+                              f"({exc.strerror or exc})") from None
         note += f"; the body ({len(r.content):,} bytes) is saved in {args.output}"
     if args.json:
         print(json.dumps({"url": args.url, "status": r.status_code, "payment_required": False, "offers": [],
@@ -981,6 +1018,7 @@ def _offers(args: argparse.Namespace, console: Console) -> int:
     from httpay.apps.display import offers_table
 
     args.url = _url(args.url)
+    _check_output(args.output)
     wallet = _wallet_or_none()
     try:
         rate = _rate_for(_policy_or_none(None), args.usd_per_btc, wallet)

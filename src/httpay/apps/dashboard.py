@@ -52,7 +52,7 @@ from httpay.ledger import Ledger, Receipt, open_ledger
 from httpay.ledger.models import refusals_view
 from httpay.loopback import listen, url_of
 from httpay.policy import Policy
-from httpay.safe import SECRET_WORDS, clean, safe_url, short_url
+from httpay.safe import SECRET_WORDS, URL_IN_TEXT, clean, safe_url, short_url
 from httpay.view import escape as _e
 from httpay.wallets.base import Wallet
 
@@ -211,16 +211,13 @@ def _unkeyed(text: str) -> str:
     """`text` with every long word of letters and digits (a key, a macaroon, a token) as `***`."""
     return _OPAQUE_WORD.sub(lambda m: "***" if re.search(r"\d", m.group()) and re.search(r"[A-Za-z]", m.group())
                             else m.group(), text)
-_URL_IN_TEXT = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>]+")
-
-
 def wallet_error_text(wallet: Wallet, exc: BaseException) -> str:
     """What a failed balance read says to a person: httpay's own message (URLs masked, long opaque
     words that may be keys cut out), or for anything else only its kind. Never a traceback."""
     if isinstance(exc, NotImplementedError):
         return f"the {wallet.name} wallet cannot tell its balance"
     if isinstance(exc, HttpayError):
-        text = _URL_IN_TEXT.sub(lambda m: safe_url(m.group()), str(exc))
+        text = URL_IN_TEXT.sub(lambda m: safe_url(m.group()), str(exc))
         text = _unkeyed(text)
         return f"the {wallet.name} wallet did not tell its balance: {clean(text, 300)}"
     return (f"the {wallet.name} wallet did not tell its balance ({type(exc).__name__}); "

@@ -246,6 +246,11 @@ class _Run:
         return str(self.request.url)
 
     @functools.cached_property
+    def shown_url(self) -> str:
+        """The URL as events and logs show it: no password, no credential from its query."""
+        return safe.mask_urls(self.url)
+
+    @functools.cached_property
     def host(self) -> str:
         return host_of(self.request.url)
 
@@ -260,7 +265,7 @@ class _Run:
         `str()` is it (a quote, an invoice): made only when someone hears the step."""
         if heard(self.payer.on_event, level):
             line = message() if callable(message) else message
-            emit(self.payer.on_event, kind(self.url, self.rid, **fields), str(line), level)
+            emit(self.payer.on_event, kind(self.shown_url, self.rid, **fields), str(line), level)
 
     def refused(self, exc: PaymentRefused, response: httpx.Response | None = None,
                 challenge: Challenge | None = None) -> PaymentRefused:
@@ -378,7 +383,7 @@ def pay_flow(payer: Payer, request: httpx.Request, response: httpx.Response,
         return (yield from _pay_402(run, response, challenges, met_402_at, max_price_msat, offer_id, _sent_at))
     except PaymentRefused as exc:
         try:
-            yield NoteRefusal(run.host, run.url, exc.rule or "refused", safe.clean(str(exc), 500),
+            yield NoteRefusal(run.host, run.shown_url, exc.rule or "refused", safe.clean(str(exc), 500),
                               tuple(sorted(run.tags.items())))
         except Exception as note_exc:  # noqa: BLE001 - the refusal reaches the caller whatever the ledger does
             log.warning("[%s] could not keep the refusal in the ledger (%s)", run.rid, type(note_exc).__name__)
@@ -495,7 +500,7 @@ def _present_again(run: _Run, challenge: Challenge, call: Call) -> Flow:
     same Idempotency-Key), never a new payment; a refusal is CallAlreadyPaid."""
     receipt, request = call.receipt, run.request
     assert receipt is not None
-    what = f"{request.method} {safe.clean(run.url, 200)}"
+    what = f"{request.method} {safe.clean(run.shown_url, 200)}"
     paid = f"ledger #{receipt.id}, {receipt.status.value}"
     advice = (f"keep the receipt and ask the service about call id {call.key}; to make a new call on purpose, send it "
               "with its own Idempotency-Key header")
@@ -577,7 +582,7 @@ def _quoted(run: _Run, challenges: Challenge | Sequence[Challenge], response: ht
     rate = yield GetRate()
     spent = (yield Spent()) if policy.has_total_budget else 0
     try:
-        return quote(challenges, policy, url=run.url, host=run.host, usd_per_btc=rate, spent_msat=spent,
+        return quote(challenges, policy, url=run.shown_url, host=run.host, usd_per_btc=rate, spent_msat=spent,
                      cannot_pay=payer.cannot_pay, max_price_msat=max_price_msat, offer_id=offer_id)
     except PaymentRefused as exc:
         raise run.refused(exc, response, named) from None
@@ -729,7 +734,7 @@ class _Attempt:
         for round_ in range(MAX_WAIT_ROUNDS):
             run.within_deadline(self.response, "the wait for another payment" if round_ else "the payment")
             intent = Intent(
-                host=run.host, url=run.url, protocol=self.challenge.dialect, method=q.method, amount_msat=amount,
+                host=run.host, url=run.shown_url, protocol=self.challenge.dialect, method=q.method, amount_msat=amount,
                 payment_hash=payable.reference, offer_id=q.offer.offer_id, offer_title=q.offer.title,
                 offer_amount=q.offer.price.amount, offer_currency=q.offer.price.currency, credits=q.offer.balance,
                 wallet=kind, challenge_key=self.key, not_before=not_before, max_fee_msat=fee_cap, wallet_id=identity,

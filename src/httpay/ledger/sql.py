@@ -25,6 +25,7 @@ from httpay.ledger.base import (
 )
 from httpay.ledger.models import Receipt, Refusal, Status
 from httpay.policy import Limit
+from httpay.safe import mask_urls
 
 TABLE = """
 CREATE TABLE IF NOT EXISTS payments (
@@ -526,7 +527,7 @@ class SQLLedger(Ledger):
                       "challenge_key, wallet_id, tags, usd_per_btc) "
                       "VALUES ('pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)" + _RETURNING)
             args: list[Any] = [
-                stamp, stamp, intent.host, intent.url, intent.protocol, intent.method, intent.offer_id,
+                stamp, stamp, intent.host, mask_urls(intent.url), intent.protocol, intent.method, intent.offer_id,
                 intent.offer_title, intent.offer_amount, intent.offer_currency, intent.credits, intent.payment_hash,
                 intent.amount_msat, intent.max_fee_msat, intent.wallet, intent.challenge_key, intent.wallet_id,
                 json.dumps(dict(sorted(intent.tags.items())), separators=(",", ":")) if intent.tags else None,
@@ -660,7 +661,7 @@ class SQLLedger(Ledger):
 
     def note_refusal(self, *, host: str, url: str, rule: str, reason: str, tags: Mapping[str, str] | None = None) -> None:
         self._query(f"INSERT INTO refusals (created_at, host, url, rule, reason, tags) VALUES ({self.NOW}, ?, ?, ?, ?, ?)",
-                    (host[:300], url[:2000], rule[:100], reason[:500],
+                    (host[:300], mask_urls(url)[:2000], rule[:100], reason[:500],
                      json.dumps(dict(sorted(tags.items()))) if tags else None))
 
     def refusals(self, *, limit: int = 50, before: int | None = None,

@@ -13,7 +13,7 @@ import httpx
 
 from httpay.core.pooled import kept
 from httpay.errors import AlreadyPaid, InsufficientFunds, PaymentTimeout, WalletError
-from httpay.safe import get_logger
+from httpay.safe import get_logger, mask_urls
 from httpay.wallets.base import (
     Payment,
     PaymentStatus,
@@ -68,7 +68,7 @@ class DemoWallet(Wallet):
         return cls(base_url, body["key"], timeout=timeout, wallet_id=body.get("wallet_id"))
 
     def __repr__(self) -> str:
-        return f"DemoWallet(url={self.base_url!r}, wallet_id={self.wallet_id!r})"
+        return f"DemoWallet(url={mask_urls(self.base_url)!r}, wallet_id={self.wallet_id!r})"
 
     __str__ = __repr__
 

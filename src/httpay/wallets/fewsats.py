@@ -49,7 +49,7 @@ from httpay.wallets.base import Payment, PaymentStatus, Wallet, fingerprint
 
 if TYPE_CHECKING:
     from httpay.protocols.l402_v02 import Offer, PaymentOffers
-from httpay.safe import get_logger
+from httpay.safe import get_logger, mask_urls
 
 log = get_logger("httpay.wallet.fewsats")
 
@@ -90,7 +90,7 @@ class FewsatsWallet(Wallet):
         self._client = client if client is not None else kept(httpx.Client(timeout=self.timeout, follow_redirects=False))
 
     def __repr__(self) -> str:
-        return f"FewsatsWallet(base_url={self.base_url!r})"
+        return f"FewsatsWallet(base_url={mask_urls(self.base_url)!r})"
 
     __str__ = __repr__
 

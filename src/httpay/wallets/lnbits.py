@@ -44,7 +44,7 @@ from httpay.errors import (
     WalletError,
     redact,
 )
-from httpay.safe import get_logger
+from httpay.safe import get_logger, mask_urls
 from httpay.wallets.base import (
     Payment,
     PaymentStatus,
@@ -93,7 +93,7 @@ class LNbitsWallet(Wallet):
         self._client = kept(httpx.Client(base_url=self.url, timeout=timeout, follow_redirects=False))
 
     def __repr__(self) -> str:
-        return f"LNbitsWallet(url={self.url!r}, network={self.network!r})"
+        return f"LNbitsWallet(url={mask_urls(self.url)!r}, network={self.network!r})"
 
     __str__ = __repr__
 

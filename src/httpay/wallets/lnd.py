@@ -50,7 +50,7 @@ from httpay.errors import (
     WalletError,
     redact,
 )
-from httpay.safe import get_logger
+from httpay.safe import get_logger, mask_urls
 from httpay.wallets.base import (
     Payment,
     PaymentStatus,
@@ -154,7 +154,7 @@ class LNDWallet(Wallet):
         ))
 
     def __repr__(self) -> str:
-        return f"LNDWallet(url={self.url!r}, network={self.network!r})"
+        return f"LNDWallet(url={mask_urls(self.url)!r}, network={self.network!r})"
 
     __str__ = __repr__
 

@@ -1,0 +1,52 @@
+"""A URL's password and the credentials in its query never reach a log line, an event, an error,
+a ledger row or a wallet's repr (the request itself still carries them to the service)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import httpx
+import pytest
+
+import httpay
+from httpay.ledger import SQLiteLedger
+from tests.hostile.harness import CountingWallet, HostileService
+
+SECRETS = ("s3cretpw", "k3yvalue")
+
+
+def _with_secrets(url: str) -> str:
+    u = httpx.URL(url)
+    return str(u.copy_with(userinfo=b"user:s3cretpw", params={"api_key": "k3yvalue", "q": "1"}))
+
+
+def test_a_paid_request_to_a_url_holding_secrets_shows_none_of_them(svc: HostileService, tmp_path: Path,
+                                                                    caplog: pytest.LogCaptureFixture) -> None:
+    wallet = CountingWallet(svc.node)
+    url = _with_secrets(svc.classic("/classic"))
+    events: list[httpay.Event] = []
+    caplog.set_level(logging.DEBUG, logger="httpay")
+    with httpay.Client(wallet=wallet, ledger=tmp_path / "l.db", on_event=events.append) as c:
+        r = c.get(url)
+    assert r.status_code == 200 and wallet.paid == 1
+    shown = " ".join([caplog.text, *(e.url for e in events), *(str(e) for e in events)])
+    with SQLiteLedger(tmp_path / "l.db") as lg:
+        rows = lg.receipts()
+        shown += " ".join(str(x) + x.url for x in rows)
+    for secret in SECRETS:
+        assert secret not in shown, secret
+    assert "api_key=***" in rows[0].url and "q=1" in rows[0].url  # what is no secret stays readable
+
+
+def test_an_error_naming_a_url_with_a_password_hides_it() -> None:
+    exc = httpay.WalletError("cannot reach LNbits at http://user:s3cretpw@127.0.0.1:1/api?token=k3yvalue")
+    assert "s3cretpw" not in str(exc) and "k3yvalue" not in str(exc) and "http://user:***@127.0.0.1:1/api" in str(exc)
+
+
+@pytest.mark.parametrize("make", [lambda u: httpay.LNbitsWallet(u, "admin-key"),
+                                  lambda u: httpay.DemoWallet(u, "demo-key")])
+def test_a_wallet_made_with_a_url_holding_a_password_hides_it(make: object) -> None:
+    w = make("http://user:s3cretpw@127.0.0.1:1")  # type: ignore[operator]
+    assert "s3cretpw" not in repr(w) + str(w)
+    w.close()
