@@ -17,7 +17,7 @@ import logging
 import secrets
 import time
 from collections.abc import Generator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import SplitResult, urlsplit
@@ -121,6 +121,7 @@ OFFER_EXTENSION = "httpay_offer_id"      # request extension: pay only this offe
 MAX_PRICE_EXTENSION = "httpay_max_price_msat"  # request extension: pay at most this much for this request
 TAGS_EXTENSION = "httpay_tags"           # request extension: tags of this request's payment, over the client's
 TOKEN_EXTENSION = "httpay_token"         # request extension: (scope, credential) this flow put in Authorization
+PAID_CHAIN_EXTENSION = "httpay_paid_in_chain"  # request extension: host -> (id of the request that paid, its receipt), seen by its redirects
 CALLERS_EXTENSION = "httpay_callers_authorization"  # request extension: the caller's own Authorization a held credential stands in for
 DEADLINE_EXTENSION = "httpay_payment_deadline"  # response extension: the Deadline the 402 it is on must be paid by
 FORWARDED_EXTENSIONS = ("timeout", "trace")  # what a request the flow makes itself inherits from the caller's
@@ -240,6 +241,7 @@ class _Run:
     payer: Payer
     request: httpx.Request
     rid: str
+    proofs: set[str] = field(default_factory=set)  # the headers a payment's proof was put in
 
     @functools.cached_property
     def url(self) -> str:
@@ -364,9 +366,24 @@ def request_flow(payer: Payer, request: httpx.Request, *, dry_run: bool = False,
             break
     if not challenges:
         return response
+    _once_per_request(request, response)
     _learn_advertising(payer, request, challenges)
     return (yield from pay_flow(payer, request, response, challenges, max_price_msat=max_price_msat,
                                 offer_id=offer_id, _sent_at=mark))
+
+
+def _once_per_request(request: httpx.Request, response: httpx.Response) -> None:
+    """A redirect httpx follows after a payment is a new request sharing the paid one's extensions:
+    meeting a 402 of a host this call has paid already, it is not paid again (a service redirecting
+    each paid request to another 402 would otherwise be paid once per hop). Another host the call
+    is sent on to is paid once, as a call of its own would be."""
+    paid = request.extensions.get(PAID_CHAIN_EXTENSION, {}).get(host_of(request.url))
+    if paid is not None and paid[0] != id(request):
+        receipt: Receipt = paid[1]
+        raise PaymentNotHonored(
+            f"{paid_text(receipt)} for this request; the service then redirected it to "
+            f"{safe.clean(safe.mask_urls(str(request.url)), 200)}, which asks for payment again: httpay pays once "
+            "per request, redirects included (send that URL itself to pay for it)", receipt=receipt, response=response)
 
 
 def pay_flow(payer: Payer, request: httpx.Request, response: httpx.Response,
@@ -380,7 +397,9 @@ def pay_flow(payer: Payer, request: httpx.Request, response: httpx.Response,
     """
     run = _Run(payer, request, secrets.token_hex(4))
     try:
-        return (yield from _pay_402(run, response, challenges, met_402_at, max_price_msat, offer_id, _sent_at))
+        served = yield from _pay_402(run, response, challenges, met_402_at, max_price_msat, offer_id, _sent_at)
+        _after_paying(run, served)
+        return served
     except PaymentRefused as exc:
         try:
             yield NoteRefusal(run.host, run.shown_url, exc.rule or "refused", safe.clean(str(exc), 500),
@@ -388,6 +407,23 @@ def pay_flow(payer: Payer, request: httpx.Request, response: httpx.Response,
         except Exception as note_exc:  # noqa: BLE001 - the refusal reaches the caller whatever the ledger does
             log.warning("[%s] could not keep the refusal in the ledger (%s)", run.rid, type(note_exc).__name__)
         raise
+
+
+def _after_paying(run: _Run, served: httpx.Response) -> None:
+    """The request a payment bought an answer for: its redirects know it paid (`_once_per_request`),
+    and a proof good once (a signed authorization, a preimage in a header) leaves the request, so a
+    redirect httpx builds from it carries no proof to another place. A reusable token stays."""
+    receipt = receipt_of(served)
+    if receipt is None:
+        return
+    request = run.request
+    request.extensions.setdefault(PAID_CHAIN_EXTENSION, {})[run.host] = (id(request), receipt)
+    if not served.has_redirect_location:
+        return  # nothing will be built from this request: what it sent stays readable on `response.request`
+    kept = request.extensions.get(TOKEN_EXTENSION)
+    for name in run.proofs:
+        if not (kept is not None and name.lower() == "authorization" and request.headers.get(name) == kept[1]):
+            request.headers.pop(name, None)
 
 
 def _pay_402(run: _Run, response: httpx.Response, challenges: Challenge | Sequence[Challenge],
@@ -955,6 +991,7 @@ def _carry(run: _Run, credential: Credential | None) -> None:
     """Put the credential a payment bought on the request (an account credited needs none)."""
     if credential is not None and credential.headers:
         run.request.headers.update(credential.headers)
+        run.proofs.update(credential.headers)
         if credential.reusable is not None:
             run.request.extensions[TOKEN_EXTENSION] = (token_scope(run.url, run.payer.token_scope),
                                                        credential.reusable)
@@ -1047,6 +1084,7 @@ def _send_payment(run: _Run, challenge: Challenge, receipt: Receipt, credential:
     settle, fail or keep the row pending from what the service says. A second 402 is never paid."""
     request = run.request
     request.headers.update(credential.headers)
+    run.proofs.update(credential.headers)
     run.say(Retried, "sending the request with the signed payment", attempt=1)
     try:
         answer: httpx.Response = yield Send(request)
