@@ -11,7 +11,9 @@ Run through `python tools/fuzz.py --bolt11-differential N`.
 from __future__ import annotations
 
 import random
+import re
 import sys
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -36,10 +38,20 @@ def oracle(text: str) -> tuple[Any, ...] | None:
         inv = bolt11.decode(text, ignore_exceptions=True)
     except Exception:  # noqa: BLE001 - any exception is "rejected"
         return None
+    # The amount, exactly: the package reads it through a 28-digit Decimal (rounding amounts beyond all
+    # bitcoin) and rounds a pico amount that is no whole msat down, where BOLT 11 says a reader MUST fail.
+    amount = None if inv.amount_msat is None else int(inv.amount_msat)
+    found = re.fullmatch(r"ln[a-z]+?(\d+)([munp]?)", text.lower()[:text.lower().rfind("1")])
+    if found:
+        exact = Fraction(int(found.group(1))) * 10**11 / {"": 1, "m": 10**3, "u": 10**6, "n": 10**9, "p": 10**12}[
+            found.group(2)]
+        if exact.denominator != 1:
+            return None
+        amount = int(exact)
     def tag(c: Any) -> Any:
         t = inv.tags.get(c)
         return t.data if t else None
-    return (inv.currency, None if inv.amount_msat is None else int(inv.amount_msat), inv.date, tag(T.payment_hash),
+    return (inv.currency, None if inv.amount_msat is None else amount, inv.date, tag(T.payment_hash),
             tag(T.payment_secret), tag(T.description), tag(T.description_hash), tag(T.expire_time),
             tag(T.min_final_cltv_expiry), inv.payee, tag(T.metadata))
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import functools
 import re
 from dataclasses import dataclass
-from decimal import Decimal
 
 from bech32 import CHARSET, bech32_hrp_expand, bech32_polymod
 from coincurve import PublicKey, verify_signature
@@ -24,7 +23,7 @@ from coincurve.ecdsa import cdata_to_der, deserialize_recoverable, recoverable_c
 
 _HRP = re.compile(r"ln(bcrt|bc|tbs|tb)(\w+)?")
 _AMOUNT = re.compile(r"\d+[pnum]?")
-_MULTIPLIER = {"p": 10**12, "n": 10**9, "u": 10**6, "m": 10**3}
+_MSAT_PER = {"": 10**11, "m": 10**8, "u": 10**5, "n": 10**2, "p": 0}  # msat per unit of each multiplier (p: a tenth)
 _SIGNATURE_GROUPS = 104  # 65 bytes: r, s and the recovery id
 _TIMESTAMP_GROUPS = 7    # 35 bits
 
@@ -116,8 +115,13 @@ def _padded_bytes(digits: str) -> bytes:
 def _amount_msat(text: str) -> int:
     if not _AMOUNT.fullmatch(text):
         raise Bolt11Invalid("the amount in the invoice's prefix is not a number with a multiplier")
-    btc = Decimal(text[:-1]) / _MULTIPLIER[text[-1]] if text[-1] in _MULTIPLIER else Decimal(text)
-    return int(btc * 100_000_000_000)
+    unit = text[-1] if text[-1] in _MSAT_PER else ""
+    number = int(text[:-1] if unit else text)  # exact integers: no rounding at any size
+    if unit == "p":
+        if number % 10:  # BOLT 11: a pico amount that is no whole number of msat MUST fail
+            raise Bolt11Invalid("the invoice's amount is not a whole number of millisatoshi")
+        return number // 10
+    return number * _MSAT_PER[unit]
 
 
 @functools.lru_cache(maxsize=512)

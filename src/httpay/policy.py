@@ -7,6 +7,7 @@ budgets inside its own transaction, so two agents racing cannot both squeeze und
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import math
 import re
@@ -387,8 +388,30 @@ class Policy:
         return self.approve is not None and inspect.iscoroutinefunction(self.approve)
 
 
+def _host_parts(text: str) -> tuple[str, str | None]:
+    """(name, port) of a host as written ("api.example.com:8443", "[::1]:9", "example.org."): the name
+    lower-cased, without brackets or a trailing dot, international names in their ASCII (IDNA) form,
+    so a port, a dot or another spelling of one name never slips past a host rule."""
+    t = text.strip().lower()
+    port: str | None = None
+    if t.startswith("["):
+        t, _, rest = t[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") and rest[1:] else None
+    elif t.count(":") == 1:
+        t, _, port = t.partition(":")
+        port = port or None
+    t = t.rstrip(".")
+    if not t.isascii():
+        with contextlib.suppress(UnicodeError):  # (a name IDNA refuses matches only itself)
+            t = t.encode("idna").decode("ascii")
+    return t, port
+
+
 def _host_matches(host: str, pattern: str) -> bool:
-    p = pattern.lower().lstrip(".")
+    """`pattern` ("stock.example", "*.example.org", "api.example:8443") names `host` (as `host_of` gives it)."""
+    p = pattern.strip().lower().lstrip(".")
+    name, port = _host_parts(host)
     if p.startswith("*."):
-        return host.endswith(p[1:])
-    return host == p or host.split(":")[0] == p
+        return name.endswith("." + _host_parts(p[2:])[0])
+    p_name, p_port = _host_parts(p)
+    return name == p_name and (p_port is None or p_port == port)

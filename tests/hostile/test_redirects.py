@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 from pathlib import Path
 from typing import Any
@@ -87,3 +88,35 @@ async def test_an_mpp_proof_in_its_own_header_does_not_follow_a_redirect_to_anot
     preimages = set(svc.node.preimages.values())
     assert not any(p in json.dumps(h) for h in seen for p in preimages)
 
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_402_with_an_enormous_body_is_read_from_its_headers_and_fills_no_memory(
+        mode: str, svc: HostileService, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A body past 4 MiB is not read on (an endless one filled 12 GiB before): the classic challenge
+    in its header is paid, once."""
+    from starlette.responses import StreamingResponse
+
+    from httpay.core.transport import MAX_402_BODY
+    from tests.hostile.harness import run
+
+    sent: list[int] = []
+
+    async def endless() -> Any:
+        chunk = b"x" * 65536
+        while sum(sent) < 64 * MAX_402_BODY:  # (a bound for the test's own sake: 256 MiB)
+            sent.append(len(chunk))
+            yield chunk
+
+    async def handler(request: Request) -> Response:
+        if svc.authorized(request):
+            return JSONResponse({"served": True})
+        challenge = svc.classic_challenge(10)
+        return StreamingResponse(endless(), status_code=402,
+                                 headers={"WWW-Authenticate": challenge.headers["www-authenticate"]})
+
+    caplog.set_level(logging.WARNING, logger="httpay")
+    out = run(mode, svc.route("/huge", handler), wallet=(wallet := CountingWallet(svc.node)), ledger=tmp_path / "l.db")
+    assert out.error is None and out.status == 200, out.error
+    assert len(wallet.calls) == 1
+    assert f"a 402 sent more than {MAX_402_BODY} bytes of body: not read on" in caplog.text

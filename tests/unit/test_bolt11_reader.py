@@ -104,3 +104,27 @@ def test_characters_outside_bech32_are_refused_anywhere() -> None:
 
 
 CHARSET_VALUES = {c: i for i, c in enumerate("qpzry9x8gf2tvdw0s3jn54khce6mua7l")}
+
+
+@pytest.mark.parametrize("amount", ["15p", "10000005p", "1p"])
+def test_a_pico_amount_that_is_no_whole_millisatoshi_is_refused(amount: str) -> None:
+    """BOLT 11: a reader MUST fail an invoice whose pico-bitcoin amount is not a multiple of 10 (the
+    bolt11 package rounds it down; 1p was read as 0 msat)."""
+    from httpay.bolt11_reader import Bolt11Invalid, read_bolt11
+    from tests.helpers import make_invoice
+
+    good, _ = make_invoice(10_000)
+    hrp, _, rest = good.partition("1")
+    bad = _rechecksummed("lnbcrt" + amount, good)
+    with pytest.raises(Bolt11Invalid, match="not a whole number of millisatoshi"):
+        read_bolt11(bad)
+    assert hrp.startswith("lnbcrt") and rest
+
+
+def _rechecksummed(hrp: str, invoice: str) -> str:
+    """`invoice`'s data under another human-readable part, with a checksum made for it."""
+    import bech32
+
+    _, data = bech32.bech32_decode(invoice)
+    assert data is not None
+    return bech32.bech32_encode(hrp, data)

@@ -159,3 +159,36 @@ def test_an_amount_under_a_cent_shows_its_first_digit_not_zero(msat: int, shown:
     from httpay.amounts import fmt_msat
 
     assert fmt_msat(msat, 100_000) == shown  # a limit of "1 sat ($0.00)" reads as no money at all
+
+
+PIN = "02" + "ab" * 32
+
+
+@pytest.mark.parametrize(("url", "pattern"), [
+    ("https://api.example.com/c", "*.example.com"),
+    ("https://api.example.com:8443/c", "*.example.com"),      # a port
+    ("https://example.org./c", "example.org"),                # a trailing dot
+    ("https://EXAMPLE.org/c", "example.org"),                 # case
+    ("http://xn--exmple-4nf.com/", "xn--exmple-4nf.com"),     # httpx hands back the Unicode form
+    ("http://[::1]:9/x", "::1"),                              # an IPv6 literal with a port
+    ("http://[::1]:9/x", "[::1]:9"),
+])
+def test_host_rules_name_a_host_however_its_url_spells_it(url: str, pattern: str) -> None:
+    """A payee pin or a denied host that a port, a dot or another spelling slipped past paid the wrong node."""
+    from httpay.core.flow import host_of
+
+    host = host_of(url)
+    assert Policy(payees={pattern: PIN}).payee_for(host) == PIN
+    with pytest.raises(PaymentRefused) as err:
+        Policy(denied_hosts=[pattern]).check_host(host)
+    assert err.value.rule == "denied_host"
+
+
+@pytest.mark.parametrize(("url", "pattern"), [
+    ("https://example.com.evil/c", "example.com"), ("https://notexample.com/c", "*.example.com"),
+    ("https://api.example.com:8443/c", "api.example.com:443"), ("http://[::1]:9/x", "::1:9"),
+])
+def test_host_rules_name_no_other_host(url: str, pattern: str) -> None:
+    from httpay.core.flow import host_of
+
+    assert Policy(payees={pattern: PIN}).payee_for(host_of(url)) is None

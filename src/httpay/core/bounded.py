@@ -108,6 +108,8 @@ class BoundedStream(httpcore.NetworkStream):
 
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
         deadline = _IN_FORCE.deadline
+        if deadline is not None and deadline.remaining() <= 0:  # a socket timeout never fires while data keeps coming
+            raise httpcore.ReadTimeout("the payment deadline has passed")
         return self._read(max_bytes, timeout if deadline is None else _cut(timeout, deadline))
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:

@@ -133,8 +133,10 @@ Flow = Generator[Effect, Any, httpx.Response]
 
 # -- pure helpers ------------------------------------------------------------------------------
 def host_of(url: str | httpx.URL) -> str:
+    """'host' or 'host:port' of a URL ('[::1]:9' for an IPv6 literal, so its port is never read as part of it)."""
     u = url if isinstance(url, httpx.URL) else httpx.URL(url)
-    return f"{u.host}:{u.port}" if u.port else u.host
+    host = f"[{u.host}]" if ":" in u.host else u.host
+    return f"{host}:{u.port}" if u.port else host
 
 
 def _origin(parts: SplitResult) -> str:

@@ -139,11 +139,31 @@ def _stage(request: httpx.Request) -> str:
     return f"the {request.method} to {request.url.host}"
 
 
+MAX_402_BODY = 4 * 1024 * 1024  # a 402's body past this is no offer anybody meant: not read on, its headers decide
+
+
+def _too_big(response: httpx.Response, size: int) -> bool:
+    """A 402 whose body grew past `MAX_402_BODY`: kept with no body (its challenge is read from its
+    headers; the caller closes it), so an endless or enormous body fills no memory."""
+    if response.status_code != 402 or size <= MAX_402_BODY:
+        return False
+    response._content = b""
+    log.warning("a 402 sent more than %d bytes of body: not read on; its headers are read instead", MAX_402_BODY)
+    return True
+
+
 def _read_sync(response: httpx.Response, abandoned: threading.Event) -> httpx.Response:
     """Read the body chunk by chunk, giving up (and closing) as soon as the waiting caller gave up."""
+    if hasattr(response, "_content"):
+        return response
     chunks: list[bytes] = []
+    size = 0
     for chunk in response.iter_bytes():
         if abandoned.is_set():
+            response.close()
+            return response
+        size += len(chunk)
+        if _too_big(response, size):
             response.close()
             return response
         chunks.append(chunk)
@@ -154,11 +174,32 @@ def _read_sync(response: httpx.Response, abandoned: threading.Event) -> httpx.Re
 def _read_here(response: httpx.Response) -> httpx.Response:
     """Read the body in this thread (its reads bounded by the deadline in force); closed if that fails."""
     try:
+        if response.status_code == 402:
+            return _read_sync(response, _NEVER)
         response.read()
     except BaseException:
         response.close()
         raise
     return response
+
+
+async def _aread(response: httpx.Response) -> bytes:
+    """The async twin of reading a body: a 402's no further than `MAX_402_BODY`."""
+    if response.status_code != 402 or hasattr(response, "_content"):
+        return await response.aread()
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if _too_big(response, size):
+            await response.aclose()
+            return b""
+        chunks.append(chunk)
+    response._content = b"".join(chunks)
+    return response._content
+
+
+_NEVER = threading.Event()  # (a reader nobody abandons)
 
 
 def _resending(effect: Send, request: httpx.Request, dropped: BaseException) -> None:
@@ -236,7 +277,7 @@ async def _send_async(effect: Send, transport: httpx.AsyncBaseTransport) -> http
             with anyio.fail_after(max(deadline.remaining(), 0.0)):
                 response = await _handle_async(effect, transport, request)
                 try:
-                    await response.aread()
+                    await _aread(response)
                 except BaseException:
                     await response.aclose()
                     raise
@@ -251,7 +292,7 @@ async def _send_async(effect: Send, transport: httpx.AsyncBaseTransport) -> http
         response.extensions[DEADLINE_EXTENSION] = deadline
         try:
             with anyio.fail_after(max(deadline.remaining(), 0.0)):
-                await response.aread()
+                await _aread(response)
         except TimeoutError:
             await response.aclose()
             raise deadline.exceeded("the body of its 402") from None
@@ -286,7 +327,7 @@ def _drive_sync(flow: Generator[Effect, Any, T], route: SyncRoute, payer: Payer,
             elif isinstance(effect, Send):
                 value = _send_sync(effect, route(effect.request.url))
             elif isinstance(effect, ReadBody):
-                value = effect.response.read()
+                value = _read_here(effect.response).content
             elif isinstance(effect, Ask):
                 value = _approve_sync(payer, effect)
             elif isinstance(effect, Sleep):
@@ -383,7 +424,7 @@ async def _drive_async(flow: Generator[Effect, Any, T], route: AsyncRoute, payer
             elif isinstance(effect, Send):
                 value = await _send_async(effect, route(effect.request.url))
             elif isinstance(effect, ReadBody):
-                value = await effect.response.aread()
+                value = await _aread(effect.response)
             elif isinstance(effect, Ask):
                 value = await _approve_async(payer, effect)
             elif isinstance(effect, Sleep):

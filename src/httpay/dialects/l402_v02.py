@@ -96,6 +96,11 @@ class L402V02:
                 advice="add " + safe.clean(repr(pr_url.host), 100).replace("{", "{{").replace("}", "}}")
                 + " to {knob} if you trust it",
             )
+        if ctx.request.url.scheme == "https" and pr_url.scheme != "https":
+            raise PaymentRefused(
+                f"refused: the payment request URL is plain {safe.clean(pr_url.scheme, 20)}:// for a service asked "
+                "over https: the invoice would travel where anyone on the way could swap it",
+                rule="payment_host", offers=ctx.challenge.offers, response=ctx.response)
         return pr_url
 
     def obtain(self, ctx: Obtaining) -> Generator[Effect, Any, Payable]:
