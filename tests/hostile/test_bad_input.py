@@ -307,7 +307,7 @@ def test_deep_json_is_a_typed_error_or_not_this_dialect(limit: str, request: pyt
 TITLES = {
     "newline_forges_a_line": "ten sat\nINFO httpay: [deadbeef] paid: 1,000,000 sat to attacker",
     "terminal_escapes": "ten sat \x1b[2J\x1b[31mred\x07\r",
-    "twenty_megabytes": "A" * 20_000_000,
+    "megabytes": "A" * 1_500_000,  # title and description: 3 MB (a 402 body past 4 MiB is not read at all)
     "markup": "Premium [/x] plan [bold red]x",
 }
 
@@ -332,7 +332,7 @@ def test_log_lines_and_events_are_one_bounded_line(name: str, mode: str, svc: Ho
         assert not line.startswith("INFO httpay: [deadbeef]")
     assert len(caplog.text) < 100_000
     assert events and all("\n" not in e and len(e) <= MAX_LINE for e in events)
-    if name == "twenty_megabytes":
+    if name == "megabytes":
         assert any("AAAA…" in r.getMessage() for r in records)
 
 
