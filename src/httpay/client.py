@@ -67,6 +67,21 @@ class _PayingMixin:
         return {MAX_PRICE_EXTENSION: usd_to_msat(usd, rate)}
 
 
+def _timeout_ok(settings: dict[str, Any]) -> None:
+    """httpx keeps a timeout it cannot use (`timeout="30"`) until the first request fails on it: say so now."""
+    if "timeout" not in settings:
+        return
+    try:
+        t = httpx.Timeout(settings["timeout"])
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"timeout= must be seconds, None or an httpx.Timeout: {exc}") from None
+    for name in ("connect", "read", "write", "pool"):
+        v = getattr(t, name)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v < 0):
+            raise ConfigError(f"timeout= must be seconds (a non-negative number), None or an httpx.Timeout, "
+                              f"got {name}={v!r:.40}")
+
+
 def _not_wrapped(transport: object) -> None:
     """An httpay client wraps its transports itself; one already paying would pay in two layers."""
     if isinstance(transport, PaymentTransport | AsyncPaymentTransport):
@@ -132,6 +147,7 @@ class Client(_PayingMixin, httpx.Client):
                  payment_deadline: float | None = DEFAULT_PAYMENT_DEADLINE_S, tags: Mapping[str, str] | None = None,
                  **kwargs: Any) -> None:
         _not_wrapped(transport)
+        _timeout_ok(kwargs)
         self.payer = Payer.create(wallet=wallet, policy=policy, ledger=ledger, on_event=on_event, token_scope=token_scope,
                                   reconcile_grace_s=reconcile_grace_s, x402_signer=x402_signer,
                                   payment_deadline=payment_deadline, tags=tags)
@@ -158,6 +174,7 @@ class AsyncClient(_PayingMixin, httpx.AsyncClient):
                  payment_deadline: float | None = DEFAULT_PAYMENT_DEADLINE_S, tags: Mapping[str, str] | None = None,
                  **kwargs: Any) -> None:
         _not_wrapped(transport)
+        _timeout_ok(kwargs)
         self.payer = Payer.create(wallet=wallet, policy=policy, ledger=ledger, on_event=on_event, token_scope=token_scope,
                                   reconcile_grace_s=reconcile_grace_s, x402_signer=x402_signer,
                                   payment_deadline=payment_deadline, tags=tags)

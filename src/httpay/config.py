@@ -193,11 +193,19 @@ CLIENT_FIELDS = {"payment_deadline"}  # how the client pays, not what it may spe
 
 
 def _read_toml(path: str | os.PathLike[str]) -> tuple[Path, dict[str, Any]]:
+    if not isinstance(path, str | os.PathLike):
+        raise ConfigError(f"a policy file is named by a path, got {type(path).__name__}")
     p = Path(path).expanduser()
     try:
-        return p, tomllib.loads(p.read_text())
+        return p, tomllib.loads(p.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"policy file {p} does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError(f"policy file {p} is a folder: name the .toml file in it") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"policy file {p} is not UTF-8 text, as TOML must be") from None
+    except OSError as exc:
+        raise ConfigError(f"policy file {p} cannot be read: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"policy file {p} is not valid TOML: {exc}") from None
 

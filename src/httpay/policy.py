@@ -149,8 +149,11 @@ class Policy:
             v = getattr(self, name)
             if isinstance(v, str):  # one host, not a list of its letters
                 setattr(self, name, (v,))
-            elif v is not None and not all(isinstance(h, str) for h in v):
-                raise ConfigError(f"Policy({name}=...) must be a list of host names, got {v!r}")
+            elif v is not None and (not isinstance(v, Sequence | set | frozenset) or not all(isinstance(h, str) for h in v)):
+                raise ConfigError(f"Policy({name}=...) must be a list of host names, got {v!r:.60}")
+        if self.approve is not None and not callable(self.approve):
+            raise ConfigError(f"Policy(approve=...) must be a function (or an httpay ApprovalQueue) asked about each "
+                              f"payment, got {type(self.approve).__name__}")
         if self.calls is not None and (isinstance(self.calls, bool) or not isinstance(self.calls, int) or self.calls < 1):
             raise ConfigError(f"Policy(calls=...) must be a whole number of at least 1, got {self.calls!r}")
         if isinstance(self.price_tolerance, bool) or not isinstance(self.price_tolerance, int | float):
@@ -415,3 +418,27 @@ def _host_matches(host: str, pattern: str) -> bool:
         return name.endswith("." + _host_parts(p[2:])[0])
     p_name, p_port = _host_parts(p)
     return name == p_name and (p_port is None or p_port == port)
+
+
+def _checked_init(init: Callable[..., None]) -> Callable[..., None]:
+    """Policy's own __init__, with a misspelt setting a ConfigError naming the settings there are."""
+    names = [f.name for f in fields(Policy) if f.init]
+
+    def __init__(self: Policy, *args: Any, **kwargs: Any) -> None:
+        unknown = sorted(set(kwargs) - set(names))
+        if unknown:
+            import difflib
+
+            near = {u: difflib.get_close_matches(u, names, 1) for u in unknown}
+            hint = "; ".join(f"{u}: did you mean {m[0]}?" for u, m in near.items() if m)
+            raise ConfigError(f"Policy has no setting {', '.join(unknown)}" + (f" ({hint})" if hint else "")
+                              + f"; its settings are {', '.join(names)}")
+        if len(args) > 0:
+            raise ConfigError("Policy takes its settings by name, e.g. httpay.Policy(budget_usd=5)")
+        init(self, **kwargs)
+
+    __init__.__doc__ = init.__doc__
+    return __init__
+
+
+Policy.__init__ = _checked_init(Policy.__init__)  # type: ignore[method-assign]

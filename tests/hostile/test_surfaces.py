@@ -226,16 +226,55 @@ def test_a_request_price_cap_refuses_bad_numbers(kwargs: dict[str, float], named
     ({"ledger": ""}, "ledger= must name a file"),
     ({"reconcile_grace_s": -1}, "reconcile_grace_s= must be a number of seconds"),
     ({"on_event": "print"}, "on_event= must be a function"),
+    ({"timeout": "30"}, "timeout= must be seconds"),
 ])
 @pytest.mark.parametrize("kind", ["Client", "AsyncClient", "PaymentTransport"])
 def test_a_client_checks_its_arguments_when_it_is_made(kwargs: dict[str, Any], says: str, kind: str,
                                                        wallet: CountingWallet, tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
+    if kind == "PaymentTransport" and "timeout" in kwargs:
+        says = "a payment transport takes no timeout="  # (the client it is given to has the timeout)
     with pytest.raises(httpay.ConfigError) as err:
         getattr(httpay, kind)(**{"wallet": wallet, "ledger": ":memory:", **kwargs})
     assert says in str(err.value)
     assert list(tmp_path.iterdir()) == []  # no file named 5, 5-wal, 5-shm
+
+
+@pytest.mark.parametrize(("make", "error", "says"), [
+    (lambda: httpay.Policy(bugdet_usd=5), httpay.ConfigError, "Policy has no setting bugdet_usd (bugdet_usd: did you mean budget_usd?)"),
+    (lambda: httpay.Policy(approve=5), httpay.ConfigError, "Policy(approve=...) must be a function"),
+    (lambda: httpay.Policy(payment_hosts=5), httpay.ConfigError, "Policy(payment_hosts=...) must be a list of host names"),
+    (lambda: httpay.Policy(5), httpay.ConfigError, "Policy takes its settings by name"),
+    (lambda: httpay.PaymentOffers.from_response("x"), httpay.ChallengeError, "takes an HTTP response"),
+    (lambda: httpay.DemoWallet.create(None), httpay.WalletError, "needs the demo service's URL"),
+    (lambda: policy_from_toml(5), httpay.ConfigError, "a policy file is named by a path"),
+])
+def test_python_mistakes_are_typed_errors_that_say_what_to_write(make: Callable[[], object], error: type[Exception],
+                                                                 says: str) -> None:
+    with pytest.raises(error) as err:
+        make()
+    assert says in str(err.value)
+
+
+@pytest.mark.parametrize(("content", "says"), [(None, "is a folder"), (b"\xff\xfe budget = 1", "is not UTF-8 text")])
+def test_a_policy_file_that_cannot_be_read_says_why(content: bytes | None, says: str, tmp_path: Path,
+                                                    cli: Callable[..., Ran]) -> None:
+    path = tmp_path / "policy.toml"
+    if content is None:
+        path.mkdir()
+    else:
+        path.write_bytes(content)
+    with pytest.raises(httpay.ConfigError, match=says):
+        policy_from_toml(path)
+    ran = cli("budget", "--policy", str(path), "--ledger", str(SQLiteLedger(tmp_path / "l.db").path))
+    assert ran.code == 1 and says in ran.err and "Traceback" not in ran.err and "unexpected error" not in ran.err
+
+
+def test_since_longer_ago_than_any_date_is_every_payment(cli: Callable[..., Ran], tmp_path: Path) -> None:
+    path = SQLiteLedger(tmp_path / "l.db").path
+    ran = cli("ledger", "--since", "99999999d", "--ledger", path)
+    assert ran.code == 0 and "Traceback" not in ran.err + ran.out, ran.err
 
 
 @pytest.mark.parametrize("kind", ["Client", "AsyncClient"])
@@ -378,6 +417,8 @@ CLI_CASES = [
             ("argument -H/--header: 'Authorization Bearer x' must look like 'Name: value'",)),
     CliCase("offers: a header without a colon", lambda s, t: ["offers", s.free(), "-H", "X"], 2,
             ("argument -H/--header:",)),
+    CliCase("a header that is not ASCII", lambda s, t: ["get", s.free(), "-H", "X-A: é"], 2,
+            ("argument -H/--header: 'X-A': a header is ASCII text",)),
 
     CliCase("a negative TOML budget names the key", lambda s, t: [
         "get", s.free(), "--policy", _policy_file(t, "budget_usd = -1\n")], 1, ("budget_usd must be a non-negative",)),

@@ -73,6 +73,9 @@ def _header_arg(text: str) -> str:
     name, sep, _ = text.partition(":")
     if not sep or not name.strip():
         raise argparse.ArgumentTypeError(f"{text[:60]!r} must look like 'Name: value', e.g. 'Authorization: Bearer ...'")
+    if not text.isascii():
+        raise argparse.ArgumentTypeError(f"{name.strip()[:40]!r}: a header is ASCII text; encode anything else "
+                                         "(e.g. percent-encoding) first")
     return text
 
 
@@ -943,7 +946,10 @@ def _since(text: str) -> datetime:
     now = datetime.now(UTC)
     if m:
         unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}[m.group(2)]
-        return now - timedelta(**{unit: float(m.group(1))})
+        try:
+            return now - timedelta(**{unit: float(m.group(1))})
+        except (OverflowError, ValueError):  # longer ago than any date: every payment is since then
+            return datetime.min.replace(tzinfo=UTC)
     try:
         when = datetime.fromisoformat(text.strip())  # 3.11 reads a trailing Z
     except ValueError:

@@ -134,6 +134,17 @@ class Story:
             self.console.print(f"[red]{safe.markup(exc, safe.MAX_LINE)}[/]")
 
 
+def _ask_person(question: str, console: Console, confirm: Callable[[str], bool] | None) -> bool:
+    """y/n from the person at the terminal (or `confirm`); the end of input is a no: nothing is paid."""
+    if confirm is not None:
+        return confirm(question)
+    try:
+        return bool(Confirm.ask(safe.markup(question, 500), console=console, default=False))
+    except EOFError:
+        console.print("no answer (the input ended): not paying")
+        return False
+
+
 def run_story(*, approve: bool = False, non_interactive: bool = False, ledger: str | None = None,
               budget_usd: float = 5.0, max_per_payment_usd: float = 1.0, console: Console | None = None,
               confirm: Callable[[str], bool] | None = None, protocol: str = "l402-v0.2") -> int:
@@ -185,9 +196,7 @@ def _tell(base: str, console: Console, *, approve: bool, non_interactive: bool, 
 
     def ask(decision: Quote) -> bool:
         question = f"Pay {decision.offer.price} ({fmt_msat(decision.price_msat or 0, rate)}) for '{safe.clean(decision.offer.title)}'?"
-        if confirm is not None:
-            return confirm(question)
-        return Confirm.ask(safe.markup(question, 500), console=console, default=False)
+        return _ask_person(question, console, confirm)
 
     policy = httpay.Policy(max_per_payment_usd=max_per_payment_usd, budget_usd=budget_usd, usd_per_btc=rate,
                            approve=ask if approve else None)
@@ -335,8 +344,7 @@ def _wallet_and_policy(story: Story, base: str, console: Console, balance_sat: i
 
     def ask(decision: Quote) -> bool:
         question = f"Pay {fmt_msat(decision.price_msat or 0, rate)} for '{safe.clean(decision.offer.title)}'?"
-        return confirm(question) if confirm is not None else Confirm.ask(safe.markup(question, 500), console=console,
-                                                                         default=False)
+        return _ask_person(question, console, confirm)
 
     policy = httpay.Policy(max_per_payment_usd=max_per_payment_usd, budget_usd=budget_usd, usd_per_btc=rate,
                            approve=ask if approve else None)

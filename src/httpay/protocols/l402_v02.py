@@ -223,6 +223,9 @@ class PaymentOffers:
     @classmethod
     def from_response(cls, response: Any) -> PaymentOffers:
         """Read an httpx (or requests-like) 402 response. Raises ChallengeError if it holds no offers."""
+        if not all(hasattr(response, a) for a in ("status_code", "headers", "content")):
+            raise ChallengeError(f"PaymentOffers.from_response takes an HTTP response (httpx or requests), "
+                                 f"got {type(response).__name__}; for a body alone use httpay.parse(402, headers, body)")
         offers = parse(response.status_code, response.headers, response.content)
         if offers is None:
             raise ChallengeError(

@@ -56,6 +56,9 @@ class DemoWallet(Wallet):
     @classmethod
     def create(cls, base_url: str, balance_sat: int = 10_000, *, timeout: float = 10.0) -> DemoWallet:
         """Open a new funded wallet on the demo service and return an adapter for it."""
+        if not isinstance(base_url, str) or "://" not in base_url:
+            raise WalletError(f"DemoWallet.create needs the demo service's URL (e.g. http://127.0.0.1:8402, where "
+                              f"`httpay demo-server` listens), got {base_url!r:.60}")
         url = base_url.rstrip("/") + "/ln/wallets"
         try:
             response = httpx.post(url, json={"balance_sat": balance_sat}, timeout=timeout)
