@@ -157,7 +157,7 @@ def test_a_refused_payment_reaches_claude_as_text_with_the_offers() -> None:
         claude = ScriptedClaude([call("fetch", url="/ticker/AAPL"), call("fetch", url="/ticker/MSFT"),
                                  lambda results: "I could not buy MSFT: " + results[-1].splitlines()[0]])
         final = example.ask(example.make_chat(session, anthropic_client=claude.client()))
-        assert final.startswith("I could not buy MSFT: refused: the cheapest offer costs 10 sat ($0.01) but only 5 sat")
+        assert final.startswith("I could not buy MSFT: refused: the cheapest offer costs 10 sat ($0.01) + up to 10 sat ($0.01) in fees but only 5 sat")
         assert session.toolbox.client.ledger.receipts() == []
 
 

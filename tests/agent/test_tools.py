@@ -84,7 +84,7 @@ def test_a_spent_budget_is_refused_with_the_offers_and_what_is_left(account: Acc
         assert box.fetch("/ticker/AAPL").startswith("HTTP 200")  # the free credit
         assert "paid 10 sat" in box.fetch("/ticker/MSFT")
         out = box.fetch("/ticker/GOOGL")
-        assert out.startswith("refused: the cheapest offer costs 10 sat ($0.01) but only 5 sat ($0.005) of the total budget is left")
+        assert out.startswith("refused: the cheapest offer costs 10 sat ($0.01) + up to 1 sat ($0.001) in fees but only 5 sat ($0.005) of the total budget is left")
         assert "offers:\n- offer_c668e0c0" in out and out.endswith("budget left 5 sat ($0.005) of 15 sat ($0.01).")
         assert len(box.client.ledger.receipts()) == 1
 

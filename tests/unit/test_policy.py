@@ -59,9 +59,9 @@ def test_per_payment_limit_boundary() -> None:
 
 
 def test_total_budget_boundary_counts_what_was_spent() -> None:
-    assert decide(Policy(budget_usd=0.02), spent_msat=10_000).offer.offer_id == "offer_c668e0c0"
+    assert decide(Policy(budget_usd=0.02, max_fee_msat=0), spent_msat=10_000).offer.offer_id == "offer_c668e0c0"
     with pytest.raises(PaymentRefused) as err:
-        decide(Policy(budget_usd=0.02), spent_msat=10_001)
+        decide(Policy(budget_usd=0.02, max_fee_msat=0), spent_msat=10_001)
     assert err.value.rule == "budget" and "left" in str(err.value)
 
 
@@ -192,3 +192,12 @@ def test_host_rules_name_no_other_host(url: str, pattern: str) -> None:
     from httpay.core.flow import host_of
 
     assert Policy(payees={pattern: PIN}).payee_for(host_of(url)) is None
+
+
+def test_the_total_budget_must_fit_the_fee_cap_too() -> None:
+    """The ledger holds a Lightning payment's fee cap with its price: a quote that fits only the
+    price would have an approver asked about a payment the ledger then refuses."""
+    assert decide(Policy(budget_usd=0.02), spent_msat=0).offer.offer_id == "offer_c668e0c0"  # 10 sat + 10 sat cap
+    with pytest.raises(PaymentRefused) as err:
+        decide(Policy(budget_usd=0.02), spent_msat=1)
+    assert err.value.rule == "budget" and "costs 10 sat ($0.01) + up to 10 sat ($0.01) in fees" in str(err.value)

@@ -19,6 +19,7 @@ from httpay.core.model import Challenge, Offer, Quote
 from httpay.errors import PaymentRefused
 from httpay.policy import Policy
 from httpay.safe import clean
+from httpay.wallets.base import default_fee_limit_msat
 
 CannotPay = Callable[[Offer], "tuple[str, str] | None"]  # (rule, why) the payer has nothing that pays it
 
@@ -161,8 +162,15 @@ def _fitting(challenge: Challenge, index: int, policy: Policy, *, host: str, rat
         raise refuse(f"refused: the offers are priced in {currencies} and no exchange rate converts that to sat "
                      "(no BTC/USD rate is known; the ledger counts msat)",
                      "exchange_rate", knob="usd_per_btc", advice="set {knob}")
+    def held(o: Offer, p: int) -> int:
+        """What the ledger will hold for the offer: its price, and a Lightning payment's fee cap (the
+        budget must fit both, or an approver is asked about a payment the ledger then refuses)."""
+        if o.rail != "lightning":
+            return p
+        return p + (policy.max_fee_msat if policy.max_fee_msat is not None else default_fee_limit_msat(p))
+
     fitting = [(o, m, p) for o, m, p in priced
-               if p is None or (p <= MAX_MSAT and (cap is None or p <= cap) and (left is None or p <= left))]
+               if p is None or (p <= MAX_MSAT and (cap is None or p <= cap) and (left is None or held(o, p) <= left))]
     if not fitting:
         cheapest = min((p for _, _, p in priced if p is not None), default=0)
         what = f"the offer {clean(offer_id, 80)}" if offer_id is not None else "the cheapest offer"
@@ -175,7 +183,11 @@ def _fitting(challenge: Challenge, index: int, policy: Policy, *, host: str, rat
             raise refuse(f"refused: {what} costs {fmt_msat(cheapest, rate)}, above {which} of "
                          f"{fmt_msat(cap, rate)}", "max_per_payment", knob=cap_knob, advice="raise {knob} to pay it")
         assert left is not None
-        raise refuse(f"refused: {what} costs {fmt_msat(cheapest, rate)} but only {fmt_msat(max(left, 0), rate)} "
+        first = min(((o, p) for o, _, p in priced if p is not None), key=lambda op: held(*op), default=None)
+        fees = held(*first) - first[1] if first is not None else 0
+        raise refuse(f"refused: {what} costs {fmt_msat(cheapest, rate)}"
+                     + (f" + up to {fmt_msat(fees, rate)} in fees" if fees else "")
+                     + f" but only {fmt_msat(max(left, 0), rate)} "
                      f"of the total budget is left ({fmt_msat(spent_msat, rate)} spent)", "budget",
                      knob=budget_knob, advice="raise {knob}")
     if cap is not None:
