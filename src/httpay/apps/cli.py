@@ -149,8 +149,8 @@ def _request_parser(sub: Any, verb: str) -> None:
                    help="show the offers and what the policy would pay; pay nothing")
     g.add_argument("--ask", action="store_true",
                    help="hold the payment until a person approves it (`httpay approvals`, `httpay dashboard`)")
-    g.add_argument("--approval-timeout", type=_number(positive=True), default=300, metavar="S",
-                   help="with --ask: seconds before no answer means no")
+    g.add_argument("--approval-timeout", type=_number(positive=True), metavar="S",
+                   help="with --ask: seconds before no answer means no (default 300)")
     g.add_argument("--approvals", metavar="PATH", help="with --ask: approval queue file (default: the ledger file)")
     g.add_argument("--payment-deadline", type=_seconds, metavar="SECONDS",
                    help="most seconds from the service's 402 to paying it, or nothing is paid (default: the policy "
@@ -231,7 +231,7 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--ask", action="store_true",
                    help="every payment waits for a person: asked through the MCP host (elicitation) where it can, "
                         "else in the approval queue (`httpay approvals`, `httpay dashboard`)")
-    m.add_argument("--approval-timeout", type=_number(positive=True), default=300, metavar="S",
+    m.add_argument("--approval-timeout", type=_number(positive=True), metavar="S",
                    help="with --ask: seconds to wait for the person's answer (none: not paid; default 300)")
     return p
 
@@ -403,8 +403,9 @@ def _run(args: argparse.Namespace, console: Console) -> int:
     if args.command == "mcp":
         from httpay.apps.agent.mcp_server import serve
 
+        _ask_flags(args)
         return serve(args.transport, host=args.host, port=args.port, payment_deadline=args.payment_deadline,
-                     ask=args.ask, approval_timeout=args.approval_timeout)
+                     ask=args.ask, approval_timeout=args.approval_timeout or APPROVAL_TIMEOUT_S)
     raise AssertionError(args.command)
 
 
@@ -426,6 +427,7 @@ def _get(args: argparse.Namespace, console: Console) -> int:
     args.url = _url(args.url)
     args.method = _method(args)
     _check_output(args.output)  # before anything is paid: a body bought must have somewhere to go
+    _ask_flags(args)
     policy = _policy(args.policy)
     if args.budget_usd is not None:
         policy.budget_usd = args.budget_usd
@@ -443,7 +445,7 @@ def _get(args: argparse.Namespace, console: Console) -> int:
     if args.ask:
         from httpay.apps.approvals import ApprovalQueue, lines, spinner
 
-        queue = ApprovalQueue(args.approvals or args.ledger, timeout_s=args.approval_timeout,
+        queue = ApprovalQueue(args.approvals or args.ledger, timeout_s=args.approval_timeout or APPROVAL_TIMEOUT_S,
                               progress=None if args.quiet else spinner(err) if err.is_terminal else lines(err))
         policy.approve = queue
     progress = None if args.quiet or args.json_output else _progress(err)
@@ -580,6 +582,18 @@ def _known_rate(c: Any) -> float | None:
     except (HttpayError, httpx.HTTPError):
         return None
     return float(rate) if rate else None
+
+
+APPROVAL_TIMEOUT_S = 300.0  # --ask: how long a person has to answer before no answer means no
+
+
+def _ask_flags(args: argparse.Namespace) -> None:
+    """--approval-timeout and --approvals say how a person is asked: without --ask nobody is, and the
+    payment would go ahead unasked. A usage error rather than a flag quietly ignored."""
+    given = [f for f, v in (("--approval-timeout", args.approval_timeout), ("--approvals", getattr(args, "approvals", None)))
+             if v is not None]
+    if given and not args.ask:
+        raise UsageError(f"{' and '.join(given)} only work with --ask (hold each payment for a person); add --ask")
 
 
 def _check_output(out: str | None) -> None:
