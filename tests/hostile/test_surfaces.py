@@ -220,7 +220,7 @@ def test_a_request_price_cap_refuses_bad_numbers(kwargs: dict[str, float], named
 
 # -- a client's own arguments are checked when it is made, not at the first 402 -------------------------------
 @pytest.mark.parametrize(("kwargs", "says"), [
-    ({"policy": {"budget_usd": 5}}, "policy= must be an httpay.Policy, got dict: write httpay.Policy(**{'budget_usd': 5})"),
+    ({"policy": {"budget_usd": 5}}, "policy= must be an httpay.Policy, got dict: write httpay.Policy(budget_usd=5)"),
     ({"policy": 5}, "policy= must be an httpay.Policy, got int"),
     ({"ledger": 5}, "ledger= must be a file path, a postgresql:// URL, ':memory:' or an httpay Ledger, got int"),
     ({"ledger": ""}, "ledger= must name a file"),

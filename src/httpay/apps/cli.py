@@ -1240,7 +1240,7 @@ def _wallet(args: argparse.Namespace, console: Console) -> int:
               f"HTTPAY_DEMO_KEY={shlex.quote(opened.reveal_key())}")
         Console(stderr=True, highlight=False, soft_wrap=True).print(
             f"opened demo wallet {opened.wallet_id} with {args.balance_sat:,} sat (regtest, no real money); "
-            "to pay with it: eval \"$(httpay wallet open-demo)\"", markup=False)
+            f"to pay with it: eval \"$(httpay wallet open-demo {shlex.quote(opened.base_url)})\"", markup=False)
         opened.close()
         return 0
 

@@ -61,8 +61,9 @@ class Payer:
         if wallet is not None and not isinstance(wallet, Wallet):
             raise ConfigError(f"wallet= must be an httpay Wallet (e.g. httpay.DemoWallet), got {type(wallet).__name__}")
         if policy is not None and not isinstance(policy, Policy):
-            example = (f"httpay.Policy(**{dict(policy)!r:.60})" if isinstance(policy, Mapping)
-                       else "httpay.Policy(budget_usd=5)")
+            example = "httpay.Policy(budget_usd=5)"
+            if isinstance(policy, Mapping) and all(isinstance(k, str) and k.isidentifier() for k in policy):
+                example = "httpay.Policy(" + ", ".join(f"{k}={v!r:.30}" for k, v in list(policy.items())[:6]) + ")"
             raise ConfigError(f"policy= must be an httpay.Policy, got {type(policy).__name__}: write {example}")
         if token_scope not in TOKEN_SCOPES:
             raise ConfigError(f"token_scope= must be one of {', '.join(TOKEN_SCOPES)}, got {token_scope!r}")
