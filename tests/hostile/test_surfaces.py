@@ -473,7 +473,7 @@ def test_a_server_on_a_taken_port_says_so_before_any_url(command: str, cli: Call
 
 def test_a_demo_server_beyond_loopback_is_refused_before_any_url(cli: Callable[..., Ran]) -> None:
     ran = cli("demo-server", "--host", "0.0.0.0")
-    assert ran.code == 1 and "listens on loopback only" in ran.err and "http://" not in ran.out + ran.err
+    assert ran.code == 2 and "listens on loopback only" in ran.err and "http://" not in ran.out + ran.err
 
 
 @pytest.mark.parametrize("where", ["missing/out.json", ".", "/proc/version"])
@@ -806,3 +806,12 @@ def test_a_new_ledger_is_readable_by_its_owner_only(wallet: CountingWallet, svc:
         files = sorted(tmp_path.iterdir())
         assert [f.name for f in files] == ["ledger.sqlite3", "ledger.sqlite3-shm", "ledger.sqlite3-wal"]
         assert all(f.stat().st_mode & 0o777 == 0o600 for f in files), [oct(f.stat().st_mode) for f in files]
+
+
+def test_a_402_that_cannot_be_read_is_a_service_error_with_nothing_paid(cli: Callable[..., Ran], svc: HostileService,
+                                                                        wallet: CountingWallet, ledger: Path) -> None:
+    async def broken(request: Request) -> Response:
+        return Response("", status_code=402, headers={"WWW-Authenticate": 'L402 macaroon="AGIAJEemVQUTEyNCR0exk7ek90Cg==", invoice="lnbc1"'})
+    ran = cli("get", svc.route("/broken", broken), "--ledger", str(ledger))
+    assert ran.code == 6 and "the service's 402 cannot be read" in ran.err and "nothing was paid" in ran.err, ran.err
+    assert wallet.calls == []

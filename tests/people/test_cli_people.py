@@ -304,7 +304,7 @@ def test_dashboard_command_prints_a_token_url(history: str, cli: Callable[..., R
         proc.terminate()
         proc.wait(timeout=15)
     refused = cli("dashboard", "--ledger", history, "--host", "0.0.0.0")
-    assert refused.returncode == 1 and "loopback" in refused.stderr
+    assert refused.returncode == 2 and "loopback" in refused.stderr
 
 
 def test_version_prints_the_version_and_exits_0() -> None:

@@ -284,7 +284,9 @@ def failure(exc: BaseException, knobs: dict[str, str] | None = None, *, paying: 
     """The exit code and the one line for a failure: what happened and what to try. A wallet error of a
     command that does not pay (`wallet balance`, `ledger reconcile`) is an error, not a failed payment."""
     from httpay.errors import (
+        ChallengeError,
         InvoiceError,
+        LoopbackOnly,
         PaymentDeadlineExceeded,
         PaymentNotHonored,
         PaymentOutcomeUnknown,
@@ -292,8 +294,10 @@ def failure(exc: BaseException, knobs: dict[str, str] | None = None, *, paying: 
         WalletError,
     )
 
-    if isinstance(exc, UsageError):
+    if isinstance(exc, UsageError | LoopbackOnly):  # (LoopbackOnly: a --host beyond loopback)
         return EXIT_USAGE, str(exc)
+    if isinstance(exc, ChallengeError):  # a 402 nothing could be paid for: what the service sent is at fault
+        return EXIT_HTTP, f"the service's 402 cannot be read: {exc}; nothing was paid"
     if isinstance(exc, PaymentDeadlineExceeded):
         knob = (knobs or {}).get("payment_deadline", "--payment-deadline SECONDS")
         return EXIT_NETWORK, (f"not paid: the service took longer than the payment deadline of {exc.deadline_s:g} s "

@@ -125,7 +125,7 @@ class Story:
         elif isinstance(e, ev.Refused):
             self._stop_waiting()
             self._refusal_shown = True
-            self.console.print(f"[red]refused[/]: {safe.markup(e.reason, safe.MAX_LINE)}")
+            self.console.print(f"[red]refused[/]: {safe.markup(e.reason.removeprefix('refused: '), safe.MAX_LINE)}")
 
     def show_refusal(self, exc: HttpayError) -> None:
         """The refusal a request ended with, unless its event already said it (said once, not twice)."""
