@@ -815,3 +815,16 @@ def test_a_402_that_cannot_be_read_is_a_service_error_with_nothing_paid(cli: Cal
     ran = cli("get", svc.route("/broken", broken), "--ledger", str(ledger))
     assert ran.code == 6 and "the service's 402 cannot be read" in ran.err and "nothing was paid" in ran.err, ran.err
     assert wallet.calls == []
+
+
+def test_a_failed_payment_is_printed_once_by_the_cli_even_with_q(demo: Any, account: dict[str, str],
+                                                                  tmp_path: Path) -> None:
+    """A wrong demo key: the wallet refuses; the command's one line says so, and no WARNING repeats it."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "COLUMNS": "200", "NO_COLOR": "1", "HTTPAY_WALLET": "demo",
+           "HTTPAY_DEMO_URL": demo.url, "HTTPAY_DEMO_KEY": "not-a-key"}
+    env.pop("HTTPAY_POLICY", None)
+    p = subprocess.run([sys.executable, "-m", "httpay.apps.cli", "get", "-q", f"{demo.url}/ticker/MSFT", "-H",
+                        f"Authorization: {account['Authorization']}", "--ledger", str(tmp_path / "l.sqlite3")],
+                       capture_output=True, text=True, env=env, timeout=60, check=False)
+    assert p.returncode == 4, p.stderr
+    assert p.stderr.count("payment failed") == 1 and "WARNING" not in p.stderr, p.stderr

@@ -270,8 +270,9 @@ def _say(line: str) -> None:
 
 
 def _not_reported_twice(record: logging.LogRecord) -> bool:
-    """A refusal is raised to the command, which prints it once: its log line would say it again."""
-    return getattr(record, "httpay_step", None) != "refused"
+    """A refusal or a failed payment is raised to the command, which prints it once: its log line
+    would say it again (and `-q` would not be quiet)."""
+    return getattr(record, "httpay_step", None) not in ("refused", "payment_failed")
 
 
 def _version() -> str:
