@@ -828,3 +828,9 @@ def test_a_failed_payment_is_printed_once_by_the_cli_even_with_q(demo: Any, acco
                        capture_output=True, text=True, env=env, timeout=60, check=False)
     assert p.returncode == 4, p.stderr
     assert p.stderr.count("payment failed") == 1 and "WARNING" not in p.stderr, p.stderr
+
+
+def test_exporting_a_ledger_that_does_not_exist_writes_nothing(cli: Callable[..., Ran], tmp_path: Path) -> None:
+    missing = tmp_path / "nope.sqlite3"
+    ran = cli("ledger", "export", "--format", "csv", "--ledger", str(missing))
+    assert ran.code == 1 and ran.out == "" and "does not exist" in ran.err and not missing.exists(), (ran.out, ran.err)

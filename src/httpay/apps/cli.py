@@ -777,10 +777,10 @@ def _export(args: argparse.Namespace) -> int:
 
     since = _since(args.since) if args.since else None
     tag = _tag_arg(args.tag)
-    writer = csv.DictWriter(sys.stdout, fieldnames=EXPORT_FIELDS) if args.format == "csv" else None
-    if writer is not None:
-        writer.writeheader()
-    with open_ledger(_existing_ledger(args.ledger)) as lg:
+    with open_ledger(_existing_ledger(args.ledger)) as lg:  # opened first: a missing ledger writes nothing at all
+        writer = csv.DictWriter(sys.stdout, fieldnames=EXPORT_FIELDS) if args.format == "csv" else None
+        if writer is not None:
+            writer.writeheader()
         after = 0
         while True:  # oldest first, a page at a time by id: bounded memory at any size
             page = lg.receipts(limit=1000, host=args.host, since=since, tag=tag, after=after)
