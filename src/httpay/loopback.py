@@ -6,6 +6,7 @@ tools spend money, all over plain HTTP: none of them may be reachable from anoth
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import socket
 
@@ -36,7 +37,8 @@ def listen(host: str, port: int, what: str) -> socket.socket:
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
-        why = "the port is in use (another server is running there)" if exc.errno == 98 else exc.strerror or str(exc)
+        why = ("the port is in use (another server is running there)" if exc.errno == errno.EADDRINUSE
+               else exc.strerror or str(exc))
         raise ConfigError(f"{what.split(' (')[0]} cannot listen on {host}:{port}: {why}; "
                           "pick another with --port N, or --port 0 for any free port") from None
     sock.listen(128)

@@ -211,6 +211,8 @@ def _unkeyed(text: str) -> str:
     """`text` with every long word of letters and digits (a key, a macaroon, a token) as `***`."""
     return _OPAQUE_WORD.sub(lambda m: "***" if re.search(r"\d", m.group()) and re.search(r"[A-Za-z]", m.group())
                             else m.group(), text)
+
+
 def wallet_error_text(wallet: Wallet, exc: BaseException) -> str:
     """What a failed balance read says to a person: httpay's own message (URLs masked, long opaque
     words that may be keys cut out), or for anything else only its kind. Never a traceback."""

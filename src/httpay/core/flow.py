@@ -404,7 +404,7 @@ def pay_flow(payer: Payer, request: httpx.Request, response: httpx.Response,
         return served
     except PaymentRefused as exc:
         try:
-            yield NoteRefusal(run.host, run.shown_url, exc.rule or "refused", safe.clean(str(exc), 500),
+            yield NoteRefusal(run.host, run.url, exc.rule or "refused", safe.clean(str(exc), 500),
                               tuple(sorted(run.tags.items())))
         except Exception as note_exc:  # noqa: BLE001 - the refusal reaches the caller whatever the ledger does
             log.warning("[%s] could not keep the refusal in the ledger (%s)", run.rid, type(note_exc).__name__)
@@ -772,7 +772,7 @@ class _Attempt:
         for round_ in range(MAX_WAIT_ROUNDS):
             run.within_deadline(self.response, "the wait for another payment" if round_ else "the payment")
             intent = Intent(
-                host=run.host, url=run.shown_url, protocol=self.challenge.dialect, method=q.method, amount_msat=amount,
+                host=run.host, url=run.url, protocol=self.challenge.dialect, method=q.method, amount_msat=amount,
                 payment_hash=payable.reference, offer_id=q.offer.offer_id, offer_title=q.offer.title,
                 offer_amount=q.offer.price.amount, offer_currency=q.offer.price.currency, credits=q.offer.balance,
                 wallet=kind, challenge_key=self.key, not_before=not_before, max_fee_msat=fee_cap, wallet_id=identity,
