@@ -45,6 +45,7 @@ from httpay.errors import (
     SessionError,
     UsageError,
     WalletError,
+    WalletUnreachable,
 )
 from httpay.ledger import Ledger, Receipt, open_ledger
 from httpay.lightning import Invoice, check_invoice, decode_invoice
@@ -119,6 +120,7 @@ __all__ = [
     "UsageError",
     "Wallet",
     "WalletError",
+    "WalletUnreachable",
     "check_invoice",
     "decode_invoice",
     "open_ledger",

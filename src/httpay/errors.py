@@ -115,6 +115,11 @@ class WalletError(HttpayError):
             self.outcome_known = outcome_known
 
 
+class WalletUnreachable(WalletError):
+    """The wallet could not be reached (refused, unknown host, no route): nothing was sent to it, so
+    nothing was paid. A network fault to look at, not a setting."""
+
+
 class InsufficientFunds(WalletError):
     """The wallet holds less than the invoice asks (plus fees)."""
 

@@ -56,6 +56,7 @@ from httpay.core.effects import (
 from httpay.core.events import Approved, Event, Paid, Quoted, Refused
 from httpay.core.flow import receipt_of, request_flow
 from httpay.core.payer import Payer
+from httpay.core.rates import Rate
 from httpay.core.transport import _AsyncFlights, _drive_async, _drive_sync, _SyncFlights
 from httpay.errors import (
     InsufficientFunds,
@@ -859,7 +860,7 @@ def test_flow_is_pure(dialect: str) -> None:
             case LedgerNow():
                 return now
             case GetRate():
-                return RATE
+                return Rate(RATE)
             case Join():
                 return False  # this request owns the flight
             case Beside():

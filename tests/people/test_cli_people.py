@@ -157,6 +157,28 @@ def test_wallet_balance_reads_the_wallet_from_the_environment(wallet_env: dict[s
     assert missing.returncode == 1 and "HTTPAY_WALLET" in missing.stderr and "Traceback" not in missing.stderr
 
 
+def test_an_unreachable_wallet_is_a_network_failure_and_a_refusal_says_why_no_rate(
+        demo: RunningServer, account: dict[str, str], tmp_path: Path, cli: Callable[..., Ran]) -> None:
+    """A wallet nobody answers at is exit 5 (network), not 1 (a setting); and a USD budget that
+    cannot be checked for want of the wallet's rate says the wallet could not be reached, not only
+    that no rate is set."""
+    gone = {"HTTPAY_WALLET": "demo", "HTTPAY_DEMO_URL": "http://127.0.0.1:9", "HTTPAY_DEMO_KEY": "k" * 32}
+    p = cli("wallet", "balance", env=gone)
+    assert p.returncode == 5, p.stderr
+    assert "cannot be reached" in p.stderr and "127.0.0.1:9" in p.stderr and "k" * 32 not in p.stderr
+    got = cli("get", f"{demo.url}/ticker/MSFT", "-H", f"Authorization: {account['Authorization']}",
+              "--budget-usd", "5", "--ledger", str(tmp_path / "l.sqlite3"), env=gone)
+    assert got.returncode == 3, got.stderr
+    assert "no BTC/USD rate is known (the wallet's rate could not be read: could not reach the demo wallet" in got.stderr
+    assert "check that the wallet can be reached, or set --usd-per-btc" in got.stderr
+    assert "k" * 32 not in got.stderr + got.stdout and credits(demo, account) == 0
+
+
+def test_python_dash_m_httpay_is_the_command() -> None:
+    p = subprocess.run([sys.executable, "-m", "httpay", "--version"], capture_output=True, text=True, env=env_for())
+    assert p.returncode == 0 and p.stdout.startswith("httpay "), p.stderr
+
+
 @pytest.fixture
 def history(tmp_path: Path) -> str:
     """A ledger with payments at known times: two days ago (settled), an hour ago (failed), now (settled, pending)."""

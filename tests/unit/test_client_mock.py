@@ -223,12 +223,15 @@ def test_rate_source_is_asked_and_a_failing_one_refuses(ledger: SQLiteLedger) ->
     assert calls and len(w.calls) == 1
 
     def broken() -> float:
-        raise RuntimeError("exchange down")
+        raise RuntimeError("exchange down at https://me:hunter2@rates.example/?api_key=s3cret")
 
     with httpay.Client(wallet=w, policy=httpay.Policy(budget_usd=1, rate_source=broken), ledger=ledger,
                        transport=httpx.MockTransport(svc)) as c, pytest.raises(httpay.PaymentRefused) as err:
         c.get(URL)
     assert err.value.rule == "exchange_rate" and len(w.calls) == 1
+    # the refusal names the source that failed, by its kind only: its own text may carry a secret
+    assert "(the policy's rate_source could not be read: RuntimeError)" in str(err.value)
+    assert "hunter2" not in str(err.value) and "s3cret" not in str(err.value)
 
 
 def test_waiters_retry_together_once_the_challenge_is_paid(ledger: SQLiteLedger) -> None:

@@ -21,7 +21,7 @@ import pytest
 
 from httpay.config import wallet_from_env
 from httpay.demo.network import DemoNetwork
-from httpay.errors import AlreadyPaid, ConfigError, InsufficientFunds, PaymentTimeout, WalletError
+from httpay.errors import AlreadyPaid, ConfigError, InsufficientFunds, PaymentTimeout, WalletError, WalletUnreachable
 from httpay.wallets.base import PaymentStatus
 from httpay.wallets.nwc import NWCWallet, parse_nwc_uri
 from tests.fixtures.nostr import NWCBackend, Relay, RelayProcess, nwc_backend_on
@@ -165,7 +165,7 @@ def test_a_relay_that_is_down_is_a_wallet_error_with_nothing_sent(nwc_backend: N
     with NWCWallet(uri, network="regtest", timeout=5, connect_timeout=2) as w:
         with pytest.raises(WalletError) as exc:
             w.pay_invoice(nwc_backend.mint(AMOUNT_MSAT)[0])
-    assert type(exc.value) is WalletError and exc.value.outcome_known is True
+    assert type(exc.value) is WalletUnreachable and exc.value.outcome_known is True
     assert "cannot reach the NWC relay ws://127.0.0.1:" in str(exc.value) and "nothing was sent" in str(exc.value)
     assert nwc_backend.service.client_secret not in str(exc.value)
     assert nwc_backend.service.requests == []

@@ -36,7 +36,8 @@ EXIT_CODES = (
     (EXIT_REFUSED, "refused: over a limit (the cost cap, a budget) or refused by the policy or a person; nothing paid"),
     (EXIT_PAYMENT, ("the payment failed, was made but not honoured, or its outcome is not known yet "
                     "(`ledger reconcile`: a payment stays pending); the ledger says which")),
-    (EXIT_NETWORK, "network: could not connect, unknown host, timed out (the payment deadline too; nothing paid)"),
+    (EXIT_NETWORK, ("network: could not connect, unknown host, timed out, a wallet that cannot be reached (the payment "
+                   "deadline too; nothing paid)")),
     (EXIT_HTTP, "the service answered an HTTP error (4xx/5xx, or a 402 nothing could be paid for)"),
 )
 
@@ -293,6 +294,7 @@ def failure(exc: BaseException, knobs: dict[str, str] | None = None, *, paying: 
         PaymentOutcomeUnknown,
         PaymentRequestError,
         WalletError,
+        WalletUnreachable,
     )
 
     if isinstance(exc, UsageError | LoopbackOnly):  # (LoopbackOnly: a --host beyond loopback)
@@ -308,6 +310,8 @@ def failure(exc: BaseException, knobs: dict[str, str] | None = None, *, paying: 
         return EXIT_REFUSED, exc.render(knobs) + ". Nothing was paid."
     if isinstance(exc, PaymentNotHonored | PaymentOutcomeUnknown):
         return EXIT_PAYMENT, f"{exc}; see `httpay ledger`"
+    if isinstance(exc, WalletUnreachable):  # a network fault, paying or not: nothing reached the wallet
+        return EXIT_NETWORK, f"the wallet cannot be reached: {exc}"
     if isinstance(exc, WalletError) and not paying:
         return EXIT_ERROR, f"the wallet: {type(exc).__name__}: {exc}"
     if isinstance(exc, InvoiceError | PaymentRequestError | WalletError):

@@ -18,7 +18,7 @@ import httpx
 
 from httpay.core.deadline import Deadline
 from httpay.core.model import Quote
-from httpay.core.rates import resolve_rate
+from httpay.core.rates import Rate, read_rate
 from httpay.errors import WalletError
 from httpay.ledger.base import Call, Intent
 from httpay.ledger.models import Receipt
@@ -153,15 +153,15 @@ class Ask(Effect):
 # -- the payer's parts -------------------------------------------------------------------------
 @effect
 class GetRate(Effect):
-    """The BTC/USD rate for this attempt (resolved once; None: unknown)."""
+    """The BTC/USD rate for this attempt (resolved once), or why it is unknown."""
 
-    def run(self, payer: Payer) -> float | None:
-        return resolve_rate(payer.policy, payer.wallet)
+    def run(self, payer: Payer) -> Rate:
+        return read_rate(payer.policy, payer.wallet)
 
     def answer_in_memory(self, payer: Payer) -> tuple[bool, Any]:
         """The policy's fixed rate needs no source asked, so no worker thread."""
         rate = payer.policy.usd_per_btc
-        return (True, rate) if rate else (False, None)
+        return (True, Rate(rate)) if rate else (False, None)
 
 
 @effect

@@ -91,6 +91,7 @@ from httpay.core.events import (
 from httpay.core.model import Challenge, Quote
 from httpay.core.payer import TOKEN_SCOPES, Payer
 from httpay.core.quote import quote, requote
+from httpay.core.rates import Rate
 from httpay.errors import (
     CallAlreadyPaid,
     ChallengeInFlight,
@@ -617,13 +618,23 @@ def _quoted(run: _Run, challenges: Challenge | Sequence[Challenge], response: ht
     """`quote()` on the rate and the spent total read now (the total only when a total budget is
     set); a refusal is reported as one step, naming `named`'s offers."""
     payer, policy = run.payer, run.payer.policy
-    rate = yield GetRate()
+    rate: Rate = yield GetRate()
     spent = (yield Spent()) if policy.has_total_budget else 0
     try:
-        return quote(challenges, policy, url=run.shown_url, host=run.host, usd_per_btc=rate, spent_msat=spent,
-                     cannot_pay=payer.cannot_pay, max_price_msat=max_price_msat, offer_id=offer_id)
+        return quote(challenges, policy, url=run.shown_url, host=run.host, usd_per_btc=rate.usd_per_btc,
+                     spent_msat=spent, cannot_pay=payer.cannot_pay, max_price_msat=max_price_msat, offer_id=offer_id)
     except PaymentRefused as exc:
-        raise run.refused(exc, response, named) from None
+        raise run.refused(_with_rate_failure(exc, rate), response, named) from None
+
+
+def _with_rate_failure(exc: PaymentRefused, rate: Rate) -> PaymentRefused:
+    """A refusal for want of a rate, saying which source failed (an unreachable wallet is not a
+    missing setting: the person should look at the wallet first)."""
+    if exc.rule != "exchange_rate" or rate.why_unknown is None:
+        return exc
+    return PaymentRefused(f"{exc.reason} ({rate.why_unknown})", rule=exc.rule, offers=exc.offers,
+                          response=exc.response, knob=exc.knob,
+                          advice="check that the wallet can be reached, or set {knob}")
 
 
 @dataclass

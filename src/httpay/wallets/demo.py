@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 
 from httpay.core.pooled import kept
-from httpay.errors import AlreadyPaid, InsufficientFunds, PaymentTimeout, WalletError
+from httpay.errors import AlreadyPaid, InsufficientFunds, PaymentTimeout, WalletError, WalletUnreachable
 from httpay.safe import get_logger, mask_urls
 from httpay.wallets.base import (
     Payment,
@@ -162,7 +162,7 @@ class DemoWallet(Wallet):
         try:
             return self._client.request(method, self.base_url + path, json=json, headers=headers)
         except _NOT_SENT as exc:
-            raise WalletError(f"could not reach the demo wallet at {self.base_url} ({type(exc).__name__}); nothing was paid", outcome_known=True) from None
+            raise WalletUnreachable(f"could not reach the demo wallet at {self.base_url} ({type(exc).__name__}); nothing was paid") from None
         except httpx.TimeoutException as exc:
             if paying:
                 raise PaymentTimeout(f"the demo wallet at {self.base_url} did not answer in time ({type(exc).__name__}); the payment may have gone out: look it up before paying again") from None

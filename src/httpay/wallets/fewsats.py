@@ -43,6 +43,7 @@ from httpay.errors import (
     InsufficientFunds,
     PaymentTimeout,
     WalletError,
+    WalletUnreachable,
     redact,
 )
 from httpay.wallets.base import Payment, PaymentStatus, Wallet, fingerprint
@@ -121,7 +122,7 @@ class FewsatsWallet(Wallet):
         try:
             return self._client.request(method, f"{self.base_url}/{path}", json=json, headers=headers)
         except _NOT_SENT as exc:
-            raise WalletError(f"cannot reach Fewsats at {self.base_url} ({type(exc).__name__}); nothing was paid") from None
+            raise WalletUnreachable(f"cannot reach Fewsats at {self.base_url} ({type(exc).__name__}); nothing was paid") from None
         except httpx.TimeoutException:
             if paying:
                 raise PaymentTimeout(

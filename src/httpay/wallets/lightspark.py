@@ -35,6 +35,7 @@ from httpay.errors import (
     InsufficientFunds,
     PaymentTimeout,
     WalletError,
+    WalletUnreachable,
     redact,
 )
 from httpay.safe import get_logger
@@ -203,10 +204,12 @@ class LightsparkWallet(Wallet):
             return WalletError(f"Lightspark did not answer {what} within {self.timeout:g} s")
         if kind == "ConnectionError" or "Connection" in kind:
             refused = "refused" in low or "NewConnectionError" in text or "Name or service" in text
+            if refused:
+                return WalletUnreachable(f"cannot reach Lightspark for {what} ({kind}); nothing was paid")
             return WalletError(
                 f"cannot reach Lightspark for {what} ({kind})"
-                + ("; nothing was paid" if refused or not paying else "; the payment may have gone out: look it up"),
-                outcome_known=refused or not paying,
+                + ("; nothing was paid" if not paying else "; the payment may have gone out: look it up"),
+                outcome_known=not paying,
             )
         if code == "HTTP_ERROR":
             if " 401 " in f" {text} " or " 403 " in f" {text} " or "unauthorized" in low or "forbidden" in low:

@@ -42,6 +42,7 @@ from httpay.errors import (
     InsufficientFunds,
     PaymentTimeout,
     WalletError,
+    WalletUnreachable,
     redact,
 )
 from httpay.safe import get_logger, mask_urls
@@ -123,7 +124,7 @@ class LNbitsWallet(Wallet):
                 outcome_known=not sent,
             ) from None
         except httpx.ConnectError as exc:
-            raise WalletError(
+            raise WalletUnreachable(
                 f"cannot reach LNbits at {self.url}: {self._scrub(str(exc))}; check the URL and that it runs"
             ) from None
         except httpx.HTTPError as exc:

@@ -48,6 +48,7 @@ from httpay.errors import (
     InsufficientFunds,
     PaymentTimeout,
     WalletError,
+    WalletUnreachable,
     redact,
 )
 from httpay.safe import get_logger, mask_urls
@@ -175,7 +176,7 @@ class LNDWallet(Wallet):
         name = type(exc).__name__
         if isinstance(exc, _NOT_SENT):
             hint = " (check the URL, that LND runs, and its TLS certificate)" if isinstance(exc, httpx.ConnectError) else ""
-            return WalletError(f"cannot reach LND at {self.url} for {what}: {self._scrub(str(exc)) or name}{hint}; nothing was paid")
+            return WalletUnreachable(f"cannot reach LND at {self.url} for {what}: {self._scrub(str(exc)) or name}{hint}; nothing was paid")
         if isinstance(exc, httpx.TimeoutException):
             if paying:
                 return PaymentTimeout(

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from httpay import safe
-from httpay.errors import AlreadyPaid, ConfigError, InsufficientFunds, PaymentTimeout, WalletError
+from httpay.errors import AlreadyPaid, ConfigError, InsufficientFunds, PaymentTimeout, WalletError, WalletUnreachable
 from httpay.extras import require
 from httpay.safe import get_logger
 from httpay.wallets.base import Payment, PaymentStatus, Wallet, fingerprint, invoice_facts
@@ -250,7 +250,7 @@ class NWCWallet(Wallet):
         if not out.success:
             reasons = "; ".join(safe.clean(v, 80) for v in out.failed.values()) or "no answer"
             await client.shutdown()
-            raise WalletError(
+            raise WalletUnreachable(
                 f"cannot reach the NWC relay {', '.join(self.relays)} ({reasons}); nothing was sent. "
                 "Check the relay in NWC_URI and that it is up"
             )
