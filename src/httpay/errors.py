@@ -101,6 +101,7 @@ class ChallengeInFlight(PaymentRefused):
 # How the library surface names a knob a refusal points at (Policy fields are `Policy(field=...)`).
 LIBRARY_KNOBS: dict[str, str] = {
     "max_price": "the request's price cap (extensions=client.max_price(...))",
+    "approval_timeout": "ApprovalQueue(timeout_s=...)",
 }
 
 

@@ -27,7 +27,8 @@ from httpay.amounts import (
 from httpay.errors import ConfigError, PaymentRefused
 
 Strategy = Literal["cheapest", "cheapest_per_credit", "covers_calls", "largest"]
-Approval = Any  # an approver's answer: True, False/None, or the offer (or its id) a person picked instead
+Approval = Any  # an approver's answer: True, False/None, or the offer (or its id) a person picked instead; it may
+# also raise PaymentRefused to say why not (ApprovalQueue does when nobody answered in time)
 Approver = Callable[[Any], Approval | Awaitable[Approval]]  # called with the `httpay.Quote` to approve
 PAYABLE_METHODS = ("lightning", "x402", "mpp")  # what a Policy(methods=...) entry starts with (before any ":")
 PUBKEY = re.compile(r"0[23][0-9a-fA-F]{64}")  # a Lightning node's compressed public key

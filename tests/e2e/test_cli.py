@@ -54,10 +54,20 @@ def test_demo_approve_yes_pays_and_no_pays_nothing(tmp_path: Path) -> None:
     assert "Pay $0.01 (10 sat ($0.01)) for '1 Credit Package'?" in yes.stdout
     assert "Served after payment: HTTP 200" in yes.stdout
     no = httpay_cmd("demo", "--approve", "--ledger", str(tmp_path / "no.sqlite3"), stdin="n\n")
-    assert no.returncode == 0, no.stderr
+    assert no.returncode == 3, no.stderr  # refused by a person: the documented refusal code, as `get --ask` says it
     assert "refused by the approver" in no.stdout and "Served after payment" not in no.stdout
     data = json.loads(httpay_cmd("ledger", "--ledger", str(tmp_path / "no.sqlite3"), "--json").stdout)
     assert data["payments"] == [] and data["spent_msat"] == 0
+
+
+def test_a_demo_refusal_exits_3_and_names_the_demo_flag(tmp_path: Path) -> None:
+    """The demo says a refusal once, with the flag that set the limit (not the library's knob), and
+    ends with the refusal code every command uses."""
+    p = httpay_cmd("demo", "--non-interactive", "--max-per-payment-usd", "0.001", "--ledger", str(tmp_path / "l.db"))
+    assert p.returncode == 3, p.stderr + p.stdout
+    said = " ".join(p.stdout.split())
+    assert said.count("refused: the cheapest offer costs 10 sat") == 1, p.stdout
+    assert "raise --max-per-payment-usd to pay it" in said and "raise Policy(" not in said
 
 
 def test_approve_and_non_interactive_conflict() -> None:

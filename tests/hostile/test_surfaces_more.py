@@ -183,6 +183,23 @@ def test_get_ask_then_approve_another_offer(case: Pick, cli: Callable[..., Ran],
     assert wallet.calls == [] and receipts == [] and spent == 0
 
 
+def test_get_ask_with_nobody_answering_says_so_and_names_the_flag(svc: HostileService, wallet: CountingWallet,
+                                                                   ledger: Path, tmp_path: Path,
+                                                                   cli: Callable[..., Ran]) -> None:
+    """No answer within --approval-timeout is a refusal saying nobody answered (not "refused by the
+    approver": nobody refused), naming the flag that sets the wait; the approval is recorded denied."""
+    url = svc.v02("/v02", offers=NOTEBOOK_OFFERS)
+    queue_path = tmp_path / "approvals.db"
+    ran = cli("get", url, "--ask", "--approvals", str(queue_path), "--ledger", str(ledger), "--approval-timeout",
+              "0.2", "--usd-per-btc", str(RATE))
+    assert ran.code == 3, ran.err
+    assert "nobody answered approval #1 within 0.2 s" in ran.err and "raise --approval-timeout" in ran.err
+    assert "refused by the approver" not in ran.err and ran.err.count("httpay: refused") == 1, ran.err
+    with ApprovalQueue(queue_path) as q:
+        assert (q.get(1).status, q.get(1).decided_by) == ("denied", "timeout")
+    assert wallet.calls == []
+
+
 def test_the_approvals_list_shows_the_offers_one_may_approve_instead(svc: HostileService, wallet: CountingWallet,
                                                                       ledger: Path, tmp_path: Path,
                                                                       cli: Callable[..., Ran]) -> None:

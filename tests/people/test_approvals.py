@@ -73,11 +73,38 @@ def test_a_denial_answers_false(queue: ApprovalQueue, ledger_path: Path) -> None
     assert queue.get(1).status == "denied" and queue.get(1).decided_by == "bob"
 
 
-def test_no_answer_in_time_is_a_no(ledger_path: Path) -> None:
+def test_no_answer_in_time_is_a_no_that_says_so(ledger_path: Path) -> None:
     with ApprovalQueue(ledger_path, timeout_s=0.1, poll_s=0.02) as q:
-        assert q(decision()) is False
+        with pytest.raises(httpay.PaymentRefused) as no:
+            q(decision())
         a = q.get(1)
     assert (a.status, a.reason, a.decided_by) == ("denied", "timed out", "timeout")
+    assert no.value.rule == "approval" and "nobody answered approval #1 within 0.1 s" in str(no.value)
+    assert "raise ApprovalQueue(timeout_s=...)" in str(no.value) and "refused by the approver" not in str(no.value)
+
+
+def test_a_wait_stopped_midway_denies_its_approval(ledger_path: Path) -> None:
+    """Ctrl-C (or a cancelled task) while waiting: the approval is not left waiting for an answer
+    nobody will use (a person approving it later would pay for nothing)."""
+    with ApprovalQueue(ledger_path, timeout_s=30, poll_s=0.02) as q:
+        waiting = q._wait(decision())
+        next(waiting)
+        assert [a.id for a in q.pending()] == [1]
+        waiting.close()
+        a = q.get(1)
+
+        async def cancelled() -> None:
+            task = asyncio.ensure_future(q.aapprove(decision()))
+            while not q.pending():
+                await asyncio.sleep(0.01)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+        asyncio.run(cancelled())
+        b = q.get(2)
+    assert (a.status, a.decided_by) == ("denied", "abandoned") and a.reason == "the request that asked was stopped"
+    assert (b.status, b.decided_by) == ("denied", "abandoned")
 
 
 def test_an_answer_cannot_be_changed_and_unknown_ids_are_named(queue: ApprovalQueue) -> None:
@@ -181,13 +208,14 @@ def test_progress_ticks_while_waiting_and_the_spinner_shows_elapsed_time(ledger_
     def watch(a: Approval) -> Iterator[Callable[[float], None]]:
         yield lambda elapsed: seen.append((a.id, elapsed))
 
-    with ApprovalQueue(ledger_path, timeout_s=0.1, poll_s=0.02, progress=watch) as q:
+    with ApprovalQueue(ledger_path, timeout_s=0.1, poll_s=0.02, progress=watch) as q, pytest.raises(httpay.PaymentRefused):
         q(decision())
     assert seen and all(i == 1 for i, _ in seen) and seen[-1][1] >= seen[0][1]
 
     out = io.StringIO()
     console = Console(file=out, force_terminal=True, width=200)
-    with ApprovalQueue(ledger_path, timeout_s=0.1, poll_s=0.02, progress=spinner(console)) as q:
+    with ApprovalQueue(ledger_path, timeout_s=0.1, poll_s=0.02, progress=spinner(console)) as q, \
+            pytest.raises(httpay.PaymentRefused):
         q(decision())
     text = out.getvalue()
     assert "waiting for approval #2: 1 Credit Package ($0.01 ≈ 10 sat ($0.01)) for stock.test" in text

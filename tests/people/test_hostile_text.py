@@ -126,10 +126,11 @@ def test_the_demo_story_shows_server_text_as_typed() -> None:
     url = "https://svc.example/x"
     challenge = to_challenge(offers, url)
     decision = quote(challenge, httpay.Policy(max_per_payment_sat=100), url=url, host="svc.example", usd_per_btc=None)
-    story.on_event(ev.ChallengeMet(url, "r1", challenge))
-    story.on_event(ev.Quoted(url, "r1", decision))
-    story.on_event(ev.Refused(url, "r1", rule="x", reason="refused: [bold red]no[/] [/x]"))
-    story.on_event(ev.PaymentFailed(url, "r1", receipt=None, error="[/oops]"))
+    with story:  # a refusal no exception follows is said as the story ends
+        story.on_event(ev.ChallengeMet(url, "r1", challenge))
+        story.on_event(ev.Quoted(url, "r1", decision))
+        story.on_event(ev.Refused(url, "r1", rule="x", reason="refused: [bold red]no[/] [/x]"))
+        story.on_event(ev.PaymentFailed(url, "r1", receipt=None, error="[/oops]"))
     shown = story.console.export_text()
     assert "Premium [/x] plan\\nFORGED" in shown and "refused: [bold red]no[/] [/x]" in shown and "[/oops]" in shown
 
@@ -200,7 +201,9 @@ def test_the_approval_spinner_shows_a_hostile_title_as_typed(tmp_path: Path) -> 
                      url="https://svc.example/x", host="svc.example", usd_per_btc=None)
     out = io.StringIO()
     console = Console(file=out, force_terminal=True, width=250)
-    with ApprovalQueue(tmp_path / "q.db", timeout_s=0.1, poll_s=0.02, progress=spinner(console)) as q:
-        assert q(decision) is False
+    with ApprovalQueue(tmp_path / "q.db", timeout_s=0.1, poll_s=0.02, progress=spinner(console)) as q, \
+            pytest.raises(httpay.PaymentRefused) as no:
+        q(decision)
+    assert "\x1b[" not in str(no.value) and "\nFORGED" not in str(no.value)
     shown = out.getvalue()
     assert "[bold red]Premium [/x] plan\\nFORGED" in shown and "\x1b[1;31mPremium" not in shown

@@ -4,7 +4,7 @@ An agent's client blocks in `ApprovalQueue.__call__` (or awaits `aapprove`) whil
 decides elsewhere: in `httpay dashboard`, with `httpay approvals approve ID`, or from Python
 with `queue.decide(...)`. The queue is a table `approvals` in a SQLite file (the ledger's own
 file is fine), so the agent and the person may be different processes. No answer before the
-timeout means no.
+timeout means no (a refusal that says nobody answered); a wait stopped by Ctrl-C denies its approval.
 
     queue = ApprovalQueue("ledger.sqlite3")
     client = httpay.Client(wallet=w, policy=httpay.Policy(approve=queue), ledger="ledger.sqlite3")
@@ -28,7 +28,7 @@ from typing import Any, Self
 from httpay.amounts import fmt_msat
 from httpay.core.model import Offer
 from httpay.core.model import Quote as Decision
-from httpay.errors import ApprovalError, ConfigError, LedgerError
+from httpay.errors import ApprovalError, ConfigError, LedgerError, PaymentRefused
 from httpay.ledger.sqlite import connect
 from httpay.safe import clean, get_logger, markup, plain
 from httpay.view import Cell, Column, Row, View, row, status_cell
@@ -228,8 +228,8 @@ class ApprovalQueue:
     """Hold each payment the policy would make until a person approves or denies it.
 
     Use the queue itself as `Policy(approve=queue)` with `httpay.Client`, and `queue.aapprove`
-    with `httpay.AsyncClient`. It answers True (approved) or False (denied, or nobody answered
-    within `timeout_s`). `progress` shows the wait (the CLI passes a spinner); the wait is also
+    with `httpay.AsyncClient`. It answers True (approved) or False (denied); nobody answering
+    within `timeout_s` is a PaymentRefused saying so. `progress` shows the wait (the CLI passes a spinner); the wait is also
     logged.
     """
 
@@ -332,11 +332,20 @@ class ApprovalQueue:
             self._cond.notify_all()
         return decided
 
-    def _expire(self, approval_id: int) -> Approval:
+    def _close(self, approval_id: int, by: str, reason: str) -> Approval | None:
+        """Deny a waiting approval nobody will wait for any more (None: a person answered at the
+        last moment, and their answer stands)."""
         try:
-            return self.decide(approval_id, False, "timeout", reason="timed out")
+            return self.decide(approval_id, False, by, reason=reason)
         except ApprovalError:
-            return self.get(approval_id)  # a person answered at the last moment: their answer stands
+            return None
+
+    def _unanswered(self, a: Approval, decision: Decision) -> PaymentRefused:
+        """No answer in time is a no, said as such: the person should know nobody was asked in vain."""
+        return PaymentRefused(f"refused: nobody answered approval #{a.id} within {self.timeout_s:g} s "
+                              f"({clean(decision, 300)}); it is recorded as denied", rule="approval",
+                              offers=decision.offers, knob="approval_timeout",
+                              advice="answer sooner (`httpay approvals`, the dashboard) or raise {knob}")
 
     # -- the approver --------------------------------------------------------------------------
     def _start(self, decision: Decision) -> Approval:
@@ -361,38 +370,53 @@ class ApprovalQueue:
         a = self._start(decision)
         start = time.monotonic()
         with self.progress(a) as tick:
-            while True:
-                current = self.get(a.id)
-                elapsed = time.monotonic() - start
-                if current.status != WAITING:
-                    return self._answer(current, decision)
-                if elapsed >= self.timeout_s:
-                    return self._answer(self._expire(a.id), decision)
-                tick(elapsed)
-                yield min(self.poll_s, self.timeout_s - elapsed)
+            try:
+                while True:
+                    current = self.get(a.id)
+                    elapsed = time.monotonic() - start
+                    if current.status != WAITING:
+                        return self._answer(current, decision)
+                    if elapsed >= self.timeout_s:
+                        if (expired := self._close(a.id, "timeout", "timed out")) is not None:
+                            raise self._unanswered(expired, decision)
+                        return self._answer(self.get(a.id), decision)
+                    tick(elapsed)
+                    yield min(self.poll_s, self.timeout_s - elapsed)
+            except GeneratorExit:  # the asking request was stopped (Ctrl-C, a cancelled task): nobody waits
+                self._close(a.id, "abandoned", "the request that asked was stopped")
+                raise
 
     def __call__(self, decision: Decision) -> bool | Offer:
-        """Block until a person answers (True = pay, an Offer = pay that one) or the timeout passes (False)."""
+        """Block until a person answers (True = pay, an Offer = pay that one; False: denied).
+        PaymentRefused when nobody answered within `timeout_s`; an interrupted wait (Ctrl-C) denies
+        the approval, so it is not left waiting for an answer nobody will use."""
         waiting = self._wait(decision)
-        while True:
-            try:
-                delay = next(waiting)
-            except StopIteration as done:
-                answer: bool | Offer = done.value
-                return answer
-            with self._cond:  # woken early when a decision is made in this process
-                self._cond.wait(delay)
+        try:
+            while True:
+                try:
+                    delay = next(waiting)
+                except StopIteration as done:
+                    answer: bool | Offer = done.value
+                    return answer
+                with self._cond:  # woken early when a decision is made in this process
+                    self._cond.wait(delay)
+        finally:
+            waiting.close()
 
     async def aapprove(self, decision: Decision) -> bool | Offer:
-        """The async twin of calling the queue: `Policy(approve=queue.aapprove)` with AsyncClient."""
+        """The async twin of calling the queue: `Policy(approve=queue.aapprove)` with AsyncClient (a
+        cancelled task denies its approval)."""
         waiting = self._wait(decision)
-        while True:
-            try:
-                delay = next(waiting)
-            except StopIteration as done:
-                answer: bool | Offer = done.value
-                return answer
-            await asyncio.sleep(delay)
+        try:
+            while True:
+                try:
+                    delay = next(waiting)
+                except StopIteration as done:
+                    answer: bool | Offer = done.value
+                    return answer
+                await asyncio.sleep(delay)
+        finally:
+            waiting.close()
 
     def close(self) -> None:
         with self._lock:

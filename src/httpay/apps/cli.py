@@ -23,23 +23,20 @@ from typing import Any
 import httpx
 from rich.console import Console
 
+from httpay.apps.exit_codes import (
+    EXIT_CODES,
+    EXIT_ERROR,
+    EXIT_HTTP,
+    EXIT_NETWORK,
+    EXIT_OK,
+    EXIT_PAYMENT,
+    EXIT_REFUSED,
+    EXIT_USAGE,
+)
 from httpay.core.rates import resolve_rate
 from httpay.errors import ConfigError, HttpayError, PaymentRefused, UsageError
 from httpay.policy import MAX_POLICY_NUMBER
 from httpay.safe import MAX_LINE, clean, mask_urls, plain
-
-EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_REFUSED, EXIT_PAYMENT, EXIT_NETWORK, EXIT_HTTP = 0, 1, 2, 3, 4, 5, 6
-EXIT_CODES = (
-    (EXIT_OK, "success (the service answered 2xx/3xx)"),
-    (EXIT_ERROR, "an error: a setting is missing or wrong, a ledger does not exist, ..."),
-    (EXIT_USAGE, "usage: a bad flag, a bad number, a URL that is not http:// or https://"),
-    (EXIT_REFUSED, "refused: over a limit (the cost cap, a budget) or refused by the policy or a person; nothing paid"),
-    (EXIT_PAYMENT, ("the payment failed, was made but not honoured, or its outcome is not known yet "
-                    "(`ledger reconcile`: a payment stays pending); the ledger says which")),
-    (EXIT_NETWORK, ("network: could not connect, unknown host, timed out, a wallet that cannot be reached (the payment "
-                   "deadline too; nothing paid)")),
-    (EXIT_HTTP, "the service answered an HTTP error (4xx/5xx, or a 402 nothing could be paid for)"),
-)
 
 
 def _number(*, kind: type = float, positive: bool = False) -> Callable[[str], Any]:
@@ -383,6 +380,7 @@ def _knobs(args: argparse.Namespace) -> dict[str, str]:
     else:
         knobs["payment_deadline"] = (f"--payment-deadline SECONDS (or [client] payment_deadline {where})")
     if getattr(args, "command", None) in REQUEST_COMMANDS:
+        knobs["approval_timeout"] = "--approval-timeout"
         knobs["max_price"] = "--max-price-sat" if args.max_price_sat is not None else "--max-cost"
         if args.budget_usd is not None:
             knobs["budget_usd"] = "--budget-usd"

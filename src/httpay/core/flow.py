@@ -733,7 +733,10 @@ class _Attempt:
         """The approver's answer, quoted again through the very same checks."""
         run, payer, policy = self.run, self.run.payer, self.run.payer.policy
         asked_at = time.monotonic()
-        answer = yield Ask(q)
+        try:
+            answer = yield Ask(q)
+        except PaymentRefused as exc:  # the approver said why itself (nobody answered in time)
+            raise run.refused(exc, self.response, self.challenge) from None
         if (deadline := deadline_of(self.response)) is not None:
             deadline.paused(asked_at)  # a person's time to decide is not the service's delay
         try:

@@ -29,6 +29,7 @@ from httpay.apps.display import (
     payment_request_table,
     receipts_table,
 )
+from httpay.apps.exit_codes import EXIT_ERROR, EXIT_REFUSED, EXIT_USAGE
 from httpay.core import events as ev
 from httpay.core.model import Quote
 from httpay.demo.runner import serve_in_thread
@@ -65,13 +66,15 @@ class Story:
         self.step = 0
         self.decision: Quote | None = None
         self._waiting: Progress | None = None  # a spinner with elapsed time while the wallet pays
-        self._refusal_shown = False  # a Refused event said why: the exception it ends with is not said again
+        self._refused: str | None = None  # a Refused event's reason, said once: by the refusal it ends with
 
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, kind: object, *exc: object) -> None:
         self._stop_waiting()  # never leave a spinner running after an error
+        if self._refused is not None and kind is None:  # refused, and nothing came to say it: the event's reason
+            self._print_refusal(self._refused)
 
     def _stop_waiting(self) -> None:
         if self._waiting is not None:
@@ -124,14 +127,19 @@ class Story:
             self.console.print(f"[red]payment failed[/]: {safe.markup(e.error, safe.MAX_LINE)}")
         elif isinstance(e, ev.Refused):
             self._stop_waiting()
-            self._refusal_shown = True
-            self.console.print(f"[red]refused[/]: {safe.markup(e.reason.removeprefix('refused: '), safe.MAX_LINE)}")
+            self._refused = e.reason
+
+    def _print_refusal(self, text: str) -> None:
+        self._refused = None
+        self.console.print(f"[red]refused[/]: {safe.markup(text.removeprefix('refused: '), safe.MAX_LINE)}")
 
     def show_refusal(self, exc: HttpayError) -> None:
-        """The refusal a request ended with, unless its event already said it (said once, not twice)."""
+        """The refusal a request ended with, once, its advice naming the demo's own flags."""
         self._stop_waiting()
-        if not self._refusal_shown:
-            self.console.print(f"[red]{safe.markup(exc, safe.MAX_LINE)}[/]")
+        self._print_refusal(exc.render(DEMO_KNOBS) if isinstance(exc, httpay.PaymentRefused) else str(exc))
+
+
+DEMO_KNOBS = {"max_per_payment_usd": "--max-per-payment-usd", "budget_usd": "--budget-usd"}  # `httpay demo`'s own
 
 
 def _ask_person(question: str, console: Console, confirm: Callable[[str], bool] | None) -> bool:
@@ -152,7 +160,7 @@ def run_story(*, approve: bool = False, non_interactive: bool = False, ledger: s
     console = console or Console()
     if approve and non_interactive:
         console.print("[red]--approve asks a person; it cannot be combined with --non-interactive[/]")
-        return 2
+        return EXIT_USAGE
     console.print(Panel(DEMO_LABEL, title="httpay demo", border_style="magenta"))
     tmp = None
     if ledger is None:
@@ -165,7 +173,7 @@ def run_story(*, approve: bool = False, non_interactive: bool = False, ledger: s
                         budget_usd=budget_usd, max_per_payment_usd=max_per_payment_usd, confirm=confirm)
     except HttpayError as exc:
         console.print(f"[red]httpay: {type(exc).__name__}: {safe.markup(exc, safe.MAX_LINE)}[/]")
-        return 1
+        return EXIT_ERROR
     finally:
         if tmp is not None:
             tmp.cleanup()
@@ -210,7 +218,7 @@ def _tell(base: str, console: Console, *, approve: bool, non_interactive: bool, 
         except httpay.PaymentRefused as exc:
             story.show_refusal(exc)
             _summary(story, client, wallet, policy, rate)
-            return 0 if exc.rule == "approval" else 1
+            return EXIT_REFUSED
         story.say(f"Served after payment: HTTP {msft.status_code}", ticker_table("MSFT", msft.json()))
         _summary(story, client, wallet, policy, rate)
     info = plain.get("/info", headers=auth).json()
@@ -250,7 +258,7 @@ def _tell_classic(base: str, console: Console, *, approve: bool, non_interactive
         except httpay.PaymentRefused as exc:
             story.show_refusal(exc)
             _summary(story, client, wallet, policy, rate)
-            return 0 if exc.rule == "approval" else 1
+            return EXIT_REFUSED
         story.say(f"Served with `Authorization: L402 <macaroon>:<preimage>`: HTTP {msft.status_code}",
                   ticker_table("MSFT", msft.json()))
         aapl = client.get("/l402/ticker/AAPL")
@@ -296,7 +304,7 @@ def _tell_mpp(base: str, console: Console, *, approve: bool, non_interactive: bo
         except httpay.PaymentRefused as exc:
             story.show_refusal(exc)
             _summary(story, client, wallet, policy, rate)
-            return 0 if exc.rule == "approval" else 1
+            return EXIT_REFUSED
         receipt = httpay.receipt_of(msft)
         story.say(f"Served with `Authorization: Payment <challenge echo + preimage>`: HTTP {msft.status_code}; "
                   f"the service's Payment-Receipt is on ledger #{receipt.id if receipt else '?'}",

@@ -1,0 +1,16 @@
+"""The command's exit codes, one place for every command that ends with one (`httpay`, its demo)."""
+
+from __future__ import annotations
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_REFUSED, EXIT_PAYMENT, EXIT_NETWORK, EXIT_HTTP = 0, 1, 2, 3, 4, 5, 6
+EXIT_CODES = (
+    (EXIT_OK, "success (the service answered 2xx/3xx)"),
+    (EXIT_ERROR, "an error: a setting is missing or wrong, a ledger does not exist, ..."),
+    (EXIT_USAGE, "usage: a bad flag, a bad number, a URL that is not http:// or https://"),
+    (EXIT_REFUSED, "refused: over a limit (the cost cap, a budget) or refused by the policy or a person; nothing paid"),
+    (EXIT_PAYMENT, ("the payment failed, was made but not honoured, or its outcome is not known yet "
+                    "(`ledger reconcile`: a payment stays pending); the ledger says which")),
+    (EXIT_NETWORK, ("network: could not connect, unknown host, timed out, a wallet that cannot be reached (the payment "
+                   "deadline too; nothing paid)")),
+    (EXIT_HTTP, "the service answered an HTTP error (4xx/5xx, or a 402 nothing could be paid for)"),
+)
