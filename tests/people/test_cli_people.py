@@ -8,6 +8,7 @@ import contextlib
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -282,6 +283,31 @@ def test_get_ask_waits_for_a_person_in_another_process(demo: RunningServer, acco
     assert again.returncode == 1 and "already approved by alice" in again.stderr
     answered = json.loads(cli("approvals", "list", "--all", "--json", "--ledger", ledger).stdout)["approvals"]
     assert [(a["status"], a["decided_by"]) for a in answered] == [("approved", "alice")]
+
+
+def test_ctrl_c_while_get_ask_waits_denies_the_approval(demo: RunningServer, account: dict[str, str],
+                                                       wallet_env: dict[str, str], tmp_path: Path,
+                                                       cli: Callable[..., Ran]) -> None:
+    """A person who stops the waiting command leaves no approval waiting: approving it later would
+    answer a request that no longer exists."""
+    ledger = str(tmp_path / "interrupted.sqlite3")
+    agent = spawn("get", f"{demo.url}/ticker/MSFT", "-H", f"Authorization: {account['Authorization']}", "--ask",
+                  "--budget-usd", "1", "--ledger", ledger, env=wallet_env)
+    try:
+        waiting = _wait_for_approval(ledger, agent)
+        agent.send_signal(signal.SIGINT)
+        _, err = agent.communicate(timeout=60)
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+    assert agent.returncode != 0 and "Traceback" not in err, err
+    with ApprovalQueue(ledger) as q:
+        a = q.get(waiting["id"])
+        assert (a.status, a.decided_by) == ("denied", "abandoned") and q.pending() == []
+    late = cli("approvals", "approve", str(waiting["id"]), "--ledger", ledger)
+    assert late.returncode == 1 and "already denied by abandoned" in late.stderr
+    assert json.loads(cli("ledger", "--ledger", ledger, "--json").stdout)["payments"] == []
+    assert credits(demo, account) == 0
 
 
 def test_get_ask_denied_pays_nothing(demo: RunningServer, account: dict[str, str], wallet_env: dict[str, str],
