@@ -138,6 +138,7 @@ class Column:
     style: str = ""
     wrap: bool = True
     max_width: int | None = None
+    min_width: int | None = None  # kept on a narrow terminal: the column that says what it is about
     ratio: int | None = None
     overflow: Literal["fold", "crop", "ellipsis"] = "ellipsis"
     hint: str = ""
@@ -251,7 +252,8 @@ def rich_table(v: View) -> Table:
         t.box, t.pad_edge, t.show_edge, t.padding = box.SIMPLE_HEAD, False, False, (0, 1, 0, 0)
     for col in v.columns:
         t.add_column(plain(col.label, 80), justify=col.align, style=_rich_style(col.style, "bold" if col.key else ""),
-                     no_wrap=not col.wrap, max_width=col.max_width, ratio=col.ratio, overflow=col.overflow)
+                     no_wrap=not col.wrap, max_width=col.max_width, min_width=col.min_width, ratio=col.ratio,
+                     overflow=col.overflow)
     for r in v.rows:
         t.add_row(*(_text(c) for c in r.cells), style=_rich_style(r.style) or None)
     return t

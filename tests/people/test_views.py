@@ -311,3 +311,21 @@ def test_refusals_render_as_a_table_in_every_renderer(ledger: SQLiteLedger) -> N
         assert "s3cret" not in out
     assert "&lt;b&gt;5,000 sat&lt;/b&gt;" in page and "<b>5,000" not in page
     assert "nothing refused" in str(refusals_view([]))
+
+
+def test_approvals_waiting_read_at_80_columns(tmp_path: Any) -> None:
+    """`httpay approvals` in a standard terminal: every waiting approval's offer and price, and each
+    other offer it may be approved with, stay on screen (the offer column used to be squeezed out)."""
+    from httpay.apps.approvals import ApprovalQueue, approvals_view
+    from tests.helpers import quote_of
+
+    offers = httpay.PaymentOffers.from_dict(challenge_body())
+    with ApprovalQueue(tmp_path / "q.db") as q:
+        q.add(quote_of(offers, "https://api.stock-service.example.com/ticker/MSFT?range=5y",
+                       "api.stock-service.example.com", usd_per_btc=RATE))
+        shown = text(approvals_view(q.pending()), width=80)
+    assert all(len(line) <= 80 for line in shown.splitlines())
+    flat = " ".join(shown.split())
+    for want in ("waiting", "1 Credit Package", "(offer_c668e0c0)", "$0.01 ≈ 10", "or --offer", "offer_97bf23f7:",
+                 "offer_a896b13c:", "$4.99 (over", "a limit)"):
+        assert want in flat, (want, shown)

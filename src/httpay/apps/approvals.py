@@ -164,7 +164,8 @@ def _other_choices(a: Approval) -> tuple[list[Row], int]:
 def approvals_view(approvals: Iterable[Approval], title: str = "Approvals") -> View:
     """One row per approval; under it, a dim row per other offer it may be approved with instead."""
     columns = (Column("#", align="right", wrap=False), Column("asked (UTC)", wrap=False), Column("status", wrap=False),
-               Column("host", wrap=False, max_width=24), Column("offer", ratio=1), Column("price", wrap=False),
+               Column("host", wrap=False, max_width=18), Column("offer", ratio=2, min_width=18),
+               Column("price", ratio=1, min_width=12),
                Column("decided by"))
     rows: list[Row] = []
     for a in approvals:
