@@ -260,3 +260,23 @@ def _parses(body: bytes | bytearray | str) -> bool:
     except ValueError:
         return False
     return True
+
+
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110: what a field name may be
+_FIELD_VALUE = re.compile(r"[\t\x20-\x7e]*")          # visible ASCII, space and tab: no CR, LF or NUL
+
+
+def header_problem(name: object, value: object) -> str | None:
+    """What is wrong with a request header a person or a model gave (None: nothing), said so they can
+    fix it, before httpx or h11 raise something of their own from deep inside."""
+    if not isinstance(name, str) or not isinstance(value, str):
+        return f"a header's name and value are text, got {type(name).__name__} and {type(value).__name__}"
+    shown = clean(repr(name), 40)
+    if not _TOKEN.fullmatch(name):
+        return f"{shown} is not a header name (letters, digits and !#$%&'*+-.^_`|~, no spaces or colons)"
+    if not _FIELD_VALUE.fullmatch(value):
+        if not value.isascii():
+            return f"header {shown} is not ASCII text; encode anything else (e.g. percent-encoding) first"
+        return f"header {shown} holds a line break or a control character, which a header cannot carry"
+    return None
+

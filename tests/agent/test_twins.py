@@ -102,6 +102,21 @@ CASES = [
          True, kwargs={"content_type": "text/csv"}),
     Case("a negative USD cap", "fetch", ("/x",), "error: max_price_usd must be a non-negative number", True,
          kwargs={"max_price_usd": -1.0}),
+    Case("a non-ASCII header", "fetch", ("/x",), "error: header 'X-Name' is not ASCII text; encode anything else "
+         "(e.g. percent-encoding) first. Nothing was sent or paid.", True, kwargs={"headers": {"X-Name": "café"}}),
+    Case("a header with a line break", "fetch", ("/x",), "error: header 'X' holds a line break or a control "
+         "character, which a header cannot carry. Nothing was sent or paid.", True,
+         kwargs={"headers": {"X": "a\r\nInjected: 1"}}),
+    Case("a header name with a space", "fetch", ("/x",), "error: 'Bad Name' is not a header name", True,
+         kwargs={"headers": {"Bad Name": "x"}}),
+    Case("a header value that is a number", "fetch", ("/x",), "error: a header's name and value are text, got str "
+         "and int. Nothing was sent or paid.", True, kwargs={"headers": {"X": 5}}),
+    Case("headers that are a list", "fetch", ("/x",), "error: headers must be an object of header names to text "
+         "values, got list", True, kwargs={"headers": ["X: 1"]}),
+    Case("a body that is not text", "fetch", ("/x",), "error: body must be text (JSON as a string), got dict", True,
+         kwargs={"method": "POST", "body": {"a": 1}}),
+    Case("an ftp URL", "fetch", ("ftp://127.0.0.1/x",), "error: only http:// and https:// URLs can be fetched, got "
+         "ftp://. Nothing was sent or paid.", True),
     Case("offers priced", "offers", ("/ticker/MSFT",), "this costs $0.01 (≈ 10 sat) for 1 credit (cheapest offer: "
          "offer_c668e0c0); nothing was paid.", False, contains=("the policy would pay offer_c668e0c0 by lightning",)),
     Case("offers of an unreachable host", "offers", ("/x",), "error: the request to /x failed: ConnectError", True,

@@ -420,7 +420,11 @@ CLI_CASES = [
     CliCase("offers: a header without a colon", lambda s, t: ["offers", s.free(), "-H", "X"], 2,
             ("argument -H/--header:",)),
     CliCase("a header that is not ASCII", lambda s, t: ["get", s.free(), "-H", "X-A: é"], 2,
-            ("argument -H/--header: 'X-A': a header is ASCII text",)),
+            ("argument -H/--header: header 'X-A' is not ASCII text",)),
+    CliCase("a header name with a space", lambda s, t: ["get", s.free(), "-H", "Bad Name: x"], 2,
+            ("argument -H/--header: 'Bad Name' is not a header name",)),
+    CliCase("a header value with a control character", lambda s, t: ["get", s.free(), "-H", "X-A: a\x01b"], 2,
+            ("argument -H/--header: header 'X-A' holds a line break or a control character",)),
 
     CliCase("a negative TOML budget names the key", lambda s, t: [
         "get", s.free(), "--policy", _policy_file(t, "budget_usd = -1\n")], 1, ("budget_usd must be a non-negative",)),

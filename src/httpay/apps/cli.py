@@ -36,7 +36,7 @@ from httpay.apps.exit_codes import (
 from httpay.core.rates import resolve_rate
 from httpay.errors import ConfigError, HttpayError, PaymentRefused, UsageError
 from httpay.policy import MAX_POLICY_NUMBER
-from httpay.safe import MAX_LINE, clean, mask_urls, plain
+from httpay.safe import MAX_LINE, clean, header_problem, mask_urls, plain
 
 
 def _number(*, kind: type = float, positive: bool = False) -> Callable[[str], Any]:
@@ -68,12 +68,13 @@ def _seconds(text: str) -> float:
 
 def _header_arg(text: str) -> str:
     """An argparse type for -H: 'Name: value' (a bad one is a usage error, exit 2)."""
-    name, sep, _ = text.partition(":")
+    name, sep, value = text.partition(":")
     if not sep or not name.strip():
-        raise argparse.ArgumentTypeError(f"{text[:60]!r} must look like 'Name: value', e.g. 'Authorization: Bearer ...'")
-    if not text.isascii():
-        raise argparse.ArgumentTypeError(f"{name.strip()[:40]!r}: a header is ASCII text; encode anything else "
-                                         "(e.g. percent-encoding) first")
+        raise argparse.ArgumentTypeError(f"{clean(repr(text), 60)} must look like 'Name: value', e.g. "
+                                         "'Authorization: Bearer ...'")
+    problem = header_problem(name.strip(), value.strip())
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
     return text
 
 

@@ -56,7 +56,7 @@ from httpay.errors import (
 )
 from httpay.ledger import Receipt
 from httpay.policy import Policy
-from httpay.safe import MAX_LINE, MAX_TEXT, clean
+from httpay.safe import MAX_LINE, MAX_TEXT, clean, header_problem
 from httpay.safe import loads as safe_loads
 from httpay.wallets.base import Wallet
 
@@ -204,6 +204,9 @@ class _ToolCore:
                                       "payment_deadline": f"{kind}(payment_deadline=...)" if owns
                                       else f"httpay.{kind}(payment_deadline=...)", **(knobs or {})}
         self._default_headers = dict(headers or {})
+        for name, value in self._default_headers.items():
+            if (problem := header_problem(name, value)) is not None:  # said now, not on the model's first fetch
+                raise ConfigError(f"{type(self).__name__}(headers=...): {problem}")
         self._secrets: set[str] = set()
         self._kept: OrderedDict[tuple[str, str], _Kept] = OrderedDict()
         self._lock = threading.RLock()
@@ -268,7 +271,7 @@ class _ToolCore:
     # -- the tool programs (driven by Toolbox in its thread, by AsyncToolbox on its event loop) ---------
     def _fetch(self, url: str, method: str, headers: dict[str, str] | None, body: str | None,
                max_price_usd: float | None, content_type: str | None, max_chars: int, offset: int) -> Steps:
-        bad = self._bad_fetch(method, body, content_type, max_price_usd, max_chars, offset)
+        bad = self._bad_fetch(url, method, headers, body, content_type, max_price_usd, max_chars, offset)
         if bad is not None:
             return bad
         verb = method.strip().upper()
@@ -480,10 +483,25 @@ class _ToolCore:
             f"{_cut_note(offset, n, len(kept.text), kept.total, escaped)}"))
 
     # -- checks ------------------------------------------------------------------------------------------
-    def _bad_fetch(self, method: str, body: str | None, content_type: str | None, max_price_usd: float | None,
-                   max_chars: int, offset: int) -> ToolText | None:
+    def _bad_fetch(self, url: str, method: str, headers: Mapping[str, str] | None, body: str | None,
+                   content_type: str | None, max_price_usd: float | None, max_chars: int,
+                   offset: int) -> ToolText | None:
         """Bad arguments, said as the model can correct them, before anything is sent."""
         nothing = " Nothing was sent or paid."
+        if not isinstance(url, str) or not url.strip():
+            return _error(f"error: url must be the address to fetch, got {_shown(url)}.{nothing}")
+        scheme, sep, _ = url.partition("://")
+        if sep and scheme.lower() not in ("http", "https"):
+            return _error(f"error: only http:// and https:// URLs can be fetched, got {clean(scheme, 20)}://.{nothing}")
+        if headers is not None:
+            if not isinstance(headers, Mapping):
+                return _error(f"error: headers must be an object of header names to text values, got "
+                              f"{type(headers).__name__}.{nothing}")
+            for name, value in headers.items():
+                if (problem := header_problem(name, value)) is not None:
+                    return _error(f"error: {problem}.{nothing}")
+        if body is not None and not isinstance(body, str):
+            return _error(f"error: body must be text (JSON as a string), got {type(body).__name__}.{nothing}")
         if not isinstance(method, str) or method.strip().upper() not in HTTP_METHODS:
             return _error(f"error: method must be one of {', '.join(HTTP_METHODS)}, got {_shown(method)}.{nothing}")
         if max_price_usd is not None and (isinstance(max_price_usd, bool) or not isinstance(max_price_usd, int | float)
