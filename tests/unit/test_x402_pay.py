@@ -203,7 +203,10 @@ def test_known_usdc_is_valued_in_usd_then_msat() -> None:
     ({"extra": {"name": "USDC", "version": "2", "decimals": 18}}, "has 6"),  # may not understate a known price
     ({"asset": "0x" + "12" * 20, "extra": {"name": "Mystery", "version": "1"}}, "cannot be told"),
     ({"asset": "0x" + "12" * 20, "extra": {"name": "USD Token", "version": "1"}}, "cannot be told"),  # no decimals
-    ({"asset": "0x" + "12" * 20, "extra": {"name": "Some USD", "decimals": 6}}, "EIP-712"),  # no version
+    ({"asset": "0x" + "12" * 20, "extra": {"name": "Some USD", "decimals": 6}}, "cannot be told"),
+    # a real token httpay does not know, claiming 18 decimals: $1,000 would look like a nanodollar
+    ({"network": "eip155:10", "asset": "0x7f5c764cbc14f9669b88837ca1490cca17c31607", "amount": "1000000000",
+      "extra": {"name": "USD Coin", "version": "2", "decimals": 18}}, "not a USDC deployment httpay knows"),
 ])
 def test_offers_whose_value_or_shape_is_unsure_are_not_paid(over: dict[str, Any], why: str) -> None:
     p = priced(requirement(**over))
@@ -215,10 +218,18 @@ def test_known_usdc_needs_no_extra() -> None:
     assert not isinstance(p, str) and (p.eip712_name, p.eip712_version) == ("USDC", "2")
 
 
-def test_an_unknown_usd_token_with_declared_decimals_is_valued() -> None:
+def test_a_token_httpay_does_not_know_is_not_valued_by_the_decimals_it_claims() -> None:
+    """The server's `extra.decimals` never prices a token: a USD-named token httpay does not know is
+    unpayable, and a known one (Optimism's USDC) is priced by its real 6 decimals whatever is claimed."""
     p = priced(requirement(asset="0x" + "12" * 20, amount="2500000",
                            extra={"name": "Stable USD", "version": "1", "decimals": 6}))
-    assert not isinstance(p, str) and p.usd == Fraction(5, 2)
+    assert isinstance(p, str) and "cannot be told" in p
+    op = priced(requirement(network="eip155:10", asset="0x0b2C639c533813f4Aa9D7837CAf62653d097Ff85", amount="2500000",
+                            extra={"name": "USD Coin", "version": "2"}))
+    assert not isinstance(op, str) and op.usd == Fraction(5, 2)
+    lie = priced(requirement(network="eip155:10", asset="0x0b2C639c533813f4Aa9D7837CAf62653d097Ff85",
+                             amount="1000000000", extra={"name": "USD Coin", "version": "2", "decimals": 18}))
+    assert isinstance(lie, str) and "has 6" in lie
 
 
 def test_a_signer_limited_to_networks_refuses_others() -> None:

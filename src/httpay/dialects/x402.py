@@ -109,9 +109,9 @@ def _int_extra(extra: Mapping[str, Any], key: str) -> int | None:
 def value(req: X402Requirement) -> tuple[Money, Valued | str]:
     """The requirement's exact price, and either what signing it needs or why it must not be paid.
 
-    Decimals come from the known USDC deployments first (a server must not be able to understate
-    a price by claiming more decimals), else from `extra.decimals` for a USD-named token; with
-    neither, the value is unknowable and it is not paid.
+    Decimals come from the known USDC deployments only: a server must not be able to understate a
+    price by claiming more decimals (18 for a 6-decimal token makes $1,000 look like a nanodollar),
+    so a token httpay does not know is not paid, whatever it is called.
     """
     unknown = Money(req.amount, req.currency)
     if req.scheme not in SCHEMES:
@@ -141,11 +141,8 @@ def value(req: X402Requirement) -> tuple[Money, Valued | str]:
         name = name if isinstance(name, str) and name else known.eip712_name
         version = version if isinstance(version, str) and version else known.eip712_version
     else:
-        label = f"{req.currency} {name if isinstance(name, str) else ''}".upper()
-        if claimed is None or "USD" not in label or claimed > 36:
-            return unknown, (f"asset {req.asset} on {req.network} is not a known USD stablecoin and its value "
-                             "cannot be told; not paying an amount whose worth is unknown")
-        decimals, symbol = claimed, req.currency
+        return unknown, (f"asset {clean(req.asset, 42)} on {clean(req.network, 60)} is not a USDC deployment httpay "
+                         "knows, so its decimals (and the price's worth) cannot be told; not paying it")
     price = Money(req.amount, symbol, decimals=decimals, asset=req.asset, usd_pegged=True)
     if upto:  # the Permit2 domain is fixed: the token's own EIP-712 name and version are not signed
         return price, Valued(req, cid, decimals, "Permit2", "")

@@ -30,6 +30,10 @@ KNOWN_ASSETS: dict[tuple[int, str], KnownAsset] = {
     (42161, "0xaf88d065e77c8cc2239327c5edb3a432268e5831"): KnownAsset("USDC", 6, "USD Coin", "2"),
     (421614, "0x75faf114eafb1bdbe2f0316df893fd58ce46aa4d"): KnownAsset("USDC", 6, "USD Coin", "2"),
     (43114, "0xb97ef9ef8734c71904d8002f8b6bc66dd9c48a6e"): KnownAsset("USDC", 6, "USD Coin", "2"),
+    (43113, "0x5425890298aed601595a70ab815c96711a31bc65"): KnownAsset("USDC", 6, "USD Coin", "2"),
+    (10, "0x0b2c639c533813f4aa9d7837caf62653d097ff85"): KnownAsset("USDC", 6, "USD Coin", "2"),
+    (11155420, "0x5fd84259d66cd46123540766be93dfe6d43130d7"): KnownAsset("USDC", 6, "USDC", "2"),
+    (11155111, "0x1c7d4b196cb0c7b01d743fbc6116a902379c7238"): KnownAsset("USDC", 6, "USDC", "2"),
 }
 
 AUTHORIZATION_TYPES: dict[str, list[dict[str, str]]] = {
