@@ -548,9 +548,10 @@ ROWS: list[Row] = [
     # the signed payment went out and no answer came: it may be settled, so the row stays pending
     Row(X402, "outcome-unknown", answer="drop", status=None, error=PaymentSentUnanswered,
         rows=(("pending", 10_000),), spent=10_000, noted="outcome unknown"),
-    # the service answers the signed payment with a 402: nothing settled, never signed again
-    Row(X402, "not-honored", answer="402", status=None, error=PaymentRejected, rows=(("failed", 10_000),),
-        noted="refused the signed payment"),
+    # the service answers the signed payment with a 402: never signed again, and the row stays pending
+    # and counted (the service holds a signature it could still settle: its 402 is only its word)
+    Row(X402, "not-honored", answer="402", status=None, error=PaymentRejected, rows=(("pending", 10_000),),
+        spent=10_000, noted="answered 402 to the signed payment"),
     # it says it settled the payment, and still answers 402: paid, not honored, the receipt kept
     Row(X402, "settled-not-honored", answer="402_settled", status=None, error=PaymentNotHonored, rows=SETTLED_10,
         spent=10_000, noted="still answers 402"),

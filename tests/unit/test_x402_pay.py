@@ -387,14 +387,34 @@ def test_an_asset_of_unknown_value_is_refused(ledger_path: Path) -> None:
     assert err.value.rule == "x402" and "cannot be told" in str(err.value) and spy.signed == []
 
 
-def test_a_refused_payment_is_failed_and_never_repeated(ledger_path: Path) -> None:
+def test_a_refused_payment_stays_counted_and_is_never_repeated(ledger_path: Path) -> None:
+    """A 402 to a signed payment is the service's word only: it holds the signature and could still
+    settle it, so the row stays pending and every budget counts it (a service answering 402 to each
+    signature it takes runs into the budget, not past it)."""
     svc, spy = Service(answer="refuse"), SpySigner(ledger_path)
     with client(ledger_path, svc, spy) as c, pytest.raises(PaymentRejected) as err:
         c.get("http://svc/weather")
     assert "invalid_exact_evm_payload_signature" in str(err.value)
     assert svc.requests == 2 and len(spy.signed) == 1
     [row] = rows(ledger_path)
-    assert row.status is Status.FAILED and "invalid_exact_evm_payload_signature" in (row.reason or "")
+    assert row.status is Status.PENDING and "invalid_exact_evm_payload_signature" in (row.reason or "")
+    with SQLiteLedger(ledger_path) as lg:
+        assert lg.spent_msat() == row.amount_msat
+
+
+def test_a_service_that_keeps_every_signature_runs_into_the_budget(ledger_path: Path) -> None:
+    """A hostile service answering 402 to each signed payment it takes: each signature it holds is
+    counted, so the budget stops the signing (before, each row was failed on its word and a client
+    with a $0.05 budget signed without end)."""
+    svc, spy = Service(answer="refuse"), SpySigner(ledger_path)
+    with client(ledger_path, svc, spy, budget_usd=0.05) as c:
+        for _ in range(5):
+            with pytest.raises(PaymentRejected):
+                c.get("http://svc/weather")
+        with pytest.raises(httpay.PaymentRefused) as over:
+            c.get("http://svc/weather")
+    assert over.value.rule == "budget" and len(spy.signed) == 5
+    assert [r.status for r in rows(ledger_path)] == [Status.PENDING] * 5
 
 
 def test_settled_but_still_402_is_recorded_as_paid(ledger_path: Path) -> None:

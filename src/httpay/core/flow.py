@@ -1151,15 +1151,20 @@ def _outcome(run: _Run, challenge: Challenge, resp: httpx.Response, receipt: Rec
                 f"paid {shown} (ledger #{done.id}, transaction {transaction}) but {run.host} still answers "
                 "402; keep the receipt and contact the service", receipt=done, response=resp,
             )
+        # A 402 is only the service's word: it holds a signed authorization it can still settle until
+        # the authorization expires, so the row stays pending (counted in every budget), never failed
+        # on its say-so. A service that takes signatures and answers 402 runs into the budget.
         reason = safe.clean((proof.reason if proof is not None else None) or "no reason given", 200)
-        done = yield Fail(receipt.id, f"the service refused the signed payment: {reason}")
-        run.say(PaymentFailed, f"{run.host} refused the signed payment ({reason}); nothing settled, not paying again",
-                logging.WARNING, receipt=done, error=reason)
+        done = yield Note(receipt.id, f"the service answered 402 to the signed payment ({reason}); it holds the "
+                                      "signature and could still settle it until it expires, so it stays counted")
+        run.say(PaymentFailed, f"{run.host} refused the signed payment ({reason}); ledger #{done.id} stays pending "
+                "(the service holds the signature), not paying again", logging.WARNING, receipt=done, error=reason)
         if proof is not None and proof.error is not None:  # the dialect names what the refusal means
             raise proof.error(done, resp)
         raise PaymentRejected(
-            f"{run.host} refused the signed payment of {shown} ({reason}); ledger #{receipt.id} is failed and "
-            "nothing is paid again for this request", receipt=done, response=resp,
+            f"{run.host} refused the signed payment of {shown} ({reason}); ledger #{receipt.id} stays pending and "
+            "counted, since the service holds a signature it could still settle until it expires; nothing is paid "
+            "again for this request", receipt=done, response=resp,
             problem=proof.problem if proof is not None else None,
         )
     if proof is not None and proof.success is False:
