@@ -25,10 +25,18 @@ from tests.hostile.harness import CountingWallet, HostileService
 
 
 class ReceivingWallet(CountingWallet):
-    """A counting wallet that can also receive: its return invoices come from the same node."""
+    """A counting wallet that can also receive: its return invoices come from the same node, and it
+    sees what was paid to them (`received`: payment hash -> msat, filled by the service's refunds)."""
+
+    received: dict[str, int]
 
     def create_receive_invoice(self, amount_msat: int | None, *, description: str = "", expiry_s: int = 3600) -> str:
-        return self.node.mint(amount_msat, description=description, expiry=expiry_s)[0]
+        bolt11, payment_hash = self.node.mint(amount_msat, description=description, expiry=expiry_s)
+        self.__dict__.setdefault("received", {})[payment_hash] = 0
+        return bolt11
+
+    def received_msat(self, payment_hash: str) -> int | None:
+        return self.__dict__.get("received", {}).get(payment_hash)
 
 
 @dataclass
@@ -39,6 +47,8 @@ class SessionService:
     behaviour: str
     secret: bytes = field(default_factory=lambda: secrets.token_bytes(16))
     sessions: dict[str, int] = field(default_factory=dict)  # id -> balance sat
+    returns: dict[str, str] = field(default_factory=dict)   # id -> the client's return invoice
+    wallet: ReceivingWallet | None = None                   # paid a refund on its return invoice
     challenges: int = 0
 
     def challenge(self, request: Request) -> Response:
@@ -70,6 +80,7 @@ class SessionService:
             if b == "open-refused":
                 return JSONResponse(wire.problem_body("verification-failed", "no"), status_code=402)
             self.sessions[req["paymentHash"]] = 20 - 2
+            self.returns[req["paymentHash"]] = p["returnInvoice"]
             return JSONResponse({"ok": True})
         if p["action"] == "bearer":
             if self.sessions.get(p["sessionId"], 0) < 2 or b == "always-insufficient":
@@ -84,6 +95,10 @@ class SessionService:
         if p["action"] == "close":
             left = self.sessions.pop(p["sessionId"], 0)
             refund = 999 if b == "refund-lies" else left
+            if b not in ("refund-lies", "refund-claimed") and self.wallet is not None:  # pay the refund for real
+                from httpay.lightning import decode_invoice
+
+                self.wallet.received[decode_invoice(self.returns[p["sessionId"]]).payment_hash] = refund * 1000
             return JSONResponse({"status": "closed", "refundSats": refund, "refundStatus": "succeeded"})
         return JSONResponse({"error": "?"}, status_code=400)
 
@@ -99,6 +114,7 @@ CASES: list[Any] = [
     ("always-insufficient", 2, SessionError, "still asks for more after 1 top-up", 2, 2_000),  # 38 sat refunded
     ("top-up-refused", 11, PaidRequestFailed, "would not take the top-up: it answered 500", 2, 40_000),
     ("refund-lies", 1, None, "", 1, 20_000),
+    ("refund-claimed", 1, None, "", 1, 20_000),  # says it refunded 18 sat, pays nothing: the budget still counts 20
     ("honest", 11, None, "", 2, 22_000),
 ]
 
@@ -109,7 +125,7 @@ def test_hostile_session_services(mode: str, svc: HostileService, ledger: Path, 
                                   error: type[Exception] | None, words: str, calls: int, settled_msat: int) -> None:
     service = SessionService(svc, behaviour)
     url = svc.route("/session", service.handle)
-    wallet = ReceivingWallet(svc.node)
+    wallet = service.wallet = ReceivingWallet(svc.node)
     raised: Exception | None = None
     state: Any = None
 
@@ -150,6 +166,9 @@ def test_hostile_session_services(mode: str, svc: HostileService, ledger: Path, 
         assert lg.spent_msat() == settled_msat + 1_000 * calls
     if behaviour == "refund-lies":
         assert state.refund_sat == 0 and state.refund_status == "not refunded (200)"
+    if behaviour == "refund-claimed":
+        said = "the service says it refunded 18 sat; the wallet received 0"
+        assert (state.refund_sat, state.refund_status) == (0, said)
     if behaviour == "honest":
         assert (state.refund_sat, state.refund_status, state.spent_sat) == (18, "succeeded", 0)
     if isinstance(raised, PaidRequestFailed):

@@ -190,6 +190,13 @@ class DemoNetwork:
         with self._lock:
             return self.wallet_for_key(key).balance_msat
 
+    def received(self, key: str, payment_hash: str) -> InvoiceRecord | None:
+        """This wallet's own invoice (what was paid to it), or None: another's invoices stay private."""
+        with self._lock:
+            wallet = self.wallet_for_key(key)
+            record = self._invoices.get(payment_hash.lower())
+            return record if record is not None and record.payee == wallet.wallet_id else None
+
     def lookup(self, key: str, payment_hash: str) -> PaymentRecord | None:
         """A payment this wallet made, or None (other wallets' payments stay private)."""
         with self._lock:

@@ -353,6 +353,18 @@ async def ln_balance(request: Request) -> Response:
         return _ln_error(exc)
 
 
+async def ln_invoice(request: Request) -> Response:
+    """A wallet's own invoice, as its wallet sees it: paid or not, and how much came in."""
+    try:
+        record = _state(request).network.received(_bearer(request) or "", request.path_params["payment_hash"])
+    except LightningError as exc:
+        return _ln_error(exc)
+    if record is None:
+        return _ln_error(LightningError("not_found", "this wallet issued no invoice with that hash", 404))
+    return JSONResponse({"payment_hash": record.payment_hash, "settled": record.settled,
+                         "received_msat": record.paid_msat or 0})
+
+
 async def ln_create_invoice(request: Request) -> Response:
     """The node's invoice (for a server); with a wallet's key, that wallet's own invoice, amount-less allowed
     (paying it credits the wallet: an MPP session's return invoice)."""
@@ -430,6 +442,7 @@ def create_app(
         Route("/ln/payments/{payment_hash}", ln_payment, name="ln_payment"),
         Route("/ln/balance", ln_balance, name="ln_balance"),
         Route("/ln/invoices", ln_create_invoice, methods=["POST"], name="ln_invoices"),
+        Route("/ln/invoices/{payment_hash}", ln_invoice, name="ln_invoice"),
         Route("/ln/node", ln_node, name="ln_node"),
         Route("/x402/ticker/{symbol}", x402_ticker, methods=["GET", "POST"], name="x402_ticker"),
         Route("/x402/summarize", x402_summarize, methods=["POST"], name="x402_summarize"),

@@ -32,6 +32,7 @@ import httpx
 from httpay.core.effects import Ask
 from httpay.core.model import Challenge, Money, Offer, Quote
 from httpay.core.pooled import kept
+from httpay.core.quote import quote
 from httpay.core.transport import _approve_async, _approve_sync
 from httpay.core.workers import in_thread
 from httpay.errors import (
@@ -144,6 +145,8 @@ class _Core:
         self._challenge: wire.MppChallenge | None = None
         self._preimage: str | None = None
         self._return_invoice: str | None = None
+        self._stream_base = 0  # what the session had spent when the current stream began (sat)
+        self._streamed = 0     # data events the current stream delivered: one unit each
 
     # -- helpers ----------------------------------------------------------------------------
     def _with_credential(self, request: httpx.Request, header_value: str, challenge: wire.MppChallenge) -> httpx.Request:
@@ -180,8 +183,10 @@ class _Core:
         s = self.state
         text = (f"MPP session {(s.session_id or '')[:12]}…: {s.status}, deposited {s.deposited_sat} sat, "
                 f"spent {s.spent_sat} sat ({s.units} units)")
-        if s.refund_status:
-            text += f", refund {s.refund_sat} sat {s.refund_status}"
+        if s.refund_status == "succeeded":
+            text += f", refund {s.refund_sat} sat succeeded"
+        elif s.refund_status:
+            text += f", refund: {s.refund_status}"
         yield _Call(lambda: self.payer.ledger.note(target, text))
 
     def read_receipt(self, response: httpx.Response) -> Steps[None]:
@@ -216,19 +221,14 @@ class _Core:
             raise SessionError(f"the service changed the session's price from {self.state.unit_sat} to "
                                f"{offer.unit_sat} sat a unit; not topping up")
         amount_msat = offer.deposit_sat * 1000
-        policy.check_host(self.state.host)
         rate = self._rate()
+        # the one quote() every payment passes: hosts, methods, the per-payment cap, then the approver
+        decided = self._quote(challenge, offer, invoice.network, rate, what)
         if policy.needs_approval():
-            quote = self._quote(challenge, offer, invoice.network, rate, what)
-            answer = yield _Ask(quote)
-            if answer is not True and answer is not quote.offer and answer != quote.offer.offer_id:
+            answer = yield _Ask(decided)
+            if answer is not True and answer is not decided.offer and answer != decided.offer.offer_id:
                 raise PaymentRefused(f"refused: the approver did not approve the session's {what} of "
-                                     f"{offer.deposit_sat} sat", rule="approval", offers=quote.challenge.offers)
-        cap = policy.per_payment_cap(rate)
-        if cap is not None and amount_msat > cap[0]:
-            raise PaymentRefused(f"refused: the session's {what} of {offer.deposit_sat} sat is over the per-payment "
-                                 f"limit of {cap[0] // 1000} sat", rule="max_per_payment", knob=cap[1],
-                                 advice="raise {knob} to open sessions this large")
+                                     f"{offer.deposit_sat} sat", rule="approval", offers=decided.challenge.offers)
         fee_cap = policy.max_fee_msat if policy.max_fee_msat is not None else default_fee_limit_msat(amount_msat)
         intent = Intent(host=self.state.host, url=self.state.url, protocol="mpp", method="lightning",
                         amount_msat=amount_msat, payment_hash=offer.payment_hash,
@@ -260,16 +260,16 @@ class _Core:
 
     def _quote(self, challenge: wire.MppChallenge, offer: wire.LightningSession, network: str, rate: float | None,
                what: str) -> Quote:
-        """The deposit as the one offer of a quote, for the approver (what it buys, in words)."""
+        """The deposit as the one offer of a challenge, decided by `quote()` like every payment (the
+        ledger checks the budgets when it writes the deposit down); the approver sees this quote."""
         unit = offer.unit_type or "unit"
         title = clean(f"MPP session {what}: {offer.deposit_sat} sat at {offer.unit_sat} sat a {unit}", 200)
         found = Offer(offer_id=f"session-{what}", title=title, description=title, type="session",
                       price=Money.msat(offer.deposit_sat * 1000), payment_methods=("lightning",), dialect=wire.PROTOCOL,
                       pay_method="lightning", rail="lightning", network=network)
         neutral = Challenge(wire.PROTOCOL, (found,), challenge.id, url=self.state.url, reuse="request")
-        return Quote(challenge=neutral, offer=found, method="lightning", price_msat=offer.deposit_sat * 1000,
-                     url=self.state.url, host=self.state.host, usd_per_btc=rate,
-                     checks=("the unspent rest comes back to an invoice of the wallet when the session closes",))
+        return quote(neutral, self.payer.policy, url=self.state.url, host=self.state.host, usd_per_btc=rate,
+                     spent_msat=0, cannot_pay=self.payer.cannot_pay)
 
     # -- the actions -----------------------------------------------------------------------
     def prepare_open(self, request: httpx.Request) -> Steps[httpx.Response | httpx.Request]:
@@ -315,10 +315,31 @@ class _Core:
         assert self.state.session_id is not None
         preimage = yield from self.deposit(challenge, "top-up")
         credential = challenge.credential(wire.LightningSession.top_up_payload(self.state.session_id, preimage))
-        response: httpx.Response = yield _Http(self._with_credential(self._plain(), credential, challenge))
+        response: httpx.Response = yield from self._after_deposit(
+            self._with_credential(self._plain(), credential, challenge), "take the top-up")
         if response.status_code != 200:
             yield from self.paid_but_refused(response, "take the top-up")
         yield from self._note()
+
+    def stream_started(self) -> None:
+        self._stream_base, self._streamed = self.state.spent_sat, 0
+
+    def streamed(self, event: SseEvent) -> None:
+        if event.event is None and event.data != "[DONE]":
+            self._streamed += 1
+
+    def top_up_mid_stream(self) -> Steps[None]:
+        """Answer `payment-need-topup`, only once what the session knows it spent (its receipts, or the
+        units this stream delivered) leaves no room for the next unit: a service asking again and
+        again without delivering would otherwise be paid a deposit per event."""
+        unit = self.state.unit_sat or 0
+        known = max(self.state.spent_sat, self._stream_base + self._streamed * unit)
+        if known + unit <= self.state.deposited_sat:
+            raise SessionError(f"the service asks for a top-up mid-stream, but only {known} sat of the "
+                               f"{self.state.deposited_sat} sat deposited is known to be spent; not paying again "
+                               "(session left open: close it for the refund)")
+        challenge = yield from self.fresh_challenge()
+        yield from self.top_up(challenge)
 
     def fresh_challenge(self) -> Steps[wire.MppChallenge]:
         response: httpx.Response = yield _Http(self._plain())
@@ -337,7 +358,7 @@ class _Core:
             prepared = yield from self.prepare_open(request)
             if isinstance(prepared, httpx.Response):
                 return prepared
-            response: httpx.Response = yield _Http(prepared)
+            response: httpx.Response = yield from self._after_deposit(prepared, "open the session")
             if response.status_code == 402 or response.status_code >= 500:
                 yield from self.paid_but_refused(response, "open the session")
             yield from self.read_receipt(response)
@@ -353,6 +374,21 @@ class _Core:
                 raise SessionError(f"the service still asks for more after {top_ups} top-up(s) for one request; "
                                    "not paying again (session left open: close it for the refund)")
             yield from self.top_up(challenge)
+        return response
+
+    def _after_deposit(self, request: httpx.Request, what: str) -> Steps[httpx.Response]:
+        """The exchange a deposit was paid for: a connection that breaks off is PaidRequestFailed with
+        the deposit's row, never httpx's bare error (the money has left)."""
+        try:
+            response: httpx.Response = yield _Http(request)
+        except httpx.HTTPError as exc:
+            row = self.state.receipt_ids[-1]
+            if what == "open the session":
+                self.state.status = "closed"
+            said = f"the connection broke off ({type(exc).__name__})"
+            receipt = yield _Call(lambda: self.payer.ledger.note(row, f"paid, but when asked to {what} {said}"))
+            raise PaidRequestFailed(f"the deposit is paid (ledger #{row}) but when asked to {what} {said}; the "
+                                    "receipt is kept", receipt=receipt) from None
         return response
 
     def paid_but_refused(self, response: httpx.Response, what: str) -> Steps[None]:
@@ -373,9 +409,15 @@ class _Core:
             return self.state
         assert self._challenge is not None and self._preimage is not None and self.state.session_id is not None
         payload = wire.LightningSession.close_payload(self.state.session_id, self._preimage)
-        response: httpx.Response = yield _Http(self._with_credential(self._plain(), self._challenge.credential(payload),
-                                                                     self._challenge))
         self.state.status = "closed"
+        try:
+            response: httpx.Response = yield _Http(self._with_credential(
+                self._plain(), self._challenge.credential(payload), self._challenge))
+        except httpx.HTTPError as exc:  # no refund known: budgets keep counting the deposits
+            self.state.refund_status = f"unknown: the close broke off ({type(exc).__name__})"
+            yield from self._note()
+            raise SessionError(f"closing the MPP session broke off ({type(exc).__name__}); no refund is known, so "
+                               "budgets still count its deposits") from None
         try:
             body = response.json() if response.status_code == 200 else {}
         except ValueError:
@@ -385,13 +427,43 @@ class _Core:
         spent = body.get("spentSats") if isinstance(body, dict) else None
         if isinstance(spent, int) and not isinstance(spent, bool) and 0 <= spent <= self.state.deposited_sat:
             self.state.spent_sat = spent
-        if status == "succeeded" and isinstance(refund, int) and 0 < refund <= self.state.deposited_sat:
-            self.state.refund_sat, self.state.refund_status = refund, "succeeded"
-            yield from self._give_back(refund)
+        if status == "succeeded" and isinstance(refund, int) and not isinstance(refund, bool) \
+                and 0 < refund <= self.state.deposited_sat:
+            yield from self._confirm_refund(refund)
         else:
             self.state.refund_status = status if status in ("failed", "skipped") else f"not refunded ({response.status_code})"
         yield from self._note()
         return self.state
+
+    def _confirm_refund(self, claimed_sat: int) -> Steps[None]:
+        """A refund is given back to the budgets as far as the wallet saw it arrive on the return
+        invoice, never on the service's word: a service claiming refunds it never paid would
+        otherwise empty a budget session by session."""
+        assert self._return_invoice is not None
+        payment_hash = decode_invoice(self._return_invoice).payment_hash
+        wallet = self.payer.wallet
+
+        def received() -> int | None:
+            try:
+                got: int | None = wallet.received_msat(payment_hash)
+                return got
+            except NotImplementedError:
+                return None
+            except WalletError as exc:
+                log.warning("MPP session refund not confirmed: %s", type(exc).__name__)
+                return None
+
+        got_msat: int | None = yield _Call(received)
+        if got_msat is None:
+            self.state.refund_status = (f"the service says it refunded {claimed_sat} sat; the {wallet.name} wallet "
+                                        "cannot confirm it, so budgets still count the deposit")
+            return
+        confirmed = min(claimed_sat, got_msat // 1000)
+        self.state.refund_sat = confirmed
+        self.state.refund_status = ("succeeded" if confirmed == claimed_sat else
+                                    f"the service says it refunded {claimed_sat} sat; the wallet received {confirmed}")
+        if confirmed:
+            yield from self._give_back(confirmed)
 
     def _give_back(self, refund_sat: int) -> Steps[None]:
         """The refund came back: the newest deposit rows shrink by it, so budgets count what was spent."""
@@ -493,10 +565,12 @@ class MppSession:
                         self._run(self._core.paid_but_refused(response, "open the session"))
                 raise SessionError(f"the service answered {response.status_code} to the session's stream")
             parser = SseParser()
+            self._core.stream_started()
             for line in response.iter_lines():
                 event = parser.feed(line)
                 if event is None:
                     continue
+                self._core.streamed(event)
                 self._on_event(event)
                 yield event
 
@@ -508,8 +582,7 @@ class MppSession:
                 self._read_event_receipt(event)
 
     def _top_up_now(self) -> Steps[None]:
-        challenge = yield from self._core.fresh_challenge()
-        yield from self._core.top_up(challenge)
+        return self._core.top_up_mid_stream()
 
     def _read_event_receipt(self, event: SseEvent) -> None:
         try:
@@ -604,10 +677,12 @@ class AsyncMppSession:
                         await self._run(self._core.paid_but_refused(response, "open the session"))
                 raise SessionError(f"the service answered {response.status_code} to the session's stream")
             parser = SseParser()
+            self._core.stream_started()
             async for line in response.aiter_lines():
                 event = parser.feed(line)
                 if event is None:
                     continue
+                self._core.streamed(event)
                 async with self._lock:
                     if event.event == "payment-need-topup":
                         await self._run(self._top_up_now())
@@ -616,8 +691,7 @@ class AsyncMppSession:
                 yield event
 
     def _top_up_now(self) -> Steps[None]:
-        challenge = yield from self._core.fresh_challenge()
-        yield from self._core.top_up(challenge)
+        return self._core.top_up_mid_stream()
 
     async def _read_event_receipt(self, event: SseEvent) -> None:
         try:

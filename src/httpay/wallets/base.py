@@ -107,6 +107,12 @@ class Wallet(ABC):
         invoice an MPP lightning session refunds to). WalletError when the backend refuses."""
         raise NotImplementedError(f"{type(self).__name__} cannot create invoices to receive")
 
+    def received_msat(self, payment_hash: str) -> int | None:
+        """What came in on an invoice of this wallet's own (`create_receive_invoice`): msat received,
+        0 while unpaid, None if the wallet never issued it. How a refund a service says it sent is
+        confirmed before budgets give it back."""
+        raise NotImplementedError(f"{type(self).__name__} cannot tell what its invoices received")
+
     def close(self) -> None:
         """Release network resources the wallet holds."""
 

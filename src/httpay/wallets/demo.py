@@ -123,6 +123,17 @@ class DemoWallet(Wallet):
             raise WalletError(f"demo wallet lookup failed ({response.status_code}): {_message(answer, response)}")
         return _payment(answer)
 
+    def received_msat(self, payment_hash: str) -> int | None:
+        """What was paid to this wallet's own invoice (0 while unpaid; None: not its invoice)."""
+        response = self._send("GET", f"/ln/invoices/{payment_hash}")
+        if response.status_code == 404:
+            return None
+        answer = _json(response)
+        got = answer.get("received_msat")
+        if response.status_code != 200 or isinstance(got, bool) or not isinstance(got, int) or got < 0:
+            raise WalletError(f"demo wallet invoice lookup failed ({response.status_code}): {_message(answer, response)}")
+        return got
+
     def balance_msat(self) -> int:
         log.debug("reading balance of %r", self)
         response = self._send("GET", "/ln/balance")
