@@ -37,6 +37,20 @@ def test_pay_once_then_reuse_the_token(demo: RunningServer, ledger_path: Path) -
         assert lg.token_scopes() == [demo.url]
 
 
+def test_another_routes_402_of_another_dialect_keeps_the_token(demo: RunningServer, ledger_path: Path) -> None:
+    """The token's scope is the host: a route of the same host asking for x402 or MPP never judged
+    the L402 token, so its 402 keeps it (it used to evict it, and the next L402 call paid again)."""
+    wallet = httpay.DemoWallet.create(demo.url, balance_sat=1_000)
+    with client(demo, ledger_path, wallet) as c:
+        assert httpay.receipt_of(c.get(f"{demo.url}/l402/ticker/META")) is not None
+        with pytest.raises(httpay.PaymentRefused):
+            c.get(f"{demo.url}/x402/ticker/AAPL")  # an x402 402 (no signer here): refused, nothing paid
+        assert c.ledger.token_scopes() == [demo.url]
+        again = c.get(f"{demo.url}/l402/ticker/AAPL")
+        assert again.status_code == 200 and httpay.receipt_of(again) is None  # the same token, no new payment
+    assert demo.app.state.classic.issued == 1 and wallet.balance_msat() == 990_000
+
+
 def test_a_restart_reuses_the_stored_token(demo: RunningServer, ledger_path: Path) -> None:
     wallet = httpay.DemoWallet.create(demo.url, balance_sat=1_000)
     with client(demo, ledger_path, wallet) as c:

@@ -94,6 +94,7 @@ from httpay.core.quote import quote, requote
 from httpay.core.rates import Rate
 from httpay.errors import (
     CallAlreadyPaid,
+    ChallengeError,
     ChallengeInFlight,
     DuplicatePayment,
     HttpayError,
@@ -353,10 +354,11 @@ def request_flow(payer: Payer, request: httpx.Request, *, dry_run: bool = False,
         if response.status_code != 402:
             return response
         yield ReadBody(response)  # already read within the deadline when one runs: then a no-op
-        yield from _evict_if_presented(request)
         if dry_run:
+            yield from _evict_if_presented(request, _quietly_read(response, request))
             return response
         challenges = read_challenge(response.status_code, response.headers, response.content, url=str(request.url))
+        yield from _evict_if_presented(request, challenges)
         if look or presented is not None or all(c.reuse == "request" for c in challenges):
             break  # (a payment for one request leaves no credential another process could have bought)
         # Nothing was presented: another process may have bought a credential for this scope since
@@ -465,8 +467,8 @@ def _pay_402(run: _Run, response: httpx.Response, challenges: Challenge | Sequen
         if again.status_code != 402:
             return again
         yield ReadBody(again)
-        yield from _evict_if_presented(request)
         fresh = read_challenge(again.status_code, again.headers, again.content, url=run.url)
+        yield from _evict_if_presented(request, fresh)
         if not fresh:
             return again
         challenge = yield from _choose(run, fresh, again, max_price_msat, offer_id)
@@ -1237,9 +1239,19 @@ def _authorization(request: httpx.Request) -> str | None:
     return None
 
 
-def _evict_if_presented(request: httpx.Request) -> Generator[Effect, Any, None]:
+def _quietly_read(response: httpx.Response, request: httpx.Request) -> list[Challenge]:
+    """The 402's challenges, [] when none can be read (a dry run only looks)."""
+    try:
+        return read_challenge(response.status_code, response.headers, response.content, url=str(request.url))
+    except (ChallengeError, InvoiceError):
+        return []
+
+
+def _evict_if_presented(request: httpx.Request, challenges: Sequence[Challenge]) -> Generator[Effect, Any, None]:
     """The server answered 402 to the credential this flow presented: forget it (never retried in a
-    loop), unless another request has meanwhile stored a newer one for the scope."""
+    loop), unless another request has meanwhile stored a newer one for the scope. Only a 402 asking
+    for such a credential again refuses it: another route of the host asking for x402 or MPP (the
+    scope is the host) never saw a credential it does not take, so the one held is kept."""
     ours = request.extensions.pop(TOKEN_EXTENSION, None)
     if ours is None:
         return
@@ -1251,7 +1263,9 @@ def _evict_if_presented(request: httpx.Request) -> Generator[Effect, Any, None]:
         request.headers["Authorization"] = callers  # the caller's own, which the credential stood in for
     else:
         request.headers.pop("Authorization", None)
-    if (yield DropToken(scope, token)):
+    if not any(c.reuse == "scope" for c in challenges):
+        log.debug("a 402 asking for no credential like the one held for %s: kept it", scope)
+    elif (yield DropToken(scope, token)):
         log.info("the server answered 402 to the credential held for %s: evicted it", scope)
 
 
