@@ -151,7 +151,7 @@ def test_the_mcp_ledger_resource_bounds_and_cleans_server_text(tmp_path: Path) -
                               offer_title=text, offer_amount=10, offer_currency="SAT"), [])
         lg.fail(r.id, f"{BEARER} then {text}")
     box = Toolbox(httpay.Client(wallet=FakeWallet(FakeService()), ledger=tmp_path / "l.db"),
-                  headers={"Authorization": f"Bearer {BEARER}"})
+                  headers={"Authorization": f"Bearer {BEARER}"}, base_url="http://stock.test")
     raw = ledger_json(box)
     assert BEARER not in raw and len(raw) < 10_000
     [payment] = json.loads(raw)["payments"]

@@ -233,6 +233,24 @@ def test_a_toolbox_needs_a_wallet_or_a_client() -> None:
     client.close()
 
 
+def test_a_toolboxs_headers_need_the_service_they_belong_to() -> None:
+    """Credentials given as headers go to one origin: without base_url a model led astray by a page
+    could send them to any host, so the toolbox is not built; a base_url without a scheme would
+    silently never match, so it is an error too."""
+    svc = FakeService()
+    with pytest.raises(httpay.ConfigError, match=r"headers=\.\.\.\) needs base_url"):
+        Toolbox(wallet=FakeWallet(svc), ledger=":memory:", headers={"Authorization": "Bearer sekrit123456"})
+    with pytest.raises(httpay.ConfigError, match="http:// or https:// address") as bad:
+        Toolbox(wallet=FakeWallet(svc), ledger=":memory:", base_url="127.0.0.1:8402",
+                headers={"Authorization": "Bearer sekrit123456"})
+    assert "sekrit123456" not in str(bad.value)
+    with pytest.raises(httpay.ConfigError, match="not ASCII"):
+        Toolbox(wallet=FakeWallet(svc), ledger=":memory:", base_url="http://stock.test", headers={"X-Name": "café"})
+    with Toolbox(wallet=FakeWallet(svc), ledger=":memory:", base_url="http://stock.test",
+                 headers={"Authorization": "Bearer sekrit123456"}) as box:
+        assert "Authorization" in repr(box) and "sekrit123456" not in repr(box)
+
+
 def test_results_stay_short(toolbox: Toolbox) -> None:
     out = toolbox.offers("/ticker/NOPE")
     assert out.startswith("HTTP 404 Not Found: no payment needed") and re.search(r"unknown ticker NOPE", out)

@@ -167,6 +167,11 @@ def _bind(kind: type[Any], name: str, client: Any, wallet: Wallet | None, policy
             payment_deadline):
         raise ConfigError(f"{name}(payment_deadline=...) must be a positive number of seconds (or None for no "
                           f"deadline), got {_shown(payment_deadline)}")
+    if base_url is not None:
+        scheme = base_url.partition("://")[0].lower() if "://" in base_url else ""
+        if scheme not in ("http", "https") or not httpx.URL(base_url).host:
+            raise ConfigError(f"{name}(base_url=...) must be the service's http:// or https:// address, e.g. "
+                              f"http://127.0.0.1:8402, got {_shown(base_url)}")
     if client is None:
         if wallet is None:
             raise ConfigError(f"{name} needs client=httpay.{kind.__name__}(...) or wallet=... to pay with")
@@ -207,6 +212,9 @@ class _ToolCore:
         for name, value in self._default_headers.items():
             if (problem := header_problem(name, value)) is not None:  # said now, not on the model's first fetch
                 raise ConfigError(f"{type(self).__name__}(headers=...): {problem}")
+        if self._default_headers and not str(client.base_url):
+            raise ConfigError(f"{type(self).__name__}(headers=...) needs base_url=... (the service the headers belong "
+                              "to): they go to that origin only; without it a model could send them to any host")
         self._secrets: set[str] = set()
         self._kept: OrderedDict[tuple[str, str], _Kept] = OrderedDict()
         self._lock = threading.RLock()
@@ -692,9 +700,9 @@ class _ToolCore:
 class Toolbox(_ToolCore):
     """The tools an LLM may call, bound to one paying `httpay.Client`.
 
-    `headers` (e.g. the service's bearer) are added to requests and never shown in a result. With a
-    `base_url`, they go only to that origin, so a model cannot send them to another host; relative
-    URLs like `/ticker/AAPL` are joined to it. With no `client` and no `policy`, httpay's default
+    `headers` (e.g. the service's bearer) are added to requests and never shown in a result; they
+    need `base_url`, the origin they go to (only there: a model cannot send them to another host);
+    relative URLs like `/ticker/AAPL` are joined to it. With no `client` and no `policy`, httpay's default
     limits apply (1,000 sat per payment, 10,000 sat per hour, 50,000 sat per day). `payment_deadline`
     (seconds from a service's 402 to paying it, default 60; None: none) is the client's, as in
     `httpay.Client`. `knobs` says how a refusal names each limit for the person who set it (e.g.
