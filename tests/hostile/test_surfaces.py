@@ -306,6 +306,21 @@ def test_the_default_ledger_folder_is_made(wallet: CountingWallet, tmp_path: Pat
     assert (tmp_path / "data" / "httpay" / "ledger.sqlite3").exists()
 
 
+@pytest.mark.parametrize("url", ["postgresql://u:hunter2@127.0.0.1:1/db", "sqlite:///{tmp}/env.sqlite3"])
+def test_httpay_ledger_may_be_a_url(url: str, wallet: CountingWallet, tmp_path: Path,
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """HTTPAY_LEDGER as a URL is that URL for the library too (it was read as a path, its "//" folded:
+    'the folder postgresql:/u:hunter2@127.0.0.1:1 does not exist', password and all)."""
+    monkeypatch.setenv("HTTPAY_LEDGER", url.format(tmp=tmp_path))
+    if url.startswith("postgresql"):
+        with pytest.raises(httpay.LedgerError, match="cannot open the PostgreSQL ledger") as err:
+            httpay.Client(wallet=wallet)
+        assert "hunter2" not in str(err.value) and "folder" not in str(err.value)
+        return
+    with httpay.Client(wallet=wallet) as c:
+        assert c.ledger.path == str(tmp_path / "env.sqlite3")
+
+
 def test_a_plain_httpx_client_pays_through_the_transport_given_settings(svc: HostileService, wallet: CountingWallet,
                                                                          ledger: Path) -> None:
     transport = httpay.PaymentTransport(wallet=wallet, policy=httpay.Policy(max_per_payment_sat=100), ledger=ledger)

@@ -35,9 +35,11 @@ def open_ledger(where: str | os.PathLike[str] | Ledger | None = None) -> Ledger:
         raise ConfigError(f"ledger= must be a file path, a postgresql:// URL, ':memory:' or an httpay Ledger, "
                           f"got {type(where).__name__} {where!r:.40}")
     own_place = where is None and not os.environ.get("HTTPAY_LEDGER")
-    if where is None:
-        where = default_ledger_path()
+    if where is None:  # the variable as written: a URL in it is a URL (a Path would fold its "//")
+        where = os.environ.get("HTTPAY_LEDGER") or default_ledger_path()
     text = os.fspath(where)
+    if isinstance(text, str) and not text.startswith(("postgres://", "postgresql://", "sqlite:///")) and text != ":memory:":
+        text = os.path.expanduser(text)
     if not isinstance(text, str) or not text.strip():
         raise ConfigError("ledger= must name a file: a path, a postgresql:// URL or ':memory:'")
     if text.startswith(("postgres://", "postgresql://")):
