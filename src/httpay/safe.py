@@ -280,3 +280,12 @@ def header_problem(name: object, value: object) -> str | None:
         return f"header {shown} holds a line break or a control character, which a header cannot carry"
     return None
 
+
+def digits(value: object, max_len: int) -> int | None:
+    """A whole number written as ASCII digits, at most `max_len` of them; None for anything else.
+    `str.isdigit` also takes '²' and '٣' (the first then fails `int()`, the second reads as 3): a
+    number a service writes is read only from 0-9."""
+    if not isinstance(value, str) or not 0 < len(value) <= max_len or not value.isascii() or not value.isdigit():
+        return None
+    return int(value)
+

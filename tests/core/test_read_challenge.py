@@ -209,6 +209,29 @@ def test_a_classic_invoice_that_is_not_one_is_a_typed_error() -> None:
     assert "invoice" in str(caught.value).lower()
 
 
+def test_a_dialect_failing_in_a_way_it_did_not_foresee_is_a_typed_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A defect in one dialect's reading of a hostile 402 (a ValueError from deep inside) is that
+    dialect's ChallengeError, and the other dialects' challenges are still read."""
+    from httpay.core import dialect as registry
+
+    real = registry.dialects()
+    broken = next(d for d in real if d.name == CLASSIC)
+
+    class Broken:
+        name, rank = broken.name, broken.rank
+
+        def read(self, *args: Any) -> list[Any]:
+            raise ValueError("invalid literal for int() with base 10: '²'")
+
+    monkeypatch.setattr(registry, "dialects", lambda: [Broken() if d is broken else d for d in real])
+    header = classic_headers("L402")[0][1]
+    with pytest.raises(httpay.ChallengeError, match=r"the l402-classic challenge cannot be read \(ValueError\)"):
+        httpay.read_challenge(402, httpx.Headers([("WWW-Authenticate", header)]), b"", url=URL)
+    found = httpay.read_challenge(402, httpx.Headers([("WWW-Authenticate", header)]), json.dumps(challenge_body()),
+                                  url=URL)
+    assert [c.dialect for c in found] == [V02]
+
+
 def corpus() -> list[Path]:
     return sorted(CORPUS.glob("*.json"))
 

@@ -142,3 +142,25 @@ def test_agent_tools_against_hostile_services(case: Case, mode: str, svc: Hostil
         assert first.endswith("offset=4000 (max_chars up to 12,000): the body is kept, nothing is requested or paid again]")
         assert "[body cut: showing characters 4,001-16,000 of 30,011" in more, more[-400:]
         assert end.endswith("of 30,011; this is the end of the body]")
+
+
+def test_a_service_echoing_the_credential_shows_the_model_none_of_it(svc: HostileService, wallet: CountingWallet,
+                                                                     ledger: Path) -> None:
+    """A paid service answering with the request's own Authorization: the token (macaroon and
+    preimage) it carried, paid for now or held from before, never reaches the model; the scheme's
+    name does, so results still read."""
+    async def echo(request: Request) -> Response:
+        if svc.authorized(request):
+            return Response(f"you sent: {request.headers['authorization']}; Payment Required: no")
+        return svc.classic_challenge()
+
+    url = svc.route("/echo", echo)
+    with Toolbox(httpay.Client(wallet=wallet, ledger=ledger)) as box:
+        first, again = box.fetch(url), box.fetch(url)  # paid, then the held token presented
+    with SQLiteLedger(ledger) as lg:
+        [receipt] = lg.receipts()
+    assert "paid" in first and "paid" not in again.splitlines()[1:2]
+    for result in (first, again):
+        assert "you sent: [redacted]; Payment Required: no" in result, result
+        assert receipt.preimage not in result and "AgE" not in result
+    assert wallet.paid == 1

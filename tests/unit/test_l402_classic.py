@@ -262,3 +262,15 @@ def test_any_bytes_decode_to_info_or_a_typed_error(raw: bytes) -> None:
 def test_challenge_macaroon_info_is_the_decoded_macaroon() -> None:
     ch = l402_classic.L402Challenge(macaroon=APERTURE_MAC, invoice=APERTURE_INVOICE)
     assert ch.macaroon_info().payment_hash == APERTURE_HASH
+
+
+@pytest.mark.parametrize("caveat", ["services=svc:²", "services=svc:٣", "svc_valid_until=²"])
+def test_a_caveat_with_digits_that_are_not_0_to_9_is_a_typed_error(caveat: str) -> None:
+    """str.isdigit takes '²' (then int() fails: a bare ValueError) and '٣' (read as 3): a caveat's
+    number is read from 0-9 only."""
+    from httpay.protocols import macaroons
+
+    token = macaroons.mint(b"k" * 32, "ab" * 32, caveats=[caveat])
+    with pytest.raises(ChallengeError):
+        macaroons.decode(token)
+

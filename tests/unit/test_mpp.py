@@ -130,6 +130,10 @@ def test_lightning_charge_invoice_must_fit() -> None:
     ({"amount": "1", "currency": "usd", "methodDetails": {"invoice": "lnbc1"}}, "currency"),
     ({"amount": "1", "currency": "sat"}, "methodDetails.invoice"),
     ({"amount": "1", "currency": "sat", "methodDetails": {"invoice": "lnbc1", "network": "moon"}}, "network"),
+    # digits that are not 0-9: '²' passes str.isdigit and then fails int(); '٣' would read as 3
+    ({"amount": "²", "currency": "sat", "methodDetails": {"invoice": "lnbc1"}}, "amount"),
+    ({"amount": "1٣", "currency": "sat", "methodDetails": {"invoice": "lnbc1"}}, "amount"),
+    ({"amount": "1", "currency": "sat", "methodDetails": {"invoice": "lnbc1", "network": {"a": 1}}}, "network"),
 ])
 def test_malformed_lightning_charges_name_the_field(request_doc: dict[str, object], field: str) -> None:
     header = f'Payment id="x", realm="r", method="lightning", intent="charge", request="{b64(request_doc)}"'
@@ -151,3 +155,13 @@ def test_receipt_and_problem_details() -> None:
                                            "status": 402}))
     assert problem is not None and (problem.kind, problem.status) == ("payment-expired", 402)
     assert mpp.read_problem(b'{"type": "about:blank"}') is None and mpp.read_problem(b"[[[") is None
+
+
+def test_a_session_with_odd_digits_is_a_typed_error() -> None:
+    doc = {"amount": "2", "currency": "sat", "depositInvoice": "lnbc1", "paymentHash": "ab" * 32,
+           "depositAmount": "²", "idleTimeout": "²"}
+    header = f'Payment id="x", realm="r", method="lightning", intent="session", request="{b64(doc)}"'
+    (ch,) = mpp.parse(402, headers(header)) or ()
+    with pytest.raises(ChallengeError) as err:
+        mpp.LightningSession.from_challenge(ch)
+    assert err.value.field is not None and "whole number of sat" in str(err.value)

@@ -52,7 +52,7 @@ from httpay.ledger import Ledger, Receipt, open_ledger
 from httpay.ledger.models import refusals_view
 from httpay.loopback import listen, url_of
 from httpay.policy import Policy
-from httpay.safe import SECRET_WORDS, URL_IN_TEXT, clean, safe_url, short_url
+from httpay.safe import SECRET_WORDS, URL_IN_TEXT, clean, digits, safe_url, short_url
 from httpay.view import escape as _e
 from httpay.wallets.base import Wallet
 
@@ -519,7 +519,7 @@ TAG_ROWS = 30  # tag values the "spend by tag" table lists (most spent first)
 def _id(request: Request, name: str) -> int | None:
     """A page's `before` id asked for, if a sensible one (anything else: the newest page)."""
     raw = request.query_params.get(name, "")
-    return int(raw) if raw.isascii() and raw.isdigit() and 0 < len(raw) <= 18 else None
+    return digits(raw, 18)
 
 
 def _where(request: Request) -> Where:

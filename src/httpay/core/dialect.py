@@ -21,6 +21,9 @@ from httpay.core.model import Challenge, Quote
 from httpay.errors import ChallengeError, InvoiceError
 from httpay.lightning import Invoice
 from httpay.policy import Policy
+from httpay.safe import get_logger
+
+log = get_logger("httpay")
 
 
 @dataclass(frozen=True)
@@ -185,7 +188,9 @@ def read_challenge(status: int, headers: Any, body: bytes | str | None, *, url: 
 
     [] for a response that is not a 402 or that no dialect claims. When a dialect claims it but its
     challenge is malformed, the other dialects still answer; if none finds a good challenge, that
-    dialect's ChallengeError (or InvoiceError) is raised, naming what was wrong.
+    dialect's ChallengeError (or InvoiceError) is raised, naming what was wrong. A dialect that
+    fails on a 402 in a way it did not foresee (a ValueError from deep inside) reads as that
+    dialect's malformed challenge, never as the bare error: server input never reaches a caller raw.
     """
     if status != 402:
         return []
@@ -197,6 +202,11 @@ def read_challenge(status: int, headers: Any, body: bytes | str | None, *, url: 
             found.extend(dialect.read(status, headers, raw, url))
         except (ChallengeError, InvoiceError) as exc:
             first_error = first_error or exc
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError, RecursionError) as exc:
+            log.warning("the %s dialect could not read a 402 (%s): a defect in httpay to report", dialect.name,
+                        type(exc).__name__)
+            first_error = first_error or ChallengeError(
+                f"the {dialect.name} challenge cannot be read ({type(exc).__name__})", field="challenge")
     if not found and first_error is not None:
         raise first_error
     return found

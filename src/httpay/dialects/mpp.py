@@ -42,7 +42,7 @@ from httpay.policy import Policy
 from httpay.protocols import mpp
 from httpay.protocols.evm import AUTHORIZATION_TYPES, KNOWN_ASSETS, MAX_TIMEOUT_S
 from httpay.protocols.mpp import LightningCharge, MppChallenge, check_charge_invoice
-from httpay.safe import clean
+from httpay.safe import clean, digits
 
 _ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
 PROBLEMS: dict[str, str] = {  # the scheme's problem types, in words a person acts on
@@ -118,7 +118,7 @@ def _evm_charge(mc: MppChallenge) -> tuple[Money, EvmCharge | str]:
 
 def _base_units(amount: Any) -> int:
     """A request's `amount`: a whole number of base units written as digits (0 for anything else)."""
-    return int(amount) if isinstance(amount, str) and amount.isascii() and amount.isdigit() and len(amount) <= 30 else 0
+    return digits(amount, 30) or 0
 
 
 def _other_price(mc: MppChallenge) -> Money:

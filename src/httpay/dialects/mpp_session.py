@@ -20,7 +20,6 @@ with an httpx.AsyncClient (blocking calls in a worker thread), so the two cannot
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
 from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from dataclasses import dataclass, field
@@ -49,6 +48,7 @@ from httpay.ledger.models import Receipt
 from httpay.lightning import decode_invoice
 from httpay.protocols import mpp as wire
 from httpay.safe import clean, get_logger
+from httpay.safe import loads as safe_loads
 from httpay.wallets.base import Payment, default_fee_limit_msat
 
 __all__ = ["AsyncMppSession", "MppSession", "SessionError", "SessionState", "SseEvent", "SseParser"]
@@ -88,7 +88,8 @@ class SseEvent:
     data: str
 
     def json(self) -> Any:
-        return json.loads(self.data)
+        """The data as JSON (ValueError when it is not, or nests too deep: never RecursionError)."""
+        return safe_loads(self.data)
 
 
 class SseParser:

@@ -31,7 +31,7 @@ from httpay.policy import Policy
 from httpay.protocols import x402
 from httpay.protocols.evm import AUTHORIZATION_TYPES, KNOWN_ASSETS, MAX_TIMEOUT_S
 from httpay.protocols.x402 import X402Challenge, X402Requirement
-from httpay.safe import clean
+from httpay.safe import clean, digits
 
 DEFAULT_TIMEOUT_S = 300       # validBefore when the server gives no maxTimeoutSeconds (the x402 servers' default)
 _ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
@@ -82,7 +82,7 @@ def chain_id(network: str) -> int | None:
     """The EVM chain id of an x402 network ("eip155:8453" or a v1 name such as "base"), else None."""
     if network.startswith("eip155:"):
         tail = network[len("eip155:"):]
-        return int(tail) if tail.isascii() and tail.isdigit() and len(tail) <= 18 else None
+        return digits(tail, 18)
     return CHAIN_IDS.get(network)
 
 
@@ -101,9 +101,7 @@ def _int_extra(extra: Mapping[str, Any], key: str) -> int | None:
     v = extra.get(key)
     if isinstance(v, int) and not isinstance(v, bool):
         return v
-    if isinstance(v, str) and v.isascii() and v.isdigit() and len(v) <= 3:
-        return int(v)
-    return None
+    return digits(v, 3)
 
 
 def value(req: X402Requirement) -> tuple[Money, Valued | str]:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from httpay.errors import ChallengeError
+from httpay.safe import clean, digits
 
 __all__ = ["MacaroonInfo", "b64decode_any", "decode", "mint", "verify"]
 
@@ -123,10 +124,11 @@ def _identifier(ident: bytes) -> tuple[int | None, str | None, str | None]:
 
 def _utc(seconds: str, key: str) -> datetime:
     text = seconds.strip()
-    if not text.isdigit() or len(text) > 12:
-        raise ChallengeError(f"caveat {key!r} must be unix seconds, got {text[:20]!r}", field="caveats")
+    when = digits(text, 12)
+    if when is None:
+        raise ChallengeError(f"caveat {key!r} must be unix seconds, got {clean(text, 20)!r}", field="caveats")
     try:
-        return datetime.fromtimestamp(int(text), tz=UTC)
+        return datetime.fromtimestamp(when, tz=UTC)
     except (OverflowError, OSError, ValueError):
         raise ChallengeError(f"caveat {key!r} is out of range", field="caveats") from None
 
@@ -136,9 +138,11 @@ def _services(value: str) -> list[tuple[str, int]]:
     for part in value.split(","):
         name, sep, tier = part.strip().partition(":")
         name, tier = name.strip(), tier.strip()
-        if not name or not sep or not tier.isdigit() or len(tier) > 6:
-            raise ChallengeError(f"caveat 'services' must read 'name:tier,...', got {part[:30]!r}", field="caveats")
-        out.append((name, int(tier)))
+        level = digits(tier, 6)
+        if not name or not sep or level is None:
+            raise ChallengeError(f"caveat 'services' must read 'name:tier,...', got {clean(part, 30)!r}",
+                                 field="caveats")
+        out.append((name, level))
     return out
 
 

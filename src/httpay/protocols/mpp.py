@@ -30,7 +30,7 @@ from typing import Any
 from httpay.errors import ChallengeError
 from httpay.lightning import Invoice
 from httpay.protocols.www_authenticate import header_values, may_name, parse_challenges, quote
-from httpay.safe import loads
+from httpay.safe import clean, digits, loads
 
 PROTOCOL = "mpp"
 SCHEME = "Payment"
@@ -448,7 +448,8 @@ class LightningCharge:
             raise ChallengeError(f"not a lightning charge: {challenge.kind}", field="method")
         req = challenge.request
         amount, currency = req.get("amount"), req.get("currency")
-        if not isinstance(amount, str) or not amount.isdigit() or len(amount) > 18:
+        sat = digits(amount, 18)
+        if sat is None:
             raise ChallengeError("the lightning charge's amount is not a whole number of sat", field="amount")
         if currency is not None and currency != "sat":
             raise ChallengeError(f"the lightning charge is priced in {str(currency)[:20]!r}, not sat", field="currency")
@@ -459,10 +460,11 @@ class LightningCharge:
         if payment_hash is not None and not (isinstance(payment_hash, str) and re.fullmatch(r"[0-9a-fA-F]{64}", payment_hash)):
             raise ChallengeError("the lightning charge's paymentHash is not 64 hex characters", field="paymentHash")
         network = details.get("network")
-        if network is not None and network not in NETWORKS:
-            raise ChallengeError(f"the lightning charge names an unknown network {str(network)[:20]!r}", field="network")
+        if network is not None and (not isinstance(network, str) or network not in NETWORKS):
+            raise ChallengeError(f"the lightning charge names an unknown network {clean(str(network), 20)!r}",
+                                 field="network")
         desc = req.get("description")
-        return cls(int(amount), details["invoice"], payment_hash.lower() if payment_hash else None,
+        return cls(sat, details["invoice"], payment_hash.lower() if payment_hash else None,
                    NETWORKS[network] if network else None, desc if isinstance(desc, str) else None)
 
     @staticmethod
@@ -494,9 +496,10 @@ def check_charge_invoice(charge: LightningCharge, invoice: Invoice, *, expires: 
 def _sat(value: Any, what: str, *, default: int | None = None) -> int:
     if value is None and default is not None:
         return default
-    if not isinstance(value, str) or not value.isdigit() or len(value) > 18:
+    sat = digits(value, 18)
+    if sat is None:
         raise ChallengeError(f"the lightning session's {what} is not a whole number of sat", field=what)
-    return int(value)
+    return sat
 
 
 @dataclass(frozen=True)
@@ -529,7 +532,7 @@ class LightningSession:
         idle = req.get("idleTimeout")
         unit_type = req.get("unitType")
         return cls(unit, deposit, invoice, payment_hash.lower(), unit_type if isinstance(unit_type, str) else None,
-                   int(idle) if isinstance(idle, str) and idle.isdigit() and len(idle) < 10 else None)
+                   digits(idle, 9))
 
     def as_charge(self) -> LightningCharge:
         """The deposit as a charge, so the one invoice check (amount, hash, network, expiry) applies."""

@@ -24,6 +24,7 @@ wallet, rate) in a worker thread. The descriptions, checks and text are the same
 
 import functools
 import math
+import re
 import threading
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
@@ -75,6 +76,10 @@ _DIALECT_NOTES = {
 TOOL_NAMES = ("fetch", "offers", "pay", "budget", "payments")
 REDACTED = "[redacted]"
 _MIN_SECRET_LEN = 6  # shorter strings are too common to scrub safely
+# Request headers that carry credentials: what was sent in them is a secret a service may echo back
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9-]{0,19}")  # an auth scheme's name: not a secret
+CREDENTIAL_HEADERS = ("authorization", "proxy-authorization", "payment-authorization", "x-payment",
+                      "payment-signature", "cookie")
 _TEXT_TYPES = ("text/", "json", "xml", "javascript", "x-www-form-urlencoded")
 
 
@@ -219,9 +224,7 @@ class _ToolCore:
         self._kept: OrderedDict[tuple[str, str], _Kept] = OrderedDict()
         self._lock = threading.RLock()
         for value in self._default_headers.values():
-            self.add_secret(value)
-            for part in str(value).split():
-                self.add_secret(part)
+            self._add_credential(value)
 
     def __repr__(self) -> str:
         names = ", ".join(sorted(self._default_headers)) or "none"
@@ -403,6 +406,26 @@ class _ToolCore:
             with self._lock:  # tools may run in several threads at once (an MCP server's workers)
                 self._secrets.add(value)
 
+    def _keep_sent(self, response: httpx.Response) -> None:
+        """Every credential the requests behind `response` carried (a held token, a paid credential:
+        an MPP one holds the preimage) becomes a secret, whole and in its parts, so a service
+        echoing the request back shows the model none of it."""
+        for r in (*response.history, response):
+            for name in CREDENTIAL_HEADERS:
+                for value in r.request.headers.get_list(name):
+                    self._add_credential(value)
+
+    def _add_credential(self, value: str) -> None:
+        """A credential header's value as secrets: whole, and each part but its scheme's name
+        ("Bearer", "Payment": words a result must still be able to say)."""
+        self.add_secret(value)
+        words = value.split()
+        if len(words) > 1 and _SCHEME.fullmatch(words[0]):
+            words = words[1:]
+        for word in words:
+            for part in {word, *word.replace(",", ":").split(":")}:
+                self.add_secret(part)
+
     def scrub(self, text: str) -> str:
         """Replace every secret the Toolbox knows with [redacted]."""
         with self._lock:
@@ -443,6 +466,7 @@ class _ToolCore:
     def _body(self, response: httpx.Response, verb: str, max_chars: int = MAX_BODY_CHARS) -> str:
         """The body as one cleaned line (its line breaks shown as \\n), at most `max_chars` characters; a
         longer one is kept (scrubbed) so fetch's `offset` reads on without requesting or paying again."""
+        self._keep_sent(response)
         ctype = response.headers.get("content-type", "")
         if not response.content:
             return "(empty body)"
