@@ -12,13 +12,14 @@ from typing import Any
 
 
 class HttpayError(Exception):
-    """Base of every error httpay raises on purpose. Its text never shows a URL's password or a
-    credential in a URL's query (`safe.mask_urls`): errors reach terminals, logs and LLMs."""
+    """Base of every error httpay raises on purpose. Its text is one bounded line that never shows
+    a URL's password or a credential in a URL's query (`safe.mask_urls`), with any control character
+    a service slipped into it shown as an escape: errors reach terminals, logs and LLMs."""
 
     def __str__(self) -> str:
-        from httpay.safe import mask_urls
+        from httpay.safe import MAX_LINE, clean, mask_urls
 
-        return mask_urls(super().__str__())
+        return clean(mask_urls(super().__str__()), MAX_LINE)
 
 
 class ChallengeError(HttpayError, ValueError):
@@ -69,13 +70,15 @@ class PaymentRefused(HttpayError):
         it ("--budget-usd", "budget_usd in policy.toml", "the max_price_usd argument"); a knob it
         does not map is named as the library's (`Policy(budget_usd=...)`).
         """
+        from httpay.safe import MAX_LINE, clean, mask_urls
+
         if self.advice is None:
-            return self.reason
+            return clean(mask_urls(self.reason), MAX_LINE)
         if self.knob is None:
             name = "the limit in the policy"
         else:
             name = (knobs or {}).get(self.knob) or LIBRARY_KNOBS.get(self.knob) or f"Policy({self.knob}=...)"
-        return f"{self.reason}; {self.advice.format(knob=name)}"
+        return clean(mask_urls(f"{self.reason}; {self.advice.format(knob=name)}"), MAX_LINE)
 
 
 class DuplicatePayment(PaymentRefused):

@@ -207,3 +207,31 @@ def test_the_approval_spinner_shows_a_hostile_title_as_typed(tmp_path: Path) -> 
     assert "\x1b[" not in str(no.value) and "\nFORGED" not in str(no.value)
     shown = out.getvalue()
     assert "[bold red]Premium [/x] plan\\nFORGED" in shown and "\x1b[1;31mPremium" not in shown
+
+
+FORGED = "\x1b[2J\x1b[31mFAKE\nINFO httpay: all good"
+
+
+def test_every_str_a_person_prints_shows_server_text_as_one_harmless_line(tmp_path: Path) -> None:
+    """An error's text, a receipt, an MPP challenge, an x402 receipt and the offers are printed as
+    they are (`print(err)`, the README's `print(receipt_of(r))`): server text in them has its
+    control characters shown, never an escape sequence or a forged second log line."""
+    from httpay.protocols import mpp
+    from httpay.protocols.x402 import X402Receipt
+    from tests.helpers import challenge_body
+
+    with SQLiteLedger(tmp_path / "l.db") as lg:
+        row = lg.reserve(Intent(host="svc.example", url="https://svc.example/x", protocol="l402-v0.2",
+                                method="lightning", amount_msat=5_000, payment_hash="ab" * 32, offer_id="o1",
+                                offer_title=FORGED, offer_amount=5, offer_currency="SAT"))
+        row = lg.note(row.id, FORGED)
+    challenge = mpp.MppChallenge(id="c", realm=FORGED, method="tempo", intent="charge",
+                                 request={"amount": FORGED, "currency": FORGED}, params={})
+    refusal = httpay.PaymentRefused(f"refused: {FORGED}", rule="x", knob="budget_usd", advice="raise {knob}")
+    shown = [str(refusal), refusal.render(), str(httpay.PaymentNotHonored(f"paid but {FORGED}", receipt=row, response=None)),
+             str(row), str(challenge), str(X402Receipt(True, FORGED, FORGED)),
+             str(X402Receipt(False, None, None, error_reason=FORGED))]
+    for text in shown:
+        assert "\x1b" not in text and "\n" not in text and "\\x1b[2J" in text, text
+    offers = str(PaymentOffers.from_dict({**challenge_body(), "version": f"0.2{FORGED}"}))
+    assert "\x1b" not in offers and "\nINFO" not in offers and offers.startswith("L402 Payment Offers (v0.2\\x1b")

@@ -215,7 +215,7 @@ def describe_problem(problem: mpp.MppProblem) -> str:
     """The problem in words, with the service's own title (cleaned: server text) after it."""
     words = PROBLEMS.get(problem.kind, f"the service reports {clean(problem.kind, 60)}")
     told = clean(problem.detail or problem.title or "", 160)
-    return f"{words} ({problem.kind}{': ' + told if told else ''})"
+    return f"{words} ({clean(problem.kind, 60)}{': ' + told if told else ''})"
 
 
 class Mpp:

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from httpay.amounts import fmt_msat, format_amount, rate_ok
-from httpay.safe import safe_url, short_url
+from httpay.safe import clean, safe_url, short_url
 from httpay.view import STATUS_TONE, Cell, Column, View, kv, row, sat, status_cell, usd
 from httpay.view import rate as view_rate
 
@@ -68,13 +68,13 @@ class Receipt:
         return self.created_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
 
     def __str__(self) -> str:
-        what = f"{self.offer_id} '{self.offer_title}'" if self.offer_id else self.protocol
-        reason = f" ({self.reason})" if self.reason else ""
+        what = f"{clean(self.offer_id, 80)} '{clean(self.offer_title, 120)}'" if self.offer_id else clean(self.protocol, 40)
+        reason = f" ({clean(self.reason, 300)})" if self.reason else ""
         fee = (f"fee up to {self.fee_msat / 1000:,g} sat held" if self.status is Status.PENDING
                else f"fee {self.fee_msat / 1000:,g} sat")
         return (
             f"#{self.id} {self.when} {self.status.value:<7} {self.amount_msat / 1000:,g} sat + {fee} "
-            f"to {self.host} for {what} by {self.method}{reason}"
+            f"to {clean(self.host, 120)} for {what} by {clean(self.method, 60)}{reason}"
         )
 
     def __repr__(self) -> str:

@@ -268,7 +268,7 @@ class PaymentOffers:
         return self.offers[i]
 
     def __str__(self) -> str:
-        head = f"L402 Payment Offers (v{self.version})"
+        head = f"L402 Payment Offers (v{clean(self.version, 20)})"
         return head + "\n" + "\n".join(f"- {o}" for o in self.offers)
 
     def __repr__(self) -> str:

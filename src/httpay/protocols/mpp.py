@@ -129,8 +129,8 @@ class MppChallenge:
     def __str__(self) -> str:
         amount = self.request.get("amount")
         unit = self.request.get("currency") or ""
-        price = f"{amount} {unit}".strip() if amount is not None else "no amount"
-        return f"MPP {self.kind} challenge from {self.realm}: {price}"
+        price = f"{clean(amount, 40)} {clean(unit, 20)}".strip() if amount is not None else "no amount"
+        return f"MPP {clean(self.kind, 60)} challenge from {clean(self.realm, 120)}: {price}"
 
 
 def _challenge(params: Mapping[str, str]) -> MppChallenge:

@@ -467,8 +467,8 @@ class X402Receipt:
 
     def __str__(self) -> str:
         if self.success:
-            return f"x402 settled on {self.network}: transaction {self.transaction}"
-        return f"x402 settlement failed: {self.error_reason or self.error_message or 'no reason given'}"
+            return f"x402 settled on {clean(self.network, 80)}: transaction {clean(self.transaction, 120)}"
+        return f"x402 settlement failed: {clean(self.error_reason or self.error_message or 'no reason given', 200)}"
 
 
 def decode_payment_response(headers: Any) -> X402Receipt | None:
