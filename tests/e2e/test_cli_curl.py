@@ -64,6 +64,8 @@ FORMS = [
     Form("not a URL (exit 2)", ("get", "example.com"), 2, stderr=("no scheme",)),
     Form("an HTTP error (exit 6)", ("get", "{url}/mpp/ticker/NOPE", "-q"), 6, stderr=("HTTP 404",)),
     Form("head is there, and prints no body", ("head", "{url}/terms", "-q"), 0, quiet_stderr=True),
+    Form("head says there is no body (not 'saved in None')", ("head", "{url}/terms"), 0,
+         stderr=("HTTP 200 OK: no body",)),
     Form("-d @FILE that is missing (exit 2)", ("post", "{url}/x", "-d", "@/no/such/file"), 2,
          stderr=("cannot read the file",)),
 ]
@@ -148,3 +150,16 @@ def test_tags_group_the_ledger_and_the_export_hands_it_to_accounting(demo: Runni
     assert refused.returncode == 3 and "agent=research" in refused.stderr, refused.stderr
     budget = httpay_cmd("budget", "--policy", str(policy), env=env)
     assert "tag agent=resear" in budget.stdout and "daily budget" in budget.stdout, budget.stdout
+
+
+def test_without_a_wallet_a_body_from_stdin_is_sent(demo: RunningServer, tmp_path: Path) -> None:
+    """No wallet configured: the request still goes out as given; `-d @-` read stdin once and the
+    plain request used to read it again, empty (the server saw no body; --json @- said "not JSON")."""
+    bare = {"HTTPAY_WALLET": "", "HTTPAY_LEDGER": str(tmp_path / "none.sqlite3")}
+    p = httpay_cmd("post", f"{demo.url}/ln/wallets", "--json", "@-", env=bare, stdin='{"balance_sat": 3}')
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["balance_msat"] == 3_000
+    q = httpay_cmd("post", f"{demo.url}/ln/wallets", "-d", "@-", "-H", "Content-Type: application/json", env=bare,
+                   stdin='{"balance_sat": 4}')
+    assert q.returncode == 0 and json.loads(q.stdout)["balance_msat"] == 4_000, q.stderr
+

@@ -448,7 +448,7 @@ def _get(args: argparse.Namespace, console: Console) -> int:
     wallet = _wallet_or_none()
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     if wallet is None:
-        return _get_without_wallet(args, console)
+        return _get_without_wallet(args, body, headers)
     queue = None
     if args.ask:
         from httpay.apps.approvals import ApprovalQueue, lines, spinner
@@ -656,8 +656,10 @@ def _body_out(r: httpx.Response, args: argparse.Namespace | None = None) -> int:
         sys.stdout.write(r.text)
         if not r.text.endswith("\n"):
             sys.stdout.write("\n")
-    elif not quiet:
+    elif out and not quiet:
         _note(f"the body ({len(r.content):,} bytes) is saved in {out}")
+    elif not quiet:
+        _note(f"HTTP {r.status_code} {r.reason_phrase}: no body".rstrip())
     if unwritten:
         _say(f"httpay: {unwritten}")
         return EXIT_ERROR
@@ -668,13 +670,13 @@ def _body_out(r: httpx.Response, args: argparse.Namespace | None = None) -> int:
     return EXIT_OK
 
 
-def _get_without_wallet(args: argparse.Namespace, console: Console) -> int:
-    """No wallet configured: fetch the URL as plain HTTP; a 402 is shown, never paid."""
+def _get_without_wallet(args: argparse.Namespace, body: bytes | None, headers: dict[str, str]) -> int:
+    """No wallet configured: fetch the URL as plain HTTP; a 402 is shown, never paid. The body was
+    read once already (stdin, for `-d @-`, can be read only once)."""
     from httpay.core.dialect import read_challenge
 
-    body, body_headers = _body(args)
     with httpx.Client(timeout=30) as client:
-        r = client.request(args.method, args.url, headers={**body_headers, **_headers(args.header)}, content=body)
+        r = client.request(args.method, args.url, headers=headers, content=body)
     if r.status_code != 402:
         return _body_out(r, args)
     found = read_challenge(r.status_code, r.headers, r.content, url=args.url)
