@@ -50,7 +50,7 @@ FORMS = [
     Form("--no-pay pays nothing and says what it would", ("get", "{url}/mpp/ticker/MSFT", "--no-pay"), 0,
          ("would pay",), paid=0),
     Form("post --no-pay previews the POST itself: its 402, not a GET's (the route takes only POST)",
-         ("post", "{url}/x402/summarize", "--json", '{"text": "hi"}', "--no-pay"), 3,
+         ("post", "{url}/x402/summarize", "--json", '{"text": "hi"}', "--no-pay"), 6,
          ("/x402/summarize asks for payment", "x402:upto", "would not pay (no_signer)", "nothing was paid"), paid=0),
     Form("--max-cost below the price refuses (exit 3)", ("get", "{url}/mpp/ticker/MSFT", "--max-cost-sat", "5"), 3,
          stderr=("refused", "--max-price-sat"), paid=0),

@@ -109,7 +109,9 @@ def test_unknown_method(ledger: SQLiteLedger) -> None:
     svc = FakeService(offers=[{"offer_id": "cc", "title": "t", "description": "", "type": "top-up", "balance": 1,
                                 "amount": 1, "currency": "USD", "payment_methods": ["credit_card"]}])
     e = _refused(ledger, svc, FakeWallet(svc), httpay.PaymentRefused)
-    assert e.rule == "methods" and "credit_card" in str(e)
+    # no policy could allow a card: said so, with no knob to turn (it advised allowing it in Policy(methods=...))
+    assert e.rule == "unpayable" and "takes only credit_card, which httpay cannot pay" in str(e)
+    assert "Policy(methods" not in str(e)
 
 
 def test_malformed_402(ledger: SQLiteLedger) -> None:

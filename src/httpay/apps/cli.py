@@ -32,6 +32,7 @@ from httpay.apps.exit_codes import (
     EXIT_PAYMENT,
     EXIT_REFUSED,
     EXIT_USAGE,
+    refusal_code,
 )
 from httpay.core.rates import resolve_rate
 from httpay.errors import ConfigError, HttpayError, PaymentRefused, UsageError
@@ -305,15 +306,19 @@ def failure(exc: BaseException, knobs: dict[str, str] | None = None, *, paying: 
                               f"from its 402 to the payment (it was still at {clean(exc.stage, 200)}); nothing was "
                               f"paid. If this service is known to be slow, raise {knob}")
     if isinstance(exc, PaymentRefused):
-        return EXIT_REFUSED, exc.render(knobs) + ". Nothing was paid."
+        return refusal_code(exc.rule), exc.render(knobs) + ". Nothing was paid."
     if isinstance(exc, PaymentNotHonored | PaymentOutcomeUnknown):
         return EXIT_PAYMENT, f"{exc}; see `httpay ledger`"
     if isinstance(exc, WalletUnreachable):  # a network fault, paying or not: nothing reached the wallet
         return EXIT_NETWORK, f"the wallet cannot be reached: {exc}"
     if isinstance(exc, WalletError) and not paying:
         return EXIT_ERROR, f"the wallet: {type(exc).__name__}: {exc}"
-    if isinstance(exc, InvoiceError | PaymentRequestError | WalletError):
-        paid = "" if not isinstance(exc, WalletError) or exc.outcome_known else "; it may have gone out: run `httpay ledger reconcile`"
+    if isinstance(exc, InvoiceError):  # checked before anything is written down or paid
+        return EXIT_REFUSED, f"the invoice was refused before paying: {exc}. Nothing was paid."
+    if isinstance(exc, PaymentRequestError):  # the service would not give an invoice: nothing to pay yet
+        return EXIT_HTTP, f"the service's payment request failed: {exc}. Nothing was paid."
+    if isinstance(exc, WalletError):
+        paid = "" if exc.outcome_known else "; it may have gone out: run `httpay ledger reconcile`"
         return EXIT_PAYMENT, f"payment failed: {type(exc).__name__}: {exc}{paid}"
     if isinstance(exc, HttpayError):
         return EXIT_ERROR, f"{type(exc).__name__}: {exc}"
@@ -1204,7 +1209,7 @@ def _dry_run(args: argparse.Namespace, policy: Any, console: Console, headers: d
 
             console.print(Text("would not pay", style="red") + Text(f" ({clean(result['rule'], 80)}): {clean(result['reason'], MAX_LINE)}"))
         console.print("dry run: nothing was paid, the wallet was not called")
-    return 0 if d is not None else 3
+    return 0 if d is not None else refusal_code(str(result["rule"]))
 
 
 def _budget(args: argparse.Namespace, console: Console) -> int:

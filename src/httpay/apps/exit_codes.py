@@ -12,5 +12,18 @@ EXIT_CODES = (
                     "(`ledger reconcile`: a payment stays pending); the ledger says which")),
     (EXIT_NETWORK, ("network: could not connect, unknown host, timed out, a wallet that cannot be reached (the payment "
                    "deadline too; nothing paid)")),
-    (EXIT_HTTP, "the service answered an HTTP error (4xx/5xx, or a 402 nothing could be paid for)"),
+    (EXIT_HTTP, ("the service answered an HTTP error (4xx/5xx), or a 402 nothing here can pay (no wallet or signer "
+                 "for it, only methods httpay cannot pay, a 402 that cannot be read); nothing paid")),
 )
+
+# Refusals that are no one's decision: nothing configured here can pay what the 402 asks for
+NOTHING_PAYS = frozenset({"unpayable", "no_wallet", "no_signer", "rail"})
+
+
+def refusal_code(rule: str) -> int:
+    """A refusal's exit code: 6 when nothing here could pay the 402 (no wallet or signer for it, a
+    method httpay cannot pay, offers its dialect cannot check), else 3 (a limit, the policy, a person)."""
+    from httpay.core.dialect import dialects
+
+    return EXIT_HTTP if rule in NOTHING_PAYS or rule in {d.name for d in dialects()} else EXIT_REFUSED
+

@@ -129,6 +129,9 @@ def _fitting(challenge: Challenge, index: int, policy: Policy, *, host: str, rat
             raise refuse(f"refused: {host} asks for a Lightning payment ({'; '.join(str(o.price) for o in choices)}) "
                          "and no Lightning wallet is configured; pass wallet= to the client", rule)
         raise refuse(f"refused: {host} asks for an {challenge.dialect} payment ({_prices(choices)}); {why}", rule)
+    if all(o.pay_method is None for o in challenge.offers):  # no policy could allow any: say so, with no knob
+        raise refuse(f"refused: {host} takes only {clean(', '.join(challenge.payment_methods), 200) or 'nothing'}, "
+                     "which httpay cannot pay", "unpayable")
     allowed = [(o, o.pay_method) for o in reachable
                if o.pay_method is not None and method_allowed(policy.methods, o.pay_method)]
     if not allowed:
