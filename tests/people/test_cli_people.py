@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -308,6 +309,49 @@ def test_ctrl_c_while_get_ask_waits_denies_the_approval(demo: RunningServer, acc
     assert late.returncode == 1 and "already denied by abandoned" in late.stderr
     assert json.loads(cli("ledger", "--ledger", ledger, "--json").stdout)["payments"] == []
     assert credits(demo, account) == 0
+
+
+def test_ctrl_c_while_the_wallet_pays_says_what_to_look_up(demo: RunningServer, account: dict[str, str],
+                                                          tmp_path: Path) -> None:
+    """Interrupted while the wallet is being called: the payment is written pending and may have gone
+    out, so the command says which row and what to run (it used to end with no word at all)."""
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse as Json
+    from starlette.routing import Route
+
+    from httpay.demo.runner import serve_in_thread
+
+    node = httpx.get(f"{demo.url}/ln/node").json()
+
+    async def info(request: Any) -> Any:
+        return Json(node)
+
+    async def hang(request: Any) -> Any:
+        import asyncio
+
+        await asyncio.sleep(2)  # long past the interrupt; short, so the server stops soon after
+        return Json({})
+
+    slow = Starlette(routes=[Route("/ln/node", info), Route("/ln/pay", hang, methods=["POST"])])
+    ledger = str(tmp_path / "interrupted-pay.sqlite3")
+    with serve_in_thread(slow) as wallet_url:
+        agent = spawn("get", f"{demo.url}/ticker/MSFT", "-H", f"Authorization: {account['Authorization']}",
+                      "--ledger", ledger, env={"HTTPAY_WALLET": "demo", "HTTPAY_DEMO_URL": wallet_url.url,
+                                               "HTTPAY_DEMO_KEY": "k" * 32})
+        try:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                if os.path.exists(ledger) and SQLiteLedger(ledger).pending():
+                    break
+                time.sleep(0.05)
+            time.sleep(0.2)  # the wallet call is under way
+            agent.send_signal(signal.SIGINT)
+            _, err = agent.communicate(timeout=30)
+        finally:
+            if agent.poll() is None:
+                agent.kill()
+    assert agent.returncode == 130 and "Traceback" not in err, err
+    assert "interrupted while paying: ledger #1 is pending" in err and "httpay ledger reconcile" in err, err
 
 
 def test_get_ask_denied_pays_nothing(demo: RunningServer, account: dict[str, str], wallet_env: dict[str, str],

@@ -245,9 +245,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if handler not in before:  # only the stderr handler the command itself installed
             handler.addFilter(_not_reported_twice)
     console = Console()
+    started = datetime.now(UTC)
     try:
         return int(_run(args, console) or 0)
     except KeyboardInterrupt:
+        if args.command in REQUEST_COMMANDS:
+            _say(_interrupted(args, started))
         return 130
     except BrokenPipeError:
         # the reader went away (`httpay ledger | head`): stop quietly, as Unix tools do
@@ -262,6 +265,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger("httpay").debug("the failure in full", exc_info=True)
         _say(f"httpay: {line}")
         return code
+
+
+def _interrupted(args: argparse.Namespace, started: datetime) -> str:
+    """What a request stopped by Ctrl-C leaves behind: a payment written pending may have gone out
+    (the wallet was being called), and must be looked up before anything is paid again."""
+    from httpay.ledger import open_ledger
+
+    try:
+        with open_ledger(_existing_ledger(getattr(args, "ledger", None))) as lg:
+            left = [r for r in lg.pending() if r.created_at >= started - timedelta(seconds=1)]
+    except Exception:  # noqa: BLE001 - the line is said whatever the ledger can tell
+        left = []
+    if not left:
+        return "httpay: interrupted"
+    ids = ", ".join(f"#{r.id}" for r in left)
+    return (f"httpay: interrupted while paying: ledger {ids} is pending and the wallet may have paid it; run "
+            "`httpay ledger reconcile` before paying again")
 
 
 def _say(line: str) -> None:
