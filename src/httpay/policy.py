@@ -152,6 +152,9 @@ class Policy:
                 setattr(self, name, (v,))
             elif v is not None and (not isinstance(v, Sequence | set | frozenset) or not all(isinstance(h, str) for h in v)):
                 raise ConfigError(f"Policy({name}=...) must be a list of host names, got {v!r:.60}")
+            for h in getattr(self, name) or ():
+                if (problem := _host_pattern_problem(h)) is not None:
+                    raise ConfigError(f"Policy({name}=...): {problem}")
         if self.approve is not None and not callable(self.approve):
             raise ConfigError(f"Policy(approve=...) must be a function (or an httpay ApprovalQueue) asked about each "
                               f"payment, got {type(self.approve).__name__}")
@@ -409,6 +412,22 @@ def _host_parts(text: str) -> tuple[str, str | None]:
         with contextlib.suppress(UnicodeError):  # (a name IDNA refuses matches only itself)
             t = t.encode("idna").decode("ascii")
     return t, port
+
+
+def _host_pattern_problem(pattern: str) -> str | None:
+    """Why `pattern` names no host as a person meant it (None: it is one), said before it silently
+    matches nothing: '*' (no wildcard for every host), a URL, a path, an empty entry."""
+    p = pattern.strip()
+    if p in ("*", "*.*", "**"):
+        return (f"{pattern!r} is not a host: leave allowed_hosts unset to pay any host (denied_hosts still apply), "
+                "or name hosts (stock.example, *.example.org)")
+    if not p:
+        return "an empty host name"
+    if "://" in p or "/" in p or " " in p:
+        return f"{p[:60]!r} is not a host name: give the host alone (stock.example, api.example:8443, *.example.org)"
+    if "*" in p.removeprefix("*."):
+        return f"{p[:60]!r}: '*' is allowed only as a leading '*.' (*.example.org)"
+    return None
 
 
 def _host_matches(host: str, pattern: str) -> bool:

@@ -428,7 +428,7 @@ CLI_CASES = [
     CliCase("--approval-timeout -1", lambda s, t: ["get", s.free(), "--ask", "--approval-timeout", "-1"], 2,
             ("argument --approval-timeout: must be",)),
     CliCase("--approval-timeout without --ask is no payment made unasked", lambda s, t: [
-        "get", s.classic(), "--approval-timeout", "5"], 2, ("--approval-timeout only work with --ask",)),
+        "get", s.classic(), "--approval-timeout", "5"], 2, ("--approval-timeout only works with --ask",)),
     CliCase("--budget-usd 1e308", lambda s, t: ["get", s.free(), "--budget-usd", "1e308"], 2,
             ("argument --budget-usd: is larger than any real amount",)),
     CliCase("--max-price-sat with 4,000 digits", lambda s, t: ["get", s.free(), "--max-price-sat", "9" * 4000], 2,

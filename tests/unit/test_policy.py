@@ -201,3 +201,16 @@ def test_the_total_budget_must_fit_the_fee_cap_too() -> None:
     with pytest.raises(PaymentRefused) as err:
         decide(Policy(budget_usd=0.02), spent_msat=1)
     assert err.value.rule == "budget" and "costs 10 sat ($0.01) + up to 10 sat ($0.01) in fees" in str(err.value)
+
+
+@pytest.mark.parametrize(("hosts", "says"), [
+    (["*"], "leave allowed_hosts unset to pay any host"),
+    (["https://stock.example/x"], "give the host alone"),
+    (["a*b.example"], "only as a leading '*.'"),
+    ([""], "an empty host name"),
+])
+def test_a_host_pattern_that_would_match_nothing_is_refused_when_made(hosts: list[str], says: str) -> None:
+    """`allowed_hosts=["*"]` used to be accepted and then match no host at all."""
+    with pytest.raises(ConfigError, match=re.escape(says)):
+        Policy(allowed_hosts=hosts)
+    assert Policy(allowed_hosts=["stock.example", "*.example.org", "api.example:8443"]).allowed_hosts

@@ -626,7 +626,8 @@ def _ask_flags(args: argparse.Namespace) -> None:
     given = [f for f, v in (("--approval-timeout", args.approval_timeout), ("--approvals", getattr(args, "approvals", None)))
              if v is not None]
     if given and not args.ask:
-        raise UsageError(f"{' and '.join(given)} only work with --ask (hold each payment for a person); add --ask")
+        verb = "works" if len(given) == 1 else "work"
+        raise UsageError(f"{' and '.join(given)} only {verb} with --ask (hold each payment for a person); add --ask")
 
 
 def _check_output(out: str | None) -> None:
@@ -862,7 +863,8 @@ def _add_people_commands(sub: Any) -> None:
     wb.add_argument("--json", action="store_true", help="print JSON for scripts")
     wo = wsub.add_parser("open-demo", help="open a funded wallet on a demo server and print its HTTPAY_ settings",
                          description="Open a wallet on `httpay demo-server` (regtest, no real money) and print the "
-                                     "three lines to export: HTTPAY_WALLET=demo, HTTPAY_DEMO_URL and HTTPAY_DEMO_KEY. "
+                                     "the export of HTTPAY_WALLET=demo, HTTPAY_DEMO_URL and HTTPAY_DEMO_KEY, for "
+                                     "`eval \"$(httpay wallet open-demo)\"`. "
                                      "The key spends that wallet's demo balance: keep it like a password.")
     wo.add_argument("url", nargs="?", default="http://127.0.0.1:8402",
                     help="the demo server (default: http://127.0.0.1:8402, where `httpay demo-server` listens)")
@@ -1393,8 +1395,9 @@ def _tokens(args: argparse.Namespace, console: Console) -> int:
     if args.json:
         print(json.dumps({"tokens": held}, indent=2))
         return EXIT_OK
-    columns = (Column("scope", style="code"), Column("paid by (payment hash)"), Column("stored (UTC)"),
-               Column("expires (UTC)"))
+    # the scope whole (folded, never cut with an ellipsis): it is what `tokens drop SCOPE` takes
+    columns = (Column("scope", style="code", overflow="fold", min_width=24), Column("paid by (payment hash)"),
+               Column("stored (UTC)"), Column("expires (UTC)"))
     rows = tuple(row(clean(t["scope"], 200), clean((t["payment_hash"] or "—")[:16] + "…", 20),
                      (t["created_at"] or "—")[:19].replace("T", " "),
                      (t["expires_at"] or "never said")[:19].replace("T", " ")) for t in held)

@@ -93,6 +93,9 @@ class Story:
             if ch.reuse == "scope":
                 self.say("402 Payment Required: classic L402, one invoice to pay for the macaroon",
                          offers_table(ch.offers, title="L402 challenge", usd_per_btc=self.rate))
+            elif ch.dialect != "l402-v0.2":
+                self.say(f"402 Payment Required: {safe.clean(ch.dialect, 40)}, {len(ch.offers)} way(s) to pay",
+                         offers_table(ch.offers, title=f"{safe.clean(ch.dialect, 40)} challenge", usd_per_btc=self.rate))
             else:
                 self.say(f"402 Payment Required: the service offers {len(ch.offers)} ways to buy credits",
                          offers_table(ch.offers, title=f"L402 offers (v{ch.version})", usd_per_btc=self.rate))

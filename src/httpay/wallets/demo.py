@@ -62,6 +62,9 @@ class DemoWallet(Wallet):
         url = base_url.rstrip("/") + "/ln/wallets"
         try:
             response = httpx.post(url, json={"balance_sat": balance_sat}, timeout=timeout)
+        except _NOT_SENT as exc:
+            raise WalletUnreachable(f"could not reach the demo service at {base_url} to open a wallet: "
+                                    f"{type(exc).__name__}; is `httpay demo-server` running there?") from None
         except httpx.HTTPError as exc:
             raise WalletError(f"could not reach the demo service at {base_url} to open a wallet: {type(exc).__name__}") from None
         body = _json(response)

@@ -156,6 +156,10 @@ class LNbitsWallet(Wallet):
         return self._scrub(f"HTTP {r.status_code} {r.text[:200]}"), None
 
     def _auth_error(self, r: httpx.Response, detail: str) -> WalletError:
+        """A refused key, or (a 404 that is not LNbits' JSON) a URL where no LNbits answers."""
+        if r.status_code == 404 and not (isinstance(body := self._json(r), dict) and "detail" in body):
+            return WalletError(f"no LNbits API at {self.url} (HTTP 404 for {r.request.url.path}): check LNBITS_URL "
+                               "names the LNbits server itself")
         return WalletError(f"LNbits refused the API key (HTTP {r.status_code}: {detail}); check the wallet's Admin/Invoice keys")
 
     # --- Wallet API -----------------------------------------------------------------------------
