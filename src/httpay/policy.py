@@ -133,6 +133,35 @@ class Policy:
         by `httpay budget`, the budget tool and `str(policy)`."""
         return cls(default_limits=False, **settings)
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        """A setting changed after the policy was made is checked as if it had been given (a NaN cap
+        would otherwise surface as a bare ValueError mid-payment); a bad one leaves the old in place."""
+        state = self.__dict__
+        if not state.get("_ready") or state.get("_checking") or name.startswith("_"):
+            object.__setattr__(self, name, value)
+            return
+        names = [f.name for f in fields(self)]
+        if name not in names:  # a misspelt setting would be kept and never read: said, as when it is given
+            import difflib
+
+            near = difflib.get_close_matches(name, names, 1)
+            raise ConfigError(f"Policy has no setting {name}" + (f" (did you mean {near[0]}?)" if near else "")
+                              + f"; its settings are {', '.join(names)}")
+        missing = object()
+        old = state.get(name, missing)
+        object.__setattr__(self, name, value)
+        object.__setattr__(self, "_checking", True)
+        try:
+            self.__post_init__()
+        except ConfigError:
+            if old is missing:
+                object.__delattr__(self, name)
+            else:
+                object.__setattr__(self, name, old)
+            raise
+        finally:
+            object.__setattr__(self, "_checking", False)
+
     def __post_init__(self) -> None:
         for name in _NUMBER_FIELDS:
             v = getattr(self, name)
@@ -456,6 +485,7 @@ def _checked_init(init: Callable[..., None]) -> Callable[..., None]:
         if len(args) > 0:
             raise ConfigError("Policy takes its settings by name, e.g. httpay.Policy(budget_usd=5)")
         init(self, **kwargs)
+        object.__setattr__(self, "_ready", True)  # from now on a setting changed is checked as one given
 
     __init__.__doc__ = init.__doc__
     return __init__

@@ -214,3 +214,18 @@ def test_a_host_pattern_that_would_match_nothing_is_refused_when_made(hosts: lis
     with pytest.raises(ConfigError, match=re.escape(says)):
         Policy(allowed_hosts=hosts)
     assert Policy(allowed_hosts=["stock.example", "*.example.org", "api.example:8443"]).allowed_hosts
+
+
+def test_a_setting_changed_later_is_checked_as_one_given() -> None:
+    """`p.max_per_payment_sat = nan` used to be kept and then fail as a bare ValueError mid-payment;
+    a misspelt name was kept and never read. Both are refused, and the policy keeps what it had."""
+    p = Policy(max_per_payment_sat=5)
+    for name, value, says in (("max_per_payment_sat", float("nan"), "non-negative finite number"),
+                              ("max_per_payment_sat", "5", "non-negative finite number"),
+                              ("allowed_hosts", ["*"], "is not a host"),
+                              ("budget_ust", 5, "did you mean budget_usd?")):
+        with pytest.raises(ConfigError, match=re.escape(says)):
+            setattr(p, name, value)
+    assert p.max_per_payment_sat == 5 and p.allowed_hosts is None and "at most 5 sat per payment" in str(p)
+    p.budget_usd = 3
+    assert p.budget_usd == 3 and "$3.00 in total" in str(p)

@@ -134,6 +134,9 @@ class Story:
 
     def _print_refusal(self, text: str) -> None:
         self._refused = None
+        if text.startswith("refused by"):  # "refused by the approver: ...": said once, not "refused: refused by"
+            self.console.print(f"[red]refused[/]{safe.markup(text.removeprefix('refused'), safe.MAX_LINE)}")
+            return
         self.console.print(f"[red]refused[/]: {safe.markup(text.removeprefix('refused: '), safe.MAX_LINE)}")
 
     def show_refusal(self, exc: HttpayError) -> None:

@@ -44,7 +44,7 @@ from httpay.protocols.evm import AUTHORIZATION_TYPES, KNOWN_ASSETS, MAX_TIMEOUT_
 from httpay.protocols.mpp import LightningCharge, MppChallenge, check_charge_invoice
 from httpay.safe import clean, digits
 
-_ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
+_ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}\Z")
 PROBLEMS: dict[str, str] = {  # the scheme's problem types, in words a person acts on
     "payment-required": "the service asks for a payment",
     "payment-insufficient": "the service says the payment was less than it asks",

@@ -34,7 +34,7 @@ from httpay.protocols.x402 import X402Challenge, X402Requirement
 from httpay.safe import clean, digits
 
 DEFAULT_TIMEOUT_S = 300       # validBefore when the server gives no maxTimeoutSeconds (the x402 servers' default)
-_ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
+_ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}\Z")
 
 # x402 v1 network names -> EVM chain ids (v2 uses CAIP-2 "eip155:<id>").
 CHAIN_IDS: dict[str, int] = {

@@ -48,7 +48,7 @@ X_PAYMENT_RESPONSE = "X-PAYMENT-RESPONSE"
 PAYMENT_IDENTIFIER = "payment-identifier"   # v2 extension: an idempotency key for the payment
 SIGN_IN_WITH_X = "sign-in-with-x"           # v2 extension: a returning payer signs in instead of paying
 SIGN_IN_HEADER = "SIGN-IN-WITH-X"
-PAYMENT_ID = re.compile(r"^[A-Za-z0-9_-]{16,128}$")
+PAYMENT_ID = re.compile(r"^[A-Za-z0-9_-]{16,128}\Z")
 
 MAX_HEADER_CHARS = 256 * 1024
 MAX_AMOUNT = 2**256 - 1  # EVM token amounts are uint256
@@ -346,7 +346,7 @@ class SignIn:
 # x402 `exact` on Lightning: an unmerged proposal (x402 PRs #1311, #2861; draft scheme_exact_lnbtc.md).
 LNBTC_PROPOSAL = "x402-lnbtc"
 LNBTC_NETWORKS = {"lnbtc:000000000019d6689c085ae165831e93": "bitcoin", "lnbtc:000000000933ea01ad0ee984209779ba": "testnet"}
-HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9a-z-]+$")
+HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9a-z-]+\Z")
 
 
 def lnbtc_request_hash(method: str, url: str, body: bytes, bound: Sequence[str], headers: Mapping[str, str]) -> str:
