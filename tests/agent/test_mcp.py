@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx2
 import pytest
 from mcp import ClientSession, StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
@@ -94,6 +95,9 @@ def test_stdio_server_pays_a_ticker_and_shows_it_in_the_ledger(account: Account,
     check_ledger(account, anyio.run(run))
 
 
+MCP_TOKEN = "test-mcp-token-0123456789"
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -103,7 +107,7 @@ def free_port() -> int:
 @pytest.fixture
 def http_server(account: Account, tmp_path: Path) -> Iterator[str]:
     port = free_port()
-    env = {**os.environ, **server_env(account, tmp_path)}
+    env = {**os.environ, **server_env(account, tmp_path), "HTTPAY_MCP_TOKEN": MCP_TOKEN}
     log = (tmp_path / "mcp-server.log").open("wb")  # a file, not a pipe: a full pipe would stall the server
     proc = subprocess.Popen([sys.executable, "-m", "httpay.apps.cli", "mcp", "--transport", "http", "--port", str(port)],
                             env=env, cwd=str(ROOT), stdout=subprocess.DEVNULL, stderr=log)
@@ -133,10 +137,26 @@ def http_server(account: Account, tmp_path: Path) -> Iterator[str]:
 def test_streamable_http_server_pays_a_ticker(account: Account, http_server: str) -> None:
     async def run() -> list[str]:
         with anyio.fail_after(60):
-            async with streamable_http_client(http_server) as (read, write), ClientSession(read, write) as session:
+            async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {MCP_TOKEN}"}) as http, \
+                    streamable_http_client(http_server, http_client=http) as (read, write), \
+                    ClientSession(read, write) as session:
                 return await story(session, account)
 
     check_ledger(account, anyio.run(run))
+
+
+@pytest.mark.parametrize("auth", [None, "Bearer wrong-token", f"Basic {MCP_TOKEN}"])
+def test_the_http_server_answers_only_the_holder_of_its_token(auth: str | None, account: Account,
+                                                              http_server: str) -> None:
+    """Any process on the machine reaches a loopback port: without the token no tool is listed or
+    called, so nothing can be spent (it used to serve anyone who asked)."""
+    headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json",
+               **({"Authorization": auth} if auth else {})}
+    call = {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+            "params": {"name": "fetch", "arguments": {"url": f"{account.url}/ticker/MSFT"}}}
+    r = httpx2.post(http_server, headers=headers, json=call, timeout=10)
+    assert r.status_code == 401 and "Bearer" in r.headers.get("www-authenticate", "")
+    assert account.wallet.balance_msat() == 1_000_000  # nothing paid
 
 
 def test_the_http_server_refuses_to_listen_beyond_loopback(account: Account) -> None:

@@ -220,7 +220,8 @@ def _parser() -> argparse.ArgumentParser:
         epilog="environment: HTTPAY_WALLET (+ its variables), HTTPAY_POLICY (TOML file), HTTPAY_LEDGER, "
                'HTTPAY_HEADERS (JSON object of headers for the service, e.g. {"Authorization": "Bearer ..."}), '
                "HTTPAY_BASE_URL (the service those headers belong to; they go to it only), HTTPAY_TAGS, "
-               "HTTPAY_APPROVALS (with --ask: the approval queue file, default the ledger's)",
+               "HTTPAY_APPROVALS (with --ask: the approval queue file, default the ledger's), HTTPAY_MCP_TOKEN "
+               "(--transport http: the bearer token every request must send; else a random one is printed)",
     )
     m.add_argument("--transport", choices=("stdio", "http"), default="stdio", help="stdio (default) or streamable HTTP")
     m.add_argument("--host", default="127.0.0.1", help="HTTP only; loopback addresses only")

@@ -16,6 +16,10 @@ descriptions of fetch and pay state what they may spend. A payment that needs a 
 (`httpay mcp --ask`, or a Toolbox whose policy has an approver) is asked of the person through the
 host's elicitation where the host supports it; a host without it keeps the policy's own approver
 (`--ask`: the approval queue of `httpay approvals` and the dashboard).
+
+Over HTTP every request must carry `Authorization: Bearer <token>`: HTTPAY_MCP_TOKEN when set (for a
+host's configuration), else a random token printed at start. Any process on the machine can reach a
+loopback port; only one holding the token can make the tools spend.
 """
 
 from __future__ import annotations
@@ -293,6 +297,49 @@ def _require_loopback(host: str) -> None:
     require_loopback(host, "the httpay MCP server (its tools spend money)")
 
 
+class _BearerOnly:
+    """ASGI: every HTTP request carries `Authorization: Bearer <token>` (compared in constant time),
+    else 401; lifespan and the rest pass through."""
+
+    def __init__(self, app: Any, token: str) -> None:
+        self.app, self._token = app, token.encode()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            import hmac
+
+            given = dict(scope.get("headers") or ()).get(b"authorization", b"")
+            if not hmac.compare_digest(given, b"Bearer " + self._token):
+                await send({"type": "http.response.start", "status": 401,
+                            "headers": [(b"content-type", b"text/plain"), (b"www-authenticate", b'Bearer realm="httpay"')]})
+                await send({"type": "http.response.body", "body": b"httpay MCP: send Authorization: Bearer <token> "
+                                                                  b"(printed at start, or HTTPAY_MCP_TOKEN)"})
+                return
+        await self.app(scope, receive, send)
+
+
+def serve_http(server: Any, host: str, port: int, token: str | None = None) -> None:
+    """Streamable HTTP on loopback behind a bearer token, until interrupted: the port is held before
+    anything is printed (a taken port says so)."""
+    import secrets
+
+    import uvicorn
+
+    from httpay.loopback import listen, url_of
+
+    given = token or os.environ.get("HTTPAY_MCP_TOKEN") or None
+    secret = given or secrets.token_urlsafe(24)
+    sock = listen(host, port, "the httpay MCP server (its tools spend money)")
+    said = "the token in HTTPAY_MCP_TOKEN" if given else secret
+    print(f"httpay MCP server on {url_of(sock, host)}/mcp (streamable HTTP, loopback only); every request sends "
+          f"Authorization: Bearer {said}", file=sys.stderr)
+    app = _BearerOnly(server.streamable_http_app(host=host), secret)
+    try:
+        uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on")).run(sockets=[sock])
+    finally:
+        sock.close()
+
+
 def serve(transport: Literal["stdio", "http"] = "stdio", *, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
           toolbox: Toolbox | None = None, payment_deadline: float | None = None, ask: bool = False,
           approval_timeout: float = 300.0) -> int:
@@ -311,8 +358,7 @@ def serve(transport: Literal["stdio", "http"] = "stdio", *, host: str = "127.0.0
         if transport == "stdio":
             server.run("stdio")
         else:
-            print(f"httpay MCP server on http://{host}:{port}/mcp (streamable HTTP, loopback only)", file=sys.stderr)
-            server.run("streamable-http", host=host, port=port)
+            serve_http(server, host, port)
     finally:
         box.close()
     return 0
