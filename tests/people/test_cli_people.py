@@ -443,3 +443,21 @@ def test_the_dashboard_pages_its_ledger_and_counts_every_payment(tmp_path: Path)
         state = web.get("/api/state?token=t0ken&before=6").json()
         assert "Payments before #6" in state["sections"]["ledger"]["html"]
         assert "Recent payments" in web.get("/?token=t0ken&before=nonsense").text
+
+
+def test_a_fresh_machine_shows_its_budget_and_an_empty_ledger(tmp_path: Path, cli: Callable[..., Ran]) -> None:
+    """Before anything paid, `httpay budget` and `httpay ledger` show the default limits and no
+    payments (they failed: 'no ledger at ... (from the default path)'), and create no ledger; a
+    path a person names must still exist, and a folder is said to be one."""
+    env = {"HOME": str(tmp_path), "XDG_DATA_HOME": str(tmp_path / "data"), "HTTPAY_LEDGER": ""}
+    budget = cli("budget", env=env)
+    assert budget.returncode == 0, budget.stderr
+    flat = " ".join(budget.stdout.split())
+    assert "not made yet: nothing has paid on this machine" in flat and "default hourly" in flat
+    ledger = cli("ledger", env=env)
+    assert ledger.returncode == 0 and "no payments recorded" in ledger.stdout, ledger.stderr
+    assert not (tmp_path / "data").exists()
+    named = cli("ledger", "--ledger", str(tmp_path / "typo.sqlite3"), env=env)
+    assert named.returncode == 1 and "does not exist" in named.stderr
+    folder = cli("budget", "--ledger", str(tmp_path), env=env)
+    assert folder.returncode == 1 and "is a folder, not a ledger file" in folder.stderr

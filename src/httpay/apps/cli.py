@@ -754,7 +754,7 @@ def _ledger(args: argparse.Namespace, console: Console) -> int:
 
     since = _since(args.since) if args.since else None
     tag = _tag_arg(args.tag)
-    with open_ledger(_existing_ledger(args.ledger)) as lg:
+    with open_ledger(_existing_ledger(args.ledger, fresh_ok=True)) as lg:
         rows = lg.receipts(limit=args.limit, host=args.host, since=since, before=args.before, tag=tag)
         totals = lg.totals(host=args.host, since=since, tag=tag)  # in SQL: no row is read just to count it
         totals["committed_msat"] = lg.spent_msat(host=args.host, since=since, tag=tag)
@@ -766,7 +766,7 @@ def _ledger(args: argparse.Namespace, console: Console) -> int:
             return 0
         scope = ((f" to {args.host}" if args.host else "") + (f" tagged {tag[0]}={tag[1]}" if tag else "")
                  + (f" since {since:%Y-%m-%d %H:%M} UTC" if since else ""))
-        console.print(receipts_table(rows, title=f"Ledger ({lg.url}){scope}"))
+        console.print(receipts_table(rows, title=f"Ledger ({_fresh_name(lg.url)}){scope}"))
         console.print(
             f"{len(rows)} of {totals['count']} payment(s) shown{scope}. Settled {totals['settled']} "
             f"({fmt_msat(totals['settled_msat'])} + fees {fmt_msat(totals['fee_msat'])}), pending {totals['pending']} "
@@ -913,22 +913,41 @@ def _approval_options(p: argparse.ArgumentParser, default: Any, top: bool = Fals
     p.add_argument("--json", action="store_true", default=False if top else default, help="print JSON for scripts")
 
 
-def _existing_ledger(where: str | None, what: str = "ledger", flag: str = "--ledger") -> str:
+FRESH = ":memory:"  # what a read-only command reads on a machine where nothing has paid yet
+
+
+def _existing_ledger(where: str | None, what: str = "ledger", flag: str = "--ledger", *,
+                     fresh_ok: bool = False) -> str:
     """The ledger a read-only command reads, which must exist: opening a mistyped path would create an
-    empty ledger that reads as "nothing was spent"."""
+    empty ledger that reads as "nothing was spent". Only httpay's own default place may be missing,
+    with `fresh_ok` (nothing has paid on this machine yet): then an empty ledger, created nowhere."""
     from httpay.ledger import default_ledger_path
 
     text = where or os.environ.get("HTTPAY_LEDGER") or str(default_ledger_path())
     if text.startswith(("postgres://", "postgresql://")) or text == ":memory:":
         return text
     path = os.path.expanduser(text.removeprefix("sqlite:///"))
+    if os.path.isdir(path):
+        raise ConfigError(f"{path} is a folder, not a {what} file: name the file (e.g. {os.path.join(path, 'ledger.sqlite3')})")
     if not os.path.isfile(path):
+        default = not where and not os.environ.get("HTTPAY_LEDGER")
+        if fresh_ok and default:
+            return FRESH
         origin = flag if where else ("HTTPAY_LEDGER" if os.environ.get("HTTPAY_LEDGER") else "the default path")
         raise ConfigError(
             f"no {what} at {path} (from {origin}): the file does not exist; check the path "
             f"(a ledger is created by the first `httpay get` that pays)"
         )
     return text
+
+
+def _fresh_name(url: str) -> str:
+    """A ledger's name as a command shows it: the default place, said as not made yet, when nothing paid."""
+    if url != FRESH:
+        return url
+    from httpay.ledger import default_ledger_path
+
+    return f"{default_ledger_path()}, not made yet: nothing has paid on this machine"
 
 
 def _policy(path: str | None) -> Any:
@@ -1244,10 +1263,10 @@ def _budget(args: argparse.Namespace, console: Console) -> int:
     found = _policy_or_none(args.policy)
     policy = found if found is not None else httpay.Policy()
     rate = _rate_for(policy, args.usd_per_btc)
-    with open_ledger(_existing_ledger(args.ledger)) as lg:
+    with open_ledger(_existing_ledger(args.ledger, fresh_ok=True)) as lg:
         lines = budget_lines(policy, lg, rate)
         committed = lg.spent_msat()
-        where = lg.url
+        where = _fresh_name(lg.url)
     if args.json:
         print(json.dumps({"policy": args.policy or os.environ.get("HTTPAY_POLICY"), "ledger": where, "usd_per_btc": rate,
                           "unlimited": policy.is_unlimited, "limits_in_force": policy.describe_limits(),
