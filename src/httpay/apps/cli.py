@@ -237,8 +237,20 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _verbosity_first(argv: Sequence[str]) -> list[str]:
+    """`httpay get URL -v` as `httpay -v get URL`: -v and -q-like global flags are the command's own
+    only before it, and argparse would refuse them after (a newcomer's first guess)."""
+    words = list(argv)
+    if "--" in words:
+        return words
+    verbose = [w for w in words[1:] if w in ("-v", "-vv", "-vvv", "--verbose")]
+    if not verbose or not words or words[0].startswith("-"):
+        return words
+    return verbose + [w for w in words if w not in verbose]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = _parser().parse_args(_verbosity_first(sys.argv[1:] if argv is None else argv))
     level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
     before = list(logging.getLogger().handlers)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
@@ -260,7 +272,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 141
     except Exception as exc:  # one line and an exit code, never a traceback
         code, line = failure(exc, _knobs(args), paying=args.command in (*REQUEST_COMMANDS, "demo"))
-        if getattr(args, "json_output", False):
+        if getattr(args, "json_output", False) or getattr(args, "json", False) is True:  # every --json command
             print(json.dumps({"ok": False, "exit_code": code, "error": type(exc).__name__, "message": line,
                               "receipt": _receipt_json(getattr(exc, "receipt", None))}))
         logging.getLogger("httpay").debug("the failure in full", exc_info=True)
@@ -837,6 +849,7 @@ def _add_people_commands(sub: Any) -> None:
     o.add_argument("--usd-per-btc", type=_number(positive=True),
                    help="BTC/USD rate to show sat (default: the policy's or the wallet's)")
     o.add_argument("-o", "--output", metavar="FILE", help="when the URL answers without asking for payment, save the body here")
+    o.add_argument("--policy", help="policy TOML file whose choice is shown (default $HTTPAY_POLICY)")
     o.add_argument("--json", action="store_true", help="print JSON for scripts")
 
     t = sub.add_parser("tokens", help="the paid credentials held for reuse (L402 tokens...): list, or drop",
@@ -1061,7 +1074,9 @@ def _look(url: str, headers: dict[str, str], wallet: Any, method: str = "GET",
 def _served(args: argparse.Namespace, r: httpx.Response, console: Console) -> int:
     """The URL answered without asking for payment: show (or save) what it served, and say so."""
     note = (f"HTTP {r.status_code}: no payment asked, nothing was paid; the service served the request "
-            "(it may have used a credit of your account)")
+            "(it may have used a credit of your account)" if r.status_code < 400 else
+            f"HTTP {r.status_code} {r.reason_phrase}: the service answered an error, not a request for payment; "
+            "nothing was paid")
     if args.output:
         try:
             with open(Path(args.output).expanduser(), "wb") as f:
@@ -1098,7 +1113,7 @@ def _offers(args: argparse.Namespace, console: Console) -> int:
     _check_output(args.output)
     wallet = _wallet_or_none()
     try:
-        rate = _rate_for(_policy_or_none(None), args.usd_per_btc, wallet)
+        rate = _rate_for(_policy_or_none(args.policy), args.usd_per_btc, wallet)
         r, found = _look(args.url, _headers(args.header), wallet)
     finally:
         if wallet is not None:
@@ -1115,7 +1130,7 @@ def _offers(args: argparse.Namespace, console: Console) -> int:
     offers = [o for c in found for o in c.offers]  # every dialect's offers of the 402, side by side
     pr_url = getattr(challenge.raw, "payment_request_url", None) or None
     terms_url = getattr(challenge.raw, "terms_url", None)
-    would = _would_pay(args.url, found, rate)
+    would = _would_pay(args.url, found, rate, args.policy)
     if args.json:
         print(json.dumps({"url": args.url, "status": r.status_code, "payment_required": True,
                           "protocol": challenge.dialect, "version": challenge.version,
@@ -1134,7 +1149,7 @@ def _offers(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-def _would_pay(url: str, challenge: Any, rate: float | None) -> dict[str, Any]:
+def _would_pay(url: str, challenge: Any, rate: float | None, policy_file: str | None = None) -> dict[str, Any]:
     """What the policy (HTTPAY_POLICY, else httpay's defaults) would do with this challenge: the flow's
     own quote, before any budget the ledger keeps (`--dry-run` checks those)."""
     from httpay.core.payer import Payer
@@ -1142,7 +1157,7 @@ def _would_pay(url: str, challenge: Any, rate: float | None) -> dict[str, Any]:
     from httpay.ledger import open_ledger
     from httpay.policy import Policy
 
-    policy = _policy_or_none(None) or Policy()
+    policy = _policy_or_none(policy_file) or Policy()
     with open_ledger(":memory:") as lg:
         try:
             q = preview(Payer(wallet=None, policy=policy, ledger=lg), challenge, url=url, usd_per_btc=rate,
