@@ -19,7 +19,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, closing, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -391,33 +391,19 @@ class ApprovalQueue:
         """Block until a person answers (True = pay, an Offer = pay that one; False: denied).
         PaymentRefused when nobody answered within `timeout_s`; an interrupted wait (Ctrl-C) denies
         the approval, so it is not left waiting for an answer nobody will use."""
-        waiting = self._wait(decision)
-        try:
-            while True:
-                try:
-                    delay = next(waiting)
-                except StopIteration as done:
-                    answer: bool | Offer = done.value
-                    return answer
+        with closing(_Steps(self._wait(decision))) as waiting:
+            while (delay := waiting.delay()) is not None:
                 with self._cond:  # woken early when a decision is made in this process
                     self._cond.wait(delay)
-        finally:
-            waiting.close()
+            return waiting.answer
 
     async def aapprove(self, decision: Decision) -> bool | Offer:
         """The async twin of calling the queue: `Policy(approve=queue.aapprove)` with AsyncClient (a
         cancelled task denies its approval)."""
-        waiting = self._wait(decision)
-        try:
-            while True:
-                try:
-                    delay = next(waiting)
-                except StopIteration as done:
-                    answer: bool | Offer = done.value
-                    return answer
+        with closing(_Steps(self._wait(decision))) as waiting:
+            while (delay := waiting.delay()) is not None:
                 await asyncio.sleep(delay)
-        finally:
-            waiting.close()
+            return waiting.answer
 
     def close(self) -> None:
         with self._lock:
@@ -428,6 +414,25 @@ class ApprovalQueue:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class _Steps:
+    """`ApprovalQueue._wait` driven step by step, the same by both callers: `delay()` is how long to
+    sleep before looking again, None once `answer` is known; closing it stops the wait (denied)."""
+
+    def __init__(self, steps: Generator[float, None, bool | Offer]) -> None:
+        self._steps = steps
+        self.answer: bool | Offer = False
+
+    def delay(self) -> float | None:
+        try:
+            return next(self._steps)
+        except StopIteration as done:
+            self.answer = done.value
+            return None
+
+    def close(self) -> None:
+        self._steps.close()
 
 
 def lines(console: Any, every_s: float = 10.0) -> Progress:

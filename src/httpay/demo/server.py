@@ -336,13 +336,20 @@ async def ln_pay(request: Request) -> Response:
     return JSONResponse(payment.as_json())
 
 
+def _wallets_own(request: Request, find: Callable[[str, str], Any], missing: str) -> Any:
+    """What `find(key, payment_hash)` gives for the wallet whose key the request carries; a
+    LightningError (unknown key; 404 with `missing`) when there is none."""
+    found = find(_bearer(request) or "", request.path_params["payment_hash"])
+    if found is None:
+        raise LightningError("not_found", missing, 404)
+    return found
+
+
 async def ln_payment(request: Request) -> Response:
     try:
-        payment = _state(request).network.lookup(_bearer(request) or "", request.path_params["payment_hash"])
+        payment = _wallets_own(request, _state(request).network.lookup, "this wallet made no payment with that hash")
     except LightningError as exc:
         return _ln_error(exc)
-    if payment is None:
-        return _ln_error(LightningError("not_found", "this wallet made no payment with that hash", 404))
     return JSONResponse(payment.as_json())
 
 
@@ -356,11 +363,9 @@ async def ln_balance(request: Request) -> Response:
 async def ln_invoice(request: Request) -> Response:
     """A wallet's own invoice, as its wallet sees it: paid or not, and how much came in."""
     try:
-        record = _state(request).network.received(_bearer(request) or "", request.path_params["payment_hash"])
+        record = _wallets_own(request, _state(request).network.received, "this wallet issued no invoice with that hash")
     except LightningError as exc:
         return _ln_error(exc)
-    if record is None:
-        return _ln_error(LightningError("not_found", "this wallet issued no invoice with that hash", 404))
     return JSONResponse({"payment_hash": record.payment_hash, "settled": record.settled,
                          "received_msat": record.paid_msat or 0})
 
