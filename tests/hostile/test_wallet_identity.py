@@ -64,3 +64,17 @@ def test_only_the_paying_wallet_reconciles(svc: HostileService, ledger: Path, mo
         assert case.log in caplog.text and "left pending and counted" in caplog.text
     else:
         assert "not this client's wallet" not in caplog.text
+
+
+def test_a_wallets_identity_does_not_depend_on_how_its_url_is_spelt() -> None:
+    """`HTTPAY_DEMO_URL=HTTP://127.0.0.1:8402/` is the same wallet as `http://127.0.0.1:8402`: its
+    pending payments stay its own to reconcile (they read as another wallet's)."""
+    import httpay
+    from httpay.wallets.base import fingerprint
+
+    key = "k" * 32
+    same = {httpay.DemoWallet(u, key).identity for u in ("http://127.0.0.1:8402", "HTTP://127.0.0.1:8402/",
+                                                        "http://127.0.0.1:8402//")}
+    assert len(same) == 1
+    assert same == {fingerprint("demo", "http://127.0.0.1:8402", key)}  # the spelling rows already carry
+    assert httpay.DemoWallet("http://127.0.0.1:8403", key).identity not in same

@@ -12,6 +12,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Self
 
+import httpx
+
 
 class PaymentStatus(str, enum.Enum):
     """Where a payment stands, as the wallet sees it."""
@@ -136,11 +138,21 @@ def invoice_facts(bolt11: str) -> tuple[str | None, int | None]:
     return inv.payment_hash, inv.amount_msat
 
 
+def _spelt_once(part: str) -> str:
+    if "://" not in part:
+        return part
+    try:
+        return str(httpx.URL(part)).rstrip("/")
+    except httpx.InvalidURL:
+        return part
+
+
 def fingerprint(kind: str, *parts: str) -> str:
     """A wallet identity from what names it (endpoint, wallet key): `kind:` + 24 hex of a domain-separated
     SHA-256. One-way, so a key that goes in never comes out, and equal inputs give equal identities in
-    every process."""
-    digest = hashlib.sha256("\0".join(("httpay-wallet-identity-v1", kind, *parts)).encode()).hexdigest()
+    every process. An endpoint is taken as a URL, however it is spelt (`HTTP://Host:80/` is
+    `http://host`): one wallet must not become "another wallet" whose payments it may not reconcile."""
+    digest = hashlib.sha256("\0".join(("httpay-wallet-identity-v1", kind, *map(_spelt_once, parts))).encode()).hexdigest()
     return f"{kind}:{digest[:24]}"
 
 
