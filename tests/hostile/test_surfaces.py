@@ -481,6 +481,8 @@ def test_cli_says_one_line_and_a_documented_code(case: CliCase, cli: Callable[..
     if case.code not in (0, 6):
         error_lines = [line for line in ran.err.splitlines() if line.startswith(("httpay:", "usage:", "httpay "))]
         assert len([line for line in error_lines if line.startswith("httpay:")]) <= 1, ran.err  # said once
+        if case.fail is not None:  # nor once more by a progress line
+            assert ran.err.count(str(case.fail)) == 1, ran.err
     if ledger.exists():
         with SQLiteLedger(ledger) as lg:
             assert len([r for r in lg.receipts() if r.status.value == "settled"]) == case.paid

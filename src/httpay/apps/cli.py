@@ -585,7 +585,8 @@ def _read_arg(value: str, flag: str) -> bytes:
 
 
 def _progress(err: Console) -> Callable[[Any], None]:
-    """Each step of a payment as one line on stderr, in a terminal or not (a script's log shows it)."""
+    """Each step of a payment as one line on stderr, in a terminal or not (a script's log shows it). A
+    failure is not among them: the command's own last line says it, once."""
     from httpay.core import events as ev
 
     def show(e: Any) -> None:
@@ -599,8 +600,6 @@ def _progress(err: Console) -> Callable[[Any], None]:
             line = "waiting for another payment of this challenge (not paying twice)"
         elif isinstance(e, ev.Retried):
             line = f"retrying the request with the payment (attempt {e.attempt})"
-        elif isinstance(e, ev.PaymentFailed):
-            line = f"payment failed: {e.error}"
         else:
             return
         err.print(plain(mask_urls(f"· {line}"), MAX_LINE, style="dim"))  # progress: never read as the one failure line
