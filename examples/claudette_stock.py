@@ -139,6 +139,13 @@ def main() -> int:
               "(optionally HTTPAY_CLAUDE_MODEL=<model>; it uses the local demo service, no real money moves).\n"
               "The same conversation runs offline with a scripted model in tests/agent/test_claudette_scripted.py.")
         return 0
+    import importlib.util
+
+    missing = [m for m in ("anthropic", "claudette") if importlib.util.find_spec(m) is None]
+    if missing:
+        print(f"This example needs {' and '.join(missing)}: pip install anthropic claudette "
+              "(the test venv, `bash run.sh test`, has them)", file=sys.stderr)
+        return 1
     with demo_session() as session:
         print(f"demo service on {session.url} (DEMO: regtest, no real money)")
         chat = make_chat(session)
