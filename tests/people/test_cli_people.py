@@ -461,3 +461,24 @@ def test_a_fresh_machine_shows_its_budget_and_an_empty_ledger(tmp_path: Path, cl
     assert named.returncode == 1 and "does not exist" in named.stderr
     folder = cli("budget", "--ledger", str(tmp_path), env=env)
     assert folder.returncode == 1 and "is a folder, not a ledger file" in folder.stderr
+
+
+def test_a_person_writes_off_a_pending_payment_they_checked(history: str, cli: Callable[..., Ran]) -> None:
+    """A pending row (an x402 signature the service answered with 402, say) counts in every budget
+    until someone knows better: `ledger write-off` fails it with the person's words; a settled one
+    is never written off, and the command needs both the row and the reason."""
+    with SQLiteLedger(history) as lg:
+        [pending] = lg.pending()
+        before = lg.spent_msat()
+    done = cli("ledger", "write-off", "--id", str(pending.id), "--reason", "no transfer on chain by its expiry",
+               "--ledger", history)
+    assert done.returncode == 0 and f"ledger #{pending.id} written off (failed)" in done.stdout, done.stderr
+    with SQLiteLedger(history) as lg:
+        row = lg.get(pending.id)
+        assert row.status.value == "failed" and "written off by a person: no transfer on chain" in (row.reason or "")
+        assert lg.spent_msat() == before - pending.amount_msat
+        settled = next(r for r in lg.receipts() if r.status.value == "settled")
+    again = cli("ledger", "write-off", "--id", str(settled.id), "--reason", "x", "--ledger", history)
+    assert again.returncode == 2 and "is settled, not pending" in again.stderr
+    bare = cli("ledger", "write-off", "--ledger", history)
+    assert bare.returncode == 2 and "needs --id ID and --reason TEXT" in bare.stderr

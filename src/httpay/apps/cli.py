@@ -198,9 +198,12 @@ def _parser() -> argparse.ArgumentParser:
     lg = sub.add_parser("ledger", help="show the payments recorded in the ledger, or reconcile pending ones",
                         description="`httpay ledger` shows payments; `httpay ledger reconcile` asks the wallet "
                                     "(HTTPAY_WALLET) about every pending payment and records the truth.")
-    lg.add_argument("action", nargs="?", choices=("show", "reconcile", "export"), default="show",
-                    help="show (default), reconcile pending payments with the wallet, or export every payment "
-                         "for accounting (--format jsonl|csv)")
+    lg.add_argument("action", nargs="?", choices=("show", "reconcile", "export", "write-off"), default="show",
+                    help="show (default), reconcile pending payments with the wallet, export every payment "
+                         "for accounting (--format jsonl|csv), or write-off --id ID --reason TEXT: a pending "
+                         "payment a person has checked never went out (budgets stop counting it)")
+    lg.add_argument("--id", type=_number(kind=int, positive=True), metavar="ID", help="write-off: the ledger row")
+    lg.add_argument("--reason", metavar="TEXT", help="write-off: what the person checked (kept on the row)")
     lg.add_argument("--format", choices=("jsonl", "csv"), default="jsonl", help="export: jsonl (default) or csv")
     lg.add_argument("--tag", metavar="KEY=VALUE", help="only payments carrying this tag, e.g. agent=research")
     lg.add_argument("--grace", type=_number(), default=120.0, metavar="SECONDS",
@@ -754,7 +757,27 @@ def _reconcile(args: argparse.Namespace, console: Console) -> int:
     return 0 if all(o.outcome not in ("pending", "other_wallet") for o in outcomes) else EXIT_PAYMENT
 
 
+def _write_off(args: argparse.Namespace) -> int:
+    """A pending payment a person has checked never went out (an x402 signature the service answered
+    with 402 and never settled, an answer lost for a wallet that cannot look it up): failed, with
+    the person's words, so budgets stop counting it. Only a pending row; never a settled one."""
+    from httpay.ledger import Status, open_ledger
+
+    if args.id is None or not (args.reason or "").strip():
+        raise UsageError("ledger write-off needs --id ID and --reason TEXT (what you checked)")
+    with open_ledger(_existing_ledger(args.ledger)) as lg:
+        row = lg.get(args.id)
+        if row.status is not Status.PENDING:
+            raise UsageError(f"ledger #{row.id} is {row.status.value}, not pending: only a pending payment is "
+                             "written off")
+        done = lg.fail(row.id, f"written off by a person: {args.reason.strip()}")
+    print(f"ledger #{done.id} written off (failed): budgets no longer count its {done.amount_msat / 1000:,g} sat")
+    return EXIT_OK
+
+
 def _ledger(args: argparse.Namespace, console: Console) -> int:
+    if args.action == "write-off":
+        return _write_off(args)
     if args.action == "reconcile":
         return _reconcile(args, console)
     if args.action == "export":
