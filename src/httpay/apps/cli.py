@@ -1316,8 +1316,7 @@ def _budget(args: argparse.Namespace, console: Console) -> int:
         console.print("no policy file (--policy or HTTPAY_POLICY): httpay's default limits apply: "
                       + ", ".join(x.removesuffix(" (default)") for x in policy.describe_limits()))
     elif policy.is_unlimited:
-        console.print(Text("unlimited: the policy file sets default_limits = false and no limit; "
-                           "only the wallet's balance limits spending", style="bold red"))
+        console.print(Text("(the policy file sets default_limits = false and no limit of its own)", style="bold red"))
     console.print(f"committed so far (settled + pending): {fmt_msat(committed, rate)}")
     return 0
 

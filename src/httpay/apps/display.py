@@ -207,7 +207,7 @@ def budget_view(lines: Sequence[BudgetLine], usd_per_btc: float | None = None, t
             at = f"; at {rate:,.0f} USD/BTC, 1,000 sat = ${1000 / 1e8 * rate:,.2f}" if rate else ""
             note = f"amounts in sat{at}; spent includes fees (held while pending)"
         return View(title, columns, tuple(rows), notes=(Cell(note),) if note else (), dense=True, name="budget",
-                    empty="no limit in force: only the wallet's balance limits spending")
+                    empty="unlimited: no limit is in force; only the wallet's balance limits spending")
 
     return replace(build(wide=True), narrow=build(wide=False), narrow_below=WIDE)
 
