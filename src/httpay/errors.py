@@ -7,6 +7,7 @@ before they reach a message.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -76,6 +77,11 @@ class PaymentRefused(HttpayError):
             return clean(mask_urls(self.reason), MAX_LINE)
         if self.knob is None:
             name = "the limit in the policy"
+        elif (tag := _TAG_KNOB.fullmatch(self.knob)) is not None:  # one tag's limit: said as each surface sets it
+            spec, field = tag.group(2), tag.group(4)
+            where = (knobs or {}).get("tag_limits")
+            name = (f'{field} under [tag_limits."{spec}"] {where.removeprefix("tag_limits ")}' if where
+                    else f"Policy(tag_limits={{{spec!r}: {{{field!r}: ...}}}})")
         else:
             name = (knobs or {}).get(self.knob) or LIBRARY_KNOBS.get(self.knob) or f"Policy({self.knob}=...)"
         return clean(mask_urls(f"{self.reason}; {self.advice.format(knob=name)}"), MAX_LINE)
@@ -102,6 +108,7 @@ class ChallengeInFlight(PaymentRefused):
 
 
 # How the library surface names a knob a refusal points at (Policy fields are `Policy(field=...)`).
+_TAG_KNOB = re.compile(r"tag_limits\[(['\"])(.*?)\1\]\[(['\"])(.*?)\3\]")
 LIBRARY_KNOBS: dict[str, str] = {
     "max_price": "the request's price cap (extensions=client.max_price(...))",
     "approval_timeout": "ApprovalQueue(timeout_s=...)",

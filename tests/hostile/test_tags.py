@@ -30,6 +30,10 @@ def test_a_tag_budget_refuses_before_the_wallet_and_another_tag_pays(svc: Hostil
                  token_scope="url")
     assert isinstance(second.error, httpay.PaymentRefused) and second.error.rule == "budget"
     assert "agent=research" in str(second.error) and "tag_limits" in str(second.error)
+    # the knob as Python writes it, and as a policy file does
+    assert "Policy(tag_limits={'agent=research': {'budget_sat': ...}})" in str(second.error)
+    assert ('budget_sat under [tag_limits."agent=research"] in p.toml'
+            in second.error.render({"tag_limits": "tag_limits in p.toml"}))
     assert second.wallet_calls == 1  # nothing more was paid
     other = run(mode, svc.classic("/c"), wallet=wallet, ledger=ledger, policy=policy, tags={"agent": "ops"},
                 token_scope="url")
