@@ -162,14 +162,24 @@ def _request_parser(sub: Any, verb: str) -> None:
     g.add_argument("--ledger", help="ledger path or postgresql:// URL (default $HTTPAY_LEDGER or the user data dir)")
 
 
+def _epilog() -> str:
+    """The defaults and the exit codes, wrapped to the terminal (at most 100 columns)."""
+    import shutil
+    import textwrap
+
+    width = max(min(shutil.get_terminal_size((80, 24)).columns, 100) - 2, 40)
+    defaults = textwrap.fill("With no policy file, httpay's default limits apply: at most 1,000 sat per payment, "
+                             "10,000 sat per hour, 50,000 sat per day (`httpay budget` shows them; "
+                             "`default_limits = false` in a policy file drops them).", width)
+    codes = "\n".join(textwrap.fill(what, width, initial_indent=f"  {code}  ", subsequent_indent="     ")
+                      for code, what in EXIT_CODES)
+    return f"{defaults}\n\nexit codes:\n{codes}"
+
+
 def _parser() -> argparse.ArgumentParser:
-    codes = "\n".join(f"  {code}  {what}" for code, what in EXIT_CODES)
     p = argparse.ArgumentParser(
         prog="httpay", description="An HTTP client that pays 402 Payment Required within limits you set.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="With no policy file, httpay's default limits apply: at most 1,000 sat per payment, 10,000 sat per "
-               "hour,\n50,000 sat per day (`httpay budget` shows them; `default_limits = false` in a policy file "
-               "drops them).\n\nexit codes:\n" + codes,
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_epilog(),
     )
     p.add_argument("-v", "--verbose", action="count", default=0, help="log each step (-vv for debug)")
     p.add_argument("--version", action="version", version=f"httpay {_version()}")
