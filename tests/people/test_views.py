@@ -329,3 +329,15 @@ def test_approvals_waiting_read_at_80_columns(tmp_path: Any) -> None:
     for want in ("waiting", "1 Credit Package", "(offer_c668e0c0)", "$0.01 ≈ 10", "or --offer", "offer_97bf23f7:",
                  "offer_a896b13c:", "$4.99 (over", "a limit)"):
         assert want in flat, (want, shown)
+
+
+def test_offers_read_at_80_columns_and_show_everything_when_wide(offers: httpay.PaymentOffers, rate: float) -> None:
+    """A standard terminal shows what a choice turns on (id, title, price, sat, methods) whole; a wide
+    one adds credits and type (at 80 columns the nine columns were cut to 'tit… pri… cre…')."""
+    narrow = text(offers.view(RATE), width=80)
+    assert all(len(line) <= 80 for line in narrow.splitlines())
+    for want in ("offer_c668e0c0", "1 Credit Package", "$0.01", "4,990", "credit_card", "methods"):
+        assert want in narrow, (want, narrow)
+    assert "…" not in narrow and "credits" not in narrow
+    wide = text(offers.view(RATE), width=140)
+    assert "credits" in wide and "top-up" in wide

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from typing import Any
 
@@ -266,6 +266,9 @@ def _credits(o: Any) -> str:
     return o.duration or "—"
 
 
+OFFERS_WIDE = 100  # terminal columns from which the offers table shows credits and type too
+
+
 def offers_view(offers: Iterable[Any], title: str = "Offers", usd_per_btc: float | None = None,
                 chosen: str | None = None) -> View:
     """Offers as a table a person compares: price as offered, in sat and in USD (at a known BTC/USD
@@ -277,29 +280,41 @@ def offers_view(offers: Iterable[Any], title: str = "Offers", usd_per_btc: float
     several = len(dialects) > 1
     usd_of = [o.price.in_usd(usd_rate) if hasattr(o.price, "in_usd") else None for o in listed]
     with_usd = any(u is not None and o.currency.upper() != "USD" for o, u in zip(listed, usd_of, strict=True))
-    columns = [Column("id", style="accent code", wrap=False), Column("title"), Column("price", align="right"),
-               Column("≈ sat", align="right")]
-    if with_usd:
-        columns.append(Column("≈ USD", align="right"))
-    columns += [Column("credits", align="right"), Column("type"), Column("methods")]
-    if several:
-        columns.append(Column("via"))
-    rows, unknown = [], False
-    for o, usd in zip(listed, usd_of, strict=True):
-        price = o.price  # the neutral offers' price is exact money that knows its worth in msat
-        in_sat = sat(price.in_msat(usd_rate) if hasattr(price, "in_msat") else offer_price_msat(o.amount, o.currency,
-                                                                                                usd_rate))
-        unknown = unknown or in_sat == "—"
-        mark = " ✔" if chosen == o.offer_id else ""
-        cells: list[Any] = [Cell(clean(o.offer_id, 80) + mark), Cell(o.title, hint=o.description), str(price), in_sat]
+    unknown = False
+
+    def build(wide: bool) -> View:
+        """Every column; or, for a standard 80-column terminal, what a choice turns on (credits and
+        type go: the title says what an offer buys)."""
+        nonlocal unknown
+        columns = [Column("id", style="accent code", wrap=False), Column("title", min_width=12),
+                   Column("price", align="right"), Column("≈ sat", align="right")]
         if with_usd:
-            cells.append(_usd_text(usd))
-        cells += [_credits(o), o.type, ", ".join(o.payment_methods)]
+            columns.append(Column("≈ USD", align="right"))
+        columns += [Column("credits", align="right"), Column("type")] if wide else []
+        columns.append(Column("methods"))
         if several:
-            cells.append(clean(o.dialect, 20) + (" (not payable)" if getattr(o, "unpayable", None) else ""))
-        rows.append(row(*cells, style="bold good" if chosen == o.offer_id else ""))
-    notes = ("≈ sat needs a BTC/USD rate (usd_per_btc)",) if unknown else (f"at {usd_rate:,.0f} USD/BTC",) if usd_rate else ()
-    return View(title, tuple(columns), tuple(rows), notes=tuple(Cell(n) for n in notes), name="offers")
+            columns.append(Column("via"))
+        rows = []
+        for o, usd in zip(listed, usd_of, strict=True):
+            price = o.price  # the neutral offers' price is exact money that knows its worth in msat
+            in_sat = sat(price.in_msat(usd_rate) if hasattr(price, "in_msat")
+                         else offer_price_msat(o.amount, o.currency, usd_rate))
+            unknown = unknown or in_sat == "—"
+            mark = " ✔" if chosen == o.offer_id else ""
+            cells: list[Any] = [Cell(clean(o.offer_id, 80) + mark), Cell(o.title, hint=o.description), str(price),
+                                in_sat]
+            if with_usd:
+                cells.append(_usd_text(usd))
+            cells += [_credits(o), o.type] if wide else []
+            cells.append(", ".join(o.payment_methods))
+            if several:
+                cells.append(clean(o.dialect, 20) + (" (not payable)" if getattr(o, "unpayable", None) else ""))
+            rows.append(row(*cells, style="bold good" if chosen == o.offer_id else ""))
+        notes = (("≈ sat needs a BTC/USD rate (usd_per_btc)",) if unknown
+                 else (f"at {usd_rate:,.0f} USD/BTC",) if usd_rate else ())
+        return View(title, tuple(columns), tuple(rows), notes=tuple(Cell(n) for n in notes), name="offers")
+
+    return replace(build(wide=True), narrow=build(wide=False), narrow_below=OFFERS_WIDE)
 
 
 def _usd_text(usd: Fraction | None) -> str:
