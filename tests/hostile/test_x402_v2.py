@@ -234,7 +234,7 @@ CASES = [
     Case("callers-own-idempotency-key-is-the-payment-id", lambda svc, seen: v2(svc, seen, extensions=PID), (None,), 1,
          (("settled", 10_000),), 10_000, ids=1, headers={"Idempotency-Key": "order-2026-0001-abcdef"}),
     Case("payment-id-409-is-typed-never-pays-again", lambda svc, seen: v2(svc, seen, extensions=PID, answer="409"),
-         (PaymentIdConflict,), 1, (("failed", 10_000),), 0, says="409 Conflict", noted="payment id", ids=1),
+         (PaymentIdConflict,), 1, (("pending", 10_000),), 10_000, says="409 Conflict", noted="payment id", ids=1),
     Case("payment-id-required-malformed-refused-before-signing",
          lambda svc, seen: v2(svc, seen, extensions={"payment-identifier": {"info": {"required": "yes"}}}),
          (PaymentRefused,), 0, (), 0, says="cannot follow"),
@@ -265,7 +265,7 @@ CASES = [
          (("settled", 50_000),), 50_000, noted="service defect"),
     Case("upto-412-permit2-allowance-required",
          lambda svc, seen: v2(svc, seen, scheme="upto", amount="50000", answer="412"),
-         (Permit2AllowanceRequired,), 1, (("failed", 50_000),), 0,
+         (Permit2AllowanceRequired,), 1, (("pending", 50_000),), 50_000,  # the signature is held: still counted
          says="approve the Permit2 contract 0x000000000022D473030F116dDEE9F6B43aC78BA3 to spend token"),
     Case("upto-ceiling-over-the-per-payment-limit-refused",
          lambda svc, seen: v2(svc, seen, scheme="upto", amount="1000000", settled="10"), (PaymentRefused,), 0, (), 0,

@@ -417,6 +417,19 @@ def test_a_service_that_keeps_every_signature_runs_into_the_budget(ledger_path: 
     assert [r.status for r in rows(ledger_path)] == [Status.PENDING] * 5
 
 
+
+def test_a_service_serving_with_failed_receipts_runs_into_the_budget(ledger_path: Path) -> None:
+    """Served with HTTP 200 and a receipt saying the settlement failed, request after request: each
+    signature it holds is counted, so the budget stops the signing."""
+    svc, spy = Service(answer="fail_settle"), SpySigner(ledger_path)
+    with client(ledger_path, svc, spy, budget_usd=0.05) as c:
+        for _ in range(5):
+            assert c.get("http://svc/weather").status_code == 200
+        with pytest.raises(httpay.PaymentRefused) as over:
+            c.get("http://svc/weather")
+    assert over.value.rule == "budget" and len(spy.signed) == 5
+
+
 def test_settled_but_still_402_is_recorded_as_paid(ledger_path: Path) -> None:
     """A receipt saying the money moved is believed even on a 402: the ledger tells the truth, and nothing is re-paid."""
     from httpay.errors import PaymentNotHonored
@@ -428,11 +441,16 @@ def test_settled_but_still_402_is_recorded_as_paid(ledger_path: Path) -> None:
     assert row.status is Status.SETTLED and "cd" * 32 in (row.reason or "") and svc.requests == 2
 
 
-def test_a_failed_settlement_is_recorded_failed(ledger_path: Path) -> None:
+def test_a_settlement_the_service_says_failed_stays_counted(ledger_path: Path) -> None:
+    """Served, with a receipt saying the settlement failed: the service's word only, and it holds the
+    signature, so the row stays pending and counted (a service serving every request this way would
+    otherwise take a signature per request past every budget)."""
     with client(ledger_path, Service(answer="fail_settle"), SpySigner(ledger_path)) as c:
         r = c.get("http://svc/weather")
     [row] = rows(ledger_path)
-    assert r.status_code == 200 and row.status is Status.FAILED and "insufficient_funds" in (row.reason or "")
+    assert r.status_code == 200 and row.status is Status.PENDING and "insufficient_funds" in (row.reason or "")
+    with SQLiteLedger(ledger_path) as lg:
+        assert lg.spent_msat() == row.amount_msat
 
 
 def test_a_lost_answer_leaves_the_payment_pending(ledger_path: Path) -> None:

@@ -1169,9 +1169,10 @@ def _outcome(run: _Run, challenge: Challenge, resp: httpx.Response, receipt: Rec
             "again for this request", receipt=done, response=resp,
             problem=proof.problem if proof is not None else None,
         )
-    if proof is not None and proof.success is False:
+    if proof is not None and proof.success is False:  # its word again: it holds the signature, so still counted
         why = safe.clean(proof.reason or "no reason given", 200)
-        done = yield Fail(receipt.id, f"the service could not settle the payment: {why}")
+        done = yield Note(receipt.id, f"the service says it could not settle the payment ({why}); it holds the "
+                                      "signature and could still settle it until it expires, so it stays counted")
         run.say(PaymentFailed, f"settlement failed ({why}) though the service answered {resp.status_code}",
                 logging.WARNING, receipt=done, error=why)
         if proof.error is not None:
