@@ -57,6 +57,16 @@ def test_fail_releases_the_money_and_keeps_a_short_reason(any_ledger: Ledger) ->
     assert any_ledger.spent_msat() == 0
 
 
+def test_only_a_pending_row_is_failed(any_ledger: Ledger) -> None:
+    """A payment settled meanwhile (by another process, or just before a person's write-off) is
+    never turned into a failed one: the money left, and budgets keep counting it."""
+    r = any_ledger.reserve(intent(5_000))
+    any_ledger.settle(r.id, preimage="ab" * 32)
+    with pytest.raises(LedgerError, match=f"ledger #{r.id} is settled, not pending"):
+        any_ledger.fail(r.id, "written off")
+    assert any_ledger.get(r.id).status is Status.SETTLED and any_ledger.spent_msat() == 5_000
+
+
 def test_note_keeps_the_status(any_ledger: Ledger) -> None:
     r = any_ledger.reserve(intent())
     n = any_ledger.note(r.id, "outcome unknown: PaymentTimeout")

@@ -104,7 +104,8 @@ class Ledger(ABC):
 
     @abstractmethod
     def fail(self, receipt_id: int, reason: str) -> Receipt:
-        """Mark a payment failed: the wallet paid nothing, the reservation is released."""
+        """Mark a pending payment failed: the wallet paid nothing, the reservation is released. A row no
+        longer pending (settled meanwhile) is a LedgerError and keeps its status."""
 
     @abstractmethod
     def note(self, receipt_id: int, reason: str) -> Receipt:

@@ -708,8 +708,14 @@ class SQLLedger(Ledger):
         return self._update(receipt_id, sets, args)
 
     def fail(self, receipt_id: int, reason: str) -> Receipt:
-        """Failed: nothing left the wallet, so the amount and the held fee are both released."""
-        return self._update(receipt_id, "status = 'failed', fee_msat = 0, reason = ?", (reason[:500],))
+        """Failed: nothing left the wallet, so the amount and the held fee are both released. Only a
+        pending row, in the same statement: one settled meanwhile (by another process) stays settled."""
+        rows = self._query(f"UPDATE payments SET status = 'failed', fee_msat = 0, reason = ?, updated_at = {self.NOW} "
+                           "WHERE id = ? AND status = 'pending'" + _RETURNING, (reason[:500], receipt_id))
+        if rows:
+            return self._row(rows[0])
+        current = self.get(receipt_id)  # a LedgerError for an unknown id
+        raise LedgerError(f"ledger #{current.id} is {current.status.value}, not pending: it is not failed")
 
     def note(self, receipt_id: int, reason: str) -> Receipt:
         return self._update(receipt_id, "reason = ?", (reason[:500],))
