@@ -30,6 +30,7 @@ Strategy = Literal["cheapest", "cheapest_per_credit", "covers_calls", "largest"]
 Approval = Any  # an approver's answer: True, False/None, or the offer (or its id) a person picked instead; it may
 # also raise PaymentRefused to say why not (ApprovalQueue does when nobody answered in time)
 Approver = Callable[[Any], Approval | Awaitable[Approval]]  # called with the `httpay.Quote` to approve
+TAG_TEXT = re.compile(r"[A-Za-z0-9_.:/@+-]{1,64}")  # a tag's key or value: a short word, grouped and exported as is
 PAYABLE_METHODS = ("lightning", "x402", "mpp")  # what a Policy(methods=...) entry starts with (before any ":")
 PUBKEY = re.compile(r"0[23][0-9a-fA-F]{64}")  # a Lightning node's compressed public key
 MAX_POLICY_NUMBER = 10**15  # no limit, rate or fee a person sets is larger (10^15 sat is more than all bitcoin)
@@ -338,8 +339,9 @@ class Policy:
                               "{'agent=research': {'per_day_usd': 2}}")
         for tag, limits in self.tag_limits.items():
             key, sep, value = str(tag).partition("=")
-            if not isinstance(tag, str) or not sep or not key or not value:
-                raise ConfigError(f"Policy(tag_limits=...): {tag!r} must be a tag written key=value, e.g. 'agent=research'")
+            if not isinstance(tag, str) or not sep or not TAG_TEXT.fullmatch(key) or not TAG_TEXT.fullmatch(value):
+                raise ConfigError(f"Policy(tag_limits=...): {tag!r} must be a tag written key=value with no spaces, "
+                                  "as tags are (letters, digits and _.:/@+-), e.g. 'agent=research'; else it never applies")
             if not isinstance(limits, Mapping) or not limits:
                 raise ConfigError(f"Policy(tag_limits=...)[{tag!r}] must give at least one of "
                                   f"{', '.join(self.TAG_LIMIT_KEYS)}")

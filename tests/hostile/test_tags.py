@@ -53,3 +53,26 @@ def test_every_refusal_is_kept_for_the_people_who_oversee(svc: HostileService, w
     assert kept.rule == "max_per_payment" and kept.host == svc.url.removeprefix("http://")
     assert "per-payment limit" in kept.reason and kept.tags == {"agent": "research"}
     assert kept.url.endswith("/classic")
+
+
+def test_a_requests_own_tags_are_checked_as_the_clients_are(svc: HostileService, wallet: CountingWallet,
+                                                           ledger: Path, mode: str) -> None:
+    """Tags given per request (`extensions={"httpay_tags": ...}`) used to be stored as given: escape
+    codes, 500 of them, numbers. They are a ConfigError before anything is decided or paid."""
+    for bad in ({"agent": "a b\x1b[31mRED"}, {f"k{i}": "v" for i in range(500)}, {"agent": 5}, ["agent=x"]):
+        out = run(mode, svc.classic(), wallet=wallet, ledger=ledger, token_scope="url",
+                  request={"extensions": {TAGS_EXTENSION: bad}})
+        assert isinstance(out.error, httpay.ConfigError), (bad, out.error)
+    assert wallet.calls == []
+    with SQLiteLedger(ledger) as lg:
+        assert lg.receipts() == [] and lg.refusals() == []
+
+
+def test_a_tag_limit_that_could_never_apply_is_refused_when_made() -> None:
+    """`"agent = research"` (spaces) loaded and then matched no tag: the limit was never enforced."""
+    import pytest
+
+    for spec in ("agent = research", "agent=re search", "a=b=c\x1b"):
+        with pytest.raises(httpay.ConfigError, match="no spaces"):
+            httpay.Policy(tag_limits={spec: {"budget_sat": 15}})
+    assert httpay.Policy(tag_limits={"agent=research": {"budget_sat": 15}}).tag_limits

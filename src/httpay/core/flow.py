@@ -16,7 +16,7 @@ import hashlib
 import logging
 import secrets
 import time
-from collections.abc import Generator, Sequence
+from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -89,7 +89,7 @@ from httpay.core.events import (
     heard,
 )
 from httpay.core.model import Challenge, Quote
-from httpay.core.payer import TOKEN_SCOPES, Payer
+from httpay.core.payer import TOKEN_SCOPES, Payer, checked_tags
 from httpay.core.quote import quote, requote
 from httpay.core.rates import Rate
 from httpay.errors import (
@@ -260,11 +260,13 @@ class _Run:
     def host(self) -> str:
         return host_of(self.request.url)
 
-    @property
+    @functools.cached_property
     def tags(self) -> dict[str, str]:
         """Who this payment is for: the payer's tags, and this request's own (`TAGS_EXTENSION`) over them."""
         own = self.request.extensions.get(TAGS_EXTENSION)
-        return {**self.payer.tags, **own} if isinstance(own, dict) else dict(self.payer.tags)
+        if own is None:
+            return dict(self.payer.tags)
+        return checked_tags({**self.payer.tags, **own} if isinstance(own, Mapping) else own)  # checked as Client's
 
     def say(self, kind: type[Event], message: object, level: int = logging.INFO, **fields: Any) -> None:
         """One step for the watchers. `message` is the line, a function that makes it, or an object whose
@@ -401,6 +403,7 @@ def pay_flow(payer: Payer, request: httpx.Request, response: httpx.Response,
     (nothing paid) for the people who oversee, then raised.
     """
     run = _Run(payer, request, secrets.token_hex(4))
+    _ = run.tags  # a request's own tags are checked before anything is decided (a ConfigError naming the bad one)
     try:
         served = yield from _pay_402(run, response, challenges, met_402_at, max_price_msat, offer_id, _sent_at)
         _after_paying(run, served)

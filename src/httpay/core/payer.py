@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,7 +14,7 @@ from httpay.core.model import Offer
 from httpay.errors import ConfigError
 from httpay.ledger import open_ledger
 from httpay.ledger.base import Ledger
-from httpay.policy import Policy
+from httpay.policy import TAG_TEXT, Policy
 from httpay.reconcile import DEFAULT_GRACE_S, reconcile
 from httpay.safe import get_logger
 from httpay.wallets.base import Wallet
@@ -129,7 +128,6 @@ def _positive(v: object) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and v > 0
 
 
-TAG_TEXT = re.compile(r"[A-Za-z0-9_.:/@+-]{1,64}")
 
 
 def checked_tags(tags: Mapping[str, str] | None) -> dict[str, str]:
