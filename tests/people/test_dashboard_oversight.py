@@ -374,3 +374,23 @@ def test_the_tag_filter_shows_only_that_tags_refusals_too(ledger: SQLiteLedger) 
     assert research.count("class='httpay-refusal'") == 2 and "of support" not in research
     assert "Only those asked by agent=research" in research
     assert "refused #1 of support" in page and "of research" not in page
+
+
+def test_an_approval_number_nobody_can_hold_is_a_clear_answer_not_a_500(ledger: SQLiteLedger, tmp_path: Any) -> None:
+    """The page, the CLI and Python take an approval's number from a person: one too large for the
+    queue, negative or not a number is said to be one (the page answered 500: SQLite's OverflowError)."""
+    from httpay.apps.approvals import ApprovalQueue
+    from httpay.errors import ApprovalError
+
+    queue = ApprovalQueue(tmp_path / "q.db")
+    with TestClient(create_app(ledger, token=TOKEN, approvals=tmp_path / "q.db")) as c:
+        r = c.post("/approvals/99999999999999999999/approve", data={"token": TOKEN},
+                   headers={"accept": "application/json"})
+    assert r.status_code == 409 and "is not an approval number" in r.json()["error"]
+    for bad in ("abc", -1, 0, 2**63):
+        with pytest.raises(ApprovalError, match="is not an approval number"):
+            queue.decide(bad, True, "alice")  # type: ignore[arg-type]
+    for kw in ({"timeout_s": float("nan")}, {"poll_s": "1"}):
+        with pytest.raises(httpay.ConfigError, match="must be a positive number of seconds"):
+            ApprovalQueue(tmp_path / "q2.db", **kw)  # type: ignore[arg-type]
+    queue.close()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import sqlite3
 import threading
@@ -30,7 +31,7 @@ from httpay.core.model import Offer
 from httpay.core.model import Quote as Decision
 from httpay.errors import ApprovalError, ConfigError, LedgerError, PaymentRefused
 from httpay.ledger.sqlite import connect
-from httpay.safe import clean, get_logger, markup, plain
+from httpay.safe import clean, digits, get_logger, markup, plain
 from httpay.view import Cell, Column, Row, View, row, status_cell
 
 log = get_logger("httpay.apps.approvals")
@@ -225,6 +226,15 @@ def queue_path(where: Any) -> str:
     return text.removeprefix("sqlite:///")
 
 
+def _approval_id(value: object) -> int:
+    """An approval's number as given by a person, a page or a script: a whole number the queue can
+    hold, else ApprovalError saying so (never a ValueError, or SQLite's OverflowError)."""
+    number = value if isinstance(value, int) and not isinstance(value, bool) else digits(str(value).strip(), 18)
+    if number is None or not 0 < number < 2**63:
+        raise ApprovalError(f"{clean(str(value), 40)!r} is not an approval number; `httpay approvals list` shows them")
+    return number
+
+
 class ApprovalQueue:
     """Hold each payment the policy would make until a person approves or denies it.
 
@@ -236,8 +246,9 @@ class ApprovalQueue:
 
     def __init__(self, where: Any = None, *, timeout_s: float = 300.0, poll_s: float = 0.2,
                  progress: Progress | None = None) -> None:
-        if timeout_s <= 0 or poll_s <= 0:
-            raise ConfigError("ApprovalQueue(timeout_s=..., poll_s=...) must be positive")
+        for name, v in (("timeout_s", timeout_s), ("poll_s", poll_s)):
+            if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v <= 0:
+                raise ConfigError(f"ApprovalQueue({name}=...) must be a positive number of seconds, got {v!r:.40}")
         self.path = queue_path(where)
         self.timeout_s = timeout_s
         self.poll_s = poll_s
@@ -290,7 +301,7 @@ class ApprovalQueue:
         return self._row(rows[0])
 
     def get(self, approval_id: int) -> Approval:
-        rows = self._run(f"SELECT {', '.join(_COLUMNS)} FROM approvals WHERE id = ?", (int(approval_id),))
+        rows = self._run(f"SELECT {', '.join(_COLUMNS)} FROM approvals WHERE id = ?", (_approval_id(approval_id),))
         if not rows:
             raise ApprovalError(f"no approval #{approval_id} in {self.path}; `httpay approvals list` shows the waiting ones")
         return self._row(rows[0])
@@ -321,7 +332,7 @@ class ApprovalQueue:
         rows = self._run(
             "UPDATE approvals SET status = ?, decided_at = ?, decided_by = ?, reason = ?, chosen_offer_id = ? "
             f"WHERE id = ? AND status = 'waiting' RETURNING {', '.join(_COLUMNS)}",
-            (status, time.time(), by[:100], reason[:200] if reason else None, offer_id, int(approval_id)),
+            (status, time.time(), by[:100], reason[:200] if reason else None, offer_id, _approval_id(approval_id)),
         )
         if not rows:
             current = self.get(approval_id)  # raises for an unknown id
