@@ -171,15 +171,20 @@ def scopes_for(url: str, mode: str) -> tuple[str, ...]:
     return out or (_origin(parts) + "/",)
 
 
-def flight_key(challenge: Challenge, url: str, scope_mode: str) -> str:
+def flight_key(challenge: Challenge, url: str, scope_mode: str, account: str | None = None) -> str:
     """The single-flight key: requests meeting 402s that one payment answers share it.
 
     A credential reused across its whole scope is bought once per scope (Aperture mints a fresh
     macaroon and invoice for every 402), so its key is the scope's; the ledger keeps it as the row's
-    challenge key, so other processes wait too. Otherwise the challenge's own key.
+    challenge key, so other processes wait too. A payment that credits an account (v0.2) is keyed
+    by the account as the client knows it, the credential its requests carry (`account`), when they
+    carry one: a service putting a fresh context token in every 402 would otherwise be paid once per
+    request. Otherwise the challenge's own key.
     """
     if challenge.reuse == "scope":
         return "scope:" + hashlib.sha256(token_scope(url, scope_mode).encode()).hexdigest()[:32]
+    if challenge.reuse == "challenge" and account:
+        return "account:" + hashlib.sha256(f"{host_of(httpx.URL(url))}|{account}".encode()).hexdigest()[:32]
     return challenge.key
 
 
@@ -458,7 +463,7 @@ def _pay_402(run: _Run, response: httpx.Response, challenges: Challenge | Sequen
     # read on the ledger's clock now, less the time since the request went out.
     if met_402_at is None:
         met_402_at = yield from _met_at(sent_at if sent_at is not None else time.monotonic())
-    key = flight_key(challenge, run.url, payer.token_scope)
+    key = flight_key(challenge, run.url, payer.token_scope, request.headers.get("authorization"))
     for _ in range(MAX_WAIT_ROUNDS):
         if not (yield Join(key)):
             break  # this request owns the flight: it pays, unless someone paid meanwhile
@@ -477,7 +482,7 @@ def _pay_402(run: _Run, response: httpx.Response, challenges: Challenge | Sequen
         challenge = yield from _choose(run, fresh, again, max_price_msat, offer_id)
         response = again
         met_402_at = yield from _met_at(mark)
-        key = flight_key(challenge, run.url, payer.token_scope)
+        key = flight_key(challenge, run.url, payer.token_scope, request.headers.get("authorization"))
     else:
         raise PaymentRefused(
             f"refused: {MAX_WAIT_ROUNDS} payments by other requests for this challenge each left this one unserved; "
