@@ -232,3 +232,12 @@ def test_httpay_mcp_ask_asks_the_person_through_the_host_over_stdio(account: Acc
     with SQLiteLedger(account.ledger_path) as led:
         assert [r.status.value for r in led.receipts()] == ["settled"]
     assert account.wallet.balance_msat() == 990_000
+
+
+@pytest.mark.parametrize("weak", ["1", "short-token", "has spaces in it but long"])
+def test_a_guessable_mcp_token_is_refused(weak: str, account: Account, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HTTPAY_MCP_TOKEN", weak)
+    box = Toolbox(wallet=account.wallet, ledger=":memory:")
+    with pytest.raises(httpay.ConfigError, match="at least 16 printable characters"):
+        serve("http", port=free_port(), toolbox=box)
+

@@ -383,6 +383,8 @@ CLI_CASES = [
     CliCase("offers: ftp URL", lambda s, t: ["offers", "ftp://files.example/x"], 2, ("not an http:// or https://",)),
     CliCase("offers: unknown host", lambda s, t: ["offers", "http://nothing.invalid/x"], 5, ("unknown host",)),
     CliCase("free URL, no wallet", lambda s, t: ["get", s.free()], 0, ('"ok":true',), paying=False),
+    CliCase("a bad --tag is a usage error before anything is sent, wallet or none",
+            lambda s, t: ["get", s.free(), "--tag", "a=b=c"], 2, ("--tag",), paying=False),
     CliCase("-v after the command is taken as it is before it", lambda s, t: ["get", s.free(), "-v"], 0,
             ('"ok":true',), paying=False),
     CliCase("a failure of any --json command is JSON too", lambda s, t: ["budget", "--json", "--ledger",

@@ -494,6 +494,7 @@ def _get(args: argparse.Namespace, console: Console) -> int:
         policy.usd_per_btc = args.usd_per_btc
     body, body_headers = _body(args)
     headers = {**body_headers, **_headers(args.header)}
+    tags_from(args.tag)  # a bad --tag is a usage error before anything is sent, wallet or none
     if args.dry_run:
         return _dry_run(args, policy, console, headers, body)
     wallet = _wallet_or_none()

@@ -328,6 +328,10 @@ def serve_http(server: Any, host: str, port: int, token: str | None = None) -> N
     from httpay.loopback import listen, url_of
 
     given = token or os.environ.get("HTTPAY_MCP_TOKEN") or None
+    if given is not None and (len(given) < 16 or not given.isascii() or not given.isprintable() or " " in given):
+        raise ConfigError("HTTPAY_MCP_TOKEN must be at least 16 printable characters without spaces (any process "
+                          "on the machine may guess a short one and spend): e.g. the output of "
+                          "`python -c 'import secrets; print(secrets.token_urlsafe(24))'`")
     secret = given or secrets.token_urlsafe(24)
     sock = listen(host, port, "the httpay MCP server (its tools spend money)")
     said = "the token in HTTPAY_MCP_TOKEN" if given else secret
