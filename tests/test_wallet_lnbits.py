@@ -264,3 +264,17 @@ def test_lookup_maps_failed_and_pending() -> None:
         wallet = _scripted(lambda r, body=answers[state]: httpx.Response(200, json=body))
         found = wallet.lookup(_HASH)
         assert found is not None and found.status is expected
+
+
+def test_received_says_what_came_in_on_the_wallets_own_invoice(payer: LNbitsWallet, payee: LNbitsWallet) -> None:
+    """How an MPP session's refund is confirmed before budgets give it back: the payee sees 0 before
+    it is paid and the amount after; the payer's side of the same hash is no receipt."""
+    bolt11 = payee.create_invoice(21, "refund")
+    from httpay.lightning import decode_invoice
+
+    payment_hash = decode_invoice(bolt11).payment_hash
+    assert payee.received_msat(payment_hash) == 0
+    payer.pay_invoice(bolt11)
+    assert payee.received_msat(payment_hash) == 21_000
+    assert payer.received_msat(payment_hash) is None
+    assert payee.received_msat(os.urandom(32).hex()) is None

@@ -282,6 +282,26 @@ class LNbitsWallet(Wallet):
         log.debug("lnbits lookup done: %s", payment.status.value)
         return payment
 
+    def received_msat(self, payment_hash: str) -> int | None:
+        """What came in on an invoice of this wallet (0 while unpaid), None when LNbits knows no such
+        incoming payment of this wallet (an outgoing one is not a receipt)."""
+        payment_hash = payment_hash.strip().lower()
+        r = self._request("GET", f"/api/v1/payments/{payment_hash}", admin=False)
+        if r.status_code == 404:
+            return None
+        if r.status_code != 200:
+            detail, _ = self._detail(r)
+            raise WalletError(f"LNbits could not look up invoice {payment_hash[:16]}… (HTTP {r.status_code}): {detail}")
+        body = self._json(r)
+        details = body.get("details") if isinstance(body, dict) else None
+        if not isinstance(details, dict):
+            raise WalletError("LNbits answered the invoice lookup without details: the API key is not this wallet's")
+        amount = details.get("amount")
+        if isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
+            return None  # an outgoing payment (negative), or no amount: not something this wallet received
+        paid = bool(body.get("paid")) or details.get("status") == "success"
+        return amount if paid else 0
+
     def balance_msat(self) -> int:
         """Spendable balance as LNbits reports it (msat)."""
         log.debug("lnbits balance url=%s", self.url)
