@@ -285,15 +285,10 @@ class LNbitsWallet(Wallet):
     def received_msat(self, payment_hash: str) -> int | None:
         """What came in on an invoice of this wallet (0 while unpaid), None when LNbits knows no such
         incoming payment of this wallet (an outgoing one is not a receipt)."""
-        payment_hash = payment_hash.strip().lower()
-        r = self._request("GET", f"/api/v1/payments/{payment_hash}", admin=False)
-        if r.status_code == 404:
+        body = self._invoice(payment_hash)
+        if body is None:
             return None
-        if r.status_code != 200:
-            detail, _ = self._detail(r)
-            raise WalletError(f"LNbits could not look up invoice {payment_hash[:16]}… (HTTP {r.status_code}): {detail}")
-        body = self._json(r)
-        details = body.get("details") if isinstance(body, dict) else None
+        details = body.get("details")
         if not isinstance(details, dict):
             raise WalletError("LNbits answered the invoice lookup without details: the API key is not this wallet's")
         amount = details.get("amount")
@@ -335,16 +330,22 @@ class LNbitsWallet(Wallet):
             raise WalletError("LNbits created an invoice but sent no bolt11")
         return str(bolt11)
 
-    def invoice_paid(self, payment_hash: str) -> bool:
-        """Whether an invoice this wallet issued (create_invoice) has been paid: what a service asks."""
-        r = self._request("GET", f"/api/v1/payments/{payment_hash.strip().lower()}", admin=False)
+    def _invoice(self, payment_hash: str) -> dict[str, Any] | None:
+        """LNbits' answer about a payment hash of this wallet (None: it knows none)."""
+        payment_hash = payment_hash.strip().lower()
+        r = self._request("GET", f"/api/v1/payments/{payment_hash}", admin=False)
         if r.status_code == 404:
-            return False
+            return None
         if r.status_code != 200:
             detail, _ = self._detail(r)
             raise WalletError(f"LNbits could not look up invoice {payment_hash[:16]}… (HTTP {r.status_code}): {detail}")
         body = self._json(r)
-        return bool(isinstance(body, dict) and body.get("paid"))
+        return body if isinstance(body, dict) else {}
+
+    def invoice_paid(self, payment_hash: str) -> bool:
+        """Whether an invoice this wallet issued (create_invoice) has been paid: what a service asks."""
+        body = self._invoice(payment_hash)
+        return bool(body and body.get("paid"))
 
     def close(self) -> None:
         self._client.close()
