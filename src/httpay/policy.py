@@ -143,11 +143,7 @@ class Policy:
             return
         names = [f.name for f in fields(self)]
         if name not in names:  # a misspelt setting would be kept and never read: said, as when it is given
-            import difflib
-
-            near = difflib.get_close_matches(name, names, 1)
-            raise ConfigError(f"Policy has no setting {name}" + (f" (did you mean {near[0]}?)" if near else "")
-                              + f"; its settings are {', '.join(names)}")
+            raise _no_such_setting([name], names)
         missing = object()
         old = state.get(name, missing)
         object.__setattr__(self, name, value)
@@ -471,6 +467,16 @@ def _host_matches(host: str, pattern: str) -> bool:
     return name == p_name and (p_port is None or p_port == port)
 
 
+def _no_such_setting(unknown: Sequence[str], names: Sequence[str]) -> ConfigError:
+    """Settings Policy does not have, each with the one it is most likely a misspelling of."""
+    import difflib
+
+    near = {u: difflib.get_close_matches(u, names, 1) for u in unknown}
+    hint = "; ".join(f"{u}: did you mean {m[0]}?" for u, m in near.items() if m)
+    return ConfigError(f"Policy has no setting {', '.join(unknown)}" + (f" ({hint})" if hint else "")
+                       + f"; its settings are {', '.join(names)}")
+
+
 def _checked_init(init: Callable[..., None]) -> Callable[..., None]:
     """Policy's own __init__, with a misspelt setting a ConfigError naming the settings there are."""
     names = [f.name for f in fields(Policy) if f.init]
@@ -478,12 +484,7 @@ def _checked_init(init: Callable[..., None]) -> Callable[..., None]:
     def __init__(self: Policy, *args: Any, **kwargs: Any) -> None:
         unknown = sorted(set(kwargs) - set(names))
         if unknown:
-            import difflib
-
-            near = {u: difflib.get_close_matches(u, names, 1) for u in unknown}
-            hint = "; ".join(f"{u}: did you mean {m[0]}?" for u, m in near.items() if m)
-            raise ConfigError(f"Policy has no setting {', '.join(unknown)}" + (f" ({hint})" if hint else "")
-                              + f"; its settings are {', '.join(names)}")
+            raise _no_such_setting(unknown, names)
         if len(args) > 0:
             raise ConfigError("Policy takes its settings by name, e.g. httpay.Policy(budget_usd=5)")
         init(self, **kwargs)
