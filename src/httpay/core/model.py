@@ -280,41 +280,34 @@ def offers_view(offers: Iterable[Any], title: str = "Offers", usd_per_btc: float
     several = len(dialects) > 1
     usd_of = [o.price.in_usd(usd_rate) if hasattr(o.price, "in_usd") else None for o in listed]
     with_usd = any(u is not None and o.currency.upper() != "USD" for o, u in zip(listed, usd_of, strict=True))
-    unknown = False
-
-    def build(wide: bool) -> View:
-        """Every column; or, for a standard 80-column terminal, what a choice turns on (credits and
-        type go: the title says what an offer buys)."""
-        nonlocal unknown
-        columns = [Column("id", style="accent code", wrap=False), Column("title", min_width=12),
-                   Column("price", align="right"), Column("≈ sat", align="right")]
+    columns = [Column("id", style="accent code", wrap=False), Column("title", min_width=12),
+               Column("price", align="right"), Column("≈ sat", align="right")]
+    if with_usd:
+        columns.append(Column("≈ USD", align="right"))
+    columns += [Column("credits", align="right"), Column("type"), Column("methods")]
+    if several:
+        columns.append(Column("via"))
+    rows, unknown = [], False
+    for o, usd in zip(listed, usd_of, strict=True):
+        price = o.price  # the neutral offers' price is exact money that knows its worth in msat
+        in_sat = sat(price.in_msat(usd_rate) if hasattr(price, "in_msat") else offer_price_msat(o.amount, o.currency,
+                                                                                                usd_rate))
+        unknown = unknown or in_sat == "—"
+        mark = " ✔" if chosen == o.offer_id else ""
+        cells: list[Any] = [Cell(clean(o.offer_id, 80) + mark), Cell(o.title, hint=o.description), str(price), in_sat]
         if with_usd:
-            columns.append(Column("≈ USD", align="right"))
-        columns += [Column("credits", align="right"), Column("type")] if wide else []
-        columns.append(Column("methods"))
+            cells.append(_usd_text(usd))
+        cells += [_credits(o), o.type, ", ".join(o.payment_methods)]
         if several:
-            columns.append(Column("via"))
-        rows = []
-        for o, usd in zip(listed, usd_of, strict=True):
-            price = o.price  # the neutral offers' price is exact money that knows its worth in msat
-            in_sat = sat(price.in_msat(usd_rate) if hasattr(price, "in_msat")
-                         else offer_price_msat(o.amount, o.currency, usd_rate))
-            unknown = unknown or in_sat == "—"
-            mark = " ✔" if chosen == o.offer_id else ""
-            cells: list[Any] = [Cell(clean(o.offer_id, 80) + mark), Cell(o.title, hint=o.description), str(price),
-                                in_sat]
-            if with_usd:
-                cells.append(_usd_text(usd))
-            cells += [_credits(o), o.type] if wide else []
-            cells.append(", ".join(o.payment_methods))
-            if several:
-                cells.append(clean(o.dialect, 20) + (" (not payable)" if getattr(o, "unpayable", None) else ""))
-            rows.append(row(*cells, style="bold good" if chosen == o.offer_id else ""))
-        notes = (("≈ sat needs a BTC/USD rate (usd_per_btc)",) if unknown
-                 else (f"at {usd_rate:,.0f} USD/BTC",) if usd_rate else ())
-        return View(title, tuple(columns), tuple(rows), notes=tuple(Cell(n) for n in notes), name="offers")
-
-    return replace(build(wide=True), narrow=build(wide=False), narrow_below=OFFERS_WIDE)
+            cells.append(clean(o.dialect, 20) + (" (not payable)" if getattr(o, "unpayable", None) else ""))
+        rows.append(row(*cells, style="bold good" if chosen == o.offer_id else ""))
+    notes = ("≈ sat needs a BTC/USD rate (usd_per_btc)",) if unknown else (f"at {usd_rate:,.0f} USD/BTC",) if usd_rate else ()
+    wide = View(title, tuple(columns), tuple(rows), notes=tuple(Cell(n) for n in notes), name="offers")
+    # an 80-column terminal shows what a choice turns on: credits and type go (the title says what it buys)
+    keep = [i for i, c in enumerate(columns) if c.label not in ("credits", "type")]
+    narrow = replace(wide, columns=tuple(columns[i] for i in keep),
+                     rows=tuple(replace(r, cells=tuple(r.cells[i] for i in keep)) for r in rows))
+    return replace(wide, narrow=narrow, narrow_below=OFFERS_WIDE)
 
 
 def _usd_text(usd: Fraction | None) -> str:
