@@ -12,15 +12,21 @@ from collections.abc import Mapping
 from typing import Any
 
 
+def _one_line(text: str) -> str:
+    """An error's words as they may be shown anywhere: URLs' secrets masked, control characters
+    escaped, bounded."""
+    from httpay.safe import MAX_LINE, clean, mask_urls
+
+    return clean(mask_urls(text), MAX_LINE)
+
+
 class HttpayError(Exception):
     """Base of every error httpay raises on purpose. Its text is one bounded line that never shows
     a URL's password or a credential in a URL's query (`safe.mask_urls`), with any control character
     a service slipped into it shown as an escape: errors reach terminals, logs and LLMs."""
 
     def __str__(self) -> str:
-        from httpay.safe import MAX_LINE, clean, mask_urls
-
-        return clean(mask_urls(super().__str__()), MAX_LINE)
+        return _one_line(super().__str__())
 
 
 class ChallengeError(HttpayError, ValueError):
@@ -71,10 +77,8 @@ class PaymentRefused(HttpayError):
         it ("--budget-usd", "budget_usd in policy.toml", "the max_price_usd argument"); a knob it
         does not map is named as the library's (`Policy(budget_usd=...)`).
         """
-        from httpay.safe import MAX_LINE, clean, mask_urls
-
         if self.advice is None:
-            return clean(mask_urls(self.reason), MAX_LINE)
+            return _one_line(self.reason)
         if self.knob is None:
             name = "the limit in the policy"
         elif (tag := _TAG_KNOB.fullmatch(self.knob)) is not None:  # one tag's limit: said as each surface sets it
@@ -84,7 +88,7 @@ class PaymentRefused(HttpayError):
                     else f"Policy(tag_limits={{{spec!r}: {{{field!r}: ...}}}})")
         else:
             name = (knobs or {}).get(self.knob) or LIBRARY_KNOBS.get(self.knob) or f"Policy({self.knob}=...)"
-        return clean(mask_urls(f"{self.reason}; {self.advice.format(knob=name)}"), MAX_LINE)
+        return _one_line(f"{self.reason}; {self.advice.format(knob=name)}")
 
 
 class DuplicatePayment(PaymentRefused):
