@@ -32,6 +32,7 @@ from httpay.core.effects import Ask
 from httpay.core.model import Challenge, Money, Offer, Quote
 from httpay.core.pooled import kept
 from httpay.core.quote import quote
+from httpay.core.rates import resolve_rate
 from httpay.core.transport import _approve_async, _approve_sync
 from httpay.core.workers import in_thread
 from httpay.errors import (
@@ -170,13 +171,6 @@ class _Core:
         chosen = found.by_kind("lightning", "session") if found else []
         return chosen[0] if chosen else None
 
-    def _rate(self) -> float | None:
-        rate = self.payer.policy.usd_per_btc
-        if rate is None:
-            getter = getattr(self.payer.wallet, "usd_per_btc", None)
-            rate = getter() if callable(getter) else None
-        return float(rate) if rate else None
-
     def _note(self, receipt_id: int | None = None) -> Steps[None]:
         target = receipt_id if receipt_id is not None else (self.state.receipt_ids[-1] if self.state.receipt_ids else None)
         if target is None:
@@ -222,7 +216,9 @@ class _Core:
             raise SessionError(f"the service changed the session's price from {self.state.unit_sat} to "
                                f"{offer.unit_sat} sat a unit; not topping up")
         amount_msat = offer.deposit_sat * 1000
-        rate = self._rate()
+        # the one place a rate is resolved (policy, its source, the wallet), as a blocking step: the
+        # async session asks the wallet in a worker thread, never on its event loop
+        rate: float | None = yield _Call(partial(resolve_rate, policy, wallet))
         # the one quote() every payment passes: hosts, methods, the per-payment cap, then the approver
         decided = self._quote(challenge, offer, invoice.network, rate, what)
         if policy.needs_approval():
