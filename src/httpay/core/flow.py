@@ -251,6 +251,8 @@ class _Run:
     request: httpx.Request
     rid: str
     proofs: set[str] = field(default_factory=set)  # the headers a payment's proof was put in
+    # The application's own Idempotency-Key, as it sent the request (a credential adds httpay's own later)
+    callers_key: str | None = None
 
     @functools.cached_property
     def url(self) -> str:
@@ -407,7 +409,7 @@ def pay_flow(payer: Payer, request: httpx.Request, response: httpx.Response,
     pay (an agent that chose one); the policy must still allow it. A refusal is kept in the ledger
     (nothing paid) for the people who oversee, then raised.
     """
-    run = _Run(payer, request, secrets.token_hex(4))
+    run = _Run(payer, request, secrets.token_hex(4), callers_key=request.headers.get("idempotency-key"))
     _ = run.tags  # a request's own tags are checked before anything is decided (a ConfigError naming the bad one)
     try:
         served = yield from _pay_402(run, response, challenges, met_402_at, max_price_msat, offer_id, _sent_at)
@@ -456,7 +458,13 @@ def _pay_402(run: _Run, response: httpx.Response, challenges: Challenge | Sequen
         return (yield from _answered(run, call, signed_in))
     if challenge.reuse == "request":  # a payment buys this one request: nothing to share or wait for
         attempt = _Attempt(run, response, challenge, None, met_402_at, max_price_msat, offer_id, call=call)
-        receipt, credential = yield from attempt.obtain()
+        try:
+            receipt, credential = yield from attempt.obtain()
+        except _CallPaidMeanwhile as meanwhile:  # the same call, sent at once, reserved its payment first
+            joined = yield from _joined(run, meanwhile.call)
+            if not joined.paid:
+                raise run.refused(meanwhile.refusal, response, challenge) from None
+            return (yield from _answered(run, joined, (yield from _present_again(run, challenge, joined))))
         return (yield from _answered(run, call, (yield from _deliver(run, challenge, attempt, receipt, credential))))
 
     # When the 402 was met matters only to a shared flight (a payment for it made since is used):
@@ -530,13 +538,43 @@ def _call_of(run: _Run, challenge: Challenge) -> Generator[Effect, Any, Call | N
     if request.method in IDEMPOTENT and not challenge.identified and "idempotency-key" not in request.headers:
         return None
     fingerprint = call_fingerprint(request) or "unread:" + secrets.token_hex(16)
-    call: Call = yield CallKey(fingerprint, request.headers.get("idempotency-key"))
+    call: Call = yield CallKey(fingerprint, run.callers_key)
+    return (yield from _joined(run, call))
+
+
+class _CallPaidMeanwhile(Exception):
+    """The reservation found a live payment for this very call: another request of it (sent at the
+    same moment) reserved first. Its payment is presented, never a second one (`_joined`)."""
+
+    def __init__(self, call: Call, refusal: PaymentRefused) -> None:
+        super().__init__("the call was paid meanwhile")
+        self.call, self.refusal = call, refusal
+
+
+def _joined(run: _Run, call: Call) -> Generator[Effect, Any, Call]:
+    """The call as it stands once no other request of it is between reserving and keeping its
+    credential. Sent several times at once (one Idempotency-Key), the first to reserve pays; the
+    others wait for the credential it keeps before sending, and present that one payment. Its
+    payment failed: the call as the ledger has it now (unpaid, so this request pays)."""
+    waited = 0.0
+    while call.paid and not call.credential and call.receipt is not None and call.receipt.status is Status.PENDING:
+        if waited >= run.payer.inflight_wait_s:
+            break  # `_present_again` says the payment holds no credential to present: never a second payment
+        if not waited:
+            run.say(Waited, f"payment #{call.receipt.id} for this call is being made by another request; "
+                            "waiting to present it, not paying twice", receipt=call.receipt)
+        yield Sleep(0.02)
+        waited += 0.02
+        call = yield CallKey(call.fingerprint, run.callers_key)
     return call
 
 
 def _answered(run: _Run, call: Call | None, response: httpx.Response) -> Generator[Effect, Any, httpx.Response]:
-    """The call's answer reaches the application: the call is done (sent again, it is a new call)."""
-    if call is not None:
+    """The call's answer reaches the application: the call is done (sent again, it is a new call).
+    A call the application named with its own Idempotency-Key stays that call for the whole call
+    window: sent again with that key, it presents the same payment (the key says it is the same
+    operation), never a new one."""
+    if call is not None and run.callers_key is None:
         try:
             yield CallAnswered(call.id)
         except Exception as exc:  # noqa: BLE001 - the answer must reach the caller whatever the ledger does
@@ -807,6 +845,10 @@ class _Attempt:
                 receipt: Receipt = yield Reserve(intent, limits, q.usd_per_btc)
             except (ChallengeInFlight, DuplicatePayment) as busy:
                 if self.key is None:
+                    if self.call is not None and isinstance(busy, DuplicatePayment):
+                        now_: Call = yield CallKey(self.call.fingerprint, run.callers_key)
+                        if now_.id == self.call.id and now_.paid:
+                            raise _CallPaidMeanwhile(now_, busy) from None
                     raise run.refused(busy, self.response, self.challenge) from None
                 # Another request paid (or is paying) this invoice or this flight: wait for it and use it.
                 done = yield from _await_other(run, busy.existing)
