@@ -191,6 +191,42 @@ def test_ledger_reconcile_leaves_another_wallets_payment_pending_and_names_it(de
     assert p.returncode == 0 and json.loads(p.stdout)[0]["outcome"] == "settled", p.stderr
 
 
+def test_a_write_off_asks_the_wallet_first_and_never_fails_what_it_paid(demo: RunningServer,
+                                                                         tmp_path: Path) -> None:
+    """A person's word never overrules the wallet that made a payment: a pending row the wallet paid
+    (a client killed between paying and writing it down) is settled and still counted, not written
+    off; one it never saw is failed on its word; another wallet's silence proves nothing."""
+    import httpay
+    from httpay.ledger import Intent, SQLiteLedger, Status
+
+    made = httpx.post(f"{demo.url}/ln/wallets", json={"balance_sat": 1000}).json()
+    other = httpx.post(f"{demo.url}/ln/wallets", json={"balance_sat": 1000}).json()
+    invoice = httpx.post(f"{demo.url}/ln/invoices", json={"amount_msat": 5000, "description": "x"}).json()
+    me = httpay.DemoWallet(demo.url, made["key"]).identity
+    ledger = tmp_path / "off.sqlite3"
+    with SQLiteLedger(ledger) as lg:
+        paid = lg.reserve(Intent(host="h", url="u", protocol="l402-v0.2", method="lightning", amount_msat=5000,
+                                 payment_hash=invoice["payment_hash"], wallet="demo", wallet_id=me))
+        lost = lg.reserve(Intent(host="h", url="u", protocol="l402-v0.2", method="lightning", amount_msat=7000,
+                                 payment_hash="ab" * 32, wallet="demo", wallet_id=me))
+    httpay.DemoWallet(demo.url, made["key"]).pay_invoice(invoice["payment_request"])
+    env = {"HTTPAY_WALLET": "demo", "HTTPAY_DEMO_URL": demo.url, "HTTPAY_DEMO_KEY": made["key"]}
+
+    def write_off(row: int, *extra: str, keys: dict[str, str] = env) -> subprocess.CompletedProcess[str]:
+        return httpay_cmd("ledger", "write-off", "--id", str(row), "--reason", "looked stuck", "--ledger",
+                          str(ledger), *extra, env=keys)
+    refused = write_off(paid.id, "--grace", "0")
+    assert refused.returncode == 4 and "was paid" in refused.stderr and "not written off" in refused.stderr
+    young = write_off(lost.id)  # unknown to the wallet, but a live process may still be sending it
+    assert young.returncode == 4 and "another process may still be sending it" in young.stderr
+    foreign = write_off(lost.id, "--grace", "0", keys={**env, "HTTPAY_DEMO_KEY": other["key"]})
+    assert foreign.returncode == 0 and "its wallet was not asked" in foreign.stdout  # the person's word, said so
+    assert made["key"] not in refused.stdout + refused.stderr + foreign.stdout
+    with SQLiteLedger(ledger) as lg:
+        assert lg.get(paid.id).status is Status.SETTLED and lg.spent_msat() == 5000
+        assert lg.get(lost.id).status is Status.FAILED
+
+
 def test_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
     from httpay.ledger import Intent, SQLiteLedger
 

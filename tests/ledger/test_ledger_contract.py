@@ -67,6 +67,18 @@ def test_only_a_pending_row_is_failed(any_ledger: Ledger) -> None:
     assert any_ledger.get(r.id).status is Status.SETTLED and any_ledger.spent_msat() == 5_000
 
 
+def test_a_row_failed_then_settled_is_settled_and_keeps_why_it_had_been_failed(any_ledger: Ledger) -> None:
+    """A person wrote a row off while a live process was still paying it: the wallet's proof wins
+    (the money left, budgets count it again), and the write-off stays readable on the row."""
+    r = any_ledger.reserve(intent(5_000))
+    any_ledger.fail(r.id, "written off by a person: looked stuck")
+    assert any_ledger.spent_msat() == 0
+    done = any_ledger.settle(r.id, preimage="ab" * 32, fee_msat=10)
+    assert done.status is Status.SETTLED and any_ledger.spent_msat() == 5_010
+    assert done.reason == "settled after it had been failed (written off by a person: looked stuck)"
+    assert any_ledger.settle(any_ledger.reserve(intent(1_000, payment_hash="cd" * 32)).id, preimage="cd" * 32).reason is None
+
+
 def test_note_keeps_the_status(any_ledger: Ledger) -> None:
     r = any_ledger.reserve(intent())
     n = any_ledger.note(r.id, "outcome unknown: PaymentTimeout")

@@ -470,9 +470,13 @@ def test_a_person_writes_off_a_pending_payment_they_checked(history: str, cli: C
     with SQLiteLedger(history) as lg:
         [pending] = lg.pending()
         before = lg.spent_msat()
+    young = cli("ledger", "write-off", "--id", str(pending.id), "--reason", "no transfer on chain by its expiry",
+                "--ledger", history)  # made just now: a live process may still be paying it
+    assert young.returncode == 4 and "is not written off" in young.stderr and "--grace" in young.stderr
     done = cli("ledger", "write-off", "--id", str(pending.id), "--reason", "no transfer on chain by its expiry",
-               "--ledger", history)
+               "--ledger", history, "--grace", "0")
     assert done.returncode == 0 and f"ledger #{pending.id} written off (failed)" in done.stdout, done.stderr
+    assert "its wallet was not asked (set HTTPAY_WALLET" in done.stdout  # a Lightning row, no wallet configured
     with SQLiteLedger(history) as lg:
         row = lg.get(pending.id)
         assert row.status.value == "failed" and "written off by a person: no transfer on chain" in (row.reason or "")

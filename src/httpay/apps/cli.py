@@ -217,7 +217,8 @@ def _parser() -> argparse.ArgumentParser:
     lg.add_argument("--format", choices=("jsonl", "csv"), default="jsonl", help="export: jsonl (default) or csv")
     lg.add_argument("--tag", metavar="KEY=VALUE", help="only payments carrying this tag, e.g. agent=research")
     lg.add_argument("--grace", type=_number(), default=120.0, metavar="SECONDS",
-                    help="reconcile: a payment unknown to the wallet is failed only once older than this (default 120)")
+                    help="reconcile, write-off: a pending payment is failed only once older than this, as a live process "
+                         "may still be paying it (default 120)")
     lg.add_argument("--ledger", help="ledger path or URL (default $HTTPAY_LEDGER or the user data dir)")
     lg.add_argument("--limit", type=_number(kind=int, positive=True), default=50,
                     help="show at most this many payments (default 50)")
@@ -771,8 +772,14 @@ def _reconcile(args: argparse.Namespace, console: Console) -> int:
 def _write_off(args: argparse.Namespace) -> int:
     """A pending payment a person has checked never went out (an x402 signature the service answered
     with 402 and never settled, an answer lost for a wallet that cannot look it up): failed, with
-    the person's words, so budgets stop counting it. Only a pending row; never a settled one."""
+    the person's words, so budgets stop counting it. Only a pending row; never a settled one.
+
+    A person's word never overrules a wallet that can tell: with the row's wallet configured
+    (`HTTPAY_WALLET`), it is asked first, and a payment it made is settled, not written off. A row
+    younger than `--grace` may still be paid by a live process: refused until it is older."""
+    from httpay.config import wallet_from_env
     from httpay.ledger import Status, open_ledger
+    from httpay.reconcile import owns, reconcile_one
 
     if args.id is None or not (args.reason or "").strip():
         raise UsageError("ledger write-off needs --id ID and --reason TEXT (what you checked)")
@@ -781,8 +788,37 @@ def _write_off(args: argparse.Namespace) -> int:
         if row.status is not Status.PENDING:
             raise UsageError(f"ledger #{row.id} is {row.status.value}, not pending: only a pending payment is "
                              "written off")
+        wallet = wallet_from_env() if os.environ.get("HTTPAY_WALLET") else None
+        lightning = bool(row.payment_hash) and not (row.wallet_id or "").startswith("x402:")  # a signer's: no wallet
+        asked = wallet is not None and lightning and owns(wallet, row)
+        try:
+            if asked:
+                assert wallet is not None
+                found = reconcile_one(lg, wallet, row, grace_s=args.grace)
+                if found.outcome == "settled":
+                    print(f"ledger #{row.id} was paid: the wallet that made it holds its proof, so it is recorded "
+                          "as settled and still counted, not written off", file=sys.stderr)
+                    return EXIT_PAYMENT
+                if found.outcome == "failed":
+                    print(f"ledger #{row.id} written off (failed) on the wallet's word: {found.detail}")
+                    return EXIT_OK
+                if found.outcome == "pending":
+                    print(f"ledger #{row.id} is not written off: {found.detail}; it stays pending and counted",
+                          file=sys.stderr)
+                    return EXIT_PAYMENT
+        finally:
+            if wallet is not None:
+                wallet.close()
+        age = (lg.now() - row.updated_at).total_seconds()
+        if age < args.grace:
+            print(f"ledger #{row.id} is not written off: it is only {age:.0f} s old, and a live process may still be "
+                  f"paying it; try again once it is {args.grace:g} s old (--grace SECONDS)", file=sys.stderr)
+            return EXIT_PAYMENT
         done = lg.fail(row.id, f"written off by a person: {args.reason.strip()}")
-    print(f"ledger #{done.id} written off (failed): budgets no longer count its {done.amount_msat / 1000:,g} sat")
+    unasked = ("; its wallet was not asked (set HTTPAY_WALLET to the wallet that made it to have it checked first)"
+               if lightning and not asked else "")
+    print(f"ledger #{done.id} written off (failed): budgets no longer count its {done.amount_msat / 1000:,g} sat"
+          f"{unasked}")
     return EXIT_OK
 
 

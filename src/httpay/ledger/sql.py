@@ -701,7 +701,10 @@ class SQLLedger(Ledger):
 
     def settle(self, receipt_id: int, *, preimage: str, fee_msat: int = 0, amount_msat: int | None = None,
                note: str | None = None) -> Receipt:
-        sets = "status = 'settled', preimage = ?, fee_msat = ?, reason = ?"
+        # A row failed meanwhile (a person's write-off while a live process still paid it) is settled,
+        # the truth about the money, and keeps why it had been failed, so nobody's word is lost
+        sets = ("status = 'settled', preimage = ?, fee_msat = ?, reason = CASE WHEN status = 'failed' THEN "
+                "substr('settled after it had been failed (' || COALESCE(reason, '') || ')', 1, 500) ELSE ? END")
         args: list[Any] = [preimage, fee_msat, None if note is None else note[:500]]
         if amount_msat is not None:
             sets, args = sets + ", amount_msat = ?", [*args, amount_msat]
