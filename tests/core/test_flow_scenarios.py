@@ -114,7 +114,8 @@ class Node:
 class ScriptedWallet(Wallet):
     """Pays the node's invoices, or does what its row says, counting calls. Behaviours: "ok"; "fails"
     (raises, outcome known: nothing left); "unknown" (raises, outcome unknown; lookup cannot tell);
-    "unknown_paid" (raises, outcome unknown; lookup finds it paid); "says_failed" / "says_pending"
+    "unknown_paid" (raises, outcome unknown; lookup finds it paid); "bug" / "bug_paid" (raises a plain
+    ConnectionResetError; lookup cannot tell / finds it paid); "says_failed" / "says_pending"
     (answers a failed / in-flight payment); "bad_preimage" (says paid, with a preimage of another hash)."""
 
     network = "regtest"
@@ -139,6 +140,10 @@ class ScriptedWallet(Wallet):
             raise InsufficientFunds("the wallet holds 0 sat")
         if self.behaviour in ("unknown", "unknown_paid"):
             raise WalletError("the wallet's node stopped answering", outcome_known=False)
+        if self.behaviour in ("bug", "bug_paid"):  # an adapter's own failure, not a WalletError
+            if self.behaviour == "bug_paid":
+                self.node.paid.append(invoice.payment_hash)
+            raise ConnectionResetError("reset after sending the payment")
         if self.behaviour == "says_failed":
             return Payment(invoice.payment_hash, PaymentStatus.FAILED, failure_reason="no route")
         if self.behaviour == "says_pending":
@@ -150,7 +155,7 @@ class ScriptedWallet(Wallet):
 
     def lookup(self, payment_hash: str) -> Payment | None:
         self.lookups += 1
-        if self.behaviour == "unknown_paid":
+        if self.behaviour in ("unknown_paid", "bug_paid"):
             return self._paid(payment_hash, self.amounts[payment_hash])  # it did go out
         return None  # it cannot tell
 
@@ -471,6 +476,12 @@ def wallet_outcomes(dialect: str) -> list[Row]:
             spent=10_000 + FEE_CAP_MSAT, noted="outcome unknown"),
         # the wallet lost the answer but its lookup finds the payment made: used, never paid again
         Row(dialect, "outcome-unknown-lookup-paid", wallet="unknown_paid", rows=SETTLED_10, spent=10_000 + FEE_MSAT,
+            events=PAID_EVENTS[dialect]),
+        # an adapter raising a plain exception (a bug, a reset) is an unknown outcome too, never a bare error
+        Row(dialect, "wallet-raises-plain", wallet="bug", status=None, error=PaymentOutcomeUnknown, rows=pending,
+            spent=10_000 + FEE_CAP_MSAT, noted="outcome unknown: ConnectionResetError",
+            says="ConnectionResetError from the wallet"),
+        Row(dialect, "wallet-raises-plain-lookup-paid", wallet="bug_paid", rows=SETTLED_10, spent=10_000 + FEE_MSAT,
             events=PAID_EVENTS[dialect]),
         Row(dialect, "wallet-says-pending", wallet="says_pending", status=None, error=PaymentOutcomeUnknown,
             rows=pending, spent=10_000 + FEE_CAP_MSAT),

@@ -186,3 +186,23 @@ def test_a_connection_dropped_once_the_deposit_is_paid_keeps_the_receipt() -> No
                 assert c.payer.ledger.spent_msat() == 200_000
         finally:
             listener.close()
+
+
+def test_a_wallet_failing_in_its_own_way_while_paying_a_deposit_leaves_it_pending_and_named() -> None:
+    """A wallet adapter that sends the deposit and then raises a plain exception (a bug, a reset
+    mapped badly) is an unknown outcome: the row stays pending and counted, with a note, and the
+    caller gets a typed error naming it, never a bare ConnectionResetError."""
+    with serve(refunding(1_000)) as server:
+        wallet = httpay.DemoWallet.create(server.url, balance_sat=BALANCE_SAT)
+        pay = wallet.pay_invoice
+
+        def pay_then_break(bolt11: str, **kw: Any) -> Any:
+            pay(bolt11, **kw)
+            raise ConnectionResetError("reset after sending")
+        wallet.pay_invoice = pay_then_break  # type: ignore[method-assign]
+        with httpay.Client(wallet=wallet, ledger=":memory:") as c:
+            with pytest.raises(httpay.PaymentOutcomeUnknown, match="stays pending") as caught:
+                httpay.MppSession(c, server.url + "/s").get()
+            row = caught.value.receipt
+            assert row is not None and row.status is Status.PENDING and "ConnectionResetError" in (row.reason or "")
+            assert c.payer.ledger.spent_msat() >= 1_000_000

@@ -966,8 +966,8 @@ def _pay(run: _Run, receipt: Receipt, payable: Invoiced) -> Generator[Effect, An
     invoice = payable.invoice
     try:
         payment: Payment = yield Pay(invoice.bolt11, receipt.fee_msat)
-    except WalletError as exc:
-        if exc.outcome_known:
+    except Exception as exc:  # any failure of a wallet (its own, or a bug) leaves the outcome unknown
+        if isinstance(exc, WalletError) and exc.outcome_known:
             failed = yield Fail(receipt.id, f"{type(exc).__name__}: {exc}")
             run.say(PaymentFailed, f"wallet did not pay: {exc}", logging.WARNING, receipt=failed, error=str(exc))
             raise
@@ -978,9 +978,10 @@ def _pay(run: _Run, receipt: Receipt, payable: Invoiced) -> Generator[Effect, An
             noted = yield Note(receipt.id, f"outcome unknown: {type(exc).__name__}")
             run.say(PaymentFailed, f"the wallet did not say whether it paid; ledger #{receipt.id} stays pending",
                     logging.WARNING, receipt=noted, error=f"outcome unknown: {type(exc).__name__}")
+            said = str(exc) if isinstance(exc, HttpayError) else f"{type(exc).__name__} from the wallet"
             raise PaymentOutcomeUnknown(
                 f"the wallet did not say whether it paid (ledger #{receipt.id} stays pending; run "
-                "`httpay ledger reconcile` later): " + str(exc), receipt=noted,
+                "`httpay ledger reconcile` later): " + said, receipt=noted,
             ) from None
     if not payment.settled:
         if payment.status is PaymentStatus.FAILED:

@@ -40,6 +40,7 @@ from httpay.errors import (
     ConfigError,
     InvoiceError,
     PaidRequestFailed,
+    PaymentOutcomeUnknown,
     PaymentRefused,
     SessionError,
     WalletError,
@@ -236,13 +237,18 @@ class _Core:
         row: Receipt = yield _Call(lambda: payer.ledger.reserve(intent, limits, usd_per_btc=rate))
         try:
             payment: Payment = yield _Call(lambda: wallet.pay_invoice(offer.deposit_invoice, max_fee_msat=fee_cap))
-        except WalletError as exc:
+        except Exception as exc:  # any failure but a known one leaves the deposit's outcome unknown
             reason = f"wallet: {type(exc).__name__}"
-            if exc.outcome_known:
+            if isinstance(exc, WalletError) and exc.outcome_known:
                 yield _Call(lambda: payer.ledger.fail(row.id, reason))
-            else:
-                yield _Call(lambda: payer.ledger.note(row.id, "the wallet's answer was lost: reconcile before paying again"))
-            raise
+                raise
+            lost = f"outcome unknown: {type(exc).__name__}; the wallet's answer was lost: reconcile before paying again"
+            noted: Receipt = yield _Call(lambda: payer.ledger.note(row.id, lost))
+            if isinstance(exc, WalletError):
+                raise
+            raise PaymentOutcomeUnknown(f"the wallet did not say whether it paid the session's {what} (ledger "
+                                        f"#{row.id} stays pending; run `httpay ledger reconcile` later): "
+                                        f"{type(exc).__name__} from the wallet", receipt=noted) from None
         if not payment.proves(offer.payment_hash):
             yield _Call(lambda: payer.ledger.note(row.id, "the wallet's preimage does not prove the deposit"))
             raise WalletError("the wallet reported the deposit paid but its preimage does not match", outcome_known=False)
@@ -446,7 +452,7 @@ class _Core:
                 return got
             except NotImplementedError:
                 return None
-            except WalletError as exc:
+            except Exception as exc:  # noqa: BLE001 - an unconfirmed refund stays counted, whatever the wallet did
                 log.warning("MPP session refund not confirmed: %s", type(exc).__name__)
                 return None
 
