@@ -101,6 +101,30 @@ def test_killed_once_the_paid_answer_came_and_before_its_record(demo: RunningSer
     check_invariant(demo, key, ledger_path, 100_000_000)
 
 
+@pytest.mark.parametrize("point", ["after_wallet", "after_settle"])
+def test_a_classic_l402_token_paid_before_a_crash_is_used_not_bought_again(demo: RunningServer, ledger_path: Path,
+                                                                           point: str) -> None:
+    """A classic L402 payment buys a token for its scope. Killed after the wallet paid and before
+    the token was stored, the next start reconciles the row and holds the token again (its macaroon
+    was written with the pending row, the preimage comes from the wallet): the next request
+    presents it. It used to pay a second time for the access already bought."""
+    key = httpx.post(f"{demo.url}/ln/wallets", json={"balance_sat": 1_000}).json()["key"]
+    p = run_child(demo, key, ledger_path, "", point, "/l402/ticker/AAPL")
+    assert p.returncode == -signal.SIGKILL, p.stderr
+    assert wallet_payments(demo, key) == 1
+    with httpay.Client(wallet=httpay.DemoWallet(demo.url, key), policy=httpay.Policy(budget_usd=1),
+                       ledger=ledger_path, reconcile_grace_s=0) as c:
+        for _ in range(2):
+            r = c.get(f"{demo.url}/l402/ticker/AAPL")
+            assert r.status_code == 200 and r.json()["symbol"] == "AAPL"
+    assert wallet_payments(demo, key) == 1, "the token bought before the crash serves; nothing is bought again"
+    with SQLiteLedger(ledger_path) as lg:
+        [settled] = lg.receipts()
+        assert settled.status is Status.SETTLED and settled.protocol == "l402-classic"
+        assert lg.token_scopes(), "the token is held again"
+    check_invariant(demo, key, ledger_path, 100_000_000)
+
+
 @pytest.mark.parametrize("point", ["before_wallet", "after_wallet", "after_settle"])
 def test_kill_at_each_point_of_an_mpp_charge(demo: RunningServer, ledger_path: Path, point: str) -> None:
     """An MPP lightning charge buys one request, and the application names its call with an

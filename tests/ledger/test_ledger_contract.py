@@ -79,6 +79,31 @@ def test_a_row_failed_then_settled_is_settled_and_keeps_why_it_had_been_failed(a
     assert any_ledger.settle(any_ledger.reserve(intent(1_000, payment_hash="cd" * 32)).id, preimage="cd" * 32).reason is None
 
 
+def test_a_token_kept_with_its_pending_row_is_restored_once_the_row_settles(any_ledger: Ledger) -> None:
+    """A crash between paying and storing the token: the row kept the token without its preimage;
+    settled by reconciliation, the token is held again, unless its scope holds a newer one."""
+    import json
+    from dataclasses import replace
+    from datetime import UTC, datetime, timedelta
+
+    from httpay.ledger.base import PREIMAGE_MARK
+
+    def kept(scope: str, expires: datetime | None = None) -> str:
+        return json.dumps({"scope": scope, "value": f"L402 mac:{PREIMAGE_MARK}",
+                           "expires_at": expires.isoformat() if expires else None})
+    r = any_ledger.reserve(replace(intent(5_000, payment_hash="ab" * 32), token=kept("host:a.example")))
+    assert not any_ledger.restore_token(r.id), "nothing to restore before the row is settled"
+    any_ledger.settle(r.id, preimage="cd" * 32)
+    assert any_ledger.restore_token(r.id) and any_ledger.token_for("host:a.example") == "L402 mac:" + "cd" * 32
+    any_ledger.save_token("host:a.example", "L402 newer:" + "ef" * 32)
+    assert not any_ledger.restore_token(r.id) and any_ledger.token_for("host:a.example") == "L402 newer:" + "ef" * 32
+    old = any_ledger.reserve(replace(intent(5_000, payment_hash="11" * 32),
+                                     token=kept("host:b.example", datetime.now(UTC) - timedelta(minutes=1))))
+    any_ledger.settle(old.id, preimage="22" * 32)
+    assert not any_ledger.restore_token(old.id) and any_ledger.token_for("host:b.example") is None  # expired
+    assert "mac" not in repr(any_ledger.get(r.id)) and "mac" not in json.dumps(any_ledger.get(r.id).to_dict())
+
+
 def test_note_keeps_the_status(any_ledger: Ledger) -> None:
     r = any_ledger.reserve(intent())
     n = any_ledger.note(r.id, "outcome unknown: PaymentTimeout")

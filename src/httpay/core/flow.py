@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import logging
 import secrets
 import time
@@ -109,7 +110,7 @@ from httpay.errors import (
     PaymentSentUnanswered,
     WalletError,
 )
-from httpay.ledger.base import Call, Intent
+from httpay.ledger.base import PREIMAGE_MARK, Call, Intent
 from httpay.ledger.models import Receipt, Status
 from httpay.lightning import check_invoice
 from httpay.safe import get_logger
@@ -810,6 +811,19 @@ class _Attempt:
             raise run.refused(exc, self.response, self.challenge) from None
         run.say(InvoiceChecked, payable.invoice, invoice=payable.invoice, quote=q)
 
+    def _token_kept(self, payable: Invoiced) -> str | None:
+        """The reusable credential this payment buys, its preimage left out, for the pending row: a
+        crash after the wallet paid and before the token is stored loses only the preimage, which
+        reconciling the row finds (`Ledger.restore_token`). None for what buys one request."""
+        if self.challenge.reuse != "scope":
+            return None
+        credential = dialect_of(self.challenge).present(self.challenge, payable, Proof(preimage=PREIMAGE_MARK))
+        if credential.reusable is None or PREIMAGE_MARK not in credential.reusable:
+            return None
+        expires = credential.expires_at.isoformat() if credential.expires_at is not None else None
+        return json.dumps({"scope": token_scope(self.run.url, self.run.payer.token_scope),
+                           "value": credential.reusable, "expires_at": expires})
+
     def _paid_meanwhile(self) -> Generator[Effect, Any, Receipt | None]:
         """The flight's payment pending now, or settled since this request met its 402, if there is one."""
         assert self.key is not None
@@ -830,6 +844,7 @@ class _Attempt:
         assert amount is not None  # an invoice without an amount never passes the checks
         fee_cap = fee_cap_msat(payer, amount) if isinstance(payable, Invoiced) else 0
         kind, identity = payer.wallet_name(payable.rail)
+        token = self._token_kept(payable) if isinstance(payable, Invoiced) else None
         not_before: datetime | None = self.met_402_at
         for round_ in range(MAX_WAIT_ROUNDS):
             run.within_deadline(self.response, "the wait for another payment" if round_ else "the payment")
@@ -838,7 +853,7 @@ class _Attempt:
                 payment_hash=payable.reference, offer_id=q.offer.offer_id, offer_title=q.offer.title,
                 offer_amount=q.offer.price.amount, offer_currency=q.offer.price.currency, credits=q.offer.balance,
                 wallet=kind, challenge_key=self.key, not_before=not_before, max_fee_msat=fee_cap, wallet_id=identity,
-                call_id=self.call.id if self.call is not None else None, tags=run.tags,
+                call_id=self.call.id if self.call is not None else None, tags=run.tags, token=token,
             )
             try:
                 limits = tuple(payer.policy.limits(run.host, q.usd_per_btc, self.challenge.offers, tags=run.tags))

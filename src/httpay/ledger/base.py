@@ -7,6 +7,7 @@ outcome is unknown is reconciled with the wallet, never paid again.
 
 from __future__ import annotations
 
+import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +25,11 @@ COLUMNS = (
     "offer_amount", "offer_currency", "credits", "payment_hash", "amount_msat", "fee_msat", "wallet",
     "challenge_key", "reason", "preimage", "wallet_id", "tags", "usd_per_btc",
 )
+
+
+# Where a token kept with a pending row takes its preimage: 64 hex characters as a preimage is (a
+# dialect checks its form), no real preimage (it is a hash of these words) nor part of a macaroon's text.
+PREIMAGE_MARK = hashlib.sha256(b"httpay: the preimage of this payment goes here").hexdigest()
 
 
 @dataclass(frozen=True)
@@ -48,6 +54,10 @@ class Intent:
     wallet_id: str | None = None       # the wallet's stable identity: only that wallet reconciles the row
     call_id: int | None = None         # the call (`Ledger.call`) this pays for: one live payment per call
     tags: Mapping[str, str] = field(default_factory=dict)  # who spent it ("agent": "research"): attribution, budgets
+    # The reusable credential this payment buys, its preimage left out (`PREIMAGE_MARK`), as JSON
+    # {"scope", "value", "expires_at"}: written with the pending row, so a crash between paying and
+    # storing the token loses nothing; settling the row by reconciliation restores it (`restore_token`).
+    token: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -157,6 +167,12 @@ class Ledger(ABC):
     def save_token(self, scope: str, authorization: str, *, payment_hash: str | None = None,
                    expires_at: datetime | None = None) -> None:
         """Remember the Authorization value that a payment bought for `scope` (replacing any older one)."""
+
+    @abstractmethod
+    def restore_token(self, receipt_id: int) -> bool:
+        """Store the reusable credential a settled payment bought (kept with its row, `Intent.token`),
+        unless its scope holds one already: the token a crash lost between paying and storing it.
+        True when one was stored."""
 
     @abstractmethod
     def token_for(self, scope: str, *, now: datetime | None = None) -> str | None:

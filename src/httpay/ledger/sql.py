@@ -17,6 +17,7 @@ from typing import Any
 from httpay.errors import ChallengeInFlight, DuplicatePayment, LedgerError
 from httpay.ledger.base import (
     COLUMNS,
+    PREIMAGE_MARK,
     Call,
     Intent,
     Ledger,
@@ -265,7 +266,7 @@ _RETURNING = f" RETURNING {', '.join(COLUMNS)}"
 
 # Columns added after the first release: a ledger made before gets them on open (`ADD COLUMN`).
 MIGRATIONS = (("payments", "wallet_id", "TEXT"), ("payments", "tags", "TEXT"),
-              ("payments", "usd_per_btc", "DOUBLE PRECISION"))
+              ("payments", "usd_per_btc", "DOUBLE PRECISION"), ("payments", "token", "TEXT"))
 
 Rows = list[dict[str, Any]]
 Query = Callable[[str, Sequence[Any]], Rows]
@@ -524,14 +525,14 @@ class SQLLedger(Ledger):
             # fee_msat holds the fee cap while pending (counted in every budget); settling records the real fee
             insert = ("INSERT INTO payments (status, created_at, updated_at, host, url, protocol, method, offer_id, "
                       "offer_title, offer_amount, offer_currency, credits, payment_hash, amount_msat, fee_msat, wallet, "
-                      "challenge_key, wallet_id, tags, usd_per_btc) "
-                      "VALUES ('pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)" + _RETURNING)
+                      "challenge_key, wallet_id, tags, usd_per_btc, token) "
+                      "VALUES ('pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)" + _RETURNING)
             args: list[Any] = [
                 stamp, stamp, intent.host, mask_urls(intent.url), intent.protocol, intent.method, intent.offer_id,
                 intent.offer_title, intent.offer_amount, intent.offer_currency, intent.credits, intent.payment_hash,
                 intent.amount_msat, intent.max_fee_msat, intent.wallet, intent.challenge_key, intent.wallet_id,
                 json.dumps(dict(sorted(intent.tags.items())), separators=(",", ":")) if intent.tags else None,
-                usd_per_btc]
+                usd_per_btc, intent.token]
             tags = sorted(intent.tags.items())
             if self.WRITABLE_CTE and (tags or intent.call_id is not None):  # the row, its tags and its call: one statement
                 parts = [f"p AS ({insert})"]
@@ -642,6 +643,28 @@ class SQLLedger(Ledger):
                     "payment_hash = excluded.payment_hash, created_at = excluded.created_at, expires_at = excluded.expires_at",
                     (scope, authorization, payment_hash, exp))
         self._learn(scope, True)
+
+    def restore_token(self, receipt_id: int) -> bool:
+        rows = self._query("SELECT token, preimage, payment_hash FROM payments WHERE id = ? AND status = 'settled'",
+                           (receipt_id,))
+        if not rows or not rows[0]["token"] or not rows[0]["preimage"]:
+            return False
+        try:
+            kept = json.loads(rows[0]["token"])
+            scope, value = str(kept["scope"]), str(kept["value"])
+            expires = datetime.fromisoformat(kept["expires_at"]) if kept.get("expires_at") else None
+        except (ValueError, KeyError, TypeError):
+            return False  # not a token this httpay wrote: nothing to restore
+        if expires is not None and expires <= now_utc():
+            return False
+        exp = None if expires is None else self._to_db_time(expires)
+        stored = self._query(
+            "INSERT INTO tokens (scope, authorization_value, payment_hash, created_at, expires_at) "
+            f"VALUES (?, ?, ?, {self.NOW}, ?) ON CONFLICT (scope) DO NOTHING RETURNING scope",
+            (scope, value.replace(PREIMAGE_MARK, str(rows[0]["preimage"])), rows[0]["payment_hash"], exp))
+        if stored:
+            self._learn(scope, True)
+        return bool(stored)
 
     def token_for(self, scope: str, *, now: datetime | None = None) -> str | None:
         rows = self._query("SELECT authorization_value, expires_at FROM tokens WHERE scope = ?", (scope,))
