@@ -28,6 +28,10 @@ class CountingLedger(SQLiteLedger):
         self.lookups += 1
         return super().token_for(scope, **kw)
 
+    def tokens_of(self, scope: str, **kw: Any) -> dict[str, str]:
+        self.lookups += 1
+        return super().tokens_of(scope, **kw)
+
 
 def test_requests_in_a_scope_holding_nothing_ask_the_ledger_nothing(svc: HostileService, tmp_path: Path) -> None:
     ledger = tmp_path / "ledger.db"
@@ -219,7 +223,8 @@ def test_a_held_credential_the_service_refuses_in_place_of_the_callers_is_droppe
     own = {"Authorization": "Bearer the-callers-own"}
     with httpay.Client(wallet=wallet, ledger=tmp_path / "l.db") as c:
         assert c.get(paid).status_code == 200
-        c.ledger.save_token(token_scope(paid), "L402 forgotten:00")  # a token the service no longer takes
+        # a token the service no longer takes, where the host's "hostile" service token is kept
+        c.ledger.save_token(token_scope(paid) + "#hostile", "L402 forgotten:00")
         request = c.build_request("GET", paid, headers=own)
         r = c.send(request)
         assert c.get(paid, headers=own).status_code == 200

@@ -34,7 +34,7 @@ def test_pay_once_then_reuse_the_token(demo: RunningServer, ledger_path: Path) -
     assert demo.app.state.classic.issued == 1 and demo.app.state.classic.served == 4
     with SQLiteLedger(ledger_path) as lg:
         assert [x.status for x in lg.receipts()] == [Status.SETTLED]
-        assert lg.token_scopes() == [demo.url]
+        assert lg.token_scopes() == [demo.url + "#stock"]  # the host's "stock" service token
 
 
 def test_another_routes_402_of_another_dialect_keeps_the_token(demo: RunningServer, ledger_path: Path) -> None:
@@ -45,7 +45,7 @@ def test_another_routes_402_of_another_dialect_keeps_the_token(demo: RunningServ
         assert httpay.receipt_of(c.get(f"{demo.url}/l402/ticker/META")) is not None
         with pytest.raises(httpay.PaymentRefused):
             c.get(f"{demo.url}/x402/ticker/AAPL")  # an x402 402 (no signer here): refused, nothing paid
-        assert c.ledger.token_scopes() == [demo.url]
+        assert c.ledger.token_scopes() == [demo.url + "#stock"]
         again = c.get(f"{demo.url}/l402/ticker/AAPL")
         assert again.status_code == 200 and httpay.receipt_of(again) is None  # the same token, no new payment
     assert demo.app.state.classic.issued == 1 and wallet.balance_msat() == 990_000

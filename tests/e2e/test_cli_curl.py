@@ -107,7 +107,7 @@ def test_a_failed_command_with_json_output_is_json_too(demo: RunningServer, env:
 def test_tokens_list_and_drop(demo: RunningServer, env: dict[str, str]) -> None:
     assert httpay_cmd("get", f"{demo.url}/aperture/ticker/MSFT", "-q", env=env).returncode == 0
     listed = json.loads(httpay_cmd("tokens", "list", "--json", env=env).stdout)["tokens"]
-    assert [t["scope"] for t in listed] == [demo.url] and listed[0]["payment_hash"]
+    assert [t["scope"] for t in listed] == [demo.url + "#stock"] and listed[0]["payment_hash"]  # its service
     text = httpay_cmd("tokens", env=env)
     assert "Held credentials (1)" in text.stdout and "L402" not in text.stdout  # never the token itself
     with_token = httpay_cmd("tokens", "list", "--json", env=env).stdout

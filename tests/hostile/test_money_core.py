@@ -472,6 +472,49 @@ def test_a_402_after_a_redirect_to_another_host_keeps_the_first_hosts_token(svc:
     assert other.issued == 1 and svc.issued == 1
 
 
+def aperture_services(svc: HostileService, *names: str) -> dict[str, str]:
+    """One host fronting several services, as Aperture does: each path's 402 mints a token for its own
+    service (`services=NAME:0`), and serves only a token for that service."""
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, Response
+
+    from httpay.protocols import macaroons
+    from httpay.protocols.l402_classic import parse_credential
+
+    def gate(name: str) -> Any:
+        async def handler(request: Request) -> Response:
+            header = request.headers.get("authorization", "")
+            if svc.authorized(request) and all(f"services={name}:0" in macaroons.decode(m).caveats
+                                               for m in parse_credential(header).macaroons):
+                return JSONResponse({"served": name})
+            bolt11, payment_hash = svc.node.mint(10_000)
+            with svc._lock:
+                svc.issued += 1
+            mac = macaroons.mint(svc.root_key, payment_hash, caveats=[f"services={name}:0"])
+            resp = JSONResponse({}, status_code=402)
+            resp.headers.append("WWW-Authenticate", f'L402 macaroon="{mac}", invoice="{bolt11}"')
+            return resp
+        return handler
+    return {name: svc.route(f"/{name}", gate(name)) for name in names}
+
+
+def test_a_host_fronting_two_services_is_paid_once_per_service(svc: HostileService, wallet: CountingWallet,
+                                                              ledger: Path, mode: str) -> None:
+    """Requests alternating between two services of one host (the default token scope is the host):
+    each service's token is kept beside the other's, so a, b, a, b... pays twice, never once per
+    request; a restart (a new client on the same ledger) presents them too, paying nothing."""
+    urls = aperture_services(svc, "alpha", "beta")
+    order = ["alpha", "beta"] * 3
+    for round_ in range(2):  # the second round: a new client, as after a restart
+        for name in order:
+            out = run(mode, urls[name], wallet=wallet, ledger=ledger)
+            assert out.error is None and out.status == 200, out.error
+            assert out.response is not None and out.response.json() == {"served": name}
+        assert out.wallet_calls == 2, f"round {round_}: {out.wallet_calls} payments for two services"
+    with SQLiteLedger(ledger) as lg:
+        assert sorted(lg.token_scopes()) == [f"{svc.url}#alpha", f"{svc.url}#beta"]
+
+
 def test_policy_with_offer_re_decides_on_the_decisions_own_inputs() -> None:
     """The public re-decision keeps this request's cap and the spent total the first decision saw."""
     offers = httpay.PaymentOffers.from_dict({"version": "0.2.2", "payment_request_url": "http://x/pay",

@@ -1483,7 +1483,9 @@ def _tokens(args: argparse.Namespace, console: Console) -> int:
         if args.action == "drop":
             if args.all == bool(args.scope):
                 raise UsageError("tokens drop: name one SCOPE (as `httpay tokens list` shows it) or pass --all")
-            targets = [t["scope"] for t in held] if args.all else [args.scope]
+            # a host's scope names its kinds too ("https://h#svc", one per service it fronts)
+            targets = [t["scope"] for t in held if args.all or t["scope"] == args.scope
+                       or t["scope"].startswith(f"{args.scope}#")] or ([] if args.all else [args.scope])
             dropped = [scope for scope in targets if lg.drop_token(scope)]
             if args.json:
                 print(json.dumps({"dropped": dropped}))

@@ -78,6 +78,7 @@ class Credential:
     headers: dict[str, str] = field(repr=False)
     reusable: str | None = field(default=None, repr=False)
     expires_at: datetime | None = None
+    variant: str | None = None  # the challenge's variant (`Challenge.variant`): kept apart from others of its scope
 
 
 @dataclass(frozen=True)

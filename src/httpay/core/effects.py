@@ -322,24 +322,35 @@ class Reconcile(Effect):
 
 @effect
 class TokenFor(Effect):
-    """The credential held for a scope (None: none, or it expired). A scope the ledger knows holds
-    nothing costs no query; `fresh` (the look before paying): unless the ledger also knows nobody
-    else has stored one since (`Ledger.held_scopes_exact`)."""
+    """The credential held for a scope, and where it is stored (None: none, or it expired). Of a
+    scope's several kinds ("scope#variant"), those in `prefer` come first, then the scope's own,
+    then the rest; `only`: just the kinds in `prefer`. A scope the ledger knows holds nothing costs
+    no query; `fresh` (the look before paying): unless the ledger also knows nobody else has
+    stored one since (`Ledger.held_scopes_exact`)."""
 
     scope: str
     fresh: bool = False
+    prefer: tuple[str, ...] = ()
+    only: bool = False
 
-    def run(self, payer: Payer) -> str | None:
-        if not payer.ledger.holds_token(self.scope, fresh=self.fresh):
+    def run(self, payer: Payer) -> tuple[str, str] | None:
+        ledger = payer.ledger
+        if not ledger.holds_token(self.scope, fresh=self.fresh):
             return None
-        return payer.ledger.token_for(self.scope)
+        if not self.fresh and not (ledger.held_variants or {}).get(self.scope):  # one kind: the scope's own key
+            token = None if self.only else ledger.token_for(self.scope)
+            return (self.scope, token) if token else None
+        held = ledger.tokens_of(self.scope)
+        wanted = [f"{self.scope}#{v}" for v in self.prefer]
+        order = wanted if self.only else [*wanted, self.scope, *sorted(held)]
+        return next(((key, held[key]) for key in order if key in held), None)
 
     def answer_in_memory(self, payer: Payer) -> tuple[bool, Any]:
         """A scope the ledger already knows holds nothing: None, with no thread and no query (the
         unpaid path of an AsyncClient, and its look before paying while no one else wrote the store)."""
         ledger = payer.ledger
         held = ledger.held_scopes
-        if held is None or self.scope in held:
+        if held is None or self.scope in held or (ledger.held_variants or {}).get(self.scope):
             return False, None
         return (not self.fresh or ledger.held_scopes_exact(wait=False)), None
 

@@ -160,6 +160,20 @@ def token_scope(url: str, mode: str = "host") -> str:
     raise ValueError(f"token scope must be one of {', '.join(TOKEN_SCOPES)}, not {mode!r}")
 
 
+def held_key(scope: str, variant: str | None) -> str:
+    """Where a credential of `scope` is stored: the scope itself, or, for one of several kinds the
+    scope's service issues (`Challenge.variant`), the scope and its variant ("https://h#svc")."""
+    return scope if not variant else f"{scope}#{variant}"
+
+
+def _variant_of(key: str) -> str | None:
+    return key.partition("#")[2] or None
+
+
+def _path_key(url: str) -> str:
+    return token_scope(url, "url")
+
+
 @functools.lru_cache(maxsize=1024)
 def scopes_for(url: str, mode: str) -> tuple[str, ...]:
     """The scopes to look a credential up under for `url`, most specific first (a `prefix` token
@@ -183,7 +197,8 @@ def flight_key(challenge: Challenge, url: str, scope_mode: str, account: str | N
     request. Otherwise the challenge's own key.
     """
     if challenge.reuse == "scope":
-        return "scope:" + hashlib.sha256(token_scope(url, scope_mode).encode()).hexdigest()[:32]
+        where = held_key(token_scope(url, scope_mode), challenge.variant)
+        return "scope:" + hashlib.sha256(where.encode()).hexdigest()[:32]
     if challenge.reuse == "challenge" and account:
         return "account:" + hashlib.sha256(f"{host_of(httpx.URL(url))}|{account}".encode()).hexdigest()[:32]
     return challenge.key
@@ -323,8 +338,9 @@ def first_send(payer: Payer, request: httpx.Request) -> Send | None:
     if held is None or payer.advertise_to or TOKEN_EXTENSION in ext:
         return None
     if held:
+        kinds = payer.ledger.held_variants
         for scope in scopes_for(str(request.url), payer.token_scope):
-            if scope in held:
+            if scope in held or (kinds and kinds.get(scope)):
                 return None
     # (else no credential held at all: nothing to look up, nor a URL to write out)
     return _first(payer, request, bool(ext.get(DRY_RUN_EXTENSION)))
@@ -369,14 +385,17 @@ def request_flow(payer: Payer, request: httpx.Request, *, dry_run: bool = False,
             return response
         challenges = read_challenge(response.status_code, response.headers, response.content, url=str(request.url))
         yield from _evict_if_presented(request, challenges)
+        if presented is not None and not _asks_for(challenges, presented):
+            presented = None  # the kind held was not the kind this path asks for: look for that kind
         if look or presented is not None or all(c.reuse == "request" for c in challenges):
             break  # (a payment for one request leaves no credential another process could have bought)
         # Nothing was presented: another process may have bought a credential for this scope since
         # this one last looked. Look in the ledger itself before paying; with one, send once more.
         # A credential bought for the scope stands in for the caller's own Authorization (the paid
         # retry would put a new one in its place anyway): presented once before paying again.
-        presented = yield from _present_held(payer, request, fresh=True,
-                                             over_callers=any(c.reuse == "scope" for c in challenges))
+        presented = yield from _present_held(
+            payer, request, fresh=True, over_callers=any(c.reuse == "scope" for c in challenges),
+            only=[c.variant for c in challenges if c.reuse == "scope" and c.variant])
         if presented is None:
             break
     if not challenges:
@@ -821,7 +840,7 @@ class _Attempt:
         if credential.reusable is None or PREIMAGE_MARK not in credential.reusable:
             return None
         expires = credential.expires_at.isoformat() if credential.expires_at is not None else None
-        return json.dumps({"scope": token_scope(self.run.url, self.run.payer.token_scope),
+        return json.dumps({"scope": held_key(token_scope(self.run.url, self.run.payer.token_scope), credential.variant),
                            "value": credential.reusable, "expires_at": expires})
 
     def _paid_meanwhile(self) -> Generator[Effect, Any, Receipt | None]:
@@ -933,8 +952,10 @@ def _keep(run: _Run, credential: Credential, payment_hash: str | None) -> Genera
     """Store a reusable credential so later requests in its scope present it instead of paying."""
     if credential.reusable is None:
         return
-    yield SaveToken(token_scope(run.url, run.payer.token_scope), credential.reusable, payment_hash,
-                    credential.expires_at)
+    scope = token_scope(run.url, run.payer.token_scope)
+    if credential.variant:  # one of several kinds of the scope: this path, and the scope, present it first
+        run.payer.remember_variant((_path_key(run.url), scope), credential.variant)
+    yield SaveToken(held_key(scope, credential.variant), credential.reusable, payment_hash, credential.expires_at)
 
 
 def _met_at(mark: float) -> Generator[Effect, Any, datetime]:
@@ -1077,8 +1098,8 @@ def _carry(run: _Run, credential: Credential | None) -> None:
         run.request.headers.update(credential.headers)
         run.proofs.update(credential.headers)
         if credential.reusable is not None:
-            run.request.extensions[TOKEN_EXTENSION] = (token_scope(run.url, run.payer.token_scope),
-                                                       credential.reusable)
+            run.request.extensions[TOKEN_EXTENSION] = (
+                held_key(token_scope(run.url, run.payer.token_scope), credential.variant), credential.reusable)
 
 
 def _retry_once(run: _Run, attempt: int) -> Flow:
@@ -1273,24 +1294,32 @@ def _outcome(run: _Run, challenge: Challenge, resp: httpx.Response, receipt: Rec
 
 # -- held credentials ----------------------------------------------------------------------------
 def _present_held(payer: Payer, request: httpx.Request, *, fresh: bool = False,
-                  over_callers: bool = False) -> Generator[Effect, Any, str | None]:
+                  over_callers: bool = False, only: Sequence[str] = ()) -> Generator[Effect, Any, str | None]:
     """Put the stored credential of the request's scope in its Authorization header, read afresh on
     every send (another request may have bought a newer one); a caller's own Authorization is left
-    alone unless `over_callers` (kept, and put back if the credential is refused). Returns the scope
-    whose credential is presented, if any."""
+    alone unless `over_callers` (kept, and put back if the credential is refused). Of a scope's
+    several kinds (`Challenge.variant`), the one this path took last comes first; `only`: just
+    these kinds (the ones a 402 asked for). Returns where the presented credential is stored
+    (`held_key`), if any."""
     ours = request.extensions.get(TOKEN_EXTENSION)
     current = _authorization(request)
     callers = bool(current) and (ours is None or current != ours[1])
     if callers and not over_callers:
         return None  # the caller's own credential
-    for scope in scopes_for(str(request.url), payer.token_scope):
-        token = yield TokenFor(scope, fresh)
-        if token:
+    url = str(request.url)
+    known = payer.token_variants
+    for scope in scopes_for(url, payer.token_scope):
+        prefer = tuple(only) or (tuple(v for v in (known.get(_path_key(url)), known.get(scope)) if v) if known else ())
+        found: tuple[str, str] | None = yield TokenFor(scope, fresh, prefer=prefer, only=bool(only))
+        if found:
+            key, token = found
+            if (variant := _variant_of(key)) is not None:  # this path takes this kind: present it first here
+                payer.remember_variant((_path_key(url), scope), variant)
             if callers:
                 request.extensions[CALLERS_EXTENSION] = current
             request.headers["Authorization"] = token
-            request.extensions[TOKEN_EXTENSION] = (scope, token)
-            return scope
+            request.extensions[TOKEN_EXTENSION] = (key, token)
+            return key
     if ours is not None and current == ours[1]:
         return str(ours[0])  # nothing newer stored: keep the credential this flow holds
     return None
@@ -1332,8 +1361,17 @@ def _evict_if_presented(request: httpx.Request, challenges: Sequence[Challenge])
         request.headers.pop("Authorization", None)
     if not any(c.reuse == "scope" for c in challenges):
         log.debug("a 402 asking for no credential like the one held for %s: kept it", scope)
+    elif not _asks_for(challenges, scope):
+        log.debug("a 402 asking for another kind of credential than the one held for %s: kept it", scope)
     elif (yield DropToken(scope, token)):
         log.info("the server answered 402 to the credential held for %s: evicted it", scope)
+
+
+def _asks_for(challenges: Sequence[Challenge], key: str) -> bool:
+    """Whether a 402 asks for the kind of credential stored at `key`: one of its scope challenges
+    names that variant (or none names any). Another service of the host never refused it."""
+    variant = _variant_of(key)
+    return any(c.reuse == "scope" and c.variant == variant for c in challenges)
 
 
 def _send_with_held(payer: Payer, request: httpx.Request, payment_deadline_s: float | None = None,

@@ -169,6 +169,9 @@ class Challenge:
     reuse: str = "challenge"
     raw: Any = field(default=None, repr=False, compare=False)
     identified: bool = False  # the service asks for a call identifier (the ledger's call key), whatever the method
+    # Which of several credentials of one scope this asks for (an Aperture token's services: one host
+    # fronting several services issues a token per service); None: one kind serves the whole scope
+    variant: str | None = None
 
     @property
     def payment_methods(self) -> tuple[str, ...]:

@@ -44,6 +44,17 @@ class Payer:
     # hosts whose 402s named a dialect that advertises (MPP's Accept-Payment), and the headers they get
     advertise_to: dict[str, dict[str, str]] = field(default_factory=dict, repr=False)
     call_window_s: float = 600.0       # the same call (method, URL, body) sent again within this is one call
+    # which variant of a scope's credentials (`Challenge.variant`) a URL's path and a scope last took:
+    # the one presented first there (bounded: `remember_variant`)
+    token_variants: dict[str, str] = field(default_factory=dict, repr=False)
+
+    def remember_variant(self, keys: tuple[str, ...], variant: str) -> None:
+        """Present `variant` first at these URL paths and scopes; the oldest are forgotten past 4,096."""
+        for key in keys:
+            self.token_variants.pop(key, None)
+            self.token_variants[key] = variant
+        while len(self.token_variants) > 4096:
+            self.token_variants.pop(next(iter(self.token_variants)))
 
     @classmethod
     def create(cls, *, wallet: Wallet | None = None, policy: Policy | None = None,

@@ -34,7 +34,17 @@ def to_challenge(ch: L402Challenge, url: str) -> Challenge:
         unpayable=None if inv.amount_msat else "its invoice names no amount, so there is no price to check",
     )
     return Challenge(l402_classic.PROTOCOL, (offer,), inv.payment_hash[:32], url=url, version=ch.version or "",
-                     reuse="scope", raw=ch)
+                     reuse="scope", raw=ch, variant=_services_of(ch.macaroon))
+
+
+def _services_of(macaroon: str) -> str | None:
+    """The services a token grants ("a,b"), which tell apart the tokens of one host when Aperture
+    fronts several services there; None for a token that names none, or an opaque one."""
+    try:
+        services = macaroons.decode(macaroon).services
+    except ChallengeError:
+        return None
+    return ",".join(sorted({name for name, _ in services})) or None
 
 
 def check_token_binding(ch: L402Challenge, invoice: Invoice) -> None:
@@ -103,7 +113,7 @@ class L402Classic:
             expires = macaroons.decode(ch.macaroon).valid_until
         except ChallengeError:
             expires = None
-        return Credential({"Authorization": value}, reusable=value, expires_at=expires)
+        return Credential({"Authorization": value}, reusable=value, expires_at=expires, variant=challenge.variant)
 
     def advertise(self, policy: Policy, can_sign: bool) -> Mapping[str, str]:
         return {}

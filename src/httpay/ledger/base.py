@@ -169,6 +169,11 @@ class Ledger(ABC):
         """Remember the Authorization value that a payment bought for `scope` (replacing any older one)."""
 
     @abstractmethod
+    def tokens_of(self, scope: str, *, now: datetime | None = None) -> dict[str, str]:
+        """Every credential held for `scope`, its own and those of its kinds ("scope#variant", one
+        host fronting several services), by where each is stored; expired ones are dropped."""
+
+    @abstractmethod
     def restore_token(self, receipt_id: int) -> bool:
         """Store the reusable credential a settled payment bought (kept with its row, `Intent.token`),
         unless its scope holds one already: the token a crash lost between paying and storing it.
@@ -185,6 +190,9 @@ class Ledger(ABC):
     # The scopes this process knows hold a credential, kept by the ledger as it reads and writes them
     # (None: nothing known, ask the store). Plain data, so a driver reads it without any I/O.
     held_scopes: set[str] | None = None
+    # Of those, the ones that hold one kind of a scope's credentials ("https://h#svc", the flow's
+    # `held_key`), by their scope: where to look when a host issues several kinds
+    held_variants: dict[str, set[str]] | None = None
 
     def holds_token(self, scope: str, *, fresh: bool = False) -> bool:
         """Whether a credential may be held for `scope` without asking the store (True: look).

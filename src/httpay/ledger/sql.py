@@ -601,7 +601,7 @@ class SQLLedger(Ledger):
             self._read_held()
         elif fresh and not self.held_scopes_exact():  # (which may read them again)
             return True
-        return scope in (self.held_scopes or ())
+        return scope in (self.held_scopes or ()) or bool((self.held_variants or {}).get(scope))
 
     # A store changed by someone else has its held scopes read again whole when there are this few
     # (one short query); with more, each fresh look asks for its own scope.
@@ -616,6 +616,10 @@ class SQLLedger(Ledger):
     def _read_held(self) -> None:
         version = self._store_version(wait=True)  # before the scopes: a write in between reads as a change
         self.held_scopes, self._held_version = set(self.token_scopes()), version
+        self.held_variants = {}
+        for scope in self.held_scopes:
+            if "#" in scope:
+                self.held_variants.setdefault(scope.partition("#")[0], set()).add(scope)
 
     def held_scopes_exact(self, *, wait: bool = True) -> bool:
         held, known = self.held_scopes, self._held_version
@@ -634,6 +638,9 @@ class SQLLedger(Ledger):
     def _learn(self, scope: str, held: bool) -> None:
         if self.held_scopes is not None:
             (self.held_scopes.add if held else self.held_scopes.discard)(scope)
+        if self.held_variants is not None and "#" in scope:
+            kinds = self.held_variants.setdefault(scope.partition("#")[0], set())
+            (kinds.add if held else kinds.discard)(scope)
 
     def save_token(self, scope: str, authorization: str, *, payment_hash: str | None = None,
                    expires_at: datetime | None = None) -> None:
@@ -677,6 +684,19 @@ class SQLLedger(Ledger):
             return None
         self._learn(scope, True)
         return str(rows[0]["authorization_value"])
+
+    def tokens_of(self, scope: str, *, now: datetime | None = None) -> dict[str, str]:
+        # the scope's own key and its kinds ("scope#variant"): one range of the primary key
+        rows = self._query("SELECT scope, authorization_value, expires_at FROM tokens WHERE scope = ? OR "
+                           "(scope > ? AND scope < ?)", (scope, scope + "#", scope + "$"))
+        found: dict[str, str] = {}
+        for r in rows:
+            exp = r["expires_at"]
+            if exp is not None and self._from_db_time(exp) <= (now or now_utc()):
+                self.drop_token(str(r["scope"]))
+                continue
+            found[str(r["scope"])] = str(r["authorization_value"])
+        return found
 
     def drop_token(self, scope: str) -> bool:
         self._learn(scope, False)
