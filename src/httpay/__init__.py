@@ -21,6 +21,7 @@ from httpay.core.transport import AsyncPaymentTransport, PaymentTransport
 from httpay.errors import (
     AlreadyPaid,
     ApprovalError,
+    ApprovalExpired,
     CallAlreadyPaid,
     ChallengeError,
     ChallengeInFlight,
@@ -64,6 +65,7 @@ logging.getLogger("httpay").addHandler(logging.NullHandler())
 __all__ = [
     "AlreadyPaid",
     "ApprovalError",
+    "ApprovalExpired",
     "ApprovalQueue",
     "AsyncClient",
     "AsyncMppSession",

@@ -186,6 +186,18 @@ class ApprovalError(HttpayError):
     """An approval could not be found or decided (unknown id, or already decided)."""
 
 
+class ApprovalExpired(ApprovalError):
+    """An answer to an approval nobody waits for any more: its deadline passed (`state` "expired")
+    or the request that asked stopped beating (`state` "abandoned": killed, its machine gone). The
+    answer is refused, because nothing would be paid for it; the approval is closed as denied so
+    it is not offered again."""
+
+    def __init__(self, message: str, *, approval_id: int, state: str) -> None:
+        super().__init__(message)
+        self.approval_id = approval_id
+        self.state = state
+
+
 class UsageError(HttpayError):
     """A command line httpay cannot run as given (exit code 2)."""
 

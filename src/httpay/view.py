@@ -73,7 +73,7 @@ STYLES: dict[str, tuple[str, str]] = {
 
 # The tone of each status a payment or an approval can be in.
 STATUS_TONE = {"settled": "good", "pending": "warn", "failed": "bad",
-               "waiting": "warn", "approved": "good", "denied": "bad"}
+               "waiting": "warn", "approved": "good", "denied": "bad", "expired": "dim", "abandoned": "dim"}
 
 # Inline, so a table reads well where no stylesheet exists (GitHub's notebook preview, VS Code,
 # an email): borders between rows, padding, alignment, numbers in even columns. No background,

@@ -532,7 +532,12 @@ def test_policy_with_offer_re_decides_on_the_decisions_own_inputs() -> None:
 
 
 def test_a_queue_made_by_an_older_httpay_is_upgraded_in_place(tmp_path: Path) -> None:
+    """Its rows carry no deadline or heartbeat: one asked just now may be answered, one older than
+    the 300 s its askers waited by default is expired (nobody could still be waiting for it)."""
     import sqlite3
+    import time
+
+    from httpay.errors import ApprovalExpired
 
     path = tmp_path / "old.db"
     with sqlite3.connect(path) as db:
@@ -540,11 +545,15 @@ def test_a_queue_made_by_an_older_httpay_is_upgraded_in_place(tmp_path: Path) ->
             "CREATE TABLE approvals (id INTEGER PRIMARY KEY AUTOINCREMENT, status TEXT NOT NULL, created_at REAL NOT NULL, "
             "decided_at REAL, host TEXT NOT NULL, url TEXT NOT NULL, offer_id TEXT, offer_title TEXT, offer_price TEXT, "
             "price_msat INTEGER, method TEXT, usd_per_btc REAL, decided_by TEXT, reason TEXT);"
-            "INSERT INTO approvals (status, created_at, host, url, offer_id) VALUES ('waiting', 1, 'x', 'http://x/', 'o1');"
+            "INSERT INTO approvals (status, created_at, host, url, offer_id) VALUES ('waiting', 1, 'x', 'http://x/', 'o0');"
+            f"INSERT INTO approvals (status, created_at, host, url, offer_id) VALUES ('waiting', {time.time()}, 'x', "
+            "'http://x/', 'o1');"
         )
     with ApprovalQueue(path) as q:
         [old] = q.pending()
-        assert old.choices == () and old.chosen_offer_id is None
+        assert old.choices == () and old.chosen_offer_id is None and old.offer_id == "o1"
         with pytest.raises(ApprovalError, match="has no offer"):
             q.decide(old.id, True, "alice", offer_id="o2")
         assert q.decide(old.id, True, "alice").status == "approved"
+        with pytest.raises(ApprovalExpired, match="approval #1 is expired"):
+            q.decide(1, True, "alice")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import logging
 import threading
@@ -18,7 +19,7 @@ from rich.console import Console
 
 import httpay
 from httpay.apps.approvals import Approval, ApprovalQueue, spinner
-from httpay.errors import ApprovalError, ConfigError
+from httpay.errors import ApprovalError, ApprovalExpired, ConfigError
 from httpay.ledger import SQLiteLedger, Status
 from tests.helpers import FakeService, FakeWallet, challenge_body, quote_of
 
@@ -240,3 +241,78 @@ def _render(obj: object, width: int = 120) -> str:
     c = Console(record=True, width=width, file=io.StringIO())
     c.print(obj)
     return c.export_text()
+
+
+def test_a_request_that_keeps_waiting_stays_answerable_long_past_its_lease(ledger_path: Path) -> None:
+    """The waiting request's heartbeat keeps its row answerable: only a request that stopped beating
+    is taken for gone."""
+    with ApprovalQueue(ledger_path, timeout_s=20, poll_s=0.02, heartbeat_s=0.05) as q:
+        answers: list[object] = []
+        asker = threading.Thread(target=lambda: answers.append(q(decision())), daemon=True)
+        asker.start()
+        while not q.pending():
+            time.sleep(0.01)
+        time.sleep(5 * q.lease_s)
+        [a] = q.pending()
+        assert a.state == "waiting" and a.deadline_at is not None and a.heartbeat_at is not None
+        assert a.heartbeat_at > a.created_at  # beaten since it was written
+        q.decide(a.id, True, "alice")
+        asker.join(10)
+    assert answers == [True]
+
+
+def test_a_request_that_died_leaves_an_abandoned_approval_nobody_can_answer(ledger_path: Path) -> None:
+    """A request killed while it waits (kill -9: no code of its own runs again) stops beating: its
+    approval reads abandoned, and approving it is refused, saying nothing will be paid, instead of
+    "approved: pay ..." for a request that no longer exists."""
+    with ApprovalQueue(ledger_path, timeout_s=30, poll_s=0.02, heartbeat_s=0.02) as q:
+        waiting = q._wait(decision())
+        next(waiting)  # the row is written; then the asker is gone without a word
+        time.sleep(2 * q.lease_s)
+        assert q.pending() == []
+        [gone] = q.unanswerable()
+        assert (gone.id, gone.status, gone.state, gone.answerable) == (1, "waiting", "abandoned", False)
+        assert "nobody waits for an answer, nothing will be paid" in str(gone) and "the request that asked stopped" in str(gone)
+        assert gone.to_dict()["state"] == "abandoned" and gone.to_dict()["answerable"] is False
+        with pytest.raises(ApprovalExpired) as refused:
+            q.decide(1, True, "alice")
+        assert refused.value.state == "abandoned" and refused.value.approval_id == 1
+        assert "nobody waits for an answer and nothing will be paid" in str(refused.value)
+        closed = q.get(1)
+        assert (closed.status, closed.decided_by) == ("denied", "abandoned") and "alice" in (closed.reason or "")
+        assert q.unanswerable() == [] and q.pending() == []
+        with pytest.raises(ApprovalError, match="already denied by abandoned"):
+            q.decide(1, True, "alice")
+        with pytest.raises(StopIteration) as paused:  # a request that was only paused finds it denied: pays nothing
+            next(waiting)
+        assert paused.value.value is False
+
+
+def test_an_approval_past_its_deadline_is_expired_and_its_request_says_nobody_answered(ledger_path: Path) -> None:
+    with ApprovalQueue(ledger_path, timeout_s=0.2, poll_s=0.02) as q:
+        waiting = q._wait(decision())
+        next(waiting)
+        [a] = q.pending()
+        assert a.deadline_at is not None and 0.19 <= (a.deadline_at - a.created_at).total_seconds() <= 0.21
+        time.sleep(0.25)
+        assert q.pending() == [] and [x.state for x in q.unanswerable()] == ["expired"]
+        with pytest.raises(ApprovalExpired, match=r"approval #1 is expired: nobody answered before its deadline") as late:
+            q.decide(1, False, "bob")
+        assert late.value.state == "expired"
+        assert (q.get(1).status, q.get(1).decided_by) == ("denied", "timeout")
+        with pytest.raises(httpay.PaymentRefused, match="nobody answered approval #1 within 0.2 s"):
+            next(waiting)
+
+
+def test_an_abandoned_approval_reads_as_such_in_its_view() -> None:
+    from datetime import datetime, timedelta
+
+    asked = datetime.now(UTC) - timedelta(seconds=30)
+    a = Approval(id=4, status="waiting", created_at=asked, decided_at=None, host="stock.test", url=URL,
+                 offer_id="offer_x", offer_title="1 Credit", offer_price="$0.01", price_msat=10_000, method="lightning",
+                 usd_per_btc=100_000, decided_by=None, reason=None, deadline_at=asked + timedelta(seconds=300),
+                 heartbeat_at=asked + timedelta(seconds=1), lease_s=3.0)
+    text = _render(a, width=160)
+    assert "abandoned" in text and "nobody waits" in text and "waiting" not in text
+    live = dataclasses.replace(a, heartbeat_at=datetime.now(UTC))
+    assert live.state == "waiting" and f"due {a.deadline_at:%H:%M:%S}" in _render(live, width=160)

@@ -6,6 +6,12 @@ with `queue.decide(...)`. The queue is a table `approvals` in a SQLite file (the
 file is fine), so the agent and the person may be different processes. No answer before the
 timeout means no (a refusal that says nobody answered); a wait stopped by Ctrl-C denies its approval.
 
+A process killed while it waits (`kill -9`, a host stopping an MCP server) cannot deny its row, so
+each row carries its deadline and a heartbeat the waiting request refreshes while it polls: a
+row past its deadline is "expired", one whose heartbeat went stale is "abandoned", and answering
+either is refused (`ApprovalExpired`): nobody would use the answer, and nothing will be paid. A
+heartbeat, not a process id: the asker and the person may be on different machines.
+
     queue = ApprovalQueue("ledger.sqlite3")
     client = httpay.Client(wallet=w, policy=httpay.Policy(approve=queue), ledger="ledger.sqlite3")
 """
@@ -21,7 +27,7 @@ import threading
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator
 from contextlib import AbstractContextManager, closing, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Self
@@ -29,7 +35,7 @@ from typing import Any, Self
 from httpay.amounts import fmt_msat
 from httpay.core.model import Offer
 from httpay.core.model import Quote as Decision
-from httpay.errors import ApprovalError, ConfigError, LedgerError, PaymentRefused
+from httpay.errors import ApprovalError, ApprovalExpired, ConfigError, LedgerError, PaymentRefused
 from httpay.ledger.sqlite import connect
 from httpay.safe import clean, digits, get_logger, markup, plain
 from httpay.view import Cell, Column, Row, View, row, status_cell
@@ -37,6 +43,12 @@ from httpay.view import Cell, Column, Row, View, row, status_cell
 log = get_logger("httpay.apps.approvals")
 
 WAITING, APPROVED, DENIED = "waiting", "approved", "denied"
+EXPIRED, ABANDONED = "expired", "abandoned"  # a waiting row nobody waits for: never stored, read from its times
+
+HEARTBEAT_S = 1.0       # how often a waiting request says it is still there
+LEASE_BEATS = 3         # beats missed before its row reads as abandoned (3 s by default)
+LEGACY_TIMEOUT_S = 300.0  # a row an older httpay wrote has no deadline: its askers' default timeout
+SHOWN_GONE_S = 3600.0   # an expired or abandoned row is listed this long after it went, then only in `--all`
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS approvals (
@@ -55,14 +67,24 @@ CREATE TABLE IF NOT EXISTS approvals (
     decided_by TEXT,
     reason TEXT,
     choices TEXT,
-    chosen_offer_id TEXT
+    chosen_offer_id TEXT,
+    deadline_at REAL,
+    heartbeat_at REAL,
+    lease_s REAL
 );
 CREATE INDEX IF NOT EXISTS approvals_status ON approvals (status, id);
 """
-_ADDED_COLUMNS = {"choices": "TEXT", "chosen_offer_id": "TEXT"}  # added to queues made by older versions
+# added to queues made by older versions
+_ADDED_COLUMNS = {"choices": "TEXT", "chosen_offer_id": "TEXT", "deadline_at": "REAL", "heartbeat_at": "REAL",
+                  "lease_s": "REAL"}
 
 _COLUMNS = ("id", "status", "created_at", "decided_at", "host", "url", "offer_id", "offer_title", "offer_price",
-            "price_msat", "method", "usd_per_btc", "decided_by", "reason", "choices", "chosen_offer_id")
+            "price_msat", "method", "usd_per_btc", "decided_by", "reason", "choices", "chosen_offer_id",
+            "deadline_at", "heartbeat_at", "lease_s")
+
+# A waiting row someone still waits for, at the time `:now` (a row of an older httpay: by its age only).
+_AWAITED = (f"COALESCE(deadline_at, created_at + {LEGACY_TIMEOUT_S}) > :now "
+            "AND (heartbeat_at IS NULL OR heartbeat_at + COALESCE(lease_s, 0) >= :now)")
 
 
 @dataclass(frozen=True)
@@ -93,7 +115,11 @@ def _read_choices(raw: str | None) -> tuple[Choice, ...]:
 
 @dataclass(frozen=True)
 class Approval:
-    """One payment waiting for (or given) a person's answer."""
+    """One payment waiting for (or given) a person's answer.
+
+    `status` is what the table holds; `state` is what a person can do about it now: a waiting row
+    past its deadline reads "expired", one whose request stopped beating "abandoned" (neither can
+    be answered, and nothing will be paid for it)."""
 
     id: int
     status: str
@@ -111,6 +137,45 @@ class Approval:
     reason: str | None
     choices: tuple[Choice, ...] = ()       # every offer the service made (approving may pick another)
     chosen_offer_id: str | None = None     # the offer the person approved instead of `offer_id`
+    deadline_at: datetime | None = None    # when its request stops waiting (None: not known)
+    heartbeat_at: datetime | None = None   # its waiting request's last sign of life
+    lease_s: float | None = None           # how long after a heartbeat the request counts as gone
+
+    def state_at(self, now: float | None = None) -> str:
+        """waiting, expired or abandoned for a row not decided (at `now`, default the time now); else its status."""
+        if self.status != WAITING:
+            return self.status
+        now = time.time() if now is None else now
+        if self.deadline_at is not None and now >= self.deadline_at.timestamp():
+            return EXPIRED
+        if self.heartbeat_at is not None and now > self.heartbeat_at.timestamp() + (self.lease_s or 0.0):
+            return ABANDONED
+        return WAITING
+
+    @property
+    def state(self) -> str:
+        return self.state_at()
+
+    @property
+    def answerable(self) -> bool:
+        """Does a request still wait for a person's answer (approving it may pay)?"""
+        return self.state == WAITING
+
+    def gone_at(self) -> datetime | None:
+        """When its request stopped waiting, for an expired or abandoned row."""
+        state = self.state
+        if state == ABANDONED and self.heartbeat_at is not None:
+            return datetime.fromtimestamp(self.heartbeat_at.timestamp() + (self.lease_s or 0.0), tz=UTC)
+        return self.deadline_at if state == EXPIRED else None
+
+    def why_gone(self) -> str:
+        """Why nobody waits for its answer, in words ('' while somebody does)."""
+        state = self.state
+        if state == EXPIRED and self.deadline_at is not None:
+            return f"nobody answered before its deadline, {self.deadline_at:%Y-%m-%d %H:%M:%S} UTC"
+        if state == ABANDONED and self.heartbeat_at is not None:
+            return f"the request that asked stopped (no sign of it since {self.heartbeat_at:%Y-%m-%d %H:%M:%S} UTC)"
+        return ""
 
     @property
     def price(self) -> str:
@@ -119,15 +184,20 @@ class Approval:
         return f"{self.offer_price} ≈ {sat}" if self.offer_price else sat
 
     def __str__(self) -> str:
+        what = f"{self.offer_id} '{self.offer_title}' ({self.price}) by {self.method} for {self.host}"
+        if why := self.why_gone():
+            return f"approval #{self.id} {self.state}: {why}; nobody waits for an answer, nothing will be paid for {what}"
         who = f" by {self.decided_by}" if self.decided_by else ""
         why = f" ({self.reason})" if self.reason else ""
         instead = f", chosen instead: {self.chosen_offer_id}" if self.chosen_offer_id else ""
-        return (f"approval #{self.id} {self.status}{who}{why}: pay {self.offer_id} '{self.offer_title}' "
-                f"({self.price}) by {self.method} for {self.host}{instead}")
+        return f"approval #{self.id} {self.status}{who}{why}: pay {what}{instead}"
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "id": self.id, "status": self.status, "created_at": self.created_at.isoformat(),
+            "id": self.id, "status": self.status, "state": self.state, "answerable": self.answerable,
+            "created_at": self.created_at.isoformat(),
+            "deadline_at": self.deadline_at.isoformat() if self.deadline_at else None,
+            "heartbeat_at": self.heartbeat_at.isoformat() if self.heartbeat_at else None,
             "decided_at": self.decided_at.isoformat() if self.decided_at else None, "host": self.host,
             "url": self.url, "offer_id": self.offer_id, "offer_title": self.offer_title,
             "offer_price": self.offer_price, "price_msat": self.price_msat, "method": self.method,
@@ -146,6 +216,7 @@ class Approval:
         return self.view().to_html()
 
 
+APPROVALS_WIDE = 100  # a terminal narrower than this is shown the approvals without the "asked" column
 MAX_CHOICES_SHOWN = 8  # a service may list hundreds of offers; a view lists this many and counts the rest
 
 
@@ -167,19 +238,34 @@ def approvals_view(approvals: Iterable[Approval], title: str = "Approvals") -> V
     columns = (Column("#", align="right", wrap=False), Column("asked (UTC)", wrap=False), Column("status", wrap=False),
                Column("host", wrap=False, max_width=18), Column("offer", ratio=2, min_width=18),
                Column("price", ratio=1, min_width=12),
-               Column("decided by"))
+               Column("answer"))
     rows: list[Row] = []
+    now = time.time()
     for a in approvals:
-        who = (a.decided_by or "") + (f" ({a.reason})" if a.reason else "")
+        state = a.state_at(now)
+        if state in (EXPIRED, ABANDONED):  # listed, so a person sees the request is gone, not still asking
+            answer = Cell("nobody waits", hint=f"{a.why_gone()}; nothing will be paid", style="dim")
+        elif state == WAITING:
+            answer = Cell(f"due {a.deadline_at:%H:%M:%S}" if a.deadline_at else "",
+                          hint=f"its request waits until {a.deadline_at:%Y-%m-%d %H:%M:%S} UTC" if a.deadline_at else "")
+        else:
+            answer = Cell((a.decided_by or "") + (f" ({a.reason})" if a.reason else ""))
         rows.append(row(str(a.id), Cell(a.created_at.strftime("%m-%d %H:%M:%S"), hint=f"{a.created_at:%Y-%m-%d %H:%M:%S}"),
-                        status_cell(a.status), a.host, f"{clean(a.offer_title or '')} ({clean(a.offer_id, 80)})",
-                        a.price, who))
+                        status_cell(state), a.host, f"{clean(a.offer_title or '')} ({clean(a.offer_id, 80)})",
+                        a.price, answer))
+        if state != WAITING and a.status == WAITING:
+            continue  # its other offers cannot be chosen either
         others, more = _other_choices(a)
         rows += others
         if more:
             rows.append(row("", "", "", "", Cell(f"… and {more} more offers (`httpay approvals --json`)"), "", "",
                             style="dim", css_class="httpay-choice"))
-    return View(title, columns, tuple(rows), empty="nothing waiting for approval", dense=True, name="approvals")
+    wide = View(title, columns, tuple(rows), empty="nothing waiting for approval", dense=True, name="approvals")
+    # a standard terminal drops when it was asked, so the answer (due when, or nobody waits) keeps its room
+    narrow = replace(wide, columns=(columns[0], columns[2], replace(columns[3], max_width=16), columns[4],
+                                    replace(columns[5], max_width=12), replace(columns[6], min_width=12, wrap=False)),
+                     rows=tuple(replace(r, cells=(*r.cells[:1], *r.cells[2:])) for r in rows))
+    return replace(wide, narrow=narrow, narrow_below=APPROVALS_WIDE)
 
 
 Ticker = Callable[[float], None]
@@ -241,17 +327,19 @@ class ApprovalQueue:
     Use the queue itself as `Policy(approve=queue)` with `httpay.Client`, and `queue.aapprove`
     with `httpay.AsyncClient`. It answers True (approved) or False (denied); nobody answering
     within `timeout_s` is a PaymentRefused saying so. `progress` shows the wait (the CLI passes a spinner); the wait is also
-    logged.
+    logged. While it waits it writes a heartbeat every `heartbeat_s`; a row whose heartbeat is
+    `LEASE_BEATS` beats old reads as abandoned, and answering it is refused.
     """
 
     def __init__(self, where: Any = None, *, timeout_s: float = 300.0, poll_s: float = 0.2,
-                 progress: Progress | None = None) -> None:
-        for name, v in (("timeout_s", timeout_s), ("poll_s", poll_s)):
+                 progress: Progress | None = None, heartbeat_s: float = HEARTBEAT_S) -> None:
+        for name, v in (("timeout_s", timeout_s), ("poll_s", poll_s), ("heartbeat_s", heartbeat_s)):
             if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v <= 0:
                 raise ConfigError(f"ApprovalQueue({name}=...) must be a positive number of seconds, got {v!r:.40}")
         self.path = queue_path(where)
         self.timeout_s = timeout_s
         self.poll_s = poll_s
+        self.heartbeat_s = heartbeat_s
         self.progress: Progress = progress or _quiet
         self._db = connect(self.path, SCHEMA, "approval queue")
         self._lock = threading.RLock()
@@ -263,7 +351,7 @@ class ApprovalQueue:
         return f"ApprovalQueue({self.path!r}, timeout_s={self.timeout_s:g})"
 
     # -- storage -------------------------------------------------------------------------------
-    def _run(self, sql: str, args: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+    def _run(self, sql: str, args: tuple[Any, ...] | dict[str, Any] = ()) -> list[dict[str, Any]]:
         with self._lock:
             try:
                 return [dict(r) for r in self._db.execute(sql, args).fetchall()]
@@ -271,7 +359,8 @@ class ApprovalQueue:
                 raise LedgerError(f"approval queue {self.path}: {exc}") from None
 
     def _upgrade(self) -> None:
-        """Add the columns a queue made by an older httpay lacks (choosing another offer)."""
+        """Add the columns a queue made by an older httpay lacks (choosing another offer, the deadline
+        and heartbeat; the rows it wrote keep none: they are read by their age)."""
         have = {r["name"] for r in self._run("PRAGMA table_info(approvals)")}
         for name, kind in _ADDED_COLUMNS.items():
             if name not in have:
@@ -287,18 +376,40 @@ class ApprovalQueue:
         d["choices"] = _read_choices(d.get("choices"))
         d["created_at"] = datetime.fromtimestamp(d["created_at"], tz=UTC)
         d["decided_at"] = datetime.fromtimestamp(d["decided_at"], tz=UTC) if d["decided_at"] else None
+        if d["deadline_at"] is None:  # written by an older httpay, whose askers waited 300 s unless told otherwise
+            d["deadline_at"] = d["created_at"].timestamp() + LEGACY_TIMEOUT_S
+        d["deadline_at"] = datetime.fromtimestamp(d["deadline_at"], tz=UTC)
+        d["heartbeat_at"] = datetime.fromtimestamp(d["heartbeat_at"], tz=UTC) if d["heartbeat_at"] else None
         return Approval(**d)
 
+    @property
+    def lease_s(self) -> float:
+        """How long after its last heartbeat a waiting request counts as gone: a few beats (polls
+        longer than a beat are beats), so one slow write is not taken for a dead request."""
+        return LEASE_BEATS * max(self.heartbeat_s, self.poll_s)
+
     def add(self, decision: Decision) -> Approval:
-        """Write a waiting approval for `decision` (what `__call__` does before it waits)."""
+        """Write a waiting approval for `decision` (what `__call__` does before it waits), due in
+        `timeout_s` and alive for `lease_s` unless its waiting request beats."""
+        now = time.time()
         rows = self._run(
             "INSERT INTO approvals (status, created_at, host, url, offer_id, offer_title, offer_price, price_msat, "
-            f"method, usd_per_btc, choices) VALUES ('waiting', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {', '.join(_COLUMNS)}",
-            (time.time(), decision.host, decision.url, decision.offer.offer_id, decision.offer.title,
+            "method, usd_per_btc, choices, deadline_at, heartbeat_at, lease_s) "
+            f"VALUES ('waiting', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {', '.join(_COLUMNS)}",
+            (now, decision.host, decision.url, decision.offer.offer_id, decision.offer.title,
              str(decision.offer.price), decision.price_msat, decision.method, decision.usd_per_btc,
-             json.dumps([c.to_dict() for c in _choices(decision)])),
+             json.dumps([c.to_dict() for c in _choices(decision)]), now + self.timeout_s, now, self.lease_s),
         )
         return self._row(rows[0])
+
+    def _beat(self, approval_id: int) -> None:
+        """Say the request waiting for `approval_id` is still there. A write that fails (the file
+        busy) is tried at the next beat: the lease spans several."""
+        try:
+            self._run("UPDATE approvals SET heartbeat_at = ? WHERE id = ? AND status = 'waiting'",
+                      (time.time(), approval_id))
+        except LedgerError as exc:
+            log.debug("approval #%d: heartbeat not written (%s)", approval_id, exc)
 
     def get(self, approval_id: int) -> Approval:
         rows = self._run(f"SELECT {', '.join(_COLUMNS)} FROM approvals WHERE id = ?", (_approval_id(approval_id),))
@@ -307,9 +418,19 @@ class ApprovalQueue:
         return self._row(rows[0])
 
     def pending(self) -> list[Approval]:
-        """Approvals still waiting for a person, oldest first."""
-        rows = self._run(f"SELECT {', '.join(_COLUMNS)} FROM approvals WHERE status = 'waiting' ORDER BY id")
+        """Approvals a request still waits on (a person may answer them), oldest first."""
+        rows = self._run(f"SELECT {', '.join(_COLUMNS)} FROM approvals WHERE status = 'waiting' AND {_AWAITED} "
+                         "ORDER BY id", {"now": time.time()})
         return [self._row(r) for r in rows]
+
+    def unanswerable(self, within_s: float = SHOWN_GONE_S) -> list[Approval]:
+        """Approvals still written as waiting that nobody waits on any more (expired, abandoned), gone
+        within the last `within_s` seconds, oldest first: shown, so a person sees the request is gone."""
+        now = time.time()
+        rows = self._run(f"SELECT {', '.join(_COLUMNS)} FROM approvals WHERE status = 'waiting' AND NOT ({_AWAITED}) "
+                         "ORDER BY id DESC LIMIT 500", {"now": now})
+        gone = [a for a in map(self._row, rows) if (at := a.gone_at()) is not None and at.timestamp() > now - within_s]
+        return gone[::-1]
 
     def recent(self, limit: int = 20) -> list[Approval]:
         """The newest approvals, decided or not."""
@@ -320,7 +441,8 @@ class ApprovalQueue:
                offer_id: str | None = None) -> Approval:
         """Record a person's answer; `offer_id` approves another of the service's offers instead. The
         paying request then decides again for that offer with every limit, exactly as for its own
-        choice. Raises ApprovalError if the id is unknown, already decided, or the offer was not made."""
+        choice. Raises ApprovalError if the id is unknown, already decided, or the offer was not made;
+        ApprovalExpired if no request waits for the answer any more (the approval is closed then)."""
         if offer_id is not None:
             current = self.get(approval_id)
             if not approve:
@@ -328,29 +450,57 @@ class ApprovalQueue:
             if offer_id not in {c.offer_id for c in current.choices}:
                 made = ", ".join(c.offer_id for c in current.choices) or "none recorded"
                 raise ApprovalError(f"approval #{approval_id} has no offer {offer_id[:60]!r}; the service offered {made}")
-        status = APPROVED if approve else DENIED
-        rows = self._run(
-            "UPDATE approvals SET status = ?, decided_at = ?, decided_by = ?, reason = ?, chosen_offer_id = ? "
-            f"WHERE id = ? AND status = 'waiting' RETURNING {', '.join(_COLUMNS)}",
-            (status, time.time(), by[:100], reason[:200] if reason else None, offer_id, _approval_id(approval_id)),
-        )
-        if not rows:
+        for _ in range(3):  # a heartbeat landing between two writes makes it answerable again
+            if (decided := self._set(approval_id, approve, by, reason, offer_id, only=_AWAITED)) is not None:
+                self._woken(decided)
+                return decided
             current = self.get(approval_id)  # raises for an unknown id
-            raise ApprovalError(f"approval #{approval_id} was already {current.status}"
-                                + (f" by {current.decided_by}" if current.decided_by else ""))
-        decided = self._row(rows[0])
+            if current.status != WAITING:
+                raise ApprovalError(f"approval #{approval_id} was already {current.status}"
+                                    + (f" by {current.decided_by}" if current.decided_by else ""))
+            if current.state != WAITING and (refusal := self._unawaited(current, by)) is not None:
+                raise refusal
+        raise ApprovalError(f"approval #{approval_id} changed while it was being answered; try again")
+
+    def _set(self, approval_id: int, approve: bool, by: str, reason: str | None, offer_id: str | None = None, *,
+             only: str = "1") -> Approval | None:
+        """Write an answer to a row still waiting and matching the SQL condition `only` (`_AWAITED`:
+        a request waits on it); None if there was no such row."""
+        rows = self._run(
+            "UPDATE approvals SET status = :status, decided_at = :now, decided_by = :by, reason = :reason, "
+            f"chosen_offer_id = :offer WHERE id = :id AND status = 'waiting' AND ({only}) "
+            f"RETURNING {', '.join(_COLUMNS)}",
+            {"status": APPROVED if approve else DENIED, "now": time.time(), "by": by[:100],
+             "reason": reason[:200] if reason else None, "offer": offer_id, "id": _approval_id(approval_id)},
+        )
+        return self._row(rows[0]) if rows else None
+
+    def _unawaited(self, a: Approval, by: str) -> ApprovalExpired | None:
+        """The refusal of an answer nobody waits for; the row is closed as denied (as its request would
+        have closed it), so nobody is offered it again and a request that was only paused pays nothing.
+        None if the row changed meanwhile (answered, or its request beat again)."""
+        why, state = a.why_gone(), a.state
+        person = clean(by, 60)
+        closer, reason = (("timeout", f"timed out before {person} answered") if state == EXPIRED else
+                          ("abandoned", f"its request stopped before {person} answered"))
+        if (closed := self._set(a.id, False, closer, reason, only=f"NOT ({_AWAITED})")) is None:
+            return None
+        self._woken(closed)
+        return ApprovalExpired(f"approval #{a.id} is {state}: {why}, so nobody waits for an answer and nothing will "
+                               f"be paid for it; it is closed as denied (`httpay approvals` lists those still waiting)",
+                               approval_id=a.id, state=state)
+
+    def _woken(self, decided: Approval) -> None:
         log.info("approval #%d %s by %s", decided.id, decided.status, decided.decided_by)
         with self._cond:
             self._cond.notify_all()
-        return decided
 
     def _close(self, approval_id: int, by: str, reason: str) -> Approval | None:
-        """Deny a waiting approval nobody will wait for any more (None: a person answered at the
+        """Deny a waiting approval its own request stops waiting for (None: a person answered at the
         last moment, and their answer stands)."""
-        try:
-            return self.decide(approval_id, False, by, reason=reason)
-        except ApprovalError:
-            return None
+        if (closed := self._set(approval_id, False, by, reason)) is not None:
+            self._woken(closed)
+        return closed
 
     def _unanswered(self, a: Approval, decision: Decision) -> PaymentRefused:
         """No answer in time is a no, said as such: the person should know nobody was asked in vain."""
@@ -380,18 +530,23 @@ class ApprovalQueue:
         returns the answer (True = pay, an Offer = pay that one instead) once a person decided or the
         timeout passed (False)."""
         a = self._start(decision)
-        start = time.monotonic()
+        start = beat = time.monotonic()
         with self.progress(a) as tick:
             try:
                 while True:
                     current = self.get(a.id)
                     elapsed = time.monotonic() - start
+                    if current.status == DENIED and current.decided_by == "timeout":  # closed as expired by a reader
+                        raise self._unanswered(current, decision)
                     if current.status != WAITING:
                         return self._answer(current, decision)
                     if elapsed >= self.timeout_s:
                         if (expired := self._close(a.id, "timeout", "timed out")) is not None:
                             raise self._unanswered(expired, decision)
                         return self._answer(self.get(a.id), decision)
+                    if time.monotonic() - beat >= self.heartbeat_s:
+                        self._beat(a.id)
+                        beat = time.monotonic()
                     tick(elapsed)
                     yield min(self.poll_s, self.timeout_s - elapsed)
             except GeneratorExit:  # the asking request was stopped (Ctrl-C, a cancelled task): nobody waits
