@@ -311,6 +311,68 @@ def test_ctrl_c_while_get_ask_waits_denies_the_approval(demo: RunningServer, acc
     assert credits(demo, account) == 0
 
 
+def test_sigterm_while_get_ask_waits_denies_the_approval_as_ctrl_c_does(demo: RunningServer, account: dict[str, str],
+                                                                       wallet_env: dict[str, str], tmp_path: Path,
+                                                                       cli: Callable[..., Ran]) -> None:
+    """`timeout`, systemd or a host stopping the command sends SIGTERM: the approval it waited on is
+    denied at once (it stayed waiting, and approving it said "pay ..." for nothing)."""
+    ledger = str(tmp_path / "terminated.sqlite3")
+    agent = spawn("get", f"{demo.url}/ticker/MSFT", "-H", f"Authorization: {account['Authorization']}", "--ask",
+                  "--budget-usd", "1", "--ledger", ledger, env=wallet_env)
+    try:
+        waiting = _wait_for_approval(ledger, agent)
+        agent.send_signal(signal.SIGTERM)
+        _, err = agent.communicate(timeout=60)
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+    assert agent.returncode == 143 and "Traceback" not in err and "httpay: stopped by SIGTERM" in err, err
+    with ApprovalQueue(ledger) as q:
+        a = q.get(waiting["id"])
+        assert (a.status, a.decided_by) == ("denied", "abandoned") and q.pending() == [] and q.unanswerable() == []
+    late = cli("approvals", "approve", str(waiting["id"]), "--ledger", ledger)
+    assert late.returncode == 1 and "already denied by abandoned" in late.stderr and "pay offer" not in late.stdout
+    assert credits(demo, account) == 0
+
+
+def test_get_ask_killed_leaves_an_abandoned_approval_that_cannot_be_approved(demo: RunningServer, account: dict[str, str],
+                                                                             wallet_env: dict[str, str], tmp_path: Path,
+                                                                             cli: Callable[..., Ran]) -> None:
+    """kill -9 runs no code of the command's: its approval stops beating, and a few seconds later the
+    list says abandoned and approving it is refused (exit 3, nothing will be paid), where it used to
+    print "approved by ...: pay offer_..." and exit 0 for a request that no longer existed."""
+    ledger = str(tmp_path / "killed.sqlite3")
+    agent = spawn("get", f"{demo.url}/ticker/MSFT", "-H", f"Authorization: {account['Authorization']}", "--ask",
+                  "--budget-usd", "1", "--ledger", ledger, env=wallet_env)
+    try:
+        waiting = _wait_for_approval(ledger, agent)
+        agent.kill()
+        agent.communicate(timeout=60)
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+    with ApprovalQueue(ledger) as q:
+        deadline = time.monotonic() + 30
+        while q.pending() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert q.pending() == [] and [a.state for a in q.unanswerable()] == ["abandoned"]
+    shown = cli("approvals", "--ledger", ledger)
+    flat = " ".join(shown.stdout.split())
+    assert shown.returncode == 0 and "abandoned" in flat and "nobody waits" in flat, shown.stdout
+    assert f"no request waits for #{waiting['id']} (abandoned) any more: nothing will be paid" in flat
+    assert "answer with" not in flat
+    [listed] = json.loads(cli("approvals", "--json", "--ledger", ledger).stdout)["approvals"]
+    assert (listed["state"], listed["answerable"]) == ("abandoned", False) and listed["deadline_at"] and listed["heartbeat_at"]
+    yes = httpay_cmd("approvals", "approve", str(waiting["id"]), "--ledger", ledger)
+    assert yes.returncode == 3 and "pay offer" not in yes.stdout, yes
+    assert f"approval #{waiting['id']} is abandoned" in yes.stderr and "nothing will be paid" in yes.stderr, yes.stderr
+    as_json = json.loads(cli("approvals", "--json", "approve", str(waiting["id"]), "--ledger", ledger).stdout)
+    assert as_json["ok"] is False and "already denied by abandoned" in as_json["message"]
+    assert cli("approvals", "--ledger", ledger).stdout.count("abandoned") == 0  # closed: no longer listed
+    assert json.loads(cli("ledger", "--ledger", ledger, "--json").stdout)["payments"] == []
+    assert credits(demo, account) == 0
+
+
 def test_ctrl_c_while_the_wallet_pays_says_what_to_look_up(demo: RunningServer, account: dict[str, str],
                                                           tmp_path: Path) -> None:
     """Interrupted while the wallet is being called: the payment is written pending and may have gone

@@ -13,9 +13,12 @@ import math
 import os
 import re
 import shlex
+import signal
 import socket
 import sys
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -274,11 +277,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = Console()
     started = datetime.now(UTC)
     try:
-        return int(_run(args, console) or 0)
-    except KeyboardInterrupt:
+        with _sigterm_as_interrupt(args.command in REQUEST_COMMANDS):
+            return int(_run(args, console) or 0)
+    except KeyboardInterrupt as stop:
+        terminated = isinstance(stop, _Terminated)
         if args.command in REQUEST_COMMANDS:
-            _say(_interrupted(args, started))
-        return 130
+            _say(_interrupted(args, started, "stopped by SIGTERM" if terminated else "interrupted"))
+        return 143 if terminated else 130
     except BrokenPipeError:
         # the reader went away (`httpay ledger | head`): stop quietly, as Unix tools do
         devnull = os.open(os.devnull, os.O_WRONLY)
@@ -294,9 +299,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         return code
 
 
-def _interrupted(args: argparse.Namespace, started: datetime) -> str:
-    """What a request stopped by Ctrl-C leaves behind: a payment written pending may have gone out
-    (the wallet was being called), and must be looked up before anything is paid again."""
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM taken as Ctrl-C by a request command: `timeout`, systemd or a host stopping it then
+    leaves what Ctrl-C leaves (an approval it waited on denied, a pending payment named)."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends the process at once
+    raise _Terminated
+
+
+@contextmanager
+def _sigterm_as_interrupt(on: bool) -> Iterator[None]:
+    """While a request runs, SIGTERM unwinds it as Ctrl-C does, instead of ending the process where
+    it stands (an approval left waiting for an answer nobody would use); the handler before is put back."""
+    if not on or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
+def _interrupted(args: argparse.Namespace, started: datetime, what: str = "interrupted") -> str:
+    """What a request stopped by Ctrl-C (or SIGTERM) leaves behind: a payment written pending may
+    have gone out (the wallet was being called), and must be looked up before anything is paid again."""
     from httpay.ledger import open_ledger
 
     try:
@@ -305,9 +334,9 @@ def _interrupted(args: argparse.Namespace, started: datetime) -> str:
     except Exception:  # noqa: BLE001 - the line is said whatever the ledger can tell
         left = []
     if not left:
-        return "httpay: interrupted"
+        return f"httpay: {what}"
     ids = ", ".join(f"#{r.id}" for r in left)
-    return (f"httpay: interrupted while paying: ledger {ids} is pending and the wallet may have paid it; run "
+    return (f"httpay: {what} while paying: ledger {ids} is pending and the wallet may have paid it; run "
             "`httpay ledger reconcile` before paying again")
 
 
@@ -332,6 +361,7 @@ def failure(exc: BaseException, knobs: dict[str, str] | None = None, *, paying: 
     """The exit code and the one line for a failure: what happened and what to try. A wallet error of a
     command that does not pay (`wallet balance`, `ledger reconcile`) is an error, not a failed payment."""
     from httpay.errors import (
+        ApprovalExpired,
         ChallengeError,
         InvoiceError,
         LoopbackOnly,
@@ -354,6 +384,8 @@ def failure(exc: BaseException, knobs: dict[str, str] | None = None, *, paying: 
                               f"paid. If this service is known to be slow, raise {knob}")
     if isinstance(exc, PaymentRefused):
         return refusal_code(exc.rule), exc.render(knobs) + ". Nothing was paid."
+    if isinstance(exc, ApprovalExpired):  # a person's answer refused: no request would use it
+        return EXIT_REFUSED, str(exc)
     if isinstance(exc, PaymentNotHonored | PaymentOutcomeUnknown):
         return EXIT_PAYMENT, f"{exc}; see `httpay ledger`"
     if isinstance(exc, WalletUnreachable):  # a network fault, paying or not: nothing reached the wallet
@@ -1417,17 +1449,23 @@ def _approvals(args: argparse.Namespace, console: Console) -> int:
         where = _existing_ledger(args.ledger)
     with ApprovalQueue(where) as q:
         if action == "list":
-            items = q.recent(50) if getattr(args, "all", False) else q.pending()
+            # the waiting ones, and those whose request is gone (listed as such: answering them pays nothing)
+            items = q.recent(50) if getattr(args, "all", False) else sorted(q.pending() + q.unanswerable(),
+                                                                            key=lambda a: a.id)
             if args.json:
                 print(json.dumps({"queue": q.path, "approvals": [a.to_dict() for a in items]}, indent=2))
                 return 0
             console.print(approvals_table(items, title=f"Approvals ({q.path})"))
-            if items and not getattr(args, "all", False):
-                first = items[0]
+            if getattr(args, "all", False):
+                return 0
+            if first := next((a for a in items if a.answerable), None):
                 other = next((c.offer_id for c in first.choices if c.offer_id != first.offer_id), None)
                 console.print(plain(f"answer with `httpay approvals approve {first.id}` or `httpay approvals deny {first.id}`"
                                     + (f"; `httpay approvals approve {first.id} --offer {other}` approves another offer"
                                        if other else ""), MAX_LINE))
+            if gone := [a for a in items if not a.answerable]:
+                console.print(plain(f"no request waits for {', '.join(f'#{a.id} ({a.state})' for a in gone[:10])} any "
+                                    "more: nothing will be paid for " + ("it" if len(gone) == 1 else "them"), MAX_LINE))
             return 0
         offer_id = getattr(args, "offer_id", None)
         a = q.decide(args.id, action == "approve", args.by or _who(), getattr(args, "reason", None), offer_id=offer_id)

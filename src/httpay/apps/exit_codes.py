@@ -8,7 +8,7 @@ EXIT_CODES = (
     (EXIT_ERROR, "an error: a setting is missing or wrong, a ledger does not exist, ..."),
     (EXIT_USAGE, "usage: a bad flag, a bad number, a URL that is not http:// or https://"),
     (EXIT_REFUSED, ("refused: over a limit (the cost cap, a budget), by the policy or a person, or an invoice that "
-                    "failed a check before paying; nothing paid")),
+                    "failed a check before paying; an answer to an approval no request waits for any more; nothing paid")),
     (EXIT_PAYMENT, ("the payment failed, was made but not honoured, or its outcome is not known yet "
                     "(`ledger reconcile`: a payment stays pending); the ledger says which")),
     (EXIT_NETWORK, ("network: could not connect, unknown host, timed out, a wallet that cannot be reached (the payment "
