@@ -394,3 +394,40 @@ def test_an_approval_number_nobody_can_hold_is_a_clear_answer_not_a_500(ledger: 
         with pytest.raises(httpay.ConfigError, match="must be a positive number of seconds"):
             ApprovalQueue(tmp_path / "q2.db", **kw)  # type: ignore[arg-type]
     queue.close()
+
+
+def test_an_approval_whose_request_is_gone_is_shown_so_and_cannot_be_approved(ledger: SQLiteLedger, tmp_path: Path) -> None:
+    """A request killed while it waited leaves its approval: the page shows it abandoned, with no
+    Approve button, counts it nowhere as awaiting, and an approval posted anyway (a stale tab, a
+    script) is refused saying nobody waits and nothing will be paid."""
+    from httpay.apps.approvals import ApprovalQueue
+    from tests.helpers import challenge_body, quote_of
+
+    offers = httpay.PaymentOffers.from_dict(challenge_body())
+    secret_url = "https://stock.example/ticker/MSFT?api_key=sk_live_51HxSECRET"
+    path = tmp_path / "q.db"
+    with ApprovalQueue(path, heartbeat_s=0.01, poll_s=0.01) as dead, ApprovalQueue(path, timeout_s=60) as live:
+        gone = dead.add(quote_of(offers, secret_url, "stock.example", usd_per_btc=100_000))  # nobody will beat it
+        waiting = live.add(quote_of(offers, "https://stock.example/ticker/AAPL", "stock.example", usd_per_btc=100_000))
+        time.sleep(3 * dead.lease_s)
+        with TestClient(create_app(ledger, token=TOKEN, approvals=path)) as c:
+            page = c.get(f"/?token={TOKEN}").text
+            state = c.get(f"/api/state?token={TOKEN}").json()
+            r = c.post(f"/approvals/{gone.id}/approve", data={"token": TOKEN}, headers={"accept": "application/json"})
+            after = section(c, "approvals")
+    card = page[page.index(f"id='approval-{gone.id}'"):]
+    card = card[:card.index("</div></div></div>")]
+    assert "abandoned" in card and "nobody waits for an answer" in card and "nothing will be paid" in page
+    assert f"id='approve-{gone.id}'" not in page and f"id='approve-{waiting.id}'" in page
+    assert waiting.deadline_at is not None and f"answer by {waiting.deadline_at:%H:%M:%S} UTC" in page
+    assert re.search(r"id='card-awaiting'><b>1</b>", page) and "<title>(1) httpay dashboard" in page
+    assert state["waiting"] == 1 and [a["id"] for a in state["pending"]] == [waiting.id]
+    [shown] = state["unanswerable"]
+    assert (shown["id"], shown["state"], shown["answerable"]) == (gone.id, "abandoned", False) and shown["heartbeat_at"]
+    assert "sk_live_51HxSECRET" not in page and "sk_live_51HxSECRET" not in str(state)
+    assert r.status_code == 409 and r.json()["state"] == "abandoned"
+    assert "nobody waits for an answer and nothing will be paid" in r.json()["error"]
+    assert f"id='approval-{gone.id}'" not in after  # closed as denied: no longer listed
+    with ApprovalQueue(path) as q:
+        assert (q.get(gone.id).status, q.get(gone.id).decided_by) == ("denied", "abandoned")
+        assert q.get(waiting.id).status == "waiting"

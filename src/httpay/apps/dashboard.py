@@ -47,7 +47,7 @@ from starlette.routing import Route
 from httpay.amounts import fmt_msat, sat_text
 from httpay.apps.approvals import Approval, ApprovalQueue
 from httpay.apps.display import STATUS_COLOUR, budget_lines, html_budget, html_receipts
-from httpay.errors import ApprovalError, ConfigError, HttpayError
+from httpay.errors import ApprovalError, ApprovalExpired, ConfigError, HttpayError
 from httpay.ledger import Ledger, Receipt, open_ledger
 from httpay.ledger.models import refusals_view
 from httpay.loopback import listen, url_of
@@ -167,6 +167,7 @@ code{font-size:12px} .cards{display:flex;gap:12px;flex-wrap:wrap}
 .approval{border:2px solid #d4a72c;background:#fff8c5;border-radius:8px;padding:10px 14px;margin:8px 0;
 display:flex;gap:16px;align-items:center;justify-content:space-between;flex-wrap:wrap}
 .approval .what b{font-size:15px} .approval .meta{font-size:12px;color:#57606a}
+.approval.gone{border:1px dashed #d0d7de;background:#f6f8fa;color:#57606a}
 .approval form{display:inline} button{font:inherit;font-weight:600;border-radius:6px;padding:6px 16px;cursor:pointer;border:1px solid}
 button.approve{background:#1f883d;color:#fff;border-color:#1a7f37} button.approve-other{color:#1a7f37;border-color:#1a7f37} .others{margin-top:.4em} button.deny{background:#fff;color:#cf222e;border-color:#cf222e}
 .none{color:#57606a} .httpay-meter{display:inline-block;width:90px;height:8px;background:#eaeef2;border-radius:4px;vertical-align:middle}
@@ -346,10 +347,23 @@ class Dashboard:
         if self.queue is None:
             return ("<p class='none'>No approval queue: the ledger is not a SQLite file; start the dashboard with "
                     "<code>--approvals PATH</code>.</p>")
-        waiting = self.queue.pending()
-        if not waiting:
-            return "<p class='none' id='no-approvals'>Nothing is waiting for approval.</p>"
-        return "".join(self._approval_card(a) for a in waiting)
+        waiting, gone = self.queue.pending(), self.queue.unanswerable()
+        out = ("".join(self._approval_card(a) for a in waiting) if waiting else
+               "<p class='none' id='no-approvals'>Nothing is waiting for approval.</p>")
+        if gone:  # shown, so a person sees the request is gone; no buttons: an answer would pay nothing
+            out += ("<p class='none' id='gone-approvals'>No request waits for these any more; nothing will be paid "
+                    "for them:</p>" + "".join(self._gone_card(a) for a in gone))
+        return out
+
+    def _gone_card(self, a: Approval) -> str:
+        """An approval whose request expired or stopped: what it was for and why nobody waits."""
+        return (
+            f"<div class='approval gone' id='approval-{a.id}' data-id='{a.id}' data-state='{_e(a.state)}'>"
+            f"<div class='what'><b>#{a.id} {_e(a.offer_title or a.offer_id or 'payment')}</b> for {_e(a.price)} "
+            f"by {_e(a.method or '?')}: <b>{_e(a.state)}</b><div class='meta'>{_e(a.host)} · "
+            f"<code>{_e(safe_url(a.url))}</code> · asked at {a.created_at:%H:%M:%S} UTC · {_e(a.why_gone())}; "
+            "nobody waits for an answer</div></div></div>"
+        )
 
     def _approval_card(self, a: Approval) -> str:
         form = (f"<form method='post' action='/approvals/{a.id}/{{verb}}'><input type='hidden' name='token' "
@@ -366,7 +380,8 @@ class Dashboard:
             f"<div class='approval' id='approval-{a.id}' data-id='{a.id}'><div class='what'>"
             f"<b>#{a.id} {_e(a.offer_title or a.offer_id or 'payment')}</b> for <b>{_e(a.price)}</b> "
             f"by {_e(a.method or '?')}<div class='meta'>{_e(a.host)} · <code>{_e(safe_url(a.url))}</code> · "
-            f"asked at {a.created_at:%H:%M:%S} UTC</div></div><div>"
+            f"asked at {a.created_at:%H:%M:%S} UTC"
+            + (f" · answer by {a.deadline_at:%H:%M:%S} UTC" if a.deadline_at else "") + "</div></div><div>"
             + form.format(verb="approve", label="Approve") + " " + form.format(verb="deny", label="Deny")
             + (f"<div class='others'>{others}</div>" if others else "") + "</div></div>"
         )
@@ -576,7 +591,9 @@ def create_app(ledger: str | os.PathLike[str] | Ledger | None = None, *, token: 
 
         def read() -> dict[str, Any]:
             waiting = dash.queue.pending() if dash.queue else []
+            gone = dash.queue.unanswerable() if dash.queue else []
             return {"waiting": len(waiting), "pending": [a.to_dict() | {"url": safe_url(a.url)} for a in waiting],
+                    "unanswerable": [a.to_dict() | {"url": safe_url(a.url)} for a in gone],
                     "spent_msat": dash.ledger.spent_msat(),
                     "sections": {k: {"html": v, "v": _version(v)} for k, v in dash.sections(_where(request)).items()}}
 
@@ -603,6 +620,8 @@ def create_app(ledger: str | os.PathLike[str] | Ledger | None = None, *, token: 
                 await run_in_threadpool(functools.partial(dash.queue.decide, approval_id, verb == "approve",
                                                           "dashboard", offer_id=offer_id))
                 back["done"] = "approved" if verb == "approve" else "denied"
+            except ApprovalExpired as exc:  # nobody waits: said, with the state, so a page or script can tell
+                back["error"], back["state"] = str(exc), exc.state
             except ApprovalError as exc:
                 back["error"] = str(exc)
         if "application/json" in request.headers.get("accept", ""):
