@@ -188,6 +188,25 @@ def get_logger(name: str) -> logging.Logger:
     return logger
 
 
+class NoHeaderValues(logging.Filter):
+    """httpcore's DEBUG trace writes every response header it receives, and a service may echo the
+    paid credential (a preimage in `L402 mac:preimage`) or set a session cookie there: the trace
+    keeps the step's name and drops what it returned. Everything else passes as httpcore wrote it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "return_value=" in message and "headers" in message:
+            record.msg, record.args = message.split(" return_value=", 1)[0] + " (headers not logged)", None
+        return True
+
+
+# Loggers of the libraries httpay sends through: httpx's request lines have their URLs masked (a
+# query's api_key), httpcore's header traces lose their values. Installed once, on import.
+get_logger("httpx")
+for _name in ("httpcore.http11", "httpcore.http2"):
+    logging.getLogger(_name).addFilter(NoHeaderValues())
+
+
 class JSONTooDeep(ValueError):
     """JSON nested deeper than `MAX_JSON_DEPTH`: refused before parsing (so never a RecursionError)."""
 

@@ -50,3 +50,29 @@ def test_a_wallet_made_with_a_url_holding_a_password_hides_it(make: object) -> N
     w = make("http://user:s3cretpw@127.0.0.1:1")  # type: ignore[operator]
     assert "s3cretpw" not in repr(w) + str(w)
     w.close()
+
+
+def test_at_debug_level_no_library_log_shows_a_credential_or_a_url_secret(svc: HostileService, tmp_path: Path,
+                                                                           caplog: pytest.LogCaptureFixture) -> None:
+    """`httpay -vv` (Python logging at DEBUG): httpx logs each request line and httpcore traces every
+    header it receives. A service echoing the paid credential (macaroon:preimage) in a response
+    header, or a session cookie, and a URL carrying a key in its query show in none of them."""
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, Response
+
+    async def echo(request: Request) -> Response:
+        if svc.authorized(request):
+            return JSONResponse({"served": True}, headers={"X-Echo": request.headers["authorization"],
+                                                           "Set-Cookie": "session=c00kiev4lue"})
+        return svc.classic_challenge(10)
+    url = _with_secrets(svc.route("/echo", echo))
+    caplog.set_level(logging.DEBUG)
+    with httpay.Client(wallet=CountingWallet(svc.node), ledger=tmp_path / "l.db") as c:
+        r = c.get(url)
+    preimage = r.headers["x-echo"].rsplit(":", 1)[1]
+    assert r.status_code == 200 and len(preimage) == 64
+    logged = caplog.text
+    assert "receive_response_headers.complete (headers not logged)" in logged  # the trace itself stays
+    assert "HTTP Request: GET" in logged and "api_key=***" in logged
+    for secret in (*SECRETS, preimage, "c00kiev4lue"):
+        assert secret not in logged, secret
