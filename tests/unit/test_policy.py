@@ -58,6 +58,17 @@ def test_per_payment_limit_boundary() -> None:
     assert err.value.rule == "max_per_payment" and "10 sat" in str(err.value) and "9 sat" in str(err.value)
 
 
+def test_a_quote_says_what_routing_fees_may_add_to_its_price() -> None:
+    """The per-payment limit is the offer's price; a Lightning payment may also spend its fee cap,
+    which every budget holds: the quote a person approves says so, in its line and its view."""
+    q = decide(Policy(max_per_payment_sat=10))
+    assert q.price_msat == 10_000 and q.fee_cap_msat == 10_000  # the default cap: 1%, at least 10 sat
+    assert "≈ 10 sat ($0.01) + up to 10 sat ($0.01) in fees)" in str(q)
+    assert ("fees", "up to 10 sat ($0.01) more (routing)") in [(r.cells[0].text, r.cells[1].text) for r in q.view().rows]
+    capped = decide(Policy(max_fee_msat=2_000))
+    assert capped.fee_cap_msat == 2_000 and "+ up to 2 sat" in str(capped)
+
+
 def test_total_budget_boundary_counts_what_was_spent() -> None:
     assert decide(Policy(budget_usd=0.02, max_fee_msat=0), spent_msat=10_000).offer.offer_id == "offer_c668e0c0"
     with pytest.raises(PaymentRefused) as err:

@@ -222,6 +222,7 @@ class Quote:
     max_price_msat: int | None = None
     methods: tuple[str, ...] | None = None
     challenges: tuple[Challenge, ...] = ()  # every challenge of the 402 it chose among, when there were several
+    fee_cap_msat: int = 0  # the most routing fees may add (a Lightning payment), held with the price by every budget
 
     @property
     def offers(self) -> tuple[Offer, ...]:
@@ -245,6 +246,8 @@ class Quote:
         price = fmt_msat(self.price_msat, self.usd_per_btc) if self.price_msat is not None else "—"
         pairs = [("offer", f"{self.offer.offer_id} '{self.offer.title}'"), ("price", f"{self.offer.price} ≈ {price}"),
                  ("by", self.method), ("for", self.url)]
+        if self.fee_cap_msat:
+            pairs.insert(2, ("fees", f"up to {fmt_msat(self.fee_cap_msat, self.usd_per_btc)} more (routing)"))
         pairs += [("checked", c) for c in self.checks]
         if self.alternatives:
             pairs.append(("also fits", ", ".join(o.offer_id for o in self.alternatives)))
@@ -258,7 +261,8 @@ class Quote:
 
     def __str__(self) -> str:
         price = fmt_msat(self.price_msat, self.usd_per_btc) if self.price_msat is not None else str(self.offer.price)
-        return (f"pay {clean(self.offer.offer_id, 80)} '{clean(self.offer.title)}' ({self.offer.price} ≈ {price}) "
+        fees = f" + up to {fmt_msat(self.fee_cap_msat, self.usd_per_btc)} in fees" if self.fee_cap_msat else ""
+        return (f"pay {clean(self.offer.offer_id, 80)} '{clean(self.offer.title)}' ({self.offer.price} ≈ {price}{fees}) "
                 f"by {clean(self.method, 80)} for {clean(self.url)}")
 
 

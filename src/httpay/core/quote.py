@@ -93,7 +93,16 @@ def quote(
         challenge=best.challenge, offer=best.offer, method=best.method, price_msat=best.price, url=url, host=host,
         usd_per_btc=rate, alternatives=tuple(f.offer for f in fits if f is not best), checks=best.checks,
         spent_msat=spent_msat, max_price_msat=max_price_msat, challenges=ranked if len(ranked) > 1 else (),
+        fee_cap_msat=fee_cap_of(best.offer, best.price, policy),
     )
+
+
+def fee_cap_of(offer: Offer, price_msat: int | None, policy: Policy) -> int:
+    """The most a payment of `offer` may add in routing fees (a Lightning payment's fee cap, held
+    with its price by every budget); 0 for a payment that travels with the request."""
+    if offer.rail != "lightning" or price_msat is None:
+        return 0
+    return policy.max_fee_msat if policy.max_fee_msat is not None else default_fee_limit_msat(price_msat)
 
 
 @dataclass(frozen=True)
@@ -168,9 +177,7 @@ def _fitting(challenge: Challenge, index: int, policy: Policy, *, host: str, rat
     def held(o: Offer, p: int) -> int:
         """What the ledger will hold for the offer: its price, and a Lightning payment's fee cap (the
         budget must fit both, or an approver is asked about a payment the ledger then refuses)."""
-        if o.rail != "lightning":
-            return p
-        return p + (policy.max_fee_msat if policy.max_fee_msat is not None else default_fee_limit_msat(p))
+        return p + fee_cap_of(o, p, policy)
 
     fitting = [(o, m, p) for o, m, p in priced
                if p is None or (p <= MAX_MSAT and (cap is None or p <= cap) and (left is None or held(o, p) <= left))]
