@@ -119,6 +119,15 @@ def test_an_answer_cannot_be_changed_and_unknown_ids_are_named(queue: ApprovalQu
     assert queue.get(a.id).status == "approved"
 
 
+def test_an_approval_keeps_no_secret_of_its_url(queue: ApprovalQueue) -> None:
+    """The queue is read by people (`httpay approvals --json`, the dashboard): a URL's password and a
+    key in its query are masked where the approval is written, so no view can show them."""
+    a = queue.add(decision("http://user:s3cretpw@stock.test/ticker/MSFT?api_key=k3yvalue&q=1"))
+    for shown in (queue.get(a.id).url, str(queue.get(a.id).to_dict()), str(queue.pending())):
+        assert "s3cretpw" not in shown and "k3yvalue" not in shown
+    assert "q=1" in queue.get(a.id).url
+
+
 def test_pending_lists_only_waiting_ones_oldest_first(queue: ApprovalQueue) -> None:
     ids = [queue.add(decision(f"{URL}?n={i}")).id for i in range(3)]
     queue.decide(ids[1], False, "alice")

@@ -37,7 +37,7 @@ from httpay.core.model import Offer
 from httpay.core.model import Quote as Decision
 from httpay.errors import ApprovalError, ApprovalExpired, ConfigError, LedgerError, PaymentRefused
 from httpay.ledger.sqlite import connect
-from httpay.safe import clean, digits, get_logger, markup, plain
+from httpay.safe import clean, digits, get_logger, markup, mask_urls, plain
 from httpay.view import Cell, Column, Row, View, row, status_cell
 
 log = get_logger("httpay.apps.approvals")
@@ -199,7 +199,7 @@ class Approval:
             "deadline_at": self.deadline_at.isoformat() if self.deadline_at else None,
             "heartbeat_at": self.heartbeat_at.isoformat() if self.heartbeat_at else None,
             "decided_at": self.decided_at.isoformat() if self.decided_at else None, "host": self.host,
-            "url": self.url, "offer_id": self.offer_id, "offer_title": self.offer_title,
+            "url": mask_urls(self.url), "offer_id": self.offer_id, "offer_title": self.offer_title,
             "offer_price": self.offer_price, "price_msat": self.price_msat, "method": self.method,
             "decided_by": self.decided_by, "reason": self.reason,
             "choices": [c.to_dict() for c in self.choices], "chosen_offer_id": self.chosen_offer_id,
@@ -396,7 +396,7 @@ class ApprovalQueue:
             "INSERT INTO approvals (status, created_at, host, url, offer_id, offer_title, offer_price, price_msat, "
             "method, usd_per_btc, choices, deadline_at, heartbeat_at, lease_s) "
             f"VALUES ('waiting', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {', '.join(_COLUMNS)}",
-            (now, decision.host, decision.url, decision.offer.offer_id, decision.offer.title,
+            (now, decision.host, mask_urls(decision.url), decision.offer.offer_id, decision.offer.title,
              str(decision.offer.price), decision.price_msat, decision.method, decision.usd_per_btc,
              json.dumps([c.to_dict() for c in _choices(decision)]), now + self.timeout_s, now, self.lease_s),
         )

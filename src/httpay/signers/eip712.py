@@ -163,7 +163,23 @@ def typed_data_digest(domain: Mapping[str, Any], types: Mapping[str, Sequence[Ma
         all_types = (*canonical, ("EIP712Domain", domain_fields))
         hashes = _type_hashes(all_types)
         structs = dict(all_types)
-        separator = _struct("EIP712Domain", domain, structs, hashes)
+        separator = _separator(domain_fields, tuple(domain[k] for k, _ in domain_fields), hashes["EIP712Domain"])
         return keccak(b"\x19\x01" + separator + _struct(primary_type, message, structs, hashes))
     except (_NotPlain, RecursionError):
         return None
+
+
+def _separator(fields: Fields, values: tuple[Any, ...], type_hash: bytes) -> bytes:
+    """The domain separator: the same few domains (a token on a chain) sign every payment, so it is
+    computed once per domain (three hashes of the five a payment takes)."""
+    try:  # each value with its type: True and 1 are equal keys, and only 1 is a uint
+        return _separator_of(fields, tuple((type(v), v) for v in values), type_hash)
+    except TypeError:  # a value that cannot be a cache key (a list): computed, not remembered
+        return _struct("EIP712Domain", dict(zip((k for k, _ in fields), values, strict=True)),
+                       {"EIP712Domain": fields}, {"EIP712Domain": type_hash})
+
+
+@functools.lru_cache(maxsize=64)
+def _separator_of(fields: Fields, typed: tuple[tuple[type, Any], ...], type_hash: bytes) -> bytes:
+    return _struct("EIP712Domain", dict(zip((k for k, _ in fields), (v for _, v in typed), strict=True)),
+                   {"EIP712Domain": fields}, {"EIP712Domain": type_hash})
