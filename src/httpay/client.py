@@ -7,6 +7,7 @@ feature keeps working; the extra keyword arguments say who pays (wallet), within
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 from collections.abc import Mapping
@@ -123,6 +124,24 @@ def _wrap_async(client: httpx.AsyncClient, payer: Payer) -> None:
     client._mounts = {pattern: None if t is None else wrap(t) for pattern, t in client._mounts.items()}
 
 
+def _payer(kwargs: dict[str, Any], **settings: Any) -> tuple[Payer, bool]:
+    """The client's payer: `payer=` (an `httpay.Payer` shared with other clients: one wallet, policy,
+    ledger and flight of payments for all, its ledger left open), or one made from the settings;
+    and whether the client opened its ledger (and so closes it)."""
+    if "payer" not in kwargs:
+        return Payer.create(**settings), not isinstance(settings["ledger"], Ledger)
+    payer = kwargs.pop("payer")
+    if not isinstance(payer, Payer):
+        raise ConfigError(f"payer= must be an httpay.Payer (httpay.Payer.create(wallet=..., ...)), "
+                          f"got {type(payer).__name__}")
+    defaults = inspect.signature(Payer.create).parameters
+    given = sorted(k for k, v in settings.items() if v is not defaults[k].default and v != defaults[k].default)
+    if given:
+        raise ConfigError(f"give the client payer= or its settings, not both (got payer= and {', '.join(given)}=); "
+                          "the payer holds them")
+    return payer, False
+
+
 class Client(_PayingMixin, httpx.Client):
     """An httpx.Client that meets 402 Payment Required by paying within `policy`, then retrying.
 
@@ -137,7 +156,9 @@ class Client(_PayingMixin, httpx.Client):
     none) bounds one paid request from its 402 to the wallet: past it nothing is paid
     (`PaymentDeadlineExceeded`). Every other argument is httpx's own and keeps httpx's meaning:
     httpx builds the transports (verify, cert, http2, limits, proxy, mounts, trust_env, transport)
-    and httpay wraps each of them with the payment step.
+    and httpay wraps each of them with the payment step. `payer=` (an `httpay.Payer`) instead of
+    these settings shares one payer among clients: their payments share its wallet, policy and
+    ledger, and the ledger stays open when a client closes.
     """
 
     def __init__(self, *, wallet: Wallet | None = None, policy: Policy | None = None,
@@ -148,10 +169,9 @@ class Client(_PayingMixin, httpx.Client):
                  **kwargs: Any) -> None:
         _not_wrapped(transport)
         _timeout_ok(kwargs)
-        self.payer = Payer.create(wallet=wallet, policy=policy, ledger=ledger, on_event=on_event, token_scope=token_scope,
-                                  reconcile_grace_s=reconcile_grace_s, x402_signer=x402_signer,
-                                  payment_deadline=payment_deadline, tags=tags)
-        self._own_ledger = not isinstance(ledger, Ledger)
+        self.payer, self._own_ledger = _payer(kwargs, wallet=wallet, policy=policy, ledger=ledger, on_event=on_event,
+                                              token_scope=token_scope, reconcile_grace_s=reconcile_grace_s,
+                                              x402_signer=x402_signer, payment_deadline=payment_deadline, tags=tags)
         super().__init__(transport=transport, **kwargs)
         _wrap_sync(self, self.payer)
 
@@ -175,10 +195,9 @@ class AsyncClient(_PayingMixin, httpx.AsyncClient):
                  **kwargs: Any) -> None:
         _not_wrapped(transport)
         _timeout_ok(kwargs)
-        self.payer = Payer.create(wallet=wallet, policy=policy, ledger=ledger, on_event=on_event, token_scope=token_scope,
-                                  reconcile_grace_s=reconcile_grace_s, x402_signer=x402_signer,
-                                  payment_deadline=payment_deadline, tags=tags)
-        self._own_ledger = not isinstance(ledger, Ledger)
+        self.payer, self._own_ledger = _payer(kwargs, wallet=wallet, policy=policy, ledger=ledger, on_event=on_event,
+                                              token_scope=token_scope, reconcile_grace_s=reconcile_grace_s,
+                                              x402_signer=x402_signer, payment_deadline=payment_deadline, tags=tags)
         super().__init__(transport=transport, **kwargs)
         _wrap_async(self, self.payer)
 

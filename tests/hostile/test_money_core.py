@@ -557,3 +557,29 @@ def test_a_queue_made_by_an_older_httpay_is_upgraded_in_place(tmp_path: Path) ->
         assert q.decide(old.id, True, "alice").status == "approved"
         with pytest.raises(ApprovalExpired, match="approval #1 is expired"):
             q.decide(1, True, "alice")
+
+
+def test_clients_sharing_one_payer_share_its_ledger_and_tokens(svc: HostileService, wallet: CountingWallet,
+                                                              ledger: Path) -> None:
+    """`Client(payer=...)` and `AsyncClient(payer=...)`: one payer for several clients, so a token one
+    bought serves the other, and closing a client leaves the shared ledger open. A payer and settings
+    together, or anything but a Payer, is a ConfigError naming them."""
+    import asyncio
+
+    from httpay.core.payer import Payer
+
+    url = svc.classic("/shared")
+    payer = Payer.create(wallet=wallet, ledger=ledger, reconcile_grace_s=None)
+    with httpay.Client(payer=payer) as first:
+        assert first.get(url).status_code == 200
+
+    async def other() -> int:
+        async with httpay.AsyncClient(payer=payer) as c:
+            return (await c.get(url)).status_code
+    assert asyncio.run(other()) == 200
+    assert len(wallet.calls) == 1 and len(payer.ledger.receipts()) == 1  # still open after both closed
+    with pytest.raises(httpay.ConfigError, match="payer= or its settings, not both .*policy="):
+        httpay.Client(payer=payer, policy=httpay.Policy())
+    with pytest.raises(httpay.ConfigError, match="payer= must be an httpay.Payer"):
+        httpay.Client(payer="mine")
+    payer.ledger.close()
