@@ -2,8 +2,8 @@
 
 Servers choose offer titles, descriptions, error bodies, URLs and invoice descriptions. None of
 that may steer what a person sees or what a log holds, so every view and every log line passes
-server text through `clean` (one line, no control characters, bounded) and, where the text goes
-to rich as markup, through `markup` (its brackets are shown, never obeyed). JSON from a server
+server text through `clean` (one line, no control or invisible characters, bounded) and, where
+the text goes to rich as markup, through `markup` (its brackets are shown, never obeyed). JSON from a server
 is read with `loads`, which refuses absurd nesting before the parser recurses, whatever the
 interpreter's recursion limit.
 """
@@ -14,9 +14,11 @@ import functools
 import json
 import logging
 import re
+import unicodedata
 from typing import Any
 
 __all__ = [
+    "MAX_ESCAPE",
     "MAX_JSON_DEPTH",
     "MAX_LINE",
     "MAX_TEXT",
@@ -37,28 +39,58 @@ __all__ = [
 MAX_TEXT = 200            # characters of one piece of server text in a view or a log line
 MAX_LINE = 2_000          # characters of a whole log line or error message
 MAX_JSON_DEPTH = 64       # no real 402 body, payment request answer or receipt nests deeper
+MAX_ESCAPE = 10           # characters one hidden character shows as, at most ("\\U000e0041")
 MAX_INT_DIGITS = 4_000    # a longer integer in JSON is not a number anyone meant (int<->str limit is 4300)
 
-# C0 and C1 controls, DEL, and the Unicode line/paragraph separators and bidi overrides that can
-# reorder or break what a terminal shows.
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+# What a view never shows raw, because it is invisible or moves other text: C0 and C1 controls and
+# DEL (Cc), format characters (Cf: zero-width spaces and joiners, LRM/RLM/ALM, bidi embeddings,
+# overrides and isolates, the soft hyphen, BOM, tag characters), line and paragraph separators
+# (Zl, Zp), lone surrogates (Cs, which also break printing), private-use and unassigned code
+# points (Co, Cn: no meaning a reader can check), and the few invisible ones filed elsewhere.
+_HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+_HIDDEN_OTHERS = frozenset("\u034f\u115f\u1160\u17b4\u17b5\u180b\u180c\u180d\u180f\u2800\u3164\uffa0")
+_ASCII_CONTROL = re.compile("[\x00-\x1f\x7f]")
+_NOT_PRINTABLE_ASCII = re.compile("[^\x20-\x7e]")
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": " "}
 
 
-def _visible(m: re.Match[str]) -> str:
-    ch = m.group()
+def _selector(ch: str) -> bool:
+    return "\ufe00" <= ch <= "\ufe0f" or "\U000e0100" <= ch <= "\U000e01ef"
+
+
+def _hidden(ch: str) -> bool:
+    return ch in _HIDDEN_OTHERS or unicodedata.category(ch) in _HIDDEN_CATEGORIES
+
+
+def _escape(ch: str) -> str:
     if ch in _NAMED:
         return _NAMED[ch]
-    return f"\\x{ord(ch):02x}" if ord(ch) < 0x100 else f"\\u{ord(ch):04x}"
+    n = ord(ch)
+    return f"\\x{n:02x}" if n < 0x100 else f"\\u{n:04x}" if n < 0x10000 else f"\\U{n:08x}"
+
+
+def _visible(m: re.Match[str]) -> str:
+    """The matched character itself when a reader sees it for what it is, else its escape. A
+    variation selector is kept only right after a visible non-ASCII character (the emoji it styles):
+    a run of them, or one after plain text, is how text is hidden inside a string."""
+    ch = m.group()
+    if ch.isascii():
+        return _escape(ch)
+    if _selector(ch):
+        at = m.start()
+        before = m.string[at - 1] if at else "a"
+        return _escape(ch) if before.isascii() or _selector(before) or _hidden(before) else ch
+    return _escape(ch) if _hidden(ch) else ch
 
 
 def clean(value: object, limit: int = MAX_TEXT) -> str:
-    """`value` as one harmless line: control characters and newlines shown as escapes (so a `\\n`
-    in a title cannot forge a second log line), at most `limit` characters, with an ellipsis
+    """`value` as one harmless line: control, format and other invisible characters shown as
+    escapes (so a `\\n` in a title cannot forge a second log line, nor a zero-width space or an RLM
+    make two different titles look the same or reorder them), at most `limit` characters, with an ellipsis
     when cut. Works on any object (its str), and in time bounded by `limit`, not by its size."""
     text = value if isinstance(value, str) else _str(value)
     head = text[: limit + 1]
-    out = _CONTROL.sub(_visible, head)
+    out = (_ASCII_CONTROL if head.isascii() else _NOT_PRINTABLE_ASCII).sub(_visible, head)
     if len(out) > limit or len(text) > limit:
         return out[: max(limit - 1, 0)] + "…"
     return out

@@ -28,8 +28,10 @@ HOSTILE = {
     "bidi override": ("abc\u202egnp.exe", "abc\\u202egnp.exe"),
     "NUL and DEL": ("a\x00b\x7fc", "a\\x00b\\x7fc"),
     "line separator": ("one\u2028two", "one\\u2028two"),
+    "invisible marks": ("Free\u200f\u200b\u2060\ufeff\U000e0041 trial", "Free\\u200f\\u200b\\u2060\\ufeff\\U000e0041 trial"),
 }
-CONTROL = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")  # all but our own \n
+CONTROL = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u00ad\u061c\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff"
+                     "\U000e0000-\U000e007f]")  # all but our own \n
 
 
 def harmless(out: str, forged: str | None = None) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import html
 import io
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,7 @@ CASES = [
     Case("a newline forging a second ledger line", "1 credit\n#99 settled 0 sat FORGED"),
     Case("terminal escapes clearing the screen", "ten \x1b[2J\x1b[31mred\x07 sat\r"),
     Case("a bidi override reversing the text", "invoice\u202egnp.exe"),
+    Case("zero-width and direction marks", "Free\u200f\u200b\u2060\ufeff\u00ad trial"),
     Case("a 200,000 character title", "A" * 200_000),
     Case("markup and a tag in the offer id", "o[/x]<b>1</b>", where="offer_id"),
     Case("the wallet's failure carries markup and escapes", "no [bold]route[/] \x1b[2J\nFORGED", where="wallet",
@@ -74,7 +76,8 @@ def harmless(out: str, case: Case, *, is_html: bool = False) -> None:
     head = clean(case.text, 30)[:24]  # how the start of the text reads once made one harmless line
     shown = html.escape(head, quote=True) if is_html else head
     assert shown in out.replace("\n", ""), (case.name, out[:800])
-    assert "\x1b[2J" not in out and "\x07" not in out and "\u202e" not in out and "\r" not in out
+    assert "\x1b[2J" not in out and "\x07" not in out and "\r" not in out
+    assert not [ch for ch in out if unicodedata.category(ch) in {"Cf", "Zl", "Zp"}], (case.name, out[:800])
     assert "\n#99 settled" not in out and "\nFORGED" not in out
     assert len(out) < 30_000  # a huge title is shown bounded
     if is_html:

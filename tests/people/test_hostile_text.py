@@ -5,6 +5,8 @@ obeyed), on one line, without terminal escapes, and bounded; our own hints keep 
 from __future__ import annotations
 
 import io
+import re
+import unicodedata
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -34,13 +36,18 @@ HOSTILE = {
     "newline": "ten sat\nFORGED second line",
     "escapes": "ten \x1b[2J\x1b[31mred\x07 sat\r",
     "bidi": "abc\u202egnp.exe",
+    "invisible": "Free\u200f\u200b\u2060\ufeff trial",
     "huge": "A" * 2_000_000,
 }
 SHOWN = {  # what a person must read for each (a substring of the view)
     "closing_tag": "Premium [/x] plan", "style_tag": "[bold red]x", "link_tag": "[link=https://evil.example]click",
     "newline": "ten sat\\nFORGED second line", "escapes": "ten \\x1b[2J\\x1b[31mred\\x07 sat\\r",
-    "bidi": "abc\\u202egnp.exe", "huge": "AAAA",
+    "bidi": "abc\\u202egnp.exe", "invisible": "Free\\u200f\\u200b\\u2060\\ufeff trial", "huge": "AAAA",
 }
+
+
+# what no view may show raw: bidi controls, zero-width and other format characters, separators
+HIDDEN = re.compile("[\u00ad\u061c\u180e\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff\U000e0000-\U000e007f]")
 
 
 def text(obj: Any, width: int = 250) -> str:
@@ -65,7 +72,7 @@ def offers_with(title: str) -> PaymentOffers:
 
 def assert_harmless(out: str, name: str) -> None:
     assert SHOWN[name] in out.replace("\n", "") or SHOWN[name] in out, out[:500]
-    assert "\x1b[2J" not in out and "\x07" not in out and "\u202e" not in out
+    assert "\x1b[2J" not in out and "\x07" not in out and not HIDDEN.search(out)
     assert "FORGED second line" not in out or "\\nFORGED" in out
     assert len(out) < 20_000  # a 2 MB title is shown bounded
 
@@ -186,6 +193,16 @@ def test_clean_and_markup_are_the_one_place() -> None:
     assert markup("[bold red]x") == "\\[bold red]x"
     assert text(markup("pip install 'httpay[lightspark]'")).strip() == "pip install 'httpay[lightspark]'"
     assert clean(object.__new__(_Unprintable)) == "<_Unprintable>"
+
+
+def test_every_invisible_or_format_character_is_shown_as_an_escape() -> None:
+    hidden = [chr(c) for c in range(0x110000) if unicodedata.category(chr(c)) in {"Cc", "Cf", "Zl", "Zp", "Cs"}]
+    hidden += ["\u3164", "\u115f", "\u034f", "\ufe0f"]  # a Hangul filler, a grapheme joiner, a stray selector
+    kept = [ch for ch in hidden if ch in clean(f"a{ch}b")]
+    assert kept == [], [f"U+{ord(ch):04X}" for ch in kept]
+    assert clean("a\u200fb\U000e0041") == "a\\u200fb\\U000e0041"
+    assert clean("Café 日本 ❤️ 👍") == "Café 日本 ❤️ 👍"  # real text, and an emoji's own selector, as written
+    assert clean("❤\ufe0f" + "\ufe01" * 8) == "❤\ufe0f" + "\\ufe01" * 8  # a run of selectors hides bytes
 
 
 class _Unprintable:

@@ -57,7 +57,7 @@ from httpay.errors import (
 )
 from httpay.ledger import Receipt
 from httpay.policy import Policy
-from httpay.safe import MAX_LINE, MAX_TEXT, clean, header_problem
+from httpay.safe import MAX_ESCAPE, MAX_LINE, MAX_TEXT, clean, header_problem
 from httpay.safe import loads as safe_loads
 from httpay.wallets.base import Wallet
 
@@ -451,11 +451,11 @@ class _ToolCore:
     def _cut(self, value: object, limit: int) -> tuple[str, bool]:
         """(`value` scrubbed and cleaned to at most `limit` characters, whether anything was cut). Only the
         head that can be shown is scrubbed, with room for a secret that starts inside it."""
-        text = value if isinstance(value, str) else clean(value, 6 * limit + 6)
+        text = value if isinstance(value, str) else clean(value, MAX_ESCAPE * (limit + 1))
         keep = limit + self._room() + 1
         head = self.scrub(text[:keep])
         shown = clean(head, limit)
-        whole = clean(head, 6 * keep + 6)  # a character shows as at most 6 ("\u202e"): all of the head
+        whole = clean(head, MAX_ESCAPE * (keep + 1))  # all of the head, however many escapes it shows
         return shown, len(text) > keep or whole != shown
 
     def _room(self) -> int:
@@ -936,16 +936,16 @@ def _window(text: str, offset: int, limit: int) -> tuple[str, int, bool]:
     """`text` from `offset` as shown (control characters as escapes) in at most `limit` characters:
     (what is shown, how many characters of `text` it holds, whether any was shown as an escape)."""
     part = text[offset:offset + limit]
-    shown = clean(part, 6 * limit + 6)  # never cut here: a character shows as at most 6
+    shown = clean(part, MAX_ESCAPE * (limit + 1))  # never cut here: a character shows as at most MAX_ESCAPE
     if len(shown) == len(part):
         return shown, len(part), False
     n = width = 0
     for ch in part:
-        w = len(clean(ch, 8))
+        w = len(clean(ch, MAX_ESCAPE))
         if width + w > limit:
             break
         width, n = width + w, n + 1
-    return clean(part[:n], 6 * limit + 6), n, True
+    return clean(part[:n], MAX_ESCAPE * (limit + 1)), n, True
 
 
 def _cut_note(offset: int, n: int, kept: int, total: int, escaped: bool) -> str:
