@@ -52,6 +52,12 @@ class _Handler(BaseHTTPRequestHandler):
         if self.path == "/drop-once" and self.server.seen[self.path] == 1:
             self.close_connection = True  # no answer at all: the client sees the connection drop
             return
+        if self.path == "/huge-header":  # an answer, with headers larger than a client reads
+            self.send_response(200)
+            self.send_header("X-Huge", "A" * 200_000)
+            self.end_headers()
+            self.close_connection = True
+            return
         if self.path == "/a":
             self.server.arrived.set()
             time.sleep(0.3)  # B's close, if it comes, lands while A waits for this answer

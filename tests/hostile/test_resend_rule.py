@@ -85,3 +85,13 @@ def test_a_request_not_safe_to_repeat_is_never_sent_again(
         200, "RemoteProtocolError"]
     assert server.seen["/drop-once"] == 1
     assert _said(caplog) == []
+
+
+@DRIVERS
+def test_an_answer_that_cannot_be_read_is_not_a_drop_and_is_not_sent_again(
+        server: _Counting, tmp_path: Path, caplog: pytest.LogCaptureFixture, driver: str) -> None:  # noqa: F811
+    caplog.set_level(logging.INFO, logger="httpay")
+    assert _requests(server, [("GET", "/warm"), ("GET", "/huge-header")], tmp_path, driver) == [
+        200, "RemoteProtocolError"]
+    assert server.seen["/huge-header"] == 1  # the service answered (and may have acted): once is what it saw
+    assert _said(caplog) == []

@@ -36,7 +36,7 @@ from httpay.apps.cli import main
 from httpay.config import policy_from_toml
 from httpay.ledger import Intent, SQLiteLedger
 from tests.hostile.conftest import Ran
-from tests.hostile.harness import CountingWallet, HostileService, run
+from tests.hostile.harness import CountingWallet, HostileService, RawServer, run
 
 ROOT = Path(__file__).resolve().parents[2]
 RATE = 100_000  # USD per BTC: $0.01 = 10 sat
@@ -489,6 +489,56 @@ def test_cli_says_one_line_and_a_documented_code(case: CliCase, cli: Callable[..
         with SQLiteLedger(ledger) as lg:
             assert len([r for r in lg.receipts() if r.status.value == "settled"]) == case.paid
             assert lg.spent_msat() == case.paid * 11_000
+
+
+class _Answers(RawServer):
+    """Answers every request with `answer`, byte for byte, and hangs up: what no framework sends."""
+
+    def __init__(self, answer: bytes) -> None:
+        self.answer = answer
+        super().__init__("raw-answer")
+        self.url = self.base + "/x"
+
+    def _one(self, conn: Any) -> None:
+        with conn:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    return
+                data += chunk
+            with contextlib.suppress(OSError):  # the client stops reading a huge answer
+                conn.sendall(self.answer)
+
+
+_CHALLENGE = b'WWW-Authenticate: Payment id="x", realm="r", method="lightning", intent="charge", request="e30"\r\n'
+UNREADABLE = {  # what the service sends: the exit code and what the line must say
+    "a 200 KB WWW-Authenticate": (b'HTTP/1.1 402 Payment Required\r\nWWW-Authenticate: L402 macaroon="'
+                                  + b"A" * 200_000 + b'", invoice="lnbc1"\r\nContent-Length: 0\r\n\r\n', 6,
+                                  "answered, but its response headers are over 100 KiB, more than httpay reads"),
+    "2,000 Payment challenges": (b"HTTP/1.1 402 Payment Required\r\n" + _CHALLENGE * 2_000 + b"Content-Length: 0\r\n\r\n",
+                                 6, "answered, but its response headers are over 100 KiB"),
+    "not HTTP": (b"\x00\x01 this is not HTTP at all\r\n\r\n", 6, "answered, but not in HTTP httpay can read"),
+    "a hang-up without an answer": (b"", 5, "closed the connection without answering"),
+}
+
+
+@pytest.mark.parametrize("command", ["offers", "get"])
+@pytest.mark.parametrize("name", list(UNREADABLE))
+def test_a_service_that_answers_unreadably_is_not_called_unreachable(name: str, command: str, cli: Callable[..., Ran],
+                                                                     wallet: CountingWallet, ledger: Path) -> None:
+    answer, code, says = UNREADABLE[name]
+    raw = _Answers(answer)
+    try:
+        ran = cli(command, raw.url, *(["--ledger", str(ledger)] if command == "get" else []))
+    finally:
+        raw.close()
+    assert ran.code == code, ran.err
+    assert says in ran.err and "could not reach" not in ran.err and "Traceback" not in ran.err, ran.err
+    assert ran.err.count("\n") == 1 and wallet.calls == []
+    if code == 6:
+        assert "the service is at fault, not your network" in ran.err
+        assert raw.connections == 1  # an answer was had: asking again gets the same
 
 
 def test_a_paying_command_refuses_a_ledger_in_a_missing_folder(cli: Callable[..., Ran], svc: HostileService,

@@ -404,6 +404,11 @@ def failure(exc: BaseException, knobs: dict[str, str] | None = None, *, paying: 
     if isinstance(exc, httpx.InvalidURL | httpx.UnsupportedProtocol):
         return EXIT_USAGE, f"bad URL: {exc}; give a full http:// or https:// URL"
     if isinstance(exc, httpx.TransportError):
+        from httpay.core.transport import unreadable
+
+        why = unreadable(exc)
+        if why is not None:  # reached: the fault is the service's, and asking again gets the same
+            return EXIT_HTTP, f"{_where(exc)} answered, but {why}; the service is at fault, not your network"
         return EXIT_NETWORK, _network_line(exc)
     if isinstance(exc, httpx.HTTPError):
         return EXIT_NETWORK, f"the request failed: {type(exc).__name__}: {exc or 'no detail'}"
@@ -412,12 +417,17 @@ def failure(exc: BaseException, knobs: dict[str, str] | None = None, *, paying: 
     return EXIT_ERROR, f"unexpected error: {type(exc).__name__}: {exc} (run with -vv to see where)"
 
 
+def _where(exc: httpx.TransportError) -> str:
+    """host:port of the request `exc` is about ("the service" when it does not say)."""
+    try:
+        return f"{exc.request.url.host}:{exc.request.url.port or {'https': 443}.get(exc.request.url.scheme, 80)}"
+    except RuntimeError:
+        return "the service"
+
+
 def _network_line(exc: httpx.TransportError) -> str:
     """Say which network step failed, in words, from httpx's exception and what caused it."""
-    try:
-        where = f"{exc.request.url.host}:{exc.request.url.port or {'https': 443}.get(exc.request.url.scheme, 80)}"
-    except RuntimeError:
-        where = "the service"
+    where = _where(exc)
     cause: BaseException | None = exc
     while cause is not None and not isinstance(cause, OSError):
         cause = cause.__cause__ or cause.__context__
@@ -430,6 +440,9 @@ def _network_line(exc: httpx.TransportError) -> str:
         return f"could not connect to {where}: connection refused; is the service running on that port?"
     if isinstance(exc, httpx.TimeoutException):
         return f"{where} did not answer in time ({type(exc).__name__}); try again later or check the URL"
+    if isinstance(exc, httpx.RemoteProtocolError):  # connected, then the service hung up without an answer
+        return (f"{where} closed the connection without answering ({clean(exc, 80) or type(exc).__name__}); try "
+                "again later, and if it keeps happening the service is failing")
     return f"could not reach {where}: {type(exc).__name__}: {exc or 'no detail'}; check the URL and your network"
 
 

@@ -13,8 +13,9 @@ EXIT_CODES = (
                     "(`ledger reconcile`: a payment stays pending); the ledger says which")),
     (EXIT_NETWORK, ("network: could not connect, unknown host, timed out, a wallet that cannot be reached (the payment "
                    "deadline too; nothing paid)")),
-    (EXIT_HTTP, ("the service answered an HTTP error (4xx/5xx), or a 402 nothing here can pay (no wallet or signer "
-                 "for it, only methods httpay cannot pay, a 402 that cannot be read); nothing paid")),
+    (EXIT_HTTP, ("the service answered an HTTP error (4xx/5xx), an answer that cannot be read (headers too large, "
+                 "not HTTP), or a 402 nothing here can pay (no wallet or signer for it, only methods httpay cannot "
+                 "pay, a 402 that cannot be read); nothing paid")),
 )
 
 # Refusals that are no one's decision: nothing configured here can pay what the 402 asks for
