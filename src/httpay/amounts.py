@@ -109,4 +109,4 @@ def format_amount(amount: int, currency: str) -> str:
         return decimal_text(amount, 6) + f" {cur}"
     if cur == "MSAT":
         return decimal_text(amount, 3) + " sat"
-    return f"{decimal_text(amount, 0)} {clean(cur, 48)} (smallest unit)"
+    return f"{decimal_text(amount, 0)} {clean(currency, 48)} (smallest unit)"  # as written: an address keeps its case

@@ -165,3 +165,21 @@ def test_a_session_with_odd_digits_is_a_typed_error() -> None:
     with pytest.raises(ChallengeError) as err:
         mpp.LightningSession.from_challenge(ch)
     assert err.value.field is not None and "whole number of sat" in str(err.value)
+
+
+def evm_header(cid: str, details: dict[str, object]) -> str:
+    request = {"amount": "10000", "currency": "0x036CbD53842c5426634e7929541eC2318f3dCF7e",  # USDC, Base Sepolia
+               "recipient": "0x209693Bc6afc0C5328bA36FaF03C514EF312287C", "methodDetails": {"chainId": 84532, **details}}
+    return f'Payment id="{cid}", realm="r", method="evm", intent="charge", request="{b64(request)}"'
+
+
+def test_an_evm_charge_in_a_known_usdc_refused_for_how_it_is_paid_still_shows_its_price() -> None:
+    from httpay.dialects.mpp import to_challenge
+
+    found = mpp.parse(402, headers(evm_header("a", {"credentialTypes": ["authorization"]}),
+                                   evm_header("b", {"credentialTypes": ["permit2"]}),
+                                   evm_header("c", {"credentialTypes": ["authorization"], "splits": [{"x": 1}]})))
+    assert found is not None
+    payable, permit2, split = to_challenge(found, "https://svc.example/x").offers
+    assert payable.unpayable is None and permit2.unpayable is not None and split.unpayable is not None
+    assert str(payable.price) == str(permit2.price) == str(split.price) == "0.01 USDC"

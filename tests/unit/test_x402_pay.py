@@ -213,6 +213,32 @@ def test_offers_whose_value_or_shape_is_unsure_are_not_paid(over: dict[str, Any]
     assert isinstance(p, str) and why in p
 
 
+@pytest.mark.parametrize("over", [
+    {"extra": {"name": "USD Coin", "version": "2", "assetTransferMethod": "permit2"}},
+    {"scheme": "deferred", "extra": {"name": "Totally Real Dollars", "version": "2"}},
+    {"payTo": "0x" + "00" * 20},
+    {"extra": {"name": "USDC", "version": "2", "decimals": 18}},
+], ids=["permit2 exact", "unknown scheme, own name", "zero payTo", "claims 18 decimals"])
+def test_a_known_usdc_refused_for_how_it_is_paid_still_shows_its_real_price(over: dict[str, Any]) -> None:
+    """A person comparing offers sees the same 0.01 USDC for twins that differ only in how they are
+    paid, and the known token's own symbol, never raw units under the name the server gave it."""
+    accepts = x402.X402Challenge.from_dict(v2_challenge(requirement(), requirement(**over)))
+    payable, refused = to_challenge(accepts, "https://svc.example/x").offers
+    assert payable.unpayable is None and refused.unpayable is not None
+    assert str(refused.price) == str(payable.price) == "0.01 USDC"
+    assert refused.to_dict()["currency"] == "USDC" and refused.price.in_usd() == Fraction(1, 100)
+    assert [o.currency for o in accepts.to_offers()] == ["USDC", "USDC"]
+
+
+def test_an_unknown_token_is_named_by_its_address_not_by_the_name_the_server_gives_it() -> None:
+    fake = "0x" + "12" * 20
+    accepts = x402.X402Challenge.from_dict(v2_challenge(requirement(asset=fake, extra={"name": "USDC", "version": "2"})))
+    [offer] = to_challenge(accepts, "https://svc.example/x").offers
+    assert offer.unpayable is not None and "cannot be told" in offer.unpayable
+    assert "USDC" not in str(offer.price) and fake in str(offer.price) and offer.price.in_usd() is None
+    assert "USDC" not in str(accepts.accepts[0])
+
+
 def test_known_usdc_needs_no_extra() -> None:
     p = priced(requirement(extra={}))
     assert not isinstance(p, str) and (p.eip712_name, p.eip712_version) == ("USDC", "2")

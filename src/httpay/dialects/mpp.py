@@ -97,21 +97,22 @@ def _evm_charge(mc: MppChallenge) -> tuple[Money, EvmCharge | str]:
     cid = details.get("chainId")
     if isinstance(cid, bool) or not isinstance(cid, int) or not 0 < cid < 2**63:
         return unknown, "the evm charge names no chainId"
+    known = KNOWN_ASSETS.get((cid, token.lower()))
+    price = (Money(raw_amount, known.symbol, decimals=known.decimals, asset=token, usd_pegged=True)
+             if known is not None else unknown)  # (a known token's price, refused or not)
     if details.get("splits"):
-        return unknown, "the evm charge splits the payment, which needs a Permit2 credential httpay does not sign"
+        return price, "the evm charge splits the payment, which needs a Permit2 credential httpay does not sign"
     types = details.get("credentialTypes")
     if not isinstance(types, list) or "authorization" not in types:
         offered = ", ".join(clean(str(t), 20) for t in types) if isinstance(types, list) else "transaction, hash"
-        return unknown, (f"the evm charge takes {offered} credentials; httpay signs only 'authorization' (EIP-3009), "
-                         "which needs no gas and no chain access")
-    known = KNOWN_ASSETS.get((cid, token.lower()))
+        return price, (f"the evm charge takes {offered} credentials; httpay signs only 'authorization' (EIP-3009), "
+                       "which needs no gas and no chain access")
     if known is None:
         return unknown, (f"token {token} on eip155:{cid} is not a known USD stablecoin; not paying an amount whose "
                          "worth cannot be told")
     claimed = details.get("decimals")
     if claimed is not None and claimed != known.decimals:
-        return unknown, f"the service says the token has {clean(str(claimed), 8)} decimals, but it has {known.decimals}"
-    price = Money(raw_amount, known.symbol, decimals=known.decimals, asset=token, usd_pegged=True)
+        return price, f"the service says the token has {clean(str(claimed), 8)} decimals, but it has {known.decimals}"
     return price, EvmCharge(raw_amount, token, recipient, cid, known.decimals, known.symbol, known.eip712_name,
                             known.eip712_version)
 

@@ -29,18 +29,12 @@ from httpay.errors import ChallengeError, InvoiceError, PaymentIdConflict, Payme
 from httpay.lightning import decode_invoice
 from httpay.policy import Policy
 from httpay.protocols import x402
-from httpay.protocols.evm import AUTHORIZATION_TYPES, KNOWN_ASSETS, MAX_TIMEOUT_S
-from httpay.protocols.x402 import X402Challenge, X402Requirement
+from httpay.protocols.evm import AUTHORIZATION_TYPES, MAX_TIMEOUT_S
+from httpay.protocols.x402 import X402Challenge, X402Requirement, chain_id
 from httpay.safe import clean, digits
 
 DEFAULT_TIMEOUT_S = 300       # validBefore when the server gives no maxTimeoutSeconds (the x402 servers' default)
 _ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}\Z")
-
-# x402 v1 network names -> EVM chain ids (v2 uses CAIP-2 "eip155:<id>").
-CHAIN_IDS: dict[str, int] = {
-    "ethereum": 1, "base": 8453, "base-sepolia": 84532, "polygon": 137, "polygon-amoy": 80002,
-    "avalanche": 43114, "avalanche-fuji": 43113, "arbitrum": 42161, "arbitrum-sepolia": 421614,
-}
 
 
 # upto (x402 schemes/upto): a Permit2 PermitWitnessTransferFrom for a ceiling, spent through x402's proxy.
@@ -78,14 +72,6 @@ class X402Signer(Protocol):
         ...
 
 
-def chain_id(network: str) -> int | None:
-    """The EVM chain id of an x402 network ("eip155:8453" or a v1 name such as "base"), else None."""
-    if network.startswith("eip155:"):
-        tail = network[len("eip155:"):]
-        return digits(tail, 18)
-    return CHAIN_IDS.get(network)
-
-
 @dataclass(frozen=True)
 class Valued:
     """One requirement httpay can sign for, with the facts its typed data needs."""
@@ -111,42 +97,38 @@ def value(req: X402Requirement) -> tuple[Money, Valued | str]:
     price by claiming more decimals (18 for a 6-decimal token makes $1,000 look like a nanodollar),
     so a token httpay does not know is not paid, whatever it is called.
     """
-    unknown = Money(req.amount, req.currency)
+    known = req.known_asset
+    price = (Money(req.amount, known.symbol, decimals=known.decimals, asset=req.asset, usd_pegged=True)
+             if known is not None else Money(req.amount, req.currency))  # (a known asset's price, refused or not)
     if req.scheme not in SCHEMES:
-        return unknown, f"scheme {clean(req.scheme, 30)!r} is not one httpay signs (only 'exact' and 'upto')"
+        return price, f"scheme {clean(req.scheme, 30)!r} is not one httpay signs (only 'exact' and 'upto')"
     cid = chain_id(req.network)
     if cid is None:
-        return unknown, f"network {clean(req.network, 60)!r} is not an EVM network httpay knows"
+        return price, f"network {clean(req.network, 60)!r} is not an EVM network httpay knows"
     method = req.extra.get("assetTransferMethod")
     upto = req.scheme == "upto"
     if method not in ((None, "permit2") if upto else (None, "eip3009")):
-        return unknown, (f"asset transfer method {str(method)[:20]!r} is not supported (only "
-                         f"{'Permit2 for upto' if upto else 'EIP-3009'})")
+        return price, (f"asset transfer method {str(method)[:20]!r} is not supported (only "
+                       f"{'Permit2 for upto' if upto else 'EIP-3009'})")
     facilitator = req.extra.get("facilitatorAddress")
     if upto and not (isinstance(facilitator, str) and _ADDRESS.match(facilitator) and int(facilitator, 16)):
-        return unknown, "an upto requirement must name its facilitator (extra.facilitatorAddress, a 20-byte address)"
+        return price, "an upto requirement must name its facilitator (extra.facilitatorAddress, a 20-byte address)"
     if not _ADDRESS.match(req.pay_to) or not _ADDRESS.match(req.asset):
-        return unknown, "payTo and asset must be 20-byte hex addresses"
+        return price, "payTo and asset must be 20-byte hex addresses"
     if int(req.pay_to, 16) == 0:
-        return unknown, "payTo is the zero address"
-    known = KNOWN_ASSETS.get((cid, req.asset.lower()))
+        return price, "payTo is the zero address"
+    if known is None:
+        return price, (f"asset {clean(req.asset, 42)} on {clean(req.network, 60)} is not a USDC deployment httpay "
+                       "knows, so its decimals (and the price's worth) cannot be told; not paying it")
     claimed = _int_extra(req.extra, "decimals")
+    if claimed is not None and claimed != known.decimals:
+        return price, f"the service says {known.symbol} has {claimed} decimals, but it has {known.decimals}"
     name, version = req.extra.get("name"), req.extra.get("version")
-    if known is not None:
-        if claimed is not None and claimed != known.decimals:
-            return unknown, f"the service says {req.currency} has {claimed} decimals, but it has {known.decimals}"
-        decimals, symbol = known.decimals, known.symbol
-        name = name if isinstance(name, str) and name else known.eip712_name
-        version = version if isinstance(version, str) and version else known.eip712_version
-    else:
-        return unknown, (f"asset {clean(req.asset, 42)} on {clean(req.network, 60)} is not a USDC deployment httpay "
-                         "knows, so its decimals (and the price's worth) cannot be told; not paying it")
-    price = Money(req.amount, symbol, decimals=decimals, asset=req.asset, usd_pegged=True)
+    name = name if isinstance(name, str) and name else known.eip712_name
+    version = version if isinstance(version, str) and version else known.eip712_version
     if upto:  # the Permit2 domain is fixed: the token's own EIP-712 name and version are not signed
-        return price, Valued(req, cid, decimals, "Permit2", "")
-    if not isinstance(name, str) or not name or not isinstance(version, str) or not version:
-        return price, "the requirement lacks the token's EIP-712 name and version (extra.name, extra.version)"
-    return price, Valued(req, cid, decimals, name, version)
+        return price, Valued(req, cid, known.decimals, "Permit2", "")
+    return price, Valued(req, cid, known.decimals, name, version)
 
 
 @dataclass(frozen=True)

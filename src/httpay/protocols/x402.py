@@ -19,9 +19,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from httpay.errors import ChallengeError
+from httpay.protocols.evm import KNOWN_ASSETS, KnownAsset
 from httpay.protocols.l402_v02 import Offer, format_amount
 from httpay.protocols.www_authenticate import header_values
-from httpay.safe import clean, loads, may_hold_key
+from httpay.safe import clean, digits, loads, may_hold_key
 
 __all__ = [
     "PAYMENT_IDENTIFIER",
@@ -63,6 +64,20 @@ def _str(d: Mapping[str, Any], key: str, where: str, required: bool = True) -> s
     if not isinstance(value, str):
         raise ChallengeError(f"{where}: field '{key}' must be a string, got {type(value).__name__}", field=key)
     return value
+
+
+# x402 v1 network names -> EVM chain ids (v2 uses CAIP-2 "eip155:<id>").
+CHAIN_IDS: dict[str, int] = {
+    "ethereum": 1, "base": 8453, "base-sepolia": 84532, "polygon": 137, "polygon-amoy": 80002,
+    "avalanche": 43114, "avalanche-fuji": 43113, "arbitrum": 42161, "arbitrum-sepolia": 421614,
+}
+
+
+def chain_id(network: str) -> int | None:
+    """The EVM chain id of an x402 network ("eip155:8453" or a v1 name such as "base"), else None."""
+    if network.startswith("eip155:"):
+        return digits(network[len("eip155:"):], 18)
+    return CHAIN_IDS.get(network)
 
 
 def _atomic(value: Any, key: str, where: str) -> int:
@@ -130,10 +145,17 @@ class X402Requirement:
         )
 
     @property
+    def known_asset(self) -> KnownAsset | None:
+        """The asset, when it is a USD stablecoin deployment httpay knows on this network."""
+        cid = chain_id(self.network)
+        return KNOWN_ASSETS.get((cid, self.asset.lower())) if cid is not None else None
+
+    @property
     def currency(self) -> str:
-        """The asset's name when the server told it (`extra.name`), else its address."""
-        name = self.extra.get("name")
-        return name if isinstance(name, str) and name.strip() else self.asset
+        """What the asset is called in a view: a known asset's own symbol, else its address. Never the
+        server's `extra.name` (its EIP-712 name): a token the server names "USDC" may be anything."""
+        known = self.known_asset
+        return known.symbol if known is not None else self.asset
 
     @property
     def offer_id(self) -> str:
