@@ -89,6 +89,25 @@ def test_a_spent_budget_is_refused_with_the_offers_and_what_is_left(account: Acc
         assert len(box.client.ledger.receipts()) == 1
 
 
+@pytest.mark.parametrize("methods", [None, ["lightning", "mpp:lightning:session"]],
+                         ids=["the default methods", "the session's method allowed"])
+def test_an_mpp_session_is_said_at_once_to_be_beyond_the_tools(account: Account, methods: list[str] | None) -> None:
+    """The demo's session route is paid from a deposit a program opens: a model is told so at once,
+    not sent to allow a method (or to open an httpay.MppSession) it cannot, and nothing says one
+    payment buys one request."""
+    policy = httpay.Policy(budget_usd=0.05, **({"methods": methods} if methods else {}))
+    with Toolbox(wallet=account.wallet, policy=policy, ledger=str(account.ledger_path), base_url=account.url) as box:
+        fetched = box.fetch("/mpp/session/ticker/AAPL")
+        offered = box.offers("/mpp/session/ticker/AAPL")
+        assert box.client.ledger.receipts() == []
+    assert fetched.startswith("refused: no tool here can pay this: no mpp offer can be paid: mpp_lightning_session: "
+                              "MPP lightning/session is paid from a deposit across requests, not per request"), fetched
+    assert "Policy(methods" not in fetched and "allow one of" not in fetched
+    assert offered.startswith("HTTP 402 Payment Required: no tool here can pay any of its offers"), offered
+    assert "a session is paid from a deposit across requests" in offered and "for each request, drawn from a deposit" in offered
+    assert "one payment buys one request" not in offered and "one-time" not in offered and "policy would" not in offered
+
+
 def test_tools_are_plain_functions_with_names_docs_and_hints(toolbox: Toolbox) -> None:
     fns = toolbox.tools()
     assert [f.__name__ for f in fns] == list(TOOL_NAMES)

@@ -230,6 +230,19 @@ def test_a_known_usdc_refused_for_how_it_is_paid_still_shows_its_real_price(over
     assert [o.currency for o in accepts.to_offers()] == ["USDC", "USDC"]
 
 
+def test_an_offer_httpay_cannot_pay_is_refused_by_its_own_reason_before_the_policys_methods() -> None:
+    """Allowing the method of an offer httpay cannot pay changes nothing, so that is never the advice."""
+    from httpay.core.quote import quote
+
+    accepts = x402.X402Challenge.from_dict(v2_challenge(requirement(extra={"assetTransferMethod": "permit2"})))
+    ch = to_challenge(accepts, "https://svc.example/x")
+    for methods in (["lightning"], ["x402"]):
+        with pytest.raises(httpay.PaymentRefused) as err:
+            quote(ch, httpay.Policy(methods=methods), url="https://svc.example/x", host="svc.example", usd_per_btc=RATE)
+        assert err.value.rule == "x402" and "'permit2' is not supported" in str(err.value)
+        assert "methods" not in err.value.render()
+
+
 def test_an_unknown_token_is_named_by_its_address_not_by_the_name_the_server_gives_it() -> None:
     fake = "0x" + "12" * 20
     accepts = x402.X402Challenge.from_dict(v2_challenge(requirement(asset=fake, extra={"name": "USDC", "version": "2"})))

@@ -141,17 +141,20 @@ def _fitting(challenge: Challenge, index: int, policy: Policy, *, host: str, rat
     if all(o.pay_method is None for o in challenge.offers):  # no policy could allow any: say so, with no knob
         raise refuse(f"refused: {host} takes only {clean(', '.join(challenge.payment_methods), 200) or 'nothing'}, "
                      "which httpay cannot pay", "unpayable")
-    allowed = [(o, o.pay_method) for o in reachable
-               if o.pay_method is not None and method_allowed(policy.methods, o.pay_method)]
-    if not allowed:
+    # The offers' own reasons come before the policy's methods: allowing a method httpay cannot pay
+    # by would only lead to this refusal, so its advice would send the reader round in a circle.
+    payable_by = [o for o in reachable if o.pay_method is not None]
+    open_ = [o for o in payable_by if o.unpayable is None]
+    if payable_by and not open_:
+        why = "; ".join(f"{clean(o.offer_id, 40)}: {o.unpayable}" for o in payable_by)
+        raise refuse(f"refused: no {challenge.dialect} offer can be paid: {why}", challenge.dialect)
+    payable = [(o, o.pay_method) for o in open_ if o.pay_method is not None and method_allowed(policy.methods, o.pay_method)]
+    if not payable:  # (an offer pinned that httpay cannot pay by any method: the service's methods)
+        takes = ", ".join(dict.fromkeys(m for o in open_ for m in o.payment_methods)) or ", ".join(challenge.payment_methods)
         raise refuse(f"refused: no offer can be paid with {clean(', '.join(policy.methods), 120) or 'no method'}; "
-                     f"the service takes {clean(', '.join(challenge.payment_methods), 200) or 'nothing'}",
+                     f"the service takes {clean(takes, 200) or 'nothing'}",
                      "methods", knob="methods", advice="allow one of the service's methods in {knob}")
     checks.append(f"method allowed by the policy ({clean(', '.join(policy.methods), 80)})")
-    payable = [(o, m) for o, m in allowed if o.unpayable is None]
-    if not payable:
-        why = "; ".join(f"{clean(o.offer_id, 40)}: {o.unpayable}" for o, _ in allowed)
-        raise refuse(f"refused: no {challenge.dialect} offer can be paid: {why}", challenge.dialect)
 
     cap_info = policy.per_payment_cap(rate, offers)
     cap, cap_knob, cap_default = cap_info or (None, None, False)

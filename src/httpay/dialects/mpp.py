@@ -159,9 +159,10 @@ def _offer(mc: MppChallenge, offer_id: str) -> Offer:
     method = f"mpp:{mc.method}:{mc.intent}"
     why = (f"MPP {clean(mc.kind, 40)} is not a method httpay pays (it pays lightning/charge and evm/charge with "
            "EIP-3009 authorization)")
-    if mc.kind == "lightning/session":  # paid by a deposit kept across requests: httpay.MppSession(client, url)
-        why = ("MPP lightning/session is paid from a deposit across requests, not per request: open one with "
-               "httpay.MppSession(client, url)")
+    if mc.kind == "lightning/session":  # its price is per request, drawn from a deposit: never one request's payment
+        why = ("MPP lightning/session is paid from a deposit across requests, not per request: a program opens one "
+               "with httpay.MppSession(client, url)")
+        common["type"] = "session"
     return Offer(price=_other_price(mc), payment_methods=(method,), pay_method=method,
                  rail="lightning" if mc.method == "lightning" else "other", unpayable=why, payload=mc, **common)
 

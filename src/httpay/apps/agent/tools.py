@@ -36,6 +36,7 @@ import httpx
 
 import httpay
 from httpay.amounts import fmt_msat
+from httpay.apps.exit_codes import EXIT_HTTP, refusal_code
 from httpay.config import payment_deadline_ok
 from httpay.core.deadline import DEFAULT_PAYMENT_DEADLINE_S
 from httpay.core.dialect import read_challenge
@@ -72,6 +73,9 @@ _DIALECT_NOTES = {
     "l402-classic": " (classic L402: one invoice buys a token the client reuses for this host)",
     "x402": " (x402: a signed stablecoin payment)",
     "mpp": " (MPP: the HTTP Payment scheme; one payment buys one request)",
+    "mpp session": " (MPP: the HTTP Payment scheme; a session is paid from a deposit across requests)",
+    "mpp both": (" (MPP: the HTTP Payment scheme; a charge buys one request, a session is paid from a deposit "
+                 "across requests)"),
 }
 TOOL_NAMES = ("fetch", "offers", "pay", "budget", "payments")
 REDACTED = "[redacted]"
@@ -334,7 +338,7 @@ class _ToolCore:
         for c in found:
             self.add_secret(getattr(c.raw, "payment_context_token", None))
         rate = self._rate()
-        notes = "".join(_DIALECT_NOTES.get(c.dialect, "") for c in found) if len(found) == 1 else \
+        notes = _dialect_note(found[0]) if len(found) == 1 else \
             f" (offered in {len(found)} dialects: {', '.join(c.dialect for c in found)}; one payment buys it)"
         lines = [self._cost_line(offers, rate) + notes, "offers:",
                  self._offer_lines(offers, rate), self._would_pay(found, response, rate), self._budget_left() + "."]
@@ -632,11 +636,17 @@ class _ToolCore:
         return (f"{fmt_msat(r.amount_msat, rate)} + fee {fmt_msat(r.fee_msat)} for {what} by {clean(r.method, 40)}, "
                 f"payment hash {ph}, ledger #{r.id}")
 
+    def _refused(self, exc: PaymentRefused) -> str:
+        """The refusal as one line, led by what a model must know first when nothing it can do pays
+        the 402 (no argument, retry or setting of a tool changes that)."""
+        text = self._text(exc.render(self.knobs), MAX_LINE).rstrip(".")
+        if refusal_code(exc.rule) == EXIT_HTTP:
+            return "refused: no tool here can pay this: " + text.removeprefix("refused: ")
+        return text if text.startswith("refused") else "refused: " + text
+
     def _refusal(self, exc: PaymentRefused) -> ToolText:
         offers = tuple(exc.offers) if isinstance(exc.offers, tuple | list) and exc.offers else None
-        text = self._text(exc.render(self.knobs), MAX_LINE).rstrip(".")
-        if not text.startswith("refused"):
-            text = "refused: " + text
+        text = self._refused(exc)
         lines = [text + ". Nothing was paid."]
         if offers is not None:
             lines += ["offers:", self._offer_lines(offers, self._rate())]
@@ -699,14 +709,15 @@ class _ToolCore:
             msat = o.price.in_msat(rate)
             return msat if msat is not None else o.price.amount
 
-        payable = sorted((o for o in offers if o.unpayable is None), key=worth) or list(offers)
-        if not payable:
+        if not offers:
             return "HTTP 402 Payment Required, but the service made no offer."
+        payable = sorted((o for o in offers if o.unpayable is None), key=worth)
+        if not payable:  # a price for something no tool here can buy would read as an offer to take
+            return ("HTTP 402 Payment Required: no tool here can pay any of its offers (each says why below); "
+                    "nothing was paid.")
         cheapest = payable[0]
-        what = f"{cheapest.balance} credit{'s' if cheapest.balance != 1 else ''}" if cheapest.balance is not None \
-            else (cheapest.duration or cheapest.type)
-        return (f"this costs {_price(cheapest, rate)} for {clean(what, 80)} (cheapest offer: {clean(cheapest.offer_id, 80)}); "
-                "nothing was paid.")
+        return (f"this costs {_price(cheapest, rate)} for {_what(cheapest)} (cheapest offer: "
+                f"{clean(cheapest.offer_id, 80)}); nothing was paid.")
 
     def _would_pay(self, challenge: Challenge | Sequence[Challenge], response: httpx.Response,
                    rate: float | None) -> str:
@@ -715,7 +726,8 @@ class _ToolCore:
         try:
             d = preview(self.client.payer, challenge, url=url, usd_per_btc=rate)
         except PaymentRefused as exc:
-            return f"the policy would refuse: {self._text(exc.render(self.knobs), MAX_LINE).removeprefix('refused: ')}"
+            text = self._refused(exc).removeprefix("refused: ")
+            return text if refusal_code(exc.rule) == EXIT_HTTP else f"the policy would refuse: {text}"
         approval = " (after a person approves)" if self.client.policy.approve is not None else ""
         return (f"the policy would pay {clean(d.offer.offer_id, 80)} by {clean(d.method, 40)} for {_price(d.offer, rate)}"
                 f"{approval}")
@@ -999,11 +1011,28 @@ def _price(o: Offer, rate: float | None) -> str:
     return f"{clean(str(o.price), 60)} (≈ {fmt_msat(msat)})"
 
 
+def _what(o: Offer) -> str:
+    """What the offer's price buys, in words: its credits, its time, one request or, for a session,
+    each request drawn from a deposit."""
+    if o.balance is not None:
+        return f"{o.balance} credit{'s' if o.balance != 1 else ''}"
+    if o.type == "session":
+        return "each request, drawn from a deposit"
+    return clean(o.duration or o.type, 80)
+
+
+def _dialect_note(c: Challenge) -> str:
+    """What one payment of this challenge buys, said once beside its price."""
+    if c.dialect == "mpp":
+        sessions = sum(o.type == "session" for o in c.offers)
+        return _DIALECT_NOTES["mpp" if not sessions else "mpp session" if sessions == len(c.offers) else "mpp both"]
+    return _DIALECT_NOTES.get(c.dialect, "")
+
+
 def _offer_text(o: Offer, rate: float | None) -> str:
-    what = f"{o.balance} credit{'s' if o.balance != 1 else ''}" if o.balance is not None else (o.duration or o.type)
     via = f" via {clean(o.dialect, 20)}" if o.dialect else ""
     refused = f" (not payable: {clean(o.unpayable, 160)})" if o.unpayable else ""
-    return (f"{clean(o.offer_id, 80)} '{clean(o.title, 120)}': {_price(o, rate)} for {clean(what, 80)}, "
+    return (f"{clean(o.offer_id, 80)} '{clean(o.title, 120)}': {_price(o, rate)} for {_what(o)}, "
             f"pay by {clean(', '.join(o.payment_methods), 120)}{via}{refused}")
 
 
