@@ -67,22 +67,37 @@ def usd_value(msat: int, usd_per_btc: float) -> Fraction:
 
 
 def usd_text(msat: int, usd_per_btc: float, *, small_places: int = 2) -> str:
-    """'$0.01'; an amount under a cent gets at least `small_places` places and enough to show its
-    first digit ('1 sat ($0.001)', never a limit of "$0.00" that is not nothing), at most 8.
+    """'$12.50' from a dollar up; below one, three significant digits ('$0.025', '$0.015', '$0.01',
+    '$0.005'), an amount under a cent with at least `small_places` places, at most 8. Every amount
+    is rounded by this one rule, so 15 sat never reads as the 10 sat beside it, 25 sat not as 20,
+    and nothing that is not zero as "$0.00".
 
     Real amounts round as they always have (float formatting); absurd ones exactly, never 'inf'."""
     if abs(msat) <= MAX_MSAT and rate_ok(usd_per_btc):
         usd_f = msat / MSAT_PER_BTC * usd_per_btc
-        if 0 < usd_f < 0.01:
-            return f"${usd_f:,.{_small_places(usd_f, small_places)}f}"
-        return f"${usd_f:,.2f}"
+        places, keep = _places(abs(usd_f), small_places)
+        return "$" + _padded_to(f"{usd_f:,.{places}f}", keep)
     usd = usd_value(msat, usd_per_btc)
-    places = _small_places(float(usd), small_places) if 0 < usd < Fraction(1, 100) else 2
-    return "$" + decimal_text(math.floor(usd * 10**places + Fraction(1, 2)), places, strip=False)  # half up
+    places, keep = _places(float(abs(usd)), small_places) if abs(usd) < 1 else (2, 2)
+    rounded = math.floor(abs(usd) * 10**places + Fraction(1, 2)) * (-1 if usd < 0 else 1)  # half up
+    return "$" + _padded_to(decimal_text(rounded, places, strip=False), keep)
 
 
-def _small_places(usd: float, at_least: int) -> int:
-    return max(at_least, min(8, -math.floor(math.log10(usd)))) if usd > 0 else at_least
+def _places(usd: float, small_places: int) -> tuple[int, int]:
+    """(decimal places showing three significant digits, the places kept when they end in zeros):
+    cents from a dollar up, and for nothing; at least `small_places` under a cent."""
+    if not 0 < usd < 1:
+        return 2, 2
+    keep = 2 if usd >= 0.01 else small_places
+    return max(keep, min(8, 2 - math.floor(math.log10(usd)))), keep
+
+
+def _padded_to(text: str, keep: int) -> str:
+    """`text` without the zeros its significant digits padded beyond `keep` places: '0.0250' -> '0.025'."""
+    whole, dot, frac = text.partition(".")
+    if not dot or len(frac) <= keep:
+        return text
+    return f"{whole}.{frac.rstrip('0').ljust(keep, '0')}" if keep or frac.rstrip("0") else whole
 
 
 def rate_ok(rate: object) -> TypeGuard[float]:

@@ -85,7 +85,7 @@ def test_a_spent_budget_is_refused_with_the_offers_and_what_is_left(account: Acc
         assert "paid 10 sat" in box.fetch("/ticker/MSFT")
         out = box.fetch("/ticker/GOOGL")
         assert out.startswith("refused: the cheapest offer costs 10 sat ($0.01) + up to 1 sat ($0.001) in fees but only 5 sat ($0.005) of the total budget is left")
-        assert "offers:\n- offer_c668e0c0" in out and out.endswith("budget left 5 sat ($0.005) of 15 sat ($0.01).")
+        assert "offers:\n- offer_c668e0c0" in out and out.endswith("budget left 5 sat ($0.005) of 15 sat ($0.015).")
         assert len(box.client.ledger.receipts()) == 1
 
 
@@ -106,6 +106,21 @@ def test_an_mpp_session_is_said_at_once_to_be_beyond_the_tools(account: Account,
     assert offered.startswith("HTTP 402 Payment Required: no tool here can pay any of its offers"), offered
     assert "a session is paid from a deposit across requests" in offered and "for each request, drawn from a deposit" in offered
     assert "one payment buys one request" not in offered and "one-time" not in offered and "policy would" not in offered
+
+
+def test_a_pending_fee_cap_reads_as_a_cap_and_every_amount_is_told_apart(ledger: SQLiteLedger) -> None:
+    """A payment still in flight holds its fee cap in the budget: shown as "up to", never as a fee
+    charged; and 25 sat is not shown as the $0.02 of the 20 sat beside it."""
+    from httpay.ledger import Intent
+
+    ledger.reserve(Intent(host="stock.test", url="http://stock.test/ticker/MSFT", protocol="l402-v0.2",
+                          method="lightning", amount_msat=10_000, payment_hash="ab" * 32, offer_id="o1",
+                          offer_title="1 credit", offer_amount=10, offer_currency="SAT", max_fee_msat=10_000), [])
+    box = mock_box(lambda r: httpx.Response(200), ledger, budget_sat=25, budget_usd=None)
+    listed = box.payments()
+    assert "pending: 10 sat ($0.01) + fee up to 10 sat for o1 '1 credit'" in listed, listed
+    assert box.budget().startswith("budget left 5 sat ($0.005) of 25 sat ($0.025); spent 20 sat ($0.02) in 0 settled "
+                                   "payment(s) and 1 pending"), box.budget()
 
 
 def test_tools_are_plain_functions_with_names_docs_and_hints(toolbox: Toolbox) -> None:

@@ -260,7 +260,7 @@ def test_amount_helpers_are_exact_at_any_size() -> None:
 
     assert fmt_msat(10**4000) .startswith("over 10^") and "inf" not in fmt_msat(10**4000, 1e15)
     assert fmt_msat(10**30, RATE) == f"{10**27:,} sat (${10**24:,}.00)"  # exact, where a float says 1e+24
-    assert fmt_msat(12_345, RATE) == "12.345 sat ($0.01)"
+    assert fmt_msat(12_345, RATE) == "12.345 sat ($0.0123)"
     assert msat_to_usd(10**4000, RATE) is None and msat_to_usd(10_000, float("inf")) is None
     assert usd_to_msat(1e15, 1e-300) == 21_000_000 * 10**11  # held at every bitcoin there is, not 10^326
     assert format_amount(2**256, "USDC").endswith(" USDC") and "e+" not in format_amount(2**256, "USDC")

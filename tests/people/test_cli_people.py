@@ -223,7 +223,7 @@ def test_budget_shows_spent_against_each_limit(history: str, tmp_path: Path, cli
     pol.write_text("[policy]\nbudget_usd = 1\nper_day_usd = 0.05\nmax_per_payment_usd = 0.1\nusd_per_btc = 100000\n")
     p = httpay_cmd("budget", "--ledger", history, "--policy", str(pol))
     assert p.returncode == 0, p.stderr
-    for want in ("total budget", "daily budget", "per payment", "61 sat ($0.06)", "1,000 sat ($1.00)", "30 sat ($0.03)",
+    for want in ("total budget", "daily budget", "per payment", "61 sat ($0.061)", "1,000 sat ($1.00)", "30 sat ($0.03)",
                  "50 sat ($0.05)", "60%"):
         assert want in p.stdout, want
     data = json.loads(cli("budget", "--ledger", history, "--json", env={"HTTPAY_POLICY": str(pol)}).stdout)

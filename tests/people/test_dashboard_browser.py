@@ -244,7 +244,7 @@ def test_a_person_reads_urls_refusals_balance_tags_and_a_fitting_chart(
 
     # spend by tag, and the filter it sets, kept across the live refresh
     expect(page.locator("#tags tr.tag-row").first).to_contain_text("agent=research")
-    expect(page.locator("#tags tr.tag-row", has_text="agent=support")).to_contain_text("129 sat ($0.13)")
+    expect(page.locator("#tags tr.tag-row", has_text="agent=support")).to_contain_text("129 sat ($0.125)")
     page.locator("#tags a.tag-filter", has_text="agent=support").click()
     expect(page).to_have_url(re.compile(r"tag=agent%3Dsupport"))
     rows = page.locator("#ledger tbody tr")

@@ -185,7 +185,7 @@ def test_budget_lines_and_views(filled: SQLiteLedger) -> None:
     out = text(display.budget_table(lines, RATE), width=120)
     narrow = text(display.budget_table(lines, RATE), width=80)
     assert all(len(x) <= 80 for x in narrow.splitlines()) and "…" not in narrow and "479" in narrow and "1,000 sat = $1.00" in narrow
-    assert "21 sat ($0.02)" in out and "500 sat ($0.50)" in out and "last 24h" in out and "100%" in out
+    assert "21 sat ($0.021)" in out and "500 sat ($0.50)" in out and "last 24h" in out and "100%" in out
     html = display.html_budget(lines, RATE)
     assert "httpay-meter" in html and "#cf222e" in html
     with pytest.raises(httpay.ConfigError, match="rate"):
@@ -232,7 +232,7 @@ def test_a_receipt_is_shown_as_a_receipt_in_every_renderer(ledger: SQLiteLedger)
     assert fields == {
         "URL": "https://api.example/ticker/MSFT?api_key=***&range=1d", "host": "api.example",
         "offer": "1 Credit Package (offer_c668e0c0) at $0.01", "amount": "10 sat + fee 1 sat",
-        "in USD": "$0.01 at 100,000 USD/BTC (the rate it was quoted at), fee included", "status": "settled",
+        "in USD": "$0.011 at 100,000 USD/BTC (the rate it was quoted at), fee included", "status": "settled",
         "paid by": "lightning (l402-v0.2) from lnbits", "payment hash": r.payment_hash,
         "proof": "preimage verified", "tags": "agent=research task=T-17", "time": f"{r.when} UTC",
     }

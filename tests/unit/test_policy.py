@@ -163,13 +163,25 @@ def test_decision_never_exceeds_limits(cap_sat, budget_sat, spent_sat) -> None: 
 
 
 @pytest.mark.parametrize(("msat", "shown"), [
-    (1_000, "1 sat ($0.001)"), (9_000, "9 sat ($0.009)"), (450, "0.45 sat ($0.0004)"), (1, "0.001 sat ($0.000001)"),
+    (1_000, "1 sat ($0.001)"), (9_000, "9 sat ($0.009)"), (450, "0.45 sat ($0.00045)"), (1, "0.001 sat ($0.000001)"),
     (10_000, "10 sat ($0.01)"), (0, "0 sat ($0.00)"),
 ])
 def test_an_amount_under_a_cent_shows_its_first_digit_not_zero(msat: int, shown: str) -> None:
     from httpay.amounts import fmt_msat
 
     assert fmt_msat(msat, 100_000) == shown  # a limit of "1 sat ($0.00)" reads as no money at all
+
+
+def test_dollars_tell_apart_the_sats_they_stand_beside() -> None:
+    """One rule for every amount: cents from a dollar up, three significant digits below one, so
+    a sentence naming 10, 15, 20 and 25 sat never shows two of them as the same dollars."""
+    from httpay.amounts import fmt_msat, usd_text
+
+    assert [fmt_msat(s * 1000, 100_000) for s in (5, 10, 15, 20, 25, 500, 1_234)] == [
+        "5 sat ($0.005)", "10 sat ($0.01)", "15 sat ($0.015)", "20 sat ($0.02)", "25 sat ($0.025)", "500 sat ($0.50)",
+        "1,234 sat ($1.23)"]
+    assert len({usd_text(s * 1000, 100_000) for s in range(1, 1000)}) == 999  # every whole sat under a dollar
+    assert fmt_msat(15_000, 97_123.5) == "15 sat ($0.0146)" and fmt_msat(10_000, 97_123.5) == "10 sat ($0.00971)"
 
 
 PIN = "02" + "ab" * 32

@@ -64,6 +64,12 @@ class Receipt:
         return self.amount_msat + (self.fee_msat or 0)
 
     @property
+    def fee_text(self) -> str:
+        """'fee 1 sat' once paid; a pending payment's 'fee up to 10 sat': the cap its budgets hold,
+        not a fee charged (the wallet says what it cost when it settles)."""
+        return ("fee up to " if self.status is Status.PENDING and self.fee_msat else "fee ") + fmt_msat(self.fee_msat)
+
+    @property
     def when(self) -> str:
         return self.created_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
 
@@ -171,7 +177,6 @@ def receipt_view(r: Receipt, usd_per_btc: float | None = None) -> View:
     rate it was quoted at, status, payment hash, proof, tags, time. Never the preimage itself."""
     quoted = r.usd_per_btc if rate_ok(r.usd_per_btc) else None
     rate = quoted or view_rate(usd_per_btc)
-    fee = ("up to " if r.status is Status.PENDING and r.fee_msat else "") + fmt_msat(r.fee_msat)
     offer = r.offer_title or r.offer_id or r.protocol
     if r.offer_id and r.offer_title:
         offer += f" ({r.offer_id})"
@@ -183,7 +188,7 @@ def receipt_view(r: Receipt, usd_per_btc: float | None = None) -> View:
     proof = r.proof or ("none yet: the payment is pending" if r.status is Status.PENDING
                         else "none: nothing was paid" if r.status is Status.FAILED else "none recorded")
     pairs = [("URL", Cell(safe_url(r.url), limit=500)), ("host", Cell(r.host)), ("offer", Cell(offer)),
-             ("amount", Cell(f"{fmt_msat(r.amount_msat)} + fee {fee}", style="bold")),
+             ("amount", Cell(f"{fmt_msat(r.amount_msat)} + {r.fee_text}", style="bold")),
              ("in USD", Cell(at + (", fee included" if in_usd and r.fee_msat else ""))), ("status", status_cell(r.status.value)),
              ("paid by", Cell(f"{r.method} ({r.protocol})" + (f" from {r.wallet}" if r.wallet else ""))),
              ("payment hash", Cell(r.payment_hash or "—", style="code", limit=70)),

@@ -633,7 +633,7 @@ class _ToolCore:
         what = f"{clean(r.offer_id, 80)} '{clean(r.offer_title, 120)}'{credits}" if r.offer_id else clean(r.protocol, 40)
         ph = clean(r.payment_hash or "?", 80)
         ph = ph if full_hash else ph[:16] + "…"
-        return (f"{fmt_msat(r.amount_msat, rate)} + fee {fmt_msat(r.fee_msat)} for {what} by {clean(r.method, 40)}, "
+        return (f"{fmt_msat(r.amount_msat, rate)} + {r.fee_text} for {what} by {clean(r.method, 40)}, "
                 f"payment hash {ph}, ledger #{r.id}")
 
     def _refused(self, exc: PaymentRefused) -> str:
@@ -1039,6 +1039,6 @@ def _offer_text(o: Offer, rate: float | None) -> str:
 def _receipt_line(r: Receipt, rate: float | None) -> str:
     what = f"{clean(r.offer_id, 80)} '{clean(r.offer_title, 120)}'" if r.offer_id else clean(r.protocol, 40)
     reason = f" ({clean(r.reason, 300)})" if r.reason else ""
-    return (f"#{r.id} {r.when} UTC {r.status.value}: {fmt_msat(r.amount_msat, rate)} + fee {fmt_msat(r.fee_msat)} "
+    return (f"#{r.id} {r.when} UTC {r.status.value}: {fmt_msat(r.amount_msat, rate)} + {r.fee_text} "
             f"for {what} by {clean(r.method, 40)} at {clean(r.url, 300)}; payment hash {clean(r.payment_hash or '?', 80)}"
             f"{reason}")
