@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -135,21 +136,29 @@ def test_demo_over_mpp(tmp_path: Path) -> None:
     assert "service receipt" in data["payments"][-1]["reason"]
 
 
-def test_ledger_reconcile_settles_what_the_wallet_paid(demo: RunningServer, account: dict[str, str],
-                                                       tmp_path: Path) -> None:
+def crashed_twice(demo: RunningServer, ledger: Path) -> tuple[dict[str, Any], Any, Any]:
+    """A crash left two payments of one demo wallet pending: 5 sat it paid, 7 sat it never saw.
+    The wallet (its key in the dict), and the two rows."""
     import httpay
     from httpay.ledger import Intent, SQLiteLedger
 
     made = httpx.post(f"{demo.url}/ln/wallets", json={"balance_sat": 1000}).json()
     invoice = httpx.post(f"{demo.url}/ln/invoices", json={"amount_msat": 5000, "description": "x"}).json()
-    ledger = tmp_path / "rec.sqlite3"
     me = httpay.DemoWallet(demo.url, made["key"]).identity
-    with SQLiteLedger(ledger) as lg:  # a crash left two payments pending: one the wallet made, one it never saw
+    with SQLiteLedger(ledger) as lg:
         paid = lg.reserve(Intent(host="h", url="u", protocol="l402-v0.2", method="lightning", amount_msat=5000,
                                  payment_hash=invoice["payment_hash"], wallet="demo", wallet_id=me))
         lost = lg.reserve(Intent(host="h", url="u", protocol="l402-v0.2", method="lightning", amount_msat=7000,
                                  payment_hash="ab" * 32, wallet="demo", wallet_id=me))
     httpay.DemoWallet(demo.url, made["key"]).pay_invoice(invoice["payment_request"])
+    return made, paid, lost
+
+
+def test_ledger_reconcile_settles_what_the_wallet_paid(demo: RunningServer, account: dict[str, str],
+                                                       tmp_path: Path) -> None:
+
+    ledger = tmp_path / "rec.sqlite3"
+    made, paid, lost = crashed_twice(demo, ledger)
     env = {"HTTPAY_WALLET": "demo", "HTTPAY_DEMO_URL": demo.url, "HTTPAY_DEMO_KEY": made["key"]}
     p = httpay_cmd("ledger", "reconcile", "--ledger", str(ledger), "--grace", "0", "--json", env=env)
     assert p.returncode == 0, p.stderr
@@ -196,20 +205,11 @@ def test_a_write_off_asks_the_wallet_first_and_never_fails_what_it_paid(demo: Ru
     """A person's word never overrules the wallet that made a payment: a pending row the wallet paid
     (a client killed between paying and writing it down) is settled and still counted, not written
     off; one it never saw is failed on its word; another wallet's silence proves nothing."""
-    import httpay
-    from httpay.ledger import Intent, SQLiteLedger, Status
+    from httpay.ledger import SQLiteLedger, Status
 
-    made = httpx.post(f"{demo.url}/ln/wallets", json={"balance_sat": 1000}).json()
-    other = httpx.post(f"{demo.url}/ln/wallets", json={"balance_sat": 1000}).json()
-    invoice = httpx.post(f"{demo.url}/ln/invoices", json={"amount_msat": 5000, "description": "x"}).json()
-    me = httpay.DemoWallet(demo.url, made["key"]).identity
     ledger = tmp_path / "off.sqlite3"
-    with SQLiteLedger(ledger) as lg:
-        paid = lg.reserve(Intent(host="h", url="u", protocol="l402-v0.2", method="lightning", amount_msat=5000,
-                                 payment_hash=invoice["payment_hash"], wallet="demo", wallet_id=me))
-        lost = lg.reserve(Intent(host="h", url="u", protocol="l402-v0.2", method="lightning", amount_msat=7000,
-                                 payment_hash="ab" * 32, wallet="demo", wallet_id=me))
-    httpay.DemoWallet(demo.url, made["key"]).pay_invoice(invoice["payment_request"])
+    made, paid, lost = crashed_twice(demo, ledger)
+    other = httpx.post(f"{demo.url}/ln/wallets", json={"balance_sat": 1000}).json()
     env = {"HTTPAY_WALLET": "demo", "HTTPAY_DEMO_URL": demo.url, "HTTPAY_DEMO_KEY": made["key"]}
 
     def write_off(row: int, *extra: str, keys: dict[str, str] = env) -> subprocess.CompletedProcess[str]:

@@ -7,10 +7,7 @@ call window: sent again after its answer, it presents the payment again rather t
 
 from __future__ import annotations
 
-import asyncio
-import threading
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -19,48 +16,11 @@ import httpay
 from httpay.demo.runner import RunningServer
 from httpay.ledger import SQLiteLedger, Status
 from httpay.signers import EvmSigner
+from tests.hostile.harness import run_many
 
 RATE = 100_000.0
 N = 12
 KEY = "order-2026-0042-abcdef"
-
-
-def at_once(mode: str, clients: int, url: str, method: str, **kw: Any) -> tuple[list[int], list[BaseException]]:
-    """`N` sends of one request from threads ("sync") or tasks ("async") over `clients` clients."""
-    statuses: list[int] = []
-    errors: list[BaseException] = []
-    make = kw.pop("make")
-    if mode == "sync":
-        cs = [httpay.Client(**make()) for _ in range(clients)]
-        start = threading.Barrier(N)
-
-        def one(i: int) -> None:
-            start.wait()
-            try:
-                statuses.append(cs[i % clients].request(method, url, **kw).status_code)
-            except Exception as exc:  # noqa: BLE001 - the test asserts there are none
-                errors.append(exc)
-        threads = [threading.Thread(target=one, args=(i,)) for i in range(N)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        for c in cs:
-            c.close()
-    else:
-        async def go() -> None:
-            acs = [httpay.AsyncClient(**make()) for _ in range(clients)]
-
-            async def one(i: int) -> None:
-                try:
-                    statuses.append((await acs[i % clients].request(method, url, **kw)).status_code)
-                except Exception as exc:  # noqa: BLE001
-                    errors.append(exc)
-            await asyncio.gather(*(one(i) for i in range(N)))
-            for c in acs:
-                await c.aclose()
-        asyncio.run(go())
-    return statuses, errors
 
 
 @pytest.mark.parametrize("clients", [1, 3])
@@ -68,13 +28,11 @@ def at_once(mode: str, clients: int, url: str, method: str, **kw: Any) -> tuple[
 def test_one_mpp_call_sent_at_once_pays_once_and_serves_every_send(demo: RunningServer, ledger_path: Path,
                                                                    mode: str, clients: int) -> None:
     key = httpx.post(f"{demo.url}/ln/wallets", json={"balance_sat": 1_000}).json()["key"]
-
-    def make() -> dict[str, Any]:
-        return {"wallet": httpay.DemoWallet(demo.url, key), "policy": httpay.Policy(budget_usd=1), "ledger": ledger_path}
-    statuses, errors = at_once(mode, clients, f"{demo.url}/mpp/ticker/MSFT", "GET", make=make,
-                               headers={"Idempotency-Key": KEY})
-    assert not errors, [f"{type(e).__name__}: {e}" for e in errors]
-    assert statuses == [200] * N
+    done = run_many(mode, f"{demo.url}/mpp/ticker/MSFT", N, wallet=httpay.DemoWallet(demo.url, key),
+                    ledger=ledger_path, policy=httpay.Policy(budget_usd=1), clients=clients,
+                    send={"headers": {"Idempotency-Key": KEY}})
+    assert not done.errors, [f"{type(e).__name__}: {e}" for e in done.errors]
+    assert done.statuses == [200] * N
     assert len(demo.app.state.demo.network.wallet_for_key(key).payments) == 1, "one payment for the one call"
     with SQLiteLedger(ledger_path) as lg:
         assert [(r.status, r.protocol) for r in lg.receipts()] == [(Status.SETTLED, "mpp")]
@@ -84,15 +42,12 @@ def test_one_mpp_call_sent_at_once_pays_once_and_serves_every_send(demo: Running
 @pytest.mark.parametrize("mode", ["sync", "async"])
 def test_one_x402_call_sent_at_once_signs_once_and_serves_every_send(demo: RunningServer, ledger_path: Path,
                                                                      mode: str, clients: int) -> None:
-    signer = EvmSigner.create()
-
-    def make() -> dict[str, Any]:
-        return {"x402_signer": signer, "ledger": ledger_path,
-                "policy": httpay.Policy(methods=["x402"], usd_per_btc=RATE, max_per_payment_usd=0.10)}
-    statuses, errors = at_once(mode, clients, f"{demo.url}/x402/ticker/AAPL", "POST", make=make,
-                               content=b'{"note": "one quote"}', headers={"Idempotency-Key": KEY})
-    assert not errors, [f"{type(e).__name__}: {e}" for e in errors]
-    assert statuses == [200] * N
+    done = run_many(mode, f"{demo.url}/x402/ticker/AAPL", N, wallet=None, ledger=ledger_path, clients=clients,
+                    policy=httpay.Policy(methods=["x402"], usd_per_btc=RATE, max_per_payment_usd=0.10),
+                    x402_signer=EvmSigner.create(), method="POST",
+                    send={"content": b'{"note": "one quote"}', "headers": {"Idempotency-Key": KEY}})
+    assert not done.errors, [f"{type(e).__name__}: {e}" for e in done.errors]
+    assert done.statuses == [200] * N
     [settled] = demo.app.state.x402.settlements
     assert settled["id"] == KEY, "the application's key is the payment id"
     with SQLiteLedger(ledger_path) as lg:

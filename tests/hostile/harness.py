@@ -482,6 +482,17 @@ class RawServer:
     def _one(self, conn: Any) -> None:
         raise NotImplementedError
 
+    @staticmethod
+    def read_head(conn: Any) -> bytes | None:
+        """The request's bytes up to the end of its head (None: the client hung up first)."""
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = conn.recv(65536)
+            if not chunk:
+                return None
+            data += chunk
+        return data
+
     def close(self) -> None:
         self.sock.close()
 
@@ -501,12 +512,9 @@ class RawClassic(RawServer):
         import struct
 
         with conn:
-            data = b""
-            while b"\r\n\r\n" not in data:
-                chunk = conn.recv(65536)
-                if not chunk:
-                    return
-                data += chunk
+            data = self.read_head(conn)
+            if data is None:
+                return
             head = data.split(b"\r\n\r\n", 1)[0].decode("latin-1")
             auth = ""
             for line in head.split("\r\n")[1:]:
@@ -541,10 +549,11 @@ class Many:
 
 
 def run_many(mode: str, url: str, n: int, *, wallet: Wallet | None, ledger: Path, policy: httpay.Policy | None = None,
-             clients: int = 1, **client_kwargs: Any) -> Many:
-    """`n` concurrent requests: threads sharing `clients` httpay.Client(s) ("sync"), or asyncio tasks
-    sharing `clients` httpay.AsyncClient(s) ("async"). Several clients share nothing but the ledger file,
-    as separate processes would."""
+             clients: int = 1, method: str = "GET", send: dict[str, Any] | None = None, **client_kwargs: Any) -> Many:
+    """`n` concurrent requests (`method`, with `send`'s content=, headers=...): threads sharing
+    `clients` httpay.Client(s) ("sync"), or asyncio tasks sharing `clients` httpay.AsyncClient(s)
+    ("async"). Several clients share nothing but the ledger file, as separate processes would."""
+    send = send or {}
     statuses: list[int] = []
     errors: list[BaseException] = []
     kwargs = dict(wallet=wallet, policy=policy, ledger=ledger, **client_kwargs)
@@ -555,7 +564,7 @@ def run_many(mode: str, url: str, n: int, *, wallet: Wallet | None, ledger: Path
         def one(i: int) -> None:
             start.wait()
             try:
-                statuses.append(cs[i % clients].get(url).status_code)
+                statuses.append(cs[i % clients].request(method, url, **send).status_code)
             except Exception as exc:  # noqa: BLE001 - the test asserts there are none
                 errors.append(exc)
         threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
@@ -571,7 +580,7 @@ def run_many(mode: str, url: str, n: int, *, wallet: Wallet | None, ledger: Path
 
             async def one(i: int) -> None:
                 try:
-                    statuses.append((await acs[i % clients].get(url)).status_code)
+                    statuses.append((await acs[i % clients].request(method, url, **send)).status_code)
                 except Exception as exc:  # noqa: BLE001
                     errors.append(exc)
             await asyncio.gather(*(one(i) for i in range(n)))

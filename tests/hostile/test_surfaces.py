@@ -501,12 +501,8 @@ class _Answers(RawServer):
 
     def _one(self, conn: Any) -> None:
         with conn:
-            data = b""
-            while b"\r\n\r\n" not in data:
-                chunk = conn.recv(65536)
-                if not chunk:
-                    return
-                data += chunk
+            if self.read_head(conn) is None:
+                return
             with contextlib.suppress(OSError):  # the client stops reading a huge answer
                 conn.sendall(self.answer)
 

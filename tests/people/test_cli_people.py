@@ -286,52 +286,34 @@ def test_get_ask_waits_for_a_person_in_another_process(demo: RunningServer, acco
     assert [(a["status"], a["decided_by"]) for a in answered] == [("approved", "alice")]
 
 
-def test_ctrl_c_while_get_ask_waits_denies_the_approval(demo: RunningServer, account: dict[str, str],
-                                                       wallet_env: dict[str, str], tmp_path: Path,
-                                                       cli: Callable[..., Ran]) -> None:
-    """A person who stops the waiting command leaves no approval waiting: approving it later would
-    answer a request that no longer exists."""
-    ledger = str(tmp_path / "interrupted.sqlite3")
+@pytest.mark.parametrize(("sig", "code", "says"), [(signal.SIGINT, None, "interrupted"),
+                                                   (signal.SIGTERM, 143, "httpay: stopped by SIGTERM")],
+                         ids=["ctrl-c", "sigterm"])
+def test_stopping_get_ask_while_it_waits_denies_the_approval(demo: RunningServer, account: dict[str, str],
+                                                           wallet_env: dict[str, str], tmp_path: Path,
+                                                           cli: Callable[..., Ran], sig: signal.Signals,
+                                                           code: int | None, says: str) -> None:
+    """A person who stops the waiting command (Ctrl-C), or `timeout`, systemd or a host stopping it
+    (SIGTERM), leaves no approval waiting: it is denied at once, since approving it later would
+    answer a request that no longer exists (it used to say "pay ..." for nothing)."""
+    ledger = str(tmp_path / "stopped.sqlite3")
     agent = spawn("get", f"{demo.url}/ticker/MSFT", "-H", f"Authorization: {account['Authorization']}", "--ask",
                   "--budget-usd", "1", "--ledger", ledger, env=wallet_env)
     try:
         waiting = _wait_for_approval(ledger, agent)
-        agent.send_signal(signal.SIGINT)
+        agent.send_signal(sig)
         _, err = agent.communicate(timeout=60)
     finally:
         if agent.poll() is None:
             agent.kill()
-    assert agent.returncode != 0 and "Traceback" not in err, err
-    with ApprovalQueue(ledger) as q:
-        a = q.get(waiting["id"])
-        assert (a.status, a.decided_by) == ("denied", "abandoned") and q.pending() == []
-    late = cli("approvals", "approve", str(waiting["id"]), "--ledger", ledger)
-    assert late.returncode == 1 and "already denied by abandoned" in late.stderr
-    assert json.loads(cli("ledger", "--ledger", ledger, "--json").stdout)["payments"] == []
-    assert credits(demo, account) == 0
-
-
-def test_sigterm_while_get_ask_waits_denies_the_approval_as_ctrl_c_does(demo: RunningServer, account: dict[str, str],
-                                                                       wallet_env: dict[str, str], tmp_path: Path,
-                                                                       cli: Callable[..., Ran]) -> None:
-    """`timeout`, systemd or a host stopping the command sends SIGTERM: the approval it waited on is
-    denied at once (it stayed waiting, and approving it said "pay ..." for nothing)."""
-    ledger = str(tmp_path / "terminated.sqlite3")
-    agent = spawn("get", f"{demo.url}/ticker/MSFT", "-H", f"Authorization: {account['Authorization']}", "--ask",
-                  "--budget-usd", "1", "--ledger", ledger, env=wallet_env)
-    try:
-        waiting = _wait_for_approval(ledger, agent)
-        agent.send_signal(signal.SIGTERM)
-        _, err = agent.communicate(timeout=60)
-    finally:
-        if agent.poll() is None:
-            agent.kill()
-    assert agent.returncode == 143 and "Traceback" not in err and "httpay: stopped by SIGTERM" in err, err
+    assert agent.returncode != 0 and (code is None or agent.returncode == code), err
+    assert "Traceback" not in err and says in err, err
     with ApprovalQueue(ledger) as q:
         a = q.get(waiting["id"])
         assert (a.status, a.decided_by) == ("denied", "abandoned") and q.pending() == [] and q.unanswerable() == []
     late = cli("approvals", "approve", str(waiting["id"]), "--ledger", ledger)
     assert late.returncode == 1 and "already denied by abandoned" in late.stderr and "pay offer" not in late.stdout
+    assert json.loads(cli("ledger", "--ledger", ledger, "--json").stdout)["payments"] == []
     assert credits(demo, account) == 0
 
 
