@@ -41,7 +41,7 @@ def _services_of(macaroon: str) -> str | None:
     """The services a token grants ("a,b"), which tell apart the tokens of one host when Aperture
     fronts several services there; None for a token that names none, or an opaque one."""
     try:
-        services = macaroons.decode(macaroon).services
+        services = macaroons.peek(macaroon).services
     except ChallengeError:
         return None
     return ",".join(sorted({name for name, _ in services})) or None
@@ -58,7 +58,7 @@ def check_token_binding(ch: L402Challenge, invoice: Invoice) -> None:
     refuses the paid token is reported as PaymentNotHonored with the receipt.
     """
     try:
-        committed = macaroons.decode(ch.macaroon).payment_hash
+        committed = macaroons.peek(ch.macaroon).payment_hash
     except ChallengeError:
         return  # an opaque token: nothing to compare
     if committed is not None and committed.lower() != invoice.payment_hash.lower():
@@ -110,7 +110,7 @@ class L402Classic:
         ch: L402Challenge = challenge.raw
         value = ch.credential(proof.preimage or "")
         try:
-            expires = macaroons.decode(ch.macaroon).valid_until
+            expires = macaroons.peek(ch.macaroon).valid_until
         except ChallengeError:
             expires = None
         return Credential({"Authorization": value}, reusable=value, expires_at=expires, variant=challenge.variant)

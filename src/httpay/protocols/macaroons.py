@@ -179,18 +179,25 @@ def decode(macaroon_b64: str) -> MacaroonInfo:
 
     Decoded once per macaroon and remembered (reading the challenge, binding the token to its
     invoice and presenting it all read the same one); each caller gets its own copy of the lists
-    and dicts, so changing one result cannot change the next."""
+    and dicts, so changing one result cannot change the next (`peek` reads without a copy)."""
+    found = peek(macaroon_b64)
+    return dataclasses.replace(
+        found, caveats=list(found.caveats), services=list(found.services),
+        capabilities={k: list(v) for k, v in found.capabilities.items()},
+        valid_until_by_service=dict(found.valid_until_by_service),
+    )
+
+
+def peek(macaroon_b64: str) -> MacaroonInfo:
+    """`decode`, for a caller that only reads: the remembered info itself, not a copy (a payment
+    reads its challenge's macaroon four times). ChallengeError if it is not one."""
     if not isinstance(macaroon_b64, str) or len(macaroon_b64) > _CACHED_CHARS:
         return _decode(macaroon_b64)
     found = _remembered(macaroon_b64)
     if isinstance(found, tuple):
         message, name = found
         raise ChallengeError(message, field=name) from None
-    return dataclasses.replace(
-        found, caveats=list(found.caveats), services=list(found.services),
-        capabilities={k: list(v) for k, v in found.capabilities.items()},
-        valid_until_by_service=dict(found.valid_until_by_service),
-    )
+    return found
 
 
 @functools.lru_cache(maxsize=256)
