@@ -69,3 +69,42 @@ def test_a_call_named_by_its_key_and_answered_is_presented_again_not_paid_again(
     assert again.json() == first.json(), "the service's answer to the same payment"
     assert httpay.receipt_of(again) is not None and httpay.receipt_of(again).id == httpay.receipt_of(first).id
     assert len(demo.app.state.demo.network.wallet_for_key(key).payments) == 2, "one payment per key, not per send"
+
+
+def test_a_call_whose_first_payment_fails_is_paid_by_the_request_that_waited(demo: RunningServer,
+                                                                             ledger_path: Path) -> None:
+    """The first send of the call reserves, and its wallet then refuses (nothing left it); the other
+    send, waiting to present that payment, finds it failed and pays the call itself: one payment,
+    one row settled, one failed, and the first send's error is the wallet's own."""
+    import threading
+    import time
+
+    key = httpx.post(f"{demo.url}/ln/wallets", json={"balance_sat": 1_000}).json()["key"]
+
+    class FailsFirst(httpay.DemoWallet):
+        calls = 0
+
+        def pay_invoice(self, bolt11: str, **kw: object) -> object:  # type: ignore[override]
+            FailsFirst.calls += 1
+            if FailsFirst.calls == 1:
+                time.sleep(0.3)  # the other send arrives meanwhile and waits
+                raise httpay.InsufficientFunds("the wallet refused this one")
+            return super().pay_invoice(bolt11, **kw)  # type: ignore[arg-type]
+
+    wallet = FailsFirst(demo.url, key)
+    outcomes: dict[str, object] = {}
+    with httpay.Client(wallet=wallet, policy=httpay.Policy(budget_usd=1), ledger=ledger_path) as c:
+        def send(name: str) -> None:
+            try:
+                outcomes[name] = c.get(f"{demo.url}/mpp/ticker/MSFT", headers={"Idempotency-Key": KEY}).status_code
+            except Exception as exc:  # noqa: BLE001 - the test asserts which
+                outcomes[name] = exc
+        first = threading.Thread(target=send, args=("first",))
+        first.start()
+        time.sleep(0.1)
+        send("second")
+        first.join()
+    assert isinstance(outcomes["first"], httpay.InsufficientFunds) and outcomes["second"] == 200, outcomes
+    assert len(demo.app.state.demo.network.wallet_for_key(key).payments) == 1
+    with SQLiteLedger(ledger_path) as lg:
+        assert sorted(r.status.value for r in lg.receipts()) == ["failed", "settled"]

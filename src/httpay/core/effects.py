@@ -395,6 +395,17 @@ class CallKey(Effect):
 
 
 @effect
+class CallNow(Effect):
+    """The call as the ledger has it now (None: gone), read without the write lock: a request
+    waiting for another's payment of the same call polls it."""
+
+    call_id: int
+
+    def run(self, payer: Payer) -> Call | None:
+        return payer.ledger.get_call(self.call_id)
+
+
+@effect
 class RecordCall(Effect):
     """Keep on the call the credential its payment presents (secret), to present it again on a retry."""
 

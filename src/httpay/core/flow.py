@@ -46,6 +46,7 @@ from httpay.core.effects import (
     Beside,
     CallAnswered,
     CallKey,
+    CallNow,
     DropToken,
     Effect,
     Fail,
@@ -576,16 +577,20 @@ def _joined(run: _Run, call: Call) -> Generator[Effect, Any, Call]:
     credential. Sent several times at once (one Idempotency-Key), the first to reserve pays; the
     others wait for the credential it keeps before sending, and present that one payment. Its
     payment failed: the call as the ledger has it now (unpaid, so this request pays)."""
-    waited = 0.0
+    waited, pause = 0.0, 0.01
     while call.paid and not call.credential and call.receipt is not None and call.receipt.status is Status.PENDING:
         if waited >= run.payer.inflight_wait_s:
             break  # `_present_again` says the payment holds no credential to present: never a second payment
         if not waited:
             run.say(Waited, f"payment #{call.receipt.id} for this call is being made by another request; "
                             "waiting to present it, not paying twice", receipt=call.receipt)
-        yield Sleep(0.02)
-        waited += 0.02
-        call = yield CallKey(call.fingerprint, run.callers_key)
+        yield Sleep(pause)
+        waited, pause = waited + pause, min(pause * 1.5, 0.25)  # a slow wallet is polled less often
+        now: Call | None = yield CallNow(call.id)  # a read: the payer's own writes never wait on the pollers
+        if now is None or not now.paid:  # gone, or its payment failed: the call as it is now (unpaid: pay)
+            fresh: Call = yield CallKey(call.fingerprint, run.callers_key)
+            return fresh
+        call = now
     return call
 
 

@@ -130,6 +130,11 @@ class Ledger(ABC):
         whose payment failed gets a new key: nothing was paid for it; so does one already answered."""
 
     @abstractmethod
+    def get_call(self, call_id: int) -> Call | None:
+        """The call as it stands (its payment and credential), read without taking the write lock;
+        None when it is gone."""
+
+    @abstractmethod
     def record_call(self, call_id: int, receipt_id: int, headers: dict[str, str]) -> None:
         """Keep the credential headers the call's payment presents, to present them again on a retry."""
 

@@ -579,10 +579,21 @@ class SQLLedger(Ledger):
                 stamp, at = ("?", [self._to_db_time(now)]) if now is not None else (self.NOW, [])
                 rows = query(f"INSERT INTO calls (fingerprint, call_key, created_at) VALUES (?, ?, {stamp}) "
                              f"RETURNING {cols}", [fingerprint, key or "pay_" + uuid.uuid4().hex, *at])
-        r = rows[0]
+        return self._call(rows[0], receipt)
+
+    def _call(self, r: dict[str, Any], receipt: Receipt | None) -> Call:
         credential = json.loads(r["credential"]) if r["credential"] and receipt is not None else None
         return Call(int(r["id"]), str(r["call_key"]), str(r["fingerprint"]), self._from_db_time(r["created_at"]),
                     receipt, credential)
+
+    def get_call(self, call_id: int) -> Call | None:
+        # a read, never the write lock: requests waiting on one call's payment poll it
+        rows = self._query("SELECT id, call_key, fingerprint, created_at, receipt_id, credential FROM calls "
+                           "WHERE id = ?", (call_id,))
+        if not rows:
+            return None
+        found = self._query(f"{_SELECT} WHERE id = ?", (rows[0]["receipt_id"],)) if rows[0]["receipt_id"] else []
+        return self._call(rows[0], self._row(found[0]) if found else None)
 
     def record_call(self, call_id: int, receipt_id: int, headers: dict[str, str]) -> None:
         self._query("UPDATE calls SET receipt_id = ?, credential = ? WHERE id = ?",
