@@ -104,6 +104,22 @@ def test_a_token_kept_with_its_pending_row_is_restored_once_the_row_settles(any_
     assert "mac" not in repr(any_ledger.get(r.id)) and "mac" not in json.dumps(any_ledger.get(r.id).to_dict())
 
 
+def test_a_scope_holds_its_own_token_and_one_per_kind(any_ledger: Ledger) -> None:
+    """A host fronting several services keeps a token per service ("scope#service") beside its own:
+    `tokens_of` finds them all, on every backend and collation; another scope's are not among them."""
+    any_ledger.save_token("https://h.example", "L402 own:" + "00" * 32)
+    any_ledger.save_token("https://h.example#alpha", "L402 a:" + "11" * 32)
+    any_ledger.save_token("https://h.example#beta,gamma", "L402 b:" + "22" * 32)
+    any_ledger.save_token("https://h.example.other#alpha", "L402 x:" + "33" * 32)
+    any_ledger.save_token("https://h.exampl#alpha", "L402 y:" + "44" * 32)
+    assert any_ledger.tokens_of("https://h.example") == {
+        "https://h.example": "L402 own:" + "00" * 32, "https://h.example#alpha": "L402 a:" + "11" * 32,
+        "https://h.example#beta,gamma": "L402 b:" + "22" * 32}
+    assert any_ledger.drop_token("https://h.example#alpha")
+    assert sorted(any_ledger.tokens_of("https://h.example")) == ["https://h.example", "https://h.example#beta,gamma"]
+    assert any_ledger.tokens_of("https://nobody.example") == {}
+
+
 def test_note_keeps_the_status(any_ledger: Ledger) -> None:
     r = any_ledger.reserve(intent())
     n = any_ledger.note(r.id, "outcome unknown: PaymentTimeout")

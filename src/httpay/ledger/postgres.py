@@ -38,6 +38,7 @@ from psycopg_pool import ConnectionPool
 
 from httpay.errors import LedgerError
 from httpay.ledger.sql import (
+    AFTER_MIGRATIONS,
     ALL_HOSTS,
     MIGRATIONS,
     TOTALS_COLUMNS,
@@ -255,6 +256,8 @@ class PostgresLedger(SQLLedger):
             conn.execute(stmt)  # our own constant DDL
         for table, column, kind in MIGRATIONS:
             conn.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {kind}")
+        for stmt in AFTER_MIGRATIONS:
+            conn.execute(stmt)  # our own constant DDL
         found = conn.execute("SELECT 1 FROM pg_trigger WHERE tgname = 'payments_totals'").fetchone()
         if found is None:  # running totals: filled from the rows once, with every writer held off meanwhile
             conn.execute("LOCK TABLE payments IN SHARE ROW EXCLUSIVE MODE")

@@ -266,7 +266,11 @@ _RETURNING = f" RETURNING {', '.join(COLUMNS)}"
 
 # Columns added after the first release: a ledger made before gets them on open (`ADD COLUMN`).
 MIGRATIONS = (("payments", "wallet_id", "TEXT"), ("payments", "tags", "TEXT"),
-              ("payments", "usd_per_btc", "DOUBLE PRECISION"), ("payments", "token", "TEXT"))
+              ("payments", "usd_per_btc", "DOUBLE PRECISION"), ("payments", "token", "TEXT"),
+              ("tokens", "base_scope", "TEXT"))
+# Made once the migrated columns exist: a scope's kinds ("scope#variant") found by equality on their
+# scope, whatever the database's collation orders "#" as
+AFTER_MIGRATIONS = ("CREATE INDEX IF NOT EXISTS tokens_base ON tokens (base_scope)",)
 
 Rows = list[dict[str, Any]]
 Query = Callable[[str, Sequence[Any]], Rows]
@@ -276,6 +280,11 @@ def schema(*, serial: str, time: str, int_type: str) -> list[str]:
     """The payments table and its indexes, one statement each, in a backend's column types."""
     text = TABLE.format(serial=serial, time=time, int=int_type)
     return [stmt.strip() for stmt in text.split(";") if stmt.strip()]
+
+
+def _base_of(scope: str) -> str | None:
+    """The scope a kind of credential belongs to ("https://h" of "https://h#svc"); None for a scope's own."""
+    return scope.partition("#")[0] if "#" in scope else None
 
 
 class SQLLedger(Ledger):
@@ -656,10 +665,10 @@ class SQLLedger(Ledger):
     def save_token(self, scope: str, authorization: str, *, payment_hash: str | None = None,
                    expires_at: datetime | None = None) -> None:
         exp = None if expires_at is None else self._to_db_time(expires_at)
-        self._query("INSERT INTO tokens (scope, authorization_value, payment_hash, created_at, expires_at) "
-                    f"VALUES (?, ?, ?, {self.NOW}, ?) ON CONFLICT (scope) DO UPDATE SET authorization_value = excluded.authorization_value, "
+        self._query("INSERT INTO tokens (scope, authorization_value, payment_hash, created_at, expires_at, base_scope) "
+                    f"VALUES (?, ?, ?, {self.NOW}, ?, ?) ON CONFLICT (scope) DO UPDATE SET authorization_value = excluded.authorization_value, "
                     "payment_hash = excluded.payment_hash, created_at = excluded.created_at, expires_at = excluded.expires_at",
-                    (scope, authorization, payment_hash, exp))
+                    (scope, authorization, payment_hash, exp, _base_of(scope)))
         self._learn(scope, True)
 
     def restore_token(self, receipt_id: int) -> bool:
@@ -677,9 +686,10 @@ class SQLLedger(Ledger):
             return False
         exp = None if expires is None else self._to_db_time(expires)
         stored = self._query(
-            "INSERT INTO tokens (scope, authorization_value, payment_hash, created_at, expires_at) "
-            f"VALUES (?, ?, ?, {self.NOW}, ?) ON CONFLICT (scope) DO NOTHING RETURNING scope",
-            (scope, value.replace(PREIMAGE_MARK, str(rows[0]["preimage"])), rows[0]["payment_hash"], exp))
+            "INSERT INTO tokens (scope, authorization_value, payment_hash, created_at, expires_at, base_scope) "
+            f"VALUES (?, ?, ?, {self.NOW}, ?, ?) ON CONFLICT (scope) DO NOTHING RETURNING scope",
+            (scope, value.replace(PREIMAGE_MARK, str(rows[0]["preimage"])), rows[0]["payment_hash"], exp,
+             _base_of(scope)))
         if stored:
             self._learn(scope, True)
         return bool(stored)
@@ -699,7 +709,7 @@ class SQLLedger(Ledger):
     def tokens_of(self, scope: str, *, now: datetime | None = None) -> dict[str, str]:
         # the scope's own key and its kinds ("scope#variant"): one range of the primary key
         rows = self._query("SELECT scope, authorization_value, expires_at FROM tokens WHERE scope = ? OR "
-                           "(scope > ? AND scope < ?)", (scope, scope + "#", scope + "$"))
+                           "base_scope = ?", (scope, scope))
         found: dict[str, str] = {}
         for r in rows:
             exp = r["expires_at"]

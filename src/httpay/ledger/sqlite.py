@@ -27,6 +27,7 @@ from typing import Any
 
 from httpay.errors import LedgerError
 from httpay.ledger.sql import (
+    AFTER_MIGRATIONS,
     MIGRATIONS,
     TOTALS_COLUMNS,
     TOTALS_FILL,
@@ -160,6 +161,8 @@ class SQLiteLedger(SQLLedger):
             for table, column, kind in MIGRATIONS:
                 if not any(r["name"] == column for r in query(f"PRAGMA table_info({table})", ())):
                     query(f"ALTER TABLE {table} ADD COLUMN {column} {kind}", ())
+            for stmt in AFTER_MIGRATIONS:
+                query(stmt, ())
             if not query("SELECT name FROM sqlite_master WHERE type = 'trigger' AND name = 'payments_totals_insert'",
                          ()):
                 query(TOTALS_TABLE.format(int="INTEGER"), ())
