@@ -7,6 +7,7 @@ call window: sent again after its answer, it presents the payment again rather t
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import httpx
@@ -38,18 +39,22 @@ def test_one_mpp_call_sent_at_once_pays_once_and_serves_every_send(demo: Running
         assert [(r.status, r.protocol) for r in lg.receipts()] == [(Status.SETTLED, "mpp")]
 
 
+@pytest.mark.parametrize("key", [KEY, "op-42"], ids=["payment-id-key", "short-key"])
 @pytest.mark.parametrize("clients", [1, 3])
 @pytest.mark.parametrize("mode", ["sync", "async"])
 def test_one_x402_call_sent_at_once_signs_once_and_serves_every_send(demo: RunningServer, ledger_path: Path,
-                                                                     mode: str, clients: int) -> None:
+                                                                     mode: str, clients: int, key: str) -> None:
+    """The waiters present the signed payment once the service has answered the first send (never
+    while it is being settled), and the service answers them by its payment id: the key itself,
+    or, for a key not of an id's form, an id made from it (the same for every send)."""
     done = run_many(mode, f"{demo.url}/x402/ticker/AAPL", N, wallet=None, ledger=ledger_path, clients=clients,
                     policy=httpay.Policy(methods=["x402"], usd_per_btc=RATE, max_per_payment_usd=0.10),
                     x402_signer=EvmSigner.create(), method="POST",
-                    send={"content": b'{"note": "one quote"}', "headers": {"Idempotency-Key": KEY}})
+                    send={"content": b'{"note": "one quote"}', "headers": {"Idempotency-Key": key}})
     assert not done.errors, [f"{type(e).__name__}: {e}" for e in done.errors]
     assert done.statuses == [200] * N
     [settled] = demo.app.state.x402.settlements
-    assert settled["id"] == KEY, "the application's key is the payment id"
+    assert settled["id"] == (key if key == KEY else "pay_" + hashlib.sha256(key.encode()).hexdigest()[:40])
     with SQLiteLedger(ledger_path) as lg:
         [row] = lg.receipts()
         assert (row.status, row.amount_msat) == (Status.SETTLED, 10_000)

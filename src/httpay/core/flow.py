@@ -478,15 +478,18 @@ def _pay_402(run: _Run, response: httpx.Response, challenges: Challenge | Sequen
     if signed_in is not None:  # a returning payer, served by signing in: nothing paid
         return (yield from _answered(run, call, signed_in))
     if challenge.reuse == "request":  # a payment buys this one request: nothing to share or wait for
-        attempt = _Attempt(run, response, challenge, None, met_402_at, max_price_msat, offer_id, call=call)
-        try:
-            receipt, credential = yield from attempt.obtain()
-        except _CallPaidMeanwhile as meanwhile:  # the same call, sent at once, reserved its payment first
-            joined = yield from _joined(run, meanwhile.call)
-            if not joined.paid:
-                raise run.refused(meanwhile.refusal, response, challenge) from None
-            return (yield from _answered(run, joined, (yield from _present_again(run, challenge, joined))))
-        return (yield from _answered(run, call, (yield from _deliver(run, challenge, attempt, receipt, credential))))
+        for _ in range(MAX_WAIT_ROUNDS):
+            attempt = _Attempt(run, response, challenge, None, met_402_at, max_price_msat, offer_id, call=call)
+            try:
+                receipt, credential = yield from attempt.obtain()
+            except _CallPaidMeanwhile as meanwhile:  # the same call, sent at once, reserved its payment first
+                call = yield from _joined(run, meanwhile.call)
+                if call.paid:
+                    return (yield from _answered(run, call, (yield from _present_again(run, challenge, call))))
+                continue  # its payment failed: nothing was paid for the call, so this request pays it
+            return (yield from _answered(run, call, (yield from _deliver(run, challenge, attempt, receipt, credential))))
+        raise PaymentRefused(f"refused: {MAX_WAIT_ROUNDS} payments of this call by other requests failed in turn; "
+                             "not paying in a loop", rule="in_flight", offers=challenge.offers, response=response)
 
     # When the 402 was met matters only to a shared flight (a payment for it made since is used):
     # read on the ledger's clock now, less the time since the request went out.
@@ -567,18 +570,22 @@ class _CallPaidMeanwhile(Exception):
     """The reservation found a live payment for this very call: another request of it (sent at the
     same moment) reserved first. Its payment is presented, never a second one (`_joined`)."""
 
-    def __init__(self, call: Call, refusal: PaymentRefused) -> None:
+    def __init__(self, call: Call) -> None:
         super().__init__("the call was paid meanwhile")
-        self.call, self.refusal = call, refusal
+        self.call = call
 
 
 def _joined(run: _Run, call: Call) -> Generator[Effect, Any, Call]:
-    """The call as it stands once no other request of it is between reserving and keeping its
-    credential. Sent several times at once (one Idempotency-Key), the first to reserve pays; the
-    others wait for the credential it keeps before sending, and present that one payment. Its
-    payment failed: the call as the ledger has it now (unpaid, so this request pays)."""
+    """The call as it stands once no other request of it is paying it. Sent several times at once
+    under the application's own Idempotency-Key, the first to reserve pays; the others wait for
+    that payment's outcome (a signed payment must not reach the service twice while it is being
+    settled), then present it. Its payment failed: the call as the ledger has it now (unpaid, so
+    this request pays). A call without the application's key is not joined: identical sends of it
+    are told it was paid (`CallAlreadyPaid`), whatever the timing."""
+    if run.callers_key is None:
+        return call
     waited, pause = 0.0, 0.01
-    while call.paid and not call.credential and call.receipt is not None and call.receipt.status is Status.PENDING:
+    while call.paid and call.receipt is not None and call.receipt.status is Status.PENDING:
         if waited >= run.payer.inflight_wait_s:
             break  # `_present_again` says the payment holds no credential to present: never a second payment
         if not waited:
@@ -633,7 +640,9 @@ def _present_again(run: _Run, challenge: Challenge, call: Call) -> Flow:
                    f"({_name(exc)}); nothing is paid twice", receipt=receipt) from exc
     proof = dialect_of(challenge).settlement(answer)
     if answer.status_code == 402 or (proof is not None and proof.success is False):
-        noted = yield Note(receipt.id, "the call was sent again and the service refused the payment made for it")
+        noted = receipt  # a settled row keeps its own note (the transaction that settled it)
+        if receipt.status is Status.PENDING:
+            noted = yield Note(receipt.id, "the call was sent again and the service refused the payment made for it")
         run.say(PaymentFailed, f"{run.host} refused the payment already made for this call; not paying twice",
                 logging.WARNING, receipt=noted, error="refused the payment already made")
         raise CallAlreadyPaid(f"{what} was already paid ({paid}) and {run.host} refused that payment when the call was "
@@ -884,10 +893,10 @@ class _Attempt:
                 receipt: Receipt = yield Reserve(intent, limits, q.usd_per_btc)
             except (ChallengeInFlight, DuplicatePayment) as busy:
                 if self.key is None:
-                    if self.call is not None and isinstance(busy, DuplicatePayment):
+                    if self.call is not None and run.callers_key is not None and isinstance(busy, DuplicatePayment):
                         now_: Call = yield CallKey(self.call.fingerprint, run.callers_key)
                         if now_.id == self.call.id and now_.paid:
-                            raise _CallPaidMeanwhile(now_, busy) from None
+                            raise _CallPaidMeanwhile(now_) from None
                     raise run.refused(busy, self.response, self.challenge) from None
                 # Another request paid (or is paying) this invoice or this flight: wait for it and use it.
                 done = yield from _await_other(run, busy.existing)

@@ -295,13 +295,16 @@ def payment_id_for(ch: X402Challenge, call_key: str | None, host: str) -> str | 
         raise PaymentRefused(f"refused: {clean(host, 80)} declares the x402 payment-identifier extension in a form "
                              f"httpay cannot follow ({declared.problem}); not signing a payment it may refuse",
                              rule="x402")
-    if call_key is not None and x402.PAYMENT_ID.match(call_key):
+    if call_key is None:
+        if declared.required:  # (a call the ledger keys always has one: this is only a flow without a call)
+            raise PaymentRefused(f"refused: {clean(host, 80)} requires an x402 payment id and this request "
+                                 "has no call key to send as one", rule="x402")
+        return None
+    if x402.PAYMENT_ID.match(call_key):
         return call_key
-    if declared.required:
-        raise PaymentRefused(f"refused: {clean(host, 80)} requires an x402 payment id and this request's "
-                             "Idempotency-Key is not one (16-128 of A-Z, a-z, 0-9, '_' and '-'); send the request "
-                             "without it, or with one of that form", rule="x402")
-    return None  # optional, and the caller's own key is not of the form: the payment goes without one
+    # The caller's own Idempotency-Key, not of the id's form (16-128 of A-Z a-z 0-9 _ -): an id made
+    # from it, the same for every send of the key, so the service still tells the operation's resends
+    return "pay_" + hashlib.sha256(call_key.encode()).hexdigest()[:40]
 
 
 def sent_payload(response: httpx.Response) -> Mapping[str, Any] | None:
