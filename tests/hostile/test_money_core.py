@@ -474,7 +474,8 @@ def test_a_402_after_a_redirect_to_another_host_keeps_the_first_hosts_token(svc:
 
 def aperture_services(svc: HostileService, *names: str) -> dict[str, str]:
     """One host fronting several services, as Aperture does: each path's 402 mints a token for its own
-    service (`services=NAME:0`), and serves only a token for that service."""
+    service (`services=NAME:0`), and serves only a token for that service. A name starting "plain"
+    mints tokens that name no service (and serves any of its own)."""
     from starlette.requests import Request
     from starlette.responses import JSONResponse, Response
 
@@ -484,13 +485,15 @@ def aperture_services(svc: HostileService, *names: str) -> dict[str, str]:
     def gate(name: str) -> Any:
         async def handler(request: Request) -> Response:
             header = request.headers.get("authorization", "")
-            if svc.authorized(request) and all(f"services={name}:0" in macaroons.decode(m).caveats
-                                               for m in parse_credential(header).macaroons):
+            plain = name.startswith("plain")
+            if svc.authorized(request) and all(
+                    (not macaroons.decode(m).services) if plain else f"services={name}:0" in macaroons.decode(m).caveats
+                    for m in parse_credential(header).macaroons):
                 return JSONResponse({"served": name})
             bolt11, payment_hash = svc.node.mint(10_000)
             with svc._lock:
                 svc.issued += 1
-            mac = macaroons.mint(svc.root_key, payment_hash, caveats=[f"services={name}:0"])
+            mac = macaroons.mint(svc.root_key, payment_hash, caveats=[] if plain else [f"services={name}:0"])
             resp = JSONResponse({}, status_code=402)
             resp.headers.append("WWW-Authenticate", f'L402 macaroon="{mac}", invoice="{bolt11}"')
             return resp
@@ -513,6 +516,36 @@ def test_a_host_fronting_two_services_is_paid_once_per_service(svc: HostileServi
         assert out.wallet_calls == 2, f"round {round_}: {out.wallet_calls} payments for two services"
     with SQLiteLedger(ledger) as lg:
         assert sorted(lg.token_scopes()) == [f"{svc.url}#alpha", f"{svc.url}#beta"]
+
+
+def test_a_host_with_a_service_and_a_plain_path_is_paid_once_for_each(svc: HostileService, wallet: CountingWallet,
+                                                                     ledger: Path) -> None:
+    """One path behind an Aperture service, one whose tokens name none: each kind is bought once and
+    presented where it belongs (the plain path's 402 looks for the scope's own token, never the
+    service's again), in one client and after a restart."""
+    urls = aperture_services(svc, "alpha", "plain")
+    with httpay.Client(wallet=wallet, ledger=ledger) as c:
+        for name in ["alpha", "plain"] * 3:
+            r = c.get(urls[name])
+            assert r.status_code == 200 and r.json() == {"served": name}
+    for name in ["plain", "alpha"]:
+        out = run("sync", urls[name], wallet=wallet, ledger=ledger)
+        assert out.error is None and out.status == 200, out.error
+    assert len(wallet.calls) == 2
+    with SQLiteLedger(ledger) as lg:
+        assert sorted(lg.token_scopes()) == [svc.url, f"{svc.url}#alpha"]
+
+
+def test_two_clients_meeting_a_new_service_at_once_pay_once_and_both_are_served(
+        svc: HostileService, wallet: CountingWallet, ledger: Path) -> None:
+    """Both hold service alpha's token; both ask beta together. One pays, the other uses that payment:
+    its retry looks for beta's token (the kind the payment was for), not alpha's, and is served;
+    nobody is told the service would not honour a payment."""
+    urls = aperture_services(svc, "alpha", "beta")
+    assert run("sync", urls["alpha"], wallet=wallet, ledger=ledger).status == 200
+    done = run_many("sync", urls["beta"], 2, wallet=wallet, ledger=ledger, clients=2)
+    assert done.errors == [] and done.statuses == [200, 200], done.errors
+    assert done.wallet_calls == 2 and all(r.status is Status.SETTLED and not r.reason for r in done.receipts)
 
 
 def test_policy_with_offer_re_decides_on_the_decisions_own_inputs() -> None:

@@ -330,18 +330,18 @@ class TokenFor(Effect):
 
     scope: str
     fresh: bool = False
-    prefer: tuple[str, ...] = ()
+    prefer: tuple[str, ...] = ()  # kinds by their variant; "" is the scope's own
     only: bool = False
 
     def run(self, payer: Payer) -> tuple[str, str] | None:
         ledger = payer.ledger
         if not ledger.holds_token(self.scope, fresh=self.fresh):
             return None
+        wanted = [f"{self.scope}#{v}" if v else self.scope for v in self.prefer]
         if not self.fresh and not (ledger.held_variants or {}).get(self.scope):  # one kind: the scope's own key
-            token = None if self.only else ledger.token_for(self.scope)
+            token = ledger.token_for(self.scope) if not self.only or self.scope in wanted else None
             return (self.scope, token) if token else None
         held = ledger.tokens_of(self.scope)
-        wanted = [f"{self.scope}#{v}" for v in self.prefer]
         order = wanted if self.only else [*wanted, self.scope, *sorted(held)]
         return next(((key, held[key]) for key in order if key in held), None)
 

@@ -270,6 +270,10 @@ class _Run:
     proofs: set[str] = field(default_factory=set)  # the headers a payment's proof was put in
     # The application's own Idempotency-Key, as it sent the request (a credential adds httpay's own later)
     callers_key: str | None = None
+    # the kind of the scope's credentials this payment is for (`Challenge.variant`, "" for the scope's
+    # own): what a retry looks for when another request bought it
+    kinds: tuple[str, ...] = ()
+    looks_first: bool = False  # the retry's first send looks for the credential (another request bought it)
 
     @functools.cached_property
     def url(self) -> str:
@@ -396,7 +400,7 @@ def request_flow(payer: Payer, request: httpx.Request, *, dry_run: bool = False,
         # retry would put a new one in its place anyway): presented once before paying again.
         presented = yield from _present_held(
             payer, request, fresh=True, over_callers=any(c.reuse == "scope" for c in challenges),
-            only=[c.variant for c in challenges if c.reuse == "scope" and c.variant])
+            only=[c.variant or "" for c in challenges if c.reuse == "scope"])
         if presented is None:
             break
     if not challenges:
@@ -468,6 +472,7 @@ def _pay_402(run: _Run, response: httpx.Response, challenges: Challenge | Sequen
     payer, request = run.payer, run.request
     challenge = yield from _choose(run, [challenges] if isinstance(challenges, Challenge) else challenges,
                                    response, max_price_msat, offer_id)
+    run.kinds = (challenge.variant or "",) if challenge.reuse == "scope" else ()
     run.say(ChallengeMet, lambda: f"402 ({challenge.dialect}) from {run.host} with {len(challenge.offers)} offer(s): "
                                   f"{', '.join(o.offer_id for o in challenge.offers)}",
             challenge=challenge, status=response.status_code)
@@ -503,7 +508,7 @@ def _pay_402(run: _Run, response: httpx.Response, challenges: Challenge | Sequen
         run.say(Waited, "another request paid for this; retrying with its payment", key=key)
         mark = time.monotonic()
         again = yield from _send_with_held(payer, request, payment_deadline_s=payer.payment_deadline,
-                                           resend=_resend_for(request))
+                                           resend=_resend_for(request), only=run.kinds)
         if again.status_code != 402:
             return again
         yield ReadBody(again)
@@ -512,6 +517,7 @@ def _pay_402(run: _Run, response: httpx.Response, challenges: Challenge | Sequen
         if not fresh:
             return again
         challenge = yield from _choose(run, fresh, again, max_price_msat, offer_id)
+        run.kinds = (challenge.variant or "",) if challenge.reuse == "scope" else ()
         response = again
         met_402_at = yield from _met_at(mark)
         key = flight_key(challenge, run.url, payer.token_scope, request.headers.get("authorization"))
@@ -967,8 +973,8 @@ def _keep(run: _Run, credential: Credential, payment_hash: str | None) -> Genera
     if credential.reusable is None:
         return
     scope = token_scope(run.url, run.payer.token_scope)
-    if credential.variant:  # one of several kinds of the scope: this path, and the scope, present it first
-        run.payer.remember_variant((_path_key(run.url), scope), credential.variant)
+    if credential.variant or run.payer.token_variants:  # a host of several kinds: this path presents it first
+        run.payer.remember_variant((_path_key(run.url), scope), credential.variant or "")
     yield SaveToken(held_key(scope, credential.variant), credential.reusable, payment_hash, credential.expires_at)
 
 
@@ -1085,6 +1091,7 @@ def _deliver(run: _Run, challenge: Challenge, attempt: _Attempt, receipt: Receip
         return (yield from _send_payment(run, challenge, receipt, credential,
                                          attempt.shown or fmt_msat(receipt.amount_msat)))
     _carry(run, credential)
+    run.looks_first = credential is None and bool(run.kinds)  # another request's token: look before sending
     return (yield from _retry(run, challenge, receipt))
 
 
@@ -1120,7 +1127,7 @@ def _retry_once(run: _Run, attempt: int) -> Flow:
     """One retry of the paid request: the first presents the credential just bought (none newer can
     be stored yet); a later one asks the ledger, where another request may have stored a newer one."""
     run.say(Retried, f"retrying the request (attempt {attempt})", attempt=attempt)
-    resp = yield from _send_with_held(run.payer, run.request, look=attempt > 1)
+    resp = yield from _send_with_held(run.payer, run.request, look=attempt > 1 or run.looks_first, only=run.kinds)
     if resp.status_code == 402 or resp.status_code >= 500:
         yield ReadBody(resp)  # what the flow reads itself; the answer the payment bought streams
     return resp
@@ -1323,12 +1330,13 @@ def _present_held(payer: Payer, request: httpx.Request, *, fresh: bool = False,
     url = str(request.url)
     known = payer.token_variants
     for scope in scopes_for(url, payer.token_scope):
-        prefer = tuple(only) or (tuple(v for v in (known.get(_path_key(url)), known.get(scope)) if v) if known else ())
+        learned = (known.get(_path_key(url)), known.get(scope)) if known else ()
+        prefer = tuple(only) or tuple(v for v in learned if v is not None)
         found: tuple[str, str] | None = yield TokenFor(scope, fresh, prefer=prefer, only=bool(only))
         if found:
             key, token = found
-            if (variant := _variant_of(key)) is not None:  # this path takes this kind: present it first here
-                payer.remember_variant((_path_key(url), scope), variant)
+            if known or _variant_of(key) is not None:  # this path takes this kind: present it first here
+                payer.remember_variant((_path_key(url), scope), _variant_of(key) or "")
             if callers:
                 request.extensions[CALLERS_EXTENSION] = current
             request.headers["Authorization"] = token
@@ -1389,11 +1397,12 @@ def _asks_for(challenges: Sequence[Challenge], key: str) -> bool:
 
 
 def _send_with_held(payer: Payer, request: httpx.Request, payment_deadline_s: float | None = None,
-                    resend: Resend = "never", look: bool = True) -> Flow:
+                    resend: Resend = "never", look: bool = True, only: Sequence[str] = ()) -> Flow:
     """Send a request again, with the credential stored for its scope, if any. `payment_deadline_s`:
-    a 402 it meets may be paid, so start its deadline; `resend`: as on `Send`; `look`: ask the ledger for the scope's credential first."""
-    if look:
-        yield from _present_held(payer, request, fresh=True)  # after a payment or a wait: ask the ledger itself
+    a 402 it meets may be paid, so start its deadline; `resend`: as on `Send`; `look`: ask the ledger
+    for the scope's credential first; `only`: of the scope's kinds, the ones the payment was for."""
+    if look:  # after a payment or a wait: ask the ledger itself
+        yield from _present_held(payer, request, fresh=True, only=only)
     response: httpx.Response = yield Send(request, payment_deadline_s=payment_deadline_s, resend=resend)
     return response
 
