@@ -227,8 +227,9 @@ class NoHeaderValues(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        if "return_value=" in message and "headers" in message:
-            record.msg, record.args = message.split(" return_value=", 1)[0] + " (headers not logged)", None
+        if "headers" in message and (" return_value=" in message or " exception=" in message):
+            # what it returned, or the error it raised (which quotes the header line it could not read)
+            record.msg, record.args = message.split(" ", 1)[0] + " (headers not logged)", None
         return True
 
 

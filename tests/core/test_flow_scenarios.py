@@ -114,8 +114,8 @@ class Node:
 class ScriptedWallet(Wallet):
     """Pays the node's invoices, or does what its row says, counting calls. Behaviours: "ok"; "fails"
     (raises, outcome known: nothing left); "unknown" (raises, outcome unknown; lookup cannot tell);
-    "unknown_paid" (raises, outcome unknown; lookup finds it paid); "bug" / "bug_paid" (raises a plain
-    ConnectionResetError; lookup cannot tell / finds it paid); "says_failed" / "says_pending"
+    "unknown_paid" (raises, outcome unknown; lookup finds it paid); "bug" / "bug_paid" / "bug_blind"
+    (raises a plain ConnectionResetError; lookup cannot tell / finds it paid / raises too); "says_failed" / "says_pending"
     (answers a failed / in-flight payment); "bad_preimage" (says paid, with a preimage of another hash)."""
 
     network = "regtest"
@@ -140,7 +140,7 @@ class ScriptedWallet(Wallet):
             raise InsufficientFunds("the wallet holds 0 sat")
         if self.behaviour in ("unknown", "unknown_paid"):
             raise WalletError("the wallet's node stopped answering", outcome_known=False)
-        if self.behaviour in ("bug", "bug_paid"):  # an adapter's own failure, not a WalletError
+        if self.behaviour in ("bug", "bug_paid", "bug_blind"):  # an adapter's own failure, not a WalletError
             if self.behaviour == "bug_paid":
                 self.node.paid.append(invoice.payment_hash)
             raise ConnectionResetError("reset after sending the payment")
@@ -155,6 +155,8 @@ class ScriptedWallet(Wallet):
 
     def lookup(self, payment_hash: str) -> Payment | None:
         self.lookups += 1
+        if self.behaviour == "bug_blind":  # the wallet went down: its lookup fails in its own way too
+            raise ConnectionResetError("reset while looking it up")
         if self.behaviour in ("unknown_paid", "bug_paid"):
             return self._paid(payment_hash, self.amounts[payment_hash])  # it did go out
         return None  # it cannot tell
@@ -483,6 +485,8 @@ def wallet_outcomes(dialect: str) -> list[Row]:
             says="ConnectionResetError from the wallet"),
         Row(dialect, "wallet-raises-plain-lookup-paid", wallet="bug_paid", rows=SETTLED_10, spent=10_000 + FEE_MSAT,
             events=PAID_EVENTS[dialect]),
+        Row(dialect, "wallet-and-lookup-raise-plain", wallet="bug_blind", status=None, error=PaymentOutcomeUnknown,
+            rows=pending, spent=10_000 + FEE_CAP_MSAT, noted="outcome unknown: ConnectionResetError"),
         Row(dialect, "wallet-says-pending", wallet="says_pending", status=None, error=PaymentOutcomeUnknown,
             rows=pending, spent=10_000 + FEE_CAP_MSAT),
         # "paid", with a preimage that proves nothing: not taken as proof, the row stays pending

@@ -76,3 +76,27 @@ def test_at_debug_level_no_library_log_shows_a_credential_or_a_url_secret(svc: H
     assert "HTTP Request: GET" in logged and "api_key=***" in logged
     for secret in (*SECRETS, preimage, "c00kiev4lue"):
         assert secret not in logged, secret
+
+
+def test_a_header_line_httpcore_cannot_read_is_not_logged_either(tmp_path: Path,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    """httpcore's DEBUG trace of a failed header read quotes the line it could not parse: a service
+    echoing the credential in a malformed header line shows it in no log line."""
+    import socket
+    import threading
+
+    secret = "L402 mac:" + "ab" * 32
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def answer() -> None:
+        conn, _ = server.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(f"HTTP/1.1 200 OK\r\nX-Debug-Auth {secret}\r\nContent-Length: 0\r\n\r\n".encode())
+    threading.Thread(target=answer, daemon=True).start()
+    caplog.set_level(logging.DEBUG)
+    with httpx.Client() as c, pytest.raises(httpx.RemoteProtocolError):
+        c.get(f"http://127.0.0.1:{server.getsockname()[1]}/")
+    server.close()
+    assert "receive_response_headers.failed (headers not logged)" in caplog.text
+    assert "ab" * 32 not in caplog.text
