@@ -71,10 +71,11 @@ def reconcile_one(ledger: Ledger, wallet: Wallet, receipt: Receipt, *, grace_s: 
     except WalletError as exc:
         return Reconciled(receipt, "pending", f"wallet lookup failed: {exc}")
     if found is not None and found.status is PaymentStatus.SETTLED and found.proves(receipt.payment_hash):
+        restored = _restored(ledger, receipt, found.preimage or "")
         done = ledger.settle(receipt.id, preimage=found.preimage or "", fee_msat=found.fee_msat,
                              amount_msat=found.amount_msat or receipt.amount_msat)
         log.info("reconciled #%s: settled at the wallet", receipt.id)
-        return Reconciled(done, "settled", "the wallet paid it; recorded as settled" + _restored(ledger, done))
+        return Reconciled(done, "settled", "the wallet paid it; recorded as settled" + restored)
     if found is not None and found.status is PaymentStatus.FAILED:
         done = ledger.fail(receipt.id, f"reconciled: the wallet reports failure ({found.failure_reason or 'no reason'})")
         return Reconciled(done, "failed", "the wallet reports the payment failed")
@@ -89,13 +90,13 @@ def reconcile_one(ledger: Ledger, wallet: Wallet, receipt: Receipt, *, grace_s: 
     return Reconciled(receipt, "pending", "still in flight at the wallet")
 
 
-def _restored(ledger: Ledger, done: Receipt) -> str:
-    """The token the payment bought, stored again if a crash lost it: the next request presents it
-    instead of paying again."""
+def _restored(ledger: Ledger, pending: Receipt, preimage: str) -> str:
+    """The token the payment bought, stored again if a crash lost it (before the row is settled,
+    which forgets it): the next request presents it instead of paying again."""
     try:
-        return "; the token it bought is held again" if ledger.restore_token(done.id) else ""
+        return "; the token it bought is held again" if ledger.restore_token(pending.id, preimage) else ""
     except Exception as exc:  # noqa: BLE001 - the settlement stands whatever restoring the token did
-        log.warning("reconciled #%s: could not restore its token (%s)", done.id, type(exc).__name__)
+        log.warning("reconciled #%s: could not restore its token (%s)", pending.id, type(exc).__name__)
         return ""
 
 
@@ -109,9 +110,10 @@ def _not_mine(ledger: Ledger, wallet: Wallet, receipt: Receipt) -> Reconciled:
         except (NotImplementedError, WalletError):
             found = None
     if found is not None and found.status is PaymentStatus.SETTLED and found.proves(receipt.payment_hash or ""):
+        restored = _restored(ledger, receipt, found.preimage or "")
         done = ledger.settle(receipt.id, preimage=found.preimage or "", fee_msat=found.fee_msat,
                              amount_msat=found.amount_msat or receipt.amount_msat)
-        return Reconciled(done, "settled", "this wallet proves it paid it; recorded as settled" + _restored(ledger, done))
+        return Reconciled(done, "settled", "this wallet proves it paid it; recorded as settled" + restored)
     detail = (f"paid with {who_paid(receipt)}; {mine}, which cannot see it, so it stays pending and counted in the "
               f"budget. Only that wallet can settle it: run `httpay ledger reconcile` with HTTPAY_WALLET set to it")
     log.warning("payment #%s is pending and was made with %s, not this client's wallet; left pending and counted",

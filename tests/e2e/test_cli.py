@@ -205,7 +205,7 @@ def test_a_write_off_asks_the_wallet_first_and_never_fails_what_it_paid(demo: Ru
     """A person's word never overrules the wallet that made a payment: a pending row the wallet paid
     (a client killed between paying and writing it down) is settled and still counted, not written
     off; one it never saw is failed on its word; another wallet's silence proves nothing."""
-    from httpay.ledger import SQLiteLedger, Status
+    from httpay.ledger import Intent, SQLiteLedger, Status
 
     ledger = tmp_path / "off.sqlite3"
     made, paid, lost = crashed_twice(demo, ledger)
@@ -219,12 +219,21 @@ def test_a_write_off_asks_the_wallet_first_and_never_fails_what_it_paid(demo: Ru
     assert refused.returncode == 4 and "was paid" in refused.stderr and "not written off" in refused.stderr
     young = write_off(lost.id)  # unknown to the wallet, but a live process may still be sending it
     assert young.returncode == 4 and "another process may still be sending it" in young.stderr
-    foreign = write_off(lost.id, "--grace", "0", keys={**env, "HTTPAY_DEMO_KEY": other["key"]})
+    unknown = write_off(lost.id, "--grace", "0")
+    assert unknown.returncode == 0 and "on the wallet's word" in unknown.stdout
+    with SQLiteLedger(ledger) as lg:
+        third = lg.reserve(Intent(host="h", url="u", protocol="l402-v0.2", method="lightning", amount_msat=3000,
+                                  payment_hash="cd" * 32, wallet="demo", wallet_id=paid.wallet_id))
+    foreign = write_off(third.id, "--grace", "0", keys={**env, "HTTPAY_DEMO_KEY": other["key"]})
     assert foreign.returncode == 0 and "its wallet was not asked" in foreign.stdout  # the person's word, said so
     assert made["key"] not in refused.stdout + refused.stderr + foreign.stdout
     with SQLiteLedger(ledger) as lg:
         assert lg.get(paid.id).status is Status.SETTLED and lg.spent_msat() == 5000
-        assert lg.get(lost.id).status is Status.FAILED
+        gone, theirs = lg.get(lost.id), lg.get(third.id)
+        assert gone.status is theirs.status is Status.FAILED
+        assert "the wallet has no record" in (gone.reason or "") and "written off by a person: looked stuck" in (
+            gone.reason or ""), gone.reason  # the wallet's word and the person's, both kept
+        assert "written off by a person: looked stuck" in (theirs.reason or "")
 
 
 def test_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:

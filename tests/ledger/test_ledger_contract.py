@@ -76,12 +76,15 @@ def test_a_row_failed_then_settled_is_settled_and_keeps_why_it_had_been_failed(a
     done = any_ledger.settle(r.id, preimage="ab" * 32, fee_msat=10)
     assert done.status is Status.SETTLED and any_ledger.spent_msat() == 5_010
     assert done.reason == "settled after it had been failed (written off by a person: looked stuck)"
+    noted = any_ledger.note(r.id, "service receipt abc")  # a later note adds to it, never erases it
+    assert noted.reason == "settled after it had been failed (written off by a person: looked stuck); service receipt abc"
     assert any_ledger.settle(any_ledger.reserve(intent(1_000, payment_hash="cd" * 32)).id, preimage="cd" * 32).reason is None
 
 
 def test_a_token_kept_with_its_pending_row_is_restored_once_the_row_settles(any_ledger: Ledger) -> None:
-    """A crash between paying and storing the token: the row kept the token without its preimage;
-    settled by reconciliation, the token is held again, unless its scope holds a newer one."""
+    """A crash between paying and storing the token: the pending row kept the token without its
+    preimage; reconciliation holds it again with the wallet's preimage (unless the scope holds a
+    newer one), then settles the row, which forgets it, as failing it does."""
     import json
     from dataclasses import replace
     from datetime import UTC, datetime, timedelta
@@ -92,16 +95,20 @@ def test_a_token_kept_with_its_pending_row_is_restored_once_the_row_settles(any_
         return json.dumps({"scope": scope, "value": f"L402 mac:{PREIMAGE_MARK}",
                            "expires_at": expires.isoformat() if expires else None})
     r = any_ledger.reserve(replace(intent(5_000, payment_hash="ab" * 32), token=kept("host:a.example")))
-    assert not any_ledger.restore_token(r.id), "nothing to restore before the row is settled"
-    any_ledger.settle(r.id, preimage="cd" * 32)
-    assert any_ledger.restore_token(r.id) and any_ledger.token_for("host:a.example") == "L402 mac:" + "cd" * 32
+    assert "mac" not in repr(any_ledger.get(r.id)) and "mac" not in json.dumps(any_ledger.get(r.id).to_dict())
+    assert any_ledger.restore_token(r.id, "cd" * 32) and any_ledger.token_for("host:a.example") == "L402 mac:" + "cd" * 32
     any_ledger.save_token("host:a.example", "L402 newer:" + "ef" * 32)
-    assert not any_ledger.restore_token(r.id) and any_ledger.token_for("host:a.example") == "L402 newer:" + "ef" * 32
+    assert not any_ledger.restore_token(r.id, "cd" * 32)  # a newer token of the scope stays
+    assert any_ledger.token_for("host:a.example") == "L402 newer:" + "ef" * 32
+    any_ledger.settle(r.id, preimage="cd" * 32)  # settled, the row forgets the token: none to rebuild from it
+    any_ledger.drop_token("host:a.example")
+    assert not any_ledger.restore_token(r.id, "cd" * 32) and any_ledger.token_for("host:a.example") is None
     old = any_ledger.reserve(replace(intent(5_000, payment_hash="11" * 32),
                                      token=kept("host:b.example", datetime.now(UTC) - timedelta(minutes=1))))
-    any_ledger.settle(old.id, preimage="22" * 32)
-    assert not any_ledger.restore_token(old.id) and any_ledger.token_for("host:b.example") is None  # expired
-    assert "mac" not in repr(any_ledger.get(r.id)) and "mac" not in json.dumps(any_ledger.get(r.id).to_dict())
+    assert not any_ledger.restore_token(old.id, "22" * 32) and any_ledger.token_for("host:b.example") is None  # expired
+    failed = any_ledger.reserve(replace(intent(5_000, payment_hash="33" * 32), token=kept("host:c.example")))
+    any_ledger.fail(failed.id, "the wallet refused")
+    assert not any_ledger.restore_token(failed.id, "44" * 32)  # nothing was bought
 
 
 def test_a_scope_holds_its_own_token_and_one_per_kind(any_ledger: Ledger) -> None:

@@ -312,7 +312,8 @@ def test_stopping_get_ask_while_it_waits_denies_the_approval(demo: RunningServer
         a = q.get(waiting["id"])
         assert (a.status, a.decided_by) == ("denied", "abandoned") and q.pending() == [] and q.unanswerable() == []
     late = cli("approvals", "approve", str(waiting["id"]), "--ledger", ledger)
-    assert late.returncode == 1 and "already denied by abandoned" in late.stderr and "pay offer" not in late.stdout
+    assert late.returncode == 3 and "is closed" in late.stderr and "nothing will be paid" in late.stderr
+    assert "pay offer" not in late.stdout
     assert json.loads(cli("ledger", "--ledger", ledger, "--json").stdout)["payments"] == []
     assert credits(demo, account) == 0
 
@@ -349,7 +350,7 @@ def test_get_ask_killed_leaves_an_abandoned_approval_that_cannot_be_approved(dem
     assert yes.returncode == 3 and "pay offer" not in yes.stdout, yes
     assert f"approval #{waiting['id']} is abandoned" in yes.stderr and "nothing will be paid" in yes.stderr, yes.stderr
     as_json = json.loads(cli("approvals", "--json", "approve", str(waiting["id"]), "--ledger", ledger).stdout)
-    assert as_json["ok"] is False and "already denied by abandoned" in as_json["message"]
+    assert as_json["ok"] is False and "is closed" in as_json["message"] and as_json["exit_code"] == 3
     assert cli("approvals", "--ledger", ledger).stdout.count("abandoned") == 0  # closed: no longer listed
     assert json.loads(cli("ledger", "--ledger", ledger, "--json").stdout)["payments"] == []
     assert credits(demo, account) == 0

@@ -455,6 +455,11 @@ class ApprovalQueue:
                 self._woken(decided)
                 return decided
             current = self.get(approval_id)  # raises for an unknown id
+            if current.status == DENIED and current.decided_by in ("abandoned", "timeout"):  # closed, never answered
+                state = ABANDONED if current.decided_by == "abandoned" else EXPIRED
+                raise ApprovalExpired(f"approval #{approval_id} is closed: {current.reason or 'nobody answered'}, "
+                                      "so nobody waits for an answer and nothing will be paid for it",
+                                      approval_id=current.id, state=state)
             if current.status != WAITING:
                 raise ApprovalError(f"approval #{approval_id} was already {current.status}"
                                     + (f" by {current.decided_by}" if current.decided_by else ""))

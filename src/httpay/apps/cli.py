@@ -844,7 +844,8 @@ def _write_off(args: argparse.Namespace) -> int:
                     print(f"ledger #{row.id} was paid: the wallet that made it holds its proof, so it is recorded "
                           "as settled and still counted, not written off", file=sys.stderr)
                     return EXIT_PAYMENT
-                if found.outcome == "failed":
+                if found.outcome == "failed":  # the wallet's word, and the person's beside it
+                    lg.note(row.id, f"{found.receipt.reason}; written off by a person: {args.reason.strip()}")
                     print(f"ledger #{row.id} written off (failed) on the wallet's word: {found.detail}")
                     return EXIT_OK
                 if found.outcome == "pending":

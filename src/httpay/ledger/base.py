@@ -179,10 +179,11 @@ class Ledger(ABC):
         host fronting several services), by where each is stored; expired ones are dropped."""
 
     @abstractmethod
-    def restore_token(self, receipt_id: int) -> bool:
-        """Store the reusable credential a settled payment bought (kept with its row, `Intent.token`),
-        unless its scope holds one already: the token a crash lost between paying and storing it.
-        True when one was stored."""
+    def restore_token(self, receipt_id: int, preimage: str) -> bool:
+        """Store the reusable credential a pending payment bought (kept with its row, `Intent.token`),
+        with the preimage the wallet proved it by, unless its scope holds one already: the token a
+        crash lost between paying and storing it. Called before the row is settled (settling, or
+        failing, a row forgets its token). True when one was stored."""
 
     @abstractmethod
     def token_for(self, scope: str, *, now: datetime | None = None) -> str | None:

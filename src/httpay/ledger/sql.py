@@ -282,6 +282,9 @@ def schema(*, serial: str, time: str, int_type: str) -> list[str]:
     return [stmt.strip() for stmt in text.split(";") if stmt.strip()]
 
 
+AFTER_FAILED = "settled after it had been failed"  # how a row failed, then proved paid, begins its reason
+
+
 def _base_of(scope: str) -> str | None:
     """The scope a kind of credential belongs to ("https://h" of "https://h#svc"); None for a scope's own."""
     return scope.partition("#")[0] if "#" in scope else None
@@ -671,10 +674,10 @@ class SQLLedger(Ledger):
                     (scope, authorization, payment_hash, exp, _base_of(scope)))
         self._learn(scope, True)
 
-    def restore_token(self, receipt_id: int) -> bool:
-        rows = self._query("SELECT token, preimage, payment_hash FROM payments WHERE id = ? AND status = 'settled'",
+    def restore_token(self, receipt_id: int, preimage: str) -> bool:
+        rows = self._query("SELECT token, payment_hash FROM payments WHERE id = ? AND status = 'pending'",
                            (receipt_id,))
-        if not rows or not rows[0]["token"] or not rows[0]["preimage"]:
+        if not rows or not rows[0]["token"] or not preimage:
             return False
         try:
             kept = json.loads(rows[0]["token"])
@@ -688,7 +691,7 @@ class SQLLedger(Ledger):
         stored = self._query(
             "INSERT INTO tokens (scope, authorization_value, payment_hash, created_at, expires_at, base_scope) "
             f"VALUES (?, ?, ?, {self.NOW}, ?, ?) ON CONFLICT (scope) DO NOTHING RETURNING scope",
-            (scope, value.replace(PREIMAGE_MARK, str(rows[0]["preimage"])), rows[0]["payment_hash"], exp,
+            (scope, value.replace(PREIMAGE_MARK, preimage), rows[0]["payment_hash"], exp,
              _base_of(scope)))
         if stored:
             self._learn(scope, True)
@@ -767,9 +770,12 @@ class SQLLedger(Ledger):
                note: str | None = None) -> Receipt:
         # A row failed meanwhile (a person's write-off while a live process still paid it) is settled,
         # the truth about the money, and keeps why it had been failed, so nobody's word is lost
-        sets = ("status = 'settled', preimage = ?, fee_msat = ?, reason = CASE WHEN status = 'failed' THEN "
-                "substr('settled after it had been failed (' || COALESCE(reason, '') || ')', 1, 500) ELSE ? END")
-        args: list[Any] = [preimage, fee_msat, None if note is None else note[:500]]
+        # (the token kept with the pending row is stored by now, or restored first: the row keeps none)
+        sets = ("status = 'settled', preimage = ?, fee_msat = ?, token = NULL, reason = CASE WHEN status = 'failed' "
+                f"THEN substr('{AFTER_FAILED} (' || COALESCE(reason, '') || ')' || "
+                "COALESCE('; ' || ?, ''), 1, 500) ELSE ? END")
+        kept = None if note is None else note[:500]
+        args: list[Any] = [preimage, fee_msat, kept, kept]
         if amount_msat is not None:
             sets, args = sets + ", amount_msat = ?", [*args, amount_msat]
         return self._update(receipt_id, sets, args)
@@ -777,7 +783,7 @@ class SQLLedger(Ledger):
     def fail(self, receipt_id: int, reason: str) -> Receipt:
         """Failed: nothing left the wallet, so the amount and the held fee are both released. Only a
         pending row, in the same statement: one settled meanwhile (by another process) stays settled."""
-        rows = self._query(f"UPDATE payments SET status = 'failed', fee_msat = 0, reason = ?, updated_at = {self.NOW} "
+        rows = self._query(f"UPDATE payments SET status = 'failed', fee_msat = 0, token = NULL, reason = ?, updated_at = {self.NOW} "
                            "WHERE id = ? AND status = 'pending'" + _RETURNING, (reason[:500], receipt_id))
         if rows:
             return self._row(rows[0])
@@ -785,7 +791,10 @@ class SQLLedger(Ledger):
         raise LedgerError(f"ledger #{current.id} is {current.status.value}, not pending: it is not failed")
 
     def note(self, receipt_id: int, reason: str) -> Receipt:
-        return self._update(receipt_id, "reason = ?", (reason[:500],))
+        # a row settled after it had been failed (a person's write-off) keeps saying so, with the note after
+        return self._update(receipt_id, "reason = CASE WHEN substr(reason, 1, ?) = ? THEN "
+                            "substr(reason || '; ' || ?, 1, 500) ELSE ? END",
+                            (len(AFTER_FAILED), AFTER_FAILED, reason[:500], reason[:500]))
 
     # -- reads ------------------------------------------------------------------------------------
     def get(self, receipt_id: int) -> Receipt:
