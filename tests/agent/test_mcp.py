@@ -241,3 +241,49 @@ def test_a_guessable_mcp_token_is_refused(weak: str, account: Account, monkeypat
     with pytest.raises(httpay.ConfigError, match="at least 16 printable characters"):
         serve("http", port=free_port(), toolbox=box)
 
+
+
+def test_an_mcp_tool_call_cancelled_while_its_approval_waits_pays_nothing(account: Account) -> None:
+    """The host cancels a `fetch` whose payment waits for a person (the approval queue): the
+    approval is closed as denied at once, so a person approving it later pays nothing for a call
+    nobody awaits, and the wallet is never called."""
+    import threading
+    import time
+
+    import anyio
+
+    from httpay.apps.agent.mcp_server import _described
+    from httpay.apps.agent.schemas import tool_specs
+    from httpay.apps.approvals import ApprovalQueue
+    from httpay.errors import ApprovalExpired
+
+    ledger = str(account.ledger_path)
+    queue = ApprovalQueue(ledger, timeout_s=60, poll_s=0.02)
+    box = Toolbox(wallet=account.wallet, ledger=ledger, base_url=account.url,
+                  headers={"Authorization": f"Bearer {account.bearer}"},
+                  policy=httpay.Policy(budget_usd=0.05, approve=queue))
+    fetch = _described(next(s for s in tool_specs(box) if s.name == "fetch"), box)
+    seen: list[int] = []
+
+    async def cancel_once_asked() -> None:
+        async with anyio.create_task_group() as group:
+            group.start_soon(lambda: fetch(ctx=None, url="/l402/ticker/MSFT"))  # a 402 each time
+            for _ in range(500):
+                if (waiting := queue.pending()):
+                    seen.append(waiting[0].id)
+                    break
+                await anyio.sleep(0.01)
+            group.cancel_scope.cancel()
+    anyio.run(cancel_once_asked)
+    assert seen, "the call never asked for approval"
+    deadline = time.monotonic() + 10
+    while queue.get(seen[0]).status == "waiting" and time.monotonic() < deadline:
+        time.sleep(0.02)
+    closed = queue.get(seen[0])
+    assert (closed.status, closed.decided_by) == ("denied", "abandoned"), closed
+    with pytest.raises(ApprovalExpired, match="nothing will be paid"):
+        queue.decide(seen[0], True, "alice")
+    time.sleep(0.2)
+    assert box.client.ledger.receipts() == [] and not [t for t in threading.enumerate() if "fetch" in t.name]
+    queue.close()
+    box.close()

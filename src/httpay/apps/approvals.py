@@ -19,6 +19,7 @@ heartbeat, not a process id: the asker and the person may be on different machin
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import math
 import os
@@ -43,6 +44,10 @@ from httpay.view import Cell, Column, Row, View, row, status_cell
 log = get_logger("httpay.apps.approvals")
 
 WAITING, APPROVED, DENIED = "waiting", "approved", "denied"
+# Set by a caller whose request may be cancelled from elsewhere while its thread waits (an MCP
+# tool call): True once it was, and the wait ends as a denial
+CANCELLED: contextvars.ContextVar[Callable[[], bool] | None] = contextvars.ContextVar("httpay_approval_cancelled",
+                                                                                      default=None)
 EXPIRED, ABANDONED = "expired", "abandoned"  # a waiting row nobody waits for: never stored, read from its times
 
 HEARTBEAT_S = 1.0       # how often a waiting request says it is still there
@@ -560,10 +565,15 @@ class ApprovalQueue:
 
     def __call__(self, decision: Decision) -> bool | Offer:
         """Block until a person answers (True = pay, an Offer = pay that one; False: denied).
-        PaymentRefused when nobody answered within `timeout_s`; an interrupted wait (Ctrl-C) denies
-        the approval, so it is not left waiting for an answer nobody will use."""
+        PaymentRefused when nobody answered within `timeout_s`; an interrupted wait (Ctrl-C, or the
+        caller's `CANCELLED` saying so: an MCP tool call its host cancelled) denies the approval,
+        so it is not left waiting for an answer nobody will use, and nothing is paid."""
+        cancelled = CANCELLED.get()
         with closing(_Steps(self._wait(decision))) as waiting:
             while (delay := waiting.delay()) is not None:
+                if cancelled is not None and cancelled():
+                    raise PaymentRefused("refused: the request was cancelled while it waited for a person's "
+                                         "approval; nothing was paid", rule="approval")
                 with self._cond:  # woken early when a decision is made in this process
                     self._cond.wait(delay)
             return waiting.answer

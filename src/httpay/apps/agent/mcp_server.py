@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 import typing
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar
@@ -35,6 +36,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from httpay.amounts import fmt_msat
 from httpay.apps.agent.schemas import ToolSpec, tool_specs
 from httpay.apps.agent.tools import TOOL_HINTS, Toolbox
+from httpay.apps.approvals import CANCELLED
 from httpay.core.model import Quote
 from httpay.core.payer import tags_from_text
 from httpay.errors import ConfigError
@@ -148,16 +150,31 @@ def _described(spec: ToolSpec, toolbox: Toolbox) -> Callable[..., Any]:
         params.append(p.replace(annotation=Annotated[ann, Field(description=note)] if note else ann))
     params.append(inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, annotation=Context))
 
-    def tool(ctx: Any = None, **kwargs: Any) -> CallToolResult:
-        token = _CONTEXT.set(ctx)
+    def call(ctx: Any, cancelled: threading.Event, kwargs: dict[str, Any]) -> CallToolResult:
+        token, stop = _CONTEXT.set(ctx), CANCELLED.set(cancelled.is_set)
         try:
             out = fn(**kwargs)
             text, failed = str(out), bool(getattr(out, "is_error", False))
         except Exception as exc:  # noqa: BLE001 - the model gets text (cleaned, bounded), not the error's raw text
             text, failed = toolbox.for_model(f"error: {spec.name} failed: {type(exc).__name__}: {exc}"), True
         finally:
+            CANCELLED.reset(stop)
             _CONTEXT.reset(token)
         return CallToolResult(content=[TextContent(type="text", text=text)], is_error=failed)
+
+    async def tool(ctx: Any = None, **kwargs: Any) -> CallToolResult:
+        """The tool in a worker thread; cancelled by the host (the person gave up on it), its wait
+        for an approval ends as a denial there and nothing is paid for a call nobody awaits."""
+        import anyio
+
+        cancelled = threading.Event()
+        try:
+            result: CallToolResult = await anyio.to_thread.run_sync(call, ctx, cancelled, kwargs,
+                                                                    abandon_on_cancel=True)
+            return result
+        except anyio.get_cancelled_exc_class():
+            cancelled.set()
+            raise
 
     tool.__name__ = spec.name
     tool.__doc__ = spec.description
