@@ -8,6 +8,7 @@ budgets inside its own transaction, so two agents racing cannot both squeeze und
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import inspect
 import math
 import re
@@ -30,6 +31,11 @@ Strategy = Literal["cheapest", "cheapest_per_credit", "covers_calls", "largest"]
 Approval = Any  # an approver's answer: True, False/None, or the offer (or its id) a person picked instead; it may
 # also raise PaymentRefused to say why not (ApprovalQueue does when nobody answered in time)
 Approver = Callable[[Any], Approval | Awaitable[Approval]]  # called with the `httpay.Quote` to approve
+# Set by a caller whose request may be cancelled from elsewhere while its thread waits for an
+# approver (an MCP tool call its host cancelled): True once it was. A wait ends as a denial then,
+# and an approver's yes that comes after it pays nothing.
+CANCELLED: contextvars.ContextVar[Callable[[], bool] | None] = contextvars.ContextVar("httpay_approval_cancelled",
+                                                                                      default=None)
 TAG_TEXT = re.compile(r"[A-Za-z0-9_.:/@+-]{1,64}")  # a tag's key or value: a short word, grouped and exported as is
 PAYABLE_METHODS = ("lightning", "x402", "mpp")  # what a Policy(methods=...) entry starts with (before any ":")
 PUBKEY = re.compile(r"0[23][0-9a-fA-F]{64}")  # a Lightning node's compressed public key

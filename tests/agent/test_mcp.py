@@ -287,3 +287,39 @@ def test_an_mcp_tool_call_cancelled_while_its_approval_waits_pays_nothing(accoun
     assert box.client.ledger.receipts() == [] and not [t for t in threading.enumerate() if "fetch" in t.name]
     queue.close()
     box.close()
+
+
+def test_an_mcp_tool_call_cancelled_before_its_own_approver_says_yes_pays_nothing(account: Account) -> None:
+    """The policy's approver is a plain function (no queue, no elicitation) that says yes a moment
+    after the host cancelled the call: that yes pays nothing, and the wallet is never called."""
+    import time
+
+    import anyio
+
+    from httpay.apps.agent.mcp_server import _described
+    from httpay.apps.agent.schemas import tool_specs
+
+    asked: list[float] = []
+
+    def slow_yes(quote: object) -> bool:
+        asked.append(time.monotonic())
+        time.sleep(0.5)
+        return True
+
+    box = Toolbox(wallet=account.wallet, ledger=str(account.ledger_path), base_url=account.url,
+                  policy=httpay.Policy(budget_usd=0.05, approve=slow_yes))
+    fetch = _described(next(s for s in tool_specs(box) if s.name == "fetch"), box)
+    before = account.wallet.balance_msat()
+
+    async def cancel_once_asked() -> None:
+        async with anyio.create_task_group() as group:
+            group.start_soon(lambda: fetch(ctx=None, url="/l402/ticker/MSFT"))
+            while not asked:
+                await anyio.sleep(0.01)
+            group.cancel_scope.cancel()
+    anyio.run(cancel_once_asked)
+    time.sleep(1.0)  # the abandoned thread's approver has answered yes by now
+    assert box.client.ledger.receipts() == [] and account.wallet.balance_msat() == before
+    refusals = box.client.ledger.refusals()
+    assert refusals and "cancelled while it waited for approval" in refusals[0].reason
+    box.close()

@@ -111,7 +111,7 @@ def test_a_token_kept_with_its_pending_row_is_restored_once_the_row_settles(any_
     assert not any_ledger.restore_token(failed.id, "44" * 32)  # nothing was bought
 
 
-def test_a_scope_holds_its_own_token_and_one_per_kind(any_ledger: Ledger) -> None:
+def test_a_scope_holds_its_own_token_and_one_per_kind(any_ledger: Ledger, any_ledger_url: str) -> None:
     """A host fronting several services keeps a token per service ("scope#service") beside its own:
     `tokens_of` finds them all, on every backend and collation; another scope's are not among them."""
     any_ledger.save_token("https://h.example", "L402 own:" + "00" * 32)
@@ -125,6 +125,12 @@ def test_a_scope_holds_its_own_token_and_one_per_kind(any_ledger: Ledger) -> Non
     assert any_ledger.drop_token("https://h.example#alpha")
     assert sorted(any_ledger.tokens_of("https://h.example")) == ["https://h.example", "https://h.example#beta,gamma"]
     assert any_ledger.tokens_of("https://nobody.example") == {}
+    any_ledger._query("UPDATE tokens SET base_scope = NULL", ())  # type: ignore[attr-defined]  # kept before it existed
+    reopened = open_ledger(any_ledger_url)  # opening it fills the column in
+    try:
+        assert sorted(reopened.tokens_of("https://h.example")) == ["https://h.example", "https://h.example#beta,gamma"]
+    finally:
+        reopened.close()
 
 
 def test_note_keeps_the_status(any_ledger: Ledger) -> None:

@@ -19,7 +19,6 @@ heartbeat, not a process id: the asker and the person may be on different machin
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import json
 import math
 import os
@@ -38,16 +37,14 @@ from httpay.core.model import Offer
 from httpay.core.model import Quote as Decision
 from httpay.errors import ApprovalError, ApprovalExpired, ConfigError, LedgerError, PaymentRefused
 from httpay.ledger.sqlite import connect
+from httpay.policy import CANCELLED
 from httpay.safe import clean, digits, get_logger, markup, mask_urls, plain
 from httpay.view import Cell, Column, Row, View, row, status_cell
 
 log = get_logger("httpay.apps.approvals")
 
 WAITING, APPROVED, DENIED = "waiting", "approved", "denied"
-# Set by a caller whose request may be cancelled from elsewhere while its thread waits (an MCP
-# tool call): True once it was, and the wait ends as a denial
-CANCELLED: contextvars.ContextVar[Callable[[], bool] | None] = contextvars.ContextVar("httpay_approval_cancelled",
-                                                                                      default=None)
+
 EXPIRED, ABANDONED = "expired", "abandoned"  # a waiting row nobody waits for: never stored, read from its times
 
 HEARTBEAT_S = 1.0       # how often a waiting request says it is still there

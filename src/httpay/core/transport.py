@@ -36,8 +36,9 @@ from httpay.core.flow import (
 from httpay.core.payer import Payer
 from httpay.core.pooled import keep_assigned, opened_for
 from httpay.core.workers import WORKERS, in_thread
-from httpay.errors import ConfigError, HttpayError
+from httpay.errors import ConfigError, HttpayError, PaymentRefused
 from httpay.ledger.base import Ledger
+from httpay.policy import CANCELLED
 from httpay.safe import get_logger
 
 log = get_logger("httpay")
@@ -327,6 +328,9 @@ def _approve_sync(payer: Payer, effect: Ask) -> Any:
         if callable(close):
             close()  # never awaited: say so instead of a warning later
         raise HttpayError("the policy's approver is async; use httpay.AsyncClient with it")
+    if (cancelled := CANCELLED.get()) is not None and cancelled():  # its yes came after nobody awaited it
+        raise PaymentRefused("refused: the request was cancelled while it waited for approval; nothing was paid",
+                             rule="approval")
     return value
 
 

@@ -258,6 +258,8 @@ class PostgresLedger(SQLLedger):
             conn.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {kind}")
         for stmt in AFTER_MIGRATIONS:
             conn.execute(stmt)  # our own constant DDL
+        conn.execute("UPDATE tokens SET base_scope = split_part(scope, '#', 1) "  # kept before base_scope existed
+                     "WHERE base_scope IS NULL AND strpos(scope, '#') > 0")
         found = conn.execute("SELECT 1 FROM pg_trigger WHERE tgname = 'payments_totals'").fetchone()
         if found is None:  # running totals: filled from the rows once, with every writer held off meanwhile
             conn.execute("LOCK TABLE payments IN SHARE ROW EXCLUSIVE MODE")

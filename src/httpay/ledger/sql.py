@@ -670,7 +670,8 @@ class SQLLedger(Ledger):
         exp = None if expires_at is None else self._to_db_time(expires_at)
         self._query("INSERT INTO tokens (scope, authorization_value, payment_hash, created_at, expires_at, base_scope) "
                     f"VALUES (?, ?, ?, {self.NOW}, ?, ?) ON CONFLICT (scope) DO UPDATE SET authorization_value = excluded.authorization_value, "
-                    "payment_hash = excluded.payment_hash, created_at = excluded.created_at, expires_at = excluded.expires_at",
+                    "payment_hash = excluded.payment_hash, created_at = excluded.created_at, expires_at = excluded.expires_at, "
+                    "base_scope = excluded.base_scope",
                     (scope, authorization, payment_hash, exp, _base_of(scope)))
         self._learn(scope, True)
 

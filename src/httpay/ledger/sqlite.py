@@ -163,6 +163,9 @@ class SQLiteLedger(SQLLedger):
                     query(f"ALTER TABLE {table} ADD COLUMN {column} {kind}", ())
             for stmt in AFTER_MIGRATIONS:
                 query(stmt, ())
+            # a service's token kept before `base_scope` existed: found by its scope again
+            query("UPDATE tokens SET base_scope = substr(scope, 1, instr(scope, '#') - 1) "
+                  "WHERE base_scope IS NULL AND instr(scope, '#') > 0", ())
             if not query("SELECT name FROM sqlite_master WHERE type = 'trigger' AND name = 'payments_totals_insert'",
                          ()):
                 query(TOTALS_TABLE.format(int="INTEGER"), ())

@@ -36,12 +36,11 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from httpay.amounts import fmt_msat
 from httpay.apps.agent.schemas import ToolSpec, tool_specs
 from httpay.apps.agent.tools import TOOL_HINTS, Toolbox
-from httpay.apps.approvals import CANCELLED
 from httpay.core.model import Quote
 from httpay.core.payer import tags_from_text
 from httpay.errors import ConfigError
 from httpay.loopback import require_loopback
-from httpay.policy import Approver
+from httpay.policy import CANCELLED, Approver
 from httpay.safe import MAX_TEXT, clean, get_logger
 
 if TYPE_CHECKING:
