@@ -76,3 +76,19 @@ def test_an_older_ledger_gets_the_calls_table_on_open(tmp_path: Path) -> None:
     db.close()
     with SQLiteLedger(path) as lg:
         assert KEY.match(lg.call("fp", window=WINDOW).key)
+
+
+def test_a_callers_key_paid_for_one_call_is_refused_for_another(any_ledger: Ledger) -> None:
+    """The application's Idempotency-Key names one operation: sent again with another body (another
+    fingerprint) after that call was paid, nothing is paid and the refusal says why. Unpaid, or
+    failed, the key may start another call."""
+    from httpay.errors import PaymentRefused
+
+    key = "order-2026-0001-abcdef"
+    first = any_ledger.call("fp-body-1", window=WINDOW, key=key, now=T0)
+    assert any_ledger.call("fp-body-2", window=WINDOW, key=key, now=T0).key == key  # nothing paid yet: allowed
+    any_ledger.reserve(intent(first.id), now=T0)
+    with pytest.raises(PaymentRefused, match="already names another call") as refused:
+        any_ledger.call("fp-body-3", window=WINDOW, key=key, now=T0)
+    assert refused.value.rule == "idempotency_key"
+    assert any_ledger.call("fp-body-1", window=WINDOW, key=key, now=T0).id == first.id  # the same call still is

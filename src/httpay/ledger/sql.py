@@ -14,7 +14,7 @@ from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from httpay.errors import ChallengeInFlight, DuplicatePayment, LedgerError
+from httpay.errors import ChallengeInFlight, DuplicatePayment, LedgerError, PaymentRefused
 from httpay.ledger.base import (
     COLUMNS,
     PREIMAGE_MARK,
@@ -270,7 +270,8 @@ MIGRATIONS = (("payments", "wallet_id", "TEXT"), ("payments", "tags", "TEXT"),
               ("tokens", "base_scope", "TEXT"))
 # Made once the migrated columns exist: a scope's kinds ("scope#variant") found by equality on their
 # scope, whatever the database's collation orders "#" as
-AFTER_MIGRATIONS = ("CREATE INDEX IF NOT EXISTS tokens_base ON tokens (base_scope)",)
+AFTER_MIGRATIONS = ("CREATE INDEX IF NOT EXISTS tokens_base ON tokens (base_scope)",
+                    "CREATE INDEX IF NOT EXISTS calls_key ON calls (call_key, created_at)")
 
 Rows = list[dict[str, Any]]
 Query = Callable[[str, Sequence[Any]], Rows]
@@ -586,6 +587,16 @@ class SQLLedger(Ledger):
                 receipt = self._row(found[0]) if found else None
                 if receipt is not None and receipt.status is Status.FAILED and key is None:
                     rows, receipt = [], None  # nothing was paid for it: a new call, with a new key
+            if not rows and key is not None:  # the application's key: one operation, whatever else it is sent with
+                other = query(f"SELECT p.id, p.status FROM calls c JOIN payments p ON p.id = c.receipt_id "
+                              f"WHERE c.call_key = ? AND c.fingerprint != ? AND c.created_at >= {start} "
+                              "AND p.status != 'failed' ORDER BY c.id DESC LIMIT 1", (key, fingerprint, since))
+                if other:
+                    raise PaymentRefused(
+                        f"refused: this request's Idempotency-Key already names another call, with another method, "
+                        f"URL or body, paid as ledger #{other[0]['id']} ({other[0]['status']}) within the last "
+                        f"{window.total_seconds() / 60:g} min; nothing is paid: give each operation its own key",
+                        rule="idempotency_key")
             if not rows:
                 query("DELETE FROM calls WHERE fingerprint = ?", (fingerprint,))
                 stamp, at = ("?", [self._to_db_time(now)]) if now is not None else (self.NOW, [])
