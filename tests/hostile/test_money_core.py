@@ -364,7 +364,8 @@ AFTER_PAID = [
     AfterPaid("classic: 503", lambda s: classic_then(s, "/503", "503"), "answered HTTP 503", status=503),
     AfterPaid("classic: connection reset", _raw("reset"), "did not answer ("),
     AfterPaid("classic: body breaks off", _raw("short"), "did not answer (RemoteProtocolError"),
-    AfterPaid("classic: not HTTP", _raw("garbage"), "did not answer (RemoteProtocolError"),
+    # it answered, in bytes that are not HTTP: said as what it is, not as silence
+    AfterPaid("classic: not HTTP", _raw("garbage"), "the service answered, but not in HTTP httpay can read"),
     AfterPaid("v0.2: no answer", lambda s: v02_then(s, "/v", "hang"), "did not answer (ReadTimeout", timeout=0.5),
     AfterPaid("v0.2: 500", lambda s: v02_then(s, "/v", "500"), "answered HTTP 500", status=500),
 ]

@@ -404,7 +404,7 @@ def failure(exc: BaseException, knobs: dict[str, str] | None = None, *, paying: 
     if isinstance(exc, httpx.InvalidURL | httpx.UnsupportedProtocol):
         return EXIT_USAGE, f"bad URL: {exc}; give a full http:// or https:// URL"
     if isinstance(exc, httpx.TransportError):
-        from httpay.core.transport import unreadable
+        from httpay.core.flow import unreadable
 
         why = unreadable(exc)
         if why is not None:  # reached: the fault is the service's, and asking again gets the same

@@ -259,6 +259,34 @@ def _name(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+_WENT = ("disconnected", "closed", "terminated", "peer state is error")  # httpcore/h11: no answer came
+_HEADER_LIMIT = 100 * 1024  # httpcore's own, where it does not say (HTTP11Connection.MAX_INCOMPLETE_EVENT_SIZE)
+
+
+def unreadable(exc: BaseException) -> str | None:
+    """What was wrong with the answer, when `exc` says the service did answer but in a form that
+    cannot be read (headers larger than the HTTP client reads, lines that are not HTTP); None when
+    the connection went without an answer, or for any other error. A service that answered was
+    reached, may have acted, and sends the same again: neither a network fault nor one to resend."""
+    if not isinstance(exc, httpx.RemoteProtocolError):
+        return None
+    text = str(exc)
+    if any(word in text.lower() for word in _WENT):
+        return None
+    if "buffer too long" in text.lower():
+        import httpcore
+
+        limit = getattr(httpcore.HTTP11Connection, "MAX_INCOMPLETE_EVENT_SIZE", _HEADER_LIMIT)
+        return f"its response headers are over {limit // 1024:,} KiB, more than httpay reads"
+    return f"not in HTTP httpay can read ({safe.clean(text, 80) or type(exc).__name__})"
+
+
+def _no_answer(exc: BaseException) -> str:
+    """The service's silence in words, or, when it did answer in a form nobody can read, that."""
+    why = unreadable(exc)
+    return f"the service answered, but {why}" if why else f"the service did not answer ({_name(exc)})"
+
+
 # -- one paid request ----------------------------------------------------------------------------
 @dataclass
 class _Run:
@@ -1148,7 +1176,7 @@ def _retry(run: _Run, challenge: Challenge, receipt: Receipt, first: Outcome | N
         except Exception as exc:
             if isinstance(exc, PaidRequestFailed | PaymentNotHonored):
                 raise
-            raise (yield from _unserved(run, receipt, f"the service did not answer ({_name(exc)})")) from exc
+            raise (yield from _unserved(run, receipt, _no_answer(exc))) from exc
         if resp.status_code >= 500:
             raise (yield from _unserved(run, receipt, f"the service answered HTTP {resp.status_code} to the paid "
                                         "request (its answer is in .response)", response=resp))
@@ -1410,5 +1438,5 @@ def _send_with_held(payer: Payer, request: httpx.Request, payment_deadline_s: fl
 __all__ = [
     "DEADLINE_EXTENSION", "DRY_RUN_EXTENSION", "MAX_PRICE_EXTENSION", "OFFER_EXTENSION", "RECEIPT_EXTENSION",
     "TOKEN_SCOPES", "first_send", "flight_key", "host_of", "pay_flow", "receipt_of", "request_flow", "scopes_for",
-    "token_scope",
+    "token_scope", "unreadable",
 ]

@@ -32,6 +32,7 @@ from httpay.core.flow import (
     first_send,
     receipt_of,
     request_flow,
+    unreadable,
 )
 from httpay.core.payer import Payer
 from httpay.core.pooled import keep_assigned, opened_for
@@ -44,8 +45,6 @@ from httpay.safe import get_logger
 log = get_logger("httpay")
 
 DROPPED = (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError)  # the connection went, no answer
-_WENT = ("disconnected", "closed", "terminated", "peer state is error")  # httpcore/h11: no answer came
-_HEADER_LIMIT = 100 * 1024  # httpcore's own, where it does not say (HTTP11Connection.MAX_INCOMPLETE_EVENT_SIZE)
 T = TypeVar("T")
 SyncRoute = Callable[[httpx.URL], httpx.BaseTransport]
 AsyncRoute = Callable[[httpx.URL], httpx.AsyncBaseTransport]
@@ -203,24 +202,6 @@ async def _aread(response: httpx.Response) -> bytes:
 
 
 _NEVER = threading.Event()  # (a reader nobody abandons)
-
-
-def unreadable(exc: BaseException) -> str | None:
-    """What was wrong with the answer, when `exc` says the service did answer but in a form that
-    cannot be read (headers larger than the HTTP client reads, lines that are not HTTP); None when
-    the connection went without an answer, or for any other error. A service that answered was
-    reached, may have acted, and sends the same again: neither a network fault nor one to resend."""
-    if not isinstance(exc, httpx.RemoteProtocolError):
-        return None
-    text = str(exc)
-    if any(word in text.lower() for word in _WENT):
-        return None
-    if "buffer too long" in text.lower():
-        import httpcore
-
-        limit = getattr(httpcore.HTTP11Connection, "MAX_INCOMPLETE_EVENT_SIZE", _HEADER_LIMIT)
-        return f"its response headers are over {limit // 1024:,} KiB, more than httpay reads"
-    return f"not in HTTP httpay can read ({safe.clean(text, 80) or type(exc).__name__})"
 
 
 def _resending(effect: Send, request: httpx.Request, dropped: BaseException) -> None:
