@@ -19,7 +19,7 @@ import httpx
 from httpay.core.deadline import Deadline
 from httpay.core.model import Quote
 from httpay.core.rates import Rate, read_rate
-from httpay.ledger.base import Call, Intent
+from httpay.ledger.base import Call, Intent, held_key
 from httpay.ledger.models import Receipt
 from httpay.policy import Limit
 from httpay.reconcile import Reconciled, reconcile_one
@@ -336,7 +336,7 @@ class TokenFor(Effect):
         ledger = payer.ledger
         if not ledger.holds_token(self.scope, fresh=self.fresh):
             return None
-        wanted = [f"{self.scope}#{v}" if v else self.scope for v in self.prefer]
+        wanted = [held_key(self.scope, v) for v in self.prefer]
         if not self.fresh and not (ledger.held_variants or {}).get(self.scope):  # one kind: the scope's own key
             token = ledger.token_for(self.scope) if not self.only or self.scope in wanted else None
             return (self.scope, token) if token else None

@@ -111,7 +111,7 @@ from httpay.errors import (
     PaymentSentUnanswered,
     WalletError,
 )
-from httpay.ledger.base import PREIMAGE_MARK, Call, Intent
+from httpay.ledger.base import PREIMAGE_MARK, Call, Intent, held_key, split_key
 from httpay.ledger.models import Receipt, Status
 from httpay.lightning import check_invoice
 from httpay.safe import get_logger
@@ -159,16 +159,6 @@ def token_scope(url: str, mode: str = "host") -> str:
     if mode == "url":
         return _origin(parts) + (parts.path or "/")
     raise ValueError(f"token scope must be one of {', '.join(TOKEN_SCOPES)}, not {mode!r}")
-
-
-def held_key(scope: str, variant: str | None) -> str:
-    """Where a credential of `scope` is stored: the scope itself, or, for one of several kinds the
-    scope's service issues (`Challenge.variant`), the scope and its variant ("https://h#svc")."""
-    return scope if not variant else f"{scope}#{variant}"
-
-
-def _variant_of(key: str) -> str | None:
-    return key.partition("#")[2] or None
 
 
 def _path_key(url: str) -> str:
@@ -1363,8 +1353,8 @@ def _present_held(payer: Payer, request: httpx.Request, *, fresh: bool = False,
         found: tuple[str, str] | None = yield TokenFor(scope, fresh, prefer=prefer, only=bool(only))
         if found:
             key, token = found
-            if known or _variant_of(key) is not None:  # this path takes this kind: present it first here
-                payer.remember_variant((_path_key(url), scope), _variant_of(key) or "")
+            if known or split_key(key)[1] is not None:  # this path takes this kind: present it first here
+                payer.remember_variant((_path_key(url), scope), split_key(key)[1] or "")
             if callers:
                 request.extensions[CALLERS_EXTENSION] = current
             request.headers["Authorization"] = token
@@ -1420,7 +1410,7 @@ def _evict_if_presented(request: httpx.Request, challenges: Sequence[Challenge])
 def _asks_for(challenges: Sequence[Challenge], key: str) -> bool:
     """Whether a 402 asks for the kind of credential stored at `key`: one of its scope challenges
     names that variant (or none names any). Another service of the host never refused it."""
-    variant = _variant_of(key)
+    variant = split_key(key)[1]
     return any(c.reuse == "scope" and c.variant == variant for c in challenges)
 
 

@@ -29,6 +29,18 @@ COLUMNS = (
 
 # Where a token kept with a pending row takes its preimage: 64 hex characters as a preimage is (a
 # dialect checks its form), no real preimage (it is a hash of these words) nor part of a macaroon's text.
+def held_key(scope: str, variant: str | None) -> str:
+    """Where a credential of `scope` is stored: the scope itself, or, for one of several kinds the
+    scope's service issues (a Challenge's `variant`), the scope and its variant ("https://h#svc")."""
+    return scope if not variant else f"{scope}#{variant}"
+
+
+def split_key(key: str) -> tuple[str, str | None]:
+    """(scope, variant) of a stored credential's key: `held_key` read back (None: the scope's own)."""
+    scope, _, variant = key.partition("#")
+    return scope, variant or None
+
+
 PREIMAGE_MARK = hashlib.sha256(b"httpay: the preimage of this payment goes here").hexdigest()
 
 

@@ -23,6 +23,7 @@ from httpay.ledger.base import (
     Ledger,
     now_utc,
     over_limit,
+    split_key,
 )
 from httpay.ledger.models import Receipt, Refusal, Status
 from httpay.policy import Limit
@@ -286,9 +287,10 @@ def schema(*, serial: str, time: str, int_type: str) -> list[str]:
 AFTER_FAILED = "settled after it had been failed"  # how a row failed, then proved paid, begins its reason
 
 
-def _base_of(scope: str) -> str | None:
+def _base_of(key: str) -> str | None:
     """The scope a kind of credential belongs to ("https://h" of "https://h#svc"); None for a scope's own."""
-    return scope.partition("#")[0] if "#" in scope else None
+    scope, variant = split_key(key)
+    return scope if variant else None
 
 
 class SQLLedger(Ledger):
@@ -652,8 +654,8 @@ class SQLLedger(Ledger):
         self.held_scopes, self._held_version = set(self.token_scopes()), version
         self.held_variants = {}
         for scope in self.held_scopes:
-            if "#" in scope:
-                self.held_variants.setdefault(scope.partition("#")[0], set()).add(scope)
+            if (base := _base_of(scope)) is not None:
+                self.held_variants.setdefault(base, set()).add(scope)
 
     def held_scopes_exact(self, *, wait: bool = True) -> bool:
         held, known = self.held_scopes, self._held_version
@@ -672,8 +674,8 @@ class SQLLedger(Ledger):
     def _learn(self, scope: str, held: bool) -> None:
         if self.held_scopes is not None:
             (self.held_scopes.add if held else self.held_scopes.discard)(scope)
-        if self.held_variants is not None and "#" in scope:
-            kinds = self.held_variants.setdefault(scope.partition("#")[0], set())
+        if self.held_variants is not None and (base := _base_of(scope)) is not None:
+            kinds = self.held_variants.setdefault(base, set())
             (kinds.add if held else kinds.discard)(scope)
 
     def save_token(self, scope: str, authorization: str, *, payment_hash: str | None = None,
