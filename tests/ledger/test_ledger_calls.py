@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -92,3 +93,53 @@ def test_a_callers_key_paid_for_one_call_is_refused_for_another(any_ledger: Ledg
         any_ledger.call("fp-body-3", window=WINDOW, key=key, now=T0)
     assert refused.value.rule == "idempotency_key"
     assert any_ledger.call("fp-body-1", window=WINDOW, key=key, now=T0).id == first.id  # the same call still is
+
+
+def test_a_callers_key_is_taken_by_the_call_that_pays_even_when_another_call_of_it_came_first(
+        any_ledger: Ledger) -> None:
+    """A call made under the key and never paid (refused by a price cap, say), found again after
+    another call paid with the key, is refused too: the key pays for one call only."""
+    from httpay.errors import PaymentRefused
+
+    key = "order-2026-0042-abcdef"
+    unpaid = any_ledger.call("fp-a", window=WINDOW, key=key, now=T0)  # refused before paying: no payment row
+    paid = any_ledger.call("fp-b", window=WINDOW, key=key, now=T0)
+    any_ledger.reserve(intent(paid.id), now=T0)
+    with pytest.raises(PaymentRefused, match="already names another call") as refused:
+        any_ledger.call("fp-a", window=WINDOW, key=key, now=T0 + timedelta(minutes=1))
+    assert refused.value.rule == "idempotency_key" and unpaid.id != paid.id
+
+
+def test_two_calls_under_one_key_sent_at_once_the_second_reservation_is_refused(any_ledger: Ledger) -> None:
+    """Both calls exist before either pays (sent at the same moment): the reservation, under the
+    ledger's lock, lets only the first pay. Past the window the key is free again."""
+    from httpay.errors import PaymentRefused
+
+    key = "order-2026-0043-abcdef"
+    a = any_ledger.call("fp-a", window=WINDOW, key=key, now=T0)
+    b = any_ledger.call("fp-b", window=WINDOW, key=key, now=T0)
+    first = any_ledger.reserve(replace(intent(a.id, "h1"), key_window=WINDOW), now=T0)
+    with pytest.raises(PaymentRefused, match=f"paid as ledger #{first.id}") as refused:
+        any_ledger.reserve(replace(intent(b.id, "h2"), key_window=WINDOW), now=T0)
+    assert refused.value.rule == "idempotency_key"
+    assert [r.id for r in any_ledger.receipts()] == [first.id]  # nothing written for the second
+    late = any_ledger.call("fp-c", window=WINDOW, key=key, now=T0 + timedelta(minutes=11))
+    assert any_ledger.reserve(replace(intent(late.id, "h3"), key_window=WINDOW),
+                              now=T0 + timedelta(minutes=11)).status is Status.PENDING
+
+
+def test_a_dropped_token_is_forgotten_by_the_calls_that_presented_it(any_ledger: Ledger) -> None:
+    """`httpay tokens drop` leaves no usable credential: the call that presented the token (kept to
+    present it again under the caller's key) holds it no more."""
+    call = any_ledger.call("fp1", window=WINDOW, key="job-42-abcdefgh", now=T0)
+    receipt = any_ledger.reserve(intent(call.id, "ab" * 32), now=T0)
+    any_ledger.settle(receipt.id, preimage="cd" * 32)
+    any_ledger.save_token("https://a.example", "L402 mac:" + "cd" * 32, payment_hash="ab" * 32)
+    any_ledger.record_call(call.id, receipt.id, {"Authorization": "L402 mac:" + "cd" * 32})
+    other = any_ledger.call("fp2", window=WINDOW, now=T0)  # another call's credential stays
+    kept = any_ledger.reserve(intent(other.id, "ef" * 32), now=T0)
+    any_ledger.record_call(other.id, kept.id, {"PAYMENT-SIGNATURE": "payload"})
+    assert any_ledger.drop_token("https://a.example")
+    again = any_ledger.call("fp1", window=WINDOW, key="job-42-abcdefgh", now=T0)
+    assert again.paid and again.credential is None
+    assert any_ledger.call("fp2", window=WINDOW, now=T0).credential == {"PAYMENT-SIGNATURE": "payload"}

@@ -610,8 +610,13 @@ def _joined(run: _Run, call: Call) -> Generator[Effect, Any, Call]:
         return call
     waited, pause = 0.0, 0.01
     while call.paid and call.receipt is not None and call.receipt.status is Status.PENDING:
-        if waited >= run.payer.inflight_wait_s:
-            break  # `_present_again` says the payment holds no credential to present: never a second payment
+        if waited >= run.payer.inflight_wait_s:  # never a second payment, nor the same one sent while it settles
+            receipt = call.receipt
+            raise CallAlreadyPaid(
+                f"{run.request.method} {safe.clean(run.shown_url, 200)} is being paid by another request under the "
+                f"same Idempotency-Key (ledger #{receipt.id}, still pending after {run.payer.inflight_wait_s:g} s); "
+                "nothing is paid or sent twice: send it again with that key once `httpay ledger` shows the payment "
+                "settled", receipt=receipt, response=None)
         if not waited:
             run.say(Waited, f"payment #{call.receipt.id} for this call is being made by another request; "
                             "waiting to present it, not paying twice", receipt=call.receipt)
@@ -911,6 +916,7 @@ class _Attempt:
                 offer_amount=q.offer.price.amount, offer_currency=q.offer.price.currency, credits=q.offer.balance,
                 wallet=kind, challenge_key=self.key, not_before=not_before, max_fee_msat=fee_cap, wallet_id=identity,
                 call_id=self.call.id if self.call is not None else None, tags=run.tags, token=token,
+                key_window=timedelta(seconds=payer.call_window_s) if run.callers_key is not None else None,
             )
             try:
                 limits = tuple(payer.policy.limits(run.host, q.usd_per_btc, self.challenge.offers, tags=run.tags))

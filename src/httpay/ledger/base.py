@@ -65,6 +65,8 @@ class Intent:
     max_fee_msat: int = 0              # the most the wallet may spend on fees: held until settled, counted in budgets
     wallet_id: str | None = None       # the wallet's stable identity: only that wallet reconciles the row
     call_id: int | None = None         # the call (`Ledger.call`) this pays for: one live payment per call
+    # the call's key is the caller's own: no other call under it may pay within this window (None: a key httpay made)
+    key_window: timedelta | None = None
     tags: Mapping[str, str] = field(default_factory=dict)  # who spent it ("agent": "research"): attribution, budgets
     # The reusable credential this payment buys, its preimage left out (`PREIMAGE_MARK`), as JSON
     # {"scope", "value", "expires_at"}: written with the pending row, so a crash between paying and

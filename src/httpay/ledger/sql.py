@@ -272,7 +272,9 @@ MIGRATIONS = (("payments", "wallet_id", "TEXT"), ("payments", "tags", "TEXT"),
 # Made once the migrated columns exist: a scope's kinds ("scope#variant") found by equality on their
 # scope, whatever the database's collation orders "#" as
 AFTER_MIGRATIONS = ("CREATE INDEX IF NOT EXISTS tokens_base ON tokens (base_scope)",
-                    "CREATE INDEX IF NOT EXISTS calls_key ON calls (call_key, created_at)")
+                    "CREATE INDEX IF NOT EXISTS calls_key ON calls (call_key, created_at)",
+                    # the calls still holding a payment's credential, by payment: a dropped token is forgotten there too
+                    "CREATE INDEX IF NOT EXISTS calls_credential ON calls (receipt_id) WHERE credential IS NOT NULL")
 
 Rows = list[dict[str, Any]]
 Query = Callable[[str, Sequence[Any]], Rows]
@@ -282,6 +284,14 @@ def schema(*, serial: str, time: str, int_type: str) -> list[str]:
     """The payments table and its indexes, one statement each, in a backend's column types."""
     text = TABLE.format(serial=serial, time=time, int=int_type)
     return [stmt.strip() for stmt in text.split(";") if stmt.strip()]
+
+
+def _key_taken(receipt_id: int, status: str) -> PaymentRefused:
+    """The refusal of a call sent under an Idempotency-Key another call of the window already paid with."""
+    return PaymentRefused(
+        f"refused: this request's Idempotency-Key already names another call, with another method, URL or body, "
+        f"paid as ledger #{receipt_id} ({status}); nothing is paid: give each operation its own key",
+        rule="idempotency_key")
 
 
 AFTER_FAILED = "settled after it had been failed"  # how a row failed, then proved paid, begins its reason
@@ -503,6 +513,12 @@ class SQLLedger(Ledger):
             cols.append("(SELECT MAX(p.id) FROM calls c JOIN payments p ON p.id = c.receipt_id WHERE c.id = ? "
                         "AND p.status != 'failed') AS dup_call")
             args.append(intent.call_id)
+            if intent.key_window is not None:  # the caller's key, already paying another call (sent at the same moment)
+                start, since = self._window_start(now, intent.key_window)
+                cols.append("(SELECT MAX(p.id) FROM calls o JOIN calls c ON c.call_key = o.call_key AND c.id != o.id "
+                            f"JOIN payments p ON p.id = c.receipt_id WHERE o.id = ? AND c.created_at >= {start} "
+                            "AND p.status != 'failed') AS dup_key")
+                args += [intent.call_id, since]
         return (f"SELECT {', '.join(cols)}", args) if cols else ("", [])
 
     def _refuse_duplicate(self, query: Query, guard: dict[str, Any]) -> None:
@@ -517,6 +533,9 @@ class SQLLedger(Ledger):
             if guard.get(check) is not None:
                 existing = self._row(query(f"{_SELECT} WHERE id = ?", (guard[check],))[0])
                 raise error(what.format(id=existing.id, status=existing.status.value), existing=existing)
+        if guard.get("dup_key") is not None:
+            existing = self._row(query(f"{_SELECT} WHERE id = ?", (guard["dup_key"],))[0])
+            raise _key_taken(existing.id, existing.status.value)
 
     # -- writes -----------------------------------------------------------------------------------
     def reserve(self, intent: Intent, limits: Sequence[Limit] = (), *, usd_per_btc: float | None = None,
@@ -589,16 +608,14 @@ class SQLLedger(Ledger):
                 receipt = self._row(found[0]) if found else None
                 if receipt is not None and receipt.status is Status.FAILED and key is None:
                     rows, receipt = [], None  # nothing was paid for it: a new call, with a new key
-            if not rows and key is not None:  # the application's key: one operation, whatever else it is sent with
+            if key is not None and (receipt is None or receipt.status is Status.FAILED):
+                # the application's key names one operation, whatever else it is sent with: the call it paid
+                # for (this call's own row, found again unpaid, does not free the key for it)
                 other = query(f"SELECT p.id, p.status FROM calls c JOIN payments p ON p.id = c.receipt_id "
                               f"WHERE c.call_key = ? AND c.fingerprint != ? AND c.created_at >= {start} "
                               "AND p.status != 'failed' ORDER BY c.id DESC LIMIT 1", (key, fingerprint, since))
                 if other:
-                    raise PaymentRefused(
-                        f"refused: this request's Idempotency-Key already names another call, with another method, "
-                        f"URL or body, paid as ledger #{other[0]['id']} ({other[0]['status']}) within the last "
-                        f"{window.total_seconds() / 60:g} min; nothing is paid: give each operation its own key",
-                        rule="idempotency_key")
+                    raise _key_taken(int(other[0]["id"]), str(other[0]["status"]))
             if not rows:
                 query("DELETE FROM calls WHERE fingerprint = ?", (fingerprint,))
                 stamp, at = ("?", [self._to_db_time(now)]) if now is not None else (self.NOW, [])
@@ -738,6 +755,10 @@ class SQLLedger(Ledger):
 
     def drop_token(self, scope: str) -> bool:
         self._learn(scope, False)
+        # the calls that presented it forget it first: a dropped token is presented nowhere again
+        self._query("UPDATE calls SET credential = NULL WHERE credential IS NOT NULL AND receipt_id IN "
+                    "(SELECT p.id FROM tokens t JOIN payments p ON p.payment_hash = t.payment_hash WHERE t.scope = ?)",
+                    (scope,))
         return bool(self._query("DELETE FROM tokens WHERE scope = ? RETURNING scope", (scope,)))
 
     def note_refusal(self, *, host: str, url: str, rule: str, reason: str, tags: Mapping[str, str] | None = None) -> None:
