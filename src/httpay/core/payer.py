@@ -47,6 +47,7 @@ class Payer:
     # which variant of a scope's credentials (`Challenge.variant`) a URL's path and a scope last took:
     # the one presented first there (bounded: `remember_variant`)
     token_variants: dict[str, str] = field(default_factory=dict, repr=False)
+    _wallet_names: dict[int, tuple[Wallet, str, str]] = field(default_factory=dict, repr=False, compare=False)
 
     def remember_variant(self, keys: tuple[str, ...], variant: str) -> None:
         """Present `variant` first at these URL paths and scopes; the oldest are forgotten past 4,096."""
@@ -126,9 +127,16 @@ class Payer:
         return "rail", f"httpay has no way to pay on {offer.rail!r}"
 
     def wallet_name(self, rail: str) -> tuple[str | None, str | None]:
-        """(kind, identity) of what pays on `rail`, for the ledger row."""
+        """(kind, identity) of what pays on `rail`, for the ledger row. A wallet's identity is worked
+        out once (a fingerprint of its endpoint and key: the same answer on every payment)."""
         if rail == "lightning" and self.wallet is not None:
-            return self.wallet.name, self.wallet.identity
+            known = self._wallet_names.get(id(self.wallet))
+            if known is not None and known[0] is self.wallet:
+                return known[1], known[2]
+            name, identity = self.wallet.name, self.wallet.identity
+            if identity is not None:  # (a wallet that cannot tell yet is asked again next time)
+                self._wallet_names[id(self.wallet)] = (self.wallet, name, identity)
+            return name, identity
         if self.signer is not None:
             address = getattr(self.signer, "address", None)
             return getattr(self.signer, "name", "signer"), (f"x402:{str(address).lower()}" if address else None)
