@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
+import httpay
 from httpay.apps.approvals import ApprovalQueue
 from httpay.apps.cli import main
 from httpay.demo.runner import RunningServer
@@ -531,3 +532,23 @@ def test_a_person_writes_off_a_pending_payment_they_checked(history: str, cli: C
     assert again.returncode == 2 and "is settled, not pending" in again.stderr
     bare = cli("ledger", "write-off", "--ledger", history)
     assert bare.returncode == 2 and "needs --id ID and --reason TEXT" in bare.stderr
+
+
+MONEY_LEFT = [
+    ("paid, then the retry failed", lambda: httpay.PaidRequestFailed("paid 10 sat, ledger #1; the service did not answer",
+                                                                       receipt=None)),
+    ("paid, still a 402", lambda: httpay.PaymentNotHonored("paid 10 sat but the service still answers 402", receipt=None,
+                                                           response=None)),
+    ("outcome unknown", lambda: httpay.PaymentOutcomeUnknown("the wallet did not say", receipt=None)),
+    ("the call was paid already", lambda: httpay.CallAlreadyPaid("already paid", receipt=None, response=None)),
+]
+
+
+@pytest.mark.parametrize("make", [m for _, m in MONEY_LEFT], ids=[n for n, _ in MONEY_LEFT])
+def test_every_failure_after_money_may_have_left_exits_4_not_as_a_setting_error(make: Callable[[], Exception]) -> None:
+    """A script reading the exit code must never take money that left for a configuration error (1)."""
+    from httpay.apps.cli import failure
+    from httpay.apps.exit_codes import EXIT_PAYMENT
+
+    code, line = failure(make())
+    assert code == EXIT_PAYMENT and "httpay ledger" in line, (code, line)

@@ -365,6 +365,7 @@ def failure(exc: BaseException, knobs: dict[str, str] | None = None, *, paying: 
         ChallengeError,
         InvoiceError,
         LoopbackOnly,
+        PaidRequestFailed,
         PaymentDeadlineExceeded,
         PaymentNotHonored,
         PaymentOutcomeUnknown,
@@ -386,7 +387,7 @@ def failure(exc: BaseException, knobs: dict[str, str] | None = None, *, paying: 
         return refusal_code(exc.rule), exc.render(knobs) + ". Nothing was paid."
     if isinstance(exc, ApprovalExpired):  # a person's answer refused: no request would use it
         return EXIT_REFUSED, str(exc)
-    if isinstance(exc, PaymentNotHonored | PaymentOutcomeUnknown):
+    if isinstance(exc, PaymentNotHonored | PaymentOutcomeUnknown | PaidRequestFailed):  # money may have left
         return EXIT_PAYMENT, f"{exc}; see `httpay ledger`"
     if isinstance(exc, WalletUnreachable):  # a network fault, paying or not: nothing reached the wallet
         return EXIT_NETWORK, f"the wallet cannot be reached: {exc}"
