@@ -41,8 +41,9 @@ class Reconciled:
 
 def who_paid(receipt: Receipt) -> str:
     """The wallet that made a payment, as a person can find it: its kind and identity."""
-    kind = receipt.wallet or "unknown"
-    return f"the {kind} wallet {receipt.wallet_id}" if receipt.wallet_id else f"a {kind} wallet of unrecorded identity"
+    if receipt.wallet_id:
+        return f"the {receipt.wallet or 'unknown'} wallet {receipt.wallet_id}"
+    return f"a {receipt.wallet} wallet of unrecorded identity" if receipt.wallet else "the wallet that made it (not recorded)"
 
 
 def owns(wallet: Wallet, receipt: Receipt) -> bool:
@@ -101,20 +102,20 @@ def _restored(ledger: Ledger, pending: Receipt, preimage: str) -> str:
 
 
 def _not_mine(ledger: Ledger, wallet: Wallet, receipt: Receipt) -> Reconciled:
-    """Another wallet's pending payment: settle it only on proof, never write it off; say who can."""
+    """Another wallet's pending payment: settle it only on proof, never write it off; say who can.
+    Asked all the same: the wallet that made it, reached at another address (`localhost` for
+    `127.0.0.1`, a proxy), has another identity, and its proof of payment is proof whoever asks."""
     mine = f"this client holds the {wallet.name} wallet {wallet.identity or '(no identity)'}"
-    found = None
-    if receipt.wallet_id is None:  # no identity recorded: a wallet that proves it paid may still settle it
-        try:
-            found = wallet.lookup(receipt.payment_hash or "")
-        except (NotImplementedError, WalletError):
-            found = None
+    try:
+        found = wallet.lookup(receipt.payment_hash or "")
+    except (NotImplementedError, WalletError):
+        found = None
     if found is not None and found.status is PaymentStatus.SETTLED and found.proves(receipt.payment_hash or ""):
         restored = _restored(ledger, receipt, found.preimage or "")
         done = ledger.settle(receipt.id, preimage=found.preimage or "", fee_msat=found.fee_msat,
                              amount_msat=found.amount_msat or receipt.amount_msat)
         return Reconciled(done, "settled", "this wallet proves it paid it; recorded as settled" + restored)
-    detail = (f"paid with {who_paid(receipt)}; {mine}, which cannot see it, so it stays pending and counted in the "
+    detail = (f"paid with {who_paid(receipt)}; {mine}, which holds no proof of it, so it stays pending and counted in the "
               f"budget. Only that wallet can settle it: run `httpay ledger reconcile` with HTTPAY_WALLET set to it")
     log.warning("payment #%s is pending and was made with %s, not this client's wallet; left pending and counted",
                 receipt.id, who_paid(receipt))

@@ -204,7 +204,8 @@ def test_a_write_off_asks_the_wallet_first_and_never_fails_what_it_paid(demo: Ru
                                                                          tmp_path: Path) -> None:
     """A person's word never overrules the wallet that made a payment: a pending row the wallet paid
     (a client killed between paying and writing it down) is settled and still counted, not written
-    off; one it never saw is failed on its word; another wallet's silence proves nothing."""
+    off, even when the wallet is reached at another address; one it never saw is failed on its word;
+    another wallet's silence proves nothing, so the person must say they looked it up themselves."""
     from httpay.ledger import Intent, SQLiteLedger, Status
 
     ledger = tmp_path / "off.sqlite3"
@@ -215,7 +216,9 @@ def test_a_write_off_asks_the_wallet_first_and_never_fails_what_it_paid(demo: Ru
     def write_off(row: int, *extra: str, keys: dict[str, str] = env) -> subprocess.CompletedProcess[str]:
         return httpay_cmd("ledger", "write-off", "--id", str(row), "--reason", "looked stuck", "--ledger",
                           str(ledger), *extra, env=keys)
-    refused = write_off(paid.id, "--grace", "0")
+    # the wallet that made it, reached at another address (another identity): its proof is proof all the same
+    elsewhere = {**env, "HTTPAY_DEMO_URL": demo.url.replace("127.0.0.1", "localhost")}
+    refused = write_off(paid.id, "--grace", "0", keys=elsewhere)
     assert refused.returncode == 4 and "was paid" in refused.stderr and "not written off" in refused.stderr
     young = write_off(lost.id)  # unknown to the wallet, but a live process may still be sending it
     assert young.returncode == 4 and "another process may still be sending it" in young.stderr
@@ -225,7 +228,10 @@ def test_a_write_off_asks_the_wallet_first_and_never_fails_what_it_paid(demo: Ru
         third = lg.reserve(Intent(host="h", url="u", protocol="l402-v0.2", method="lightning", amount_msat=3000,
                                   payment_hash="cd" * 32, wallet="demo", wallet_id=paid.wallet_id))
     foreign = write_off(third.id, "--grace", "0", keys={**env, "HTTPAY_DEMO_KEY": other["key"]})
-    assert foreign.returncode == 0 and "its wallet was not asked" in foreign.stdout  # the person's word, said so
+    assert foreign.returncode == 3 and "which holds no proof of it" in foreign.stderr  # its silence proves nothing
+    assert "--wallet-checked" in foreign.stderr
+    foreign = write_off(third.id, "--grace", "0", "--wallet-checked", keys={**env, "HTTPAY_DEMO_KEY": other["key"]})
+    assert foreign.returncode == 0 and "written off (failed)" in foreign.stdout  # the person's word, asked for
     assert made["key"] not in refused.stdout + refused.stderr + foreign.stdout
     with SQLiteLedger(ledger) as lg:
         assert lg.get(paid.id).status is Status.SETTLED and lg.spent_msat() == 5000

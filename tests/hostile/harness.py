@@ -44,6 +44,7 @@ class Node:
     def __init__(self) -> None:
         self.preimages: dict[str, str] = {}  # payment hash -> preimage
         self.paid: list[str] = []            # payment hashes, in the order they were paid
+        self.paid_by: dict[str, str] = {}    # payment hash -> the identity of the wallet that paid it
         self._lock = threading.Lock()
 
     def mint(self, amount_msat: int | None = 10_000, *, description: str = "hostile test", expiry: int = 600,
@@ -102,11 +103,13 @@ class CountingWallet(Wallet):
         with self._lock:
             self.balance -= amount + self.fee_msat
             self.node.paid.append(inv.payment_hash)
+            self.node.paid_by[inv.payment_hash] = self.identity
         return Payment(payment_hash=inv.payment_hash, status=PaymentStatus.SETTLED, amount_msat=amount,
                        fee_msat=self.fee_msat, preimage=pre)
 
     def lookup(self, payment_hash: str) -> Payment | None:
-        if payment_hash in self.node.paid:
+        """What this wallet paid (as a real wallet knows only its own payments)."""
+        if self.node.paid_by.get(payment_hash) == self.identity:
             return Payment(payment_hash=payment_hash, status=PaymentStatus.SETTLED, fee_msat=self.fee_msat,
                            preimage=self.node.preimages[payment_hash])
         return None

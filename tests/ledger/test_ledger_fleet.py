@@ -60,8 +60,8 @@ class NodeWallet(Wallet):
 def test_another_wallet_of_the_same_kind_never_writes_a_payment_off(any_ledger: Ledger) -> None:
     row = any_ledger.reserve(intent(wallet_id="node:A"))
     other, mine = NodeWallet("node:B"), NodeWallet("node:A")
-    [out] = reconcile(any_ledger, other, grace_s=0)
-    assert out.outcome == "other_wallet" and other.lookups == []
+    [out] = reconcile(any_ledger, other, grace_s=0)  # asked, for a proof only: its silence proves nothing
+    assert out.outcome == "other_wallet" and other.lookups == [row.payment_hash]
     assert "node:A" in out.detail and "node:B" in out.detail and "stays pending and counted" in out.detail
     assert any_ledger.get(row.id).status is Status.PENDING and any_ledger.spent_msat() == 11_000
     [out] = reconcile(any_ledger, mine, grace_s=0)  # the wallet that made it has no record: nothing was paid
@@ -77,6 +77,19 @@ def test_the_owner_settles_with_the_real_fee(any_ledger: Ledger) -> None:
     [out] = reconcile(any_ledger, NodeWallet("node:A", {h: pre}), grace_s=0)
     assert out.outcome == "settled" and out.receipt.fee_msat == 500 and any_ledger.spent_msat() == 10_500
     assert any_ledger.get(row.id).status is Status.SETTLED
+
+
+def test_a_wallet_that_proves_it_paid_settles_the_row_whatever_identity_it_has_now(any_ledger: Ledger) -> None:
+    """The wallet that made a payment, reached at another address, has another identity: its proof
+    (a preimage of the row's hash) settles the row all the same, and the budget keeps counting it."""
+    import hashlib
+
+    pre = "33" * 32
+    h = hashlib.sha256(bytes.fromhex(pre)).hexdigest()
+    row = any_ledger.reserve(intent(payment_hash=h, wallet_id="node:A@127.0.0.1"))
+    [out] = reconcile(any_ledger, NodeWallet("node:A@localhost", {h: pre}), grace_s=0)
+    assert out.outcome == "settled" and "proves it paid" in out.detail
+    assert any_ledger.get(row.id).status is Status.SETTLED and any_ledger.spent_msat() == 10_500
 
 
 def test_a_row_without_identity_is_settled_on_proof_but_never_written_off_by_an_identified_wallet(

@@ -517,12 +517,15 @@ def test_a_person_writes_off_a_pending_payment_they_checked(history: str, cli: C
         [pending] = lg.pending()
         before = lg.spent_msat()
     young = cli("ledger", "write-off", "--id", str(pending.id), "--reason", "no transfer on chain by its expiry",
-                "--ledger", history)  # made just now: a live process may still be paying it
+                "--ledger", history, "--wallet-checked")  # made just now: a live process may still be paying it
     assert young.returncode == 4 and "is not written off" in young.stderr and "--grace" in young.stderr
+    unasked = cli("ledger", "write-off", "--id", str(pending.id), "--reason", "no transfer on chain by its expiry",
+                  "--ledger", history, "--grace", "0")  # a Lightning row, and no wallet configured to ask
+    assert unasked.returncode == 3 and "only the wallet that made it (not recorded) can say" in unasked.stderr
+    assert "can say whether it went out" in unasked.stderr and "--wallet-checked" in unasked.stderr, unasked.stderr
     done = cli("ledger", "write-off", "--id", str(pending.id), "--reason", "no transfer on chain by its expiry",
-               "--ledger", history, "--grace", "0")
+               "--ledger", history, "--grace", "0", "--wallet-checked")
     assert done.returncode == 0 and f"ledger #{pending.id} written off (failed)" in done.stdout, done.stderr
-    assert "its wallet was not asked (set HTTPAY_WALLET" in done.stdout  # a Lightning row, no wallet configured
     with SQLiteLedger(history) as lg:
         row = lg.get(pending.id)
         assert row.status.value == "failed" and "written off by a person: no transfer on chain" in (row.reason or "")

@@ -217,6 +217,9 @@ def _parser() -> argparse.ArgumentParser:
                          "payment a person has checked never went out (budgets stop counting it)")
     lg.add_argument("--id", type=_number(kind=int, positive=True), metavar="ID", help="write-off: the ledger row")
     lg.add_argument("--reason", metavar="TEXT", help="write-off: what the person checked (kept on the row)")
+    lg.add_argument("--wallet-checked", action="store_true",
+                    help="write-off: you looked the Lightning payment up in the wallet that made it yourself (needed "
+                         "when that wallet is not configured here, or cannot look payments up)")
     lg.add_argument("--format", choices=("jsonl", "csv"), default="jsonl", help="export: jsonl (default) or csv")
     lg.add_argument("--tag", metavar="KEY=VALUE", help="only payments carrying this tag, e.g. agent=research")
     lg.add_argument("--grace", type=_number(), default=120.0, metavar="SECONDS",
@@ -820,12 +823,14 @@ def _write_off(args: argparse.Namespace) -> int:
     with 402 and never settled, an answer lost for a wallet that cannot look it up): failed, with
     the person's words, so budgets stop counting it. Only a pending row; never a settled one.
 
-    A person's word never overrules a wallet that can tell: with the row's wallet configured
-    (`HTTPAY_WALLET`), it is asked first, and a payment it made is settled, not written off. A row
-    younger than `--grace` may still be paid by a live process: refused until it is older."""
+    A person's word never overrules a wallet that can tell: the configured wallet (`HTTPAY_WALLET`)
+    is asked first, and a payment it proves it made is settled, not written off (the same wallet
+    reached at another address proves it too). Only the wallet that made a Lightning payment can say
+    it did not go out: unless it answered, the person says they looked it up (`--wallet-checked`).
+    A row younger than `--grace` may still be paid by a live process: refused until it is older."""
     from httpay.config import wallet_from_env
     from httpay.ledger import Status, open_ledger
-    from httpay.reconcile import owns, reconcile_one
+    from httpay.reconcile import owns, reconcile_one, who_paid
 
     if args.id is None or not (args.reason or "").strip():
         raise UsageError("ledger write-off needs --id ID and --reason TEXT (what you checked)")
@@ -836,14 +841,13 @@ def _write_off(args: argparse.Namespace) -> int:
                              "written off")
         wallet = wallet_from_env() if os.environ.get("HTTPAY_WALLET") else None
         lightning = bool(row.payment_hash) and not (row.wallet_id or "").startswith("x402:")  # a signer's: no wallet
-        asked = wallet is not None and lightning and owns(wallet, row)
+        own = wallet is not None and lightning and owns(wallet, row)
         try:
-            if asked:
-                assert wallet is not None
+            if wallet is not None and lightning:
                 found = reconcile_one(lg, wallet, row, grace_s=args.grace)
                 if found.outcome == "settled":
-                    print(f"ledger #{row.id} was paid: the wallet that made it holds its proof, so it is recorded "
-                          "as settled and still counted, not written off", file=sys.stderr)
+                    print(f"ledger #{row.id} was paid: the wallet holds its proof, so it is recorded as settled and "
+                          "still counted, not written off", file=sys.stderr)
                     return EXIT_PAYMENT
                 if found.outcome == "failed":  # the wallet's word, and the person's beside it
                     lg.note(row.id, f"{found.receipt.reason}; written off by a person: {args.reason.strip()}")
@@ -853,19 +857,23 @@ def _write_off(args: argparse.Namespace) -> int:
                     print(f"ledger #{row.id} is not written off: {found.detail}; it stays pending and counted",
                           file=sys.stderr)
                     return EXIT_PAYMENT
+            mine = f" (this client holds {wallet.name} wallet {wallet.identity}, which holds no proof of it)" if (
+                wallet is not None and not own) else ""
         finally:
             if wallet is not None:
                 wallet.close()
+        if lightning and not args.wallet_checked:
+            print(f"ledger #{row.id} is not written off: only {who_paid(row)} can say whether it went out, and it "
+                  f"did not answer here{mine}. Set HTTPAY_WALLET to that wallet to have it checked, or, once you "
+                  "have looked the payment up in that wallet yourself, add --wallet-checked", file=sys.stderr)
+            return EXIT_REFUSED
         age = (lg.now() - row.updated_at).total_seconds()
         if age < args.grace:
             print(f"ledger #{row.id} is not written off: it is only {age:.0f} s old, and a live process may still be "
                   f"paying it; try again once it is {args.grace:g} s old (--grace SECONDS)", file=sys.stderr)
             return EXIT_PAYMENT
         done = lg.fail(row.id, f"written off by a person: {args.reason.strip()}")
-    unasked = ("; its wallet was not asked (set HTTPAY_WALLET to the wallet that made it to have it checked first)"
-               if lightning and not asked else "")
-    print(f"ledger #{done.id} written off (failed): budgets no longer count its {done.amount_msat / 1000:,g} sat"
-          f"{unasked}")
+    print(f"ledger #{done.id} written off (failed): budgets no longer count its {done.amount_msat / 1000:,g} sat")
     return EXIT_OK
 
 
