@@ -133,6 +133,25 @@ def test_a_scope_holds_its_own_token_and_one_per_kind(any_ledger: Ledger, any_le
         reopened.close()
 
 
+def test_server_text_with_a_nul_or_a_lone_surrogate_is_stored_alike_on_every_backend(any_ledger: Ledger) -> None:
+    """A NUL (which PostgreSQL's text cannot hold) or a lone surrogate (which UTF-8 cannot encode)
+    in what a server wrote fails no write on any backend: each is kept as the escape a view shows
+    it as, so SQLite and PostgreSQL read back the same text, and a token is found where it was kept."""
+    odd = "a\x00b\ud800c"
+    shown = "a\\x00b\\ud800c"
+    r = any_ledger.reserve(dataclasses.replace(intent(1_000, payment_hash="ab" * 32), offer_title=odd,
+                                               offer_id=odd, url=f"https://a.example/{odd}"))
+    assert (r.offer_title, r.offer_id, r.url) == (shown, shown, f"https://a.example/{shown}")
+    assert any_ledger.note(r.id, odd).reason == shown
+    assert any_ledger.settle(r.id, preimage="cd" * 32, note=odd).reason == shown
+    assert any_ledger.fail(any_ledger.reserve(intent(1_000)).id, odd).reason == shown
+    any_ledger.note_refusal(host="a.example", url="https://a.example/", rule="max_per_payment", reason=odd)
+    assert any_ledger.refusals()[0].reason == shown
+    any_ledger.save_token(f"https://a.example#{odd}", "L402 m:" + "11" * 32)
+    assert any_ledger.token_scopes() == [f"https://a.example#{shown}"]
+    assert any_ledger.token_for(f"https://a.example#{odd}") == "L402 m:" + "11" * 32
+
+
 def test_note_keeps_the_status(any_ledger: Ledger) -> None:
     r = any_ledger.reserve(intent())
     n = any_ledger.note(r.id, "outcome unknown: PaymentTimeout")

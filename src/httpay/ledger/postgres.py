@@ -52,6 +52,7 @@ from httpay.ledger.sql import (
     SQLLedger,
     bump,
     schema,
+    storable,
     tag_scope,
     window_writes,
     windows_changed,
@@ -320,7 +321,7 @@ class PostgresLedger(SQLLedger):
 
     @staticmethod
     def _run(conn: psycopg.Connection[Any], sql: str, args: Sequence[Any]) -> Rows:
-        cur = conn.execute(sql.replace("?", "%s"), args)  # shared, constant SQL
+        cur = conn.execute(sql.replace("?", "%s"), storable(args))  # shared, constant SQL
         return list(cur.fetchall()) if cur.description else []
 
     def _query(self, sql: str, args: Sequence[Any] = ()) -> Rows:

@@ -7,6 +7,7 @@ reservations take, and how it stores a time.
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from abc import abstractmethod
 from collections.abc import Callable, Mapping, Sequence
@@ -278,6 +279,24 @@ AFTER_MIGRATIONS = ("CREATE INDEX IF NOT EXISTS tokens_base ON tokens (base_scop
 
 Rows = list[dict[str, Any]]
 Query = Callable[[str, Sequence[Any]], Rows]
+
+# What a backend cannot store as text: NUL (PostgreSQL's text has none) and lone surrogates (no UTF-8)
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def _escaped(m: re.Match[str]) -> str:
+    n = ord(m.group())
+    return f"\\x{n:02x}" if n < 0x100 else f"\\u{n:04x}"
+
+
+def storable(args: Sequence[Any]) -> Sequence[Any]:
+    """A statement's arguments as every backend stores them alike: a NUL or a lone surrogate in
+    server text (a title, a reason, a service's name) is kept as the escape a view shows it as
+    (`safe.clean`), instead of failing the write on one backend and not the other. Every statement
+    of both backends passes here, so a lookup finds what a write stored."""
+    if not any(isinstance(a, str) and _UNSTORABLE.search(a) for a in args):
+        return args
+    return [_UNSTORABLE.sub(_escaped, a) if isinstance(a, str) else a for a in args]
 
 
 def schema(*, serial: str, time: str, int_type: str) -> list[str]:

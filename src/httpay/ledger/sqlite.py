@@ -40,6 +40,7 @@ from httpay.ledger.sql import (
     SQLLedger,
     bump,
     schema,
+    storable,
     window_writes,
     windows_changed,
     windows_fill,
@@ -187,7 +188,7 @@ class SQLiteLedger(SQLLedger):
 
     def _run(self, sql: str, args: Sequence[Any] = ()) -> Rows:
         try:
-            return [dict(r) for r in self._db.execute(sql, args).fetchall()]
+            return [dict(r) for r in self._db.execute(sql, storable(args)).fetchall()]
         except sqlite3.Error as exc:
             raise LedgerError(f"ledger {self.path}: {exc}") from None
 
