@@ -37,6 +37,7 @@ from httpay.errors import (
     PaymentRefused,
 )
 from httpay.ledger import Intent, SQLiteLedger, Status
+from tests.fixtures.postgres import clean_postgres_url, postgres_url  # noqa: F401  # fixtures used by name
 from tests.helpers import NOTEBOOK_OFFERS, quote_of
 from tests.hostile.harness import (
     CountingSigner,
@@ -499,7 +500,7 @@ def aperture_services(svc: HostileService, *names: str) -> dict[str, str]:
             resp.headers.append("WWW-Authenticate", f'L402 macaroon="{mac}", invoice="{bolt11}"')
             return resp
         return handler
-    return {name: svc.route(f"/{name}", gate(name)) for name in names}
+    return {name: svc.route(f"/{name.replace(chr(0), '0')}", gate(name)) for name in names}  # a URL holds no NUL
 
 
 def test_a_host_fronting_two_services_is_paid_once_per_service(svc: HostileService, wallet: CountingWallet,
@@ -535,6 +536,24 @@ def test_a_host_with_a_service_and_a_plain_path_is_paid_once_for_each(svc: Hosti
     assert len(wallet.calls) == 2
     with SQLiteLedger(ledger) as lg:
         assert sorted(lg.token_scopes()) == [svc.url, f"{svc.url}#alpha"]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_services_named_with_a_nul_are_paid_once_each_on_every_backend(
+        svc: HostileService, wallet: CountingWallet, tmp_path: Path, backend: str, request: pytest.FixtureRequest) -> None:
+    """Two Aperture services whose names hold a NUL (server text, which PostgreSQL's text cannot
+    hold): each token is kept, apart from the other's, under the name as a view shows it, and found
+    again after a restart, on SQLite and PostgreSQL alike: two payments, every request served."""
+    urls = aperture_services(svc, "svc\x00a", "svc\x00b")
+    ledger = str(tmp_path / "l.db") if backend == "sqlite" else str(request.getfixturevalue("clean_postgres_url"))
+    for _ in range(2):  # the second round: a new client, as after a restart
+        with httpay.Client(wallet=wallet, ledger=ledger) as c:
+            for name in ["svc\x00a", "svc\x00b"] * 2:
+                r = c.get(urls[name])
+                assert r.status_code == 200 and r.json() == {"served": name}
+    assert len(wallet.calls) == 2
+    with httpay.open_ledger(ledger) as lg:
+        assert sorted(lg.token_scopes()) == [f"{svc.url}#svc\\x00a", f"{svc.url}#svc\\x00b"]
 
 
 def test_two_clients_meeting_a_new_service_at_once_pay_once_and_both_are_served(

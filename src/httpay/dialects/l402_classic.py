@@ -21,6 +21,7 @@ from httpay.policy import Policy
 from httpay.protocols import l402_classic, macaroons
 from httpay.protocols.l402_classic import L402Challenge
 from httpay.protocols.www_authenticate import header_values, may_name, parse_challenges
+from httpay.safe import clean
 
 
 def to_challenge(ch: L402Challenge, url: str) -> Challenge:
@@ -39,12 +40,14 @@ def to_challenge(ch: L402Challenge, url: str) -> Challenge:
 
 def _services_of(macaroon: str) -> str | None:
     """The services a token grants ("a,b"), which tell apart the tokens of one host when Aperture
-    fronts several services there; None for a token that names none, or an opaque one."""
+    fronts several services there; None for a token that names none, or an opaque one. Each name
+    is server text, kept as `clean` shows it: one harmless line that any store holds, and still
+    apart from the host's other services (filed as none, it would mix with their tokens)."""
     try:
         services = macaroons.peek(macaroon).services
     except ChallengeError:
         return None
-    return ",".join(sorted({name for name, _ in services})) or None
+    return ",".join(sorted({clean(name) for name, _ in services})) or None
 
 
 def check_token_binding(ch: L402Challenge, invoice: Invoice) -> None:
