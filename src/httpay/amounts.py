@@ -112,6 +112,12 @@ def fmt_msat(msat: int, usd_per_btc: float | None = None) -> str:
     return f"{sat} ({usd_text(msat, usd_per_btc)})" if rate_ok(usd_per_btc) else sat
 
 
+def fee_cap_text(fee_cap_msat: int | None, usd_per_btc: float | None = None) -> str:
+    """' + up to 50 sat ($0.05) in fees' after a price: what routing may add to it, the cap every
+    budget holds and the wallet may spend ('' when nothing may be added)."""
+    return f" + up to {fmt_msat(fee_cap_msat, usd_per_btc)} in fees" if fee_cap_msat else ""
+
+
 def format_amount(amount: int, currency: str) -> str:
     """Render an amount in the currency's smallest unit for a person (exact integers, any size)."""
     cur = currency.upper()

@@ -227,7 +227,7 @@ def test_httpay_mcp_ask_asks_the_person_through_the_host_over_stdio(account: Acc
     assert not free.is_error and not yes.is_error and no.is_error
     assert text_of(yes).startswith("HTTP 200 OK\npaid 10 sat ($0.01)")
     assert text_of(no).startswith("refused by the approver: pay offer_c668e0c0") and "Nothing was paid." in text_of(no)
-    assert len(asked) == 2 and asked[0].startswith("Pay 10 sat ($0.01) for offer_c668e0c0 '1 Credit Package' by "
+    assert len(asked) == 2 and asked[0].startswith("Pay 10 sat ($0.01) + up to 10 sat ($0.01) in fees for offer_c668e0c0 '1 Credit Package' by "
                                                    f"lightning at {account.url}/ticker/MSFT?")
     with SQLiteLedger(account.ledger_path) as led:
         assert [r.status.value for r in led.receipts()] == ["settled"]

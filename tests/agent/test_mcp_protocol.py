@@ -231,7 +231,7 @@ def test_a_payment_needing_approval_is_asked_of_the_person_through_the_host(
     asked: list[types.ElicitRequestParams] = []
     [result] = session(box, [("fetch", {"url": "/ticker/MSFT"})], elicit=answering(answer, asked))
     [question] = asked
-    assert question.message == ("Pay 10 sat ($0.01) for offer_c668e0c0 '1 Credit Package' by lightning at "
+    assert question.message == ("Pay 10 sat ($0.01) + up to 10 sat ($0.01) in fees for offer_c668e0c0 '1 Credit Package' by lightning at "
                                 "http://stock.test/ticker/MSFT? (budget left 5,000 sat ($5.00) of 5,000 sat ($5.00))")
     schema = question.requested_schema  # type: ignore[union-attr]
     assert schema["required"] == ["pay"] and schema["properties"]["pay"]["type"] == "boolean"

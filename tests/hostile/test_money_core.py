@@ -605,6 +605,7 @@ def test_a_queue_made_by_an_older_httpay_is_upgraded_in_place(tmp_path: Path) ->
     with ApprovalQueue(path) as q:
         [old] = q.pending()
         assert old.choices == () and old.chosen_offer_id is None and old.offer_id == "o1"
+        assert old.fee_cap_msat is None and "fees" not in old.price  # not known: not made up
         with pytest.raises(ApprovalError, match="has no offer"):
             q.decide(old.id, True, "alice", offer_id="o2")
         assert q.decide(old.id, True, "alice").status == "approved"

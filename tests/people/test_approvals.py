@@ -171,6 +171,46 @@ def test_client_pays_only_after_approval(ledger: SQLiteLedger, ledger_path: Path
     assert [x.status for x in ledger.receipts()] == [Status.SETTLED]
 
 
+def test_the_person_approving_sees_the_fees_the_payment_may_add(ledger: SQLiteLedger, ledger_path: Path) -> None:
+    """Approving a Lightning payment allows its routing fees too (up to the cap every budget holds):
+    the person sees that cap beside the price in `httpay approvals` (wide and narrow, and --json),
+    the approval's own words, the dashboard's card and the --ask line, as the quote says it."""
+    from starlette.testclient import TestClient
+
+    from httpay.apps.approvals import lines
+    from httpay.apps.dashboard import create_app
+
+    fees = "+ up to 50 sat ($0.05) in fees"
+    seen: dict[str, str] = {}
+    out = io.StringIO()
+
+    def person() -> None:
+        with ApprovalQueue(ledger_path) as q:
+            while not (waiting := q.pending()):
+                time.sleep(0.01)
+            [a] = waiting
+            seen.update(words=str(a), wide=_render(a, 160), narrow=_render(a, 80), json=str(a.to_dict()))
+            with TestClient(create_app(ledger, approvals=str(ledger_path), token="t" * 32)) as web:
+                seen["card"] = web.get("/?token=" + "t" * 32).text
+            q.decide(a.id, True, "alice")
+
+    queue = ApprovalQueue(ledger_path, timeout_s=20, poll_s=0.02, progress=lines(Console(file=out, width=300)))
+    svc = FakeService()
+    w = FakeWallet(svc)
+    pol = httpay.Policy(usd_per_btc=100_000, budget_usd=5, max_fee_msat=50_000, approve=queue)
+    answering = threading.Thread(target=person, daemon=True)
+    answering.start()
+    with queue, httpay.Client(wallet=w, policy=pol, ledger=ledger, transport=httpx.MockTransport(svc)) as c:
+        assert c.get(URL).status_code == 200
+    answering.join()
+    assert "($0.01 ≈ 10 sat ($0.01) + up to 50 sat ($0.05) in fees)" in seen["words"]
+    assert fees in " ".join(seen["wide"].split())
+    assert "in fees" in seen["narrow"]
+    assert "'fee_cap_msat': 50000" in seen["json"] and fees in seen["json"]
+    assert f"for <b>$0.01 ≈ 10 sat ($0.01) {fees}</b>" in seen["card"]
+    assert fees in out.getvalue().splitlines()[0]
+
+
 def test_client_denied_pays_nothing(ledger: SQLiteLedger, ledger_path: Path, queue: ApprovalQueue) -> None:
     svc = FakeService()
     w = FakeWallet(svc)

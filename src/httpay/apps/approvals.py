@@ -32,7 +32,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Self
 
-from httpay.amounts import fmt_msat
+from httpay.amounts import fee_cap_text, fmt_msat
 from httpay.core.model import Offer
 from httpay.core.model import Quote as Decision
 from httpay.errors import ApprovalError, ApprovalExpired, ConfigError, LedgerError, PaymentRefused
@@ -72,17 +72,18 @@ CREATE TABLE IF NOT EXISTS approvals (
     chosen_offer_id TEXT,
     deadline_at REAL,
     heartbeat_at REAL,
-    lease_s REAL
+    lease_s REAL,
+    fee_cap_msat INTEGER
 );
 CREATE INDEX IF NOT EXISTS approvals_status ON approvals (status, id);
 """
 # added to queues made by older versions
 _ADDED_COLUMNS = {"choices": "TEXT", "chosen_offer_id": "TEXT", "deadline_at": "REAL", "heartbeat_at": "REAL",
-                  "lease_s": "REAL"}
+                  "lease_s": "REAL", "fee_cap_msat": "INTEGER"}
 
 _COLUMNS = ("id", "status", "created_at", "decided_at", "host", "url", "offer_id", "offer_title", "offer_price",
             "price_msat", "method", "usd_per_btc", "decided_by", "reason", "choices", "chosen_offer_id",
-            "deadline_at", "heartbeat_at", "lease_s")
+            "deadline_at", "heartbeat_at", "lease_s", "fee_cap_msat")
 
 # A waiting row someone still waits for, at the time `:now` (a row of an older httpay: by its age only).
 _AWAITED = (f"COALESCE(deadline_at, created_at + {LEGACY_TIMEOUT_S}) > :now "
@@ -142,6 +143,7 @@ class Approval:
     deadline_at: datetime | None = None    # when its request stops waiting (None: not known)
     heartbeat_at: datetime | None = None   # its waiting request's last sign of life
     lease_s: float | None = None           # how long after a heartbeat the request counts as gone
+    fee_cap_msat: int | None = None        # the most routing fees may add to the price (None: an older httpay's row)
 
     def state_at(self, now: float | None = None) -> str:
         """waiting, expired or abandoned for a row not decided (at `now`, default the time now); else its status."""
@@ -181,9 +183,11 @@ class Approval:
 
     @property
     def price(self) -> str:
-        """'$0.01 ≈ 10 sat ($0.01)': the offer's price and what the invoice should cost."""
+        """'$0.01 ≈ 10 sat ($0.01) + up to 5 sat ($0.005) in fees': the offer's price, what the invoice
+        should cost, and the fees the wallet may add, which approving it allows too."""
         sat = fmt_msat(self.price_msat, self.usd_per_btc) if self.price_msat is not None else "? sat"
-        return f"{self.offer_price} ≈ {sat}" if self.offer_price else sat
+        fees = fee_cap_text(self.fee_cap_msat, self.usd_per_btc)
+        return f"{self.offer_price} ≈ {sat}{fees}" if self.offer_price else sat + fees
 
     def __str__(self) -> str:
         what = f"{self.offer_id} '{self.offer_title}' ({self.price}) by {self.method} for {self.host}"
@@ -202,7 +206,8 @@ class Approval:
             "heartbeat_at": self.heartbeat_at.isoformat() if self.heartbeat_at else None,
             "decided_at": self.decided_at.isoformat() if self.decided_at else None, "host": self.host,
             "url": mask_urls(self.url), "offer_id": self.offer_id, "offer_title": self.offer_title,
-            "offer_price": self.offer_price, "price_msat": self.price_msat, "method": self.method,
+            "offer_price": self.offer_price, "price_msat": self.price_msat, "fee_cap_msat": self.fee_cap_msat,
+            "price": self.price, "method": self.method,
             "decided_by": self.decided_by, "reason": self.reason,
             "choices": [c.to_dict() for c in self.choices], "chosen_offer_id": self.chosen_offer_id,
         }
@@ -396,11 +401,12 @@ class ApprovalQueue:
         now = time.time()
         rows = self._run(
             "INSERT INTO approvals (status, created_at, host, url, offer_id, offer_title, offer_price, price_msat, "
-            "method, usd_per_btc, choices, deadline_at, heartbeat_at, lease_s) "
-            f"VALUES ('waiting', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {', '.join(_COLUMNS)}",
+            "method, usd_per_btc, choices, deadline_at, heartbeat_at, lease_s, fee_cap_msat) "
+            f"VALUES ('waiting', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {', '.join(_COLUMNS)}",
             (now, decision.host, mask_urls(decision.url), decision.offer.offer_id, decision.offer.title,
              str(decision.offer.price), decision.price_msat, decision.method, decision.usd_per_btc,
-             json.dumps([c.to_dict() for c in _choices(decision)]), now + self.timeout_s, now, self.lease_s),
+             json.dumps([c.to_dict() for c in _choices(decision)]), now + self.timeout_s, now, self.lease_s,
+             decision.fee_cap_msat),
         )
         return self._row(rows[0])
 

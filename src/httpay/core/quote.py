@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
-from httpay.amounts import MAX_MSAT, fmt_msat, rate_ok
+from httpay.amounts import MAX_MSAT, fee_cap_text, fmt_msat, rate_ok
 from httpay.core.model import Challenge, Offer, Quote
 from httpay.errors import PaymentRefused
 from httpay.policy import Policy
@@ -199,7 +199,7 @@ def _fitting(challenge: Challenge, index: int, policy: Policy, *, host: str, rat
         first = min(((o, p) for o, _, p in priced if p is not None), key=lambda op: held(*op), default=None)
         fees = held(*first) - first[1] if first is not None else 0
         raise refuse(f"refused: {what} costs {fmt_msat(cheapest, rate)}"
-                     + (f" + up to {fmt_msat(fees, rate)} in fees" if fees else "")
+                     + fee_cap_text(fees, rate)
                      + f" but only {fmt_msat(max(left, 0), rate)} "
                      f"of the total budget is left ({fmt_msat(spent_msat, rate)} spent)", "budget",
                      knob=budget_knob, advice="raise {knob}")

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Self
 
-from httpay.amounts import fmt_msat
+from httpay.amounts import fee_cap_text, fmt_msat
 from httpay.errors import PaymentRefused
 from httpay.ledger.models import Receipt, Refusal, Status, receipts_view
 from httpay.policy import Limit
@@ -312,7 +312,7 @@ def over_limit(limits: Sequence[Limit], spent: dict[Limit, int], amount_msat: in
         used = spent[lim]
         if used + amount_msat + max_fee_msat > lim.limit_msat:
             left = max(lim.limit_msat - used, 0)
-            fee = f" + up to {fmt_msat(max_fee_msat, usd_per_btc)} in fees" if max_fee_msat else ""
+            fee = fee_cap_text(max_fee_msat, usd_per_btc)
             raise PaymentRefused(
                 f"refused: paying {fmt_msat(amount_msat, usd_per_btc)}{fee} would exceed the {lim.describe(usd_per_btc)} "
                 f"({fmt_msat(used, usd_per_btc)} spent, {fmt_msat(left, usd_per_btc)} left)",

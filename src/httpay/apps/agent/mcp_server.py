@@ -33,7 +33,7 @@ from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from httpay.amounts import fmt_msat
+from httpay.amounts import fee_cap_text, fmt_msat
 from httpay.apps.agent.schemas import ToolSpec, tool_specs
 from httpay.apps.agent.tools import TOOL_HINTS, Toolbox
 from httpay.core.model import Quote
@@ -209,9 +209,11 @@ class ElicitingApprover:
         return anyio.from_thread.run(self.ask, ctx, quote)
 
     def question(self, quote: Quote) -> str:
-        """What the person is asked: the price, the offer, the URL, the budget left (server text cleaned)."""
+        """What the person is asked: the price and the fees it may add, the offer, the URL, the budget
+        left (server text cleaned)."""
         price = fmt_msat(quote.price_msat, quote.usd_per_btc) if quote.price_msat is not None else \
             clean(str(quote.offer.price), 60)
+        price += fee_cap_text(quote.fee_cap_msat, quote.usd_per_btc)
         text = (f"Pay {price} for {clean(quote.offer.offer_id, 80)} '{clean(quote.offer.title, ELICIT_TEXT)}' "
                 f"by {clean(quote.method, 40)} at {clean(quote.url, ELICIT_TEXT)}? "
                 f"({clean(self.toolbox._budget_left(), MAX_TEXT)})")
