@@ -310,6 +310,45 @@ def test_a_request_that_keeps_waiting_stays_answerable_long_past_its_lease(ledge
     assert answers == [True]
 
 
+PERSON_AHEAD = """
+import json, sys, time
+import httpay.apps.approvals as A
+real = time.time
+time.time = lambda: real() + 5.0  # this machine's clock runs 5 s ahead of the asker's
+with A.ApprovalQueue(sys.argv[1]) as looking, A.ApprovalQueue(sys.argv[1]) as answering:
+    first = looking.pending()
+    time.sleep(1.5)  # a refreshed page, a beat later
+    print(json.dumps({"first": [a.id for a in first], "then": [a.to_dict()["state"] for a in looking.pending()],
+                      "answer": answering.decide(1, True, "alice").status}))
+"""
+
+
+def test_a_person_whose_clock_runs_ahead_still_answers_a_live_request(ledger_path: Path) -> None:
+    """The asker and the person on two machines whose clocks disagree by more than a lease: by the
+    person's clock the live request looks gone, but its heartbeat moves, so the person's page lists
+    it once it saw a beat, their answer is taken (a fresh `httpay approvals approve` watches for one),
+    and the request is paid, instead of being closed as abandoned while both waited."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    answers: list[object] = []
+    with ApprovalQueue(ledger_path, timeout_s=30, poll_s=0.05) as q:
+        asker = threading.Thread(target=lambda: answers.append(q(decision())), daemon=True)
+        asker.start()
+        while not q.pending():
+            time.sleep(0.01)
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+        person = subprocess.run([sys.executable, "-c", PERSON_AHEAD, str(ledger_path)], capture_output=True,
+                                text=True, env=env, timeout=60, check=False)
+        asker.join(30)
+    assert person.returncode == 0, person.stderr
+    seen = json.loads(person.stdout)
+    assert seen["then"] == ["waiting"] and seen["answer"] == "approved", seen
+    assert answers == [True]
+
+
 def test_a_request_that_died_leaves_an_abandoned_approval_nobody_can_answer(ledger_path: Path) -> None:
     """A request killed while it waits (kill -9: no code of its own runs again) stops beating: its
     approval reads abandoned, and approving it is refused, saying nothing will be paid, instead of

@@ -12,6 +12,11 @@ row past its deadline is "expired", one whose heartbeat went stale is "abandoned
 either is refused (`ApprovalExpired`): nobody would use the answer, and nothing will be paid. A
 heartbeat, not a process id: the asker and the person may be on different machines.
 
+Their clocks may disagree, and a SQLite file has no clock of its own (each process's SQLite reads
+its own machine's time), so a reader never closes a row on a comparison of the asker's times with
+its own clock alone: a row that looks gone is watched for a lease, on the reader's monotonic clock,
+and a heartbeat that moves meanwhile proves its request alive (answered, then, as any other).
+
     queue = ApprovalQueue("ledger.sqlite3")
     client = httpay.Client(wallet=w, policy=httpay.Policy(approve=queue), ledger="ledger.sqlite3")
 """
@@ -143,11 +148,12 @@ class Approval:
     deadline_at: datetime | None = None    # when its request stops waiting (None: not known)
     heartbeat_at: datetime | None = None   # its waiting request's last sign of life
     lease_s: float | None = None           # how long after a heartbeat the request counts as gone
+    beating: bool = False                  # its heartbeat was seen moving within its lease: alive, whatever the clocks
     fee_cap_msat: int | None = None        # the most routing fees may add to the price (None: an older httpay's row)
 
     def state_at(self, now: float | None = None) -> str:
         """waiting, expired or abandoned for a row not decided (at `now`, default the time now); else its status."""
-        if self.status != WAITING:
+        if self.status != WAITING or self.beating:
             return self.status
         now = time.time() if now is None else now
         if self.deadline_at is not None and now >= self.deadline_at.timestamp():
@@ -350,6 +356,7 @@ class ApprovalQueue:
         self.progress: Progress = progress or _quiet
         self._db = connect(self.path, SCHEMA, "approval queue")
         self._lock = threading.RLock()
+        self._seen: dict[int, tuple[float, float, bool]] = {}  # id -> (heartbeat, monotonic when read, moved)
         self._upgrade()
         key = self.path if self.path == ":memory:" else str(Path(self.path).expanduser().resolve())
         self._cond = _condition(f"{key}#{id(self)}" if self.path == ":memory:" else key)
@@ -377,8 +384,27 @@ class ApprovalQueue:
                     if name not in {r["name"] for r in self._run("PRAGMA table_info(approvals)")}:
                         raise  # not another process adding it at the same moment
 
+    def _row(self, d: dict[str, Any]) -> Approval:
+        a = self._parse(d)
+        return replace(a, beating=True) if self._beating(a) else a
+
+    def _beating(self, a: Approval) -> bool:
+        """Whether this queue has read `a`'s heartbeat change within its lease, timed on this process's
+        monotonic clock only: proof its request is alive that no difference between two machines'
+        clocks can fake or hide (a first read proves nothing: the clocks decide then)."""
+        if a.status != WAITING or a.heartbeat_at is None:
+            return False
+        beat, now = a.heartbeat_at.timestamp(), time.monotonic()
+        with self._lock:
+            seen = self._seen.get(a.id)
+            if seen is None or seen[0] != beat:
+                seen = self._seen[a.id] = (beat, now, seen is not None)
+                if len(self._seen) > 10_000:  # bounded: the oldest ids are forgotten first
+                    del self._seen[min(self._seen)]
+        return seen[2] and now - seen[1] <= (a.lease_s or self.lease_s)
+
     @staticmethod
-    def _row(d: dict[str, Any]) -> Approval:
+    def _parse(d: dict[str, Any]) -> Approval:
         d = dict(d)
         d["choices"] = _read_choices(d.get("choices"))
         d["created_at"] = datetime.fromtimestamp(d["created_at"], tz=UTC)
@@ -427,9 +453,10 @@ class ApprovalQueue:
 
     def pending(self) -> list[Approval]:
         """Approvals a request still waits on (a person may answer them), oldest first."""
-        rows = self._run(f"SELECT {', '.join(_COLUMNS)} FROM approvals WHERE status = 'waiting' AND {_AWAITED} "
-                         "ORDER BY id", {"now": time.time()})
-        return [self._row(r) for r in rows]
+        # and those gone lately by this machine's clock: read, so a heartbeat that moves is seen (`beating`)
+        rows = self._run(f"SELECT {', '.join(_COLUMNS)} FROM approvals WHERE status = 'waiting' AND "
+                         f"({_AWAITED} OR heartbeat_at > :now - {SHOWN_GONE_S}) ORDER BY id", {"now": time.time()})
+        return [a for a in map(self._row, rows) if a.answerable]
 
     def unanswerable(self, within_s: float = SHOWN_GONE_S) -> list[Approval]:
         """Approvals still written as waiting that nobody waits on any more (expired, abandoned), gone
@@ -458,8 +485,9 @@ class ApprovalQueue:
             if offer_id not in {c.offer_id for c in current.choices}:
                 made = ", ".join(c.offer_id for c in current.choices) or "none recorded"
                 raise ApprovalError(f"approval #{approval_id} has no offer {offer_id[:60]!r}; the service offered {made}")
+        only = _AWAITED
         for _ in range(3):  # a heartbeat landing between two writes makes it answerable again
-            if (decided := self._set(approval_id, approve, by, reason, offer_id, only=_AWAITED)) is not None:
+            if (decided := self._set(approval_id, approve, by, reason, offer_id, only=only)) is not None:
                 self._woken(decided)
                 return decided
             current = self.get(approval_id)  # raises for an unknown id
@@ -471,6 +499,9 @@ class ApprovalQueue:
             if current.status != WAITING:
                 raise ApprovalError(f"approval #{approval_id} was already {current.status}"
                                     + (f" by {current.decided_by}" if current.decided_by else ""))
+            if current.state != WAITING and (current := self._watch(current)).beating:
+                only = "1"  # its request beats: alive, though this machine's clock says otherwise
+                continue
             if current.state != WAITING and (refusal := self._unawaited(current, by)) is not None:
                 raise refusal
         raise ApprovalError(f"approval #{approval_id} changed while it was being answered; try again")
@@ -487,6 +518,15 @@ class ApprovalQueue:
              "reason": reason[:200] if reason else None, "offer": offer_id, "id": _approval_id(approval_id)},
         )
         return self._row(rows[0]) if rows else None
+
+    def _watch(self, a: Approval) -> Approval:
+        """`a` read again for up to its lease: returned once its heartbeat moves (`beating`), it is
+        answered, or the lease passed with no sign of its request (then it is gone, on one clock)."""
+        end = time.monotonic() + (a.lease_s or self.lease_s)
+        while a.heartbeat_at is not None and a.status == WAITING and not a.beating and time.monotonic() < end:
+            time.sleep(min(self.poll_s, max(end - time.monotonic(), 0.0)))
+            a = self.get(a.id)
+        return a
 
     def _unawaited(self, a: Approval, by: str) -> ApprovalExpired | None:
         """The refusal of an answer nobody waits for; the row is closed as denied (as its request would
