@@ -896,6 +896,25 @@ def test_a_new_ledger_is_readable_by_its_owner_only(wallet: CountingWallet, svc:
         assert all(f.stat().st_mode & 0o777 == 0o600 for f in files), [oct(f.stat().st_mode) for f in files]
 
 
+def test_an_empty_file_made_beforehand_becomes_a_private_ledger_and_a_shared_one_is_named(
+        wallet: CountingWallet, svc: HostileService, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """`touch ledger.sqlite3` first (umask 022: 0644) is not a reason for preimages to be world-readable:
+    the empty file becomes the ledger, 0600 like a new one. A ledger already in use that others can
+    read keeps its owner's mode, and every open says so with what to run."""
+    path = tmp_path / "ledger.sqlite3"
+    path.touch(mode=0o644)
+    path.chmod(0o644)
+    with httpay.Client(wallet=wallet, ledger=path) as c:
+        assert c.get(svc.classic()).status_code == 200
+    assert all(f.stat().st_mode & 0o777 == 0o600 for f in tmp_path.iterdir()), [oct(f.stat().st_mode) for f in tmp_path.iterdir()]
+    assert "can be read by other users" not in caplog.text
+    path.chmod(0o644)
+    with caplog.at_level("WARNING", logger="httpay"), SQLiteLedger(path):
+        pass
+    assert "can be read by other users (mode 0o644)" in caplog.text and f"chmod 600 {path}" in caplog.text
+    assert path.stat().st_mode & 0o777 == 0o644  # the owner's choice, kept
+
+
 def test_a_402_that_cannot_be_read_is_a_service_error_with_nothing_paid(cli: Callable[..., Ran], svc: HostileService,
                                                                         wallet: CountingWallet, ledger: Path) -> None:
     async def broken(request: Request) -> Response:

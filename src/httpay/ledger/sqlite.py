@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import os
 import sqlite3
+import stat
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -46,6 +47,9 @@ from httpay.ledger.sql import (
     windows_fill,
     windows_moved,
 )
+from httpay.safe import get_logger
+
+log = get_logger("httpay.ledger")
 
 SCHEMA = schema(serial="INTEGER PRIMARY KEY AUTOINCREMENT", time="REAL", int_type="INTEGER")
 TRIGGERS = (  # keep payment_totals right in the transaction of every write
@@ -116,9 +120,26 @@ def _private(path: Path) -> None:
     try:
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     except FileExistsError:
-        pass  # an existing file keeps the mode its owner gave it
+        _existing_private(path)
     except OSError:
         pass  # (SQLite says what is wrong with the path, in its own words)
+
+
+def _existing_private(path: Path) -> None:
+    """An empty file (made with `touch`) becomes the store now: 0600, as a new one. A store others
+    may read keeps the mode its owner gave it, and is named with what to run: a mode set on purpose
+    (a group that oversees) is theirs to keep, but never unnoticed."""
+    try:
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode) or not info.st_mode & 0o077:
+            return
+        if info.st_size == 0 and info.st_uid == os.getuid():
+            path.chmod(0o600)
+            return
+    except OSError:
+        return
+    log.warning("%s can be read by other users (mode %s); it holds preimages and reusable credentials they could "
+                "spend: chmod 600 %s", path, oct(info.st_mode & 0o777), path)
 
 
 def _set_up(db: sqlite3.Connection, path: str, schema_sql: str) -> None:
