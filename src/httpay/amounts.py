@@ -112,6 +112,10 @@ def fmt_msat(msat: int, usd_per_btc: float | None = None) -> str:
     return f"{sat} ({usd_text(msat, usd_per_btc)})" if rate_ok(usd_per_btc) else sat
 
 
+# a refusal's advice when the price alone fits and only the fee cap held beside it does not
+FEES_ADVICE = ", or hold less for routing fees (max_fee_msat; the real fee is counted once the payment settles)"
+
+
 def fee_cap_text(fee_cap_msat: int | None, usd_per_btc: float | None = None) -> str:
     """' + up to 50 sat ($0.05) in fees' after a price: what routing may add to it, the cap every
     budget holds and the wallet may spend ('' when nothing may be added)."""

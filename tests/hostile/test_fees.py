@@ -44,15 +44,15 @@ class Case:
 CASES = [
     # the issue's own: a 50,000 msat budget, a 50 sat invoice and a 1 sat fee was spent to 51,000
     Case("a fee that would overspend the total budget is refused before paying", {"budget_sat": 50},
-         invoice_msat=50_000, paid=0, spent_msat=0, refused_rule="budget", message=("in fees", "total budget")),
+         invoice_msat=50_000, paid=0, spent_msat=0, refused_rule="budget", message=("in fees", "total budget", "hold less for routing fees (max_fee_msat")),
     Case("the same, classic L402", {"budget_sat": 50}, invoice_msat=50_000, paid=0, spent_msat=0,
-         refused_rule="budget", message=("in fees",), dialect="classic"),
+         refused_rule="budget", message=("in fees", "max_fee_msat"), dialect="classic"),
     Case("per-host budget counts the fee", {"per_host_usd": 0.05}, invoice_msat=50_000, paid=0, spent_msat=0,
-         refused_rule="per_host", message=("in fees", "per-host budget")),
+         refused_rule="per_host", message=("in fees", "per-host budget", "max_fee_msat")),
     Case("hourly budget counts the fee", {"per_hour_usd": 0.05}, invoice_msat=50_000, paid=0, spent_msat=0,
-         refused_rule="per_hour", message=("in fees", "hourly budget")),
+         refused_rule="per_hour", message=("in fees", "hourly budget", "max_fee_msat")),
     Case("daily budget counts the fee", {"per_day_usd": 0.05}, invoice_msat=50_000, paid=0, spent_msat=0,
-         refused_rule="per_day", message=("in fees", "daily budget")),
+         refused_rule="per_day", message=("in fees", "daily budget", "max_fee_msat")),
     Case("a fee cap that fits is held, then the real fee recorded", {"budget_sat": 51, "max_fee_msat": 1_000},
          invoice_msat=50_000, paid=1, spent_msat=51_000, held_cap=1_000),
     Case("a budget for exactly N payments with fees pays exactly N", {"budget_sat": 33, "max_fee_msat": 1_000},
@@ -64,6 +64,12 @@ CASES = [
     Case("classic L402: each paid token's fee counts", {"budget_sat": 22, "max_fee_msat": 1_000},
          requests=3, paid=2, spent_msat=22_000, refused_rule="budget", dialect="classic", held_cap=1_000,
          extra={"token_scope": "url"}),
+    # "at most N sat per payment" (or --max-cost-sat N) is price and fees together: the wallet's fee cap
+    # is cut to what the limit leaves beside the price
+    Case("a per-payment limit leaves the fees only what is left of it", {"max_per_payment_sat": 14}, held_cap=4_000),
+    Case("at the per-payment limit a payment gets no room for fees", {"max_per_payment_sat": 10}, fee_msat=0,
+         spent_msat=10_000, held_cap=0),
+    Case("the same, classic L402", {"max_per_payment_sat": 12}, dialect="classic", held_cap=2_000),
 ]
 
 

@@ -59,14 +59,31 @@ def test_per_payment_limit_boundary() -> None:
 
 
 def test_a_quote_says_what_routing_fees_may_add_to_its_price() -> None:
-    """The per-payment limit is the offer's price; a Lightning payment may also spend its fee cap,
-    which every budget holds: the quote a person approves says so, in its line and its view."""
-    q = decide(Policy(max_per_payment_sat=10))
+    """A Lightning payment may also spend its fee cap, which every budget holds: the quote a person
+    approves says so, in its line and its view."""
+    q = decide(Policy(max_per_payment_sat=20))
     assert q.price_msat == 10_000 and q.fee_cap_msat == 10_000  # the default cap: 1%, at least 10 sat
     assert "≈ 10 sat ($0.01) + up to 10 sat ($0.01) in fees)" in str(q)
     assert ("fees", "up to 10 sat ($0.01) more (routing)") in [(r.cells[0].text, r.cells[1].text) for r in q.view().rows]
     capped = decide(Policy(max_fee_msat=2_000))
     assert capped.fee_cap_msat == 2_000 and "+ up to 2 sat" in str(capped)
+
+
+@pytest.mark.parametrize(("cap", "request_cap", "fee_cap"), [
+    ({"max_per_payment_sat": 10}, None, 0),         # at the limit: no room left for fees
+    ({"max_per_payment_sat": 14}, None, 4_000),     # the fees get what the limit leaves
+    ({"max_per_payment_sat": 14, "max_fee_msat": 50_000}, None, 4_000),  # a fee cap set higher is cut too
+    ({"max_per_payment_sat": 1_000}, 12_500, 2_500),  # this request's price cap is the bound
+    ({"max_per_payment_sat": 1_000}, None, 10_000),   # room enough: the whole fee cap
+], ids=["at-limit", "room-4-sat", "fee-cap-cut", "request-cap", "room-enough"])
+def test_a_per_payment_limit_holds_the_price_and_its_fees_together(cap: dict[str, int], request_cap: int | None,
+                                                                   fee_cap: int) -> None:
+    """"At most 10 sat per payment" (or --max-cost-sat 10) is what the payment may cost, routing
+    fees included: the fee cap the wallet gets is cut to what the limit leaves beside the price."""
+    q = decide(Policy(**cap), max_price_msat=request_cap)  # type: ignore[arg-type]
+    assert q.price_msat == 10_000 and q.fee_cap_msat == fee_cap
+    assert q.price_msat + q.fee_cap_msat <= min(c for c in (q.cap_msat, request_cap) if c is not None)
+    assert "fees included" in " ".join(q.checks)
 
 
 def test_total_budget_boundary_counts_what_was_spent() -> None:

@@ -145,9 +145,9 @@ def _request_parser(sub: Any, verb: str) -> None:
                         "(default: $HTTPAY_TAGS, e.g. agent=research,task=T-17)")
     g.add_argument("-q", "--quiet", action="store_true", help="no progress or notes on stderr (errors still)")
     g.add_argument("--max-cost", "--max-price", "--max-price-usd", dest="max_price_usd", type=_number(),
-                   metavar="USD", help="the most this request may pay, in USD")
+                   metavar="USD", help="the most this request may pay, routing fees included, in USD")
     g.add_argument("--max-price-sat", "--max-cost-sat", dest="max_price_sat", type=_number(kind=int), metavar="SAT",
-                   help="the most this request may pay, in sat")
+                   help="the most this request may pay, routing fees included, in sat")
     g.add_argument("--dry-run", "--no-pay", dest="dry_run", action="store_true",
                    help="show the offers and what the policy would pay; pay nothing")
     g.add_argument("--ask", action="store_true",

@@ -92,7 +92,7 @@ from httpay.core.events import (
 )
 from httpay.core.model import Challenge, Quote
 from httpay.core.payer import TOKEN_SCOPES, Payer, checked_tags
-from httpay.core.quote import quote, requote
+from httpay.core.quote import fees_within, quote, requote
 from httpay.core.rates import Rate
 from httpay.errors import (
     CallAlreadyPaid,
@@ -904,7 +904,7 @@ class _Attempt:
         run, payer = self.run, self.run.payer
         amount = payable.amount_msat
         assert amount is not None  # an invoice without an amount never passes the checks
-        fee_cap = fee_cap_msat(payer, amount) if isinstance(payable, Invoiced) else 0
+        fee_cap = fees_within(fee_cap_msat(payer, amount), amount, q.cap_msat) if isinstance(payable, Invoiced) else 0
         kind, identity = payer.wallet_name(payable.rail)
         token = self._token_kept(payable) if isinstance(payable, Invoiced) else None
         not_before: datetime | None = self.met_402_at

@@ -223,6 +223,7 @@ class Quote:
     methods: tuple[str, ...] | None = None
     challenges: tuple[Challenge, ...] = ()  # every challenge of the 402 it chose among, when there were several
     fee_cap_msat: int = 0  # the most routing fees may add (a Lightning payment), held with the price by every budget
+    cap_msat: int | None = None  # the most this one payment may cost, fees included (per-payment limit, price cap)
 
     @property
     def offers(self) -> tuple[Offer, ...]:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
-from httpay.amounts import MAX_MSAT, fee_cap_text, fmt_msat, rate_ok
+from httpay.amounts import FEES_ADVICE, MAX_MSAT, fee_cap_text, fmt_msat, rate_ok
 from httpay.core.model import Challenge, Offer, Quote
 from httpay.errors import PaymentRefused
 from httpay.policy import Policy
@@ -93,16 +93,24 @@ def quote(
         challenge=best.challenge, offer=best.offer, method=best.method, price_msat=best.price, url=url, host=host,
         usd_per_btc=rate, alternatives=tuple(f.offer for f in fits if f is not best), checks=best.checks,
         spent_msat=spent_msat, max_price_msat=max_price_msat, challenges=ranked if len(ranked) > 1 else (),
-        fee_cap_msat=fee_cap_of(best.offer, best.price, policy),
+        fee_cap_msat=fee_cap_of(best.offer, best.price, policy, best.cap), cap_msat=best.cap,
     )
 
 
-def fee_cap_of(offer: Offer, price_msat: int | None, policy: Policy) -> int:
+def fee_cap_of(offer: Offer, price_msat: int | None, policy: Policy, cap_msat: int | None = None) -> int:
     """The most a payment of `offer` may add in routing fees (a Lightning payment's fee cap, held
-    with its price by every budget); 0 for a payment that travels with the request."""
+    with its price by every budget); 0 for a payment that travels with the request. Within the
+    per-payment cap (`cap_msat`): what a payment may cost is its price and its fees together."""
     if offer.rail != "lightning" or price_msat is None:
         return 0
-    return policy.max_fee_msat if policy.max_fee_msat is not None else default_fee_limit_msat(price_msat)
+    return fees_within(policy.max_fee_msat if policy.max_fee_msat is not None else default_fee_limit_msat(price_msat),
+                       price_msat, cap_msat)
+
+
+def fees_within(fee_cap_msat: int, amount_msat: int, cap_msat: int | None) -> int:
+    """A fee cap cut to what the per-payment cap leaves beside the amount: "at most 10 sat" is 10 sat
+    with the fees, not 10 sat and then whatever routing costs."""
+    return fee_cap_msat if cap_msat is None else max(0, min(fee_cap_msat, cap_msat - amount_msat))
 
 
 @dataclass(frozen=True)
@@ -115,6 +123,7 @@ class _Fit:
     method: str
     price: int | None
     checks: tuple[str, ...]
+    cap: int | None  # the most it may cost, fees included
 
 
 def _fitting(challenge: Challenge, index: int, policy: Policy, *, host: str, rate: float | None, spent_msat: int,
@@ -180,7 +189,7 @@ def _fitting(challenge: Challenge, index: int, policy: Policy, *, host: str, rat
     def held(o: Offer, p: int) -> int:
         """What the ledger will hold for the offer: its price, and a Lightning payment's fee cap (the
         budget must fit both, or an approver is asked about a payment the ledger then refuses)."""
-        return p + fee_cap_of(o, p, policy)
+        return p + fee_cap_of(o, p, policy, cap)
 
     fitting = [(o, m, p) for o, m, p in priced
                if p is None or (p <= MAX_MSAT and (cap is None or p <= cap) and (left is None or held(o, p) <= left))]
@@ -202,13 +211,14 @@ def _fitting(challenge: Challenge, index: int, policy: Policy, *, host: str, rat
                      + fee_cap_text(fees, rate)
                      + f" but only {fmt_msat(max(left, 0), rate)} "
                      f"of the total budget is left ({fmt_msat(spent_msat, rate)} spent)", "budget",
-                     knob=budget_knob, advice="raise {knob}")
+                     knob=budget_knob, advice="raise {knob}" + (FEES_ADVICE if fees and cheapest <= left else ""))
     if cap is not None:
-        checks.append(f"at most {fmt_msat(cap, rate)} per payment ({cap_knob}{', default' if cap_default else ''})")
+        checks.append(f"at most {fmt_msat(cap, rate)} per payment, fees included ({cap_knob}"
+                      f"{', default' if cap_default else ''})")
     if left is not None:
         checks.append(f"{fmt_msat(max(left, 0), rate)} of the total budget left")
     checks.append("hourly, daily and per-host budgets are checked by the ledger as the payment is reserved")
-    return [_Fit(challenge, index, o, m, p, tuple(checks)) for o, m, p in fitting]
+    return [_Fit(challenge, index, o, m, p, tuple(checks), cap) for o, m, p in fitting]
 
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Self
 
-from httpay.amounts import fee_cap_text, fmt_msat
+from httpay.amounts import FEES_ADVICE, fee_cap_text, fmt_msat
 from httpay.errors import PaymentRefused
 from httpay.ledger.models import Receipt, Refusal, Status, receipts_view
 from httpay.policy import Limit
@@ -317,7 +317,8 @@ def over_limit(limits: Sequence[Limit], spent: dict[Limit, int], amount_msat: in
                 f"refused: paying {fmt_msat(amount_msat, usd_per_btc)}{fee} would exceed the {lim.describe(usd_per_btc)} "
                 f"({fmt_msat(used, usd_per_btc)} spent, {fmt_msat(left, usd_per_btc)} left)",
                 rule=_rule_name(lim), knob=lim.knob,
-                advice="raise {knob} or wait for the window to pass" if lim.window else "raise {knob}",
+                advice=("raise {knob} or wait for the window to pass" if lim.window else "raise {knob}")
+                + (FEES_ADVICE if max_fee_msat and used + amount_msat <= lim.limit_msat else ""),
             )
 
 
