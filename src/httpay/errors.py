@@ -90,6 +90,17 @@ class PaymentRefused(HttpayError):
             name = (knobs or {}).get(self.knob) or LIBRARY_KNOBS.get(self.knob) or f"Policy({self.knob}=...)"
         return _one_line(f"{self.reason}; {self.advice.format(knob=name)}")
 
+    def recorded(self) -> str:
+        """The refusal as the ledger keeps it for whoever reads it later (the dashboard, another
+        surface): its advice names the setting by its own name (`max_per_payment_sat`, the TOML key
+        and the Policy field alike), not the spelling of the surface that happened to refuse."""
+        if self.advice is None or self.knob is None:
+            return self.render()
+        tag = _TAG_KNOB.fullmatch(self.knob)
+        name = (f'{tag.group(4)} of the tag limits for "{tag.group(2)}"' if tag is not None
+                else "this request's price cap" if self.knob == "max_price" else self.knob)
+        return _one_line(f"{self.reason}; {self.advice.format(knob=name)}")
+
 
 class DuplicatePayment(PaymentRefused):
     """This invoice (payment hash) is already in the ledger: it is never paid twice.

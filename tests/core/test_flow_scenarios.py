@@ -445,7 +445,7 @@ def refusals(dialect: str) -> list[Row]:
         # a limit in USD and no BTC/USD rate from anywhere: never guess
         refused(dialect, "no-exchange-rate", "exchange_rate", policy={"usd_per_btc": None, "max_per_payment_usd": 1.0}),
         # the request's own limits: a price cap below every offer, an offer the service did not make
-        refused(dialect, "request-price-cap", "max_per_payment", max_price=5_000, says="this request's price cap"),
+        refused(dialect, "request-price-cap", "max_price", max_price=5_000, says="this request's price cap"),
         refused(dialect, "request-pins-unknown-offer", "offer_id", offer_id="gold"),
     ]
 

@@ -159,7 +159,7 @@ class Limit:
 
 
 LIMITS = [
-    Limit("max_price per request", {"budget_sat": 10_000}, BIG, "max_per_payment",
+    Limit("max_price per request", {"budget_sat": 10_000}, BIG, "max_price",
           "above this request's price cap of 50 sat ($0.05)", max_price_msat=50_000),
     Limit("max_per_payment", {"max_per_payment_sat": 100}, MID, "max_per_payment", "per-payment limit of 100 sat ($0.10)"),
     Limit("budget with spent", {"budget_sat": 600}, MID, "budget", "100 sat ($0.10) of the total budget is left (500 sat ($0.50) spent)",
@@ -277,7 +277,7 @@ def test_the_queue_refuses_an_offer_the_service_did_not_make(tmp_path: Path) -> 
 
 
 X402_LIMITS = [
-    Limit("max_price per request", {"budget_sat": 10_000}, "big", "max_per_payment",
+    Limit("max_price per request", {"budget_sat": 10_000}, "big", "max_price",
           "above this request's price cap of 50 sat ($0.05)", max_price_msat=50_000),
     Limit("max_per_payment", {"max_per_payment_sat": 100}, "big", "max_per_payment", "per-payment limit of 100 sat ($0.10)"),
     Limit("budget with spent", {"budget_sat": 600, "max_per_payment_sat": 10_000}, "big", "budget",

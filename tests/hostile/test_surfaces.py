@@ -653,15 +653,18 @@ class AdviceCase:
     policy: str | None               # TOML text, or None
     says: str
     max_price_usd: float | None = None
+    # what the ledger keeps for the dashboard and every later reader: the setting by its own name
+    recorded: str = "raise max_per_payment_sat to pay it"
 
 
 ADVICE_CASES = [
     AdviceCase("library: the Policy field", "client", 2000, None, "raise Policy(max_per_payment_sat=...) to pay it"),
     AdviceCase("toolbox in Python: the Policy field", "toolbox", 2000, None, "raise Policy(max_per_payment_sat=...)"),
     AdviceCase("toolbox: the tool argument for the request cap", "toolbox", 10, None,
-               "raise the max_price_usd argument of fetch", max_price_usd=0.001),
+               "raise the max_price_usd argument of fetch", max_price_usd=0.001,
+               recorded="raise this request's price cap to pay it"),
     AdviceCase("MCP from a policy file: the file's key", "mcp", 10, "budget_sat = 5\nusd_per_btc = 100000\n",
-               "raise budget_sat in the policy file"),
+               "raise budget_sat in the policy file", recorded="; raise budget_sat"),
     AdviceCase("MCP, no policy file: the key and HTTPAY_POLICY", "mcp", 2000, None,
                "raise max_per_payment_sat in a policy file named by HTTPAY_POLICY"),
 ]
@@ -693,6 +696,9 @@ def test_advice_names_the_knob_of_the_surface(case: AdviceCase, svc: HostileServ
     assert wallet.calls == []
     with SQLiteLedger(ledger) as lg:
         assert lg.receipts() == [] and lg.spent_msat() == 0
+        [kept] = lg.refusals()
+    assert case.recorded in kept.reason and "Policy(" not in kept.reason and "argument" not in kept.reason, kept.reason
+    assert kept.rule == ("max_price" if case.max_price_usd else "budget" if "budget" in case.says else "max_per_payment")
 
 
 def test_a_refusal_is_printed_once_by_the_cli(demo: Any, account: dict[str, str], tmp_path: Path) -> None:

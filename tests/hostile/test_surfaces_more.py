@@ -105,7 +105,7 @@ class Pick:
 PICKS = [
     Pick("within every limit: the other offer is paid", {"budget_sat": 10_000}, MID, None,
          says=("approval #1 approved by alice", f"chosen instead: {MID}"), chosen=MID),
-    Pick("over this request's price cap (max_price)", {"budget_sat": 10_000}, BIG, "max_per_payment",
+    Pick("over this request's price cap (max_price)", {"budget_sat": 10_000}, BIG, "max_price",
          "above this request's price cap of 50 sat ($0.05)", says=(f"{BIG} did not fit the policy",),
          max_price_msat=50_000, chosen=BIG),
     Pick("over the per-payment limit", {"max_per_payment_sat": 100}, MID, "max_per_payment",

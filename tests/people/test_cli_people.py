@@ -136,7 +136,7 @@ def test_get_dry_run_says_what_it_would_pay_and_pays_nothing(demo: RunningServer
     j = cli("get", url, "-H", auth, "--dry-run", "--json", "--max-price-sat", "5", "--ledger", ledger, env=wallet_env)
     assert j.returncode == 3, j.stderr
     data = json.loads(j.stdout)
-    assert data["would_pay"] is False and data["rule"] == "max_per_payment" and "5 sat" in data["reason"]
+    assert data["would_pay"] is False and data["rule"] == "max_price" and "5 sat" in data["reason"]
     # the ledger's own windows are checked too: a daily budget already used up refuses
     with SQLiteLedger(ledger) as lg:
         lg.reserve(Intent(host="other.example", url="http://other.example/x", protocol="l402-v0.2", method="lightning",

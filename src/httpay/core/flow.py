@@ -460,7 +460,7 @@ def pay_flow(payer: Payer, request: httpx.Request, response: httpx.Response,
         return served
     except PaymentRefused as exc:
         try:
-            yield NoteRefusal(run.host, run.url, exc.rule or "refused", safe.clean(str(exc), 500),
+            yield NoteRefusal(run.host, run.url, exc.rule or "refused", safe.clean(exc.recorded(), 500),
                               tuple(sorted(run.tags.items())))
         except Exception as note_exc:  # noqa: BLE001 - the refusal reaches the caller whatever the ledger does
             log.warning("[%s] could not keep the refusal in the ledger (%s)", run.rid, type(note_exc).__name__)

@@ -203,7 +203,8 @@ def _fitting(challenge: Challenge, index: int, policy: Policy, *, host: str, rat
             which = ("this request's price cap" if cap_knob == "max_price"
                      else f"the {'default ' if cap_default else ''}per-payment limit")
             raise refuse(f"refused: {what} costs {fmt_msat(cheapest, rate)}, above {which} of "
-                         f"{fmt_msat(cap, rate)}", "max_per_payment", knob=cap_knob, advice="raise {knob} to pay it")
+                         f"{fmt_msat(cap, rate)}", "max_price" if cap_knob == "max_price" else "max_per_payment",
+                         knob=cap_knob, advice="raise {knob} to pay it")
         assert left is not None
         first = min(((o, p) for o, _, p in priced if p is not None), key=lambda op: held(*op), default=None)
         fees = held(*first) - first[1] if first is not None else 0
