@@ -1337,7 +1337,7 @@ def _dry_run(args: argparse.Namespace, policy: Any, console: Console, headers: d
              body: bytes | None = None) -> int:
     """Show what the request would pay, from the policy and the ledger alone; the wallet is never called.
     The request previewed is the one the command names: its method, headers and body."""
-    from httpay.amounts import fmt_msat
+    from httpay.amounts import fee_cap_text, fmt_msat
     from httpay.apps.display import offers_table
     from httpay.core.payer import Payer
     from httpay.core.preview import preview
@@ -1388,7 +1388,8 @@ def _dry_run(args: argparse.Namespace, policy: Any, console: Console, headers: d
             d = None
     if d is not None:
         result |= {"would_pay": True, "offer_id": d.offer.offer_id, "title": d.offer.title, "method": d.method,
-                   "price_msat": d.price_msat, "price": str(d.offer.price), "ask_a_person": bool(args.ask)}
+                   "price_msat": d.price_msat, "fee_cap_msat": d.fee_cap_msat, "price": str(d.offer.price),
+                   "ask_a_person": bool(args.ask)}
     if args.json_output:
         print(json.dumps(result | {"offers": _offer_dicts(offers, rate)}, indent=2))
     else:
@@ -1399,7 +1400,8 @@ def _dry_run(args: argparse.Namespace, policy: Any, console: Console, headers: d
             from rich.text import Text
 
             console.print(Text("would pay", style="green") + Text(
-                f" {clean(d.offer.offer_id, 80)} '{clean(d.offer.title)}': {clean(d.offer.price)} ≈ {price} by {clean(d.method, 80)}"
+                f" {clean(d.offer.offer_id, 80)} '{clean(d.offer.title)}': {clean(d.offer.price)} ≈ {price}"
+                f"{fee_cap_text(d.fee_cap_msat, rate)} by {clean(d.method, 80)}"
                 + (", after a person approves it" if args.ask else "")))
         else:
             from rich.text import Text

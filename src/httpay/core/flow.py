@@ -26,7 +26,7 @@ from urllib.parse import SplitResult, urlsplit
 import httpx
 
 from httpay import safe
-from httpay.amounts import fmt_msat
+from httpay.amounts import fee_cap_text, fmt_msat
 from httpay.core.deadline import Deadline
 from httpay.core.dialect import (
     Credential,
@@ -983,7 +983,7 @@ class _Unrecorded:
 
 
 def _reserved_line(receipt: Receipt, rate: float | None) -> str:
-    fees = f" + up to {fmt_msat(receipt.fee_msat, rate)} in fees" if receipt.fee_msat else ""
+    fees = fee_cap_text(receipt.fee_msat, rate)
     return f"ledger #{receipt.id} pending for {fmt_msat(receipt.amount_msat, rate)}{fees}"
 
 
