@@ -500,7 +500,7 @@ def aperture_services(svc: HostileService, *names: str) -> dict[str, str]:
             resp.headers.append("WWW-Authenticate", f'L402 macaroon="{mac}", invoice="{bolt11}"')
             return resp
         return handler
-    return {name: svc.route(f"/{name.replace(chr(0), '0')}", gate(name)) for name in names}  # a URL holds no NUL
+    return {name: svc.route(f"/service{i}", gate(name)) for i, name in enumerate(names)}  # any name: a URL of its own
 
 
 def test_a_host_fronting_two_services_is_paid_once_per_service(svc: HostileService, wallet: CountingWallet,
@@ -553,7 +553,23 @@ def test_services_named_with_a_nul_are_paid_once_each_on_every_backend(
                 assert r.status_code == 200 and r.json() == {"served": name}
     assert len(wallet.calls) == 2
     with httpay.open_ledger(ledger) as lg:
-        assert sorted(lg.token_scopes()) == [f"{svc.url}#svc\\x00a", f"{svc.url}#svc\\x00b"]
+        kinds = sorted(lg.token_scopes())
+    # kept under a readable head and a digest of the whole name: never a raw NUL, never two names in one
+    assert [k.rpartition("~")[0] for k in kinds] == [f"{svc.url}#svc\\x00a", f"{svc.url}#svc\\x00b"], kinds
+    assert all("\x00" not in k for k in kinds)
+
+
+def test_services_alike_in_their_first_200_characters_keep_a_token_each(svc: HostileService, wallet: CountingWallet,
+                                                                       ledger: Path) -> None:
+    """Service names are server text a view cuts short; two that differ only past the cut (or a NUL
+    and its escape typed out) are two services: one payment each, however often the client switches."""
+    long_a, long_b = "s" * 250 + "a", "s" * 250 + "b"
+    urls = aperture_services(svc, long_a, long_b, "x\\x00", "x\x00")
+    with httpay.Client(wallet=wallet, ledger=ledger) as c:
+        for name in [long_a, long_b, "x\\x00", "x\x00"] * 2:
+            r = c.get(urls[name])
+            assert r.status_code == 200 and r.json() == {"served": name}
+    assert len(wallet.calls) == 4
 
 
 def test_two_clients_meeting_a_new_service_at_once_pay_once_and_both_are_served(
@@ -580,7 +596,7 @@ def test_policy_with_offer_re_decides_on_the_decisions_own_inputs() -> None:
     spent = quote(challenge, policy, url="http://x/", host="x", usd_per_btc=None, spent_msat=1_000_000)
     with pytest.raises(PaymentRefused, match=r"500 sat \(\$0.50\) of the total budget is left") as budget:
         requote(spent, policy, offers.get(MID))
-    assert (capped.value.rule, budget.value.rule) == ("max_per_payment", "budget")
+    assert (capped.value.rule, budget.value.rule) == ("max_price", "budget")
     assert requote(first, policy, offers.get(CHEAP)).offer.offer_id == CHEAP
 
 

@@ -89,10 +89,57 @@ def test_a_send_that_waits_longer_than_its_limit_for_the_first_sends_nothing(tmp
                 if svc.hits.get("x402-paid"):
                     break
                 time.sleep(0.01)
-            with pytest.raises(httpay.CallAlreadyPaid, match=r"being paid by another request .*still pending") as told:
+            with pytest.raises(httpay.CallAlreadyPaid, match=r"being paid by another send of the same call .*still pending") as told:
                 c.post(url, content=b'{"q":1}', headers=KEY)
             assert told.value.receipt is not None and told.value.receipt.status.value == "pending"
             assert svc.hits["x402-paid"] == 1, "the same signed payment never reaches the service twice at once"
+            release(svc)
+            t.join()
+        assert first == [200] and len(signer.signed) == 1
+
+
+def test_the_key_names_its_call_for_a_window_that_runs_from_the_payment(tmp_path: Path) -> None:
+    """A person took longer than the call window to approve: the application's resend of the very call
+    (same key, same body) right after the payment presents it, and another body under the key is
+    refused; nothing is signed twice. (The window is 0.3 s here, 600 s by default.)"""
+    def slow_yes(q: httpay.Quote) -> bool:
+        time.sleep(0.5)
+        return True
+
+    with hostile_service() as svc:
+        url = x402(svc, "/buy")
+        signer = CountingSigner()
+        policy = httpay.Policy(usd_per_btc=100_000, methods=["x402"], budget_sat=1_000, approve=slow_yes)
+        with httpay.Client(wallet=None, ledger=tmp_path / "l.db", x402_signer=signer, policy=policy) as c:
+            c.payer.call_window_s = 0.3
+            assert c.post(url, content=b'{"q":1}', headers=KEY).status_code == 200
+            assert c.post(url, content=b'{"q":1}', headers=KEY).status_code == 200  # the same payment, presented
+            with pytest.raises(httpay.PaymentRefused) as other:
+                c.post(url, content=b'{"q":2}', headers=KEY)
+        assert other.value.rule == "idempotency_key"
+        assert len(signer.signed) == 1 and svc.hits["x402-paid"] == 2
+    with SQLiteLedger(tmp_path / "l.db") as lg:
+        assert [r.status.value for r in lg.receipts()] == ["settled"]
+
+
+def test_an_identical_send_without_a_key_while_the_first_is_paying_sends_nothing(tmp_path: Path) -> None:
+    """No Idempotency-Key: the second identical POST, while the first one's signed payment is still
+    being settled by the service, is told so and sends nothing (not the same payment a second time
+    while it settles); once the first send has ended, the application's retry presents that payment."""
+    with hostile_service() as svc:
+        url = x402(svc, "/slow", answer="hang")
+        signer = CountingSigner()
+        with httpay.Client(wallet=None, ledger=tmp_path / "l.db", x402_signer=signer, policy=POLICY) as c:
+            first: list[Any] = []
+            t = threading.Thread(target=lambda: first.append(c.post(url, content=b'{"q":1}').status_code))
+            t.start()
+            for _ in range(500):
+                if svc.hits.get("x402-paid"):
+                    break
+                time.sleep(0.01)
+            with pytest.raises(httpay.CallAlreadyPaid, match="being paid by another send of the same call"):
+                c.post(url, content=b'{"q":1}')
+            assert svc.hits["x402-paid"] == 1
             release(svc)
             t.join()
         assert first == [200] and len(signer.signed) == 1

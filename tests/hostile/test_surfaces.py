@@ -843,7 +843,7 @@ def test_a_request_cap_refusal_names_the_request_cap(svc: HostileService, wallet
 
     out = run(mode, svc.classic(price_sat=10), wallet=wallet, ledger=ledger,
               request={"extensions": {MAX_PRICE_EXTENSION: 5_000}})
-    assert isinstance(out.error, httpay.PaymentRefused) and out.error.rule == "max_per_payment"
+    assert isinstance(out.error, httpay.PaymentRefused) and out.error.rule == "max_price"
     assert out.error.knob == "max_price" and "above this request's price cap of 5 sat" in str(out.error)
     assert "raise the request's price cap (extensions=client.max_price(...))" in str(out.error)
     assert out.wallet_calls == 0 and out.receipts == [] and out.spent_msat == 0

@@ -112,7 +112,8 @@ def test_a_callers_key_is_taken_by_the_call_that_pays_even_when_another_call_of_
 
 def test_two_calls_under_one_key_sent_at_once_the_second_reservation_is_refused(any_ledger: Ledger) -> None:
     """Both calls exist before either pays (sent at the same moment): the reservation, under the
-    ledger's lock, lets only the first pay. Past the window the key is free again."""
+    ledger's lock, lets only the first pay. A payment still pending holds the key past the window
+    (the window runs from the payment, not from the first send); a failed one frees it."""
     from httpay.errors import PaymentRefused
 
     key = "order-2026-0043-abcdef"
@@ -123,9 +124,13 @@ def test_two_calls_under_one_key_sent_at_once_the_second_reservation_is_refused(
         any_ledger.reserve(replace(intent(b.id, "h2"), key_window=WINDOW), now=T0)
     assert refused.value.rule == "idempotency_key"
     assert [r.id for r in any_ledger.receipts()] == [first.id]  # nothing written for the second
-    late = any_ledger.call("fp-c", window=WINDOW, key=key, now=T0 + timedelta(minutes=11))
-    assert any_ledger.reserve(replace(intent(late.id, "h3"), key_window=WINDOW),
-                              now=T0 + timedelta(minutes=11)).status is Status.PENDING
+    later = T0 + timedelta(minutes=11)
+    with pytest.raises(PaymentRefused, match=f"paid as ledger #{first.id} .pending."):
+        any_ledger.call("fp-c", window=WINDOW, key=key, now=later)
+    assert any_ledger.call("fp-a", window=WINDOW, key=key, now=later).id == a.id  # still the call it paid for
+    any_ledger.fail(first.id, "the service never settled it")
+    late = any_ledger.call("fp-c", window=WINDOW, key=key, now=later)
+    assert any_ledger.reserve(replace(intent(late.id, "h3"), key_window=WINDOW), now=later).status is Status.PENDING
 
 
 def test_a_dropped_token_is_forgotten_by_the_calls_that_presented_it(any_ledger: Ledger) -> None:

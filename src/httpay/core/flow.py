@@ -487,7 +487,6 @@ def _after_paying(run: _Run, served: httpx.Response) -> None:
 def _pay_402(run: _Run, response: httpx.Response, challenges: Challenge | Sequence[Challenge],
              met_402_at: datetime | None, max_price_msat: int | None, offer_id: str | None,
              sent_at: float | None) -> Flow:
-    payer, request = run.payer, run.request
     challenge = yield from _choose(run, [challenges] if isinstance(challenges, Challenge) else challenges,
                                    response, max_price_msat, offer_id)
     run.kinds = (challenge.variant or "",) if challenge.reuse == "scope" else ()
@@ -497,6 +496,23 @@ def _pay_402(run: _Run, response: httpx.Response, challenges: Challenge | Sequen
     call = yield from _call_of(run, challenge)
     if call is not None and call.paid:  # the application sent a paid call again: present that payment
         return (yield from _answered(run, call, (yield from _present_again(run, challenge, call))))
+    if call is None:
+        return (yield from _paying(run, response, challenge, None, met_402_at, max_price_msat, offer_id, sent_at))
+    live = run.payer.live_calls
+    live[call.id] += 1  # a send of this call is paying it in this process: another one waits, never sends it too
+    try:
+        return (yield from _paying(run, response, challenge, call, met_402_at, max_price_msat, offer_id, sent_at))
+    finally:
+        live[call.id] -= 1
+        if live[call.id] <= 0:
+            del live[call.id]
+            run.payer.call_ended(call.id)
+
+
+def _paying(run: _Run, response: httpx.Response, challenge: Challenge, call: Call | None, met_402_at: datetime | None,
+            max_price_msat: int | None, offer_id: str | None, sent_at: float | None) -> Flow:
+    """Pay the chosen challenge (signing in, where that serves it, pays nothing) and deliver the answer."""
+    payer, request = run.payer, run.request
     signed_in = yield from _sign_in(run, challenge)
     if signed_in is not None:  # a returning payer, served by signing in: nothing paid
         return (yield from _answered(run, call, signed_in))
@@ -506,7 +522,7 @@ def _pay_402(run: _Run, response: httpx.Response, challenges: Challenge | Sequen
             try:
                 receipt, credential = yield from attempt.obtain()
             except _CallPaidMeanwhile as meanwhile:  # the same call, sent at once, reserved its payment first
-                call = yield from _joined(run, meanwhile.call)
+                call = yield from _joined(run, meanwhile.call, mine=True)
                 if call.paid:
                     return (yield from _answered(run, call, (yield from _present_again(run, challenge, call))))
                 continue  # its payment failed: nothing was paid for the call, so this request pays it
@@ -599,34 +615,42 @@ class _CallPaidMeanwhile(Exception):
         self.call = call
 
 
-def _joined(run: _Run, call: Call) -> Generator[Effect, Any, Call]:
-    """The call as it stands once no other request of it is paying it. Sent several times at once
-    under the application's own Idempotency-Key, the first to reserve pays; the others wait for
-    that payment's outcome (a signed payment must not reach the service twice while it is being
-    settled), then present it. Its payment failed: the call as the ledger has it now (unpaid, so
-    this request pays). A call without the application's key is not joined: identical sends of it
-    are told it was paid (`CallAlreadyPaid`), whatever the timing."""
-    if run.callers_key is None:
-        return call
+def _joined(run: _Run, call: Call, *, mine: bool = False) -> Generator[Effect, Any, Call]:
+    """The call as it stands once no other send of it in this process is paying it. Sent several
+    times at once under the application's own Idempotency-Key, the first to reserve pays; the others
+    wait for that payment's outcome (a signed payment must not reach the service twice while it is
+    being settled), then present it; waiting longer than `inflight_wait_s`, they are told so and send
+    nothing. Its payment failed: the call as the ledger has it now (unpaid, so this request pays).
+    Without the application's key, a send while another is paying is told so (`CallAlreadyPaid`) at
+    once. A pending payment whose send ended in this process (it timed out, its answer was lost) is
+    presented again at once, the same payment, never a new one: how an application's retry is
+    served; one another process may be sending is waited for first. `mine`: this flow is itself
+    counted as a send of the call."""
     waited, pause = 0.0, 0.01
     while call.paid and call.receipt is not None and call.receipt.status is Status.PENDING:
-        if waited >= run.payer.inflight_wait_s:  # never a second payment, nor the same one sent while it settles
-            receipt = call.receipt
+        receipt = call.receipt
+        here = run.payer.live_calls.get(call.id, 0) - (1 if mine else 0)  # other sends of it in this process
+        if not here and (run.callers_key is None or call.id in run.payer.ended_calls):
+            break  # its send ended here (a timeout, a lost answer): present that payment again
+        if not here and waited >= run.payer.inflight_wait_s:
+            break  # another process's send, or one that died: present that payment, never a new one
+        if here and (run.callers_key is None or waited >= run.payer.inflight_wait_s):
             raise CallAlreadyPaid(
-                f"{run.request.method} {safe.clean(run.shown_url, 200)} is being paid by another request under the "
-                f"same Idempotency-Key (ledger #{receipt.id}, still pending after {run.payer.inflight_wait_s:g} s); "
-                "nothing is paid or sent twice: send it again with that key once `httpay ledger` shows the payment "
-                "settled", receipt=receipt, response=None)
+                f"{run.request.method} {safe.clean(run.shown_url, 200)} is being paid by another send of the same "
+                f"call (ledger #{receipt.id}, still pending); nothing is paid or sent twice: send it again once "
+                "`httpay ledger` shows the payment settled"
+                + ("" if run.callers_key is not None else ", or give each operation its own Idempotency-Key"),
+                receipt=receipt, response=None)
         if not waited:
-            run.say(Waited, f"payment #{call.receipt.id} for this call is being made by another request; "
-                            "waiting to present it, not paying twice", receipt=call.receipt)
+            run.say(Waited, f"payment #{receipt.id} for this call is being made by another request; "
+                            "waiting to present it, not paying twice", receipt=receipt)
         yield Sleep(pause)
         waited, pause = waited + pause, min(pause * 1.5, 0.25)  # a slow wallet is polled less often
-        now: Call | None = yield CallNow(call.id)  # a read: the payer's own writes never wait on the pollers
-        if now is None or not now.paid:  # gone, or its payment failed: the call as it is now (unpaid: pay)
+        found: Call | None = yield CallNow(call.id)  # a read: the payer's own writes never wait on the pollers
+        if found is None or not found.paid:  # gone, or its payment failed: the call as it is now (unpaid: pay)
             fresh: Call = yield CallKey(call.fingerprint, run.callers_key)
             return fresh
-        call = now
+        call = found
     return call
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,6 +49,17 @@ class Payer:
     # the one presented first there (bounded: `remember_variant`)
     token_variants: dict[str, str] = field(default_factory=dict, repr=False)
     _wallet_names: dict[int, tuple[Wallet, str, str]] = field(default_factory=dict, repr=False, compare=False)
+    # the calls (`Ledger.call` ids) a send in this process is paying now, and how many sends: another send
+    # of one of them waits for its outcome rather than sending the same payment while it settles
+    live_calls: Counter[int] = field(default_factory=Counter, repr=False, compare=False)
+    ended_calls: dict[int, None] = field(default_factory=dict, repr=False, compare=False)  # (the latest 4,096)
+
+    def call_ended(self, call_id: int) -> None:
+        """No send of this call is under way here any more: its pending payment has no live send here."""
+        self.ended_calls.pop(call_id, None)
+        self.ended_calls[call_id] = None
+        while len(self.ended_calls) > 4096:
+            self.ended_calls.pop(next(iter(self.ended_calls)))
 
     def remember_variant(self, keys: tuple[str, ...], variant: str) -> None:
         """Present `variant` first at these URL paths and scopes; the oldest are forgotten past 4,096."""

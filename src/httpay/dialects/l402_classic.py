@@ -7,6 +7,7 @@ scope, so one payment answers every request in the scope and later requests pres
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Generator, Mapping
 from typing import Any
 
@@ -41,13 +42,23 @@ def to_challenge(ch: L402Challenge, url: str) -> Challenge:
 def _services_of(macaroon: str) -> str | None:
     """The services a token grants ("a,b"), which tell apart the tokens of one host when Aperture
     fronts several services there; None for a token that names none, or an opaque one. Each name
-    is server text, kept as `clean` shows it: one harmless line that any store holds, and still
-    apart from the host's other services (filed as none, it would mix with their tokens)."""
+    is server text: a plain one is kept as it is; one that is long or holds characters a view must
+    escape is kept as a readable head and a digest of the whole name, so two names never share a
+    token (a cut or an escape alone would merge names alike in their first 200 characters, or a
+    control character with its escape typed out), and any store holds it. Filed as none, it would
+    mix with the host's other services' tokens."""
     try:
         services = macaroons.peek(macaroon).services
     except ChallengeError:
         return None
-    return ",".join(sorted({clean(name) for name, _ in services})) or None
+    return ",".join(sorted({_service_key(name) for name, _ in services})) or None
+
+
+def _service_key(name: str) -> str:
+    if len(name) <= 64 and clean(name) == name and "~" not in name and "," not in name:
+        return name
+    digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return f"{clean(name, 40)}~{digest}"
 
 
 def check_token_binding(ch: L402Challenge, invoice: Invoice) -> None:

@@ -305,6 +305,16 @@ def schema(*, serial: str, time: str, int_type: str) -> list[str]:
     return [stmt.strip() for stmt in text.split(";") if stmt.strip()]
 
 
+# A call the application named with its Idempotency-Key is still that call while made within the
+# window, while its payment is pending, or once that payment settled within the window: the window
+# runs from the payment, not from the first send (an approval, or a service slow to settle, may take
+# longer than the window). A call httpay keyed itself (by its method, URL and body) lasts the window
+# from its first send: past it, the same request is another call (a pending x402 signature expires).
+_LIVE_CALL = ("(c.created_at >= {start} OR p.status = 'pending' "
+              "OR (p.status = 'settled' AND p.updated_at >= {start}))")
+_RECENT_CALL = "c.created_at >= {start}"
+
+
 def _key_taken(receipt_id: int, status: str) -> PaymentRefused:
     """The refusal of a call sent under an Idempotency-Key another call of the window already paid with."""
     return PaymentRefused(
@@ -535,9 +545,9 @@ class SQLLedger(Ledger):
             if intent.key_window is not None:  # the caller's key, already paying another call (sent at the same moment)
                 start, since = self._window_start(now, intent.key_window)
                 cols.append("(SELECT MAX(p.id) FROM calls o JOIN calls c ON c.call_key = o.call_key AND c.id != o.id "
-                            f"JOIN payments p ON p.id = c.receipt_id WHERE o.id = ? AND c.created_at >= {start} "
+                            f"JOIN payments p ON p.id = c.receipt_id WHERE o.id = ? AND {_LIVE_CALL.format(start=start)} "
                             "AND p.status != 'failed') AS dup_key")
-                args += [intent.call_id, since]
+                args += [intent.call_id, since, since]
         return (f"SELECT {', '.join(cols)}", args) if cols else ("", [])
 
     def _refuse_duplicate(self, query: Query, guard: dict[str, Any]) -> None:
@@ -618,9 +628,11 @@ class SQLLedger(Ledger):
                 now = self.now()
             start, since = self._window_start(now, window)  # else the database's clock, in the statement itself
             cols = "id, call_key, fingerprint, created_at, receipt_id, credential"
-            rows = query(f"SELECT {cols} FROM calls WHERE fingerprint = ? AND created_at >= {start} "
-                         "AND answered_at IS NULL ORDER BY id DESC LIMIT 1",
-                         (fingerprint, since))
+            rows = query(f"SELECT {', '.join('c.' + c for c in cols.split(', '))} FROM calls c LEFT JOIN payments p "
+                         f"ON p.id = c.receipt_id WHERE c.fingerprint = ? AND "
+                         f"{(_LIVE_CALL if key is not None else _RECENT_CALL).format(start=start)} "
+                         "AND c.answered_at IS NULL ORDER BY c.id DESC LIMIT 1",
+                         (fingerprint, since, since) if key is not None else (fingerprint, since))
             receipt: Receipt | None = None
             if rows and rows[0]["receipt_id"] is not None:
                 found = query(f"{_SELECT} WHERE id = ?", (rows[0]["receipt_id"],))
@@ -631,8 +643,8 @@ class SQLLedger(Ledger):
                 # the application's key names one operation, whatever else it is sent with: the call it paid
                 # for (this call's own row, found again unpaid, does not free the key for it)
                 other = query(f"SELECT p.id, p.status FROM calls c JOIN payments p ON p.id = c.receipt_id "
-                              f"WHERE c.call_key = ? AND c.fingerprint != ? AND c.created_at >= {start} "
-                              "AND p.status != 'failed' ORDER BY c.id DESC LIMIT 1", (key, fingerprint, since))
+                              f"WHERE c.call_key = ? AND c.fingerprint != ? AND {_LIVE_CALL.format(start=start)} "
+                              "AND p.status != 'failed' ORDER BY c.id DESC LIMIT 1", (key, fingerprint, since, since))
                 if other:
                     raise _key_taken(int(other[0]["id"]), str(other[0]["status"]))
             if not rows:
