@@ -152,6 +152,7 @@ def check_invoice(
     now: datetime | None = None,
     payee: str | None = None,
     payment_hash: str | None = None,
+    max_name: str = "per payment",
 ) -> Invoice:
     """Every check an invoice must pass before a wallet sees it. Returns it, or raises InvoiceError.
 
@@ -191,7 +192,9 @@ def check_invoice(
             )
     if max_msat is not None and invoice.amount_msat > max_msat:
         raise InvoiceError(
-            f"the invoice asks {sat_text(invoice.amount_msat)} sat, above the limit of {sat_text(max_msat)} sat per payment",
+            f"the invoice asks {sat_text(invoice.amount_msat)} sat, above "
+            + (f"the limit of {sat_text(max_msat)} sat per payment" if max_name == "per payment"
+               else f"{max_name} of {sat_text(max_msat)} sat"),
             check="amount_above_limit",
         )
     if payee is not None and (invoice.payee or "").lower() != payee.lower():

@@ -36,6 +36,7 @@ from httpay.apps.cli import main
 from httpay.config import policy_from_toml
 from httpay.ledger import Intent, SQLiteLedger
 from httpay.safe import clean
+from tests.helpers import NOTEBOOK_OFFERS
 from tests.hostile.conftest import Ran
 from tests.hostile.harness import CountingWallet, HostileService, RawServer, run
 
@@ -847,6 +848,23 @@ def test_a_request_cap_refusal_names_the_request_cap(svc: HostileService, wallet
     assert out.error.knob == "max_price" and "above this request's price cap of 5 sat" in str(out.error)
     assert "raise the request's price cap (extensions=client.max_price(...))" in str(out.error)
     assert out.wallet_calls == 0 and out.receipts == [] and out.spent_msat == 0
+
+
+def test_an_invoice_over_the_request_cap_is_refused_by_that_cap_and_kept_for_the_overseer(
+        svc: HostileService, wallet: CountingWallet, ledger: Path, mode: str) -> None:
+    """The offer fits; its invoice asks more (within the price tolerance) and above this request's
+    price cap: refused naming that cap (not a per-payment limit), and kept in the ledger's refusals
+    the dashboard shows, as every refusal is."""
+    from httpay.core.flow import MAX_PRICE_EXTENSION
+
+    url = svc.v02(invoice_msat=14_000, offers=[{**NOTEBOOK_OFFERS[0], "amount": 1, "currency": "USD"}])
+    out = run(mode, url, wallet=wallet, ledger=ledger, request={"extensions": {MAX_PRICE_EXTENSION: 12_000}},
+              policy=httpay.Policy(usd_per_btc=RATE, price_tolerance=0.5))
+    assert isinstance(out.error, httpay.InvoiceError) and "above this request's price cap of 12 sat" in str(out.error)
+    assert out.wallet_calls == 0 and out.receipts == []
+    with SQLiteLedger(ledger) as lg:
+        [kept] = lg.refusals()
+    assert kept.rule == "invoice:amount_above_limit" and "price cap of 12 sat" in kept.reason
 
 
 @pytest.mark.parametrize("value", ["-5", "nan", "inf", "0", "lots"])

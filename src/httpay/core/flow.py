@@ -458,10 +458,11 @@ def pay_flow(payer: Payer, request: httpx.Request, response: httpx.Response,
         served = yield from _pay_402(run, response, challenges, met_402_at, max_price_msat, offer_id, _sent_at)
         _after_paying(run, served)
         return served
-    except PaymentRefused as exc:
+    except (PaymentRefused, InvoiceError) as exc:  # an invoice refused before paying is a refusal an overseer sees too
+        rule, text = (exc.rule or "refused", exc.recorded()) if isinstance(exc, PaymentRefused) else (
+            f"invoice:{exc.check}", f"refused: the invoice: {exc}")
         try:
-            yield NoteRefusal(run.host, run.url, exc.rule or "refused", safe.clean(exc.recorded(), 500),
-                              tuple(sorted(run.tags.items())))
+            yield NoteRefusal(run.host, run.url, rule, safe.clean(text, 500), tuple(sorted(run.tags.items())))
         except Exception as note_exc:  # noqa: BLE001 - the refusal reaches the caller whatever the ledger does
             log.warning("[%s] could not keep the refusal in the ledger (%s)", run.rid, type(note_exc).__name__)
         raise
@@ -886,11 +887,12 @@ class _Attempt:
         within the quoted price and every per-payment cap, the wallet's network, expiry, the payee."""
         run, policy = self.run, self.run.payer.policy
         try:
-            caps = [c for c in (policy.max_per_payment_msat(q.usd_per_btc, self.challenge.offers), q.max_price_msat)
-                    if c is not None]
+            per_payment = policy.max_per_payment_msat(q.usd_per_btc, self.challenge.offers)
+            caps = [c for c in (per_payment, q.max_price_msat) if c is not None]
             check_invoice(payable.invoice, network=run.payer.lightning.network, expected_msat=q.price_msat,
                           tolerance=policy.price_tolerance, max_msat=min(caps) if caps else None,
-                          payee=policy.payee_for(q.host))
+                          payee=policy.payee_for(q.host),
+                          max_name="per payment" if min(caps, default=None) == per_payment else "this request's price cap")
         except InvoiceError as exc:
             raise run.invoice_refused(exc) from None
         except PaymentRefused as exc:
