@@ -510,6 +510,55 @@ def test_a_fresh_machine_shows_its_budget_and_an_empty_ledger(tmp_path: Path, cl
     assert folder.returncode == 1 and "is a folder, not a ledger file" in folder.stderr
 
 
+def test_a_fresh_machine_asks_a_person_and_every_overseer_command_starts(
+        demo: RunningServer, account: dict[str, str], wallet_env: dict[str, str], tmp_path: Path,
+        cli: Callable[..., Ran], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before anything paid (no data folder yet), the first `get --ask` asks (it failed: "cannot open
+    the approval queue ... the folder does not exist"), and so does `httpay mcp --ask`; `approvals`,
+    `tokens list` and `ledger export` show nothing (they failed: "no ledger"), made nowhere."""
+    from httpay.apps.agent.mcp_server import toolbox_from_env
+
+    data = tmp_path / "data"
+    env = {"HOME": str(tmp_path), "XDG_DATA_HOME": str(data), "HTTPAY_LEDGER": ""}
+    for command in (["approvals"], ["approvals", "--json"], ["tokens", "list"], ["ledger", "export"]):
+        ran = cli(*command, env=env)
+        assert ran.returncode == 0, (command, ran.stderr)
+        assert "no ledger" not in ran.stderr and not data.exists(), command
+    flat = " ".join(cli("approvals", env=env).stdout.split())
+    assert "not made yet: nothing has paid on this machine" in flat and "nothing waiting for approval" in flat
+    asked = cli("get", f"{demo.url}/ticker/MSFT", "-H", f"Authorization: {account['Authorization']}", "--ask",
+                "--approval-timeout", "0.5", "-q", env={**env, **wallet_env})
+    assert asked.returncode == 3 and "nobody answered approval #1" in asked.stderr, asked.stderr
+    assert (data / "httpay" / "ledger.sqlite3").is_file() and credits(demo, account) == 0
+    mcp_data = tmp_path / "mcp-data"
+    monkeypatch.delenv("HTTPAY_LEDGER", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(mcp_data))
+    box = toolbox_from_env({**wallet_env}, ask=True, approval_timeout=5)
+    try:
+        assert (mcp_data / "httpay" / "ledger.sqlite3").is_file()
+    finally:
+        box.close()
+    named = cli("get", f"{demo.url}/ticker/MSFT", "--ask", "--approvals", str(tmp_path / "no" / "q.sqlite3"),
+                env={**env, **wallet_env})
+    assert named.returncode == 1 and "does not exist" in named.stderr  # a place a person names is never made
+
+
+def test_the_dashboard_on_a_fresh_machine_makes_the_default_ledger(tmp_path: Path) -> None:
+    """`httpay dashboard` before anything paid starts (it exited 1: "no ledger"), on the default
+    ledger it makes, so the first approval an agent asks for shows on it."""
+    data = tmp_path / "data"
+    proc = spawn("dashboard", "--port", "0", env={"HOME": str(tmp_path), "XDG_DATA_HOME": str(data), "HTTPAY_LEDGER": ""})
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("httpay dashboard: http://127.0.0.1:"), proc.stderr.read() if proc.stderr else line
+        assert (data / "httpay" / "ledger.sqlite3").is_file()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=20)
+    assert "no ledger yet at" in err and "made it empty" in err
+
+
 def test_a_person_writes_off_a_pending_payment_they_checked(history: str, cli: Callable[..., Ran]) -> None:
     """A pending row (an x402 signature the service answered with 402, say) counts in every budget
     until someone knows better: `ledger write-off` fails it with the person's words; a settled one

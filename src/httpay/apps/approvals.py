@@ -354,7 +354,10 @@ class ApprovalQueue:
         self.poll_s = poll_s
         self.heartbeat_s = heartbeat_s
         self.progress: Progress = progress or _quiet
-        self._db = connect(self.path, SCHEMA, "approval queue")
+        # httpay's own default place (the ledger's file) is made as the ledger makes it: the first
+        # `httpay get --ask` on a machine asks; a folder a person named must exist (a typo is no queue)
+        own_place = where is None and not os.environ.get("HTTPAY_LEDGER")
+        self._db = connect(self.path, SCHEMA, "approval queue", make_folder=own_place)
         self._lock = threading.RLock()
         self._seen: dict[int, tuple[float, float, bool]] = {}  # id -> (heartbeat, monotonic when read, moved)
         self._upgrade()

@@ -960,7 +960,8 @@ def _export(args: argparse.Namespace) -> int:
 
     since = _since(args.since) if args.since else None
     tag = _tag_arg(args.tag)
-    with open_ledger(_existing_ledger(args.ledger)) as lg:  # opened first: a missing ledger writes nothing at all
+    # opened first: a missing ledger writes nothing at all (httpay's default place not made yet: no payments)
+    with open_ledger(_existing_ledger(args.ledger, fresh_ok=True)) as lg:
         writer = csv.DictWriter(sys.stdout, fieldnames=EXPORT_FIELDS) if args.format == "csv" else None
         if writer is not None:
             writer.writeheader()
@@ -1486,17 +1487,17 @@ def _approvals(args: argparse.Namespace, console: Console) -> int:
     action = args.approvals_command or "list"
     if args.approvals:
         where = _existing_ledger(args.approvals, "approval queue", "--approvals")
-    else:
-        where = _existing_ledger(args.ledger)
+    else:  # listing on a machine where nothing has asked yet: an empty queue, made nowhere
+        where = _existing_ledger(args.ledger, fresh_ok=action == "list")
     with ApprovalQueue(where) as q:
         if action == "list":
             # the waiting ones, and those whose request is gone (listed as such: answering them pays nothing)
             items = q.recent(50) if getattr(args, "all", False) else sorted(q.pending() + q.unanswerable(),
                                                                             key=lambda a: a.id)
             if args.json:
-                print(json.dumps({"queue": q.path, "approvals": [a.to_dict() for a in items]}, indent=2))
+                print(json.dumps({"queue": _fresh_name(q.path), "approvals": [a.to_dict() for a in items]}, indent=2))
                 return 0
-            console.print(approvals_table(items, title=f"Approvals ({q.path})"))
+            console.print(approvals_table(items, title=f"Approvals ({_fresh_name(q.path)})"))
             if getattr(args, "all", False):
                 return 0
             if first := next((a for a in items if a.answerable), None):
@@ -1525,7 +1526,13 @@ def _dashboard(args: argparse.Namespace, console: Console) -> int:
     import httpay
     from httpay.apps.dashboard import RunningDashboard, create_app, run
 
-    where = _existing_ledger(args.ledger)
+    where: str | None = _existing_ledger(args.ledger, fresh_ok=True)
+    if where == FRESH:  # nothing has paid here yet: the default ledger is made now, as `httpay get` makes it,
+        where = None    # so the page sees the first payment and the first approval an agent asks for
+        from httpay.ledger import default_ledger_path
+
+        _note(f"note: no ledger yet at {default_ledger_path()} (nothing has paid on this machine): made it empty, "
+              "for the first payment and approval to show here")
     approvals = _existing_ledger(args.approvals, "approval queue", "--approvals") if args.approvals else None
     policy = _policy_or_none(args.policy) or httpay.Policy()
     wallet, wallet_note = None, None
@@ -1557,7 +1564,7 @@ def _tokens(args: argparse.Namespace, console: Console) -> int:
     from httpay.ledger import open_ledger
     from httpay.view import Column, View, row
 
-    with open_ledger(_existing_ledger(args.ledger)) as lg:
+    with open_ledger(_existing_ledger(args.ledger, fresh_ok=args.action == "list")) as lg:
         held = lg.token_info()
         if args.action == "drop":
             if args.all == bool(args.scope):

@@ -112,10 +112,9 @@ def toolbox_from_env(env: Mapping[str, str] | None = None, *, payment_deadline: 
     ledger = env.get("HTTPAY_LEDGER") or None
     if ask:
         from httpay.apps.approvals import ApprovalQueue
-        from httpay.ledger import default_ledger_path
 
-        queue = env.get("HTTPAY_APPROVALS") or ledger or str(default_ledger_path())
-        policy.approve = ApprovalQueue(queue, timeout_s=approval_timeout)
+        # none named: the ledger's default file, whose folder is made as the ledger's is
+        policy.approve = ApprovalQueue(env.get("HTTPAY_APPROVALS") or ledger, timeout_s=approval_timeout)
     return Toolbox(wallet=wallet, policy=policy, ledger=ledger, headers=headers, base_url=base_url,
                    knobs=knobs, payment_deadline=deadline, tags=tags_from_text(env.get("HTTPAY_TAGS", ""), "HTTPAY_TAGS"))
 
