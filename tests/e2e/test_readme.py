@@ -6,6 +6,7 @@ import contextlib
 import io
 import re
 from pathlib import Path
+from typing import Any
 
 from tests.e2e.test_cli import httpay_cmd
 
@@ -66,3 +67,57 @@ def test_the_transport_example_pays_through_a_plain_httpx_client(tmp_path: Path)
         assert scope["r"].status_code == 200 and scope["r"].json()["symbol"] == "MSFT"
         with SQLiteLedger(tmp_path / "payments.sqlite3") as lg:
             assert [(x.status.value, x.amount_msat) for x in lg.receipts()] == [("settled", 10_000)]
+
+
+def _literals(code: str, lang: str) -> list[str]:
+    """Every string a code block gives as a value (what a copy of it would send or set)."""
+    import ast
+    import json
+
+    if lang == "json":
+        found: list[str] = []
+
+        def walk(value: object) -> None:
+            if isinstance(value, str):
+                found.append(value)
+            elif isinstance(value, dict):
+                for v in value.values():
+                    walk(v)
+            elif isinstance(value, list):
+                for v in value:
+                    walk(v)
+        walk(json.loads(code))
+        return found
+    return [n.value for n in ast.walk(ast.parse(code)) if isinstance(n, ast.Constant) and isinstance(n.value, str)]
+
+
+def test_every_value_in_the_readmes_code_runs_as_written() -> None:
+    """A placeholder a person copies is ASCII, so it is sent as it is: the "Bearer …" of the agents'
+    Toolbox and MCP blocks was a ConfigError ("header 'Authorization' is not ASCII text") on copy-paste."""
+    for lang in ("python", "json"):
+        for code in _blocks(lang):
+            bad = [v for v in _literals(code, lang) if not v.isascii()]
+            assert not bad, f"README {lang} block gives non-ASCII values: {bad}"
+
+
+def test_the_agents_toolbox_and_mcp_blocks_start_as_copied(tmp_path: Path, monkeypatch: Any) -> None:
+    import json
+
+    import httpay
+    from httpay.apps.agent.mcp_server import toolbox_from_env
+    from httpay.demo.runner import serve_in_thread
+
+    code = next(b for b in _blocks("python") if "Toolbox(" in b)
+    config = json.loads(next(b for b in _blocks("json") if "mcpServers" in b))["mcpServers"]["httpay"]["env"]
+    with serve_in_thread() as server, contextlib.chdir(tmp_path):
+        wallet = httpay.DemoWallet.create(server.url, balance_sat=1_000)
+        demo_env = {"HTTPAY_WALLET": "demo", "HTTPAY_DEMO_URL": server.url, "HTTPAY_DEMO_KEY": wallet.reveal_key()}
+        for k, v in demo_env.items():
+            monkeypatch.setenv(k, v)
+        kept = code.replace("https://stock.example", server.url)  # the block's service: the demo's, offline
+        scope: dict[str, Any] = {}
+        exec(compile(kept, "README.md", "exec"), scope)
+        scope["tb"].close()
+        env = {k: v for k, v in config.items() if not k.startswith(("LNBITS", "HTTPAY_WALLET", "HTTPAY_POLICY"))}
+        box = toolbox_from_env({**env, **demo_env, "HTTPAY_LEDGER": str(tmp_path / "mcp.sqlite3")})
+        box.close()

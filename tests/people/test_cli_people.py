@@ -605,3 +605,14 @@ def test_every_failure_after_money_may_have_left_exits_4_not_as_a_setting_error(
 
     code, line = failure(make())
     assert code == EXIT_PAYMENT and "httpay ledger" in line, (code, line)
+
+
+def test_httpay_mcp_names_httpay_headers_when_a_header_in_it_cannot_be_sent(tmp_path: Path,
+                                                                            cli: Callable[..., Ran]) -> None:
+    """A header value httpay cannot send, set in HTTPAY_HEADERS, is named as that variable's (it read
+    "Toolbox(headers=...)", a Python argument the person running `httpay mcp` never wrote); the value is never shown."""
+    env = {"HTTPAY_BASE_URL": "https://stock.example", "HTTPAY_LEDGER": str(tmp_path / "l.sqlite3"),
+           "HTTPAY_HEADERS": '{"Authorization": "Bearer s3cr\u00e9t-token"}'}
+    ran = cli("mcp", env=env)
+    assert ran.returncode == 1 and "HTTPAY_HEADERS: header 'Authorization' is not ASCII text" in ran.stderr, ran.stderr
+    assert "Toolbox(" not in ran.stderr and "s3cr" not in ran.stderr + ran.stdout

@@ -41,7 +41,7 @@ from httpay.core.payer import tags_from_text
 from httpay.errors import ConfigError
 from httpay.loopback import require_loopback
 from httpay.policy import CANCELLED, Approver
-from httpay.safe import MAX_TEXT, clean, get_logger
+from httpay.safe import MAX_TEXT, clean, get_logger, header_problem
 
 if TYPE_CHECKING:
     from mcp.server.mcpserver import Context, MCPServer
@@ -69,6 +69,10 @@ def headers_from_env(raw: str | None) -> dict[str, str]:
         raise ConfigError(_HEADERS_HELP) from None
     if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
         raise ConfigError(_HEADERS_HELP)
+    for name, value in data.items():  # said in the words of the variable the person set, not of Toolbox(...)
+        if (problem := header_problem(name, value)) is not None:
+            raise ConfigError(f"HTTPAY_HEADERS: {problem}; fix it in the environment of `httpay mcp` "
+                              "(the MCP host's configuration)")
     return data
 
 
