@@ -153,6 +153,23 @@ def test_get_dry_run_says_what_it_would_pay_and_pays_nothing(demo: RunningServer
         assert len(lg.receipts()) == 1  # only the one written by this test
 
 
+def test_a_dry_run_on_an_http_error_exits_as_the_request_would(demo: RunningServer, wallet_env: dict[str, str],
+                                                                tmp_path: Path, cli: Callable[..., Ran]) -> None:
+    """`get --dry-run` on a 404 or a 401 said "the service served the request and may have used a
+    credit" and exited 0; `get` and `offers` exit 6 for the same URL, and so does the dry run now."""
+    for url, said in ((f"{demo.url}/no/such/page", "HTTP 404 Not Found"), (f"{demo.url}/ticker/MSFT", "HTTP 401")):
+        for env in ({}, wallet_env):
+            dry = cli("get", url, "--dry-run", env=env)
+            real = cli("get", url, "-q", "--ledger", str(tmp_path / "l.sqlite3"), env=env)
+            assert dry.returncode == real.returncode == 6, (dry.stderr, real.stderr)
+            assert f"the service answered {said}" in dry.stderr and "nothing would be paid" in dry.stderr
+            assert "served the request" not in dry.stderr and "may have used a credit" not in dry.stderr
+        j = cli("get", url, "--dry-run", "--json")
+        assert j.returncode == 6 and json.loads(j.stdout)["ok"] is False
+    served = cli("get", f"{demo.url}/terms", "--dry-run")
+    assert served.returncode == 0 and "may have used a credit" in served.stderr
+
+
 def test_wallet_balance_reads_the_wallet_from_the_environment(wallet_env: dict[str, str], cli: Callable[..., Ran]) -> None:
     p = httpay_cmd("wallet", "balance", env=wallet_env)
     assert p.returncode == 0 and "demo wallet on regtest: 1,000 sat ($1.00)" in p.stdout

@@ -1355,15 +1355,20 @@ def _dry_run(args: argparse.Namespace, policy: Any, console: Console, headers: d
         if wallet is not None:
             wallet.close()
     if not found:
+        # exits as the request itself would: an error the service answered (a 402 unread among them) is EXIT_HTTP
+        code = EXIT_HTTP if r.status_code >= 400 else EXIT_OK
         if args.json_output:
-            print(json.dumps({"url": args.url, "status": r.status_code, "payment_required": r.status_code == 402,
-                              "would_pay": False}))
+            print(json.dumps({"ok": code == EXIT_OK, "url": args.url, "status": r.status_code,
+                              "payment_required": r.status_code == 402, "would_pay": False, "dry_run": True}))
         elif r.status_code == 402:
             _note("HTTP 402, in a form httpay cannot read (not L402 v0.2, classic L402/LSAT or x402); nothing would be paid")
+        elif r.status_code >= 400:  # one line, as `httpay get` ends with
+            _say(f"httpay: the service answered HTTP {r.status_code} {r.reason_phrase}".rstrip()
+                 + ", not a request for payment; nothing would be paid (dry run)")
         else:
             _note(f"HTTP {r.status_code}: no payment asked; nothing would be paid (the service served the request "
                   "and may have used a credit)")
-        return 0
+        return code
     challenge = found[0]
     offers = [o for c in found for o in c.offers]
     cap = args.max_price_sat * 1000 if args.max_price_sat is not None else None
