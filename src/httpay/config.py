@@ -229,8 +229,11 @@ def _policy_table(data: Mapping[str, Any], source: str) -> Any:
 
 def policy_from_toml(path: str | os.PathLike[str]) -> Policy:
     """Read a policy from TOML: top-level keys, or a `[policy]` table. The client's own settings
-    (`[client]`, or `payment_deadline` at the top level) are read by `client_settings_from_toml`."""
+    (`[client]`, or `payment_deadline` at the top level) are read by `client_settings_from_toml`, and
+    checked here too: every command reading the file refuses a typo in them (`payment_dedline`), not
+    only the one that pays (a dry run that passed, then the real request refused)."""
     p, data = _read_toml(path)
+    client_settings_from_dict(data, source=str(p))
     return policy_from_dict(_policy_table(data, str(p)), source=str(p))
 
 

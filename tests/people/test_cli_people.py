@@ -633,3 +633,27 @@ def test_httpay_mcp_names_httpay_headers_when_a_header_in_it_cannot_be_sent(tmp_
     ran = cli("mcp", env=env)
     assert ran.returncode == 1 and "HTTPAY_HEADERS: header 'Authorization' is not ASCII text" in ran.stderr, ran.stderr
     assert "Toolbox(" not in ran.stderr and "s3cr" not in ran.stderr + ran.stdout
+
+
+def test_every_command_reading_the_policy_file_refuses_a_typo_in_its_client_table(
+        demo: RunningServer, account: dict[str, str], wallet_env: dict[str, str], tmp_path: Path,
+        cli: Callable[..., Ran]) -> None:
+    """`[client] payment_dedline = 5` was accepted by `get --dry-run`, `budget`, `offers` and the
+    dashboard, then refused by the real `get`: a dry run said all was well. Every command says it now."""
+    policy = tmp_path / "policy.toml"
+    policy.write_text("[policy]\nbudget_usd = 1\n[client]\npayment_dedline = 5\n")
+    ledger = str(tmp_path / "l.sqlite3")
+    SQLiteLedger(ledger).close()
+    url, auth = f"{demo.url}/ticker/MSFT", f"Authorization: {account['Authorization']}"
+    commands = (["get", url, "-H", auth, "--policy", str(policy), "--ledger", ledger],
+                ["get", url, "-H", auth, "--dry-run", "--policy", str(policy), "--ledger", ledger],
+                ["offers", url, "-H", auth, "--policy", str(policy)],
+                ["budget", "--policy", str(policy), "--ledger", ledger],
+                ["dashboard", "--port", "0", "--policy", str(policy), "--ledger", ledger])
+    for command in commands:
+        ran = cli(*command, env=wallet_env)
+        assert ran.returncode == 1, (command, ran.stdout, ran.stderr)
+        assert "unknown setting(s) in [client]: payment_dedline; known: payment_deadline" in ran.stderr, command
+    ran = cli("mcp", env={**wallet_env, "HTTPAY_POLICY": str(policy), "HTTPAY_LEDGER": ledger})
+    assert ran.returncode == 1 and "payment_dedline" in ran.stderr, ran.stderr
+    assert credits(demo, account) == 0
