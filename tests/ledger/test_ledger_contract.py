@@ -401,3 +401,25 @@ def test_tokens_are_kept_replaced_expired_and_dropped(any_ledger_url: str) -> No
     assert lg.drop_token("host:a") is True and lg.drop_token("host:a") is False
     assert lg.token_for("host:a") is None
     lg.close()
+
+
+def test_a_host_without_its_port_finds_it_on_every_port_by_equality(any_ledger: Ledger) -> None:
+    """`httpay ledger --host 127.0.0.1` found nothing (the rows say 127.0.0.1:8402): the hosts a
+    host means are read off the running totals, then its rows, totals and spending by equality."""
+    ids: dict[str, int] = {}
+    for n, host in enumerate(("127.0.0.1:8402", "127.0.0.1:9000", "127.0.0.10:8402", "127.0.0.1x:1", "a_b.example",
+                              "axb.example:1", "[::1]:9")):
+        ids[host] = any_ledger.reserve(intent(1000 * (n + 1), host=host), now=T0 + timedelta(seconds=n)).id
+    assert any_ledger.hosts_matching("127.0.0.1") == ["127.0.0.1:8402", "127.0.0.1:9000"]
+    assert any_ledger.hosts_matching("127.0.0.1:9000") == ["127.0.0.1:9000"]
+    assert any_ledger.hosts_matching("a_b.example") == ["a_b.example"]  # '_' is no wildcard
+    assert any_ledger.hosts_matching("[::1]") == ["[::1]:9"] and any_ledger.hosts_matching("nowhere") == []
+    both = any_ledger.hosts_matching("127.0.0.1")
+    assert [r.id for r in any_ledger.receipts(host=both)] == [ids["127.0.0.1:9000"], ids["127.0.0.1:8402"]]
+    assert any_ledger.receipts(host=[]) == [] and any_ledger.totals(host=[])["count"] == 0
+    totals = any_ledger.totals(host=both)
+    assert (totals["count"], totals["pending"], totals["pending_msat"]) == (2, 2, 3000)
+    assert any_ledger.totals(host=both, since=T0 + timedelta(seconds=1))["pending_msat"] == 2000
+    assert any_ledger.spent_msat(host=both) == 3000
+    assert any_ledger.spent_msat(host=both, since=T0 + timedelta(seconds=1)) == 2000
+    assert any_ledger.spent_msat(host="127.0.0.1:8402") == 1000  # one host as before: a per-host budget's

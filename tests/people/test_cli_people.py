@@ -657,3 +657,31 @@ def test_every_command_reading_the_policy_file_refuses_a_typo_in_its_client_tabl
     ran = cli("mcp", env={**wallet_env, "HTTPAY_POLICY": str(policy), "HTTPAY_LEDGER": ledger})
     assert ran.returncode == 1 and "payment_dedline" in ran.stderr, ran.stderr
     assert credits(demo, account) == 0
+
+
+def test_ledger_host_takes_a_host_with_or_without_its_port_or_a_url(tmp_path: Path, cli: Callable[..., Ran]) -> None:
+    """`httpay ledger --host 127.0.0.1` (the rows say 127.0.0.1:8402) or a full URL showed nothing and
+    "committed: 0 sat"; a host now stands for its every port, a URL for its host and port, `export` alike."""
+    path = str(tmp_path / "l.sqlite3")
+    with SQLiteLedger(path) as lg:
+        for n, host in enumerate(("127.0.0.1:8402", "127.0.0.1:9000", "api.example.com", "api.example.com:8443")):
+            lg.reserve(Intent(host=host, url=f"http://{host}/x", protocol="l402-v0.2", method="lightning",
+                              amount_msat=1000 * (n + 1), payment_hash=f"{n:064x}"))
+    def shown(*given: str) -> tuple[list[str], int]:
+        ran = cli("ledger", "--json", "--ledger", path, *given)
+        assert ran.returncode == 0, ran.stderr
+        data = json.loads(ran.stdout)
+        return sorted(p["host"] for p in data["payments"]), data["spent_msat"]
+    assert shown("--host", "127.0.0.1") == (["127.0.0.1:8402", "127.0.0.1:9000"], 3000)
+    assert shown("--host", "127.0.0.1:9000") == (["127.0.0.1:9000"], 2000)
+    assert shown("--host", "http://127.0.0.1:8402/ticker/MSFT?x=1") == (["127.0.0.1:8402"], 1000)
+    assert shown("--host", "https://API.example.com/v1") == (["api.example.com"], 3000)  # its scheme's port only
+    assert shown("--host", "api.example.com") == (["api.example.com", "api.example.com:8443"], 7000)
+    table = cli("ledger", "--ledger", path, "--host", "127.0.0.1")
+    assert "2 of 2 payment(s) shown to 127.0.0.1 (every port)" in " ".join(table.stdout.split())
+    none = cli("ledger", "--ledger", path, "--host", "localhost")
+    assert none.returncode == 0 and "no payment to localhost (every port) is recorded" in none.stderr
+    export = cli("ledger", "export", "--ledger", path, "--host", "127.0.0.1")
+    assert [json.loads(line)["host"] for line in export.stdout.splitlines()] == ["127.0.0.1:8402", "127.0.0.1:9000"]
+    bad = cli("ledger", "--ledger", path, "--host", "not a host")
+    assert bad.returncode == 2 and "is not a host: give api.example.com, 127.0.0.1:8402 or a URL" in bad.stderr

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 from rich.console import Console
@@ -90,6 +90,48 @@ def _when_arg(text: str) -> str:
         raise argparse.ArgumentTypeError(f"use 30m, 1h, 1d, 1w or an ISO date/time such as 2026-11-25T10:00 (UTC), "
                                          f"got {text[:40]!r}") from None
     return text
+
+
+class HostFilter(NamedTuple):
+    """`ledger --host`: a host as the ledger records it ('127.0.0.1:8402', 'api.example.com', '[::1]:9'),
+    and whether it stands for every port of that host (given without a port, not as a URL)."""
+
+    host: str
+    every_port: bool
+
+    def __str__(self) -> str:
+        return f"{self.host} (every port)" if self.every_port else self.host
+
+
+def _host_arg(text: str) -> HostFilter:
+    """An argparse type for `ledger --host`: a host (every port of it), host:port, or a URL (its host
+    and port: the bare host for its scheme's own port, as the ledger records it)."""
+    from urllib.parse import urlsplit
+
+    given = text.strip()
+    try:
+        parts = urlsplit(given if "://" in given else "//" + (f"[{given}]" if given.count(":") > 1
+                                                                and not given.startswith("[") else given))
+        port = parts.port
+    except ValueError:
+        parts, port = None, None
+    host = (parts.hostname or "").lower() if parts is not None else ""
+    host = f"[{host}]" if ":" in host else host
+    if parts is None or ("://" not in given and (parts.path or parts.query)) \
+            or not re.fullmatch(r"[a-z0-9._-]+|\[[0-9a-f:.]+\]", host):  # (a URL's user info is not shown)
+        raise argparse.ArgumentTypeError(f"{clean(mask_urls(given), 60)!r} is not a host: give api.example.com, "
+                                         "127.0.0.1:8402 or a URL such as https://api.example.com/path")
+    if port is not None:
+        return HostFilter(f"{host}:{port}", every_port=False)
+    return HostFilter(host, every_port="://" not in given)  # a URL names one port: its scheme's, recorded bare
+
+
+def _hosts(lg: Any, given: HostFilter | None) -> list[str] | None:
+    """The recorded hosts `ledger --host` means (each found by equality on the host index): that one,
+    or for a host without a port, it on every port the ledger holds payments to."""
+    if given is None:
+        return None
+    return list(lg.hosts_matching(given.host)) if given.every_port else [given.host]
 
 
 def _port(text: str) -> int:
@@ -231,7 +273,9 @@ def _parser() -> argparse.ArgumentParser:
     lg.add_argument("--before", type=_number(kind=int, positive=True), metavar="ID",
                     help="page back: only payments older than ledger #ID (the output names the next page)")
     lg.add_argument("--since", metavar="WHEN", type=_when_arg, help="only payments since: 30m, 1h, 1d, 1w or an ISO date/time (UTC)")
-    lg.add_argument("--host", help="only payments to this host (as recorded, e.g. api.example.com or 127.0.0.1:8402)")
+    lg.add_argument("--host", type=_host_arg, metavar="HOST",
+                    help="only payments to this host: 127.0.0.1 (every port), 127.0.0.1:8402 (that port), "
+                         "api.example.com, or a URL (its host and port)")
     lg.add_argument("--json", action="store_true", help="print JSON for scripts")
     _add_people_commands(sub)
 
@@ -891,16 +935,21 @@ def _ledger(args: argparse.Namespace, console: Console) -> int:
     since = _since(args.since) if args.since else None
     tag = _tag_arg(args.tag)
     with open_ledger(_existing_ledger(args.ledger, fresh_ok=True)) as lg:
-        rows = lg.receipts(limit=args.limit, host=args.host, since=since, before=args.before, tag=tag)
-        totals = lg.totals(host=args.host, since=since, tag=tag)  # in SQL: no row is read just to count it
-        totals["committed_msat"] = lg.spent_msat(host=args.host, since=since, tag=tag)
+        hosts = _hosts(lg, args.host)  # equality on the host index, for each host:port recorded
+        rows = lg.receipts(limit=args.limit, host=hosts, since=since, before=args.before, tag=tag)
+        totals = lg.totals(host=hosts, since=since, tag=tag)  # in SQL: no row is read just to count it
+        totals["committed_msat"] = lg.spent_msat(host=hosts, since=since, tag=tag)
         older = rows[-1].id if len(rows) == args.limit and rows[-1].id > 1 else None
+        shown = None if args.host is None else str(args.host)
         if args.json:
-            print(json.dumps({"ledger": lg.url, "since": since.isoformat() if since else None, "host": args.host,
-                              "spent_msat": totals["committed_msat"], "totals": totals, "before": args.before,
-                              "next_before": older, "payments": [r.to_dict() for r in rows]}, indent=2))
+            print(json.dumps({"ledger": lg.url, "since": since.isoformat() if since else None, "host": shown,
+                              "hosts": hosts, "spent_msat": totals["committed_msat"], "totals": totals,
+                              "before": args.before, "next_before": older,
+                              "payments": [r.to_dict() for r in rows]}, indent=2))
             return 0
-        scope = ((f" to {args.host}" if args.host else "") + (f" tagged {tag[0]}={tag[1]}" if tag else "")
+        if hosts is not None and not totals["count"] and not lg.totals(host=hosts)["count"]:  # ever, not only now
+            _note(f"no payment to {shown} is recorded in this ledger; `httpay ledger` shows the hosts paid")
+        scope = ((f" to {shown}" if args.host else "") + (f" tagged {tag[0]}={tag[1]}" if tag else "")
                  + (f" since {since:%Y-%m-%d %H:%M} UTC" if since else ""))
         console.print(receipts_table(rows, title=f"Ledger ({_fresh_name(lg.url)}){scope}"))
         console.print(
@@ -962,12 +1011,13 @@ def _export(args: argparse.Namespace) -> int:
     tag = _tag_arg(args.tag)
     # opened first: a missing ledger writes nothing at all (httpay's default place not made yet: no payments)
     with open_ledger(_existing_ledger(args.ledger, fresh_ok=True)) as lg:
+        hosts = _hosts(lg, args.host)
         writer = csv.DictWriter(sys.stdout, fieldnames=EXPORT_FIELDS) if args.format == "csv" else None
         if writer is not None:
             writer.writeheader()
         after = 0
         while True:  # oldest first, a page at a time by id: bounded memory at any size
-            page = lg.receipts(limit=1000, host=args.host, since=since, tag=tag, after=after)
+            page = lg.receipts(limit=1000, host=hosts, since=since, tag=tag, after=after)
             if not page:
                 break
             for r in page:

@@ -167,19 +167,26 @@ class Ledger(ABC):
 
     @abstractmethod
     def receipts(
-        self, *, limit: int | None = None, status: Status | None = None, host: str | None = None,
+        self, *, limit: int | None = None, status: Status | None = None, host: str | Sequence[str] | None = None,
         since: datetime | None = None, before: int | None = None, tag: tuple[str, str] | None = None,
         after: int | None = None,
     ) -> list[Receipt]:
         """Newest first; `before` pages back: only the rows older than that id (read by the primary
         key, so the thousandth page costs what the first does); `after` pages forward instead, oldest
         first (an export streams the whole history so); `tag` ("agent", "research") keeps only the
-        payments carrying it."""
+        payments carrying it; `host` the payments to that host as recorded ('api.example.com',
+        '127.0.0.1:8402'), or to any of several (`hosts_matching` finds a host's on every port)."""
 
     @abstractmethod
-    def spent_msat(self, *, host: str | None = None, since: datetime | None = None,
+    def spent_msat(self, *, host: str | Sequence[str] | None = None, since: datetime | None = None,
                    tag: tuple[str, str] | None = None) -> int:
         """Money committed: settled plus pending (a pending payment may have gone out)."""
+
+    def hosts_matching(self, host: str) -> list[str]:
+        """The hosts recorded for `host`: itself and, named without a port, it on every port
+        ('127.0.0.1' finds '127.0.0.1:8402'). (A SQL ledger reads them off its running totals.)"""
+        return sorted({r.host for r in self.receipts()
+                       if r.host == host or (r.host.startswith(f"{host}:") and r.host[len(host) + 1:].isdigit())})
 
     # -- L402 tokens: paid credentials reused until the server answers 402 again -----------------------
     @abstractmethod
@@ -255,7 +262,7 @@ class Ledger(ABC):
         return [{"scope": scope, "payment_hash": None, "created_at": None, "expires_at": None}
                 for scope in self.token_scopes()]
 
-    def totals(self, *, host: str | None = None, since: datetime | None = None,
+    def totals(self, *, host: str | Sequence[str] | None = None, since: datetime | None = None,
                tag: tuple[str, str] | None = None) -> dict[str, int]:
         """Counts and sums by status (count, settled, pending, failed, settled_msat, fee_msat,
         pending_msat): what a person reads under the ledger, without a row per payment."""

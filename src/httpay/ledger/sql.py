@@ -382,13 +382,30 @@ class SQLLedger(Ledger):
         return LedgerError(f"ledger {self.url}: no payment #{receipt_id}")
 
     @staticmethod
-    def _filters(host: str | None, since: Any, status: str | None = None) -> tuple[str, list[Any]]:
+    def _filters(host: str | Sequence[str] | None, since: Any, status: str | None = None) -> tuple[str, list[Any]]:
+        """The WHERE clauses of a read: a host is matched by equality (several, `host IN`: any of them),
+        so the host index finds the rows and no database collation decides which hosts are alike."""
         sql, args = "", []
-        for clause, value in (("status = ?", status), ("host = ?", host), ("created_at >= ?", since)):
+        hosts = None if host is None or isinstance(host, str) else list(host)
+        for clause, value in (("status = ?", status), ("host = ?", host if hosts is None else None),
+                              ("created_at >= ?", since)):
             if value is not None:
                 sql += f" AND {clause}"
                 args.append(value)
+        if hosts is not None:
+            sql += f" AND host IN ({', '.join('?' * len(hosts))})" if hosts else " AND 1 = 0"
+            args += hosts
         return sql, args
+
+    def hosts_matching(self, host: str) -> list[str]:
+        """The hosts recorded for `host`: itself and, for a host named without a port, it on every port
+        ('127.0.0.1' finds '127.0.0.1:8402'), read off the running totals (a row per host and status),
+        never the payments; matched exactly here whatever the database's LIKE folds."""
+        pattern = host.replace("!", "!!").replace("%", "!%").replace("_", "!_") + ":%"
+        rows = self._query("SELECT DISTINCT host FROM payment_totals WHERE host = ? OR host LIKE ? ESCAPE '!'",
+                           (host, pattern))
+        return sorted(h for h in (str(r["host"]) for r in rows)
+                      if h == host or (h.startswith(f"{host}:") and h[len(host) + 1:].isdigit()))
 
     def _spent(self, query: Query, host: str | None, since: datetime | None) -> int:
         if since is None:  # all history: the running totals, one row per status
@@ -876,8 +893,8 @@ class SQLLedger(Ledger):
         rows = self._query(f"{_SELECT} WHERE {col} = ? AND status != 'failed' ORDER BY id DESC LIMIT 1", (val,))
         return self._row(rows[0]) if rows else None
 
-    def receipts(self, *, limit: int | None = None, status: Status | None = None, host: str | None = None,
-                 since: datetime | None = None, before: int | None = None,
+    def receipts(self, *, limit: int | None = None, status: Status | None = None,
+                 host: str | Sequence[str] | None = None, since: datetime | None = None, before: int | None = None,
                  tag: tuple[str, str] | None = None, after: int | None = None) -> list[Receipt]:
         where, args = self._filters(
             host, None if since is None else self._to_db_time(since), None if status is None else Status(status).value,
@@ -901,7 +918,7 @@ class SQLLedger(Ledger):
         """The payments still pending, found by a partial index (start-up reconciliation reads only them)."""
         return [self._row(r) for r in self._query(f"{_SELECT} WHERE status = 'pending' ORDER BY id DESC", ())]
 
-    def totals(self, *, host: str | None = None, since: datetime | None = None,
+    def totals(self, *, host: str | Sequence[str] | None = None, since: datetime | None = None,
                tag: tuple[str, str] | None = None) -> dict[str, int]:
         """Counts and sums by status: over all history the running totals (a row per status), else
         one grouped statement over the window's (or the tag's) rows, by index."""
@@ -911,9 +928,11 @@ class SQLLedger(Ledger):
                                "COALESCE(SUM(fee_msat), 0) AS fee FROM payments WHERE id IN (SELECT payment_id FROM "
                                f"payment_tags WHERE tag_key = ? AND tag_value = ?){where} GROUP BY status",
                                [tag[0], tag[1], *args])
-        elif since is None:
-            rows = self._query("SELECT status, n, amount_msat AS amount, fee_msat AS fee FROM payment_totals "
-                               "WHERE host = ?", (host or ALL_HOSTS,))
+        elif since is None:  # the running totals of the host(s): a row per host and status, summed
+            hosts = [host or ALL_HOSTS] if host is None or isinstance(host, str) else list(host)
+            rows = self._query("SELECT status, SUM(n) AS n, SUM(amount_msat) AS amount, SUM(fee_msat) AS fee "
+                               f"FROM payment_totals WHERE host IN ({', '.join('?' * len(hosts))}) GROUP BY status",
+                               hosts) if hosts else []
         else:
             where, args = self._filters(host, self._to_db_time(since))
             rows = self._query("SELECT status, COUNT(*) AS n, COALESCE(SUM(amount_msat), 0) AS amount, "
@@ -930,21 +949,24 @@ class SQLLedger(Ledger):
                 t["pending_msat"] = int(r["amount"])
         return t
 
-    def spent_msat(self, *, host: str | None = None, since: datetime | None = None,
+    def spent_msat(self, *, host: str | Sequence[str] | None = None, since: datetime | None = None,
                    tag: tuple[str, str] | None = None) -> int:
-        if tag is not None and host is None:  # the tag's total or its window's buckets
+        if tag is None:  # a host's (or every host's) running totals or window buckets; several: each one's
+            if host is None or isinstance(host, str):
+                return self._spent(self._query, host, since)
+            return sum(self._spent(self._query, h, since) for h in host)
+        if host is None:  # the tag's total or its window's buckets
             if since is None:
                 rows = self._query(f"SELECT {TAG_TOTAL} AS spent", (tag_scope(*tag),))
                 return int(rows[0]["spent"])
             sql, args = self._window_sum(("tag", tag), self._bounds(since, None))
             return int(self._query(f"SELECT {sql} AS spent", args)[0]["spent"])
-        if tag is not None:  # a tag on one host: the tag's rows, by its index, with the host and window filters
-            where, args = self._filters(host, None if since is None else self._to_db_time(since))
-            rows = self._query("SELECT COALESCE(SUM(amount_msat + fee_msat), 0) AS spent FROM payments WHERE "
-                               "status != 'failed' AND id IN (SELECT payment_id FROM payment_tags WHERE tag_key = ? "
-                               f"AND tag_value = ?){where}", [tag[0], tag[1], *args])
-            return int(rows[0]["spent"])
-        return self._spent(self._query, host, since)
+        # a tag on a host (or several): the tag's rows, by its index, with the host and window filters
+        where, args = self._filters(host, None if since is None else self._to_db_time(since))
+        rows = self._query("SELECT COALESCE(SUM(amount_msat + fee_msat), 0) AS spent FROM payments WHERE "
+                           "status != 'failed' AND id IN (SELECT payment_id FROM payment_tags WHERE tag_key = ? "
+                           f"AND tag_value = ?){where}", [tag[0], tag[1], *args])
+        return int(rows[0]["spent"])
 
     def spent_by_tag(self, *, since: datetime | None = None) -> list[tuple[str, str, int, int]]:
         """(tag key, tag value, payments, msat committed) for every tag, most spent first: each tag's
