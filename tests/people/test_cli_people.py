@@ -685,3 +685,24 @@ def test_ledger_host_takes_a_host_with_or_without_its_port_or_a_url(tmp_path: Pa
     assert [json.loads(line)["host"] for line in export.stdout.splitlines()] == ["127.0.0.1:8402", "127.0.0.1:9000"]
     bad = cli("ledger", "--ledger", path, "--host", "not a host")
     assert bad.returncode == 2 and "is not a host: give api.example.com, 127.0.0.1:8402 or a URL" in bad.stderr
+
+
+@pytest.mark.parametrize("columns", [80, 99, 100, 140])
+def test_tokens_list_reads_whole_in_a_standard_terminal(tmp_path: Path, cli: Callable[..., Ran], columns: int) -> None:
+    """At 80 columns `tokens list` cropped its "expires (UTC)" column mid-word and lost its right
+    border: now the hash and times are shorter there, the scope folds, and every cell is whole."""
+    path = str(tmp_path / "l.sqlite3")
+    expires = datetime(2027, 3, 9, 17, 45, 30, tzinfo=UTC)
+    long_scope = "https://api.a-rather-long-service-name.example.com:8443#premium-market-data"
+    with SQLiteLedger(path) as lg:
+        lg.save_token("http://127.0.0.1:8402#stock", "L402 mac:pre", payment_hash="ab" * 32, expires_at=expires)
+        lg.save_token(long_scope, "L402 mac2:pre2", payment_hash="cd" * 32)
+    ran = cli("tokens", "list", "--ledger", path, env={"COLUMNS": str(columns)})
+    assert ran.returncode == 0, ran.stderr
+    lines = ran.stdout.splitlines()
+    table = [line.rstrip() for line in lines if line[:1] in "┏┃┡│└"]
+    assert table and all(len(line) <= columns and line[-1] in "┓┃┩│┘" for line in table), ran.stdout
+    assert "expires (UTC)" in ran.stdout and "2027-03-09 17:45" in ran.stdout and "never said" in ran.stdout
+    assert "abababab" in ran.stdout and "L402" not in ran.stdout and "pre" not in ran.stdout.replace("premium", "")
+    folded = "".join(line.split("│")[1].strip() for line in table if line.startswith("│"))
+    assert long_scope in folded  # the whole scope, as `tokens drop SCOPE` takes it

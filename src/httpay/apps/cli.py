@@ -1616,8 +1616,10 @@ def _dashboard(args: argparse.Namespace, console: Console) -> int:
 
 def _tokens(args: argparse.Namespace, console: Console) -> int:
     """List the held credentials (scope, the payment behind each, expiry; never a token), or drop them."""
+    from dataclasses import replace
+
     from httpay.ledger import open_ledger
-    from httpay.view import Column, View, row
+    from httpay.view import Column, Row, View, row
 
     with open_ledger(_existing_ledger(args.ledger, fresh_ok=args.action == "list")) as lg:
         held = lg.token_info()
@@ -1641,16 +1643,30 @@ def _tokens(args: argparse.Namespace, console: Console) -> int:
     if args.json:
         print(json.dumps({"tokens": held}, indent=2))
         return EXIT_OK
-    # the scope whole (folded, never cut with an ellipsis): it is what `tokens drop SCOPE` takes
-    columns = (Column("scope", style="code", overflow="fold", min_width=24), Column("paid by (payment hash)"),
-               Column("stored (UTC)"), Column("expires (UTC)"))
-    rows = tuple(row(clean(t["scope"], 200), clean((t["payment_hash"] or "—")[:16] + "…", 20),
-                     (t["created_at"] or "—")[:19].replace("T", " "),
-                     (t["expires_at"] or "never said")[:19].replace("T", " ")) for t in held)
-    console.print(View(f"Held credentials ({len(held)})", columns, rows, name="tokens").to_rich())
+    # the scope whole (folded, never cut with an ellipsis): it is what `tokens drop SCOPE` takes; on a
+    # terminal under TOKENS_WIDE columns the hash and times are shorter, never cut (80 columns read whole)
+    def when(text: str | None, size: int) -> str:
+        return text[:size].replace("T", " ") if text else ""
+
+    def table(short: bool) -> tuple[tuple[Column, ...], tuple[Row, ...]]:
+        size, digits = (16, 8) if short else (19, 16)
+        columns = (Column("scope", style="code", overflow="fold", min_width=20 if short else 24),
+                   Column("paid by" if short else "paid by (payment hash)", wrap=not short,
+                          hint="the payment hash of the payment that bought it"),
+                   Column("stored (UTC)", wrap=not short), Column("expires (UTC)", wrap=not short))
+        return columns, tuple(row(clean(t["scope"], 200),
+                                  clean(t["payment_hash"][:digits] + "…", 20) if t["payment_hash"] else "—",
+                                  when(t["created_at"], size) or "—", when(t["expires_at"], size) or "never said")
+                              for t in held)
+    title = f"Held credentials ({len(held)})"
+    wide, narrow = View(title, *table(False), name="tokens"), View(title, *table(True), name="tokens")
+    console.print(replace(wide, narrow=narrow, narrow_below=TOKENS_WIDE).to_rich())
     if not held:
         console.print("No credential is held: every paid request so far bought one request, or none was reusable.")
     return EXIT_OK
+
+
+TOKENS_WIDE = 100  # `httpay tokens list` on a narrower terminal: the hash and times shorter (minutes, 8 hex)
 
 
 PEOPLE_COMMANDS: dict[str, Callable[[argparse.Namespace, Console], int]] = {
