@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import re
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -121,3 +122,30 @@ def test_the_agents_toolbox_and_mcp_blocks_start_as_copied(tmp_path: Path, monke
         env = {k: v for k, v in config.items() if not k.startswith(("LNBITS", "HTTPAY_WALLET", "HTTPAY_POLICY"))}
         box = toolbox_from_env({**env, **demo_env, "HTTPAY_LEDGER": str(tmp_path / "mcp.sqlite3")})
         box.close()
+
+
+def test_the_demo_and_its_readme_output_show_no_part_of_a_secret(tmp_path: Path) -> None:
+    """The demo printed the first 8 hex of each preimage and ~56 characters of the macaroon (and the
+    README copied them): it shows the payment hash (public) and names the secrets without them."""
+    import sqlite3
+
+    for protocol in ("l402-v0.2", "l402", "mpp"):
+        ledger = tmp_path / f"{protocol}.sqlite3"
+        p = httpay_cmd("demo", "--non-interactive", "--protocol", protocol, "--ledger", str(ledger),
+                       env={"COLUMNS": "100"})
+        assert p.returncode == 0, p.stderr
+        out = p.stdout + p.stderr
+        with closing(sqlite3.connect(ledger)) as db:
+            preimages = [r[0] for r in db.execute("SELECT preimage FROM payments WHERE preimage IS NOT NULL")]
+            hashes = [r[0] for r in db.execute("SELECT payment_hash FROM payments WHERE preimage IS NOT NULL")]
+            tokens = [r[0] for r in db.execute("SELECT authorization_value FROM tokens")]
+        assert preimages and hashes
+        for secret in preimages:
+            assert not any(secret[i:i + 8] in out for i in range(len(secret) - 7)), protocol
+        for token in tokens:  # "L402 <macaroon>:<preimage>": no stretch of its macaroon past the public location
+            macaroon = token.split(" ", 1)[-1].split(":", 1)[0]
+            assert not any(macaroon[i:i + 12] in out for i in range(24, len(macaroon) - 11)), protocol
+        assert re.search(r'macaroon="[A-Za-z0-9+/]{8}', out) is None
+        assert any(f"proves payment hash {h[:16]}…" in out for h in hashes), protocol
+    sample = _blocks("text")[0]
+    assert "preimage (secret) proves payment hash" in sample and not re.search(r"preimage [0-9a-f]{4}", sample)

@@ -7,6 +7,7 @@ Every step is the real client at work: the story only listens to its events.
 
 from __future__ import annotations
 
+import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -119,7 +120,8 @@ class Story:
         elif isinstance(e, ev.Paid):
             self._stop_waiting()
             r, p = e.receipt, e.payment
-            proof = (f"; preimage {(p.preimage or '')[:8]}… proves hash {(r.payment_hash or '')[:16]}…"
+            # the preimage is the secret half of the credential: named, never shown, not even a part of it
+            proof = (f"; the preimage (secret) proves payment hash {(r.payment_hash or '')[:16]}…"
                      if p is not None else "")
             self.say("Paid with the demo wallet",
                      f"[green]settled[/] {fmt_msat(r.amount_msat, self.rate)}, fee {r.fee_msat} msat{proof}")
@@ -235,6 +237,11 @@ def _tell(base: str, console: Console, *, approve: bool, non_interactive: bool, 
     return 0
 
 
+def _unsecret(header: str) -> str:
+    """A challenge header as the story shows it: the macaroon (a credential once paid) not shown at all."""
+    return re.sub(r'\b(macaroon|token)="[^"]*"', r'\1="<not shown>"', header)
+
+
 def _tell_classic(base: str, console: Console, *, approve: bool, non_interactive: bool, ledger: str, budget_usd: float,
                   max_per_payment_usd: float, confirm: Callable[[str], bool] | None) -> int:
     """The same story over classic L402 (macaroon + invoice, as Aperture serves): pay once, reuse the token."""
@@ -247,11 +254,11 @@ def _tell_classic(base: str, console: Console, *, approve: bool, non_interactive
     first = plain.get("/l402/ticker/MSFT")
     challenge = l402_classic.parse(first.status_code, first.headers, first.content)
     assert challenge is not None
-    headers = Text("\n").join(safe.plain(f"WWW-Authenticate: {h[:72]}…", 100)
-                                   for h in first.headers.get_list("www-authenticate"))
+    headers = Text("\n").join(safe.plain(f"WWW-Authenticate: {_unsecret(h)[:72]}…", 100)
+                              for h in first.headers.get_list("www-authenticate"))
     story.say(f"A plain request meets HTTP {first.status_code} with two challenges (LSAT, then L402)", headers)
     info = challenge.macaroon_info()
-    story.say("The macaroon, decoded (it becomes a bearer credential once paid, so it is never shown whole)",
+    story.say("The macaroon, decoded (it becomes a bearer credential once paid, so no part of it is shown)",
               safe.plain(info, 300) + Text("\ncaveats: ") + safe.plain(", ".join(info.caveats), 300))
 
     wallet, rate, policy = _wallet_and_policy(story, base, console, 1_000, approve=approve, confirm=confirm,
