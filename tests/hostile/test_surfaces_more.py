@@ -104,7 +104,9 @@ class Pick:
 
 PICKS = [
     Pick("within every limit: the other offer is paid", {"budget_sat": 10_000}, MID, None,
-         says=("approval #1 approved by alice", f"chosen instead: {MID}"), chosen=MID),
+         # what is approved is the offer chosen, at its own price (it read the one asked: '1 Credit Package' ($0.01))
+         says=(f"approval #1 approved by alice: pay {MID} '120 Credits Package' ($1.00) for ",
+               f"instead of {CHEAP} '1 Credit Package' ($0.01"), chosen=MID),
     Pick("over this request's price cap (max_price)", {"budget_sat": 10_000}, BIG, "max_price",
          "above this request's price cap of 50 sat ($0.05)", says=(f"{BIG} did not fit the policy",),
          max_price_msat=50_000, chosen=BIG),

@@ -201,7 +201,12 @@ class Approval:
             return f"approval #{self.id} {self.state}: {why}; nobody waits for an answer, nothing will be paid for {what}"
         who = f" by {self.decided_by}" if self.decided_by else ""
         why = f" ({self.reason})" if self.reason else ""
-        instead = f", chosen instead: {self.chosen_offer_id}" if self.chosen_offer_id else ""
+        instead = ""
+        if self.chosen_offer_id:  # what is approved is the offer chosen, at its price; the one asked is named after
+            chosen = next((c for c in self.choices if c.offer_id == self.chosen_offer_id), None)
+            instead = f", instead of {self.offer_id} '{self.offer_title}' ({self.price})"
+            what = (f"{chosen.offer_id} '{chosen.title}' ({chosen.price}) for {self.host}" if chosen is not None
+                    else f"{self.chosen_offer_id} for {self.host}")
         return f"approval #{self.id} {self.status}{who}{why}: pay {what}{instead}"
 
     def to_dict(self) -> dict[str, Any]:
