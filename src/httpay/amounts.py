@@ -135,3 +135,18 @@ def format_amount(amount: int, currency: str) -> str:
     if cur == "MSAT":
         return decimal_text(amount, 3) + " sat"
     return f"{decimal_text(amount, 0)} {clean(currency, 48)} (smallest unit)"  # as written: an address keeps its case
+
+
+def amount_unit(currency: str) -> str:
+    """The unit `format_amount` reads an amount of `currency` in, said for a script: '1/100 USD' (cents),
+    'sat', '1/1000000 USDC', 'msat', or the smallest unit of a currency httpay does not know."""
+    cur = currency.upper()
+    if cur in ("USD", "EUR", "GBP", "CAD", "AUD"):
+        return f"1/100 {cur}"
+    if cur in ("SAT", "SATS", "BTC"):
+        return "sat"
+    if cur in ("USDC", "USDT", "EURC", "PYUSD"):
+        return f"1/1000000 {cur}"
+    if cur == "MSAT":
+        return "msat"
+    return f"the smallest unit of {clean(currency, 48)}"

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from httpay.amounts import fmt_msat, format_amount, rate_ok
+from httpay.amounts import amount_unit, fmt_msat, format_amount, rate_ok
 from httpay.safe import clean, safe_url, short_url
 from httpay.view import STATUS_TONE, Cell, Column, View, kv, row, sat, status_cell, usd
 from httpay.view import rate as view_rate
@@ -95,10 +95,18 @@ class Receipt:
             "id": self.id, "status": self.status.value, "created_at": self.created_at.isoformat(),
             "host": self.host, "url": self.url, "protocol": self.protocol, "method": self.method,
             "offer_id": self.offer_id, "offer_title": self.offer_title, "offer_amount": self.offer_amount,
-            "offer_currency": self.offer_currency, "credits": self.credits, "payment_hash": self.payment_hash,
+            "offer_currency": self.offer_currency, **self._offer_unit(), "credits": self.credits,
+            "payment_hash": self.payment_hash,
             "amount_msat": self.amount_msat, "fee_msat": self.fee_msat, "wallet": self.wallet, "wallet_id": self.wallet_id,
             "reason": self.reason, "tags": dict(self.tags), "usd_per_btc": self.usd_per_btc,
         }
+
+    def _offer_unit(self) -> dict[str, str | None]:
+        """What `offer_amount` counts (it is in the currency's smallest unit: 1 USD offer_amount is a
+        cent) and the price as a person reads it: {"offer_amount_unit": "1/100 USD", "offer_price": "$0.01"}."""
+        known = self.offer_amount is not None and bool(self.offer_currency)
+        return {"offer_amount_unit": amount_unit(self.offer_currency or "") if known else None,
+                "offer_price": format_amount(self.offer_amount or 0, self.offer_currency or "") if known else None}
 
     @property
     def proof(self) -> str:
