@@ -362,6 +362,7 @@ def test_a_request_that_died_leaves_an_abandoned_approval_nobody_can_answer(ledg
         assert (gone.id, gone.status, gone.state, gone.answerable) == (1, "waiting", "abandoned", False)
         assert "nobody waits for an answer, nothing will be paid" in str(gone) and "the request that asked stopped" in str(gone)
         assert gone.to_dict()["state"] == "abandoned" and gone.to_dict()["answerable"] is False
+        assert gone.to_dict()["status"] == "abandoned"  # one truthful status (it read "waiting" beside "abandoned")
         with pytest.raises(ApprovalExpired) as refused:
             q.decide(1, True, "alice")
         assert refused.value.state == "abandoned" and refused.value.approval_id == 1

@@ -210,8 +210,11 @@ class Approval:
         return f"approval #{self.id} {self.status}{who}{why}: pay {what}{instead}"
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-able. `status` is where the approval stands now (a waiting row nobody waits for any more
+        reads "expired" or "abandoned", never "waiting"); `state` says the same (kept for scripts that read it)."""
+        state = self.state
         return {
-            "id": self.id, "status": self.status, "state": self.state, "answerable": self.answerable,
+            "id": self.id, "status": state, "state": state, "answerable": state == WAITING,
             "created_at": self.created_at.isoformat(),
             "deadline_at": self.deadline_at.isoformat() if self.deadline_at else None,
             "heartbeat_at": self.heartbeat_at.isoformat() if self.heartbeat_at else None,
@@ -232,6 +235,16 @@ class Approval:
 
     def _repr_html_(self) -> str:
         return self.view().to_html()
+
+
+def unfit_note(a: Approval) -> str | None:
+    """What a person is told on approving another offer the policy would refuse (marked "over a limit"):
+    the paying request decides again and refuses it if it still does not fit. None when it fit."""
+    unfit = [c for c in a.choices if c.offer_id == a.chosen_offer_id and not c.fits] if a.chosen_offer_id else []
+    if not unfit:
+        return None
+    return (f"{clean(unfit[0].offer_id, 80)} was over a limit of the policy when the payment was asked for; the paying "
+            "request decides again with every limit and refuses it if it still does not fit (nothing is paid then)")
 
 
 APPROVALS_WIDE = 100  # a terminal narrower than this is shown the approvals without the "asked" column

@@ -45,7 +45,7 @@ from starlette.responses import (
 from starlette.routing import Route
 
 from httpay.amounts import fmt_msat, sat_text
-from httpay.apps.approvals import Approval, ApprovalQueue
+from httpay.apps.approvals import Approval, ApprovalQueue, unfit_note
 from httpay.apps.display import STATUS_COLOUR, budget_lines, html_budget, html_receipts
 from httpay.errors import ApprovalError, ApprovalExpired, ConfigError, HttpayError
 from httpay.ledger import Ledger, Receipt, open_ledger
@@ -548,6 +548,9 @@ def _where(request: Request) -> Where:
 FORBIDDEN = "403 Forbidden: open the dashboard with the URL it printed (it carries ?token=...)\n"
 
 
+OVER_A_LIMIT = "approved-over-a-limit"  # the answer to approving an offer marked "over a limit"
+
+
 def create_app(ledger: str | os.PathLike[str] | Ledger | None = None, *, token: str | None = None,
                policy: Policy | None = None, usd_per_btc: float | None = None,
                approvals: str | os.PathLike[str] | None = None, refresh_ms: int = 1000,
@@ -579,10 +582,13 @@ def create_app(ledger: str | os.PathLike[str] | Ledger | None = None, *, token: 
             return _denied()
         nonce = secrets.token_urlsafe(12)
         flash = request.query_params.get("done")
-        text = {"approved": "Approved: the agent's request continues.", "denied": "Denied: nothing will be paid."}.get(flash or "")
+        text = {"approved": "Approved: the agent's request continues.", "denied": "Denied: nothing will be paid.",
+                OVER_A_LIMIT: ("Approved, but that offer was over a limit of the policy when the payment was asked "
+                               "for: the agent's request decides again with every limit and refuses it if it still "
+                               "does not fit (nothing is paid then).")}.get(flash or "")
         err = request.query_params.get("error")
-        body = await run_in_threadpool(dash.page, nonce, text or (err[:200] if err else None), bool(err),
-                                       _where(request))
+        body = await run_in_threadpool(dash.page, nonce, text or (err[:200] if err else None),
+                                       bool(err) or flash == OVER_A_LIMIT, _where(request))
         return HTMLResponse(body, headers=_headers(nonce))
 
     async def state(request: Request) -> Response:
@@ -617,9 +623,11 @@ def create_app(ledger: str | os.PathLike[str] | Ledger | None = None, *, token: 
         else:
             try:
                 offer_id = (form.get("offer_id") or "")[:200] or None
-                await run_in_threadpool(functools.partial(dash.queue.decide, approval_id, verb == "approve",
-                                                          "dashboard", offer_id=offer_id))
+                answered = await run_in_threadpool(functools.partial(dash.queue.decide, approval_id,
+                                                                     verb == "approve", "dashboard", offer_id=offer_id))
                 back["done"] = "approved" if verb == "approve" else "denied"
+                if verb == "approve" and (note := unfit_note(answered)) is not None:  # said, not "approved" alone
+                    back["done"], back["note"] = OVER_A_LIMIT, f"Approved, but {note}."
             except ApprovalExpired as exc:  # nobody waits: said, with the state, so a page or script can tell
                 back["error"], back["state"] = str(exc), exc.state
             except ApprovalError as exc:
@@ -627,7 +635,8 @@ def create_app(ledger: str | os.PathLike[str] | Ledger | None = None, *, token: 
         if "application/json" in request.headers.get("accept", ""):
             answer = {k: v for k, v in back.items() if k != "token"}
             return JSONResponse(answer, status_code=409 if "error" in back else 200, headers=_headers())
-        return RedirectResponse("/?" + urlencode(back), status_code=303, headers=_headers())
+        return RedirectResponse("/?" + urlencode({k: v for k, v in back.items() if k != "note"}), status_code=303,
+                                headers=_headers())
 
     async def forbidden(request: Request) -> Response:
         return _denied()
