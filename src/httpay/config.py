@@ -41,7 +41,7 @@ def _needs(env: Mapping[str, str], kind: str, *names: str) -> list[str]:
         plural = "s" if len(missing) > 1 else ""
         raise ConfigError(
             f"HTTPAY_WALLET={kind} needs the environment variable{plural} {', '.join(missing)}; "
-            "set them (e.g. in your .env)"
+            f"set {'them' if plural else 'it'} (e.g. in your .env)"
         )
     return [_get(env, n) for n in names]
 

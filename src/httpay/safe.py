@@ -148,8 +148,17 @@ def safe_url(url: str) -> str:
 URL_IN_TEXT = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>]+")
 
 
+_TRAILING = re.compile(r"[:;,.)!?]+$")  # the sentence's punctuation after a URL in text ("402 from URL: ..."), not the URL's
+
+
 def _masked_in_text(match: re.Match[str]) -> str:
-    url = match.group()
+    url, tail = match.group(), ""
+    if (end := _TRAILING.search(url)) is not None:  # kept after the masked URL, not swallowed by its last value
+        url, tail = url[:end.start()], end.group()
+    return _masked_url(url) + tail
+
+
+def _masked_url(url: str) -> str:
     from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
     try:

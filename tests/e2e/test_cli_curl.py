@@ -53,7 +53,7 @@ FORMS = [
          ("post", "{url}/x402/summarize", "--json", '{"text": "hi"}', "--no-pay"), 6,
          ("/x402/summarize asks for payment", "x402:upto", "would not pay (no_signer)", "nothing was paid"), paid=0),
     Form("--max-cost below the price refuses (exit 3)", ("get", "{url}/mpp/ticker/MSFT", "--max-cost-sat", "5"), 3,
-         stderr=("refused", "--max-price-sat"), paid=0),
+         stderr=("refused", "raise --max-cost-sat"), paid=0),  # the flag typed, not its alias --max-price-sat
     Form("--max-cost in USD", ("get", "{url}/mpp/ticker/MSFT", "--max-cost", "0.001", "--usd-per-btc", "100000"), 3,
          stderr=("refused", "--max-cost"), paid=0),
     Form("-d and --json together is a usage error (exit 2)", ("post", "{url}/x", "-d", "a", "--json", "{}"), 2,

@@ -784,9 +784,9 @@ class OffersCase:
 
 
 OFFERS_CASES = [
-    OffersCase("L402 v0.2", lambda s: s.v02(), ("offer_c668e0c0", "L402 v0.2.2", "Nothing was paid"),
+    OffersCase("L402 v0.2", lambda s: s.v02(), ("offer_c668e0c0", "asks for payment (l402-v0.2)", "Nothing was paid"),
                ("offer_c668e0c0", "nothing was paid")),
-    OffersCase("classic L402", lambda s: s.classic(price_sat=20), ("classic L402", "20 sat", "Nothing was paid"),
+    OffersCase("classic L402", lambda s: s.classic(price_sat=20), ("asks for payment (l402-classic)", "20 sat", "Nothing was paid"),
                ("classic L402", "20 sat", "the policy would pay")),
     OffersCase("x402", lambda s: x402_route(s), ("x402", "Access to weather data", "Nothing was paid"),
                ("x402", "Access to weather data", "no x402 signer is configured")),

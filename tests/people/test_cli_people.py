@@ -706,3 +706,73 @@ def test_tokens_list_reads_whole_in_a_standard_terminal(tmp_path: Path, cli: Cal
     assert "abababab" in ran.stdout and "L402" not in ran.stdout and "pre" not in ran.stdout.replace("premium", "")
     folded = "".join(line.split("│")[1].strip() for line in table if line.startswith("│"))
     assert long_scope in folded  # the whole scope, as `tokens drop SCOPE` takes it
+
+
+def test_the_words_match_what_the_person_typed_and_what_happens(
+        demo: RunningServer, account: dict[str, str], wallet_env: dict[str, str], tmp_path: Path,
+        cli: Callable[..., Ran]) -> None:
+    """Each word a newcomer met that said something else: the flag they typed, the exit code's word,
+    a payment only asked for, a ':' eaten by masking, one name per dialect, and grammar."""
+    url, auth = f"{demo.url}/ticker/MSFT", f"Authorization: {account['Authorization']}"
+    ledger = ["--ledger", str(tmp_path / "l.sqlite3")]
+    for flag in ("--max-cost-sat", "--max-price-sat"):  # the refusal names the flag typed, not its alias
+        capped = cli("get", url, "-H", auth, flag, "5", "-q", *ledger, env=wallet_env)
+        assert capped.returncode == 3 and f"raise {flag} to pay it" in capped.stderr, capped.stderr
+    nothing = cli("get", url, "-H", auth, "-q", *ledger)  # no wallet: exit 6, which --help's table calls no refusal
+    assert nothing.returncode == 6 and "httpay: cannot pay: " in nothing.stderr and "refused" not in nothing.stderr
+    asked = cli("get", url, "-H", auth, "--ask", "--approval-timeout", "0.5", *ledger, env=wallet_env)
+    assert asked.returncode == 3 and "· asking a person to approve: pay offer_c668e0c0" in asked.stderr
+    assert "· paying:" not in asked.stderr, asked.stderr  # nobody approved: nothing is being paid
+    masked = cli("get", f"{url}?api_key=SECRET", "-H", auth, "--max-cost-sat", "5", *ledger, env=wallet_env)
+    assert f"· 402 from {url}?api_key=***: 3 offer(s) (l402-v0.2)" in masked.stderr and "SECRET" not in masked.stderr
+    for command in (["offers", url, "-H", auth], ["get", url, "-H", auth, "--dry-run", *ledger]):
+        shown = " ".join(cli(*command, env=wallet_env).stdout.split())
+        assert f"{url} asks for payment (l402-v0.2)" in shown, (command, shown)
+        assert "L402 v0.2.2" not in shown
+    assert credits(demo, account) == 0
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.raises(SystemExit):
+        main(["wallet", "open-demo", "--help"])
+    assert "the the" not in " ".join(out.getvalue().split())
+    one = cli("wallet", "balance", env={"HTTPAY_WALLET": "demo", "HTTPAY_DEMO_URL": demo.url})
+    assert "needs the environment variable HTTPAY_DEMO_KEY; set it (e.g. in your .env)" in one.stderr, one.stderr
+
+
+def test_ledger_json_says_the_unit_of_the_offers_amount(history: str, cli: Callable[..., Ran]) -> None:
+    """`ledger --json` gave offer_amount 1 and offer_currency USD for a $0.01 offer, the unit (cents) unsaid."""
+    [payment, *_] = json.loads(cli("ledger", "--json", "--ledger", history).stdout)["payments"]
+    assert (payment["offer_amount"], payment["offer_currency"]) == (1, "USD")
+    assert (payment["offer_amount_unit"], payment["offer_price"]) == ("1/100 USD", "$0.01")
+
+
+def test_approving_an_offer_over_a_limit_in_the_dashboard_says_it_will_be_refused(tmp_path: Path) -> None:
+    """The dashboard answered "approved" for an offer its list marks "over a limit", and then the
+    request refused it: the answer says so, in the command's words."""
+    from starlette.testclient import TestClient
+
+    from httpay.apps.approvals import Choice
+    from httpay.apps.dashboard import create_app
+    from tests.helpers import challenge_body, quote_of
+
+    path = tmp_path / "l.sqlite3"
+    SQLiteLedger(path).close()
+    decision = quote_of(httpay_offers(challenge_body()), "https://stock.test/x", "stock.test", usd_per_btc=100_000)
+    app = create_app(ledger=str(path), approvals=str(path), token="t0ken")
+    with ApprovalQueue(path, timeout_s=60) as q, TestClient(app) as web:
+        choices = [Choice("offer_c668e0c0", "1 Credit Package", "$0.01", True),
+                   Choice("offer_97bf23f7", "120 Credits Package", "$1.00", False)]
+        for _ in range(2):
+            a = q.add(decision)
+            q._run("UPDATE approvals SET choices = ? WHERE id = ?", (json.dumps([c.to_dict() for c in choices]), a.id))
+        answer = web.post("/approvals/1/approve", data={"token": "t0ken", "offer_id": "offer_97bf23f7"},
+                          headers={"accept": "application/json"}).json()
+        assert answer["done"] == "approved-over-a-limit" and "was over a limit of the policy" in answer["note"]
+        assert "refuses it if it still does not fit (nothing is paid then)" in answer["note"]
+        page = web.post("/approvals/2/approve", data={"token": "t0ken", "offer_id": "offer_97bf23f7"}).text
+        assert "Approved, but that offer was over a limit of the policy" in page
+
+
+def httpay_offers(body: dict[str, Any]) -> Any:
+    import httpay
+
+    return httpay.PaymentOffers.from_dict(body)

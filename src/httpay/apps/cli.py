@@ -164,6 +164,21 @@ class _JsonFlag(argparse.Action):
         namespace.json_body = text
 
 
+class _NamedFlag(argparse.Action):
+    """Stores the value and which of a flag's spellings the person typed (`flag_<dest>`), so what
+    is said back names that one: `--max-cost-sat 5` is told to raise --max-cost-sat, not an alias."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        setattr(namespace, self.dest, values)
+        setattr(namespace, f"flag_{self.dest}", option_string or self.option_strings[0])
+
+
+def _flag(args: argparse.Namespace, dest: str, default: str) -> str:
+    """The spelling of a flag the person typed (`_NamedFlag`), else `default`."""
+    return str(getattr(args, f"flag_{dest}", None) or default)
+
+
 def _request_parser(sub: Any, verb: str) -> None:
     """One request command (`get`, `post`, ... or `request -X METHOD`): curl's flags, httpay's limits."""
     what = "send a request with any method" if verb == "request" else f"{verb.upper()} a URL"
@@ -187,9 +202,9 @@ def _request_parser(sub: Any, verb: str) -> None:
                         "(default: $HTTPAY_TAGS, e.g. agent=research,task=T-17)")
     g.add_argument("-q", "--quiet", action="store_true", help="no progress or notes on stderr (errors still)")
     g.add_argument("--max-cost", "--max-price", "--max-price-usd", dest="max_price_usd", type=_number(),
-                   metavar="USD", help="the most this request may pay, routing fees included, in USD")
+                   action=_NamedFlag, metavar="USD", help="the most this request may pay, routing fees included, in USD")
     g.add_argument("--max-price-sat", "--max-cost-sat", dest="max_price_sat", type=_number(kind=int), metavar="SAT",
-                   help="the most this request may pay, routing fees included, in sat")
+                   action=_NamedFlag, help="the most this request may pay, routing fees included, in sat")
     g.add_argument("--dry-run", "--no-pay", dest="dry_run", action="store_true",
                    help="show the offers and what the policy would pay; pay nothing")
     g.add_argument("--ask", action="store_true",
@@ -388,8 +403,8 @@ def _interrupted(args: argparse.Namespace, started: datetime, what: str = "inter
 
 
 def _say(line: str) -> None:
-    """One line on stderr, server text and all, never read as rich markup."""
-    Console(stderr=True, highlight=False, soft_wrap=True).print(plain(line, MAX_LINE, style="red"))
+    """One line on stderr, server text and all, never read as rich markup; a secret in a URL it names masked."""
+    Console(stderr=True, highlight=False, soft_wrap=True).print(plain(mask_urls(line), MAX_LINE, style="red"))
 
 
 def _not_reported_twice(record: logging.LogRecord) -> bool:
@@ -431,7 +446,10 @@ def failure(exc: BaseException, knobs: dict[str, str] | None = None, *, paying: 
                               f"from its 402 to the payment (it was still at {clean(exc.stage, 200)}); nothing was "
                               f"paid. If this service is known to be slow, raise {knob}")
     if isinstance(exc, PaymentRefused):
-        return refusal_code(exc.rule), exc.render(knobs) + ". Nothing was paid."
+        code, line = refusal_code(exc.rule), exc.render(knobs)
+        if code == EXIT_HTTP:  # nobody refused: nothing here can pay this 402 (exit 6, as --help's table says)
+            line = "cannot pay: " + line.removeprefix("refused: ")
+        return code, line + ". Nothing was paid."
     if isinstance(exc, ApprovalExpired):  # a person's answer refused: no request would use it
         return EXIT_REFUSED, str(exc)
     if isinstance(exc, PaymentNotHonored | PaymentOutcomeUnknown | PaidRequestFailed):  # money may have left
@@ -527,7 +545,8 @@ def _knobs(args: argparse.Namespace) -> dict[str, str]:
         knobs["payment_deadline"] = (f"--payment-deadline SECONDS (or [client] payment_deadline {where})")
     if getattr(args, "command", None) in REQUEST_COMMANDS:
         knobs["approval_timeout"] = "--approval-timeout"
-        knobs["max_price"] = "--max-price-sat" if args.max_price_sat is not None else "--max-cost"
+        knobs["max_price"] = (_flag(args, "max_price_sat", "--max-price-sat") if args.max_price_sat is not None
+                              else _flag(args, "max_price_usd", "--max-cost"))
         if args.budget_usd is not None:
             knobs["budget_usd"] = "--budget-usd"
         knobs["usd_per_btc"] = "--usd-per-btc (or usd_per_btc " + where + ")"
@@ -602,7 +621,7 @@ def _get(args: argparse.Namespace, console: Console) -> int:
         queue = ApprovalQueue(args.approvals or args.ledger, timeout_s=args.approval_timeout or APPROVAL_TIMEOUT_S,
                               progress=None if args.quiet else spinner(err) if err.is_terminal else lines(err))
         policy.approve = queue
-    progress = None if args.quiet or args.json_output else _progress(err)
+    progress = None if args.quiet or args.json_output else _progress(err, asking=args.ask)
     try:
         with httpay.Client(wallet=wallet, policy=policy, ledger=args.ledger, timeout=30, on_event=progress,
                            tags=tags_from(args.tag), **_client_settings(args.policy, args.payment_deadline)) as c:
@@ -613,7 +632,7 @@ def _get(args: argparse.Namespace, console: Console) -> int:
                 if exc.offers is not None and not args.quiet and not args.json_output:
                     from httpay.apps.display import offers_table
 
-                    err.print(offers_table(exc.offers, title=f"{args.url} asks for payment", usd_per_btc=_known_rate(c)))
+                    err.print(offers_table(exc.offers, title=f"{mask_urls(args.url)} asks for payment", usd_per_btc=_known_rate(c)))
                 raise
     finally:
         if queue is not None:
@@ -692,16 +711,19 @@ def _read_arg(value: str, flag: str) -> bytes:
     return value.encode()
 
 
-def _progress(err: Console) -> Callable[[Any], None]:
+def _progress(err: Console, *, asking: bool = False) -> Callable[[Any], None]:
     """Each step of a payment as one line on stderr, in a terminal or not (a script's log shows it). A
-    failure is not among them: the command's own last line says it, once."""
+    failure is not among them: the command's own last line says it, once. `asking` (--ask): the
+    quote is what a person is asked to approve, not yet a payment."""
     from httpay.core import events as ev
 
     def show(e: Any) -> None:
         if isinstance(e, ev.ChallengeMet):
             line = f"402 from {e.url}: {len(e.offers)} offer(s) ({e.protocol})"
         elif isinstance(e, ev.Quoted):
-            line = f"paying: {e.quote}"
+            line = f"asking a person to approve: {e.quote}" if asking else f"paying: {e.quote}"
+        elif isinstance(e, ev.Approved):
+            line = f"approved; paying: {e.quote}"
         elif isinstance(e, ev.Reserved):
             line = f"ledger #{e.receipt.id} written pending; paying"
         elif isinstance(e, ev.Waited):
@@ -831,7 +853,7 @@ def _get_without_wallet(args: argparse.Namespace, body: bytes | None, headers: d
     from httpay.apps.display import offers_table
 
     Console(stderr=True).print(offers_table([o for c in found for o in c.offers],
-                                            title=f"{args.url} asks for payment ({', '.join(c.dialect for c in found)})"))
+                                            title=f"{mask_urls(args.url)} asks for payment ({_dialects(found)})"))
     raise PaymentRefused(
         f"refused: {args.url} asks for payment and no wallet is configured; set HTTPAY_WALLET (demo, lnbits, lnd, "
         "lightspark, fewsats, nwc) and its variables to pay it", rule="no_wallet", offers=tuple(o for c in found for o in c.offers),
@@ -1067,7 +1089,7 @@ def _add_people_commands(sub: Any) -> None:
     wb = wsub.add_parser("balance", help="what the wallet can spend")
     wb.add_argument("--json", action="store_true", help="print JSON for scripts")
     wo = wsub.add_parser("open-demo", help="open a funded wallet on a demo server and print its HTTPAY_ settings",
-                         description="Open a wallet on `httpay demo-server` (regtest, no real money) and print the "
+                         description="Open a wallet on `httpay demo-server` (regtest, no real money) and print "
                                      "the export of HTTPAY_WALLET=demo, HTTPAY_DEMO_URL and HTTPAY_DEMO_KEY, for "
                                      "`eval \"$(httpay wallet open-demo)\"`. "
                                      "The key spends that wallet's demo balance: keep it like a password.")
@@ -1238,8 +1260,8 @@ def _max_price(c: Any, args: argparse.Namespace) -> dict[str, Any]:
     if args.max_price_usd is None:
         return {}
     if not resolve_rate(c.payer.policy, c.payer.wallet):
-        raise ConfigError("--max-price is in USD and no BTC/USD rate is known: pass --usd-per-btc, set usd_per_btc "
-                          "in the policy file, or use --max-price-sat")
+        raise ConfigError(f"{_flag(args, 'max_price_usd', '--max-cost')} is in USD and no BTC/USD rate is known: pass "
+                          "--usd-per-btc, set usd_per_btc in the policy file, or use --max-cost-sat")
     return c.max_price(args.max_price_usd)  # type: ignore[no-any-return]
 
 
@@ -1330,7 +1352,7 @@ def _offers(args: argparse.Namespace, console: Console) -> int:
                           "usd_per_btc": rate, "offers": _offer_dicts(offers, rate), "policy_would": would}, indent=2))
         return 0
     chosen = would.get("offer_id") if would["pay"] else None
-    console.print(offers_table(offers, title=f"{args.url} asks for payment ({', '.join(_dialect(c) for c in found)})",
+    console.print(offers_table(offers, title=f"{mask_urls(args.url)} asks for payment ({_dialects(found)})",
                                usd_per_btc=rate, chosen=chosen))
     if pr_url:
         console.print(plain(f"payment requests go to {clean(pr_url)}"
@@ -1360,17 +1382,10 @@ def _would_pay(url: str, challenge: Any, rate: float | None, policy_file: str | 
             "text": f"your policy would pay {q.offer.offer_id} ({q.challenge.dialect}) by {q.method} for {q.offer.price}"}
 
 
-def _dialect(challenge: Any) -> str:
-    """The dialect of a challenge in words: 'L402 v0.2.2', 'classic L402', 'x402 v2'."""
-    from httpay.protocols import l402_classic, l402_v02
-
-    if challenge.dialect == l402_v02.PROTOCOL:
-        return f"L402 v{clean(challenge.version, 12)}"
-    if challenge.dialect == l402_classic.PROTOCOL:
-        return "classic L402: macaroon + invoice"
-    if challenge.dialect == "mpp":
-        return "MPP Payment"
-    return f"{challenge.dialect} v{clean(challenge.version, 12)}"
+def _dialects(found: Any) -> str:
+    """The dialects of a 402's challenges by the one name every view, the ledger and --json give them
+    ('l402-v0.2', 'l402-classic', 'mpp', 'x402'): the progress line, `offers` and `--dry-run` alike."""
+    return ", ".join(dict.fromkeys(clean(c.dialect, 40) for c in found))
 
 
 def _cli_cannot_pay(offer: Any) -> tuple[str, str] | None:
@@ -1424,7 +1439,8 @@ def _dry_run(args: argparse.Namespace, policy: Any, console: Console, headers: d
     cap = args.max_price_sat * 1000 if args.max_price_sat is not None else None
     if args.max_price_usd is not None:
         if not rate:
-            raise ConfigError("--max-price in USD needs a BTC/USD rate: pass --usd-per-btc or configure a wallet")
+            raise ConfigError(f"{_flag(args, 'max_price_usd', '--max-cost')} is in USD and needs a BTC/USD rate: pass "
+                              "--usd-per-btc or configure a wallet")
         usd_cap = usd_to_msat(args.max_price_usd, rate)
         cap = usd_cap if cap is None else min(cap, usd_cap)
     result: dict[str, Any] = {"url": args.url, "status": r.status_code, "payment_required": True, "dry_run": True,
@@ -1449,7 +1465,7 @@ def _dry_run(args: argparse.Namespace, policy: Any, console: Console, headers: d
     if args.json_output:
         print(json.dumps(result | {"offers": _offer_dicts(offers, rate)}, indent=2))
     else:
-        console.print(offers_table(offers, title=f"{args.url} asks for payment", usd_per_btc=rate,
+        console.print(offers_table(offers, title=f"{mask_urls(args.url)} asks for payment ({_dialects(found)})", usd_per_btc=rate,
                                    chosen=d.offer.offer_id if d else None))
         if d is not None:
             price = fmt_msat(d.price_msat, rate) if d.price_msat is not None else d.offer.price
@@ -1536,7 +1552,7 @@ def _who() -> str:
 
 
 def _approvals(args: argparse.Namespace, console: Console) -> int:
-    from httpay.apps.approvals import ApprovalQueue
+    from httpay.apps.approvals import ApprovalQueue, unfit_note
     from httpay.apps.display import approvals_table
 
     action = args.approvals_command or "list"
@@ -1570,10 +1586,8 @@ def _approvals(args: argparse.Namespace, console: Console) -> int:
         print(json.dumps(a.to_dict()))
     else:
         console.print(plain(a, MAX_LINE, style="green" if a.status == "approved" else "red"))
-    unfit = [c for c in a.choices if c.offer_id == offer_id and not c.fits]
-    if unfit:
-        _note(f"note: {unfit[0].offer_id} did not fit the policy when the payment was asked for; the paying request "
-              "decides again with every limit and refuses it if it still does not fit (nothing is paid then)")
+    if (note := unfit_note(a)) is not None:
+        _note(f"note: {note}")
     return 0
 
 
