@@ -116,6 +116,10 @@ def test_offers_shows_the_table_and_json_and_pays_nothing(demo: RunningServer, a
     assert account["Authorization"].split()[1] not in p.stdout + j.stdout  # the context token is a bearer
     assert wallet_env["HTTPAY_DEMO_KEY"] not in j.stdout + j.stderr
     assert credits(demo, account) == 0
+    keyed = httpay_cmd("offers", url + "?api_key=s3cret-in-the-url", "-H", auth, "--json", env=wallet_env)
+    assert keyed.returncode == 0 and "s3cret-in-the-url" not in keyed.stdout + keyed.stderr  # JSON masks it too
+    dry = cli("get", url + "?api_key=s3cret-in-the-url", "-H", auth, "--dry-run", "--json", env=wallet_env)
+    assert "s3cret-in-the-url" not in dry.stdout + dry.stderr and json.loads(dry.stdout)["url"].startswith(url)
     free = cli("offers", f"{demo.url}/terms")
     # a URL that answers 200 is served: its body is shown, and the note says a credit may have been used
     assert free.returncode == 0 and "no payment asked" in free.stderr and "may have used a credit" in free.stderr

@@ -1299,7 +1299,7 @@ def _served(args: argparse.Namespace, r: httpx.Response, console: Console) -> in
                               f"({exc.strerror or exc})") from None
         note += f"; the body ({len(r.content):,} bytes) is saved in {args.output}"
     if args.json:
-        print(json.dumps({"url": args.url, "status": r.status_code, "payment_required": False, "offers": [],
+        print(json.dumps({"url": mask_urls(args.url), "status": r.status_code, "payment_required": False, "offers": [],
                           "may_have_used_a_credit": True, "saved_to": args.output,
                           "body": None if args.output else r.text}))
     else:
@@ -1335,7 +1335,7 @@ def _offers(args: argparse.Namespace, console: Console) -> int:
         return _served(args, r, console)
     if not found:
         if args.json:
-            print(json.dumps({"url": args.url, "status": r.status_code, "payment_required": True, "offers": []}))
+            print(json.dumps({"url": mask_urls(args.url), "status": r.status_code, "payment_required": True, "offers": []}))
         else:
             _note("HTTP 402, in a form httpay cannot read (not L402 v0.2, classic L402/LSAT or x402); nothing was paid")
         return EXIT_HTTP
@@ -1345,7 +1345,7 @@ def _offers(args: argparse.Namespace, console: Console) -> int:
     terms_url = getattr(challenge.raw, "terms_url", None)
     would = _would_pay(args.url, found, rate, args.policy)
     if args.json:
-        print(json.dumps({"url": args.url, "status": r.status_code, "payment_required": True,
+        print(json.dumps({"url": mask_urls(args.url), "status": r.status_code, "payment_required": True,
                           "protocol": challenge.dialect, "version": challenge.version,
                           "dialects": [c.dialect for c in found],
                           "payment_request_url": pr_url, "terms_url": terms_url,
@@ -1423,7 +1423,7 @@ def _dry_run(args: argparse.Namespace, policy: Any, console: Console, headers: d
         # exits as the request itself would: an error the service answered (a 402 unread among them) is EXIT_HTTP
         code = EXIT_HTTP if r.status_code >= 400 else EXIT_OK
         if args.json_output:
-            print(json.dumps({"ok": code == EXIT_OK, "url": args.url, "status": r.status_code,
+            print(json.dumps({"ok": code == EXIT_OK, "url": mask_urls(args.url), "status": r.status_code,
                               "payment_required": r.status_code == 402, "would_pay": False, "dry_run": True}))
         elif r.status_code == 402:
             _note("HTTP 402, in a form httpay cannot read (not L402 v0.2, classic L402/LSAT or x402); nothing would be paid")
@@ -1443,7 +1443,7 @@ def _dry_run(args: argparse.Namespace, policy: Any, console: Console, headers: d
                               "--usd-per-btc or configure a wallet")
         usd_cap = usd_to_msat(args.max_price_usd, rate)
         cap = usd_cap if cap is None else min(cap, usd_cap)
-    result: dict[str, Any] = {"url": args.url, "status": r.status_code, "payment_required": True, "dry_run": True,
+    result: dict[str, Any] = {"url": mask_urls(args.url), "status": r.status_code, "payment_required": True, "dry_run": True,
                               "protocol": challenge.dialect}
     try:
         where = _existing_ledger(args.ledger)
