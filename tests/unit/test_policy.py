@@ -86,6 +86,19 @@ def test_a_per_payment_limit_holds_the_price_and_its_fees_together(cap: dict[str
     assert "fees included" in " ".join(q.checks)
 
 
+def test_a_preview_holds_the_fee_cap_the_payment_would_hold() -> None:
+    """A dry run refuses exactly where paying would: at the per-payment limit the payment holds no
+    fees, so a daily budget of exactly its price fits the preview too (it held the uncut 10 sat)."""
+    from httpay.core.payer import Payer
+    from httpay.core.preview import preview
+    from httpay.ledger import SQLiteLedger
+
+    with SQLiteLedger(":memory:") as lg:
+        payer = Payer(wallet=None, policy=Policy(max_per_payment_sat=10, per_day_sat=10), ledger=lg)
+        q = preview(payer, CHALLENGE, url="http://s/x", usd_per_btc=RATE, with_budgets=True, cannot_pay=lambda o: None)
+    assert q.price_msat == 10_000 and q.fee_cap_msat == 0
+
+
 def test_total_budget_boundary_counts_what_was_spent() -> None:
     assert decide(Policy(budget_usd=0.02, max_fee_msat=0), spent_msat=10_000).offer.offer_id == "offer_c668e0c0"
     with pytest.raises(PaymentRefused) as err:

@@ -92,7 +92,7 @@ from httpay.core.events import (
 )
 from httpay.core.model import Challenge, Quote
 from httpay.core.payer import TOKEN_SCOPES, Payer, checked_tags
-from httpay.core.quote import fees_within, quote, requote
+from httpay.core.quote import fee_cap_for, quote, requote
 from httpay.core.rates import Rate
 from httpay.errors import (
     CallAlreadyPaid,
@@ -115,7 +115,7 @@ from httpay.ledger.base import PREIMAGE_MARK, Call, Intent, held_key, split_key
 from httpay.ledger.models import Receipt, Status
 from httpay.lightning import check_invoice
 from httpay.safe import get_logger
-from httpay.wallets.base import Payment, PaymentStatus, default_fee_limit_msat
+from httpay.wallets.base import Payment, PaymentStatus
 
 log = get_logger("httpay")
 
@@ -207,13 +207,6 @@ def call_fingerprint(request: httpx.Request) -> str | None:
         h.update(len(part).to_bytes(8, "big") + part)
     h.update(body)
     return h.hexdigest()
-
-
-def fee_cap_msat(payer: Payer, amount_msat: int) -> int:
-    """The most the wallet may spend on routing fees: the policy's cap, else the wallet's default one.
-    The ledger holds it with the amount until the payment settles, and the wallet is given it."""
-    cap = payer.policy.max_fee_msat
-    return cap if cap is not None else default_fee_limit_msat(amount_msat)
 
 
 def follow_up(origin: httpx.Request, method: str, url: httpx.URL, **kwargs: Any) -> httpx.Request:
@@ -630,12 +623,11 @@ def _joined(run: _Run, call: Call, *, mine: bool = False) -> Generator[Effect, A
     waited, pause = 0.0, 0.01
     while call.paid and call.receipt is not None and call.receipt.status is Status.PENDING:
         receipt = call.receipt
-        here = run.payer.live_calls.get(call.id, 0) - (1 if mine else 0)  # other sends of it in this process
-        if not here and (run.callers_key is None or call.id in run.payer.ended_calls):
-            break  # its send ended here (a timeout, a lost answer): present that payment again
-        if not here and waited >= run.payer.inflight_wait_s:
-            break  # another process's send, or one that died: present that payment, never a new one
-        if here and (run.callers_key is None or waited >= run.payer.inflight_wait_s):
+        waited_out = waited >= run.payer.inflight_wait_s
+        if not run.payer.live_calls.get(call.id, 0) - (1 if mine else 0):  # no other send of it in this process
+            if run.callers_key is None or call.id in run.payer.ended_calls or waited_out:
+                break  # its send ended here, or another process's did (or died): present that payment again
+        elif run.callers_key is None or waited_out:
             raise CallAlreadyPaid(
                 f"{run.request.method} {safe.clean(run.shown_url, 200)} is being paid by another send of the same "
                 f"call (ledger #{receipt.id}, still pending); nothing is paid or sent twice: send it again once "
@@ -888,11 +880,10 @@ class _Attempt:
         run, policy = self.run, self.run.payer.policy
         try:
             per_payment = policy.max_per_payment_msat(q.usd_per_btc, self.challenge.offers)
-            caps = [c for c in (per_payment, q.max_price_msat) if c is not None]
+            cap = min((c for c in (per_payment, q.max_price_msat) if c is not None), default=None)
             check_invoice(payable.invoice, network=run.payer.lightning.network, expected_msat=q.price_msat,
-                          tolerance=policy.price_tolerance, max_msat=min(caps) if caps else None,
-                          payee=policy.payee_for(q.host),
-                          max_name="per payment" if min(caps, default=None) == per_payment else "this request's price cap")
+                          tolerance=policy.price_tolerance, max_msat=cap, payee=policy.payee_for(q.host),
+                          max_name="per payment" if cap == per_payment else "this request's price cap")
         except InvoiceError as exc:
             raise run.invoice_refused(exc) from None
         except PaymentRefused as exc:
@@ -930,7 +921,7 @@ class _Attempt:
         run, payer = self.run, self.run.payer
         amount = payable.amount_msat
         assert amount is not None  # an invoice without an amount never passes the checks
-        fee_cap = fees_within(fee_cap_msat(payer, amount), amount, q.cap_msat) if isinstance(payable, Invoiced) else 0
+        fee_cap = fee_cap_for(payer.policy, amount, q.cap_msat) if isinstance(payable, Invoiced) else 0
         kind, identity = payer.wallet_name(payable.rail)
         token = self._token_kept(payable) if isinstance(payable, Invoiced) else None
         not_before: datetime | None = self.met_402_at

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from httpay.core.flow import fee_cap_msat, host_of
+from httpay.core.flow import host_of
 from httpay.core.model import Challenge, Quote
 from httpay.core.payer import Payer
 from httpay.core.quote import CannotPay, quote
@@ -36,6 +36,5 @@ def preview(payer: Payer, challenge: Challenge | Sequence[Challenge], *, url: st
         now = payer.ledger.now()
         spent_by = {lim: payer.ledger.spent_msat(host=lim.host, since=limit_since(lim, now), tag=lim.tag)
                     for lim in limits}
-        fee = fee_cap_msat(payer, q.price_msat) if q.offer.rail == "lightning" else 0
-        over_limit(limits, spent_by, q.price_msat, q.usd_per_btc, fee)
+        over_limit(limits, spent_by, q.price_msat, q.usd_per_btc, q.fee_cap_msat)  # the fee cap the quote holds
     return q

@@ -103,14 +103,16 @@ def fee_cap_of(offer: Offer, price_msat: int | None, policy: Policy, cap_msat: i
     per-payment cap (`cap_msat`): what a payment may cost is its price and its fees together."""
     if offer.rail != "lightning" or price_msat is None:
         return 0
-    return fees_within(policy.max_fee_msat if policy.max_fee_msat is not None else default_fee_limit_msat(price_msat),
-                       price_msat, cap_msat)
+    return fee_cap_for(policy, price_msat, cap_msat)
 
 
-def fees_within(fee_cap_msat: int, amount_msat: int, cap_msat: int | None) -> int:
-    """A fee cap cut to what the per-payment cap leaves beside the amount: "at most 10 sat" is 10 sat
-    with the fees, not 10 sat and then whatever routing costs."""
-    return fee_cap_msat if cap_msat is None else max(0, min(fee_cap_msat, cap_msat - amount_msat))
+def fee_cap_for(policy: Policy, amount_msat: int, cap_msat: int | None = None) -> int:
+    """The most a Lightning payment of `amount_msat` may spend on routing fees: the policy's cap, else
+    the wallet's default one, cut to what the per-payment cap leaves beside the amount ("at most 10
+    sat" is 10 sat with the fees, not 10 sat and then whatever routing costs). The ledger holds it with
+    the amount until the payment settles, and the wallet is given it."""
+    fees = policy.max_fee_msat if policy.max_fee_msat is not None else default_fee_limit_msat(amount_msat)
+    return fees if cap_msat is None else max(0, min(fees, cap_msat - amount_msat))
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ import httpx
 from httpay.core.effects import Ask
 from httpay.core.model import Challenge, Money, Offer, Quote
 from httpay.core.pooled import kept
-from httpay.core.quote import fees_within, quote
+from httpay.core.quote import fee_cap_for, quote
 from httpay.core.rates import resolve_rate
 from httpay.core.transport import _approve_async, _approve_sync
 from httpay.core.workers import in_thread
@@ -51,7 +51,7 @@ from httpay.lightning import decode_invoice
 from httpay.protocols import mpp as wire
 from httpay.safe import clean, get_logger
 from httpay.safe import loads as safe_loads
-from httpay.wallets.base import Payment, default_fee_limit_msat
+from httpay.wallets.base import Payment
 
 __all__ = ["AsyncMppSession", "MppSession", "SessionError", "SessionState", "SseEvent", "SseParser"]
 
@@ -227,8 +227,7 @@ class _Core:
             if answer is not True and answer is not decided.offer and answer != decided.offer.offer_id:
                 raise PaymentRefused(f"refused: the approver did not approve the session's {what} of "
                                      f"{offer.deposit_sat} sat", rule="approval", offers=decided.challenge.offers)
-        fee_cap = fees_within(policy.max_fee_msat if policy.max_fee_msat is not None
-                              else default_fee_limit_msat(amount_msat), amount_msat, decided.cap_msat)
+        fee_cap = fee_cap_for(policy, amount_msat, decided.cap_msat)
         intent = Intent(host=self.state.host, url=self.state.url, protocol="mpp", method="lightning",
                         amount_msat=amount_msat, payment_hash=offer.payment_hash,
                         offer_id=f"session-{what}", offer_title=f"MPP session {what}",

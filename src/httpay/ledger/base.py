@@ -41,6 +41,11 @@ def split_key(key: str) -> tuple[str, str | None]:
     return scope, variant or None
 
 
+def host_matches(recorded: str, host: str) -> bool:
+    """Whether a recorded host is `host`, or `host` on some port (`host` named without one)."""
+    return recorded == host or (recorded.startswith(f"{host}:") and recorded[len(host) + 1:].isdigit())
+
+
 PREIMAGE_MARK = hashlib.sha256(b"httpay: the preimage of this payment goes here").hexdigest()
 
 
@@ -185,8 +190,7 @@ class Ledger(ABC):
     def hosts_matching(self, host: str) -> list[str]:
         """The hosts recorded for `host`: itself and, named without a port, it on every port
         ('127.0.0.1' finds '127.0.0.1:8402'). (A SQL ledger reads them off its running totals.)"""
-        return sorted({r.host for r in self.receipts()
-                       if r.host == host or (r.host.startswith(f"{host}:") and r.host[len(host) + 1:].isdigit())})
+        return sorted({r.host for r in self.receipts() if host_matches(r.host, host)})
 
     # -- L402 tokens: paid credentials reused until the server answers 402 again -----------------------
     @abstractmethod

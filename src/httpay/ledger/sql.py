@@ -22,6 +22,7 @@ from httpay.ledger.base import (
     Call,
     Intent,
     Ledger,
+    host_matches,
     now_utc,
     over_limit,
     split_key,
@@ -404,8 +405,7 @@ class SQLLedger(Ledger):
         pattern = host.replace("!", "!!").replace("%", "!%").replace("_", "!_") + ":%"
         rows = self._query("SELECT DISTINCT host FROM payment_totals WHERE host = ? OR host LIKE ? ESCAPE '!'",
                            (host, pattern))
-        return sorted(h for h in (str(r["host"]) for r in rows)
-                      if h == host or (h.startswith(f"{host}:") and h[len(host) + 1:].isdigit()))
+        return sorted(h for h in (str(r["host"]) for r in rows) if host_matches(h, host))
 
     def _spent(self, query: Query, host: str | None, since: datetime | None) -> int:
         if since is None:  # all history: the running totals, one row per status
