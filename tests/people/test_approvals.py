@@ -108,6 +108,40 @@ def test_a_wait_stopped_midway_denies_its_approval(ledger_path: Path) -> None:
     assert (b.status, b.decided_by) == ("denied", "abandoned")
 
 
+@pytest.mark.parametrize("where", ["starting the wait's view", "before the first sleep", "reading the answer"])
+def test_ctrl_c_in_the_waits_own_work_denies_its_approval(ledger_path: Path, where: str) -> None:
+    """Ctrl-C (or SIGTERM made an exception) can land anywhere once the approval is written, not only
+    in a sleep: while the spinner starts, while the first look runs. Every such stop closes the row,
+    which was left "waiting" for a person whose yes would pay for nothing (seen in CI: a signal sent
+    the moment the approval appeared)."""
+    looks = 0
+
+    @contextmanager
+    def stopped_view(approval: Approval) -> Iterator[Callable[[float], None]]:
+        if where == "starting the wait's view":
+            raise KeyboardInterrupt
+
+        def tick(elapsed: float) -> None:
+            if where == "before the first sleep":
+                raise KeyboardInterrupt
+        yield tick
+
+    with ApprovalQueue(ledger_path, timeout_s=30, poll_s=0.02, progress=stopped_view) as q:
+        real_get = q.get
+
+        def get(approval_id: int) -> Approval:
+            nonlocal looks
+            looks += 1
+            if where == "reading the answer" and looks == 2:
+                raise KeyboardInterrupt
+            return real_get(approval_id)
+        q.get = get  # type: ignore[method-assign]
+        with pytest.raises(KeyboardInterrupt):
+            q(decision())
+        a = real_get(1)
+        assert (a.status, a.decided_by) == ("denied", "abandoned") and q.pending() == []
+
+
 def test_an_answer_cannot_be_changed_and_unknown_ids_are_named(queue: ApprovalQueue) -> None:
     a = queue.add(decision())
     assert [x.id for x in queue.pending()] == [a.id]

@@ -31,7 +31,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator
-from contextlib import AbstractContextManager, closing, contextmanager
+from contextlib import AbstractContextManager, closing, contextmanager, suppress
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -584,12 +584,6 @@ class ApprovalQueue:
                               advice="answer sooner (`httpay approvals`, the dashboard) or raise {knob}")
 
     # -- the approver --------------------------------------------------------------------------
-    def _start(self, decision: Decision) -> Approval:
-        a = self.add(decision)
-        log.info("approval #%d waiting (up to %g s) for a person: %s; answer with `httpay approvals approve %d` "
-                 "(or deny) or in `httpay dashboard`", a.id, self.timeout_s, decision, a.id)
-        return a
-
     def _answer(self, a: Approval, decision: Decision) -> bool | Offer:
         """True/False, or the service's `Offer` the person chose instead (the flow re-decides it)."""
         if a.status == DENIED:
@@ -603,10 +597,12 @@ class ApprovalQueue:
         """The waiting, written once for both callers: yields how long to sleep before looking again,
         returns the answer (True = pay, an Offer = pay that one instead) once a person decided or the
         timeout passed (False)."""
-        a = self._start(decision)
-        start = beat = time.monotonic()
-        with self.progress(a) as tick:
-            try:
+        a = self.add(decision)
+        try:
+            log.info("approval #%d waiting (up to %g s) for a person: %s; answer with `httpay approvals approve %d` "
+                     "(or deny) or in `httpay dashboard`", a.id, self.timeout_s, decision, a.id)
+            start = beat = time.monotonic()
+            with self.progress(a) as tick:
                 while True:
                     current = self.get(a.id)
                     elapsed = time.monotonic() - start
@@ -623,9 +619,13 @@ class ApprovalQueue:
                         beat = time.monotonic()
                     tick(elapsed)
                     yield min(self.poll_s, self.timeout_s - elapsed)
-            except GeneratorExit:  # the asking request was stopped (Ctrl-C, a cancelled task): nobody waits
+        except BaseException:
+            # the asking request stopped however it stopped: closed at a sleep (a cancelled task), or
+            # Ctrl-C / SIGTERM landing in the wait's own work, even before its first sleep. Nobody waits
+            # now, so the row is closed (a no-op when it was answered or timed out meanwhile).
+            with suppress(Exception):
                 self._close(a.id, "abandoned", "the request that asked was stopped")
-                raise
+            raise
 
     def __call__(self, decision: Decision) -> bool | Offer:
         """Block until a person answers (True = pay, an Offer = pay that one; False: denied).
