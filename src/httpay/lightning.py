@@ -145,7 +145,7 @@ def offer_price_msat(amount: int, currency: str, usd_per_btc: float | None) -> i
 def check_invoice(
     invoice: Invoice,
     *,
-    network: str,
+    network: str | None,
     expected_msat: int | None,
     tolerance: float = 0.0,
     max_msat: int | None = None,
@@ -157,7 +157,7 @@ def check_invoice(
     """Every check an invoice must pass before a wallet sees it. Returns it, or raises InvoiceError.
 
     - amount present (an amount-less invoice would let the payee pick the price);
-    - network matches the wallet's;
+    - network matches the wallet's (None: no wallet is known, as in a preview without one);
     - not expired at `now`;
     - amount at most `expected_msat * (1 + tolerance)`: the offer's price at the policy's rate;
     - amount at most `max_msat` (the per-payment limit), if given;
@@ -170,7 +170,7 @@ def check_invoice(
         )
     if invoice.amount_msat <= 0:
         raise InvoiceError(f"the invoice amount must be positive, got {invoice.amount_msat} msat", check="amount_missing")
-    if invoice.network != network:
+    if network is not None and invoice.network != network:
         raise InvoiceError(
             f"the invoice is for the {clean(invoice.network, 20)} network but the wallet pays on {network}",
             check="network",

@@ -1325,6 +1325,7 @@ def _offers(args: argparse.Namespace, console: Console) -> int:
     args.url = _url(args.url)
     _check_output(args.output)
     wallet = _wallet_or_none()
+    network = wallet.network if wallet is not None else None  # an invoice for another network would be refused
     try:
         rate = _rate_for(_policy_or_none(args.policy), args.usd_per_btc, wallet)
         r, found = _look(args.url, _headers(args.header), wallet)
@@ -1337,13 +1338,15 @@ def _offers(args: argparse.Namespace, console: Console) -> int:
         if args.json:
             print(json.dumps({"url": mask_urls(args.url), "status": r.status_code, "payment_required": True, "offers": []}))
         else:
-            _note("HTTP 402, in a form httpay cannot read (not L402 v0.2, classic L402/LSAT or x402); nothing was paid")
+            from httpay.core.dialect import dialects_read
+
+            _note(f"HTTP 402, in a form httpay cannot read (not {dialects_read()}); nothing was paid")
         return EXIT_HTTP
     challenge = found[0]
     offers = [o for c in found for o in c.offers]  # every dialect's offers of the 402, side by side
     pr_url = getattr(challenge.raw, "payment_request_url", None) or None
     terms_url = getattr(challenge.raw, "terms_url", None)
-    would = _would_pay(args.url, found, rate, args.policy)
+    would = _would_pay(args.url, found, rate, args.policy, r.request, network)
     if args.json:
         print(json.dumps({"url": mask_urls(args.url), "status": r.status_code, "payment_required": True,
                           "protocol": challenge.dialect, "version": challenge.version,
@@ -1362,9 +1365,11 @@ def _offers(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-def _would_pay(url: str, challenge: Any, rate: float | None, policy_file: str | None = None) -> dict[str, Any]:
+def _would_pay(url: str, challenge: Any, rate: float | None, policy_file: str | None = None,
+               request: httpx.Request | None = None, network: str | None = None) -> dict[str, Any]:
     """What the policy (HTTPAY_POLICY, else httpay's defaults) would do with this challenge: the flow's
-    own quote, before any budget the ledger keeps (`--dry-run` checks those)."""
+    own quote and the dialect's checks before paying (`request`: the one sent; `network`: the configured
+    wallet's), before any budget the ledger keeps (`--dry-run` checks those)."""
     from httpay.core.payer import Payer
     from httpay.core.preview import preview
     from httpay.ledger import open_ledger
@@ -1374,7 +1379,7 @@ def _would_pay(url: str, challenge: Any, rate: float | None, policy_file: str | 
     with open_ledger(":memory:") as lg:
         try:
             q = preview(Payer(wallet=None, policy=policy, ledger=lg), challenge, url=url, usd_per_btc=rate,
-                        cannot_pay=_cli_cannot_pay)
+                        cannot_pay=_cli_cannot_pay, request=request, network=network)
         except PaymentRefused as exc:
             return {"pay": False, "rule": exc.rule, "text": f"your policy would refuse: {exc.reason.removeprefix('refused: ')}"}
     return {"pay": True, "offer_id": q.offer.offer_id, "method": q.method, "price_msat": q.price_msat,
@@ -1412,6 +1417,7 @@ def _dry_run(args: argparse.Namespace, policy: Any, console: Console, headers: d
     from httpay.policy import usd_to_msat
 
     wallet = _wallet_or_none()
+    network = wallet.network if wallet is not None else None  # an invoice for another network would be refused
     try:
         rate = _rate_for(policy, None, wallet)
         r, found = _look(args.url, _headers(args.header) if headers is None else headers, wallet,
@@ -1426,7 +1432,9 @@ def _dry_run(args: argparse.Namespace, policy: Any, console: Console, headers: d
             print(json.dumps({"ok": code == EXIT_OK, "url": mask_urls(args.url), "status": r.status_code,
                               "payment_required": r.status_code == 402, "would_pay": False, "dry_run": True}))
         elif r.status_code == 402:
-            _note("HTTP 402, in a form httpay cannot read (not L402 v0.2, classic L402/LSAT or x402); nothing would be paid")
+            from httpay.core.dialect import dialects_read
+
+            _note(f"HTTP 402, in a form httpay cannot read (not {dialects_read()}); nothing would be paid")
         elif r.status_code >= 400:  # one line, as `httpay get` ends with
             _say(f"httpay: the service answered HTTP {r.status_code} {r.reason_phrase}".rstrip()
                  + ", not a request for payment; nothing would be paid (dry run)")
@@ -1454,7 +1462,8 @@ def _dry_run(args: argparse.Namespace, policy: Any, console: Console, headers: d
             # the flow's one quote, on the policy and the ledger alone (no wallet is asked), with the
             # very check the ledger makes when reserving (the fee cap held too)
             d = preview(Payer(wallet=None, policy=policy, ledger=lg), found, url=args.url, usd_per_btc=rate,
-                        max_price_msat=cap, with_budgets=True, cannot_pay=_cli_cannot_pay)
+                        max_price_msat=cap, with_budgets=True, cannot_pay=_cli_cannot_pay, request=r.request,
+                        network=network)
         except PaymentRefused as exc:
             result |= {"would_pay": False, "rule": exc.rule, "reason": exc.render(_knobs(args))}
             d = None

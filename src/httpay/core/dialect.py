@@ -133,6 +133,20 @@ class SignsIn(Protocol):
         ...
 
 
+@runtime_checkable
+class ChecksAhead(Protocol):
+    """A dialect that can tell from the challenge and the request alone (no round trip, no wallet,
+    no signer) what its `obtain` would refuse: `obtain` starts with it, and a preview (`--dry-run`,
+    `httpay offers`, the agent's tools) runs it too, so nothing shows "would pay" for a challenge
+    that paying then refuses (one past its `expires`, a digest of another body, an expired invoice)."""
+
+    def check_ahead(self, challenge: Challenge, quote: Quote, request: httpx.Request | None) -> Invoiced | None:
+        """The invoice the quoted offer pays when the challenge carries it (the caller checks it as
+        every invoice is checked: `flow.check_quoted_invoice`), else None; InvoiceError or
+        PaymentRefused as `obtain` raises them. `request` None: checks of the request's body are left out."""
+        ...
+
+
 class Dialect(Protocol):
     """A 402 dialect. Register one with `register(dialect)`; `read_challenge` asks them all."""
 
@@ -211,3 +225,10 @@ def read_challenge(status: int, headers: Any, body: bytes | str | None, *, url: 
     if not found and first_error is not None:
         raise first_error
     return found
+
+
+def dialects_read() -> str:
+    """The dialects httpay reads, by the names every view gives them, for a 402 none of them read
+    ("l402-classic (L402 and LSAT), l402-v0.2, mpp or x402"): a registered dialect is named too."""
+    names = [f"{d.name} (L402 and LSAT)" if d.name == "l402-classic" else d.name for d in dialects()]
+    return ", ".join(names[:-1]) + " or " + names[-1] if len(names) > 1 else "".join(names)

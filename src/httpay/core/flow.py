@@ -113,7 +113,8 @@ from httpay.errors import (
 )
 from httpay.ledger.base import PREIMAGE_MARK, Call, Intent, held_key, split_key
 from httpay.ledger.models import Receipt, Status
-from httpay.lightning import check_invoice
+from httpay.lightning import Invoice, check_invoice
+from httpay.policy import Policy
 from httpay.safe import get_logger
 from httpay.wallets.base import Payment, PaymentStatus
 
@@ -765,6 +766,18 @@ def _with_rate_failure(exc: PaymentRefused, rate: Rate) -> PaymentRefused:
                           advice="check that the wallet can be reached, or set {knob}")
 
 
+def check_quoted_invoice(policy: Policy, q: Quote, invoice: Invoice, *, network: str | None) -> None:
+    """Every check an invoice must pass against its quote before anything is reserved or paid:
+    amount present and within the quoted price and every per-payment cap, the wallet's `network`
+    (None: no wallet known, as a preview may have), expiry, the pinned payee. The flow runs it, and
+    so does a preview, which then refuses where paying would."""
+    per_payment = policy.max_per_payment_msat(q.usd_per_btc, q.challenge.offers)
+    cap = min((c for c in (per_payment, q.max_price_msat) if c is not None), default=None)
+    check_invoice(invoice, network=network, expected_msat=q.price_msat, tolerance=policy.price_tolerance,
+                  max_msat=cap, payee=policy.payee_for(q.host),
+                  max_name="per payment" if cap == per_payment else "this request's price cap")
+
+
 @dataclass
 class _Attempt:
     """Paying one challenge: quote, obtain, check, write down, pay. `key` is the flight's (None: a
@@ -875,15 +888,10 @@ class _Attempt:
         return q
 
     def _check_invoice(self, payable: Invoiced, q: Quote) -> None:
-        """Every check the invoice must pass before anything is reserved or paid: amount present and
-        within the quoted price and every per-payment cap, the wallet's network, expiry, the payee."""
-        run, policy = self.run, self.run.payer.policy
+        """Every check the invoice must pass before anything is reserved or paid (`check_quoted_invoice`)."""
+        run = self.run
         try:
-            per_payment = policy.max_per_payment_msat(q.usd_per_btc, self.challenge.offers)
-            cap = min((c for c in (per_payment, q.max_price_msat) if c is not None), default=None)
-            check_invoice(payable.invoice, network=run.payer.lightning.network, expected_msat=q.price_msat,
-                          tolerance=policy.price_tolerance, max_msat=cap, payee=policy.payee_for(q.host),
-                          max_name="per payment" if cap == per_payment else "this request's price cap")
+            check_quoted_invoice(run.payer.policy, q, payable.invoice, network=run.payer.lightning.network)
         except InvoiceError as exc:
             raise run.invoice_refused(exc) from None
         except PaymentRefused as exc:

@@ -15,7 +15,7 @@ import httpx
 
 from httpay.core.dialect import Credential, Invoiced, Obtaining, Payable, Proof, Settlement
 from httpay.core.effects import Effect
-from httpay.core.model import Challenge, Money, Offer
+from httpay.core.model import Challenge, Money, Offer, Quote
 from httpay.errors import ChallengeError, InvoiceError
 from httpay.lightning import Invoice, decode_invoice
 from httpay.policy import Policy
@@ -113,11 +113,14 @@ class L402Classic:
             raise first_error
         return found
 
-    def obtain(self, ctx: Obtaining) -> Generator[Effect, Any, Payable]:
-        """The invoice is the header's (decoded when read); it must be the one the macaroon names."""
-        invoice: Invoice = ctx.quote.offer.payload
-        check_token_binding(ctx.challenge.raw, invoice)
+    def check_ahead(self, challenge: Challenge, quote: Quote, request: httpx.Request | None) -> Invoiced:
+        """The header's invoice (decoded when read); it must be the one the macaroon names."""
+        invoice: Invoice = quote.offer.payload
+        check_token_binding(challenge.raw, invoice)
         return Invoiced(invoice)
+
+    def obtain(self, ctx: Obtaining) -> Generator[Effect, Any, Payable]:
+        return self.check_ahead(ctx.challenge, ctx.quote, ctx.request)
         yield  # a generator with no effects: nothing to fetch
 
     def present(self, challenge: Challenge, payable: Payable, proof: Proof) -> Credential:

@@ -33,7 +33,7 @@ import httpx
 
 from httpay.core.dialect import Credential, Invoiced, Obtaining, Payable, Proof, Settlement, ToSign
 from httpay.core.effects import Effect
-from httpay.core.model import Challenge, Money, Offer
+from httpay.core.model import Challenge, Money, Offer, Quote
 from httpay.core.quote import method_allowed
 from httpay.errors import ChallengeError, InvoiceError, PaymentRefused
 from httpay.extras import require
@@ -230,21 +230,31 @@ class Mpp:
         found = mpp.parse(status, headers, body)
         return [] if found is None else [to_challenge(found, url)]
 
-    def obtain(self, ctx: Obtaining) -> Generator[Effect, Any, Payable]:
-        """The invoice (checked against the charge) or the EIP-3009 typed data for the chosen challenge."""
-        chosen = ctx.quote.offer.payload
+    def check_ahead(self, challenge: Challenge, quote: Quote, request: httpx.Request | None) -> Invoiced | None:
+        """A challenge past its `expires`, or binding another body (`digest`), is never paid; a lightning
+        charge's invoice must be exactly the charge. That invoice, or None for an evm charge (signed later)."""
+        chosen = quote.offer.payload
         mc: MppChallenge = chosen.challenge
         now = datetime.now(UTC)
         if mc.expired(now):
             raise InvoiceError(f"the MPP challenge expired at {mc.expires:%Y-%m-%d %H:%M:%S} UTC; not paying it",
                                check="expiry")
-        if mc.digest is not None and not body_digest_matches(mc.digest, _content(ctx.request)):
+        if mc.digest is not None and request is not None and not body_digest_matches(mc.digest, _content(request)):
             raise PaymentRefused(
                 "refused: the MPP challenge binds a request body other than this request's (its digest does not match); "
-                "paying would buy nothing", rule="digest", offers=ctx.challenge.offers)
+                "paying would buy nothing", rule="digest", offers=challenge.offers)
         if isinstance(chosen, _Lightning):
             check_charge_invoice(chosen.charge, chosen.invoice, expires=mc.expires, now=now)
             return Invoiced(chosen.invoice)
+        return None
+
+    def obtain(self, ctx: Obtaining) -> Generator[Effect, Any, Payable]:
+        """The invoice (checked against the charge) or the EIP-3009 typed data for the chosen challenge."""
+        invoiced = self.check_ahead(ctx.challenge, ctx.quote, ctx.request)
+        if invoiced is not None:
+            return invoiced
+        chosen = ctx.quote.offer.payload
+        mc: MppChallenge = chosen.challenge
         assert isinstance(chosen, _Evm) and ctx.payer_address is not None and ctx.quote.price_msat is not None
         charge = chosen.charge
         nonce = challenge_hash(mc.id, mc.realm)

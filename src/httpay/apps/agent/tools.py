@@ -39,7 +39,7 @@ from httpay.amounts import fmt_msat
 from httpay.apps.exit_codes import EXIT_HTTP, refusal_code
 from httpay.config import payment_deadline_ok
 from httpay.core.deadline import DEFAULT_PAYMENT_DEADLINE_S
-from httpay.core.dialect import read_challenge
+from httpay.core.dialect import dialects_read, read_challenge
 from httpay.core.flow import DRY_RUN_EXTENSION, OFFER_EXTENSION, receipt_of
 from httpay.core.model import Challenge, Offer
 from httpay.core.preview import preview
@@ -695,8 +695,7 @@ class _ToolCore:
                 self.add_secret(data["payment_context_token"])
         except (ValueError, UnicodeDecodeError, RecursionError):
             pass
-        return ("the service asks for payment in a form httpay cannot read (not L402 v0.2, classic L402/LSAT or x402); "
-                "nothing was paid")
+        return f"the service asks for payment in a form httpay cannot read (not {dialects_read()}); nothing was paid"
 
     def _offer_lines(self, offers: Sequence[Offer], rate: float | None) -> str:
         listed = [f"- {_offer_text(o, rate)}" for o in offers[:MAX_OFFERS_LISTED]]
@@ -724,7 +723,7 @@ class _ToolCore:
         """What fetch would do with this 402: the flow's one quote, across every dialect it offers."""
         url = str(response.request.url)
         try:
-            d = preview(self.client.payer, challenge, url=url, usd_per_btc=rate)
+            d = preview(self.client.payer, challenge, url=url, usd_per_btc=rate, request=response.request)
         except PaymentRefused as exc:
             text = self._refused(exc).removeprefix("refused: ")
             return text if refusal_code(exc.rule) == EXIT_HTTP else f"the policy would refuse: {text}"
