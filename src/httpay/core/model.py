@@ -95,10 +95,13 @@ class Offer:
     """One way to buy what a 402 guards: its price, what it buys, how it can be paid.
 
     `payment_methods` name every way the service takes ("lightning", "credit_card",
-    "x402:exact:eip155:8453"), `pay_method` the one httpay would pay by, `rail` what pays it (a
-    Lightning wallet, an EVM signer) and `network` where it settles; `unpayable` says why httpay must not pay it
-    (found when the dialect read it: an unknown scheme, an asset whose worth cannot be told);
-    `payload` is the dialect's own offer.
+    "x402:exact:eip155:8453"), `pay_method` the one of them httpay would pay by (None: none is a
+    method httpay knows), `rail` what pays it (a Lightning wallet, an EVM signer; another name, such
+    as "solana", for what httpay has no way to pay) and `network` where it settles; `unpayable` says why
+    httpay must not pay it (found when the dialect read it: an unknown scheme, an asset whose worth
+    cannot be told). `pay_to` is who is paid, as the challenge names them (an invoice's payee node,
+    an x402 `payTo`, an MPP recipient), and `asset` the token contract, so a person checks both
+    before saying yes (server text: shown cleaned). `payload` is the dialect's own offer.
     """
 
     offer_id: str
@@ -116,6 +119,8 @@ class Offer:
     unpayable: str | None = None
     payload: Any = field(default=None, repr=False, compare=False)
     proposal: str | None = None  # the unmerged proposal it follows: paid only with Policy(proposals=[...])
+    pay_to: str | None = None
+    asset: str | None = None
 
     @property
     def amount(self) -> int:
@@ -143,6 +148,12 @@ class Offer:
             d["unpayable"] = self.unpayable
         if self.proposal is not None:
             d["proposal"] = self.proposal
+        if self.network is not None:
+            d["network"] = clean(self.network, 100)
+        if self.pay_to is not None:
+            d["pay_to"] = clean(self.pay_to, 200)
+        if self.asset is not None:
+            d["asset"] = clean(self.asset, 200)
         return d
 
     def __str__(self) -> str:
@@ -293,6 +304,9 @@ def offers_view(offers: Iterable[Any], title: str = "Offers", usd_per_btc: float
     if with_usd:
         columns.append(Column("≈ USD", align="right"))
     columns += [Column("credits", align="right"), Column("type"), Column("methods")]
+    pays_to = any(getattr(o, "pay_to", None) for o in listed)
+    if pays_to:
+        columns.append(Column("pays", style="code", wrap=False))
     if several:
         columns.append(Column("via"))
     rows, unknown = [], False
@@ -306,16 +320,32 @@ def offers_view(offers: Iterable[Any], title: str = "Offers", usd_per_btc: float
         if with_usd:
             cells.append(_usd_text(usd))
         cells += [_credits(o), o.type, ", ".join(o.payment_methods)]
+        if pays_to:
+            cells.append(Cell(_short(getattr(o, "pay_to", None)), hint=_pays_hint(o)))
         if several:
             cells.append(clean(o.dialect, 20) + (" (not payable)" if getattr(o, "unpayable", None) else ""))
         rows.append(row(*cells, style="bold good" if chosen == o.offer_id else ""))
     notes = ("≈ sat needs a BTC/USD rate (usd_per_btc)",) if unknown else (f"at {usd_rate:,.0f} USD/BTC",) if usd_rate else ()
     wide = View(title, tuple(columns), tuple(rows), notes=tuple(Cell(n) for n in notes), name="offers")
-    # an 80-column terminal shows what a choice turns on: credits and type go (the title says what it buys)
-    keep = [i for i, c in enumerate(columns) if c.label not in ("credits", "type")]
+    # an 80-column terminal shows what a choice turns on: credits, type and payee go (the title says what it buys)
+    keep = [i for i, c in enumerate(columns) if c.label not in ("credits", "type", "pays")]
     narrow = replace(wide, columns=tuple(columns[i] for i in keep),
                      rows=tuple(replace(r, cells=tuple(r.cells[i] for i in keep)) for r in rows))
     return replace(wide, narrow=narrow, narrow_below=OFFERS_WIDE)
+
+
+def _short(who: str | None) -> str:
+    """A payee as a person compares it: its ends (`0x2096…287C`, `02e627…a1b2`); the whole is the hint."""
+    if not who:
+        return "—"
+    who = clean(who, 200)
+    return who if len(who) <= 14 else f"{who[:6]}…{who[-4:]}"
+
+
+def _pays_hint(o: Any) -> str:
+    """Who is paid, whole, and in which token: what a person checks before saying yes."""
+    who, asset = getattr(o, "pay_to", None), getattr(o, "asset", None)
+    return clean(f"pays {who or 'the service'}" + (f" in token {asset}" if asset else ""), 400)
 
 
 def _usd_text(usd: Fraction | None) -> str:

@@ -17,7 +17,7 @@ from httpay.ledger import open_ledger
 from httpay.ledger.base import Ledger
 from httpay.policy import TAG_TEXT, Policy
 from httpay.reconcile import DEFAULT_GRACE_S, reconcile
-from httpay.safe import get_logger
+from httpay.safe import clean, get_logger
 from httpay.wallets.base import Wallet
 
 log = get_logger("httpay")
@@ -136,7 +136,7 @@ class Payer:
             if offer.network is not None and not self.signer.pays_on(offer.network):
                 return "no_signer", f"the signer is not set to pay on {offer.network}"
             return None
-        return "rail", f"httpay has no way to pay on {offer.rail!r}"
+        return "rail", offer.unpayable or f"httpay has no way to pay on {clean(offer.rail, 40)!r}"  # its own words say more
 
     def wallet_name(self, rail: str) -> tuple[str | None, str | None]:
         """(kind, identity) of what pays on `rail`, for the ledger row. A wallet's identity is worked

@@ -31,7 +31,7 @@ def to_challenge(ch: L402Challenge, url: str) -> Challenge:
     offer = Offer(
         offer_id=f"l402_{inv.payment_hash[:12]}", title=title, description=title,
         price=Money.msat(inv.amount_msat or 0), payment_methods=("lightning",), pay_method="lightning",
-        dialect=l402_classic.PROTOCOL, rail="lightning", payload=inv,
+        dialect=l402_classic.PROTOCOL, rail="lightning", payload=inv, pay_to=inv.payee,
         # no amount: no price to compare or to check the invoice against (never the cheapest offer, at 0)
         unpayable=None if inv.amount_msat else "its invoice names no amount, so there is no price to check",
     )

@@ -145,7 +145,7 @@ def _offer(mc: MppChallenge, offer_id: str) -> Offer:
             f"({'none' if invoice.amount_msat is None else f'{invoice.amount_msat / 1000:,g} sat'})")
         return Offer(price=Money.msat(said_msat), payment_methods=("lightning",), pay_method="lightning",
                      rail="lightning", network=charge.network, payload=_Lightning(mc, charge, invoice),
-                     unpayable=mismatch, **common)
+                     unpayable=mismatch, pay_to=invoice.payee, **common)
     if mc.method == "evm" and mc.intent == "charge":
         price, found = _evm_charge(mc)
         cid = mc.request.get("methodDetails", {}).get("chainId") if isinstance(mc.request.get("methodDetails"), dict) \
@@ -155,16 +155,36 @@ def _offer(mc: MppChallenge, offer_id: str) -> Offer:
             return Offer(price=price, payment_methods=(method,), pay_method=method, rail="evm",
                          unpayable=found, payload=mc, **common)
         return Offer(price=price, payment_methods=(method,), pay_method=method, rail="evm", network=found.network,
-                     payload=_Evm(mc, found), **common)
+                     payload=_Evm(mc, found), pay_to=found.recipient, asset=found.token, **common)
     method = f"mpp:{mc.method}:{mc.intent}"
     why = (f"MPP {clean(mc.kind, 40)} is not a method httpay pays (it pays lightning/charge and evm/charge with "
            "EIP-3009 authorization)")
+    price = _other_price(mc)
     if mc.kind == "lightning/session":  # its price is per request, drawn from a deposit: never one request's payment
         why = ("MPP lightning/session is paid from a deposit across requests, not per request: a program opens one "
                "with httpay.MppSession(client, url)")
         common["type"] = "session"
-    return Offer(price=_other_price(mc), payment_methods=(method,), pay_method=method,
+        price, common["title"] = _session_terms(mc, price, title)
+        common["description"] = common["title"]
+    return Offer(price=price, payment_methods=(method,), pay_method=method,
                  rail="lightning" if mc.method == "lightning" else "other", unpayable=why, payload=mc, **common)
+
+
+def _session_terms(mc: MppChallenge, price: Money, title: str) -> tuple[Money, str]:
+    """A lightning session's price in the unit every Lightning offer has (msat, shown in sat), and
+    a title saying it is per request and what opening the session pays first: the deposit."""
+    sat = digits(mc.request.get("amount"), 18) if str(mc.request.get("currency", "sat")).lower() == "sat" else None
+    if sat is not None:
+        price = Money.msat(sat * 1000)
+    deposit = digits(mc.request.get("depositAmount"), 18)
+    if deposit is None:
+        try:
+            deposit_invoice = decode_invoice(str(mc.request.get("depositInvoice") or ""))
+            deposit = None if deposit_invoice.amount_msat is None else deposit_invoice.amount_msat // 1000
+        except InvoiceError:
+            deposit = None
+    opens = f"a deposit of {deposit:,} sat" if deposit is not None else "a deposit it does not state"
+    return price, f"{title} (a session: {price} per request, opened with {opens})"
 
 
 @dataclass(frozen=True)

@@ -171,6 +171,17 @@ def lightning_exact(req: X402Requirement) -> tuple[Money, LightningExact | str]:
     return price, LightningExact(req, net, tuple(bound))
 
 
+def _rail(network: str) -> str:
+    """What pays on `network`: a Lightning wallet (`lnbtc:`), an EVM signer (`eip155:` or a v1 name of
+    an EVM chain, "base"), else the network's own namespace or name ("solana"), which nothing here
+    pays: never called an EVM network."""
+    if network.startswith("lnbtc:"):
+        return "lightning"
+    if network.startswith("eip155:") or x402.chain_id(network) is not None:
+        return "evm"
+    return clean(network.partition(":")[0], 40) or "other"
+
+
 def to_challenge(ch: X402Challenge, url: str) -> Challenge:
     offers: list[Offer] = []
     seen: set[str] = set()
@@ -183,7 +194,7 @@ def to_challenge(ch: X402Challenge, url: str) -> Challenge:
         offers.append(Offer(
             offer_id=oid, title=desc or f"{r.scheme} payment on {r.network}", description=desc, price=price,
             payment_methods=(r.payment_method,), pay_method=r.payment_method, dialect=x402.PROTOCOL,
-            rail="lightning" if lightning else "evm", network=r.network,
+            rail=_rail(r.network), network=r.network, pay_to=r.pay_to or None, asset=None if lightning else r.asset,
             unpayable=valued if isinstance(valued, str) else None,
             payload=r if isinstance(valued, str) else valued,
             proposal=x402.LNBTC_PROPOSAL if lightning else None,
