@@ -7,6 +7,7 @@ feature keeps working; the extra keyword arguments say who pays (wallet), within
 
 from __future__ import annotations
 
+import difflib
 import inspect
 import math
 import os
@@ -81,6 +82,23 @@ def _timeout_ok(settings: dict[str, Any]) -> None:
         if v is not None and (isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v < 0):
             raise ConfigError(f"timeout= must be seconds (a non-negative number), None or an httpx.Timeout, "
                               f"got {name}={v!r:.40}")
+
+
+def _known_settings(kwargs: dict[str, Any], own: type) -> None:
+    """A setting neither httpay nor httpx takes (`walet=`) is named, with the one meant, before anything
+    is checked or opened: not a wallet missing, nor httpx's bare TypeError after a ledger was made."""
+    httpx_names = set(inspect.signature(own).parameters) - {"args", "kwargs"}
+    unknown = sorted(set(kwargs) - httpx_names - {"payer"})
+    if not unknown:
+        return
+    names = sorted(httpx_names | set(inspect.signature(Payer.create).parameters) | {"payer", "transport"})
+    hints = []
+    for name in unknown:
+        close = difflib.get_close_matches(name, names, n=1)
+        hints.append(f"{name}" + (f" (did you mean {close[0]}?)" if close else ""))
+    raise ConfigError(f"httpay.{own.__name__} takes no setting {', '.join(hints)}; httpay's settings are "
+                      "wallet, policy, ledger, x402_signer, payment_deadline, tags, token_scope, on_event, "
+                      "reconcile_grace_s, payer; every other is httpx's own")
 
 
 def _not_wrapped(transport: object) -> None:
@@ -167,6 +185,7 @@ class Client(_PayingMixin, httpx.Client):
                  transport: httpx.BaseTransport | None = None, x402_signer: Any = None,
                  payment_deadline: float | None = DEFAULT_PAYMENT_DEADLINE_S, tags: Mapping[str, str] | None = None,
                  **kwargs: Any) -> None:
+        _known_settings(kwargs, httpx.Client)
         _not_wrapped(transport)
         _timeout_ok(kwargs)
         self.payer, self._own_ledger = _payer(kwargs, wallet=wallet, policy=policy, ledger=ledger, on_event=on_event,
@@ -193,6 +212,7 @@ class AsyncClient(_PayingMixin, httpx.AsyncClient):
                  transport: httpx.AsyncBaseTransport | None = None, x402_signer: Any = None,
                  payment_deadline: float | None = DEFAULT_PAYMENT_DEADLINE_S, tags: Mapping[str, str] | None = None,
                  **kwargs: Any) -> None:
+        _known_settings(kwargs, httpx.AsyncClient)
         _not_wrapped(transport)
         _timeout_ok(kwargs)
         self.payer, self._own_ledger = _payer(kwargs, wallet=wallet, policy=policy, ledger=ledger, on_event=on_event,

@@ -133,11 +133,11 @@ POLICY_FIELDS = {
     "max_per_payment_usd", "budget_usd", "max_per_payment_sat", "budget_sat", "per_host_usd", "per_hour_usd",
     "per_day_usd", "per_hour_sat", "per_day_sat", "methods", "strategy", "calls", "usd_per_btc", "price_tolerance",
     "allowed_hosts", "denied_hosts", "payment_hosts", "payees", "max_fee_msat", "default_limits", "prefer",
-    "tag_limits",
+    "tag_limits", "sign_in", "proposals",
 }
 _AMOUNT_KEYS = ("max_per_payment_usd", "budget_usd", "max_per_payment_sat", "budget_sat", "per_host_usd",
                 "per_hour_usd", "per_day_usd", "per_hour_sat", "per_day_sat", "usd_per_btc", "max_fee_msat")
-_LIST_KEYS = ("methods", "allowed_hosts", "denied_hosts", "payment_hosts", "prefer")
+_LIST_KEYS = ("methods", "allowed_hosts", "denied_hosts", "payment_hosts", "prefer", "proposals")
 
 
 def _checked(key: str, value: Any, source: str) -> Any:
@@ -164,7 +164,7 @@ def _checked(key: str, value: Any, source: str) -> Any:
             raise bad("a number between 0 and 1")
     elif key == "strategy" and not isinstance(value, str):
         raise bad("a string")
-    elif key == "default_limits" and not isinstance(value, bool):
+    elif key in ("default_limits", "sign_in") and not isinstance(value, bool):
         raise bad("true or false")
     elif key == "tag_limits" and (not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values())):
         raise bad('a table of "key=value" = {{ per_day_usd = 2, ... }}')
@@ -180,6 +180,9 @@ def policy_from_dict(data: Mapping[str, Any], *, source: str = "policy") -> Poli
     if not isinstance(data, Mapping):
         raise ConfigError(f"{source}: [policy] must be a table of settings")
     unknown = set(data) - POLICY_FIELDS
+    if "approve" in unknown:  # a function, which no file can hold: the person's way is a flag
+        raise ConfigError(f"{source}: approve is a Python function (Policy(approve=...)) and cannot be set in a file; "
+                          "to have a person approve each payment, run `httpay get --ask` or `httpay mcp --ask`")
     if unknown:
         raise ConfigError(f"{source}: unknown setting(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(POLICY_FIELDS))}")
     settings = {k: _checked(k, v, source) for k, v in data.items()}

@@ -272,3 +272,16 @@ def test_waiters_retry_together_once_the_challenge_is_paid(ledger: SQLiteLedger)
                        transport=httpx.MockTransport(handler)) as c, ThreadPoolExecutor(n) as pool:
         codes = list(pool.map(lambda _: c.get(URL).status_code, range(n)))
     assert codes == [200] * n and len(w.calls) == 1
+
+
+@pytest.mark.parametrize("make", [httpay.Client, httpay.AsyncClient])
+def test_a_misspelt_setting_is_named_before_anything_else(make: type, tmp_path: Path) -> None:
+    """`Client(walet=...)` said "a paying client needs wallet=" (the typo hidden behind it), and a
+    dict policy without a wallet said the same instead of how to write the Policy."""
+    with pytest.raises(httpay.ConfigError, match=r"takes no setting walet \(did you mean wallet\?\)"):
+        make(walet=None)
+    with pytest.raises(httpay.ConfigError, match=r"no setting verfy \(did you mean verify\?\)"):
+        make(verfy=False, wallet=FakeWallet(FakeService()))
+    with pytest.raises(httpay.ConfigError, match=r"write httpay.Policy\(budget_usd=5\)"):
+        make(policy={"budget_usd": 5})
+    assert not list(tmp_path.iterdir())

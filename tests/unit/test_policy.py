@@ -282,3 +282,30 @@ def test_a_setting_changed_later_is_checked_as_one_given() -> None:
     assert p.max_per_payment_sat == 5 and p.allowed_hosts is None and "at most 5 sat per payment" in str(p)
     p.budget_usd = 3
     assert p.budget_usd == 3 and "$3.00 in total" in str(p)
+
+
+def test_a_policy_file_opts_in_to_sign_in_and_proposals_as_python_does(tmp_path: Path) -> None:
+    """`sign_in` and `proposals` were Python-only: a CLI or MCP user (HTTPAY_POLICY) could not opt in,
+    and the file's list of known keys left them out. `approve` is a function: the file says how else."""
+    f = tmp_path / "policy.toml"
+    f.write_text('[policy]\nsign_in = true\nproposals = ["x402-lnbtc"]\n')
+    p = policy_from_toml(f)
+    assert p.sign_in is True and p.proposals == ["x402-lnbtc"]
+    f.write_text('[policy]\nsign_in = "yes"\n')
+    with pytest.raises(ConfigError, match="sign_in must be true or false"):
+        policy_from_toml(f)
+    f.write_text('[policy]\napprove = "alice"\n')
+    with pytest.raises(ConfigError, match=r"approve is a Python function .* `httpay get --ask`"):
+        policy_from_toml(f)
+
+
+def test_the_readmes_policy_file_reads_as_it_says(tmp_path: Path) -> None:
+    import re
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    block = re.search(r"```toml\n(# policy\.toml.*?)```", readme, re.DOTALL)
+    assert block is not None
+    f = tmp_path / "policy.toml"
+    f.write_text(block.group(1), encoding="utf-8")
+    p = policy_from_toml(f)
+    assert p.budget_usd == 5 and p.sign_in is False and p.proposals == []

@@ -78,9 +78,6 @@ class Payer:
         """A payer from the settings `httpay.Client` takes (the same names, checked the same way, a
         ConfigError naming the one that is wrong), for `httpx.Client(transport=PaymentTransport(payer))`.
         A payment left pending by a crash is reconciled with the wallet here, before anything is paid."""
-        if wallet is None and x402_signer is None:
-            raise ConfigError("a paying client needs wallet= (Lightning, e.g. httpay.DemoWallet) "
-                              "or x402_signer= (or both)")
         if wallet is not None and not isinstance(wallet, Wallet):
             raise ConfigError(f"wallet= must be an httpay Wallet (e.g. httpay.DemoWallet), got {type(wallet).__name__}")
         if policy is not None and not isinstance(policy, Policy):
@@ -102,6 +99,9 @@ class Payer:
         if on_event is not None and not callable(on_event):
             raise ConfigError(f"on_event= must be a function taking an httpay.Event, got {type(on_event).__name__}")
         checked = checked_tags(tags)
+        if wallet is None and x402_signer is None:  # (after the settings given: a wrong one is named first)
+            raise ConfigError("a paying client needs wallet= (Lightning, e.g. httpay.DemoWallet) "
+                              "or x402_signer= (or both)")
         payer = cls(wallet=wallet, policy=policy or Policy(), ledger=open_ledger(ledger), on_event=on_event,
                     token_scope=token_scope, signer=x402_signer,
                     payment_deadline=None if payment_deadline is None else float(payment_deadline), tags=checked)
