@@ -4,6 +4,9 @@ and used, never paid for again."""
 
 from __future__ import annotations
 
+import asyncio
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +15,7 @@ import pytest
 
 import httpay
 from httpay.core.flow import token_scope
+from httpay.ledger import Status
 from httpay.ledger.sqlite import SQLiteLedger
 from tests.helpers import thread_hops
 from tests.hostile.harness import CountingWallet, HostileService
@@ -212,6 +216,85 @@ async def test_a_credential_held_stands_in_for_the_callers_own_authorization(mod
             rows = c.ledger.receipts()
     assert codes == [200, 200, 200]
     assert len(wallet.calls) == 1 and len(rows) == 1, f"{len(wallet.calls)} payments for one token's scope"
+
+
+class MetBeforePaying:
+    """An `on_event` hook and a wallet that holds its first payment until `n` requests have met
+    their 402 and found nothing held (each says ChallengeMet once it goes on to pay): a crowd of
+    which every request is then waiting on that payment, whatever the speed of the machine."""
+
+    def __init__(self, n: int) -> None:
+        self.n, self.met, self._lock, self.all_met = n, 0, threading.Lock(), threading.Event()
+
+    def __call__(self, event: object) -> None:
+        from httpay.core.events import ChallengeMet
+
+        if isinstance(event, ChallengeMet):
+            with self._lock:
+                self.met += 1
+                if self.met >= self.n:
+                    self.all_met.set()
+
+    def wallet(self, svc: HostileService) -> CountingWallet:
+        gate = self
+
+        class Held(CountingWallet):
+            def pay_invoice(self, bolt11: str, *, max_fee_msat: int | None = None) -> Any:
+                if not self.calls:  # the first payment waits for the whole crowd (a safety bound, never a pace)
+                    assert gate.all_met.wait(120), f"only {gate.met} of {gate.n} requests met their 402"
+                return super().pay_invoice(bolt11, max_fee_msat=max_fee_msat)
+        return Held(svc.node)
+
+
+OWN = [  # where a caller's own Authorization comes from (none: the crowd as it pays without one)
+    "none", "the client's headers=", "the request's headers=", "the URL's user:password",
+]
+
+
+@pytest.mark.parametrize("where", OWN)
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_crowd_sending_its_own_authorization_pays_once_and_every_request_is_served(
+        mode: str, where: str, svc: HostileService, tmp_path: Path) -> None:
+    """20 threads (or tasks) sending their own Authorization (however the caller puts it on) to a
+    classic L402 route meet its 402 at once: one pays, and the others, waiting on that payment, present the token it bought in place of
+    their own header, as a request after it does. One payment, twenty 200s, no error, twenty 402s
+    (one each: nobody is sent back to pay again)."""
+    n = 20
+    gate = MetBeforePaying(n)
+    wallet = gate.wallet(svc)
+    url = svc.classic("/classic")
+    own = {"Authorization": "Bearer my-service-account"}
+    client: dict[str, Any] = {"headers": own} if where == "the client's headers=" else {}
+    send: dict[str, Any] = {"headers": own} if where == "the request's headers=" else {}
+    if where == "the URL's user:password":
+        url = url.replace("://", "://service-account:its-password@")
+    kwargs: dict[str, Any] = dict(wallet=wallet, ledger=tmp_path / "l.db", on_event=gate, **client)
+
+    def said(exc: httpay.HttpayError) -> str:
+        return f"{type(exc).__name__}: {exc}"
+
+    if mode == "async":
+        async def go() -> tuple[list[object], list[Any]]:
+            async with httpay.AsyncClient(**kwargs) as ac:
+                async def one() -> object:
+                    try:
+                        return (await ac.get(url, **send)).status_code
+                    except httpay.HttpayError as exc:
+                        return said(exc)
+                return list(await asyncio.gather(*(one() for _ in range(n)))), ac.ledger.receipts()
+        answers, rows = asyncio.run(go())
+    else:
+        with httpay.Client(**kwargs) as c, ThreadPoolExecutor(n) as pool:
+            def one(_: int) -> object:
+                try:
+                    return c.get(url, **send).status_code
+                except httpay.HttpayError as exc:
+                    return said(exc)
+            answers, rows = list(pool.map(one, range(n))), c.ledger.receipts()
+    assert answers == [200] * n, [a for a in answers if a != 200][:3]
+    assert len(wallet.calls) == 1, f"{len(wallet.calls)} payments for one token's scope"
+    assert [r.status for r in rows] == [Status.SETTLED]
+    assert svc.issued == n, f"{svc.issued} 402s for {n} requests: some were sent back to pay again"
 
 
 def test_a_held_credential_the_service_refuses_in_place_of_the_callers_is_dropped_and_paid_once(

@@ -287,6 +287,15 @@ class _Run:
     kinds: tuple[str, ...] = ()
     looks_first: bool = False  # the retry's first send looks for the credential (another request bought it)
 
+    @property
+    def scoped(self) -> bool:
+        """The payment is for a credential reused across its scope (a classic L402 token): the
+        request has met the 402 with whatever Authorization it carried, so the credential bought
+        for the scope, by this request or another, goes in place of the caller's own on every send
+        after it (as the look before paying does). A credential for one request, or an account
+        (L402 v0.2, keyed by the caller's own Authorization), never takes the caller's place."""
+        return bool(self.kinds)
+
     @functools.cached_property
     def url(self) -> str:
         return str(self.request.url)
@@ -537,7 +546,7 @@ def _paying(run: _Run, response: httpx.Response, challenge: Challenge, call: Cal
         run.say(Waited, "another request paid for this; retrying with its payment", key=key)
         mark = time.monotonic()
         again = yield from _send_with_held(payer, request, payment_deadline_s=payer.payment_deadline,
-                                           resend=_resend_for(request), only=run.kinds)
+                                           resend=_resend_for(request), only=run.kinds, over_callers=run.scoped)
         if again.status_code != 402:
             return again
         yield ReadBody(again)
@@ -1176,7 +1185,8 @@ def _retry_once(run: _Run, attempt: int) -> Flow:
     """One retry of the paid request: the first presents the credential just bought (none newer can
     be stored yet); a later one asks the ledger, where another request may have stored a newer one."""
     run.say(Retried, f"retrying the request (attempt {attempt})", attempt=attempt)
-    resp = yield from _send_with_held(run.payer, run.request, look=attempt > 1 or run.looks_first, only=run.kinds)
+    resp = yield from _send_with_held(run.payer, run.request, look=attempt > 1 or run.looks_first, only=run.kinds,
+                                      over_callers=run.scoped)
     if resp.status_code == 402 or resp.status_code >= 500:
         yield ReadBody(resp)  # what the flow reads itself; the answer the payment bought streams
     return resp
@@ -1446,12 +1456,14 @@ def _asks_for(challenges: Sequence[Challenge], key: str) -> bool:
 
 
 def _send_with_held(payer: Payer, request: httpx.Request, payment_deadline_s: float | None = None,
-                    resend: Resend = "never", look: bool = True, only: Sequence[str] = ()) -> Flow:
+                    resend: Resend = "never", look: bool = True, only: Sequence[str] = (),
+                    over_callers: bool = False) -> Flow:
     """Send a request again, with the credential stored for its scope, if any. `payment_deadline_s`:
     a 402 it meets may be paid, so start its deadline; `resend`: as on `Send`; `look`: ask the ledger
-    for the scope's credential first; `only`: of the scope's kinds, the ones the payment was for."""
+    for the scope's credential first; `only`: of the scope's kinds, the ones the payment was for;
+    `over_callers`: the credential stands in for the caller's own Authorization (as on `_present_held`)."""
     if look:  # after a payment or a wait: ask the ledger itself
-        yield from _present_held(payer, request, fresh=True, only=only)
+        yield from _present_held(payer, request, fresh=True, over_callers=over_callers, only=only)
     response: httpx.Response = yield Send(request, payment_deadline_s=payment_deadline_s, resend=resend)
     return response
 
