@@ -110,13 +110,18 @@ class Crowd:
     n: int = 200
     clients: int = 1
     policy: dict[str, Any] = field(default_factory=lambda: {"budget_sat": 1_000})
+    headers: dict[str, str] = field(default_factory=dict)  # sent on every request: the caller's own
 
 
+OWN = {"Authorization": "Bearer my-service-account"}
 CROWDS = [
     Crowd("fresh macaroon+invoice per 402 (Aperture)", lambda s: s.classic("/c")),
     Crowd("budget for exactly one payment", lambda s: s.classic("/c"), policy={"budget_sat": 20, "max_fee_msat": 1_000}),
     Crowd("one static challenge for all", lambda s: classic_static(s, "/static")),
     Crowd("two clients sharing only the ledger file", lambda s: s.classic("/c"), n=100, clients=2),
+    Crowd("the caller's own Authorization on every request", lambda s: s.classic("/c"), headers=OWN),
+    Crowd("the caller's own Authorization, two clients sharing only the ledger file", lambda s: s.classic("/c"),
+          n=100, clients=2, headers=OWN),
 ]
 
 
@@ -124,7 +129,7 @@ CROWDS = [
 def test_one_payment_per_token_scope(case: Crowd, svc: HostileService, wallet: CountingWallet, ledger: Path,
                                      mode: str) -> None:
     out = run_many(mode, case.route(svc), case.n, wallet=wallet, ledger=ledger, policy=httpay.Policy(**case.policy),
-                   clients=case.clients, timeout=60)
+                   clients=case.clients, timeout=60, send={"headers": case.headers})
     assert out.errors == [] and out.statuses == [200] * case.n
     assert out.wallet_calls == 1 and [r.status for r in out.receipts] == [Status.SETTLED]
     assert out.spent_msat == 11_000
