@@ -137,6 +137,12 @@ def test_the_demo_imports_without_eth_account_and_names_the_extra_when_paid(monk
     r = TestClient(create_app()).post("/x402/ticker/AAPL", headers={"PAYMENT-SIGNATURE": base64.b64encode(
         json.dumps({"x402Version": 2, "accepted": {}, "payload": {}}).encode()).decode()})
     assert r.status_code == 501 and "pip install 'httpay[x402]'" in r.json()["error"]
+    # and it asks for no payment it could not verify: a client would sign one for nothing and keep
+    # its row pending (a newcomer's demo-server, installed with the demo extra alone)
+    for unpaid in (TestClient(create_app()).get("/x402/ticker/AAPL"),
+                   TestClient(create_app()).post("/x402/summarize", content=b"some text")):
+        assert unpaid.status_code == 501 and "PAYMENT-REQUIRED" not in unpaid.headers
+        assert "pip install 'httpay[x402]'" in unpaid.json()["error"]
 
 
 # -- the x402 package's own server parts ---------------------------------------------------------------

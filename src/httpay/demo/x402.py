@@ -12,8 +12,8 @@
 The local facilitator checks what a real one checks before settling: the EIP-712 signature
 recovers the payer (eth-account), the authorization pays this route's payee the route's amount
 (or at most its ceiling), it has not expired and its nonce was never used. eth-account is needed
-only when these routes are paid: the demo imports without it, and a paid request without it gets
-a 501 naming the `x402` extra. Everything is labelled DEMO; no real money moves.
+only by these routes: the demo imports without it, and without it they ask for no payment (a
+client would sign one nobody can verify) but answer 501 naming the `x402` extra. Everything is labelled DEMO; no real money moves.
 """
 
 from __future__ import annotations
@@ -187,6 +187,10 @@ async def _paid(request: Request, scheme: str, path: str, serve: Any) -> Respons
     answer again, or 409), then the local facilitator's checks, then the route, then settlement."""
     cfg = _x402(request)
     req = requirement(scheme, cfg.ceiling if scheme == "upto" else cfg.price, path)
+    try:  # a demo that could not verify a payment asks for none: a client would sign one for nothing
+        eth = _eth()
+    except ConfigError as exc:
+        return JSONResponse({"error": str(exc)}, status_code=501)
     signed = request.headers.get("payment-signature")
     if not signed:
         return _challenge(request, req)
@@ -203,10 +207,6 @@ async def _paid(request: Request, scheme: str, path: str, serve: Any) -> Respons
             if first != signed:
                 return JSONResponse({"error": "payment id already used for another payment"}, status_code=409)
             return Response(body, status_code=status, headers=headers, media_type="application/json")
-    try:
-        eth = _eth()
-    except ConfigError as exc:
-        return JSONResponse({"error": str(exc)}, status_code=501)
     try:
         if payload.get("accepted") != req:
             raise Refused("the accepted requirement is not this route's")
