@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 from fractions import Fraction
 from typing import TypeGuard
 
@@ -150,3 +151,12 @@ def amount_unit(currency: str) -> str:
     if cur == "MSAT":
         return "msat"
     return f"the smallest unit of {clean(currency, 48)}"
+
+
+def price_and_worth(price: object, worth: str) -> str:
+    """An offer's price and what it comes to, as a person reads it: "0.01 USDC ≈ 10 sat ($0.01)";
+    a price in sat is its own worth ("10 sat ($0.01)", never "10 sat ≈ 10 sat ($0.01)"). `price`: a
+    Money, or its text as a ledger or an approval kept it."""
+    unit = getattr(price, "unit", None)
+    in_sat = unit in ("msat", "sat") if unit is not None else bool(re.fullmatch(r"[\d,.]+ m?sat", str(price).strip()))
+    return worth if in_sat else f"{price} ≈ {worth}"

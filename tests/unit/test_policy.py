@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from httpay import ConfigError, PaymentOffers, PaymentRefused, Policy
 from httpay.config import policy_from_toml
+from httpay.core.model import Money
 from httpay.core.quote import quote
 from httpay.dialects.l402_v02 import to_challenge
 from tests.helpers import challenge_body
@@ -309,3 +310,16 @@ def test_the_readmes_policy_file_reads_as_it_says(tmp_path: Path) -> None:
     f.write_text(block.group(1), encoding="utf-8")
     p = policy_from_toml(f)
     assert p.budget_usd == 5 and p.sign_in is False and p.proposals == []
+
+
+@pytest.mark.parametrize(("price", "worth", "shown"), [
+    (Money.msat(10_000), "10 sat ($0.01)", "10 sat ($0.01)"),           # a sat price is its own worth
+    ("10 sat", "10 sat ($0.01)", "10 sat ($0.01)"),                     # as an approval keeps it
+    (Money(1, "USD"), "10 sat ($0.01)", "$0.01 ≈ 10 sat ($0.01)"),
+    ("0.01 USDC", "10 sat ($0.01)", "0.01 USDC ≈ 10 sat ($0.01)"),
+])
+def test_a_price_in_sat_is_not_converted_to_sat(price: object, worth: str, shown: str) -> None:
+    """Classic L402 progress read 'pay l402_… (10 sat ≈ 10 sat ($0.01) …)'."""
+    from httpay.amounts import price_and_worth
+
+    assert price_and_worth(price, worth) == shown

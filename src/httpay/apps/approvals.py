@@ -37,7 +37,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Self
 
-from httpay.amounts import fee_cap_text, fmt_msat
+from httpay.amounts import fee_cap_text, fmt_msat, price_and_worth
 from httpay.core.model import Offer
 from httpay.core.model import Quote as Decision
 from httpay.errors import ApprovalError, ApprovalExpired, ConfigError, LedgerError, PaymentRefused
@@ -193,7 +193,7 @@ class Approval:
         should cost, and the fees the wallet may add, which approving it allows too."""
         sat = fmt_msat(self.price_msat, self.usd_per_btc) if self.price_msat is not None else "? sat"
         fees = fee_cap_text(self.fee_cap_msat, self.usd_per_btc)
-        return f"{self.offer_price} ≈ {sat}{fees}" if self.offer_price else sat + fees
+        return f"{price_and_worth(self.offer_price, sat)}{fees}" if self.offer_price else sat + fees
 
     def __str__(self) -> str:
         what = f"{self.offer_id} '{self.offer_title}' ({self.price}) by {self.method} for {self.host}"

@@ -1408,7 +1408,7 @@ def _dry_run(args: argparse.Namespace, policy: Any, console: Console, headers: d
              body: bytes | None = None) -> int:
     """Show what the request would pay, from the policy and the ledger alone; the wallet is never called.
     The request previewed is the one the command names: its method, headers and body."""
-    from httpay.amounts import fee_cap_text, fmt_msat
+    from httpay.amounts import fee_cap_text, fmt_msat, price_and_worth
     from httpay.apps.display import offers_table
     from httpay.core.payer import Payer
     from httpay.core.preview import preview
@@ -1481,7 +1481,7 @@ def _dry_run(args: argparse.Namespace, policy: Any, console: Console, headers: d
             from rich.text import Text
 
             console.print(Text("would pay", style="green") + Text(
-                f" {clean(d.offer.offer_id, 80)} '{clean(d.offer.title)}': {clean(d.offer.price)} ≈ {price}"
+                f" {clean(d.offer.offer_id, 80)} '{clean(d.offer.title)}': {price_and_worth(clean(d.offer.price), str(price))}"
                 f"{fee_cap_text(d.fee_cap_msat, rate)} by {clean(d.method, 80)}"
                 + (", after a person approves it" if args.ask else "")))
         else:

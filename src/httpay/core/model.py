@@ -13,7 +13,16 @@ from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from typing import Any
 
-from httpay.amounts import MSAT_PER_BTC, as_decimal, decimal_text, fee_cap_text, fmt_msat, format_amount, rate_ok
+from httpay.amounts import (
+    MSAT_PER_BTC,
+    as_decimal,
+    decimal_text,
+    fee_cap_text,
+    fmt_msat,
+    format_amount,
+    price_and_worth,
+    rate_ok,
+)
 from httpay.lightning import offer_price_msat
 from httpay.safe import clean
 from httpay.view import Cell, Column, View, kv, row, sat
@@ -256,7 +265,7 @@ class Quote:
     def view(self) -> View:
         """The quote as a person checks it: what, how, for how much, and every limit it was held to."""
         price = fmt_msat(self.price_msat, self.usd_per_btc) if self.price_msat is not None else "—"
-        pairs = [("offer", f"{self.offer.offer_id} '{self.offer.title}'"), ("price", f"{self.offer.price} ≈ {price}"),
+        pairs = [("offer", f"{self.offer.offer_id} '{self.offer.title}'"), ("price", price_and_worth(self.offer.price, price)),
                  ("by", self.method), ("for", self.url)]
         if self.fee_cap_msat:
             pairs.insert(2, ("fees", f"up to {fmt_msat(self.fee_cap_msat, self.usd_per_btc)} more (routing)"))
@@ -274,7 +283,7 @@ class Quote:
     def __str__(self) -> str:
         price = fmt_msat(self.price_msat, self.usd_per_btc) if self.price_msat is not None else str(self.offer.price)
         fees = fee_cap_text(self.fee_cap_msat, self.usd_per_btc)
-        return (f"pay {clean(self.offer.offer_id, 80)} '{clean(self.offer.title)}' ({self.offer.price} ≈ {price}{fees}) "
+        return (f"pay {clean(self.offer.offer_id, 80)} '{clean(self.offer.title)}' ({price_and_worth(self.offer.price, price)}{fees}) "
                 f"by {clean(self.method, 80)} for {clean(self.url)}")
 
 
