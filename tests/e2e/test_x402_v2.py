@@ -80,17 +80,17 @@ def test_httpay_pays_the_demos_exact_route_with_its_call_key_as_payment_id(mode:
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_httpay_pays_the_demos_upto_route_at_the_metered_amount(mode: str, demo: tuple[str, Any],
-                                                                ledger_path: Path) -> None:
+def test_httpay_pays_the_demos_upto_route_noting_the_metered_amount(mode: str, demo: tuple[str, Any],
+                                                                    ledger_path: Path) -> None:
     url, _ = demo
     text = b"the quick brown fox jumps over the lazy dog " * 20  # 880 bytes: 8,800 of the 50,000 ceiling
     r = call(mode, f"{url}/x402/summarize", ledger_path, EvmSigner.create(), content=text)
     assert r.status_code == 200 and r.json()["charged"] == 8_800 and r.json()["ceiling"] == 50_000
     [row] = receipts(ledger_path)
-    assert (row.status, row.amount_msat, row.offer_amount) == (Status.SETTLED, 8_800, 50_000)
+    assert (row.status, row.amount_msat, row.offer_amount) == (Status.SETTLED, 50_000, 50_000)
     assert "settled 8800 of the 50000 signed for" in (row.reason or "")
     with SQLiteLedger(ledger_path) as lg:
-        assert lg.spent_msat() == 8_800  # the rest of the ceiling is released from every budget
+        assert lg.spent_msat() == 50_000  # the service's report is only its word: its signature may take the ceiling
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -266,7 +266,8 @@ def test_their_upto_facilitator_settles_the_metered_amount_and_the_ledger_record
     assert (tx["to"], tx["value"]) == (payee, 1858) and chain.balance(signer.address) == 1_000_000 - 1858
     [row] = receipts(ledger_path)
     assert (row.status, row.method, row.offer_amount, row.amount_msat) == (Status.SETTLED, "x402:upto:eip155:84532",
-                                                                           50_000, 1858)
+                                                                           50_000, 50_000)  # the ceiling stays counted
+    assert "settled 1858 of the 50000 signed for" in (row.reason or "")
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -254,12 +254,13 @@ CASES = [
          bodies=(b'{"order": 1}', b'{"order": 1}'), ids=1, says="was already paid (ledger #1, pending)",
          noted="refused the payment made for it"),
     # -- upto -------------------------------------------------------------------------------------
-    Case("upto-settles-the-reported-amount-releases-the-rest",
+    # what the service reports settling is only its word: the ceiling it may take stays counted, noted
+    Case("upto-reported-amount-is-noted-the-ceiling-stays-counted",
          lambda svc, seen: v2(svc, seen, scheme="upto", amount="50000", settled="12000"), (None,), 1,
-         (("settled", 12_000),), 12_000, noted="settled 12000 of the 50000 signed for"),
-    Case("upto-zero-settled-costs-nothing",
+         (("settled", 50_000),), 50_000, noted="settled 12000 of the 50000 signed for"),
+    Case("upto-zero-reported-still-counts-the-ceiling",
          lambda svc, seen: v2(svc, seen, scheme="upto", amount="50000", settled="0"), (None,), 1,
-         (("settled", 0),), 0),
+         (("settled", 50_000),), 50_000, noted="settled 0 of the 50000 signed for"),
     Case("upto-amount-above-ceiling-recorded-as-ceiling",
          lambda svc, seen: v2(svc, seen, scheme="upto", amount="50000", settled="90000"), (None,), 1,
          (("settled", 50_000),), 50_000, noted="service defect"),
@@ -331,6 +332,27 @@ def test_x402_v2(case: Case, mode: str, svc: HostileService, ledger: Path) -> No
     assert len(wallet.calls) == case.pays
     if any(isinstance(e, CallAlreadyPaid) for e in errors):
         assert len(signer.signed) == 1  # never a second payment
+
+
+def test_upto_service_reporting_less_than_it_may_take_runs_into_the_budget(mode: str, svc: HostileService,
+                                                                          ledger: Path) -> None:
+    """A service that takes each upto signature for the $0.05 ceiling and reports settling 0: its word
+    is all httpay has, and the signature lets it take the ceiling, so a $0.10 budget holds two
+    ceilings. The third request is refused before anything is signed."""
+    seen = Seen()
+    url = v2(svc, seen, scheme="upto", amount="50000", settled="0")
+    signer = SigningSigner()
+    policy = httpay.Policy(methods=["x402"], usd_per_btc=RATE, budget_usd=0.10, max_per_payment_usd=0.10)
+    outs = [run(mode, url, wallet=None, ledger=ledger, policy=policy, method="POST",
+                request={"content": f"text {i}".encode()}, x402_signer=signer) for i in range(3)]
+    assert [o.status for o in outs[:2]] == [200, 200], [o.error for o in outs]
+    assert isinstance(outs[2].error, PaymentRefused) and outs[2].error.rule == "budget", outs[2].error
+    assert len(signer.signed) == len(seen.payloads) == 2  # the third authorization was never signed nor sent
+    with SQLiteLedger(ledger) as lg:
+        rows = sorted(lg.receipts(), key=lambda r: r.id)
+        assert [(r.status.value, r.amount_msat) for r in rows] == [("settled", 50_000)] * 2
+        assert lg.spent_msat() == 100_000
+    assert all("settled 0 of the 50000 signed for" in (r.reason or "") for r in rows), [r.reason for r in rows]
 
 
 def test_lnbtc_offers_are_shown_with_their_price_and_never_said_payable(svc: HostileService, ledger: Path,

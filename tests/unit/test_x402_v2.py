@@ -151,7 +151,7 @@ def test_the_permit_is_the_one_their_client_builds_and_their_verifier_recovers()
     assert verify_eoa_signature(digest, signature, signer.address)
 
 
-def test_only_upto_settles_less_and_never_more_than_its_ceiling() -> None:
+def test_only_upto_reports_settling_less_and_it_is_noted_never_taken_off_the_budget() -> None:
     def answer(scheme: str, amount: str) -> Settlement | None:
         sent = httpx.Request("GET", "https://h/", headers={"PAYMENT-SIGNATURE": b64(
             {"x402Version": 2, "accepted": {"scheme": scheme}})})
@@ -162,12 +162,13 @@ def test_only_upto_settles_less_and_never_more_than_its_ceiling() -> None:
     assert exact is not None and exact.amount is None  # an exact payment is its full amount, whatever is said
     row = Receipt(1, Status.PENDING, *[None] * 2, "h", "u", "x402", "x402:upto:eip155:84532", None, None,  # type: ignore[arg-type]
                   20_000, "USDC", None, None, 20_000)
-    assert _metered(row, upto) == (1858, "; settled 1858 of the 20000 signed for")
-    over = Settlement(True, amount=30_000)
-    msat, note = _metered(row, over)
-    assert msat == 20_000 and "service defect" in note and "above the 20000" in note
-    assert _metered(row, Settlement(True, amount=0))[0] == 0
-    assert _metered(row, Settlement(True))[0] is None
+    note = _metered(row, upto)  # a note only: the row keeps the ceiling the signature lets the service take
+    assert "settled 1858 of the 20000 signed for" in note and "the 20000 stays counted" in note
+    over = _metered(row, Settlement(True, amount=30_000))
+    assert "service defect" in over and "above the 20000" in over
+    assert "settled 0 of the 20000" in _metered(row, Settlement(True, amount=0))
+    assert _metered(row, Settlement(True, amount=20_000)) == "; the service reports it settled 20000 of the 20000 signed for"
+    assert _metered(row, Settlement(True)) == ""
 
 
 # -- sign-in-with-x -------------------------------------------------------------------------------

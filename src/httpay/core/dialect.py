@@ -89,7 +89,8 @@ class Settlement:
     transaction: str | None = None
     network: str | None = None
     reason: str | None = None
-    amount: int | None = None     # what was settled, in the offer's units, where less than authorized may be (a ceiling)
+    amount: int | None = None     # what it says it settled, in the offer's units, where less than authorized may be
+    #                               (a ceiling): noted on the row, never taken off the budgets (only its word)
     error: Callable[..., Exception] | None = field(default=None, repr=False)  # (receipt, response) -> the typed error
     problem: str | None = None    # the scheme's problem type, where the service named one (MPP problem details)
 

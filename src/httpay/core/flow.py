@@ -1292,16 +1292,21 @@ def _send_payment(run: _Run, challenge: Challenge, receipt: Receipt, credential:
     return (yield from _outcome(run, challenge, answer, receipt, broken, shown))
 
 
-def _metered(receipt: Receipt, proof: Settlement | None) -> tuple[int | None, str]:
-    """What a payment signed for a ceiling (x402 upto) settled, in msat, at the ceiling's own rate, and
-    a note; never more than the ceiling (a service reporting more is recorded at the ceiling, noted)."""
+def _metered(receipt: Receipt, proof: Settlement | None) -> str:
+    """The note on what a payment signed for a ceiling (x402 upto) settled, as the service reports it.
+    The row goes on counting the ceiling in every budget: the signature lets the service take all of
+    it, and its report is only its word (httpay does not watch the chain), so a service reporting
+    less than it takes is never paid past the budget. The note shows both amounts."""
     if proof is None or proof.amount is None or not receipt.offer_amount:
-        return None, ""
+        return ""
     ceiling = receipt.offer_amount
     if proof.amount > ceiling:
-        return receipt.amount_msat, (f"; service defect: it reported settling {proof.amount}, above the {ceiling} "
-                                     "signed for; recorded as the ceiling")
-    return -(-receipt.amount_msat * proof.amount // ceiling), f"; settled {proof.amount} of the {ceiling} signed for"
+        return (f"; service defect: it reported settling {proof.amount}, above the {ceiling} signed for; "
+                "counted as the ceiling")
+    if proof.amount == ceiling:
+        return f"; the service reports it settled {proof.amount} of the {ceiling} signed for"
+    return (f"; the service reports it settled {proof.amount} of the {ceiling} signed for; the {ceiling} stays "
+            "counted, since the signature lets it take that much and its report is only its word")
 
 
 def _outcome(run: _Run, challenge: Challenge, resp: httpx.Response, receipt: Receipt,
@@ -1345,11 +1350,11 @@ def _outcome(run: _Run, challenge: Challenge, resp: httpx.Response, receipt: Rec
         if proof.error is not None:
             raise proof.error(done, resp)
     elif (proof is not None and proof.success) or resp.status_code < 400:
-        settled_msat, metered = _metered(receipt, proof)
         note = (f"transaction {safe.clean(proof.transaction, 120)} on {safe.clean(proof.network or '', 60)}"
                 if proof is not None and proof.transaction else "served without a settlement receipt")
-        note += metered
-        done = yield Settle(receipt.id, "", 0, settled_msat, note=note)  # settled and noted in one write
+        note += _metered(receipt, proof)
+        # settled and noted in one write, at the amount reserved (an upto ceiling stays whole: `_metered`)
+        done = yield Settle(receipt.id, "", 0, note=note)
         run.say(Paid, f"paid {shown}, {note}, ledger #{done.id}", receipt=done)
     else:
         done = yield Note(receipt.id, f"outcome unknown: HTTP {resp.status_code} and no settlement receipt")

@@ -415,7 +415,7 @@ class X402:
         payment_id = payment_id_for(ctx.challenge.raw, ctx.call_key, ctx.request.url.host)
         nonce = secrets.token_bytes(32)
         auth: dict[str, Any]
-        if v.requirement.scheme == "upto":  # the ceiling is signed, quoted and reserved; the service settles less
+        if v.requirement.scheme == "upto":  # the ceiling is signed, quoted, reserved and kept counted
             auth = permit2_authorization(v, ctx.payer_address, nonce=int.from_bytes(nonce, "big"), now=int(time.time()))
             domain, types, primary, message = permit2_typed_data(v, auth)
         else:
@@ -501,7 +501,8 @@ class X402:
             return Settlement(False, reason="412 PERMIT2_ALLOWANCE_REQUIRED", error=_allowance(host, sent()))
         if proof is not None:
             reason = proof.error_reason or proof.error_message
-            # only upto settles less than was signed; an exact payment is its full amount, whatever is said
+            # only upto may settle less than was signed (noted; the ceiling stays counted); an exact payment
+            # is its full amount, whatever is said
             amount = proof.amount if proof.amount is not None and _scheme_of(sent()) == "upto" else None
             return Settlement(proof.success, proof.transaction, proof.network, reason, amount=amount,
                               error=_allowance(host, sent()) if _needs_allowance(reason) else None)
