@@ -145,16 +145,22 @@ def quote_of(offers: Any, url: str, host: str, *, usd_per_btc: float | None = No
 
 
 def thread_hops(monkeypatch: Any) -> list[Any]:
-    """Every call an AsyncClient's driver hands to a worker thread from now on (`in_thread`), as
-    what it runs: an effect for a bound `run`, else the function itself."""
+    """Every call an AsyncClient's driver hands to a worker thread from now on (`in_thread`, and
+    `to_the_end_in_thread` for a payment and what records it), as what it runs: an effect for a
+    bound `run`, else the function itself."""
     from httpay.core import transport
 
     hops: list[Any] = []
-    real = transport.in_thread
+    real, real_to_the_end = transport.in_thread, transport.to_the_end_in_thread
 
     async def counted(func: Any, *args: Any) -> Any:
         hops.append(getattr(func, "__self__", func))
         return await real(func, *args)
 
+    async def counted_to_the_end(func: Any, *args: Any) -> Any:
+        hops.append(getattr(func, "__self__", func))
+        return await real_to_the_end(func, *args)
+
     monkeypatch.setattr(transport, "in_thread", counted)
+    monkeypatch.setattr(transport, "to_the_end_in_thread", counted_to_the_end)
     return hops

@@ -159,6 +159,63 @@ def test_a_cancelled_async_request_still_finishes_writing_its_payment(ledger: He
     assert ledger.token_scopes()
 
 
+class HeldWallet(ScriptedWallet):
+    """Pays once `release` is set; `entered` once it was asked. `awaitable`: an async-native adapter
+    (`apay_invoice`, awaited by the driver), else a blocking one (run in a worker thread)."""
+
+    def __init__(self, node: Node, awaitable: bool) -> None:
+        super().__init__(node)
+        self.entered, self.release = threading.Event(), threading.Event()
+        if awaitable:
+            self.apay_invoice = self._apay
+
+    def pay_invoice(self, bolt11: str, *, max_fee_msat: int | None = None) -> Any:
+        self.entered.set()
+        assert self.release.wait(WAIT_S), "the wallet was never released"
+        return super().pay_invoice(bolt11, max_fee_msat=max_fee_msat)
+
+    async def _apay(self, bolt11: str, *, max_fee_msat: int | None = None) -> Any:
+        self.entered.set()
+        while not self.release.is_set():
+            await asyncio.sleep(0.001)
+        return super().pay_invoice(bolt11, max_fee_msat=max_fee_msat)
+
+
+@pytest.mark.parametrize("awaitable", [False, True], ids=["blocking wallet", "async wallet"])
+def test_a_request_cancelled_while_its_wallet_pays_records_the_payment_and_leaves_its_flight(
+        awaitable: bool, ledger: HeldLedger) -> None:
+    """The task is cancelled (again and again) while the wallet pays: the wallet's answer is awaited
+    and recorded (settled, its credential stored), the flight is left, the paid retry is never sent
+    (nobody awaits it), and the task ends cancelled."""
+    node = Node()
+    service = Service(CLASSIC, node)
+    transport = httpx.MockTransport(service)
+    wallet = HeldWallet(node, awaitable)
+    payer = Payer(wallet=wallet, policy=Policy(usd_per_btc=RATE), ledger=ledger, retry_delay_s=0.0)
+    flights = _AsyncFlights()
+
+    async def go() -> None:
+        task = asyncio.create_task(_drive_async(request_flow(payer, httpx.Request("GET", URLS[CLASSIC])),
+                                                lambda url: transport, payer, flights))
+        await anyio.to_thread.run_sync(wallet.entered.wait, WAIT_S)
+        assert flights._flights, "the paying request holds no flight"
+        for _ in range(3):
+            task.cancel()
+            for _ in range(10):
+                await asyncio.sleep(0)
+            assert not task.done(), "the request stopped while its wallet was still paying"
+        wallet.release.set()
+        with anyio.fail_after(WAIT_S), pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(go())
+    [row] = ledger.receipts()
+    assert row.status is Status.SETTLED and row.preimage and len(node.paid) == 1
+    assert ledger.token_scopes()  # the credential it bought: the next request presents it
+    assert flights._flights == {}  # left: requests waiting on it go on
+    assert service.served == 0  # the paid retry never went out
+
+
 def test_requests_waiting_on_a_payment_are_released_once_it_is_written_down(ledger: HeldLedger) -> None:
     """Two requests meet the same scope's 402; one pays. Its retry is answered only after the other
     request is served: the waiter is released when the payment is recorded, not after the retry."""

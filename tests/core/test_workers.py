@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from httpay.core.workers import WORKERS, in_thread
+from httpay.core.workers import WORKERS, ToTheEnd, in_thread, to_the_end, to_the_end_in_thread
 
 WHO = contextvars.ContextVar("WHO", default="nobody")
 
@@ -58,6 +58,54 @@ def test_a_cancelled_caller_waits_for_the_write_it_began() -> None:
         return written[0]
 
     assert asyncio.run(main()) == "row"
+
+
+def test_a_call_to_the_end_hands_back_its_answer_beside_the_cancellation() -> None:
+    """`to_the_end_in_thread` and `to_the_end` (a coroutine) lose nothing to a cancellation: the
+    call's answer, or its error, comes back with the first cancellation, for the caller to raise."""
+    started, release = threading.Event(), threading.Event()
+
+    def pay() -> str:
+        started.set()
+        release.wait(10)
+        return "preimage"
+
+    def refuse() -> str:
+        started.set()
+        release.wait(10)
+        raise ValueError("no route")
+
+    async def apay() -> str:
+        started.set()
+        while not release.is_set():
+            await asyncio.sleep(0.001)
+        return "preimage"
+
+    async def cancelled_meanwhile(call: Any) -> ToTheEnd:
+        started.clear()
+        release.clear()
+        task = asyncio.create_task(call())
+        await asyncio.to_thread(started.wait, 10)
+        for _ in range(3):
+            task.cancel()
+            await asyncio.sleep(0.01)
+            assert not task.done()
+        release.set()
+        ended: ToTheEnd = await task  # no CancelledError: it is handed back
+        return ended
+
+    async def main() -> None:
+        ended = await cancelled_meanwhile(lambda: to_the_end_in_thread(pay))
+        assert ended.value == "preimage" and ended.error is None
+        assert isinstance(ended.cancelled, asyncio.CancelledError)
+        ended = await cancelled_meanwhile(lambda: to_the_end_in_thread(refuse))
+        assert ended.value is None and isinstance(ended.error, ValueError)
+        assert isinstance(ended.cancelled, asyncio.CancelledError)
+        ended = await cancelled_meanwhile(lambda: to_the_end(apay))
+        assert ended.value == "preimage" and isinstance(ended.cancelled, asyncio.CancelledError)
+        assert await to_the_end_in_thread(lambda: 5) == ToTheEnd(5, None, None)  # never cancelled: nothing held
+
+    asyncio.run(main())
 
 
 def test_no_call_waits_behind_a_slow_one() -> None:

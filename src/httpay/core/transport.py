@@ -22,7 +22,7 @@ import httpx
 from httpay import safe
 from httpay.core.bounded import bounding, deadline_or, install, installed, within
 from httpay.core.deadline import Deadline
-from httpay.core.effects import Ask, Beside, Effect, Join, Leave, Outcome, Pay, ReadBody, Send, Sleep
+from httpay.core.effects import Ask, Beside, Effect, Join, Leave, Outcome, Pay, ReadBody, Send, Sign, SignMessage, Sleep
 from httpay.core.flow import (
     DEADLINE_EXTENSION,
     DRY_RUN_EXTENSION,
@@ -36,7 +36,7 @@ from httpay.core.flow import (
 )
 from httpay.core.payer import Payer
 from httpay.core.pooled import keep_assigned, opened_for
-from httpay.core.workers import WORKERS, in_thread
+from httpay.core.workers import WORKERS, ToTheEnd, in_thread, to_the_end, to_the_end_in_thread
 from httpay.errors import ConfigError, HttpayError, PaymentRefused
 from httpay.ledger.base import Ledger
 from httpay.policy import CANCELLED
@@ -401,27 +401,54 @@ async def _approve_async(payer: Payer, effect: Ask) -> Any:
     return await value if inspect.isawaitable(value) else value
 
 
-async def _pay_async(payer: Payer, effect: Pay) -> Any:
+async def _pay_async(payer: Payer, effect: Pay) -> ToTheEnd:
+    """The wallet's answer, awaited to its end even when the task is cancelled meanwhile: money may
+    have left, so what the wallet says is handed to the flow (to record) beside the cancellation."""
     apay = getattr(payer.lightning, "apay_invoice", None)
     if apay is not None:
-        return await apay(effect.invoice, max_fee_msat=effect.max_fee_msat)
-    return await in_thread(effect.run, payer)
+        return await to_the_end(lambda: apay(effect.invoice, max_fee_msat=effect.max_fee_msat))
+    return await to_the_end_in_thread(effect.run, payer)
 
 
 async def _drive_async(flow: Generator[Effect, Any, T], route: AsyncRoute, payer: Payer, flights: _AsyncFlights) -> T:
     """Perform the flow's effects: awaited where they can be, blocking ones (ledger, rate source,
-    wallet, signer) in a worker thread, so the event loop never waits on them."""
+    wallet, signer) in a worker thread, so the event loop never waits on them.
+
+    From the wallet's payment until the flow next goes out (a request, a wait), nothing is cut
+    short (`_recording`): a cancellation that comes meanwhile is held, the wallet's answer and the
+    writes that record it reach their end, the flight is left, and the cancellation is raised then,
+    in the flow's next step out; the task ends cancelled, as its caller asked."""
     value: Any = None
     error: BaseException | None = None
+    guarded = False  # after a payment, until the flow next goes out
+    cancelled: BaseException | None = None  # a cancellation held while the payment is recorded
     while True:
-        effect, finished = _resume(flow, value, error)
+        try:
+            effect, finished = _resume(flow, value, error)
+        except BaseException as exc:
+            if cancelled is None or exc is cancelled:
+                raise
+            log.warning("the request was cancelled while its payment was made, which then ended in %s: %s",
+                        type(exc).__name__, safe.clean(str(exc), 300))
+            raise cancelled from exc  # cancelled, as the caller asked, whatever the payment came to
         if effect is None:
+            if cancelled is not None:
+                if isinstance(finished, httpx.Response):
+                    await finished.aclose()
+                raise cancelled
             done: T = finished
             return done
         value, error = None, None
+        if guarded:
+            if cancelled is not None or _records(effect):
+                value, error, came = await _recording(effect, payer, flights, cancelled)
+                cancelled = cancelled or came
+                continue
+            guarded = False  # the flow goes out again: a cancellation from now on is thrown in at once
         try:
             if isinstance(effect, Pay):
-                value = await _pay_async(payer, effect)
+                guarded = True
+                value, error, cancelled = await _pay_async(payer, effect)
             elif effect.blocking:
                 known, value = effect.answer_in_memory(payer)
                 if not known:
@@ -444,6 +471,45 @@ async def _drive_async(flow: Generator[Effect, Any, T], route: AsyncRoute, payer
                 raise TypeError(f"no driver for effect {type(effect).__name__}")
         except BaseException as exc:  # noqa: BLE001 - handed back into the flow, which decides
             error = exc
+
+
+_SPENDS = (Pay, Sign, SignMessage)  # blocking effects never begun once a cancellation is held
+
+
+def _records(effect: Effect) -> bool:
+    """What writes a payment's outcome down: a blocking effect that spends nothing (the ledger, a
+    wallet's lookup), or leaving the flight."""
+    return isinstance(effect, Leave) or (effect.blocking and not isinstance(effect, _SPENDS))
+
+
+async def _recording(effect: Effect, payer: Payer, flights: _AsyncFlights,
+                     cancelled: BaseException | None) -> tuple[Any, BaseException | None, BaseException | None]:
+    """One effect after a payment, before the flow goes out again: its value or error, and a
+    cancellation that came while it ran. What records the payment runs to its end however often
+    the task is cancelled; once a cancellation is held (`cancelled`), a `Beside` writes its record
+    and never sends its retry (nobody awaits the answer), and anything else (a request, a wait, a
+    payment) is not begun: the cancellation is thrown into the flow in its place."""
+    if isinstance(effect, Leave):
+        flights.leave(effect.key)
+        return None, None, None
+    if _records(effect):
+        known, value = effect.answer_in_memory(payer)
+        if known:
+            return value, None, None
+        ended = await to_the_end_in_thread(effect.run, payer)
+        return ended.value, ended.error, ended.cancelled
+    assert cancelled is not None
+    if isinstance(effect, Beside):
+        effect.main.close()
+        kept: list[Outcome] = []
+        job = _aside_job(effect, payer, _LeaveOnLoop(flights, asyncio.get_running_loop()), kept.append)
+        try:
+            await to_the_end_in_thread(job)
+        except RuntimeError:  # no thread to be had (an interpreter shutting down): here, on the loop
+            if not kept:
+                job()
+        return (Outcome(error=cancelled), kept[0]), None, None
+    return None, cancelled, None
 
 
 async def _beside_async(effect: Beside, route: AsyncRoute, payer: Payer,

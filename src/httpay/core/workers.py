@@ -14,8 +14,8 @@ import contextvars
 import os
 import queue
 import threading
-from collections.abc import Callable
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Any, NamedTuple, TypeVar
 
 import anyio.to_thread
 
@@ -75,16 +75,37 @@ def _deliver(done: asyncio.Future[Any], value: Any, error: BaseException | None)
         done.set_result(value)
 
 
-async def in_thread(fn: Callable[..., T], *args: Any) -> T:
-    """`fn(*args)` in a worker thread (with this task's context variables), awaited. Like anyio's
-    `to_thread.run_sync`, the call is never abandoned: a cancellation waits for it to finish and
-    is raised then, so a ledger write begun is a write finished and seen. On an event loop other
-    than asyncio's, anyio's own threads."""
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:  # not on asyncio (trio)
-        return await anyio.to_thread.run_sync(fn, *args)
-    done: asyncio.Future[T] = loop.create_future()
+class ToTheEnd(NamedTuple):
+    """A call awaited to its end: its value or the exception it raised, and the first cancellation
+    of the awaiting task that came meanwhile (None: none came), for the caller to raise once it has
+    used the answer."""
+
+    value: Any
+    error: BaseException | None
+    cancelled: BaseException | None
+
+
+async def _wait_out(done: asyncio.Future[Any]) -> ToTheEnd:
+    """`done`'s outcome, however often this task is cancelled while it runs on."""
+    cancelled: BaseException | None = None
+    while True:
+        try:
+            return ToTheEnd(await asyncio.shield(done), None, cancelled)
+        except asyncio.CancelledError as exc:
+            if not done.done():
+                cancelled = cancelled or exc
+                continue  # the call runs on: wait for it
+            cancelled = cancelled or exc  # (it ended as the cancel came, or it was itself cancelled)
+            if done.cancelled():
+                return ToTheEnd(None, exc, cancelled)
+            error = done.exception()
+            return ToTheEnd(None if error is not None else done.result(), error, cancelled)
+        except BaseException as exc:  # noqa: BLE001 - its outcome, handed to the caller
+            return ToTheEnd(None, exc, cancelled)
+
+
+def _submit(loop: asyncio.AbstractEventLoop, fn: Callable[..., Any], args: tuple[Any, ...]) -> asyncio.Future[Any]:
+    done: asyncio.Future[Any] = loop.create_future()
     context = contextvars.copy_context()
 
     def job() -> None:
@@ -98,14 +119,51 @@ async def in_thread(fn: Callable[..., T], *args: Any) -> T:
             loop.call_soon_threadsafe(_deliver, done, value, error)
 
     WORKERS.submit(job)
+    return done
+
+
+async def in_thread(fn: Callable[..., T], *args: Any) -> T:
+    """`fn(*args)` in a worker thread (with this task's context variables), awaited. Like anyio's
+    `to_thread.run_sync`, the call is never abandoned: a cancellation waits for it to finish and
+    is raised then, so a ledger write begun is a write finished and seen. On an event loop other
+    than asyncio's, anyio's own threads."""
     try:
-        return await asyncio.shield(done)
-    except asyncio.CancelledError:
-        while not done.done():  # the call runs on: wait for it, however often we are cancelled
+        loop = asyncio.get_running_loop()
+    except RuntimeError:  # not on asyncio (trio)
+        return await anyio.to_thread.run_sync(fn, *args)
+    ended = await _wait_out(_submit(loop, fn, args))
+    if ended.cancelled is not None:
+        raise ended.cancelled  # its own outcome no longer matters: the cancel does
+    if ended.error is not None:
+        raise ended.error
+    result: T = ended.value
+    return result
+
+
+async def to_the_end_in_thread(fn: Callable[..., Any], *args: Any) -> ToTheEnd:
+    """`fn(*args)` in a worker thread, as `in_thread`, but its answer is never lost to a cancellation:
+    the cancellation is handed back beside it (for a wallet's answer, which must be recorded before
+    the caller stops). On trio the call is shielded, and the cancellation comes at the next checkpoint."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:  # not on asyncio (trio)
+        with anyio.CancelScope(shield=True):
             try:
-                await asyncio.shield(done)
-            except asyncio.CancelledError:
-                continue
-            except BaseException:  # noqa: BLE001 - its own outcome no longer matters: the cancel does
-                break
-        raise
+                return ToTheEnd(await anyio.to_thread.run_sync(fn, *args), None, None)
+            except Exception as exc:  # noqa: BLE001 - its outcome, handed to the caller
+                return ToTheEnd(None, exc, None)
+    return await _wait_out(_submit(loop, fn, args))
+
+
+async def to_the_end(call: Callable[[], Awaitable[Any]]) -> ToTheEnd:
+    """`await call()`, never abandoned: a cancellation of this task waits for it to end and is handed
+    back beside its answer (`to_the_end_in_thread` for a coroutine, an async wallet's payment)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:  # not on asyncio (trio)
+        with anyio.CancelScope(shield=True):
+            try:
+                return ToTheEnd(await call(), None, None)
+            except Exception as exc:  # noqa: BLE001 - its outcome, handed to the caller
+                return ToTheEnd(None, exc, None)
+    return await _wait_out(asyncio.ensure_future(call()))
