@@ -27,7 +27,7 @@ import httpay
 from httpay.ledger import SQLiteLedger
 from httpay.ledger.models import Status
 from httpay.wallets.base import Payment
-from tests.hostile.harness import CountingWallet, HostileService
+from tests.hostile.harness import CountingSigner, CountingWallet, HostileService, release, x402
 
 GUARD_S = 30.0  # far past what any step here takes, well short of the 60 s a stalled waiter would wait
 OTHERS = 19
@@ -148,3 +148,52 @@ def test_a_request_cancelled_after_paying_records_the_payment_and_frees_the_othe
         gate.release.set()
         ledger.close()
 
+
+class GatedSigner(CountingSigner):
+    def __init__(self, gate: Gate) -> None:
+        super().__init__()
+        self.gate = gate
+
+    def sign_typed_data(self, domain: Any, types: Any, primary_type: str, message: Any) -> bytes:
+        self.gate.hold()
+        return super().sign_typed_data(domain, types, primary_type, message)
+
+
+@pytest.mark.parametrize("where", ["signing", "sent"])
+def test_an_x402_request_cancelled_while_signing_or_sent_says_what_became_of_its_row(
+        where: str, svc: HostileService, tmp_path: Path) -> None:
+    """Cancelled while the signer signs: the signature is dropped unsent, so the row is failed (nothing
+    counted). Cancelled once the signed payment went out: the row stays pending and counted (the
+    service holds the signature) and says the request was cancelled while it was sent."""
+    gate = Gate()
+    url = x402(svc, answer="hang" if where == "sent" else "settle")
+    signer = GatedSigner(gate) if where == "signing" else CountingSigner()
+    policy = httpay.Policy(methods=["x402"], usd_per_btc=100_000.0)
+
+    async def main() -> None:
+        async with httpay.AsyncClient(ledger=tmp_path / "ledger.db", policy=policy, x402_signer=signer) as client:
+            task = asyncio.create_task(client.post(url, content=b"{}"))
+            if where == "signing":
+                await anyio.to_thread.run_sync(gate.entered.wait, GUARD_S)
+            else:
+                await _until(lambda: svc.hits.get("x402-paid", 0) >= 1)
+            task.cancel()
+            for _ in range(20):
+                await asyncio.sleep(0)
+            gate.release.set()
+            with anyio.fail_after(GUARD_S), pytest.raises(asyncio.CancelledError):
+                await task
+
+    try:
+        asyncio.run(main())
+    finally:
+        gate.release.set()
+        release(svc)
+    with SQLiteLedger(tmp_path / "ledger.db") as lg:
+        [row] = lg.receipts()
+        if where == "signing":
+            assert row.status is Status.FAILED and lg.spent_msat() == 0, (row.status, row.reason)
+            assert "cancelled while it was being signed; nothing was sent" in (row.reason or "")
+        else:
+            assert row.status is Status.PENDING and lg.spent_msat() == row.amount_msat > 0
+            assert "cancelled while sending the signed payment" in (row.reason or "")

@@ -1133,6 +1133,14 @@ def _sign(run: _Run, receipt: Receipt, payable: ToSign) -> Generator[Effect, Any
         if isinstance(exc, HttpayError):
             raise
         raise WalletError(f"the signer failed ({type(exc).__name__}); nothing was sent") from None
+    except GeneratorExit:  # the flow closed by its driver: no step may follow
+        raise
+    except BaseException:  # cancelled while signing: the signature is dropped unsent, so nothing is counted
+        try:
+            yield Fail(receipt.id, "not signed: the request was cancelled while it was being signed; nothing was sent")
+        except Exception:  # noqa: BLE001 - the cancellation reaches the caller whatever the ledger does
+            log.warning("[%s] could not release ledger #%s after the cancellation", run.rid, receipt.id)
+        raise
     return signature
 
 
@@ -1283,6 +1291,14 @@ def _send_payment(run: _Run, challenge: Challenge, receipt: Receipt, credential:
             f"answer ({type(exc).__name__}); the row stays pending: the authorization may still be settled until it "
             "expires, and the receipt is kept", receipt=noted,
         ) from exc
+    except GeneratorExit:  # the flow closed by its driver: no step may follow
+        raise
+    except BaseException:  # cancelled (or interrupted) with the payment out: the row says so, pending and counted
+        try:
+            yield Note(receipt.id, "outcome unknown: the request was cancelled while sending the signed payment")
+        except Exception:  # noqa: BLE001 - the cancellation reaches the caller whatever the ledger does
+            log.warning("[%s] could not note the cancellation on ledger #%s", run.rid, receipt.id)
+        raise
     broken: Exception | None = None
     if answer.status_code == 402 or answer.status_code >= 500:  # the flow reads these; a bought answer streams
         try:
