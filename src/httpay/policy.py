@@ -26,6 +26,7 @@ from httpay.amounts import (
     usd_value,
 )
 from httpay.errors import ConfigError, PaymentRefused
+from httpay.hosts import host_name
 
 Strategy = Literal["cheapest", "cheapest_per_credit", "covers_calls", "largest"]
 Approval = Any  # an approver's answer: True, False/None, or the offer (or its id) a person picked instead; it may
@@ -385,9 +386,10 @@ class Policy:
         if total:
             msat, knob = min(total)
             out.append(Limit("total budget", msat, knob=knob))
-        if self.per_host_usd is not None:
+        if self.per_host_usd is not None:  # one budget for the host however a URL spells it, on every port
             out.append(Limit("per-host budget", self._usd_limit_msat(self.per_host_usd, rate, "per-host budget", offers,
-                                                                     "per_host_usd") or 0, host=host, knob="per_host_usd"))
+                                                                     "per_host_usd") or 0, host=host_name(host),
+                             knob="per_host_usd"))
         for name, window, usd_field, sat_field, default in (
             ("hourly budget", timedelta(hours=1), "per_hour_usd", "per_hour_sat", DEFAULT_PER_HOUR_SAT),
             ("daily budget", timedelta(days=1), "per_day_usd", "per_day_sat", DEFAULT_PER_DAY_SAT),

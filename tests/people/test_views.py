@@ -181,7 +181,7 @@ def test_budget_lines_and_views(filled: SQLiteLedger) -> None:
     assert by_name["per payment"].limit_msat == 1_000_000 and by_name["per payment"].spent_msat is None
     assert by_name["total budget"].spent_msat == 21_000 and by_name["total budget"].left_msat == 479_000
     assert by_name["daily budget"].used == 1.0 and by_name["daily budget"].left_msat == 0
-    assert by_name["per-host budget"].scope == "127.0.0.1:43117"
+    assert by_name["per-host budget"].scope == "127.0.0.1"  # the host on every port (paid on 127.0.0.1:43117)
     out = text(display.budget_table(lines, RATE), width=120)
     narrow = text(display.budget_table(lines, RATE), width=80)
     assert all(len(x) <= 80 for x in narrow.splitlines()) and "…" not in narrow and "479" in narrow and "1,000 sat = $1.00" in narrow

@@ -105,8 +105,11 @@ class HostFilter(NamedTuple):
 
 def _host_arg(text: str) -> HostFilter:
     """An argparse type for `ledger --host`: a host (every port of it), host:port, or a URL (its host
-    and port: the bare host for its scheme's own port, as the ledger records it)."""
+    and port: the bare host for its scheme's own port, as the ledger records it); the host however
+    it is spelled (case, a trailing dot, IDNA, an IPv6 literal), as the ledger reads it."""
     from urllib.parse import urlsplit
+
+    from httpay.hosts import host_name
 
     given = text.strip()
     try:
@@ -116,22 +119,25 @@ def _host_arg(text: str) -> HostFilter:
     except ValueError:
         parts, port = None, None
     host = (parts.hostname or "").lower() if parts is not None else ""
-    host = f"[{host}]" if ":" in host else host
+    host = host_name(f"[{host}]" if ":" in host else host)
     if parts is None or ("://" not in given and (parts.path or parts.query)) \
-            or not re.fullmatch(r"[a-z0-9._-]+|\[[0-9a-f:.]+\]", host):  # (a URL's user info is not shown)
+            or not re.fullmatch(r"[\w.-]+|\[[0-9a-f:.]+\]", host):  # (a URL's user info is not shown)
         raise argparse.ArgumentTypeError(f"{clean(mask_urls(given), 60)!r} is not a host: give api.example.com, "
                                          "127.0.0.1:8402 or a URL such as https://api.example.com/path")
+    if port is not None and parts is not None and port == {"http": 80, "https": 443}.get(parts.scheme):
+        port = None  # a URL's own scheme's port: recorded bare
     if port is not None:
         return HostFilter(f"{host}:{port}", every_port=False)
     return HostFilter(host, every_port="://" not in given)  # a URL names one port: its scheme's, recorded bare
 
 
 def _hosts(lg: Any, given: HostFilter | None) -> list[str] | None:
-    """The recorded hosts `ledger --host` means (each found by equality on the host index): that one,
-    or for a host without a port, it on every port the ledger holds payments to."""
+    """The recorded hosts `ledger --host` means, however each was spelled (each then found by equality
+    on the host index): it on the port it names, or for a host without a port, it on every port the
+    ledger holds payments to (a URL without one: where no port was recorded)."""
     if given is None:
         return None
-    return list(lg.hosts_matching(given.host)) if given.every_port else [given.host]
+    return list(lg.hosts_matching(given.host, every_port=given.every_port))
 
 
 def _port(text: str) -> int:

@@ -23,6 +23,7 @@ from httpay.amounts import fmt_msat
 from httpay.apps.approvals import MAX_CHOICES_SHOWN, Approval, approvals_view
 from httpay.core.model import offers_view
 from httpay.errors import ConfigError, PaymentRefused
+from httpay.hosts import host_name
 from httpay.ledger.models import Receipt, receipts_view
 from httpay.lightning import Invoice
 from httpay.protocols.l402_v02 import PaymentRequest
@@ -145,7 +146,7 @@ def budget_lines(policy: Policy, ledger: Ledger, usd_per_btc: float | None = Non
     """
     now = now or datetime.now(UTC)
     rate = policy.usd_per_btc or usd_per_btc
-    hosts = sorted({r.host for r in ledger.receipts(limit=1000)})
+    hosts = sorted({host_name(r.host) for r in ledger.receipts(limit=1000)})  # one line a host, however spelled
     try:
         cap = policy.per_payment_cap(rate)
         general = policy.limits("", rate)

@@ -111,6 +111,7 @@ from httpay.errors import (
     PaymentSentUnanswered,
     WalletError,
 )
+from httpay.hosts import url_host
 from httpay.ledger.base import PREIMAGE_MARK, Call, Intent, held_key, split_key
 from httpay.ledger.models import Receipt, Status
 from httpay.lightning import Invoice, check_invoice
@@ -138,10 +139,10 @@ Flow = Generator[Effect, Any, httpx.Response]
 
 # -- pure helpers ------------------------------------------------------------------------------
 def host_of(url: str | httpx.URL) -> str:
-    """'host' or 'host:port' of a URL ('[::1]:9' for an IPv6 literal, so its port is never read as part of it)."""
+    """'host' or 'host:port' of a URL ('[::1]:9' for an IPv6 literal, so its port is never read as part
+    of it), the host in its one spelling (`hosts.host_key`: no trailing dot, IDNA and IPv6 as one)."""
     u = url if isinstance(url, httpx.URL) else httpx.URL(url)
-    host = f"[{u.host}]" if ":" in u.host else u.host
-    return f"{host}:{u.port}" if u.port else host
+    return url_host(u.host, u.port)
 
 
 def _origin(parts: SplitResult) -> str:

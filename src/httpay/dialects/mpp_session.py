@@ -45,6 +45,7 @@ from httpay.errors import (
     SessionError,
     WalletError,
 )
+from httpay.hosts import url_host
 from httpay.ledger.base import Intent
 from httpay.ledger.models import Receipt
 from httpay.lightning import decode_invoice
@@ -144,7 +145,7 @@ class _Core:
             raise ConfigError("an MPP lightning session needs a Lightning wallet: pass wallet= to the client")
         self.payer = payer
         url_obj = httpx.URL(url)
-        self.state = SessionState(url=str(url_obj), host=f"{url_obj.host}:{url_obj.port}" if url_obj.port else url_obj.host)
+        self.state = SessionState(url=str(url_obj), host=url_host(url_obj.host, url_obj.port))
         self._challenge: wire.MppChallenge | None = None
         self._preimage: str | None = None
         self._return_invoice: str | None = None

@@ -16,6 +16,7 @@ from typing import Any, Self
 
 from httpay.amounts import FEES_ADVICE, fee_cap_text, fmt_msat
 from httpay.errors import PaymentRefused
+from httpay.hosts import host_parts
 from httpay.ledger.models import Receipt, Refusal, Status, receipts_view
 from httpay.policy import Limit
 from httpay.view import View
@@ -41,9 +42,12 @@ def split_key(key: str) -> tuple[str, str | None]:
     return scope, variant or None
 
 
-def host_matches(recorded: str, host: str) -> bool:
-    """Whether a recorded host is `host`, or `host` on some port (`host` named without one)."""
-    return recorded == host or (recorded.startswith(f"{host}:") and recorded[len(host) + 1:].isdigit())
+def host_matches(recorded: str, host: str, *, every_port: bool = True) -> bool:
+    """Whether a recorded host is `host` however either is spelled (case, a trailing dot, IDNA, an IPv6
+    literal): on the port `host` names, or, named without one, on any port (`every_port=False`: where
+    no port was recorded)."""
+    (name, port), (want, wanted_port) = host_parts(recorded), host_parts(host)
+    return name == want and (port == wanted_port or (wanted_port is None and every_port))
 
 
 PREIMAGE_MARK = hashlib.sha256(b"httpay: the preimage of this payment goes here").hexdigest()
@@ -179,18 +183,21 @@ class Ledger(ABC):
         """Newest first; `before` pages back: only the rows older than that id (read by the primary
         key, so the thousandth page costs what the first does); `after` pages forward instead, oldest
         first (an export streams the whole history so); `tag` ("agent", "research") keeps only the
-        payments carrying it; `host` the payments to that host as recorded ('api.example.com',
-        '127.0.0.1:8402'), or to any of several (`hosts_matching` finds a host's on every port)."""
+        payments carrying it; `host` the payments to that host however a URL spelled it (case, a
+        trailing dot, IDNA, an IPv6 literal), on every port ('api.example.com') or on the one it names
+        ('127.0.0.1:8402'), or to any of several hosts exactly as recorded (`hosts_matching` gives them)."""
 
     @abstractmethod
     def spent_msat(self, *, host: str | Sequence[str] | None = None, since: datetime | None = None,
                    tag: tuple[str, str] | None = None) -> int:
-        """Money committed: settled plus pending (a pending payment may have gone out)."""
+        """Money committed: settled plus pending (a pending payment may have gone out). `host` as
+        `receipts` reads it: a host named without a port counts on every port, as its per-host budget does."""
 
-    def hosts_matching(self, host: str) -> list[str]:
-        """The hosts recorded for `host`: itself and, named without a port, it on every port
-        ('127.0.0.1' finds '127.0.0.1:8402'). (A SQL ledger reads them off its running totals.)"""
-        return sorted({r.host for r in self.receipts() if host_matches(r.host, host)})
+    def hosts_matching(self, host: str, *, every_port: bool = True) -> list[str]:
+        """The hosts recorded for `host`, however each was spelled: it on the port it names or, named
+        without one, on every port ('127.0.0.1' finds '127.0.0.1:8402'; `every_port=False`: only where
+        no port was recorded). (A SQL ledger reads them off its host map.)"""
+        return sorted({r.host for r in self.receipts() if host_matches(r.host, host, every_port=every_port)})
 
     # -- L402 tokens: paid credentials reused until the server answers 402 again -----------------------
     @abstractmethod

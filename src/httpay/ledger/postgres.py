@@ -37,9 +37,12 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
 from httpay.errors import LedgerError
+from httpay.hosts import host_parts
 from httpay.ledger.sql import (
     AFTER_MIGRATIONS,
     ALL_HOSTS,
+    HOSTS_INDEX,
+    HOSTS_TABLE,
     MIGRATIONS,
     TOTALS_COLUMNS,
     TOTALS_FILL,
@@ -51,6 +54,8 @@ from httpay.ledger.sql import (
     Rows,
     SQLLedger,
     bump,
+    host_map,
+    map_hosts,
     schema,
     storable,
     tag_scope,
@@ -146,6 +151,37 @@ BEGIN
            WHERE scope = p_scope AND grain = 86400 AND bucket >= d);
 END
 $$ LANGUAGE plpgsql STABLE"""
+# A host's window (every port of it, or the one named: its recorded hosts, from `payment_hosts`) for the
+# reservation's guard, as `SQLLedger._window_sum` reads it: each of its hosts' partial second and buckets.
+HOST_WINDOW_SPENT = "httpay_host_window_spent_v1"
+HOST_WINDOW_SPENT_FUNCTION = f"""CREATE OR REPLACE FUNCTION {HOST_WINDOW_SPENT}(
+    p_name text, p_port text, p_lo timestamptz) RETURNS numeric AS $$
+DECLARE
+    hosts text[] := ARRAY(SELECT host FROM payment_hosts WHERE name = p_name AND (p_port IS NULL OR port = p_port));
+    c0 bigint := CAST(ceil(extract(epoch from p_lo)) AS BIGINT);
+    m bigint := CAST(ceil(c0::numeric / 60) AS BIGINT);
+    h bigint := CAST(ceil(c0::numeric / 3600) AS BIGINT);
+    d bigint := CAST(ceil(c0::numeric / 86400) AS BIGINT);
+    hi timestamptz := to_timestamp(c0);
+BEGIN
+    RETURN (SELECT COALESCE(SUM(amount_msat + fee_msat), 0) FROM payments
+           WHERE host = ANY(hosts) AND created_at >= p_lo AND created_at < hi AND status != 'failed')
+        + (SELECT COALESCE(SUM(amount_msat), 0) FROM payment_windows
+           WHERE scope = ANY(hosts) AND grain = 1 AND bucket >= c0 AND bucket < m * 60)
+        + (SELECT COALESCE(SUM(amount_msat), 0) FROM payment_windows
+           WHERE scope = ANY(hosts) AND grain = 60 AND bucket >= m AND bucket < h * 60)
+        + (SELECT COALESCE(SUM(amount_msat), 0) FROM payment_windows
+           WHERE scope = ANY(hosts) AND grain = 3600 AND bucket >= h AND bucket < d * 24)
+        + (SELECT COALESCE(SUM(amount_msat), 0) FROM payment_windows
+           WHERE scope = ANY(hosts) AND grain = 86400 AND bucket >= d);
+END
+$$ LANGUAGE plpgsql STABLE"""
+HOSTS_FUNCTION = f"""CREATE OR REPLACE FUNCTION httpay_payments_hosts() RETURNS trigger AS $$
+BEGIN
+    {host_map('NEW')};
+    RETURN NULL;
+END
+$$ LANGUAGE plpgsql"""
 WINDOWS_TRIGGERS = (  # an update that moves no bucket fires nothing
     ("CREATE TRIGGER payments_windows AFTER INSERT OR DELETE ON payments FOR EACH ROW "
     "EXECUTE FUNCTION httpay_payments_windows()"),
@@ -281,8 +317,18 @@ class PostgresLedger(SQLLedger):
             conn.execute(TAG_WINDOWS_FUNCTION)
             for stmt in WINDOWS_TRIGGERS:
                 conn.execute(stmt)
-        if conn.execute("SELECT 1 FROM pg_proc WHERE proname = %s", (WINDOW_SPENT,)).fetchone() is None:
-            conn.execute(WINDOW_SPENT_FUNCTION)
+        found = conn.execute("SELECT 1 FROM pg_trigger WHERE tgname = 'payments_hosts'").fetchone()
+        if found is None:  # the host map: every host held mapped once, by its name as Python reads it
+            conn.execute("LOCK TABLE payments IN SHARE ROW EXCLUSIVE MODE")
+            conn.execute(HOSTS_TABLE.format(without_rowid=""))
+            conn.execute(HOSTS_INDEX)
+            map_hosts(lambda sql, args: PostgresLedger._run(conn, sql, args, rows_as_dicts=True))
+            conn.execute(HOSTS_FUNCTION)
+            conn.execute("CREATE TRIGGER payments_hosts AFTER INSERT OR UPDATE OF host ON payments FOR EACH ROW "
+                         "EXECUTE FUNCTION httpay_payments_hosts()")
+        for name, function in ((WINDOW_SPENT, WINDOW_SPENT_FUNCTION), (HOST_WINDOW_SPENT, HOST_WINDOW_SPENT_FUNCTION)):
+            if conn.execute("SELECT 1 FROM pg_proc WHERE proname = %s", (name,)).fetchone() is None:
+                conn.execute(function)
 
     def _create_schema(self, url: str, connect_timeout: float) -> None:
         """Create or migrate the tables, under a transaction-level lock so many agents may start at once."""
@@ -320,8 +366,10 @@ class PostgresLedger(SQLLedger):
             raise LedgerError(f"ledger {self.url}: {self._scrub(exc)}") from None
 
     @staticmethod
-    def _run(conn: psycopg.Connection[Any], sql: str, args: Sequence[Any]) -> Rows:
-        cur = conn.execute(sql.replace("?", "%s"), storable(args))  # shared, constant SQL
+    def _run(conn: psycopg.Connection[Any], sql: str, args: Sequence[Any], *, rows_as_dicts: bool = False) -> Rows:
+        """`rows_as_dicts`: on a connection of its own (the schema's), not the pool's, whose rows are dicts already."""
+        cur = conn.cursor(row_factory=dict_row) if rows_as_dicts else conn.cursor()
+        cur.execute(sql.replace("?", "%s"), storable(args))  # shared, constant SQL
         return list(cur.fetchall()) if cur.description else []
 
     def _query(self, sql: str, args: Sequence[Any] = ()) -> Rows:
@@ -349,7 +397,10 @@ class PostgresLedger(SQLLedger):
         if scope is None:
             return f"{WINDOW_SPENT}('all', ?, NULL, NULL, {start})", [ALL_HOSTS, arg]
         if scope[0] == "host":
-            return f"{WINDOW_SPENT}('host', ?, NULL, NULL, {start})", [str(scope[1]), arg]
+            if not isinstance(scope[1], str):  # several hosts as recorded: read as one query reads them
+                return super()._window_spent(scope, now, window)
+            name, port = host_parts(scope[1])
+            return f"{HOST_WINDOW_SPENT}(?, ?, {start})", [name, port, arg]
         key, value = scope[1]
         return f"{WINDOW_SPENT}('tag', ?, ?, ?, {start})", [tag_scope(key, value), key, value, arg]
 

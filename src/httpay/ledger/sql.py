@@ -16,13 +16,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from httpay.errors import ChallengeInFlight, DuplicatePayment, LedgerError, PaymentRefused
+from httpay.hosts import host_key, host_parts
 from httpay.ledger.base import (
     COLUMNS,
     PREIMAGE_MARK,
     Call,
     Intent,
     Ledger,
-    host_matches,
     now_utc,
     over_limit,
     split_key,
@@ -147,6 +147,63 @@ WINDOWS_TABLE = """CREATE TABLE IF NOT EXISTS payment_windows (
 # every tag's total, one row each, without reading the other buckets (`spent_by_tag`)
 WINDOWS_WHOLE_INDEX = "CREATE INDEX IF NOT EXISTS payment_windows_whole ON payment_windows (scope) WHERE grain = 0"
 WINDOWS_COLUMNS = "status, amount_msat, fee_msat, host, created_at"  # the columns whose change moves a bucket
+
+
+# Every host recorded, by its name and port (`hosts.host_parts`): a host is one host however a URL
+# spelled it (case, a trailing dot, its port, IDNA, an IPv6 literal), so a per-host budget, `ledger
+# --host` and `spent_msat(host=...)` read every spelling of it, on every port (or the one it names),
+# by equality on the name. A trigger maps each host a payment is written with; a ledger made before
+# gets every host it holds mapped on open (the name as Python reads it: rows kept as recorded).
+HOSTS_TABLE = """CREATE TABLE IF NOT EXISTS payment_hosts (
+    host TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    port TEXT NOT NULL
+){without_rowid}"""
+HOSTS_INDEX = "CREATE INDEX IF NOT EXISTS payment_hosts_name ON payment_hosts (name, port, host)"
+
+
+def _host_split_sql(h: str) -> tuple[str, str]:
+    """The name and port ('' for none) of recorded host `h`, in SQL, as `host_parts` reads a host
+    the ledger writes (already in its one spelling: `host_key`); case and a trailing dot are folded
+    here too, for a row another writer made."""
+    bare = f"rtrim({h}, '0123456789')"
+    has_port = f"({bare} LIKE '%:' AND ({h} LIKE '[%' OR {h} NOT LIKE '%:%:%'))"
+    name = f"rtrim(lower(CASE WHEN {has_port} THEN substr({h}, 1, length({bare}) - 1) ELSE {h} END), '.')"
+    return name, f"(CASE WHEN {has_port} THEN substr({h}, length({bare}) + 1) ELSE '' END)"
+
+
+def host_map(row: str) -> str:
+    """Map the host of payment row `row` (NEW), once: the statement of the trigger that keeps `payment_hosts`."""
+    name, port = _host_split_sql(f"{row}.host")
+    return (f"INSERT INTO payment_hosts (host, name, port) VALUES ({row}.host, {name}, {port}) "
+            "ON CONFLICT (host) DO NOTHING")
+
+
+def map_hosts(query: Query) -> None:
+    """Map every host the payments hold (a ledger made before `payment_hosts`, once, on open, with writers
+    held off), each name as Python reads it, so a host recorded in another spelling joins its name."""
+    query("DELETE FROM payment_hosts", ())
+    hosts = [str(r["host"]) for r in query("SELECT DISTINCT host FROM payments", ())]
+    for i in range(0, len(hosts), 200):
+        batch = [(h, *host_parts(h)) for h in hosts[i:i + 200]]
+        query("INSERT INTO payment_hosts (host, name, port) VALUES " + ", ".join(["(?, ?, ?)"] * len(batch))
+              + " ON CONFLICT (host) DO NOTHING", [v for h, name, port in batch for v in (h, name, port or "")])
+
+
+HostSet = tuple[str, list[Any]]  # SQL for `host IN (...)` and its arguments
+
+
+def hosts_sql(host: str | Sequence[str]) -> HostSet | None:
+    """The recorded hosts a read means, as the inside of `host IN (...)`: a host given as text is that
+    host however spelled, on every port (or only the one it names), looked up by its name; several
+    (a sequence) are those hosts exactly as recorded (`hosts_matching` gives them). None: no host."""
+    if isinstance(host, str):
+        name, port = host_parts(host)
+        if port is None:
+            return "SELECT host FROM payment_hosts WHERE name = ?", [name]
+        return "SELECT host FROM payment_hosts WHERE name = ? AND port = ?", [name, port]
+    hosts = list(host)
+    return (", ".join("?" * len(hosts)), hosts) if hosts else None
 
 
 def tag_scope(key: str, value: str) -> str:
@@ -384,34 +441,40 @@ class SQLLedger(Ledger):
 
     @staticmethod
     def _filters(host: str | Sequence[str] | None, since: Any, status: str | None = None) -> tuple[str, list[Any]]:
-        """The WHERE clauses of a read: a host is matched by equality (several, `host IN`: any of them),
-        so the host index finds the rows and no database collation decides which hosts are alike."""
+        """The WHERE clauses of a read: the hosts a host means (`hosts_sql`) are matched by equality
+        (`host IN`), so the host index finds the rows and no database collation decides which hosts are alike."""
         sql, args = "", []
-        hosts = None if host is None or isinstance(host, str) else list(host)
-        for clause, value in (("status = ?", status), ("host = ?", host if hosts is None else None),
-                              ("created_at >= ?", since)):
+        for clause, value in (("status = ?", status), ("created_at >= ?", since)):
             if value is not None:
                 sql += f" AND {clause}"
                 args.append(value)
-        if hosts is not None:
-            sql += f" AND host IN ({', '.join('?' * len(hosts))})" if hosts else " AND 1 = 0"
-            args += hosts
+        if host is not None:
+            hosts = hosts_sql(host)
+            sql += f" AND host IN ({hosts[0]})" if hosts else " AND 1 = 0"
+            args += hosts[1] if hosts else []
         return sql, args
 
-    def hosts_matching(self, host: str) -> list[str]:
-        """The hosts recorded for `host`: itself and, for a host named without a port, it on every port
-        ('127.0.0.1' finds '127.0.0.1:8402'), read off the running totals (a row per host and status),
-        never the payments; matched exactly here whatever the database's LIKE folds."""
-        pattern = host.replace("!", "!!").replace("%", "!%").replace("_", "!_") + ":%"
-        rows = self._query("SELECT DISTINCT host FROM payment_totals WHERE host = ? OR host LIKE ? ESCAPE '!'",
-                           (host, pattern))
-        return sorted(h for h in (str(r["host"]) for r in rows) if host_matches(h, host))
+    def hosts_matching(self, host: str, *, every_port: bool = True) -> list[str]:
+        """The hosts recorded for `host`, however each was spelled: it on every port, or on the one it
+        names ('127.0.0.1' finds '127.0.0.1:8402'; `every_port=False`: only where no port was
+        recorded), read off the host map by its name, never the payments."""
+        name, port = host_parts(host)
+        sql, args = "SELECT host FROM payment_hosts WHERE name = ?", [name]
+        if port is not None or not every_port:
+            sql, args = sql + " AND port = ?", [*args, port or ""]
+        return sorted(str(r["host"]) for r in self._query(sql, args))
 
-    def _spent(self, query: Query, host: str | None, since: datetime | None) -> int:
-        if since is None:  # all history: the running totals, one row per status
-            rows = query("SELECT COALESCE(SUM(amount_msat + fee_msat), 0) AS spent FROM payment_totals "
-                         "WHERE host = ? AND status != 'failed'", (host or ALL_HOSTS,))
+    def _spent(self, query: Query, host: str | Sequence[str] | None, since: datetime | None) -> int:
+        if since is None:  # all history: the running totals, one row per host and status
+            hosts = None if host is None else hosts_sql(host)
+            if host is not None and hosts is None:
+                return 0
+            where, args = ("host = ?", [ALL_HOSTS]) if hosts is None else (f"host IN ({hosts[0]})", hosts[1])
+            rows = query(f"SELECT COALESCE(SUM(amount_msat + fee_msat), 0) AS spent FROM payment_totals "
+                         f"WHERE {where} AND status != 'failed'", args)
             return int(rows[0]["spent"])
+        if host is not None and hosts_sql(host) is None:
+            return 0
         sql, args = self._window_sum(None if host is None else ("host", host), self._bounds(since, None))
         return int(query(f"SELECT {sql} AS spent", args)[0]["spent"])
 
@@ -460,9 +523,10 @@ class SQLLedger(Ledger):
     def _window_sum(scope: tuple[str, Any] | None, bounds: dict[str, tuple[str, list[Any]]], *,
                     count: bool = False) -> tuple[str, list[Any]]:
         """What a window commits (`bounds`, from `_bounds`) for every host (`scope` None), ("host", h)
-        or ("tag", (k, v)), as one SQL expression: its partial second's rows by index, plus its buckets
-        by their key; at most a second of rows and ~150 bucket rows, whatever the window holds.
-        `count`: how many payments instead (not failed, like the msat)."""
+        (the hosts h means, `hosts_sql`: each host's rows and buckets) or ("tag", (k, v)), as one SQL
+        expression: its partial second's rows by index, plus its buckets by their key; at most a second
+        of rows and ~150 bucket rows (a host's: for each port it was paid on), whatever the window
+        holds. `count`: how many payments instead (not failed, like the msat)."""
         args: list[Any] = []
         bucket = "n" if count else "amount_msat"
 
@@ -481,20 +545,22 @@ class SQLLedger(Ledger):
                      f"p.id = t.payment_id WHERE t.tag_key = ? AND t.tag_value = ? AND t.created_at >= {at('lo')} "
                      f"AND t.created_at < {at('hi')} AND p.status != 'failed')")]
             name = tag_scope(key, value)
+            scopes: HostSet = ("?", [name])
         else:
             where = ""
+            scopes = ("?", [ALL_HOSTS])
             if scope is not None:
-                where, name = "host = ? AND ", str(scope[1])
-                args.append(name)
-            else:
-                name = ALL_HOSTS
+                scopes = hosts_sql(scope[1]) or ("NULL", [])
+                where = f"host IN ({scopes[0]}) AND "
+                args += scopes[1]
             parts = [(f"(SELECT COALESCE({rows()}, 0) FROM payments WHERE {where}"
                      f"created_at >= {at('lo')} AND created_at < {at('hi')} AND status != 'failed')")]
         for grain, lo, hi in ((1, "s_lo", "s_hi"), (60, "m_lo", "m_hi"), (3600, "h_lo", "h_hi"), (86400, "d_lo", None)):
-            args.append(name)
+            args += scopes[1]
             lower = at(lo)  # the arguments in the order of their placeholders
             upper = "" if hi is None else f" AND bucket < {at(hi)}"
-            parts.append(f"(SELECT COALESCE(SUM({bucket}), 0) FROM payment_windows WHERE scope = ? AND grain = {grain} "
+            which = "scope = ?" if scopes[0] == "?" else f"scope IN ({scopes[0]})"
+            parts.append(f"(SELECT COALESCE(SUM({bucket}), 0) FROM payment_windows WHERE {which} AND grain = {grain} "
                          f"AND bucket >= {lower}{upper})")
         return f"({' + '.join(parts)})", args
 
@@ -517,10 +583,11 @@ class SQLLedger(Ledger):
                 if lim.tag is not None:
                     sums.append(f"{TAG_TOTAL} AS s{i}")
                     args.append(tag_scope(*lim.tag))
-                else:
+                else:  # (a per-host limit: its host's running totals on every port it names, `hosts_sql`)
+                    hosts = ("?", [ALL_HOSTS]) if lim.host is None else hosts_sql(lim.host) or ("NULL", [])
                     sums.append("(SELECT COALESCE(SUM(amount_msat + fee_msat), 0) FROM payment_totals "
-                                f"WHERE host = ? AND status != 'failed') AS s{i}")
-                    args.append(lim.host or ALL_HOSTS)
+                                f"WHERE host IN ({hosts[0]}) AND status != 'failed') AS s{i}")
+                    args += hosts[1]
                 continue
             scope = ("tag", lim.tag) if lim.tag is not None else None if lim.host is None else ("host", lim.host)
             sql, more = self._window_spent(scope, now, lim.window)
@@ -608,7 +675,7 @@ class SQLLedger(Ledger):
                       "challenge_key, wallet_id, tags, usd_per_btc, token) "
                       "VALUES ('pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)" + _RETURNING)
             args: list[Any] = [
-                stamp, stamp, intent.host, mask_urls(intent.url), intent.protocol, intent.method, intent.offer_id,
+                stamp, stamp, host_key(intent.host), mask_urls(intent.url), intent.protocol, intent.method, intent.offer_id,
                 intent.offer_title, intent.offer_amount, intent.offer_currency, intent.credits, intent.payment_hash,
                 intent.amount_msat, intent.max_fee_msat, intent.wallet, intent.challenge_key, intent.wallet_id,
                 json.dumps(dict(sorted(intent.tags.items())), separators=(",", ":")) if intent.tags else None,
@@ -929,10 +996,10 @@ class SQLLedger(Ledger):
                                f"payment_tags WHERE tag_key = ? AND tag_value = ?){where} GROUP BY status",
                                [tag[0], tag[1], *args])
         elif since is None:  # the running totals of the host(s): a row per host and status, summed
-            hosts = [host or ALL_HOSTS] if host is None or isinstance(host, str) else list(host)
+            hosts = ("?", [ALL_HOSTS]) if host is None else hosts_sql(host)
             rows = self._query("SELECT status, SUM(n) AS n, SUM(amount_msat) AS amount, SUM(fee_msat) AS fee "
-                               f"FROM payment_totals WHERE host IN ({', '.join('?' * len(hosts))}) GROUP BY status",
-                               hosts) if hosts else []
+                               f"FROM payment_totals WHERE host IN ({hosts[0]}) GROUP BY status",
+                               hosts[1]) if hosts else []
         else:
             where, args = self._filters(host, self._to_db_time(since))
             rows = self._query("SELECT status, COUNT(*) AS n, COALESCE(SUM(amount_msat), 0) AS amount, "
@@ -951,10 +1018,8 @@ class SQLLedger(Ledger):
 
     def spent_msat(self, *, host: str | Sequence[str] | None = None, since: datetime | None = None,
                    tag: tuple[str, str] | None = None) -> int:
-        if tag is None:  # a host's (or every host's) running totals or window buckets; several: each one's
-            if host is None or isinstance(host, str):
-                return self._spent(self._query, host, since)
-            return sum(self._spent(self._query, h, since) for h in host)
+        if tag is None:  # a host's (every port's, or several's; or every host's) running totals or window buckets
+            return self._spent(self._query, host, since)
         if host is None:  # the tag's total or its window's buckets
             if since is None:
                 rows = self._query(f"SELECT {TAG_TOTAL} AS spent", (tag_scope(*tag),))

@@ -29,6 +29,8 @@ from typing import Any
 from httpay.errors import LedgerError
 from httpay.ledger.sql import (
     AFTER_MIGRATIONS,
+    HOSTS_INDEX,
+    HOSTS_TABLE,
     MIGRATIONS,
     TOTALS_COLUMNS,
     TOTALS_FILL,
@@ -40,6 +42,8 @@ from httpay.ledger.sql import (
     Rows,
     SQLLedger,
     bump,
+    host_map,
+    map_hosts,
     schema,
     storable,
     window_writes,
@@ -75,6 +79,10 @@ WINDOW_TRIGGERS = (  # keep payment_windows right in the transaction of every wr
     _trigger("payment_tags_windows_insert", "INSERT ON payment_tags", "tag insert"),
     _trigger("payment_tags_windows_update", "UPDATE ON payment_tags", "tag update"),
     _trigger("payment_tags_windows_delete", "DELETE ON payment_tags", "tag delete"),
+)
+HOST_TRIGGERS = (  # keep payment_hosts right: each host a payment is written with, mapped once
+    f"CREATE TRIGGER payments_hosts_insert AFTER INSERT ON payments BEGIN {host_map('NEW')}; END",
+    f"CREATE TRIGGER payments_hosts_update AFTER UPDATE OF host ON payments BEGIN {host_map('NEW')}; END",
 )
 
 
@@ -202,6 +210,13 @@ class SQLiteLedger(SQLLedger):
                 query("DELETE FROM payment_windows", ())
                 query(windows_fill(SECOND), ())
                 for stmt in WINDOW_TRIGGERS:
+                    query(stmt, ())
+            if not query("SELECT name FROM sqlite_master WHERE type = 'trigger' AND name = 'payments_hosts_insert'",
+                         ()):  # the host map: every host held mapped once, by its name as Python reads it
+                query(HOSTS_TABLE.format(without_rowid=" WITHOUT ROWID"), ())
+                query(HOSTS_INDEX, ())
+                map_hosts(query)
+                for stmt in HOST_TRIGGERS:
                     query(stmt, ())
 
     def __repr__(self) -> str:
