@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from httpay.apps.approvals import ApprovalQueue
 from httpay.apps.cli import main
 from httpay.demo.runner import RunningServer
 from httpay.ledger import Intent, SQLiteLedger
+from tests.helpers import FakeService, FakeWallet
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -780,3 +782,93 @@ def httpay_offers(body: dict[str, Any]) -> Any:
     import httpay
 
     return httpay.PaymentOffers.from_dict(body)
+
+
+# -- one approval queue for every command: --approvals, else HTTPAY_APPROVALS, else the ledger's file ------
+# `httpay mcp --ask` asked in HTTPAY_APPROVALS's queue while `httpay approvals` and `httpay dashboard`
+# read the ledger's: "nothing waiting for approval", and the agent's payment timed out.
+def _waiting(queue: Path, timeout: float = 10.0) -> None:
+    give_up = time.monotonic() + timeout
+    while not ApprovalQueue(str(queue)).pending():
+        assert time.monotonic() < give_up, "no approval was asked for"
+        time.sleep(0.05)
+
+
+def test_approvals_answers_the_queue_mcp_ask_waits_in(tmp_path: Path, cli: Callable[..., Ran]) -> None:
+    from httpay.apps.agent.mcp_server import toolbox_from_env
+
+    ledger, queue = tmp_path / "l.db", tmp_path / "queue.db"
+    env = {"HTTPAY_LEDGER": str(ledger), "HTTPAY_APPROVALS": str(queue)}
+    demo = {"HTTPAY_WALLET": "demo", "HTTPAY_DEMO_URL": "http://127.0.0.1:9", "HTTPAY_DEMO_KEY": "k" * 32}
+    box = toolbox_from_env({**env, **demo}, ask=True, approval_timeout=20)  # as `httpay mcp --ask` builds its queue
+    approve = box.client.policy.approve
+    box.close()
+    assert isinstance(approve, ApprovalQueue) and approve.path == str(queue)
+    svc = FakeService()
+    paid: list[int] = []
+
+    def agent() -> None:
+        policy = httpay.Policy(usd_per_btc=100_000, approve=approve)
+        with httpay.Client(wallet=FakeWallet(svc), ledger=ledger, policy=policy, transport=httpx.MockTransport(svc)) as c:
+            paid.append(c.get("http://stock.example/ticker/MSFT").status_code)
+
+    t = threading.Thread(target=agent)
+    t.start()
+    try:
+        _waiting(queue)
+        listed = cli("approvals", "--json", env=env)
+        assert listed.returncode == 0, listed.stderr
+        data = json.loads(listed.stdout)
+        assert data["queue"] == str(queue) and [a["status"] for a in data["approvals"]] == ["waiting"]
+        answered = cli("approvals", "approve", str(data["approvals"][0]["id"]), env=env)
+        assert answered.returncode == 0, answered.stderr
+    finally:
+        t.join(30)
+    assert paid == [200]
+    flag = cli("approvals", "--json", "--approvals", str(tmp_path / "other.db"), env=env)  # the flag first
+    assert flag.returncode == 1 and "no approval queue at" in flag.stderr and "(from --approvals)" in flag.stderr
+    missing = cli("approvals", env={**env, "HTTPAY_APPROVALS": str(tmp_path / "typo.db")})
+    assert missing.returncode == 1 and "(from HTTPAY_APPROVALS)" in missing.stderr
+
+
+def test_get_ask_waits_in_httpay_approvals_queue(tmp_path: Path, demo: RunningServer, account: dict[str, str],
+                                                 cli: Callable[..., Ran]) -> None:
+    made = httpx.post(f"{demo.url}/ln/wallets", json={"balance_sat": 1000}).json()
+    ledger, queue = tmp_path / "l.db", tmp_path / "queue.db"
+    ApprovalQueue(str(queue)).close()
+    env = {"HTTPAY_LEDGER": str(ledger), "HTTPAY_APPROVALS": str(queue), "HTTPAY_WALLET": "demo",
+           "HTTPAY_DEMO_URL": demo.url, "HTTPAY_DEMO_KEY": made["key"]}
+    asked = cli("get", f"{demo.url}/ticker/MSFT", "-H", f"Authorization: {account['Authorization']}", "--ask",
+                "--approval-timeout", "0.5", "-q", env=env)
+    assert asked.returncode == 3 and "nobody answered approval #1" in asked.stderr, asked.stderr
+    assert [a.id for a in ApprovalQueue(str(queue)).recent(5)] == [1]
+
+
+def test_the_dashboard_shows_the_queue_httpay_approvals_names(tmp_path: Path) -> None:
+    ledger, queue = tmp_path / "l.db", tmp_path / "queue.db"
+    svc = FakeService()
+    approve = ApprovalQueue(str(queue), timeout_s=20)
+
+    def agent() -> None:
+        policy = httpay.Policy(usd_per_btc=100_000, approve=approve)
+        with httpay.Client(wallet=FakeWallet(svc), ledger=ledger, policy=policy, transport=httpx.MockTransport(svc)) as c:
+            with contextlib.suppress(httpay.PaymentRefused):  # denied once the page was read
+                c.get("http://stock.example/ticker/MSFT")
+
+    t = threading.Thread(target=agent)
+    t.start()
+    proc = spawn("dashboard", "--port", "0", env={"HTTPAY_LEDGER": str(ledger), "HTTPAY_APPROVALS": str(queue)})
+    try:
+        _waiting(queue)
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("httpay dashboard: http://127.0.0.1:"), proc.stderr.read() if proc.stderr else line
+        page = line.split(": ", 1)[1].strip()
+        base, token = page.split("/?token=")
+        state = httpx.get(f"{base}/api/state?token={token}").json()
+        assert state["waiting"] == 1 and state["pending"][0]["offer_title"] == "1 Credit Package", state["pending"]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=20)
+        ApprovalQueue(str(queue)).decide(1, False, "test")
+        t.join(30)

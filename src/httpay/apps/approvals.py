@@ -30,7 +30,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Generator, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, closing, contextmanager, suppress
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -316,6 +316,20 @@ _conditions_lock = threading.Lock()
 def _condition(key: str) -> threading.Condition:
     with _conditions_lock:
         return _conditions.setdefault(key, threading.Condition())
+
+
+APPROVALS_ENV = "HTTPAY_APPROVALS"  # where `httpay get --ask`, `mcp --ask`, `approvals` and `dashboard` keep the queue
+
+
+def named_queue(flag: str | None = None, env: Mapping[str, str] | None = None) -> tuple[str, str] | None:
+    """The approval queue a person named apart from the ledger, and what named it, by the one rule
+    every command that asks or answers approvals follows (`httpay get --ask`, `httpay mcp --ask`,
+    `httpay approvals`, `httpay dashboard`), so they all meet in one place: the --approvals flag,
+    else HTTPAY_APPROVALS. None: the queue is in the ledger's own file."""
+    if flag:
+        return flag, "--approvals"
+    named = (os.environ if env is None else env).get(APPROVALS_ENV, "").strip()
+    return (named, APPROVALS_ENV) if named else None
 
 
 def queue_path(where: Any) -> str:

@@ -217,7 +217,9 @@ def _request_parser(sub: Any, verb: str) -> None:
                    help="hold the payment until a person approves it (`httpay approvals`, `httpay dashboard`)")
     g.add_argument("--approval-timeout", type=_number(positive=True), metavar="S",
                    help="with --ask: seconds before no answer means no (default 300)")
-    g.add_argument("--approvals", metavar="PATH", help="with --ask: approval queue file (default: the ledger file)")
+    g.add_argument("--approvals", metavar="PATH",
+                   help="with --ask: approval queue file (default: $HTTPAY_APPROVALS, else the ledger file; "
+                        "`httpay approvals` and `httpay dashboard` look there by the same rule)")
     g.add_argument("--payment-deadline", type=_seconds, metavar="SECONDS",
                    help="most seconds from the service's 402 to paying it, or nothing is paid (default: the policy "
                         "file's [client] payment_deadline, else 60)")
@@ -305,7 +307,8 @@ def _parser() -> argparse.ArgumentParser:
         epilog="environment: HTTPAY_WALLET (+ its variables), HTTPAY_POLICY (TOML file), HTTPAY_LEDGER, "
                'HTTPAY_HEADERS (JSON object of headers for the service, e.g. {"Authorization": "Bearer ..."}), '
                "HTTPAY_BASE_URL (the service those headers belong to; they go to it only), HTTPAY_TAGS, "
-               "HTTPAY_APPROVALS (with --ask: the approval queue file, default the ledger's), HTTPAY_MCP_TOKEN "
+               "HTTPAY_APPROVALS (with --ask: the approval queue file, default the ledger's; `httpay approvals` "
+               "and `httpay dashboard` read the same variable), HTTPAY_MCP_TOKEN "
                "(--transport http: the bearer token every request must send; else a random one is printed)",
     )
     m.add_argument("--transport", choices=("stdio", "http"), default="stdio", help="stdio (default) or streamable HTTP")
@@ -622,9 +625,10 @@ def _get(args: argparse.Namespace, console: Console) -> int:
         return _get_without_wallet(args, body, headers)
     queue = None
     if args.ask:
-        from httpay.apps.approvals import ApprovalQueue, lines, spinner
+        from httpay.apps.approvals import ApprovalQueue, lines, named_queue, spinner
 
-        queue = ApprovalQueue(args.approvals or args.ledger, timeout_s=args.approval_timeout or APPROVAL_TIMEOUT_S,
+        named = named_queue(args.approvals)  # --approvals, else HTTPAY_APPROVALS, else the ledger's file
+        queue = ApprovalQueue(named[0] if named else args.ledger, timeout_s=args.approval_timeout or APPROVAL_TIMEOUT_S,
                               progress=None if args.quiet else spinner(err) if err.is_terminal else lines(err))
         policy.approve = queue
     progress = None if args.quiet or args.json_output else _progress(err, asking=args.ask)
@@ -1105,8 +1109,11 @@ def _add_people_commands(sub: Any) -> None:
                     help="the new wallet's demo balance in sat (default: 10,000)")
 
     a = sub.add_parser("approvals", help="payments waiting for a person: list (default), approve ID, deny ID",
-                       description="Payments held by `httpay get --ask` or Policy(approve=ApprovalQueue(...)) wait here. "
-                                   "`approve ID --offer OFFER_ID` approves another of the offers the list shows.")
+                       description="Payments held by `httpay get --ask`, `httpay mcp --ask` or "
+                                   "Policy(approve=ApprovalQueue(...)) wait here. `approve ID --offer OFFER_ID` approves "
+                                   "another of the offers the list shows. The queue: --approvals PATH, else "
+                                   "$HTTPAY_APPROVALS, else the ledger's file (--ledger, $HTTPAY_LEDGER), the rule "
+                                   "`get --ask`, `mcp --ask` and `dashboard` follow.")
     _approval_options(a, argparse.SUPPRESS, top=True)
     asub = a.add_subparsers(dest="approvals_command", metavar="ACTION")
     al = asub.add_parser("list", help="approvals waiting for an answer")
@@ -1129,7 +1136,8 @@ def _add_people_commands(sub: Any) -> None:
                                    "and the tags, refused attempts, budgets, spend by tag and over time, the balance "
                                    "of the wallet in HTTPAY_WALLET (when set), and approvals to answer.")
     d.add_argument("--ledger", help="ledger path or URL (default $HTTPAY_LEDGER or the user data dir)")
-    d.add_argument("--approvals", metavar="PATH", help="approval queue file (default: the ledger file)")
+    d.add_argument("--approvals", metavar="PATH",
+                   help="approval queue file (default: $HTTPAY_APPROVALS, else the ledger file)")
     d.add_argument("--policy", help="policy TOML file for the budgets (default $HTTPAY_POLICY)")
     d.add_argument("--usd-per-btc", type=_number(positive=True),
                    help="BTC/USD rate for USD amounts (default: the policy's or the wallet's)")
@@ -1140,7 +1148,7 @@ def _add_people_commands(sub: Any) -> None:
 def _approval_options(p: argparse.ArgumentParser, default: Any, top: bool = False) -> None:
     """The queue options, accepted before or after the action (`approvals --json list` or `approvals list --json`)."""
     p.add_argument("--approvals", metavar="PATH", default=None if top else default,
-                   help="approval queue file (default: the ledger file)")
+                   help="approval queue file (default: $HTTPAY_APPROVALS, else the ledger file)")
     p.add_argument("--ledger", default=None if top else default, help="ledger file whose queue to use (default $HTTPAY_LEDGER)")
     p.add_argument("--json", action="store_true", default=False if top else default, help="print JSON for scripts")
 
@@ -1567,12 +1575,12 @@ def _who() -> str:
 
 
 def _approvals(args: argparse.Namespace, console: Console) -> int:
-    from httpay.apps.approvals import ApprovalQueue, unfit_note
+    from httpay.apps.approvals import ApprovalQueue, named_queue, unfit_note
     from httpay.apps.display import approvals_table
 
     action = args.approvals_command or "list"
-    if args.approvals:
-        where = _existing_ledger(args.approvals, "approval queue", "--approvals")
+    if named := named_queue(args.approvals):  # --approvals, else HTTPAY_APPROVALS (where `mcp --ask` asks)
+        where = _existing_ledger(named[0], "approval queue", named[1])
     else:  # listing on a machine where nothing has asked yet: an empty queue, made nowhere
         where = _existing_ledger(args.ledger, fresh_ok=action == "list")
     with ApprovalQueue(where) as q:
@@ -1617,7 +1625,10 @@ def _dashboard(args: argparse.Namespace, console: Console) -> int:
 
         _note(f"note: no ledger yet at {default_ledger_path()} (nothing has paid on this machine): made it empty, "
               "for the first payment and approval to show here")
-    approvals = _existing_ledger(args.approvals, "approval queue", "--approvals") if args.approvals else None
+    from httpay.apps.approvals import named_queue
+
+    named = named_queue(args.approvals)  # --approvals, else HTTPAY_APPROVALS, else (None) the ledger's file
+    approvals = _existing_ledger(named[0], "approval queue", named[1]) if named else None
     policy = _policy_or_none(args.policy) or httpay.Policy()
     wallet, wallet_note = None, None
     try:  # the balance it shows; a wallet that is set up wrong is a note on the page, not a refusal to start

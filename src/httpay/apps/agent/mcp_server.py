@@ -115,10 +115,12 @@ def toolbox_from_env(env: Mapping[str, str] | None = None, *, payment_deadline: 
                                                                                    DEFAULT_PAYMENT_DEADLINE_S)
     ledger = env.get("HTTPAY_LEDGER") or None
     if ask:
-        from httpay.apps.approvals import ApprovalQueue
+        from httpay.apps.approvals import ApprovalQueue, named_queue
 
-        # none named: the ledger's default file, whose folder is made as the ledger's is
-        policy.approve = ApprovalQueue(env.get("HTTPAY_APPROVALS") or ledger, timeout_s=approval_timeout)
+        # HTTPAY_APPROVALS, as `httpay approvals` and the dashboard read it; none named: the ledger's
+        # file (its default one made as the ledger's is)
+        named = named_queue(env=env)
+        policy.approve = ApprovalQueue(named[0] if named else ledger, timeout_s=approval_timeout)
     return Toolbox(wallet=wallet, policy=policy, ledger=ledger, headers=headers, base_url=base_url,
                    knobs=knobs, payment_deadline=deadline, tags=tags_from_text(env.get("HTTPAY_TAGS", ""), "HTTPAY_TAGS"))
 
