@@ -610,6 +610,28 @@ def test_a_person_writes_off_a_pending_payment_they_checked(history: str, cli: C
     assert bare.returncode == 2 and "needs --id ID and --reason TEXT" in bare.stderr
 
 
+def test_an_id_or_a_count_too_large_is_called_one_and_a_missing_row_is_a_usage_error(
+        history: str, cli: Callable[..., Ran]) -> None:
+    """`ledger write-off --id`, `ledger --limit` and `--before` past any number said "is larger than
+    any real amount", and a write-off of a row that does not exist exited 1 where one not pending
+    exits 2: the same mistake (a flag naming no row it can write off), the same code, 2 (usage)."""
+    huge = "9" * 23
+    for args, says in ((["ledger", "write-off", "--id", huge, "--reason", "x"], "argument --id: is larger than any ledger ID"),
+                       (["ledger", "--limit", huge], "argument --limit: is larger than any count of payments"),
+                       (["ledger", "--before", huge], "argument --before: is larger than any ledger ID"),
+                       (["approvals", "approve", huge], "argument id: is larger than any approval number"),
+                       (["ledger", "--grace", "1e300"], "argument --grace: is larger than any sensible number of seconds"),
+                       (["demo-server", "--port", "70000"], "argument --port: is larger than any port (at most 65535)")):
+        ran = cli(*args, "--ledger", history) if args[0] == "ledger" else cli(*args)
+        assert ran.returncode == 2 and says in ran.stderr and "amount" not in ran.stderr, (args, ran.stderr)
+    with SQLiteLedger(history) as lg:
+        missing = max(r.id for r in lg.receipts()) + 1
+    for row in (missing, 2**63 - 1):
+        gone = cli("ledger", "write-off", "--id", str(row), "--reason", "x", "--ledger", history)
+        assert gone.returncode == 2 and f"ledger #{row} does not exist" in gone.stderr, gone.stderr
+        assert "`httpay ledger` shows the payments" in gone.stderr
+
+
 MONEY_LEFT = [
     ("paid, then the retry failed", lambda: httpay.PaidRequestFailed("paid 10 sat, ledger #1; the service did not answer",
                                                                        receipt=None)),

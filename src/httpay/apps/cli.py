@@ -42,9 +42,15 @@ from httpay.errors import ConfigError, HttpayError, PaymentRefused, UsageError
 from httpay.policy import MAX_POLICY_NUMBER
 from httpay.safe import MAX_LINE, clean, header_problem, mask_urls, plain
 
+MAX_ROW_ID = 2**63 - 1  # the largest number a ledger row or an approval can have (a 64-bit integer)
 
-def _number(*, kind: type = float, positive: bool = False) -> Callable[[str], Any]:
-    """An argparse type refusing negative (or zero), NaN and infinite values (argparse names the flag)."""
+
+def _number(*, kind: type = float, positive: bool = False, what: str = "real amount",
+            most: int = MAX_POLICY_NUMBER) -> Callable[[str], Any]:
+    """An argparse type refusing negative (or zero), NaN and infinite values (argparse names the flag),
+    and values over `most`, said as larger than any `what` ("real amount", "ledger ID", "count")."""
+    bound = f"{most:.0e}" if most == MAX_POLICY_NUMBER else f"{most:,}" if most > 99_999 else str(most)
+
     def parse(text: str) -> Any:
         try:
             value = kind(text)
@@ -53,8 +59,8 @@ def _number(*, kind: type = float, positive: bool = False) -> Callable[[str], An
         if (isinstance(value, float) and not math.isfinite(value)) or value < 0 or (positive and value == 0):
             raise argparse.ArgumentTypeError(
                 f"must be a {'positive' if positive else 'non-negative'} finite number, got {text[:40]!r}")
-        if value > MAX_POLICY_NUMBER:
-            raise argparse.ArgumentTypeError(f"is larger than any real amount (at most {MAX_POLICY_NUMBER:.0e})")
+        if value > most:
+            raise argparse.ArgumentTypeError(f"is larger than any {what} (at most {bound})")
         return value
     return parse
 
@@ -141,10 +147,7 @@ def _hosts(lg: Any, given: HostFilter | None) -> list[str] | None:
 
 
 def _port(text: str) -> int:
-    value = _number(kind=int)(text)
-    if value > 65535:
-        raise argparse.ArgumentTypeError(f"must be from 0 to 65535, got {text!r}")
-    return int(value)
+    return int(_number(kind=int, what="port", most=65535)(text))
 
 
 REQUEST_COMMANDS = ("get", "post", "put", "patch", "delete", "head", "request")
@@ -215,7 +218,7 @@ def _request_parser(sub: Any, verb: str) -> None:
                    help="show the offers and what the policy would pay; pay nothing")
     g.add_argument("--ask", action="store_true",
                    help="hold the payment until a person approves it (`httpay approvals`, `httpay dashboard`)")
-    g.add_argument("--approval-timeout", type=_number(positive=True), metavar="S",
+    g.add_argument("--approval-timeout", type=_number(positive=True, what="sensible number of seconds"), metavar="S",
                    help="with --ask: seconds before no answer means no (default 300)")
     g.add_argument("--approvals", metavar="PATH",
                    help="with --ask: approval queue file (default: $HTTPAY_APPROVALS, else the ledger file; "
@@ -224,7 +227,7 @@ def _request_parser(sub: Any, verb: str) -> None:
                    help="most seconds from the service's 402 to paying it, or nothing is paid (default: the policy "
                         "file's [client] payment_deadline, else 60)")
     g.add_argument("--budget-usd", type=_number(), help="total budget (default from the policy file)")
-    g.add_argument("--usd-per-btc", type=_number(positive=True),
+    g.add_argument("--usd-per-btc", type=_number(positive=True, what="real rate"),
                    help="BTC/USD rate for USD limits (default: the wallet's)")
     g.add_argument("--policy", help="policy TOML file (default $HTTPAY_POLICY)")
     g.add_argument("--ledger", help="ledger path or postgresql:// URL (default $HTTPAY_LEDGER or the user data dir)")
@@ -280,20 +283,21 @@ def _parser() -> argparse.ArgumentParser:
                     help="show (default), reconcile pending payments with the wallet, export every payment "
                          "for accounting (--format jsonl|csv), or write-off --id ID --reason TEXT: a pending "
                          "payment a person has checked never went out (budgets stop counting it)")
-    lg.add_argument("--id", type=_number(kind=int, positive=True), metavar="ID", help="write-off: the ledger row")
+    lg.add_argument("--id", type=_number(kind=int, positive=True, what="ledger ID", most=MAX_ROW_ID), metavar="ID",
+                    help="write-off: the ledger row")
     lg.add_argument("--reason", metavar="TEXT", help="write-off: what the person checked (kept on the row)")
     lg.add_argument("--wallet-checked", action="store_true",
                     help="write-off: you looked the Lightning payment up in the wallet that made it yourself (needed "
                          "when that wallet is not configured here, or cannot look payments up)")
     lg.add_argument("--format", choices=("jsonl", "csv"), default="jsonl", help="export: jsonl (default) or csv")
     lg.add_argument("--tag", metavar="KEY=VALUE", help="only payments carrying this tag, e.g. agent=research")
-    lg.add_argument("--grace", type=_number(), default=120.0, metavar="SECONDS",
+    lg.add_argument("--grace", type=_number(what="sensible number of seconds"), default=120.0, metavar="SECONDS",
                     help="reconcile, write-off: a pending payment is failed only once older than this, as a live process "
                          "may still be paying it (default 120)")
     lg.add_argument("--ledger", help="ledger path or URL (default $HTTPAY_LEDGER or the user data dir)")
-    lg.add_argument("--limit", type=_number(kind=int, positive=True), default=50,
+    lg.add_argument("--limit", type=_number(kind=int, positive=True, what="count of payments"), default=50,
                     help="show at most this many payments (default 50)")
-    lg.add_argument("--before", type=_number(kind=int, positive=True), metavar="ID",
+    lg.add_argument("--before", type=_number(kind=int, positive=True, what="ledger ID", most=MAX_ROW_ID), metavar="ID",
                     help="page back: only payments older than ledger #ID (the output names the next page)")
     lg.add_argument("--since", metavar="WHEN", type=_when_arg, help="only payments since: 30m, 1h, 1d, 1w or an ISO date/time (UTC)")
     lg.add_argument("--host", type=_host_arg, metavar="HOST",
@@ -320,7 +324,7 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--ask", action="store_true",
                    help="every payment waits for a person: asked through the MCP host (elicitation) where it can, "
                         "else in the approval queue (`httpay approvals`, `httpay dashboard`)")
-    m.add_argument("--approval-timeout", type=_number(positive=True), metavar="S",
+    m.add_argument("--approval-timeout", type=_number(positive=True, what="sensible number of seconds"), metavar="S",
                    help="with --ask: seconds to wait for the person's answer (none: not paid; default 300)")
     return p
 
@@ -911,7 +915,11 @@ def _write_off(args: argparse.Namespace) -> int:
     if args.id is None or not (args.reason or "").strip():
         raise UsageError("ledger write-off needs --id ID and --reason TEXT (what you checked)")
     with open_ledger(_existing_ledger(args.ledger)) as lg:
-        row = lg.get(args.id)
+        near = lg.receipts(after=args.id - 1, limit=1)  # by the primary key: the row, or the next one
+        if not near or near[0].id != args.id:  # the same mistake as naming a row not pending: a usage error
+            raise UsageError(f"ledger #{args.id} does not exist in {lg.url}: `httpay ledger` shows the payments and "
+                             "their IDs; only a pending payment is written off")
+        row = near[0]
         if row.status is not Status.PENDING:
             raise UsageError(f"ledger #{row.id} is {row.status.value}, not pending: only a pending payment is "
                              "written off")
@@ -1069,7 +1077,7 @@ def _add_people_commands(sub: Any) -> None:
     o = sub.add_parser("offers", help="show what a URL offers for payment (asks, never pays)")
     o.add_argument("url")
     o.add_argument("-H", "--header", action="append", default=[], type=_header_arg, help="'Name: value' (repeatable)")
-    o.add_argument("--usd-per-btc", type=_number(positive=True),
+    o.add_argument("--usd-per-btc", type=_number(positive=True, what="real rate"),
                    help="BTC/USD rate to show sat (default: the policy's or the wallet's)")
     o.add_argument("-o", "--output", metavar="FILE", help="when the URL answers without asking for payment, save the body here")
     o.add_argument("--policy", help="policy TOML file whose choice is shown (default $HTTPAY_POLICY)")
@@ -1088,7 +1096,7 @@ def _add_people_commands(sub: Any) -> None:
     b = sub.add_parser("budget", help="spent vs each limit of the policy, per window")
     b.add_argument("--policy", help="policy TOML file (default $HTTPAY_POLICY)")
     b.add_argument("--ledger", help="ledger path or URL (default $HTTPAY_LEDGER or the user data dir)")
-    b.add_argument("--usd-per-btc", type=_number(positive=True),
+    b.add_argument("--usd-per-btc", type=_number(positive=True, what="real rate"),
                    help="BTC/USD rate for USD limits (default: the policy's or the wallet's)")
     b.add_argument("--json", action="store_true", help="print JSON for scripts")
 
@@ -1121,7 +1129,8 @@ def _add_people_commands(sub: Any) -> None:
     al.add_argument("--all", action="store_true", help="also show the ones already answered")
     for verb in ("approve", "deny"):
         av = asub.add_parser(verb, help=f"{verb} a waiting payment")
-        av.add_argument("id", type=_number(kind=int, positive=True), help="the approval's number (from `httpay approvals list`)")
+        av.add_argument("id", type=_number(kind=int, positive=True, what="approval number", most=MAX_ROW_ID),
+                        help="the approval's number (from `httpay approvals list`)")
         av.add_argument("--by", help="who answers (default: your user name)")
         if verb == "deny":
             av.add_argument("--reason", help="why (shown to whoever reads the queue)")
@@ -1139,7 +1148,7 @@ def _add_people_commands(sub: Any) -> None:
     d.add_argument("--approvals", metavar="PATH",
                    help="approval queue file (default: $HTTPAY_APPROVALS, else the ledger file)")
     d.add_argument("--policy", help="policy TOML file for the budgets (default $HTTPAY_POLICY)")
-    d.add_argument("--usd-per-btc", type=_number(positive=True),
+    d.add_argument("--usd-per-btc", type=_number(positive=True, what="real rate"),
                    help="BTC/USD rate for USD amounts (default: the policy's or the wallet's)")
     d.add_argument("--host", default="127.0.0.1", help="loopback address to listen on (default 127.0.0.1)")
     d.add_argument("--port", type=_port, default=8404, help="port (default 8404; 0 picks a free one)")
