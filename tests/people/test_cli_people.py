@@ -96,6 +96,45 @@ def test_every_command_has_help(command: list[str]) -> None:
     assert done.value.code == 0 and "usage: httpay" in out.getvalue()
 
 
+def _commands() -> list[list[str]]:
+    """Every command and action of `httpay`, as its words ("approvals approve"), from its parser."""
+    import argparse
+
+    from httpay.apps.cli import _parser
+
+    found: list[list[str]] = []
+
+    def walk(parser: argparse.ArgumentParser, words: list[str]) -> None:
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    found.append([*words, name])
+                    walk(sub, [*words, name])
+
+    walk(_parser(), [])
+    return found
+
+
+# the words a command needs before a flag it does not take is read as one (a URL, an approval's number)
+NEEDS = {"get": ["http://x"], "post": ["http://x"], "put": ["http://x"], "patch": ["http://x"], "delete": ["http://x"],
+         "head": ["http://x"], "request": ["http://x"], "offers": ["http://x"], "approve": ["1"], "deny": ["1"]}
+
+
+@pytest.mark.parametrize("command", _commands(), ids=" ".join)
+def test_a_flag_a_command_does_not_take_shows_that_commands_usage(command: list[str], cli: Callable[..., Ran]) -> None:
+    """`httpay budget --since 1d` printed the top-level `usage: httpay [-h] [-v] [--version] COMMAND ...`,
+    which names none of budget's flags: the command that was given the flag says so, with its usage."""
+    ran = cli(*command, *NEEDS.get(command[-1], []), "--no-such-flag=1d")
+    usage = f"usage: httpay {' '.join(command)} "
+    assert ran.returncode == 2 and ran.stderr.startswith(usage), ran.stderr
+    said = "the following arguments are required: ACTION" if command == ["wallet"] else \
+        "unrecognized arguments: --no-such-flag=1d"  # (wallet needs its action first: that is said, with its usage)
+    assert f"httpay {' '.join(command)}: error: {said}" in ran.stderr, ran.stderr
+    if command == ["budget"]:
+        since = cli("budget", "--since", "1d")
+        assert since.returncode == 2 and since.stderr.startswith("usage: httpay budget [-h]"), since.stderr
+
+
 def test_offers_shows_the_table_and_json_and_pays_nothing(demo: RunningServer, account: dict[str, str],
                                                            wallet_env: dict[str, str], cli: Callable[..., Ran]) -> None:
     url = f"{demo.url}/ticker/MSFT"

@@ -17,7 +17,7 @@ import signal
 import socket
 import sys
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -247,8 +247,20 @@ def _epilog() -> str:
     return f"{defaults}\n\nexit codes:\n{codes}"
 
 
+class _Parser(argparse.ArgumentParser):
+    """`httpay`'s parser and every command's (subparsers take their parent's class): an argument a
+    command does not take is refused by that command, with its own usage line (`httpay budget
+    --since 1d` printed the top-level `usage: httpay [-h] ...`, which names none of budget's flags)."""
+
+    def parse_known_args(self, args: Iterable[str] | None = None, namespace: Any = None) -> tuple[Any, list[str]]:
+        found, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return found, extras
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="httpay", description="An HTTP client that pays 402 Payment Required within limits you set.",
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_epilog(),
     )
