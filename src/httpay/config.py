@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import os
+import shlex
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -14,8 +15,10 @@ from typing import Any
 
 from httpay.errors import ConfigError, WalletError
 from httpay.policy import Policy
+from httpay.safe import mask_urls
 from httpay.wallets.base import Wallet
 
+DEMO_URL = "http://127.0.0.1:8402"  # where `httpay demo-server` listens, and `httpay wallet open-demo` opens a wallet
 WALLET_KINDS = ("demo", "lnbits", "lnd", "lightspark", "fewsats", "nwc")
 
 # Each wallet's variables: (required, optional). LND needs one of LND_MACAROON_HEX / LND_MACAROON_PATH.
@@ -72,7 +75,9 @@ def _build(kind: str, env: Mapping[str, str]) -> Wallet:
         from httpay.wallets.demo import DemoWallet
 
         url, key = _needs(env, kind, *required)
-        return DemoWallet(url, key)
+        where = "" if url.rstrip("/") == DEMO_URL else f" {shlex.quote(mask_urls(url))}"  # (open-demo's own default)
+        return DemoWallet(url, key, key_advice=f"HTTPAY_DEMO_KEY is no wallet's key on {mask_urls(url)}: open a wallet there "
+                                               f"with eval \"$(httpay wallet open-demo{where})\"")
     if kind == "lnbits":
         from httpay.wallets.lnbits import LNbitsWallet
 

@@ -933,3 +933,49 @@ def test_the_dashboard_shows_the_queue_httpay_approvals_names(tmp_path: Path) ->
         proc.communicate(timeout=20)
         ApprovalQueue(str(queue)).decide(1, False, "test")
         t.join(30)
+
+
+# -- a demo wallet on the command line is told in the command line's words --------------------------
+
+def test_a_wrong_demo_key_on_the_command_line_says_to_open_a_wallet_with_httpay(
+        demo: RunningServer, account: dict[str, str], tmp_path: Path, cli: Callable[..., Ran]) -> None:
+    """`HTTPAY_DEMO_KEY=wrongkey httpay get URL` said "create a new wallet with DemoWallet.create",
+    Python advice to a person at a shell: now the command that opens one, on that service."""
+    from httpay.config import DEMO_URL, wallet_from_env
+    from httpay.wallets.demo import DemoWallet
+
+    env = {"HTTPAY_WALLET": "demo", "HTTPAY_DEMO_URL": demo.url, "HTTPAY_DEMO_KEY": "wrongkey",
+           "HTTPAY_LEDGER": str(tmp_path / "l.db")}
+    advice = f'open a wallet there with eval "$(httpay wallet open-demo {demo.url})"'
+    paid = cli("get", f"{demo.url}/ticker/MSFT", "-H", f"Authorization: {account['Authorization']}", "-q", env=env)
+    assert paid.returncode == 4 and "demo wallet key was rejected (401)" in paid.stderr, paid.stderr
+    assert advice in paid.stderr and "DemoWallet.create" not in paid.stderr
+    balance = cli("wallet", "balance", env=env)
+    assert balance.returncode == 1 and advice in balance.stderr and "DemoWallet.create" not in balance.stderr
+    with SQLiteLedger(tmp_path / "l.db") as lg:
+        assert [r.status.value for r in lg.receipts()] == ["failed"]  # the wallet refused the key: nothing paid
+    default = wallet_from_env({**env, "HTTPAY_DEMO_URL": DEMO_URL})  # the README's own: no URL to repeat
+    assert isinstance(default, DemoWallet) and default.key_advice.endswith('with eval "$(httpay wallet open-demo)"')
+    default.close()
+    with DemoWallet(demo.url, "wrongkey") as w, pytest.raises(httpay.WalletError) as err:
+        w.balance_msat()  # in Python, Python's advice
+    assert "create a new wallet with DemoWallet.create" in str(err.value)
+
+
+def test_open_demo_says_how_to_pay_with_it_only_when_its_settings_are_shown(demo: RunningServer) -> None:
+    """`eval "$(httpay wallet open-demo)"`, as the README says, still printed `to pay with it: eval
+    "$(httpay wallet open-demo URL)"`, telling the person to run again what they just ran (and open
+    another wallet): the hint is for a terminal, where the settings are shown, not taken."""
+    import pty
+
+    taken = httpay_cmd("wallet", "open-demo", demo.url)  # stdout captured, as `eval "$(...)"` captures it
+    assert taken.returncode == 0 and taken.stdout.startswith("export HTTPAY_WALLET=demo "), taken.stderr
+    assert "opened demo wallet" in taken.stderr and "to pay with it" not in taken.stderr, taken.stderr
+    screen, tty = pty.openpty()
+    try:
+        shown = subprocess.run([sys.executable, "-m", "httpay", "wallet", "open-demo", demo.url], stdout=tty,
+                               stderr=subprocess.PIPE, text=True, env=env_for(), timeout=60, check=False)
+    finally:
+        os.close(tty)
+        os.close(screen)
+    assert shown.returncode == 0 and f'to pay with it: eval "$(httpay wallet open-demo {demo.url})"' in shown.stderr

@@ -37,6 +37,7 @@ from httpay.apps.exit_codes import (
     EXIT_USAGE,
     refusal_code,
 )
+from httpay.config import DEMO_URL
 from httpay.core.rates import resolve_rate
 from httpay.errors import ConfigError, HttpayError, PaymentRefused, UsageError
 from httpay.policy import MAX_POLICY_NUMBER
@@ -1123,7 +1124,7 @@ def _add_people_commands(sub: Any) -> None:
                                      "the export of HTTPAY_WALLET=demo, HTTPAY_DEMO_URL and HTTPAY_DEMO_KEY, for "
                                      "`eval \"$(httpay wallet open-demo)\"`. "
                                      "The key spends that wallet's demo balance: keep it like a password.")
-    wo.add_argument("url", nargs="?", default="http://127.0.0.1:8402",
+    wo.add_argument("url", nargs="?", default=DEMO_URL,
                     help="the demo server (default: http://127.0.0.1:8402, where `httpay demo-server` listens)")
     wo.add_argument("--balance-sat", type=_number(kind=int, positive=True), default=10_000,
                     help="the new wallet's demo balance in sat (default: 10,000)")
@@ -1557,6 +1558,11 @@ def _budget(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _demo_url_words(url: str) -> str:
+    """` URL` for `httpay wallet open-demo URL`, or nothing for its default (the README's `eval "$(httpay wallet open-demo)"`)."""
+    return "" if url.rstrip("/") == DEMO_URL else f" {shlex.quote(url)}"
+
+
 def _wallet(args: argparse.Namespace, console: Console) -> int:
     from httpay.amounts import fmt_msat
     from httpay.config import wallet_from_env
@@ -1567,9 +1573,13 @@ def _wallet(args: argparse.Namespace, console: Console) -> int:
         opened = DemoWallet.create(_url(args.url), balance_sat=args.balance_sat)
         print(f"export HTTPAY_WALLET=demo HTTPAY_DEMO_URL={shlex.quote(opened.base_url)} "
               f"HTTPAY_DEMO_KEY={shlex.quote(opened.reveal_key())}")
+        # how to use it only when the settings are shown, not taken: under `eval "$(...)"` they are in use
+        # already, and telling the person to run what they just ran would open another wallet
+        hint = (f"; to pay with it: eval \"$(httpay wallet open-demo{_demo_url_words(opened.base_url)})\""
+                if sys.stdout.isatty() else "")
         Console(stderr=True, highlight=False, soft_wrap=True).print(
-            f"opened demo wallet {opened.wallet_id} with {args.balance_sat:,} sat (regtest, no real money); "
-            f"to pay with it: eval \"$(httpay wallet open-demo {shlex.quote(opened.base_url)})\"", markup=False)
+            f"opened demo wallet {opened.wallet_id} with {args.balance_sat:,} sat (regtest, no real money){hint}",
+            markup=False)
         opened.close()
         return 0
 

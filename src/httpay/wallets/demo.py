@@ -42,12 +42,16 @@ class DemoWallet(Wallet):
         timeout: float = 10.0,
         wallet_id: str | None = None,
         client: httpx.Client | None = None,
+        key_advice: str = "create a new wallet with DemoWallet.create",
     ) -> None:
-        """`client` lets tests inject a transport (e.g. `httpx.MockTransport`); the wallet then does not close it."""
+        """`client` lets tests inject a transport (e.g. `httpx.MockTransport`); the wallet then does not close it.
+        `key_advice`: what a service refusing the key (401) tells the person to do, in the words of the
+        surface that configured the wallet (the command line's: `httpay wallet open-demo`)."""
         if not key:
             raise WalletError("the demo wallet needs its key (from POST /ln/wallets or DemoWallet.create)")
         self.base_url = base_url.rstrip("/")
         self.wallet_id = wallet_id
+        self.key_advice = key_advice
         self.__key = key
         self._owns_client = client is None
         self._rate: float | None = None
@@ -99,7 +103,7 @@ class DemoWallet(Wallet):
         response = self._send("POST", "/ln/pay", json=body, paying=True)
         answer = _json(response)
         if response.status_code != 200:
-            raise _pay_error(response, answer)
+            raise _pay_error(response, answer, self._key_rejected())
         payment = _payment(answer)
         expected = invoice_facts(bolt11)[0]
         if expected is not None and payment.payment_hash != expected:
@@ -170,11 +174,15 @@ class DemoWallet(Wallet):
 
     # -- plumbing -----------------------------------------------------------------------------
 
+    def _key_rejected(self) -> WalletError:
+        return WalletError(f"demo wallet key was rejected (401); {self.key_advice}")
+
     def _send(self, method: str, path: str, *, json: Any = None, paying: bool = False) -> httpx.Response:
-        """One authorised request; transport failures become wallet errors that say whether money may have moved."""
+        """One authorised request; transport failures become wallet errors that say whether money may have
+        moved. A key the service does not know (401) is said so, with `key_advice`, whatever was asked."""
         headers = {"Authorization": f"Bearer {self.__key}"}
         try:
-            return self._client.request(method, self.base_url + path, json=json, headers=headers)
+            response = self._client.request(method, self.base_url + path, json=json, headers=headers)
         except _NOT_SENT as exc:
             raise WalletUnreachable(f"could not reach the demo wallet at {self.base_url} ({type(exc).__name__}); nothing was paid") from None
         except httpx.TimeoutException as exc:
@@ -187,6 +195,9 @@ class DemoWallet(Wallet):
                 + ("; the payment may have gone out: look it up before paying again" if paying else ""),
                 outcome_known=not paying,
             ) from None
+        if response.status_code == 401:  # nothing was done with a key the network does not know
+            raise self._key_rejected()
+        return response
 
 
 
@@ -205,7 +216,7 @@ def _message(body: dict[str, Any], response: httpx.Response) -> str:
     return str(error) if error else (response.reason_phrase or "no explanation given")
 
 
-def _pay_error(response: httpx.Response, body: dict[str, Any]) -> WalletError:
+def _pay_error(response: httpx.Response, body: dict[str, Any], rejected: WalletError) -> WalletError:
     """Translate a refused payment into httpay's wallet errors. A 5xx leaves the outcome unknown."""
     code = body.get("code")
     message = f"demo wallet could not pay: {_message(body, response)}"
@@ -214,7 +225,7 @@ def _pay_error(response: httpx.Response, body: dict[str, Any]) -> WalletError:
     if code == "insufficient_funds":
         return InsufficientFunds(message)
     if code == "unauthorized" or response.status_code == 401:
-        return WalletError("demo wallet key was rejected (401); create a new wallet with DemoWallet.create")
+        return rejected
     if response.status_code >= 500:
         return WalletError(f"{message} (server error {response.status_code}; the payment may have gone out)", outcome_known=False)
     return WalletError(f"{message}" + (f" [{code}]" if code else ""))
