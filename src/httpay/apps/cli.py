@@ -1415,7 +1415,7 @@ def _would_pay(url: str, challenge: Any, rate: float | None, policy_file: str | 
     with open_ledger(":memory:") as lg:
         try:
             q = preview(Payer(wallet=None, policy=policy, ledger=lg), challenge, url=url, usd_per_btc=rate,
-                        cannot_pay=_cli_cannot_pay, request=request, network=network)
+                        cannot_pay=_cli_cannot_pay(policy), request=request, network=network)
         except PaymentRefused as exc:
             return {"pay": False, "rule": exc.rule, "text": f"your policy would refuse: {exc.reason.removeprefix('refused: ')}"}
     return {"pay": True, "offer_id": q.offer.offer_id, "method": q.method, "price_msat": q.price_msat,
@@ -1429,15 +1429,22 @@ def _dialects(found: Any) -> str:
     return ", ".join(dict.fromkeys(clean(c.dialect, 40) for c in found))
 
 
-def _cli_cannot_pay(offer: Any) -> tuple[str, str] | None:
-    """What the httpay command can pay: Lightning, with the wallet it is configured with (never an
-    offer that follows an unmerged proposal: only Python's Policy(proposals=[...]) opts in to those)."""
-    if getattr(offer, "proposal", None) is not None:
-        return "proposal", (f"{offer.proposal} is a proposal, not a standard; the httpay command does not pay it "
-                            f"(from Python, opt in with Policy(proposals=[{offer.proposal!r}]))")
-    if offer.rail == "lightning":
-        return None
-    return "no_signer", "the httpay command has no x402 signer (pay it from Python with Client(x402_signer=...))"
+def _cli_cannot_pay(policy: Any) -> Callable[[Any], tuple[str, str] | None]:
+    """What the httpay command can pay under `policy`: Lightning, with the wallet it is configured
+    with (an offer that follows an unmerged proposal only where the policy opts in to it, as paying
+    does: `proposals = [...]` in the policy file)."""
+    opted_in = tuple(getattr(policy, "proposals", ()) or ())
+
+    def cannot(offer: Any) -> tuple[str, str] | None:
+        proposal = getattr(offer, "proposal", None)
+        if proposal is not None and proposal not in opted_in:
+            return "proposal", (f"{proposal} is a proposal, not a standard; httpay pays it only where the policy "
+                                f"opts in: proposals = [{json.dumps(proposal)}] in the policy file (--policy, "
+                                f"HTTPAY_POLICY), or Policy(proposals=[{proposal!r}]) from Python")
+        if offer.rail == "lightning":
+            return None
+        return "no_signer", "the httpay command has no x402 signer (pay it from Python with Client(x402_signer=...))"
+    return cannot
 
 
 def _dry_run(args: argparse.Namespace, policy: Any, console: Console, headers: dict[str, str] | None = None,
@@ -1498,7 +1505,7 @@ def _dry_run(args: argparse.Namespace, policy: Any, console: Console, headers: d
             # the flow's one quote, on the policy and the ledger alone (no wallet is asked), with the
             # very check the ledger makes when reserving (the fee cap held too)
             d = preview(Payer(wallet=None, policy=policy, ledger=lg), found, url=args.url, usd_per_btc=rate,
-                        max_price_msat=cap, with_budgets=True, cannot_pay=_cli_cannot_pay, request=r.request,
+                        max_price_msat=cap, with_budgets=True, cannot_pay=_cli_cannot_pay(policy), request=r.request,
                         network=network)
         except PaymentRefused as exc:
             result |= {"would_pay": False, "rule": exc.rule, "reason": exc.render(_knobs(args))}

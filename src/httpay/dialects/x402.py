@@ -24,7 +24,7 @@ import httpx
 from httpay.core.dialect import Credential, Invoiced, Obtaining, Payable, Proof, Settlement, SigningIn, ToSign
 from httpay.core.effects import Effect, ReadBody, Send, SignMessage
 from httpay.core.events import Refused, Retried
-from httpay.core.model import Challenge, Money, Offer
+from httpay.core.model import Challenge, Money, Offer, Quote
 from httpay.errors import ChallengeError, InvoiceError, PaymentIdConflict, PaymentRefused, Permit2AllowanceRequired
 from httpay.lightning import decode_invoice
 from httpay.policy import Policy
@@ -192,7 +192,8 @@ def to_challenge(ch: X402Challenge, url: str) -> Challenge:
         lightning = r.network.startswith("lnbtc:")
         price, valued = lightning_exact(r) if lightning else value(r)
         offers.append(Offer(
-            offer_id=oid, title=desc or f"{r.scheme} payment on {r.network}", description=desc, price=price,
+            offer_id=oid, title=desc or f"{clean(r.scheme, 40)} payment on {clean(r.network, 100)}", description=desc,
+            price=price,
             payment_methods=(r.payment_method,), pay_method=r.payment_method, dialect=x402.PROTOCOL,
             rail=_rail(r.network), network=r.network, pay_to=r.pay_to or None, asset=None if lightning else r.asset,
             unpayable=valued if isinstance(valued, str) else None,
@@ -294,6 +295,9 @@ def invoice_for(ln: LightningExact, request: httpx.Request) -> Invoiced:
         if not ok:
             raise InvoiceError(f"x402 Lightning exact: {why}; not paying it", check=check)
     return Invoiced(invoice)
+
+
+_ANY_CALL_KEY = "pay_" + "0" * 32  # a call key of the payment id's form: a preview checks the declaration alone
 
 
 def payment_id_for(ch: X402Challenge, call_key: str | None, host: str) -> str | None:
@@ -404,6 +408,16 @@ class X402:
             # PAYMENT-REQUIRED with any body at all.
             found = x402.parse(status, headers, None)
         return [] if found is None else [to_challenge(found, url)]
+
+    def check_ahead(self, challenge: Challenge, quote: Quote, request: httpx.Request | None) -> Invoiced | None:
+        """Lightning `exact` (opted in to): its invoice, once it is bound to this very request (None
+        without one to bind to); an EVM payment: a payment-identifier the service declares in a form
+        httpay cannot follow is refused before anything is signed."""
+        if isinstance(quote.offer.payload, LightningExact):
+            return invoice_for(quote.offer.payload, request) if request is not None else None
+        host = request.url.host if request is not None else httpx.URL(challenge.url).host
+        payment_id_for(challenge.raw, _ANY_CALL_KEY, host)  # (the flow always has a call's key here)
+        return None
 
     def obtain(self, ctx: Obtaining) -> Generator[Effect, Any, Payable]:
         """The typed data authorizing the chosen requirement, for the signer's address (for Lightning

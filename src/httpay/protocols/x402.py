@@ -168,7 +168,9 @@ class X402Requirement:
 
     @property
     def payment_method(self) -> str:
-        return f"x402:{self.scheme}:{self.network}"
+        """"x402:exact:eip155:8453": the scheme and network are server text, so a view or a JSON field
+        built from them is made safe and short here (a real one never changes)."""
+        return f"x402:{clean(self.scheme, 40)}:{clean(self.network, 100)}"
 
     def __str__(self) -> str:
         return (f"{format_amount(self.amount, self.currency)} by {clean(self.scheme, 40)} on {clean(self.network, 80)} "

@@ -723,7 +723,8 @@ class _ToolCore:
         """What fetch would do with this 402: the flow's one quote, across every dialect it offers."""
         url = str(response.request.url)
         try:
-            d = preview(self.client.payer, challenge, url=url, usd_per_btc=rate, request=response.request)
+            d = preview(self.client.payer, challenge, url=url, usd_per_btc=rate, request=response.request,
+                        with_budgets=True)  # every budget the ledger holds: what fetch would meet
         except PaymentRefused as exc:
             text = self._refused(exc).removeprefix("refused: ")
             return text if refusal_code(exc.rule) == EXIT_HTTP else f"the policy would refuse: {text}"
