@@ -111,7 +111,7 @@ class Retried(Event):
 class Served(Event):
     kind: ClassVar[str] = "served"
     status: int
-    receipt: Receipt
+    receipt: Receipt | None  # None: nothing paid by this request (signed in, or another request's payment used)
 
 
 @dataclass(frozen=True)

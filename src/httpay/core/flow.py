@@ -91,7 +91,14 @@ from httpay.core.events import (
     heard,
 )
 from httpay.core.model import Challenge, Quote
-from httpay.core.payer import TOKEN_SCOPES, Payer, checked_tags
+from httpay.core.payer import (
+    CREDIT_OVER,
+    CREDIT_PAYING,
+    CREDIT_UNHONORED,
+    TOKEN_SCOPES,
+    Payer,
+    checked_tags,
+)
 from httpay.core.quote import fee_cap_for, quote, requote
 from httpay.core.rates import Rate
 from httpay.errors import (
@@ -132,6 +139,9 @@ CALLERS_EXTENSION = "httpay_callers_authorization"  # request extension: the cal
 DEADLINE_EXTENSION = "httpay_payment_deadline"  # response extension: the Deadline the 402 it is on must be paid by
 FORWARDED_EXTENSIONS = ("timeout", "trace")  # what a request the flow makes itself inherits from the caller's
 MAX_WAIT_ROUNDS = 10  # a request waits for at most this many other payments of its challenge before refusing
+# The note a request of another process leaves on the row of an account's payment it was served with
+# (it paid nothing): the payment's own request, meeting a 402, knows the credit it bought was used
+SERVED_ANOTHER = "what it bought served a request of another process, which paid nothing for it"
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 
 Flow = Generator[Effect, Any, httpx.Response]
@@ -286,7 +296,13 @@ class _Run:
     # the kind of the scope's credentials this payment is for (`Challenge.variant`, "" for the scope's
     # own): what a retry looks for when another request bought it
     kinds: tuple[str, ...] = ()
-    looks_first: bool = False  # the retry's first send looks for the credential (another request bought it)
+    # the payments (ledger ids) this request made or used: none is taken again as one made since its 402
+    tried: set[int] = field(default_factory=set)
+    # payments other requests made that this one used, each meeting a fresh 402 (what it bought was used up)
+    borrowed: list[int] = field(default_factory=list)
+    # this request's own payments whose credit another request was served with (it met a fresh 402)
+    used_up: list[Receipt] = field(default_factory=list)
+    repays: bool = False  # its own payment's credit used by another, this request pays again (not a call)
 
     @property
     def scoped(self) -> bool:
@@ -463,13 +479,42 @@ def pay_flow(payer: Payer, request: httpx.Request, response: httpx.Response,
         _after_paying(run, served)
         return served
     except (PaymentRefused, InvoiceError) as exc:  # an invoice refused before paying is a refusal an overseer sees too
-        rule, text = (exc.rule or "refused", exc.recorded()) if isinstance(exc, PaymentRefused) else (
-            f"invoice:{exc.check}", f"refused: the invoice: {exc}")
+        told: PaymentRefused | InvoiceError = exc
+        if isinstance(exc, PaymentRefused):
+            told = _after_others(run, exc)
+            rule, text = told.rule or "refused", told.recorded()
+        else:
+            rule, text = f"invoice:{exc.check}", f"refused: the invoice: {exc}"
         try:
             yield NoteRefusal(run.host, run.url, rule, safe.clean(text, 500), tuple(sorted(run.tags.items())))
         except Exception as note_exc:  # noqa: BLE001 - the refusal reaches the caller whatever the ledger does
             log.warning("[%s] could not keep the refusal in the ledger (%s)", run.rid, type(note_exc).__name__)
+        if run.used_up:  # this request did pay, for a credit another request was served with
+            own = run.used_up[-1]
+            raise PaidRequestFailed(
+                f"{paid_text(own)} for this request, but another request was served with what it bought (one "
+                f"use of the account), so this request met a fresh 402, and paying again was not done: "
+                f"{safe.clean(str(told), 300)}; the receipt is kept", receipt=own,
+                response=told.response if isinstance(told, PaymentRefused) else None) from told
+        if told is not exc:
+            raise told from None
         raise
+
+
+def _after_others(run: _Run, exc: PaymentRefused) -> PaymentRefused:
+    """A refusal of a request that used other requests' payments (each met a fresh 402: what it
+    bought was used up), saying so: nothing was paid by this request, whatever those payments were."""
+    if not run.borrowed or type(exc) is not PaymentRefused:
+        return exc
+    known = [f"#{i}" for i in dict.fromkeys(run.borrowed)]
+    if len(known) == 1:
+        theirs = f"ledger {known[0]} was another request's payment for this challenge, and what it bought was used"
+    else:
+        theirs = (f"ledger {', '.join(known)} were other requests' payments for this challenge, and what each "
+                  "bought was used")
+    reason = f"{exc.reason}; {theirs} before this request could: nothing was paid by this request"
+    return PaymentRefused(reason, rule=exc.rule, offers=exc.offers, response=exc.response, knob=exc.knob,
+                          advice=exc.advice)
 
 
 def _after_paying(run: _Run, served: httpx.Response) -> None:
@@ -541,15 +586,34 @@ def _paying(run: _Run, response: httpx.Response, challenge: Challenge, call: Cal
         met_402_at = yield from _met_at(sent_at if sent_at is not None else time.monotonic())
     key = flight_key(challenge, run.url, payer.token_scope, request.headers.get("authorization"))
     for _ in range(MAX_WAIT_ROUNDS):
-        if not (yield Join(key)):
-            break  # this request owns the flight: it pays, unless someone paid meanwhile
-        # Someone else just paid what this request needs: use their payment before paying again.
-        run.say(Waited, "another request paid for this; retrying with its payment", key=key)
-        mark = time.monotonic()
-        again = yield from _send_with_held(payer, request, payment_deadline_s=payer.payment_deadline,
-                                           resend=_resend_for(request), only=run.kinds, over_callers=run.scoped)
+        if (yield Join(key)):
+            # Someone else just paid what this request needs: use their payment before paying again.
+            run.say(Waited, "another request paid for this; retrying with its payment", key=key)
+            theirs = payer.flight_payments.get(key)
+            again, mark = yield from _use_theirs(run, challenge, key, theirs.id if theirs is not None else None,
+                                                 None, theirs)
+        else:  # this request owns the flight: it pays, unless someone paid meanwhile
+            # Requests waiting on the flight never also wait on this one's retry (a service that answers
+            # slowly would hold them all): the flight is left once the payment is written down, which a
+            # payment just made does beside its retry (`_deliver`), and otherwise before the retry is sent.
+            attempt = _Attempt(run, response, challenge, key, met_402_at, max_price_msat, offer_id, call=call)
+            try:
+                receipt, credential = yield from attempt.obtain()
+            finally:
+                if attempt.paid is None:
+                    yield Leave(key)
+            if attempt.borrowed:
+                again, mark = yield from _use_theirs(run, challenge, key, receipt.id, credential, receipt)
+            else:
+                try:
+                    return (yield from _answered(run, call, (yield from _deliver(run, challenge, attempt, receipt,
+                                                                                  credential))))
+                except _UsedUp as used:  # another request was served with the credit it bought: pay again
+                    run.used_up.append(used.receipt)
+                    again, mark = used.response, used.mark
         if again.status_code != 402:
             return again
+        # What the payment used bought is used up: this 402 is this request's own challenge now.
         yield ReadBody(again)
         fresh = read_challenge(again.status_code, again.headers, again.content, url=run.url)
         yield from _evict_if_presented(request, fresh)
@@ -560,21 +624,115 @@ def _paying(run: _Run, response: httpx.Response, challenge: Challenge, call: Cal
         response = again
         met_402_at = yield from _met_at(mark)
         key = flight_key(challenge, run.url, payer.token_scope, request.headers.get("authorization"))
-    else:
-        raise PaymentRefused(
-            f"refused: {MAX_WAIT_ROUNDS} payments by other requests for this challenge each left this one unserved; "
-            "not paying in a loop", rule="in_flight", offers=challenge.offers, response=response,
-        )
-    # Requests waiting on the flight never also wait on this one's retry (a service that answers
-    # slowly would hold them all): the flight is left once the payment is written down, which a
-    # payment just made does beside its retry (`_deliver`), and otherwise before the retry is sent.
-    attempt = _Attempt(run, response, challenge, key, met_402_at, max_price_msat, offer_id, call=call)
+    raise PaymentRefused(
+        f"refused: {MAX_WAIT_ROUNDS} payments by other requests for this challenge each left this one unserved; "
+        "not paying in a loop", rule="in_flight", offers=challenge.offers, response=response,
+    )
+
+
+class _UsedUp(Exception):
+    """A request's own payment crediting an account was used by another request (served with it),
+    and the retry met a fresh 402: this request's own new challenge (`_paying` pays it, bounded)."""
+
+    def __init__(self, receipt: Receipt, response: httpx.Response, mark: float) -> None:
+        super().__init__("the credit this payment bought was used by another request")
+        self.receipt, self.response, self.mark = receipt, response, mark
+
+
+def _used_up(run: _Run, receipt: Receipt, response: httpx.Response, sent: float) -> _UsedUp:
+    """Say that another request was served with what this request's own payment bought, and hand
+    the 402 it met back to `_paying` as this request's own challenge now."""
+    run.say(Waited, f"another request was served with what payment #{receipt.id} bought, and this one met a fresh "
+                    "402: its own challenge now", receipt=receipt)
+    return _UsedUp(receipt, response, sent)
+
+
+def _use_theirs(run: _Run, challenge: Challenge, key: str, receipt_id: int | None, credential: Credential | None = None,
+                theirs: Receipt | None = None) -> Generator[Effect, Any, tuple[httpx.Response, float]]:
+    """Send the request with a payment another request made for the flight `key` (`receipt_id`;
+    None: not known), and the time it went out. Nothing is claimed: the answer carries no receipt,
+    since this request paid nothing. A 402 means what that payment bought is used up (the caller's
+    fresh challenge) once a request was served with it, or on its account since (or it was made
+    elsewhere); while its own request is still being retried here with nobody served (a service may
+    learn of a payment late), this one waits for that and sends once more. A payment its own request
+    met 402 with to the end is not honoured: nothing is paid for the 402 it leaves. Served with an
+    account's payment another process made (`theirs`), this request notes it on its row, once per
+    process (`SERVED_ANOTHER`): that payment's own request then knows what it bought was used."""
+    payer, request = run.payer, run.request
+    _carry(run, credential)
+    if receipt_id is not None:
+        run.tried.add(receipt_id)
+    credit = challenge.reuse == "challenge"  # a credit on an account (what a scope's token buys is not used up)
+    # a credit made here: whether it may be used is known here
+    mine = receipt_id if credit and receipt_id is not None and payer.credit_state(receipt_id) is not None else None
+    again: httpx.Response | None = None
+    mark = time.monotonic()
+    for last in (False, True):
+        used = mine is None or payer.credit_used(mine)
+        mark = time.monotonic()
+        again = yield from _send_with_held(payer, request, payment_deadline_s=payer.payment_deadline,
+                                           resend=_resend_for(request), only=run.kinds, over_callers=run.scoped)
+        if again.status_code != 402:
+            if credit and again.status_code < 500:
+                payer.credit_served(key, receipt_id)
+                if mine is None and theirs is not None:
+                    yield from _note_served(run, theirs)
+            shown = f"payment #{receipt_id}" if receipt_id is not None else "the payment"
+            run.say(Served, f"served with HTTP {again.status_code} with {shown} another request made; nothing "
+                            "paid by this one", status=again.status_code, receipt=None)
+            return again, mark
+        if last or mine is None or used or payer.credit_state(mine) != CREDIT_PAYING:
+            break
+        if not payer.credit_used(mine):  # (else it was used meanwhile: once more at once)
+            yield from _until_used(run, mine)
+    assert again is not None
+    if receipt_id is not None:
+        run.borrowed.append(receipt_id)
+    if mine is not None and payer.credit_state(mine) == CREDIT_UNHONORED:
+        yield ReadBody(again)
+        raise run.refused(PaymentRefused(
+            f"refused: ledger #{receipt_id}, another request's payment for this challenge, was answered 402 to the "
+            f"end too: {run.host} did not honour it, so this request does not pay it again; nothing was paid by "
+            "this request", rule="in_flight", offers=challenge.offers), again, challenge)
+    return again, mark
+
+
+def _note_served(run: _Run, theirs: Receipt) -> Generator[Effect, Any, None]:
+    """Note on the row of another process's payment that this request was served with it (once per
+    process, and only on a settled row with no note of its own to keep)."""
+    payer = run.payer
+    if theirs.status is not Status.SETTLED or theirs.reason or theirs.id in payer.noted_served:
+        return
+    payer.noted_served[theirs.id] = None
+    while len(payer.noted_served) > 4096:
+        payer.noted_served.pop(next(iter(payer.noted_served)))
     try:
-        receipt, credential = yield from attempt.obtain()
-    finally:
-        if attempt.paid is None:
-            yield Leave(key)
-    return (yield from _answered(run, call, (yield from _deliver(run, challenge, attempt, receipt, credential))))
+        yield Note(theirs.id, SERVED_ANOTHER)
+    except Exception as exc:  # noqa: BLE001 - the answer reaches the caller whatever the ledger does
+        log.warning("[%s] could not note on ledger #%s that it served this request (%s)", run.rid, theirs.id,
+                    type(exc).__name__)
+
+
+def _served_elsewhere(receipt: Receipt) -> Generator[Effect, Any, bool]:
+    """Whether a request of another process noted it was served with this payment (`SERVED_ANOTHER`)."""
+    try:
+        now: Receipt = yield GetReceipt(receipt.id)
+    except Exception:  # noqa: BLE001 - not known, as without the read
+        return False
+    return SERVED_ANOTHER in (now.reason or "")
+
+
+def _until_used(run: _Run, receipt_id: int) -> Generator[Effect, Any, None]:
+    """Wait while the request that made payment `receipt_id` (in this process) is still retrying
+    with it and nobody was served with it: until someone is, or its own request ends (bounded by
+    `inflight_wait_s`)."""
+    payer = run.payer
+    run.say(Waited, f"payment #{receipt_id} is still being retried by its own request; waiting for it")
+    waited, pause = 0.0, 0.01
+    while (payer.credit_state(receipt_id) == CREDIT_PAYING and not payer.credit_used(receipt_id)
+           and waited < payer.inflight_wait_s):
+        yield Sleep(pause)
+        waited, pause = waited + pause, min(pause * 1.5, 0.1)
 
 
 def _sign_in(run: _Run, challenge: Challenge) -> Generator[Effect, Any, httpx.Response | None]:
@@ -805,10 +963,13 @@ class _Attempt:
     # A Lightning payment made and not yet written down (its row pending): `_deliver` records it
     # beside the retry, and leaves the flight once it is recorded.
     paid: _Unrecorded | None = None
+    borrowed: bool = False  # what `obtain` returned is another request's payment (this one paid nothing)
+    credit_mark: tuple[int, int] = (0, 0)  # `Payer.credit_mark` of the flight just before paying
 
     def obtain(self) -> Generator[Effect, Any, tuple[Receipt, Credential | None]]:
         """The receipt of the payment this request uses, and the credential its retry presents
-        (None: present nothing new; a payment another request made for this flight)."""
+        (None: present nothing new). `borrowed` says when it is a payment another request made for
+        this flight or this invoice."""
         run, payer = self.run, self.run.payer
         if self.key is not None:
             # A payment for this flight made after this request met its 402 (by a flow that left before
@@ -817,7 +978,7 @@ class _Attempt:
             if meanwhile is not None:
                 done = yield from _await_other(run, meanwhile)
                 if done is not None:
-                    return done, None
+                    return self._theirs(done), None
         q = yield from self.quote()
         dialect = dialect_of(self.challenge)
         ctx = Obtaining(request=run.request, response=self.response, challenge=self.challenge, quote=q,
@@ -845,6 +1006,8 @@ class _Attempt:
             signature = yield from _sign(run, receipt, payable)
             return receipt, (yield from self._keep_call(receipt, dialect.present(self.challenge, payable,
                                                                                  Proof(signature=signature))))
+        if self.key is not None:
+            self.credit_mark = payer.credit_mark(self.key)  # (requests served from here on may use its credit)
         payment = yield from _pay(run, receipt, payable)
         credential = yield from self._keep_call(
             receipt, dialect.present(self.challenge, payable, Proof(preimage=payment.preimage or "")))
@@ -925,7 +1088,7 @@ class _Attempt:
         """The flight's payment pending now, or settled since this request met its 402, if there is one."""
         assert self.key is not None
         existing: Receipt | None = yield Find(self.key)
-        if existing is None:
+        if existing is None or existing.id in self.run.tried:  # (one this request made or used already)
             return None
         if existing.status is Status.PENDING or (existing.status is Status.SETTLED and self.met_402_at is not None
                                                  and existing.updated_at >= self.met_402_at):
@@ -963,15 +1126,20 @@ class _Attempt:
                         if now_.id == self.call.id and now_.paid:
                             raise _CallPaidMeanwhile(now_) from None
                     raise run.refused(busy, self.response, self.challenge) from None
+                existing: Receipt = busy.existing
+                if isinstance(busy, ChallengeInFlight) and existing.id in run.tried and \
+                        existing.status is Status.SETTLED:  # one this request made or used: only a later one counts
+                    not_before = existing.updated_at + timedelta(microseconds=1)
+                    continue
                 # Another request paid (or is paying) this invoice or this flight: wait for it and use it.
-                done = yield from _await_other(run, busy.existing)
+                done = yield from _await_other(run, existing)
                 if done is not None:
                     if done.payment_hash == payable.reference and done.preimage:
                         credential = dialect_of(self.challenge).present(self.challenge, payable,
                                                                         Proof(preimage=done.preimage))
                         yield from _keep(run, credential, done.payment_hash)
-                        return done, credential
-                    return done, None
+                        return self._theirs(done), credential
+                    return self._theirs(done), None
                 not_before = None  # it failed: nothing was paid, so pay now (unless yet another is pending)
                 continue
             except PaymentRefused as exc:
@@ -981,6 +1149,13 @@ class _Attempt:
         raise PaymentRefused(f"refused: {MAX_WAIT_ROUNDS} other payments for this challenge failed in turn; "
                              "not paying in a loop", rule="in_flight", offers=self.challenge.offers,
                              response=self.response)
+
+    def _theirs(self, receipt: Receipt) -> Receipt:
+        """Another request's payment, used by this one: its flight's waiters use it too."""
+        self.borrowed = True
+        if self.key is not None:
+            self.run.payer.flight_paid(self.key, receipt)
+        return receipt
 
     def record(self) -> Generator[Effect, Any, Receipt]:
         """Record the payment settled, then leave the flight. A reusable credential is stored first,
@@ -1148,36 +1323,43 @@ def _sign(run: _Run, receipt: Receipt, payable: ToSign) -> Generator[Effect, Any
 # -- after paying: the request again, with the proof --------------------------------------------
 def _deliver(run: _Run, challenge: Challenge, attempt: _Attempt, receipt: Receipt,
              credential: Credential | None) -> Flow:
-    """Send the request the payment bought: after a Lightning payment, retried until served (one
-    just made is written down beside its first retry); with a payment that travels with the request
-    (its row still pending), once, and its outcome read from the service's answer."""
+    """Send the request this request's payment bought: after a Lightning payment, retried until
+    served (one just made is written down beside its first retry); with a payment that travels with
+    the request (its row still pending), once, and its outcome read from the service's answer.
+    (Another request's payment is used by `_use_theirs`, never here: it is not this request's.)"""
     if attempt.paid is not None:
         return (yield from _retry_beside(run, challenge, attempt))
-    if receipt.status is Status.PENDING:
-        assert credential is not None
-        return (yield from _send_payment(run, challenge, receipt, credential,
-                                         attempt.shown or fmt_msat(receipt.amount_msat)))
-    _carry(run, credential)
-    run.looks_first = credential is None and bool(run.kinds)  # another request's token: look before sending
-    return (yield from _retry(run, challenge, receipt))
+    assert receipt.status is Status.PENDING and credential is not None and not attempt.borrowed
+    return (yield from _send_payment(run, challenge, receipt, credential,
+                                     attempt.shown or fmt_msat(receipt.amount_msat)))
 
 
 def _retry_beside(run: _Run, challenge: Challenge, attempt: _Attempt) -> Flow:
     """The first retry goes out while the payment is written down (the network's wait hides the
     ledger's write). Should the write fail, the error says so, carrying the answer the payment bought."""
     assert attempt.paid is not None
-    _carry(run, attempt.paid.credential)
-    first, recorded = yield Beside(_retry_once(run, 1), attempt.record())
-    if recorded.error is not None:
-        error = recorded.error
-        if isinstance(error, PaidRequestFailed) and isinstance(first.value, httpx.Response):
-            error.response = first.value
-            try:
-                yield ReadBody(first.value)  # whole, for the caller to use; its connection goes back
-            except Exception:  # noqa: BLE001 - the recording's failure is what the caller must learn
-                first.value.close()
-        raise error
-    return (yield from _retry(run, challenge, recorded.value, first))
+    payer, receipt = run.payer, attempt.paid.receipt
+    run.tried.add(receipt.id)
+    if challenge.reuse == "challenge" and attempt.key is not None:  # a credit on an account: others may use it
+        payer.credit_made(receipt.id, attempt.key, attempt.credit_mark, receipt.credits)
+        payer.flight_paid(attempt.key, receipt)  # (before the flight is left: its waiters know the payment)
+        run.repays = attempt.call is None
+    try:
+        _carry(run, attempt.paid.credential)
+        sent = time.monotonic()
+        first, recorded = yield Beside(_retry_once(run, 1), attempt.record())
+        if recorded.error is not None:
+            error = recorded.error
+            if isinstance(error, PaidRequestFailed) and isinstance(first.value, httpx.Response):
+                error.response = first.value
+                try:
+                    yield ReadBody(first.value)  # whole, for the caller to use; its connection goes back
+                except Exception:  # noqa: BLE001 - the recording's failure is what the caller must learn
+                    first.value.close()
+            raise error
+        return (yield from _retry(run, challenge, recorded.value, first, sent))
+    finally:
+        payer.credit_ended(receipt.id, CREDIT_OVER)  # (a payment served or not honoured stays so)
 
 
 def _carry(run: _Run, credential: Credential | None) -> None:
@@ -1194,23 +1376,36 @@ def _retry_once(run: _Run, attempt: int) -> Flow:
     """One retry of the paid request: the first presents the credential just bought (none newer can
     be stored yet); a later one asks the ledger, where another request may have stored a newer one."""
     run.say(Retried, f"retrying the request (attempt {attempt})", attempt=attempt)
-    resp = yield from _send_with_held(run.payer, run.request, look=attempt > 1 or run.looks_first, only=run.kinds,
+    resp = yield from _send_with_held(run.payer, run.request, look=attempt > 1, only=run.kinds,
                                       over_callers=run.scoped)
     if resp.status_code == 402 or resp.status_code >= 500:
         yield ReadBody(resp)  # what the flow reads itself; the answer the payment bought streams
     return resp
 
 
-def _retry(run: _Run, challenge: Challenge, receipt: Receipt, first: Outcome | None = None) -> Flow:
-    """Repeat the request now that it is paid for (`first`: the first retry's outcome, already sent).
-    A service may learn of the payment a moment late, so a 402 is retried a few times with backoff
-    before it is called not honored. Money has left by now, so any failure (no answer, a reset, a
-    5xx, a broken body) is a PaidRequestFailed that carries the receipt; the ledger row stays settled."""
+def _retry(run: _Run, challenge: Challenge, receipt: Receipt, first: Outcome | None = None,
+           sent: float | None = None) -> Flow:
+    """Repeat the request now that it is paid for (`first`: the first retry's outcome, already sent
+    at `sent`). A service may learn of the payment a moment late, so a 402 is retried a few times
+    with backoff before it is called not honored. Money has left by now, so any failure (no answer,
+    a reset, a 5xx, a broken body) is a PaidRequestFailed that carries the receipt; the ledger row
+    stays settled. A credit on an account another request was served with meanwhile (`credit_uses`)
+    is used up: a 402 after that is this request's fresh challenge (`_UsedUp`), not a payment the
+    service failed to honour."""
     payer = run.payer
     delay = payer.retry_delay_s
     tries = max(1, payer.retries_after_payment)  # the request a payment bought is sent at least once
     resp: httpx.Response | None = None
+    shared = payer.credit_state(receipt.id) is not None  # a credit on an account, made here: others may use it
+    elsewhere = False  # a request of another process was served with it (it noted so on the row)
     for attempt in range(1, tries + 1):
+        if shared and attempt > 1 and not elsewhere and not payer.credit_used(receipt.id):
+            elsewhere = yield from _served_elsewhere(receipt)  # (read only after a 402 to this payment)
+        known = shared and (elsewhere or payer.credit_used(receipt.id))  # before this send
+        if known and run.repays and receipt.credits == 1 and resp is not None and sent is not None:
+            raise _used_up(run, receipt, resp, sent)  # its one credit went to another: nothing left to send for
+        if attempt > 1 or sent is None:
+            sent = time.monotonic()
         try:
             resp = first.get() if attempt == 1 and first is not None else (yield from _retry_once(run, attempt))
         except Exception as exc:
@@ -1226,13 +1421,22 @@ def _retry(run: _Run, challenge: Challenge, receipt: Receipt, first: Outcome | N
                 receipt = yield Note(receipt.id, f"service receipt {safe.clean(told.transaction, 120)}"
                                                  f"{' (' + safe.clean(told.network, 40) + ')' if told.network else ''}")
             resp.extensions[RECEIPT_EXTENSION] = receipt
+            if shared:
+                payer.credit_served(None, receipt.id)
             run.say(Served, f"served with HTTP {resp.status_code} after payment #{receipt.id}",
                     status=resp.status_code, receipt=receipt)
             return resp
+        if known or (shared and payer.credit_used(receipt.id)):  # another request was served with it (or since)
+            if run.repays and (known or attempt == tries or receipt.credits == 1):  # (served before this send)
+                raise _used_up(run, receipt, resp, sent)
+            if not known:
+                continue  # the service had taken the payment in by then: once more at once
         if attempt < tries:
             yield Sleep(delay)
             delay = min(delay * 2, 5.0)
     assert resp is not None
+    if shared:
+        payer.credit_ended(receipt.id, CREDIT_OVER if elsewhere else CREDIT_UNHONORED)
     told = dialect_of(challenge).settlement(resp)
     why = f": {told.reason}" if told is not None and told.reason else ""
     what = f"the service still answers 402 after {tries} tries{why}"

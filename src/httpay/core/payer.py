@@ -15,6 +15,7 @@ from httpay.core.model import Offer
 from httpay.errors import ConfigError
 from httpay.ledger import open_ledger
 from httpay.ledger.base import Ledger
+from httpay.ledger.models import Receipt
 from httpay.policy import TAG_TEXT, Policy
 from httpay.reconcile import DEFAULT_GRACE_S, reconcile
 from httpay.safe import clean, get_logger
@@ -22,6 +23,29 @@ from httpay.wallets.base import Wallet
 
 log = get_logger("httpay")
 TOKEN_SCOPES = ("host", "prefix", "url")  # where a paid token is reused: the host, the path prefix, the URL
+# How a payment crediting an account stands in this process (`Payer.credit_uses`): its own request is
+# being retried; some request was served with it; its own request met 402 to the end and none was
+# served with it; its own request ended otherwise (no answer, a 5xx)
+CREDIT_PAYING, CREDIT_SERVED, CREDIT_UNHONORED, CREDIT_OVER = "paying", "served", "unhonored", "over"
+
+
+@dataclass
+class CreditUse:
+    """A payment crediting an account, made in this process: the flight key of its account; how many
+    requests had been served on it when the payment was made, and how many credits bought here were
+    unused then (a service spends an account's credits as one pool: those go first); how many credits
+    it bought (None: the offer did not say); and how its use stands (`CREDIT_*`)."""
+
+    key: str
+    since: int
+    ahead: int
+    credits: int | None
+    state: str = CREDIT_PAYING
+
+
+def _bound(kept: dict[Any, Any], most: int = 4096) -> None:
+    while len(kept) > most:
+        kept.pop(next(iter(kept)))
 
 
 @dataclass
@@ -53,6 +77,71 @@ class Payer:
     # of one of them waits for its outcome rather than sending the same payment while it settles
     live_calls: Counter[int] = field(default_factory=Counter, repr=False, compare=False)
     ended_calls: dict[int, None] = field(default_factory=dict, repr=False, compare=False)  # (the latest 4,096)
+    # payments crediting an account (L402 v0.2) made in this process, by ledger id, and how each stands;
+    # and how many requests were served on each flight key (account): one served after a payment was made
+    # may have used its credit (the latest 4,096 of each)
+    credit_uses: dict[int, CreditUse] = field(default_factory=dict, repr=False, compare=False)
+    served_on: dict[str, int] = field(default_factory=dict, repr=False, compare=False)
+    bought_on: dict[str, int] = field(default_factory=dict, repr=False, compare=False)  # credits bought here, by key
+    # payments of other processes this one noted on their rows that a request here was served with (latest 4,096)
+    noted_served: dict[int, None] = field(default_factory=dict, repr=False, compare=False)
+    # the payment the latest flight of a key (`flight_key`) made or used, for the requests that waited on it
+    flight_payments: dict[str, Receipt] = field(default_factory=dict, repr=False, compare=False)
+
+    def credit_mark(self, key: str) -> tuple[int, int]:
+        """How many requests of `key` were served here with a payment made or used (`credit_served`),
+        and how many of the credits bought here are unused by them: taken just before paying."""
+        served = self.served_on.get(key, 0)
+        return served, max(self.bought_on.get(key, 0) - served, 0)
+
+    def credit_made(self, receipt_id: int, key: str, mark: tuple[int, int], credits: int | None) -> None:
+        """A payment of `credits` crediting the account of `key` was made here (`mark`: `credit_mark`
+        before paying); its own request retries with it."""
+        self.bought_on[key] = self.bought_on.pop(key, 0) + (credits or 1)
+        _bound(self.bought_on)
+        self.credit_uses[receipt_id] = CreditUse(key, mark[0], mark[1], credits)
+        _bound(self.credit_uses)
+
+    def credit_served(self, key: str | None, receipt_id: int | None) -> None:
+        """A request of `key` (None: the account of payment `receipt_id`) was served, with payment
+        `receipt_id` if known: it used a credit."""
+        use = self.credit_uses.get(receipt_id) if receipt_id is not None else None
+        if use is not None:
+            use.state = CREDIT_SERVED
+        where = key if key is not None else use.key if use is not None else None
+        if where is not None:
+            self.served_on[where] = self.served_on.pop(where, 0) + 1
+            _bound(self.served_on)
+
+    def credit_used(self, receipt_id: int) -> bool:
+        """Whether what payment `receipt_id` (made here) bought is used by now: as many requests were
+        served on its account since it was made as there were credits ahead of it and it bought (one
+        whose credits are not known: once a request was served with it)."""
+        use = self.credit_uses.get(receipt_id)
+        if use is None:
+            return False
+        if use.credits is None:
+            return use.state == CREDIT_SERVED
+        return self.served_on.get(use.key, 0) - use.since >= use.ahead + use.credits
+
+    def credit_state(self, receipt_id: int) -> str | None:
+        """How payment `receipt_id` stands here (None: not made here, or forgotten)."""
+        use = self.credit_uses.get(receipt_id)
+        return None if use is None else use.state
+
+    def credit_ended(self, receipt_id: int, state: str) -> None:
+        """Its own request is done with payment `receipt_id` (`CREDIT_UNHONORED`: it met 402 to the end
+        and nobody was served since; `CREDIT_OVER`: otherwise); one served stays served."""
+        use = self.credit_uses.get(receipt_id)
+        if use is not None and use.state == CREDIT_PAYING:
+            use.state = state
+
+    def flight_paid(self, key: str, receipt: Receipt) -> None:
+        """The payment the latest flight of `key` made or used, for the requests waiting on it (a flight
+        that ends with none leaves the one before: what its waiters use, which they find used up)."""
+        self.flight_payments.pop(key, None)
+        self.flight_payments[key] = receipt
+        _bound(self.flight_payments)
 
     def call_ended(self, call_id: int) -> None:
         """No send of this call is under way here any more: its pending payment has no live send here."""
