@@ -7,7 +7,6 @@ budgets inside its own transaction, so two agents racing cannot both squeeze und
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import inspect
 import math
@@ -26,7 +25,7 @@ from httpay.amounts import (
     usd_value,
 )
 from httpay.errors import ConfigError, PaymentRefused
-from httpay.hosts import host_name
+from httpay.hosts import host_name, host_parts
 
 Strategy = Literal["cheapest", "cheapest_per_credit", "covers_calls", "largest"]
 Approval = Any  # an approver's answer: True, False/None, or the offer (or its id) a person picked instead; it may
@@ -430,25 +429,6 @@ class Policy:
         return self.approve is not None and inspect.iscoroutinefunction(self.approve)
 
 
-def _host_parts(text: str) -> tuple[str, str | None]:
-    """(name, port) of a host as written ("api.example.com:8443", "[::1]:9", "example.org."): the name
-    lower-cased, without brackets or a trailing dot, international names in their ASCII (IDNA) form,
-    so a port, a dot or another spelling of one name never slips past a host rule."""
-    t = text.strip().lower()
-    port: str | None = None
-    if t.startswith("["):
-        t, _, rest = t[1:].partition("]")
-        port = rest[1:] if rest.startswith(":") and rest[1:] else None
-    elif t.count(":") == 1:
-        t, _, port = t.partition(":")
-        port = port or None
-    t = t.rstrip(".")
-    if not t.isascii():
-        with contextlib.suppress(UnicodeError):  # (a name IDNA refuses matches only itself)
-            t = t.encode("idna").decode("ascii")
-    return t, port
-
-
 def _host_pattern_problem(pattern: str) -> str | None:
     """Why `pattern` names no host as a person meant it (None: it is one), said before it silently
     matches nothing: '*' (no wildcard for every host), a URL, a path, an empty entry."""
@@ -468,10 +448,10 @@ def _host_pattern_problem(pattern: str) -> str | None:
 def _host_matches(host: str, pattern: str) -> bool:
     """`pattern` ("stock.example", "*.example.org", "api.example:8443") names `host` (as `host_of` gives it)."""
     p = pattern.strip().lower().lstrip(".")
-    name, port = _host_parts(host)
+    name, port = host_parts(host)  # one spelling for both sides: the per-host budget's own (httpay.hosts)
     if p.startswith("*."):
-        return name.endswith("." + _host_parts(p[2:])[0])
-    p_name, p_port = _host_parts(p)
+        return name.endswith("." + host_parts(p[2:])[0])
+    p_name, p_port = host_parts(p)
     return name == p_name and (p_port is None or p_port == port)
 
 
