@@ -103,7 +103,10 @@ install_locked() {
     pick_npm
     echo "npm-interop.sh: npm ci in tests/interop/node (once)" >&2
     # --ignore-scripts: no peer needs a native build (secp256k1 falls back to its JS code).
-    (cd "$DIR" && "${NPM[@]}" ci --ignore-scripts --no-audit --no-fund) >>"$LOG" 2>&1 || fail "npm ci failed"
+    # A download the registry stalls is given up after a minute and tried again (npm's own default
+    # waits five minutes a try: a slow registry once held a fresh machine's suite for over ten).
+    (cd "$DIR" && "${NPM[@]}" ci --ignore-scripts --no-audit --no-fund --fetch-timeout=60000 --fetch-retries=5 \
+        --fetch-retry-mintimeout=2000 --fetch-retry-maxtimeout=20000) >>"$LOG" 2>&1 || fail "npm ci failed"
     (cd "$DIR" && node -e "require('lsat-js'); import('@getalby/lightning-tools/402/l402'); import('mppx/server'); import('mppx/client'); import('viem/accounts')") >>"$LOG" 2>&1 \
         || fail "the installed peers do not load"
     want_stamp >"$STAMP"
