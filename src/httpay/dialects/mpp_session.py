@@ -12,6 +12,11 @@ approver when there is one: asked with a quote of the deposit), and the ledger h
 (reserved pending within the policy's limits before the wallet is called, then settled), keeps what the session spent in the row's note,
 and on close gives back to the budgets what was refunded (the rows' amounts become what was spent).
 
+Once a deposit is written down, nothing cuts it short: an `AsyncMppSession` task cancelled (or an
+`MppSession` given Ctrl-C in the main thread) meanwhile stops only once the wallet's answer is
+recorded, the `open` or `topUp` it paid for is answered and a close's refund is given back; the
+session then holds the deposit, and its next request uses it instead of paying another.
+
 The protocol steps are written once as generators of two kinds of step (an HTTP exchange, a blocking
 call to the wallet or the ledger); `MppSession` runs them with an httpx.Client and `AsyncMppSession`
 with an httpx.AsyncClient (blocking calls in a worker thread), so the two cannot drift apart.
@@ -20,6 +25,7 @@ with an httpx.AsyncClient (blocking calls in a worker thread), so the two cannot
 from __future__ import annotations
 
 import asyncio
+import signal
 import threading
 from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from dataclasses import dataclass, field
@@ -34,7 +40,7 @@ from httpay.core.pooled import kept
 from httpay.core.quote import fee_cap_for, quote
 from httpay.core.rates import resolve_rate
 from httpay.core.transport import _approve_async, _approve_sync
-from httpay.core.workers import in_thread
+from httpay.core.workers import in_thread, to_the_end, to_the_end_in_thread
 from httpay.errors import (
     ChallengeError,
     ConfigError,
@@ -64,12 +70,24 @@ MAX_TOP_UPS_PER_REQUEST = 1  # a request that still finds the session empty afte
 
 @dataclass(frozen=True)
 class _Http:
+    """An HTTP exchange. `kept`: one that moves money (the `open` or `topUp` a deposit was paid for,
+    the `close` that brings the refund back), made and answered whatever a cancellation (see `_run`).
+    `stream`: its body is left to stream (a refusal's is read)."""
+
     request: httpx.Request
+    kept: bool = False
+    stream: bool = False
 
 
 @dataclass(frozen=True)
 class _Call:
+    """A blocking call to the wallet or the ledger. `kept`: it begins the stretch a cancellation
+    never cuts short (the deposit written down). `pays`: the wallet's payment, never begun once a
+    cancellation is held."""
+
     fn: Callable[[], Any]
+    kept: bool = False
+    pays: bool = False
 
 
 @dataclass(frozen=True)
@@ -235,9 +253,16 @@ class _Core:
                         offer_amount=offer.deposit_sat, offer_currency="SAT", challenge_key=challenge.id,
                         max_fee_msat=fee_cap, wallet=wallet.name, wallet_id=wallet.identity, tags=dict(payer.tags))
         limits = tuple(policy.limits(self.state.host, rate, tags=payer.tags))
-        row: Receipt = yield _Call(lambda: payer.ledger.reserve(intent, limits, usd_per_btc=rate))
+        row: Receipt = yield _Call(lambda: payer.ledger.reserve(intent, limits, usd_per_btc=rate), kept=True)
+        asked: list[bool] = []
+
+        def pay() -> Payment:
+            asked.append(True)
+            paid: Payment = wallet.pay_invoice(offer.deposit_invoice, max_fee_msat=fee_cap)
+            return paid
+
         try:
-            payment: Payment = yield _Call(lambda: wallet.pay_invoice(offer.deposit_invoice, max_fee_msat=fee_cap))
+            payment: Payment = yield _Call(pay, pays=True)
         except Exception as exc:  # any failure but a known one leaves the deposit's outcome unknown
             reason = f"wallet: {type(exc).__name__}"
             if isinstance(exc, WalletError) and exc.outcome_known:
@@ -250,6 +275,11 @@ class _Core:
             raise PaymentOutcomeUnknown(f"the wallet did not say whether it paid the session's {what} (ledger "
                                         f"#{row.id} stays pending; run `httpay ledger reconcile` later): "
                                         f"{type(exc).__name__} from the wallet", receipt=noted) from None
+        except GeneratorExit:  # the steps closed by their driver: no step may follow
+            raise
+        except BaseException:  # cancelled before the wallet was asked, or interrupted (a second Ctrl-C) while it paid
+            yield from self._stopped(row, what, paying=bool(asked))
+            raise
         if not payment.proves(offer.payment_hash):
             yield _Call(lambda: payer.ledger.note(row.id, "the wallet's preimage does not prove the deposit"))
             raise WalletError("the wallet reported the deposit paid but its preimage does not match", outcome_known=False)
@@ -261,6 +291,22 @@ class _Core:
         self.state.unit_sat = offer.unit_sat
         log.info("MPP session %s: paid %s sat (ledger #%d)", what, offer.deposit_sat, row.id)
         return preimage
+
+    def _stopped(self, row: Receipt, what: str, *, paying: bool) -> Steps[None]:
+        """What a deposit stopped around its wallet call leaves: never asked, the row is failed
+        (nothing was paid, nothing counted); stopped while the wallet paid, its answer is lost, so
+        the row stays pending and counted and says so."""
+        ledger = self.payer.ledger
+        if paying:
+            reason = f"outcome unknown: interrupted while the wallet paid the session's {what}; reconcile before paying again"
+            step = _Call(lambda: ledger.note(row.id, reason))
+        else:
+            reason = f"the session's {what} was cancelled before the wallet was asked; nothing was paid"
+            step = _Call(lambda: ledger.fail(row.id, reason))
+        try:
+            yield step
+        except Exception:  # noqa: BLE001 - the cancellation reaches the caller whatever the ledger does
+            log.warning("MPP session %s: could not write down on ledger #%d that it was stopped", what, row.id)
 
     def _quote(self, challenge: wire.MppChallenge, offer: wire.LightningSession, network: str, rate: float | None,
                what: str) -> Quote:
@@ -380,11 +426,11 @@ class _Core:
             yield from self.top_up(challenge)
         return response
 
-    def _after_deposit(self, request: httpx.Request, what: str) -> Steps[httpx.Response]:
+    def _after_deposit(self, request: httpx.Request, what: str, *, stream: bool = False) -> Steps[httpx.Response]:
         """The exchange a deposit was paid for: a connection that breaks off is PaidRequestFailed with
         the deposit's row, never httpx's bare error (the money has left)."""
         try:
-            response: httpx.Response = yield _Http(request)
+            response: httpx.Response = yield _Http(request, kept=True, stream=stream)
         except httpx.HTTPError as exc:
             row = self.state.receipt_ids[-1]
             if what == "open the session":
@@ -393,6 +439,17 @@ class _Core:
             receipt = yield _Call(lambda: self.payer.ledger.note(row, f"paid, but when asked to {what} {said}"))
             raise PaidRequestFailed(f"the deposit is paid (ledger #{row}) but when asked to {what} {said}; the "
                                     "receipt is kept", receipt=receipt) from None
+        return response
+
+    def open_stream(self, request: httpx.Request) -> Steps[httpx.Response]:
+        """Open the session with the request whose answer streams: the deposit paid and presented, the
+        answer's body left to stream when it is a 200 (a refusal is PaidRequestFailed with the row)."""
+        prepared = yield from self.prepare_open(request)
+        if isinstance(prepared, httpx.Response):
+            raise SessionError(f"the service answered {prepared.status_code}, not a session challenge")
+        response = yield from self._after_deposit(prepared, "open the session", stream=True)
+        if response.status_code != 200:
+            yield from self.paid_but_refused(response, "open the session")
         return response
 
     def paid_but_refused(self, response: httpx.Response, what: str) -> Steps[None]:
@@ -416,7 +473,7 @@ class _Core:
         self.state.status = "closed"
         try:
             response: httpx.Response = yield _Http(self._with_credential(
-                self._plain(), self._challenge.credential(payload), self._challenge))
+                self._plain(), self._challenge.credential(payload), self._challenge), kept=True)
         except httpx.HTTPError as exc:  # no refund known: budgets keep counting the deposits
             self.state.refund_status = f"unknown: the close broke off ({type(exc).__name__})"
             yield from self._note()
@@ -482,6 +539,64 @@ class _Core:
                                 amount_msat=row.amount_msat - cut))
 
 
+def _kept(step: Step, guarded: bool) -> bool:
+    """Whether `step` runs to its end whatever a cancellation (or Ctrl-C) that comes meanwhile: a
+    step that moves money or begins writing a deposit down, and, in the stretch one begins, every
+    blocking call (the wallet's answer, the ledger's writes, the refund looked up). A request or an
+    approval of the steps' own ends the stretch."""
+    if isinstance(step, _Ask):
+        return False
+    return step.kept or (guarded and isinstance(step, _Call))
+
+
+def _said_stopped(how: str, exc: BaseException) -> None:
+    log.warning("the MPP session was %s while its money moved, which then ended in %s: %s", how,
+                type(exc).__name__, clean(str(exc), 300))
+
+
+def _close_answer(answer: Any) -> None:
+    if isinstance(answer, httpx.Response):
+        answer.close()  # nobody will read it
+
+
+async def _aclose_answer(answer: Any) -> None:
+    if isinstance(answer, httpx.Response):
+        await answer.aclose()
+
+
+class _HeldInterrupt:
+    """Ctrl-C held while a sync session's money moves: the first SIGINT is kept (`came`), for the
+    driver to raise as KeyboardInterrupt once the session holds what was paid; a second one
+    interrupts at once. Only in the main thread, and only in place of Python's own SIGINT handler:
+    a program's own handler is left alone (its Ctrl-C comes as it decides)."""
+
+    def __init__(self) -> None:
+        self.came = False
+        self._before: Any = None
+
+    def hold(self) -> None:
+        if self._before is not None or threading.current_thread() is not threading.main_thread():
+            return
+        try:
+            if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+                self._before = signal.signal(signal.SIGINT, self._on_sigint)
+        except (ValueError, OSError):  # not the main interpreter: Ctrl-C comes as it always does
+            self._before = None
+
+    def _on_sigint(self, signum: int, frame: object) -> None:
+        if self.came:
+            self.let_go()
+            raise KeyboardInterrupt
+        self.came = True
+        log.warning("Ctrl-C: the MPP session stops once the money it moved is recorded; press it again to stop at "
+                    "once (leaving the ledger row pending)")
+
+    def let_go(self) -> None:
+        if self._before is not None:
+            before, self._before = self._before, None
+            signal.signal(signal.SIGINT, before)
+
+
 def _payer_of(client: Any) -> Any:
     payer = getattr(client, "payer", None)
     if payer is None or not hasattr(payer, "ledger"):
@@ -519,23 +634,67 @@ class MppSession:
         return self._core.state
 
     def _run(self, steps: Steps[T]) -> T:
+        """Perform the steps in this thread. From a deposit written down (or the close sent) until
+        the steps next go out on their own, a Ctrl-C is held (`_HeldInterrupt`: in the main thread,
+        over Python's own handler): the wallet's answer, the ledger's writes and the exchange the
+        money moved for reach their end, then KeyboardInterrupt is raised, a payment not yet begun
+        never begun; a second Ctrl-C interrupts at once."""
         value: Any = None
         error: BaseException | None = None
-        while True:
-            try:
-                step = steps.throw(error) if error is not None else steps.send(value)
-            except StopIteration as done:
-                return done.value  # type: ignore[no-any-return]
-            value, error = None, None
-            try:
-                if isinstance(step, _Http):
-                    value = self._http.send(step.request)
-                elif isinstance(step, _Ask):
-                    value = _approve_sync(self._core.payer, Ask(step.quote))
+        guarded = False
+        held = _HeldInterrupt()
+        try:
+            while True:
+                try:
+                    step = steps.throw(error) if error is not None else steps.send(value)
+                except StopIteration as done:
+                    held.let_go()
+                    if held.came:
+                        _close_answer(done.value)
+                        raise KeyboardInterrupt from None
+                    return done.value  # type: ignore[no-any-return]
+                except BaseException as exc:
+                    held.let_go()
+                    if not held.came or isinstance(exc, KeyboardInterrupt):
+                        raise
+                    _said_stopped("interrupted", exc)
+                    raise KeyboardInterrupt from exc
+                value, error = None, None
+                if _kept(step, guarded):
+                    if held.came and isinstance(step, _Call) and step.pays:
+                        error = KeyboardInterrupt()  # never begun once interrupted: nothing is paid
+                        continue
+                    if not guarded:
+                        held.hold()
+                        guarded = True
                 else:
-                    value = step.fn()
-            except Exception as exc:  # noqa: BLE001 - handed to the steps, which decide
-                error = exc
+                    held.let_go()
+                    if held.came:
+                        error = KeyboardInterrupt()  # the steps would go out again: interrupted instead
+                        continue
+                    guarded = False
+                try:
+                    if isinstance(step, _Http):
+                        value = self._send(step)
+                    elif isinstance(step, _Ask):
+                        value = _approve_sync(self._core.payer, Ask(step.quote))
+                    else:
+                        value = step.fn()
+                except BaseException as exc:  # noqa: BLE001 - handed to the steps, which decide
+                    error = exc
+        finally:
+            held.let_go()
+            steps.close()
+
+    def _send(self, step: _Http) -> httpx.Response:
+        response = self._http.send(step.request, stream=step.stream)
+        if step.stream and response.status_code != 200:
+            try:
+                response.read()
+            except BaseException:
+                response.close()
+                raise
+        return response
 
     def request(self, method: str, url: str | None = None, **kwargs: Any) -> httpx.Response:
         with self._lock:
@@ -552,21 +711,16 @@ class MppSession:
             request = self._http.build_request(method, url or self.state.url, **kwargs)
             if self.state.status == "closed":
                 raise SessionError("this MPP session is closed; open a new one")
-            opening = self.state.status == "new"
-            if opening:
-                prepared = self._run(self._core.prepare_open(request))
-                if isinstance(prepared, httpx.Response):
-                    raise SessionError(f"the service answered {prepared.status_code}, not a session challenge")
-                request = prepared
+            opened: httpx.Response | None = None
+            if self.state.status == "new":  # the deposit paid and presented with this request (a refusal raises)
+                opened = self._run(self._core.open_stream(request))
             else:
                 request = self._core.bearer(request)
         # the lock is not held while the caller reads: it may use the session between events
-        with self._http.stream(request.method, request.url, headers=request.headers, content=request.content) as response:
+        response = opened if opened is not None else self._http.send(request, stream=True)
+        try:
             if response.status_code != 200:
                 response.read()
-                if opening:
-                    with self._lock:
-                        self._run(self._core.paid_but_refused(response, "open the session"))
                 raise SessionError(f"the service answered {response.status_code} to the session's stream")
             parser = SseParser()
             self._core.stream_started()
@@ -577,6 +731,8 @@ class MppSession:
                 self._core.streamed(event)
                 self._on_event(event)
                 yield event
+        finally:
+            response.close()
 
     def _on_event(self, event: SseEvent) -> None:
         with self._lock:
@@ -632,23 +788,70 @@ class AsyncMppSession:
         return self._core.state
 
     async def _run(self, steps: Steps[T]) -> T:
+        """Perform the steps: requests awaited, blocking calls in a worker thread.
+
+        From a deposit written down (or the close sent) until the steps next go out on their own (a
+        request, an approval), nothing is cut short: a cancellation that comes meanwhile is held,
+        the wallet's answer, the ledger's writes and the exchange the money moved for (the `open`,
+        the `topUp`, the `close`, within the HTTP client's timeout) reach their end, and then the
+        cancellation is raised, a payment not yet begun never begun. The session holds what was
+        paid, so its next request uses it instead of paying again; the task ends cancelled."""
         value: Any = None
         error: BaseException | None = None
-        while True:
+        guarded = False
+        cancelled: BaseException | None = None  # a cancellation held while the money's moves are recorded
+        try:
+            while True:
+                try:
+                    step = steps.throw(error) if error is not None else steps.send(value)
+                except StopIteration as done:
+                    if cancelled is not None:
+                        await _aclose_answer(done.value)
+                        raise cancelled from None
+                    return done.value  # type: ignore[no-any-return]
+                except BaseException as exc:
+                    if cancelled is None or exc is cancelled:
+                        raise
+                    _said_stopped("cancelled", exc)
+                    raise cancelled from exc  # cancelled, as the caller asked, whatever the money came to
+                value, error = None, None
+                if _kept(step, guarded):
+                    if cancelled is not None and isinstance(step, _Call) and step.pays:
+                        error = cancelled  # never begun once cancelled: nothing is paid
+                        continue
+                    guarded = True
+                    if isinstance(step, _Http):
+                        ended = await to_the_end(partial(self._send, step))
+                    else:
+                        assert isinstance(step, _Call)
+                        ended = await to_the_end_in_thread(step.fn)
+                    value, error, cancelled = ended.value, ended.error, cancelled or ended.cancelled
+                    continue
+                if cancelled is not None:
+                    error = cancelled  # the steps would go out again: cancelled instead, as the caller asked
+                    continue
+                guarded = False
+                try:
+                    if isinstance(step, _Http):
+                        value = await self._send(step)
+                    elif isinstance(step, _Ask):
+                        value = await _approve_async(self._core.payer, Ask(step.quote))
+                    else:
+                        value = await in_thread(step.fn)
+                except BaseException as exc:  # noqa: BLE001 - handed to the steps, which decide
+                    error = exc
+        finally:
+            steps.close()
+
+    async def _send(self, step: _Http) -> httpx.Response:
+        response = await self._http.send(step.request, stream=step.stream)
+        if step.stream and response.status_code != 200:
             try:
-                step = steps.throw(error) if error is not None else steps.send(value)
-            except StopIteration as done:
-                return done.value  # type: ignore[no-any-return]
-            value, error = None, None
-            try:
-                if isinstance(step, _Http):
-                    value = await self._http.send(step.request)
-                elif isinstance(step, _Ask):
-                    value = await _approve_async(self._core.payer, Ask(step.quote))
-                else:
-                    value = await in_thread(step.fn)
-            except Exception as exc:  # noqa: BLE001 - handed to the steps, which decide
-                error = exc
+                await response.aread()
+            except BaseException:
+                await response.aclose()
+                raise
+        return response
 
     async def request(self, method: str, url: str | None = None, **kwargs: Any) -> httpx.Response:
         async with self._lock:
@@ -663,22 +866,16 @@ class AsyncMppSession:
             request = self._http.build_request(method, url or self.state.url, **kwargs)
             if self.state.status == "closed":
                 raise SessionError("this MPP session is closed; open a new one")
-            opening = self.state.status == "new"
-            if opening:
-                prepared = await self._run(self._core.prepare_open(request))
-                if isinstance(prepared, httpx.Response):
-                    raise SessionError(f"the service answered {prepared.status_code}, not a session challenge")
-                request = prepared
+            opened: httpx.Response | None = None
+            if self.state.status == "new":  # the deposit paid and presented with this request (a refusal raises)
+                opened = await self._run(self._core.open_stream(request))
             else:
                 request = self._core.bearer(request)
         # the lock is not held while the caller reads: it may use the session between events
-        async with self._http.stream(request.method, request.url, headers=request.headers,
-                                     content=request.content) as response:
+        response = opened if opened is not None else await self._http.send(request, stream=True)
+        try:
             if response.status_code != 200:
                 await response.aread()
-                if opening:
-                    async with self._lock:
-                        await self._run(self._core.paid_but_refused(response, "open the session"))
                 raise SessionError(f"the service answered {response.status_code} to the session's stream")
             parser = SseParser()
             self._core.stream_started()
@@ -693,6 +890,8 @@ class AsyncMppSession:
                     elif event.event == "payment-receipt":
                         await self._read_event_receipt(event)
                 yield event
+        finally:
+            await response.aclose()
 
     def _top_up_now(self) -> Steps[None]:
         return self._core.top_up_mid_stream()
