@@ -164,3 +164,18 @@ def thread_hops(monkeypatch: Any) -> list[Any]:
     monkeypatch.setattr(transport, "in_thread", counted)
     monkeypatch.setattr(transport, "to_the_end_in_thread", counted_to_the_end)
     return hops
+
+
+async def cancel_while_held(task: Any, scopes: list[Any], how: str, release: Any) -> None:
+    """Cancel `task` (or, `how` "cancel-scope", the anyio scope it runs in) while a test's gate holds
+    the step it is in, give the cancellation a few turns of the loop to land there, then let the
+    step go on (`release`: the gate's event)."""
+    import asyncio
+
+    if how == "cancel-scope":
+        scopes[0].cancel()
+    else:
+        task.cancel()
+    for _ in range(20):
+        await asyncio.sleep(0)
+    release.set()

@@ -27,6 +27,7 @@ import httpay
 from httpay.ledger import SQLiteLedger
 from httpay.ledger.models import Status
 from httpay.wallets.base import Payment
+from tests.helpers import cancel_while_held
 from tests.hostile.harness import CountingSigner, CountingWallet, HostileService, release, x402
 
 GUARD_S = 30.0  # far past what any step here takes, well short of the 60 s a stalled waiter would wait
@@ -119,13 +120,7 @@ def test_a_request_cancelled_after_paying_records_the_payment_and_frees_the_othe
             assert gate.entered.is_set(), f"the payer never reached the {where}"
             others = [asyncio.create_task(send(i)) for i in range(1, OTHERS + 1)]
             await _until(lambda: svc.hits.get(path, 0) >= OTHERS + 1)  # every other request met a 402 too
-            if how == "cancel-scope":
-                scopes[0].cancel()
-            else:
-                payer.cancel()
-            for _ in range(20):  # a few turns of the loop: the cancellation lands while the step is still held
-                await asyncio.sleep(0)
-            gate.release.set()
+            await cancel_while_held(payer, scopes, how, gate.release)
             with anyio.fail_after(GUARD_S):
                 try:
                     ended = await payer

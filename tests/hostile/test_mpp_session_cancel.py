@@ -34,6 +34,7 @@ from httpay.ledger.models import Status
 from httpay.protocols import mpp as wire
 from httpay.wallets.base import Payment
 from httpay.wallets.demo import DemoWallet
+from tests.helpers import cancel_while_held
 
 GUARD_S = 30.0
 SAT = 1_000  # msat
@@ -248,13 +249,7 @@ async def _cancelled_while_held(call: Any, how: str, gate: Gate) -> str:
     task = asyncio.create_task(in_scope() if how == "cancel-scope" else plain())
     await anyio.to_thread.run_sync(gate.entered.wait, GUARD_S)
     assert gate.entered.is_set(), "the held step was never reached"
-    if how == "cancel-scope":
-        scopes[0].cancel()
-    else:
-        task.cancel()
-    for _ in range(20):  # a few turns of the loop: the cancellation lands while the step is still held
-        await asyncio.sleep(0)
-    gate.release.set()
+    await cancel_while_held(task, scopes, how, gate.release)
     with anyio.fail_after(GUARD_S):
         try:
             return await task
