@@ -179,3 +179,14 @@ async def cancel_while_held(task: Any, scopes: list[Any], how: str, release: Any
     for _ in range(20):
         await asyncio.sleep(0)
     release.set()
+
+
+def in_threads(target: Any, each: Any) -> None:
+    """`target(x)` for every x of `each`, each in its own thread, all started before any is waited for."""
+    import threading
+
+    threads = [threading.Thread(target=target, args=(x,)) for x in each]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()

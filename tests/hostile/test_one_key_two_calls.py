@@ -17,6 +17,7 @@ from starlette.responses import JSONResponse, Response
 
 import httpay
 from httpay.ledger import SQLiteLedger
+from tests.helpers import in_threads
 from tests.hostile.harness import CountingSigner, _b64json, hostile_service, release, x402, x402_requirement
 
 KEY = {"Idempotency-Key": "order-2026-0042-abcdef"}
@@ -53,11 +54,7 @@ def test_two_calls_under_one_key_at_once_one_is_paid_the_other_refused(tmp_path:
                         out.append(c.post(url, json=body, headers=KEY).status_code)
                     except httpay.PaymentRefused as exc:
                         out.append(exc)
-                threads = [threading.Thread(target=send, args=(b,)) for b in bodies]
-                for t in threads:
-                    t.start()
-                for t in threads:
-                    t.join()
+                in_threads(send, bodies)
         else:
             async def go() -> None:
                 async with httpay.AsyncClient(**kwargs) as c:

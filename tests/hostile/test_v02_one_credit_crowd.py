@@ -29,6 +29,7 @@ import httpay
 from httpay.core.flow import TAGS_EXTENSION, receipt_of
 from httpay.ledger import Receipt, SQLiteLedger
 from httpay.wallets.base import Payment
+from tests.helpers import in_threads
 from tests.hostile.harness import CountingWallet, HostileService
 
 N = 8
@@ -143,11 +144,7 @@ def crowd(mode: str, url: str, n: int, **settings: Any) -> Outcomes:
                     out[name] = c.get(url, extensions={TAGS_EXTENSION: {"req": name}})
                 except Exception as exc:  # noqa: BLE001 - the test asserts what each one got
                     out[name] = exc
-            threads = [threading.Thread(target=one, args=(name,)) for name in names]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
+            in_threads(one, names)
     else:
         async def go() -> None:
             async with httpay.AsyncClient(**settings) as c:
